@@ -1,0 +1,145 @@
+"""Typed engine events: the one way the engine tells the world what happened.
+
+The scheduler emits these, in order, on the event loop; the journal, the
+console and the ``--events`` file are subscribers (``Callable[[Event], None]``)
+that must return quickly (hand heavy work to a thread). Every text field that
+could hold a secret (commands, output tails, reasons) is already redacted when
+the event is built. ``at`` is wall-clock time (``time.time()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+InstanceState = Literal[
+    "pending",  # waiting for dependencies or a slot
+    "running",
+    "succeeded",
+    "failed",
+    "skipped",  # a requirement can no longer be met
+    "cancelled",  # was running and was ended (Ctrl-C, --fail-fast=kill)
+    "not_started",  # never started because the run stopped early
+    "reused",  # succeeded in an earlier run; its outputs are reused (retry/resume)
+    "interrupted",  # journal only: was running when fleetrun died
+]
+
+FINAL_STATES: frozenset[str] = frozenset(
+    {"succeeded", "failed", "skipped", "cancelled", "not_started", "reused", "interrupted"}
+)
+
+RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of all events."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Event):
+    """A run begins. ``parallelism`` is None when unbounded by count."""
+
+    run_id: str
+    plan_name: str
+    mode: str
+    parallelism: int | None
+    nodes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceReused(Event):
+    """A node that succeeded in an earlier run is not run again (retry/resume)."""
+
+    node: int
+    key: str
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptStarted(Event):
+    """An attempt's process was spawned."""
+
+    node: int
+    key: str
+    attempt: int
+    command: str
+    pid: int
+    pgid: int
+    log_path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptOutput(Event):
+    """Complete lines an attempt printed (only emitted with streamed output)."""
+
+    node: int
+    key: str
+    attempt: int
+    text: str
+
+
+AttemptOutcome = Literal["succeeded", "failed", "retrying", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptEnded(Event):
+    """An attempt finished. ``outcome`` says what the engine made of it.
+
+    ``retrying``: another attempt follows after ``retry_delay`` seconds, for
+    ``retry_reason`` (e.g. "exit 75", "output matched '429'", "timeout").
+    ``tail`` holds the last lines of the attempt's log (redacted).
+    """
+
+    node: int
+    key: str
+    attempt: int
+    started_at: float
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    outcome: AttemptOutcome
+    retry_reason: str | None = None
+    retry_delay: float | None = None
+    tail: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceSettled(Event):
+    """A node reached a final state (never emitted twice for one node).
+
+    ``reason`` explains skipped/not_started/cancelled ("needs infra@uksouth,
+    which failed"); ``outputs`` are the published ``key=value`` pairs of a
+    succeeded instance.
+    """
+
+    node: int
+    key: str
+    state: InstanceState
+    reason: str = ""
+    attempts: int = 0
+    outputs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolChanged(Event):
+    """A pool's adaptive rate changed (throttling seen, or recovered)."""
+
+    pool: str
+    rate: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunEnded(Event):
+    """The run is over; ``counts`` maps final state -> number of nodes."""
+
+    run_id: str
+    status: RunStatus
+    counts: Mapping[str, int]
+
+
+Subscriber = Callable[[Event], None]

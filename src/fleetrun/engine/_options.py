@@ -1,0 +1,63 @@
+"""What a caller gives the scheduler and what it gets back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fleetrun.redact import Redactor
+
+Mode = Literal["dag", "phased", "sequential"]
+OutputMode = Literal["none", "grouped", "ordered", "stream"]
+FailFast = Literal["stop", "kill"]
+
+DEFAULT_GRACE = 10.0
+"""Seconds between SIGTERM and SIGKILL when ending an attempt's process group."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How to run a graph.
+
+    - ``run_dir``: attempt logs go to ``run_dir/logs/<task>/<target>.<attempt>.log``
+      (``<task>/<task>.<attempt>.log`` for an unfanned task).
+    - ``only``: the node ids this run may start (None: all). Nodes outside it
+      and outside ``reused`` are not part of the run and produce no events.
+    - ``reused``: nodes that already succeeded in an earlier run, with their
+      outputs; they count as succeeded and are never started.
+    - ``output``: whether attempt output is also delivered as ``AttemptOutput``
+      events (``stream``) - the console groups/orders it as it likes.
+    """
+
+    run_id: str
+    run_dir: Path
+    mode: Mode = "dag"
+    parallelism: int | None = None
+    fail_fast: FailFast | None = None
+    grace: float = DEFAULT_GRACE
+    only: frozenset[int] | None = None
+    reused: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+    output: OutputMode = "none"
+    redactor: Redactor = field(default_factory=Redactor)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The outcome of a run: final state per node id, and wall-clock bounds."""
+
+    run_id: str
+    status: Literal["succeeded", "failed", "interrupted"]
+    states: Mapping[int, str]
+    outputs: Mapping[int, Mapping[str, str]]
+    started_at: float
+    ended_at: float
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of nodes per final state."""
+        out: dict[str, int] = {}
+        for s in self.states.values():
+            out[s] = out.get(s, 0) + 1
+        return out

@@ -1,0 +1,133 @@
+"""The validated, resolved plan: immutable data that expansion and the engine read.
+
+The loader (``_loader.py``) turns a YAML file into these objects after checking
+everything; nothing here does I/O. Durations are float seconds, rates are
+float events per second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fleetrun.errors import Location
+from fleetrun.plan._template import Template
+
+Scalar = str | int | float | bool | None
+
+ALL_TARGETS = "all"
+"""The group name that means every target (``for_each: all``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One member of the fleet: a name and free-form scalar attributes."""
+
+    name: str
+    attrs: Mapping[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When and how often a failed attempt is tried again.
+
+    ``attempts`` counts all attempts (1 = no retry). With ``any_failure`` set
+    (no ``on:`` given) every failure is retried; otherwise only failures whose
+    exit code is in ``on_exit``, whose output contains one of ``on_output`` or,
+    with ``on_timeout``, that timed out. Delay before attempt n+1 is drawn
+    uniformly from ``[0, min(max_backoff, backoff * 2**(n-1))]`` (full jitter).
+    """
+
+    attempts: int = 1
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    any_failure: bool = True
+    on_exit: frozenset[int] = frozenset()
+    on_output: tuple[str, ...] = ()
+    on_timeout: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A shared limit a task may draw on: concurrent slots and/or a start rate.
+
+    ``rate`` is starts per second (token bucket of size ``burst``); with
+    ``adaptive`` the effective rate is lowered when attempts are throttled
+    (retried on a matching ``on.output``/``on.exit``) and raised again on success.
+    """
+
+    name: str
+    concurrency: int | None = None
+    rate: float | None = None
+    burst: int = 1
+    adaptive: bool = False
+
+
+NeedMode = Literal["auto", "all", "quorum"]
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """One entry of a task's ``needs``.
+
+    ``auto`` (``needs: [X]``): same target when both tasks fan out over targets,
+    otherwise every instance of X. ``all`` (``X[*]``): every instance of X.
+    ``quorum`` (``{task: X, at_least: N | "P%"}``): proceed once ``at_least``
+    (or ``percent`` of X's instances, rounded up) have succeeded.
+    """
+
+    task: str
+    mode: NeedMode = "auto"
+    at_least: int | None = None
+    percent: float | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One task of the plan, before expansion over targets.
+
+    ``targets`` is None for an unfanned task (one instance), else the resolved
+    names of the ``for_each`` group in fleet order.
+    """
+
+    name: str
+    run: Template
+    phase: str | None = None
+    for_each: str | None = None
+    targets: tuple[str, ...] | None = None
+    needs: tuple[Need, ...] = ()
+    pools: tuple[str, ...] = ()
+    timeout: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    estimate: float | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A whole validated plan.
+
+    ``env`` holds what every task's environment gets from ``env_file`` and the
+    plan's ``env``; ``secret_values`` are the literal values that must be
+    redacted wherever they would appear. ``targets``, ``groups``, ``pools`` and
+    ``tasks`` keep the plan file's order.
+    """
+
+    name: str
+    path: Path | None
+    base_dir: Path
+    source_hash: str
+    env: Mapping[str, str]
+    secrets: frozenset[str]
+    secret_values: frozenset[str]
+    vars: Mapping[str, Scalar]
+    targets: Mapping[str, Target]
+    groups: Mapping[str, tuple[str, ...]]
+    pools: Mapping[str, Pool]
+    phases: tuple[str, ...]
+    tasks: Mapping[str, Task]
