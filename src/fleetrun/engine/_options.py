@@ -61,3 +61,12 @@ class RunResult:
         for s in self.states.values():
             out[s] = out.get(s, 0) + 1
         return out
+
+
+def new_run_id(now: float | None = None) -> str:
+    """A sortable, unique run id: UTC timestamp plus 4 random hex digits."""
+    import os
+    import time
+
+    t = time.gmtime(time.time() if now is None else now)
+    return time.strftime("%Y%m%dT%H%M%S", t) + "-" + os.urandom(2).hex()
