@@ -1,1 +1,190 @@
-"""Placeholder: replaced by the module that defines these commands."""
+"""``fleetrun apply`` and ``fleetrun retry``: run a plan, or re-run what did not succeed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from fleetrun.cli._main import cli
+from fleetrun.cli._run import RunRequest, execute
+from fleetrun.engine._options import DEFAULT_GRACE
+
+_FAIL_FAST_VALUES = ("stop", "kill")
+
+
+class _OptionalValueCommand(click.Command):
+    """Lets ``--fail-fast`` stand alone before a positional argument.
+
+    click gives a flag with an optional value the next word as its value, so
+    ``--fail-fast plan.yaml`` would read ``plan.yaml`` as the policy. Here a
+    bare ``--fail-fast`` not followed by ``stop``/``kill`` means ``stop``.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        fixed: list[str] = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                fixed += args[i:]
+                break
+            if arg == "--fail-fast" and (
+                i + 1 >= len(args) or args[i + 1] not in _FAIL_FAST_VALUES
+            ):
+                arg = "--fail-fast=stop"
+            fixed.append(arg)
+        return super().parse_args(ctx, fixed)
+
+
+def _selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--tasks",
+        multiple=True,
+        metavar="NAMES",
+        help="Only these tasks (comma-separated, repeatable), plus what they need.",
+    )(f)
+    f = click.option(
+        "--targets",
+        multiple=True,
+        metavar="NAMES",
+        help="Only these targets or groups (comma-separated, repeatable), plus what they need.",
+    )(f)
+    return f
+
+
+def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(
+        [
+            click.option(
+                "--mode",
+                type=click.Choice(["dag", "phased", "sequential"]),
+                default="dag",
+                show_default=True,
+                help="dag: real dependencies only; phased: phase barriers; sequential: one by one.",
+            ),
+            click.option(
+                "-j",
+                "--parallelism",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Most instances running at once (default: bounded by pools only).",
+            ),
+            click.option(
+                "--fail-fast",
+                type=click.Choice(_FAIL_FAST_VALUES),
+                is_flag=False,
+                flag_value="stop",
+                default=None,
+                help="On the first failure start nothing new; =kill also ends running tasks.",
+            ),
+            click.option(
+                "--grace",
+                type=click.FloatRange(min=0),
+                default=DEFAULT_GRACE,
+                show_default=True,
+                metavar="SECONDS",
+                help="Time between SIGTERM and SIGKILL when ending a task.",
+            ),
+            click.option(
+                "--state-dir",
+                type=click.Path(file_okay=False),
+                default=None,
+                help="Where the journal lives (default: .fleetrun beside the plan).",
+            ),
+            click.option(
+                "--kill-orphans",
+                is_flag=True,
+                help="End process groups left running by a run that died, before starting.",
+            ),
+            click.option("--plain", is_flag=True, help="Plain line-per-change output."),
+        ]
+    ):
+        f = opt(f)
+    return _selection_options(f)
+
+
+@cli.command(cls=_OptionalValueCommand)
+@click.argument("plan", type=click.Path(dir_okay=False))
+@_run_options
+@click.option("--dry-run", is_flag=True, help="Print the commands in start order; run nothing.")
+@click.option("--resume", is_flag=True, help="Resume the latest interrupted run of this plan.")
+def apply(
+    plan: str,
+    mode: str,
+    parallelism: int | None,
+    fail_fast: str | None,
+    grace: float,
+    state_dir: str | None,
+    kill_orphans: bool,
+    plain: bool,
+    targets: tuple[str, ...],
+    tasks: tuple[str, ...],
+    dry_run: bool,
+    resume: bool,
+) -> None:
+    """Run PLAN: every task instance as soon as what it needs has succeeded.
+
+    \b
+    Exit codes: 0 all succeeded, 1 some task failed, 2 bad plan or usage,
+    130 interrupted (Ctrl-C: running tasks get --grace seconds; twice: killed now).
+    """
+    code = execute(
+        RunRequest(
+            kind="resume" if resume else "apply",
+            plan=plan,
+            state_dir=state_dir,
+            mode=mode,
+            parallelism=parallelism,
+            fail_fast=fail_fast,
+            targets=targets,
+            tasks=tasks,
+            grace=grace,
+            dry_run=dry_run,
+            kill_orphans=kill_orphans,
+        )
+    )
+    click.get_current_context().exit(code)
+
+
+@cli.command(cls=_OptionalValueCommand)
+@click.argument("run", required=False)
+@click.option("--plan", type=click.Path(dir_okay=False), default=None, help="The plan file.")
+@_run_options
+@click.option("--dry-run", is_flag=True, help="Print what would run again; run nothing.")
+def retry(
+    run: str | None,
+    plan: str | None,
+    mode: str,
+    parallelism: int | None,
+    fail_fast: str | None,
+    grace: float,
+    state_dir: str | None,
+    kill_orphans: bool,
+    plain: bool,
+    targets: tuple[str, ...],
+    tasks: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """Re-run what failed, was skipped, cancelled or interrupted in RUN, and its dependents.
+
+    RUN defaults to the latest run (of --plan when given). What succeeded is not
+    run again: its recorded outputs are reused. The plan is read again from disk;
+    an instance whose command changed since is run again.
+    """
+    code = execute(
+        RunRequest(
+            kind="retry",
+            plan=plan,
+            state_dir=state_dir,
+            run_ref=run,
+            mode=mode,
+            parallelism=parallelism,
+            fail_fast=fail_fast,
+            targets=targets,
+            tasks=tasks,
+            grace=grace,
+            dry_run=dry_run,
+            kill_orphans=kill_orphans,
+        )
+    )
+    click.get_current_context().exit(code)

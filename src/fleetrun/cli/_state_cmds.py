@@ -1,1 +1,216 @@
-"""Placeholder: replaced by the module that defines these commands."""
+"""Reading the record: ``history``, ``show``, ``logs``, ``outputs``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fleetrun.cli._main import cli
+from fleetrun.cli._run import find_state_dir
+from fleetrun.errors import RunNotFoundError
+from fleetrun.state import Journal
+from fleetrun.state._view import (
+    history_text,
+    outputs_data,
+    outputs_env,
+    outputs_text,
+    run_summary,
+    show_text,
+    write_atomic,
+)
+
+_FOLLOW_POLL = 0.2
+"""Seconds between looks at a followed log and at its attempt's end."""
+
+
+def _where(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Where the journal lives (default: .fleetrun beside --plan, or ./.fleetrun).",
+    )(f)
+    f = click.option(
+        "--plan",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The plan: finds its state directory and narrows to its runs.",
+    )(f)
+    return f
+
+
+def _fmt(*choices: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--format", "fmt", type=click.Choice(choices), default=choices[0], show_default=True
+    )
+
+
+@contextmanager
+def _journal(state_dir: str | None, plan: str | None) -> Iterator[Journal]:
+    # Every look at the record first settles runs whose process died.
+    journal = Journal.open_existing(find_state_dir(state_dir, plan))
+    try:
+        journal.recover()
+        yield journal
+    finally:
+        journal.close()
+
+
+def _plan_path(plan: str | None) -> str | None:
+    return str(Path(plan).resolve()) if plan else None
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+@cli.command()
+@_where
+@_fmt("table", "json")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=None, help="Newest N runs.")
+def history(plan: str | None, state_dir: str | None, fmt: str, limit: int | None) -> None:
+    """List the runs on record, newest first: status, parent run, duration, counts."""
+    with _journal(state_dir, plan) as j:
+        runs = j.runs(_plan_path(plan), limit)
+    if fmt == "json":
+        _echo_json([run_summary(r) for r in runs])
+    elif runs:
+        click.echo(history_text(runs), nl=False)
+    else:
+        click.echo("no runs on record")
+
+
+@cli.command()
+@click.argument("run", required=False)
+@_where
+@_fmt("table", "json")
+def show(run: str | None, plan: str | None, state_dir: str | None, fmt: str) -> None:
+    """Show every instance of RUN (default: the latest): state, attempts, exit codes, reasons."""
+    with _journal(state_dir, plan) as j:
+        r = j.run(run, plan_path=_plan_path(plan))
+        instances = j.instances(r["id"])
+        attempts = j.attempts(r["id"])
+    if fmt == "json":
+        per_key: dict[str, list[dict[str, Any]]] = {}
+        for a in attempts:
+            per_key.setdefault(a["key"], []).append(a)
+        for i in instances:
+            i["attempt_list"] = per_key.get(i["key"], [])
+        _echo_json({"run": run_summary(r), "instances": instances})
+    else:
+        click.echo(show_text(r, instances, attempts), nl=False)
+
+
+@cli.command()
+@click.argument("instance", metavar="TASK@TARGET")
+@click.option("--run", "run_ref", default=None, help="The run (default: the latest).")
+@click.option("--attempt", type=click.IntRange(min=1), default=None, help="Default: the last.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the attempt ends.")
+@_where
+@_fmt("text", "json")
+def logs(
+    instance: str,
+    run_ref: str | None,
+    attempt: int | None,
+    follow: bool,
+    plan: str | None,
+    state_dir: str | None,
+    fmt: str,
+) -> None:
+    """Print the log of one attempt of TASK@TARGET (TASK for an unfanned task)."""
+    with _journal(state_dir, plan) as j:
+        r = j.run(run_ref, plan_path=_plan_path(plan))
+        if run_ref is None:
+            # An instance reused by the latest run shows the log of the run that ran it.
+            r = j.run(j.ran_in(r["id"], instance))
+        a = j.attempt(r["id"], instance, attempt)
+    path = Path(a["log_path"])
+    if fmt == "json":
+        _echo_json(
+            {
+                "run": r["id"],
+                "key": instance,
+                "attempt": a["n"],
+                "log_path": str(path),
+                "text": _read(path).decode("utf-8", "replace"),
+            }
+        )
+        return
+    if not follow or a["ended_at"] is not None:
+        sys.stdout.buffer.write(_read(path))
+        sys.stdout.flush()
+        return
+    _follow(state_dir, plan, r["id"], instance, a["n"], path)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise RunNotFoundError(f"the log {path} is gone") from None
+
+
+def _follow(
+    state_dir: str | None, plan: str | None, run_id: str, key: str, n: int, path: Path
+) -> None:
+    pos = 0
+    while True:
+        with _journal(state_dir, plan) as j:
+            ended = j.attempt(run_id, key, n)["outcome"] is not None
+        try:
+            with path.open("rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+        except FileNotFoundError:
+            chunk = b""
+        if chunk:
+            pos += len(chunk)
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+        # The end is recorded after the process has exited, so its log is
+        # complete by then: the read above, made after that check, got it all.
+        if ended:
+            return
+        time.sleep(_FOLLOW_POLL)
+
+
+@cli.command()
+@click.argument("run", required=False)
+@_where
+@_fmt("table", "json", "env")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to FILE (atomically, under FILE.lock) instead of printing.",
+)
+def outputs(
+    run: str | None, plan: str | None, state_dir: str | None, fmt: str, output: str | None
+) -> None:
+    """Print the outputs tasks published in RUN (default: the latest).
+
+    \b
+    --format env prints TASK_KEY=VALUE lines (TASK_TARGET_KEY for a task fanned
+    over targets), ready for a .env file.
+    """
+    with _journal(state_dir, plan) as j:
+        r = j.run(run, plan_path=_plan_path(plan))
+        instances = [i for i in j.instances(r["id"]) if i["outputs"]]
+    if fmt == "json":
+        text = json.dumps(outputs_data(instances), indent=2) + "\n"
+    elif fmt == "env":
+        text = outputs_env(instances)
+    else:
+        text = outputs_text(instances) if instances else "no outputs\n"
+    if output:
+        write_atomic(Path(output), text)
+    else:
+        click.echo(text, nl=False)

@@ -1,1 +1,44 @@
-"""fleetrun.engine."""
+"""The engine: walks an expanded graph within every limit, retries, cancels, emits events."""
+
+from fleetrun.engine._clock import Clock, RealClock
+from fleetrun.engine._control import RunControl
+from fleetrun.engine._events import (
+    FINAL_STATES,
+    AttemptEnded,
+    AttemptOutput,
+    AttemptStarted,
+    Event,
+    InstanceReused,
+    InstanceSettled,
+    PoolChanged,
+    RunEnded,
+    RunStarted,
+    Subscriber,
+)
+from fleetrun.engine._executor import AttemptResult, AttemptSpec, Executor
+from fleetrun.engine._options import RunOptions, RunResult, new_run_id
+from fleetrun.engine._scheduler import run_graph
+
+__all__ = [
+    "FINAL_STATES",
+    "AttemptEnded",
+    "AttemptOutput",
+    "AttemptResult",
+    "AttemptSpec",
+    "AttemptStarted",
+    "Clock",
+    "Event",
+    "Executor",
+    "InstanceReused",
+    "InstanceSettled",
+    "PoolChanged",
+    "RealClock",
+    "RunControl",
+    "RunEnded",
+    "RunOptions",
+    "RunResult",
+    "RunStarted",
+    "Subscriber",
+    "new_run_id",
+    "run_graph",
+]

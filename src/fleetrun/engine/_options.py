@@ -12,6 +12,7 @@ from fleetrun.redact import Redactor
 Mode = Literal["dag", "phased", "sequential"]
 OutputMode = Literal["none", "grouped", "ordered", "stream"]
 FailFast = Literal["stop", "kill"]
+Priority = Literal["critical_path", "fifo"]
 
 DEFAULT_GRACE = 10.0
 """Seconds between SIGTERM and SIGKILL when ending an attempt's process group."""
@@ -29,6 +30,10 @@ class RunOptions:
       outputs; they count as succeeded and are never started.
     - ``output``: whether attempt output is also delivered as ``AttemptOutput``
       events (``stream``) - the console groups/orders it as it likes.
+    - ``priority``: order in which ready nodes start: ``critical_path`` (highest
+      ``graph.rank`` first, then plan order) or ``fifo`` (the order they became
+      ready; for comparisons). ``sequential`` mode always uses plan order.
+    - ``seed``: seeds the retry-backoff jitter (None: unpredictable).
     """
 
     run_id: str
@@ -41,6 +46,8 @@ class RunOptions:
     reused: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
     output: OutputMode = "none"
     redactor: Redactor = field(default_factory=Redactor)
+    priority: Priority = "critical_path"
+    seed: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

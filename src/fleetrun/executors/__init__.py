@@ -1,1 +1,15 @@
-"""fleetrun.executors."""
+"""Executors: run one attempt of one node (local processes; more kinds later)."""
+
+from fleetrun.engine._executor import AttemptResult, AttemptSpec, Executor
+from fleetrun.executors._local import LocalExecutor, env_name, parse_outputs
+from fleetrun.executors._noop import NoopExecutor
+
+__all__ = [
+    "AttemptResult",
+    "AttemptSpec",
+    "Executor",
+    "LocalExecutor",
+    "NoopExecutor",
+    "env_name",
+    "parse_outputs",
+]

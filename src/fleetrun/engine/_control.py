@@ -1,0 +1,56 @@
+"""``RunControl``: the handle through which a caller interrupts a running graph."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+
+class RunControl:
+    """Lets a caller (typically a SIGINT handler) stop a run.
+
+    The first ``interrupt()`` stops starting new work and ends running attempts
+    (SIGTERM to each process group, the grace period, SIGKILL, reap); the run
+    returns with status ``interrupted``. A second call skips what is left of
+    the grace period. Safe to call from a handler installed with
+    ``loop.add_signal_handler`` and from another thread; a call before the run
+    starts takes effect as soon as it does.
+    """
+
+    __slots__ = ("_handler", "_loop", "presses")
+
+    def __init__(self) -> None:
+        self.presses = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handler: Callable[[int], None] | None = None
+
+    def interrupt(self) -> None:
+        """Ask the run to stop (first call) or to stop now (later calls)."""
+        self.presses += 1
+        loop, handler = self._loop, self._handler
+        if loop is None or handler is None:
+            return
+        presses = self.presses
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            # Deferred by one loop iteration so that a handler never runs
+            # inside the scheduler's own bookkeeping.
+            loop.call_soon(handler, presses)
+        else:
+            loop.call_soon_threadsafe(handler, presses)
+
+    @property
+    def interrupted(self) -> bool:
+        """True once ``interrupt()`` was called."""
+        return self.presses > 0
+
+    def _attach(self, loop: asyncio.AbstractEventLoop, handler: Callable[[int], None]) -> None:
+        self._loop, self._handler = loop, handler
+        if self.presses:
+            loop.call_soon(handler, self.presses)
+
+    def _detach(self) -> None:
+        self._loop = self._handler = None

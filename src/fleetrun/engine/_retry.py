@@ -1,0 +1,102 @@
+"""Retry decisions, backoff delays and reading an attempt's log (bounded).
+
+Logs can be arbitrarily large, so nothing here reads a whole log into memory:
+``log_contains`` streams it in fixed-size chunks (overlapping by the longest
+pattern) and ``log_tail`` reads only the last few kilobytes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Sequence
+
+from fleetrun.engine._executor import AttemptResult
+from fleetrun.plan._model import RetryPolicy
+
+TAIL_LINES = 10
+"""Lines of a failed attempt's log shown in its ``AttemptEnded.tail``."""
+
+_TAIL_BYTES = 8192
+_CHUNK = 1 << 20
+
+
+def backoff_delay(policy: RetryPolicy, attempt: int, rng: random.Random) -> float:
+    """Delay before attempt ``attempt + 1``: full jitter over
+    ``[0, min(max_backoff, backoff * 2**(attempt-1))]``."""
+    ceiling = min(policy.max_backoff, policy.backoff * 2.0 ** (attempt - 1))
+    return rng.uniform(0.0, max(0.0, ceiling))
+
+
+def log_contains(path: str, patterns: Sequence[str]) -> str | None:
+    """The first of ``patterns`` found in the file at ``path`` (streamed), or None."""
+    needles = [p.encode() for p in patterns if p]
+    if not needles:
+        return None
+    overlap = max(len(n) for n in needles) - 1
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        carry = b""
+        while True:
+            chunk = os.read(fd, _CHUNK)
+            if not chunk:
+                return None
+            window = carry + chunk
+            for n, p in zip(needles, patterns, strict=False):
+                if n in window:
+                    return p
+            carry = window[-overlap:] if overlap else b""
+    finally:
+        os.close(fd)
+
+
+def log_tail(path: str, lines: int = TAIL_LINES) -> tuple[str, ...]:
+    """The last ``lines`` non-empty lines of the file at ``path`` (decoded leniently)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return ()
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - _TAIL_BYTES)
+        data = os.pread(fd, size - start, start)
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", "replace")
+    got = [ln for ln in text.splitlines() if ln.strip()]
+    if start > 0 and got:
+        got = got[1:]  # the first line is probably cut
+    return tuple(got[-lines:])
+
+
+def retry_reason(policy: RetryPolicy, result: AttemptResult, log_path: str) -> str | None:
+    """Why a failed attempt should be retried under ``policy``, or None if it should not.
+
+    ``any_failure`` retries everything; otherwise the failure must match
+    ``on_exit``, ``on_output`` (searched in the attempt's log) or ``on_timeout``.
+    """
+    if result.timed_out:
+        if policy.any_failure or policy.on_timeout:
+            return "timeout"
+        return None
+    if result.exit_code is not None and result.exit_code in policy.on_exit:
+        return f"exit {result.exit_code}"
+    if policy.on_output:
+        found = log_contains(log_path, policy.on_output)
+        if found is not None:
+            return f"output matched {found!r}"
+    if policy.any_failure:
+        if result.exit_code is None:
+            return f"signal {result.signal}"
+        return f"exit {result.exit_code}"
+    return None
+
+
+def is_throttle(policy: RetryPolicy, reason: str) -> bool:
+    """True when a retry was caused by a throttling condition (``on.exit``/``on.output``)."""
+    if policy.any_failure:
+        return False
+    return reason.startswith(("exit ", "output matched"))

@@ -1,0 +1,412 @@
+"""The scheduler: walks the graph and starts every node as soon as it may.
+
+One ``_Run`` per ``run_graph`` call, driven by one asyncio loop. Every attempt
+runs in a task of the run's ``TaskGroup``. Nodes whose requirements are met
+wait in ready heaps, one heap per combination of pools ("signature"), so a
+full pool never blocks nodes that do not use it; the next node to start is the
+best head among the signatures whose pools all have room.
+
+Invariants:
+- ``running <= parallelism`` and every pool's ``in_use <= concurrency``; a
+  slot is taken just before an attempt is spawned and given back only after
+  the executor returned, i.e. after the process was reaped. A node waiting for
+  its retry backoff holds no slot.
+- Every member node gets exactly one ``InstanceSettled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+from fleetrun.engine._attempts import AttemptRunner
+from fleetrun.engine._clock import Clock, RealClock
+from fleetrun.engine._control import RunControl
+from fleetrun.engine._deps import Deps
+from fleetrun.engine._events import (
+    Event,
+    InstanceReused,
+    InstanceSettled,
+    PoolChanged,
+    RunEnded,
+    RunStarted,
+    Subscriber,
+)
+from fleetrun.engine._executor import Executor
+from fleetrun.engine._limits import Limits
+from fleetrun.engine._options import RunOptions, RunResult
+from fleetrun.plan._graph import Graph
+from fleetrun.plan._simulate import phase_layers
+
+_FINAL_BAD = {"failed": "failed", "skipped": "was skipped", "cancelled": "was cancelled",
+              "not_started": "was not started"}
+
+
+async def run_graph(
+    graph: Graph,
+    options: RunOptions,
+    executor: Executor,
+    subscribers: Sequence[Subscriber] = (),
+    *,
+    control: RunControl | None = None,
+    durable: Callable[[], Awaitable[None]] | None = None,
+    clock: Clock | None = None,
+) -> RunResult:
+    """Run ``graph`` under ``options`` with ``executor``, emitting events to ``subscribers``.
+
+    ``control`` lets a caller interrupt the run; ``durable``, when given, is
+    awaited (once per scheduling round) before starting nodes whose
+    requirements settled since its last call; ``clock`` paces retries and
+    rate limits (default: the real clock). Returns when every member node has
+    settled. Cancelling the caller ends every running attempt first.
+    """
+    run = _Run(graph, options, executor, tuple(subscribers), control, durable, clock)
+    return await run.run()
+
+
+class _Run:
+    def __init__(
+        self,
+        graph: Graph,
+        options: RunOptions,
+        executor: Executor,
+        subscribers: tuple[Subscriber, ...],
+        control: RunControl | None,
+        durable: Callable[[], Awaitable[None]] | None,
+        clock: Clock | None,
+    ) -> None:
+        self.graph = graph
+        self.options = options
+        self.executor = executor
+        self.subscribers = subscribers
+        self.control = control
+        self.durable = durable
+        self.clock: Clock = clock if clock is not None else RealClock()
+        self.rng = random.Random(options.seed)
+        n = len(graph.nodes)
+        reused = options.reused
+        only = options.only
+        member = [False] * n
+        runnable = range(n) if only is None else only
+        for i in runnable:
+            if i not in reused:
+                member[i] = True
+        self.member = member
+        self.members = [i for i in range(n) if member[i]]
+        # "" = not settled; final state otherwise.
+        self.state: list[str] = [""] * n
+        self.outputs: dict[int, Mapping[str, str]] = {i: dict(o) for i, o in reused.items()}
+        self.attempts = [0] * n
+        self.running = 0
+        self.waiting = 0  # nodes sleeping through a retry backoff
+        self.cap = 1 if options.mode == "sequential" else options.parallelism
+        self.stopping = False
+        self.stop_reason = ""
+        self.interrupted = False
+        self.failed_any = False
+        self.dirty = True
+        self.wake = asyncio.Event()
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.tg: asyncio.TaskGroup | None = None
+        self.timer: asyncio.Task[None] | None = None
+        self.timer_at = math.inf
+        self.seq = 0
+        self.limits = Limits(graph, self.clock.now(), self._pool_changed)
+        self.sigs: dict[tuple[int, ...], list[tuple[float, int]]] = {}
+        self.ready_count = 0
+        self.pools_of = [self.limits.pools_of_task[node.task] for node in graph.nodes]
+        # Phased mode: nodes of later phases wait in ``held`` until theirs opens.
+        self.phase_of: list[int] | None = None
+        self.phase = 0
+        self.phase_left: list[int] = []
+        self.held: list[list[int]] = []
+        if options.mode == "phased":
+            self._init_phases()
+        self.deps = Deps(graph, self.members, self._on_ready, self._on_impossible)
+        self.attempt_runner = AttemptRunner(self)
+
+    # -- events -----------------------------------------------------------------
+
+    def emit(self, ev: Event) -> None:
+        for s in self.subscribers:
+            s(ev)
+
+    def _pool_changed(self, pool: str, rate: float, reason: str) -> None:
+        self.emit(PoolChanged(at=time.time(), pool=pool, rate=rate, reason=reason))
+
+    # -- phases -------------------------------------------------------------------
+
+    def _init_phases(self) -> None:
+        phase_of = [0] * len(self.graph.nodes)
+        layers = phase_layers(self.graph)
+        self.phase_left = [0] * len(layers)
+        self.held = [[] for _ in layers]
+        for p, layer in enumerate(layers):
+            for i in layer:
+                phase_of[i] = p
+                if self.member[i]:
+                    self.phase_left[p] += 1
+        self.phase_of = phase_of
+        self.phase = 0
+        self._advance_phase()
+
+    def _advance_phase(self) -> None:
+        # Invariant: phases before ``self.phase`` are fully settled.
+        while self.phase < len(self.phase_left) and self.phase_left[self.phase] == 0:
+            self.phase += 1
+            if self.phase < len(self.held):
+                for j in self.held[self.phase]:
+                    self._push(j)
+                self.held[self.phase] = []
+
+    # -- readiness ----------------------------------------------------------------
+
+    def _on_ready(self, j: int) -> None:
+        if self.state[j] or not self.member[j]:
+            return
+        if self.phase_of is not None and self.phase_of[j] > self.phase:
+            self.held[self.phase_of[j]].append(j)
+            return
+        self._push(j)
+
+    def _push(self, j: int) -> None:
+        mode = self.options.mode
+        if mode == "sequential":
+            key: float = float(j)
+        elif self.options.priority == "fifo":
+            self.seq += 1
+            key = float(self.seq)
+        else:
+            key = -self.graph.rank[j]
+        sig = self.pools_of[j]
+        heap = self.sigs.get(sig)
+        if heap is None:
+            heap = self.sigs[sig] = []
+        heapq.heappush(heap, (key, j))
+        self.ready_count += 1
+
+    def _on_impossible(self, j: int, reason: str) -> None:
+        if self.state[j] or not self.member[j]:
+            return
+        self.settle(j, "skipped", reason)
+
+    # -- settling -----------------------------------------------------------------
+
+    def settle(
+        self,
+        i: int,
+        state: str,
+        reason: str = "",
+        outputs: Mapping[str, str] | None = None,
+    ) -> None:
+        """Record node i's final state, emit it and update its dependents."""
+        if self.state[i]:
+            return
+        self.state[i] = state
+        if outputs:
+            self.outputs[i] = outputs
+        node = self.graph.nodes[i]
+        self.emit(
+            InstanceSettled(
+                at=time.time(),
+                node=i,
+                key=node.key,
+                state=state,  # type: ignore[arg-type]
+                reason=reason,
+                attempts=self.attempts[i],
+                outputs=outputs or {},
+            )
+        )
+        self.dirty = True
+        if self.deps.is_watched(i):
+            ok = state == "succeeded"
+            self.deps.settled(i, ok, _FINAL_BAD.get(state, state))
+        if self.phase_of is not None:
+            self.phase_left[self.phase_of[i]] -= 1
+            self._advance_phase()
+
+    def on_final_failure(self, i: int) -> None:
+        """A node failed for good: apply ``fail_fast``."""
+        self.failed_any = True
+        ff = self.options.fail_fast
+        if ff is not None and not self.stopping:
+            self._stop(f"not started: --fail-fast after {self.graph.nodes[i].key} failed")
+            if ff == "kill":
+                self._cancel_all()
+
+    def _stop(self, reason: str) -> None:
+        self.stopping = True
+        self.stop_reason = reason
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _cancel_all(self) -> None:
+        for t in list(self.tasks.values()):
+            t.cancel()
+
+    def _on_interrupt(self, presses: int) -> None:
+        if presses == 1 or not self.interrupted:
+            self.interrupted = True
+            self._stop("not started: the run was interrupted")
+            self._cancel_all()
+        else:
+            self.executor.kill_now()
+        self.kick()
+
+    # -- starting -----------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Something changed: start what can start now, or let the main loop do it."""
+        if self.durable is None and self.tg is not None:
+            self.fill()
+        self.wake.set()
+
+    def can_start(self) -> bool:
+        return (
+            not self.stopping
+            and self.ready_count > 0
+            and (self.cap is None or self.running < self.cap)
+        )
+
+    def fill(self) -> None:
+        """Start ready nodes, best first, while caps and rates allow."""
+        limits = self.limits
+        sigs = self.sigs
+        while self.can_start():
+            now = self.clock.now()
+            best: tuple[float, int] | None = None
+            best_sig: tuple[int, ...] = ()
+            soonest = math.inf
+            for sig, heap in sigs.items():
+                if not heap:
+                    continue
+                if sig:
+                    w = limits.wait_time(sig, now)
+                    if w > 0:
+                        soonest = min(soonest, w)
+                        continue
+                if best is None or heap[0] < best:
+                    best = heap[0]
+                    best_sig = sig
+            if best is None:
+                if soonest < math.inf:
+                    self._arm_timer(soonest)
+                return
+            heapq.heappop(sigs[best_sig])
+            self.ready_count -= 1
+            j = best[1]
+            if best_sig:
+                limits.acquire(best_sig, now)
+            self.running += 1
+            self.attempts[j] += 1
+            assert self.tg is not None
+            self.tasks[j] = self.tg.create_task(self.attempt_runner.attempt(j, self.attempts[j]))
+
+    def _arm_timer(self, delay: float) -> None:
+        at = self.clock.now() + delay
+        if self.timer is not None and not self.timer.done() and self.timer_at <= at:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = at
+        assert self.tg is not None
+        self.timer = self.tg.create_task(self._rate_timer(delay))
+
+    async def _rate_timer(self, delay: float) -> None:
+        await self.clock.sleep(delay)
+        self.timer = None
+        self.timer_at = math.inf
+        self.kick()
+
+    # -- the run ------------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        opts = self.options
+        graph = self.graph
+        started = time.time()
+        loop = asyncio.get_running_loop()
+        self.emit(
+            RunStarted(
+                at=started,
+                run_id=opts.run_id,
+                plan_name=graph.plan.name,
+                mode=opts.mode,
+                parallelism=opts.parallelism,
+                nodes=len(self.members),
+            )
+        )
+        for i, outs in opts.reused.items():
+            self.emit(InstanceReused(at=time.time(), node=i, key=graph.nodes[i].key,
+                                     outputs=dict(outs)))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self.tg = tg
+                if self.control is not None:
+                    self.control._attach(loop, self._on_interrupt)
+                self._seed()
+                await self._loop()
+                if self.timer is not None:
+                    self.timer.cancel()
+        finally:
+            self.tg = None
+            if self.control is not None:
+                self.control._detach()
+        reason = self.stop_reason or "not started: no slot could ever free up"
+        for i in self.members:
+            if not self.state[i]:
+                self.settle(i, "not_started", reason)
+        states = {i: self.state[i] for i in self.members}
+        for i in opts.reused:
+            states[i] = "reused"
+        if self.interrupted:
+            status = "interrupted"
+        elif all(s in ("succeeded", "reused") for s in states.values()):
+            status = "succeeded"
+        else:
+            status = "failed"
+        result = RunResult(
+            run_id=opts.run_id,
+            status=status,  # type: ignore[arg-type]
+            states=states,
+            outputs={i: o for i, o in self.outputs.items() if i in states},
+            started_at=started,
+            ended_at=time.time(),
+        )
+        self.emit(RunEnded(at=result.ended_at, run_id=opts.run_id, status=result.status,
+                           counts=result.counts))
+        return result
+
+    def _seed(self) -> None:
+        reused = self.options.reused
+        absent = [
+            i
+            for i in range(len(self.graph.nodes))
+            if not self.member[i] and i not in reused and self.deps.is_watched(i)
+        ]
+        for i in reused:
+            self.deps.settled(i, True, "succeeded")
+        for i in absent:
+            self.deps.settled(i, False, "is not part of this run")
+        self.deps.start()
+        for j in self.members:
+            if self.deps.unmet[j] == 0:
+                self._on_ready(j)
+
+    async def _loop(self) -> None:
+        while True:
+            if self.can_start():
+                if self.durable is not None and self.dirty:
+                    self.dirty = False
+                    await self.durable()
+                    continue
+                self.fill()
+            if self.running == 0 and self.waiting == 0:
+                timer_live = self.timer is not None and not self.timer.done()
+                if self.stopping or self.ready_count == 0 or not timer_live:
+                    return
+            self.wake.clear()
+            await self.wake.wait()

@@ -1,0 +1,275 @@
+"""``LocalExecutor``: runs an attempt as a local process group, without stalling the loop.
+
+Spawning is ``os.posix_spawn`` (vfork-style in glibc, no copy of the parent's
+memory) with ``setpgroup=0`` so each attempt gets its own process group;
+stdin is ``/dev/null`` and stdout+stderr go straight to the attempt's log file
+(opened by the child through spawn file actions), so the parent never touches
+the output. Reaping is through a pidfd watched by the loop: no thread per
+child and no asyncio child watcher.
+
+When secrets must be redacted or output is streamed, stdout+stderr go to a
+pipe instead; the parent reads it in 64 KiB chunks through a
+``StreamRedactor`` into the log (bounded memory however much a task prints).
+
+Commands are ``/bin/sh -c COMMAND``. Like make, a command made only of plain
+words (letters, digits and ``_@%+=:,./-``; no quotes, no ``$``, no globbing,
+no redirection, not a shell builtin) is exec'd directly after ``shlex.split``:
+the result is the same and one process cheaper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fleetrun.engine._executor import AttemptResult, AttemptSpec
+from fleetrun.executors._proc import Proc
+from fleetrun.plan._graph import Graph
+from fleetrun.plan._model import Task
+
+_PLAIN = re.compile(r"[\w@%+=:,./ -]+", re.ASCII)
+_SHELL_ONLY = frozenset(
+    ". : alias bg break cd command continue eval exec exit export fc fg getopts hash jobs "
+    "read readonly return set shift source times trap type ulimit umask unalias unset wait"
+    .split()
+)
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_LOG_MODE = 0o600
+_MAX_OUTPUTS = 1 << 20
+_NAME = re.compile(r"[^A-Za-z0-9]")
+
+
+def env_name(name: str) -> str:
+    """``name`` upper-cased with every non-alphanumeric character turned into ``_``."""
+    return _NAME.sub("_", name).upper()
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """``key=value`` lines (blank lines and ``#`` comments ignored; later keys win)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip()
+        if key:
+            out[key] = value.strip()
+    return out
+
+
+def _read_outputs(path: str) -> dict[str, str]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}
+    try:
+        data = os.read(fd, _MAX_OUTPUTS)
+    finally:
+        os.close(fd)
+    return parse_outputs(data.decode("utf-8", "replace"))
+
+
+class LocalExecutor:
+    """Runs attempts as local child processes (see the module docstring).
+
+    ``grace`` is used when an attempt's spec gives none (the engine passes
+    ``RunOptions.grace``). ``spawn_threads``: threads that call ``posix_spawn``
+    (0: call it on the loop thread).
+    """
+
+    def __init__(self, grace: float = 10.0, *, spawn_threads: int = 1) -> None:
+        self.grace = grace
+        self._active: set[Proc] = set()
+        self._env: dict[tuple[int, str], dict[str, str]] = {}
+        self._which: dict[tuple[str, str], str | None] = {}
+        self._cwd: dict[tuple[int, str], str | None] = {}
+        self._here = os.getcwd()
+        self._spawner = (
+            ThreadPoolExecutor(max_workers=spawn_threads, thread_name_prefix="fleetrun-spawn")
+            if spawn_threads > 0
+            else None
+        )
+
+    # -- per-task preparation (cached: built once per task, not per attempt) ------
+
+    def _base_env(self, graph: Graph, task: Task, run_id: str) -> dict[str, str]:
+        key = (id(graph), task.name)
+        env = self._env.get(key)
+        if env is None:
+            env = dict(os.environ)
+            env.update(graph.plan.env)
+            env.update(task.env)
+            env["FLEETRUN_TASK"] = task.name
+            env["FLEETRUN_RUN_ID"] = run_id
+            self._env[key] = env
+        return env
+
+    def _task_cwd(self, graph: Graph, task: Task) -> str | None:
+        """The task's working directory, or None when it is this process's own."""
+        key = (id(graph), task.name)
+        if key not in self._cwd:
+            base = Path(graph.plan.base_dir)
+            cwd = str((base / task.cwd) if task.cwd else base)
+            self._cwd[key] = None if os.path.abspath(cwd) == self._here else cwd
+        return self._cwd[key]
+
+    def _resolve(self, name: str, path: str) -> str | None:
+        key = (name, path)
+        if key not in self._which:
+            self._which[key] = shutil.which(name, path=path)
+        return self._which[key]
+
+    def _argv(self, command: str, env: Mapping[str, str], cwd: str | None) -> tuple[str, list[str]]:
+        if cwd is None and _PLAIN.fullmatch(command):
+            words = shlex.split(command)
+            if words and words[0] not in _SHELL_ONLY and "=" not in words[0]:
+                exe = self._resolve(words[0], env.get("PATH", os.defpath))
+                if exe is not None:
+                    return exe, words
+        if cwd is not None:
+            # posix_spawn cannot chdir; the shell does it (126: cannot enter it).
+            command = f"cd -- {shlex.quote(cwd)} || exit 126\n{command}"
+        return "/bin/sh", ["/bin/sh", "-c", command]
+
+    # -- the attempt ------------------------------------------------------------
+
+    async def run(self, spec: AttemptSpec) -> AttemptResult:
+        """Spawn the attempt, wait for the whole group to end, collect outputs."""
+        loop = asyncio.get_running_loop()
+        graph = spec.graph
+        node = spec.node
+        task = graph.plan.tasks[node.task]
+        env = self._base_env(graph, task, spec.run_id).copy()
+        env["FLEETRUN_TARGET"] = node.target or ""
+        env["FLEETRUN_ATTEMPT"] = str(spec.attempt)
+        env["FLEETRUN_OUTPUT"] = spec.output_path
+        for dep, outs in spec.dep_outputs.items():
+            prefix = "FLEETRUN_OUTPUT_" + env_name(dep) + "_"
+            for k, v in outs.items():
+                env[prefix + env_name(k)] = v
+        path, argv = self._argv(spec.command, env, self._task_cwd(graph, task))
+        grace = spec.grace if spec.grace is not None else self.grace
+
+        piped = bool(spec.redactor) or spec.on_output is not None
+        log_fd = r = -1
+        if piped:
+            log_fd = os.open(spec.log_path, _LOG_FLAGS, _LOG_MODE)
+            r, w = os.pipe2(os.O_CLOEXEC)
+            actions: list[tuple[object, ...]] = [
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, w, 1),
+                (os.POSIX_SPAWN_DUP2, w, 2),
+            ]
+        else:
+            w = -1
+            actions = [
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, spec.log_path, _LOG_FLAGS, _LOG_MODE),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ]
+        try:
+            pid = await self._spawn(loop, path, argv, env, actions)
+        except BaseException:
+            if piped:
+                os.close(r)
+                os.close(log_fd)
+            raise
+        finally:
+            if piped:
+                os.close(w)
+        if piped:
+            proc = Proc(loop, pid, r, log_fd, spec.redactor.stream(), spec.on_output)
+        else:
+            proc = Proc(loop, pid)
+
+        self._active.add(proc)
+        timer = None
+        try:
+            spec.on_started(pid, pid)
+            if spec.timeout is not None:
+                timer = loop.call_later(spec.timeout, proc.on_timeout, grace)
+            try:
+                await proc.done
+            except asyncio.CancelledError:
+                await self._end(proc, grace)
+                raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._active.discard(proc)
+            if not proc.finished:
+                # Only on an unexpected error: never leave the group behind.
+                proc.kill()
+                proc.close()
+
+        assert proc.status is not None
+        code = os.waitstatus_to_exitcode(proc.status)
+        if code < 0:
+            return AttemptResult(exit_code=None, signal=-code, timed_out=proc.timed_out)
+        if code == 0 and not proc.timed_out:
+            return AttemptResult(exit_code=0, outputs=_read_outputs(spec.output_path))
+        return AttemptResult(exit_code=code, timed_out=proc.timed_out)
+
+    async def _spawn(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        path: str,
+        argv: list[str],
+        env: dict[str, str],
+        actions: list[tuple[object, ...]],
+    ) -> int:
+        """``posix_spawn`` on a spawner thread; the pid of the new group leader.
+
+        glibc's posix_spawn suspends the calling thread until the child has
+        exec'd (vfork semantics), so it runs on a spawner thread (the GIL is
+        released meanwhile): the loop never waits for an exec and keeps
+        reaping and scheduling while the next child starts. ``spawn_threads=0``
+        spawns inline on the loop thread instead. If the attempt is cancelled meanwhile, the spawn
+        still completes, and the new group is killed and reaped at once.
+        """
+        if self._spawner is None:
+            return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)
+        fut = loop.run_in_executor(
+            self._spawner,
+            functools.partial(os.posix_spawn, path, argv, env, file_actions=actions, setpgroup=0),
+        )
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            while True:
+                try:
+                    pid = await asyncio.shield(fut)
+                    break
+                except asyncio.CancelledError:
+                    continue
+                except BaseException:
+                    raise asyncio.CancelledError from None
+            proc = Proc(loop, pid)
+            proc.kill()
+            await self._end(proc, 0.0)
+            raise
+
+    async def _end(self, proc: Proc, grace: float) -> None:
+        """Cancelled: TERM, grace, KILL, reap - and wait for it even if cancelled again."""
+        proc.terminate(grace)
+        while not proc.finished:
+            proc.done = asyncio.get_running_loop().create_future()
+            proc._check()
+            try:
+                await proc.done
+            except asyncio.CancelledError:
+                proc.kill()  # a second cancellation skips the grace period
+
+    def kill_now(self) -> None:
+        """SIGKILL every group that is being ended (skip the rest of its grace)."""
+        for proc in list(self._active):
+            if proc.terminating:
+                proc.kill()

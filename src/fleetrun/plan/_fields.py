@@ -1,0 +1,159 @@
+"""Typed reading of YAML nodes with one diagnostic per problem.
+
+Every accessor returns ``None`` after recording a diagnostic when the value is
+not what it should be, so the loader goes on and reports every problem of the
+file in one pass. Key paths are written the way users see them:
+``tasks.k8s.needs[0]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Iterator
+
+from fleetrun.errors import Diagnostic, Location
+from fleetrun.plan._units import DURATION_HELP, parse_duration
+from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, type_name
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def join(key: str, sub: str | int) -> str:
+    """Extend a key path: ``join("tasks", "a")`` -> ``tasks.a``; ints index lists."""
+    if isinstance(sub, int):
+        return f"{key}[{sub}]"
+    return f"{key}.{sub}" if key else sub
+
+
+class Ctx:
+    """The file being read and the shared list of problems found so far."""
+
+    __slots__ = ("file", "problems")
+
+    def __init__(self, file: str, problems: list[Diagnostic]) -> None:
+        self.file = file
+        self.problems = problems
+
+    def loc(self, node: YNode) -> Location:
+        """The location of ``node`` in this file."""
+        return Location(self.file, node.line, node.column)
+
+    def error(self, node: YNode, key: str, message: str, fix: str = "") -> None:
+        """Record one problem at ``node``."""
+        self.problems.append(Diagnostic(self.loc(node), message, key=key, fix=fix))
+
+    def wrong_type(self, node: YNode, key: str, expected: str, fix: str = "") -> None:
+        """Record that ``node`` is not of the ``expected`` type."""
+        self.error(
+            node, key, f"expected {expected}, got {type_name(node)}", fix or f"write {expected} here"
+        )
+
+    def mapping(self, node: YNode, key: str, allow_null: bool = True) -> YMap | None:
+        """``node`` as a mapping; a null stands for an empty one when allowed."""
+        if isinstance(node, YMap):
+            return node
+        if allow_null and isinstance(node, YScalar) and node.value is None:
+            return YMap(node.line, node.column, {})
+        self.wrong_type(node, key, "a mapping")
+        return None
+
+    def items(self, m: YMap, key: str, allowed: Iterable[str]) -> Iterator[tuple[str, YNode]]:
+        """Known ``(name, value)`` entries of ``m``; unknown keys are reported."""
+        allowed = tuple(allowed)
+        for name, (knode, value) in m.entries.items():
+            if name in allowed:
+                yield name, value
+            else:
+                self.error(
+                    knode,
+                    join(key, name),
+                    f"unknown key {name!r}{did_you_mean(name, allowed)}",
+                    "use one of: " + ", ".join(allowed),
+                )
+
+    def string(self, node: YNode, key: str, nonempty: bool = True) -> str | None:
+        """A string value (numbers are not silently turned into text)."""
+        if isinstance(node, YScalar) and isinstance(node.value, str):
+            if nonempty and not node.value.strip():
+                self.error(node, key, "must not be empty", "write a value, or remove the key")
+                return None
+            return node.value
+        self.wrong_type(node, key, "a string")
+        return None
+
+    def scalar_text(self, node: YNode, key: str) -> str | None:
+        """A scalar written as text: strings as they are, numbers and booleans in YAML form."""
+        if isinstance(node, YScalar) and node.value is not None:
+            v = node.value
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            return v if isinstance(v, str) else node.source
+        self.wrong_type(node, key, "a string")
+        return None
+
+    def integer(self, node: YNode, key: str, minimum: int | None = None) -> int | None:
+        """An integer, at least ``minimum``."""
+        v = node.value if isinstance(node, YScalar) else None
+        if not isinstance(v, int) or isinstance(v, bool):
+            self.wrong_type(node, key, "an integer")
+            return None
+        if minimum is not None and v < minimum:
+            self.error(node, key, f"must be at least {minimum}, got {v}")
+            return None
+        return v
+
+    def boolean(self, node: YNode, key: str) -> bool | None:
+        """``true`` or ``false``."""
+        if isinstance(node, YScalar) and isinstance(node.value, bool):
+            return node.value
+        self.wrong_type(node, key, "true or false")
+        return None
+
+    def duration(self, node: YNode, key: str, positive: bool = False) -> float | None:
+        """Seconds from ``30s``, ``5m``, ``1h30m``, ``250ms`` or a plain number."""
+        v = node.value if isinstance(node, YScalar) else None
+        seconds = parse_duration(v) if isinstance(node, YScalar) else None
+        if seconds is None:
+            shown = repr(v) if isinstance(node, YScalar) else type_name(node)
+            self.error(node, key, f"{shown} is not a duration", DURATION_HELP)
+            return None
+        if positive and seconds <= 0:
+            self.error(node, key, "must be longer than zero", DURATION_HELP)
+            return None
+        return seconds
+
+    def seq(self, node: YNode, key: str, single_ok: bool = False) -> list[YNode] | None:
+        """A list; with ``single_ok`` a lone scalar counts as a list of one."""
+        if isinstance(node, YSeq):
+            return node.items
+        if isinstance(node, YScalar) and node.value is None:
+            return []
+        if single_ok and isinstance(node, YScalar):
+            return [node]
+        self.wrong_type(node, key, "a list")
+        return None
+
+    def names(self, node: YNode, key: str, single_ok: bool = False) -> list[tuple[str, YNode]]:
+        """A list of unique non-empty strings, each with its node."""
+        out: list[tuple[str, YNode]] = []
+        seen: set[str] = set()
+        for i, item in enumerate(self.seq(node, key, single_ok) or []):
+            s = self.string(item, join(key, i))
+            if s is None:
+                continue
+            if s in seen:
+                self.error(item, join(key, i), f"{s!r} is listed twice", "list it once")
+                continue
+            seen.add(s)
+            out.append((s, item))
+        return out
+
+
+def finite(value: float) -> bool:
+    """Neither NaN nor infinite."""
+    return math.isfinite(value)

@@ -1,0 +1,485 @@
+"""Plan files -> the validated, resolved ``Plan``.
+
+``load_plan`` reads the plan file, its targets file and its ``env_file`` (and
+nothing else), checks everything and raises one ``PlanError`` listing every
+problem found, each with file:line:column, key path and fix. Nothing that a
+file can contain makes it raise anything else: an unexpected failure is
+reported as an internal-error diagnostic rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fleetrun.errors import Diagnostic, Location, PlanError
+from fleetrun.plan._envfile import ENV_NAME, parse_env_file
+from fleetrun.plan._expr import ExprError, compile_where
+from fleetrun.plan._fields import Ctx, did_you_mean, join
+from fleetrun.plan._model import ALL_TARGETS, Plan, Pool, Scalar, Target
+from fleetrun.plan._secrets import secret_names_and_values
+from fleetrun.plan._tasks import read_defaults, read_tasks
+from fleetrun.plan._units import RATE_HELP, parse_rate
+from fleetrun.plan._yaml import YMap, YNode, YScalar, load_yaml
+from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
+
+TOP_KEYS = (
+    "name",
+    "description",
+    "env_file",
+    "env",
+    "secrets",
+    "secret_patterns",
+    "vars",
+    "targets",
+    "groups",
+    "pools",
+    "defaults",
+    "phases",
+    "tasks",
+)
+POOL_KEYS = ("concurrency", "rate", "burst", "adaptive")
+NAME = re.compile(r"^[A-Za-z_][\w-]*$")
+NAME_HELP = "use letters, digits, '_' and '-', starting with a letter or '_'"
+
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    """Read, validate and resolve the plan file at ``path``; raise ``PlanError`` if invalid."""
+    file = os.fspath(path)
+    try:
+        data = Path(file).read_bytes()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise PlanError(
+            [
+                Diagnostic(
+                    Location(file, 1, 1),
+                    f"cannot read the plan file: {reason}",
+                    fix="check the path",
+                )
+            ]
+        ) from None
+    return _guarded(data, file, Path(file).resolve().parent, Path(file))
+
+
+def load_plan_text(text: str, path: str = "<string>", base_dir: Path | None = None) -> Plan:
+    """Validate and resolve a plan given as text.
+
+    ``path`` names it in messages; relative files (targets, env_file, cwd) are
+    looked up under ``base_dir``, by default the directory of ``path`` (or the
+    current directory for ``<string>``).
+    """
+    if base_dir is None:
+        base_dir = Path.cwd() if path == "<string>" else Path(path).resolve().parent
+    return _guarded(
+        text.encode("utf-8", "surrogatepass"),
+        path,
+        base_dir.resolve(),
+        None if path == "<string>" else Path(path),
+    )
+
+
+def _guarded(data: bytes, file: str, base_dir: Path, path: Path | None) -> Plan:
+    # Building a large fleet allocates many small acyclic objects; the cyclic
+    # collector would only rescan them over and over.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _Loader(data, file, base_dir, path).load()
+    except PlanError:
+        raise
+    except (RecursionError, MemoryError):
+        raise PlanError(
+            [Diagnostic(Location(file, 1, 1), "the plan is too large or too deeply nested")]
+        ) from None
+    except Exception as e:  # Invariant: bad input never shows a traceback.
+        raise PlanError(
+            [
+                Diagnostic(
+                    Location(file, 1, 1),
+                    f"internal error while loading the plan: {type(e).__name__}: {e}",
+                    fix="please report this together with the plan file",
+                )
+            ]
+        ) from None
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _Loader:
+    def __init__(self, data: bytes, file: str, base_dir: Path, path: Path | None) -> None:
+        self.data = data
+        self.file = file
+        self.base_dir = base_dir
+        self.path = path
+        self.problems: list[Diagnostic] = []
+        self.ctx = Ctx(file, self.problems)
+        self.hash = hashlib.sha256(data)
+
+    def fail(self) -> PlanError:
+        main = self.file
+        return PlanError(
+            sorted(
+                self.problems,
+                key=lambda d: (
+                    (1, "", 0, 0)
+                    if d.location is None
+                    else (
+                        d.location.file != main,
+                        d.location.file,
+                        d.location.line,
+                        d.location.column,
+                    )
+                ),
+            )
+        )
+
+    def load(self) -> Plan:
+        try:
+            text = self.data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise PlanError(
+                [
+                    Diagnostic(
+                        Location(self.file, 1, 1),
+                        f"not UTF-8 text: {e.reason}",
+                        fix="save the plan as UTF-8",
+                    )
+                ]
+            ) from None
+        root = load_yaml(text, self.file, self.problems)
+        if root is None or (isinstance(root, YScalar) and root.value is None):
+            self.problems.append(
+                Diagnostic(
+                    Location(self.file, 1, 1),
+                    "the plan is empty",
+                    fix="write a mapping with at least 'tasks'",
+                )
+            )
+            raise self.fail()
+        top = self.ctx.mapping(root, "(plan)", allow_null=False)
+        if top is None:
+            raise self.fail()
+        sections: dict[str, YNode] = dict(self.ctx.items(top, "", TOP_KEYS))
+        return self.build(top, sections)
+
+    def build(self, top: YMap, s: Mapping[str, YNode]) -> Plan:
+        ctx = self.ctx
+        name = ctx.string(s["name"], "name") if "name" in s else None
+        if name is None:
+            name = self.path.stem if self.path else "plan"
+        if "description" in s:
+            ctx.string(s["description"], "description", nonempty=False)
+        env: dict[str, str] = {}
+        if "env_file" in s:
+            env.update(self.env_file(s["env_file"]))
+        if "env" in s:
+            env.update(self.env_map(s["env"], "env"))
+        secrets = (
+            {n for n, node in ctx.names(s["secrets"], "secrets") if self.env_name(n, node)}
+            if "secrets" in s
+            else set()
+        )
+        patterns: tuple[str, ...] = DEFAULT_SECRET_NAME_PATTERNS
+        if "secret_patterns" in s:
+            patterns = tuple(n for n, _ in ctx.names(s["secret_patterns"], "secret_patterns"))
+        vars_ = self.vars(s["vars"]) if "vars" in s else {}
+        targets = self.targets(s["targets"]) if "targets" in s else {}
+        groups = self.groups(s["groups"], targets) if "groups" in s else {}
+        groups[ALL_TARGETS] = tuple(targets)
+        pools = self.pools(s["pools"]) if "pools" in s else {}
+        defaults = read_defaults(ctx, s["defaults"]) if "defaults" in s else None
+        phases = self.phases(s["phases"]) if "phases" in s else None
+        tasks = {}
+        if "tasks" not in s:
+            ctx.error(top, "tasks", "the plan has no 'tasks'", "add a 'tasks' mapping")
+        else:
+            tasks = read_tasks(
+                ctx,
+                s["tasks"],
+                targets=targets,
+                groups=groups,
+                pools=pools,
+                vars_=vars_,
+                phases=phases,
+                defaults=defaults,
+                env_names=self.env_name,
+                base_dir=self.base_dir,
+            )
+        names, values = secret_names_and_values(
+            secrets, patterns, [env, *(t.env for t in tasks.values())]
+        )
+        if self.problems:
+            raise self.fail()
+        implicit: list[str] = []
+        for t in tasks.values():
+            if t.phase is not None and t.phase not in implicit:
+                implicit.append(t.phase)
+        return Plan(
+            name=name,
+            path=self.path,
+            base_dir=self.base_dir,
+            source_hash=self.hash.hexdigest(),
+            env=env,
+            secrets=frozenset(names),
+            secret_values=frozenset(values),
+            vars=vars_,
+            targets=targets,
+            groups=groups,
+            pools=pools,
+            phases=tuple(phases if phases is not None else implicit),
+            tasks=tasks,
+        )
+
+    # --- sections -----------------------------------------------------------
+
+    def env_name(self, name: str, node: YNode, key: str = "secrets") -> bool:
+        if ENV_NAME.match(name):
+            return True
+        self.ctx.error(
+            node,
+            key,
+            f"{name!r} is not a valid environment variable name",
+            "use letters, digits and '_', not starting with a digit",
+        )
+        return False
+
+    def env_map(self, node: YNode, key: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        m = self.ctx.mapping(node, key)
+        for name, (knode, value) in m.entries.items() if m else ():
+            k = join(key, name)
+            text = self.ctx.scalar_text(value, k)
+            if self.env_name(name, knode, k) and text is not None:
+                out[name] = text
+        return out
+
+    def read_side_file(self, node: YNode, key: str, what: str) -> tuple[str, str] | None:
+        """(display name, text) of a file named relative to the plan, or None."""
+        rel = self.ctx.string(node, key)
+        if rel is None:
+            return None
+        full = self.base_dir / rel
+        shown = rel if os.path.isabs(rel) else os.path.join(os.path.dirname(self.file), rel)
+        if self.path is None:
+            shown = str(full)
+        try:
+            data = full.read_bytes()
+            text = data.decode("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = getattr(e, "strerror", None) or getattr(e, "reason", None) or str(e)
+            self.ctx.error(
+                node,
+                key,
+                f"cannot read {what} {str(full)!r}: {reason}",
+                f"create it, or give its path relative to {self.base_dir}",
+            )
+            return None
+        self.hash.update(b"\0" + data)
+        return shown, text
+
+    def env_file(self, node: YNode) -> dict[str, str]:
+        got = self.read_side_file(node, "env_file", "env_file")
+        if got is None:
+            return {}
+        values, problems = parse_env_file(got[1], got[0])
+        self.problems.extend(problems)
+        return values
+
+    def vars(self, node: YNode) -> dict[str, Scalar]:
+        out: dict[str, Scalar] = {}
+        m = self.ctx.mapping(node, "vars")
+        for name, (knode, value) in m.entries.items() if m else ():
+            key = join("vars", name)
+            if not NAME.match(name):
+                self.ctx.error(knode, key, f"{name!r} is not a valid variable name", NAME_HELP)
+            elif not isinstance(value, YScalar):
+                self.ctx.wrong_type(value, key, "a string, number, boolean or null")
+            else:
+                out[name] = value.value
+        return out
+
+    def targets(self, node: YNode) -> dict[str, Target]:
+        ctx = self.ctx
+        if isinstance(node, YScalar) and isinstance(node.value, str):
+            got = self.read_side_file(node, "targets", "the targets file")
+            if got is None:
+                return {}
+            ctx = Ctx(got[0], self.problems)
+            loaded = load_yaml(got[1], got[0], self.problems)
+            if loaded is None:
+                return {}
+            node = loaded
+        m = ctx.mapping(node, "targets")
+        out: dict[str, Target] = {}
+        for name, (knode, value) in m.entries.items() if m else ():
+            key = join("targets", name)
+            if not name.strip() or name != name.strip():
+                ctx.error(
+                    knode,
+                    key,
+                    f"target name {name!r} is empty or has surrounding blanks",
+                    "name the target with visible characters",
+                )
+                continue
+            attrs: dict[str, Scalar] = {}
+            am = ctx.mapping(value, key)
+            for attr, (anode, aval) in am.entries.items() if am else ():
+                akey = join(key, attr)
+                if attr == "name" or not NAME.match(attr):
+                    why = "is reserved" if attr == "name" else "is not a valid attribute name"
+                    ctx.error(anode, akey, f"attribute {attr!r} {why}", NAME_HELP + ", not 'name'")
+                elif not isinstance(aval, YScalar):
+                    ctx.wrong_type(aval, akey, "a string, number, boolean or null")
+                else:
+                    attrs[attr] = aval.value
+            out[name] = Target(name, attrs)
+        return out
+
+    def groups(self, node: YNode, targets: Mapping[str, Target]) -> dict[str, tuple[str, ...]]:
+        ctx = self.ctx
+        out: dict[str, tuple[str, ...]] = {}
+        m = ctx.mapping(node, "groups")
+        order = {n: i for i, n in enumerate(targets)}
+        for name, (knode, value) in m.entries.items() if m else ():
+            key = join("groups", name)
+            if name == ALL_TARGETS:
+                ctx.error(
+                    knode,
+                    key,
+                    "the group name 'all' is reserved for every target",
+                    "use another name; 'all' is always defined",
+                )
+                continue
+            if not NAME.match(name):
+                ctx.error(knode, key, f"{name!r} is not a valid group name", NAME_HELP)
+                continue
+            if isinstance(value, YMap):
+                out[name] = self.where_group(value, key, name, targets)
+                continue
+            members: list[str] = []
+            for i, (t, tnode) in enumerate(ctx.names(value, key)):
+                if t in order:
+                    members.append(t)
+                else:
+                    ctx.error(
+                        tnode,
+                        join(key, i),
+                        f"unknown target {t!r}{did_you_mean(t, targets)}",
+                        "name a target defined in 'targets'",
+                    )
+            out[name] = tuple(sorted(members, key=order.__getitem__))
+        return out
+
+    def where_group(
+        self, m: YMap, key: str, name: str, targets: Mapping[str, Target]
+    ) -> tuple[str, ...]:
+        ctx = self.ctx
+        found = dict(ctx.items(m, key, ("where",)))
+        if "where" not in found:
+            if m.entries.keys() <= {"where"}:
+                ctx.error(
+                    m,
+                    key,
+                    "a group is a list of target names or {where: <expression>}",
+                    "add where: \"role != 'admin'\" or list the targets",
+                )
+            return ()
+        wnode = found["where"]
+        wkey = join(key, "where")
+        text = ctx.string(wnode, wkey)
+        if text is None:
+            return ()
+        try:
+            where = compile_where(text)
+        except ExprError as e:
+            ctx.problems.append(
+                Diagnostic(
+                    self.expr_loc(wnode, e.column),
+                    e.message,
+                    wkey,
+                    "fix the expression (see 'where' in the docs)",
+                )
+            )
+            return ()
+        members: list[str] = []
+        for t in targets.values():
+            try:
+                if where.matches(t.name, t.attrs):
+                    members.append(t.name)
+            except ExprError as e:
+                ctx.problems.append(
+                    Diagnostic(
+                        self.expr_loc(wnode, e.column),
+                        f"group {name!r}, target {t.name!r}: {e.message}",
+                        wkey,
+                        "compare values of the same type (numbers with numbers, text with text)",
+                    )
+                )
+                break
+        return tuple(members)
+
+    def expr_loc(self, node: YNode, column: int) -> Location:
+        """Where column ``column`` of a ``where`` string lies in the plan file."""
+        if not isinstance(node, YScalar) or node.multiline or node.style not in (None, "'", '"'):
+            return self.ctx.loc(node)
+        quote = 1 if node.style in ("'", '"') else 0
+        return Location(self.file, node.line, node.column + quote + column - 1)
+
+    def pools(self, node: YNode) -> dict[str, Pool]:
+        ctx = self.ctx
+        out: dict[str, Pool] = {}
+        m = ctx.mapping(node, "pools")
+        for name, (knode, value) in m.entries.items() if m else ():
+            key = join("pools", name)
+            if not NAME.match(name):
+                ctx.error(knode, key, f"{name!r} is not a valid pool name", NAME_HELP)
+                continue
+            pm = ctx.mapping(value, key)
+            if pm is None:
+                continue
+            f: dict[str, Any] = {}
+            for k, v in ctx.items(pm, key, POOL_KEYS):
+                sub = join(key, k)
+                if k == "rate":
+                    f[k] = parse_rate(v.value) if isinstance(v, YScalar) else None
+                    if f[k] is None:
+                        ctx.error(v, sub, "not a rate above zero", RATE_HELP)
+                elif k == "adaptive":
+                    f[k] = ctx.boolean(v, sub)
+                else:
+                    f[k] = ctx.integer(v, sub, minimum=1)
+            if "concurrency" not in pm.entries and "rate" not in pm.entries:
+                ctx.error(
+                    knode, key, "the pool limits nothing", "give it a concurrency, a rate, or both"
+                )
+            if "burst" in pm.entries and "rate" not in pm.entries:
+                ctx.error(
+                    pm.entries["burst"][0],
+                    join(key, "burst"),
+                    "burst needs a rate",
+                    "add a rate such as 10/s, or remove burst",
+                )
+            out[name] = Pool(
+                name,
+                concurrency=f.get("concurrency"),
+                rate=f.get("rate"),
+                burst=f.get("burst") or 1,
+                adaptive=bool(f.get("adaptive")),
+            )
+        return out
+
+    def phases(self, node: YNode) -> list[str]:
+        out = []
+        for i, (p, pnode) in enumerate(self.ctx.names(node, "phases")):
+            if NAME.match(p):
+                out.append(p)
+            else:
+                self.ctx.error(pnode, f"phases[{i}]", f"{p!r} is not a valid phase name", NAME_HELP)
+        return out

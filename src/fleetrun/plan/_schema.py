@@ -1,0 +1,327 @@
+"""JSON Schema (draft 2020-12) of the plan file, for editors and documentation.
+
+The schema describes the shape of a plan; the loader checks more (references
+between sections, cycles, templates), so a file can match the schema and still
+be rejected with a precise message. Editors using YAML 1.2 (yaml-language-server)
+read ``on:`` as the string key it is in fleetrun.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
+
+SCHEMA_ID = "https://fleetrun.dev/schema/plan.json"
+
+_NAME = "^[A-Za-z_][A-Za-z0-9_-]*$"
+_ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
+_DURATION_TEXT = r"^\s*(\d+(\.\d+)?\s*)$|^\s*((\d+(\.\d+)?(ms|s|m|h|d))\s*)+$"
+_RATE_TEXT = r"^\s*\d+(\.\d+)?\s*/\s*(s|m|h|sec|second|min|minute|hour)\s*$"
+_NEED_TEXT = r"^\s*[A-Za-z_][A-Za-z0-9_-]*\s*(\[\s*\*\s*\])?\s*$"
+
+_SCALAR: dict[str, Any] = {"type": ["string", "number", "integer", "boolean", "null"]}
+
+
+def _duration(description: str) -> dict[str, Any]:
+    return {
+        "description": description + " A duration: 30s, 5m, 1h30m, 250ms, or seconds as a number.",
+        "anyOf": [
+            {"type": "number", "minimum": 0},
+            {"type": "string", "pattern": _DURATION_TEXT},
+        ],
+    }
+
+
+def _obj(description: str, props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "object",
+        "description": description,
+        "properties": props,
+        "additionalProperties": False,
+    }
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+def _retry() -> dict[str, Any]:
+    on = _obj(
+        "Which failures are retried. Without 'on', every failure is retried.",
+        {
+            "exit": {
+                "description": "Exit codes that are retried.",
+                "anyOf": [
+                    {"type": "integer", "minimum": 0},
+                    {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                ],
+            },
+            "output": {
+                "description": "Retry when the output contains any of these texts "
+                "(for example '429' or 'Too Many Requests').",
+                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            },
+            "timeout": {"type": "boolean", "description": "Retry attempts that timed out."},
+        },
+    )
+    on["minProperties"] = 1
+    policy = _obj(
+        "Retry policy. Keys given by a task override the same keys of defaults.retry.",
+        {
+            "attempts": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Attempts in all, the first included (1 = no retry).",
+            },
+            "backoff": _duration(
+                "Base delay: before attempt n+1 fleetrun waits a random time up to "
+                "min(max_backoff, backoff * 2^(n-1))."
+            ),
+            "max_backoff": _duration("Longest delay between two attempts."),
+            "on": on,
+        },
+    )
+    return {
+        "description": "Retry policy, or just the number of attempts.",
+        "anyOf": [{"type": "integer", "minimum": 1}, policy],
+    }
+
+
+def _need() -> dict[str, Any]:
+    return {
+        "description": "A dependency. 'X': the same target's instance of X when both tasks "
+        "fan out over targets, otherwise every instance of X. 'X[*]': every instance. "
+        "{task: X, at_least: N or 'P%'}: a quorum of X's instances.",
+        "anyOf": [
+            {"type": "string", "pattern": _NEED_TEXT},
+            _obj(
+                "A dependency on another task, optionally a quorum of its instances.",
+                {
+                    "task": {"type": "string", "pattern": _NAME, "description": "The task."},
+                    "at_least": {
+                        "description": "How many instances must succeed: a count (1 up to "
+                        "the instance count) or a percentage in (0%, 100%] rounded up.",
+                        "anyOf": [
+                            {"type": "integer", "minimum": 1},
+                            {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"},
+                        ],
+                    },
+                },
+                required=("task",),
+            ),
+        ],
+    }
+
+
+def _task() -> dict[str, Any]:
+    return _obj(
+        "One task: a shell command, run once or once per target of a group.",
+        {
+            "run": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Shell command. Templates: {{ target.name }}, "
+                "{{ target.<attribute> }}, {{ vars.<name> }}, {{ tasks.<task>.outputs.<key> }}; "
+                "inserted values are shell-quoted unless written {{ raw ... }}.",
+            },
+            "description": {"type": "string", "description": "What the task does."},
+            "phase": {
+                "type": "string",
+                "description": "The phase the task belongs to (one of 'phases' when given).",
+            },
+            "for_each": {
+                "type": "string",
+                "description": "Fan out: one instance per target of this group ('all' = every "
+                "target). Without it the task runs once.",
+            },
+            "needs": {
+                "description": "Tasks that must succeed first.",
+                "anyOf": [{"type": "array", "items": _need()}, {"type": "string"}],
+            },
+            "pools": {
+                "description": "Pools whose limits every attempt of this task draws on.",
+                "anyOf": [
+                    {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+                    {"type": "string"},
+                ],
+            },
+            "timeout": _duration("Per-attempt time limit (default: defaults.timeout, or none)."),
+            "retry": _retry(),
+            "env": {
+                "type": "object",
+                "description": "Environment variables for this task (over the plan's env).",
+                "propertyNames": {"pattern": _ENV_NAME},
+                "additionalProperties": {"type": ["string", "number", "boolean"]},
+            },
+            "cwd": {
+                "type": "string",
+                "description": "Working directory, relative to the plan file's directory.",
+            },
+            "estimate": _duration(
+                "Expected duration, for critical paths and makespan estimates (default 1s)."
+            ),
+        },
+        required=("run",),
+    )
+
+
+def _build() -> dict[str, Any]:
+    targets_map = {
+        "type": "object",
+        "description": "Target name -> attributes (scalars), or null for none.",
+        "additionalProperties": {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "propertyNames": {"pattern": _NAME, "not": {"const": "name"}},
+                    "additionalProperties": _SCALAR,
+                },
+                {"type": "null"},
+            ]
+        },
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "fleetrun plan",
+        "description": "A fleetrun plan: a fleet of targets and the tasks to run across it.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["tasks"],
+        "properties": {
+            "name": {"type": "string", "description": "Name of the plan (default: file name)."},
+            "description": {"type": "string", "description": "What the plan does."},
+            "env_file": {
+                "type": "string",
+                "description": "File of KEY=VALUE lines (export prefix, comments and quotes "
+                "allowed), relative to the plan; given to every task's environment.",
+            },
+            "env": {
+                "type": "object",
+                "description": "Environment variables for every task (over env_file).",
+                "propertyNames": {"pattern": _ENV_NAME},
+                "additionalProperties": {"type": ["string", "number", "boolean"]},
+            },
+            "secrets": {
+                "type": "array",
+                "items": {"type": "string", "pattern": _ENV_NAME},
+                "uniqueItems": True,
+                "description": "Environment variable names whose values are redacted from "
+                "logs, journal and terminal (also taken from fleetrun's own environment).",
+            },
+            "secret_patterns": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": list(DEFAULT_SECRET_NAME_PATTERNS),
+                "description": "Environment names containing one of these texts (or matching "
+                "one of these globs, such as '*_PASSWORD') are secret too.",
+            },
+            "vars": {
+                "type": "object",
+                "description": "Values for templates: {{ vars.<name> }}.",
+                "propertyNames": {"pattern": _NAME},
+                "additionalProperties": _SCALAR,
+            },
+            "targets": {
+                "description": "The fleet: inline mapping of target name -> attributes, or the "
+                "path (relative to the plan) of a YAML file holding that mapping.",
+                "anyOf": [targets_map, {"type": "string"}],
+            },
+            "groups": {
+                "type": "object",
+                "description": "Named sets of targets; 'all' is reserved for every target.",
+                "propertyNames": {"pattern": _NAME, "not": {"const": "all"}},
+                "additionalProperties": {
+                    "anyOf": [
+                        {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "uniqueItems": True,
+                            "description": "Target names.",
+                        },
+                        _obj(
+                            "Selection by attributes.",
+                            {
+                                "where": {
+                                    "type": "string",
+                                    "description": "Expression over target attributes: == != "
+                                    "< <= > >= in [..] not in [..] and or not, parentheses, "
+                                    "'text', numbers, true, false, null; 'name' is the target "
+                                    "name; a missing attribute is null.",
+                                }
+                            },
+                            required=("where",),
+                        ),
+                    ]
+                },
+            },
+            "pools": {
+                "type": "object",
+                "description": "Shared limits that tasks draw on (a task may use several).",
+                "propertyNames": {"pattern": _NAME},
+                "additionalProperties": {
+                    **_obj(
+                        "A pool: concurrent slots and/or a start rate.",
+                        {
+                            "concurrency": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "description": "At most this many attempts at once.",
+                            },
+                            "rate": {
+                                "description": "At most this many starts per time unit: 10/s, "
+                                "600/m, 100/h (a number is per second).",
+                                "anyOf": [
+                                    {"type": "number", "exclusiveMinimum": 0},
+                                    {"type": "string", "pattern": _RATE_TEXT},
+                                ],
+                            },
+                            "burst": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "description": "Starts allowed at once under the rate "
+                                "(token bucket size, default 1).",
+                            },
+                            "adaptive": {
+                                "type": "boolean",
+                                "description": "Lower the rate when attempts are throttled, "
+                                "raise it again on success.",
+                            },
+                        },
+                    ),
+                    "anyOf": [{"required": ["concurrency"]}, {"required": ["rate"]}],
+                },
+            },
+            "defaults": _obj(
+                "Values every task gets unless it sets its own.",
+                {
+                    "timeout": _duration("Per-attempt time limit."),
+                    "retry": _retry(),
+                    "estimate": _duration("Expected duration of a task."),
+                },
+            ),
+            "phases": {
+                "type": "array",
+                "items": {"type": "string", "pattern": _NAME},
+                "uniqueItems": True,
+                "description": "Phase order (for --mode phased and for checks: a task may not "
+                "need a task of a later phase). Default: order of first use.",
+            },
+            "tasks": {
+                "type": "object",
+                "minProperties": 1,
+                "description": "Task name -> task, in plan order.",
+                "propertyNames": {"pattern": _NAME},
+                "additionalProperties": _task(),
+            },
+        },
+    }
+
+
+_SCHEMA = _build()
+
+
+def plan_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a plan file; a fresh copy on every call."""
+    return copy.deepcopy(_SCHEMA)

@@ -1,0 +1,135 @@
+"""The SQLite file behind the journal: connection settings, schema, migrations.
+
+The schema version lives in ``PRAGMA user_version``; ``MIGRATIONS[i]`` brings a
+database from version ``i`` to ``i + 1``. Opening a database newer than this
+code knows is refused rather than guessed at.
+
+Durability: WAL with ``synchronous=NORMAL``. A committed transaction survives a
+crash of the process (SIGKILL) because it is in the WAL file the moment
+``COMMIT`` returns; only a power loss can drop the last few commits, and even
+then the database stays consistent.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from fleetrun.errors import StateError
+
+DB_NAME = "state.db"
+"""The journal's file name inside the state directory."""
+
+_V1 = """
+CREATE TABLE runs (
+    id            TEXT PRIMARY KEY,
+    parent_id     TEXT REFERENCES runs(id),
+    plan_path     TEXT NOT NULL,
+    plan_name     TEXT NOT NULL,
+    plan_hash     TEXT NOT NULL,
+    plan_snapshot TEXT NOT NULL,
+    mode          TEXT NOT NULL,
+    kind          TEXT NOT NULL,          -- apply | retry | resume
+    options       TEXT NOT NULL,          -- JSON
+    started_at    REAL NOT NULL,
+    ended_at      REAL,
+    status        TEXT NOT NULL,          -- running | succeeded | failed | interrupted
+    counts        TEXT,                   -- JSON: final state -> number of instances
+    user          TEXT NOT NULL,
+    host          TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    pid_start     INTEGER                 -- process start time (clock ticks since boot)
+);
+CREATE INDEX runs_by_plan ON runs(plan_path, started_at);
+
+CREATE TABLE instances (
+    run_id        TEXT NOT NULL REFERENCES runs(id),
+    key           TEXT NOT NULL,          -- task@target, or task when unfanned
+    node          INTEGER NOT NULL,
+    task          TEXT NOT NULL,
+    target        TEXT,
+    status        TEXT NOT NULL,
+    command_hash  TEXT,
+    exit_code     INTEGER,
+    outputs       TEXT NOT NULL DEFAULT '{}',   -- JSON
+    reason        TEXT NOT NULL DEFAULT '',
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    started_at    REAL,
+    ended_at      REAL,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+
+CREATE TABLE attempts (
+    run_id        TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    n             INTEGER NOT NULL,
+    started_at    REAL NOT NULL,
+    ended_at      REAL,
+    exit_code     INTEGER,
+    signal        INTEGER,
+    timed_out     INTEGER NOT NULL DEFAULT 0,
+    outcome       TEXT,                   -- succeeded | failed | retrying | cancelled | interrupted
+    log_path      TEXT NOT NULL,
+    retry_reason  TEXT,
+    pid           INTEGER,
+    pgid          INTEGER,
+    proc_start    INTEGER,                -- start time of pid, to tell it from a reused pid
+    PRIMARY KEY (run_id, key, n),
+    FOREIGN KEY (run_id, key) REFERENCES instances(run_id, key)
+) WITHOUT ROWID;
+
+CREATE TABLE events (
+    run_id        TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    at            REAL NOT NULL,
+    type          TEXT NOT NULL,
+    data          TEXT NOT NULL,          -- JSON of the event's fields
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1,)
+"""``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """Open (creating and migrating if needed) the journal database at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(
+            path, timeout=30.0, isolation_level=None, check_same_thread=check_same_thread
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        _migrate(conn, path)
+    except sqlite3.DatabaseError as e:
+        raise StateError(f"cannot open the journal {path}: {e}") from e
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"{path} has journal schema version {version}, newer than this fleetrun "
+            f"understands ({SCHEMA_VERSION}); upgrade fleetrun"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    # BEGIN IMMEDIATE serializes concurrent first openers; re-read the version
+    # inside the transaction so only one of them migrates.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        for i in range(version, SCHEMA_VERSION):
+            for stmt in MIGRATIONS[i].split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

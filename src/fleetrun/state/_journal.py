@@ -1,0 +1,368 @@
+"""The journal as the CLI sees it: start and end runs, recover after a crash, read.
+
+``Journal`` owns one connection used from one thread. Writing while a run goes
+is the ``JournalWriter``'s job; ``Journal`` writes only the run's first rows
+(before the writer starts), its last fix-ups, and crash recovery.
+
+Recovery (``recover()``) is run by every command that reads or extends the
+record. A run still marked ``running`` whose process is gone (pid missing or
+reused, on this host) becomes ``interrupted``; so do its instances that were
+running, while those still pending become ``not_started``; attempts without an
+end get the outcome ``interrupted`` and keep their pid/pgid so orphaned process
+groups can be found.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleetrun.errors import RunNotFoundError
+from fleetrun.state._db import DB_NAME, connect
+from fleetrun.state._proc import (
+    Orphan,
+    group_members,
+    process_alive,
+    process_start_time,
+    process_table,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewInstance:
+    """An instance row written when a run begins: pending, or reused from an earlier run."""
+
+    key: str
+    node: int
+    task: str
+    target: str | None
+    reused_outputs: Mapping[str, str] | None = None
+    command_hash: str | None = None
+
+
+def _dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+class Journal:
+    """The state directory's journal (``<state dir>/state.db``)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.db_path = state_dir / DB_NAME
+        self.conn = connect(self.db_path)
+
+    @classmethod
+    def open_existing(cls, state_dir: Path) -> Journal:
+        """Open a journal that must already exist (reading commands)."""
+        if not (state_dir / DB_NAME).is_file():
+            raise RunNotFoundError(f"no journal in {state_dir}: no run has been recorded there")
+        return cls(state_dir)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------
+
+    def begin_run(
+        self,
+        *,
+        run_id: str,
+        parent_id: str | None,
+        plan_path: str,
+        plan_name: str,
+        plan_hash: str,
+        plan_snapshot: str,
+        mode: str,
+        kind: str,
+        options: Mapping[str, Any],
+        instances: Iterable[NewInstance],
+        started_at: float | None = None,
+    ) -> None:
+        """Record a new run and its instances in one transaction."""
+        pid = os.getpid()
+        now = time.time() if started_at is None else started_at
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute(
+                "INSERT INTO runs (id, parent_id, plan_path, plan_name, plan_hash, plan_snapshot,"
+                " mode, kind, options, started_at, status, user, host, pid, pid_start)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,'running',?,?,?,?)",
+                (
+                    run_id,
+                    parent_id,
+                    plan_path,
+                    plan_name,
+                    plan_hash,
+                    plan_snapshot,
+                    mode,
+                    kind,
+                    json.dumps(options, sort_keys=True),
+                    now,
+                    _user(),
+                    socket.gethostname(),
+                    pid,
+                    process_start_time(pid),
+                ),
+            )
+            c.executemany(
+                "INSERT INTO instances (run_id, key, node, task, target, status, outputs,"
+                " command_hash, ended_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        run_id,
+                        i.key,
+                        i.node,
+                        i.task,
+                        i.target,
+                        "pending" if i.reused_outputs is None else "reused",
+                        json.dumps(dict(i.reused_outputs or {})),
+                        i.command_hash,
+                        None if i.reused_outputs is None else now,
+                    )
+                    for i in instances
+                ],
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """Close a run the engine did not close itself (it raised, or was interrupted
+        before its end event). Leaves a run that already has an end alone."""
+        self._close_run(run_id, status, time.time())
+
+    def _close_run(self, run_id: str, status: str, at: float) -> None:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT ended_at FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None or row[0] is not None:
+                c.execute("COMMIT")
+                return
+            c.execute(
+                "UPDATE instances SET status='interrupted', ended_at=?,"
+                " reason='fleetrun stopped while it was running'"
+                " WHERE run_id=? AND status='running'",
+                (at, run_id),
+            )
+            c.execute(
+                "UPDATE instances SET status='not_started', reason='the run stopped first'"
+                " WHERE run_id=? AND status='pending'",
+                (run_id,),
+            )
+            c.execute(
+                "UPDATE attempts SET outcome='interrupted' WHERE run_id=? AND outcome IS NULL",
+                (run_id,),
+            )
+            counts = dict(
+                c.execute(
+                    "SELECT status, count(*) FROM instances WHERE run_id=? GROUP BY status",
+                    (run_id,),
+                ).fetchall()
+            )
+            c.execute(
+                "UPDATE runs SET status=?, ended_at=?, counts=? WHERE id=?",
+                (status, at, json.dumps(counts), run_id),
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def recover(self) -> list[str]:
+        """Mark runs whose process died as ``interrupted``; return their ids."""
+        host = socket.gethostname()
+        dead: list[str] = []
+        for r in _dicts(
+            self.conn.execute("SELECT id, host, pid, pid_start FROM runs WHERE ended_at IS NULL")
+        ):
+            if r["host"] == host and not process_alive(r["pid"], r["pid_start"]):
+                last = self.conn.execute(
+                    "SELECT max(at) FROM events WHERE run_id=?", (r["id"],)
+                ).fetchone()[0]
+                self._close_run(r["id"], "interrupted", last or time.time())
+                dead.append(r["id"])
+        return dead
+
+    def orphans(self) -> list[Orphan]:
+        """Process groups started by attempts of ended runs that are still alive."""
+        found = []
+        rows = self.conn.execute(
+            "SELECT a.run_id, a.key, a.n, a.pgid, a.proc_start FROM attempts a"
+            " JOIN runs r ON r.id = a.run_id"
+            " WHERE a.outcome='interrupted' AND a.pgid IS NOT NULL AND r.host=?",
+            (socket.gethostname(),),
+        ).fetchall()
+        table = process_table() if rows else {}
+        for run_id, key, n, pgid, start in rows:
+            if start is None and process_start_time(pgid) is not None:
+                # The leader had exited before its start time was read, and a
+                # process with its pid exists now: the id was reused.
+                continue
+            pids = group_members(pgid, start, table)
+            if pids:
+                found.append(Orphan(run_id, key, n, pgid, pids))
+        return found
+
+    # -- reading -------------------------------------------------------------
+
+    def runs(self, plan_path: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Runs, newest first (of one plan when ``plan_path`` is given)."""
+        sql = "SELECT * FROM runs"
+        args: list[Any] = []
+        if plan_path is not None:
+            sql += " WHERE plan_path=?"
+            args.append(plan_path)
+        sql += " ORDER BY started_at DESC, id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        out = _dicts(self.conn.execute(sql, args))
+        for r in out:
+            r["options"] = json.loads(r["options"])
+            r["counts"] = json.loads(r["counts"]) if r["counts"] else self._counts(r["id"])
+        return out
+
+    def _counts(self, run_id: str) -> dict[str, int]:
+        return dict(
+            self.conn.execute(
+                "SELECT status, count(*) FROM instances WHERE run_id=? GROUP BY status", (run_id,)
+            ).fetchall()
+        )
+
+    def run(
+        self, ref: str | None = None, *, plan_path: str | None = None, status: str | None = None
+    ) -> dict[str, Any]:
+        """One run: by id (or unique id prefix), else the latest (of the plan, with ``status``)."""
+        if ref is None:
+            for r in self.runs(plan_path):
+                if status is None or r["status"] == status:
+                    return r
+            what = f"no {status} run" if status else "no run"
+            where = f" of {plan_path}" if plan_path else ""
+            raise RunNotFoundError(f"{what}{where} is on record in {self.state_dir}")
+        matches = [r for r in self.runs() if r["id"] == ref] or [
+            r for r in self.runs() if r["id"].startswith(ref)
+        ]
+        if len(matches) != 1:
+            problem = "is ambiguous" if matches else "is not on record"
+            raise RunNotFoundError(
+                f"run {ref!r} {problem} in {self.state_dir}; `fleetrun history` lists the runs"
+            )
+        return matches[0]
+
+    def instances(self, run_id: str) -> list[dict[str, Any]]:
+        """Every instance of a run, in node order, with its outputs decoded."""
+        out = _dicts(
+            self.conn.execute("SELECT * FROM instances WHERE run_id=? ORDER BY node", (run_id,))
+        )
+        for i in out:
+            i["outputs"] = json.loads(i["outputs"])
+        return out
+
+    def attempts(self, run_id: str, key: str | None = None) -> list[dict[str, Any]]:
+        """Attempts of a run (of one instance), in start order."""
+        sql = "SELECT * FROM attempts WHERE run_id=?"
+        args: list[Any] = [run_id]
+        if key is not None:
+            sql += " AND key=?"
+            args.append(key)
+        out = _dicts(self.conn.execute(sql + " ORDER BY started_at, key, n", args))
+        for a in out:
+            a["timed_out"] = bool(a["timed_out"])
+        return out
+
+    def attempt(self, run_id: str, key: str, n: int | None = None) -> dict[str, Any]:
+        """One attempt (the last one when ``n`` is None) or ``RunNotFoundError``."""
+        rows = self.attempts(run_id, key)
+        if n is not None:
+            rows = [a for a in rows if a["n"] == n]
+        if not rows:
+            known = self.conn.execute(
+                "SELECT 1 FROM instances WHERE run_id=? AND key=?", (run_id, key)
+            ).fetchone()
+            if known is None:
+                raise RunNotFoundError(f"{key} is not an instance of run {run_id}")
+            which = f"attempt {n}" if n is not None else "attempts"
+            raise RunNotFoundError(f"{key} has no {which} in run {run_id}")
+        return max(rows, key=lambda a: a["n"])
+
+    def ran_in(self, run_id: str, key: str) -> str:
+        """The run in which ``key`` last ran, following reused instances back to
+        the run that produced them (``run_id`` itself when it ran there)."""
+        seen = set()
+        current: str | None = run_id
+        while current is not None and current not in seen:
+            seen.add(current)
+            row = self.conn.execute(
+                "SELECT i.status, r.parent_id FROM runs r LEFT JOIN instances i"
+                " ON i.run_id=r.id AND i.key=? WHERE r.id=?",
+                (key, current),
+            ).fetchone()
+            if row is None or row[0] != "reused":
+                return current
+            current = row[1]
+        return run_id
+
+    def check(self) -> list[str]:
+        """Integrity problems: SQLite's own check plus the journal's invariants."""
+        problems = [
+            f"sqlite: {row[0]}"
+            for row in self.conn.execute("PRAGMA integrity_check").fetchall()
+            if row[0] != "ok"
+        ]
+        problems += [
+            f"attempt {r}/{k}#{n} belongs to no instance"
+            for r, k, n in self.conn.execute(
+                "SELECT a.run_id, a.key, a.n FROM attempts a LEFT JOIN instances i"
+                " ON i.run_id=a.run_id AND i.key=a.key WHERE i.key IS NULL"
+            )
+        ]
+        problems += [
+            f"instance {r}/{k} is {s} in ended run"
+            for r, k, s in self.conn.execute(
+                "SELECT i.run_id, i.key, i.status FROM instances i JOIN runs r ON r.id=i.run_id"
+                " WHERE r.ended_at IS NOT NULL AND i.status IN ('running', 'pending')"
+            )
+        ]
+        problems += [
+            f"instance {r}/{k} records {a} attempts but has {m}"
+            for r, k, a, m in self.conn.execute(
+                "SELECT i.run_id, i.key, i.attempts, count(a.n) FROM instances i"
+                " JOIN attempts a ON a.run_id=i.run_id AND a.key=i.key"
+                " GROUP BY i.run_id, i.key HAVING max(a.n) > i.attempts"
+            )
+        ]
+        problems += [
+            f"run {r} has parent {p}, which is not on record"
+            for r, p in self.conn.execute(
+                "SELECT r.id, r.parent_id FROM runs r LEFT JOIN runs p ON p.id=r.parent_id"
+                " WHERE r.parent_id IS NOT NULL AND p.id IS NULL"
+            )
+        ]
+        return problems
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

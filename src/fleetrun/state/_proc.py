@@ -1,0 +1,129 @@
+"""Processes seen through ``/proc``: is a recorded pid still the same process, and
+which process groups did a dead run leave behind.
+
+A pid alone does not identify a process: the kernel reuses pids. A pid plus
+its start time (field 22 of ``/proc/<pid>/stat``, clock ticks since boot) does.
+Where ``/proc`` is missing, liveness falls back to ``kill(pid, 0)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after
+    # the last ')'. fields[0] is then field 3 (state).
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot, or None if it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int, start_time: int | None) -> bool:
+    """True when ``pid`` runs and, if ``start_time`` is known, is the same process."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        if os.path.isdir("/proc/self"):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    if fields[0] in ("Z", "X"):
+        return False
+    return start_time is None or int(fields[19]) == start_time
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A process group left running by a run that is no longer alive."""
+
+    run_id: str
+    key: str
+    attempt: int
+    pgid: int
+    pids: tuple[int, ...]
+
+
+def process_table() -> dict[int, list[tuple[int, int]]]:
+    """Live (not zombie) processes by process group: ``pgid -> [(pid, start time)]``."""
+    table: dict[int, list[tuple[int, int]]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in entries:
+        if not name.isdigit():
+            continue
+        fields = _stat_fields(int(name))
+        # fields[2] is the process group (field 5), fields[19] the start time.
+        if fields is None or len(fields) < 20 or fields[0] in ("Z", "X"):
+            continue
+        table.setdefault(int(fields[2]), []).append((int(name), int(fields[19])))
+    return table
+
+
+def group_members(
+    pgid: int, leader_start: int | None, table: dict[int, list[tuple[int, int]]] | None = None
+) -> tuple[int, ...]:
+    """Live pids in process group ``pgid`` that belong to the recorded group.
+
+    If a process with pid ``pgid`` exists but started at another time, the
+    group id was reused by an unrelated process: nothing of ours is left.
+    Members that started before the recorded leader cannot be ours either.
+    ``table`` is a ``process_table()`` snapshot to reuse across many groups.
+    """
+    leader = _stat_fields(pgid)
+    if leader is not None and leader_start is not None and int(leader[19]) != leader_start:
+        return ()
+    members = (table if table is not None else process_table()).get(pgid, [])
+    return tuple(
+        sorted(pid for pid, start in members if leader_start is None or start >= leader_start)
+    )
+
+
+def kill_groups(pgids: Iterable[int], grace: float) -> None:
+    """End process groups the trio way: SIGTERM, wait up to ``grace``, SIGKILL,
+    then wait until they are gone."""
+    groups = list(pgids)
+    for g in groups:
+        _killpg(g, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while groups and time.monotonic() < deadline:
+        table = process_table()
+        groups = [g for g in groups if group_members(g, None, table)]
+        if groups:
+            time.sleep(0.05)
+    for g in groups:
+        _killpg(g, signal.SIGKILL)
+    # SIGKILL is delivered asynchronously: wait (bounded) until the groups are gone.
+    deadline = time.monotonic() + 5.0
+    while groups and time.monotonic() < deadline:
+        table = process_table()
+        groups = [g for g in groups if group_members(g, None, table)]
+        if groups:
+            time.sleep(0.02)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,152 @@
+"""Makespan simulation: hand-computed cases for each mode, caps and quorums."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetrun.plan import Pool, expand, simulate
+from fleetrun.plan._simulate import phase_layers
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_expand import make_plan
+
+
+def graph_of(tasks: list[tuple[Any, ...]], targets: Any = ("t",), **kw: Any) -> Any:
+    return expand(make_plan(list(targets), tasks, **kw))
+
+
+def test_chain_and_independent_node() -> None:
+    # a(2) -> b(3); c(4) alone.
+    g = graph_of([("a", None, [], 2.0), ("b", None, ["a"], 3.0), ("c", None, [], 4.0)])
+    assert simulate(g, "sequential", None) == 9.0
+    assert simulate(g, "dag", None) == 5.0
+    assert simulate(g, "dag", 1) == 9.0
+    # j=2: a and c start at 0 (a first: rank 5 > 4); b starts at 2, ends at 5.
+    assert simulate(g, "dag", 2) == 5.0
+    assert simulate(g, "phased", None) == 5.0  # no phases: one phase, same as dag
+
+
+def test_fan_out_under_a_parallelism_cap() -> None:
+    g = graph_of([("x", "all", [], 1.0)], targets=["a", "b", "c", "d", "e"])
+    assert simulate(g, "dag", None) == 1.0
+    assert simulate(g, "dag", 2) == 3.0  # 2 + 2 + 1
+    assert simulate(g, "sequential", 2) == 5.0
+
+
+def test_critical_path_first() -> None:
+    # d over two targets (ids 0, 1) then the chain a -> b -> c, all 1 s, j=2.
+    # Plan order would run d, d, then the chain: 4. Critical path first runs a at once: 3.
+    g = graph_of(
+        [
+            ("d", "all", [], 1.0),
+            ("a", None, [], 1.0),
+            ("b", None, ["a"], 1.0),
+            ("c", None, ["b"], 1.0),
+        ],
+        targets=["p", "q"],
+    )
+    assert simulate(g, "dag", 2) == 3.0
+
+
+def test_phased_barriers_versus_per_target_pipelining() -> None:
+    # x over a, b takes 1 s and 3 s; y (next phase, same target) takes 3 s and 1 s.
+    g = graph_of(
+        [("x", "all", [], 1.0, "one"), ("y", "all", ["x"], 1.0, "two")],
+        targets=["a", "b"],
+        phases=["one", "two"],
+    )
+    durations = [1.0, 3.0, 3.0, 1.0]
+    assert simulate(g, "phased", None, durations) == 6.0  # 3 + 3
+    assert simulate(g, "dag", None, durations) == 4.0  # max(1 + 3, 3 + 1)
+    assert simulate(g, "sequential", None, durations) == 8.0
+    assert simulate(g, "phased", 1, durations) == 8.0
+
+
+def test_pool_caps_and_blocked_nodes_do_not_block_others() -> None:
+    # p: 3 instances in a pool of 1 slot; q: 3 instances outside it. All 1 s.
+    tasks = [("p", "all", [], 1.0, None, ["api"]), ("q", "all", [], 1.0)]
+    g = graph_of(tasks, targets=["a", "b", "c"], pools=[Pool("api", concurrency=1)])
+    assert simulate(g, "dag", None) == 3.0
+    # j=2: each second one p (the pool allows one) and one q.
+    assert simulate(g, "dag", 2) == 3.0
+    wide = graph_of(tasks, targets=["a", "b", "c"], pools=[Pool("api", concurrency=2)])
+    assert simulate(wide, "dag", None) == 2.0
+    # A rate-only pool does not cap concurrency.
+    rated = graph_of(tasks, targets=["a", "b", "c"], pools=[Pool("api", rate=10.0)])
+    assert simulate(rated, "dag", None) == 1.0
+
+
+def test_node_in_two_pools_holds_a_slot_in_each() -> None:
+    tasks = [
+        ("both", "all", [], 1.0, None, ["p1", "p2"]),
+        ("one", "all", [], 1.0, None, ["p2"]),
+    ]
+    pools = [Pool("p1", concurrency=2), Pool("p2", concurrency=2)]
+    g = graph_of(tasks, targets=["a", "b"], pools=pools)
+    # 4 instances share p2's 2 slots: 2 s however p1 is set.
+    assert simulate(g, "dag", None) == 2.0
+
+
+def test_quorum_starts_as_soon_as_enough_have_finished() -> None:
+    # x@a 1 s, x@b 5 s; z needs 1 of x, then w (10 s) needs z.
+    tasks = [("x", "all", []), ("z", None, [("x", 1)]), ("w", None, ["z"])]
+    g = graph_of(tasks, targets=["a", "b"])
+    assert simulate(g, "dag", None, [1.0, 5.0, 1.0, 10.0]) == 12.0
+    tasks_all = [("x", "all", []), ("z", None, ["x"]), ("w", None, ["z"])]
+    g_all = graph_of(tasks_all, targets=["a", "b"])
+    assert simulate(g_all, "dag", None, [1.0, 5.0, 1.0, 10.0]) == 16.0
+    # 50% of 2 = 1: the same as at_least 1.
+    g_pct = graph_of(
+        [("x", "all", []), ("z", None, [("x", "50%")]), ("w", None, ["z"])], targets=["a", "b"]
+    )
+    assert simulate(g_pct, "dag", None, [1.0, 5.0, 1.0, 10.0]) == 12.0
+
+
+def test_phase_layers_follow_requirements() -> None:
+    # 'free' has no phase and needs 'late', so it runs in phase two.
+    g = graph_of(
+        [
+            ("early", None, [], 1.0, "one"),
+            ("late", None, ["early"], 1.0, "two"),
+            ("free", None, ["late"], 1.0),
+            ("loose", None, [], 1.0),
+        ],
+        phases=["one", "two"],
+    )
+    keys = [[g.nodes[i].key for i in layer] for layer in phase_layers(g)]
+    assert keys == [["early", "loose"], ["late", "free"]]
+    assert simulate(g, "phased", None) == 3.0
+
+
+def test_bad_arguments() -> None:
+    g = graph_of([("a", None, [])])
+    with pytest.raises(ValueError, match="unknown mode"):
+        simulate(g, "turbo", None)
+    with pytest.raises(ValueError, match="2 durations for 1 nodes"):
+        simulate(g, "dag", None, [1.0, 2.0])
+
+
+def test_modes_are_ordered_and_bounded_on_a_mixed_graph() -> None:
+    targets = [f"r{i}" for i in range(30)]
+    tasks = [
+        ("infra", "all", [], 3.0, "one", ["api"]),
+        ("k8s", "all", ["infra"], 2.0, "two"),
+        ("gate", None, [("k8s", "67%")], 1.0, "three"),
+        ("verify", "all", ["k8s", "gate"], 1.0, "three"),
+    ]
+    g = graph_of(tasks, targets=targets, phases=["one", "two", "three"], pools=[Pool("api", 8)])
+    durations = [1.0 + (i * 7 % 11) for i in range(len(g.nodes))]
+    for j in (None, 4, 16):
+        seq = simulate(g, "sequential", j, durations)
+        phased = simulate(g, "phased", j, durations)
+        dag = simulate(g, "dag", j, durations)
+        assert dag <= phased <= seq
+        assert seq == sum(durations)
+        # Never faster than the busiest pool or the cap allows.
+        assert dag >= sum(durations[:30]) / 8
+        if j:
+            assert dag >= sum(durations) / j
