@@ -87,6 +87,8 @@ def test_failure_exits_1_and_retry_runs_only_that(tmp_path: Path) -> None:
     }  # fmt: skip
     # The reused output reached the re-run command.
     assert fleetrun("logs", "second@b", "--state-dir", str(state)).stdout == "second v-b\n"
+    # An instance the retry reused shows the log of the run that ran it.
+    assert fleetrun("logs", "first@a", "--state-dir", str(state)).stdout == "first a\n"
     again = fleetrun("retry", "--state-dir", str(state))
     assert again.returncode == 0
     assert "nothing to retry" in again.stdout
@@ -187,9 +189,12 @@ def test_secrets_never_reach_the_journal(tmp_path: Path) -> None:
     res = fleetrun("apply", str(plan))
     assert res.returncode == 0, res.stdout + res.stderr
     state = tmp_path / ".fleetrun"
-    for f in state.rglob("*"):
-        if f.is_file():
-            assert secret.encode() not in f.read_bytes(), f
+    # The journal, the lock and the logs; the task's own $FLEETRUN_OUTPUT file
+    # holds what the task wrote there.
+    files = [f for f in state.rglob("*") if f.is_file() and f.suffix != ".outputs"]
+    assert len(files) >= 3
+    for f in files:
+        assert secret.encode() not in f.read_bytes(), f
     with Journal(state) as j:
         run = j.runs()[0]
         snapshot = j.conn.execute("SELECT plan_snapshot FROM runs").fetchone()[0]
@@ -197,3 +202,16 @@ def test_secrets_never_reach_the_journal(tmp_path: Path) -> None:
     assert "the password is *** (a careless comment)" in snapshot
     out = fleetrun("outputs", "--plan", str(plan), "--format", "json")
     assert json.loads(out.stdout) == {"t": {"pw": "***"}}
+
+
+def test_fail_fast_takes_an_optional_value(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    for flag, policy in ((["--fail-fast"], "stop"), (["--fail-fast=kill"], "kill")):
+        state = tmp_path / policy
+        # A bare --fail-fast right before the plan does not swallow it.
+        res = fleetrun("apply", *flag, str(plan), "--state-dir", str(state), "-j", "1",
+                       extra_env={"FAIL": "a"})  # fmt: skip
+        assert res.returncode == 1, res.stdout + res.stderr
+        data = show_json(state)
+        assert data["run"]["options"]["fail_fast"] == policy
+        assert {i["key"]: i["status"] for i in data["instances"]}["second@a"] == "failed"

@@ -38,14 +38,18 @@ class Ran:
     def intervals(self) -> list[tuple[float, float, str]]:
         """(start, end, key) of every attempt, from AttemptStarted/AttemptEnded."""
         starts = {(e.key, e.attempt): e.at for e in self.of(AttemptStarted)}
-        return [(starts[(e.key, e.attempt)], e.at, e.key) for e in self.of(AttemptEnded)
-                if (e.key, e.attempt) in starts]
+        return [
+            (starts[(e.key, e.attempt)], e.at, e.key)
+            for e in self.of(AttemptEnded)
+            if (e.key, e.attempt) in starts
+        ]
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
     """Largest number of intervals open at one instant (an end before a start on ties)."""
-    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals],
-                    key=lambda p: (p[0], p[1]))
+    points = sorted(
+        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda p: (p[0], p[1])
+    )
     best = cur = 0
     for _, d in points:
         cur += d
@@ -83,8 +87,15 @@ def runner(tmp_path: Path) -> Callable[..., Ran]:
                 hook(e)
 
         async def main() -> RunResult:
-            return await run_graph(graph, RunOptions(**kw), executor or LocalExecutor(),
-                                   [sub, *extra], control=control, durable=durable, clock=clock)
+            return await run_graph(
+                graph,
+                RunOptions(**kw),
+                executor or LocalExecutor(),
+                [sub, *extra],
+                control=control,
+                durable=durable,
+                clock=clock,
+            )
 
         result = asyncio.run(main())
         return Ran(result, events)

@@ -47,8 +47,10 @@ def test_caps_measured_inside_the_processes(runner, tmp_path: Path):
         "open(p,'w').write(f'{s} {time.monotonic()}')"
     )
     run = f"{PY} -c {shlex.quote(script)} {shlex.quote(str(stamps))}/{{{{ target.name }}}}"
-    g = graph([task("w", run, targets=[f"n{i}" for i in range(40)], pools=["p"])],
-              pools=[Pool("p", concurrency=3)])
+    g = graph(
+        [task("w", run, targets=[f"n{i}" for i in range(40)], pools=["p"])],
+        pools=[Pool("p", concurrency=3)],
+    )
     ran = runner(g, parallelism=4)
     assert ran.result.counts == {"succeeded": 40}
     iv = [tuple(map(float, f.read_text().split())) for f in stamps.iterdir()]
@@ -78,7 +80,8 @@ def test_failure_skips_dependents_transitively_and_the_rest_completes(runner):
     assert len(ran.of(InstanceSettled)) == 8
     assert ran.result.status == "failed"
     started = {e.key for e in ran.of(AttemptStarted)}
-    assert "k8s@bad" not in started and "all" not in started
+    assert "k8s@bad" not in started
+    assert "all" not in started
 
 
 def test_quorum_proceeds_early_and_skips_when_unreachable(runner):
@@ -121,8 +124,13 @@ def test_critical_path_first_and_fifo(runner):
 
 
 def test_sequential_never_overlaps(runner):
-    g = graph([task("a", "sleep 0.01", targets=["x", "y", "z"]),
-               task("b", "true", targets=["x", "y", "z"], needs=["a"]), task("c", "true")])
+    g = graph(
+        [
+            task("a", "sleep 0.01", targets=["x", "y", "z"]),
+            task("b", "true", targets=["x", "y", "z"], needs=["a"]),
+            task("c", "true"),
+        ]
+    )
     ran = runner(g, mode="sequential")
     iv = ran.intervals()
     assert len(iv) == 7
@@ -132,8 +140,7 @@ def test_sequential_never_overlaps(runner):
 
 def test_phased_barrier_vs_dag_pipelining(runner):
     tasks = [
-        task("a", "case {{ target.name }} in y) sleep 0.6;; esac", targets=["x", "y"],
-             phase="one"),
+        task("a", "case {{ target.name }} in y) sleep 0.6;; esac", targets=["x", "y"], phase="one"),
         task("b", "true", targets=["x", "y"], needs=["a"], phase="two"),
     ]
     phased = runner(graph(tasks, phases=["one", "two"]), mode="phased")
@@ -175,8 +182,9 @@ def test_durable_runs_before_dependents_start(runner):
         elif isinstance(e, AttemptStarted):
             log.append(f"started {e.key}")
 
-    g = graph([task("a", "true", targets=["x", "y"]),
-               task("b", "true", targets=["x", "y"], needs=["a"])])
+    g = graph(
+        [task("a", "true", targets=["x", "y"]), task("b", "true", targets=["x", "y"], needs=["a"])]
+    )
     ran = runner(g, hook=hook, durable=durable)
     assert ran.result.status == "succeeded"
     for t in ("x", "y"):
@@ -190,8 +198,10 @@ def test_rate_limited_pool_paces_starts_through_the_clock(runner):
     from fleetrun.engine.testing import FakeClock
 
     clock = FakeClock()
-    g = graph([task("t", "true", targets=[str(i) for i in range(6)], pools=["api"])],
-              pools=[Pool("api", rate=10.0, burst=1)])
+    g = graph(
+        [task("t", "true", targets=[str(i) for i in range(6)], pools=["api"])],
+        pools=[Pool("api", rate=10.0, burst=1)],
+    )
     ran = runner(g, clock=clock)
     assert ran.result.counts == {"succeeded": 6}
     # 6 starts at 10/s with a burst of 1: at least 0.5 s of (fake) waiting.
@@ -200,8 +210,13 @@ def test_rate_limited_pool_paces_starts_through_the_clock(runner):
 
 
 def test_out_of_run_and_reused_requirements(runner):
-    g = graph([task("a", "exit 1"), task("b", "echo {{ tasks.a.outputs.k }}", needs=["a"]),
-               task("c", "true", needs=["a"])])
+    g = graph(
+        [
+            task("a", "exit 1"),
+            task("b", "echo {{ tasks.a.outputs.k }}", needs=["a"]),
+            task("c", "true", needs=["a"]),
+        ]
+    )
     ran = runner(g, only=frozenset({1}), reused={0: {"k": "v"}})
     assert ran.result.states == {0: "reused", 1: "succeeded"}
     assert [e.key for e in ran.of(InstanceSettled)] == ["b"]

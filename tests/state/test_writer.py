@@ -198,7 +198,11 @@ def test_ran_in_follows_reused_instances_to_their_run(journal: Journal) -> None:
         instances=[NewInstance("a", 0, "a", None, reused_outputs={"x": "1"}),
                    NewInstance("b", 1, "b", None)],
     )  # fmt: skip
-    assert journal.ran_in("r2", "a") == "r1"
-    assert journal.ran_in("r2", "b") == "r2"
+    journal.conn.execute(
+        "INSERT INTO attempts (run_id, key, n, started_at, log_path) VALUES ('r1','a',1,0,'l')"
+    )
+    journal.conn.execute("UPDATE instances SET attempts=1 WHERE run_id='r1' AND key='a'")
+    assert journal.ran_in("r2", "a") == "r1"  # reused in r2: its attempts are in r1
+    assert journal.ran_in("r2", "b") == "r2"  # never ran anywhere: r2 itself
     assert journal.instances("r2")[0]["outputs"] == {"x": "1"}
     assert journal.check() == []

@@ -153,10 +153,19 @@ def execute(req: RunRequest) -> int:
     try:
         journal.recover()
         plan_path = str(Path(req.plan).resolve()) if req.plan else None
-        status = "interrupted" if req.kind == "resume" else None
-        previous = journal.run(req.run_ref, plan_path=plan_path, status=status)
+        previous = journal.run(req.run_ref, plan_path=plan_path)
     finally:
         journal.close()
+    # Resume continues the latest run only: resuming an older one would re-run
+    # what a newer run has done since.
+    if req.kind == "resume" and previous["status"] != "interrupted":
+        if previous["status"] == "succeeded":
+            click.echo(f"nothing to resume: the latest run {previous['id']} succeeded")
+            return EXIT_OK
+        raise UsageError(
+            f"the latest run {previous['id']} is {previous['status']}, not interrupted; "
+            "`fleetrun retry` re-runs what did not succeed"
+        )
     return _start(req, state_dir, previous=previous)
 
 
@@ -199,13 +208,25 @@ def _start(req: RunRequest, state_dir: Path, previous: dict[str, Any] | None) ->
                         f"nothing to {req.kind}: every instance of run {previous['id']} succeeded"
                     )
                     return EXIT_OK
-                for node_id, reason in sorted(retry.reasons.items()):
-                    click.echo(f"re-run {graph.nodes[node_id].key}: {reason}")
+                for line in _reason_lines(graph, retry.reasons):
+                    click.echo(line)
             return _run(
                 req, plan_file, graph, journal, run_id, previous, narrow, retry, (targets, tasks)
             )
     finally:
         lock.release()
+
+
+def _reason_lines(graph: Graph, reasons: Mapping[int, str], shown: int = 8) -> list[str]:
+    """``re-run KEYS: REASON`` lines, one per reason, long lists shortened."""
+    by_reason: dict[str, list[str]] = {}
+    for node_id in sorted(reasons):
+        by_reason.setdefault(reasons[node_id], []).append(graph.nodes[node_id].key)
+    lines = []
+    for reason, keys in by_reason.items():
+        more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+        lines.append(f"re-run {', '.join(keys[:shown])}{more}: {reason}")
+    return lines
 
 
 def _recover_and_report(journal: Journal, lock: RunLock, req: RunRequest) -> None:

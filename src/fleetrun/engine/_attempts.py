@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fleetrun.engine._events import AttemptEnded, AttemptOutput, AttemptStarted
+from fleetrun.engine._events import AttemptEnded, AttemptOutcome, AttemptOutput, AttemptStarted
 from fleetrun.engine._executor import AttemptResult, AttemptSpec
 from fleetrun.engine._retry import backoff_delay, is_throttle, log_tail, retry_reason
 from fleetrun.plan._graph import Node
@@ -87,40 +87,72 @@ class AttemptRunner:
             nonlocal spawned
             spawned = True
             run.emit(
-                AttemptStarted(at=time.time(), node=j, key=node.key, attempt=n,
-                               command=display, pid=pid, pgid=pgid, log_path=log_path)
+                AttemptStarted(
+                    at=time.time(),
+                    node=j,
+                    key=node.key,
+                    attempt=n,
+                    command=display,
+                    pid=pid,
+                    pgid=pgid,
+                    log_path=log_path,
+                )
             )
 
         on_output = None
         if opts.output == "stream":
 
             def on_output(text: str) -> None:
-                run.emit(AttemptOutput(at=time.time(), node=j, key=node.key, attempt=n,
-                                       text=text))
+                run.emit(AttemptOutput(at=time.time(), node=j, key=node.key, attempt=n, text=text))
 
         display = task.run.source
         try:
             try:
                 dep_outputs = self._dep_outputs(node) if node.requires else {}
-                command = task.run.render(graph.target_of(node), graph.plan.vars, dep_outputs)
+                target = None if node.target is None else graph.plan.targets[node.target]
+                command = task.run.render(target, graph.plan.vars, dep_outputs)
             except KeyError as e:
                 problem = f"cannot render the command: {e.args[0]} is not known"
             else:
                 display = opts.redactor.redact(command)
+                # Positional: this runs once per attempt (see AttemptSpec for the order).
                 spec = AttemptSpec(
-                    graph=graph, node=node, attempt=n, command=command, display=display,
-                    run_id=opts.run_id, log_path=log_path, output_path=base + ".outputs",
-                    timeout=task.timeout, grace=opts.grace, redactor=opts.redactor,
-                    dep_outputs=dep_outputs, on_started=on_started, on_output=on_output,
+                    graph,
+                    node,
+                    n,
+                    command,
+                    display,
+                    opts.run_id,
+                    log_path,
+                    base + ".outputs",
+                    task.timeout,
+                    opts.grace,
+                    opts.redactor,
+                    dep_outputs,
+                    on_started,
+                    on_output,
                 )
                 result = await run.executor.run(spec)
         except asyncio.CancelledError:
             if spawned:
-                run.emit(AttemptEnded(at=time.time(), node=j, key=node.key, attempt=n,
-                                      started_at=began, exit_code=None, signal=None,
-                                      timed_out=False, outcome="cancelled"))
-            run.settle(j, "cancelled", "ended: " + (run.stop_reason or "cancelled")
-                       .removeprefix("not started: "))
+                run.emit(
+                    AttemptEnded(
+                        at=time.time(),
+                        node=j,
+                        key=node.key,
+                        attempt=n,
+                        started_at=began,
+                        exit_code=None,
+                        signal=None,
+                        timed_out=False,
+                        outcome="cancelled",
+                    )
+                )
+            run.settle(
+                j,
+                "cancelled",
+                "ended: " + (run.stop_reason or "cancelled").removeprefix("not started: "),
+            )
             raise
         except Exception as e:  # an executor bug or I/O error fails this node only
             problem = opts.redactor.redact(f"{type(e).__name__}: {e}")
@@ -130,6 +162,7 @@ class AttemptRunner:
                 run.limits.release(pools)
             if result is None:
                 run.tasks.pop(j, None)
+                run.wake.set()
         if result is None:
             run.settle(j, "failed", problem)
             run.on_final_failure(j)
@@ -149,12 +182,31 @@ class AttemptRunner:
     ) -> None:
         run = self.run
         task = run.graph.plan.tasks[node.task]
-        base = dict(at=0.0, node=j, key=node.key, attempt=n, started_at=began,
-                    exit_code=result.exit_code, signal=result.signal, timed_out=result.timed_out)
+
+        def ended(
+            outcome: AttemptOutcome,
+            reason: str | None = None,
+            delay: float | None = None,
+            tail: tuple[str, ...] = (),
+        ) -> AttemptEnded:
+            return AttemptEnded(
+                at=time.time(),
+                node=j,
+                key=node.key,
+                attempt=n,
+                started_at=began,
+                exit_code=result.exit_code,
+                signal=result.signal,
+                timed_out=result.timed_out,
+                outcome=outcome,
+                retry_reason=reason,
+                retry_delay=delay,
+                tail=tail,
+            )
+
         if result.ok:
             run.tasks.pop(j, None)
-            base["at"] = time.time()
-            run.emit(AttemptEnded(**base, outcome="succeeded"))  # type: ignore[arg-type]
+            run.emit(ended("succeeded"))
             if pools:
                 run.limits.succeeded(pools)
             run.settle(j, "succeeded", outputs=result.outputs or {})
@@ -168,16 +220,13 @@ class AttemptRunner:
         if reason is None or run.stopping:
             run.tasks.pop(j, None)
             tail = tuple(run.options.redactor.redact(x) for x in log_tail(log_path))
-            base["at"] = time.time()
-            run.emit(AttemptEnded(**base, outcome="failed", tail=tail))  # type: ignore[arg-type]
+            run.emit(ended("failed", tail=tail))
             run.settle(j, "failed", _describe(result, task.timeout))
             run.on_final_failure(j)
             run.kick()
             return
         delay = backoff_delay(policy, n, run.rng)
-        base["at"] = time.time()
-        run.emit(AttemptEnded(**base, outcome="retrying", retry_reason=reason,  # type: ignore[arg-type]
-                              retry_delay=delay))
+        run.emit(ended("retrying", reason, delay))
         if pools and is_throttle(policy, reason):
             run.limits.throttled(pools)
         run.waiting += 1
@@ -185,15 +234,22 @@ class AttemptRunner:
         try:
             await run.clock.sleep(delay)
         except asyncio.CancelledError:
-            run.settle(j, "cancelled", f"ended before attempt {n + 1}: "
-                       + run.stop_reason.removeprefix("not started: "))
+            run.settle(
+                j,
+                "cancelled",
+                f"ended before attempt {n + 1}: " + run.stop_reason.removeprefix("not started: "),
+            )
             raise
         finally:
             run.waiting -= 1
             run.tasks.pop(j, None)
+            run.wake.set()
         if run.stopping:
-            run.settle(j, "not_started" if not run.interrupted else "cancelled",
-                       f"attempt {n + 1} {run.stop_reason}")
+            run.settle(
+                j,
+                "not_started" if not run.interrupted else "cancelled",
+                f"attempt {n + 1} {run.stop_reason}",
+            )
         else:
             run._push(j)
         run.kick()

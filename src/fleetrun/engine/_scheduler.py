@@ -21,7 +21,8 @@ import heapq
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
+from typing import Any
 
 from fleetrun.engine._attempts import AttemptRunner
 from fleetrun.engine._clock import Clock, RealClock
@@ -42,8 +43,12 @@ from fleetrun.engine._options import RunOptions, RunResult
 from fleetrun.plan._graph import Graph
 from fleetrun.plan._simulate import phase_layers
 
-_FINAL_BAD = {"failed": "failed", "skipped": "was skipped", "cancelled": "was cancelled",
-              "not_started": "was not started"}
+_FINAL_BAD = {
+    "failed": "failed",
+    "skipped": "was skipped",
+    "cancelled": "was cancelled",
+    "not_started": "was not started",
+}
 
 
 async def run_graph(
@@ -66,6 +71,40 @@ async def run_graph(
     """
     run = _Run(graph, options, executor, tuple(subscribers), control, durable, clock)
     return await run.run()
+
+
+class _Started:
+    """Awaitable over a coroutine that already ran up to its first suspension."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        value = self.first
+        coro = self.coro
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as e:  # cancellation and the like go to the attempt
+                try:
+                    value = coro.throw(e)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration:
+                    return
+
+
+async def _continue(coro: Coroutine[Any, Any, None], first: Any) -> None:
+    await _Started(coro, first)
 
 
 class _Run:
@@ -109,6 +148,7 @@ class _Run:
         self.interrupted = False
         self.failed_any = False
         self.dirty = True
+        self.filling = False
         self.wake = asyncio.Event()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.tg: asyncio.TaskGroup | None = None
@@ -274,6 +314,8 @@ class _Run:
 
     def fill(self) -> None:
         """Start ready nodes, best first, while caps and rates allow."""
+        if self.filling:
+            return  # called from an attempt started by this very loop: it goes on below
         limits = self.limits
         sigs = self.sigs
         while self.can_start():
@@ -302,9 +344,21 @@ class _Run:
             if best_sig:
                 limits.acquire(best_sig, now)
             self.running += 1
-            self.attempts[j] += 1
+            n = self.attempts[j] = self.attempts[j] + 1
+            # Eager start: run the attempt up to its first real suspension here;
+            # an attempt that completes without suspending (e.g. the no-op
+            # executor) never costs a Task. One that suspends continues in a
+            # Task of the run's TaskGroup, from exactly where it stopped.
+            coro = self.attempt_runner.attempt(j, n)
+            self.filling = True
+            try:
+                first = coro.send(None)
+            except StopIteration:
+                continue
+            finally:
+                self.filling = False
             assert self.tg is not None
-            self.tasks[j] = self.tg.create_task(self.attempt_runner.attempt(j, self.attempts[j]))
+            self.tasks[j] = self.tg.create_task(_continue(coro, first))
 
     def _arm_timer(self, delay: float) -> None:
         at = self.clock.now() + delay
@@ -340,8 +394,9 @@ class _Run:
             )
         )
         for i, outs in opts.reused.items():
-            self.emit(InstanceReused(at=time.time(), node=i, key=graph.nodes[i].key,
-                                     outputs=dict(outs)))
+            self.emit(
+                InstanceReused(at=time.time(), node=i, key=graph.nodes[i].key, outputs=dict(outs))
+            )
         try:
             async with asyncio.TaskGroup() as tg:
                 self.tg = tg
@@ -376,8 +431,11 @@ class _Run:
             started_at=started,
             ended_at=time.time(),
         )
-        self.emit(RunEnded(at=result.ended_at, run_id=opts.run_id, status=result.status,
-                           counts=result.counts))
+        self.emit(
+            RunEnded(
+                at=result.ended_at, run_id=opts.run_id, status=result.status, counts=result.counts
+            )
+        )
         return result
 
     def _seed(self) -> None:
@@ -392,8 +450,9 @@ class _Run:
         for i in absent:
             self.deps.settled(i, False, "is not part of this run")
         self.deps.start()
+        nodes = self.graph.nodes
         for j in self.members:
-            if self.deps.unmet[j] == 0:
+            if not nodes[j].requires:
                 self._on_ready(j)
 
     async def _loop(self) -> None:

@@ -36,11 +36,11 @@ from fleetrun.plan._model import Task
 
 _PLAIN = re.compile(r"[\w@%+=:,./ -]+", re.ASCII)
 _SHELL_ONLY = frozenset(
-    ". : alias bg break cd command continue eval exec exit export fc fg getopts hash jobs "
-    "read readonly return set shift source times trap type ulimit umask unalias unset wait"
-    .split()
+    {".", ":", "alias", "bg", "break", "cd", "command", "continue", "eval", "exec", "exit"}
+    | {"export", "fc", "fg", "getopts", "hash", "jobs", "read", "readonly", "return", "set"}
+    | {"shift", "source", "times", "trap", "type", "ulimit", "umask", "unalias", "unset", "wait"}
 )
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _LOG_MODE = 0o600
 _MAX_OUTPUTS = 1 << 20
 _NAME = re.compile(r"[^A-Za-z0-9]")
@@ -77,6 +77,19 @@ def _read_outputs(path: str) -> dict[str, str]:
     return parse_outputs(data.decode("utf-8", "replace"))
 
 
+_SPAWNERS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _spawner(threads: int) -> ThreadPoolExecutor:
+    """The process-wide pool of ``threads`` spawner threads (shared by all executors)."""
+    pool = _SPAWNERS.get(threads)
+    if pool is None:
+        pool = _SPAWNERS[threads] = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="fleetrun-spawn"
+        )
+    return pool
+
+
 class LocalExecutor:
     """Runs attempts as local child processes (see the module docstring).
 
@@ -92,11 +105,7 @@ class LocalExecutor:
         self._which: dict[tuple[str, str], str | None] = {}
         self._cwd: dict[tuple[int, str], str | None] = {}
         self._here = os.getcwd()
-        self._spawner = (
-            ThreadPoolExecutor(max_workers=spawn_threads, thread_name_prefix="fleetrun-spawn")
-            if spawn_threads > 0
-            else None
-        )
+        self._spawner = _spawner(spawn_threads) if spawn_threads > 0 else None
 
     # -- per-task preparation (cached: built once per task, not per attempt) ------
 
@@ -161,7 +170,7 @@ class LocalExecutor:
         piped = bool(spec.redactor) or spec.on_output is not None
         log_fd = r = -1
         if piped:
-            log_fd = os.open(spec.log_path, _LOG_FLAGS, _LOG_MODE)
+            log_fd = os.open(spec.log_path, _LOG_FLAGS | os.O_CLOEXEC, _LOG_MODE)
             r, w = os.pipe2(os.O_CLOEXEC)
             actions: list[tuple[object, ...]] = [
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -236,7 +245,8 @@ class LocalExecutor:
         still completes, and the new group is killed and reaped at once.
         """
         if self._spawner is None:
-            return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)
+            # Opt-in: the loop waits for the child's exec (a fraction of a millisecond).
+            return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)  # noqa: ASYNC221
         fut = loop.run_in_executor(
             self._spawner,
             functools.partial(os.posix_spawn, path, argv, env, file_actions=actions, setpgroup=0),

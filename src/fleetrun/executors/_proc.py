@@ -25,7 +25,8 @@ _READ = 1 << 16
 _MAX_PARTIAL_LINE = 1 << 16
 """A line longer than this is delivered in pieces (keeps memory bounded)."""
 
-_GROUP_POLL = 0.05
+_GROUP_POLL = 0.02
+_KILL_SETTLE = 2.0
 
 
 def _killpg(pgid: int, sig: int) -> bool:
@@ -42,6 +43,7 @@ class Proc:
 
     __slots__ = (
         "_kill_handle",
+        "_killed_at",
         "_line",
         "_log_fd",
         "_loop",
@@ -74,6 +76,7 @@ class Proc:
         self.timed_out = False
         self.group_gone = False
         self._kill_handle: asyncio.TimerHandle | None = None
+        self._killed_at: float | None = None
         self._poll_handle: asyncio.TimerHandle | None = None
         self.done: asyncio.Future[None] = loop.create_future()
         self._pipe = pipe
@@ -179,11 +182,9 @@ class Proc:
             self._kill_handle.cancel()
             self._kill_handle = None
         _killpg(self.pid, signal.SIGKILL)
-        if self.status is not None:
-            # SIGKILL cannot be ignored: members still listed are dying.
-            self.group_gone = True
-            if self._poll_handle is not None:
-                self._poll_handle.cancel()
+        if self.status is not None and self._poll_handle is None and not self.group_gone:
+            self._poll_group()
+        self._killed_at = self._loop.time()
         self._check()
 
     def on_timeout(self, grace: float) -> None:
@@ -197,7 +198,11 @@ class Proc:
         self._poll_handle = None
         if self.group_gone:
             return
-        if not _killpg(self.pid, 0):
+        if not _killpg(self.pid, 0) or (
+            # SIGKILLed members still listed after this long are zombies whose
+            # new parent has not reaped them yet: they no longer run.
+            self._killed_at is not None and self._loop.time() - self._killed_at > _KILL_SETTLE
+        ):
             self.group_gone = True
             self._check()
             return

@@ -12,8 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from fleetrun.errors import Location
 from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._model import Need, Scalar, Target, Task
+from fleetrun.plan._template import _EXPR as TEMPLATE_EXPR
+from fleetrun.plan._template import _PATH as TEMPLATE_PATH
+from fleetrun.plan._template import _ROOTS as TEMPLATE_ROOTS
 from fleetrun.plan._yaml import YNode
 
 
@@ -167,6 +171,16 @@ def _check_cycles(
                 path.append(dep)
 
 
+def _ref_offsets(source: str) -> list[int]:
+    """Offsets of the ``{{`` of each reference, in the order of ``Template.refs``."""
+    out = []
+    for m in TEMPLATE_EXPR.finditer(source):
+        pm = TEMPLATE_PATH.match(m.group(1).strip())
+        if pm is not None and pm.group(2).split(".")[0] in TEMPLATE_ROOTS:
+            out.append(m.start())
+    return out
+
+
 def _check_template(
     ctx: Ctx,
     task: Task,
@@ -180,13 +194,14 @@ def _check_template(
     assert node is not None
     key = f"tasks.{task.name}.run"
     needs = {n.task: n for n in task.needs}
-    for ref in task.run.refs:
+    for ref, offset in zip(task.run.refs, _ref_offsets(task.run.source), strict=False):
+        at = ctx.inner_loc(node, offset)
         shown = "{{ " + str(ref) + " }}"
         root, path = ref.path[0], ref.path
         if root == "target":
             if len(path) != 2:
-                ctx.error(
-                    node,
+                ctx.error_at(
+                    at,
                     key,
                     f"{shown}: write target.<attribute>",
                     "use {{ target.name }} or {{ target.<attribute> }}",
@@ -194,8 +209,8 @@ def _check_template(
             elif info.broken:
                 continue
             elif task.targets is None:
-                ctx.error(
-                    node,
+                ctx.error_at(
+                    at,
                     key,
                     f"{shown} in a task that does not fan out over targets",
                     "add for_each: <group> to the task, or remove the reference",
@@ -205,33 +220,32 @@ def _check_template(
                 if lacking is not None:
                     known = {a for t in task.targets for a in targets[t].attrs} | {"name"}
                     hint = "" if path[1] in known else did_you_mean(path[1], known)
-                    ctx.error(
-                        node,
+                    ctx.error_at(
+                        at,
                         key,
-                        f"{shown}: target {lacking!r} has no attribute {path[1]!r}"
-                        f"{hint}",
+                        f"{shown}: target {lacking!r} has no attribute {path[1]!r}{hint}",
                         f"give every target of group {task.for_each!r} the attribute "
                         f"{path[1]!r}, or fan out over a group that has it",
                     )
         elif root == "vars":
             if len(path) != 2:
-                ctx.error(node, key, f"{shown}: write vars.<name>", "use {{ vars.<name> }}")
+                ctx.error_at(at, key, f"{shown}: write vars.<name>", "use {{ vars.<name> }}")
             elif path[1] not in vars_:
-                ctx.error(
-                    node,
+                ctx.error_at(
+                    at,
                     key,
                     f"{shown}: undefined variable{did_you_mean(path[1], vars_)}",
                     "define it under 'vars', or fix the name",
                 )
         elif len(path) != 4 or path[2] != "outputs":
-            ctx.error(
-                node,
+            ctx.error_at(
+                at,
                 key,
                 f"{shown}: write tasks.<task>.outputs.<key>",
                 "read another task's outputs as {{ tasks.<task>.outputs.<key> }}",
             )
         else:
-            _check_output_ref(ctx, task, info, tasks, infos, needs, path[1], node, key, shown)
+            _check_output_ref(ctx, task, info, tasks, infos, needs, path[1], at, key, shown)
 
 
 def _check_output_ref(
@@ -242,21 +256,21 @@ def _check_output_ref(
     infos: Mapping[str, TaskInfo],
     needs: Mapping[str, Need],
     dep_name: str,
-    node: YNode,
+    at: Location,
     key: str,
     shown: str,
 ) -> None:
     if dep_name not in tasks:
-        ctx.error(
-            node,
+        ctx.error_at(
+            at,
             key,
             f"{shown}: unknown task {dep_name!r}{did_you_mean(dep_name, tasks)}",
             "name a task defined under 'tasks'",
         )
         return
     if dep_name not in needs:
-        ctx.error(
-            node,
+        ctx.error_at(
+            at,
             key,
             f"{shown}: {task.name!r} does not need {dep_name!r}, so its outputs may not exist yet",
             f"add {dep_name} to the needs of {task.name}",
@@ -267,11 +281,12 @@ def _check_output_ref(
         return
     if task.targets is not None and needs[dep_name].mode == "auto":
         return  # same target's instance: exactly one (coverage checked with the need)
-    ctx.error(
-        node,
+    count = len(dep.targets)
+    ctx.error_at(
+        at,
         key,
-        f"{shown}: {dep_name!r} has {len(dep.targets)} instances here, so it is not "
-        "clear whose outputs to read",
+        f"{shown}: {dep_name!r} fans out over targets ({count} instance"
+        f"{'s' if count != 1 else ''}) and this reference does not say whose outputs to read",
         f"read outputs of an unfanned task, or of a same-target need (fan "
         f"{task.name!r} over the targets of {dep_name!r} and write needs: [{dep_name}])",
     )

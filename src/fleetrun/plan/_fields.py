@@ -43,14 +43,40 @@ class Ctx:
         """The location of ``node`` in this file."""
         return Location(self.file, node.line, node.column)
 
+    def inner_loc(self, node: YNode, offset: int) -> Location:
+        """Where character ``offset`` (0-based) of a scalar's text lies in the file.
+
+        Exact for one-line plain and quoted scalars whose text has no escapes;
+        otherwise the scalar's own start, which is still the right place to look.
+        """
+        if not isinstance(node, YScalar) or node.multiline or not isinstance(node.value, str):
+            return self.loc(node)
+        text = node.value
+        # Quoted text maps one to one onto the file only without escapes.
+        plain_single = node.style == "'" and "'" not in text
+        plain_double = (
+            node.style == '"' and text.isprintable() and not any(c in '\\"' for c in text)
+        )
+        if node.style is not None and not (plain_single or plain_double):
+            return self.loc(node)
+        quote = 0 if node.style is None else 1
+        return Location(self.file, node.line, node.column + quote + offset)
+
     def error(self, node: YNode, key: str, message: str, fix: str = "") -> None:
         """Record one problem at ``node``."""
         self.problems.append(Diagnostic(self.loc(node), message, key=key, fix=fix))
 
+    def error_at(self, loc: Location, key: str, message: str, fix: str = "") -> None:
+        """Record one problem at an explicit location."""
+        self.problems.append(Diagnostic(loc, message, key=key, fix=fix))
+
     def wrong_type(self, node: YNode, key: str, expected: str, fix: str = "") -> None:
         """Record that ``node`` is not of the ``expected`` type."""
         self.error(
-            node, key, f"expected {expected}, got {type_name(node)}", fix or f"write {expected} here"
+            node,
+            key,
+            f"expected {expected}, got {type_name(node)}",
+            fix or f"write {expected} here",
         )
 
     def mapping(self, node: YNode, key: str, allow_null: bool = True) -> YMap | None:
@@ -87,12 +113,9 @@ class Ctx:
         return None
 
     def scalar_text(self, node: YNode, key: str) -> str | None:
-        """A scalar written as text: strings as they are, numbers and booleans in YAML form."""
+        """A scalar as text: strings as they are, numbers and booleans as written (``yes``)."""
         if isinstance(node, YScalar) and node.value is not None:
-            v = node.value
-            if isinstance(v, bool):
-                return "true" if v else "false"
-            return v if isinstance(v, str) else node.source
+            return node.value if isinstance(node.value, str) else node.source
         self.wrong_type(node, key, "a string")
         return None
 
@@ -103,7 +126,9 @@ class Ctx:
             self.wrong_type(node, key, "an integer")
             return None
         if minimum is not None and v < minimum:
-            self.error(node, key, f"must be at least {minimum}, got {v}")
+            self.error(
+                node, key, f"must be at least {minimum}, got {v}", f"write {minimum} or more"
+            )
             return None
         return v
 

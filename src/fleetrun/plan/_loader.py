@@ -166,6 +166,17 @@ class _Loader:
         top = self.ctx.mapping(root, "(plan)", allow_null=False)
         if top is None:
             raise self.fail()
+        if len(top.entries) > 1 and not top.entries.keys() & set(TOP_KEYS):
+            # Every key unknown: most likely a targets file given as the plan.
+            self.problems.append(
+                Diagnostic(
+                    Location(self.file, top.line, top.column),
+                    "no key of this file is a plan key: it looks like a targets file",
+                    "(plan)",
+                    "run a plan file, which names this one with 'targets: <path>'",
+                )
+            )
+            raise self.fail()
         sections: dict[str, YNode] = dict(self.ctx.items(top, "", TOP_KEYS))
         return self.build(top, sections)
 
@@ -316,7 +327,11 @@ class _Loader:
             if loaded is None:
                 return {}
             node = loaded
-        m = ctx.mapping(node, "targets")
+        if isinstance(node, YMap) or (isinstance(node, YScalar) and node.value is None):
+            m = ctx.mapping(node, "targets")
+        else:
+            ctx.wrong_type(node, "targets", "a mapping of targets or the path of a targets file")
+            m = None
         out: dict[str, Target] = {}
         for name, (knode, value) in m.entries.items() if m else ():
             key = join("targets", name)
@@ -401,7 +416,7 @@ class _Loader:
         except ExprError as e:
             ctx.problems.append(
                 Diagnostic(
-                    self.expr_loc(wnode, e.column),
+                    ctx.inner_loc(wnode, e.column - 1),
                     e.message,
                     wkey,
                     "fix the expression (see 'where' in the docs)",
@@ -416,7 +431,7 @@ class _Loader:
             except ExprError as e:
                 ctx.problems.append(
                     Diagnostic(
-                        self.expr_loc(wnode, e.column),
+                        ctx.inner_loc(wnode, e.column - 1),
                         f"group {name!r}, target {t.name!r}: {e.message}",
                         wkey,
                         "compare values of the same type (numbers with numbers, text with text)",
@@ -424,13 +439,6 @@ class _Loader:
                 )
                 break
         return tuple(members)
-
-    def expr_loc(self, node: YNode, column: int) -> Location:
-        """Where column ``column`` of a ``where`` string lies in the plan file."""
-        if not isinstance(node, YScalar) or node.multiline or node.style not in (None, "'", '"'):
-            return self.ctx.loc(node)
-        quote = 1 if node.style in ("'", '"') else 0
-        return Location(self.file, node.line, node.column + quote + column - 1)
 
     def pools(self, node: YNode) -> dict[str, Pool]:
         ctx = self.ctx

@@ -80,8 +80,12 @@ class Template:
         rest = _EXPR.sub("", source)
         if "{{" in rest or "}}" in rest:
             problems.append(
-                Diagnostic(location, "unbalanced '{{' or '}}' in template", key="run",
-                           fix="close every '{{' with '}}'")
+                Diagnostic(
+                    location,
+                    "unbalanced '{{' or '}}' in template",
+                    key="run",
+                    fix="close every '{{' with '}}'",
+                )
             )
         if problems:
             raise PlanError(problems)

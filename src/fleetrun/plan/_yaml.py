@@ -157,12 +157,23 @@ class _Converter:
         self.count = 0
         self.active: set[int] = set()
         self.memo: dict[tuple[str, str], Scalar] = {}
+        self.done: dict[int, YNode] = {}
 
     def error(self, node: yaml.Node, message: str, fix: str = "") -> None:
         line, col = _pos(node)
         self.problems.append(Diagnostic(Location(self.file, line, col), message, fix=fix))
 
     def convert(self, node: yaml.Node, depth: int) -> YNode:
+        # An alias is the very node of its anchor: convert it once and share the
+        # result, so that alias bombs stay linear and repeated values cost nothing.
+        done = self.done.get(id(node))
+        if done is not None:
+            return done
+        result = self._convert(node, depth)
+        self.done[id(node)] = result
+        return result
+
+    def _convert(self, node: yaml.Node, depth: int) -> YNode:
         self.count += 1
         if self.count > MAX_NODES:
             raise _Abort("the document expands to too many values (alias bomb?)", node)
@@ -211,7 +222,7 @@ class _Converter:
                 node, f"unsupported YAML tag {node.tag!r}", "remove the tag or quote the value"
             )
             value = node.value
-        return YScalar(line, col, value, node.value, node.style, multiline)
+        return YScalar(line, col, value, node.value, node.style or None, multiline)
 
     def entries(self, node: yaml.MappingNode, depth: int) -> dict[str, tuple[YScalar, YNode]]:
         out: dict[str, tuple[YScalar, YNode]] = {}
@@ -229,7 +240,7 @@ class _Converter:
                 self.error(knode, "mapping keys must be plain strings", "write the key as text")
                 continue
             kline, kcol = _pos(knode)
-            key = YScalar(kline, kcol, knode.value, knode.value, knode.style, False)
+            key = YScalar(kline, kcol, knode.value, knode.value, knode.style or None, False)
             if knode.value in out and knode.value not in merged:
                 first = out[knode.value][0]
                 self.error(

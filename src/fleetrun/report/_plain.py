@@ -24,7 +24,13 @@ from fleetrun.engine._options import RunResult
 from fleetrun.plan._graph import Graph
 
 _STATE_ORDER = (
-    "succeeded", "reused", "failed", "skipped", "cancelled", "not_started", "interrupted",
+    "succeeded",
+    "reused",
+    "failed",
+    "skipped",
+    "cancelled",
+    "not_started",
+    "interrupted",
 )
 
 
@@ -37,9 +43,9 @@ def format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"
     if seconds < 3600:
-        m, s = divmod(int(round(seconds)), 60)
+        m, s = divmod(round(seconds), 60)
         return f"{m}m{s:02d}s"
-    h, rest = divmod(int(round(seconds)), 3600)
+    h, rest = divmod(round(seconds), 3600)
     return f"{h}h{rest // 60:02d}m"
 
 
@@ -106,8 +112,9 @@ class PlainConsole:
 
     def summary(self, result: RunResult, graph: Graph) -> str:
         """Counts per state, wall time, summed task time and the speedup they imply."""
-        return summary_text(result.counts, result.ended_at - result.started_at, self.task_time,
-                            len(graph.nodes))
+        return summary_text(
+            result.counts, result.ended_at - result.started_at, self.task_time, len(graph.nodes)
+        )
 
 
 def summary_text(counts: Mapping[str, int], wall: float, task_time: float, nodes: int) -> str:

@@ -248,19 +248,17 @@ class Journal:
             ).fetchall()
         )
 
-    def run(
-        self, ref: str | None = None, *, plan_path: str | None = None, status: str | None = None
-    ) -> dict[str, Any]:
-        """One run: by id (or unique id prefix), else the latest (of the plan, with ``status``)."""
+    def run(self, ref: str | None = None, *, plan_path: str | None = None) -> dict[str, Any]:
+        """One run: by id (or unique id prefix), else the latest (of the plan)."""
         if ref is None:
-            for r in self.runs(plan_path):
-                if status is None or r["status"] == status:
-                    return r
-            what = f"no {status} run" if status else "no run"
+            latest = self.runs(plan_path, limit=1)
+            if latest:
+                return latest[0]
             where = f" of {plan_path}" if plan_path else ""
-            raise RunNotFoundError(f"{what}{where} is on record in {self.state_dir}")
-        matches = [r for r in self.runs() if r["id"] == ref] or [
-            r for r in self.runs() if r["id"].startswith(ref)
+            raise RunNotFoundError(f"no run{where} is on record in {self.state_dir}")
+        runs = self.runs()
+        matches = [r for r in runs if r["id"] == ref] or [
+            r for r in runs if r["id"].startswith(ref)
         ]
         if len(matches) != 1:
             problem = "is ambiguous" if matches else "is not on record"
@@ -306,20 +304,19 @@ class Journal:
         return max(rows, key=lambda a: a["n"])
 
     def ran_in(self, run_id: str, key: str) -> str:
-        """The run in which ``key`` last ran, following reused instances back to
-        the run that produced them (``run_id`` itself when it ran there)."""
+        """The run whose attempts of ``key`` to show: ``run_id`` if ``key`` has
+        attempts there, else the nearest ancestor (parent links: a retry's
+        reused or never-started instance) that has some; ``run_id`` if none."""
         seen = set()
         current: str | None = run_id
         while current is not None and current not in seen:
             seen.add(current)
-            row = self.conn.execute(
-                "SELECT i.status, r.parent_id FROM runs r LEFT JOIN instances i"
-                " ON i.run_id=r.id AND i.key=? WHERE r.id=?",
-                (key, current),
-            ).fetchone()
-            if row is None or row[0] != "reused":
+            if self.conn.execute(
+                "SELECT 1 FROM attempts WHERE run_id=? AND key=? LIMIT 1", (current, key)
+            ).fetchone():
                 return current
-            current = row[1]
+            row = self.conn.execute("SELECT parent_id FROM runs WHERE id=?", (current,)).fetchone()
+            current = row[0] if row else None
         return run_id
 
     def check(self) -> list[str]:

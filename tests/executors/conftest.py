@@ -1,0 +1,106 @@
+"""Shared helpers for engine tests: run a graph for real and collect its events."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetrun.engine import (
+    AttemptEnded,
+    AttemptStarted,
+    Event,
+    InstanceSettled,
+    RunOptions,
+    RunResult,
+    run_graph,
+)
+from fleetrun.executors import LocalExecutor
+from fleetrun.plan import Graph
+
+
+@dataclass
+class Ran:
+    result: RunResult
+    events: list[Event] = field(default_factory=list)
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def settled(self) -> dict[str, InstanceSettled]:
+        return {e.key: e for e in self.of(InstanceSettled)}
+
+    def intervals(self) -> list[tuple[float, float, str]]:
+        """(start, end, key) of every attempt, from AttemptStarted/AttemptEnded."""
+        starts = {(e.key, e.attempt): e.at for e in self.of(AttemptStarted)}
+        return [
+            (starts[(e.key, e.attempt)], e.at, e.key)
+            for e in self.of(AttemptEnded)
+            if (e.key, e.attempt) in starts
+        ]
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Largest number of intervals open at one instant (an end before a start on ties)."""
+    points = sorted(
+        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda p: (p[0], p[1])
+    )
+    best = cur = 0
+    for _, d in points:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def pid_alive(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Callable[..., Ran]:
+    """``runner(graph, executor=None, hook=None, **options) -> Ran``."""
+
+    def run(graph: Graph, executor: Any = None, hook: Any = None, **kw: Any) -> Ran:
+        kw.setdefault("run_id", "test-run")
+        kw.setdefault("run_dir", tmp_path / "run")
+        kw.setdefault("grace", 2.0)
+        events: list[Event] = []
+        extra = kw.pop("subscribers", ())
+        clock = kw.pop("clock", None)
+        control = kw.pop("control", None)
+        durable = kw.pop("durable", None)
+
+        def sub(e: Event) -> None:
+            events.append(e)
+            if hook is not None:
+                hook(e)
+
+        async def main() -> RunResult:
+            return await run_graph(
+                graph,
+                RunOptions(**kw),
+                executor or LocalExecutor(),
+                [sub, *extra],
+                control=control,
+                durable=durable,
+                clock=clock,
+            )
+
+        result = asyncio.run(main())
+        return Ran(result, events)
+
+    return run
+
+
+PY = os.environ.get("PYTHON", "python3")

@@ -1,0 +1,142 @@
+"""LocalExecutor with real processes: environment, outputs, quoting, redaction, logs."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from fleetrun.engine import AttemptOutput, AttemptStarted
+from fleetrun.engine.testing import graph, task
+from fleetrun.executors import env_name, parse_outputs
+from fleetrun.redact import Redactor
+
+PY = shlex.quote(sys.executable)
+ARGV = shlex.quote("import sys, json; print(json.dumps(sys.argv[1:]))")
+
+
+def _log(ran, key: str, attempt: int = 1) -> str:
+    path = next(e.log_path for e in ran.of(AttemptStarted) if e.key == key and e.attempt == attempt)
+    return Path(path).read_text()
+
+
+def test_outputs_reach_dependents_through_template_and_env(runner, tmp_path):
+    g = graph(
+        [
+            task(
+                "deploy-contract",
+                "echo address=0xabc >> $FLEETRUN_OUTPUT; echo 'tx = 7' >> $FLEETRUN_OUTPUT",
+            ),
+            task(
+                "bridge",
+                "echo T={{ tasks.deploy-contract.outputs.address }} "
+                "E=$FLEETRUN_OUTPUT_DEPLOY_CONTRACT_ADDRESS X=$FLEETRUN_OUTPUT_DEPLOY_CONTRACT_TX",
+                needs=["deploy-contract"],
+            ),
+        ]
+    )
+    ran = runner(g)
+    assert ran.result.outputs[0] == {"address": "0xabc", "tx": "7"}
+    assert _log(ran, "bridge").strip() == "T=0xabc E=0xabc X=7"
+
+
+def test_environment_and_log_layout(runner, tmp_path):
+    g = graph(
+        [
+            task(
+                "t",
+                "env | grep -E '^(FLEETRUN_|PLAN_|TASK_)' | sort",
+                targets=["eu"],
+                env={"TASK_V": "2"},
+            ),
+            task("u", "echo $FLEETRUN_TARGET-$FLEETRUN_TASK"),
+        ],
+        env={"PLAN_V": "1"},
+    )
+    ran = runner(g, run_id="rid")
+    lines = dict(ln.split("=", 1) for ln in _log(ran, "t@eu").split())
+    assert lines["FLEETRUN_TASK"] == "t"
+    assert lines["FLEETRUN_TARGET"] == "eu"
+    assert lines["FLEETRUN_ATTEMPT"] == "1"
+    assert lines["FLEETRUN_RUN_ID"] == "rid"
+    assert lines["PLAN_V"] == "1"
+    assert lines["TASK_V"] == "2"
+    assert lines["FLEETRUN_OUTPUT"].endswith("/logs/t/eu.1.outputs")
+    logs = {e.key: e.log_path for e in ran.of(AttemptStarted)}
+    assert logs["t@eu"] == str(tmp_path / "run" / "logs" / "t" / "eu.1.log")
+    assert logs["u"] == str(tmp_path / "run" / "logs" / "u" / "u.1.log")
+    assert _log(ran, "u").strip() == "-u"
+
+
+def test_hostile_target_names_never_change_the_command(runner):
+    names = ["a; rm -rf ~", "$(reboot)", "x' y", "`id`", "../etc"]
+    g = graph(
+        [task("t", f"{PY} -c {ARGV} {{{{ target.name }}}} {{{{ target.region }}}}", targets=names)],
+        targets={n: {"region": n + " && echo pwned"} for n in names},
+    )
+    ran = runner(g)
+    assert ran.result.status == "succeeded"
+    for n in names:
+        assert json.loads(_log(ran, f"t@{n}")) == [n, n + " && echo pwned"]
+    started = {e.key: e for e in ran.of(AttemptStarted)}
+    assert shlex.split(started["t@$(reboot)"].command)[-2:] == [
+        "$(reboot)",
+        "$(reboot) && echo pwned",
+    ]
+    # Log files stay inside their task's directory.
+    assert all(Path(e.log_path).parent.name == "t" for e in started.values())
+
+
+def test_secrets_redacted_in_log_even_when_split_across_writes(runner):
+    secret = "hunter2-very-secret"
+    script = (
+        "import sys,time\n"
+        "s=sys.argv[1]\n"
+        "for part in (s[:4], s[4:11], s[11:]):\n"
+        "    sys.stdout.write(part); sys.stdout.flush(); time.sleep(0.05)\n"
+        "print(); print('again', s, flush=True)\n"
+    )
+    g = graph(
+        [task("t", f"{PY} -c {shlex.quote(script)} {{{{ vars.pw }}}}")],
+        vars={"pw": secret},
+        secret_values=[secret],
+    )
+    ran = runner(g, redactor=Redactor([secret]))
+    text = _log(ran, "t")
+    assert secret not in text
+    assert "hunter2" not in text
+    assert text.splitlines() == ["***", "again ***"]
+    assert secret not in ran.of(AttemptStarted)[0].command
+    assert "***" in ran.of(AttemptStarted)[0].command
+
+
+def test_streamed_output_arrives_as_events_in_lines(runner):
+    g = graph([task("t", "printf 'one\\ntwo\\nthr'; sleep 0.05; printf 'ee\\n'")])
+    ran = runner(g, output="stream")
+    text = "\n".join(e.text for e in ran.of(AttemptOutput))
+    assert text.split("\n") == ["one", "two", "three"]
+    assert _log(ran, "t") == "one\ntwo\nthree\n"
+
+
+def test_large_output_through_the_pipe_is_complete(runner):
+    g = graph([task("t", "head -c 5000000 /dev/zero | tr '\\0' 'a'; echo")])
+    ran = runner(g, redactor=Redactor(["zzzz-secret"]))
+    assert len(_log(ran, "t")) == 5_000_001
+
+
+def test_cwd_is_relative_to_the_plan_and_missing_command_fails(runner, tmp_path):
+    (tmp_path / "sub").mkdir()
+    g = graph(
+        [task("here", "pwd", cwd="sub"), task("nope", "no-such-command-xyz")], base_dir=tmp_path
+    )
+    ran = runner(g)
+    assert _log(ran, "here").strip() == str(tmp_path / "sub")
+    st = ran.settled()
+    assert st["nope"].state == "failed"
+    assert st["nope"].reason == "exit 127"
+
+
+def test_helpers():
+    assert env_name("deploy-contract") == "DEPLOY_CONTRACT"
+    assert parse_outputs("# c\na=1\n\n b = x=y \nnoeq\n") == {"a": "1", "b": "x=y"}
