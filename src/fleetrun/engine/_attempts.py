@@ -168,6 +168,27 @@ class AttemptRunner:
             run.on_final_failure(j)
             run.kick()
             return
+        if result.ok:
+            # The common case, inline: no extra coroutine per attempt.
+            run.tasks.pop(j, None)
+            run.emit(
+                AttemptEnded(
+                    at=time.time(),
+                    node=j,
+                    key=node.key,
+                    attempt=n,
+                    started_at=began,
+                    exit_code=0,
+                    signal=None,
+                    timed_out=False,
+                    outcome="succeeded",
+                )
+            )
+            if pools:
+                run.limits.succeeded(pools)
+            run.settle(j, "succeeded", outputs=result.outputs)
+            run.kick()
+            return
         await self._verdict(j, n, node, pools, result, began, log_path)
 
     async def _verdict(
@@ -204,14 +225,6 @@ class AttemptRunner:
                 tail=tail,
             )
 
-        if result.ok:
-            run.tasks.pop(j, None)
-            run.emit(ended("succeeded"))
-            if pools:
-                run.limits.succeeded(pools)
-            run.settle(j, "succeeded", outputs=result.outputs or {})
-            run.kick()
-            return
         policy = task.retry
         reason = None
         if n < policy.attempts and not run.stopping:

@@ -318,8 +318,9 @@ class _Run:
             return  # called from an attempt started by this very loop: it goes on below
         limits = self.limits
         sigs = self.sigs
-        while self.can_start():
-            now = self.clock.now()
+        cap = self.cap
+        while not self.stopping and self.ready_count > 0 and (cap is None or self.running < cap):
+            now = -1.0
             best: tuple[float, int] | None = None
             best_sig: tuple[int, ...] = ()
             soonest = math.inf
@@ -327,6 +328,8 @@ class _Run:
                 if not heap:
                     continue
                 if sig:
+                    if now < 0:
+                        now = self.clock.now()
                     w = limits.wait_time(sig, now)
                     if w > 0:
                         soonest = min(soonest, w)
@@ -342,7 +345,7 @@ class _Run:
             self.ready_count -= 1
             j = best[1]
             if best_sig:
-                limits.acquire(best_sig, now)
+                limits.acquire(best_sig, now)  # ``now`` was read: best_sig is not empty
             self.running += 1
             n = self.attempts[j] = self.attempts[j] + 1
             # Eager start: run the attempt up to its first real suspension here;
