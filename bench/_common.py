@@ -26,7 +26,9 @@ def peak_rss_mb() -> float:
 
 def machine() -> str:
     """One line about where the numbers were measured."""
-    return f"python {sys.version.split()[0]}, {os.cpu_count()} cpu(s), load {os.getloadavg()[0]:.2f}"
+    return (
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cpu(s), load {os.getloadavg()[0]:.2f}"
+    )
 
 
 def verdict(ok: bool) -> str:

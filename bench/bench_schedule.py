@@ -105,8 +105,11 @@ def main() -> None:
     g = layered(args.n, args.j, args.seconds, rng)
     lb = g.lower_bound(args.j)
     ms = makespan(g, args.j, executor, "critical_path")
-    row(f"layered DAG, {len(g.nodes)} tasks", f"{ms:.2f} s",
-        f"CP {g.critical_path_length:.2f} s, work/j {g.total_work / args.j:.2f} s")
+    row(
+        f"layered DAG, {len(g.nodes)} tasks",
+        f"{ms:.2f} s",
+        f"CP {g.critical_path_length:.2f} s, work/j {g.total_work / args.j:.2f} s",
+    )
     ratio = ms / lb
     sim = simulate(g, "dag", args.j)
     row("list schedule on paper", f"{sim:.2f} s", f"{sim / lb:.3f} x LB (same rules, no overhead)")

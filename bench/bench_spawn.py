@@ -39,13 +39,17 @@ from fleetrun.engine import RunOptions, run_graph
 from fleetrun.engine.testing import graph, task
 from fleetrun.executors import LocalExecutor
 
+SPAWN_THREADS: int | None = None
+
 
 def run_fleetrun(work: Path, n: int, j: int) -> float:
     g = graph([task("t", "true", targets=[f"n{i}" for i in range(n)])], base_dir=work)
     run_dir = work / "fleetrun"
     shutil.rmtree(run_dir, ignore_errors=True)
     opts = RunOptions(run_id="bench", run_dir=run_dir, parallelism=j)
-    secs, result = timed(lambda: asyncio.run(run_graph(g, opts, LocalExecutor())))
+    secs, result = timed(
+        lambda: asyncio.run(run_graph(g, opts, LocalExecutor(spawn_threads=SPAWN_THREADS)))
+    )
     assert result.counts == {"succeeded": n}, result.counts
     logs = sum(1 for _ in (run_dir / "logs" / "t").iterdir())
     assert logs == n, logs
@@ -111,7 +115,10 @@ def main() -> None:
     ap.add_argument("-j", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--parallel-n", type=int, default=1000)
+    ap.add_argument("--spawn-threads", type=int, default=None, help="LocalExecutor(spawn_threads=)")
     args = ap.parse_args()
+    global SPAWN_THREADS
+    SPAWN_THREADS = args.spawn_threads
     work = Path(tempfile.mkdtemp(prefix="fleetrun-bench-spawn-"))
     os.chdir(work)  # the plan's base_dir: commands run here, so `true` is exec'd directly
     best: dict[str, float] = {}

@@ -215,3 +215,22 @@ def test_fail_fast_takes_an_optional_value(tmp_path: Path) -> None:
         data = show_json(state)
         assert data["run"]["options"]["fail_fast"] == policy
         assert {i["key"]: i["status"] for i in data["instances"]}["second@a"] == "failed"
+
+
+def test_retry_reruns_an_instance_whose_command_changed(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    state = tmp_path / "st"
+    assert fleetrun("apply", str(plan), "--state-dir", str(state)).returncode == 0
+    first = show_json(state)["run"]["id"]
+    plan.write_text(PLAN.replace("echo first {{ target.name }}", "echo FIRST {{ target.name }}"))
+    res = fleetrun("retry", "--state-dir", str(state), "--targets", "b")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"note: the plan changed since run {first}" in res.stdout
+    assert f"re-run first@b: command changed since run {first}" in res.stdout
+    data = show_json(state)
+    # first@b changed; second@b consumes its output, so it runs again too. first@a
+    # changed as well but --targets b leaves it out: neither run nor reused.
+    assert {i["key"]: i["status"] for i in data["instances"]} == {
+        "first@b": "succeeded", "second@a": "reused", "second@b": "succeeded",
+    }  # fmt: skip
+    assert fleetrun("logs", "first@b", "--state-dir", str(state)).stdout.startswith("FIRST b")

@@ -123,14 +123,14 @@ def test_sigkill_torture_never_reruns_a_success(tmp_path: Path) -> None:
     kills, chains, cut = 0, 0, 0
     deadline = time.monotonic() + 30
     try:
-        while kills < 22 and time.monotonic() < deadline:
+        while kills < 21 and time.monotonic() < deadline:
             # One chain: apply, then resume/retry after each kill until the work is done.
             state, marks = tmp_path / f"st{chains}", tmp_path / f"marks{chains}"
             marks.mkdir()
             env = {"CHAIN138_SCALE": SCALE, "CHAIN138_MARKER_DIR": str(marks), "TEST_TAG": tag}
             base = ["--state-dir", str(state), "--kill-orphans", "--grace", "0.2"]
             step = 0
-            while kills < 22 and time.monotonic() < deadline:
+            while kills < 21 and time.monotonic() < deadline:
                 if step == 0:
                     args = ["apply", str(CHAIN138), *base]
                 elif step % 2:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conftest import pid_alive
 
-from fleetrun.engine import AttemptStarted, RunControl
+from fleetrun.engine import AttemptStarted, InstanceSettled, RunControl
 from fleetrun.engine.testing import graph, task
 
 
@@ -62,7 +62,9 @@ def test_interrupt_ends_everything_and_second_skips_grace(runner, tmp_path):
     took = time.monotonic() - t0
     assert ran.result.status == "interrupted"
     counts = ran.result.counts
-    assert counts == {"cancelled": 3, "skipped": 3, "not_started": 2}
+    assert counts == {"cancelled": 3, "not_started": 5}
+    reasons = {e.reason for e in ran.of(InstanceSettled) if e.state == "not_started"}
+    assert reasons == {"not started: the run was interrupted"}
     assert took < 30  # the second interrupt skipped the 60 s grace
     pids = _pids(tmp_path)
     assert len(pids) == 3

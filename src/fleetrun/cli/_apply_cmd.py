@@ -107,7 +107,9 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("plan", type=click.Path(dir_okay=False))
 @_run_options
 @click.option("--dry-run", is_flag=True, help="Print the commands in start order; run nothing.")
-@click.option("--resume", is_flag=True, help="Continue the latest run of this plan, which was interrupted.")
+@click.option(
+    "--resume", is_flag=True, help="Continue the latest run of this plan, which was interrupted."
+)
 def apply(
     plan: str,
     mode: str,

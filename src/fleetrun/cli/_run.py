@@ -204,8 +204,10 @@ def _start(req: RunRequest, state_dir: Path, previous: dict[str, Any] | None) ->
                         click.echo(line)
                     return EXIT_OK
                 if not retry.only:
+                    within = " among the selected instances" if narrow is not None else ""
                     click.echo(
-                        f"nothing to {req.kind}: every instance of run {previous['id']} succeeded"
+                        f"nothing to {req.kind}: everything{within} in run {previous['id']} "
+                        "succeeded or was reused"
                     )
                     return EXIT_OK
                 for line in _reason_lines(graph, retry.reasons):

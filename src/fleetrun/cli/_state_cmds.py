@@ -15,8 +15,8 @@ import click
 from fleetrun.cli._main import cli
 from fleetrun.cli._run import find_state_dir
 from fleetrun.errors import RunNotFoundError
-from fleetrun.state import Journal
-from fleetrun.state._view import (
+from fleetrun.state import (
+    Journal,
     history_text,
     outputs_data,
     outputs_env,

@@ -20,7 +20,7 @@ class Deps:
     """Tracks the requirements of the nodes taking part in a run.
 
     ``on_ready(j)`` is called when every requirement of node j is met;
-    ``on_impossible(j, reason)`` when one of them can no longer be met. Each is
+    ``on_impossible(j, reason, stopped)`` when one of them can no longer be met. Each is
     called for nodes that may already be settled (skipped through another
     requirement): the caller ignores those.
     """
@@ -43,7 +43,7 @@ class Deps:
         graph: Graph,
         members: Iterable[int],
         on_ready: Callable[[int], None],
-        on_impossible: Callable[[int, str], None],
+        on_impossible: Callable[[int, str, bool], None],
     ) -> None:
         self._graph = graph
         self._on_ready = on_ready
@@ -85,8 +85,12 @@ class Deps:
         """True when some member node requires node ``i``."""
         return self._watchers[i] is not None
 
-    def settled(self, i: int, ok: bool, why: str) -> None:
-        """Node ``i`` reached a final state; ``why`` completes "needs X, which ..."."""
+    def settled(self, i: int, ok: bool, why: str, stopped: bool = False) -> None:
+        """Node ``i`` reached a final state; ``why`` completes "needs X, which ...".
+
+        ``stopped``: it did not succeed because the run was stopping (cancelled,
+        not started), which ``on_impossible`` passes on.
+        """
         watchers = self._watchers[i]
         if watchers is None:
             return
@@ -110,7 +114,7 @@ class Deps:
                             f"{self._bad[k]} did not"
                         )
                     for j in self._users[k]:
-                        self._on_impossible(j, reason)
+                        self._on_impossible(j, reason, stopped)
 
     def _met(self, k: int) -> None:
         self._state[k] = _MET

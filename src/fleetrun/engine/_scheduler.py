@@ -229,10 +229,15 @@ class _Run:
         heapq.heappush(heap, (key, j))
         self.ready_count += 1
 
-    def _on_impossible(self, j: int, reason: str) -> None:
+    def _on_impossible(self, j: int, reason: str, stopped: bool) -> None:
         if self.state[j] or not self.member[j]:
             return
-        self.settle(j, "skipped", reason)
+        if stopped and self.stopping:
+            # Blocked only because the run is stopping: it never started, it
+            # was not skipped for a failure (``retry`` runs it again either way).
+            self.settle(j, "not_started", self.stop_reason)
+        else:
+            self.settle(j, "skipped", reason)
 
     # -- settling -----------------------------------------------------------------
 
@@ -264,7 +269,8 @@ class _Run:
         self.dirty = True
         if self.deps.is_watched(i):
             ok = state == "succeeded"
-            self.deps.settled(i, ok, _FINAL_BAD.get(state, state))
+            stopped = state in ("cancelled", "not_started")
+            self.deps.settled(i, ok, _FINAL_BAD.get(state, state), stopped)
         if self.phase_of is not None:
             self.phase_left[self.phase_of[i]] -= 1
             self._advance_phase()

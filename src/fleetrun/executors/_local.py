@@ -3,9 +3,9 @@
 Spawning is ``os.posix_spawn`` (vfork-style in glibc, no copy of the parent's
 memory) with ``setpgroup=0`` so each attempt gets its own process group;
 stdin is ``/dev/null`` and stdout+stderr go straight to the attempt's log file
-(opened by the child through spawn file actions), so the parent never touches
-the output. Reaping is through a pidfd watched by the loop: no thread per
-child and no asyncio child watcher.
+(created by the child through spawn file actions, on a spawner thread), so the
+parent never touches the output. Reaping is through a pidfd
+watched by the loop: no thread per child and no asyncio child watcher.
 
 When secrets must be redacted or output is streamed, stdout+stderr go to a
 pipe instead; the parent reads it in 64 KiB chunks through a
@@ -13,24 +13,25 @@ pipe instead; the parent reads it in 64 KiB chunks through a
 
 Commands are ``/bin/sh -c COMMAND``. Like make, a command made only of plain
 words (letters, digits and ``_@%+=:,./-``; no quotes, no ``$``, no globbing,
-no redirection, not a shell builtin) is exec'd directly after ``shlex.split``:
-the result is the same and one process cheaper.
+no redirection, not a shell builtin) is exec'd directly after splitting it
+into words (what ``shlex.split`` gives for such text): the result is the same
+and one process cheaper. An attempt owns its process group: what the command
+leaves running in it when it exits is killed (see ``_proc``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import re
 import shlex
 import shutil
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fleetrun.engine._executor import AttemptResult, AttemptSpec
 from fleetrun.executors._proc import Proc
+from fleetrun.executors._spawner import Action, Job, default_spawn_threads, spawner
 from fleetrun.plan._graph import Graph
 from fleetrun.plan._model import Task
 
@@ -77,17 +78,14 @@ def _read_outputs(path: str) -> dict[str, str]:
     return parse_outputs(data.decode("utf-8", "replace"))
 
 
-_SPAWNERS: dict[int, ThreadPoolExecutor] = {}
+_NULL: list[int] = []
 
 
-def _spawner(threads: int) -> ThreadPoolExecutor:
-    """The process-wide pool of ``threads`` spawner threads (shared by all executors)."""
-    pool = _SPAWNERS.get(threads)
-    if pool is None:
-        pool = _SPAWNERS[threads] = ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="fleetrun-spawn"
-        )
-    return pool
+def _devnull() -> int:
+    """A process-wide read-only descriptor of /dev/null, the stdin of every attempt."""
+    if not _NULL:
+        _NULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _NULL[0]
 
 
 class LocalExecutor:
@@ -95,17 +93,19 @@ class LocalExecutor:
 
     ``grace`` is used when an attempt's spec gives none (the engine passes
     ``RunOptions.grace``). ``spawn_threads``: threads that call ``posix_spawn``
-    (0: call it on the loop thread).
+    (None: ``default_spawn_threads()``; 0: call it on the loop thread).
     """
 
-    def __init__(self, grace: float = 10.0, *, spawn_threads: int = 1) -> None:
+    def __init__(self, grace: float = 10.0, *, spawn_threads: int | None = None) -> None:
         self.grace = grace
         self._active: set[Proc] = set()
         self._env: dict[tuple[int, str], dict[str, str]] = {}
         self._which: dict[tuple[str, str], str | None] = {}
         self._cwd: dict[tuple[int, str], str | None] = {}
         self._here = os.getcwd()
-        self._spawner = _spawner(spawn_threads) if spawn_threads > 0 else None
+        if spawn_threads is None:
+            spawn_threads = default_spawn_threads()
+        self._spawner = spawner(spawn_threads) if spawn_threads > 0 else None
 
     # -- per-task preparation (cached: built once per task, not per attempt) ------
 
@@ -138,7 +138,8 @@ class LocalExecutor:
 
     def _argv(self, command: str, env: Mapping[str, str], cwd: str | None) -> tuple[str, list[str]]:
         if cwd is None and _PLAIN.fullmatch(command):
-            words = shlex.split(command)
+            # No quotes, escapes or other specials: shlex.split is plain split here.
+            words = command.split()
             if words and words[0] not in _SHELL_ONLY and "=" not in words[0]:
                 exe = self._resolve(words[0], env.get("PATH", os.defpath))
                 if exe is not None:
@@ -168,19 +169,23 @@ class LocalExecutor:
         grace = spec.grace if spec.grace is not None else self.grace
 
         piped = bool(spec.redactor) or spec.on_output is not None
-        log_fd = r = -1
+        null = _devnull()
+        r = w = log_fd = -1
+        actions: list[Action]
         if piped:
             log_fd = os.open(spec.log_path, _LOG_FLAGS | os.O_CLOEXEC, _LOG_MODE)
             r, w = os.pipe2(os.O_CLOEXEC)
-            actions: list[tuple[object, ...]] = [
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            actions = [
+                (os.POSIX_SPAWN_DUP2, null, 0),
                 (os.POSIX_SPAWN_DUP2, w, 1),
                 (os.POSIX_SPAWN_DUP2, w, 2),
             ]
         else:
-            w = -1
+            # The child creates its log inside posix_spawn, i.e. on the spawner
+            # thread: creating a file can take most of a millisecond on a busy
+            # disk, which the loop must not wait for.
             actions = [
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, null, 0),
                 (os.POSIX_SPAWN_OPEN, 1, spec.log_path, _LOG_FLAGS, _LOG_MODE),
                 (os.POSIX_SPAWN_DUP2, 1, 2),
             ]
@@ -199,6 +204,13 @@ class LocalExecutor:
         else:
             proc = Proc(loop, pid)
 
+        return await self._wait(loop, spec, proc, grace)
+
+    async def _wait(
+        self, loop: asyncio.AbstractEventLoop, spec: AttemptSpec, proc: Proc, grace: float
+    ) -> AttemptResult:
+        """Wait for the attempt's group to end (ending it on timeout or cancellation)."""
+        pid = proc.pid
         self._active.add(proc)
         timer = None
         try:
@@ -233,38 +245,35 @@ class LocalExecutor:
         path: str,
         argv: list[str],
         env: dict[str, str],
-        actions: list[tuple[object, ...]],
+        actions: list[Action],
     ) -> int:
-        """``posix_spawn`` on a spawner thread; the pid of the new group leader.
+        """``posix_spawn`` on a spawner thread (see ``_spawner``); the new group leader's pid.
 
-        glibc's posix_spawn suspends the calling thread until the child has
-        exec'd (vfork semantics), so it runs on a spawner thread (the GIL is
-        released meanwhile): the loop never waits for an exec and keeps
-        reaping and scheduling while the next child starts. ``spawn_threads=0``
-        spawns inline on the loop thread instead. If the attempt is cancelled meanwhile, the spawn
-        still completes, and the new group is killed and reaped at once.
+        The loop never waits for an exec and keeps reaping and scheduling while
+        the next child starts (``spawn_threads=0`` spawns inline instead). If
+        the attempt is cancelled meanwhile, the spawn still completes, and the
+        new group is killed and reaped before the cancellation goes on.
         """
         if self._spawner is None:
             # Opt-in: the loop waits for the child's exec (a fraction of a millisecond).
             return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)  # noqa: ASYNC221
-        fut = loop.run_in_executor(
-            self._spawner,
-            functools.partial(os.posix_spawn, path, argv, env, file_actions=actions, setpgroup=0),
-        )
+        job = Job(loop, path, argv, env, actions)
+        self._spawner.submit(job)
         try:
-            return await asyncio.shield(fut)
+            return await job.fut
         except asyncio.CancelledError:
-            while True:
+            while not job.done:
+                job.fut = loop.create_future()
                 try:
-                    pid = await asyncio.shield(fut)
-                    break
+                    await job.fut
                 except asyncio.CancelledError:
                     continue
                 except BaseException:
-                    raise asyncio.CancelledError from None
-            proc = Proc(loop, pid)
-            proc.kill()
-            await self._end(proc, 0.0)
+                    break  # the spawn failed: nothing to clean up
+            if job.pid is not None:
+                proc = Proc(loop, job.pid)
+                proc.kill()
+                await self._end(proc, 0.0)
             raise
 
     async def _end(self, proc: Proc, grace: float) -> None:

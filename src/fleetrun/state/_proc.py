@@ -17,11 +17,18 @@ from dataclasses import dataclass
 
 
 def _stat_fields(pid: int) -> list[str] | None:
+    # os.open/os.read: this runs once per attempt on the journal's thread, and
+    # the buffered file object costs more than the read itself.
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read().decode("utf-8", "replace")
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except OSError:
         return None
+    try:
+        raw = os.read(fd, 4096).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     # The command name (field 2) may contain spaces and parentheses: split after
     # the last ')'. fields[0] is then field 3 (state).
     return raw[raw.rfind(")") + 2 :].split()

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fleetrun.engine._events import (
     AttemptEnded,
@@ -39,6 +39,12 @@ from fleetrun.state._proc import process_start_time
 
 _MAX_BATCH = 5000
 """Most events written in one transaction (bounds the time a reader waits)."""
+
+_LINGER = 0.002
+"""Seconds a batch without a waiting ``durable()`` waits for more events."""
+
+_CHECKPOINT_PAGES = 16384
+"""WAL size (pages, 64 MiB at 4 KiB) at which a run's writer checkpoints."""
 
 
 def command_hash(command: str) -> str:
@@ -73,6 +79,7 @@ class JournalWriter:
         self._redact = redactor.redact if redactor else _same
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._urgent = threading.Event()
         self._error: BaseException | None = None
         self._seq = 0
         # Invariant: _enqueued counts events handed to the queue (loop thread);
@@ -86,6 +93,11 @@ class JournalWriter:
         conn = connect(self.db_path, check_same_thread=False)
         row = conn.execute("SELECT max(seq) FROM events WHERE run_id=?", (self.run_id,)).fetchone()
         self._seq = int(row[0] or 0)
+        # Rare checkpoints while the run goes: a checkpoint copies pages and
+        # fsyncs the database file inside a commit, which durable() waits for.
+        # The WAL is checkpointed when the writer stops, and when it passes
+        # _CHECKPOINT_PAGES on a long run.
+        conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
         self._thread = threading.Thread(
             target=self._main, args=(conn,), name="fleetrun-journal", daemon=True
         )
@@ -105,6 +117,7 @@ class JournalWriter:
             return
         barrier = _Barrier(asyncio.get_running_loop())
         self._queue.put(barrier)
+        self._urgent.set()
         await barrier.future
         self._raise_if_failed()
 
@@ -112,6 +125,7 @@ class JournalWriter:
         """Write what is queued, stop the thread, and raise if writing failed."""
         if self._thread is not None:
             self._queue.put(_STOP)
+            self._urgent.set()
             self._thread.join()
             self._thread = None
         self._raise_if_failed()
@@ -126,12 +140,7 @@ class JournalWriter:
         stop = False
         try:
             while not stop:
-                batch = [self._queue.get()]
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
+                batch = self._collect()
                 events = [e for e in batch if isinstance(e, Event)]
                 stop = any(e is _STOP for e in batch)
                 if events and self._error is None:
@@ -144,102 +153,158 @@ class JournalWriter:
                     if isinstance(item, _Barrier):
                         _resolve(item)
         finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             conn.close()
 
+    def _collect(self) -> list[Any]:
+        """The next batch: wait for one item, then take what is queued.
+
+        Unless a ``durable()`` (or ``close()``) is waiting, the batch lingers up
+        to ``_LINGER`` seconds first: a commit costs about as much as the rows it
+        writes, so fewer, larger transactions are cheaper. The linger waits on
+        ``_urgent`` rather than on the queue, so events arriving meanwhile do not
+        wake the thread; ``durable()`` sets ``_urgent`` and ends the wait at once.
+        """
+        first = self._queue.get()
+        if not isinstance(first, _Barrier) and first is not _STOP:
+            self._urgent.wait(_LINGER)
+        # Clear before draining: a barrier queued after this point is either
+        # drained below or sets _urgent again for the next batch.
+        self._urgent.clear()
+        batch = [first]
+        while len(batch) < _MAX_BATCH:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
     def _write(self, conn: sqlite3.Connection, events: list[Event]) -> None:
-        rows = []
+        """Write one batch in one transaction, one ``executemany`` per statement.
+
+        Statements run in lifecycle order (attempt rows are inserted before
+        they are updated; an instance is marked running before it settles),
+        and each keeps the events' order, so the result is the same as
+        applying the events one by one. Within a batch, an attempt that starts
+        and ends is inserted finished, and an instance that starts and settles
+        is written once.
+        """
+        run = self.run_id
+        redact = self._redact
+        ev_rows = []
+        started: dict[tuple[str, int], list[Any]] = {}
+        running: dict[str, list[Any]] = {}
+        ended, settled, reused, run_end = [], [], [], []
+        for ev in events:
+            self._seq += 1
+            cls = type(ev)
+            names = _FIELDS.get(cls)
+            if names is None:
+                names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(ev))
+            ev_rows.append((self._seq, ev.at, cls.__name__, {n: getattr(ev, n) for n in names}))
+            if cls is AttemptStarted:
+                a = cast(AttemptStarted, ev)
+                start = process_start_time(a.pid)
+                started[(a.key, a.attempt)] = [
+                    a.key, a.attempt, a.at, a.log_path, a.pid, a.pgid, start,
+                    None, None, None, 0, None, None,
+                ]  # fmt: skip
+                prev = running.get(a.key)
+                first_at = prev[3] if prev else a.at
+                running[a.key] = [a.key, a.attempt, command_hash(a.command), first_at]
+            elif cls is AttemptEnded:
+                e = cast(AttemptEnded, ev)
+                end = (e.at, e.exit_code, e.signal, int(e.timed_out), e.outcome, e.retry_reason)
+                row = started.get((e.key, e.attempt))
+                if row is not None:
+                    row[7:13] = end
+                else:
+                    ended.append((e.key, e.attempt, *end))
+            elif cls is InstanceSettled:
+                i = cast(InstanceSettled, ev)
+                outputs = redact(_outputs_json(i.outputs))
+                ran = running.pop(i.key, None)
+                attempts = max(i.attempts, ran[1]) if ran else i.attempts
+                settled.append(
+                    (i.key, i.state, i.reason, attempts, outputs, i.at,
+                     ran[2] if ran else None, ran[3] if ran else None)
+                )  # fmt: skip
+            elif cls is InstanceReused:
+                r = cast(InstanceReused, ev)
+                reused.append((r.key, redact(_outputs_json(r.outputs)), r.at))
+            elif cls is RunEnded:
+                x = cast(RunEnded, ev)
+                run_end.append((x.status, x.at, _ENCODE(dict(x.counts)), run))
+        # Each statement takes its whole batch as one JSON array (json_each):
+        # one SQLite step per statement instead of one per row, and so one
+        # release of the GIL rather than dozens, which the event loop would
+        # otherwise wait on.
         conn.execute("BEGIN")
         try:
-            for ev in events:
-                self._seq += 1
-                cls = type(ev)
-                names = _FIELDS.get(cls)
-                if names is None:
-                    names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(ev))
-                data = {n: getattr(ev, n) for n in names}
-                rows.append(
-                    (
-                        self.run_id,
-                        self._seq,
-                        ev.at,
-                        type(ev).__name__,
-                        self._redact(_ENCODE(data)),
-                    )
-                )
-                self._apply(conn, ev)
-            conn.executemany("INSERT INTO events VALUES (?,?,?,?,?)", rows)
+            for sql, rows in (
+                (_SQL_STARTED, list(started.values())),
+                (_SQL_RUNNING, list(running.values())),
+                (_SQL_ENDED, ended),
+                (_SQL_SETTLED, settled),
+                (_SQL_REUSED, reused),
+                (_SQL_EVENTS, ev_rows),
+            ):
+                if rows:
+                    conn.execute(sql, (run, redact(_ENCODE(rows))))
+            for row in run_end:
+                conn.execute(_SQL_RUN_ENDED, row)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
 
-    def _apply(self, conn: sqlite3.Connection, ev: Event) -> None:
-        run = self.run_id
-        if isinstance(ev, AttemptStarted):
-            conn.execute(
-                "INSERT OR REPLACE INTO attempts (run_id, key, n, started_at, log_path, pid, pgid,"
-                " proc_start) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    run,
-                    ev.key,
-                    ev.attempt,
-                    ev.at,
-                    ev.log_path,
-                    ev.pid,
-                    ev.pgid,
-                    process_start_time(ev.pid),
-                ),
-            )
-            conn.execute(
-                "UPDATE instances SET status='running', attempts=?, command_hash=?,"
-                " started_at=coalesce(started_at, ?) WHERE run_id=? AND key=?",
-                (ev.attempt, command_hash(ev.command), ev.at, run, ev.key),
-            )
-        elif isinstance(ev, AttemptEnded):
-            conn.execute(
-                "UPDATE attempts SET ended_at=?, exit_code=?, signal=?, timed_out=?, outcome=?,"
-                " retry_reason=? WHERE run_id=? AND key=? AND n=?",
-                (
-                    ev.at,
-                    ev.exit_code,
-                    ev.signal,
-                    int(ev.timed_out),
-                    ev.outcome,
-                    ev.retry_reason,
-                    run,
-                    ev.key,
-                    ev.attempt,
-                ),
-            )
-            conn.execute(
-                "UPDATE instances SET exit_code=? WHERE run_id=? AND key=?",
-                (ev.exit_code, run, ev.key),
-            )
-        elif isinstance(ev, InstanceSettled):
-            conn.execute(
-                "UPDATE instances SET status=?, reason=?, attempts=max(attempts, ?), outputs=?,"
-                " ended_at=? WHERE run_id=? AND key=?",
-                (
-                    ev.state,
-                    ev.reason,
-                    ev.attempts,
-                    self._redact(_outputs_json(ev.outputs)),
-                    ev.at,
-                    run,
-                    ev.key,
-                ),
-            )
-        elif isinstance(ev, InstanceReused):
-            conn.execute(
-                "UPDATE instances SET status='reused', outputs=?, ended_at=?"
-                " WHERE run_id=? AND key=?",
-                (self._redact(_outputs_json(ev.outputs)), ev.at, run, ev.key),
-            )
-        elif isinstance(ev, RunEnded):
-            conn.execute(
-                "UPDATE runs SET status=?, ended_at=?, counts=? WHERE id=?",
-                (ev.status, ev.at, json.dumps(dict(ev.counts)), run),
-            )
+
+def _cols(*names: str) -> str:
+    """``j.value->>'$[0]' AS a, ...``: columns of a json_each row (an array)."""
+    return ", ".join(f"j.value->>'$[{i}]' AS {n}" for i, n in enumerate(names))
+
+
+_SQL_STARTED = (
+    "INSERT OR REPLACE INTO attempts (run_id, key, n, started_at, log_path, pid, pgid, proc_start,"
+    " ended_at, exit_code, signal, timed_out, outcome, retry_reason) SELECT ?1, "
+    + _cols("k", "n", "s", "l", "p", "g", "ps", "e", "x", "sg", "t", "o", "r")
+    + " FROM json_each(?2) AS j"
+)
+_SQL_RUNNING = (
+    "UPDATE instances SET status='running', attempts=u.a, command_hash=u.h,"
+    " started_at=coalesce(started_at, u.s) FROM (SELECT "
+    + _cols("k", "a", "h", "s")
+    + " FROM json_each(?2) AS j) AS u WHERE run_id=?1 AND key=u.k"
+)
+_SQL_ENDED = (
+    "UPDATE attempts SET ended_at=u.e, exit_code=u.x, signal=u.sg, timed_out=u.t, outcome=u.o,"
+    " retry_reason=u.r FROM (SELECT "
+    + _cols("k", "n", "e", "x", "sg", "t", "o", "r")
+    + " FROM json_each(?2) AS j) AS u WHERE run_id=?1 AND key=u.k AND n=u.n"
+)
+# The instance's exit code is its last attempt's, taken when it settles; the
+# command hash and start come from a start written in the same batch, if any.
+_SQL_SETTLED = (
+    "UPDATE instances SET status=u.st, reason=u.re, attempts=max(attempts, u.a), outputs=u.o,"
+    " ended_at=u.e, command_hash=coalesce(u.h, command_hash),"
+    " started_at=coalesce(started_at, u.s),"
+    " exit_code=(SELECT exit_code FROM attempts a WHERE a.run_id=?1 AND a.key=u.k"
+    " ORDER BY a.n DESC LIMIT 1) FROM (SELECT "
+    + _cols("k", "st", "re", "a", "o", "e", "h", "s")
+    + " FROM json_each(?2) AS j) AS u WHERE run_id=?1 AND key=u.k"
+)
+_SQL_REUSED = (
+    "UPDATE instances SET status='reused', outputs=u.o, ended_at=u.e FROM (SELECT "
+    + _cols("k", "o", "e")
+    + " FROM json_each(?2) AS j) AS u WHERE run_id=?1 AND key=u.k"
+)
+# data: the event's fields as JSON text (->, not ->>, keeps it JSON).
+_SQL_EVENTS = (
+    "INSERT INTO events (run_id, seq, at, type, data) SELECT ?1, j.value->>'$[0]',"
+    " j.value->>'$[1]', j.value->>'$[2]', j.value->'$[3]' FROM json_each(?2) AS j"
+)
+_SQL_RUN_ENDED = "UPDATE runs SET status=?, ended_at=?, counts=? WHERE id=?"
 
 
 def _resolve(barrier: _Barrier) -> None:
