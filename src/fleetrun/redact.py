@@ -32,7 +32,9 @@ class Redactor:
     __slots__ = ("_bytes_re", "_max_len", "_str_re", "values")
 
     def __init__(self, values: Iterable[str] = ()) -> None:
-        vals = sorted({v for v in values if v and len(v) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+        vals = sorted(
+            {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}, key=len, reverse=True
+        )
         self.values: tuple[str, ...] = tuple(vals)
         self._str_re = re.compile("|".join(map(re.escape, vals))) if vals else None
         self._bytes_re = (
