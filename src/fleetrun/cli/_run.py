@@ -22,7 +22,7 @@ import click
 
 from fleetrun.cli._main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from fleetrun.engine._options import DEFAULT_GRACE, RunOptions, new_run_id
-from fleetrun.errors import UsageError
+from fleetrun.errors import FleetrunError, UsageError
 from fleetrun.plan import Graph, expand, load_plan, select
 from fleetrun.redact import Redactor
 from fleetrun.state import (
@@ -339,6 +339,13 @@ def _run(
     except KeyboardInterrupt:
         status = "interrupted"  # Ctrl-C before the engine's own handler was in place
         raise
+    except BaseExceptionGroup as group:
+        # The engine's task group wraps what a subscriber raised (a journal
+        # write that failed): report the fleetrun error, not a traceback.
+        first = _first_fleetrun_error(group)
+        if first is None:
+            raise
+        raise first from group
     finally:
         writer.close()
         journal.end_run(run_id, status)
@@ -348,6 +355,17 @@ def _run(
     if result.status == "interrupted":
         return EXIT_INTERRUPTED
     return EXIT_FAILED
+
+
+def _first_fleetrun_error(group: BaseExceptionGroup[BaseException]) -> FleetrunError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, FleetrunError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_fleetrun_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 async def _drive(

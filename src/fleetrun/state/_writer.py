@@ -7,6 +7,8 @@ answers the ``durable()`` calls that were waiting on it.
 
 Invariant: when an awaited ``durable()`` returns, every event enqueued before
 the call is committed (in the WAL: it survives a crash of this process).
+Events no ``durable()`` waits for are committed within ``_LINGER`` seconds,
+batched with what follows; a crash loses at most those, never half a batch.
 """
 
 from __future__ import annotations
@@ -202,44 +204,41 @@ class JournalWriter:
             names = _FIELDS.get(cls)
             if names is None:
                 names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(ev))
-            ev_rows.append((self._seq, ev.at, cls.__name__, {n: getattr(ev, n) for n in names}))
+            payload = redact(_ENCODE({n: getattr(ev, n) for n in names}))
+            ev_rows.append((run, self._seq, ev.at, cls.__name__, payload))
             if cls is AttemptStarted:
                 a = cast(AttemptStarted, ev)
                 start = process_start_time(a.pid)
                 started[(a.key, a.attempt)] = [
-                    a.key, a.attempt, a.at, a.log_path, a.pid, a.pgid, start,
+                    run, a.key, a.attempt, a.at, a.log_path, a.pid, a.pgid, start,
                     None, None, None, 0, None, None,
                 ]  # fmt: skip
                 prev = running.get(a.key)
-                first_at = prev[3] if prev else a.at
-                running[a.key] = [a.key, a.attempt, command_hash(a.command), first_at]
+                first_at = prev[2] if prev else a.at
+                running[a.key] = [a.attempt, command_hash(a.command), first_at, run, a.key]
             elif cls is AttemptEnded:
                 e = cast(AttemptEnded, ev)
                 end = (e.at, e.exit_code, e.signal, int(e.timed_out), e.outcome, e.retry_reason)
                 row = started.get((e.key, e.attempt))
                 if row is not None:
-                    row[7:13] = end
+                    row[8:14] = end
                 else:
-                    ended.append((e.key, e.attempt, *end))
+                    ended.append((*end, run, e.key, e.attempt))
             elif cls is InstanceSettled:
                 i = cast(InstanceSettled, ev)
                 outputs = redact(_outputs_json(i.outputs))
                 ran = running.pop(i.key, None)
-                attempts = max(i.attempts, ran[1]) if ran else i.attempts
+                attempts = max(i.attempts, ran[0]) if ran else i.attempts
                 settled.append(
-                    (i.key, i.state, i.reason, attempts, outputs, i.at,
-                     ran[2] if ran else None, ran[3] if ran else None)
+                    (i.state, i.reason, attempts, outputs, i.at, ran[1] if ran else None,
+                     ran[2] if ran else None, run, i.key, run, i.key)
                 )  # fmt: skip
             elif cls is InstanceReused:
                 r = cast(InstanceReused, ev)
-                reused.append((r.key, redact(_outputs_json(r.outputs)), r.at))
+                reused.append((redact(_outputs_json(r.outputs)), r.at, run, r.key))
             elif cls is RunEnded:
                 x = cast(RunEnded, ev)
                 run_end.append((x.status, x.at, _ENCODE(dict(x.counts)), run))
-        # Each statement takes its whole batch as one JSON array (json_each):
-        # one SQLite step per statement instead of one per row, and so one
-        # release of the GIL rather than dozens, which the event loop would
-        # otherwise wait on.
         conn.execute("BEGIN")
         try:
             for sql, rows in (
@@ -248,63 +247,41 @@ class JournalWriter:
                 (_SQL_ENDED, ended),
                 (_SQL_SETTLED, settled),
                 (_SQL_REUSED, reused),
-                (_SQL_EVENTS, ev_rows),
+                (_SQL_RUN_ENDED, run_end),
+                (_SQL_EVENT, ev_rows),
             ):
                 if rows:
-                    conn.execute(sql, (run, redact(_ENCODE(rows))))
-            for row in run_end:
-                conn.execute(_SQL_RUN_ENDED, row)
+                    conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
 
 
-def _cols(*names: str) -> str:
-    """``j.value->>'$[0]' AS a, ...``: columns of a json_each row (an array)."""
-    return ", ".join(f"j.value->>'$[{i}]' AS {n}" for i, n in enumerate(names))
-
-
 _SQL_STARTED = (
     "INSERT OR REPLACE INTO attempts (run_id, key, n, started_at, log_path, pid, pgid, proc_start,"
-    " ended_at, exit_code, signal, timed_out, outcome, retry_reason) SELECT ?1, "
-    + _cols("k", "n", "s", "l", "p", "g", "ps", "e", "x", "sg", "t", "o", "r")
-    + " FROM json_each(?2) AS j"
+    " ended_at, exit_code, signal, timed_out, outcome, retry_reason)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _SQL_RUNNING = (
-    "UPDATE instances SET status='running', attempts=u.a, command_hash=u.h,"
-    " started_at=coalesce(started_at, u.s) FROM (SELECT "
-    + _cols("k", "a", "h", "s")
-    + " FROM json_each(?2) AS j) AS u WHERE run_id=?1 AND key=u.k"
+    "UPDATE instances SET status='running', attempts=?, command_hash=?,"
+    " started_at=coalesce(started_at, ?) WHERE run_id=? AND key=?"
 )
 _SQL_ENDED = (
-    "UPDATE attempts SET ended_at=u.e, exit_code=u.x, signal=u.sg, timed_out=u.t, outcome=u.o,"
-    " retry_reason=u.r FROM (SELECT "
-    + _cols("k", "n", "e", "x", "sg", "t", "o", "r")
-    + " FROM json_each(?2) AS j) AS u WHERE run_id=?1 AND key=u.k AND n=u.n"
+    "UPDATE attempts SET ended_at=?, exit_code=?, signal=?, timed_out=?, outcome=?,"
+    " retry_reason=? WHERE run_id=? AND key=? AND n=?"
 )
 # The instance's exit code is its last attempt's, taken when it settles; the
 # command hash and start come from a start written in the same batch, if any.
 _SQL_SETTLED = (
-    "UPDATE instances SET status=u.st, reason=u.re, attempts=max(attempts, u.a), outputs=u.o,"
-    " ended_at=u.e, command_hash=coalesce(u.h, command_hash),"
-    " started_at=coalesce(started_at, u.s),"
-    " exit_code=(SELECT exit_code FROM attempts a WHERE a.run_id=?1 AND a.key=u.k"
-    " ORDER BY a.n DESC LIMIT 1) FROM (SELECT "
-    + _cols("k", "st", "re", "a", "o", "e", "h", "s")
-    + " FROM json_each(?2) AS j) AS u WHERE run_id=?1 AND key=u.k"
+    "UPDATE instances SET status=?, reason=?, attempts=max(attempts, ?), outputs=?, ended_at=?,"
+    " command_hash=coalesce(?, command_hash), started_at=coalesce(started_at, ?),"
+    " exit_code=(SELECT exit_code FROM attempts WHERE run_id=? AND key=? ORDER BY n DESC LIMIT 1)"
+    " WHERE run_id=? AND key=?"
 )
-_SQL_REUSED = (
-    "UPDATE instances SET status='reused', outputs=u.o, ended_at=u.e FROM (SELECT "
-    + _cols("k", "o", "e")
-    + " FROM json_each(?2) AS j) AS u WHERE run_id=?1 AND key=u.k"
-)
-# data: the event's fields as JSON text (->, not ->>, keeps it JSON).
-_SQL_EVENTS = (
-    "INSERT INTO events (run_id, seq, at, type, data) SELECT ?1, j.value->>'$[0]',"
-    " j.value->>'$[1]', j.value->>'$[2]', j.value->'$[3]' FROM json_each(?2) AS j"
-)
+_SQL_REUSED = "UPDATE instances SET status='reused', outputs=?, ended_at=? WHERE run_id=? AND key=?"
 _SQL_RUN_ENDED = "UPDATE runs SET status=?, ended_at=?, counts=? WHERE id=?"
+_SQL_EVENT = "INSERT INTO events VALUES (?,?,?,?,?)"
 
 
 def _resolve(barrier: _Barrier) -> None:
