@@ -140,3 +140,22 @@ def test_cwd_is_relative_to_the_plan_and_missing_command_fails(runner, tmp_path)
 def test_helpers():
     assert env_name("deploy-contract") == "DEPLOY_CONTRACT"
     assert parse_outputs("# c\na=1\n\n b = x=y \nnoeq\n") == {"a": "1", "b": "x=y"}
+
+
+def test_a_published_secret_reaches_dependents_but_not_the_disk(runner, tmp_path):
+    secret = "s3cr3t-output-value"
+    g = graph(
+        [
+            task("make", f'echo "token={secret}" >> "$FLEETRUN_OUTPUT"'),
+            task("use", 'echo "got $FLEETRUN_OUTPUT_MAKE_TOKEN"', needs=["make"]),
+        ],
+        secret_values=[secret],
+    )
+    ran = runner(g, redactor=Redactor([secret]))
+    assert ran.settled()["use"].state == "succeeded"
+    assert _log(ran, "use").strip() == "got ***"
+    # Nothing fleetrun left in the run directory holds the secret.
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert any(p.name.endswith(".outputs") for p in files)
+    for p in files:
+        assert secret not in p.read_text(errors="replace"), p

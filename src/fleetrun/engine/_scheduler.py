@@ -266,7 +266,9 @@ class _Run:
                 outputs=outputs or {},
             )
         )
-        self.dirty = True
+        if self.graph.dependents[i]:
+            # Only a dependent's start must wait until this state is on disk.
+            self.dirty = True
         if self.deps.is_watched(i):
             ok = state == "succeeded"
             stopped = state in ("cancelled", "not_started")

@@ -34,6 +34,7 @@ from fleetrun.executors._proc import Proc
 from fleetrun.executors._spawner import Action, Job, default_spawn_threads, spawner
 from fleetrun.plan._graph import Graph
 from fleetrun.plan._model import Task
+from fleetrun.redact import Redactor
 
 _PLAIN = re.compile(r"[\w@%+=:,./ -]+", re.ASCII)
 _SHELL_ONLY = frozenset(
@@ -66,13 +67,19 @@ def parse_outputs(text: str) -> dict[str, str]:
     return out
 
 
-def _read_outputs(path: str) -> dict[str, str]:
+def _read_outputs(path: str, redactor: Redactor) -> dict[str, str]:
+    """Parse the attempt's output file; leave only a redacted copy of it on disk."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return {}
     try:
         data = os.read(fd, _MAX_OUTPUTS)
+        clean = redactor.redact_bytes(data)
+        if clean != data:
+            # A task published a secret: dependents get the value, the disk does not.
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, clean, 0)
     finally:
         os.close(fd)
     return parse_outputs(data.decode("utf-8", "replace"))
@@ -236,7 +243,8 @@ class LocalExecutor:
         if code < 0:
             return AttemptResult(exit_code=None, signal=-code, timed_out=proc.timed_out)
         if code == 0 and not proc.timed_out:
-            return AttemptResult(exit_code=0, outputs=_read_outputs(spec.output_path))
+            outputs = _read_outputs(spec.output_path, spec.redactor)
+            return AttemptResult(exit_code=0, outputs=outputs)
         return AttemptResult(exit_code=code, timed_out=proc.timed_out)
 
     async def _spawn(
