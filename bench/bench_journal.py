@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -85,8 +86,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
-        work = Path(tmp)
+        work = Path(tmp).resolve()
         graph = _graph(work, args.tasks)
+        # The plan's directory is the tasks' cwd. Run from there, as
+        # bench_spawn does, so `true` is exec'd directly on both sides (from
+        # elsewhere every attempt would be `sh -c 'cd -- DIR || exit 126; true'`:
+        # one more process per task, the same on and off, which dilutes the
+        # journal's share and is not the engine's fast path).
+        home = os.getcwd()
+        os.chdir(work)
         on: list[float] = []
         off: list[float] = []
         cpu: dict[bool, list[float]] = {False: [], True: []}
@@ -96,6 +104,7 @@ def main() -> None:
                 tput, per_task = _once(graph, work, args.parallelism, journal_on=journal_on)
                 (on if journal_on else off).append(tput)
                 cpu[journal_on].append(per_task)
+        os.chdir(home)
         ratios = sorted(a / b for a, b in zip(on, off, strict=True))
         print(f"{args.tasks} 'true' tasks at -j {args.parallelism}, {args.rounds} rounds")
         print(f"journal off: best {max(off):6.0f} tasks/s  ({', '.join(f'{x:.0f}' for x in off)})")
