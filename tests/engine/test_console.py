@@ -42,3 +42,23 @@ def test_plain_console_lines_and_summary(runner):
     assert re.match(
         r"wall time \d+\.\ds, task time \d+\.\ds, speedup \d+\.\dx", summary.splitlines()[1]
     )
+
+
+def test_reused_instances_are_one_line(runner):
+    out = io.StringIO()
+    g = graph(
+        [
+            task("base", "true", targets=["a", "b", "c", "d", "e"]),
+            task("top", "true", targets=["a", "b", "c", "d", "e"], needs=["base"]),
+        ]
+    )
+    reused = {g.index[f"base@{t}"]: {} for t in "abcde"}
+    runner(g, subscribers=[PlainConsole(out)], reused=reused)
+    lines = [ln for ln in out.getvalue().splitlines() if "reused" in ln]
+    assert len(lines) == 1
+    assert lines[0].endswith(
+        "reused     5 instance(s) that succeeded before: base@a, base@b, base@c and 2 more"
+    )
+    # The reused line comes before the first start.
+    text = out.getvalue()
+    assert text.index("reused") < text.index("started")

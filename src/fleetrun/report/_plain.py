@@ -60,13 +60,29 @@ class PlainConsole:
         self.tail_lines = tail_lines
         self.task_time = 0.0
         self._starts: dict[tuple[int, int], float] = {}
+        self._reused: list[str] = []
+        self._reused_at = 0.0
 
     def _line(self, at: float, text: str) -> None:
         self.stream.write(f"{_clock(at)} {text}\n")
         self.stream.flush()
 
+    def _flush_reused(self) -> None:
+        # A retry reuses most of a fleet: one line, not one per instance.
+        keys, self._reused = self._reused, []
+        shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        self._line(
+            self._reused_at, f"reused     {len(keys)} instance(s) that succeeded before: {shown}"
+        )
+
     def __call__(self, ev: Event) -> None:
         """Render one event (ignores events that are not state changes)."""
+        if isinstance(ev, InstanceReused):
+            self._reused.append(ev.key)
+            self._reused_at = ev.at
+            return
+        if self._reused:
+            self._flush_reused()
         if isinstance(ev, AttemptStarted):
             self._starts[(ev.node, ev.attempt)] = ev.at
             again = f" (attempt {ev.attempt})" if ev.attempt > 1 else ""
@@ -100,8 +116,6 @@ class PlainConsole:
                 self._line(ev.at, f"cancelled  {ev.key}")
             elif ev.state == "failed" and ev.attempts == 0:
                 self._line(ev.at, f"failed     {ev.key}: {ev.reason}")
-        elif isinstance(ev, InstanceReused):
-            self._line(ev.at, f"reused     {ev.key}")
         elif isinstance(ev, PoolChanged):
             self._line(ev.at, f"pool       {ev.pool}: rate {ev.rate:.3g}/s ({ev.reason})")
         elif isinstance(ev, RunStarted):
