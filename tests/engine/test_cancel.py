@@ -11,10 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from conftest import pid_alive
-
 from fleetrun.engine import AttemptStarted, InstanceSettled, RunControl
-from fleetrun.engine.testing import graph, task
+from fleetrun.engine.testing import graph, pid_alive, task
 
 
 def _stubborn(pidfile: Path) -> str:

@@ -6,10 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from conftest import max_overlap
-
 from fleetrun.engine import AttemptStarted, InstanceSettled
-from fleetrun.engine.testing import graph, task
+from fleetrun.engine.testing import graph, max_overlap, task
 from fleetrun.plan import Pool
 
 PY = shlex.quote(sys.executable)

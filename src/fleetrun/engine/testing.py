@@ -118,3 +118,25 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.t += max(0.0, seconds)
         await asyncio.sleep(0)
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Largest number of intervals open at one instant (an end before a start on ties)."""
+    points = sorted(
+        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda p: (p[0], p[1])
+    )
+    best = cur = 0
+    for _, d in points:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def pid_alive(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"

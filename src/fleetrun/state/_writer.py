@@ -208,9 +208,10 @@ class JournalWriter:
             ev_rows.append((run, self._seq, ev.at, cls.__name__, payload))
             if cls is AttemptStarted:
                 a = cast(AttemptStarted, ev)
-                start = process_start_time(a.pid)
+                # proc_start (index 7) is filled after the loop, for attempts
+                # still running at the end of the batch.
                 started[(a.key, a.attempt)] = [
-                    run, a.key, a.attempt, a.at, a.log_path, a.pid, a.pgid, start,
+                    run, a.key, a.attempt, a.at, a.log_path, a.pid, a.pgid, None,
                     None, None, None, 0, None, None,
                 ]  # fmt: skip
                 prev = running.get(a.key)
@@ -239,19 +240,28 @@ class JournalWriter:
             elif cls is RunEnded:
                 x = cast(RunEnded, ev)
                 run_end.append((x.status, x.at, _ENCODE(dict(x.counts)), run))
+        for row in started.values():
+            # The start time tells a live group leader from a later process
+            # that reuses its pid; only an attempt that was running when a run
+            # died is ever checked (it is then marked interrupted). An attempt
+            # that ended in this batch has been reaped: its pid may already
+            # belong to another process, so nothing is read for it.
+            if row[8] is None:
+                row[7] = process_start_time(row[5])
         conn.execute("BEGIN")
         try:
+            if started:
+                _insert(conn, _SQL_STARTED, 14, list(started.values()))
             for sql, rows in (
-                (_SQL_STARTED, list(started.values())),
                 (_SQL_RUNNING, list(running.values())),
                 (_SQL_ENDED, ended),
                 (_SQL_SETTLED, settled),
                 (_SQL_REUSED, reused),
                 (_SQL_RUN_ENDED, run_end),
-                (_SQL_EVENT, ev_rows),
             ):
                 if rows:
                     conn.executemany(sql, rows)
+            _insert(conn, _SQL_EVENT, 5, ev_rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -260,8 +270,7 @@ class JournalWriter:
 
 _SQL_STARTED = (
     "INSERT OR REPLACE INTO attempts (run_id, key, n, started_at, log_path, pid, pgid, proc_start,"
-    " ended_at, exit_code, signal, timed_out, outcome, retry_reason)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ended_at, exit_code, signal, timed_out, outcome, retry_reason) VALUES "
 )
 _SQL_RUNNING = (
     "UPDATE instances SET status='running', attempts=?, command_hash=?,"
@@ -281,7 +290,44 @@ _SQL_SETTLED = (
 )
 _SQL_REUSED = "UPDATE instances SET status='reused', outputs=?, ended_at=? WHERE run_id=? AND key=?"
 _SQL_RUN_ENDED = "UPDATE runs SET status=?, ended_at=?, counts=? WHERE id=?"
-_SQL_EVENT = "INSERT INTO events VALUES (?,?,?,?,?)"
+_SQL_EVENT = "INSERT INTO events VALUES "
+
+_ROWS_PER_INSERT = 64
+"""Most rows in one multi-row ``INSERT`` (a power of two; see ``_insert``)."""
+
+_SQL_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _insert(conn: sqlite3.Connection, head: str, width: int, rows: list[Any]) -> None:
+    """Insert ``rows`` (each ``width`` values) with ``head`` + multi-row ``VALUES``.
+
+    One statement step per chunk instead of one per row: each step releases and
+    retakes the GIL, which on a busy event loop costs more than the row. Chunks
+    are powers of two, so at most 7 distinct statements per table reach
+    sqlite3's statement cache. Rows keep their order.
+    """
+    i, n = 0, len(rows)
+    size = _ROWS_PER_INSERT
+    while i < n:
+        while size > n - i:
+            size //= 2
+        sql = _SQL_CACHE.get((head, width, size))
+        if sql is None:
+            one = "(" + ",".join("?" * width) + ")"
+            sql = _SQL_CACHE[(head, width, size)] = head + ",".join([one] * size)
+        conn.executemany(sql, _chunks(rows, i, n, size))
+        i += size * ((n - i) // size)
+
+
+def _chunks(rows: list[Any], start: int, stop: int, size: int) -> list[list[Any]]:
+    """Parameter lists for every whole chunk of ``size`` rows from ``start``."""
+    out = []
+    for j in range(start, stop - size + 1, size):
+        flat: list[Any] = []
+        for r in rows[j : j + size]:
+            flat.extend(r)
+        out.append(flat)
+    return out
 
 
 def _resolve(barrier: _Barrier) -> None:
