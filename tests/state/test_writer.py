@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -27,6 +31,7 @@ from fleetrun.state import (
     command_hash,
     connect,
 )
+from fleetrun.state._proc import process_start_time
 
 from .conftest import begin
 
@@ -205,4 +210,139 @@ def test_ran_in_follows_reused_instances_to_their_run(journal: Journal) -> None:
     assert journal.ran_in("r2", "a") == "r1"  # reused in r2: its attempts are in r1
     assert journal.ran_in("r2", "b") == "r2"  # never ran anywhere: r2 itself
     assert journal.instances("r2")[0]["outputs"] == {"x": "1"}
+    assert journal.check() == []
+
+
+def _started(key: str, n: int, pid: int, at: float) -> AttemptStarted:
+    return AttemptStarted(
+        at=at, node=0, key=key, attempt=n, command="run " + key, pid=pid, pgid=pid, log_path=key
+    )
+
+
+def _ended(key: str, n: int, at: float, code: int) -> AttemptEnded:
+    return AttemptEnded(
+        at=at, node=0, key=key, attempt=n, started_at=at - 1, exit_code=code, signal=None,
+        timed_out=False, outcome="succeeded" if code == 0 else "failed",
+    )  # fmt: skip
+
+
+def test_start_time_is_recorded_for_attempts_still_running(journal: Journal) -> None:
+    begin(journal, "r1", ["done", "live"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = process_start_time(child.pid)
+        assert start is not None
+        w = JournalWriter(journal.db_path, "r1")
+        # Queued before the thread starts: one batch. "done" starts and ends in
+        # it (its pid is not looked at: it may belong to another process by
+        # then); "live" is still running when the batch is written.
+        w(_started("done", 1, child.pid, 1.0))
+        w(_ended("done", 1, 2.0, 0))
+        w(_started("live", 1, child.pid, 1.5))
+        w.start()
+        w.close()
+    finally:
+        child.kill()
+        child.wait()
+    rows = journal.conn.execute(
+        "SELECT key, pid, pgid, proc_start, ended_at, exit_code FROM attempts ORDER BY key"
+    ).fetchall()
+    assert rows == [
+        ("done", child.pid, child.pid, None, 2.0, 0),
+        ("live", child.pid, child.pid, start, None, None),
+    ]
+    assert journal.check() == []
+
+
+def test_large_batches_keep_every_row_in_order(journal: Journal) -> None:
+    # 150 instances in one batch (450 events: rows go in multi-row chunks of
+    # 64, 32, ... 1), then 3 more in a second batch: seq stays contiguous.
+    keys = [f"t@{i}" for i in range(153)]
+    begin(journal, "r1", keys)
+    w = JournalWriter(journal.db_path, "r1")
+    expected: list[tuple[str, str]] = []
+    for i, k in enumerate(keys[:150]):
+        for ev in (_started(k, 1, 0, i), _ended(k, 1, i + 0.5, i % 3), _settled(k, i)):
+            w(ev)
+            expected.append((type(ev).__name__, k))
+    w.start()
+
+    async def rest() -> None:
+        await w.durable()
+        for i, k in enumerate(keys[150:], start=150):
+            for ev in (_started(k, 1, 0, i), _ended(k, 1, i + 0.5, i % 3), _settled(k, i)):
+                w(ev)
+                expected.append((type(ev).__name__, k))
+        await w.durable()
+
+    asyncio.run(rest())
+    w.close()
+    got = journal.conn.execute("SELECT seq, type, data FROM events ORDER BY seq").fetchall()
+    assert [r[0] for r in got] == list(range(1, 3 * 153 + 1))
+    assert [(r[1], json.loads(r[2])["key"]) for r in got] == expected
+    att = journal.conn.execute(
+        "SELECT key, n, started_at, ended_at, exit_code FROM attempts"
+        " ORDER BY CAST(substr(key, 3) AS INTEGER)"
+    ).fetchall()
+    assert att == [(k, 1, float(i), i + 0.5, i % 3) for i, k in enumerate(keys)]
+    inst = {i["key"]: i for i in journal.instances("r1")}
+    assert [(inst[k]["status"], inst[k]["exit_code"]) for k in keys] == [
+        ("succeeded" if i % 3 == 0 else "failed", i % 3) for i in range(153)
+    ]
+    assert journal.check() == []
+
+
+def _settled(key: str, i: int) -> InstanceSettled:
+    state = "succeeded" if i % 3 == 0 else "failed"
+    return InstanceSettled(at=i + 0.5, node=i, key=key, state=state, attempts=1)
+
+
+def test_event_data_is_compact_json_of_every_field(journal: Journal) -> None:
+    begin(journal, "r1", ["a"])
+    w = JournalWriter(journal.db_path, "r1")
+    w.start()
+    ev = InstanceSettled(
+        at=1.25, node=0, key="a", state="failed", reason="x \u00e9\u2028\"q\"", attempts=3,
+        outputs=MappingProxyType({"k": "v\n", "n": "1"}),
+    )  # fmt: skip
+    w(ev)
+    w.close()
+    (data,) = journal.conn.execute("SELECT data FROM events").fetchone()
+    assert data == json.dumps(
+        {"at": 1.25, "node": 0, "key": "a", "state": "failed", "reason": ev.reason,
+         "attempts": 3, "outputs": {"k": "v\n", "n": "1"}},
+        separators=(",", ":"),
+    )  # fmt: skip
+
+
+def test_settling_in_a_later_batch_takes_the_last_attempt(journal: Journal) -> None:
+    begin(journal, "r1", ["a", "b"])
+    w = JournalWriter(journal.db_path, "r1")
+    w.start()
+
+    async def main() -> None:
+        # One durable() per step: each step is its own batch (transaction).
+        for ev in (
+            _started("a", 1, 0, 1.0),
+            _ended("a", 1, 2.0, 75),
+            _started("a", 2, 0, 3.0),
+            _ended("a", 2, 4.0, 3),
+            InstanceSettled(at=4.0, node=0, key="a", state="failed", attempts=2),
+        ):
+            w(ev)
+            await w.durable()
+
+    asyncio.run(main())
+    w.close()
+    inst = {i["key"]: i for i in journal.instances("r1")}
+    a = inst["a"]
+    assert (a["status"], a["attempts"], a["exit_code"], a["started_at"], a["ended_at"]) == (
+        "failed",
+        2,
+        3,
+        1.0,
+        4.0,
+    )
+    assert a["command_hash"] == command_hash("run a")
+    assert (inst["b"]["status"], inst["b"]["exit_code"]) == ("pending", None)
     assert journal.check() == []

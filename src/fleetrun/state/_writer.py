@@ -18,10 +18,11 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import operator
 import queue
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,8 +43,12 @@ from fleetrun.state._proc import process_start_time
 _MAX_BATCH = 5000
 """Most events written in one transaction (bounds the time a reader waits)."""
 
-_LINGER = 0.002
-"""Seconds a batch without a waiting ``durable()`` waits for more events."""
+_LINGER = 0.01
+"""Seconds a batch without a waiting ``durable()`` waits for more events.
+
+Each commit and each wake-up of the thread costs far more than a row (and the
+thread takes the GIL from the event loop each time it wakes), so events nobody
+waits for are gathered for a while; ``durable()`` cuts the wait short."""
 
 _CHECKPOINT_PAGES = 16384
 """WAL size (pages, 64 MiB at 4 KiB) at which a run's writer checkpoints."""
@@ -63,7 +68,8 @@ class _Barrier:
 
 
 _STOP = object()
-_FIELDS: dict[type, tuple[str, ...]] = {}
+# Per event class: its field names, and a getter returning their values as a tuple.
+_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
 
 
 class JournalWriter:
@@ -201,10 +207,11 @@ class JournalWriter:
         for ev in events:
             self._seq += 1
             cls = type(ev)
-            names = _FIELDS.get(cls)
-            if names is None:
-                names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(ev))
-            payload = redact(_ENCODE({n: getattr(ev, n) for n in names}))
+            fields = _FIELDS.get(cls)
+            if fields is None:
+                names = tuple(f.name for f in dataclasses.fields(ev))
+                fields = _FIELDS[cls] = (names, _getter(names))
+            payload = redact(_ENCODE(dict(zip(fields[0], fields[1](ev), strict=True))))
             ev_rows.append((run, self._seq, ev.at, cls.__name__, payload))
             if cls is AttemptStarted:
                 a = cast(AttemptStarted, ev)
@@ -232,7 +239,7 @@ class JournalWriter:
                 attempts = max(i.attempts, ran[0]) if ran else i.attempts
                 settled.append(
                     (i.state, i.reason, attempts, outputs, i.at, ran[1] if ran else None,
-                     ran[2] if ran else None, run, i.key, run, i.key)
+                     ran[2] if ran else None, run, i.key)
                 )  # fmt: skip
             elif cls is InstanceReused:
                 r = cast(InstanceReused, ev)
@@ -250,17 +257,16 @@ class JournalWriter:
                 row[7] = process_start_time(row[5])
         conn.execute("BEGIN")
         try:
-            if started:
-                _insert(conn, _SQL_STARTED, 14, list(started.values()))
-            for sql, rows in (
-                (_SQL_RUNNING, list(running.values())),
-                (_SQL_ENDED, ended),
-                (_SQL_SETTLED, settled),
-                (_SQL_REUSED, reused),
-                (_SQL_RUN_ENDED, run_end),
-            ):
-                if rows:
-                    conn.executemany(sql, rows)
+            _insert(conn, _SQL_STARTED, 14, list(started.values()))
+            if running:
+                conn.executemany(_SQL_RUNNING, list(running.values()))
+            if ended:
+                conn.executemany(_SQL_ENDED, ended)
+            _insert(conn, _SQL_SETTLED, 9, settled, _SQL_SETTLED_TAIL)
+            if reused:
+                conn.executemany(_SQL_REUSED, reused)
+            if run_end:
+                conn.executemany(_SQL_RUN_ENDED, run_end)
             _insert(conn, _SQL_EVENT, 5, ev_rows)
             conn.execute("COMMIT")
         except BaseException:
@@ -282,12 +288,20 @@ _SQL_ENDED = (
 )
 # The instance's exit code is its last attempt's, taken when it settles; the
 # command hash and start come from a start written in the same batch, if any.
+# Many instances per statement: UPDATE ... FROM (VALUES ...) AS v, where v's
+# columns are column1..column9 (state, reason, attempts, outputs, ended_at,
+# command_hash, started_at, run_id, key). An instance settles once per run, so
+# v holds each key at most once.
 _SQL_SETTLED = (
-    "UPDATE instances SET status=?, reason=?, attempts=max(attempts, ?), outputs=?, ended_at=?,"
-    " command_hash=coalesce(?, command_hash), started_at=coalesce(started_at, ?),"
-    " exit_code=(SELECT exit_code FROM attempts WHERE run_id=? AND key=? ORDER BY n DESC LIMIT 1)"
-    " WHERE run_id=? AND key=?"
+    "UPDATE instances SET status=v.column1, reason=v.column2,"
+    " attempts=max(instances.attempts, v.column3), outputs=v.column4, ended_at=v.column5,"
+    " command_hash=coalesce(v.column6, instances.command_hash),"
+    " started_at=coalesce(instances.started_at, v.column7),"
+    " exit_code=(SELECT a.exit_code FROM attempts a"
+    " WHERE a.run_id=instances.run_id AND a.key=instances.key ORDER BY a.n DESC LIMIT 1)"
+    " FROM (VALUES "
 )
+_SQL_SETTLED_TAIL = ") AS v WHERE instances.run_id=v.column8 AND instances.key=v.column9"
 _SQL_REUSED = "UPDATE instances SET status='reused', outputs=?, ended_at=? WHERE run_id=? AND key=?"
 _SQL_RUN_ENDED = "UPDATE runs SET status=?, ended_at=?, counts=? WHERE id=?"
 _SQL_EVENT = "INSERT INTO events VALUES "
@@ -298,8 +312,10 @@ _ROWS_PER_INSERT = 64
 _SQL_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def _insert(conn: sqlite3.Connection, head: str, width: int, rows: list[Any]) -> None:
-    """Insert ``rows`` (each ``width`` values) with ``head`` + multi-row ``VALUES``.
+def _insert(
+    conn: sqlite3.Connection, head: str, width: int, rows: list[Any], tail: str = ""
+) -> None:
+    """Run ``head`` + multi-row ``VALUES`` + ``tail`` over ``rows`` (``width`` values each).
 
     One statement step per chunk instead of one per row: each step releases and
     retakes the GIL, which on a busy event loop costs more than the row. Chunks
@@ -314,7 +330,7 @@ def _insert(conn: sqlite3.Connection, head: str, width: int, rows: list[Any]) ->
         sql = _SQL_CACHE.get((head, width, size))
         if sql is None:
             one = "(" + ",".join("?" * width) + ")"
-            sql = _SQL_CACHE[(head, width, size)] = head + ",".join([one] * size)
+            sql = _SQL_CACHE[(head, width, size)] = head + ",".join([one] * size) + tail
         conn.executemany(sql, _chunks(rows, i, n, size))
         i += size * ((n - i) // size)
 
@@ -340,6 +356,14 @@ def _resolve(barrier: _Barrier) -> None:
         barrier.loop.call_soon_threadsafe(done)
 
 
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A function returning the values of ``names`` of an object, as a tuple."""
+    if len(names) == 1:  # attrgetter of a single name returns the bare value
+        name = names[0]
+        return lambda obj: (getattr(obj, name),)
+    return operator.attrgetter(*names)
+
+
 def _same(text: str) -> str:
     return text
 
@@ -356,4 +380,25 @@ def _js(value: Any) -> Any:
     return str(value)
 
 
-_ENCODE = json.JSONEncoder(default=_js, separators=(",", ":")).encode
+def _encoder() -> Callable[[Any], str]:
+    """A compact JSON encoder; the same text as ``json.dumps(separators=(",", ":"))``.
+
+    ``JSONEncoder.encode`` builds a new C encoder on every call, which costs
+    more than encoding a small event; the C encoder is built once here instead
+    (when the C accelerator is missing, the plain encoder is used).
+    """
+    base = json.JSONEncoder(default=_js, separators=(",", ":"))
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return base.encode
+    c_encode = make(
+        None, _js, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+
+    def encode(obj: Any) -> str:
+        return "".join(c_encode(obj, 0))
+
+    return encode
+
+
+_ENCODE = _encoder()
