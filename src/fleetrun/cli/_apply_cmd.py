@@ -96,7 +96,29 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 is_flag=True,
                 help="End process groups left running by a run that died, before starting.",
             ),
-            click.option("--plain", is_flag=True, help="Plain line-per-change output."),
+            click.option(
+                "--plain",
+                is_flag=True,
+                help="One timestamped line per change instead of the live view "
+                "(also when stdout is not a terminal, CI is set, NO_COLOR is set or TERM=dumb).",
+            ),
+            click.option(
+                "--output",
+                "output",
+                type=click.Choice(["none", "grouped", "ordered", "stream"]),
+                default="none",
+                show_default=True,
+                help="Task output on the console: none (logs on disk only); grouped (each "
+                "attempt as one block when it ends); ordered (blocks in plan order); "
+                "stream (live lines prefixed task@target).",
+            ),
+            click.option(
+                "--events",
+                type=click.Path(dir_okay=False, writable=True),
+                default=None,
+                metavar="FILE.jsonl",
+                help="Also write every engine event to FILE as one JSON line, as it happens.",
+            ),
         ]
     ):
         f = opt(f)
@@ -119,6 +141,8 @@ def apply(
     state_dir: str | None,
     kill_orphans: bool,
     plain: bool,
+    output: str,
+    events: str | None,
     targets: tuple[str, ...],
     tasks: tuple[str, ...],
     dry_run: bool,
@@ -143,6 +167,9 @@ def apply(
             grace=grace,
             dry_run=dry_run,
             kill_orphans=kill_orphans,
+            plain=plain,
+            output=output,
+            events=events,
         )
     )
     click.get_current_context().exit(code)
@@ -163,6 +190,8 @@ def retry(
     state_dir: str | None,
     kill_orphans: bool,
     plain: bool,
+    output: str,
+    events: str | None,
     targets: tuple[str, ...],
     tasks: tuple[str, ...],
     dry_run: bool,
@@ -187,6 +216,9 @@ def retry(
             grace=grace,
             dry_run=dry_run,
             kill_orphans=kill_orphans,
+            plain=plain,
+            output=output,
+            events=events,
         )
     )
     click.get_current_context().exit(code)

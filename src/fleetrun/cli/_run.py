@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import signal
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +70,9 @@ class RunRequest:
     grace: float = DEFAULT_GRACE
     dry_run: bool = False
     kill_orphans: bool = False
+    plain: bool = False
+    output: str = "none"
+    events: str | None = None
 
 
 class _Placeholders(Mapping[str, Mapping[str, str]]):
@@ -267,9 +269,9 @@ def _run(
     retry: RetryPlan | None,
     names: tuple[list[str] | None, list[str] | None],
 ) -> int:
+    from fleetrun.cli._display import Display
     from fleetrun.engine import RunControl
     from fleetrun.executors import LocalExecutor
-    from fleetrun.report import PlainConsole
 
     plan = graph.plan
     redactor = Redactor(plan.secret_values)
@@ -287,9 +289,11 @@ def _run(
         only=only,
         reused=reused,
         redactor=redactor,
+        output="stream" if req.output == "stream" else "none",
     )
     path = Path(plan_file).resolve()
     members = sorted(set(range(len(graph.nodes))) if only is None else only | set(reused))
+    display = Display(graph, req, only, redactor)
     journal.begin_run(
         run_id=run_id,
         parent_id=previous["id"] if previous else None,
@@ -325,14 +329,19 @@ def _run(
         f"instance(s) to run, logs in {run_dir}"
     )
     writer = JournalWriter(journal.db_path, run_id, redactor)
-    console = PlainConsole(sys.stdout)
     control = RunControl()
     status = "failed"
     writer.start()
+    display.start()
     try:
         result = asyncio.run(
             _drive(
-                graph, options, LocalExecutor(grace=req.grace), (writer, console), control, writer
+                graph,
+                options,
+                LocalExecutor(grace=req.grace),
+                (writer, *display.subscribers),
+                control,
+                writer,
             )
         )
         status = result.status
@@ -347,9 +356,10 @@ def _run(
             raise
         raise first from group
     finally:
+        display.stop()
         writer.close()
         journal.end_run(run_id, status)
-    click.echo(console.summary(result, graph))
+    click.echo(display.console.summary(result, graph))
     if result.status == "succeeded":
         return EXIT_OK
     if result.status == "interrupted":

@@ -67,6 +67,11 @@ class PlainConsole:
         self.stream.write(f"{_clock(at)} {text}\n")
         self.stream.flush()
 
+    def write_text(self, text: str) -> None:
+        """Write complete lines of text (task output) between status lines."""
+        self.stream.write(text)
+        self.stream.flush()
+
     def _flush_reused(self) -> None:
         # A retry reuses most of a fleet: one line, not one per instance.
         keys, self._reused = self._reused, []

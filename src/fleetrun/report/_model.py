@@ -1,0 +1,177 @@
+"""What a report says about one run: plain data, measured from the journal.
+
+``build_report`` (in ``_build``) fills these from the journal; the renderers
+(table, markdown, JSON, JUnit, HTML) only format them. Every number here comes
+from recorded timestamps, never from estimates in the plan, except
+``ModeEstimate`` for the modes that did not run (list scheduling of the
+*measured* durations on the plan's graph).
+
+Times are wall-clock seconds since the epoch (``time.time()``); durations are
+seconds. Definitions, used by every renderer:
+
+- ``task_time``: sum of attempt durations (what running them one after another
+  would take).
+- ``wall``: first start to last end (for the whole run: the run's own start
+  and end as journaled).
+- ``speedup``: ``task_time / wall``.
+- ``critical_path``: the longest chain of measured instance durations along
+  the graph's dependencies.
+- ``lower_bound``: ``max(critical_path, task_time / parallelism)`` (just
+  ``critical_path`` when parallelism is unbounded).
+- ``efficiency``: ``lower_bound / wall``; 1.0 means no schedule could have
+  been faster with these durations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+REPORT_FORMAT_VERSION = 1
+"""Version of the JSON report layout; bumped on any incompatible change."""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt of one instance, as journaled (a bar on the timeline)."""
+
+    key: str
+    task: str
+    target: str | None
+    n: int
+    started_at: float
+    ended_at: float | None
+    outcome: str | None  # succeeded | failed | retrying | cancelled | interrupted
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    retry_reason: str | None
+    log_path: str
+
+    @property
+    def duration(self) -> float:
+        """Seconds the attempt ran (0 when it has no recorded end)."""
+        return 0.0 if self.ended_at is None else max(0.0, self.ended_at - self.started_at)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One task instance of the run and how it ended."""
+
+    key: str
+    task: str
+    target: str | None
+    phase: str | None
+    state: str  # a final InstanceState
+    reason: str
+    attempts: int
+    started_at: float | None
+    ended_at: float | None
+    task_time: float  # sum of its attempts' durations
+    exit_code: int | None
+    critical: bool  # on the run's measured critical path
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Measured figures for a set of instances: one phase, or the whole run."""
+
+    name: str
+    instances: int
+    counts: Mapping[str, int]
+    started_at: float | None
+    ended_at: float | None
+    wall: float
+    task_time: float
+    speedup: float
+    critical_path: float
+    lower_bound: float
+    efficiency: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModeEstimate:
+    """The makespan of one mode: measured for the mode that ran, estimated otherwise."""
+
+    mode: str  # sequential | phased | dag
+    makespan: float
+    measured: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CriticalStep:
+    """One instance on the measured critical path, in path order."""
+
+    key: str
+    started_at: float
+    ended_at: float
+    duration: float
+    waited: float  # seconds between its last requirement's end and its own start
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStats:
+    """Per task: how much work it was, and how often it was retried or throttled."""
+
+    task: str
+    instances: int
+    attempts: int
+    retries: int
+    throttled: int  # retries caused by on.exit / on.output (rate limiting)
+    failed: int
+    task_time: float
+    mean: float
+    slowest_key: str | None
+    slowest: float
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """Per pool: its limits and what the run did against them."""
+
+    pool: str
+    concurrency: int | None
+    rate: float | None
+    instances: int
+    attempts: int
+    retries: int
+    throttled: int
+    peak_in_flight: int
+    rate_changes: int  # adaptive rate changes (PoolChanged events)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStats:
+    """Per target: its share of the work, for "slowest targets"."""
+
+    target: str
+    instances: int
+    task_time: float
+    wall: float
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """Everything the report renderers show about one run."""
+
+    run_id: str
+    parent_id: str | None
+    kind: str  # apply | retry | resume
+    plan_name: str
+    plan_path: str
+    status: str
+    mode: str
+    parallelism: int | None
+    started_at: float
+    ended_at: float | None
+    overall: Span
+    phases: tuple[Span, ...]
+    estimates: tuple[ModeEstimate, ...]
+    critical_path: tuple[CriticalStep, ...]
+    instances: tuple[InstanceRecord, ...]  # node order
+    attempts: tuple[AttemptRecord, ...]  # start order
+    tasks: tuple[TaskStats, ...]
+    pools: tuple[PoolStats, ...]
+    slowest_targets: tuple[TargetStats, ...]  # slowest first, at most 10
+    notes: tuple[str, ...] = field(default=())  # e.g. "the plan changed since this run"
