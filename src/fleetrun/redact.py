@@ -57,6 +57,13 @@ class Redactor:
             return data
         return self._bytes_re.sub(MASK.encode(), data)
 
+    def for_json(self) -> Redactor:
+        """A redactor that also catches each secret as encoded inside JSON text
+        (``"``, ``\\`` and non-ASCII characters escaped, as ``json.dumps`` writes them)."""
+        import json
+
+        return Redactor([*self.values, *(json.dumps(v)[1:-1] for v in self.values)])
+
     def stream(self) -> StreamRedactor:
         """A redactor for one chunked byte stream."""
         return StreamRedactor(self)

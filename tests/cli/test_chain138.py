@@ -144,11 +144,14 @@ def test_sigkill_torture_never_reruns_a_success(tmp_path: Path) -> None:
                 if not finished:
                     p.send_signal(signal.SIGKILL)
                     kills += 1
-                p.wait()
-                if p.stdout:
-                    p.stdout.close()
+                out = p.communicate()[0] or ""
                 if finished:
-                    assert p.returncode == 0
+                    if p.returncode == 2 and "is on record" in out:
+                        # The kill before came so early that no run was journaled:
+                        # there is nothing to resume or retry yet, so start over.
+                        step = 0
+                        continue
+                    assert p.returncode == 0, out
                     break  # the work is done: verify below, then a fresh chain
             cut += _finish_and_verify(state, marks, base, env)
             chains += 1

@@ -50,20 +50,13 @@ class Display:
         stream: TextIO | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        from fleetrun.report import PlainConsole
-
-        try:  # INTEGRATION: the live view lands separately
-            from fleetrun.report._live import LiveConsole, use_live
-        except ImportError:
-            LiveConsole, use_live = None, lambda *a, **k: False  # type: ignore[assignment,misc]
+        from fleetrun.report import EventsFile, LiveConsole, OutputPrinter, PlainConsole, use_live
         stream = sys.stdout if stream is None else stream
         environ = os.environ if environ is None else environ
         # Opened first: a path that cannot be written is a usage error (exit 2)
         # before the run begins.
         self._events = None
         if req.events:
-            from fleetrun.report._events_file import EventsFile
-
             self._events = EventsFile(Path(req.events), redactor)
         self._live: Any = None
         if use_live(stream, plain=req.plain, environ=environ):
@@ -80,8 +73,6 @@ class Display:
             self.console = PlainConsole(stream)
         self._printer = None
         if req.output != "none":
-            from fleetrun.report._output import OutputPrinter
-
             self._printer = OutputPrinter(
                 req.output,  # type: ignore[arg-type]
                 graph,

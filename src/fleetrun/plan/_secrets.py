@@ -29,14 +29,16 @@ def secret_names_and_values(
 ) -> tuple[set[str], set[str]]:
     """Secret names and values from the plan's environments and the process environment.
 
-    Names: those ``listed`` plus every environment name matching ``patterns``.
-    Values: the non-empty values of those names in ``envs``, plus the process
-    environment's values of the ``listed`` names (a task inherits them).
+    Names: those ``listed`` plus every name in ``envs`` or the process
+    environment matching ``patterns``. Values: the non-empty values of those
+    names in ``envs`` and in the process environment (a task inherits it).
     """
     patterns = tuple(patterns)
     names = set(listed)
     values: set[str] = set()
-    for env in envs:
+    # The process environment too: tasks inherit it, so a DEPLOY_TOKEN set
+    # where fleetrun runs must be masked like one set in the plan.
+    for env in (*envs, os.environ):
         for k, v in env.items():
             if k in names or matches_secret_pattern(k, patterns):
                 names.add(k)

@@ -34,10 +34,6 @@ _STATE_ORDER = (
 )
 
 
-def _clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(at))
-
-
 def format_duration(seconds: float) -> str:
     """``0.4s``, ``12.3s``, ``4m05s``, ``1h02m``."""
     if seconds < 60:
@@ -47,6 +43,67 @@ def format_duration(seconds: float) -> str:
         return f"{m}m{s:02d}s"
     h, rest = divmod(round(seconds), 3600)
     return f"{h}h{rest // 60:02d}m"
+
+
+TAIL_INDENT = "           | "
+"""Prefix of the log-tail lines under a failure."""
+
+
+def stamp(at: float) -> str:
+    """``HH:MM:SS`` in local time: the prefix of every event line."""
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def reused_text(keys: list[str]) -> str:
+    """The one line that stands for every instance a retry reuses."""
+    shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    return f"reused     {len(keys)} instance(s) that succeeded before: {shown}"
+
+
+def event_text(ev: Event, *, took: float = 0.0, tail_lines: int = 5) -> list[str]:
+    """The plain console's words for ``ev``: a line, then any log-tail lines.
+
+    The first line has no time stamp (``stamp(ev.at)`` goes before it); ``took``
+    is the attempt's duration for ``AttemptEnded``. Returns ``[]`` for events
+    that are not state changes (``AttemptOutput``) and for ``InstanceReused``,
+    which is collapsed with ``reused_text``. ``PlainConsole`` writes exactly these
+    lines, and ``LiveConsole`` prints the ones that matter above its live area.
+    """
+    if isinstance(ev, AttemptStarted):
+        again = f" (attempt {ev.attempt})" if ev.attempt > 1 else ""
+        return [f"started    {ev.key}{again}"]
+    if isinstance(ev, AttemptEnded):
+        if ev.outcome == "succeeded":
+            return [f"succeeded  {ev.key} in {format_duration(took)}"]
+        if ev.outcome == "retrying":
+            return [f"retrying   {ev.key} in {ev.retry_delay or 0:.1f}s ({ev.retry_reason})"]
+        if ev.outcome == "failed":
+            if ev.timed_out:
+                how = "timed out"
+            elif ev.exit_code is None:
+                how = f"killed by signal {ev.signal}"
+            else:
+                how = f"exit code {ev.exit_code}"
+            head = f"failed     {ev.key} ({how}) after {format_duration(took)}"
+            tail = ev.tail[-tail_lines:] if tail_lines > 0 else ()
+            return [head, *(TAIL_INDENT + t for t in tail)]
+        return []
+    if isinstance(ev, InstanceSettled):
+        if ev.state == "skipped":
+            return [f"skipped    {ev.key}: {ev.reason}"]
+        if ev.state == "cancelled":
+            return [f"cancelled  {ev.key}"]
+        if ev.state == "failed" and ev.attempts == 0:
+            return [f"failed     {ev.key}: {ev.reason}"]
+        return []
+    if isinstance(ev, PoolChanged):
+        return [f"pool       {ev.pool}: rate {ev.rate:.3g}/s ({ev.reason})"]
+    if isinstance(ev, RunStarted):
+        j = "unbounded" if ev.parallelism is None else str(ev.parallelism)
+        return [f"run {ev.run_id}: {ev.nodes} instance(s), mode {ev.mode}, -j {j}"]
+    if isinstance(ev, RunEnded):
+        return [f"run {ev.run_id} {ev.status}"]
+    return []
 
 
 class PlainConsole:
@@ -63,71 +120,33 @@ class PlainConsole:
         self._reused: list[str] = []
         self._reused_at = 0.0
 
-    def _line(self, at: float, text: str) -> None:
-        self.stream.write(f"{_clock(at)} {text}\n")
-        self.stream.flush()
-
     def write_text(self, text: str) -> None:
         """Write complete lines of text (task output) between status lines."""
         self.stream.write(text)
         self.stream.flush()
 
-    def _flush_reused(self) -> None:
-        # A retry reuses most of a fleet: one line, not one per instance.
-        keys, self._reused = self._reused, []
-        shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-        self._line(
-            self._reused_at, f"reused     {len(keys)} instance(s) that succeeded before: {shown}"
-        )
-
     def __call__(self, ev: Event) -> None:
         """Render one event (ignores events that are not state changes)."""
         if isinstance(ev, InstanceReused):
+            # A retry reuses most of a fleet: one line, not one per instance.
             self._reused.append(ev.key)
             self._reused_at = ev.at
             return
         if self._reused:
-            self._flush_reused()
+            keys, self._reused = self._reused, []
+            self.stream.write(f"{stamp(self._reused_at)} {reused_text(keys)}\n")
+        took = 0.0
         if isinstance(ev, AttemptStarted):
             self._starts[(ev.node, ev.attempt)] = ev.at
-            again = f" (attempt {ev.attempt})" if ev.attempt > 1 else ""
-            self._line(ev.at, f"started    {ev.key}{again}")
         elif isinstance(ev, AttemptEnded):
             start = self._starts.pop((ev.node, ev.attempt), ev.started_at)
             took = max(0.0, ev.at - start)
             self.task_time += took
-            if ev.outcome == "succeeded":
-                self._line(ev.at, f"succeeded  {ev.key} in {format_duration(took)}")
-            elif ev.outcome == "retrying":
-                self._line(
-                    ev.at,
-                    f"retrying   {ev.key} in {ev.retry_delay or 0:.1f}s ({ev.retry_reason})",
-                )
-            elif ev.outcome == "failed":
-                if ev.timed_out:
-                    how = "timed out"
-                elif ev.exit_code is None:
-                    how = f"killed by signal {ev.signal}"
-                else:
-                    how = f"exit code {ev.exit_code}"
-                self._line(ev.at, f"failed     {ev.key} ({how}) after {format_duration(took)}")
-                for text in ev.tail[-self.tail_lines :]:
-                    self.stream.write(f"           | {text}\n")
-                self.stream.flush()
-        elif isinstance(ev, InstanceSettled):
-            if ev.state == "skipped":
-                self._line(ev.at, f"skipped    {ev.key}: {ev.reason}")
-            elif ev.state == "cancelled":
-                self._line(ev.at, f"cancelled  {ev.key}")
-            elif ev.state == "failed" and ev.attempts == 0:
-                self._line(ev.at, f"failed     {ev.key}: {ev.reason}")
-        elif isinstance(ev, PoolChanged):
-            self._line(ev.at, f"pool       {ev.pool}: rate {ev.rate:.3g}/s ({ev.reason})")
-        elif isinstance(ev, RunStarted):
-            j = "unbounded" if ev.parallelism is None else str(ev.parallelism)
-            self._line(ev.at, f"run {ev.run_id}: {ev.nodes} instance(s), mode {ev.mode}, -j {j}")
-        elif isinstance(ev, RunEnded):
-            self._line(ev.at, f"run {ev.run_id} {ev.status}")
+        lines = event_text(ev, took=took, tail_lines=self.tail_lines)
+        if lines:
+            lines[0] = f"{stamp(ev.at)} {lines[0]}"
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
 
     def summary(self, result: RunResult, graph: Graph) -> str:
         """Counts per state, wall time, summed task time and the speedup they imply."""

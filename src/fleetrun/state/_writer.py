@@ -82,9 +82,10 @@ class JournalWriter:
     def __init__(self, db_path: Path, run_id: str, redactor: Redactor | None = None) -> None:
         self.db_path = db_path
         self.run_id = run_id
-        # Events arrive redacted; this second pass guards what the engine does
-        # not redact (published outputs that happen to hold a secret).
-        self._redact = redactor.redact if redactor else _same
+        # Events arrive redacted; this second pass over the encoded JSON guards
+        # what the engine does not redact (published outputs that happen to hold
+        # a secret), in the escaped form a secret takes inside JSON text.
+        self._redact = redactor.for_json().redact if redactor else _same
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._urgent = threading.Event()

@@ -1,0 +1,502 @@
+"""``build_report``: a ``RunReport`` measured from the journal.
+
+Every time in the report is a recorded timestamp or a difference of two; the
+plan is read only for its graph (phases, dependencies, pools), never for its
+estimates. The graph comes from the plan file when it is unchanged since the
+run (same ``source_hash``), else from the run's plan snapshot in the journal;
+when neither loads, or it no longer expands to the run's instances, the report
+leaves out the graph-derived parts and says so in ``notes``.
+
+An instance's *duration* is its ``task_time``: the sum of its attempts'
+durations (backoff waits between attempts are not work). The same per-node
+durations feed the critical path, the lower bound and the estimates of the
+modes that did not run, so ``sequential`` always equals ``task_time``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence, Set
+from pathlib import Path
+from typing import Any
+
+from fleetrun.engine._retry import is_throttle
+from fleetrun.errors import FleetrunError
+from fleetrun.plan import Graph, expand, load_plan, load_plan_text, simulate
+from fleetrun.plan._simulate import MODES, phase_layers
+from fleetrun.redact import Redactor
+from fleetrun.report._chain import longest_chain, peak_overlap, ready_at
+from fleetrun.report._model import (
+    AttemptRecord,
+    CriticalStep,
+    InstanceRecord,
+    ModeEstimate,
+    PoolStats,
+    RunReport,
+    Span,
+    TargetStats,
+    TaskStats,
+)
+from fleetrun.state import Journal
+
+SLOWEST_TARGETS = 10
+"""How many targets ``slowest_targets`` lists."""
+
+_THROTTLE_PREFIXES = ("exit ", "output matched")
+
+
+def build_report(journal: Journal, run_id: str) -> RunReport:
+    """Measure run ``run_id`` (an exact id) from ``journal``.
+
+    Raises ``RunNotFoundError`` when the run is not on record; a plan that can
+    no longer be loaded only costs the graph-derived parts (noted in ``notes``).
+    """
+    run = journal.run(run_id)
+    rows = journal.instances(run["id"])
+    notes: list[str] = []
+    graph = _load_graph(run, rows, notes)
+    redactor = Redactor(graph.plan.secret_values if graph is not None else ())
+    ended_at = run["ended_at"]
+    if ended_at is None:
+        notes.append("the run has not ended: figures cover what is recorded so far")
+
+    row_of = {r["key"]: r for r in rows}
+    attempts = tuple(_attempt(a, row_of, redactor) for a in journal.attempts(run["id"]))
+    open_ended = sum(a.ended_at is None for a in attempts)
+    if open_ended:
+        notes.append(
+            f"{open_ended} attempt(s) have no recorded end (still running, or fleetrun "
+            "stopped): they count as 0 s"
+        )
+    by_key: dict[str, list[AttemptRecord]] = {}
+    for a in attempts:
+        by_key.setdefault(a.key, []).append(a)
+    for tries in by_key.values():
+        tries.sort(key=lambda a: a.n)
+
+    members = {int(r["node"]) for r in rows}
+    layers = _phases(graph, members) if graph is not None else []
+    phase_of = {i: name for name, layer in layers for i in layer}
+    dur, start, end = _node_times(rows, by_key)
+    parallelism = run["options"].get("parallelism") or None
+    path: list[int] = []
+    if graph is not None:
+        ran = {i for i in members if i in start}
+        _, path = longest_chain(graph, ran, dur, start, end)
+    on_path = set(path)
+    pending = {int(r["node"]) for r in rows if r["status"] != "reused"} - set(end)
+
+    instances = tuple(
+        InstanceRecord(
+            key=r["key"],
+            task=r["task"],
+            target=r["target"],
+            phase=phase_of.get(int(r["node"])),
+            state=r["status"],
+            reason=redactor.redact(r["reason"] or ""),
+            attempts=len(by_key.get(r["key"], ())),
+            started_at=start.get(int(r["node"])),
+            ended_at=end.get(int(r["node"])),
+            task_time=dur[int(r["node"])],
+            exit_code=r["exit_code"],
+            critical=int(r["node"]) in on_path,
+        )
+        for r in rows
+    )
+    task_time = sum(i.task_time for i in instances)
+    last = max([*end.values(), *start.values(), run["started_at"]])
+    wall = (ended_at if ended_at is not None else last) - run["started_at"]
+
+    spans = tuple(
+        _span(name, [instances[k] for k in _positions(rows, layer)], graph, parallelism, dur,
+              start, end, set(layer))
+        for name, layer in layers
+    )  # fmt: skip
+    cp_length = sum(dur[i] for i in path)
+    overall = _figures(
+        "overall", instances, run["started_at"], ended_at, wall, task_time, cp_length, parallelism,
+        _rate_bound(graph, instances),
+    )  # fmt: skip
+    notes += _limits_notes(graph)
+    return RunReport(
+        run_id=run["id"],
+        parent_id=run["parent_id"],
+        kind=run["kind"],
+        plan_name=run["plan_name"],
+        plan_path=run["plan_path"],
+        status=run["status"],
+        mode=run["mode"],
+        parallelism=parallelism,
+        started_at=run["started_at"],
+        ended_at=ended_at,
+        overall=overall,
+        phases=spans,
+        estimates=_estimates(graph, run["mode"], parallelism, dur, wall),
+        critical_path=tuple(
+            CriticalStep(
+                key=graph.nodes[i].key,
+                started_at=start[i],
+                ended_at=end.get(i, start[i]),
+                duration=dur[i],
+                waited=max(0.0, start[i] - ready_at(graph, i, end, pending, run["started_at"])),
+            )
+            for i in path
+            if graph is not None
+        ),
+        instances=instances,
+        attempts=attempts,
+        tasks=_task_stats(graph, instances, by_key),
+        pools=_pool_stats(graph, instances, by_key, _rate_changes(journal, run["id"]), last),
+        slowest_targets=_target_stats(instances, by_key),
+        notes=tuple(redactor.redact(n) for n in notes),
+    )
+
+
+def _load_graph(
+    run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], notes: list[str]
+) -> Graph | None:
+    """The run's graph: from the unchanged plan file, else from the journal's snapshot."""
+    path = Path(run["plan_path"])
+    graph: Graph | None = None
+    problem = ""
+    if path.is_file():
+        try:
+            plan = load_plan(path)
+            if plan.source_hash == run["plan_hash"]:
+                graph = expand(plan)
+            else:
+                notes.append(
+                    f"the plan {path} changed since this run; its graph comes from the "
+                    "journal's snapshot of the plan"
+                )
+        except FleetrunError as e:
+            problem = _first_line(e)
+            notes.append(
+                f"the plan {path} no longer loads; its graph comes from the journal's snapshot"
+            )
+    else:
+        notes.append(f"the plan {path} is gone; its graph comes from the journal's snapshot")
+    if graph is None:
+        try:
+            graph = expand(load_plan_text(run["plan_snapshot"], str(path), path.parent))
+        except FleetrunError as e:
+            problem = problem or _first_line(e)
+            notes.append(f"the plan could not be loaded ({problem})")
+            return None
+    for r in rows:
+        node = int(r["node"])
+        if node >= len(graph.nodes) or graph.nodes[node].key != r["key"]:
+            notes.append("the plan no longer expands to this run's instances")
+            return None
+    return graph
+
+
+def _limits_notes(graph: Graph | None) -> list[str]:
+    """What the graph-derived figures leave out."""
+    if graph is None:
+        return [
+            "without the plan's graph the report has no phases, critical path, mode "
+            "estimates or pools"
+        ]
+    adaptive = [p.name for p in graph.plan.pools.values() if p.rate and p.adaptive]
+    if not adaptive:
+        return []
+    return [
+        f"adaptive pools ({', '.join(adaptive)}) are estimated at their configured rate: "
+        "the other modes' estimates cannot foresee throttling"
+    ]
+
+
+def _rate_bound(graph: Graph | None, instances: Sequence[InstanceRecord]) -> float:
+    """The least time the attempts of ``instances`` take to start under the pools' rates.
+
+    A bucket of ``burst`` tokens refilled at ``rate`` allows at most
+    ``burst + rate * t`` starts in ``t`` seconds, so ``n`` starts need at least
+    ``(n - burst) / rate`` seconds.
+    """
+    if graph is None:
+        return 0.0
+    bound = 0.0
+    for pool in graph.plan.pools.values():
+        if not pool.rate:
+            continue
+        starts = sum(i.attempts for i in instances if pool.name in graph.plan.tasks[i.task].pools)
+        bound = max(bound, (starts - max(1, pool.burst)) / pool.rate)
+    return bound
+
+
+def _node_times(
+    rows: Sequence[Mapping[str, Any]], by_key: Mapping[str, Sequence[AttemptRecord]]
+) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+    """Per node id: task time (its attempts summed in attempt order), first start, last end.
+
+    Every instance has a task time (0 without attempts); only those that ran
+    have a start, and only those with a recorded end an end.
+    """
+    dur: dict[int, float] = {}
+    start: dict[int, float] = {}
+    end: dict[int, float] = {}
+    for r in rows:
+        node, tries = int(r["node"]), by_key.get(r["key"], ())
+        dur[node] = sum(a.duration for a in tries)
+        if tries:
+            start[node] = min(a.started_at for a in tries)
+            ends = [a.ended_at for a in tries if a.ended_at is not None]
+            if ends:
+                end[node] = max(ends)
+    return dur, start, end
+
+
+def _phases(graph: Graph, members: Set[int]) -> list[tuple[str, list[int]]]:
+    """The run's instances per phase, in phase order (none when the plan has no phases)."""
+    if not graph.plan.phases:
+        return []
+    layers = []
+    for name, layer in _named_layers(graph):
+        inside = [i for i in layer if i in members]
+        if inside:
+            layers.append((name, inside))
+    return layers
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def _named_layers(graph: Graph) -> list[tuple[str, tuple[int, ...]]]:
+    """``phase_layers`` with each layer's phase name.
+
+    A layer's effective phase is the latest own phase among its nodes: a node
+    lands in a later layer only through a requirement in that layer, and
+    following requirements back ends at a node whose own phase is the layer's.
+    """
+    index = {name: i for i, name in enumerate(graph.plan.phases)}
+    named = []
+    for layer in phase_layers(graph):
+        p = max(
+            (index.get(graph.nodes[i].phase or "", 0) for i in layer),
+            default=0,
+        )
+        named.append((graph.plan.phases[p], layer))
+    return named
+
+
+def _positions(rows: Sequence[Mapping[str, Any]], nodes: Iterable[int]) -> list[int]:
+    """Positions in ``rows`` of the given node ids."""
+    wanted = set(nodes)
+    return [k for k, r in enumerate(rows) if int(r["node"]) in wanted]
+
+
+def _attempt(
+    a: Mapping[str, Any], row_of: Mapping[str, Mapping[str, Any]], redactor: Redactor
+) -> AttemptRecord:
+    row = row_of[a["key"]]  # Invariant (journal check): every attempt has its instance.
+    return AttemptRecord(
+        key=a["key"],
+        task=row["task"],
+        target=row["target"],
+        n=a["n"],
+        started_at=a["started_at"],
+        ended_at=a["ended_at"],
+        outcome=a["outcome"],
+        exit_code=a["exit_code"],
+        signal=a["signal"],
+        timed_out=bool(a["timed_out"]),
+        retry_reason=redactor.redact(a["retry_reason"]) if a["retry_reason"] else None,
+        log_path=a["log_path"],
+    )
+
+
+def _counts(instances: Iterable[InstanceRecord]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in instances:
+        out[i.state] = out.get(i.state, 0) + 1
+    return out
+
+
+def _figures(
+    name: str,
+    instances: Sequence[InstanceRecord],
+    started_at: float | None,
+    ended_at: float | None,
+    wall: float,
+    task_time: float,
+    critical_path: float,
+    parallelism: int | None,
+    rate_bound: float = 0.0,
+) -> Span:
+    """A ``Span`` from its measured parts, with the derived ratios (0 when wall is 0)."""
+    lower = max(critical_path, task_time / parallelism if parallelism else 0.0, rate_bound)
+    return Span(
+        name=name,
+        instances=len(instances),
+        counts=_counts(instances),
+        started_at=started_at,
+        ended_at=ended_at,
+        wall=wall,
+        task_time=task_time,
+        speedup=task_time / wall if wall > 0 else 0.0,
+        critical_path=critical_path,
+        lower_bound=lower,
+        efficiency=lower / wall if wall > 0 else 0.0,
+    )
+
+
+def _span(
+    name: str,
+    instances: Sequence[InstanceRecord],
+    graph: Graph | None,
+    parallelism: int | None,
+    dur: Mapping[int, float],
+    start: Mapping[int, float],
+    end: Mapping[int, float],
+    nodes: set[int],
+) -> Span:
+    """One phase: first start to last end of its instances' attempts."""
+    starts = [start[i] for i in nodes if i in start]
+    ends = [end[i] for i in nodes if i in end]
+    first = min(starts) if starts else None
+    last = max(ends) if ends else None
+    wall = last - first if first is not None and last is not None else 0.0
+    cp = 0.0
+    if graph is not None:
+        cp, _ = longest_chain(graph, {i for i in nodes if i in start}, dur, start, end)
+    task_time = sum(i.task_time for i in instances)
+    return _figures(
+        name, instances, first, last, wall, task_time, cp, parallelism,
+        _rate_bound(graph, instances),
+    )  # fmt: skip
+
+
+def _estimates(
+    graph: Graph | None,
+    mode: str,
+    parallelism: int | None,
+    dur: Mapping[int, float],
+    wall: float,
+) -> tuple[ModeEstimate, ...]:
+    """Measured for the mode that ran; list-scheduled from measured durations otherwise."""
+    if graph is None:
+        return (ModeEstimate(mode=mode, makespan=wall, measured=True),)
+    durations = [dur.get(i, 0.0) for i in range(len(graph.nodes))]
+    return tuple(
+        ModeEstimate(mode=m, makespan=wall, measured=True)
+        if m == mode
+        else ModeEstimate(
+            mode=m, makespan=simulate(graph, m, parallelism, durations), measured=False
+        )
+        for m in MODES
+    )
+
+
+def _throttled(graph: Graph | None, task: str, reason: str | None) -> bool:
+    if not reason:
+        return False
+    if graph is not None and task in graph.plan.tasks:
+        return is_throttle(graph.plan.tasks[task].retry, reason)
+    return reason.startswith(_THROTTLE_PREFIXES)
+
+
+def _task_stats(
+    graph: Graph | None,
+    instances: Sequence[InstanceRecord],
+    by_key: Mapping[str, Sequence[AttemptRecord]],
+) -> tuple[TaskStats, ...]:
+    """Per task, in plan order (order of first appearance without a graph)."""
+    grouped: dict[str, list[InstanceRecord]] = {}
+    for i in instances:
+        grouped.setdefault(i.task, []).append(i)
+    out = []
+    for task, members in grouped.items():
+        tries = [a for i in members for a in by_key.get(i.key, ())]
+        retries = [a for a in tries if a.outcome == "retrying"]
+        ran = [i for i in members if i.attempts]
+        slowest = max(ran, key=lambda i: i.task_time, default=None)
+        task_time = sum(i.task_time for i in members)
+        out.append(
+            TaskStats(
+                task=task,
+                instances=len(members),
+                attempts=len(tries),
+                retries=len(retries),
+                throttled=sum(_throttled(graph, task, a.retry_reason) for a in retries),
+                failed=sum(i.state == "failed" for i in members),
+                task_time=task_time,
+                mean=task_time / len(ran) if ran else 0.0,
+                slowest_key=slowest.key if slowest else None,
+                slowest=slowest.task_time if slowest else 0.0,
+            )
+        )
+    return tuple(out)
+
+
+def _rate_changes(journal: Journal, run_id: str) -> dict[str, int]:
+    """Adaptive rate changes per pool, from the run's ``PoolChanged`` events."""
+    out: dict[str, int] = {}
+    for (data,) in journal.conn.execute(
+        "SELECT data FROM events WHERE run_id=? AND type='PoolChanged'", (run_id,)
+    ):
+        pool = json.loads(data).get("pool")
+        if isinstance(pool, str):
+            out[pool] = out.get(pool, 0) + 1
+    return out
+
+
+def _pool_stats(
+    graph: Graph | None,
+    instances: Sequence[InstanceRecord],
+    by_key: Mapping[str, Sequence[AttemptRecord]],
+    rate_changes: Mapping[str, int],
+    last: float,
+) -> tuple[PoolStats, ...]:
+    """Per pool of the plan: what its tasks did, and the most attempts running at once."""
+    if graph is None:
+        return ()
+    stats = {t.task: t for t in _task_stats(graph, instances, by_key)}
+    out = []
+    for pool in graph.plan.pools.values():
+        tasks = [t for t in graph.plan.tasks.values() if pool.name in t.pools and t.name in stats]
+        names = {t.name for t in tasks}
+        tries = [a for i in instances if i.task in names for a in by_key.get(i.key, ())]
+        out.append(
+            PoolStats(
+                pool=pool.name,
+                concurrency=pool.concurrency,
+                rate=pool.rate,
+                instances=sum(stats[t.name].instances for t in tasks),
+                attempts=sum(stats[t.name].attempts for t in tasks),
+                retries=sum(stats[t.name].retries for t in tasks),
+                throttled=sum(stats[t.name].throttled for t in tasks),
+                peak_in_flight=peak_overlap(
+                    (a.started_at, a.ended_at if a.ended_at is not None else last) for a in tries
+                ),
+                rate_changes=rate_changes.get(pool.name, 0),
+            )
+        )
+    return tuple(out)
+
+
+def _target_stats(
+    instances: Sequence[InstanceRecord], by_key: Mapping[str, Sequence[AttemptRecord]]
+) -> tuple[TargetStats, ...]:
+    """The targets with the most task time, slowest first (ties by name)."""
+    grouped: dict[str, list[InstanceRecord]] = {}
+    for i in instances:
+        if i.target is not None:
+            grouped.setdefault(i.target, []).append(i)
+    out = []
+    for target, members in grouped.items():
+        tries = [a for i in members for a in by_key.get(i.key, ())]
+        ends = [a.ended_at for a in tries if a.ended_at is not None]
+        first = min((a.started_at for a in tries), default=None)
+        out.append(
+            TargetStats(
+                target=target,
+                instances=len(members),
+                task_time=sum(i.task_time for i in members),
+                wall=max(ends) - first if ends and first is not None else 0.0,
+                failed=sum(i.state == "failed" for i in members),
+            )
+        )
+    out.sort(key=lambda t: (-t.task_time, t.target))
+    return tuple(out[:SLOWEST_TARGETS])

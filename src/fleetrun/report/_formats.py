@@ -1,0 +1,327 @@
+"""Text renderers of a ``RunReport``: terminal table, GitHub markdown, JSON, JUnit XML.
+
+The table and the markdown show the same sections, built once as
+(title, headers, rows) by ``_sections``: the run, "Sequential vs Parallel"
+per phase and overall, the modes, the critical path, tasks, pools, slowest
+targets, notes. JSON holds everything in the report; JUnit has one test case
+per instance, grouped in one test suite per task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fleetrun.report._model import (
+    REPORT_FORMAT_VERSION,
+    AttemptRecord,
+    InstanceRecord,
+    RunReport,
+    Span,
+)
+from fleetrun.report._plain import format_duration
+from fleetrun.state._view import fmt_counts, fmt_duration, fmt_time, table
+
+_RATIOS = frozenset({"speedup", "efficiency", "rate"})
+"""Float fields that are not times: kept to 4 decimals in JSON (the rest to ms)."""
+
+_SKIPPED = frozenset({"skipped", "not_started", "cancelled", "running", "pending"})
+"""Instance states that JUnit shows as ``<skipped>``; ``interrupted`` is an error."""
+
+Section = tuple[str, list[str], list[list[str]]]
+
+
+def _dur(seconds: float) -> str:
+    # Hundredths below ten seconds (a report compares short steps too).
+    return fmt_duration(0.0, seconds) if seconds < 10 else format_duration(seconds)
+
+
+def _x(ratio: float) -> str:
+    return f"{ratio:.2f}x"
+
+
+def _pct(ratio: float) -> str:
+    return f"{ratio * 100:.0f}%"
+
+
+def _span_row(s: Span) -> list[str]:
+    return [
+        s.name,
+        str(s.instances),
+        _dur(s.task_time),
+        _dur(s.wall),
+        _x(s.speedup),
+        _dur(s.critical_path),
+        _dur(s.lower_bound),
+        _pct(s.efficiency),
+    ]
+
+
+def _header(r: RunReport) -> list[str]:
+    of = f" ({r.kind} of {r.parent_id})" if r.parent_id else f" ({r.kind})"
+    j = f", -j {r.parallelism}" if r.parallelism else ""
+    return [
+        f"run      {r.run_id}{of}",
+        f"plan     {r.plan_name} ({r.plan_path})",
+        f"status   {r.status}, mode {r.mode}{j}, started {fmt_time(r.started_at)}",
+        f"counts   {fmt_counts(r.overall.counts) or '-'} (of {r.overall.instances})",
+        f"measured wall {_dur(r.overall.wall)}, task time {_dur(r.overall.task_time)}, "
+        f"speedup {_x(r.overall.speedup)}, efficiency {_pct(r.overall.efficiency)}",
+    ]
+
+
+def _sections(r: RunReport) -> list[Section]:
+    """Every table of the report, in display order; empty ones are left out."""
+    out: list[Section] = []
+    spans = [*r.phases, r.overall]
+    out.append(
+        (
+            "Sequential vs Parallel (measured)",
+            ["PHASE", "INSTANCES", "TASK TIME", "WALL", "SPEEDUP", "CRITICAL PATH",
+             "LOWER BOUND", "EFFICIENCY"],
+            [_span_row(s) for s in spans],
+        )
+    )  # fmt: skip
+    seq = next((e.makespan for e in r.estimates if e.mode == "sequential"), r.overall.task_time)
+    out.append(
+        (
+            "Modes (makespan; estimates list-schedule the measured durations)",
+            ["MODE", "MAKESPAN", "SPEEDUP VS SEQUENTIAL", "SOURCE"],
+            [
+                [
+                    e.mode,
+                    _dur(e.makespan),
+                    _x(seq / e.makespan) if e.makespan > 0 else "-",
+                    "measured" if e.measured else "estimated",
+                ]
+                for e in r.estimates
+            ],
+        )
+    )
+    t0 = r.started_at
+    out.append(
+        (
+            f"Critical path ({_dur(r.overall.critical_path)}, {len(r.critical_path)} instances)",
+            ["#", "INSTANCE", "START", "DURATION", "WAITED"],
+            [
+                [str(k), c.key, f"+{_dur(c.started_at - t0)}", _dur(c.duration), _dur(c.waited)]
+                for k, c in enumerate(r.critical_path, 1)
+            ],
+        )
+    )
+    out.append(
+        (
+            "Tasks",
+            ["TASK", "INSTANCES", "ATTEMPTS", "RETRIES", "THROTTLED", "FAILED", "TASK TIME",
+             "MEAN", "SLOWEST"],
+            [
+                [t.task, str(t.instances), str(t.attempts), str(t.retries), str(t.throttled),
+                 str(t.failed), _dur(t.task_time), _dur(t.mean),
+                 f"{t.slowest_key} {_dur(t.slowest)}" if t.slowest_key else "-"]
+                for t in r.tasks
+            ],
+        )
+    )  # fmt: skip
+    out.append(
+        (
+            "Pools",
+            ["POOL", "CONCURRENCY", "RATE", "INSTANCES", "ATTEMPTS", "RETRIES", "THROTTLED",
+             "PEAK IN FLIGHT", "RATE CHANGES"],
+            [
+                [p.pool, str(p.concurrency) if p.concurrency is not None else "-",
+                 f"{p.rate:g}/s" if p.rate is not None else "-", str(p.instances),
+                 str(p.attempts), str(p.retries), str(p.throttled), str(p.peak_in_flight),
+                 str(p.rate_changes)]
+                for p in r.pools
+            ],
+        )
+    )  # fmt: skip
+    out.append(
+        (
+            "Slowest targets",
+            ["TARGET", "INSTANCES", "TASK TIME", "WALL", "FAILED"],
+            [
+                [t.target, str(t.instances), _dur(t.task_time), _dur(t.wall), str(t.failed)]
+                for t in r.slowest_targets
+            ],
+        )
+    )
+    return [s for s in out if s[2]]
+
+
+def render_table(report: RunReport) -> str:
+    """The report as terminal text: a header, then fixed-width tables."""
+    parts = ["\n".join(_header(report)) + "\n"]
+    for title, headers, rows in _sections(report):
+        parts.append(f"{title}\n{table(headers, rows)}")
+    if report.notes:
+        parts.append("Notes\n" + "".join(f"- {n}\n" for n in report.notes))
+    return "\n".join(parts)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    # Numbers right-aligned: a column is numeric when every cell starts with a digit or +.
+    numeric = [
+        all(row[k][:1].isdigit() or row[k][:1] == "+" for row in rows) for k in range(len(headers))
+    ]
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in headers) + " |",
+        "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
+    ]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(report: RunReport) -> str:
+    """The report as GitHub-flavoured markdown, for a runbook or a pull request."""
+    head = _header(report)
+    parts = [f"## fleetrun report: {_md_cell(report.plan_name)}\n"]
+    parts.append("".join(f"- {_md_cell(line)}\n" for line in head))
+    for title, headers, rows in _sections(report):
+        parts.append(f"### {_md_cell(title)}\n\n{_md_table(headers, rows)}")
+    if report.notes:
+        parts.append("### Notes\n\n" + "".join(f"- {_md_cell(n)}\n" for n in report.notes))
+    return "\n".join(parts)
+
+
+def _jsonable(value: Any, name: str = "") -> Any:
+    """Dataclasses as dicts of their fields, tuples as lists, floats rounded."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _jsonable(getattr(value, f.name), f.name) for f in dataclasses.fields(value)
+        }
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v, name) for v in value]
+    if isinstance(value, float):
+        # Rounding each value from its exact figure keeps every number within
+        # half a millisecond of the journal (sums are rounded, not re-added).
+        return round(value, 4 if name in _RATIOS else 3)
+    return value
+
+
+def report_data(report: RunReport) -> dict[str, Any]:
+    """The report as JSON-ready data: ``format``, then every field of ``RunReport``."""
+    data: dict[str, Any] = {"format": REPORT_FORMAT_VERSION}
+    data.update(_jsonable(report))
+    return data
+
+
+def render_json(report: RunReport) -> str:
+    """The whole report as stable, indented JSON (``format`` = ``REPORT_FORMAT_VERSION``)."""
+    return json.dumps(report_data(report), indent=2, allow_nan=False) + "\n"
+
+
+_XML_BAD = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot hold."""
+    return _XML_BAD.sub("\ufffd", text)
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.3f}"
+
+
+def _testcase(
+    r: RunReport, i: InstanceRecord, tries: Sequence[AttemptRecord], suite: ET.Element
+) -> None:
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        name=_xml(i.target or i.key),
+        classname=_xml(f"{r.plan_name}.{i.task}"),
+        time=_secs(i.task_time),
+    )
+    reason = _xml(i.reason)
+    if i.state == "failed":
+        code = "no exit code" if i.exit_code is None else f"exit code {i.exit_code}"
+        same = not reason or reason == f"exit {i.exit_code}"
+        fail = ET.SubElement(
+            case, "failure", message=code if same else f"{code}: {reason}", type="failed"
+        )
+        fail.text = f"{i.key} failed after {i.attempts} attempt(s), {code}"
+    elif i.state == "interrupted":
+        ET.SubElement(case, "error", message=reason or "interrupted", type="interrupted")
+    elif i.state in _SKIPPED:
+        ET.SubElement(case, "skipped", message=f"{i.state}: {reason}" if reason else i.state)
+    lines = [f"{i.key}: {i.state}"]
+    if i.state == "reused":
+        lines[0] += f" (succeeded in an earlier run; reused by {r.kind} {r.run_id})"
+    for a in tries:
+        what = a.outcome or "running"
+        if a.retry_reason:
+            what += f" ({a.retry_reason})"
+        lines.append(f"attempt {a.n}: {what}, {_secs(a.duration)}s, log {a.log_path}")
+    ET.SubElement(case, "system-out").text = _xml("\n".join(lines))
+
+
+def _junit_properties(r: RunReport) -> list[tuple[str, str]]:
+    """What every suite says about the run: its id, plan, mode, status, and the notes."""
+    props = [
+        ("fleetrun.run", r.run_id),
+        ("fleetrun.plan", r.plan_path),
+        ("fleetrun.mode", r.mode),
+        ("fleetrun.status", r.status),
+    ]
+    if r.parent_id:
+        props.append(("fleetrun.parent", r.parent_id))
+    props += [("fleetrun.note", n) for n in r.notes]
+    return props
+
+
+def render_junit(report: RunReport) -> str:
+    """JUnit XML: one ``<testsuite>`` per task, one ``<testcase>`` per instance.
+
+    A failed instance has a ``<failure>`` with its exit code and reason; one
+    skipped, not started or cancelled has ``<skipped>``; an interrupted one an
+    ``<error>``. ``<system-out>`` lists each attempt and its log file; each
+    suite's ``<properties>`` name the run, the plan, and the report's notes.
+    """
+    tries: dict[str, list[AttemptRecord]] = {}
+    for a in report.attempts:
+        tries.setdefault(a.key, []).append(a)
+    by_task: dict[str, list[InstanceRecord]] = {}
+    for i in report.instances:
+        by_task.setdefault(i.task, []).append(i)
+    root = ET.Element(
+        "testsuites",
+        name=_xml(f"fleetrun {report.plan_name} {report.run_id}"),
+        tests=str(len(report.instances)),
+        failures=str(sum(i.state == "failed" for i in report.instances)),
+        errors=str(sum(i.state == "interrupted" for i in report.instances)),
+        time=_secs(report.overall.wall),
+    )
+    for task, members in by_task.items():
+        starts = [i.started_at for i in members if i.started_at is not None]
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=_xml(f"{report.plan_name}.{task}"),
+            tests=str(len(members)),
+            failures=str(sum(i.state == "failed" for i in members)),
+            errors=str(sum(i.state == "interrupted" for i in members)),
+            skipped=str(sum(i.state in _SKIPPED for i in members)),
+            time=_secs(sum(i.task_time for i in members)),
+            timestamp=time.strftime(
+                "%Y-%m-%dT%H:%M:%S", time.gmtime(min(starts) if starts else report.started_at)
+            ),
+        )
+        props = ET.SubElement(suite, "properties")
+        for name, value in _junit_properties(report):
+            ET.SubElement(props, "property", name=name, value=_xml(value))
+        for i in members:
+            _testcase(report, i, tries.get(i.key, []), suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"

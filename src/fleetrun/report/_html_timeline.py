@@ -1,0 +1,300 @@
+"""The timeline (Gantt chart) of the HTML report, drawn server-side as inline SVG.
+
+One row per target (and one for the instances that are not fanned over a
+target), one bar per attempt. Bars that overlap in time within a row go to
+separate lanes of that row, so none hides another. Bars carry classes only:
+the colour of their task (``t<N>``), their outcome (``o-failed`` ...) and
+``crit`` when the instance is on the critical path; the stylesheet turns those
+into fills, hatching and outlines. Each bar's ``data-i`` indexes the tooltip
+details that the page embeds as JSON.
+
+Invariant: exactly one ``rect.bar`` per ``AttemptRecord``, in the report's
+attempt order, so ``data-i`` is the attempt's index in ``report.attempts``.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from fleetrun.report._model import AttemptRecord, RunReport
+
+LABEL_W = 190.0  # left column: row labels
+PLOT_W = 900.0  # the time axis
+RIGHT_PAD = 16.0
+AXIS_H = 26.0  # tick labels above the rows
+LANE_H = 14.0
+LANE_GAP = 2.0
+ROW_PAD = 3.0
+PHASE_H = 10.0
+MIN_BAR_W = 1.5  # a 5 ms attempt in an hour-long run still shows
+LABEL_CHARS = 28
+BOTTOM_AXIS_ROWS = 25  # more rows than this: tick labels below the chart too
+
+_NICE_STEPS = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30,
+    60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+)  # fmt: skip
+_OUTCOMES = frozenset({"succeeded", "failed", "retrying", "cancelled", "interrupted"})
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """The chart's SVG markup and the tooltip details of its bars (by ``data-i``)."""
+
+    svg: str
+    details: list[list[object]]
+    rows: int
+    lanes: int
+
+
+def time_span(report: RunReport) -> tuple[float, float]:
+    """The chart's time origin and end: the run's start and its last recorded instant."""
+    starts = [a.started_at for a in report.attempts]
+    ends = [a.ended_at for a in report.attempts if a.ended_at is not None]
+    t0 = min([report.started_at, *starts])
+    t1 = max([t0, *starts, *ends, *([report.ended_at] if report.ended_at is not None else [])])
+    return t0, t1
+
+
+def tick_step(span: float, max_ticks: int = 10) -> float:
+    """The smallest round step (1/2/5 decades, then minutes and hours) giving at most
+    ``max_ticks`` intervals over ``span`` seconds."""
+    for step in _NICE_STEPS:
+        if span / step <= max_ticks:
+            return float(step)
+    return 86400.0 * math.ceil(span / 86400.0 / max_ticks)
+
+
+def tick_label(t: float, step: float) -> str:
+    """An axis label for ``t`` seconds after the start: ``0.25s``, ``45s``, ``2m30s``, ``1h05m``."""
+    if step < 1:
+        decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+        return f"{t:.{decimals}f}s"
+    whole = round(t)
+    if step < 60 or whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        m, s = divmod(whole, 60)
+        return f"{m}m" if s == 0 else f"{m}m{s:02d}s"
+    h, rest = divmod(whole, 3600)
+    return f"{h}h" if rest == 0 else f"{h}h{rest // 60:02d}m"
+
+
+def pack_lanes(intervals: Sequence[tuple[float, float]]) -> list[int]:
+    """Greedy interval partitioning: a lane per interval, overlapping ones apart.
+
+    Intervals are taken in start order; each goes to the lowest lane that is
+    free at its start. Returns the lane of each interval, in input order.
+    """
+    order = sorted(range(len(intervals)), key=lambda i: (intervals[i][0], intervals[i][1]))
+    lane_end: list[float] = []
+    lanes = [0] * len(intervals)
+    for i in order:
+        start, end = intervals[i]
+        for lane, busy_until in enumerate(lane_end):
+            if busy_until <= start:
+                lanes[i] = lane
+                lane_end[lane] = end
+                break
+        else:
+            lanes[i] = len(lane_end)
+            lane_end.append(end)
+    return lanes
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
+
+
+def _label(name: str, prefix: str = "") -> str:
+    """A row label's markup: the name, cut short with the full name as its title."""
+    short = _short(name)
+    title = f"<title>{html.escape(name)}</title>" if short != name else ""
+    return f"{title}{html.escape(prefix + short)}"
+
+
+def _row_order(report: RunReport) -> list[str | None]:
+    """Targets by first start (a waterfall); then targets that never ran, in plan order;
+    the row of unfanned instances (``None``) last."""
+    first: dict[str | None, float] = {}
+    for a in report.attempts:
+        first.setdefault(a.target, a.started_at)
+    ran = sorted(first, key=lambda t: (t is None, first[t], t or ""))
+    idle = [i.target for i in report.instances if i.target not in first]
+    seen: set[str | None] = set(ran)
+    rows: list[str | None] = [t for t in ran if t is not None]
+    for t in idle:
+        if t is not None and t not in seen:
+            seen.add(t)
+            rows.append(t)
+    if None in seen or any(i.target is None for i in report.instances):
+        rows.append(None)
+    return rows
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.1f}"
+
+
+def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timeline:
+    """Draw the chart of ``report``; ``task_index`` maps each task to its colour class."""
+    t0, t1 = time_span(report)
+    span = max(t1 - t0, 1e-3)
+    scale = PLOT_W / span
+
+    def x_of(t: float) -> float:
+        return LABEL_W + (t - t0) * scale
+
+    crit = {s.key for s in report.critical_path} | {i.key for i in report.instances if i.critical}
+    rows = _row_order(report)
+    by_row: dict[str | None, list[int]] = {t: [] for t in rows}
+    for idx, a in enumerate(report.attempts):
+        by_row.setdefault(a.target, []).append(idx)
+
+    out: list[str] = []
+    y = AXIS_H + 4.0
+
+    # Phases: a thin track each, above the targets (in dag mode they overlap).
+    phases = 0
+    for p in report.phases:
+        if p.started_at is None:  # nothing in it ran
+            continue
+        phases += 1
+        end = p.ended_at if p.ended_at is not None else t1
+        x = x_of(p.started_at)
+        w = max(MIN_BAR_W, (end - p.started_at) * scale)
+        name = html.escape(p.name)
+        out.append(
+            f'<text class="lbl ph" x="{LABEL_W - 8:.0f}" y="{_fmt(y + PHASE_H - 1)}">'
+            f"{_label(p.name, 'phase · ')}</text>"
+            f'<rect class="phase" x="{_fmt(x)}" y="{_fmt(y)}" width="{_fmt(w)}" '
+            f'height="{PHASE_H:.0f}"><title>phase {name}: from +{p.started_at - t0:.3f}s'
+            f" for {end - p.started_at:.3f}s</title></rect>"
+        )
+        y += PHASE_H + 3
+    if phases:
+        y += 6
+
+    bars: list[str] = []
+    centers: dict[str, tuple[float, float, float]] = {}  # key -> (y mid, x start, x end)
+    total_lanes = 0
+    for r, target in enumerate(rows):
+        idxs = by_row.get(target, [])
+        spans = [_bar_span(report.attempts[i], t1) for i in idxs]
+        lanes = pack_lanes(spans)
+        n_lanes = max(lanes, default=0) + 1
+        total_lanes += n_lanes
+        row_h = n_lanes * (LANE_H + LANE_GAP) - LANE_GAP + 2 * ROW_PAD
+        if r % 2 == 0:
+            out.append(
+                f'<rect class="band" x="0" y="{_fmt(y)}" width="{LABEL_W + PLOT_W + RIGHT_PAD:.0f}"'
+                f' height="{_fmt(row_h)}"/>'
+            )
+        label = "(not fanned over a target)" if target is None else target
+        cls = "lbl nt" if target is None else "lbl"
+        out.append(
+            f'<text class="{cls}" x="{LABEL_W - 8:.0f}" y="{_fmt(y + ROW_PAD + LANE_H - 3)}">'
+            f"{_label(label)}</text>"
+        )
+        for i, (start, end), lane in zip(idxs, spans, lanes, strict=True):
+            a = report.attempts[i]
+            by = y + ROW_PAD + lane * (LANE_H + LANE_GAP)
+            bx, bw = x_of(start), max(MIN_BAR_W, (end - start) * scale)
+            outcome = a.outcome if a.outcome in _OUTCOMES else "open"
+            classes = f"bar t{task_index.get(a.task, 0)} o-{outcome}"
+            if a.key in crit:
+                classes += " crit"
+            bars.append(
+                f'<rect class="{classes}" data-i="{i}" x="{_fmt(bx)}" y="{_fmt(by)}" '
+                f'width="{_fmt(bw)}" height="{LANE_H:.0f}"/>'
+            )
+            if outcome in ("failed", "cancelled", "interrupted"):
+                # Hatching on top of the task colour, so the task stays recognisable.
+                bars.append(
+                    f'<rect class="hatch h-{outcome}" x="{_fmt(bx)}" y="{_fmt(by)}" '
+                    f'width="{_fmt(bw)}" height="{LANE_H:.0f}"/>'
+                )
+            mid = by + LANE_H / 2
+            prev = centers.get(a.key)
+            centers[a.key] = (mid, prev[1] if prev else bx, bx + bw)
+        y += row_h
+
+    # Critical path: a dashed line from each step's end to the next step's start.
+    links = []
+    steps = [centers[s.key] for s in report.critical_path if s.key in centers]
+    for (y1, _, x1), (y2, x2, _) in itertools.pairwise(steps):
+        links.append(f"M{_fmt(x1)} {_fmt(y1)}L{_fmt(max(x1, x2))} {_fmt(y2)}")
+    link_svg = f'<path class="cp-link" d="{" ".join(links)}"/>' if links else ""
+
+    # A tall chart repeats the tick labels below its last row.
+    bottom_axis = len(rows) > BOTTOM_AXIS_ROWS
+    grid_end = y + 4
+    height = grid_end + (AXIS_H - 4 if bottom_axis else 4)
+    step = tick_step(span)
+    ticks = []
+    n_ticks = int(span / step + 1e-9)
+    for k in range(n_ticks + 1):
+        tx = x_of(t0 + k * step)
+        lbl = html.escape(tick_label(k * step, step))
+        ticks.append(
+            f'<line class="grid" x1="{_fmt(tx)}" y1="{AXIS_H - 4:.0f}" x2="{_fmt(tx)}" '
+            f'y2="{_fmt(grid_end)}"/><text class="tick" x="{_fmt(tx)}" y="{AXIS_H - 9:.0f}">'
+            f"{lbl}</text>"
+        )
+        if bottom_axis:
+            ticks.append(
+                f'<text class="tick" x="{_fmt(tx)}" y="{_fmt(grid_end + 14)}">{lbl}</text>'
+            )
+    width = LABEL_W + PLOT_W + RIGHT_PAD
+    svg = (
+        f'<svg id="fr-chart" class="g" role="img" '
+        f'aria-label="Timeline: one bar per attempt" viewBox="0 0 {width:.0f} {_fmt(height)}" '
+        f'width="{width:.0f}" height="{_fmt(height)}">'
+        f'{_DEFS}{"".join(out)}{"".join(ticks)}<g class="bars">{"".join(bars)}</g>'
+        f"{link_svg}</svg>"
+    )
+    # Tooltip details by data-i, which is the attempt's index: attempt order, not row order.
+    details = [_detail(a, t0, a.key in crit) for a in report.attempts]
+    return Timeline(svg=svg, details=details, rows=len(rows), lanes=total_lanes)
+
+
+def _bar_span(a: AttemptRecord, t_end: float) -> tuple[float, float]:
+    # An attempt without a recorded end (the run was killed) runs to the chart's end.
+    end = a.ended_at if a.ended_at is not None else t_end
+    return a.started_at, max(a.started_at, end)
+
+
+def _detail(a: AttemptRecord, t0: float, critical: bool) -> list[object]:
+    """The tooltip fields of one bar, in the order the page script reads them."""
+    return [
+        a.key,
+        a.task,
+        a.target,
+        a.n,
+        round(a.started_at - t0, 3),
+        None if a.ended_at is None else round(a.duration, 3),
+        a.outcome,
+        a.exit_code,
+        a.signal,
+        a.timed_out,
+        a.retry_reason,
+        critical,
+        a.log_path,
+    ]
+
+
+# Hatch patterns are referenced by fragment (url(#...)): nothing is fetched.
+_DEFS = (
+    "<defs>"
+    '<pattern id="hatch-failed" width="6" height="6" patternUnits="userSpaceOnUse" '
+    'patternTransform="rotate(45)"><rect width="2.5" height="6" fill="#8b0000" '
+    'fill-opacity="0.75"/></pattern>'
+    '<pattern id="hatch-cancelled" width="5" height="5" patternUnits="userSpaceOnUse">'
+    '<path d="M0 0L5 5M5 0L0 5" stroke="#333" stroke-width="1" stroke-opacity="0.6"/>'
+    "</pattern>"
+    "</defs>"
+)

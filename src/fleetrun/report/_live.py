@@ -1,0 +1,258 @@
+"""``LiveConsole``: the run drawn live on a terminal with rich, and when to use it.
+
+The console is an engine subscriber. Events only update counters in a
+``LiveState`` (O(1) each); the screen is redrawn from the event loop at most
+``refresh_per_second`` times a second by a ``loop.call_later`` chain armed by
+the first event, so nothing reads the state from another thread and a burst of
+events costs no extra drawing. Lines worth keeping (failures with the end of
+their log, retries, skips, throttling) are printed above the live area, in the
+words of the plain console, at the next redraw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from fleetrun.engine._events import (
+    AttemptEnded,
+    AttemptStarted,
+    Event,
+    InstanceReused,
+    InstanceSettled,
+    PoolChanged,
+    RunEnded,
+    RunStarted,
+)
+from fleetrun.engine._options import RunResult
+from fleetrun.plan._graph import Graph
+from fleetrun.report._live_render import LiveState, render
+from fleetrun.report._plain import event_text, reused_text, stamp, summary_text
+
+MAX_QUEUED = 256 * 1024
+"""Characters of task output held for the next redraw before it is printed at once."""
+
+
+def use_live(stream: TextIO, *, plain: bool, environ: Mapping[str, str]) -> bool:
+    """Whether to draw the live view on ``stream`` rather than plain lines.
+
+    Live only when every rule allows it:
+
+    - ``plain`` is False (``--plain`` asks for plain lines);
+    - ``CI`` is unset or empty (CI systems keep logs, not screens);
+    - ``NO_COLOR`` is unset (set, even empty, it asks for plain text);
+    - ``TERM`` is not ``dumb`` (such a terminal cannot move the cursor);
+    - ``stream.isatty()`` is True (a pipe or a file gets plain lines; a stream
+      without ``isatty`` or a closed one counts as not a terminal).
+    """
+    if plain or environ.get("CI") or "NO_COLOR" in environ or environ.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+class LiveConsole:
+    """A subscriber that draws the run live with rich on ``console``.
+
+    ``start()``/``stop()`` (or ``with``) begin and end the live display; events
+    must be delivered on the event loop's thread, as the engine does, and so
+    must calls to ``write_text``. ``parallelism`` is the run's ``-j`` (the
+    value in ``RunStarted`` wins when it has one); ``only`` the node ids the
+    run may start (None: all). ``clock`` gives the wall-clock time, the same
+    clock as the events' ``at``.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        console: Console,
+        parallelism: int | None = None,
+        only: frozenset[int] | None = None,
+        refresh_per_second: float = 8.0,
+        clock: Callable[[], float] = time.time,
+        tail_lines: int = 5,
+    ) -> None:
+        if refresh_per_second <= 0:
+            raise ValueError("refresh_per_second must be > 0")
+        self.console = console
+        self.state = LiveState(graph, parallelism=parallelism, only=only)
+        self.interval = 1.0 / refresh_per_second
+        self.clock = clock
+        self.tail_lines = tail_lines
+        self.refreshes = 0  # redraws so far, the one in ``start`` included
+        # Event lines and ``write_text`` blocks (no final newline), in order, to
+        # print above the live area at the next redraw.
+        self._above: list[str] = []
+        self._queued = 0
+        self._reused: list[str] = []
+        self._reused_at = 0.0
+        self._armed = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._live = Live(
+            console=console,
+            auto_refresh=False,
+            transient=False,
+            get_renderable=self._renderable,
+        )
+
+    # -- the subscriber (runs on the loop; must stay cheap) -----------------------
+
+    def __call__(self, ev: Event) -> None:
+        """Update the counters for ``ev``; queue a line above the live area if it matters."""
+        if not self._armed:
+            self._arm()
+        if self._reused and not isinstance(ev, InstanceReused):
+            self._queue(self._reused_at, [reused_text(self._reused)])
+            self._reused = []
+        state = self.state
+        # Most frequent first: two of these per attempt, one per instance.
+        if isinstance(ev, AttemptStarted):
+            state.attempt_started(ev.node, ev.attempt, ev.at)
+        elif isinstance(ev, AttemptEnded):
+            took = state.attempt_ended(ev.node, ev.outcome, ev.at, ev.started_at)
+            if ev.outcome == "failed" or ev.outcome == "retrying":
+                self._queue(ev.at, event_text(ev, took=took, tail_lines=self.tail_lines))
+        elif isinstance(ev, InstanceSettled):
+            state.instance_settled(ev.node, ev.state)
+            if ev.state != "succeeded":
+                self._queue(ev.at, event_text(ev))
+        elif isinstance(ev, InstanceReused):
+            state.instance_settled(ev.node, "reused")
+            self._reused.append(ev.key)
+            self._reused_at = ev.at
+        elif isinstance(ev, PoolChanged):
+            state.pool_changed(ev.pool, ev.rate)
+            self._queue(ev.at, event_text(ev))
+        elif isinstance(ev, RunStarted):
+            state.run_id, state.mode, state.started_at = ev.run_id, ev.mode, ev.at
+            if ev.mode == "sequential":
+                state.parallelism = 1
+            elif ev.parallelism is not None:
+                state.parallelism = ev.parallelism
+        elif isinstance(ev, RunEnded):
+            state.ended_at, state.outcome = ev.at, ev.status
+            # The last picture: drawn now, and the chain of redraws ends.
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = None
+            self.refresh()
+
+    def _queue(self, at: float, lines: list[str]) -> None:
+        if lines:
+            self._above.append(f"{stamp(at)} {lines[0]}")
+            self._above.extend(lines[1:])
+
+    def _arm(self) -> None:
+        self._armed = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # events fed outside a loop: redraws only when asked (``refresh``)
+        self._handle = loop.call_later(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        self.refresh()
+        if self.state.ended_at is None:
+            loop = asyncio.get_running_loop()
+            self._handle = loop.call_later(self.interval, self._tick)
+        else:
+            self._handle = None
+
+    # -- drawing --------------------------------------------------------------------
+
+    def _area_height(self) -> int:
+        # Leave a line so the last line printed above stays in view.
+        return max(3, self.console.size.height - 1)
+
+    def _renderable(self) -> Group:
+        return render(self.state, self.console.size.width, self._area_height(), self.clock())
+
+    def write_text(self, text: str) -> None:
+        """Print ``text`` (complete lines) above the live area at the next redraw.
+
+        ANSI colour codes in it are kept; cursor movements and other control
+        sequences are dropped, so a task's output cannot tear the live area.
+        Without a live display it is printed at once; with one, as soon as
+        ``MAX_QUEUED`` characters wait, so a noisy task cannot grow the queue.
+        """
+        self._above.append(text.removesuffix("\n"))
+        self._queued += len(text)
+        if not self._live.is_started or self._queued > MAX_QUEUED:
+            self.refresh()
+
+    def _flush(self) -> None:
+        if not self._above:
+            return
+        above, self._above = self._above, []
+        self._queued = 0
+        # One Text per item: colours a task leaves open end with its block.
+        out = [Text.from_ansi(item) for item in above]
+        self.console.print(*out, sep="\n", soft_wrap=True, highlight=False)
+
+    def refresh(self) -> None:
+        """Print the queued lines above the live area and redraw it (one write)."""
+        if not self._live.is_started:
+            self._flush()
+            return
+        self.refreshes += 1
+        with self.console:  # buffer both, so the terminal gets one write
+            self._flush()
+            self._live.refresh()
+
+    def start(self) -> None:
+        """Begin the live display (draws it once)."""
+        if not self._live.is_started:
+            self._live.start()
+            self.refresh()
+
+    def stop(self) -> None:
+        """End the live display, leaving its last picture on the screen."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._reused:
+            self._queue(self._reused_at, [reused_text(self._reused)])
+            self._reused = []
+        if self._live.is_started:
+            with self.console:
+                self._flush()
+                self._live.stop()
+        self._flush()
+
+    def __enter__(self) -> LiveConsole:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- what the CLI prints afterwards ------------------------------------------
+
+    @property
+    def task_time(self) -> float:
+        """Seconds spent in attempts so far (summed over every attempt)."""
+        return self.state.task_time
+
+    def summary(self, result: RunResult, graph: Graph) -> str:
+        """The same summary block as ``PlainConsole.summary``."""
+        return summary_text(
+            result.counts, result.ended_at - result.started_at, self.task_time, len(graph.nodes)
+        )
+
+
+__all__ = ["LiveConsole", "event_text", "reused_text", "stamp", "use_live"]

@@ -1,0 +1,231 @@
+"""PlainConsole at fixed inputs: the exact lines and the summary, with TZ pinned to UTC."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fleetrun.engine import (
+    AttemptEnded,
+    AttemptStarted,
+    Event,
+    InstanceReused,
+    InstanceSettled,
+    PoolChanged,
+    RunEnded,
+    RunResult,
+    RunStarted,
+)
+from fleetrun.engine.testing import graph, task
+from fleetrun.plan import Graph
+from fleetrun.report import PlainConsole
+
+T = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    """Lines carry local time: pin TZ to UTC, restore it afterwards."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+def demo() -> Graph:
+    return graph(
+        [
+            task("base", "true", targets=["a", "b", "c", "d"]),
+            task("ok", "true", targets=["x"]),
+            task("bad", "true", targets=["x"]),
+            task("slow", "true", targets=["x"]),
+            task("hung", "true", targets=["x"]),
+            task("dep", "true", targets=["x"], needs=["bad"]),
+        ]
+    )
+
+
+def start(g: Graph, key: str, at: float, attempt: int = 1) -> AttemptStarted:
+    return AttemptStarted(
+        at=at,
+        node=g.index[key],
+        key=key,
+        attempt=attempt,
+        command="true",
+        pid=10,
+        pgid=10,
+        log_path="x.log",
+    )
+
+
+def end(g: Graph, key: str, at: float, start_at: float, **kw: object) -> AttemptEnded:
+    fields: dict[str, object] = {
+        "attempt": 1,
+        "exit_code": 0,
+        "signal": None,
+        "timed_out": False,
+        "outcome": "succeeded",
+    }
+    fields.update(kw)
+    return AttemptEnded(at=at, node=g.index[key], key=key, started_at=start_at, **fields)  # type: ignore[arg-type]
+
+
+def settle(g: Graph, key: str, at: float, state: str, reason: str = "", n: int = 1) -> Event:
+    return InstanceSettled(
+        at=at,
+        node=g.index[key],
+        key=key,
+        state=state,  # type: ignore[arg-type]
+        reason=reason,
+        attempts=n,
+    )
+
+
+def lines_for(events: list[Event], tail_lines: int = 5) -> tuple[PlainConsole, list[str]]:
+    out = io.StringIO()
+    console = PlainConsole(out, tail_lines=tail_lines)
+    for ev in events:
+        console(ev)
+    return console, out.getvalue().splitlines()
+
+
+def test_every_kind_of_line_exactly() -> None:
+    g = demo()
+    tail = tuple(f"log line {k}" for k in range(1, 8))
+    events: list[Event] = [
+        RunStarted(at=T, run_id="r1", plan_name="demo", mode="dag", parallelism=4, nodes=5),
+        *[InstanceReused(at=T + 0.5, node=g.index[f"base@{t}"], key=f"base@{t}") for t in "abcd"],
+        start(g, "ok@x", T + 1),
+        start(g, "bad@x", T + 1),
+        end(g, "ok@x", T + 3, T + 1),
+        settle(g, "ok@x", T + 3, "succeeded"),
+        end(
+            g,
+            "bad@x",
+            T + 2,
+            T + 1,
+            exit_code=75,
+            outcome="retrying",
+            retry_reason="exit 75",
+            retry_delay=1.5,
+        ),
+        start(g, "bad@x", T + 4, attempt=2),
+        end(g, "bad@x", T + 66, T + 4, attempt=2, exit_code=4, outcome="failed", tail=tail),
+        settle(g, "bad@x", T + 66, "failed", n=2),
+        settle(g, "dep@x", T + 66, "skipped", "needs bad@x, which failed", 0),
+        start(g, "slow@x", T + 70),
+        end(g, "slow@x", T + 3670, T + 70, exit_code=None, signal=9, outcome="failed"),
+        start(g, "hung@x", T + 70),
+        end(
+            g,
+            "hung@x",
+            T + 100,
+            T + 70,
+            exit_code=None,
+            signal=15,
+            timed_out=True,
+            outcome="failed",
+        ),
+        PoolChanged(at=T + 101, pool="api", rate=2.5, reason="throttled: exit 75"),
+        RunEnded(at=T + 3700, run_id="r1", status="failed", counts={}),
+    ]
+    console, lines = lines_for(events)
+    assert lines == [
+        "22:13:20 run r1: 5 instance(s), mode dag, -j 4",
+        "22:13:20 reused     4 instance(s) that succeeded before: "
+        "base@a, base@b, base@c and 1 more",
+        "22:13:21 started    ok@x",
+        "22:13:21 started    bad@x",
+        "22:13:23 succeeded  ok@x in 2.0s",
+        "22:13:22 retrying   bad@x in 1.5s (exit 75)",
+        "22:13:24 started    bad@x (attempt 2)",
+        "22:14:26 failed     bad@x (exit code 4) after 1m02s",
+        "           | log line 3",
+        "           | log line 4",
+        "           | log line 5",
+        "           | log line 6",
+        "           | log line 7",
+        "22:14:26 skipped    dep@x: needs bad@x, which failed",
+        "22:14:30 started    slow@x",
+        "23:14:30 failed     slow@x (killed by signal 9) after 1h00m",
+        "22:14:30 started    hung@x",
+        "22:15:00 failed     hung@x (timed out) after 30.0s",
+        "22:15:01 pool       api: rate 2.5/s (throttled: exit 75)",
+        "23:15:00 run r1 failed",
+    ]
+    # Attempt times summed: 2 + 1 + 62 + 3600 + 30.
+    assert console.task_time == pytest.approx(3695.0)
+
+
+def test_cancelled_and_never_started_failures() -> None:
+    g = demo()
+    events: list[Event] = [
+        start(g, "ok@x", T),
+        end(g, "ok@x", T + 1, T, exit_code=None, signal=15, outcome="cancelled"),
+        settle(g, "ok@x", T + 1, "cancelled"),
+        settle(g, "bad@x", T + 1, "failed", "could not start: no such file", 0),
+        settle(g, "dep@x", T + 1, "not_started", "interrupted", 0),
+    ]
+    _, lines = lines_for(events)
+    assert lines == [
+        "22:13:20 started    ok@x",
+        "22:13:21 cancelled  ok@x",
+        "22:13:21 failed     bad@x: could not start: no such file",
+    ]
+
+
+def test_tail_lines_setting_and_few_reused() -> None:
+    g = demo()
+    events: list[Event] = [
+        InstanceReused(at=T, node=g.index["base@a"], key="base@a"),
+        InstanceReused(at=T, node=g.index["base@b"], key="base@b"),
+        start(g, "bad@x", T + 1),
+        end(g, "bad@x", T + 1.25, T + 1, exit_code=1, outcome="failed", tail=("a", "b", "c")),
+    ]
+    _, lines = lines_for(events, tail_lines=2)
+    assert lines == [
+        "22:13:20 reused     2 instance(s) that succeeded before: base@a, base@b",
+        "22:13:21 started    bad@x",
+        "22:13:21 failed     bad@x (exit code 1) after 0.2s",
+        "           | b",
+        "           | c",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("states", "wall", "task_time", "expected"),
+    [
+        (
+            {0: "succeeded", 1: "succeeded", 2: "failed", 3: "skipped", 4: "reused"},
+            12.0,
+            30.0,
+            "2 succeeded, 1 reused, 1 failed, 1 skipped (of 9)\n"
+            "wall time 12.0s, task time 30.0s, speedup 2.5x",
+        ),
+        (
+            {0: "succeeded", 1: "not_started", 2: "cancelled"},
+            125.0,
+            250.0,
+            "1 succeeded, 1 cancelled, 1 not started (of 9)\n"
+            "wall time 2m05s, task time 4m10s, speedup 2.0x",
+        ),
+        ({}, 0.0, 0.0, "nothing to do (of 9)\nwall time 0.0s, task time 0.0s, speedup 0.0x"),
+    ],
+)
+def test_summary(states: dict[int, str], wall: float, task_time: float, expected: str) -> None:
+    g = demo()
+    console = PlainConsole(io.StringIO())
+    console.task_time = task_time
+    result = RunResult(
+        run_id="r1", status="failed", states=states, outputs={}, started_at=T, ended_at=T + wall
+    )
+    assert console.summary(result, g) == expected
