@@ -9,7 +9,8 @@ named in ``$FAIL``, and a notify step after each check. Two phases.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,3 +142,13 @@ def make_run(tmp_path: Path) -> Callable[..., Recorded]:
         return apply(tmp_path, *args, text=text, files=files, fail=fail, expect=expect)
 
     return make
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Event lines carry local time: pin TZ to UTC, restore it afterwards."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

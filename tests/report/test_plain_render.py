@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,18 +24,7 @@ from fleetrun.report import PlainConsole
 T = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 
 
-@pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    """Lines carry local time: pin TZ to UTC, restore it afterwards."""
-    before = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if before is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = before
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")
 
 
 def demo() -> Graph:

@@ -20,7 +20,7 @@ from rich.console import Group
 from rich.text import Text
 
 from fleetrun.plan._graph import Graph
-from fleetrun.report._plain import format_duration
+from fleetrun.report._plain import STATE_ORDER, format_duration
 
 NO_PHASE = "(no phase)"
 """The bar of instances whose task names no phase."""
@@ -35,18 +35,7 @@ SETTLED = 4
 _DONE = frozenset({"succeeded", "reused"})
 _FAILED = frozenset({"failed", "cancelled", "interrupted"})
 
-_COUNT_ORDER = (
-    "pending",
-    "running",
-    "retrying",
-    "succeeded",
-    "reused",
-    "failed",
-    "skipped",
-    "cancelled",
-    "not_started",
-    "interrupted",
-)
+_COUNT_ORDER = ("pending", "running", "retrying", *STATE_ORDER)
 
 _BAR_DONE = "█"
 _BAR_LEFT = "░"
@@ -254,8 +243,8 @@ class LiveState:
     def _factors(self) -> tuple[list[float | None], float | None]:
         """Per task: measured mean / estimate; overall: the same over every task.
 
-        A task without measurements keeps its plan estimate when it has one
-        (factor 1), else takes the overall factor (None before anything finished).
+        A task without measurements takes the overall factor; before anything
+        finished, its plan estimate as given (factor 1) when it has one, else None.
         """
         done = sum(self.measured_est)
         overall: float | None = sum(self.measured) / done if done > 0 else None
@@ -265,9 +254,12 @@ class LiveState:
         for t in range(len(self.task_names)):
             if self.measured_est[t] > 0:
                 per.append(self.measured[t] / self.measured_est[t])
-            elif self.task_estimated[t]:
+            elif overall is None and self.task_estimated[t]:
                 per.append(1.0)
             else:
+                # Plan estimates tend to be off by a common factor (they were
+                # written for another machine, or another day): calibrate a
+                # task not yet measured by what was measured so far.
                 per.append(overall)
         return per, overall
 
@@ -280,8 +272,9 @@ class LiveState:
         at least its tasks' remaining work divided by its concurrency and their
         remaining starts divided by its (current) rate. Estimates are scaled by
         how long finished instances of the same task really took (a task never
-        measured keeps its plan estimate, or without one takes the factor of all
-        measured tasks). Barriers of ``--mode phased`` are not modelled.
+        measured takes the factor of all measured tasks; before anything is
+        measured, plan estimates are taken as given). Barriers of ``--mode
+        phased`` are not modelled.
         """
         if self.ended_at is not None:
             return 0.0

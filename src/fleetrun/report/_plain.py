@@ -23,7 +23,7 @@ from fleetrun.engine._events import (
 from fleetrun.engine._options import RunResult
 from fleetrun.plan._graph import Graph
 
-_STATE_ORDER = (
+STATE_ORDER = (
     "succeeded",
     "reused",
     "failed",
@@ -32,6 +32,7 @@ _STATE_ORDER = (
     "not_started",
     "interrupted",
 )
+"""Final states in the order summaries list them."""
 
 
 def format_duration(seconds: float) -> str:
@@ -157,8 +158,8 @@ class PlainConsole:
 
 def summary_text(counts: Mapping[str, int], wall: float, task_time: float, nodes: int) -> str:
     """The summary block (also used by other renderers)."""
-    parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in _STATE_ORDER if counts.get(s)]
-    parts += [f"{n} {s}" for s, n in counts.items() if s not in _STATE_ORDER and n]
+    parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in STATE_ORDER if counts.get(s)]
+    parts += [f"{n} {s}" for s, n in counts.items() if s not in STATE_ORDER and n]
     speedup = task_time / wall if wall > 0 else 0.0
     return (
         f"{', '.join(parts) or 'nothing to do'} (of {nodes})\n"
