@@ -14,6 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+import click
+
+from fleetrun.errors import FleetrunError
 from fleetrun.plan import Graph
 from fleetrun.redact import Redactor
 
@@ -51,6 +54,7 @@ class Display:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         from fleetrun.report import EventsFile, LiveConsole, OutputPrinter, PlainConsole, use_live
+
         stream = sys.stdout if stream is None else stream
         environ = os.environ if environ is None else environ
         # Opened first: a path that cannot be written is a usage error (exit 2)
@@ -104,4 +108,9 @@ class Display:
                     self._live.stop()
             finally:
                 if self._events is not None:
-                    self._events.close()
+                    try:
+                        self._events.close()
+                    except FleetrunError as e:
+                        # The run and its journal are complete; the exit code
+                        # stays the run's own.
+                        click.echo(f"warning: {e}", err=True)
