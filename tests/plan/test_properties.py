@@ -11,7 +11,7 @@ import string
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fleetrun.errors import PlanError
@@ -130,6 +130,7 @@ STRUCTURES = st.recursive(
 
 @FAST
 @given(st.dictionaries(st.sampled_from(KEYS), STRUCTURES, max_size=8))
+@example(data={"env_file": "\x00"})  # a NUL in a file name is a plan error
 def test_random_structures_never_crash(data: dict[str, Any]) -> None:
     _check(yaml.safe_dump(data, allow_unicode=True))
 

@@ -201,6 +201,11 @@ class _Converter:
 
     def scalar(self, node: yaml.ScalarNode, line: int, col: int) -> YScalar:
         value: Scalar
+        if "\0" in node.value:
+            # No command, argument, environment value or path can hold one. The
+            # rest of the checks go on without it (the plan is rejected anyway).
+            self.error(node, "a value holds a NUL character (\\0)", "remove it")
+            node.value = node.value.replace("\0", "")
         multiline = node.end_mark.line != node.start_mark.line
         tag = node.tag
         if tag == _STR:
