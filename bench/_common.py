@@ -31,6 +31,18 @@ def machine() -> str:
     )
 
 
+def load() -> str:
+    """The 1-, 5- and 15-minute load averages, as ``a/b/c``."""
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def median(xs: list[float]) -> float:
+    """The median of a non-empty list."""
+    s = sorted(xs)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
 def verdict(ok: bool) -> str:
     """``PASS``/``MISS`` for a target line."""
     return "PASS" if ok else "MISS"

@@ -1,15 +1,21 @@
-"""LocalExecutor with real processes: environment, outputs, quoting, redaction, logs."""
+"""LocalExecutor with real processes: environment, outputs, quoting, redaction, logs, spawning."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shlex
 import sys
+import threading
 from pathlib import Path
 
-from fleetrun.engine import AttemptOutput, AttemptStarted
+import pytest
+
+from fleetrun.engine import AttemptEnded, AttemptOutput, AttemptStarted
 from fleetrun.engine.testing import graph, task
-from fleetrun.executors import env_name, parse_outputs
+from fleetrun.executors import LocalExecutor, env_name, parse_outputs
+from fleetrun.executors._spawner import Job, Mailbox
 from fleetrun.redact import Redactor
 
 PY = shlex.quote(sys.executable)
@@ -62,7 +68,7 @@ def test_environment_and_log_layout(runner, tmp_path):
     assert lines["FLEETRUN_RUN_ID"] == "rid"
     assert lines["PLAN_V"] == "1"
     assert lines["TASK_V"] == "2"
-    assert lines["FLEETRUN_OUTPUT"].endswith("/logs/t/eu.1.outputs")
+    assert lines["FLEETRUN_OUTPUT"] == str(tmp_path / "run" / "outputs" / "t" / "eu.1.outputs")
     logs = {e.key: e.log_path for e in ran.of(AttemptStarted)}
     assert logs["t@eu"] == str(tmp_path / "run" / "logs" / "t" / "eu.1.log")
     assert logs["u"] == str(tmp_path / "run" / "logs" / "u" / "u.1.log")
@@ -159,3 +165,72 @@ def test_a_published_secret_reaches_dependents_but_not_the_disk(runner, tmp_path
     assert any(p.name.endswith(".outputs") for p in files)
     for p in files:
         assert secret not in p.read_text(errors="replace"), p
+
+
+def test_logs_and_outputs_live_in_separate_trees(runner, tmp_path):
+    # Only tasks that publish outputs create files under outputs/; every attempt has a log.
+    g = graph(
+        [
+            task("quiet", "true", targets=[f"q{i}" for i in range(40)]),
+            task("pub", 'echo "k=$FLEETRUN_TARGET" > "$FLEETRUN_OUTPUT"', targets=["a", "b"]),
+        ]
+    )
+    ran = runner(g, parallelism=8)
+    assert ran.result.counts == {"succeeded": 42}
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "logs" / "quiet").iterdir()) == sorted(
+        f"q{i}.1.log" for i in range(40)
+    )
+    assert sorted(p.name for p in (run / "logs" / "pub").iterdir()) == ["a.1.log", "b.1.log"]
+    assert list((run / "outputs" / "quiet").iterdir()) == []
+    assert sorted(p.name for p in (run / "outputs" / "pub").iterdir()) == [
+        "a.1.outputs",
+        "b.1.outputs",
+    ]
+    outs = {ran.result.outputs[i]["k"] for i in ran.result.outputs}
+    assert outs == {"a", "b"}
+
+
+def test_many_spawns_through_each_spawn_setting_are_reaped_once(runner, tmp_path):
+    # The spawner hands finished spawns back in batches: every attempt must still
+    # start once, end once and leave its group behind it (nothing left in it).
+    for threads in (0, 1, 3):
+        g = graph([task("t", "true", targets=[f"n{i}" for i in range(150)])])
+        ran = runner(
+            g,
+            LocalExecutor(spawn_threads=threads),
+            run_dir=tmp_path / f"run{threads}",
+            parallelism=8,
+        )
+        assert ran.result.counts == {"succeeded": 150}, threads
+        started = ran.of(AttemptStarted)
+        assert len(started) == len({e.key for e in started}) == 150
+        assert len({e.pid for e in started}) == 150
+        assert len(ran.of(AttemptEnded)) == 150
+        for e in started:
+            with pytest.raises(ProcessLookupError):
+                os.killpg(e.pgid, 0)
+
+
+def test_mailbox_delivers_every_job_exactly_once_across_threads():
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        box = Mailbox(loop)
+        jobs = [Job(box, loop.create_future(), "", [], {}, ()) for _ in range(2000)]
+        for k, job in enumerate(jobs):
+            job.pid = k
+
+        def post(part: list[Job]) -> None:
+            for job in part:
+                box.post(job)
+
+        threads = [threading.Thread(target=post, args=(jobs[k::3],)) for k in range(3)]
+        for t in threads:
+            t.start()
+        got = await asyncio.gather(*(job.fut for job in jobs))
+        for t in threads:
+            t.join()
+        assert all(job.done for job in jobs)
+        return got
+
+    assert asyncio.run(main()) == list(range(2000))

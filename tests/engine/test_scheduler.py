@@ -220,3 +220,23 @@ def test_out_of_run_and_reused_requirements(runner):
     assert [e.key for e in ran.of(InstanceSettled)] == ["b"]
     ran = runner(g, only=frozenset({2}))
     assert ran.settled()["c"].reason == "needs a, which is not part of this run"
+
+
+def test_an_output_never_published_fails_the_dependent_with_the_reason(runner):
+    # a succeeds but publishes only "tag"; b's command needs a's "image".
+    g = graph(
+        [
+            task("a", 'echo tag=1 >> "$FLEETRUN_OUTPUT"'),
+            task("b", "echo {{ tasks.a.outputs.image }}", needs=["a"]),
+        ]
+    )
+    ran = runner(g)
+    assert ran.result.states == {0: "succeeded", 1: "failed"}
+    b = ran.settled()["b"]
+    # Nothing ran for b: no attempt is counted, and the reason says what is missing.
+    assert b.attempts == 0
+    assert [e.key for e in ran.of(AttemptStarted)] == ["a"]
+    assert b.reason == (
+        "cannot render the command: no value for tasks.a.outputs.image (a published only "
+        "tag; a task publishes key=value lines to $FLEETRUN_OUTPUT)"
+    )

@@ -4,6 +4,14 @@ The scheduler has already taken the node's slots when ``attempt`` starts; the
 ``finally`` below gives them back once the executor returned, which for a
 process means it was reaped. A retry waits for its backoff holding no slot,
 then goes back into the ready heap and competes for slots again.
+
+Files of an attempt: its log, ``logs/<task>/<target>.<n>.log``, and the file
+named by ``$FLEETRUN_OUTPUT``, ``outputs/<task>/<target>.<n>.outputs``. The
+output files live apart from the logs on purpose: after every successful
+attempt the executor looks its output file up (usually to find nothing), and
+a lookup in the logs directory waits behind the children that are creating
+their logs there at the same moment; in ``outputs/`` only tasks that publish
+something create files.
 """
 
 from __future__ import annotations
@@ -43,18 +51,21 @@ def _describe(result: AttemptResult, timeout: float | None) -> str:
 class AttemptRunner:
     """Runs attempts for one ``_Run`` (which owns all the state it touches)."""
 
-    __slots__ = ("_dirs", "_logs", "run")
+    __slots__ = ("_dirs", "_root", "run")
 
     def __init__(self, run: _Run) -> None:
         self.run = run
-        self._logs = Path(run.options.run_dir) / "logs"
-        self._dirs: dict[str, str] = {}
+        self._root = Path(run.options.run_dir)
+        # task -> (its log directory, its output directory), created once per task.
+        self._dirs: dict[str, tuple[str, str]] = {}
 
-    def _dir(self, task: str) -> str:
+    def _dir(self, task: str) -> tuple[str, str]:
         d = self._dirs.get(task)
         if d is None:
-            d = str(self._logs / safe_name(task))
-            os.makedirs(d, exist_ok=True)
+            name = safe_name(task)
+            d = (str(self._root / "logs" / name), str(self._root / "outputs" / name))
+            os.makedirs(d[0], exist_ok=True)
+            os.makedirs(d[1], exist_ok=True)
             self._dirs[task] = d
         return d
 
@@ -80,8 +91,9 @@ class AttemptRunner:
         spawned = False
         result: AttemptResult | None = None
         problem = ""
-        base = f"{self._dir(node.task)}/{safe_name(node.target or node.task)}.{n}"
-        log_path = base + ".log"
+        logs, outs = self._dir(node.task)
+        name = f"{safe_name(node.target or node.task)}.{n}"
+        log_path = f"{logs}/{name}.log"
 
         def on_started(pid: int, pgid: int) -> None:
             nonlocal spawned
@@ -112,7 +124,7 @@ class AttemptRunner:
                 target = None if node.target is None else graph.plan.targets[node.target]
                 command = task.run.render(target, graph.plan.vars, dep_outputs)
             except KeyError as e:
-                problem = f"cannot render the command: {e.args[0]} is not known"
+                problem = f"cannot render the command: no value for {e.args[0]}"
             else:
                 display = opts.redactor.redact(command)
                 # Positional: this runs once per attempt (see AttemptSpec for the order).
@@ -124,7 +136,7 @@ class AttemptRunner:
                     display,
                     opts.run_id,
                     log_path,
-                    base + ".outputs",
+                    f"{outs}/{name}.outputs",
                     task.timeout,
                     opts.grace,
                     opts.redactor,
@@ -164,6 +176,25 @@ class AttemptRunner:
                 run.tasks.pop(j, None)
                 run.wake.set()
         if result is None:
+            if spawned:
+                # The process ran but its ending could not be observed: close
+                # the attempt so every AttemptStarted has its AttemptEnded.
+                run.emit(
+                    AttemptEnded(
+                        at=time.time(),
+                        node=j,
+                        key=node.key,
+                        attempt=n,
+                        started_at=began,
+                        exit_code=None,
+                        signal=None,
+                        timed_out=False,
+                        outcome="failed",
+                        tail=(problem,),
+                    )
+                )
+            else:
+                run.attempts[j] -= 1  # nothing ran: not an attempt
             run.settle(j, "failed", problem)
             run.on_final_failure(j)
             run.kick()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from fleetrun.engine._executor import AttemptResult, AttemptSpec
 from fleetrun.executors._proc import Proc
-from fleetrun.executors._spawner import Action, Job, default_spawn_threads, spawner
+from fleetrun.executors._spawner import Action, Job, Mailbox, default_spawn_threads, spawner
 from fleetrun.plan._graph import Graph
 from fleetrun.plan._model import Task
 from fleetrun.redact import Redactor
@@ -113,6 +113,7 @@ class LocalExecutor:
         if spawn_threads is None:
             spawn_threads = default_spawn_threads()
         self._spawner = spawner(spawn_threads) if spawn_threads > 0 else None
+        self._box: Mailbox | None = None
 
     # -- per-task preparation (cached: built once per task, not per attempt) ------
 
@@ -197,7 +198,7 @@ class LocalExecutor:
                 (os.POSIX_SPAWN_DUP2, 1, 2),
             ]
         try:
-            pid = await self._spawn(loop, path, argv, env, actions)
+            pid, pidfd = await self._spawn(loop, path, argv, env, actions)
         except BaseException:
             if piped:
                 os.close(r)
@@ -207,9 +208,9 @@ class LocalExecutor:
             if piped:
                 os.close(w)
         if piped:
-            proc = Proc(loop, pid, r, log_fd, spec.redactor.stream(), spec.on_output)
+            proc = Proc(loop, pid, r, log_fd, spec.redactor.stream(), spec.on_output, pidfd=pidfd)
         else:
-            proc = Proc(loop, pid)
+            proc = Proc(loop, pid, pidfd=pidfd)
 
         return await self._wait(loop, spec, proc, grace)
 
@@ -254,9 +255,10 @@ class LocalExecutor:
         argv: list[str],
         env: dict[str, str],
         actions: list[Action],
-    ) -> int:
-        """``posix_spawn`` on a spawner thread (see ``_spawner``); the new group leader's pid.
+    ) -> tuple[int, int | None]:
+        """``posix_spawn`` on a spawner thread (see ``_spawner``).
 
+        Returns the new group leader's pid and its pidfd (None: not opened yet).
         The loop never waits for an exec and keeps reaping and scheduling while
         the next child starts (``spawn_threads=0`` spawns inline instead). If
         the attempt is cancelled meanwhile, the spawn still completes, and the
@@ -264,11 +266,15 @@ class LocalExecutor:
         """
         if self._spawner is None:
             # Opt-in: the loop waits for the child's exec (a fraction of a millisecond).
-            return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)  # noqa: ASYNC221
-        job = Job(loop, path, argv, env, actions)
+            pid = os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)  # noqa: ASYNC221
+            return pid, None
+        box = self._box
+        if box is None or box.loop is not loop:
+            box = self._box = Mailbox(loop)
+        job = Job(box, loop.create_future(), path, argv, env, actions)
         self._spawner.submit(job)
         try:
-            return await job.fut
+            return await job.fut, job.pidfd
         except asyncio.CancelledError:
             while not job.done:
                 job.fut = loop.create_future()
@@ -279,7 +285,7 @@ class LocalExecutor:
                 except BaseException:
                     break  # the spawn failed: nothing to clean up
             if job.pid is not None:
-                proc = Proc(loop, job.pid)
+                proc = Proc(loop, job.pid, pidfd=job.pidfd)
                 proc.kill()
                 await self._end(proc, 0.0)
             raise

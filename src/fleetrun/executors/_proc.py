@@ -68,6 +68,8 @@ class Proc:
         log_fd: int | None = None,
         redact: StreamRedactor | None = None,
         on_output: Callable[[str], None] | None = None,
+        *,
+        pidfd: int | None = None,
     ) -> None:
         self._loop = loop
         self.pid = pid
@@ -84,7 +86,8 @@ class Proc:
         self._redact = redact
         self._on_output = on_output
         self._line = b""
-        self._pidfd = os.pidfd_open(pid)
+        # ``pidfd``: already opened by the spawner thread (this Proc owns it now).
+        self._pidfd = os.pidfd_open(pid) if pidfd is None else pidfd
         loop.add_reader(self._pidfd, self._on_exit)
         if pipe is not None:
             os.set_blocking(pipe, False)

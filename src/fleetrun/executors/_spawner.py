@@ -3,8 +3,13 @@
 glibc's ``posix_spawn`` suspends the calling thread until the child has exec'd
 (vfork semantics). Calling it on the loop thread would stall the loop for
 every exec, so jobs go to a few daemon threads through a ``SimpleQueue`` and
-come back with ``loop.call_soon_threadsafe`` - no ``concurrent.futures``
+come back through a per-loop ``Mailbox`` - no ``concurrent.futures``
 machinery per spawn. The GIL is released while a thread waits in the kernel.
+The thread also opens the child's pidfd, so the loop only has to watch it.
+
+A mailbox wakes its loop (``call_soon_threadsafe``) only when it goes from
+empty to not empty: spawns that finish while the loop is busy elsewhere are
+delivered together, with one wake-up.
 
 Invariant: every job is delivered exactly once, on the loop thread, whether or
 not its waiter is still there; ``Job.done`` tells the waiter it was.
@@ -13,35 +18,87 @@ not its waiter is still there; ``Job.done`` tells the waiter it was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
+import signal
 import threading
+from collections import deque
 from collections.abc import Sequence
 
 Action = tuple[int, ...] | tuple[int, int, str, int, int]
 """One posix_spawn file action: (DUP2, fd, fd) or (OPEN, fd, path, flags, mode)."""
 
 
-class Job:
-    """One spawn request and, once ``done``, its pid or the error it raised."""
+class Mailbox:
+    """Finished jobs on their way back to one loop (one wake-up per batch)."""
 
-    __slots__ = ("actions", "argv", "done", "env", "error", "fut", "loop", "path", "pid")
+    __slots__ = ("_items", "_scheduled", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: deque[Job] = deque()
+        self._scheduled = False
+
+    def post(self, job: Job) -> None:
+        """Called on a spawner thread: queue ``job`` and wake the loop if it was idle.
+
+        Raises RuntimeError when the loop is closed.
+        """
+        if self.loop.is_closed():
+            raise RuntimeError("the loop is closed")
+        self._items.append(job)
+        # Invariant: an item appended after ``_drain`` cleared the flag finds it
+        # cleared, so it is never left behind without a wake-up coming.
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                self._scheduled = False
+                self._items.remove(job)
+                raise
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        items = self._items
+        while items:
+            _deliver(items.popleft())
+
+
+class Job:
+    """One spawn request and, once ``done``, its pid (and pidfd) or the error it raised."""
+
+    __slots__ = (
+        "actions",
+        "argv",
+        "box",
+        "done",
+        "env",
+        "error",
+        "fut",
+        "path",
+        "pid",
+        "pidfd",
+    )
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        box: Mailbox,
+        fut: asyncio.Future[int],
         path: str,
         argv: list[str],
         env: dict[str, str],
         actions: Sequence[Action],
     ) -> None:
-        self.loop = loop
+        self.box = box
         self.path = path
         self.argv = argv
         self.env = env
         self.actions = actions
-        self.fut: asyncio.Future[int] = loop.create_future()
+        self.fut = fut
         self.pid: int | None = None
+        self.pidfd = -1
         self.error: BaseException | None = None
         self.done = False
 
@@ -58,20 +115,35 @@ def _deliver(job: Job) -> None:
         fut.set_result(job.pid)
 
 
+def _end_orphan(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
 def _work(jobs: queue.SimpleQueue[Job]) -> None:
     spawn = os.posix_spawn
+    pidfd_open = os.pidfd_open
     while True:
         job = jobs.get()
         try:
-            job.pid = spawn(job.path, job.argv, job.env, file_actions=job.actions, setpgroup=0)
+            pid = spawn(job.path, job.argv, job.env, file_actions=job.actions, setpgroup=0)
         except BaseException as e:  # delivered to the waiter, which raises it
             job.error = e
+        else:
+            try:
+                job.pidfd = pidfd_open(pid)
+            except BaseException as e:  # out of descriptors: the child cannot be watched
+                _end_orphan(pid)
+                job.error = e
+            else:
+                job.pid = pid
         try:
-            job.loop.call_soon_threadsafe(_deliver, job)
+            job.box.post(job)
         except RuntimeError:  # the loop is closed: nobody waits, end the orphan
             if job.pid is not None:
-                os.killpg(job.pid, 9)
-                os.waitpid(job.pid, 0)
+                os.close(job.pidfd)
+                _end_orphan(job.pid)
 
 
 class Spawner:
@@ -85,7 +157,7 @@ class Spawner:
             ).start()
 
     def submit(self, job: Job) -> None:
-        """Queue ``job``; it is delivered through ``job.fut`` on its loop."""
+        """Queue ``job``; it is delivered through ``job.fut`` on its mailbox's loop."""
         self._jobs.put(job)
 
 

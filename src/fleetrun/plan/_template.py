@@ -146,5 +146,12 @@ def lookup(
             raise KeyError(".".join(path))
         return vars[path[1]]
     if root == "tasks" and len(path) == 4 and path[2] == "outputs":
-        return outputs[path[1]][path[3]]
+        published = outputs.get(path[1], {})
+        if path[3] not in published:
+            raise KeyError(
+                f"tasks.{path[1]}.outputs.{path[3]} ({path[1]} published "
+                + (f"only {', '.join(sorted(published))}" if published else "no outputs")
+                + "; a task publishes key=value lines to $FLEETRUN_OUTPUT)"
+            )
+        return published[path[3]]
     raise KeyError(".".join(path))
