@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shlex
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -234,3 +235,55 @@ def test_mailbox_delivers_every_job_exactly_once_across_threads():
         return got
 
     assert asyncio.run(main()) == list(range(2000))
+
+
+def test_a_spawn_waiting_for_its_child_lets_other_threads_run(tmp_path: Path) -> None:
+    # The child's log is a FIFO: the spawn cannot return until someone opens its
+    # other end. Only the main thread does that, after sleeping - which needs the
+    # GIL while the spawner thread is still inside posix_spawn. Run in a child
+    # interpreter so that a held GIL shows up as a timeout, not a hung test.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    script = f"""
+import os, threading, time
+from fleetrun.executors import _cspawn
+assert _cspawn.available()
+got = []
+def spawn():
+    got.append(_cspawn.spawn("/bin/true", ["true"], {{}},
+                             [(os.POSIX_SPAWN_OPEN, 1, {str(fifo)!r}, os.O_RDONLY, 0)]))
+t = threading.Thread(target=spawn)
+t.start()
+ran = 0
+for _ in range(10):
+    time.sleep(0.02)
+    ran += 1
+fd = os.open({str(fifo)!r}, os.O_WRONLY)
+os.close(fd)
+t.join()
+os.waitpid(got[0], 0)
+print("ran", ran, "pgid", "own" if got[0] else "none")
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["ran", "10", "pgid", "own"]
+
+
+def test_cspawn_reports_errors_like_os_posix_spawn(tmp_path: Path) -> None:
+    from fleetrun.executors import _cspawn
+
+    missing = str(tmp_path / "no-such-program")
+    with pytest.raises(FileNotFoundError):
+        _cspawn.spawn(missing, ["x"], {}, [])
+    # A new process group of its own, and the environment as given.
+    out = tmp_path / "out"
+    pid = _cspawn.spawn(
+        "/bin/sh",
+        ["/bin/sh", "-c", 'echo "$$ $(cut -d" " -f5 /proc/$$/stat) $ONLY"'],
+        {"ONLY": "this", "PATH": os.defpath},
+        [(os.POSIX_SPAWN_OPEN, 1, str(out), os.O_WRONLY | os.O_CREAT, 0o600)],
+    )
+    os.waitpid(pid, 0)
+    me, pgid, value = out.read_text().split()
+    assert int(me) == pid == int(pgid)
+    assert value == "this"

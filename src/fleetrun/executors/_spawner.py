@@ -4,8 +4,9 @@ glibc's ``posix_spawn`` suspends the calling thread until the child has exec'd
 (vfork semantics). Calling it on the loop thread would stall the loop for
 every exec, so jobs go to a few daemon threads through a ``SimpleQueue`` and
 come back through a per-loop ``Mailbox`` - no ``concurrent.futures``
-machinery per spawn. The GIL is released while a thread waits in the kernel.
-The thread also opens the child's pidfd, so the loop only has to watch it.
+machinery per spawn. The threads call libc's ``posix_spawn`` with the GIL
+released (``_cspawn``), so the loop runs while a child execs. The thread also
+opens the child's pidfd, so the loop only has to watch it.
 
 A mailbox wakes its loop (``call_soon_threadsafe``) only when it goes from
 empty to not empty: spawns that finish while the loop is busy elsewhere are
@@ -25,6 +26,8 @@ import signal
 import threading
 from collections import deque
 from collections.abc import Sequence
+
+from fleetrun.executors import _cspawn
 
 Action = tuple[int, ...] | tuple[int, int, str, int, int]
 """One posix_spawn file action: (DUP2, fd, fd) or (OPEN, fd, path, flags, mode)."""
@@ -121,13 +124,19 @@ def _end_orphan(pid: int) -> None:
     os.waitpid(pid, 0)
 
 
+def _os_spawn(path: str, argv: list[str], env: dict[str, str], actions: Sequence[Action]) -> int:
+    return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)
+
+
 def _work(jobs: queue.SimpleQueue[Job]) -> None:
-    spawn = os.posix_spawn
+    # libc's posix_spawn without the GIL where possible: os.posix_spawn keeps
+    # the GIL while the child execs, which would stop the loop thread too.
+    spawn = _cspawn.spawn if _cspawn.available() else _os_spawn
     pidfd_open = os.pidfd_open
     while True:
         job = jobs.get()
         try:
-            pid = spawn(job.path, job.argv, job.env, file_actions=job.actions, setpgroup=0)
+            pid = spawn(job.path, job.argv, job.env, job.actions)
         except BaseException as e:  # delivered to the waiter, which raises it
             job.error = e
         else:
@@ -173,10 +182,11 @@ def spawner(threads: int) -> Spawner:
 
 
 def default_spawn_threads() -> int:
-    """One spawner thread per two CPUs, between 1 and 4.
+    """One spawner thread per two CPUs, between 2 and 4.
 
-    Each thread spends most of its time suspended in ``posix_spawn`` while a
-    child execs; more threads overlap more execs, but past the CPUs there are
-    to run the execs on they only add contention.
+    A thread spends most of its time in ``posix_spawn`` waiting for a child to
+    exec, with the GIL released; two threads overlap two execs. Past the CPUs
+    there are to run the execs on, more threads only add contention
+    (``bench/bench_spawn.py --spawn-threads 1,2,3,4`` compares them).
     """
-    return min(4, max(1, (os.cpu_count() or 2) // 2))
+    return min(4, max(2, (os.cpu_count() or 2) // 2))
