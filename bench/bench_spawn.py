@@ -12,7 +12,9 @@ Compared in the same run (same machine, same moments):
   skipped with a message otherwise). It is slow, so it runs ``--parallel-n``
   tasks and its rate is compared;
 - a bare asyncio loop: ``asyncio.create_subprocess_exec('true', stdout=log)``
-  under a semaphore of 8.
+  under a semaphore of 8;
+- fleetrun again with the live view subscribed and drawing (to /dev/null, as
+  to a terminal): its ratio to plain fleetrun is what the view costs.
 
 The host may be busy with other work, so contenders are interleaved over
 ``--rounds`` rounds (the order alternates every round: fleetrun and xargs run
@@ -48,6 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import load, median, row, verdict
@@ -55,6 +59,7 @@ from _common import load, median, row, verdict
 from fleetrun.engine import RunOptions, run_graph
 from fleetrun.engine.testing import graph, task
 from fleetrun.executors import LocalExecutor
+from fleetrun.report import LiveConsole
 
 
 @dataclass(frozen=True)
@@ -73,15 +78,30 @@ def _times() -> tuple[float, float]:
     return t.user + t.system, t.children_user + t.children_system
 
 
-def run_fleetrun(work: Path, n: int, j: int, spawn_threads: int | None) -> Sample:
+def run_fleetrun(
+    work: Path, n: int, j: int, spawn_threads: int | None, live: bool = False
+) -> Sample:
+    """fleetrun's engine; with ``live``, the live view subscribed and drawing
+    (to /dev/null, as to a 120x40 terminal, at its normal redraw rate)."""
     g = graph([task("t", "true", targets=[f"n{i}" for i in range(n)])], base_dir=work)
     run_dir = work / "fleetrun"
     shutil.rmtree(run_dir, ignore_errors=True)
     opts = RunOptions(run_id="bench", run_dir=run_dir, parallelism=j)
     executor = LocalExecutor(spawn_threads=spawn_threads)
+    sink = open(os.devnull, "w")  # noqa: SIM115
+    view = None
+    if live:
+        screen = Console(file=sink, width=120, height=40, force_terminal=True)
+        view = LiveConsole(g, console=screen, parallelism=j)
+        view.start()
     own0, kids0 = _times()
     t0 = time.perf_counter()
-    result = asyncio.run(run_graph(g, opts, executor))
+    try:
+        result = asyncio.run(run_graph(g, opts, executor, [view] if view else []))
+    finally:
+        if view is not None:
+            view.stop()
+        sink.close()
     secs = time.perf_counter() - t0
     own1, kids1 = _times()
     assert result.counts == {"succeeded": n}, result.counts
@@ -212,6 +232,8 @@ def main() -> None:
     contenders: list[tuple[str, Callable[[Path], Sample]]] = []
     for name, t in zip(fr_names, threads, strict=True):
         contenders.append((name, lambda w, t=t: run_fleetrun(w, args.n, args.j, t)))
+    live = "fleetrun + live view"
+    contenders.append((live, lambda w: run_fleetrun(w, args.n, args.j, threads[0], live=True)))
     contenders.append(("xargs -P", lambda w: run_xargs(w, args.n, args.j)))
     contenders.append(("asyncio subprocess", lambda w: run_asyncio(w, args.n, args.j)))
     if have_parallel():
@@ -270,6 +292,7 @@ def main() -> None:
     if "GNU parallel" in samples:
         ratio(fr, "GNU parallel", 5.0)
     ratio(fr, "asyncio subprocess", None)
+    ratio(live, fr, None)  # what drawing the live view costs the engine
     for other in fr_names[1:]:
         ratio(other, "xargs -P", None)
     print("CPU per task (us, median of rounds)      own process     with children")
