@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -152,6 +153,21 @@ def _sleeps(tag: str) -> list[int]:
     return found
 
 
+def _journaled_attempts(state: Path, like: str) -> int:
+    db = state / "state.db"
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(
+            conn.execute("SELECT count(*) FROM attempts WHERE key LIKE ?", (like,)).fetchone()[0]
+        )
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+    finally:
+        conn.close()
+
+
 def test_report_of_a_run_whose_fleetrun_was_killed(tmp_path: Path) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text(
@@ -164,7 +180,10 @@ def test_report_of_a_run_whose_fleetrun_was_killed(tmp_path: Path) -> None:
     p = spawn("apply", str(plan), "--state-dir", str(state), extra_env={"TEST_TAG": tag})
     try:
         deadline = time.monotonic() + 30
-        while len(_sleeps(tag)) < 2:
+        # Both slow attempts running and journaled (the journal is written in
+        # batches just after the events, so a process can exist a moment
+        # before its attempt row does).
+        while len(_sleeps(tag)) < 2 or _journaled_attempts(state, "slow@%") < 2:
             assert time.monotonic() < deadline, "the slow tasks never started"
             time.sleep(0.05)
         p.send_signal(signal.SIGKILL)
