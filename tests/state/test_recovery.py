@@ -151,6 +151,49 @@ def test_orphaned_groups_are_found_and_ended(journal: Journal) -> None:
             child.wait()
 
 
+def test_an_attempt_the_dead_run_never_journaled_is_found_by_its_run_id(
+    journal: Journal,
+) -> None:
+    # The run died right after a spawn, before the attempt reached the journal:
+    # the group is found through FLEETRUN_RUN_ID in its processes' environment.
+    env = {
+        **os.environ,
+        "FLEETRUN_RUN_ID": "dead",
+        "FLEETRUN_TASK": "b",
+        "FLEETRUN_TARGET": "x",
+        "FLEETRUN_ATTEMPT": "2",
+    }
+    child = subprocess.Popen(
+        ["sh", "-c", "sleep 60 & sleep 60; wait"], start_new_session=True, env=env
+    )
+    # Another run's process (alive run, or another id) is never an orphan.
+    other = subprocess.Popen(
+        ["sleep", "60"], start_new_session=True, env={**env, "FLEETRUN_RUN_ID": "live"}
+    )
+    try:
+        begin(journal, "dead", ["a@x", "b@x"])
+        _own_run(journal, "dead", _dead_pid(), None)
+        begin(journal, "live", ["a@x"])
+        journal.recover()
+        deadline = time.monotonic() + 10
+        orphans = journal.orphans()
+        while len(orphans[0].pids if orphans else ()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            orphans = journal.orphans()
+        assert [(o.run_id, o.key, o.attempt, o.pgid, len(o.pids)) for o in orphans] == [
+            ("dead", "b@x", 2, child.pid, 3)
+        ]
+        kill_groups([o.pgid for o in orphans], grace=0.3)
+        child.wait(timeout=10)
+        assert journal.orphans() == []
+        assert other.poll() is None
+    finally:
+        for p in (child, other):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
 def test_options_and_counts_round_trip_as_json(journal: Journal) -> None:
     begin(journal, "r", ["a"])
     raw = journal.conn.execute("SELECT options FROM runs").fetchone()[0]

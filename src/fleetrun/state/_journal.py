@@ -29,10 +29,12 @@ from fleetrun.errors import RunNotFoundError
 from fleetrun.state._db import DB_NAME, connect
 from fleetrun.state._proc import (
     Orphan,
+    Tagged,
     group_members,
     process_alive,
     process_start_time,
     process_table,
+    processes_of_runs,
 )
 
 
@@ -212,7 +214,14 @@ class Journal:
             " WHERE a.outcome='interrupted' AND a.pgid IS NOT NULL AND r.host=?",
             (socket.gethostname(),),
         ).fetchall()
-        table = process_table() if rows else {}
+        dead = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM runs WHERE status='interrupted' AND host=?",
+                (socket.gethostname(),),
+            )
+        ]
+        table = process_table() if rows or dead else {}
         for run_id, key, n, pgid, start in rows:
             if start is None and process_start_time(pgid) is not None:
                 # The leader had exited before its start time was read, and a
@@ -221,6 +230,18 @@ class Journal:
             pids = group_members(pgid, start, table)
             if pids:
                 found.append(Orphan(run_id, key, n, pgid, pids))
+        # A run killed just after a spawn may not have journaled that attempt:
+        # its processes still carry the run id in their environment.
+        known = {o.pgid for o in found}
+        known.add(os.getpgrp())  # never this process's own group
+        extra: dict[int, list[Tagged]] = {}
+        for t in processes_of_runs(dead, table):
+            if t.pgid not in known:
+                extra.setdefault(t.pgid, []).append(t)
+        for pgid, tagged in sorted(extra.items()):
+            first = min(tagged, key=lambda t: t.pid)
+            pids = tuple(sorted(p for p, _ in table.get(pgid, [])))
+            found.append(Orphan(first.run_id, first.key, first.attempt, pgid, pids))
         return found
 
     # -- reading -------------------------------------------------------------

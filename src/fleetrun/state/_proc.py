@@ -89,6 +89,58 @@ def process_table() -> dict[int, list[tuple[int, int]]]:
     return table
 
 
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """A live process whose environment names the run that started it."""
+
+    pid: int
+    pgid: int
+    run_id: str
+    key: str  # task@target from FLEETRUN_TASK / FLEETRUN_TARGET
+    attempt: int
+
+
+def processes_of_runs(
+    run_ids: Iterable[str], table: dict[int, list[tuple[int, int]]]
+) -> list[Tagged]:
+    """Live processes whose ``FLEETRUN_RUN_ID`` is one of ``run_ids``.
+
+    Every attempt's environment carries its run id, so this finds what a run
+    started even when it died before journaling the attempt. Processes whose
+    environment cannot be read (another user's) are passed over.
+    """
+    wanted = {r.encode() for r in run_ids}
+    found: list[Tagged] = []
+    if not wanted:
+        return found
+    for pgid, members in table.items():
+        for pid, _ in members:
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            if b"FLEETRUN_RUN_ID=" not in raw:
+                continue
+            env = dict(v.partition(b"=")[::2] for v in raw.split(b"\0") if b"=" in v)
+            run = env.get(b"FLEETRUN_RUN_ID")
+            if run not in wanted:
+                continue
+            task = env.get(b"FLEETRUN_TASK", b"?").decode(errors="replace")
+            target = env.get(b"FLEETRUN_TARGET", b"").decode(errors="replace")
+            attempt = env.get(b"FLEETRUN_ATTEMPT", b"0")
+            found.append(
+                Tagged(
+                    pid=pid,
+                    pgid=pgid,
+                    run_id=run.decode(),
+                    key=f"{task}@{target}" if target else task,
+                    attempt=int(attempt) if attempt.isdigit() else 0,
+                )
+            )
+    return found
+
+
 def group_members(
     pgid: int, leader_start: int | None, table: dict[int, list[tuple[int, int]]] | None = None
 ) -> tuple[int, ...]:
