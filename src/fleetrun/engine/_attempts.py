@@ -147,19 +147,7 @@ class AttemptRunner:
                 result = await run.executor.run(spec)
         except asyncio.CancelledError:
             if spawned:
-                run.emit(
-                    AttemptEnded(
-                        at=time.time(),
-                        node=j,
-                        key=node.key,
-                        attempt=n,
-                        started_at=began,
-                        exit_code=None,
-                        signal=None,
-                        timed_out=False,
-                        outcome="cancelled",
-                    )
-                )
+                run.emit(_unobserved_end(j, node.key, n, began, "cancelled"))
             run.settle(
                 j,
                 "cancelled",
@@ -179,20 +167,7 @@ class AttemptRunner:
             if spawned:
                 # The process ran but its ending could not be observed: close
                 # the attempt so every AttemptStarted has its AttemptEnded.
-                run.emit(
-                    AttemptEnded(
-                        at=time.time(),
-                        node=j,
-                        key=node.key,
-                        attempt=n,
-                        started_at=began,
-                        exit_code=None,
-                        signal=None,
-                        timed_out=False,
-                        outcome="failed",
-                        tail=(problem,),
-                    )
-                )
+                run.emit(_unobserved_end(j, node.key, n, began, "failed", problem))
             else:
                 run.attempts[j] -= 1  # nothing ran: not an attempt
             run.settle(j, "failed", problem)
@@ -297,3 +272,21 @@ class AttemptRunner:
         else:
             run._push(j)
         run.kick()
+
+
+def _unobserved_end(
+    node: int, key: str, attempt: int, began: float, outcome: AttemptOutcome, why: str = ""
+) -> AttemptEnded:
+    """The end of an attempt whose exit status is unknown (cancelled, or lost to an error)."""
+    return AttemptEnded(
+        at=time.time(),
+        node=node,
+        key=key,
+        attempt=attempt,
+        started_at=began,
+        exit_code=None,
+        signal=None,
+        timed_out=False,
+        outcome=outcome,
+        tail=(why,) if why else (),
+    )
