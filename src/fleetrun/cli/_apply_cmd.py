@@ -132,46 +132,15 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--resume", is_flag=True, help="Continue the latest run of this plan, which was interrupted."
 )
-def apply(
-    plan: str,
-    mode: str,
-    parallelism: int | None,
-    fail_fast: str | None,
-    grace: float,
-    state_dir: str | None,
-    kill_orphans: bool,
-    plain: bool,
-    output: str,
-    events: str | None,
-    targets: tuple[str, ...],
-    tasks: tuple[str, ...],
-    dry_run: bool,
-    resume: bool,
-) -> None:
+def apply(plan: str, resume: bool, **options: Any) -> None:
     """Run PLAN: every task instance as soon as what it needs has succeeded.
 
     \b
     Exit codes: 0 all succeeded, 1 some task failed, 2 bad plan or usage,
     130 interrupted (Ctrl-C: running tasks get --grace seconds; twice: killed now).
     """
-    code = execute(
-        RunRequest(
-            kind="resume" if resume else "apply",
-            plan=plan,
-            state_dir=state_dir,
-            mode=mode,
-            parallelism=parallelism,
-            fail_fast=fail_fast,
-            targets=targets,
-            tasks=tasks,
-            grace=grace,
-            dry_run=dry_run,
-            kill_orphans=kill_orphans,
-            plain=plain,
-            output=output,
-            events=events,
-        )
-    )
+    # The run options' parameter names are RunRequest's field names.
+    code = execute(RunRequest(kind="resume" if resume else "apply", plan=plan, **options))
     click.get_current_context().exit(code)
 
 
@@ -180,45 +149,12 @@ def apply(
 @click.option("--plan", type=click.Path(dir_okay=False), default=None, help="The plan file.")
 @_run_options
 @click.option("--dry-run", is_flag=True, help="Print what would run again; run nothing.")
-def retry(
-    run: str | None,
-    plan: str | None,
-    mode: str,
-    parallelism: int | None,
-    fail_fast: str | None,
-    grace: float,
-    state_dir: str | None,
-    kill_orphans: bool,
-    plain: bool,
-    output: str,
-    events: str | None,
-    targets: tuple[str, ...],
-    tasks: tuple[str, ...],
-    dry_run: bool,
-) -> None:
+def retry(run: str | None, plan: str | None, **options: Any) -> None:
     """Re-run what failed, was skipped, cancelled or interrupted in RUN, and its dependents.
 
     RUN defaults to the latest run (of --plan when given). What succeeded is not
     run again: its recorded outputs are reused. The plan is read again from disk;
     an instance whose command changed since is run again.
     """
-    code = execute(
-        RunRequest(
-            kind="retry",
-            plan=plan,
-            state_dir=state_dir,
-            run_ref=run,
-            mode=mode,
-            parallelism=parallelism,
-            fail_fast=fail_fast,
-            targets=targets,
-            tasks=tasks,
-            grace=grace,
-            dry_run=dry_run,
-            kill_orphans=kill_orphans,
-            plain=plain,
-            output=output,
-            events=events,
-        )
-    )
+    code = execute(RunRequest(kind="retry", plan=plan, run_ref=run, **options))
     click.get_current_context().exit(code)
