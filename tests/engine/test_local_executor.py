@@ -76,6 +76,36 @@ def test_environment_and_log_layout(runner, tmp_path):
     assert _log(ran, "u").strip() == "-u"
 
 
+@pytest.mark.parametrize("spawn_threads", [0, 2])
+def test_per_attempt_names_are_fleetruns_own(runner, monkeypatch, spawn_threads):
+    # An outer run's per-attempt variables never reach this run's tasks, and
+    # every attempt sees its own (the encoded environment is shared by a task's
+    # attempts); both spawn paths give the same environment.
+    monkeypatch.setenv("FLEETRUN_TARGET", "outer")
+    monkeypatch.setenv("FLEETRUN_OUTPUT_OLD_KEY", "stale")
+    monkeypatch.setenv("FLEETRUN_ATTEMPT", "9")
+    monkeypatch.setenv("ZURICH", "Zürich")
+    g = graph(
+        [
+            task("a", 'echo k=v >> "$FLEETRUN_OUTPUT"'),
+            task(
+                "b",
+                "env | grep -E '^(FLEETRUN_(TARGET|ATTEMPT|OUTPUT_)|ZURICH)' | sort",
+                targets=["x", "y"],
+                needs=["a"],
+            ),
+        ]
+    )
+    ran = runner(g, executor=LocalExecutor(spawn_threads=spawn_threads))
+    for target in ("x", "y"):
+        assert _log(ran, f"b@{target}").splitlines() == [
+            "FLEETRUN_ATTEMPT=1",
+            "FLEETRUN_OUTPUT_A_K=v",
+            f"FLEETRUN_TARGET={target}",
+            "ZURICH=Zürich",
+        ]
+
+
 def test_hostile_target_names_never_change_the_command(runner):
     names = ["a; rm -rf ~", "$(reboot)", "x' y", "`id`", "../etc"]
     g = graph(

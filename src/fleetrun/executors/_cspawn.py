@@ -84,11 +84,12 @@ def _strings(items: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
 def spawn(
     path: str,
     argv: Sequence[str],
-    env: Mapping[str, str],
+    env: Mapping[str, str] | Sequence[bytes],
     file_actions: Sequence[tuple[int, ...] | tuple[int, int, str, int, int]],
 ) -> int:
     """Start ``path`` in a new process group of its own; return its pid.
 
+    ``env`` is a mapping, or its ``b"NAME=value"`` entries already encoded.
     ``file_actions`` as for ``os.posix_spawn`` (OPEN and DUP2 only). Raises
     ``OSError`` like ``os.posix_spawn`` (for example ENOENT when ``path`` is
     missing). Call only when ``available()``.
@@ -97,7 +98,12 @@ def spawn(
     assert libc is not None
     fsencode = os.fsencode
     c_argv = _strings([fsencode(a) for a in argv])
-    c_env = _strings([fsencode(k) + b"=" + fsencode(v) for k, v in env.items()])
+    entries = (
+        [fsencode(k) + b"=" + fsencode(v) for k, v in env.items()]
+        if isinstance(env, Mapping)
+        else env
+    )
+    c_env = _strings(entries)
     attr = ctypes.create_string_buffer(_OPAQUE)
     actions = ctypes.create_string_buffer(_OPAQUE)
     libc.posix_spawnattr_init(attr)

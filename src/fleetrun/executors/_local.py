@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fleetrun.engine._executor import AttemptResult, AttemptSpec
+from fleetrun.executors import _cspawn
 from fleetrun.executors._proc import Proc
 from fleetrun.executors._spawner import Action, Job, Mailbox, default_spawn_threads, spawner
 from fleetrun.plan._graph import Graph
@@ -95,6 +96,15 @@ def _devnull() -> int:
     return _NULL[0]
 
 
+def _per_attempt(name: str) -> bool:
+    """True for the environment names fleetrun sets for each attempt."""
+    return name in ("FLEETRUN_TARGET", "FLEETRUN_ATTEMPT") or name.startswith("FLEETRUN_OUTPUT")
+
+
+def _entry(name: str, value: str) -> bytes:
+    return os.fsencode(name) + b"=" + os.fsencode(value)
+
+
 class LocalExecutor:
     """Runs attempts as local child processes (see the module docstring).
 
@@ -107,6 +117,7 @@ class LocalExecutor:
         self.grace = grace
         self._active: set[Proc] = set()
         self._env: dict[tuple[int, str], dict[str, str]] = {}
+        self._env_bytes: dict[tuple[int, str], list[bytes]] = {}
         self._which: dict[tuple[str, str], str | None] = {}
         self._cwd: dict[tuple[int, str], str | None] = {}
         self._here = os.getcwd()
@@ -118,6 +129,7 @@ class LocalExecutor:
     # -- per-task preparation (cached: built once per task, not per attempt) ------
 
     def _base_env(self, graph: Graph, task: Task, run_id: str) -> dict[str, str]:
+        """The task's environment without the names set per attempt."""
         key = (id(graph), task.name)
         env = self._env.get(key)
         if env is None:
@@ -126,8 +138,21 @@ class LocalExecutor:
             env.update(task.env)
             env["FLEETRUN_TASK"] = task.name
             env["FLEETRUN_RUN_ID"] = run_id
+            # Per-attempt names are fleetrun's alone (an outer run's must not leak in).
+            for name in [n for n in env if _per_attempt(n)]:
+                del env[name]
             self._env[key] = env
+            # Encoded once for every attempt of the task (libc wants "K=V" bytes).
+            self._env_bytes[key] = [_entry(k, v) for k, v in env.items()]
         return env
+
+    def _spawn_env(
+        self, graph: Graph, task: Task, base: dict[str, str], extra: dict[str, str]
+    ) -> dict[str, str] | list[bytes]:
+        """The attempt's environment in the form its spawner takes."""
+        if self._spawner is not None and _cspawn.available():
+            return [*self._env_bytes[(id(graph), task.name)], *map(_entry, extra, extra.values())]
+        return {**base, **extra}
 
     def _task_cwd(self, graph: Graph, task: Task) -> str | None:
         """The task's working directory, or None when it is this process's own."""
@@ -165,15 +190,19 @@ class LocalExecutor:
         graph = spec.graph
         node = spec.node
         task = graph.plan.tasks[node.task]
-        env = self._base_env(graph, task, spec.run_id).copy()
-        env["FLEETRUN_TARGET"] = node.target or ""
-        env["FLEETRUN_ATTEMPT"] = str(spec.attempt)
-        env["FLEETRUN_OUTPUT"] = spec.output_path
+        base = self._base_env(graph, task, spec.run_id)
+        extra = {
+            "FLEETRUN_TARGET": node.target or "",
+            "FLEETRUN_ATTEMPT": str(spec.attempt),
+            "FLEETRUN_OUTPUT": spec.output_path,
+        }
         for dep, outs in spec.dep_outputs.items():
             prefix = "FLEETRUN_OUTPUT_" + env_name(dep) + "_"
             for k, v in outs.items():
-                env[prefix + env_name(k)] = v
-        path, argv = self._argv(spec.command, env, self._task_cwd(graph, task))
+                extra[prefix + env_name(k)] = v
+        # PATH is never a per-attempt name: the base environment resolves the program.
+        path, argv = self._argv(spec.command, base, self._task_cwd(graph, task))
+        env = self._spawn_env(graph, task, base, extra)
         grace = spec.grace if spec.grace is not None else self.grace
 
         piped = bool(spec.redactor) or spec.on_output is not None
@@ -253,7 +282,7 @@ class LocalExecutor:
         loop: asyncio.AbstractEventLoop,
         path: str,
         argv: list[str],
-        env: dict[str, str],
+        env: dict[str, str] | list[bytes],
         actions: list[Action],
     ) -> tuple[int, int | None]:
         """``posix_spawn`` on a spawner thread (see ``_spawner``).
@@ -266,6 +295,7 @@ class LocalExecutor:
         """
         if self._spawner is None:
             # Opt-in: the loop waits for the child's exec (a fraction of a millisecond).
+            assert isinstance(env, dict)  # _spawn_env: a dict without spawner threads
             pid = os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)  # noqa: ASYNC221
             return pid, None
         box = self._box

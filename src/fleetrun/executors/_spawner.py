@@ -91,7 +91,7 @@ class Job:
         fut: asyncio.Future[int],
         path: str,
         argv: list[str],
-        env: dict[str, str],
+        env: dict[str, str] | list[bytes],
         actions: Sequence[Action],
     ) -> None:
         self.box = box
@@ -124,7 +124,10 @@ def _end_orphan(pid: int) -> None:
     os.waitpid(pid, 0)
 
 
-def _os_spawn(path: str, argv: list[str], env: dict[str, str], actions: Sequence[Action]) -> int:
+def _os_spawn(
+    path: str, argv: list[str], env: dict[str, str] | list[bytes], actions: Sequence[Action]
+) -> int:
+    assert isinstance(env, dict)  # encoded entries go to _cspawn only
     return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)
 
 
