@@ -84,8 +84,7 @@ def run_fleetrun(
     """fleetrun's engine; with ``live``, the live view subscribed and drawing
     (to /dev/null, as to a 120x40 terminal, at its normal redraw rate)."""
     g = graph([task("t", "true", targets=[f"n{i}" for i in range(n)])], base_dir=work)
-    run_dir = work / "fleetrun"
-    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir = _fresh(work, "fleetrun")
     opts = RunOptions(run_id="bench", run_dir=run_dir, parallelism=j)
     executor = LocalExecutor(spawn_threads=spawn_threads)
     sink = open(os.devnull, "w")  # noqa: SIM115
@@ -111,9 +110,20 @@ def run_fleetrun(
     return Sample(n / secs, own / n, (own + kids1 - kids0) / n)
 
 
+_RUNS = [0]
+
+
 def _fresh(work: Path, name: str) -> Path:
-    d = work / name
-    shutil.rmtree(d, ignore_errors=True)
+    """A new, empty directory for one run (nothing is deleted until the end).
+
+    Deleting files makes the next creations slow on some filesystems, so no
+    run may follow a deletion: ext4 without a journal skips every inode freed
+    in the last 5 to 35 seconds when it allocates one, and each skip reads the
+    inode table. After 5,000 deletions, creating a log file cost more than
+    spawning the process that writes it (``bench/README.md``).
+    """
+    _RUNS[0] += 1
+    d = work / f"{name}-{_RUNS[0]}"
     d.mkdir()
     return d
 
@@ -193,15 +203,13 @@ def run_asyncio(work: Path, n: int, j: int) -> Sample:
     return Sample(n / secs, own / n, (own + kids1 - kids0) / n)
 
 
-def _quiesce(work: Path) -> None:
+def _quiesce() -> None:
     """Between runs: no run pays for the one before it.
 
-    Deleting thousands of log files leaves work that the kernel does later
-    (journal commits, discards), and a finished run leaves garbage for the
-    next collection; both are settled here, outside every timed region.
+    A finished run leaves dirty pages for writeback and garbage for the next
+    collection; both are settled here, outside every timed region. Its files
+    stay until the end of the benchmark (see ``_fresh``).
     """
-    for name in ("fleetrun", "xargs", "asyncio", "parallel"):
-        shutil.rmtree(work / name, ignore_errors=True)
     gc.collect()
     os.sync()
 
@@ -258,7 +266,7 @@ def main() -> None:
             # ABAB: the order flips every round, so no contender always runs first.
             order = contenders if r % 2 == 0 else contenders[::-1]
             for name, fn in order:
-                _quiesce(work)
+                _quiesce()
                 samples[name].append(fn(work))
             cells = "  ".join(f"{name} {samples[name][-1].rate:,.0f}/s" for name in names)
             ratios = f"{fr}/xargs {samples[fr][-1].rate / samples['xargs -P'][-1].rate:.2f}x"
