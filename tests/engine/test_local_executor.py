@@ -317,3 +317,134 @@ def test_cspawn_reports_errors_like_os_posix_spawn(tmp_path: Path) -> None:
     me, pgid, value = out.read_text().split()
     assert int(me) == pid == int(pgid)
     assert value == "this"
+
+
+def _stat_fields(text: str) -> list[str]:
+    """The fields of a /proc/PID/stat line after the command name."""
+    return text.rsplit(")", 1)[1].split()
+
+
+@pytest.mark.parametrize("threads", [2, 0])
+def test_a_command_in_another_directory_runs_there_without_a_shell(runner, tmp_path, threads):
+    # With spawner threads the spawn enters the directory itself, so a plain
+    # command is exec'd directly (its parent is this process); without them a
+    # shell enters it first. Either way the command runs in the task's directory.
+    (tmp_path / "sub").mkdir()
+    g = graph(
+        [task("where", "pwd", cwd="sub"), task("parent", "cat /proc/self/stat", cwd="sub")],
+        base_dir=tmp_path,
+    )
+    ran = runner(g, LocalExecutor(spawn_threads=threads))
+    assert ran.result.counts == {"succeeded": 2}
+    assert _log(ran, "where").strip() == str((tmp_path / "sub").resolve())
+    ppid = int(_stat_fields(_log(ran, "parent"))[1])
+    assert (ppid == os.getpid()) is (threads > 0)
+
+
+def test_a_relative_run_dir_still_reaches_tasks_in_other_directories(runner, tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    g = graph(
+        [
+            task("a", 'echo "v=1" > "$FLEETRUN_OUTPUT"', cwd="sub"),
+            task("b", "echo {{ tasks.a.outputs.v }}", needs=["a"], cwd="sub"),
+        ],
+        base_dir=tmp_path,
+    )
+    ran = runner(g, run_dir=Path("relative-run"))
+    assert ran.result.counts == {"succeeded": 2}
+    assert _log(ran, "b").strip() == "1"
+
+
+@pytest.mark.parametrize("threads", [2, 0])
+def test_a_task_directory_that_disappears_fails_with_its_name(runner, tmp_path, threads):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    g = graph(
+        [
+            task("first", "true", cwd="sub"),
+            task("remove", f"rmdir {shlex.quote(str(sub))}", needs=["first"]),
+            task("then", "true", needs=["remove"], cwd="sub"),
+        ],
+        base_dir=tmp_path,
+    )
+    ran = runner(g, LocalExecutor(spawn_threads=threads))
+    st = ran.settled()
+    assert st["first"].state == st["remove"].state == "succeeded"
+    assert st["then"].state == "failed"
+    if threads:
+        # The spawn could not enter it: no process ran, so no attempt is counted.
+        assert f"cannot enter the task's directory {sub}" in st["then"].reason
+        assert not [e for e in ran.of(AttemptStarted) if e.key == "then"]
+    else:
+        assert st["then"].reason == "exit 126"  # the shell's `cd` failed
+
+
+def test_cspawn_env_block_extra_entries_and_chdir_last(tmp_path, monkeypatch):
+    from fleetrun.executors import _cspawn
+
+    if not _cspawn.can_chdir():
+        pytest.skip("this libc has no posix_spawn_file_actions_addchdir_np")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    block = _cspawn.EnvBlock({"BASE": "b", "PATH": os.defpath})
+    pids = [
+        _cspawn.spawn(
+            "/bin/sh",
+            ["/bin/sh", "-c", 'echo "$BASE $EXTRA $(pwd)"'],
+            block,
+            # Opened before the chdir, so relative to this process's directory.
+            [
+                (os.POSIX_SPAWN_OPEN, 1, f"out{k}", os.O_WRONLY | os.O_CREAT, 0o600),
+                (_cspawn.CHDIR, "sub"),
+            ],
+            [f"EXTRA=x{k}".encode()],
+        )
+        for k in range(2)
+    ]
+    for pid in pids:
+        os.waitpid(pid, 0)
+    for k in range(2):
+        assert (tmp_path / f"out{k}").read_text().split() == ["b", f"x{k}", str(tmp_path / "sub")]
+    assert not (tmp_path / "sub" / "out0").exists()
+
+
+def test_exit_watcher_reports_each_exit_once_and_answers_stale_reports():
+    from fleetrun.executors._exits import ExitWatcher
+    from fleetrun.executors._proc import Proc
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        exits = ExitWatcher(loop)
+        try:
+            procs = [Proc(loop, exits, _spawn_sleep(f"0.0{k % 10}")) for k in range(60)]
+            slow = Proc(loop, exits, _spawn_sleep("0.3"))
+            # A report for a process that has not exited (as after a descriptor
+            # number was reused) neither blocks the loop nor loses the real exit.
+            slow._on_exit()
+            assert slow.status is None
+            await asyncio.wait_for(asyncio.gather(*(p.done for p in [*procs, slow])), 20)
+            for p in [*procs, slow]:
+                assert p.status is not None
+                assert os.waitstatus_to_exitcode(p.status) == 0
+                with pytest.raises(ChildProcessError):
+                    os.waitpid(p.pid, os.WNOHANG)  # noqa: ASYNC222 - reaped once, by the watcher
+            # A forgotten process is never reported.
+            seen: list[int] = []
+            pid = _spawn_sleep("0")
+            fd = os.pidfd_open(pid)
+            exits.watch(fd, lambda: seen.append(pid))
+            exits.forget(fd)
+            os.waitpid(pid, 0)  # noqa: ASYNC222 - `sleep 0` is over at once
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+            os.close(fd)
+            assert seen == []
+        finally:
+            exits.close()
+
+    asyncio.run(main())
+
+
+def _spawn_sleep(seconds: str) -> int:
+    return os.posix_spawn("/bin/sleep", ["sleep", seconds], os.environ, setpgroup=0)

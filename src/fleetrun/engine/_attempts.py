@@ -55,7 +55,8 @@ class AttemptRunner:
 
     def __init__(self, run: _Run) -> None:
         self.run = run
-        self._root = Path(run.options.run_dir)
+        # Absolute: a task in another directory still finds its $FLEETRUN_OUTPUT.
+        self._root = Path(run.options.run_dir).absolute()
         # task -> (its log directory, its output directory), created once per task.
         self._dirs: dict[str, tuple[str, str]] = {}
 

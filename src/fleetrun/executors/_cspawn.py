@@ -12,16 +12,20 @@ opens the FIFO's other end.)
 
 ``spawn`` takes the same arguments as ``os.posix_spawn`` with ``setpgroup=0``
 and the file actions the executor uses (``POSIX_SPAWN_OPEN`` and
-``POSIX_SPAWN_DUP2``). Where libc cannot be loaded or lacks a symbol,
+``POSIX_SPAWN_DUP2``, and ``CHDIR`` where libc has it). An environment used
+for many spawns is encoded once (``EnvBlock``). Where libc cannot be loaded or lacks a symbol,
 ``available()`` is False and callers use ``os.posix_spawn``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import threading
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 _SETPGROUP = 0x02
 """``POSIX_SPAWN_SETPGROUP`` (the same value in glibc and musl)."""
@@ -39,7 +43,6 @@ def _load() -> ctypes.CDLL | None:
             "posix_spawnattr_init",
             "posix_spawnattr_setflags",
             "posix_spawnattr_setpgroup",
-            "posix_spawnattr_destroy",
             "posix_spawn_file_actions_init",
             "posix_spawn_file_actions_addopen",
             "posix_spawn_file_actions_adddup2",
@@ -58,6 +61,8 @@ def _load() -> ctypes.CDLL | None:
         ctypes.c_uint,
     )
     libc.posix_spawn_file_actions_adddup2.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
+    with contextlib.suppress(AttributeError):  # glibc 2.29 and later, musl 1.1.24 and later
+        libc.posix_spawn_file_actions_addchdir_np.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
     libc.posix_spawn.argtypes = (
         ctypes.POINTER(ctypes.c_int),
         ctypes.c_char_p,
@@ -70,6 +75,13 @@ def _load() -> ctypes.CDLL | None:
 
 
 _LIBC = _load()
+_PTR = ctypes.sizeof(ctypes.c_char_p)
+
+CHDIR = -1
+"""File action ``(CHDIR, path)``: the child changes to ``path`` (``can_chdir()``).
+
+Put it last: the actions run in order, so paths opened before it are
+relative to the caller's directory."""
 
 
 def available() -> bool:
@@ -77,20 +89,73 @@ def available() -> bool:
     return _LIBC is not None
 
 
+def can_chdir() -> bool:
+    """True when ``spawn`` takes the ``CHDIR`` file action."""
+    return _LIBC is not None and hasattr(_LIBC, "posix_spawn_file_actions_addchdir_np")
+
+
 def _strings(items: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
     return (ctypes.c_char_p * (len(items) + 1))(*items, None)
+
+
+class EnvBlock:
+    """An environment encoded once, as the C array of ``NAME=value`` that libc takes.
+
+    A spawn copies the array's pointers and appends its own entries
+    (``spawn(extra_env=...)``), instead of converting every entry again. The
+    entries stay alive as long as the block: keep it while it is in use.
+    """
+
+    __slots__ = ("_array", "_n")
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        fsencode = os.fsencode
+        entries = [fsencode(k) + b"=" + fsencode(v) for k, v in env.items()]
+        self._n = len(entries)
+        self._array = (ctypes.c_char_p * self._n)(*entries)
+
+    def array(self, extra: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
+        """The block's entries, then ``extra``, then the closing NULL."""
+        n = self._n
+        arr = (ctypes.c_char_p * (n + len(extra) + 1))()
+        ctypes.memmove(arr, self._array, n * _PTR)
+        for k, entry in enumerate(extra, n):
+            arr[k] = entry
+        return arr
+
+
+_THREAD = threading.local()
+
+
+def _attr() -> ctypes.Array[ctypes.c_char]:
+    """This thread's spawn attributes (a new process group), made once per thread.
+
+    ``posix_spawn`` only reads them, and glibc's ``posix_spawnattr_destroy``
+    frees nothing, so one set serves every spawn of the thread.
+    """
+    attr: ctypes.Array[ctypes.c_char] | None = getattr(_THREAD, "attr", None)
+    if attr is None:
+        libc = _LIBC
+        assert libc is not None
+        attr = _THREAD.attr = ctypes.create_string_buffer(_OPAQUE)
+        libc.posix_spawnattr_init(attr)
+        libc.posix_spawnattr_setflags(attr, _SETPGROUP)
+        libc.posix_spawnattr_setpgroup(attr, 0)
+    return attr
 
 
 def spawn(
     path: str,
     argv: Sequence[str],
-    env: Mapping[str, str] | Sequence[bytes],
-    file_actions: Sequence[tuple[int, ...] | tuple[int, int, str, int, int]],
+    env: Mapping[str, str] | EnvBlock,
+    file_actions: Sequence[tuple[Any, ...]],
+    extra_env: Sequence[bytes] = (),
 ) -> int:
     """Start ``path`` in a new process group of its own; return its pid.
 
-    ``env`` is a mapping, or its ``b"NAME=value"`` entries already encoded.
-    ``file_actions`` as for ``os.posix_spawn`` (OPEN and DUP2 only). Raises
+    ``env`` is a mapping or an ``EnvBlock``; ``extra_env`` adds encoded
+    ``b"NAME=value"`` entries to a block. ``file_actions`` as for
+    ``os.posix_spawn`` (OPEN and DUP2 only), plus ``(CHDIR, path)``. Raises
     ``OSError`` like ``os.posix_spawn`` (for example ENOENT when ``path`` is
     missing). Call only when ``available()``.
     """
@@ -98,27 +163,24 @@ def spawn(
     assert libc is not None
     fsencode = os.fsencode
     c_argv = _strings([fsencode(a) for a in argv])
-    entries = (
-        [fsencode(k) + b"=" + fsencode(v) for k, v in env.items()]
-        if isinstance(env, Mapping)
-        else env
-    )
-    c_env = _strings(entries)
-    attr = ctypes.create_string_buffer(_OPAQUE)
+    if isinstance(env, EnvBlock):
+        c_env = env.array(extra_env)
+    else:
+        c_env = _strings([fsencode(k) + b"=" + fsencode(v) for k, v in env.items()])
     actions = ctypes.create_string_buffer(_OPAQUE)
-    libc.posix_spawnattr_init(attr)
     libc.posix_spawn_file_actions_init(actions)
     try:
-        libc.posix_spawnattr_setflags(attr, _SETPGROUP)
-        libc.posix_spawnattr_setpgroup(attr, 0)
         for act in file_actions:
-            if act[0] == os.POSIX_SPAWN_OPEN:
+            kind = act[0]
+            if kind == os.POSIX_SPAWN_OPEN:
                 _, fd, name, flags, mode = act
                 err = libc.posix_spawn_file_actions_addopen(
                     actions, fd, fsencode(str(name)), flags, mode
                 )
-            elif act[0] == os.POSIX_SPAWN_DUP2:
+            elif kind == os.POSIX_SPAWN_DUP2:
                 err = libc.posix_spawn_file_actions_adddup2(actions, act[1], act[2])
+            elif kind == CHDIR and can_chdir():
+                err = libc.posix_spawn_file_actions_addchdir_np(actions, fsencode(str(act[1])))
             else:
                 raise ValueError(f"unsupported file action {act!r}")
             if err:
@@ -126,10 +188,9 @@ def spawn(
         pid = ctypes.c_int(0)
         # The GIL is released for this call: other threads run while the
         # child execs.
-        err = libc.posix_spawn(ctypes.byref(pid), fsencode(path), actions, attr, c_argv, c_env)
+        err = libc.posix_spawn(ctypes.byref(pid), fsencode(path), actions, _attr(), c_argv, c_env)
     finally:
         libc.posix_spawn_file_actions_destroy(actions)
-        libc.posix_spawnattr_destroy(attr)
     if err:
         raise OSError(err, os.strerror(err), path)
     return pid.value

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from fleetrun.engine._executor import AttemptResult, AttemptSpec
 from fleetrun.executors import _cspawn
+from fleetrun.executors._exits import ExitWatcher
 from fleetrun.executors._proc import Proc
 from fleetrun.executors._spawner import Action, Job, Mailbox, default_spawn_threads, spawner
 from fleetrun.plan._graph import Graph
@@ -117,14 +118,16 @@ class LocalExecutor:
         self.grace = grace
         self._active: set[Proc] = set()
         self._env: dict[tuple[int, str], dict[str, str]] = {}
-        self._env_bytes: dict[tuple[int, str], list[bytes]] = {}
+        self._env_block: dict[tuple[int, str], _cspawn.EnvBlock] = {}
         self._which: dict[tuple[str, str], str | None] = {}
         self._cwd: dict[tuple[int, str], str | None] = {}
+        self._chdir_ok: dict[str, bool] = {}
         self._here = os.getcwd()
         if spawn_threads is None:
             spawn_threads = default_spawn_threads()
         self._spawner = spawner(spawn_threads) if spawn_threads > 0 else None
         self._box: Mailbox | None = None
+        self._exits: ExitWatcher | None = None
 
     # -- per-task preparation (cached: built once per task, not per attempt) ------
 
@@ -142,17 +145,19 @@ class LocalExecutor:
             for name in [n for n in env if _per_attempt(n)]:
                 del env[name]
             self._env[key] = env
-            # Encoded once for every attempt of the task (libc wants "K=V" bytes).
-            self._env_bytes[key] = [_entry(k, v) for k, v in env.items()]
+            if self._spawner is not None and _cspawn.available():
+                # Encoded once for every attempt of the task.
+                self._env_block[key] = _cspawn.EnvBlock(env)
         return env
 
     def _spawn_env(
         self, graph: Graph, task: Task, base: dict[str, str], extra: dict[str, str]
-    ) -> dict[str, str] | list[bytes]:
-        """The attempt's environment in the form its spawner takes."""
-        if self._spawner is not None and _cspawn.available():
-            return [*self._env_bytes[(id(graph), task.name)], *map(_entry, extra, extra.values())]
-        return {**base, **extra}
+    ) -> tuple[dict[str, str] | _cspawn.EnvBlock, list[bytes]]:
+        """The attempt's environment in the form its spawner takes, and encoded extras."""
+        block = self._env_block.get((id(graph), task.name))
+        if block is not None:
+            return block, list(map(_entry, extra, extra.values()))
+        return {**base, **extra}, []
 
     def _task_cwd(self, graph: Graph, task: Task) -> str | None:
         """The task's working directory, or None when it is this process's own."""
@@ -163,13 +168,32 @@ class LocalExecutor:
             self._cwd[key] = None if os.path.abspath(cwd) == self._here else cwd
         return self._cwd[key]
 
+    def _spawn_chdir(self, cwd: str | None) -> bool:
+        """True when the spawn itself can enter ``cwd`` (no shell needed for it).
+
+        Only spawner threads use ``_cspawn``, which has the action; a directory
+        that is missing is left to the shell, which says so and exits 126.
+        """
+        if cwd is None or self._spawner is None or not _cspawn.can_chdir():
+            return False
+        ok = self._chdir_ok.get(cwd)
+        if ok is None:
+            ok = self._chdir_ok[cwd] = os.path.isdir(cwd)
+        return ok
+
     def _resolve(self, name: str, path: str) -> str | None:
         key = (name, path)
         if key not in self._which:
             self._which[key] = shutil.which(name, path=path)
         return self._which[key]
 
+    def _still_dir(self, cwd: str) -> bool:
+        """After a failed spawn: is ``cwd`` still a directory (was it the chdir that failed)?"""
+        self._chdir_ok[cwd] = ok = os.path.isdir(cwd)
+        return ok
+
     def _argv(self, command: str, env: Mapping[str, str], cwd: str | None) -> tuple[str, list[str]]:
+        """The program and arguments of ``command`` (``cwd``: None, or entered by the shell)."""
         if cwd is None and _PLAIN.fullmatch(command):
             # No quotes, escapes or other specials: shlex.split is plain split here.
             words = command.split()
@@ -201,8 +225,10 @@ class LocalExecutor:
             for k, v in outs.items():
                 extra[prefix + env_name(k)] = v
         # PATH is never a per-attempt name: the base environment resolves the program.
-        path, argv = self._argv(spec.command, base, self._task_cwd(graph, task))
-        env = self._spawn_env(graph, task, base, extra)
+        cwd = self._task_cwd(graph, task)
+        chdir = self._spawn_chdir(cwd)
+        path, argv = self._argv(spec.command, base, None if chdir else cwd)
+        env, extra_env = self._spawn_env(graph, task, base, extra)
         grace = spec.grace if spec.grace is not None else self.grace
 
         piped = bool(spec.redactor) or spec.on_output is not None
@@ -226,8 +252,18 @@ class LocalExecutor:
                 (os.POSIX_SPAWN_OPEN, 1, spec.log_path, _LOG_FLAGS, _LOG_MODE),
                 (os.POSIX_SPAWN_DUP2, 1, 2),
             ]
+        if chdir:
+            assert cwd is not None
+            actions.append((_cspawn.CHDIR, cwd))  # last: the log path is not relative to it
         try:
-            pid, pidfd = await self._spawn(loop, path, argv, env, actions)
+            pid, pidfd = await self._spawn(loop, path, argv, env, extra_env, actions)
+        except OSError as e:
+            if piped:
+                os.close(r)
+                os.close(log_fd)
+            if chdir and cwd is not None and not self._still_dir(cwd):
+                raise OSError(e.errno, f"cannot enter the task's directory {cwd}") from None
+            raise
         except BaseException:
             if piped:
                 os.close(r)
@@ -236,10 +272,13 @@ class LocalExecutor:
         finally:
             if piped:
                 os.close(w)
+        exits = self._exit_watcher(loop)
         if piped:
-            proc = Proc(loop, pid, r, log_fd, spec.redactor.stream(), spec.on_output, pidfd=pidfd)
+            proc = Proc(
+                loop, exits, pid, r, log_fd, spec.redactor.stream(), spec.on_output, pidfd=pidfd
+            )
         else:
-            proc = Proc(loop, pid, pidfd=pidfd)
+            proc = Proc(loop, exits, pid, pidfd=pidfd)
 
         return await self._wait(loop, spec, proc, grace)
 
@@ -282,7 +321,8 @@ class LocalExecutor:
         loop: asyncio.AbstractEventLoop,
         path: str,
         argv: list[str],
-        env: dict[str, str] | list[bytes],
+        env: dict[str, str] | _cspawn.EnvBlock,
+        extra_env: list[bytes],
         actions: list[Action],
     ) -> tuple[int, int | None]:
         """``posix_spawn`` on a spawner thread (see ``_spawner``).
@@ -298,10 +338,8 @@ class LocalExecutor:
             assert isinstance(env, dict)  # _spawn_env: a dict without spawner threads
             pid = os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)  # noqa: ASYNC221
             return pid, None
-        box = self._box
-        if box is None or box.loop is not loop:
-            box = self._box = Mailbox(loop)
-        job = Job(box, loop.create_future(), path, argv, env, actions)
+        box = self._mailbox(loop)
+        job = Job(box, loop.create_future(), path, argv, env, actions, extra_env)
         self._spawner.submit(job)
         try:
             return await job.fut, job.pidfd
@@ -315,10 +353,24 @@ class LocalExecutor:
                 except BaseException:
                     break  # the spawn failed: nothing to clean up
             if job.pid is not None:
-                proc = Proc(loop, job.pid, pidfd=job.pidfd)
+                proc = Proc(loop, self._exit_watcher(loop), job.pid, pidfd=job.pidfd)
                 proc.kill()
                 await self._end(proc, 0.0)
             raise
+
+    def _mailbox(self, loop: asyncio.AbstractEventLoop) -> Mailbox:
+        box = self._box
+        if box is None or box.loop is not loop:
+            box = self._box = Mailbox(loop)
+        return box
+
+    def _exit_watcher(self, loop: asyncio.AbstractEventLoop) -> ExitWatcher:
+        exits = self._exits
+        if exits is None or exits.loop is not loop:
+            if exits is not None:
+                exits.close()  # its loop's run is over
+            exits = self._exits = ExitWatcher(loop)
+        return exits
 
     async def _end(self, proc: Proc, grace: float) -> None:
         """Cancelled: TERM, grace, KILL, reap - and wait for it even if cancelled again."""

@@ -1,9 +1,9 @@
 """One spawned process group, watched from the event loop without threads.
 
-The leader is reaped through its pidfd (``loop.add_reader``); with a pipe, its
-output is read through ``add_reader`` too. ``done`` resolves once the leader
-is reaped, the pipe (if any) reached EOF and, when the group is being ended,
-the group is empty or was SIGKILLed.
+The leader is reaped through its pidfd, watched by the loop's ``ExitWatcher``;
+with a pipe, its output is read through ``add_reader``. ``done`` resolves once
+the leader is reaped, the pipe (if any) reached EOF and, when the group is
+being ended, the group is empty or was SIGKILLed.
 
 Ending a group (timeout or cancellation) is SIGTERM to the group, then
 ``grace`` seconds, then SIGKILL. When a command exits on its own, whatever it
@@ -19,6 +19,7 @@ import os
 import signal
 from collections.abc import Callable
 
+from fleetrun.executors._exits import ExitWatcher
 from fleetrun.redact import StreamRedactor
 
 _READ = 1 << 16
@@ -42,6 +43,7 @@ class Proc:
     """Watches one spawned process group until it is fully gone."""
 
     __slots__ = (
+        "_exits",
         "_kill_handle",
         "_killed_at",
         "_line",
@@ -63,6 +65,7 @@ class Proc:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        exits: ExitWatcher,
         pid: int,
         pipe: int | None = None,
         log_fd: int | None = None,
@@ -88,7 +91,8 @@ class Proc:
         self._line = b""
         # ``pidfd``: already opened by the spawner thread (this Proc owns it now).
         self._pidfd = os.pidfd_open(pid) if pidfd is None else pidfd
-        loop.add_reader(self._pidfd, self._on_exit)
+        self._exits = exits
+        exits.watch(self._pidfd, self._on_exit)
         if pipe is not None:
             os.set_blocking(pipe, False)
             loop.add_reader(pipe, self._on_readable)
@@ -112,9 +116,11 @@ class Proc:
                 self.done.set_result(None)
 
     def _on_exit(self) -> None:
-        self._loop.remove_reader(self._pidfd)
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:  # not exited: a stale report (see ``ExitWatcher``)
+            self._exits.rewatch(self._pidfd, self._on_exit)
+            return
         os.close(self._pidfd)
-        _, status = os.waitpid(self.pid, 0)
         self.status = status
         if self.terminating:
             self._poll_group()
@@ -215,7 +221,7 @@ class Proc:
         """Release loop registrations after an unexpected error (best effort)."""
         with contextlib.suppress(Exception):
             if self.status is None:
-                self._loop.remove_reader(self._pidfd)
+                self._exits.forget(self._pidfd)
                 os.close(self._pidfd)
         if self._pipe is not None:
             with contextlib.suppress(Exception):

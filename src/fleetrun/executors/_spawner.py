@@ -25,32 +25,37 @@ import queue
 import signal
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fleetrun.executors import _cspawn
 
-Action = tuple[int, ...] | tuple[int, int, str, int, int]
-"""One posix_spawn file action: (DUP2, fd, fd) or (OPEN, fd, path, flags, mode)."""
+Action = tuple[int, ...] | tuple[int, int, str, int, int] | tuple[int, str]
+"""One posix_spawn file action: (DUP2, fd, fd), (OPEN, fd, path, flags, mode) or
+(``_cspawn.CHDIR``, path)."""
 
 
 class Mailbox:
-    """Finished jobs on their way back to one loop (one wake-up per batch)."""
+    """Callbacks from other threads on their way to one loop (one wake-up per batch).
+
+    Spawner threads post finished ``Job``s here, the reaper thread the exits
+    of attempts. Callbacks run on the loop thread, in the order posted.
+    """
 
     __slots__ = ("_items", "_scheduled", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._items: deque[Job] = deque()
+        self._items: deque[Callable[[], None]] = deque()
         self._scheduled = False
 
-    def post(self, job: Job) -> None:
-        """Called on a spawner thread: queue ``job`` and wake the loop if it was idle.
+    def post(self, item: Callable[[], None]) -> None:
+        """Called on another thread: queue ``item`` and wake the loop if it was idle.
 
         Raises RuntimeError when the loop is closed.
         """
         if self.loop.is_closed():
             raise RuntimeError("the loop is closed")
-        self._items.append(job)
+        self._items.append(item)
         # Invariant: an item appended after ``_drain`` cleared the flag finds it
         # cleared, so it is never left behind without a wake-up coming.
         if not self._scheduled:
@@ -59,18 +64,21 @@ class Mailbox:
                 self.loop.call_soon_threadsafe(self._drain)
             except RuntimeError:
                 self._scheduled = False
-                self._items.remove(job)
+                self._items.remove(item)
                 raise
 
     def _drain(self) -> None:
         self._scheduled = False
         items = self._items
         while items:
-            _deliver(items.popleft())
+            items.popleft()()
 
 
 class Job:
-    """One spawn request and, once ``done``, its pid (and pidfd) or the error it raised."""
+    """One spawn request and, once ``done``, its pid (and pidfd) or the error it raised.
+
+    Calling a job (on the loop thread, from its mailbox) delivers it.
+    """
 
     __slots__ = (
         "actions",
@@ -79,6 +87,7 @@ class Job:
         "done",
         "env",
         "error",
+        "extra_env",
         "fut",
         "path",
         "pid",
@@ -91,13 +100,15 @@ class Job:
         fut: asyncio.Future[int],
         path: str,
         argv: list[str],
-        env: dict[str, str] | list[bytes],
+        env: dict[str, str] | _cspawn.EnvBlock,
         actions: Sequence[Action],
+        extra_env: Sequence[bytes] = (),
     ) -> None:
         self.box = box
         self.path = path
         self.argv = argv
         self.env = env
+        self.extra_env = extra_env
         self.actions = actions
         self.fut = fut
         self.pid: int | None = None
@@ -105,29 +116,35 @@ class Job:
         self.error: BaseException | None = None
         self.done = False
 
+    def __call__(self) -> None:
+        self.done = True
+        fut = self.fut
+        if fut.done():
+            return
+        if self.error is not None:
+            fut.set_exception(self.error)
+        else:
+            assert self.pid is not None
+            fut.set_result(self.pid)
 
-def _deliver(job: Job) -> None:
-    job.done = True
-    fut = job.fut
-    if fut.done():
-        return
-    if job.error is not None:
-        fut.set_exception(job.error)
-    else:
-        assert job.pid is not None
-        fut.set_result(job.pid)
 
-
-def _end_orphan(pid: int) -> None:
+def end_orphan(pid: int) -> None:
+    """Kill the group of ``pid``, which nobody waits for any more, and reap its leader."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
 
 
 def _os_spawn(
-    path: str, argv: list[str], env: dict[str, str] | list[bytes], actions: Sequence[Action]
+    path: str,
+    argv: list[str],
+    env: dict[str, str] | _cspawn.EnvBlock,
+    actions: Sequence[Action],
+    extra_env: Sequence[bytes] = (),
 ) -> int:
-    assert isinstance(env, dict)  # encoded entries go to _cspawn only
+    # Encoded environments go to _cspawn only.
+    assert isinstance(env, dict)
+    assert not extra_env
     return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)
 
 
@@ -139,14 +156,14 @@ def _work(jobs: queue.SimpleQueue[Job]) -> None:
     while True:
         job = jobs.get()
         try:
-            pid = spawn(job.path, job.argv, job.env, job.actions)
+            pid = spawn(job.path, job.argv, job.env, job.actions, job.extra_env)
         except BaseException as e:  # delivered to the waiter, which raises it
             job.error = e
         else:
             try:
                 job.pidfd = pidfd_open(pid)
             except BaseException as e:  # out of descriptors: the child cannot be watched
-                _end_orphan(pid)
+                end_orphan(pid)
                 job.error = e
             else:
                 job.pid = pid
@@ -155,7 +172,7 @@ def _work(jobs: queue.SimpleQueue[Job]) -> None:
         except RuntimeError:  # the loop is closed: nobody waits, end the orphan
             if job.pid is not None:
                 os.close(job.pidfd)
-                _end_orphan(job.pid)
+                end_orphan(job.pid)
 
 
 class Spawner:
