@@ -7,6 +7,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -34,6 +35,39 @@ def machine() -> str:
 def load() -> str:
     """The 1-, 5- and 15-minute load averages, as ``a/b/c``."""
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+_RUNS = [0]
+
+
+def fresh_dir(parent: Path, name: str) -> Path:
+    """A new, empty directory under ``parent`` for one run; nothing is deleted between runs.
+
+    Deleting files makes the next file creations slow on some filesystems, so
+    no timed run may follow a deletion: ext4 without a journal (this
+    development machine's disk) skips every inode freed in the last 5 to 35
+    seconds when it allocates one, reading the inode table for each. After
+    5,000 deletions, creating a log file cost more than spawning the process
+    that writes it (``bench/README.md``).
+    """
+    _RUNS[0] += 1
+    d = parent / f"{name}-{_RUNS[0]}"
+    d.mkdir(parents=True)
+    return d
+
+
+SETTLE_SECONDS = 6.0
+
+
+def settle_deletions() -> None:
+    """Before the first timed run: let files deleted just before (an earlier
+    benchmark's clean-up) stop slowing file creation (see ``fresh_dir``).
+
+    Once written back, a freed inode is skipped for 5 seconds.
+    """
+    print(f"  settling {SETTLE_SECONDS:g} s: files deleted just before slow down file creation")
+    os.sync()
+    time.sleep(SETTLE_SECONDS)
 
 
 def median(xs: list[float]) -> float:

@@ -15,10 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import fresh_dir, settle_deletions
 
 from fleetrun.engine import run_graph
 from fleetrun.engine._options import RunOptions, new_run_id
@@ -39,8 +43,7 @@ def _graph(work: Path, tasks: int) -> Graph:
 
 def _once(graph: Graph, work: Path, parallelism: int, journal_on: bool) -> tuple[float, float]:
     """One run; returns (tasks per second, CPU seconds of this process per task)."""
-    state = work / ("state-on" if journal_on else "state-off")
-    shutil.rmtree(state, ignore_errors=True)
+    state = fresh_dir(work, "state-on" if journal_on else "state-off")
     run_id = new_run_id()
     run_dir = state / "runs" / run_id
     run_dir.mkdir(parents=True)
@@ -89,15 +92,13 @@ def main() -> None:
         work = Path(tmp).resolve()
         graph = _graph(work, args.tasks)
         # The plan's directory is the tasks' cwd. Run from there, as
-        # bench_spawn does, so `true` is exec'd directly on both sides (from
-        # elsewhere every attempt would be `sh -c 'cd -- DIR || exit 126; true'`:
-        # one more process per task, the same on and off, which dilutes the
-        # journal's share and is not the engine's fast path).
+        # bench_spawn does (from elsewhere, spawns would also enter it).
         home = os.getcwd()
         os.chdir(work)
         on: list[float] = []
         off: list[float] = []
         cpu: dict[bool, list[float]] = {False: [], True: []}
+        settle_deletions()
         for r in range(args.rounds):
             # Alternate which goes first, so a load change favours neither.
             for journal_on in (False, True) if r % 2 == 0 else (True, False):

@@ -54,7 +54,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import load, median, row, verdict
+from _common import fresh_dir, load, median, row, settle_deletions, verdict
 
 from fleetrun.engine import RunOptions, run_graph
 from fleetrun.engine.testing import graph, task
@@ -84,7 +84,7 @@ def run_fleetrun(
     """fleetrun's engine; with ``live``, the live view subscribed and drawing
     (to /dev/null, as to a 120x40 terminal, at its normal redraw rate)."""
     g = graph([task("t", "true", targets=[f"n{i}" for i in range(n)])], base_dir=work)
-    run_dir = _fresh(work, "fleetrun")
+    run_dir = fresh_dir(work, "fleetrun")
     opts = RunOptions(run_id="bench", run_dir=run_dir, parallelism=j)
     executor = LocalExecutor(spawn_threads=spawn_threads)
     sink = open(os.devnull, "w")  # noqa: SIM115
@@ -108,24 +108,6 @@ def run_fleetrun(
     assert logs == n, logs
     own = own1 - own0
     return Sample(n / secs, own / n, (own + kids1 - kids0) / n)
-
-
-_RUNS = [0]
-
-
-def _fresh(work: Path, name: str) -> Path:
-    """A new, empty directory for one run (nothing is deleted until the end).
-
-    Deleting files makes the next creations slow on some filesystems, so no
-    run may follow a deletion: ext4 without a journal skips every inode freed
-    in the last 5 to 35 seconds when it allocates one, and each skip reads the
-    inode table. After 5,000 deletions, creating a log file cost more than
-    spawning the process that writes it (``bench/README.md``).
-    """
-    _RUNS[0] += 1
-    d = work / f"{name}-{_RUNS[0]}"
-    d.mkdir()
-    return d
 
 
 def _external(cmd: list[str], n: int) -> Sample:
@@ -156,7 +138,7 @@ def _external(cmd: list[str], n: int) -> Sample:
 
 
 def run_xargs(work: Path, n: int, j: int) -> Sample:
-    d = _fresh(work, "xargs")
+    d = fresh_dir(work, "xargs")
     s = _external(["xargs", "-P", str(j), "-I{}", "sh", "-c", f"true > {d}/{{}}.log"], n)
     assert len(os.listdir(d)) == n
     return s
@@ -169,14 +151,14 @@ def have_parallel() -> bool:
 
 
 def run_parallel(work: Path, n: int, j: int) -> Sample:
-    d = _fresh(work, "parallel")
+    d = fresh_dir(work, "parallel")
     s = _external(["parallel", "--will-cite", "-j", str(j), f"true > {d}/{{}}.log"], n)
     assert len(os.listdir(d)) == n
     return s
 
 
 def run_asyncio(work: Path, n: int, j: int) -> Sample:
-    d = _fresh(work, "asyncio")
+    d = fresh_dir(work, "asyncio")
 
     async def main() -> None:
         sem = asyncio.Semaphore(j)
@@ -208,7 +190,7 @@ def _quiesce() -> None:
 
     A finished run leaves dirty pages for writeback and garbage for the next
     collection; both are settled here, outside every timed region. Its files
-    stay until the end of the benchmark (see ``_fresh``).
+    stay until the end of the benchmark (see ``_common.fresh_dir``).
     """
     gc.collect()
     os.sync()
@@ -256,6 +238,7 @@ def main() -> None:
         f"{args.rounds} interleaved rounds (python {sys.version.split()[0]}, "
         f"{os.cpu_count()} cpu(s))"
     )
+    settle_deletions()
     load_start = load()
     print(f"  load at start {load_start}")
     work = Path(tempfile.mkdtemp(prefix="fleetrun-bench-spawn-"))
