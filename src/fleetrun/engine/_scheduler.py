@@ -311,6 +311,10 @@ class _Run:
         """Something changed: start what can start now, or let the main loop do it."""
         if self.durable is None and self.tg is not None:
             self.fill()
+            if self.running or self.waiting:
+                # Started here; the main loop has nothing to decide until the
+                # last attempt or backoff ends (which kicks again).
+                return
         self.wake.set()
 
     def can_start(self) -> bool:

@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -76,6 +77,8 @@ def _load() -> ctypes.CDLL | None:
 
 _LIBC = _load()
 _PTR = ctypes.sizeof(ctypes.c_char_p)
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
 
 CHDIR = -1
 """File action ``(CHDIR, path)``: the child changes to ``path`` (``can_chdir()``).
@@ -162,7 +165,7 @@ def spawn(
     libc = _LIBC
     assert libc is not None
     fsencode = os.fsencode
-    c_argv = _strings([fsencode(a) for a in argv])
+    c_argv = _strings([a.encode(_FS_ENCODING, _FS_ERRORS) for a in argv])
     if isinstance(env, EnvBlock):
         c_env = env.array(extra_env)
     else:

@@ -26,6 +26,7 @@ import os
 import re
 import shlex
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -102,8 +103,13 @@ def _per_attempt(name: str) -> bool:
     return name in ("FLEETRUN_TARGET", "FLEETRUN_ATTEMPT") or name.startswith("FLEETRUN_OUTPUT")
 
 
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
 def _entry(name: str, value: str) -> bytes:
-    return os.fsencode(name) + b"=" + os.fsencode(value)
+    """``NAME=value`` encoded as ``os.fsencode`` would."""
+    return f"{name}={value}".encode(_FS_ENCODING, _FS_ERRORS)
 
 
 class LocalExecutor:
