@@ -448,3 +448,38 @@ def test_exit_watcher_reports_each_exit_once_and_answers_stale_reports():
 
 def _spawn_sleep(seconds: str) -> int:
     return os.posix_spawn("/bin/sleep", ["sleep", seconds], os.environ, setpgroup=0)
+
+
+def test_a_failing_exit_callback_does_not_lose_the_others():
+    from fleetrun.executors._exits import ExitWatcher
+
+    async def main() -> tuple[list[int], list[str]]:
+        loop = asyncio.get_running_loop()
+        errors: list[str] = []
+        loop.set_exception_handler(lambda _loop, ctx: errors.append(str(ctx["exception"])))
+        exits = ExitWatcher(loop)
+        got: list[int] = []
+        all_seen = loop.create_future()
+
+        def on_exit(k: int) -> None:
+            got.append(k)
+            if len(got) == 6:
+                all_seen.set_result(None)
+            if k % 2 == 0:
+                raise RuntimeError(f"callback {k} failed")
+
+        pids = [_spawn_sleep("0") for _ in range(6)]
+        fds = [os.pidfd_open(pid) for pid in pids]
+        await asyncio.sleep(0.2)  # all have exited: one poll reports them together
+        for k, fd in enumerate(fds):
+            exits.watch(fd, lambda k=k: on_exit(k))
+        await asyncio.wait_for(all_seen, 10)
+        exits.close()
+        for pid, fd in zip(pids, fds, strict=True):
+            os.close(fd)
+            os.waitpid(pid, 0)  # noqa: ASYNC222 - exited long ago
+        return got, errors
+
+    got, errors = asyncio.run(main())
+    assert sorted(got) == list(range(6))
+    assert sorted(errors) == [f"callback {k} failed" for k in (0, 2, 4)]

@@ -59,8 +59,14 @@ class ExitWatcher:
         take = self._watches.pop
         for fd, _ in self._ep.poll(0):
             on_exit = take(fd, None)
-            if on_exit is not None:
+            if on_exit is None:
+                continue
+            try:
                 on_exit()
+            except Exception as e:  # reported like a failed loop callback; the batch goes on
+                self._loop.call_exception_handler(
+                    {"message": "exception in a process exit callback", "exception": e}
+                )
 
     def close(self) -> None:
         """Stop watching everything (the loop may already be closed)."""

@@ -193,9 +193,9 @@ class LocalExecutor:
             self._which[key] = shutil.which(name, path=path)
         return self._which[key]
 
-    def _still_dir(self, cwd: str) -> bool:
-        """After a failed spawn: is ``cwd`` still a directory (was it the chdir that failed)?"""
-        self._chdir_ok[cwd] = ok = os.path.isdir(cwd)
+    def _still_usable(self, cwd: str) -> bool:
+        """After a failed spawn: can ``cwd`` still be entered (or did the chdir fail)?"""
+        self._chdir_ok[cwd] = ok = os.path.isdir(cwd) and os.access(cwd, os.X_OK)
         return ok
 
     def _argv(self, command: str, env: Mapping[str, str], cwd: str | None) -> tuple[str, list[str]]:
@@ -267,7 +267,7 @@ class LocalExecutor:
             if piped:
                 os.close(r)
                 os.close(log_fd)
-            if chdir and cwd is not None and not self._still_dir(cwd):
+            if chdir and cwd is not None and not self._still_usable(cwd):
                 raise OSError(e.errno, f"cannot enter the task's directory {cwd}") from None
             raise
         except BaseException:
