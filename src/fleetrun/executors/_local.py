@@ -4,8 +4,10 @@ Spawning is ``os.posix_spawn`` (vfork-style in glibc, no copy of the parent's
 memory) with ``setpgroup=0`` so each attempt gets its own process group;
 stdin is ``/dev/null`` and stdout+stderr go straight to the attempt's log file
 (created by the child through spawn file actions, on a spawner thread), so the
-parent never touches the output. Reaping is through a pidfd
-watched by the loop: no thread per child and no asyncio child watcher.
+parent never touches the output. The spawn also enters the task's directory
+where libc can (``_cspawn.CHDIR``). Reaping is through pidfds in one epoll set
+that the loop watches (``_exits``): no thread per child and no asyncio child
+watcher.
 
 When secrets must be redacted or output is streamed, stdout+stderr go to a
 pipe instead; the parent reads it in 64 KiB chunks through a
@@ -15,8 +17,9 @@ Commands are ``/bin/sh -c COMMAND``. Like make, a command made only of plain
 words (letters, digits and ``_@%+=:,./-``; no quotes, no ``$``, no globbing,
 no redirection, not a shell builtin) is exec'd directly after splitting it
 into words (what ``shlex.split`` gives for such text): the result is the same
-and one process cheaper. An attempt owns its process group: what the command
-leaves running in it when it exits is killed (see ``_proc``).
+and one process cheaper; a directory that the spawn cannot enter is entered by
+the shell instead (``cd DIR || exit 126``). An attempt owns its process group:
+what the command leaves running in it when it exits is killed (see ``_proc``).
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ Action = tuple[int, ...] | tuple[int, int, str, int, int] | tuple[int, str]
 class Mailbox:
     """Callbacks from other threads on their way to one loop (one wake-up per batch).
 
-    Spawner threads post finished ``Job``s here, the reaper thread the exits
-    of attempts. Callbacks run on the loop thread, in the order posted.
+    Spawner threads post finished ``Job``s here; they run on the loop thread,
+    in the order posted.
     """
 
     __slots__ = ("_items", "_scheduled", "loop")
@@ -128,7 +128,7 @@ class Job:
             fut.set_result(self.pid)
 
 
-def end_orphan(pid: int) -> None:
+def _end_orphan(pid: int) -> None:
     """Kill the group of ``pid``, which nobody waits for any more, and reap its leader."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
@@ -163,7 +163,7 @@ def _work(jobs: queue.SimpleQueue[Job]) -> None:
             try:
                 job.pidfd = pidfd_open(pid)
             except BaseException as e:  # out of descriptors: the child cannot be watched
-                end_orphan(pid)
+                _end_orphan(pid)
                 job.error = e
             else:
                 job.pid = pid
@@ -172,7 +172,7 @@ def _work(jobs: queue.SimpleQueue[Job]) -> None:
         except RuntimeError:  # the loop is closed: nobody waits, end the orphan
             if job.pid is not None:
                 os.close(job.pidfd)
-                end_orphan(job.pid)
+                _end_orphan(job.pid)
 
 
 class Spawner:
