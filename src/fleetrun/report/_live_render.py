@@ -4,7 +4,7 @@
 (no rendering, no allocation beyond a dict entry); ``render`` turns a state into
 a rich renderable for a given screen size and instant, and is pure: the same
 state, size and ``now`` always give the same text. ``estimate_remaining`` is
-the ETA.
+the ETA; in a ``phased`` run it adds up the phases, which a barrier separates.
 
 Per-phase bars count ``done`` (succeeded or reused), ``failed`` (failed,
 cancelled or interrupted) and ``skipped`` (skipped or not started) out of the instances of
@@ -20,6 +20,7 @@ from rich.console import Group
 from rich.text import Text
 
 from fleetrun.plan._graph import Graph
+from fleetrun.plan._simulate import phase_layers
 from fleetrun.report._plain import STATE_ORDER, format_duration
 
 NO_PHASE = "(no phase)"
@@ -39,6 +40,81 @@ _COUNT_ORDER = ("pending", "running", "retrying", *STATE_ORDER)
 
 _BAR_DONE = "█"
 _BAR_LEFT = "░"
+
+
+class _Phases:
+    """The phases of a ``phased`` run as the engine runs them, for the ETA.
+
+    ``phase_of[i]`` is node i's phase in ``phase_layers`` order (the engine's:
+    a phase opens once every earlier one has settled), ``rank[i]`` the longest
+    path by estimate from the start of i that stays inside its phase and among
+    the run's members. Counters are kept per group, one group per (phase,
+    task) pair: ``work[g]`` sums the estimates of the group's nodes that are
+    pending or waiting for a retry, ``unstarted[g]`` counts them, the same
+    invariant as ``LiveState.pending_work`` and ``unstarted`` per task.
+    """
+
+    def __init__(self, state: LiveState) -> None:
+        graph, status, est = state.graph, state.status, state.est
+        n = len(status)
+        layers = phase_layers(graph)
+        self.count = len(layers)
+        phase_of = [0] * n
+        for k, layer in enumerate(layers):
+            for i in layer:
+                phase_of[i] = k
+        self.phase_of = phase_of
+        # Backwards through a topological order: dependents first.
+        rank = [0.0] * n
+        for wave in reversed(graph.waves):
+            for i in wave:
+                if status[i] == OUT:
+                    continue  # not part of this run: it never runs
+                k, best = phase_of[i], 0.0
+                for j in graph.dependents[i]:
+                    if phase_of[j] == k and rank[j] > best and status[j] != OUT:
+                        best = rank[j]
+                rank[i] = est[i] + best
+        self.rank = rank
+        groups: dict[tuple[int, int], int] = {}
+        group_of = [0] * n
+        for i in range(n):
+            group_of[i] = groups.setdefault((phase_of[i], state.task_of[i]), len(groups))
+        self.group_of = group_of
+        self.group_phase = [k for k, _ in groups]
+        self.group_task = [t for _, t in groups]
+        self.work = [0.0] * len(groups)
+        self.unstarted = [0] * len(groups)
+        # Per group, its members by rank, highest first; ``_at[g]`` only moves
+        # forward (a node never becomes pending again).
+        self._by_rank: list[list[int]] = [[] for _ in groups]
+        for i in range(n):
+            st = status[i]
+            if st == OUT:
+                continue
+            g = group_of[i]
+            self._by_rank[g].append(i)
+            if st in (PENDING, WAITING):
+                self.work[g] += est[i]
+                self.unstarted[g] += 1
+        for nodes in self._by_rank:
+            nodes.sort(key=lambda i: -rank[i])
+        self._at = [0] * len(groups)
+
+    def move(self, i: int, est: float, count: int) -> None:
+        """Node i (estimate ``est``) became pending (``count`` 1) or stopped being so (-1)."""
+        g = self.group_of[i]
+        self.work[g] += count * est
+        self.unstarted[g] += count
+
+    def top_pending(self, g: int, status: bytearray) -> int | None:
+        """Group ``g``'s pending node of highest in-phase rank (amortized O(1))."""
+        order = self._by_rank[g]
+        k = self._at[g]
+        while k < len(order) and status[order[k]] != PENDING:
+            k += 1
+        self._at[g] = k
+        return order[k] if k < len(order) else None
 
 
 class LiveState:
@@ -101,6 +177,8 @@ class LiveState:
             tuple(pool_index[p] for p in t.pools if p in pool_index) for t in tasks
         ]
 
+        # Phased runs only: built at the first estimate, then kept up per event.
+        self._phases: _Phases | None = None
         self.status = bytearray(len(nodes))
         self.members = 0
         for i in range(len(nodes)) if only is None else only:
@@ -123,6 +201,8 @@ class LiveState:
         self.left[t] += 1
         self.pending_work[t] += self.est[i]
         self.unstarted[t] += 1
+        if self._phases is not None:
+            self._phases.move(i, self.est[i], 1)
 
     # -- updates (O(1) each, called once per event) ------------------------------
 
@@ -134,6 +214,8 @@ class LiveState:
         if st in (PENDING, WAITING):
             self.pending_work[t] -= self.est[i]
             self.unstarted[t] -= 1
+            if self._phases is not None:
+                self._phases.move(i, self.est[i], -1)
             if st == WAITING:
                 self.waiting.discard(i)
         elif st != RUNNING:
@@ -165,6 +247,8 @@ class LiveState:
                 self.waiting.add(i)
                 self.pending_work[t] += self.est[i]
                 self.unstarted[t] += 1
+                if self._phases is not None:
+                    self._phases.move(i, self.est[i], 1)
             else:
                 self.between += 1
         return took
@@ -181,6 +265,8 @@ class LiveState:
         if st in (PENDING, WAITING):
             self.pending_work[t] -= self.est[i]
             self.unstarted[t] -= 1
+            if self._phases is not None:
+                self._phases.move(i, self.est[i], -1)
             self.waiting.discard(i)
         elif i in self.running:
             self.running.pop(i)
@@ -273,8 +359,14 @@ class LiveState:
         remaining starts divided by its (current) rate. Estimates are scaled by
         how long finished instances of the same task really took (a task never
         measured takes the factor of all measured tasks; before anything is
-        measured, plan estimates are taken as given). Barriers of ``--mode
-        phased`` are not modelled.
+        measured, plan estimates are taken as given).
+
+        In a ``phased`` run (``mode``) a phase starts only once every earlier
+        one has settled, so the estimate is the sum, over the phases not yet
+        settled, of each phase's own bound: the same three bounds computed on
+        that phase's nodes alone, its critical path being the longest path
+        that stays inside the phase. ``sequential`` runs have a parallelism of
+        1, which makes the remaining work the bound.
         """
         if self.ended_at is not None:
             return 0.0
@@ -284,6 +376,8 @@ class LiveState:
         ):
             return None
         factor = [overall if f is None else f for f in per]
+        if self.mode == "phased":
+            return self._phased_remaining(now, factor, overall)
 
         def through(i: int, own: float) -> float:
             # Its own part as given, what follows it by the overall factor.
@@ -303,16 +397,55 @@ class LiveState:
             own = max(0.0, self.est[i] * factor[t] - (now - start))
             work[t] += own
             path = max(path, through(i, own))
+        return self._bound(path, work, self.unstarted)
+
+    def _phased_remaining(self, now: float, factor: list[float], overall: float) -> float:
+        """``estimate_remaining`` with the barriers of ``phased`` mode: the phases' sum."""
+        ph = self._phases
+        if ph is None:
+            # Built once, at the first estimate, then kept up by the events.
+            ph = self._phases = _Phases(self)
+        rank, est, status = ph.rank, self.est, self.status
+
+        def through(i: int, own: float) -> float:
+            return own + (rank[i] - est[i]) * overall
+
+        tasks = len(self.task_names)
+        path = [0.0] * ph.count
+        work = [[0.0] * tasks for _ in range(ph.count)]
+        starts = [[0] * tasks for _ in range(ph.count)]
+        for g, left in enumerate(ph.unstarted):
+            if left <= 0:
+                continue
+            k, t = ph.group_phase[g], ph.group_task[g]
+            work[k][t] += ph.work[g] * factor[t]
+            starts[k][t] += left
+            top = ph.top_pending(g, status)
+            if top is not None:
+                path[k] = max(path[k], through(top, est[top] * factor[t]))
+        for i in self.waiting:
+            k = ph.phase_of[i]
+            path[k] = max(path[k], through(i, est[i] * factor[self.task_of[i]]))
+        for i, (start, _) in self.running.items():
+            k, t = ph.phase_of[i], self.task_of[i]
+            own = max(0.0, est[i] * factor[t] - (now - start))
+            work[k][t] += own
+            path[k] = max(path[k], through(i, own))
+        # A settled phase has no path, work or starts left: it adds 0.
+        return sum(self._bound(path[k], work[k], starts[k]) for k in range(ph.count))
+
+    def _bound(self, path: float, work: list[float], starts: list[int]) -> float:
+        """The largest of ``path``, the work (per task) over the parallelism, and
+        for each pool its tasks' work over its concurrency and starts over its rate."""
         bound = path
         if self.parallelism:
             bound = max(bound, sum(work) / self.parallelism)
-        # Each pool bounds the work of its tasks by its slots, their starts by its rate.
         pool_work = [0.0] * len(self.pool_names)
         pool_starts = [0] * len(self.pool_names)
         for t, pools in enumerate(self.pools_of_task):
             for p in pools:
                 pool_work[p] += work[t]
-                pool_starts[p] += self.unstarted[t]
+                pool_starts[p] += starts[t]
         for p, limit in enumerate(self.pool_limit):
             if limit:
                 bound = max(bound, pool_work[p] / limit)
