@@ -33,6 +33,7 @@ from fleetrun.report._html_timeline import (
     pack_lanes,
     tick_label,
     tick_step,
+    tip_secs,
 )
 from fleetrun.report._model import (
     AttemptRecord,
@@ -368,6 +369,77 @@ def test_hostile_names_are_inert() -> None:
     assert ">" not in blob
 
 
+def test_bars_are_focusable_and_named() -> None:
+    r = sample()
+    page = Page(render_html(r))
+    bars = page.bars()
+    assert [b["tabindex"] for b in bars] == ["0"] * len(r.attempts)
+    assert [b["role"] for b in bars] == ["img"] * len(r.attempts)
+    # Tab follows the order rows are drawn: target a, target b, then the unfanned row.
+    assert [int(b["data-i"]) for b in bars] == [0, 2, 1, 3, 4, 5]
+    assert {int(b["data-i"]): b["aria-label"] for b in bars} == {
+        0: "infra@a, attempt 1, retrying, 1.000s, critical path",
+        1: "infra@b, attempt 1, succeeded, 2.000s",
+        2: "infra@a, attempt 2, succeeded, 1.000s, critical path",
+        3: "k8s@b, attempt 1, failed, 3.000s",
+        4: "deploy, attempt 1, succeeded, 2.000s, critical path",
+        5: "verify, attempt 1, succeeded, 1.000s",
+    }
+    # Nothing else is in the tab order: not the hatching, the legend or the chart itself.
+    assert len([a for _, a in page.tags if "tabindex" in a]) == len(r.attempts)
+    # The chart is a group: an img's children would be hidden from screen readers.
+    chart = next(a for t, a in page.tags if a.get("id") == "fr-chart")
+    assert (chart["role"], chart["aria-label"]) == ("group", "Timeline: one bar per attempt")
+
+
+def test_bar_names_of_open_and_timed_out_attempts() -> None:
+    timed_out = replace(
+        attempt("b@y", 0.5, 75.25, outcome="failed", exit_code=None), timed_out=True
+    )
+    r = report([attempt("a@x", 1.0, None, outcome=None, exit_code=None), timed_out])
+    r = replace(r, ended_at=None)
+    names = {int(b["data-i"]): b["aria-label"] for b in Page(render_html(r)).bars()}
+    assert names == {
+        0: "a@x, attempt 1, no end recorded, still running when the run ended",
+        1: "b@y, attempt 1, failed (timed out), 1m14.8s",
+    }
+
+
+def test_bar_durations_read_as_the_tooltip_writes_them() -> None:
+    # The page script's secs(): milliseconds below a minute, Math.round's halves up.
+    cases = (0.0, 0.0123, 12.345, 59.9996, 60.0, 119.97, 245.25, 3599.96, 3725.0, None)
+    assert [tip_secs(None if x is None else round(x, 3)) for x in cases] == [
+        "0.000s", "0.012s", "12.345s", "1m00.0s", "1m00.0s", "2m00.0s", "4m05.3s",
+        "1h00m", "1h02m", "still running when the run ended",
+    ]  # fmt: skip
+
+
+def test_hostile_names_are_escaped_in_bar_names() -> None:
+    quote = 'q" onfocus="alert(5)'
+    r = report(
+        [
+            attempt(f"infra@{HOSTILE}", 0.0, 1.0, outcome="retrying", reason=HOSTILE),
+            attempt(f"infra@{quote}", 0.5, 1.5),
+        ],
+        critical=(f"infra@{HOSTILE}",),
+    )
+    html = render_html(r)
+    page = Page(html)
+    assert [b["aria-label"] for b in page.bars()] == [
+        f"infra@{HOSTILE}, attempt 1, retrying, 1.000s, critical path",
+        f"infra@{quote}, attempt 1, succeeded, 1.000s",
+    ]
+    assert not [k for _, a in page.tags for k in a if k.startswith("on")]
+    # In the markup the names are only ever escaped: entities in markup, \u escapes in JSON.
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    in_json = "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e"
+    assert HOSTILE not in html
+    assert html.count("alert(1)") == html.count(escaped) + html.count(in_json)
+    assert f'aria-label="infra@{escaped}, attempt 1, retrying, 1.000s, critical path"' in html
+    assert 'aria-label="infra@q&quot; onfocus=&quot;alert(5), attempt 1' in html
+    assert html.lower().count("<script") == 2
+
+
 def test_fetches_nothing() -> None:
     html = render_html(sample())
     page = Page(html)
@@ -536,8 +608,12 @@ def _png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-def test_chain138_report_opens_in_chromium(browser: Any, tmp_path: Path) -> None:
-    state, out = tmp_path / "state", tmp_path / "report.html"
+@pytest.fixture(scope="module")
+def chain138(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    """The chain138 example applied (japaneast fails, Oracle is throttled once) and its
+    HTML report written by ``fleetrun report``: the page and the journaled attempts."""
+    root = tmp_path_factory.mktemp("chain138")
+    state, out = root / "state", root / "report.html"
     env = {"CHAIN138_SCALE": "0.05", "THROTTLE_REGIONS": "Oracle", "FAIL_REGIONS": "japaneast"}
     res = _fleetrun("apply", str(CHAIN138), "--state-dir", str(state), env=env)
     assert res.returncode == 1, res.stdout + res.stderr  # japaneast failed, the rest ran
@@ -546,7 +622,85 @@ def test_chain138_report_opens_in_chromium(browser: Any, tmp_path: Path) -> None
         journaled = j.attempts(run_id)
     res = _fleetrun("report", run_id, "--state-dir", str(state), "--format", "html", "-o", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
+    return out, journaled
 
+
+def _tab_to_bar(page: Any, limit: int = 30) -> int:
+    """Press Tab until a bar of the timeline has focus; its ``data-i``."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        i = page.evaluate("document.activeElement.getAttribute('data-i')")
+        if i is not None:
+            return int(i)
+    pytest.fail(f"no bar got focus in {limit} presses of Tab")
+
+
+def _focused(page: Any) -> int:
+    i = page.evaluate("document.activeElement.getAttribute('data-i')")
+    assert i is not None, "a bar has lost the focus"
+    return int(i)
+
+
+def _tip_rows(page: Any) -> dict[str, str]:
+    """The tooltip's rows, label to value, as shown."""
+    rows = page.locator("#fr-tip tr").evaluate_all(
+        "rs => rs.map(r => [r.cells[0].textContent, r.cells[1].textContent])"
+    )
+    return dict(rows)
+
+
+def _focused_ax(page: Any) -> dict[str, str]:
+    """Chromium's own accessibility node of the focused element: role, name, description."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        nodes = cdp.send("Accessibility.getFullAXTree")["nodes"]
+    finally:
+        cdp.detach()
+    found = [
+        n
+        for n in nodes
+        if n.get("role", {}).get("value") != "RootWebArea"
+        and any(p["name"] == "focused" and p["value"].get("value") for p in n.get("properties", []))
+    ]
+    assert len(found) == 1, found
+    return {k: str(found[0].get(k, {}).get("value", "")) for k in ("role", "name", "description")}
+
+
+def _boxes(page: Any) -> dict[str, Any]:
+    """Viewport boxes of the focused element, the tooltip and the sticky header."""
+    return dict(
+        page.evaluate(
+            """() => {
+              const box = e => { const r = e.getBoundingClientRect();
+                return {left: r.left, top: r.top, right: r.right, bottom: r.bottom,
+                        width: r.width, height: r.height}; };
+              return {bar: box(document.activeElement), tip: box(document.getElementById('fr-tip')),
+                      header: box(document.querySelector('header.top')),
+                      vw: window.innerWidth, vh: window.innerHeight};
+            }"""
+        )
+    )
+
+
+def _assert_tip_at_bar(page: Any) -> None:
+    """The tooltip sits beside the focused bar (below it, or above when there is no room),
+    and the bar is in view below the sticky header."""
+    b = _boxes(page)
+    bar, tip = b["bar"], b["tip"]
+    assert b["header"]["bottom"] <= bar["top"]
+    assert bar["bottom"] <= b["vh"]
+    assert tip["left"] == pytest.approx(max(4, min(bar["left"], b["vw"] - 4 - tip["width"])), abs=1)
+    below = tip["top"] == pytest.approx(bar["bottom"] + 6, abs=1)
+    above = tip["bottom"] == pytest.approx(bar["top"] - 6, abs=1)
+    assert below or above, (bar, tip)
+    assert tip["top"] >= 0
+    assert tip["bottom"] <= b["vh"]
+
+
+def test_chain138_report_opens_in_chromium(
+    browser: Any, chain138: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    out, journaled = chain138
     w = Watched(browser)
     w.open(out)
     assert w.problems() == []
@@ -576,6 +730,150 @@ def test_chain138_report_opens_in_chromium(browser: Any, tmp_path: Path) -> None
     assert w.problems() == []
 
 
+def test_timeline_from_the_keyboard(
+    browser: Any, chain138: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    out, journaled = chain138
+    w = Watched(browser)
+    w.open(out)
+    page, tip = w.page, w.page.locator("#fr-tip")
+    page.mouse.move(5, 5)  # the pointer rests on the header, away from every bar
+    bars = page.locator("#fr-chart rect.bar")
+    order = [int(i) for i in bars.evaluate_all("bs => bs.map(b => b.getAttribute('data-i'))")]
+    crit = set(
+        page.locator("#fr-chart rect.bar.crit").evaluate_all(
+            "bs => bs.map(b => Number(b.getAttribute('data-i')))"
+        )
+    )
+    assert sorted(order) == list(range(len(journaled)))
+    assert len(order) > 100
+    assert len(crit) >= 3
+    # The first bar drawn below the fold (the rows are drawn top to bottom).
+    tops = bars.evaluate_all("bs => bs.map(b => b.getBoundingClientRect().top)")
+    far = next(k for k, top in enumerate(tops) if top > page.viewport_size["height"])
+    assert 2 < far < len(order) - 3
+
+    def check(i: int) -> None:
+        # The tooltip and the accessible name of bar i, against the journal.
+        a = journaled[i]
+        assert not a["timed_out"]
+        took = round(a["ended_at"] - a["started_at"], 3)
+        assert 0 <= took < 60
+        d = f"{took:.3f}s"
+        assert tip.is_visible()
+        rows = _tip_rows(page)
+        assert (rows["instance"], rows["attempt"], rows["duration"], rows["outcome"]) == (
+            a["key"], str(a["n"]), d, a["outcome"],
+        )  # fmt: skip
+        name = f"{a['key']}, attempt {a['n']}, {a['outcome']}, {d}"
+        if i in crit:
+            name += ", critical path"
+        assert bars.nth(order.index(i)).get_attribute("aria-label") == name
+        ax = _focused_ax(page)
+        assert (ax["role"], ax["name"]) == ("image", name)
+        # Screen readers also get the tooltip's details as the bar's description.
+        assert f"instance {a['key']}" in ax["description"]
+        assert f"duration {d}" in ax["description"]
+        _assert_tip_at_bar(page)
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline == "solid"
+
+    # The first Tab stop in the chart is the first bar drawn; Tab walks them in that order.
+    assert _tab_to_bar(page) == order[0]
+    check(order[0])
+    # Nothing in the chart comes before its first bar (not the chart itself either).
+    page.keyboard.press("Shift+Tab")
+    assert tip.is_hidden()
+    assert (
+        page.evaluate("document.getElementById('fr-chart').contains(document.activeElement)")
+        is False
+    )
+    page.keyboard.press("Tab")
+    assert _focused(page) == order[0]
+    page.keyboard.press("Tab")
+    assert _focused(page) == order[1]
+    check(order[1])
+    # Escape hides the tooltip; the bar keeps the focus.
+    page.keyboard.press("Escape")
+    assert tip.is_hidden()
+    assert _focused(page) == order[1]
+    page.keyboard.press("Shift+Tab")
+    assert _focused(page) == order[0]
+    check(order[0])
+    # Far down the chart: the page scrolls the bar into view below the sticky header.
+    for _ in range(far):
+        page.keyboard.press("Tab")
+    assert _focused(page) == order[far]
+    assert page.evaluate("window.scrollY") > 0
+    check(order[far])
+    # Back up to a bar that scrolling left under the sticky header: focus brings it out.
+    bars.nth(far - 1).evaluate("b => window.scrollBy(0, b.getBoundingClientRect().top - 40)")
+    page.keyboard.press("Shift+Tab")
+    assert _focused(page) == order[far - 1]
+    check(order[far - 1])
+    page.keyboard.press("Tab")
+    assert _focused(page) == order[far]
+    assert (
+        page.evaluate("getComputedStyle(document.querySelector('#fr-chart rect.bar')).outlineStyle")
+        == "none"
+    )
+
+    # The pointer on another bar shows that bar; off the chart, the focused bar's returns.
+    other = bars.nth(far + 2)
+    other.hover()
+    assert _tip_rows(page)["instance"] == journaled[order[far + 2]]["key"]
+    page.mouse.move(5, 5)
+    assert _tip_rows(page)["instance"] == journaled[order[far]]["key"]
+    _assert_tip_at_bar(page)
+    # Blur hides it, and the description goes with the focus.
+    page.evaluate("document.activeElement.blur()")
+    assert tip.is_hidden()
+    assert bars.nth(far).get_attribute("aria-describedby") is None
+
+    # A click focuses a bar too, but that is the pointer's: the tooltip follows the pointer
+    # and goes when it leaves the chart, and no focus ring is drawn.
+    first = bars.nth(0)
+    first.click()
+    assert _focused(page) == order[0]
+    box, tip_box = first.bounding_box(), tip.bounding_box()
+    assert tip_box["x"] == pytest.approx(box["x"] + box["width"] / 2 + 14, abs=1)  # clicked there
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "none"
+    page.mouse.move(5, 5)
+    assert tip.is_hidden()
+
+    assert w.problems() == []
+    assert w.requests == [out.as_uri()]
+    assert w.dialogs == []
+
+
+def test_bar_names_match_their_tooltips_in_chromium(browser: Any, tmp_path: Path) -> None:
+    # Durations where the page script's rounding matters, one target each.
+    took = (0.0123, 12.345, 59.9996, 119.97, 245.25, 3725.0, None)
+    r = report(
+        [
+            attempt(f"t@r{k}", 0.0, None if x is None else x,
+                    outcome=None if x is None else "succeeded")
+            for k, x in enumerate(took)
+        ]
+    )  # fmt: skip
+    r = replace(r, ended_at=None)
+    out = tmp_path / "durations.html"
+    out.write_text(render_html(r), encoding="utf-8")
+    w = Watched(browser)
+    w.open(out)
+    seen: dict[int, tuple[str, str]] = {}
+    i = _tab_to_bar(w.page)
+    for _ in took:
+        name = w.page.evaluate("document.activeElement.getAttribute('aria-label')")
+        seen[i] = (name.split(", ")[3], _tip_rows(w.page)["duration"])
+        w.page.keyboard.press("Tab")
+        i = int(w.page.evaluate("document.activeElement.getAttribute('data-i') || -1"))
+    expected = ["0.012s", "12.345s", "1m00.0s", "2m00.0s", "4m05.3s", "1h02m",
+                "still running when the run ended"]  # fmt: skip
+    assert seen == {k: (e, e) for k, e in enumerate(expected)}
+    assert w.problems() == []
+
+
 def test_hostile_report_is_inert_in_chromium(browser: Any, tmp_path: Path) -> None:
     r = report(
         [
@@ -599,6 +897,21 @@ def test_hostile_report_is_inert_in_chromium(browser: Any, tmp_path: Path) -> No
     assert w.page.locator("h1").inner_text().startswith('<img src=x onerror="alert(3)">')
     w.page.locator('#fr-chart rect.bar[data-i="0"]').hover()
     assert "</script><script>alert(2)</script>" in w.page.locator("#fr-tip").inner_text()
+    # From the keyboard: the name and the tooltip show the names as text.
+    w.page.mouse.move(5, 5)
+    assert _tab_to_bar(w.page) == 0
+    name = f"infra@{HOSTILE}, attempt 1, retrying, 1.000s, critical path"
+    assert _focused_ax(w.page)["name"] == name
+    rows = _tip_rows(w.page)
+    assert (rows["target"], rows["retry reason"]) == (HOSTILE, "</script><script>alert(2)</script>")
+    assert w.page.locator("#fr-tip *").evaluate_all("es => es.map(e => e.tagName)") == [
+        "TABLE",
+        *["TR", "TH", "TD"] * len(rows),
+    ]
+    w.page.keyboard.press("Escape")
+    assert w.page.locator("#fr-tip").is_hidden()
+    assert w.dialogs == []
+    assert w.problems() == []
 
 
 def test_empty_report_opens_cleanly_in_chromium(browser: Any, tmp_path: Path) -> None:

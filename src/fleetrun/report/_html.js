@@ -1,6 +1,8 @@
 // fleetrun HTML report: tooltips for the timeline's bars.
 // The details come from the JSON blob #fr-data; bar i (data-i) is attempt i.
 // User data is only ever set with textContent, never parsed as HTML.
+// A bar shows its tooltip under the pointer, or at the bar when it has keyboard
+// focus (Tab); Escape hides it until the pointer or the focus moves to a bar again.
 (function () {
   "use strict";
   var blob = document.getElementById("fr-data");
@@ -30,10 +32,11 @@
     return Math.floor(m / 60) + "h" + ("0" + (m % 60)).slice(-2) + "m";
   }
 
-  function show(i, x, y) {
+  // Fills the tooltip with bar i's details; false when there are none.
+  function fill(i) {
     var b = data.bars[i];
     if (!b) {
-      return;
+      return false;
     }
     var rows = [
       ["instance", b[KEY]],
@@ -71,8 +74,7 @@
       table.appendChild(tr);
     });
     tip.replaceChildren(table);
-    tip.hidden = false;
-    place(x, y);
+    return true;
   }
 
   function place(x, y) {
@@ -84,24 +86,120 @@
     tip.style.top = top + "px";
   }
 
-  var current = -1;
-  chart.addEventListener("mousemove", function (ev) {
-    var attr = ev.target && ev.target.getAttribute ? ev.target.getAttribute("data-i") : null;
-    if (attr === null) {
+  function placeAtBar(bar) {
+    // Below the bar, from its left edge; above it when there is no room below.
+    var r = bar.getBoundingClientRect();
+    var w = tip.offsetWidth, h = tip.offsetHeight;
+    var left = Math.max(4, Math.min(r.left, window.innerWidth - 4 - w));
+    var top = r.bottom + 6 + h > window.innerHeight ? Math.max(4, r.top - 6 - h) : r.bottom + 6;
+    tip.style.left = left + "px";
+    tip.style.top = top + "px";
+  }
+
+  function index(el) {
+    var attr = el && el.getAttribute ? el.getAttribute("data-i") : null;
+    return attr === null ? -1 : Number(attr);
+  }
+
+  // Invariant: the tooltip is hidden exactly when current is -1.
+  var current = -1;  // the bar whose details the tooltip shows
+  var hover = -1;  // the bar under the pointer
+  var pointerX = 0, pointerY = 0;
+  var focused = null;  // the bar with keyboard focus
+  var byFocus = false;  // the focus moved last, not the pointer: its bar wins
+  var dismissed = -1;  // the bar whose tooltip Escape hid
+
+  // Shows the tooltip the last move asks for: the focused bar's at the bar, else the
+  // hovered bar's at the pointer; nothing for a dismissed bar.
+  function update() {
+    var f = index(focused);
+    var atBar = f >= 0 && (byFocus || hover < 0);
+    var i = atBar ? f : hover;
+    if (i < 0 || i === dismissed || (i !== current && !fill(i))) {
       current = -1;
       tip.hidden = true;
       return;
     }
-    var i = Number(attr);
-    if (i !== current) {
-      current = i;
-      show(i, ev.clientX, ev.clientY);
+    current = i;
+    tip.hidden = false;
+    if (atBar) {
+      placeAtBar(focused);
     } else {
-      place(ev.clientX, ev.clientY);
+      place(pointerX, pointerY);
     }
+  }
+
+  function keyboardFocus(el) {
+    // A click focuses a bar too; only keyboard focus moves the tooltip to the bar.
+    try {
+      return el.matches(":focus-visible");
+    } catch (e) {
+      return true;  // no :focus-visible in this browser: treat all focus alike
+    }
+  }
+
+  chart.addEventListener("mousemove", function (ev) {
+    var i = index(ev.target);
+    pointerX = ev.clientX;
+    pointerY = ev.clientY;
+    if (i !== hover) {
+      hover = i;
+      if (i >= 0) {
+        byFocus = false;
+        dismissed = -1;
+      }
+    }
+    update();
   });
   chart.addEventListener("mouseleave", function () {
-    current = -1;
-    tip.hidden = true;
+    hover = -1;
+    update();
   });
+  // Focus listeners go on the document: Chromium makes an SVG element that has its own
+  // focus listeners focusable, which would put the whole chart in the tab order.
+  document.addEventListener("focusin", function (ev) {
+    if (!chart.contains(ev.target) || index(ev.target) < 0 || !keyboardFocus(ev.target)) {
+      return;
+    }
+    focused = ev.target;
+    // The tooltip describes the focused bar to screen readers too.
+    focused.setAttribute("aria-describedby", "fr-tip");
+    byFocus = true;
+    dismissed = -1;
+    update();
+  });
+  document.addEventListener("focusout", function (ev) {
+    if (ev.target === focused) {
+      focused.removeAttribute("aria-describedby");
+      focused = null;
+      byFocus = false;
+      update();
+    }
+  });
+  document.addEventListener("keydown", function (ev) {
+    if ((ev.key === "Escape" || ev.key === "Esc") && current >= 0) {
+      dismissed = current;
+      update();
+    }
+  });
+  // The tooltip is fixed to the viewport: keep it at its bar while the page or the chart
+  // scrolls (capture: scroll events of the chart's box do not bubble).
+  function follow() {
+    if (current >= 0 && current === index(focused)) {
+      placeAtBar(focused);
+    }
+  }
+  window.addEventListener("scroll", follow, true);
+  window.addEventListener("resize", follow);
+
+  // Tabbing to a bar scrolls it into view below the sticky header, which wraps to more
+  // lines on a narrow window (the stylesheet's scroll-padding is the fallback).
+  var header = document.querySelector("header.top");
+  function padScroll() {
+    if (header) {
+      document.documentElement.style.scrollPaddingTop = header.offsetHeight + 12 + "px";
+    }
+  }
+  padScroll();
+  window.addEventListener("resize", padScroll);
 })();

@@ -326,9 +326,9 @@ def render_html(report: RunReport) -> str:
             f"<h2>Timeline <small>({len(report.attempts)} attempts, {tl.rows} rows)</small></h2>"
             + _legend(tasks, has_crit)
             + f'<div class="chart">{tl.svg}</div>'
-            + '<p class="sub">Hover a bar for its details. Rows: targets in order of first '
-            "start; overlapping attempts of one target share its row in lanes. Top tracks: "
-            "phases.</p>"
+            + '<p class="sub">Hover a bar, or Tab to it, for its details (Escape hides '
+            "them). Rows: targets in order of first start; overlapping attempts of one target "
+            "share its row in lanes. Top tracks: phases.</p>"
         )
         details: list[list[object]] = tl.details
     else:

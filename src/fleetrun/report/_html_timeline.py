@@ -8,6 +8,10 @@ the colour of their task (``t<N>``), their outcome (``o-failed`` ...) and
 into fills, hatching and outlines. Each bar's ``data-i`` indexes the tooltip
 details that the page embeds as JSON.
 
+Bars are reachable from the keyboard: each has ``tabindex="0"`` (so Tab walks
+them in the order rows are drawn) and an ``aria-label`` built from its tooltip
+details, the same redacted values the page script shows.
+
 Invariant: exactly one ``rect.bar`` per ``AttemptRecord``, in the report's
 attempt order, so ``data-i`` is the attempt's index in ``report.attempts``.
 """
@@ -179,6 +183,8 @@ def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timelin
     if phases:
         y += 6
 
+    # Tooltip details by data-i, which is the attempt's index: attempt order, not row order.
+    details = [_detail(a, t0, a.key in crit) for a in report.attempts]
     bars: list[str] = []
     centers: dict[str, tuple[float, float, float]] = {}  # key -> (y mid, x start, x end)
     total_lanes = 0
@@ -209,8 +215,9 @@ def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timelin
             if a.key in crit:
                 classes += " crit"
             bars.append(
-                f'<rect class="{classes}" data-i="{i}" x="{_fmt(bx)}" y="{_fmt(by)}" '
-                f'width="{_fmt(bw)}" height="{LANE_H:.0f}"/>'
+                f'<rect class="{classes}" data-i="{i}" tabindex="0" role="img" '
+                f'aria-label="{html.escape(bar_name(details[i]))}" x="{_fmt(bx)}" '
+                f'y="{_fmt(by)}" width="{_fmt(bw)}" height="{LANE_H:.0f}"/>'
             )
             if outcome in ("failed", "cancelled", "interrupted"):
                 # Hatching on top of the task colour, so the task stays recognisable.
@@ -250,15 +257,15 @@ def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timelin
                 f'<text class="tick" x="{_fmt(tx)}" y="{_fmt(grid_end + 14)}">{lbl}</text>'
             )
     width = LABEL_W + PLOT_W + RIGHT_PAD
+    # A group, not an img: an img's children are presentational, and the bars must stay
+    # in the accessibility tree with their own names.
     svg = (
-        f'<svg id="fr-chart" class="g" role="img" '
+        f'<svg id="fr-chart" class="g" role="group" '
         f'aria-label="Timeline: one bar per attempt" viewBox="0 0 {width:.0f} {_fmt(height)}" '
         f'width="{width:.0f}" height="{_fmt(height)}">'
         f'{_DEFS}{"".join(out)}{"".join(ticks)}<g class="bars">{"".join(bars)}</g>'
         f"{link_svg}</svg>"
     )
-    # Tooltip details by data-i, which is the attempt's index: attempt order, not row order.
-    details = [_detail(a, t0, a.key in crit) for a in report.attempts]
     return Timeline(svg=svg, details=details, rows=len(rows), lanes=total_lanes)
 
 
@@ -269,7 +276,8 @@ def _bar_span(a: AttemptRecord, t_end: float) -> tuple[float, float]:
 
 
 def _detail(a: AttemptRecord, t0: float, critical: bool) -> list[object]:
-    """The tooltip fields of one bar, in the order the page script reads them."""
+    """The tooltip fields of one bar, in the order the page script (and ``bar_name``)
+    reads them."""
     return [
         a.key,
         a.task,
@@ -285,6 +293,42 @@ def _detail(a: AttemptRecord, t0: float, critical: bool) -> list[object]:
         critical,
         a.log_path,
     ]
+
+
+def tip_secs(seconds: float | None) -> str:
+    """A duration as the page script's ``secs()`` writes it in the tooltip.
+
+    ``0.412s``, ``12.345s``, ``4m05.2s``, ``1h02m``; a bar's name reads the same as
+    its tooltip. ``seconds`` is the detail's value, already rounded to milliseconds.
+    """
+    if seconds is None:
+        return "still running when the run ended"
+    if seconds < 60:
+        return f"{seconds:.3f}s"
+    tenths = math.floor(seconds * 10 + 0.5)  # Math.round: halves go up
+    m, rest = divmod(tenths, 600)
+    if m < 60:
+        return f"{m}m{rest / 10:04.1f}s"
+    return f"{m // 60}h{m % 60:02d}m"
+
+
+def bar_name(detail: Sequence[object]) -> str:
+    """A bar's accessible name from its tooltip details (see ``_detail``): instance,
+    attempt, outcome, duration and, when it is on it, the critical path.
+
+    Plain text: the caller escapes it for the attribute.
+    """
+    key, n, took, outcome, timed_out, critical = (
+        detail[0], detail[3], detail[5], detail[6], detail[9], detail[11],
+    )  # fmt: skip
+    said = str(outcome) if outcome else "no end recorded"
+    if timed_out:
+        said += " (timed out)"
+    duration = tip_secs(took if isinstance(took, int | float) else None)
+    parts = [str(key), f"attempt {n}", said, duration]
+    if critical:
+        parts.append("critical path")
+    return ", ".join(parts)
 
 
 # Hatch patterns are referenced by fragment (url(#...)): nothing is fetched.
