@@ -1,8 +1,6 @@
-"""The HTML report: unit tests on hand-built reports, and the chain138 example
-rendered by fleetrun and opened in headless Chromium.
+"""The HTML report: unit tests on hand-built reports, read back with an HTML parser.
 
-The browser tests skip only when Chromium (or the playwright driver) is missing
-and ``CI`` is not set; under CI a missing browser is a failure.
+The same pages in headless Chromium: test_html_browser.py.
 """
 
 from __future__ import annotations
@@ -10,22 +8,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
-import shutil
-import struct
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fleetrun.plan import load_plan
 from fleetrun.report._html import dur, render_html, task_colour
 from fleetrun.report._html_timeline import (
     LABEL_W,
@@ -46,10 +36,7 @@ from fleetrun.report._model import (
     TargetStats,
     TaskStats,
 )
-from fleetrun.state import Journal
 
-ROOT = Path(__file__).resolve().parents[2]
-CHAIN138 = ROOT / "examples" / "chain138" / "plan.yaml"
 T0 = 1_700_000_000.0
 HOSTILE = "<script>alert(1)</script>"
 
@@ -373,10 +360,12 @@ def test_bars_are_focusable_and_named() -> None:
     r = sample()
     page = Page(render_html(r))
     bars = page.bars()
-    assert [b["tabindex"] for b in bars] == ["0"] * len(r.attempts)
+    # One tab stop: the first bar drawn; the script moves it with the arrow keys.
+    assert [b["tabindex"] for b in bars] == ["0"] + ["-1"] * (len(r.attempts) - 1)
     assert [b["role"] for b in bars] == ["img"] * len(r.attempts)
-    # Tab follows the order rows are drawn: target a, target b, then the unfanned row.
+    # Drawn row by row (target a, target b, the unfanned row), each row in time order.
     assert [int(b["data-i"]) for b in bars] == [0, 2, 1, 3, 4, 5]
+    assert [int(b["data-r"]) for b in bars] == [0, 0, 1, 1, 2, 2]
     assert {int(b["data-i"]): b["aria-label"] for b in bars} == {
         0: "infra@a, attempt 1, retrying, 1.000s, critical path",
         1: "infra@b, attempt 1, succeeded, 2.000s",
@@ -387,9 +376,38 @@ def test_bars_are_focusable_and_named() -> None:
     }
     # Nothing else is in the tab order: not the hatching, the legend or the chart itself.
     assert len([a for _, a in page.tags if "tabindex" in a]) == len(r.attempts)
-    # The chart is a group: an img's children would be hidden from screen readers.
+    # The chart is a group (an img's children would be hidden from screen readers) whose
+    # name says how to move in it; so does the hint below it.
     chart = next(a for t, a in page.tags if a.get("id") == "fr-chart")
-    assert (chart["role"], chart["aria-label"]) == ("group", "Timeline: one bar per attempt")
+    assert chart["role"] == "group"
+    assert chart["aria-label"].startswith("Timeline: one bar per attempt; ")
+    assert "arrow keys move between bars" in chart["aria-label"]
+    hint = next(t for t in page.text if t.startswith("Hover a bar"))
+    assert "Tab to the chart" in hint
+    assert "arrow keys move between bars" in hint
+    assert "Escape hides the details" in hint
+
+
+def test_bars_are_drawn_in_time_order_within_a_row() -> None:
+    # Attempt order is not time order here: the row of x gets its bars by start time,
+    # overlapping ones (lanes) by lane; one tab stop, the first bar drawn.
+    r = report(
+        [
+            attempt("late@x", 5.0, 6.0),
+            attempt("early@x", 0.0, 4.0),
+            attempt("mid@x", 2.0, 3.0),
+            attempt("last@y", 6.0, 7.0),
+            attempt("mid2@x", 2.0, 2.5),
+        ]
+    )
+    bars = Page(render_html(r)).bars()
+    starts = [(int(b["data-r"]), r.attempts[int(b["data-i"])].started_at) for b in bars]
+    assert starts == sorted(starts)
+    # x starts first (row 0); mid2 and mid start together: lanes 1 and 2, in that order.
+    assert [int(b["data-i"]) for b in bars] == [1, 4, 2, 0, 3]
+    assert [int(b["data-r"]) for b in bars] == [0, 0, 0, 0, 1]
+    assert float(bars[1]["y"]) < float(bars[2]["y"])
+    assert [b["tabindex"] for b in bars] == ["0", "-1", "-1", "-1", "-1"]
 
 
 def test_bar_names_of_open_and_timed_out_attempts() -> None:
@@ -529,398 +547,3 @@ def test_durations() -> None:
         "\u2013", "\u2013",
     ]  # fmt: skip
     assert len({task_colour(i) for i in range(40)}) == 40
-
-
-# --- end to end: fleetrun, then Chromium ---
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None and os.path.exists("/usr/bin/chromium"):
-        found = "/usr/bin/chromium"
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (CI installs Debian's chromium package)")
-        pytest.skip("chromium is not installed")
-    return found
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Headless Chromium driven by playwright (the system browser, nothing downloaded)."""
-    path = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("playwright is not installed (it is in the test extra)")
-        pytest.skip("playwright is not installed")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--disable-gpu"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-class Watched:
-    """A page with every console message, page error, request and dialog recorded."""
-
-    def __init__(self, browser: Any) -> None:
-        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
-        self.console: list[tuple[str, str]] = []
-        self.errors: list[str] = []
-        self.requests: list[str] = []
-        self.dialogs: list[str] = []
-        self.page.on("console", lambda m: self.console.append((m.type, m.text)))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on("dialog", self._dialog)
-
-    def _dialog(self, dialog: Any) -> None:
-        # An alert() from injected markup would land here; dismissing it keeps the page going.
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def open(self, path: Path) -> None:
-        self.page.goto(path.as_uri(), wait_until="load")
-
-    def problems(self) -> list[str]:
-        bad = [f"console {t}: {m}" for t, m in self.console if t in ("error", "warning")]
-        return bad + [f"page error: {e}" for e in self.errors]
-
-
-def _fleetrun(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    e = {k: v for k, v in os.environ.items() if k not in ("FAIL_REGIONS", "THROTTLE_REGIONS")}
-    e["PYTHONPATH"] = str(ROOT / "src")
-    e.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "fleetrun", *args],
-        env=e, capture_output=True, text=True, timeout=90, check=False,
-    )  # fmt: skip
-
-
-def _png_size(path: Path) -> tuple[int, int]:
-    head = path.read_bytes()[:24]
-    assert head[:8] == b"\x89PNG\r\n\x1a\n"
-    assert head[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", head[16:24])
-    return width, height
-
-
-@pytest.fixture(scope="module")
-def chain138(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
-    """The chain138 example applied (japaneast fails, Oracle is throttled once) and its
-    HTML report written by ``fleetrun report``: the page and the journaled attempts."""
-    root = tmp_path_factory.mktemp("chain138")
-    state, out = root / "state", root / "report.html"
-    env = {"CHAIN138_SCALE": "0.05", "THROTTLE_REGIONS": "Oracle", "FAIL_REGIONS": "japaneast"}
-    res = _fleetrun("apply", str(CHAIN138), "--state-dir", str(state), env=env)
-    assert res.returncode == 1, res.stdout + res.stderr  # japaneast failed, the rest ran
-    with Journal(state) as j:
-        run_id = j.runs()[0]["id"]
-        journaled = j.attempts(run_id)
-    res = _fleetrun("report", run_id, "--state-dir", str(state), "--format", "html", "-o", str(out))
-    assert res.returncode == 0, res.stdout + res.stderr
-    return out, journaled
-
-
-def _tab_to_bar(page: Any, limit: int = 30) -> int:
-    """Press Tab until a bar of the timeline has focus; its ``data-i``."""
-    for _ in range(limit):
-        page.keyboard.press("Tab")
-        i = page.evaluate("document.activeElement.getAttribute('data-i')")
-        if i is not None:
-            return int(i)
-    pytest.fail(f"no bar got focus in {limit} presses of Tab")
-
-
-def _focused(page: Any) -> int:
-    i = page.evaluate("document.activeElement.getAttribute('data-i')")
-    assert i is not None, "a bar has lost the focus"
-    return int(i)
-
-
-def _tip_rows(page: Any) -> dict[str, str]:
-    """The tooltip's rows, label to value, as shown."""
-    rows = page.locator("#fr-tip tr").evaluate_all(
-        "rs => rs.map(r => [r.cells[0].textContent, r.cells[1].textContent])"
-    )
-    return dict(rows)
-
-
-def _focused_ax(page: Any) -> dict[str, str]:
-    """Chromium's own accessibility node of the focused element: role, name, description."""
-    cdp = page.context.new_cdp_session(page)
-    try:
-        nodes = cdp.send("Accessibility.getFullAXTree")["nodes"]
-    finally:
-        cdp.detach()
-    found = [
-        n
-        for n in nodes
-        if n.get("role", {}).get("value") != "RootWebArea"
-        and any(p["name"] == "focused" and p["value"].get("value") for p in n.get("properties", []))
-    ]
-    assert len(found) == 1, found
-    return {k: str(found[0].get(k, {}).get("value", "")) for k in ("role", "name", "description")}
-
-
-def _boxes(page: Any) -> dict[str, Any]:
-    """Viewport boxes of the focused element, the tooltip and the sticky header."""
-    return dict(
-        page.evaluate(
-            """() => {
-              const box = e => { const r = e.getBoundingClientRect();
-                return {left: r.left, top: r.top, right: r.right, bottom: r.bottom,
-                        width: r.width, height: r.height}; };
-              return {bar: box(document.activeElement), tip: box(document.getElementById('fr-tip')),
-                      header: box(document.querySelector('header.top')),
-                      vw: window.innerWidth, vh: window.innerHeight};
-            }"""
-        )
-    )
-
-
-def _assert_tip_at_bar(page: Any) -> None:
-    """The tooltip sits beside the focused bar (below it, or above when there is no room),
-    and the bar is in view below the sticky header."""
-    b = _boxes(page)
-    bar, tip = b["bar"], b["tip"]
-    assert b["header"]["bottom"] <= bar["top"]
-    assert bar["bottom"] <= b["vh"]
-    assert tip["left"] == pytest.approx(max(4, min(bar["left"], b["vw"] - 4 - tip["width"])), abs=1)
-    below = tip["top"] == pytest.approx(bar["bottom"] + 6, abs=1)
-    above = tip["bottom"] == pytest.approx(bar["top"] - 6, abs=1)
-    assert below or above, (bar, tip)
-    assert tip["top"] >= 0
-    assert tip["bottom"] <= b["vh"]
-
-
-def test_chain138_report_opens_in_chromium(
-    browser: Any, chain138: tuple[Path, list[dict[str, Any]]], tmp_path: Path
-) -> None:
-    out, journaled = chain138
-    w = Watched(browser)
-    w.open(out)
-    assert w.problems() == []
-    assert w.requests == [out.as_uri()]
-    assert w.dialogs == []
-    bars = w.page.locator("#fr-chart rect.bar")
-    assert bars.count() == len(journaled) > 100
-    assert w.page.locator("#fr-chart rect.bar.o-retrying").count() == 1  # oracle, throttled once
-    assert w.page.locator("#fr-chart rect.bar.o-failed").count() == 1  # infra@japaneast
-    assert w.page.locator("#fr-chart rect.bar.crit").count() >= 3
-    assert w.page.locator("#fr-legend-tasks > span").count() == len(load_plan(CHAIN138).tasks)
-    # Hover shows the bar's details.
-    first = w.page.locator('#fr-chart rect.bar[data-i="0"]')
-    first.hover()
-    tip = w.page.locator("#fr-tip")
-    assert tip.is_visible()
-    assert journaled[0]["key"] in tip.inner_text()
-    w.page.locator("#fr-chart rect.bar.o-retrying").hover()
-    assert "retry reason" in tip.inner_text()
-    assert "oracle" in tip.inner_text()
-    shot = tmp_path / "report.png"
-    w.page.screenshot(path=str(shot), full_page=True)
-    width, height = _png_size(shot)
-    assert width == 1280
-    assert height > 1500
-    assert shot.stat().st_size > 50_000
-    assert w.problems() == []
-
-
-def test_timeline_from_the_keyboard(
-    browser: Any, chain138: tuple[Path, list[dict[str, Any]]]
-) -> None:
-    out, journaled = chain138
-    w = Watched(browser)
-    w.open(out)
-    page, tip = w.page, w.page.locator("#fr-tip")
-    page.mouse.move(5, 5)  # the pointer rests on the header, away from every bar
-    bars = page.locator("#fr-chart rect.bar")
-    order = [int(i) for i in bars.evaluate_all("bs => bs.map(b => b.getAttribute('data-i'))")]
-    crit = set(
-        page.locator("#fr-chart rect.bar.crit").evaluate_all(
-            "bs => bs.map(b => Number(b.getAttribute('data-i')))"
-        )
-    )
-    assert sorted(order) == list(range(len(journaled)))
-    assert len(order) > 100
-    assert len(crit) >= 3
-    # The first bar drawn below the fold (the rows are drawn top to bottom).
-    tops = bars.evaluate_all("bs => bs.map(b => b.getBoundingClientRect().top)")
-    far = next(k for k, top in enumerate(tops) if top > page.viewport_size["height"])
-    assert 2 < far < len(order) - 3
-
-    def check(i: int) -> None:
-        # The tooltip and the accessible name of bar i, against the journal.
-        a = journaled[i]
-        assert not a["timed_out"]
-        took = round(a["ended_at"] - a["started_at"], 3)
-        assert 0 <= took < 60
-        d = f"{took:.3f}s"
-        assert tip.is_visible()
-        rows = _tip_rows(page)
-        assert (rows["instance"], rows["attempt"], rows["duration"], rows["outcome"]) == (
-            a["key"], str(a["n"]), d, a["outcome"],
-        )  # fmt: skip
-        name = f"{a['key']}, attempt {a['n']}, {a['outcome']}, {d}"
-        if i in crit:
-            name += ", critical path"
-        assert bars.nth(order.index(i)).get_attribute("aria-label") == name
-        ax = _focused_ax(page)
-        assert (ax["role"], ax["name"]) == ("image", name)
-        # Screen readers also get the tooltip's details as the bar's description.
-        assert f"instance {a['key']}" in ax["description"]
-        assert f"duration {d}" in ax["description"]
-        _assert_tip_at_bar(page)
-        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
-        assert outline == "solid"
-
-    # The first Tab stop in the chart is the first bar drawn; Tab walks them in that order.
-    assert _tab_to_bar(page) == order[0]
-    check(order[0])
-    # Nothing in the chart comes before its first bar (not the chart itself either).
-    page.keyboard.press("Shift+Tab")
-    assert tip.is_hidden()
-    assert (
-        page.evaluate("document.getElementById('fr-chart').contains(document.activeElement)")
-        is False
-    )
-    page.keyboard.press("Tab")
-    assert _focused(page) == order[0]
-    page.keyboard.press("Tab")
-    assert _focused(page) == order[1]
-    check(order[1])
-    # Escape hides the tooltip; the bar keeps the focus.
-    page.keyboard.press("Escape")
-    assert tip.is_hidden()
-    assert _focused(page) == order[1]
-    page.keyboard.press("Shift+Tab")
-    assert _focused(page) == order[0]
-    check(order[0])
-    # Far down the chart: the page scrolls the bar into view below the sticky header.
-    for _ in range(far):
-        page.keyboard.press("Tab")
-    assert _focused(page) == order[far]
-    assert page.evaluate("window.scrollY") > 0
-    check(order[far])
-    # Back up to a bar that scrolling left under the sticky header: focus brings it out.
-    bars.nth(far - 1).evaluate("b => window.scrollBy(0, b.getBoundingClientRect().top - 40)")
-    page.keyboard.press("Shift+Tab")
-    assert _focused(page) == order[far - 1]
-    check(order[far - 1])
-    page.keyboard.press("Tab")
-    assert _focused(page) == order[far]
-    assert (
-        page.evaluate("getComputedStyle(document.querySelector('#fr-chart rect.bar')).outlineStyle")
-        == "none"
-    )
-
-    # The pointer on another bar shows that bar; off the chart, the focused bar's returns.
-    other = bars.nth(far + 2)
-    other.hover()
-    assert _tip_rows(page)["instance"] == journaled[order[far + 2]]["key"]
-    page.mouse.move(5, 5)
-    assert _tip_rows(page)["instance"] == journaled[order[far]]["key"]
-    _assert_tip_at_bar(page)
-    # Blur hides it, and the description goes with the focus.
-    page.evaluate("document.activeElement.blur()")
-    assert tip.is_hidden()
-    assert bars.nth(far).get_attribute("aria-describedby") is None
-
-    # A click focuses a bar too, but that is the pointer's: the tooltip follows the pointer
-    # and goes when it leaves the chart, and no focus ring is drawn.
-    first = bars.nth(0)
-    first.click()
-    assert _focused(page) == order[0]
-    box, tip_box = first.bounding_box(), tip.bounding_box()
-    assert tip_box["x"] == pytest.approx(box["x"] + box["width"] / 2 + 14, abs=1)  # clicked there
-    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "none"
-    page.mouse.move(5, 5)
-    assert tip.is_hidden()
-
-    assert w.problems() == []
-    assert w.requests == [out.as_uri()]
-    assert w.dialogs == []
-
-
-def test_bar_names_match_their_tooltips_in_chromium(browser: Any, tmp_path: Path) -> None:
-    # Durations where the page script's rounding matters, one target each.
-    took = (0.0123, 12.345, 59.9996, 119.97, 245.25, 3725.0, None)
-    r = report(
-        [
-            attempt(f"t@r{k}", 0.0, None if x is None else x,
-                    outcome=None if x is None else "succeeded")
-            for k, x in enumerate(took)
-        ]
-    )  # fmt: skip
-    r = replace(r, ended_at=None)
-    out = tmp_path / "durations.html"
-    out.write_text(render_html(r), encoding="utf-8")
-    w = Watched(browser)
-    w.open(out)
-    seen: dict[int, tuple[str, str]] = {}
-    i = _tab_to_bar(w.page)
-    for _ in took:
-        name = w.page.evaluate("document.activeElement.getAttribute('aria-label')")
-        seen[i] = (name.split(", ")[3], _tip_rows(w.page)["duration"])
-        w.page.keyboard.press("Tab")
-        i = int(w.page.evaluate("document.activeElement.getAttribute('data-i') || -1"))
-    expected = ["0.012s", "12.345s", "1m00.0s", "2m00.0s", "4m05.3s", "1h02m",
-                "still running when the run ended"]  # fmt: skip
-    assert seen == {k: (e, e) for k, e in enumerate(expected)}
-    assert w.problems() == []
-
-
-def test_hostile_report_is_inert_in_chromium(browser: Any, tmp_path: Path) -> None:
-    r = report(
-        [
-            attempt(f"infra@{HOSTILE}", 0.0, 1.0, outcome="retrying",
-                    reason="</script><script>alert(2)</script>"),
-            attempt(f"infra@{HOSTILE}", 1.5, 2.0, n=2),
-        ],
-        critical=(f"infra@{HOSTILE}",),
-        plan_name='<img src=x onerror="alert(3)">',
-    )  # fmt: skip
-    out = tmp_path / "hostile.html"
-    out.write_text(render_html(r), encoding="utf-8")
-    w = Watched(browser)
-    w.open(out)
-    assert w.dialogs == []
-    assert w.problems() == []
-    assert w.requests == [out.as_uri()]
-    assert w.page.locator("img").count() == 0
-    assert w.page.locator("script").count() == 2
-    assert w.page.locator("#fr-chart text.lbl:not(.ph)").first.text_content() == HOSTILE
-    assert w.page.locator("h1").inner_text().startswith('<img src=x onerror="alert(3)">')
-    w.page.locator('#fr-chart rect.bar[data-i="0"]').hover()
-    assert "</script><script>alert(2)</script>" in w.page.locator("#fr-tip").inner_text()
-    # From the keyboard: the name and the tooltip show the names as text.
-    w.page.mouse.move(5, 5)
-    assert _tab_to_bar(w.page) == 0
-    name = f"infra@{HOSTILE}, attempt 1, retrying, 1.000s, critical path"
-    assert _focused_ax(w.page)["name"] == name
-    rows = _tip_rows(w.page)
-    assert (rows["target"], rows["retry reason"]) == (HOSTILE, "</script><script>alert(2)</script>")
-    assert w.page.locator("#fr-tip *").evaluate_all("es => es.map(e => e.tagName)") == [
-        "TABLE",
-        *["TR", "TH", "TD"] * len(rows),
-    ]
-    w.page.keyboard.press("Escape")
-    assert w.page.locator("#fr-tip").is_hidden()
-    assert w.dialogs == []
-    assert w.problems() == []
-
-
-def test_empty_report_opens_cleanly_in_chromium(browser: Any, tmp_path: Path) -> None:
-    r = report([], phases=(), estimates=(), tasks=(), pools=(), slowest_targets=())
-    out = tmp_path / "empty.html"
-    out.write_text(render_html(r), encoding="utf-8")
-    w = Watched(browser)
-    w.open(out)
-    assert w.problems() == []
-    assert w.requests == [out.as_uri()]
-    assert w.page.locator("#fr-chart").count() == 0
-    assert "nothing ran" in w.page.locator("main").inner_text()

@@ -2,7 +2,9 @@
 // The details come from the JSON blob #fr-data; bar i (data-i) is attempt i.
 // User data is only ever set with textContent, never parsed as HTML.
 // A bar shows its tooltip under the pointer, or at the bar when it has keyboard
-// focus (Tab); Escape hides it until the pointer or the focus moves to a bar again.
+// focus; Escape hides it until the pointer or the focus moves to a bar again.
+// The chart is one tab stop (the WAI-ARIA roving tabindex): the arrow keys, Home and
+// End move the focus between bars, and Tab leaves the chart.
 (function () {
   "use strict";
   var blob = document.getElementById("fr-data");
@@ -101,6 +103,77 @@
     return attr === null ? -1 : Number(attr);
   }
 
+  // The bars by row: rows[k] holds the k-th row that has bars (rows are drawn top to
+  // bottom, each in time order), at[i] is [k, position in the row] of bar i, and all
+  // holds every bar in drawing order.
+  var rows = [], at = {}, all = [];
+  Array.prototype.forEach.call(chart.querySelectorAll("rect.bar[data-i]"), function (bar) {
+    var r = bar.getAttribute("data-r");
+    var row = rows[rows.length - 1];
+    if (!row || row.r !== r) {
+      row = {r: r, bars: []};
+      rows.push(row);
+    }
+    at[index(bar)] = [rows.length - 1, row.bars.length];
+    row.bars.push(bar);
+    all.push(bar);
+  });
+
+  // Invariant: exactly one bar has tabindex 0 (stop), the one focused last, the first
+  // drawn until then; the markup starts that way, so the page is right without script.
+  var stop = chart.querySelector('rect.bar[tabindex="0"]');
+  function rove(bar) {
+    if (bar !== stop) {
+      if (stop) {
+        stop.setAttribute("tabindex", "-1");
+      }
+      bar.setAttribute("tabindex", "0");
+      stop = bar;
+    }
+  }
+
+  // The bar of row k that starts nearest to start; the earlier one on a tie.
+  function nearest(k, start) {
+    var best = null, gap = Infinity;
+    rows[k].bars.forEach(function (bar) {
+      var d = Math.abs(data.bars[index(bar)][START] - start);
+      if (d < gap) {
+        best = bar;
+        gap = d;
+      }
+    });
+    return best;
+  }
+
+  // Where a key moves the focus from bar: a bar (itself at an edge), or null for a key
+  // the chart does not handle.
+  function destination(bar, ev) {
+    var pos = at[index(bar)];
+    if (!pos || ev.altKey || ev.metaKey || ev.shiftKey) {
+      return null;
+    }
+    var k = pos[0], row = rows[k].bars, n = pos[1];
+    if (ev.key === "Home" || ev.key === "End") {
+      var from = ev.ctrlKey ? all : row;
+      return ev.key === "Home" ? from[0] : from[from.length - 1];
+    }
+    if (ev.ctrlKey) {
+      return null;
+    }
+    var start = data.bars[index(bar)][START];
+    switch (ev.key) {
+      case "ArrowRight":
+        return row[Math.min(n + 1, row.length - 1)];
+      case "ArrowLeft":
+        return row[Math.max(n - 1, 0)];
+      case "ArrowDown":
+        return k + 1 < rows.length ? nearest(k + 1, start) : bar;
+      case "ArrowUp":
+        return k > 0 ? nearest(k - 1, start) : bar;
+    }
+    return null;
+  }
+
   // Invariant: the tooltip is hidden exactly when current is -1.
   var current = -1;  // the bar whose details the tooltip shows
   var hover = -1;  // the bar under the pointer
@@ -158,7 +231,11 @@
   // Focus listeners go on the document: Chromium makes an SVG element that has its own
   // focus listeners focusable, which would put the whole chart in the tab order.
   document.addEventListener("focusin", function (ev) {
-    if (!chart.contains(ev.target) || index(ev.target) < 0 || !keyboardFocus(ev.target)) {
+    if (!chart.contains(ev.target) || index(ev.target) < 0) {
+      return;
+    }
+    rove(ev.target);  // a click moves the tab stop too: Shift+Tab comes back to this bar
+    if (!keyboardFocus(ev.target)) {
       return;
     }
     focused = ev.target;
@@ -180,6 +257,19 @@
     if ((ev.key === "Escape" || ev.key === "Esc") && current >= 0) {
       dismissed = current;
       update();
+      return;
+    }
+    if (!chart.contains(ev.target) || index(ev.target) < 0) {
+      return;
+    }
+    var to = destination(ev.target, ev);
+    if (to) {
+      // A handled key never scrolls the page; focus() scrolls the new bar into view
+      // below the sticky header (scroll-padding-top).
+      ev.preventDefault();
+      if (to !== ev.target) {
+        to.focus();
+      }
     }
   });
   // The tooltip is fixed to the viewport: keep it at its bar while the page or the chart
@@ -192,7 +282,7 @@
   window.addEventListener("scroll", follow, true);
   window.addEventListener("resize", follow);
 
-  // Tabbing to a bar scrolls it into view below the sticky header, which wraps to more
+  // Focusing a bar scrolls it into view below the sticky header, which wraps to more
   // lines on a narrow window (the stylesheet's scroll-padding is the fallback).
   var header = document.querySelector("header.top");
   function padScroll() {

@@ -34,6 +34,13 @@ _PALETTE = (
     "#9c755f", "#a0cbe8", "#8cd17d", "#ffbe7d", "#d4a6c8", "#499894", "#f1ce63",
 )  # fmt: skip
 NONE = "\u2013"  # an en dash: no value
+# How to reach the bars' details; the chart is one tab stop (see _html_timeline).
+KEYS_HINT = (
+    "Hover a bar, or Tab to the chart, for its details; there the arrow keys move between "
+    "bars (Left and Right along a row, Up and Down to the nearest bar of the next row), "
+    "Home and End go to the first and last bar of the row, Ctrl+Home and Ctrl+End to those "
+    "of the chart, and Escape hides the details."
+)
 _STATE_ORDER = ("succeeded", "reused", "failed", "skipped", "cancelled", "interrupted")
 
 
@@ -326,9 +333,8 @@ def render_html(report: RunReport) -> str:
             f"<h2>Timeline <small>({len(report.attempts)} attempts, {tl.rows} rows)</small></h2>"
             + _legend(tasks, has_crit)
             + f'<div class="chart">{tl.svg}</div>'
-            + '<p class="sub">Hover a bar, or Tab to it, for its details (Escape hides '
-            "them). Rows: targets in order of first start; overlapping attempts of one target "
-            "share its row in lanes. Top tracks: phases.</p>"
+            + f'<p class="sub">{_e(KEYS_HINT)} Rows: targets in order of first start; '
+            "overlapping attempts of one target share its row in lanes. Top tracks: phases.</p>"
         )
         details: list[list[object]] = tl.details
     else:

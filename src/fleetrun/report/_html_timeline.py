@@ -8,12 +8,15 @@ the colour of their task (``t<N>``), their outcome (``o-failed`` ...) and
 into fills, hatching and outlines. Each bar's ``data-i`` indexes the tooltip
 details that the page embeds as JSON.
 
-Bars are reachable from the keyboard: each has ``tabindex="0"`` (so Tab walks
-them in the order rows are drawn) and an ``aria-label`` built from its tooltip
-details, the same redacted values the page script shows.
+Bars are drawn row by row, top to bottom, and within a row in time order
+(start, then lane). The chart is one tab stop (the WAI-ARIA roving tabindex):
+the first bar drawn has ``tabindex="0"``, every other bar ``tabindex="-1"``,
+and the page script moves focus between bars with the arrow keys, Home and
+End; ``data-r`` is the bar's row for that. Each bar has an ``aria-label`` built
+from its tooltip details, the same redacted values the page script shows.
 
-Invariant: exactly one ``rect.bar`` per ``AttemptRecord``, in the report's
-attempt order, so ``data-i`` is the attempt's index in ``report.attempts``.
+Invariant: exactly one ``rect.bar`` per ``AttemptRecord``, so ``data-i`` is
+the attempt's index in ``report.attempts``; exactly one of them is a tab stop.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ _NICE_STEPS = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30,
     60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
 )  # fmt: skip
+# The chart's accessible name says how to move in it: it is one tab stop.
+CHART_LABEL = (
+    "Timeline: one bar per attempt; arrow keys move between bars, "
+    "Home and End to the first and last bar of a row"
+)
 _OUTCOMES = frozenset({"succeeded", "failed", "retrying", "cancelled", "interrupted"})
 
 
@@ -206,7 +214,9 @@ def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timelin
             f'<text class="{cls}" x="{LABEL_W - 8:.0f}" y="{_fmt(y + ROW_PAD + LANE_H - 3)}">'
             f"{_label(label)}</text>"
         )
-        for i, (start, end), lane in zip(idxs, spans, lanes, strict=True):
+        # Time order within the row, so the next bar drawn is the next one to the right.
+        drawn = sorted(zip(idxs, spans, lanes, strict=True), key=lambda b: (b[1][0], b[2]))
+        for i, (start, end), lane in drawn:
             a = report.attempts[i]
             by = y + ROW_PAD + lane * (LANE_H + LANE_GAP)
             bx, bw = x_of(start), max(MIN_BAR_W, (end - start) * scale)
@@ -214,9 +224,11 @@ def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timelin
             classes = f"bar t{task_index.get(a.task, 0)} o-{outcome}"
             if a.key in crit:
                 classes += " crit"
+            # The chart's single tab stop is its first bar until the script moves it.
+            tabindex = "-1" if bars else "0"
             bars.append(
-                f'<rect class="{classes}" data-i="{i}" tabindex="0" role="img" '
-                f'aria-label="{html.escape(bar_name(details[i]))}" x="{_fmt(bx)}" '
+                f'<rect class="{classes}" data-i="{i}" data-r="{r}" tabindex="{tabindex}" '
+                f'role="img" aria-label="{html.escape(bar_name(details[i]))}" x="{_fmt(bx)}" '
                 f'y="{_fmt(by)}" width="{_fmt(bw)}" height="{LANE_H:.0f}"/>'
             )
             if outcome in ("failed", "cancelled", "interrupted"):
@@ -261,7 +273,7 @@ def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timelin
     # in the accessibility tree with their own names.
     svg = (
         f'<svg id="fr-chart" class="g" role="group" '
-        f'aria-label="Timeline: one bar per attempt" viewBox="0 0 {width:.0f} {_fmt(height)}" '
+        f'aria-label="{CHART_LABEL}" viewBox="0 0 {width:.0f} {_fmt(height)}" '
         f'width="{width:.0f}" height="{_fmt(height)}">'
         f'{_DEFS}{"".join(out)}{"".join(ticks)}<g class="bars">{"".join(bars)}</g>'
         f"{link_svg}</svg>"
