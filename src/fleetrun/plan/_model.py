@@ -17,6 +17,9 @@ from fleetrun.plan._template import Template
 
 Scalar = str | int | float | bool | None
 
+RUNS_ON = ("local",)
+"""The executor kinds a task's ``runs_on`` may name (``local`` is the default)."""
+
 ALL_TARGETS = "all"
 """The group name that means every target (``for_each: all``)."""
 
@@ -90,7 +93,8 @@ class Task:
     """One task of the plan, before expansion over targets.
 
     ``targets`` is None for an unfanned task (one instance), else the resolved
-    names of the ``for_each`` group in fleet order.
+    names of the ``for_each`` group in fleet order. ``runs_on`` names the
+    executor kind that runs its attempts (one of ``RUNS_ON``).
     """
 
     name: str
@@ -106,6 +110,7 @@ class Task:
     cwd: str | None = None
     estimate: float | None = None
     location: Location | None = None
+    runs_on: str = "local"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from fleetrun.plan._model import RUNS_ON
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 
 SCHEMA_ID = "https://fleetrun.dev/schema/plan.json"
@@ -161,6 +162,11 @@ def _task() -> dict[str, Any]:
             "estimate": _duration(
                 "Expected duration, for critical paths and makespan estimates (default 1s)."
             ),
+            "runs_on": {
+                "type": "string",
+                "enum": list(RUNS_ON),
+                "description": "Where each attempt runs: 'local' (default), a child process here.",
+            },
         },
         required=("run",),
     )

@@ -16,7 +16,7 @@ from typing import Any
 from fleetrun.errors import Diagnostic, PlanError
 from fleetrun.plan._checks import TaskInfo, check_tasks
 from fleetrun.plan._fields import Ctx, did_you_mean, join
-from fleetrun.plan._model import Need, Pool, RetryPolicy, Scalar, Target, Task
+from fleetrun.plan._model import RUNS_ON, Need, Pool, RetryPolicy, Scalar, Target, Task
 from fleetrun.plan._template import Template
 from fleetrun.plan._yaml import YNode, YScalar
 
@@ -32,6 +32,7 @@ TASK_KEYS = (
     "env",
     "cwd",
     "estimate",
+    "runs_on",
 )
 DEFAULT_KEYS = ("timeout", "retry", "estimate")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
@@ -286,6 +287,18 @@ def read_tasks(
         if "cwd" in f:
             rel = ctx.string(f["cwd"], join(key, "cwd"))
             cwd = str(base_dir / rel) if rel is not None else None
+        runs_on = "local"
+        if "runs_on" in f:
+            given = ctx.string(f["runs_on"], join(key, "runs_on"))
+            if given is not None and given not in RUNS_ON:
+                ctx.error(
+                    f["runs_on"],
+                    join(key, "runs_on"),
+                    f"unknown executor {given!r}{did_you_mean(given, RUNS_ON)}",
+                    "use one of: " + ", ".join(RUNS_ON),
+                )
+            elif given is not None:
+                runs_on = given
         if "description" in f:
             ctx.string(f["description"], join(key, "description"), nonempty=False)
         if run is None:
@@ -305,6 +318,7 @@ def read_tasks(
             cwd=cwd,
             estimate=estimate,
             location=ctx.loc(knode),
+            runs_on=runs_on,
         )
         infos[name] = info
     check_tasks(ctx, tasks, infos, targets=targets, vars_=vars_, phases=phases)
