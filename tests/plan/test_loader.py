@@ -181,6 +181,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "env",
         "cwd",
         "estimate",
+        "runs_on",
     }
     # Every key of every object in the schema is described (editor completion shows it).
     undocumented: list[str] = []
