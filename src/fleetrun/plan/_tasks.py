@@ -7,6 +7,7 @@ Cross-task checks (unknown names, cycles, phases, template references) live in
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -222,7 +223,9 @@ def read_tasks(
             text = ctx.string(f["run"], join(key, "run"))
             if text is not None:
                 try:
-                    run = Template.parse(text, ctx.loc(f["run"]))
+                    run = Template.parse(
+                        text, ctx.loc(f["run"]), functools.partial(ctx.inner_loc, f["run"])
+                    )
                 except PlanError as e:
                     ctx.problems.extend(
                         Diagnostic(d.location, d.message, join(key, "run"), d.fix)
