@@ -124,7 +124,9 @@ def _task() -> dict[str, Any]:
                 "minLength": 1,
                 "description": "Shell command. Templates: {{ target.name }}, "
                 "{{ target.<attribute> }}, {{ vars.<name> }}, {{ tasks.<task>.outputs.<key> }}; "
-                "inserted values are shell-quoted unless written {{ raw ... }}.",
+                'inserted values are quoted for where they stand (bare word, inside "..." or '
+                "'...') unless written {{ raw ... }}; a placeholder in a here-document, a "
+                "comment, backticks or $((...)) is refused.",
             },
             "description": {"type": "string", "description": "What the task does."},
             "phase": {
@@ -166,6 +168,11 @@ def _task() -> dict[str, Any]:
                 "type": "string",
                 "enum": list(RUNS_ON),
                 "description": "Where each attempt runs: 'local' (default), a child process here.",
+            },
+            "allow_empty": {
+                "type": "boolean",
+                "description": "With for_each: the group may match no target (zero instances). "
+                "Default false: apply refuses a task with no instances.",
             },
         },
         required=("run",),

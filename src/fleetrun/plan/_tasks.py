@@ -34,6 +34,7 @@ TASK_KEYS = (
     "cwd",
     "estimate",
     "runs_on",
+    "allow_empty",
 )
 DEFAULT_KEYS = ("timeout", "retry", "estimate")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
@@ -302,6 +303,17 @@ def read_tasks(
                 )
             elif given is not None:
                 runs_on = given
+        allow_empty = False
+        if "allow_empty" in f:
+            allow_empty = bool(ctx.boolean(f["allow_empty"], join(key, "allow_empty")))
+            if allow_empty and "for_each" not in f:
+                ctx.error(
+                    f["allow_empty"],
+                    join(key, "allow_empty"),
+                    "allow_empty applies only to a task with for_each (an unfanned task "
+                    "always has one instance)",
+                    "remove allow_empty, or add for_each: <group>",
+                )
         if "description" in f:
             ctx.string(f["description"], join(key, "description"), nonempty=False)
         if run is None:
@@ -322,6 +334,7 @@ def read_tasks(
             estimate=estimate,
             location=ctx.loc(knode),
             runs_on=runs_on,
+            allow_empty=allow_empty,
         )
         infos[name] = info
     check_tasks(ctx, tasks, infos, targets=targets, vars_=vars_, phases=phases)
