@@ -40,6 +40,8 @@ _TAG = "tag:yaml.org,2002:"
 _STR, _NULL, _MERGE = _TAG + "str", _TAG + "null", _TAG + "merge"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
 _constructor = SafeConstructor()
+_SHARED_LEN = 16
+"""Scalars up to this length are shared between equal values while composing."""
 _IMPLICIT = {k: tuple(v) for k, v in _Loader.yaml_implicit_resolvers.items()}
 
 
@@ -172,6 +174,7 @@ class _Composer:
         self.open_anchors: dict[str, tuple[int, int]] = {}  # anchored values being built
         self.memo: dict[tuple[str, str], Scalar] = {}
         self.tags: dict[str, str] = {}
+        self.strings: dict[str, str] = {}
         self.special: set[int] = set()  # ids of scalars tagged merge, timestamp or unknown
 
     def error(self, line: int, column: int, message: str, fix: str = "") -> None:
@@ -199,6 +202,7 @@ class _Composer:
         stack: list[_Frame] = []
         get = loader.get_event
         result: YNode | None = None
+        last_line = 0
         while result is None:
             event: Any = get()
             cls = type(event)
@@ -206,7 +210,12 @@ class _Composer:
             node: YNode
             if cls is yaml.ScalarEvent:
                 mark = event.start_mark
-                node = self.scalar(event, mark.line + 1, mark.column + 1)
+                line = mark.line + 1
+                if line != last_line:
+                    last_line = line
+                else:
+                    line = last_line  # one int object per line, not per value
+                node = self.scalar(event, line, mark.column + 1)
                 anchor = event.anchor
             elif cls is yaml.AliasEvent:
                 mark = event.start_mark
@@ -264,6 +273,9 @@ class _Composer:
     def scalar(self, event: Any, line: int, col: int) -> YScalar:
         self.written += 1
         text: str = event.value
+        if len(text) <= _SHARED_LEN:
+            # Fleets repeat the same short keys and values: keep one string of each.
+            text = self.strings.setdefault(text, text)
         if "\0" in text:
             # No command, argument, environment value or path can hold one. The
             # rest of the checks go on without it (the plan is rejected anyway).
