@@ -120,10 +120,11 @@ def type_name(value: Any) -> str:
 
 
 class _Abort(Exception):
-    def __init__(self, message: str, line: int, column: int) -> None:
+    def __init__(self, message: str, line: int, column: int, fix: str = "simplify the document"):
         super().__init__(message)
         self.line = line
         self.column = column
+        self.fix = fix
 
 
 def _resolve(value: str, implicit: tuple[bool, bool], memo: dict[str, str]) -> str:
@@ -175,7 +176,8 @@ class _Composer:
         self.memo: dict[tuple[str, str], Scalar] = {}
         self.tags: dict[str, str] = {}
         self.strings: dict[str, str] = {}
-        self.special: set[int] = set()  # ids of scalars tagged merge, timestamp or unknown
+        # Scalars tagged merge, timestamp or unknown, by id; held so no id is reused.
+        self.special: dict[int, YScalar] = {}
 
     def error(self, line: int, column: int, message: str, fix: str = "") -> None:
         self.problems.append(Diagnostic(Location(self.file, line, column), message, fix=fix))
@@ -225,7 +227,8 @@ class _Composer:
                     at = self.open_anchors[name]
                     raise _Abort("an alias refers to a value that contains it", *at)
                 if name not in self.anchors:
-                    raise _Abort(f"alias *{name} names no anchor before it", line, col)
+                    fix = f"define the anchor (&{name}) before the alias, or fix the name"
+                    raise _Abort(f"alias *{name} names no anchor before it", line, col, fix)
                 node, size = self.anchors[name]
                 self.expanded += size
                 if self.expanded > MAX_ALIAS_VALUES and self.expanded > 10 * self.written:
@@ -307,7 +310,7 @@ class _Composer:
         multiline = event.end_mark.line != event.start_mark.line
         node = YScalar(line, col, value, text, event.style or None, multiline)
         if tag not in _SCALAR_TAGS:
-            self.special.add(id(node))  # a merge key '<<', or a value that cannot be a key
+            self.special[id(node)] = node  # a merge key '<<', or a value that cannot be a key
         return node
 
     def entries(self, items: list[YNode]) -> dict[str, tuple[YScalar, YNode]]:
@@ -401,7 +404,7 @@ def _load(text: str | bytes, file: str, problems: list[Diagnostic]) -> YNode | N
             ]
         ) from None
     except _Abort as e:
-        composer.error(e.line, e.column, str(e), "simplify the document")
+        composer.error(e.line, e.column, str(e), e.fix)
         raise PlanError(problems + composer.problems) from None
     finally:
         loader.dispose()
