@@ -68,6 +68,7 @@ CONTEXTS = [
     ("double in $() in double", '"$(printf %s "{{ vars.v }}")"', lambda v: v.rstrip("\n")),
     ("after a here-document", None, lambda v: v),
     ("after a comment line", None, lambda v: v),
+    ("on the line of a here-document", None, lambda v: v),
 ]
 
 WRITER = "import json, sys\nopen(sys.argv[1], 'w').write(json.dumps(sys.argv[2:]))\n"
@@ -79,6 +80,8 @@ def _command(ident: str, template: str | None) -> str:
         return 'v={{ vars.v }}; w="{{ vars.v }}"; ' + head + '"$v"; test "$v" = "$w" || exit 9'
     if ident == "after a here-document":
         return "cat >/dev/null <<'EOF'\n$(touch PWNED) \"'\nEOF\n" + head + "'{{ vars.v }}'"
+    if ident == "on the line of a here-document":
+        return "cat >/dev/null <<'EOF'; " + head + "{{ vars.v }}\n$(touch PWNED) '\nEOF"
     if ident == "after a comment line":
         return "# it's a comment, with \"quotes\n" + head + '"{{ vars.v }}"'
     assert template is not None
@@ -144,12 +147,15 @@ REFUSED = [
     ("cat <<EOF\n{{ target.name }}\nEOF", "inside a here-document", "$FLEETRUN_TARGET"),
     ("cat <<-'EOF'\n\t{{ vars.v }}\n\tEOF", "inside a here-document", 'then "$v" here'),
     ("cat <<{{ vars.v }}\nx\n", "as a here-document delimiter", "fixed delimiter"),
+    ("cat <<EOF{{ vars.v }}\nx\n", "as a here-document delimiter", "fixed delimiter"),
     ("echo hi # {{ vars.v }}", "inside a comment", "out of the comment"),
-    ("echo $(( {{ vars.v }} + 1 ))", "inside $((...)) arithmetic", "through a variable"),
+    ("echo $(( {{ vars.v }} + 1 ))", "inside arithmetic ((...))", "through a variable"),
     ("echo `echo {{ vars.v }}`", "inside backticks", "$(...) instead of backticks"),
     ('echo "`echo {{ vars.v }}`"', "inside backticks", "$(...) instead of backticks"),
     ("echo ${X:-{{ vars.v }}}", "inside ${...}", "through a variable"),
     ("echo $'{{ vars.v }}'", "inside $'...'", "through a variable"),
+    ("(( {{ vars.v }} > 1 ))", "inside arithmetic ((...))", "through a variable"),
+    ("cat <<A <<B\na\nA\n{{ vars.v }}\nB", "inside a here-document", "through a variable"),
     ("echo \\{{ vars.v }}", "right after a backslash", "remove the backslash"),
     ('echo "\\{{ vars.v }}"', "right after a backslash", "remove the backslash"),
     ('echo "${{ vars.v }}"', "right after '$'", "\\$"),
@@ -184,5 +190,5 @@ def test_refusal_names_file_line_and_column(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert f"{plan}:3:22: tasks.a.run: {{{{ vars.v }}}} stands inside $((...))" in proc.stderr
+    assert f"{plan}:3:22: tasks.a.run: {{{{ vars.v }}}} stands inside arithmetic" in proc.stderr
     assert f"{plan}:5:21: tasks.b.run: {{{{ vars.v }}}} stands inside a comment" in proc.stderr

@@ -60,7 +60,7 @@ _UNSAFE = {
     _ANSI: "inside $'...' (its escapes differ between shells)",
     _BQ: "inside backticks (they rewrite backslashes before the inner command runs)",
     _PARAM: "inside ${...} (its inner quoting rules differ between shells)",
-    _ARITH: "inside $((...)) arithmetic (a value there is evaluated, not quoted)",
+    _ARITH: "inside arithmetic ((...)) (a value there is evaluated, not quoted)",
 }
 
 
@@ -202,6 +202,10 @@ class _Scanner:
         elif c == "\n":
             self.newline()
             return i + 1
+        elif c == "(" and self.word_start and text.startswith("((", i):
+            # bash's (( arithmetic )) evaluates what it is given, quoted or not.
+            self.stack.append([_ARITH, 0])
+            return i + 2
         elif c == "(":
             frame[1] = int(frame[1]) + 1
         elif c == ")":
@@ -211,13 +215,18 @@ class _Scanner:
                 self.stack.pop()  # closes $(...)
                 self.word_start = False
                 return i + 1
-        elif c == "<" and text.startswith("<<", i) and not text.startswith("<<<", i):
+        elif c == "<" and text.startswith("<<<", i):
+            self.word_start = False  # a here-string: an ordinary word follows
+            return i + 3
+        elif c == "<" and text.startswith("<<", i):
             m = _HEREDOC_WORD.match(text, i + 2)
             if m is not None:
                 word = m.group(2)
                 delim = re.sub(r"\\(.)", r"\1", word.replace("'", "").replace('"', ""))
                 self.pending.append((delim, bool(m.group(1))))
                 self.word_start = False
+                # A placeholder right after the word would be part of the delimiter.
+                self.heredoc_word = m.end() == len(text)
                 return m.end()
             if not text[i + 2 :].strip(" \t-"):
                 # The delimiter is a placeholder: its body cannot be found. Refuse the hole.
@@ -245,7 +254,7 @@ def scan(literals: Sequence[str]) -> list[tuple[str, str]]:
         scanner.feed(text)
         if k < len(literals) - 1:
             out.append(scanner.hole())
-            scanner.after_backslash = scanner.after_dollar = False
+            scanner.after_backslash = scanner.after_dollar = scanner.heredoc_word = False
     return out
 
 
