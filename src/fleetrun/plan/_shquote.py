@@ -47,7 +47,7 @@ def quote_single(value: str) -> str:
 
 
 QUOTERS: dict[str, Callable[[str], str]] = {
-    BARE: quote_bare,
+    BARE: shlex.quote,  # quote_bare itself: one call fewer per value rendered
     DOUBLE: quote_double,
     SINGLE: quote_single,
 }
