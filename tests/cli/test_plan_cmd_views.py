@@ -147,6 +147,16 @@ def test_plan_targets_prints_the_extra_instances(plan_file: Path) -> None:
         ).stdout
     )
     assert data["selection"]["named"] == ["verify@c"]
+    assert data["instances"] == {
+        "infra": 6,
+        "besu": 6,
+        "multicall": 1,
+        "pair": 1,
+        "verify": 6,
+        "mon": 7,
+        "ghost": 0,
+        "maybe": 0,
+    }
     assert data["selection"]["also"]["infra@a"] == "needed by besu@a"
     assert len(data["selection"]["also"]) == 13
 

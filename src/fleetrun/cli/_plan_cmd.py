@@ -75,7 +75,7 @@ def plan_cmd(
 
     \b
     --format json prints {"format": "fleetrun.plan/1", plan, targets, tasks,
-    phases, nodes: [{id, key, task, target, phase, estimate, wave, rank,
+    instances: {task: count}, phases, nodes: [{id, key, task, target, phase, estimate, wave, rank,
     needs: [{task, nodes: [keys], at_least}]}], waves, critical_path,
     critical_path_length, total_work, parallelism, makespan: {sequential,
     phased, dag, lower_bound}}; times in seconds. With --targets/--tasks it

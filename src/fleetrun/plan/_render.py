@@ -199,6 +199,7 @@ def _summary(graph: Graph, parallelism: int | None) -> dict[str, Any]:
         },
         "targets": list(plan.targets),
         "tasks": list(plan.tasks),
+        "instances": {row.task: row.instances for row in task_rows(graph)},
         "phases": [
             {"name": phase, "tasks": dict(_task_counts(graph, ids))}
             for phase, ids in phases_of(graph)
@@ -225,7 +226,8 @@ def render_json(graph: Graph, parallelism: int | None) -> str:
     """The full expanded graph as JSON (``format: "fleetrun.plan/1"``).
 
     Layout: ``plan`` {name, path, source_hash}; ``targets`` and ``tasks`` (names
-    in plan order); ``phases`` [{name (null: tasks without a phase), tasks:
+    in plan order); ``instances`` {task: count}, zero for a task whose group
+    matches no target; ``phases`` [{name (null: tasks without a phase), tasks:
     {task: instances}}]; ``nodes`` [{id, key, task, target (null when unfanned),
     phase, estimate (s), wave (index into ``waves``), rank (s), needs: [{task,
     nodes: [keys], at_least}]}] in id order; ``waves`` [[keys]]; ``critical_path``
