@@ -145,7 +145,7 @@ def test_contexts_are_worked_out_at_parse_time() -> None:
 # (template, message fragment, fix fragment)
 REFUSED = [
     ("cat <<EOF\n{{ target.name }}\nEOF", "inside a here-document", "$FLEETRUN_TARGET"),
-    ("cat <<-'EOF'\n\t{{ vars.v }}\n\tEOF", "inside a here-document", 'then "$v" here'),
+    ("cat <<-'EOF'\n\t{{ vars.v }}\n\tEOF", "inside a here-document", "$v in the here-document"),
     ("cat <<{{ vars.v }}\nx\n", "as a here-document delimiter", "fixed delimiter"),
     ("cat <<EOF{{ vars.v }}\nx\n", "as a here-document delimiter", "fixed delimiter"),
     ("echo hi # {{ vars.v }}", "inside a comment", "out of the comment"),

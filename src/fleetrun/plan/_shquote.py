@@ -270,8 +270,12 @@ def fix_for(reason: str, shown: str) -> str:
         return "take the placeholder out of the comment"
     if "delimiter" in reason:
         return "write a fixed delimiter word such as EOF"
-    env = " ($FLEETRUN_TARGET holds the target's name)" if "target.name" in shown else ""
+    hint = " ($FLEETRUN_TARGET already holds the target's name)" if "target.name" in shown else ""
+    if "here-document" in reason:
+        use = "$v in the here-document, whose delimiter is unquoted (<<EOF) so $v expands"
+    else:
+        use = '"$v" here'
     return (
-        f"pass the value through a variable instead: v={shown} on a line before, then "
-        f'"$v" here{env}; or mark it {{{{ raw ... }}}} if it is meant as shell text'
+        f"pass the value through a variable: v={shown} on a line before, then {use}{hint}; "
+        "or write {{ raw ... }} if the value is meant as shell text"
     )
