@@ -192,3 +192,29 @@ def test_refusal_names_file_line_and_column(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert f"{plan}:3:22: tasks.a.run: {{{{ vars.v }}}} stands inside arithmetic" in proc.stderr
     assert f"{plan}:5:21: tasks.b.run: {{{{ vars.v }}}} stands inside a comment" in proc.stderr
+
+
+def test_apply_with_a_hostile_target_name_injects_nothing(tmp_path: Path) -> None:
+    """End to end, as reported: ``fleetrun apply`` used to create ``PWNED``."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "targets:\n"
+        "  'x\" ; touch PWNED ; echo \"': {}\n"
+        "  eu west: {}\n"
+        "tasks:\n"
+        "  t:\n"
+        "    for_each: all\n"
+        '    run: \'echo "deploying {{ target.name }}" > "out-$FLEETRUN_TARGET.txt"\'\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--state-dir", str(tmp_path / "s")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (tmp_path / "PWNED").exists()
+    name = 'x" ; touch PWNED ; echo "'
+    assert (tmp_path / f"out-{name}.txt").read_text() == f"deploying {name}\n"
+    assert (tmp_path / "out-eu west.txt").read_text() == "deploying eu west\n"
