@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -92,17 +91,14 @@ def plan_cmd(
     for line in empty_warnings(graph):
         click.echo(line, err=True)
     if fmt == "json":
-        out = render_json(graph, parallelism)
+        extra = None
         if selection is not None:
             nodes, extras = selection
             keys = [n.key for n in graph.nodes]
-            chosen = {
-                "named": [keys[i] for i in sorted(nodes) if i not in extras],
-                "also": {keys[i]: extras[i] for i in sorted(extras)},
-            }
-            # The JSON view is one object: add the field before its closing brace.
-            body = json.dumps(chosen, indent=2).replace("\n", "\n  ")
-            out = out[: out.rstrip().rfind("}")].rstrip() + f',\n  "selection": {body}\n}}\n'
+            named = [keys[i] for i in sorted(nodes) if i not in extras]
+            also = {keys[i]: extras[i] for i in sorted(extras)}
+            extra = {"selection": {"named": named, "also": also}}
+        out = render_json(graph, parallelism, extra)
     elif fmt == "dot":
         out = render_dot(graph)
     elif fmt == "mermaid":

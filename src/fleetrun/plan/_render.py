@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fleetrun.plan._graph import Graph
@@ -222,8 +222,10 @@ def graph_dict(graph: Graph, parallelism: int | None) -> dict[str, Any]:
     return data
 
 
-def render_json(graph: Graph, parallelism: int | None) -> str:
-    """The full expanded graph as JSON (``format: "fleetrun.plan/1"``).
+def render_json(
+    graph: Graph, parallelism: int | None, extra: Mapping[str, Any] | None = None
+) -> str:
+    """The full expanded graph as JSON (``format: "fleetrun.plan/1"``), plus ``extra`` fields.
 
     Layout: ``plan`` {name, path, source_hash}; ``targets`` and ``tasks`` (names
     in plan order); ``instances`` {task: count}, zero for a task whose group
@@ -238,7 +240,7 @@ def render_json(graph: Graph, parallelism: int | None) -> str:
     stay quick to write and to ``grep``.
     """
     fields: list[str] = []
-    for name, value in _summary(graph, parallelism).items():
+    for name, value in {**_summary(graph, parallelism), **(extra or {})}.items():
         if name == "nodes":
             items: Iterable[Any] = _node_dicts(graph)
         elif name == "waves":
