@@ -38,7 +38,7 @@ FIELDS = {
     "AttemptOutput": ["node", "key", "attempt", "text"],
     "AttemptEnded": [
         "node", "key", "attempt", "started_at", "exit_code", "signal", "timed_out", "outcome",
-        "retry_reason", "retry_delay", "tail",
+        "retry_reason", "retry_delay", "tail", "throttled",
     ],
     "InstanceSettled": ["node", "key", "state", "reason", "attempts", "outputs"],
     "PoolChanged": ["pool", "rate", "reason"],

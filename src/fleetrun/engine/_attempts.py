@@ -216,6 +216,7 @@ class AttemptRunner:
             reason: str | None = None,
             delay: float | None = None,
             tail: tuple[str, ...] = (),
+            throttled: bool = False,
         ) -> AttemptEnded:
             return AttemptEnded(
                 at=time.time(),
@@ -230,6 +231,7 @@ class AttemptRunner:
                 retry_reason=reason,
                 retry_delay=delay,
                 tail=tail,
+                throttled=throttled,
             )
 
         policy = task.retry
@@ -246,8 +248,9 @@ class AttemptRunner:
             run.kick()
             return
         delay = backoff_delay(policy, n, run.rng)
-        run.emit(ended("retrying", reason, delay))
-        if pools and is_throttle(policy, reason):
+        throttled = is_throttle(policy, reason)
+        run.emit(ended("retrying", reason, delay, throttled=throttled))
+        if pools and throttled:
             run.limits.throttled(pools)
         run.waiting += 1
         run.kick()  # the slot this attempt held is free again

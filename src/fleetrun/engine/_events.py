@@ -92,6 +92,8 @@ class AttemptEnded(Event):
     ``retrying``: another attempt follows after ``retry_delay`` seconds, for
     ``retry_reason`` (e.g. "exit 75", "output matched '429'", "timeout").
     ``tail`` holds the last lines of the attempt's log (redacted).
+    ``throttled``: the engine took this ending as a throttle signal (the
+    provider asked to slow down); reports count it from here.
     """
 
     node: int
@@ -105,6 +107,7 @@ class AttemptEnded(Event):
     retry_reason: str | None = None
     retry_delay: float | None = None
     tail: tuple[str, ...] = ()
+    throttled: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

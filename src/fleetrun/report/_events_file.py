@@ -20,7 +20,8 @@ starts; a run's first line is ``RunStarted`` and its last ``RunEnded``.
 ``AttemptEnded``        ``node``, ``key``, ``attempt``, ``started_at``, ``exit_code``,
                         ``signal``, ``timed_out`` (bool), ``outcome``
                         (succeeded|failed|retrying|cancelled), ``retry_reason``,
-                        ``retry_delay`` (seconds), ``tail`` (last log lines, a list)
+                        ``retry_delay`` (seconds), ``tail`` (last log lines, a list),
+                        ``throttled`` (bool: taken as a throttle signal)
 ``InstanceSettled``     ``node``, ``key``, ``state`` (succeeded|failed|skipped|cancelled|
                         not_started), ``reason``, ``attempts``, ``outputs`` (object)
 ``PoolChanged``         ``pool``, ``rate`` (per second), ``reason``
