@@ -15,7 +15,6 @@ from fleetrun.engine._events import (
     RunStarted,
     Subscriber,
 )
-from fleetrun.engine._executor import AttemptResult, AttemptSpec, Executor
 from fleetrun.engine._options import RunOptions, RunResult, new_run_id
 from fleetrun.engine._scheduler import run_graph
 
@@ -23,12 +22,9 @@ __all__ = [
     "FINAL_STATES",
     "AttemptEnded",
     "AttemptOutput",
-    "AttemptResult",
-    "AttemptSpec",
     "AttemptStarted",
     "Clock",
     "Event",
-    "Executor",
     "InstanceReused",
     "InstanceSettled",
     "PoolChanged",

@@ -61,15 +61,23 @@ class InstanceReused(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptStarted(Event):
-    """An attempt's process was spawned."""
+    """An attempt was started: its handle, as data.
+
+    ``executor`` is the executor kind (``local``, ``ssh``, ``cluster``);
+    ``host`` where it runs; ``pid``/``pgid`` its leader and process group on
+    that host (None where the kind has none); ``job`` a cluster job's key.
+    """
 
     node: int
     key: str
     attempt: int
     command: str
-    pid: int
-    pgid: int
+    pid: int | None
+    pgid: int | None
     log_path: str
+    executor: str = "local"
+    host: str = ""
+    job: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
