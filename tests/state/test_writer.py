@@ -23,6 +23,7 @@ from fleetrun.engine._events import (
     RunStarted,
 )
 from fleetrun.errors import StateError
+from fleetrun.executors import process_start_time
 from fleetrun.state import (
     SCHEMA_VERSION,
     Journal,
@@ -31,7 +32,6 @@ from fleetrun.state import (
     command_hash,
     connect,
 )
-from fleetrun.executors import process_start_time
 
 from .conftest import begin
 

@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from fleetrun.cli._main import cli
-from fleetrun.cli._run import RunRequest, execute
-from fleetrun.engine._options import DEFAULT_GRACE
+from fleetrun.cli._run import execute
+from fleetrun.engine import DEFAULT_GRACE
+from fleetrun.session import RunRequest
 
 _FAIL_FAST_VALUES = ("stop", "kill")
 

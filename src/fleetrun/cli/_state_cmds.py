@@ -13,8 +13,8 @@ from typing import Any
 import click
 
 from fleetrun.cli._main import cli
-from fleetrun.cli._run import find_state_dir
 from fleetrun.errors import RunNotFoundError
+from fleetrun.session import find_state_dir
 from fleetrun.state import (
     Journal,
     history_text,

@@ -214,9 +214,7 @@ class Journal:
             (socket.gethostname(),),
         ).fetchall()
         return [
-            RecordedAttempt(
-                run_id, key, n, Handle(kind, host or "", pid, pgid, start, job)
-            )
+            RecordedAttempt(run_id, key, n, Handle(kind, host or "", pid, pgid, start, job))
             for run_id, key, n, kind, host, pid, pgid, start, job in rows
         ]
 
