@@ -6,12 +6,11 @@ from pathlib import Path
 
 import click
 
-from fleetrun.cli._main import cli
 from fleetrun.plan import expand, load_plan
 from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
 
 
-@cli.command("plan")
+@click.command("plan")
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-j",
