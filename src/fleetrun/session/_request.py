@@ -114,10 +114,12 @@ class RunOutcome:
 
     ``status``: the run's status, or ``nothing`` (nothing to run; not an
     error) or ``dry_run``. ``result`` and ``graph`` are set when a run took
-    place; ``lines`` holds a dry run's ``key: command`` lines.
+    place; ``lines`` holds a dry run's ``key: command`` lines; ``parent_id``
+    the run a retry or resume continued.
     """
 
     status: OutcomeStatus
     result: RunResult | None = None
     graph: Graph | None = None
     lines: tuple[str, ...] = field(default=())
+    parent_id: str | None = None

@@ -304,7 +304,8 @@ class Session:
             finally:
                 writer.close()
                 journal.end_run(run_id, status)
-        return RunOutcome(result.status, result=result, graph=graph)
+        parent_id = previous["id"] if previous else None
+        return RunOutcome(result.status, result=result, graph=graph, parent_id=parent_id)
 
     async def _drive(
         self,
