@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from fleetrun.cli._main import cli
 from fleetrun.plan import (
     ALL_TARGETS,
     empty_warnings,
@@ -19,7 +18,7 @@ from fleetrun.plan import (
 from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
 
 
-@cli.command("plan")
+@click.command("plan")
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-j",

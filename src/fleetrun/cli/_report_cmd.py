@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from fleetrun.cli._main import cli
 from fleetrun.cli._state_cmds import _journal, _plan_path, _where
 from fleetrun.report._build import build_report
 from fleetrun.report._formats import render_json, render_junit, render_markdown, render_table
@@ -34,7 +33,7 @@ _RENDERERS: dict[str, Callable[[RunReport], str]] = {
 }
 
 
-@cli.command()
+@click.command()
 @click.argument("run", required=False)
 @_where
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)

@@ -12,9 +12,8 @@ from typing import Any
 
 import click
 
-from fleetrun.cli._main import cli
-from fleetrun.cli._run import find_state_dir
 from fleetrun.errors import RunNotFoundError
+from fleetrun.session import find_state_dir
 from fleetrun.state import (
     Journal,
     history_text,
@@ -71,7 +70,7 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
-@cli.command()
+@click.command()
 @_where
 @_fmt("table", "json")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=None, help="Newest N runs.")
@@ -87,7 +86,7 @@ def history(plan: str | None, state_dir: str | None, fmt: str, limit: int | None
         click.echo("no runs on record")
 
 
-@cli.command()
+@click.command()
 @click.argument("run", required=False)
 @_where
 @_fmt("table", "json")
@@ -108,7 +107,7 @@ def show(run: str | None, plan: str | None, state_dir: str | None, fmt: str) -> 
         click.echo(show_text(r, instances, attempts), nl=False)
 
 
-@cli.command()
+@click.command()
 @click.argument("instance", metavar="TASK@TARGET")
 @click.option("--run", "run_ref", default=None, help="The run (default: the latest).")
 @click.option("--attempt", type=click.IntRange(min=1), default=None, help="Default: the last.")
@@ -181,7 +180,7 @@ def _follow(
         time.sleep(_FOLLOW_POLL)
 
 
-@cli.command()
+@click.command()
 @click.argument("run", required=False)
 @_where
 @_fmt("table", "json", "env")

@@ -1,15 +1,41 @@
-"""Executors: run one attempt of one node (local processes; more kinds later)."""
+"""Executors: run one resolved attempt and report how it ended (local processes
+for now). They know nothing of plans: see ``Attempt`` for what they are given."""
 
-from fleetrun.engine._executor import AttemptResult, AttemptSpec, Executor
-from fleetrun.executors._local import LocalExecutor, env_name, parse_outputs
+from fleetrun.executors._contract import (
+    Attempt,
+    AttemptResult,
+    ErrorKind,
+    Executor,
+    Handle,
+    Orphan,
+    OrphanFinder,
+    RecordedAttempt,
+)
+from fleetrun.executors._local import LocalExecutor, parse_outputs
 from fleetrun.executors._noop import NoopExecutor
+from fleetrun.executors._procfs import (
+    LocalOrphanFinder,
+    kill_groups,
+    process_alive,
+    process_start_time,
+)
+from fleetrun.names import env_name
 
 __all__ = [
+    "Attempt",
     "AttemptResult",
-    "AttemptSpec",
+    "ErrorKind",
     "Executor",
+    "Handle",
     "LocalExecutor",
+    "LocalOrphanFinder",
     "NoopExecutor",
+    "Orphan",
+    "OrphanFinder",
+    "RecordedAttempt",
     "env_name",
+    "kill_groups",
     "parse_outputs",
+    "process_alive",
+    "process_start_time",
 ]

@@ -1,9 +1,9 @@
 """The journal: every run on record in SQLite, the run lock, crash recovery, retry planning."""
 
+from fleetrun.executors import Orphan, kill_groups, process_alive, process_start_time
 from fleetrun.state._db import DB_NAME, SCHEMA_VERSION, connect
 from fleetrun.state._journal import Journal, NewInstance
 from fleetrun.state._lock import RunLock, read_lock
-from fleetrun.state._proc import Orphan, kill_groups, process_alive, process_start_time
 from fleetrun.state._retry import DONE_STATES, RetryPlan, plan_retry, render_command
 from fleetrun.state._view import (
     history_text,

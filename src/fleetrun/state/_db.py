@@ -88,7 +88,14 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# An attempt's handle: its executor kind, the host it ran on, a cluster job's key.
+_V2 = """
+ALTER TABLE attempts ADD COLUMN executor TEXT NOT NULL DEFAULT 'local';
+ALTER TABLE attempts ADD COLUMN host TEXT;
+ALTER TABLE attempts ADD COLUMN job TEXT
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -26,16 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from fleetrun.errors import RunNotFoundError
-from fleetrun.state._db import DB_NAME, connect
-from fleetrun.state._proc import (
+from fleetrun.executors import (
+    Handle,
+    LocalOrphanFinder,
     Orphan,
-    Tagged,
-    group_members,
+    RecordedAttempt,
     process_alive,
     process_start_time,
-    process_table,
-    processes_of_runs,
 )
+from fleetrun.state._db import DB_NAME, connect
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,44 +204,34 @@ class Journal:
                 dead.append(r["id"])
         return dead
 
-    def orphans(self) -> list[Orphan]:
-        """Process groups started by attempts of ended runs that are still alive."""
-        found = []
+    def interrupted_attempts(self) -> list[RecordedAttempt]:
+        """Attempts of this host's dead runs that were running when they died,
+        with their handles (every executor kind)."""
         rows = self.conn.execute(
-            "SELECT a.run_id, a.key, a.n, a.pgid, a.proc_start FROM attempts a"
-            " JOIN runs r ON r.id = a.run_id"
-            " WHERE a.outcome='interrupted' AND a.pgid IS NOT NULL AND r.host=?",
+            "SELECT a.run_id, a.key, a.n, a.executor, a.host, a.pid, a.pgid, a.proc_start, a.job"
+            " FROM attempts a JOIN runs r ON r.id = a.run_id"
+            " WHERE a.outcome='interrupted' AND r.host=?",
             (socket.gethostname(),),
         ).fetchall()
-        dead = [
+        return [
+            RecordedAttempt(run_id, key, n, Handle(kind, host or "", pid, pgid, start, job))
+            for run_id, key, n, kind, host, pid, pgid, start, job in rows
+        ]
+
+    def dead_runs(self) -> list[str]:
+        """Ids of this host's runs that were interrupted."""
+        return [
             r[0]
             for r in self.conn.execute(
                 "SELECT id FROM runs WHERE status='interrupted' AND host=?",
                 (socket.gethostname(),),
             )
         ]
-        table = process_table() if rows or dead else {}
-        for run_id, key, n, pgid, start in rows:
-            if start is None and process_start_time(pgid) is not None:
-                # The leader had exited before its start time was read, and a
-                # process with its pid exists now: the id was reused.
-                continue
-            pids = group_members(pgid, start, table)
-            if pids:
-                found.append(Orphan(run_id, key, n, pgid, pids))
-        # A run killed just after a spawn may not have journaled that attempt:
-        # its processes still carry the run id in their environment.
-        known = {o.pgid for o in found}
-        known.add(os.getpgrp())  # never this process's own group
-        extra: dict[int, list[Tagged]] = {}
-        for t in processes_of_runs(dead, table):
-            if t.pgid not in known:
-                extra.setdefault(t.pgid, []).append(t)
-        for pgid, tagged in sorted(extra.items()):
-            first = min(tagged, key=lambda t: t.pid)
-            pids = tuple(sorted(p for p, _ in table.get(pgid, [])))
-            found.append(Orphan(first.run_id, first.key, first.attempt, pgid, pids))
-        return found
+
+    def orphans(self) -> list[Orphan]:
+        """Local process groups started by attempts of dead runs that are still alive
+        (other executor kinds: their ``OrphanFinder`` with ``interrupted_attempts``)."""
+        return LocalOrphanFinder().find_now(self.interrupted_attempts(), self.dead_runs())
 
     # -- reading -------------------------------------------------------------
 

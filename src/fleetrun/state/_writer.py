@@ -36,9 +36,9 @@ from fleetrun.engine._events import (
     RunEnded,
 )
 from fleetrun.errors import StateError
+from fleetrun.executors import process_start_time
 from fleetrun.redact import Redactor
 from fleetrun.state._db import connect
-from fleetrun.state._proc import process_start_time
 
 _MAX_BATCH = 5000
 """Most events written in one transaction (bounds the time a reader waits)."""
@@ -220,7 +220,7 @@ class JournalWriter:
                 # still running at the end of the batch.
                 started[(a.key, a.attempt)] = [
                     run, a.key, a.attempt, a.at, a.log_path, a.pid, a.pgid, None,
-                    None, None, None, 0, None, None,
+                    None, None, None, 0, None, None, a.executor, a.host, a.job,
                 ]  # fmt: skip
                 prev = running.get(a.key)
                 first_at = prev[2] if prev else a.at
@@ -254,11 +254,11 @@ class JournalWriter:
             # died is ever checked (it is then marked interrupted). An attempt
             # that ended in this batch has been reaped: its pid may already
             # belong to another process, so nothing is read for it.
-            if row[8] is None:
+            if row[8] is None and row[14] == "local" and row[5] is not None:
                 row[7] = process_start_time(row[5])
         conn.execute("BEGIN")
         try:
-            _insert(conn, _SQL_STARTED, 14, list(started.values()))
+            _insert(conn, _SQL_STARTED, 17, list(started.values()))
             if running:
                 conn.executemany(_SQL_RUNNING, list(running.values()))
             if ended:
@@ -277,7 +277,7 @@ class JournalWriter:
 
 _SQL_STARTED = (
     "INSERT OR REPLACE INTO attempts (run_id, key, n, started_at, log_path, pid, pgid, proc_start,"
-    " ended_at, exit_code, signal, timed_out, outcome, retry_reason) VALUES "
+    " ended_at, exit_code, signal, timed_out, outcome, retry_reason, executor, host, job) VALUES "
 )
 _SQL_RUNNING = (
     "UPDATE instances SET status='running', attempts=?, command_hash=?,"
