@@ -11,11 +11,14 @@ from fleetrun.plan import (
     empty_warnings,
     expand,
     load_plan,
+    render_dot,
+    render_json,
+    render_mermaid,
+    render_text,
     selection_closure,
     selection_lines,
     split_names,
 )
-from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
 
 
 @click.command("plan")

@@ -15,6 +15,7 @@ from fleetrun.plan._model import (
     Task,
 )
 from fleetrun.plan._pools import Bucket, StaticLimits, pools_of_tasks
+from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
 from fleetrun.plan._resolve import (
     Placeholders,
     attempt_env,
@@ -70,6 +71,10 @@ __all__ = [
     "quorum_size",
     "quorum_text",
     "render_command",
+    "render_dot",
+    "render_json",
+    "render_mermaid",
+    "render_text",
     "select",
     "selection_closure",
     "selection_lines",
