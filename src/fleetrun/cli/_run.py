@@ -29,6 +29,7 @@ from fleetrun.state import (
     JournalWriter,
     NewInstance,
     RunLock,
+    RunRecord,
     kill_groups,
 )
 from fleetrun.state._retry import RetryPlan, plan_retry
@@ -160,19 +161,19 @@ def execute(req: RunRequest) -> int:
         journal.close()
     # Resume continues the latest run only: resuming an older one would re-run
     # what a newer run has done since.
-    if req.kind == "resume" and previous["status"] != "interrupted":
-        if previous["status"] == "succeeded":
-            click.echo(f"nothing to resume: the latest run {previous['id']} succeeded")
+    if req.kind == "resume" and previous.status != "interrupted":
+        if previous.status == "succeeded":
+            click.echo(f"nothing to resume: the latest run {previous.id} succeeded")
             return EXIT_OK
         raise UsageError(
-            f"the latest run {previous['id']} is {previous['status']}, not interrupted; "
+            f"the latest run {previous.id} is {previous.status}, not interrupted; "
             "`fleetrun retry` re-runs what did not succeed"
         )
     return _start(req, state_dir, previous=previous)
 
 
-def _start(req: RunRequest, state_dir: Path, previous: dict[str, Any] | None) -> int:
-    plan_file = req.plan or (previous["plan_path"] if previous else None)
+def _start(req: RunRequest, state_dir: Path, previous: RunRecord | None) -> int:
+    plan_file = req.plan or (previous.plan_path if previous else None)
     if plan_file is None:
         raise UsageError("no plan given")
     plan = load_plan(Path(plan_file))
@@ -195,12 +196,12 @@ def _start(req: RunRequest, state_dir: Path, previous: dict[str, Any] | None) ->
             retry: RetryPlan | None = None
             if previous is not None:
                 # Re-read under the lock: the record is final now.
-                previous = journal.run(previous["id"])
+                previous = journal.run(previous.id)
                 retry = plan_retry(
-                    graph, previous, journal.instances(previous["id"]), redactor, narrow
+                    graph, previous, journal.instances(previous.id), redactor, narrow
                 )
-                if plan.source_hash != previous["plan_hash"]:
-                    click.echo(f"note: the plan changed since run {previous['id']}")
+                if plan.source_hash != previous.plan_hash:
+                    click.echo(f"note: the plan changed since run {previous.id}")
                 if req.dry_run:
                     for line in dry_run_lines(graph, retry.only, retry.reused):
                         click.echo(line)
@@ -208,7 +209,7 @@ def _start(req: RunRequest, state_dir: Path, previous: dict[str, Any] | None) ->
                 if not retry.only:
                     within = " among the selected instances" if narrow is not None else ""
                     click.echo(
-                        f"nothing to {req.kind}: everything{within} in run {previous['id']} "
+                        f"nothing to {req.kind}: everything{within} in run {previous.id} "
                         "succeeded or was reused"
                     )
                     return EXIT_OK
@@ -264,7 +265,7 @@ def _run(
     graph: Graph,
     journal: Journal,
     run_id: str,
-    previous: dict[str, Any] | None,
+    previous: RunRecord | None,
     narrow: frozenset[int] | None,
     retry: RetryPlan | None,
     names: tuple[list[str] | None, list[str] | None],
@@ -296,7 +297,7 @@ def _run(
     display = Display(graph, req, only, redactor)
     journal.begin_run(
         run_id=run_id,
-        parent_id=previous["id"] if previous else None,
+        parent_id=previous.id if previous else None,
         plan_path=str(path),
         plan_name=plan.name,
         plan_hash=plan.source_hash,
@@ -323,7 +324,7 @@ def _run(
             for i in members
         ],
     )
-    parent = f" ({req.kind} of {previous['id']})" if previous else ""
+    parent = f" ({req.kind} of {previous.id})" if previous else ""
     click.echo(
         f"run {run_id}{parent}: {len(only) if only is not None else len(graph.nodes)} "
         f"instance(s) to run, logs in {run_dir}"
