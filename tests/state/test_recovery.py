@@ -112,7 +112,7 @@ def test_sigkill_while_writing_leaves_a_consistent_journal(tmp_path: Path) -> No
                 (f"run{t}",),
             ).fetchone()[0]
             assert bad == 0
-            counts = j.run(f"run{t}")["counts"]
+            counts = j.run(f"run{t}").counts
             assert counts.get("succeeded", 0) > 0
             assert set(counts) <= {"succeeded", "interrupted", "not_started"}
 
