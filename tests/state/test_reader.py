@@ -16,12 +16,14 @@ from typing import Any
 
 import pytest
 
+from fleetrun.engine import AttemptEnded, AttemptStarted
 from fleetrun.errors import RunNotFoundError, StateError
 from fleetrun.state import (
     AttemptRecord,
     InstanceRecord,
     Journal,
     JournalReader,
+    JournalWriter,
     RunRecord,
 )
 
@@ -307,3 +309,25 @@ def test_a_wal_that_cannot_be_opened_falls_back_to_the_database_file(shared_dir:
     before = _files(state)
     assert as_nobody(_read(state)) == {"wal_unread": True, "runs": ["r1"]}
     assert _files(state) == before
+
+
+def test_the_writer_records_the_engines_throttle_decision(journal: Journal) -> None:
+    begin(journal, "r1", ["a@x"])
+    w = JournalWriter(journal.db_path, "r1")
+    w.start()
+    for n, (outcome, throttled) in enumerate(
+        [("retrying", True), ("retrying", False), ("succeeded", False)], start=1
+    ):
+        w(AttemptStarted(at=n, node=0, key="a@x", attempt=n, command="c", pid=1, pgid=1,
+                         log_path=f"l{n}"))  # fmt: skip
+        if n == 2:
+            w.close()  # the end of attempt 2 updates a row committed before
+            w = JournalWriter(journal.db_path, "r1")
+            w.start()
+        w(AttemptEnded(at=n + 0.5, node=0, key="a@x", attempt=n, started_at=n, exit_code=75,
+                       signal=None, timed_out=False, outcome=outcome, retry_reason="exit 75",
+                       throttled=throttled))  # fmt: skip
+    w.close()
+    with JournalReader(journal.state_dir) as r:
+        assert [(a.n, a.throttled) for a in r.attempts("r1")] == [(1, True), (2, False),
+                                                                  (3, False)]  # fmt: skip
