@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from fleetrun.cli._main import _register, cli
 from fleetrun.engine import AttemptEnded, AttemptStarted
 from fleetrun.errors import RunNotFoundError, StateError
 from fleetrun.state import (
@@ -256,6 +258,17 @@ def _read(state: Path) -> Callable[[], dict[str, Any]]:
     return read
 
 
+def _history(state: Path) -> Callable[[], tuple[int, str, str]]:
+    # Imported here, as root: nobody may not read this Python's standard library.
+    _register()
+
+    def history() -> tuple[int, str, str]:
+        res = CliRunner().invoke(cli, ["history", "--state-dir", str(state)])
+        return res.exit_code, res.stdout, res.stderr
+
+    return history
+
+
 def _freeze(state: Path) -> None:
     for p in state.iterdir():
         p.chmod(0o444)
@@ -308,6 +321,10 @@ def test_a_wal_that_cannot_be_opened_falls_back_to_the_database_file(shared_dir:
     assert stat.S_IMODE(state.stat().st_mode) == 0o555
     before = _files(state)
     assert as_nobody(_read(state)) == {"wal_unread": True, "runs": ["r1"]}
+    code, out, err = as_nobody(_history(state))
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["r1"]
+    assert err.startswith(f"note: {state / 'state.db'}-wal cannot be read here")
     assert _files(state) == before
 
 

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,21 @@ def _journal(state_dir: str | None, plan: str | None) -> Iterator[JournalReader]
     # Read-only: a run whose process died reads as interrupted (computed by
     # the reader); the journal is recovered by the next command that writes.
     journal = JournalReader(find_state_dir(state_dir, plan))
+    if journal.wal_unread:
+        _note_wal_unread(journal.db_path)
     try:
         yield journal
     finally:
         journal.close()
+
+
+@cache  # once per journal, not at every look of `logs --follow`
+def _note_wal_unread(db_path: Path) -> None:
+    click.echo(
+        f"note: {db_path}-wal cannot be read here; what it holds (a live run, or one that "
+        "stopped without closing the journal) may be missing",
+        err=True,
+    )
 
 
 def _plan_path(plan: str | None) -> str | None:

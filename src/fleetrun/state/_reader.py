@@ -15,7 +15,9 @@ How the file is opened (``open_read_only``):
 - no WAL: nothing is open on the journal and every commit is in the database
   file; it is read with ``immutable=1``. (``mode=ro`` would create the WAL and
   ``-shm`` files beside it, which is a write, and fails on a read-only
-  directory.)
+  directory.) A writer that opens the journal meanwhile commits to a new WAL,
+  not to the database file, until it checkpoints, and the snapshot read is the
+  one from before it.
 
 Crash recovery is computed, not written: a run still marked ``running`` whose
 process is gone (same host, pid and start time; ``process_alive``) reads as
