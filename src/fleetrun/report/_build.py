@@ -11,6 +11,10 @@ An instance's *duration* is its ``task_time``: the sum of its attempts'
 durations (backoff waits between attempts are not work). The same per-node
 durations feed the critical path, the lower bound and the estimates of the
 modes that did not run, so ``sequential`` always equals ``task_time``.
+
+A throttled retry is one the engine took as a throttle signal, as journaled
+with its attempt (``AttemptRecord.throttled``); the report does not re-derive
+it from the retry reason.
 """
 
 from __future__ import annotations
