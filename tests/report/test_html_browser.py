@@ -400,7 +400,7 @@ def test_timeline_from_the_keyboard(
         ax = _focused_ax(page)
         assert (ax["role"], ax["name"]) == ("image", name)
         # Screen readers also get the tooltip's details as the bar's description.
-        assert f"instance {a['key']}" in ax["description"]
+        assert f"instance {a.key}" in ax["description"]
         assert f"duration {d}" in ax["description"]
         _assert_tip_at_bar(page)
         outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
