@@ -32,7 +32,15 @@ from fleetrun.session._request import (
     split_names,
 )
 from fleetrun.session._views import dry_run_lines, reason_lines
-from fleetrun.state import Journal, JournalWriter, NewInstance, RetryPlan, RunLock, plan_retry
+from fleetrun.state import (
+    Journal,
+    JournalWriter,
+    NewInstance,
+    RetryPlan,
+    RunLock,
+    RunRecord,
+    plan_retry,
+)
 
 Notify = Callable[[Notice], None]
 
@@ -77,16 +85,14 @@ class Session:
             journal.close()
         # Resume continues the latest run only: resuming an older one would re-run
         # what a newer run has done since.
-        if req.kind == "resume" and previous["status"] != "interrupted":
-            if previous["status"] == "succeeded":
+        if req.kind == "resume" and previous.status != "interrupted":
+            if previous.status == "succeeded":
                 notify(
-                    Notice(
-                        "nothing", f"nothing to resume: the latest run {previous['id']} succeeded"
-                    )
+                    Notice("nothing", f"nothing to resume: the latest run {previous.id} succeeded")
                 )
                 return RunOutcome("nothing")
             raise UsageError(
-                f"the latest run {previous['id']} is {previous['status']}, not interrupted; "
+                f"the latest run {previous.id} is {previous.status}, not interrupted; "
                 "`fleetrun retry` re-runs what did not succeed"
             )
         return self._start(req, state_dir, previous, notify, console, control)
@@ -97,12 +103,12 @@ class Session:
         self,
         req: RunRequest,
         state_dir: Path,
-        previous: dict[str, Any] | None,
+        previous: RunRecord | None,
         notify: Notify,
         console: ConsoleFactory | None,
         control: RunControl | None,
     ) -> RunOutcome:
-        plan_file = req.plan or (previous["plan_path"] if previous else None)
+        plan_file = req.plan or (previous.plan_path if previous else None)
         if plan_file is None:
             raise UsageError("no plan given")
         plan = load_plan(Path(plan_file))
@@ -123,12 +129,12 @@ class Session:
                 retry: RetryPlan | None = None
                 if previous is not None:
                     # Re-read under the lock: the record is final now.
-                    previous = journal.run(previous["id"])
+                    previous = journal.run(previous.id)
                     retry = plan_retry(
-                        graph, previous, journal.instances(previous["id"]), redactor, narrow
+                        graph, previous, journal.instances(previous.id), redactor, narrow
                     )
-                    if plan.source_hash != previous["plan_hash"]:
-                        notify(Notice("note", f"note: the plan changed since run {previous['id']}"))
+                    if plan.source_hash != previous.plan_hash:
+                        notify(Notice("note", f"note: the plan changed since run {previous.id}"))
                     if req.dry_run:
                         lines = dry_run_lines(graph, retry.only, retry.reused)
                         return RunOutcome("dry_run", lines=tuple(lines))
@@ -138,7 +144,7 @@ class Session:
                             Notice(
                                 "nothing",
                                 f"nothing to {req.kind}: everything{within} in run "
-                                f"{previous['id']} succeeded or was reused",
+                                f"{previous.id} succeeded or was reused",
                             )
                         )
                         return RunOutcome("nothing")
@@ -205,7 +211,7 @@ class Session:
         graph: Graph,
         journal: Journal,
         run_id: str,
-        previous: dict[str, Any] | None,
+        previous: RunRecord | None,
         narrow: frozenset[int] | None,
         retry: RetryPlan | None,
         names: tuple[list[str] | None, list[str] | None],
@@ -242,7 +248,7 @@ class Session:
         )
         journal.begin_run(
             run_id=run_id,
-            parent_id=previous["id"] if previous else None,
+            parent_id=previous.id if previous else None,
             plan_path=str(path),
             plan_name=plan.name,
             plan_hash=plan.source_hash,
@@ -269,7 +275,7 @@ class Session:
                 for i in members
             ],
         )
-        parent = f" ({req.kind} of {previous['id']})" if previous else ""
+        parent = f" ({req.kind} of {previous.id})" if previous else ""
         count = len(only) if only is not None else len(graph.nodes)
         notify(
             Notice("start", f"run {run_id}{parent}: {count} instance(s) to run, logs in {run_dir}")
@@ -304,7 +310,7 @@ class Session:
             finally:
                 writer.close()
                 journal.end_run(run_id, status)
-        parent_id = previous["id"] if previous else None
+        parent_id = previous.id if previous else None
         return RunOutcome(result.status, result=result, graph=graph, parent_id=parent_id)
 
     async def _drive(
