@@ -38,6 +38,12 @@ class _OptionalValueCommand(click.Command):
 
 def _selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
+        "--only",
+        is_flag=True,
+        help="Refuse to run instances the selection needs but does not name "
+        "(without it they run, and are listed with the reason).",
+    )(f)
+    f = click.option(
         "--tasks",
         multiple=True,
         metavar="NAMES",

@@ -11,9 +11,9 @@ from fleetrun.cli._display import Display
 from fleetrun.cli._main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from fleetrun.engine import Subscriber
 from fleetrun.report import FailureNotes, next_steps
-from fleetrun.session import Notice, RunRequest, RunSetup, Session, find_state_dir, split_names
+from fleetrun.session import Notice, RunRequest, RunSetup, Session, find_state_dir
 
-__all__ = ["RunRequest", "execute", "find_state_dir", "split_names"]
+__all__ = ["RunRequest", "execute", "find_state_dir"]
 
 
 def _notify(notice: Notice) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -29,12 +29,6 @@ def find_state_dir(state_dir: str | None, plan: str | None) -> Path:
     return Path.cwd() / STATE_DIR_NAME
 
 
-def split_names(values: Sequence[str]) -> list[str] | None:
-    """Comma-separated, repeatable ``--targets``/``--tasks`` values; None when absent."""
-    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
-    return names or None
-
-
 @dataclass(frozen=True, slots=True)
 class RunRequest:
     """Everything ``apply``/``retry`` were asked (field names are the CLI's option names).
@@ -53,6 +47,7 @@ class RunRequest:
     fail_fast: str | None = None
     targets: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
+    only: bool = False
     grace: float = DEFAULT_GRACE
     dry_run: bool = False
     kill_orphans: bool = False

@@ -19,7 +19,15 @@ from typing import Any
 from fleetrun.engine import RunControl, RunOptions, RunResult, new_run_id, run_graph
 from fleetrun.errors import FleetrunError, UsageError
 from fleetrun.executors import OrphanFinder
-from fleetrun.plan import Graph, expand, load_plan, select
+from fleetrun.plan import (
+    ALL_TARGETS,
+    Graph,
+    empty_tasks_error,
+    expand,
+    load_plan,
+    selection_closure,
+    split_names,
+)
 from fleetrun.redact import Redactor
 from fleetrun.session._executors import ExecutorRegistry, default_registry
 from fleetrun.session._request import (
@@ -29,7 +37,6 @@ from fleetrun.session._request import (
     RunRequest,
     RunSetup,
     find_state_dir,
-    split_names,
 )
 from fleetrun.session._views import dry_run_lines, reason_lines
 from fleetrun.state import (
@@ -113,8 +120,15 @@ class Session:
             raise UsageError("no plan given")
         plan = load_plan(Path(plan_file))
         graph = expand(plan)
-        targets, tasks = split_names(req.targets), split_names(req.tasks)
-        narrow = select(graph, targets, tasks) if (targets or tasks) else None
+        empty = empty_tasks_error(graph)
+        if empty is not None:
+            raise empty
+        targets = split_names(req.targets, {*plan.targets, *plan.groups, ALL_TARGETS})
+        tasks = split_names(req.tasks, plan.tasks)
+        narrow = None
+        if targets or tasks:
+            narrow, extras = selection_closure(graph, targets, tasks)
+            self._pulled_in(graph, extras, req, notify)
         redactor = Redactor(plan.secret_values)
 
         if req.dry_run and previous is None:
@@ -166,6 +180,33 @@ class Session:
                 )
         finally:
             lock.release()
+
+    @staticmethod
+    def _pulled_in(
+        graph: Graph, extras: Mapping[int, str], req: RunRequest, notify: Notify, shown: int = 8
+    ) -> None:
+        """Say which instances beyond the named ones a selection runs, and why
+        (``--only``: refuse instead)."""
+        if not extras:
+            return
+        keys = [graph.nodes[i].key for i in sorted(extras)]
+        if req.only:
+            listed = ", ".join(keys[:shown]) + (
+                f" and {len(keys) - shown} more" if len(keys) > shown else ""
+            )
+            raise UsageError(
+                f"--only: the selection needs {len(keys)} instance(s) it does not name "
+                f"({listed}); name them too, or drop --only to run them"
+            )
+        notify(Notice("note", f"also runs {len(keys)} instance(s) the selection needs:"))
+        for i in sorted(extras)[:shown]:
+            notify(Notice("note", f"  {graph.nodes[i].key}: {extras[i]}"))
+        if len(keys) > shown:
+            notify(
+                Notice(
+                    "note", f"  and {len(keys) - shown} more (`fleetrun plan --targets` lists them)"
+                )
+            )
 
     def _recover(self, journal: Journal, lock: RunLock, req: RunRequest, notify: Notify) -> None:
         if lock.stale:
