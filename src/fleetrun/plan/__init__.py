@@ -35,6 +35,7 @@ from fleetrun.plan._summary import (
     task_rows,
 )
 from fleetrun.plan._template import Ref, Template
+from fleetrun.plan._varfile import parse_var_args, read_var_file
 
 __all__ = [
     "ALL_TARGETS",
@@ -65,11 +66,13 @@ __all__ = [
     "is_per_attempt",
     "load_plan",
     "load_plan_text",
+    "parse_var_args",
     "phase_layers",
     "plan_json_schema",
     "pools_of_tasks",
     "quorum_size",
     "quorum_text",
+    "read_var_file",
     "render_command",
     "render_dot",
     "render_json",

@@ -232,9 +232,31 @@ def _build() -> dict[str, Any]:
             },
             "vars": {
                 "type": "object",
-                "description": "Values for templates: {{ vars.<name> }}.",
+                "description": "Values for templates: {{ vars.<name> }}. Each a scalar, or "
+                "{value, secret, env}: 'env' takes the value from fleetrun's environment, "
+                "'secret' masks it everywhere. --var NAME=VALUE / --var-file FILE override.",
                 "propertyNames": {"pattern": _NAME},
-                "additionalProperties": _SCALAR,
+                "additionalProperties": {
+                    "anyOf": [
+                        _SCALAR,
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "value": {**_SCALAR, "description": "The value."},
+                                "secret": {
+                                    "type": "boolean",
+                                    "description": "Mask the value everywhere (***).",
+                                },
+                                "env": {
+                                    "type": "string",
+                                    "description": "Take the value from this variable of "
+                                    "fleetrun's environment.",
+                                },
+                            },
+                        },
+                    ]
+                },
             },
             "targets": {
                 "description": "The fleet: inline mapping of target name -> attributes, or the "

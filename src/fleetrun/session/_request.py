@@ -35,7 +35,9 @@ class RunRequest:
 
     ``plain``, ``output`` and ``events`` concern the console; the session
     passes them through to the console factory untouched (``output`` also
-    decides whether the engine delivers output lines as events).
+    decides whether the engine delivers output lines as events). ``vars``
+    (``NAME=VALUE``) and ``var_files`` override the plan's variables; a retry
+    or resume reuses those of the run it continues unless given again.
     """
 
     kind: Kind
@@ -48,6 +50,8 @@ class RunRequest:
     targets: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
     only: bool = False
+    vars: tuple[str, ...] = ()
+    var_files: tuple[str, ...] = ()
     grace: float = DEFAULT_GRACE
     dry_run: bool = False
     kill_orphans: bool = False
