@@ -1,6 +1,7 @@
 """Plan files -> validated model -> expanded task graph. Pure: no I/O beyond reading files."""
 
 from fleetrun.plan._expand import dependents_closure, expand, quorum_size
+from fleetrun.plan._fields import did_you_mean
 from fleetrun.plan._graph import Graph, Node, Requirement
 from fleetrun.plan._loader import load_plan, load_plan_text
 from fleetrun.plan._model import (
@@ -59,6 +60,7 @@ __all__ = [
     "attempt_env",
     "dep_outputs",
     "dependents_closure",
+    "did_you_mean",
     "empty_tasks",
     "empty_tasks_error",
     "empty_warnings",
