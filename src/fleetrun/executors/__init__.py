@@ -3,6 +3,8 @@
 from fleetrun.engine._executor import AttemptResult, AttemptSpec, Executor
 from fleetrun.executors._local import LocalExecutor, env_name, parse_outputs
 from fleetrun.executors._noop import NoopExecutor
+from fleetrun.executors._ssh import SSHExecutor, SSHOrphanFinder
+from fleetrun.executors._ssh_spec import SSHSpec
 
 __all__ = [
     "AttemptResult",
@@ -10,6 +12,9 @@ __all__ = [
     "Executor",
     "LocalExecutor",
     "NoopExecutor",
+    "SSHExecutor",
+    "SSHOrphanFinder",
+    "SSHSpec",
     "env_name",
     "parse_outputs",
 ]

@@ -1,0 +1,217 @@
+"""What runs on the remote host, and how its output comes back.
+
+The SSH exec request carries only ``BOOTSTRAP``, which holds no data of the
+attempt: it prints the shell's pid on a first line and turns into ``sh -s``.
+sshd starts every session in a new session and process group (``setsid``) and
+``exec`` keeps the pid, so that pid is the group's id: the command and
+everything it starts live in that group, and a timeout or cancel signals it
+with ``kill -TERM -- -PGID`` over a separate exec (never relying on the
+server forwarding signals).
+
+Only once the pid is known does the script follow on stdin (``build_script``):
+``export`` lines for the attempt's environment (sshd's ``AcceptEnv`` refuses
+environment requests, and stdin keeps values off every command line), then
+the command, run by ``eval`` in a subshell with stdin from ``/dev/null`` (as a
+local attempt has). ``$FLEETRUN_OUTPUT`` names a remote temp file; after a
+successful command with outputs, the script prints a line made of a random
+nonce and then the file, and removes it, so outputs come back without a
+second round trip. A ``script:`` task's local file is sent inside the same
+stream as a here-document fed to its interpreter (``sh -s --`` or its
+shebang's): no copy, no file left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+from collections.abc import Callable, Mapping
+
+import asyncssh
+
+from fleetrun.redact import StreamRedactor
+
+BOOTSTRAP = "exec /bin/sh -c 'echo \"$$\"; exec /bin/sh -s'"
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash"})
+_MAX_OUTPUTS = 1 << 20
+_MAX_PARTIAL_LINE = 1 << 16
+
+
+def _interpreter(text: str) -> list[str]:
+    """How to feed a script on stdin: its shebang's interpreter, or ``sh``."""
+    first = text.split("\n", 1)[0]
+    words = shlex.split(first[2:], comments=False) if first.startswith("#!") else []
+    if words and os.path.basename(words[0]) == "env":
+        words = [w for w in words[1:] if w != "-S"]
+    if not words:
+        words = ["/bin/sh"]
+    name = os.path.basename(words[0])
+    return [*words, "-s", "--"] if name in _SHELLS else [*words, "-"]
+
+
+def script_command(text: str, args: str, nonce: str) -> str:
+    """The shell command that runs script ``text`` with the (quoted) ``args``."""
+    delim = f"FLEETRUN_SCRIPT_{nonce}"
+    body = text if text.endswith("\n") else text + "\n"
+    argv = " ".join(map(shlex.quote, _interpreter(text)))
+    return f"{argv} {args} <<'{delim}'\n{body}{delim}\n"
+
+
+def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce: str) -> bytes:
+    """The script ``BOOTSTRAP``'s shell reads from stdin (see the module docstring)."""
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    out = shlex.quote(outputs_file)
+    lines += [
+        f"FLEETRUN_OUTPUT={out}; export FLEETRUN_OUTPUT",
+        f"__fr_cmd={shlex.quote(command)}",
+        '( eval "$__fr_cmd" ) </dev/null',
+        "__fr_rc=$?",
+        f'if [ "$__fr_rc" -eq 0 ] && [ -s {out} ]; then printf "\\n%s\\n" {nonce}; cat {out}; fi',
+        f"if [ -e {out} ]; then rm -f {out}; fi",
+        'exit "$__fr_rc"',
+        "",
+    ]
+    return "\n".join(lines).encode()
+
+
+def kill_command(pgid: int, sig: str, outputs_file: str | None = None) -> str:
+    """Signal the remote group (and drop its outputs file)."""
+    cmd = f"kill -{sig} -- -{pgid} 2>/dev/null"
+    if outputs_file:
+        cmd += f"; rm -f {shlex.quote(outputs_file)}"
+    return cmd + "; true"
+
+
+class Sink:
+    """Where an attempt's output goes: the redacted log file and ``on_output`` lines."""
+
+    def __init__(
+        self, log_fd: int, redact: StreamRedactor, on_output: Callable[[str], None] | None
+    ) -> None:
+        self.fd = log_fd
+        self.redact = redact
+        self.on_output = on_output
+        self.line = b""
+        self.last_line = b""
+
+    def write(self, data: bytes) -> None:
+        clean = self.redact.feed(data)
+        if clean:
+            self._emit(clean)
+
+    def _emit(self, clean: bytes) -> None:
+        view = memoryview(clean)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        if self.on_output is not None:
+            text = self.line + clean
+            *full, rest = text.split(b"\n")
+            for line in full:
+                self.on_output(line.decode("utf-8", "replace"))
+            if len(rest) > _MAX_PARTIAL_LINE:
+                self.on_output(rest.decode("utf-8", "replace"))
+                rest = b""
+            self.line = rest
+
+    def close(self) -> None:
+        tail = self.redact.flush()
+        if tail:
+            self._emit(tail)
+        if self.on_output is not None and self.line:
+            self.on_output(self.line.decode("utf-8", "replace"))
+            self.line = b""
+
+
+class RemoteSession(asyncssh.SSHClientSession[bytes]):
+    """One remote attempt's channel: the pid line, output, outputs trailer, exit.
+
+    ``pid`` resolves with the first stdout line; ``done`` once the channel is
+    closed (with the connection's error when it was lost).
+    """
+
+    def __init__(self, sink: Sink, nonce: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.sink = sink
+        self.marker = f"\n{nonce}\n".encode()
+        self.pid: asyncio.Future[int] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.exit_status: int | None = None
+        self.exit_signal: int | None = None
+        self.lost: Exception | None = None
+        self._head = b""
+        self._held = b""
+        self._outputs: bytearray | None = None
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype == asyncssh.EXTENDED_DATA_STDERR:
+            if self._held:
+                # Held-back stdout cannot be the trailer if the command still writes.
+                self.sink.write(self._held)
+                self._held = b""
+            self.sink.write(data)
+            return
+        if not self.pid.done():
+            self._head += data
+            line, nl, rest = self._head.partition(b"\n")
+            if not nl:
+                return
+            try:
+                self.pid.set_result(int(line.strip()))
+            except ValueError:
+                self.pid.set_exception(ValueError(f"unexpected first line {line[:80]!r}"))
+                return
+            self._head = b""
+            data = rest
+            if not data:
+                return
+        if self._outputs is not None:
+            if len(self._outputs) < _MAX_OUTPUTS:
+                self._outputs += data
+            return
+        buf = self._held + data
+        i = buf.find(self.marker)
+        if i >= 0:
+            self.sink.write(buf[:i])
+            self._held = b""
+            self._outputs = bytearray(buf[i + len(self.marker) :])
+            return
+        # Hold back only a tail that could begin the trailer (it starts with a newline).
+        cut = len(buf)
+        j = buf.rfind(b"\n", max(0, len(buf) - len(self.marker) + 1))
+        if j >= 0 and self.marker.startswith(buf[j:]):
+            cut = j
+        if cut:
+            self.sink.write(buf[:cut])
+        self._held = buf[cut:]
+
+    def exit_status_received(self, status: int) -> None:
+        self.exit_status = status
+
+    def exit_signal_received(
+        self, signal_name: str, core_dumped: bool, msg: str, lang: str
+    ) -> None:
+        try:
+            self.exit_signal = int(signal.Signals["SIG" + signal_name])
+        except KeyError:
+            self.exit_signal = int(signal.SIGKILL)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._held:
+            self.sink.write(self._held)
+            self._held = b""
+        if exc is not None:
+            self.lost = exc
+        if not self.pid.done():
+            self.pid.set_exception(exc or EOFError("the session closed before it started"))
+            self.pid.exception()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    @property
+    def outputs_text(self) -> str | None:
+        """The published outputs (None: none were sent)."""
+        if self._outputs is None:
+            return None
+        return bytes(self._outputs).decode("utf-8", "replace")
