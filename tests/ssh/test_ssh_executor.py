@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -332,3 +333,29 @@ def test_two_hundred_targets_under_default_maxstartups(sshd: Any, tmp_path: Path
     assert failed == []
     for a in atts[:5]:
         assert Path(a.log_path).read_text() == f"{a.target}\n"
+
+
+def test_script_is_streamed_with_quoted_arguments(sshd: Any, tmp_path: Path) -> None:
+    script = tmp_path / "check.sh"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        'set -eu\nargs=("$@")\necho "n=${#args[@]} first=$1 second=$2"\n'
+        'read -r line || echo "stdin is empty"\n'
+        'echo "status=up" >> "$FLEETRUN_OUTPUT"\n'
+    )
+    before = set(Path("/tmp").iterdir())
+    path = str(script)
+    a = attempt(
+        tmp_path,
+        "node-script",
+        f"sh {shlex.quote(path)} 'two words' \"\\$HOME;x\"",
+        sshd.spec("node-script"),
+        options={"script": script.read_text(), "script_path": path},
+    )
+    r: AttemptResult = _run(lambda ex: ex.run(a))
+    assert r.ok, (r, Path(a.log_path).read_text())
+    assert r.outputs == {"status": "up"}
+    log = Path(a.log_path).read_text()
+    assert log == "n=2 first=two words second=$HOME;x\nstdin is empty\n"
+    # No copy of the script and no outputs file stays behind.
+    assert set(Path("/tmp").iterdir()) - before == set()

@@ -16,8 +16,8 @@ local attempt has). ``$FLEETRUN_OUTPUT`` names a remote temp file; after a
 successful command with outputs, the script prints a line made of a random
 nonce and then the file, and removes it, so outputs come back without a
 second round trip. A ``script:`` task's local file is sent inside the same
-stream as a here-document fed to its interpreter (``sh -s --`` or its
-shebang's): no copy, no file left behind.
+stream as a here-document its interpreter (``/bin/sh`` or its shebang's) reads
+on descriptor 3: no copy, no file left behind.
 """
 
 from __future__ import annotations
@@ -33,29 +33,30 @@ import asyncssh
 from fleetrun.redact import StreamRedactor
 
 BOOTSTRAP = "exec /bin/sh -c 'echo \"$$\"; exec /bin/sh -s'"
-_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash"})
 _MAX_OUTPUTS = 1 << 20
 _MAX_PARTIAL_LINE = 1 << 16
 
 
 def _interpreter(text: str) -> list[str]:
-    """How to feed a script on stdin: its shebang's interpreter, or ``sh``."""
+    """The script's interpreter: its shebang's (``env`` skipped), or ``/bin/sh``."""
     first = text.split("\n", 1)[0]
     words = shlex.split(first[2:], comments=False) if first.startswith("#!") else []
     if words and os.path.basename(words[0]) == "env":
         words = [w for w in words[1:] if w != "-S"]
-    if not words:
-        words = ["/bin/sh"]
-    name = os.path.basename(words[0])
-    return [*words, "-s", "--"] if name in _SHELLS else [*words, "-"]
+    return words or ["/bin/sh"]
 
 
 def script_command(text: str, args: str, nonce: str) -> str:
-    """The shell command that runs script ``text`` with the (quoted) ``args``."""
+    """The shell command that runs script ``text`` with the (quoted) ``args``.
+
+    The interpreter reads the script from descriptor 3, a here-document, so
+    the script's own stdin stays ``/dev/null`` (a ``read`` in it cannot eat
+    the script) and no file is written.
+    """
     delim = f"FLEETRUN_SCRIPT_{nonce}"
     body = text if text.endswith("\n") else text + "\n"
     argv = " ".join(map(shlex.quote, _interpreter(text)))
-    return f"{argv} {args} <<'{delim}'\n{body}{delim}\n"
+    return f"{argv} /dev/fd/3 {args} 3<<'{delim}'\n{body}{delim}\n"
 
 
 def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce: str) -> bytes:
