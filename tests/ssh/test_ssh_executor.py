@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from _ssh_attempts import attempt
 
-from fleetrun.executors import SSHExecutor
-from fleetrun.executors._contract import AttemptResult, Handle
+from fleetrun.executors import SSHExecutor, SSHOrphanFinder
+from fleetrun.executors._contract import AttemptResult, Handle, Orphan, RecordedAttempt
 
 
 def _run(coro_fn: Callable[[SSHExecutor], Awaitable[Any]], **kw: Any) -> Any:
@@ -359,3 +359,39 @@ def test_script_is_streamed_with_quoted_arguments(sshd: Any, tmp_path: Path) -> 
     assert log == "n=2 first=two words second=$HOME;x\nstdin is empty\n"
     # No copy of the script and no outputs file stays behind.
     assert set(Path("/tmp").iterdir()) - before == set()
+
+
+def test_orphan_finder_ends_remote_groups_of_dead_runs(sshd: Any) -> None:
+    # A process group left on the host (the same machine as the test sshd).
+    left = subprocess.Popen(["sleep", "1007.4242"], start_new_session=True)
+    gone = subprocess.Popen(["true"], start_new_session=True)
+    gone.wait(timeout=10)
+    try:
+        recs = [
+            RecordedAttempt(
+                "run-dead", "t@node-orphan", 1, Handle("ssh", "node-orphan", left.pid, left.pid)
+            ),
+            RecordedAttempt(
+                "run-dead", "t@node-orphan2", 1, Handle("ssh", "node-orphan2", gone.pid, gone.pid)
+            ),
+            RecordedAttempt("run-dead", "u@local", 1, Handle("local", "here", 1, 1)),
+        ]
+        finder = SSHOrphanFinder(
+            {"node-orphan": sshd.spec("node-orphan"), "node-orphan2": sshd.spec("node-orphan2")}
+        )
+
+        async def go() -> list[Orphan]:
+            found = await finder.find(recs, ["run-dead"])
+            await finder.end(found, grace=0.5)
+            return found
+
+        found = asyncio.run(go())
+        assert [(o.key, o.handle.pgid, o.pids) for o in found] == [
+            ("t@node-orphan", left.pid, (left.pid,))
+        ]
+        assert found[0].describe() == f"process group {left.pid} on node-orphan, pids {left.pid}"
+        assert left.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        if left.poll() is None:
+            left.kill()
+            left.wait()
