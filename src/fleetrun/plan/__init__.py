@@ -1,5 +1,6 @@
 """Plan files -> validated model -> expanded task graph. Pure: no I/O beyond reading files."""
 
+from fleetrun.plan._adhoc import EXEC_TASK, ExecRequest, exec_plan, is_fleet_file
 from fleetrun.plan._expand import dependents_closure, expand, select
 from fleetrun.plan._graph import Graph, Node, Requirement
 from fleetrun.plan._loader import load_plan, load_plan_text
@@ -10,6 +11,8 @@ from fleetrun.plan._template import Ref, Template
 
 __all__ = [
     "ALL_TARGETS",
+    "EXEC_TASK",
+    "ExecRequest",
     "Graph",
     "Need",
     "Node",
@@ -22,7 +25,9 @@ __all__ = [
     "Task",
     "Template",
     "dependents_closure",
+    "exec_plan",
     "expand",
+    "is_fleet_file",
     "load_plan",
     "load_plan_text",
     "plan_json_schema",
