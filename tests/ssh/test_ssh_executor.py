@@ -395,3 +395,20 @@ def test_orphan_finder_ends_remote_groups_of_dead_runs(sshd: Any) -> None:
         if left.poll() is None:
             left.kill()
             left.wait()
+
+
+def test_what_the_command_leaves_in_its_group_ends_with_it(sshd: Any, tmp_path: Path) -> None:
+    marker = "1008.4242"
+    a = attempt(
+        tmp_path,
+        "node-leftover",
+        f"sleep {marker} >/dev/null 2>&1 & echo started; exit 3",
+        sshd.spec("node-leftover"),
+    )
+    t0 = time.monotonic()
+    r: AttemptResult = _run(lambda ex: ex.run(a))
+    assert time.monotonic() - t0 < 5.0
+    assert r.exit_code == 3
+    assert r.signal is None
+    assert Path(a.log_path).read_text() == "started\n"
+    assert _wait_gone(marker, within=2.0) == []

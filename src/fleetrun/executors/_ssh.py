@@ -224,16 +224,18 @@ class SSHExecutor:
             await self._end(entry, chan, session, pgid, grace, remote_out)
             raise
         dest = entry.spec.destination
-        if session.lost is not None and session.exit_status is None and session.exit_signal is None:
+        trailer = session.trailer_status
+        lost = session.lost is not None and trailer is None
+        if lost and session.exit_status is None and session.exit_signal is None:
             # The host may still be there: end what the command left (bounded).
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(entry.spec.connect_timeout):
                     await self._control(entry, kill_command(pgid, "KILL", remote_out))
             why = f"connection lost while the command ran: {session.lost}"
             return _fail(attempt, f"{dest}: {why}", "lost")
-        if session.exit_signal is not None:
+        if trailer is None and session.exit_signal is not None:
             return AttemptResult(exit_code=None, signal=session.exit_signal, timed_out=timed_out)
-        code = session.exit_status
+        code = trailer if trailer is not None else session.exit_status
         if code is None:
             return _fail(attempt, f"{dest}: the session ended without an exit status", "lost")
         if code == 0 and not timed_out:

@@ -12,11 +12,14 @@ Only once the pid is known does the script follow on stdin (``build_script``):
 ``export`` lines for the attempt's environment (sshd's ``AcceptEnv`` refuses
 environment requests, and stdin keeps values off every command line), then
 the command, run by ``eval`` in a subshell with stdin from ``/dev/null`` (as a
-local attempt has). ``$FLEETRUN_OUTPUT`` names a remote temp file; after a
-successful command with outputs, the script prints a line made of a random
-nonce and then the file, and removes it, so outputs come back without a
-second round trip. A ``script:`` task's local file is sent inside the same
-stream as a here-document its interpreter (``/bin/sh`` or its shebang's) reads
+local attempt has). ``$FLEETRUN_OUTPUT`` names a remote temp file. When the
+command ends, the script prints a trailer on stdout - a random nonce and the
+exit status, then (on success) the outputs file - removes the file and
+SIGKILLs its own group, so whatever the command left running in it ends with
+the attempt, as for a local attempt, and outputs come back without a second
+round trip. The exit status is the trailer's (sshd reports the SIGKILL).
+A ``script:`` task's local file is sent inside the same stream as a
+here-document its interpreter (``/bin/sh`` or its shebang's) reads
 on descriptor 3: no copy, no file left behind.
 """
 
@@ -68,8 +71,12 @@ def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce:
         f"__fr_cmd={shlex.quote(command)}",
         '( eval "$__fr_cmd" ) </dev/null',
         "__fr_rc=$?",
-        f'if [ "$__fr_rc" -eq 0 ] && [ -s {out} ]; then printf "\\n%s\\n" {nonce}; cat {out}; fi',
+        # The trailer: the command's exit status, then (on success) its outputs.
+        f'printf "\\n%s %s\\n" {nonce} "$__fr_rc"',
+        f'if [ "$__fr_rc" -eq 0 ] && [ -s {out} ]; then cat {out}; fi',
         f"if [ -e {out} ]; then rm -f {out}; fi",
+        # Nothing the command left in the group outlives it (as for a local attempt).
+        "kill -KILL 0",
         'exit "$__fr_rc"',
         "",
     ]
@@ -135,7 +142,7 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
     def __init__(self, sink: Sink, nonce: str) -> None:
         loop = asyncio.get_running_loop()
         self.sink = sink
-        self.marker = f"\n{nonce}\n".encode()
+        self.marker = f"\n{nonce} ".encode()
         self.pid: asyncio.Future[int] = loop.create_future()
         self.done: asyncio.Future[None] = loop.create_future()
         self.exit_status: int | None = None
@@ -211,8 +218,20 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
             self.done.set_result(None)
 
     @property
+    def trailer_status(self) -> int | None:
+        """The command's exit status as the trailer reported it (None: no trailer)."""
+        if self._outputs is None:
+            return None
+        head, nl, _ = bytes(self._outputs[:32]).partition(b"\n")
+        try:
+            return int(head) if nl else None
+        except ValueError:
+            return None
+
+    @property
     def outputs_text(self) -> str | None:
         """The published outputs (None: none were sent)."""
         if self._outputs is None:
             return None
-        return bytes(self._outputs).decode("utf-8", "replace")
+        _, _, rest = bytes(self._outputs).partition(b"\n")
+        return rest.decode("utf-8", "replace") if rest else None
