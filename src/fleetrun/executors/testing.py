@@ -67,21 +67,32 @@ class LoopbackSshd:
 
     @classmethod
     def start(
-        cls, directory: str | os.PathLike[str], *, extra_config: str = "", timeout: float = 20.0
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        extra_config: str = "",
+        timeout: float = 20.0,
+        user: str | None = None,
     ) -> LoopbackSshd:
-        """Generate keys and configs under ``directory`` and start sshd there."""
+        """Generate keys and configs under ``directory`` and start sshd there.
+
+        ``user``: the remote user clients log in as (default: the current
+        one); another user must be able to read ``directory``.
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        d.chmod(0o700)
+        d.chmod(0o755 if user else 0o700)
         for name in ("host_key", "id_user"):
             if not (d / name).exists():
                 _keygen(d / name)
         shutil.copy(d / "id_user.pub", d / "authorized_keys")
+        (d / "authorized_keys").chmod(0o644)
         # Privilege separation needs this directory (Debian's package creates it at boot).
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         port = _free_port()
-        user = "root" if os.geteuid() == 0 else os.environ.get("USER", "root")
+        if user is None:
+            user = "root" if os.geteuid() == 0 else os.environ.get("USER", "root")
         (d / "sshd_config").write_text(
             f"Port {port}\n"
             "ListenAddress 127.0.0.1\n"
