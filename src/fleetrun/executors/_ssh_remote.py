@@ -1,7 +1,9 @@
 """What runs on the remote host, and how its output comes back.
 
-The SSH exec request carries only ``BOOTSTRAP``, which holds no data of the
-attempt: it prints the shell's pid on a first line and turns into ``sh -s``.
+The SSH exec request carries only ``bootstrap(nonce)``, which holds no data of
+the attempt: it prints the shell's pid behind a tag (anything the login
+shell's start-up files print before it goes to the log) and turns into
+``sh -s``.
 sshd starts every session in a new session and process group (``setsid``) and
 ``exec`` keeps the pid, so that pid is the group's id: the command and
 everything it starts live in that group, and a timeout or cancel signals it
@@ -35,7 +37,15 @@ import asyncssh
 
 from fleetrun.redact import StreamRedactor
 
-BOOTSTRAP = "exec /bin/sh -c 'echo \"$$\"; exec /bin/sh -s'"
+_PGID_TAG = "fleetrun-pgid"
+_MAX_HEAD = 1 << 16
+
+
+def bootstrap(nonce: str) -> str:
+    """The exec request: print the group id behind a tag, then read the script."""
+    return f"exec /bin/sh -c 'echo \"{_PGID_TAG}-{nonce} $$\"; exec /bin/sh -s'"
+
+
 _MAX_OUTPUTS = 1 << 20
 _MAX_PARTIAL_LINE = 1 << 16
 
@@ -63,7 +73,7 @@ def script_command(text: str, args: str, nonce: str) -> str:
 
 
 def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce: str) -> bytes:
-    """The script ``BOOTSTRAP``'s shell reads from stdin (see the module docstring)."""
+    """The script the bootstrap's shell reads from stdin (see the module docstring)."""
     lines = [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
     out = shlex.quote(outputs_file)
     lines += [
@@ -142,7 +152,9 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
     def __init__(self, sink: Sink, nonce: str) -> None:
         loop = asyncio.get_running_loop()
         self.sink = sink
+        self.nonce = nonce
         self.marker = f"\n{nonce} ".encode()
+        self.tag = f"{_PGID_TAG}-{nonce} ".encode()
         self.pid: asyncio.Future[int] = loop.create_future()
         self.done: asyncio.Future[None] = loop.create_future()
         self.exit_status: int | None = None
@@ -162,16 +174,22 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
             return
         if not self.pid.done():
             self._head += data
-            line, nl, rest = self._head.partition(b"\n")
-            if not nl:
+            i = self._head.find(self.tag)
+            end = self._head.find(b"\n", i) if i >= 0 else -1
+            if end < 0:
+                if len(self._head) > _MAX_HEAD:
+                    self.pid.set_exception(ValueError("no process group id from the remote shell"))
                 return
+            if i:
+                # What the login shell's start-up files printed first.
+                self.sink.write(self._head[:i])
             try:
-                self.pid.set_result(int(line.strip()))
+                self.pid.set_result(int(self._head[i + len(self.tag) : end]))
             except ValueError:
-                self.pid.set_exception(ValueError(f"unexpected first line {line[:80]!r}"))
+                self.pid.set_exception(ValueError("unreadable process group id"))
                 return
+            data = self._head[end + 1 :]
             self._head = b""
-            data = rest
             if not data:
                 return
         if self._outputs is not None:
