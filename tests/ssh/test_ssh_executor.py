@@ -420,3 +420,32 @@ def test_what_the_command_leaves_in_its_group_ends_with_it(sshd: Any, tmp_path: 
     assert r.signal is None
     assert Path(a.log_path).read_text() == "started\n"
     assert _wait_gone(marker, within=2.0) == []
+
+
+def test_jump_hosts_from_the_jump_key_and_from_proxyjump(sshd: Any, tmp_path: Path) -> None:
+    # A config whose via-* hosts are reached through a jump host (ProxyJump),
+    # all of them the test server; the jump host forwards to 127.0.0.1:port.
+    cfg = tmp_path / "ssh_config_jump"
+    cfg.write_text("Host via-*\n  ProxyJump bastion\n\n" + sshd.client_config.read_text())
+    by_key = attempt(
+        tmp_path,
+        "node-jumped",
+        "echo jumped",
+        sshd.spec("node-jumped", jump="bastion-a,bastion-b"),
+    )
+    by_config = attempt(
+        tmp_path, "via-config", "echo proxied", {"host": "via-config", "config_file": str(cfg)}
+    )
+
+    async def go(ex: SSHExecutor) -> tuple[list[AttemptResult], int]:
+        before = set(sshd.children())
+        results = await asyncio.gather(ex.run(by_key), ex.run(by_config))
+        return list(results), len(set(sshd.children()) - before)
+
+    (r1, r2), conns = _run(go)
+    assert r1.ok, r1
+    assert r2.ok, r2
+    assert Path(by_key.log_path).read_text() == "jumped\n"
+    assert Path(by_config.log_path).read_text() == "proxied\n"
+    # bastion-a, bastion-b (through a), node-jumped (through b), bastion and via-config.
+    assert conns == 5

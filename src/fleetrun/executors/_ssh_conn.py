@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import os
 import resource
@@ -39,7 +40,7 @@ from typing import Any
 
 import asyncssh
 
-from fleetrun.executors._ssh_spec import SSHSpec
+from fleetrun.executors._ssh_spec import SSHSpec, parse_destination
 
 DEFAULT_MAX_SESSIONS = 10
 DEFAULT_MAX_STARTUPS = 10
@@ -73,9 +74,13 @@ class _Client(asyncssh.SSHClient):
 
     def __init__(self, entry: HostEntry) -> None:
         self._entry = entry
+        self._conn: asyncssh.SSHClientConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self._conn = conn
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._entry.lost(exc)
+        self._entry.lost(self._conn, exc)
 
 
 class HostEntry:
@@ -94,7 +99,10 @@ class HostEntry:
         self.warm = False
         """True once a session has started on the current connection."""
 
-    def lost(self, exc: Exception | None) -> None:
+    def lost(self, conn: asyncssh.SSHClientConnection | None, exc: Exception | None) -> None:
+        """A connection of this entry went away (an older one may go after a newer came)."""
+        if conn is not self.conn:
+            return
         self.conn = None
         self.warm = False
         self.lost_reason = str(exc) if exc else "closed"
@@ -219,7 +227,7 @@ class ConnectionPool:
         if spec.config_file is not None:
             kwargs["config"] = [spec.config_file]
         if spec.jump is not None:
-            kwargs["tunnel"] = spec.jump
+            kwargs["tunnel"] = await self._jump(spec)
         if spec.identity_file is not None:
             kwargs["client_keys"] = await self._client_keys(spec.identity_file)
         accept_new = False
@@ -241,6 +249,25 @@ class ConnectionPool:
         if accept_new:
             await self._record_key(spec, conn)
         return conn
+
+    async def _jump(self, spec: SSHSpec) -> asyncssh.SSHClientConnection:
+        """The (shared) connection to the last jump host of ``spec``.
+
+        Each hop is reached with the target's keys, known_hosts and config
+        file; ``a,b`` means a, then b through a (the hop's own entry has jump
+        ``a``, so chains are opened, and shared, one hop at a time).
+        """
+        hops = [h.strip() for h in (spec.jump or "").split(",") if h.strip()]
+        dest = parse_destination(hops[-1]) if hops else None
+        if dest is None:
+            raise SSHFailure(f"{spec.destination}: cannot read jump host {spec.jump!r}")
+        hop = dataclasses.replace(
+            spec, host=dest[1], port=dest[2], user=dest[0], jump=",".join(hops[:-1]) or None
+        )
+        try:
+            return await self.connection(self.entry(hop))
+        except SSHFailure as e:
+            raise SSHFailure(f"{spec.destination}: via jump host {hops[-1]}: {e.reason}") from None
 
     async def _client_keys(self, path: str) -> Sequence[asyncssh.SSHKey]:
         keys = self._keys.get(path)
