@@ -449,3 +449,21 @@ def test_jump_hosts_from_the_jump_key_and_from_proxyjump(sshd: Any, tmp_path: Pa
     assert Path(by_config.log_path).read_text() == "proxied\n"
     # bastion-a, bastion-b (through a), node-jumped (through b), bastion and via-config.
     assert conns == 5
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.02, 0.06])
+def test_cancelled_while_starting_leaves_nothing(sshd: Any, tmp_path: Path, delay: float) -> None:
+    marker = f"1009.{int(delay * 1000):04d}"
+    a = attempt(tmp_path, "node-early", f"sleep {marker}", sshd.spec("node-early"))
+
+    async def go(ex: SSHExecutor) -> None:
+        await ex.run(attempt(tmp_path, "node-early", "true", sshd.spec("node-early"), task="w"))
+        task = asyncio.ensure_future(ex.run(a))
+        # The connection is warm: cancel while the session is being opened.
+        await asyncio.sleep(delay)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    _run(go)
+    assert _wait_gone(marker, within=3.0) == []

@@ -3,7 +3,7 @@
 An attempt takes a session slot on its host's shared connection (``_ssh_conn``),
 opens a session running ``_ssh_remote.bootstrap``, learns the remote process
 group from its first line, reports ``Handle(kind="ssh", host=destination,
-pid, pgid)`` and only then sends the script. Output goes to the local log as it
+pid, pgid)``; the script is sent with the request. Output goes to the local log as it
 arrives. On timeout or cancellation the remote group gets SIGTERM, then
 ``grace`` seconds (cut short by ``kill_now``), then SIGKILL, each by a separate
 ``kill`` exec on the same connection (or a fresh one when the server's
@@ -158,6 +158,10 @@ class SSHExecutor:
             async with self.pool.first_session(entry):
                 async with asyncio.timeout(spec.connect_timeout):
                     chan = await self._open_session(conn, session)
+                    # Pipelined: the script waits in the channel for the shell
+                    # (one round trip fewer than waiting for the group id first).
+                    chan.write(script)
+                    chan.write_eof()
                     pid = await session.pid
             entry.warm = True
         except SSHFailure as e:
@@ -175,14 +179,29 @@ class SSHExecutor:
                 chan.close()
             return _fail(attempt, f"{spec.destination}: connection lost at start: {e}", "lost")
         except asyncio.CancelledError:
-            # Nothing was sent yet: closing stdin makes the remote shell exit.
             if chan is not None:
-                chan.close()
+                await self._end_unstarted(attempt, entry, chan, session, remote_out)
             raise
         attempt.on_started(Handle(kind="ssh", host=spec.destination, pid=pid, pgid=pid))
-        chan.write(script)
-        chan.write_eof()
         return await self._wait(attempt, entry, chan, session, pid, remote_out)
+
+    async def _end_unstarted(
+        self,
+        attempt: Attempt,
+        entry: HostEntry,
+        chan: asyncssh.SSHClientChannel[bytes],
+        session: RemoteSession,
+        remote_out: str,
+    ) -> None:
+        """Cancelled after the script was sent but before the group id came: wait for
+        the id (bounded), then end the group as for any cancellation."""
+        try:
+            pid = await asyncio.wait_for(asyncio.shield(session.pid), entry.spec.connect_timeout)
+        except BaseException:  # no id (or cancelled again): the channel is all there is
+            chan.close()
+            return
+        attempt.on_started(Handle(kind="ssh", host=entry.spec.destination, pid=pid, pgid=pid))
+        await self._end(entry, chan, session, pid, attempt.grace, remote_out)
 
     async def _open_session(
         self, conn: asyncssh.SSHClientConnection, session: RemoteSession

@@ -10,7 +10,8 @@ everything it starts live in that group, and a timeout or cancel signals it
 with ``kill -TERM -- -PGID`` over a separate exec (never relying on the
 server forwarding signals).
 
-Only once the pid is known does the script follow on stdin (``build_script``):
+The script follows on stdin at once (``build_script``), waiting in the channel
+until the shell reads it:
 ``export`` lines for the attempt's environment (sshd's ``AcceptEnv`` refuses
 environment requests, and stdin keeps values off every command line), then
 the command, run by ``eval`` in a subshell with stdin from ``/dev/null`` (as a
