@@ -261,6 +261,7 @@ def test_refused_and_silent_ports_fail_in_bounded_time(sshd: Any, tmp_path: Path
     assert r.error_kind == "connect"
     assert r.reason is not None
     assert "connection refused" in r.reason
+    assert Path(refused.log_path).read_text() == f"fleetrun: {r.reason}\n"
 
     # A port that accepts and then says nothing (a host that hangs in the handshake).
     with socket.socket() as silent:

@@ -119,16 +119,22 @@ class SSHExecutor:
         env = {**attempt.env, **attempt.env_extra}
         env.pop("FLEETRUN_OUTPUT", None)
         script = build_script(command, env, remote_out, nonce)
-        fd = os.open(attempt.log_path, _LOG_FLAGS, 0o600)
-        sink = Sink(fd, attempt.redactor.stream(), attempt.on_output)
-        try:
-            async with entry.sessions:
-                return await self._run_in_slot(attempt, entry, sink, nonce, script, remote_out)
-        finally:
+        async with entry.sessions:
+            # The log is opened once a session slot is held: attempts queued on a
+            # busy host hold no descriptor.
+            fd = os.open(attempt.log_path, _LOG_FLAGS, 0o600)
+            sink = Sink(fd, attempt.redactor.stream(), attempt.on_output)
             try:
-                sink.close()
+                result = await self._run_in_slot(attempt, entry, sink, nonce, script, remote_out)
+                if result.error_kind is not None and result.reason:
+                    # `fleetrun logs` shows why, too (the reason is already redacted).
+                    sink.write(f"fleetrun: {result.reason}\n".encode())
+                return result
             finally:
-                os.close(fd)
+                try:
+                    sink.close()
+                finally:
+                    os.close(fd)
 
     def _command(self, attempt: Attempt, nonce: str) -> str:
         text = attempt.options.get("script")
