@@ -372,7 +372,10 @@ def test_script_is_streamed_with_quoted_arguments(sshd: Any, tmp_path: Path) -> 
 
 def test_orphan_finder_ends_remote_groups_of_dead_runs(sshd: Any) -> None:
     # A process group left on the host (the same machine as the test sshd).
-    left = subprocess.Popen(["sleep", "1007.4242"], start_new_session=True)
+    tagged = {**os.environ, "FLEETRUN_RUN_ID": "run-dead"}
+    left = subprocess.Popen(["sleep", "1007.4242"], start_new_session=True, env=tagged)
+    # A group whose id a dead run recorded but that is another program's now.
+    reused = subprocess.Popen(["sleep", "1007.4343"], start_new_session=True)
     gone = subprocess.Popen(["true"], start_new_session=True)
     gone.wait(timeout=10)
     try:
@@ -384,6 +387,9 @@ def test_orphan_finder_ends_remote_groups_of_dead_runs(sshd: Any) -> None:
                 "run-dead", "t@node-orphan2", 1, Handle("ssh", "node-orphan2", gone.pid, gone.pid)
             ),
             RecordedAttempt("run-dead", "u@local", 1, Handle("local", "here", 1, 1)),
+            RecordedAttempt(
+                "run-dead", "t@node-orphan", 2, Handle("ssh", "node-orphan", reused.pid, reused.pid)
+            ),
         ]
         finder = SSHOrphanFinder(
             {"node-orphan": sshd.spec("node-orphan"), "node-orphan2": sshd.spec("node-orphan2")}
@@ -400,10 +406,12 @@ def test_orphan_finder_ends_remote_groups_of_dead_runs(sshd: Any) -> None:
         ]
         assert found[0].describe() == f"process group {left.pid} on node-orphan, pids {left.pid}"
         assert left.wait(timeout=10) == -signal.SIGTERM
+        assert reused.poll() is None
     finally:
-        if left.poll() is None:
-            left.kill()
-            left.wait()
+        for p in (left, reused):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def test_what_the_command_leaves_in_its_group_ends_with_it(sshd: Any, tmp_path: Path) -> None:

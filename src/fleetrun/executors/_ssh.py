@@ -355,9 +355,14 @@ def _write_outputs(attempt: Attempt, text: str) -> None:
             os.close(fd)
 
 
+# ``f PGID RUN``: print "PGID PIDS" when the group still has members and (where
+# /proc shows environments) one of them carries FLEETRUN_RUN_ID=RUN, so a group
+# id reused by an unrelated process since is never reported.
 _FIND = (
-    'for g in {groups}; do p=$(pgrep -g "$g" 2>/dev/null | tr "\\n" " "); '
-    '[ -n "$p" ] && echo "$g $p"; done; true'
+    'f() { p=$(pgrep -g "$1" 2>/dev/null | tr "\\n" " "); [ -n "$p" ] || return 0; '
+    "if [ -d /proc/self ]; then for q in $p; do "
+    "if tr '\\0' '\\n' <\"/proc/$q/environ\" 2>/dev/null | grep -qxF \"FLEETRUN_RUN_ID=$2\"; "
+    'then echo "$1 $p"; return 0; fi; done; return 0; fi; echo "$1 $p"; }; '
 )
 
 
@@ -400,11 +405,11 @@ class SSHOrphanFinder:
         pool = self._executor.pool
 
         async def one(spec: SSHSpec, recs: list[RecordedAttempt]) -> None:
-            groups = " ".join(str(r.handle.pgid) for r in recs)
+            calls = "; ".join(f"f {int(r.handle.pgid or 0)} {shlex.quote(r.run_id)}" for r in recs)
             try:
                 conn = await pool.connection(pool.entry(spec))
                 async with asyncio.timeout(spec.connect_timeout):
-                    res = await conn.run(_FIND.format(groups=groups), check=False)
+                    res = await conn.run(_FIND + calls + "; true", check=False)
             except (SSHFailure, asyncssh.Error, OSError, TimeoutError):
                 return  # unreachable: nothing can be said (or done) about it now
             alive: dict[int, tuple[int, ...]] = {}

@@ -18,6 +18,8 @@ What this module guarantees (each a problem users of SSH fan-out tools report):
   is always refused with a message naming the host and the file;
 - keys come from the agent, ``~/.ssh/config`` or ``identity_file`` (read once
   per file); no password is ever asked for;
+- SSH keepalives every 15 s: a host that vanishes mid-command (no FIN, no
+  RST) fails its attempts as ``lost`` within about 45 s;
 - the soft limit on open files is raised to the hard limit, and asyncio's
   epoll loop has no ``select()`` ceiling, so 1,000 hosts fit.
 
@@ -47,6 +49,8 @@ DEFAULT_MAX_STARTUPS = 10
 _DROP_RETRY_BASE = 0.05
 _DROP_RETRY_MAX = 1.0
 _DROP_RETRIES = 8
+KEEPALIVE_INTERVAL = 15.0
+KEEPALIVE_COUNT = 3
 
 
 class SSHFailure(Exception):
@@ -244,7 +248,10 @@ class ConnectionPool:
             if not _has_entry(known, spec):
                 accept_new = True
                 kwargs["known_hosts"] = None
-        # No keepalive chatter is needed: TCP keepalive stays on (asyncssh default).
+        # A host that vanishes mid-command (no FIN, no RST) is noticed within
+        # KEEPALIVE_INTERVAL * KEEPALIVE_COUNT seconds instead of TCP's hours.
+        kwargs["keepalive_interval"] = KEEPALIVE_INTERVAL
+        kwargs["keepalive_count_max"] = KEEPALIVE_COUNT
         conn = await asyncssh.connect(spec.host, **kwargs)
         if accept_new:
             await self._record_key(spec, conn)
