@@ -3,7 +3,8 @@
 from fleetrun.engine._executor import AttemptResult, AttemptSpec, Executor
 from fleetrun.executors._local import LocalExecutor, env_name, parse_outputs
 from fleetrun.executors._noop import NoopExecutor
-from fleetrun.executors._ssh import SSHExecutor, SSHOrphanFinder
+from fleetrun.executors._ssh import SSHExecutor
+from fleetrun.executors._ssh_orphans import SSHOrphanFinder
 from fleetrun.executors._ssh_spec import SSHSpec
 
 __all__ = [
