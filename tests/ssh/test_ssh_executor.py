@@ -43,6 +43,10 @@ def _wait_gone(marker: str, within: float = 5.0) -> list[str]:
     return left
 
 
+def _cmdlines() -> str:
+    return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+
+
 def _ppid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
@@ -476,3 +480,33 @@ def test_cancelled_while_starting_leaves_nothing(sshd: Any, tmp_path: Path, dela
 
     _run(go)
     assert _wait_gone(marker, within=3.0) == []
+
+
+def test_secrets_never_on_a_command_line(sshd: Any, tmp_path: Path) -> None:
+    secret = "tok-5up3r-s3cr3t-9931"
+    handles: list[Handle] = []
+    a = attempt(
+        tmp_path,
+        "node-secret",
+        'sleep 1010.4242; echo "$DEPLOY_TOKEN" >/dev/null',
+        sshd.spec("node-secret"),
+        env={"DEPLOY_TOKEN": secret},
+        secrets=(secret,),
+        handles=handles,
+        timeout=30.0,
+        grace=0.5,
+    )
+
+    async def go(ex: SSHExecutor) -> str:
+        task = asyncio.ensure_future(ex.run(a))
+        await _started(handles, "1010.4242")
+        # Every process's command line on the machine, the remote shells included.
+        cmdlines = _cmdlines()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return cmdlines
+
+    cmdlines = _run(go)
+    assert "sleep 1010.4242" in cmdlines
+    assert secret not in cmdlines
