@@ -8,7 +8,13 @@ from pathlib import Path
 
 import asyncssh
 
-from fleetrun.executors._ssh_remote import RemoteSession, Sink, bootstrap, script_command
+from fleetrun.executors._ssh_remote import (
+    BOOTSTRAP,
+    RemoteSession,
+    Sink,
+    build_script,
+    script_command,
+)
 from fleetrun.redact import Redactor
 
 
@@ -55,7 +61,10 @@ def test_no_trailer_when_killed(tmp_path: Path) -> None:
 
 
 def test_bootstrap_and_script_command_hold_no_attempt_data() -> None:
-    assert bootstrap("n1") == "exec /bin/sh -c 'echo \"fleetrun-pgid-n1 $$\"; exec /bin/sh -s'"
+    assert BOOTSTRAP == "exec /bin/sh -s"
+    script = build_script("echo hi", {"API_TOKEN": "it's"}, "/tmp/out", "n1").decode()
+    assert script.startswith("echo \"fleetrun-pgid-n1 $$\"\nexport API_TOKEN='it'\"'\"'s'\n")
+    assert "__fr_cmd='echo hi'" in script
     cmd = script_command("#!/usr/bin/env python3\nprint(1)", "'a b'", "n1")
     assert (
         cmd == "python3 /dev/fd/3 'a b' 3<<'FLEETRUN_SCRIPT_n1'\n"

@@ -1,7 +1,7 @@
 """``SSHExecutor``: runs an attempt on its target over SSH (orphans: ``_ssh_orphans``).
 
 An attempt takes a session slot on its host's shared connection (``_ssh_conn``),
-opens a session running ``_ssh_remote.bootstrap``, learns the remote process
+opens a session running ``_ssh_remote.BOOTSTRAP``, learns the remote process
 group from its first line, reports ``Handle(kind="ssh", host=destination,
 pid, pgid)``; the script is sent with the request. Output goes to the local log as it
 arrives. On timeout or cancellation the remote group gets SIGTERM, then
@@ -39,9 +39,9 @@ from fleetrun.executors._ssh_conn import (
     SSHFailure,
 )
 from fleetrun.executors._ssh_remote import (
+    BOOTSTRAP,
     RemoteSession,
     Sink,
-    bootstrap,
     build_script,
     kill_command,
     script_command,
@@ -218,9 +218,7 @@ class SSHExecutor:
         delay = 0.02
         while True:
             try:
-                chan, _ = await conn.create_session(
-                    lambda: session, bootstrap(session.nonce), encoding=None
-                )
+                chan, _ = await conn.create_session(lambda: session, BOOTSTRAP, encoding=None)
                 return chan
             except asyncssh.ChannelOpenError:
                 if conn.is_closed():

@@ -1,10 +1,10 @@
 """What runs on the remote host, and how its output comes back.
 
-The SSH exec request carries only ``bootstrap(nonce)``, which holds no data of
-the attempt: it prints the shell's pid behind a tag (anything the login
-shell's start-up files print before it goes to the log) and turns into
-``sh -s``.
-sshd starts every session in a new session and process group (``setsid``) and
+The SSH exec request is always ``BOOTSTRAP`` (``exec /bin/sh -s``), which
+holds no data of the attempt and reads the same in every login shell (sh,
+bash, zsh, fish, csh). The script's first line prints the shell's pid behind
+a tag (anything the login shell's start-up files print before it goes to the
+log). sshd starts every session in a new session and process group (``setsid``) and
 ``exec`` keeps the pid, so that pid is the group's id: the command and
 everything it starts live in that group, and a timeout or cancel signals it
 with ``kill -TERM -- -PGID`` over a separate exec (never relying on the
@@ -38,13 +38,10 @@ import asyncssh
 
 from fleetrun.redact import StreamRedactor
 
+BOOTSTRAP = "exec /bin/sh -s"
+"""The exec request of every attempt: a POSIX shell reading the script from stdin."""
 _PGID_TAG = "fleetrun-pgid"
 _MAX_HEAD = 1 << 16
-
-
-def bootstrap(nonce: str) -> str:
-    """The exec request: print the group id behind a tag, then read the script."""
-    return f"exec /bin/sh -c 'echo \"{_PGID_TAG}-{nonce} $$\"; exec /bin/sh -s'"
 
 
 _MAX_OUTPUTS = 1 << 20
@@ -74,8 +71,9 @@ def script_command(text: str, args: str, nonce: str) -> str:
 
 
 def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce: str) -> bytes:
-    """The script the bootstrap's shell reads from stdin (see the module docstring)."""
-    lines = [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    """The script ``BOOTSTRAP``'s shell reads from stdin (see the module docstring)."""
+    lines = [f'echo "{_PGID_TAG}-{nonce} $$"']
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
     out = shlex.quote(outputs_file)
     lines += [
         f"FLEETRUN_OUTPUT={out}; export FLEETRUN_OUTPUT",
