@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -55,3 +57,21 @@ def test_specs() -> None:
         SSHSpec.from_attribute({"bogus": 1}, "t")
     with pytest.raises(ValueError, match="needs a target"):
         SSHSpec.from_attribute(None, None)
+
+
+def test_open_file_limit_is_raised_for_large_fleets() -> None:
+    # In a child: a soft limit of 256 (fewer than a 1,000-host fleet needs) is
+    # raised to the hard limit when the executor's pool is created.
+    code = (
+        "import asyncio, resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "from fleetrun.executors import SSHExecutor\n"
+        "async def main():\n"
+        "    ex = SSHExecutor()\n"
+        "    print(ex.pool.nofile == hard, resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard)\n"
+        "    await ex.aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
