@@ -510,3 +510,40 @@ def test_secrets_never_on_a_command_line(sshd: Any, tmp_path: Path) -> None:
     cmdlines = _run(go)
     assert "sleep 1010.4242" in cmdlines
     assert secret not in cmdlines
+
+
+def test_timeouts_when_every_session_of_the_host_is_busy(sshd: Any, tmp_path: Path) -> None:
+    # Ten sessions fill sshd's MaxSessions: the kill commands go around them.
+    marker = "1011.4242"
+    atts = [
+        attempt(
+            tmp_path,
+            "node-full",
+            f"sleep {marker}",
+            sshd.spec("node-full"),
+            task=f"t{i}",
+            timeout=1.5,
+            grace=0.5,
+        )
+        for i in range(10)
+    ]
+
+    fresh: list[object] = []
+
+    async def go(ex: SSHExecutor) -> list[AttemptResult]:
+        pool = ex.pool
+        original = pool.fresh_connection
+
+        async def counted(entry: Any) -> Any:
+            fresh.append(entry)
+            return await original(entry)
+
+        pool.fresh_connection = counted  # type: ignore[method-assign]
+        return list(await asyncio.gather(*(ex.run(a) for a in atts)))
+
+    t0 = time.monotonic()
+    results = _run(go)
+    assert time.monotonic() - t0 < 15.0
+    assert fresh, "the kill commands never needed a connection of their own"
+    assert all(r.timed_out and r.signal == signal.SIGTERM for r in results), results
+    assert _wait_gone(marker) == []
