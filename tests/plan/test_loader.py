@@ -167,6 +167,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "defaults",
         "phases",
         "tasks",
+        "ssh",
     }
     task = props["tasks"]["additionalProperties"]["properties"]
     assert set(task) == {
@@ -183,6 +184,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "estimate",
         "runs_on",
         "allow_empty",
+        "script",
     }
     # Every key of every object in the schema is described (editor completion shows it).
     undocumented: list[str] = []

@@ -19,6 +19,9 @@ from fleetrun.executors._procfs import (
     process_alive,
     process_start_time,
 )
+from fleetrun.executors._ssh import SSHExecutor
+from fleetrun.executors._ssh_orphans import SSHOrphanFinder
+from fleetrun.executors._ssh_spec import SSHSpec
 from fleetrun.names import env_name
 
 __all__ = [
@@ -33,6 +36,9 @@ __all__ = [
     "Orphan",
     "OrphanFinder",
     "RecordedAttempt",
+    "SSHExecutor",
+    "SSHOrphanFinder",
+    "SSHSpec",
     "env_name",
     "kill_groups",
     "parse_outputs",

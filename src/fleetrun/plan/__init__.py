@@ -1,5 +1,6 @@
 """Plan files -> validated model -> expanded task graph. Pure: no I/O beyond reading files."""
 
+from fleetrun.plan._adhoc import EXEC_TASK, ExecRequest, exec_plan, is_fleet_file
 from fleetrun.plan._expand import dependents_closure, expand, quorum_size
 from fleetrun.plan._fields import did_you_mean
 from fleetrun.plan._graph import Graph, Node, Requirement
@@ -40,9 +41,11 @@ from fleetrun.plan._varfile import parse_var_args, read_var_file
 
 __all__ = [
     "ALL_TARGETS",
+    "EXEC_TASK",
     "MODES",
     "RUNS_ON",
     "Bucket",
+    "ExecRequest",
     "Graph",
     "Need",
     "Node",
@@ -64,7 +67,9 @@ __all__ = [
     "empty_tasks",
     "empty_tasks_error",
     "empty_warnings",
+    "exec_plan",
     "expand",
+    "is_fleet_file",
     "is_per_attempt",
     "load_plan",
     "load_plan_text",

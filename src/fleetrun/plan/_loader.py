@@ -23,6 +23,7 @@ from fleetrun.plan._expr import ExprError, compile_where
 from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._model import ALL_TARGETS, Plan, Pool, Scalar, Target
 from fleetrun.plan._secrets import matches_secret_pattern, secret_names_and_values
+from fleetrun.plan._ssh import merge_ssh, read_ssh
 from fleetrun.plan._tasks import read_defaults, read_tasks
 from fleetrun.plan._units import RATE_HELP, parse_rate
 from fleetrun.plan._yaml import YMap, YNode, YScalar, load_yaml
@@ -42,6 +43,7 @@ TOP_KEYS = (
     "defaults",
     "phases",
     "tasks",
+    "ssh",
 )
 POOL_KEYS = ("concurrency", "rate", "burst", "adaptive")
 NAME = re.compile(r"^[A-Za-z_][\w-]*$")
@@ -143,6 +145,7 @@ class _Loader:
         self.problems: list[Diagnostic] = []
         self.ctx = Ctx(file, self.problems)
         self.hash = hashlib.sha256(data)
+        self.ssh: dict[str, Scalar] | None = None
 
     def fail(self) -> PlanError:
         main = self.file
@@ -224,6 +227,8 @@ class _Loader:
             patterns = tuple(n for n, _ in ctx.names(s["secret_patterns"], "secret_patterns"))
         vars_ = self.vars(s["vars"]) if "vars" in s else {}
         self.override_vars(vars_)
+        if "ssh" in s:
+            self.ssh = read_ssh(ctx, s["ssh"], "ssh", self.base_dir, allow_string=False) or {}
         targets = self.targets(s["targets"]) if "targets" in s else {}
         groups = self.groups(s["groups"], targets) if "groups" in s else {}
         groups[ALL_TARGETS] = tuple(targets)
@@ -245,6 +250,7 @@ class _Loader:
                 defaults=defaults,
                 env_names=self.env_name,
                 base_dir=self.base_dir,
+                read_file=self.read_side_file,
             )
         names, values = secret_names_and_values(
             secrets, patterns, [env, *(t.env for t in tasks.values())]
@@ -274,6 +280,7 @@ class _Loader:
             pools=pools,
             phases=tuple(phases if phases is not None else implicit),
             tasks=tasks,
+            ssh=self.ssh or {},
         )
 
     # --- sections -----------------------------------------------------------
@@ -424,17 +431,20 @@ class _Loader:
                 )
                 continue
             attrs: dict[str, Scalar] = {}
+            ssh: dict[str, Scalar] | None = None
             am = ctx.mapping(value, key)
             for attr, (anode, aval) in am.entries.items() if am else ():
                 akey = join(key, attr)
-                if attr == "name" or not NAME.match(attr):
+                if attr == "ssh":
+                    ssh = read_ssh(ctx, aval, akey, self.base_dir, allow_string=True)
+                elif attr == "name" or not NAME.match(attr):
                     why = "is reserved" if attr == "name" else "is not a valid attribute name"
                     ctx.error(anode, akey, f"attribute {attr!r} {why}", NAME_HELP + ", not 'name'")
                 elif not isinstance(aval, YScalar):
                     ctx.wrong_type(aval, akey, "a string, number, boolean or null")
                 else:
                     attrs[attr] = aval.value
-            out[name] = Target(name, attrs)
+            out[name] = Target(name, attrs, merge_ssh(self.ssh, ssh))
         return out
 
     def groups(self, node: YNode, targets: Mapping[str, Target]) -> dict[str, tuple[str, ...]]:

@@ -24,6 +24,7 @@ from fleetrun.executors import OrphanFinder
 from fleetrun.plan import (
     ALL_TARGETS,
     Graph,
+    Plan,
     empty_tasks_error,
     expand,
     load_plan,
@@ -144,7 +145,7 @@ class Session:
         lock.acquire(run_id)
         try:
             with Journal(state_dir) as journal:
-                self._recover(journal, lock, req, notify)
+                self._recover(journal, lock, req, notify, plan)
                 retry: RetryPlan | None = None
                 if previous is not None:
                     # Re-read under the lock: the record is final now.
@@ -214,7 +215,9 @@ class Session:
                 )
             )
 
-    def _recover(self, journal: Journal, lock: RunLock, req: RunRequest, notify: Notify) -> None:
+    def _recover(
+        self, journal: Journal, lock: RunLock, req: RunRequest, notify: Notify, plan: Plan
+    ) -> None:
         if lock.stale:
             prev = lock.previous
             notify(
@@ -230,7 +233,8 @@ class Session:
         dead = journal.dead_runs()
         if not attempts and not dead:
             return
-        finders = self.registry.orphan_finders({a.handle.kind for a in attempts} | {"local"})
+        kinds = {a.handle.kind for a in attempts} | {"local"}
+        finders = self.registry.orphan_finders(kinds, plan)
         orphans = asyncio.run(_find_orphans(finders, attempts, dead))
         if not orphans:
             return
