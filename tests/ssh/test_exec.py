@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 from _ssh_attempts import attempt
 
-from fleetrun.cli._exec_view import TargetOutcome, exit_code, render_json, render_text
 from fleetrun.errors import UsageError
 from fleetrun.executors import SSHExecutor
 from fleetrun.plan import EXEC_TASK, ExecRequest, exec_plan, expand, is_fleet_file
+from fleetrun.report import TargetOutcome
+from fleetrun.report import exec_exit_code as exit_code
+from fleetrun.report import render_exec_json as render_json
+from fleetrun.report import render_exec_text as render_text
 
 
 def _read(path: str) -> str:

@@ -20,6 +20,7 @@ EXIT_INTERRUPTED = 130
 COMMANDS: dict[str, str] = {
     "plan": "fleetrun.cli._plan_cmd:plan_cmd",
     "apply": "fleetrun.cli._apply_cmd:apply",
+    "exec": "fleetrun.cli._exec_cmd:exec_cmd",
     "retry": "fleetrun.cli._apply_cmd:retry",
     "history": "fleetrun.cli._state_cmds:history",
     "show": "fleetrun.cli._state_cmds:show",

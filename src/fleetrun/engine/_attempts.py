@@ -270,6 +270,7 @@ class AttemptRunner:
                 retry_delay=delay,
                 tail=tail,
                 throttled=throttled,
+                error_kind=result.error_kind,
             )
 
         policy = task.retry

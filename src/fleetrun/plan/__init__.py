@@ -37,6 +37,7 @@ from fleetrun.plan._summary import (
     task_rows,
 )
 from fleetrun.plan._template import Ref, Template
+from fleetrun.plan._units import parse_duration, parse_rate
 from fleetrun.plan._varfile import parse_var_args, read_var_file
 
 __all__ = [
@@ -73,6 +74,8 @@ __all__ = [
     "is_per_attempt",
     "load_plan",
     "load_plan_text",
+    "parse_duration",
+    "parse_rate",
     "parse_var_args",
     "phase_layers",
     "plan_json_schema",

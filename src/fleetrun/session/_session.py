@@ -23,9 +23,11 @@ from fleetrun.errors import FleetrunError, StateError, UsageError
 from fleetrun.executors import OrphanFinder
 from fleetrun.plan import (
     ALL_TARGETS,
+    ExecRequest,
     Graph,
     Plan,
     empty_tasks_error,
+    exec_plan,
     expand,
     load_plan,
     parse_var_args,
@@ -120,11 +122,19 @@ class Session:
         console: ConsoleFactory | None,
         control: RunControl | None,
     ) -> RunOutcome:
+        exec_req = req.exec_request
+        if exec_req is None and previous is not None and previous.options.get("exec"):
+            exec_req = ExecRequest.from_json(previous.options["exec"])
         plan_file = req.plan or (previous.plan_path if previous else None)
+        if exec_req is not None:
+            plan_file = exec_req.file
         if plan_file is None:
             raise UsageError("no plan given")
         overrides = _var_overrides(req, state_dir, previous)
-        plan = load_plan(Path(plan_file), var_overrides=overrides)
+        if exec_req is not None:
+            plan = exec_plan(exec_req)
+        else:
+            plan = load_plan(Path(plan_file), var_overrides=overrides)
         graph = expand(plan)
         empty = empty_tasks_error(graph)
         if empty is not None:
@@ -173,6 +183,7 @@ class Session:
                 return self._run(
                     req,
                     overrides,
+                    exec_req,
                     plan_file,
                     graph,
                     journal,
@@ -259,6 +270,7 @@ class Session:
         self,
         req: RunRequest,
         overrides: Mapping[str, str],
+        exec_req: ExecRequest | None,
         plan_file: str,
         graph: Graph,
         journal: Journal,
@@ -318,6 +330,7 @@ class Session:
                 "targets": names[0],
                 "tasks": names[1],
                 "vars": {k: redactor.redact(v) for k, v in overrides.items()},
+                **({"exec": exec_req.to_json()} if exec_req is not None else {}),
             },
             instances=[
                 NewInstance(

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fleetrun.report._text import format_duration
+
 _LAST_LINE_WIDTH = 72
 
 
@@ -67,20 +69,14 @@ class TargetOutcome:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.2f}s"
-    if seconds < 600:
-        return f"{seconds:.1f}s"
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return "-" if seconds is None else format_duration(seconds)
 
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render_text(outcomes: Sequence[TargetOutcome]) -> str:
+def render_exec_text(outcomes: Sequence[TargetOutcome]) -> str:
     """The blocks, then the table (plain text, ending with a newline)."""
     out: list[str] = []
     for o in outcomes:
@@ -126,11 +122,11 @@ def as_json(outcomes: Sequence[TargetOutcome]) -> list[dict[str, Any]]:
     ]
 
 
-def render_json(outcomes: Sequence[TargetOutcome]) -> str:
+def render_exec_json(outcomes: Sequence[TargetOutcome]) -> str:
     """``--format json``: a JSON array of ``as_json`` objects (and a newline)."""
     return json.dumps(as_json(outcomes), indent=2, ensure_ascii=False) + "\n"
 
 
-def exit_code(outcomes: Sequence[TargetOutcome]) -> int:
+def exec_exit_code(outcomes: Sequence[TargetOutcome]) -> int:
     """0 when every target succeeded, else 1 (the CLI's codes for a run)."""
     return 0 if all(o.ok for o in outcomes) else 1
