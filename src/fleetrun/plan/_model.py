@@ -111,6 +111,8 @@ class Task:
     estimate: float | None = None
     location: Location | None = None
     runs_on: str = "local"
+    keep_running: bool = False
+    """Leave what the command starts running when it ends (see the README)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ TASK_KEYS = (
     "cwd",
     "estimate",
     "runs_on",
+    "keep_running",
 )
 DEFAULT_KEYS = ("timeout", "retry", "estimate")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
@@ -299,6 +300,7 @@ def read_tasks(
                 )
             elif given is not None:
                 runs_on = given
+        keep_running = bool(ctx.boolean(f["keep_running"], join(key, "keep_running"))) if "keep_running" in f else False
         if "description" in f:
             ctx.string(f["description"], join(key, "description"), nonempty=False)
         if run is None:
@@ -319,6 +321,7 @@ def read_tasks(
             estimate=estimate,
             location=ctx.loc(knode),
             runs_on=runs_on,
+            keep_running=keep_running,
         )
         infos[name] = info
     check_tasks(ctx, tasks, infos, targets=targets, vars_=vars_, phases=phases)
