@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-from typing import Any
 
-import click
 
-from fleetrun import __version__
-from fleetrun.errors import FleetrunError, PlanError
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    # Ctrl-C while the modules load: exit 130 quietly (SystemExit prints no traceback).
+    raise SystemExit(130)
+
+
+# Installed before the heavy imports below; ``main`` hands SIGINT back to Python.
+signal.signal(signal.SIGINT, _interrupted_while_starting)
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from fleetrun import __version__  # noqa: E402
+from fleetrun.errors import FleetrunError, PlanError  # noqa: E402
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -56,5 +66,13 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``fleetrun`` console script."""
-    _register()
-    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="fleetrun")
+    try:
+        _register()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    # From here on a Ctrl-C is a KeyboardInterrupt, mapped to 130 by ``_Group``.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="fleetrun")
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)

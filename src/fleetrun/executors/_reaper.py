@@ -134,7 +134,10 @@ def reap_group(pgid: int, exclude: frozenset[int] | set[int] = frozenset()) -> N
     kids = children()
     if not kids:
         return
-    reap(p for p in kids if p not in exclude and (st := _stat(p)) and st[0] == "Z" and st[1] == pgid)
+    for pid in kids:
+        st = None if pid in exclude else _stat(pid)
+        if st is not None and st[0] == "Z" and st[1] == pgid:
+            reap((pid,))
 
 
 class Children:
@@ -268,5 +271,5 @@ def tagged_processes(run_ids: Iterable[str]) -> list[TaggedProcess]:
         tag = _tag(raw, _ATTEMPT_KEY)
         st = _stat(pid)
         if run in wanted and tag is not None and st is not None and st[0] not in ("Z", "X"):
-            out.append(TaggedProcess(pid, run.decode(), tag.decode(), st[1], st[2]))  # type: ignore[union-attr]
+            out.append(TaggedProcess(pid, run.decode(), tag.decode(), st[1], st[2]))
     return out

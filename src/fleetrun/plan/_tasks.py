@@ -300,7 +300,11 @@ def read_tasks(
                 )
             elif given is not None:
                 runs_on = given
-        keep_running = bool(ctx.boolean(f["keep_running"], join(key, "keep_running"))) if "keep_running" in f else False
+        keep_running = (
+            bool(ctx.boolean(f["keep_running"], join(key, "keep_running")))
+            if "keep_running" in f
+            else False
+        )
         if "description" in f:
             ctx.string(f["description"], join(key, "description"), nonempty=False)
         if run is None:
