@@ -182,6 +182,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "cwd",
         "estimate",
         "runs_on",
+        "keep_running",
     }
     # Every key of every object in the schema is described (editor completion shows it).
     undocumented: list[str] = []

@@ -171,6 +171,9 @@ class Display:
                 graph,
                 self.console.write_text,
                 only=only,
+                # On a terminal, task output keeps its colours but cannot move
+                # the cursor; FLEETRUN_RAW_OUTPUT=1 passes it through as it is.
+                safe=stream.isatty() and environ.get("FLEETRUN_RAW_OUTPUT", "") in ("", "0"),
             )
         subs: list[Callable[[Event], None]] = []
         if self._printer is not None:

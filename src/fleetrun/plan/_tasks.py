@@ -39,6 +39,8 @@ DEFAULT_KEYS = ("timeout", "retry", "estimate")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
 ON_KEYS = ("exit", "output", "timeout")
 TASK_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
+MAX_TASK_NAME_BYTES = 200
+"""Longest task name, in UTF-8 bytes (a directory and file names are made of it)."""
 _NEED = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(\[\s*\*\s*\])?\s*$")
 DEFAULT_ESTIMATE = 1.0
 """Seconds assumed for a task that gives no ``estimate`` (nor do the defaults)."""
@@ -208,6 +210,15 @@ def read_tasks(
                 key,
                 f"{name!r} is not a valid task name",
                 "use letters, digits, '_' and '-', starting with a letter or '_'",
+            )
+            continue
+        if len(name.encode()) > MAX_TASK_NAME_BYTES:
+            ctx.error(
+                knode,
+                key,
+                f"task name of {len(name.encode())} bytes is longer than the limit of "
+                f"{MAX_TASK_NAME_BYTES} bytes",
+                "use a shorter name (log and output files are named after it)",
             )
             continue
         tm = ctx.mapping(value, key, allow_null=True)
