@@ -10,6 +10,7 @@ sessions' processes (other test runs on the machine) are not looked at.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -54,8 +55,6 @@ def _no_process_outlives_its_test() -> Iterator[None]:
         time.sleep(0.05)  # a process being ended right now
         left = leftover_processes()
     for pid, _ in left:
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
     assert not left, f"processes started by this test outlived it: {left}"

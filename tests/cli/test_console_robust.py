@@ -19,6 +19,7 @@ import pytest
 from fleetrun.executors import file_name
 from fleetrun.report import OutputPrinter
 from fleetrun.report._plain import printable, terminal_safe
+
 from ._helpers import env, fleetrun, show_json
 
 
@@ -76,18 +77,20 @@ def test_daemon_plan_finishes_in_about_a_second(tmp_path, args, extra):
 
 @pytest.mark.parametrize(("fail", "code"), [(False, 0), (True, 1)], ids=["ok", "a-task-fails"])
 def test_a_console_that_goes_away_never_touches_the_run(tmp_path, fail, code):
+    end = "exit 3" if fail else "true"
     plan = _plan(
         tmp_path,
         f"""\
         name: head
         targets: {{a: {{}}, b: {{}}, c: {{}}, d: {{}}, e: {{}}, f: {{}}}}
         tasks:
-          t: {{for_each: all, run: "sleep 0.3; echo {{{{ target.name }}}}; {"exit 3" if fail else "true"}"}}
+          t: {{for_each: all, run: "sleep 0.3; echo {{{{ target.name }}}}; {end}"}}
           u: {{for_each: all, needs: [t], run: "sleep 0.2"}}
         """,
     )
     proc = _apply(plan, "-j", "2", "--output", "stream")
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     for _ in range(3):  # `| head -3`
         proc.stdout.readline()
     proc.stdout.close()
@@ -232,8 +235,7 @@ def test_control_characters_in_names_are_escaped(tmp_path, name, shown):
     targets.write_text(f'"{name.encode("unicode_escape").decode()}": {{}}\n')
     plan = _plan(
         tmp_path,
-        "name: n\ntargets: targets.yaml\ntasks:\n"
-        "  t: {for_each: all, run: 'echo hi; exit 1'}\n",
+        "name: n\ntargets: targets.yaml\ntasks:\n  t: {for_each: all, run: 'echo hi; exit 1'}\n",
     )
     done = subprocess.run(
         [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain", "--output", "stream"],
@@ -279,7 +281,8 @@ def test_output_printer_escapes_only_when_safe(tmp_path):
 @pytest.mark.parametrize("name", ["x" * 250, "é" * 101], ids=["250-ascii", "202-bytes-utf8"])
 def test_a_name_too_long_for_a_file_is_refused_at_load(tmp_path, name):
     plan = _plan(
-        tmp_path, f"name: l\ntargets:\n  {name}: {{}}\ntasks:\n  t: {{for_each: all, run: 'true'}}\n"
+        tmp_path,
+        f"name: l\ntargets:\n  {name}: {{}}\ntasks:\n  t: {{for_each: all, run: 'true'}}\n",
     )
     done = fleetrun("apply", str(plan), "--plain")
     assert done.returncode == 2
@@ -306,5 +309,7 @@ def test_file_name_is_short_safe_and_distinct():
     assert len(set(got)) == len(names)
     for g in got:
         assert 0 < len(g.encode()) <= 100
-        assert g.isascii() and "/" not in g and g not in (".", "..")
+        assert g.isascii()
+        assert "/" not in g
+        assert g not in (".", "..")
         assert g.isprintable()

@@ -94,13 +94,17 @@ def test_timeout_ends_an_attempt_whose_pipe_is_held(runner, tmp_path, mode):
 LEAVERS = {
     "setsid": "setsid sh -c 'echo $$ > {f}; exec sleep 600' > /dev/null 2>&1 &",
     # A double fork whose middle process is gone at once: the grandchild is an orphan.
-    "double-fork": "sh -c 'setsid sh -c \"echo \\$\\$ > {f}; exec sleep 600\" &' </dev/null >/dev/null",
+    "double-fork": (
+        "sh -c 'setsid sh -c \"echo \\$\\$ > {f}; exec sleep 600\" &' </dev/null >/dev/null"
+    ),
 }
 
 
 @pytest.mark.parametrize("leaver", LEAVERS)
 @pytest.mark.parametrize("spawn_threads", [0, 2])
-def test_processes_that_left_the_group_end_with_the_attempt(runner, tmp_path, leaver, spawn_threads):
+def test_processes_that_left_the_group_end_with_the_attempt(
+    runner, tmp_path, leaver, spawn_threads
+):
     f = tmp_path / "bg.pid"
     wait = f"while [ ! -s {f} ]; do sleep 0.01; done; echo done"
     g = graph([task("t", LEAVERS[leaver].format(f=f) + "\n" + wait)])
@@ -115,7 +119,9 @@ def test_processes_that_left_the_group_end_with_the_attempt(runner, tmp_path, le
 
 def test_leftovers_that_ignore_sigterm_are_killed_after_the_grace(runner, tmp_path):
     f = tmp_path / "bg.pid"
-    cmd = f"setsid sh -c 'trap \"\" TERM; echo $$ > {f}; exec sleep 600' >/dev/null 2>&1 & sleep 0.2"
+    cmd = (
+        f"setsid sh -c 'trap \"\" TERM; echo $$ > {f}; exec sleep 600' >/dev/null 2>&1 & sleep 0.2"
+    )
     ran = runner(graph([task("t", cmd)]), grace=0.4)
     assert not pid_alive(_pid(f))
     assert 0.4 <= _took(ran, "t") < 0.2 + 0.4 + 1.0
