@@ -11,8 +11,11 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
     raise SystemExit(130)
 
 
-# Installed before the heavy imports below; ``main`` hands SIGINT back to Python.
-signal.signal(signal.SIGINT, _interrupted_while_starting)
+# Installed before the heavy imports below, only when fleetrun is the program
+# (the console script or ``python -m fleetrun``), never in a program that
+# imports it; ``main`` hands SIGINT back to Python.
+if "fleetrun" in sys.argv[0] and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
 from typing import Any  # noqa: E402
 
 import click  # noqa: E402
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     # From here on a Ctrl-C is a KeyboardInterrupt, mapped to 130 by ``_Group``.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="fleetrun")
     except KeyboardInterrupt:
