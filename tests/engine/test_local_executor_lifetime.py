@@ -127,17 +127,26 @@ def test_leftovers_that_ignore_sigterm_are_killed_after_the_grace(runner, tmp_pa
     assert 0.4 <= _took(ran, "t") < 0.2 + 0.4 + 1.0
 
 
-def test_interrupt_ends_what_left_the_group(runner, tmp_path):
+@pytest.mark.parametrize("mode", ["log", "stream"])
+def test_interrupt_ends_what_left_the_group(runner, tmp_path, mode):
+    # In stream mode the process that left holds the output pipe as well.
     f = tmp_path / "bg.pid"
     control = RunControl()
-    cmd = f"setsid sh -c 'echo $$ > {f}; exec sleep 600' >/dev/null 2>&1 & sleep 60"
+    quiet = ">/dev/null 2>&1" if mode == "log" else ""
+    cmd = f"setsid sh -c 'echo $$ > {f}; exec sleep 600' {quiet} & sleep 60"
 
     def hook(e):
         if isinstance(e, AttemptStarted):
             _pid(f)
             control.interrupt()
 
-    ran = runner(graph([task("t", cmd)]), hook=hook, control=control, grace=0.5)
+    t0 = time.monotonic()
+    ran = (
+        runner(graph([task("t", cmd)]), hook=hook, control=control, grace=0.5, output="stream")
+        if mode == "stream"
+        else runner(graph([task("t", cmd)]), hook=hook, control=control, grace=0.5)
+    )
+    assert time.monotonic() - t0 < 10
     assert ran.result.status == "interrupted"
     assert not pid_alive(_pid(f))
 
