@@ -141,11 +141,8 @@ def test_interrupt_ends_what_left_the_group(runner, tmp_path, mode):
             control.interrupt()
 
     t0 = time.monotonic()
-    ran = (
-        runner(graph([task("t", cmd)]), hook=hook, control=control, grace=0.5, output="stream")
-        if mode == "stream"
-        else runner(graph([task("t", cmd)]), hook=hook, control=control, grace=0.5)
-    )
+    opts = {"output": "stream"} if mode == "stream" else {}
+    ran = runner(graph([task("t", cmd)]), hook=hook, control=control, grace=0.5, **opts)
     assert time.monotonic() - t0 < 10
     assert ran.result.status == "interrupted"
     assert not pid_alive(_pid(f))
