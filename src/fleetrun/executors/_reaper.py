@@ -60,14 +60,28 @@ def become_subreaper() -> bool:
     return _SUBREAPER[0]
 
 
+_CHILDREN: dict[int, int] = {}
+"""This process's open ``children`` file, by pid (a forked child opens its own)."""
+
+
 def children() -> list[int] | None:
     """The children of this process's main thread (where orphans are re-parented).
 
-    None when the kernel does not list them.
+    None when the kernel does not list them. The file stays open: reading it
+    again from offset 0 costs about 2 µs, opening it about 10.
     """
+    me = os.getpid()
+    fd = _CHILDREN.get(me)
     try:
-        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as f:
-            return [int(p) for p in f.read().split()]
+        if fd is None:
+            fd = _CHILDREN[me] = os.open(
+                f"/proc/self/task/{me}/children", os.O_RDONLY | os.O_CLOEXEC
+            )
+        data = os.pread(fd, 1 << 16, 0)
+        if len(data) == 1 << 16:  # a long list: read it whole
+            with open(f"/proc/self/task/{me}/children", "rb") as f:
+                data = f.read()
+        return [int(p) for p in data.split()]
     except (OSError, ValueError):
         return None
 
