@@ -177,7 +177,13 @@ class Children:
 
 
 def tagged_children(tag: str, kids: Iterable[int], exclude: set[int]) -> list[int]:
-    """Those of ``kids`` that run with ``FLEETRUN_ATTEMPT_ID=tag``; exited ones are reaped."""
+    """Those of ``kids`` that run with ``FLEETRUN_ATTEMPT_ID=tag`` (``exclude``: the
+    leaders of running attempts, whose pids are also their groups' ids).
+
+    Exited ones still in a running attempt's group are reaped. Others cannot
+    be told apart from the children of other code in this process (a zombie's
+    environment cannot be read), so they are left for whoever waits for them.
+    """
     want = tag.encode()
     out = []
     for pid in kids:
@@ -186,8 +192,8 @@ def tagged_children(tag: str, kids: Iterable[int], exclude: set[int]) -> list[in
         raw = _environ(pid)
         if not raw:
             st = _stat(pid)
-            if st is not None and st[0] == "Z" and st[1] != os.getpgrp():
-                reap((pid,))  # an orphan that ended: ours to reap as its subreaper
+            if st is not None and st[0] == "Z" and st[1] in exclude:
+                reap((pid,))  # an orphan of an attempt's group: ours to reap
             continue
         if _tag(raw, _ATTEMPT_KEY) == want:
             out.append(pid)
