@@ -316,3 +316,15 @@ def test_file_name_is_short_safe_and_distinct():
         assert "/" not in g
         assert g not in (".", "..")
         assert g.isprintable()
+
+
+# -- 8. (plan side) an env_file value with a NUL -------------------------------------------
+
+
+def test_an_env_file_value_with_a_nul_is_a_plan_error(tmp_path):
+    (tmp_path / ".env").write_bytes(b"A=ok\nB=x\x00y\n")
+    plan = _plan(tmp_path, "name: e\nenv_file: .env\ntasks:\n  t: {run: 'echo $B'}\n")
+    done = fleetrun("apply", str(plan), "--plain")
+    assert done.returncode == 2
+    assert ".env:2:3" in done.stderr
+    assert "the value of B holds a NUL byte" in done.stderr
