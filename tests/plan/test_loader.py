@@ -185,6 +185,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "runs_on",
         "allow_empty",
         "script",
+        "keep_running",
     }
     # Every key of every object in the schema is described (editor completion shows it).
     undocumented: list[str] = []

@@ -110,7 +110,7 @@ class AttemptRunner:
                 logs,
                 outs,
                 run.executor_for(task.runs_on),
-                task.script_options(),
+                {**task.script_options(), "keep_running": task.keep_running},
             )
             self._setup[task_name] = setup
         return setup
@@ -176,7 +176,7 @@ class AttemptRunner:
                     command,
                     display,
                     setup.env,
-                    attempt_env(node, n, output_path, deps),
+                    attempt_env(opts.run_id, node, n, output_path, deps),
                     setup.cwd,
                     log_path,
                     output_path,

@@ -47,6 +47,9 @@ TOP_KEYS = (
 )
 POOL_KEYS = ("concurrency", "rate", "burst", "adaptive")
 NAME = re.compile(r"^[A-Za-z_][\w-]*$")
+MAX_NAME_BYTES = 200
+"""Longest target name, in UTF-8 bytes: log and output files are named after it,
+and a file name takes at most 255 bytes (the attempt number and suffix need the rest)."""
 NAME_HELP = "use letters, digits, '_' and '-', starting with a letter or '_'"
 
 
@@ -428,6 +431,16 @@ class _Loader:
                     key,
                     f"target name {name!r} is empty or has surrounding blanks",
                     "name the target with visible characters",
+                )
+                continue
+            if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+                ctx.error(
+                    knode,
+                    key,
+                    f"target name of {len(name.encode('utf-8', 'surrogatepass'))} bytes is "
+                    f"longer than the limit of {MAX_NAME_BYTES} bytes",
+                    "use a shorter name (log and output files are named after it); "
+                    "long descriptions fit in an attribute",
                 )
                 continue
             attrs: dict[str, Scalar] = {}

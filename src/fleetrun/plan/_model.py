@@ -161,6 +161,9 @@ class Task:
             return {}
         return {"script": self.script.text, "script_path": self.script.path}
 
+    keep_running: bool = False
+    """Leave what the command starts running when it ends (see the README)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:

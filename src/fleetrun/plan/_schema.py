@@ -155,6 +155,11 @@ def _task() -> dict[str, Any]:
                 ],
             },
             "timeout": _duration("Per-attempt time limit (default: defaults.timeout, or none)."),
+            "keep_running": {
+                "type": "boolean",
+                "description": "Leave processes the command starts running after it ends "
+                "(default false: they are ended with the attempt).",
+            },
             "retry": _retry(),
             "env": {
                 "type": "object",

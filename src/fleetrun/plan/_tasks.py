@@ -37,11 +37,14 @@ TASK_KEYS = (
     "runs_on",
     "allow_empty",
     "script",
+    "keep_running",
 )
 DEFAULT_KEYS = ("timeout", "retry", "estimate")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
 ON_KEYS = ("exit", "output", "timeout", "connect")
 TASK_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
+MAX_TASK_NAME_BYTES = 200
+"""Longest task name, in UTF-8 bytes (a directory and file names are made of it)."""
 _NEED = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(\[\s*\*\s*\])?\s*$")
 ReadFile = Callable[[YNode, str, str], "tuple[str, str] | None"]
 """Reads a file named at a node, relative to the plan: (shown name, text), or None
@@ -222,6 +225,15 @@ def read_tasks(
                 "use letters, digits, '_' and '-', starting with a letter or '_'",
             )
             continue
+        if len(name.encode()) > MAX_TASK_NAME_BYTES:
+            ctx.error(
+                knode,
+                key,
+                f"task name of {len(name.encode())} bytes is longer than the limit of "
+                f"{MAX_TASK_NAME_BYTES} bytes",
+                "use a shorter name (log and output files are named after it)",
+            )
+            continue
         tm = ctx.mapping(value, key, allow_null=True)
         if tm is None:
             continue
@@ -338,6 +350,11 @@ def read_tasks(
                     "always has one instance)",
                     "remove allow_empty, or add for_each: <group>",
                 )
+        keep_running = (
+            bool(ctx.boolean(f["keep_running"], join(key, "keep_running")))
+            if "keep_running" in f
+            else False
+        )
         if "description" in f:
             ctx.string(f["description"], join(key, "description"), nonempty=False)
         if run is None:
@@ -360,6 +377,7 @@ def read_tasks(
             runs_on=runs_on,
             allow_empty=allow_empty,
             script=script,
+            keep_running=keep_running,
         )
         infos[name] = info
     check_tasks(ctx, tasks, infos, targets=targets, vars_=vars_, phases=phases)
