@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -189,12 +190,25 @@ def test_secrets_never_reach_the_journal(tmp_path: Path) -> None:
     res = fleetrun("apply", str(plan))
     assert res.returncode == 0, res.stdout + res.stderr
     state = tmp_path / ".fleetrun"
-    # The journal, the lock and the logs; the task's own $FLEETRUN_OUTPUT file
-    # holds what the task wrote there.
-    files = [f for f in state.rglob("*") if f.is_file() and f.suffix != ".outputs"]
-    assert len(files) >= 3
+    # The lock and the logs; the task's own $FLEETRUN_OUTPUT file holds what the
+    # task wrote there. The journal keeps a published value exactly in one
+    # owner-only table only, for a retry to hand on (checked below).
+    files = [
+        f
+        for f in state.rglob("*")
+        if f.is_file() and f.suffix != ".outputs" and not f.name.startswith("state.db")
+    ]
+    assert len(files) >= 2
     for f in files:
         assert secret.encode() not in f.read_bytes(), f
+    raw = sqlite3.connect(state / "state.db")
+    exact = raw.execute("SELECT outputs FROM exact_outputs").fetchall()
+    raw.execute("DELETE FROM exact_outputs")
+    dump = "\n".join(raw.iterdump())
+    raw.close()
+    assert exact == [(json.dumps({"pw": secret}),)] or exact == [('{"pw":"%s"}' % secret,)]
+    assert secret not in dump
+    assert (state / "state.db").stat().st_mode & 0o777 == 0o600
     with Journal(state) as j:
         run = j.runs()[0]
         snapshot = j.conn.execute("SELECT plan_snapshot FROM runs").fetchone()[0]

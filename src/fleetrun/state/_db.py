@@ -24,7 +24,7 @@ import sqlite3
 from pathlib import Path
 
 from fleetrun.errors import StateError
-from fleetrun.state._fs import check_not_links, make_private, open_private
+from fleetrun.state._fs import check_not_links, make_private, open_private, prepare_state_dir
 
 DB_NAME = "state.db"
 """The journal's file name inside the state directory."""
@@ -132,6 +132,8 @@ def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection
 
     ``path.parent`` (the state directory) must exist; see ``prepare_state_dir``.
     """
+    if not path.parent.is_dir():
+        prepare_state_dir(path.parent)
     sidecars = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
     check_not_links(*sidecars)
     if not path.exists():
@@ -147,7 +149,7 @@ def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection
         conn.execute("PRAGMA foreign_keys=ON")
         _migrate(conn, path)
     except sqlite3.DatabaseError as e:
-        raise journal_error("open", path, e) from e
+        raise journal_error("opening", path, e) from e
     return conn
 
 
@@ -165,7 +167,7 @@ def journal_error(doing: str, path: Path, e: BaseException) -> StateError:
         hint = f"another fleetrun held it for over {BUSY_TIMEOUT:g}s; try again"
     else:
         hint = "`fleetrun history` shows what is on record"
-    return StateError(f"cannot {doing} the journal {path}: {text}; {hint}")
+    return StateError(f"{doing} the journal {path} failed: {text}; {hint}")
 
 
 def rollback(conn: sqlite3.Connection) -> None:

@@ -173,7 +173,7 @@ class Journal:
             c.execute("COMMIT")
         except sqlite3.Error as e:
             rollback(c)
-            raise journal_error("write", self.db_path, e) from e
+            raise journal_error("writing", self.db_path, e) from e
         except BaseException:
             rollback(c)
             raise
@@ -231,7 +231,7 @@ class Journal:
             c.execute("COMMIT")
         except sqlite3.Error as e:
             rollback(c)
-            raise journal_error("write", self.db_path, e) from e
+            raise journal_error("writing", self.db_path, e) from e
         except BaseException:
             rollback(c)
             raise

@@ -91,7 +91,7 @@ def prune(
         c.execute("COMMIT")
     except sqlite3.Error as e:
         rollback(c)
-        raise journal_error("prune", journal.db_path, e) from e
+        raise journal_error("pruning", journal.db_path, e) from e
     for r in removed:
         # rmtree never follows a link out of the directory it removes.
         shutil.rmtree(journal.state_dir / RUNS_DIR / r, ignore_errors=True)

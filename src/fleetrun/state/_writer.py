@@ -170,7 +170,7 @@ class JournalWriter:
         if self._error is not None:
             if isinstance(self._error, StateError):
                 raise self._error
-            raise journal_error("write", self.db_path, self._error) from self._error
+            raise journal_error("writing", self.db_path, self._error) from self._error
 
     # -- writer thread -------------------------------------------------------
 
