@@ -188,7 +188,7 @@ def test_writer_failure_surfaces_as_state_error(tmp_path: Path) -> None:
     async def wait() -> None:
         await w.durable()
 
-    with pytest.raises(StateError, match="writing the journal .* failed"):
+    with pytest.raises(StateError, match=r"writing the journal .* failed"):
         asyncio.run(wait())
     with pytest.raises(StateError):
         w.close()
