@@ -87,7 +87,8 @@ def test_a_full_disk_is_reported_and_nothing_is_lost(tmp_path: Path) -> None:
         # Every attempt that ran has its log, and every log its attempt on record.
         per_key = {i["key"]: i for i in data["instances"]}
         on_record = sorted(k for k, i in per_key.items() if i["attempts"] > 0)
-        assert logs and on_record == logs
+        assert logs
+        assert on_record == logs
         # No attempt started once the journal could not record: dependents never ran.
         assert all(per_key[f"after@{t}"]["attempts"] == 0 for t in "abcd")
         assert {per_key[f"after@{t}"]["status"] for t in "abcd"} == {"not_started"}

@@ -93,7 +93,8 @@ def test_every_mode_in_the_state_directory_is_owner_only(tmp_path: Path) -> None
     # What the user asked for follows the umask, with no lock file left beside it.
     assert stat.S_IMODE(report.stat().st_mode) == 0o644
     assert not Path(f"{report}.lock").exists()
-    assert seen["dirs"] >= 8 and seen["files"] >= 8
+    assert seen["dirs"] >= 8
+    assert seen["files"] >= 8
 
 
 def test_a_state_directory_of_another_user_or_writable_by_others_is_refused(
