@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import time
 from pathlib import Path
 
 import click
@@ -15,6 +16,12 @@ from fleetrun.session import find_state_dir
 from fleetrun.state import Journal, process_alive, prune
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_SECOND_PRESS_DELAY = 0.5
+"""Seconds between the signals of ``cancel --now``."""
+
+_NOW_FOR = 10.0
+"""Seconds ``cancel --now`` keeps pressing while the run lives."""
+
 _UNIT = {"": 86400.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 
 
@@ -83,8 +90,14 @@ def cancel(run: str | None, now: bool, plan: str | None, state_dir: str | None) 
     try:
         os.kill(r["pid"], signal.SIGINT)
         if now:
-            # A second signal of another kind: two SIGINTs sent at once may merge.
-            os.kill(r["pid"], signal.SIGTERM)
+            # The second "press", as a human gives it: a moment later (the run
+            # must have begun ending its tasks for "now" to cut the grace
+            # short), of another kind (two pending SIGINTs merge into one), and
+            # again while the run lives, as an impatient human would.
+            deadline = time.monotonic() + _NOW_FOR
+            while process_alive(r["pid"], r["pid_start"]) and time.monotonic() < deadline:
+                time.sleep(_SECOND_PRESS_DELAY)
+                os.kill(r["pid"], signal.SIGTERM)
     except ProcessLookupError:
         raise StateError(f"run {r['id']} ended meanwhile") from None
     except PermissionError:
