@@ -16,11 +16,8 @@ from fleetrun.session import find_state_dir
 from fleetrun.state import Journal, process_alive, prune
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_SECOND_PRESS_DELAY = 0.5
+_SECOND_PRESS_DELAY = 1.0
 """Seconds between the signals of ``cancel --now``."""
-
-_NOW_FOR = 10.0
-"""Seconds ``cancel --now`` keeps pressing while the run lives."""
 
 _UNIT = {"": 86400.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
 
@@ -92,11 +89,11 @@ def cancel(run: str | None, now: bool, plan: str | None, state_dir: str | None) 
         if now:
             # The second "press", as a human gives it: a moment later (the run
             # must have begun ending its tasks for "now" to cut the grace
-            # short), of another kind (two pending SIGINTs merge into one), and
-            # again while the run lives, as an impatient human would.
-            deadline = time.monotonic() + _NOW_FOR
-            while process_alive(r["pid"], r["pid_start"]) and time.monotonic() < deadline:
-                time.sleep(_SECOND_PRESS_DELAY)
+            # short), and of another kind (two pending SIGINTs merge into one).
+            # Once only: a signal after the run removed its handlers would
+            # kill fleetrun before it closes the record.
+            time.sleep(_SECOND_PRESS_DELAY)
+            if process_alive(r["pid"], r["pid_start"]):
                 os.kill(r["pid"], signal.SIGTERM)
     except ProcessLookupError:
         raise StateError(f"run {r['id']} ended meanwhile") from None
