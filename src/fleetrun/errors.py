@@ -5,9 +5,11 @@ The tree::
     FleetrunError                 anything fleetrun reports as a clean message
     ├── PlanError                 bad plan file (exit 2); carries Diagnostics
     ├── UsageError                bad command-line usage (exit 2)
-    ├── StateError                the journal / state directory
-    │   ├── RunLockedError        another live run holds the state directory
-    │   └── RunNotFoundError      a run id or task@target that is not on record
+    ├── StateError                the journal / state directory (exit 1)
+    │   ├── StateDirError         the state directory cannot be made, is unsafe
+    │   │                         (a link, others can write it) or too full (exit 2)
+    │   ├── RunLockedError        a live run of the same plan holds its lock (exit 3)
+    │   └── RunNotFoundError      a run id or task@target that is not on record (exit 2)
     └── ExecutorError             an attempt could not even be started
 
 The CLI maps these to exit codes in one place (``fleetrun.cli``); the library
@@ -75,8 +77,18 @@ class StateError(FleetrunError):
     exit_code = 1
 
 
+class StateDirError(StateError):
+    """The state directory cannot be used: it cannot be created, it is not safe
+    (a symbolic link where a file belongs, owned or writable by someone else), or
+    its filesystem has too little free space to record a run."""
+
+    exit_code = 2
+
+
 class RunLockedError(StateError):
-    """Another live run holds the state directory's lock."""
+    """A live run of the same plan holds the plan's lock in the state directory."""
+
+    exit_code = 3
 
 
 class RunNotFoundError(StateError):

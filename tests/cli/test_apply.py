@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -150,7 +151,7 @@ def test_concurrent_apply_is_refused_and_a_dead_lock_taken_over(tmp_path: Path) 
     try:
         _wait_for(lambda: len(live_processes_with_env("TEST_TAG", tag)) >= 7)
         res = fleetrun("apply", str(plan), "--state-dir", str(state))
-        assert res.returncode == 1
+        assert res.returncode == 3
         assert f"pid {p.pid} on {socket.gethostname()}" in res.stderr
         p.send_signal(signal.SIGKILL)  # leaves its lock file and its children behind
         p.wait()
@@ -189,12 +190,25 @@ def test_secrets_never_reach_the_journal(tmp_path: Path) -> None:
     res = fleetrun("apply", str(plan))
     assert res.returncode == 0, res.stdout + res.stderr
     state = tmp_path / ".fleetrun"
-    # The journal, the lock and the logs; the task's own $FLEETRUN_OUTPUT file
-    # holds what the task wrote there.
-    files = [f for f in state.rglob("*") if f.is_file() and f.suffix != ".outputs"]
-    assert len(files) >= 3
+    # The lock and the logs; the task's own $FLEETRUN_OUTPUT file holds what the
+    # task wrote there. The journal keeps a published value exactly in one
+    # owner-only table only, for a retry to hand on (checked below).
+    files = [
+        f
+        for f in state.rglob("*")
+        if f.is_file() and f.suffix != ".outputs" and not f.name.startswith("state.db")
+    ]
+    assert len(files) >= 2
     for f in files:
         assert secret.encode() not in f.read_bytes(), f
+    raw = sqlite3.connect(state / "state.db")
+    exact = raw.execute("SELECT outputs FROM exact_outputs").fetchall()
+    raw.execute("DELETE FROM exact_outputs")
+    dump = "\n".join(raw.iterdump())
+    raw.close()
+    assert [json.loads(o) for (o,) in exact] == [{"pw": secret}]
+    assert secret not in dump
+    assert (state / "state.db").stat().st_mode & 0o777 == 0o600
     with Journal(state) as j:
         run = j.runs()[0]
         snapshot = j.conn.execute("SELECT plan_snapshot FROM runs").fetchone()[0]

@@ -77,6 +77,15 @@ def test_failure_story_retry_runs_exactly_the_failed_and_dependents(tmp_path: Pa
     assert line[:4] == [run2, first["run"]["id"], "retry", "succeeded"]
 
 
+_REGIONS = sorted(
+    {n.target for n in expand(load_plan(CHAIN138)).nodes if n.task == "k8s" and n.target}
+)
+# Every cluster name is a secret value (its variable name holds TOKEN): infra
+# publishes it, k8s receives it as an argument and publishes it back as
+# ``context``. A retry that handed k8s the redacted form would record ``***``.
+_SECRET_CLUSTERS = {f"CHAIN138_TOKEN_{i}": f"aks-chain138-{r}" for i, r in enumerate(_REGIONS)}
+
+
 def _finish_and_verify(state: Path, marks: Path, base: list[str], env: dict[str, str]) -> int:
     """Retry until done, then check the journal against the markers; return the
     number of runs that a kill cut off mid-run (work done and work left)."""
@@ -96,6 +105,11 @@ def _finish_and_verify(state: Path, marks: Path, base: list[str], env: dict[str,
                     assert i.key not in succeeded_in, f"{i.key} succeeded twice"
                     succeeded_in[i.key] = r.id
         latest = j.instances(runs[0].id)
+        exact = j.exact_outputs(runs[0].id)
+    # After every kill and retry, each dependent received the real secret value.
+    for r in _REGIONS:
+        assert exact[f"k8s@{r}"]["context"] == f"aks-chain138-{r}", r
+        assert {i.key: i for i in latest}[f"k8s@{r}"].outputs["context"] == "***"
     assert {i.status for i in latest} <= {"succeeded", "reused"}
     assert len(latest) == len(succeeded_in) == len(expand(load_plan(CHAIN138)).nodes)
     started = {r.id: r.started_at for r in runs}
@@ -128,6 +142,7 @@ def test_sigkill_torture_never_reruns_a_success(tmp_path: Path) -> None:
             state, marks = tmp_path / f"st{chains}", tmp_path / f"marks{chains}"
             marks.mkdir()
             env = {"CHAIN138_SCALE": SCALE, "CHAIN138_MARKER_DIR": str(marks), "TEST_TAG": tag}
+            env.update(_SECRET_CLUSTERS)
             base = ["--state-dir", str(state), "--kill-orphans", "--grace", "0.2"]
             step = 0
             while kills < 21 and time.monotonic() < deadline:

@@ -13,6 +13,7 @@ and everything it printed is searched for the secret bytes.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import textwrap
 from pathlib import Path
@@ -87,7 +88,27 @@ def _plan(tmp_path: Path, names: list[str]) -> Path:
 
 
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    # The journal's files are read through SQLite (see _journal): it keeps
+    # published values exactly in one owner-only table, for retries.
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("state.db"))
+
+
+def _journal(state: Path) -> dict[str, bytes]:
+    """Every value in the journal except the exact outputs kept for retries."""
+    raw = sqlite3.connect(state / "state.db")
+    try:
+        tables = [t for (t,) in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        cells = [
+            str(c)
+            for t in tables
+            if t != "exact_outputs"
+            for row in raw.execute(f"SELECT * FROM {t}")
+            for c in row
+        ]
+    finally:
+        raw.close()
+    assert (state / "state.db").stat().st_mode & 0o077 == 0
+    return {f"{state / 'state.db'} (but exact_outputs)": "\n".join(cells).encode()}
 
 
 def _leaks(blobs: dict[str, bytes], values: list[str]) -> list[str]:
@@ -147,6 +168,7 @@ def _run_everything(
             (reports / fmt).stat().st_size > 0 for fmt in ("json", "html", "markdown", "junit")
         )
     blobs = {str(p): p.read_bytes() for p in [*_files(state), events, *_files(reports)]}
+    blobs.update(_journal(state))
     blobs.update(printed)
     return blobs
 
@@ -223,6 +245,7 @@ def test_a_secret_with_json_special_characters_is_redacted_everywhere(tmp_path: 
     log = (state / "runs").glob("*/logs/pub/pub.1.log")
     assert next(log).read_text() == "***\n"
     blobs = {str(p): p.read_bytes() for p in [*_files(state), events]}
+    blobs.update(_journal(state))
     blobs["stdout"] = res.stdout.encode()
     forms = [value, json.dumps(value, ensure_ascii=False)[1:-1]]
     assert _leaks(blobs, forms) == []

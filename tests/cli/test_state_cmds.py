@@ -177,6 +177,9 @@ def test_outputs_formats_and_atomic_file(state: Path, tmp_path: Path) -> None:
     assert out.splitlines()[1].split() == ["build", "version", "1.2.3"]
     target = tmp_path / "out" / ".env"
     code, _ = _cli("outputs", *run, "--format", "env", "-o", str(target))
+    assert code == 2  # a missing directory is refused, as for --events
+    target.parent.mkdir()
+    code, _ = _cli("outputs", *run, "--format", "env", "-o", str(target))
     assert code == 0
     assert target.read_text() == "BUILD_VERSION=1.2.3\nDEPLOY_EAST_URL=https://deploy@east\n"
-    assert sorted(p.name for p in target.parent.iterdir()) == [".env", ".env.lock"]
+    assert sorted(p.name for p in target.parent.iterdir()) == [".env"]

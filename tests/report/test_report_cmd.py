@@ -47,6 +47,7 @@ def test_each_format_prints_the_latest_run(demo: Recorded, fmt: str) -> None:
 
 def test_output_file_is_written_and_named(demo: Recorded, tmp_path: Path) -> None:
     target = tmp_path / "out" / "report.json"
+    target.parent.mkdir()  # -o never creates directories (as --events)
     code, out, err = _cli(demo.run_id[:18], "--state-dir", str(demo.state),
                           "--format", "json", "-o", str(target))  # fmt: skip
     assert code == 0, err

@@ -19,7 +19,7 @@ _SRC = str(Path(__file__).resolve().parents[2] / "src")
 _HOLDER = """
 import sys, time, pathlib
 from fleetrun.state import RunLock
-lock = RunLock(pathlib.Path(sys.argv[1]))
+lock = RunLock(pathlib.Path(sys.argv[1]), "/plans/p.yaml")
 lock.acquire("holder-run")
 print("locked", flush=True)
 time.sleep(60)
@@ -36,7 +36,7 @@ def test_live_lock_is_refused_and_dead_lock_taken_over(tmp_path: Path) -> None:
         assert p.stdout is not None
         assert p.stdout.readline().strip() == b"locked"
         with pytest.raises(RunLockedError) as e:
-            RunLock(tmp_path).acquire("mine")
+            RunLock(tmp_path, "/plans/p.yaml").acquire("mine")
         msg = str(e.value)
         assert "holder-run" in msg
         assert f"pid {p.pid}" in msg
@@ -46,15 +46,15 @@ def test_live_lock_is_refused_and_dead_lock_taken_over(tmp_path: Path) -> None:
         p.wait()
         if p.stdout:
             p.stdout.close()
-    lock = RunLock(tmp_path)
+    lock = RunLock(tmp_path, "/plans/p.yaml")
     lock.acquire("mine")  # the kernel dropped the dead holder's flock
     assert lock.previous["run_id"] == "holder-run"
     assert lock.previous["pid"] == p.pid
     assert lock.stale
-    assert read_lock(tmp_path)["run_id"] == "mine"
+    assert read_lock(tmp_path, "/plans/p.yaml")["run_id"] == "mine"
     lock.release()
     lock.release()
-    after = RunLock(tmp_path)
+    after = RunLock(tmp_path, "/plans/p.yaml")
     after.acquire("next")
     assert after.previous["released"] is True
     assert not after.stale
@@ -62,8 +62,8 @@ def test_live_lock_is_refused_and_dead_lock_taken_over(tmp_path: Path) -> None:
 
 
 def test_lock_within_one_process_is_exclusive(tmp_path: Path) -> None:
-    with RunLock(tmp_path) as first:
+    with RunLock(tmp_path, "/plans/p.yaml") as first:
         first.acquire("one")
         with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
-            RunLock(tmp_path).acquire("two")
-    RunLock(tmp_path).acquire("three")
+            RunLock(tmp_path, "/plans/p.yaml").acquire("two")
+    RunLock(tmp_path, "/plans/p.yaml").acquire("three")

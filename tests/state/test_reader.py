@@ -153,6 +153,7 @@ def _v1_journal(state: Path) -> None:
     conn = sqlite3.connect(state / "state.db", isolation_level=None)
     for column in ("throttled", "executor", "host", "job"):  # added by versions 2 and 3
         conn.execute(f"ALTER TABLE attempts DROP COLUMN {column}")
+    conn.execute("DROP TABLE exact_outputs")  # added by version 4
     conn.execute("PRAGMA user_version=1")
     conn.execute(
         "INSERT INTO runs (id, plan_path, plan_name, plan_hash, plan_snapshot, mode, kind,"

@@ -83,6 +83,16 @@ for i, k in enumerate(keys):
 """
 
 
+def _wait_for_a_commit(state: Path, run_id: str) -> None:
+    deadline = time.monotonic() + 20
+    with Journal(state) as j:
+        while time.monotonic() < deadline:
+            sql = "SELECT 1 FROM instances WHERE run_id=? AND status='succeeded' LIMIT 1"
+            if j.conn.execute(sql, (run_id,)).fetchone():
+                return
+            time.sleep(0.01)
+
+
 def test_sigkill_while_writing_leaves_a_consistent_journal(tmp_path: Path) -> None:
     state = tmp_path / "st"
     rng = random.Random(138)
@@ -95,6 +105,7 @@ def test_sigkill_while_writing_leaves_a_consistent_journal(tmp_path: Path) -> No
         )
         assert p.stdout is not None
         assert p.stdout.readline().strip() == b"ready"
+        _wait_for_a_commit(state, f"run{trial}")  # a loaded machine may be slow to start
         time.sleep(rng.uniform(0.05, 0.4))
         p.send_signal(signal.SIGKILL)
         p.wait()

@@ -27,6 +27,7 @@ from fleetrun.errors import FleetrunError, PlanError  # noqa: E402
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_LOCKED = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -41,6 +42,8 @@ COMMANDS: dict[str, str] = {
     "outputs": "fleetrun.cli._state_cmds:outputs",
     "report": "fleetrun.cli._report_cmd:report",
     "schema": "fleetrun.cli._schema_cmd:schema_cmd",
+    "cancel": "fleetrun.cli._admin_cmds:cancel",
+    "prune": "fleetrun.cli._admin_cmds:prune_cmd",
 }
 """Command name -> ``module:attribute`` of its click command, imported when used
 (click's lazy-group pattern: no import cycle, and ``--help`` of one command
@@ -87,8 +90,9 @@ def cli() -> None:
     the work and the providers allow.
 
     \b
-    Exit codes: 0 all succeeded, 1 some task failed, 2 bad plan or usage,
-    130 interrupted.
+    Exit codes: 0 all succeeded, 1 some task failed (or the journal could not
+    be written), 2 bad plan or usage (or an unusable state directory), 3 the
+    same plan is already running, 130 interrupted.
     """
 
 

@@ -16,8 +16,8 @@ from fleetrun.report import (
     render_junit,
     render_markdown,
     render_table,
-    write_atomic,
 )
+from fleetrun.state import write_atomic
 
 FORMATS = ("table", "markdown", "json", "junit", "html")
 

@@ -24,10 +24,9 @@ from fleetrun.report import (
     run_summary,
     show_data,
     show_text,
-    write_atomic,
 )
 from fleetrun.session import find_state_dir
-from fleetrun.state import JournalReader
+from fleetrun.state import JournalReader, write_atomic
 
 _FOLLOW_POLL = 0.2
 """Seconds between looks at a followed log and at its attempt's end."""

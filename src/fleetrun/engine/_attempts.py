@@ -100,8 +100,8 @@ class AttemptRunner:
             task = plan.tasks[task_name]
             name = safe_name(task_name)
             logs, outs = str(self._root / "logs" / name), str(self._root / "outputs" / name)
-            os.makedirs(logs, exist_ok=True)
-            os.makedirs(outs, exist_ok=True)
+            os.makedirs(logs, mode=0o700, exist_ok=True)
+            os.makedirs(outs, mode=0o700, exist_ok=True)
             # A relative ``cwd`` is relative to the plan's directory.
             cwd = os.path.join(plan.base_dir, task.cwd) if task.cwd else str(plan.base_dir)
             setup = _TaskSetup(

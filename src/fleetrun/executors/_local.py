@@ -56,7 +56,7 @@ _SHELL_ONLY = frozenset(
     | {"export", "fc", "fg", "getopts", "hash", "jobs", "read", "readonly", "return", "set"}
     | {"shift", "source", "times", "trap", "type", "ulimit", "umask", "unalias", "unset", "wait"}
 )
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
 _LOG_MODE = 0o600
 _MAX_OUTPUTS = 1 << 20
 

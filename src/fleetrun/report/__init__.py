@@ -25,7 +25,6 @@ from fleetrun.report._views import (
     run_summary,
     show_data,
     show_text,
-    write_atomic,
 )
 
 __all__ = [
@@ -61,5 +60,4 @@ __all__ = [
     "show_text",
     "summary_text",
     "use_live",
-    "write_atomic",
 ]

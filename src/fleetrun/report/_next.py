@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from fleetrun.engine import AttemptEnded, Event, InstanceSettled
+from fleetrun.report._plain import printable
 
 _ERRORISH = re.compile(r"error|fatal|failed|denied|refused|not found|exception", re.IGNORECASE)
 
@@ -71,12 +72,14 @@ def next_steps(
         width = min(40, max(len(f.key) for f in failures[:shown]))
         for f in failures[:shown]:
             detail = f.reason + (f" — {f.line}" if f.line else "")
-            lines.append(f"  {f.key:<{width}}  {detail}")
+            lines.append(printable(f"  {f.key:<{width}}  {detail}"))
         if len(failures) > shown:
             lines.append(f"  and {len(failures) - shown} more (fleetrun show --state failed)")
     args = " ".join(shlex.quote(a) for a in where)
     suffix = f" {args}" if args else ""
-    lines.append(f"next: fleetrun retry{suffix}    # re-runs the {not_ok} that did not succeed")
+    lines.append(
+        printable(f"next: fleetrun retry{suffix}    # re-runs the {not_ok} that did not succeed")
+    )
     if failures:
-        lines.append(f"      fleetrun logs {shlex.quote(failures[0].key)}{suffix}")
+        lines.append(printable(f"      fleetrun logs {shlex.quote(failures[0].key)}{suffix}"))
     return lines

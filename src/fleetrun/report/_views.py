@@ -5,15 +5,10 @@ returns a string or plain data; printing is the CLI's business.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import os
 import shlex
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from fleetrun.names import env_name
@@ -135,33 +130,3 @@ def outputs_text(instances: Sequence[InstanceRecord]) -> str:
     """The outputs table: instance, output key, value."""
     rows = [[i.key, k, v] for i in instances for k, v in i.outputs.items()]
     return text_table(["INSTANCE", "OUTPUT", "VALUE"], rows)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically, under ``<path>.lock``.
-
-    Readers see the old file or the new one, never a part; two writers never
-    interleave (the flock serializes them).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        os.close(lock_fd)

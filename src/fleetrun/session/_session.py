@@ -53,7 +53,12 @@ from fleetrun.state import (
     RetryPlan,
     RunLock,
     RunRecord,
+    check_free_space,
+    check_state_dir,
     plan_retry,
+    prepare_state_dir,
+    private_dirs,
+    tighten_tree,
 )
 
 Notify = Callable[[Notice], None]
@@ -151,7 +156,12 @@ class Session:
             return RunOutcome("dry_run", lines=tuple(dry_run_lines(graph, narrow, {})))
 
         run_id = new_run_id()
-        lock = RunLock(state_dir)
+        if previous is None:
+            prepare_state_dir(state_dir)
+        else:
+            check_state_dir(state_dir)
+        check_free_space(state_dir)
+        lock = RunLock(state_dir, str(Path(plan_file).resolve()))
         lock.acquire(run_id)
         try:
             with Journal(state_dir) as journal:
@@ -161,7 +171,12 @@ class Session:
                     # Re-read under the lock: the record is final now.
                     previous = journal.run(previous.id)
                     retry = plan_retry(
-                        graph, previous, journal.instances(previous.id), redactor, narrow
+                        graph,
+                        previous,
+                        journal.instances(previous.id),
+                        redactor,
+                        narrow,
+                        exact=journal.exact_outputs(previous.id),
                     )
                     if plan.source_hash != previous.plan_hash:
                         notify(Notice("note", f"note: the plan changed since run {previous.id}"))
@@ -287,8 +302,11 @@ class Session:
         redactor = Redactor(plan.secret_values)
         only = retry.only if retry is not None else narrow
         reused = retry.reused if retry is not None else {}
-        run_dir = journal.state_dir / "runs" / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
+        # Owner-only, created without following links; the engine adds
+        # logs/<task> and outputs/<task> below.
+        run_dir = private_dirs(journal.state_dir, "runs", run_id, new=True)
+        private_dirs(run_dir, "logs")
+        private_dirs(run_dir, "outputs")
         if overrides:
             # Exactly, owner-only: a retry of this run reuses them.
             _write_private(run_dir / VARS_FILE, json.dumps(dict(overrides)).encode())
@@ -343,14 +361,16 @@ class Session:
                 )
                 for i in members
             ],
+            redact=redactor.for_json().redact,
         )
         parent = f" ({req.kind} of {previous.id})" if previous else ""
         count = len(only) if only is not None else len(graph.nodes)
         notify(
             Notice("start", f"run {run_id}{parent}: {count} instance(s) to run, logs in {run_dir}")
         )
-        writer = JournalWriter(journal.db_path, run_id, redactor)
         control = control if control is not None else RunControl()
+        # A journal that cannot record (full disk) stops the run as Ctrl-C would.
+        writer = JournalWriter(journal.db_path, run_id, redactor, on_failure=control.interrupt)
         kinds = {plan.tasks[graph.nodes[i].task].runs_on for i in members}
         status = "failed"
         writer.start()
@@ -377,8 +397,7 @@ class Session:
                 if console is not None:
                     console.stop()
             finally:
-                writer.close()
-                journal.end_run(run_id, status)
+                _finish(writer, journal, run_id, status, run_dir)
         parent_id = previous.id if previous else None
         return RunOutcome(result.status, result=result, graph=graph, parent_id=parent_id)
 
@@ -421,6 +440,27 @@ class Session:
             await self.registry.close(executors)
             for sig in signals:
                 loop.remove_signal_handler(sig)
+
+
+def _finish(
+    writer: JournalWriter, journal: Journal, run_id: str, status: str, run_dir: Path
+) -> None:
+    """Stop the writer and close the run on record, whatever failed; raise the
+    first failure (the writer's cause, e.g. a full disk) once, after trying all."""
+    error: BaseException | None = None
+    try:
+        writer.close()
+    except FleetrunError as e:
+        error = e
+    try:
+        # Also reconciles attempts the writer could not record, from their logs.
+        journal.end_run(run_id, "interrupted" if error is not None else status)
+    except FleetrunError as e:
+        error = error or e
+    # A task's shell creates its outputs file under its own umask.
+    tighten_tree(run_dir / "outputs")
+    if error is not None:
+        raise error
 
 
 async def _find_orphans(

@@ -7,8 +7,20 @@ ends and recovers runs; ``JournalWriter`` journals a run's events as it goes.
 
 from fleetrun.executors import Orphan, kill_groups, process_alive, process_start_time
 from fleetrun.state._db import DB_NAME, SCHEMA_VERSION, connect
+from fleetrun.state._fs import (
+    DEFAULT_MIN_FREE_MB,
+    MIN_FREE_ENV,
+    check_free_space,
+    check_state_dir,
+    open_user_file,
+    prepare_state_dir,
+    private_dirs,
+    tighten_tree,
+    write_atomic,
+)
 from fleetrun.state._journal import Journal, NewInstance
-from fleetrun.state._lock import RunLock, read_lock
+from fleetrun.state._lock import RunLock, lock_path, read_lock
+from fleetrun.state._prune import PruneResult, journal_size, prune
 from fleetrun.state._reader import JournalReader
 from fleetrun.state._records import AttemptRecord, InstanceRecord, RunRecord
 from fleetrun.state._retry import DONE_STATES, RetryPlan, plan_retry, render_command
@@ -16,7 +28,9 @@ from fleetrun.state._writer import JournalWriter, command_hash
 
 __all__ = [
     "DB_NAME",
+    "DEFAULT_MIN_FREE_MB",
     "DONE_STATES",
+    "MIN_FREE_ENV",
     "SCHEMA_VERSION",
     "AttemptRecord",
     "InstanceRecord",
@@ -25,15 +39,26 @@ __all__ = [
     "JournalWriter",
     "NewInstance",
     "Orphan",
+    "PruneResult",
     "RetryPlan",
     "RunLock",
     "RunRecord",
+    "check_free_space",
+    "check_state_dir",
     "command_hash",
     "connect",
+    "journal_size",
     "kill_groups",
+    "lock_path",
+    "open_user_file",
     "plan_retry",
+    "prepare_state_dir",
+    "private_dirs",
     "process_alive",
     "process_start_time",
+    "prune",
     "read_lock",
     "render_command",
+    "tighten_tree",
+    "write_atomic",
 ]

@@ -7,15 +7,24 @@ code knows is refused rather than guessed at.
 Durability: WAL with ``synchronous=NORMAL``. A committed transaction survives a
 crash of the process (SIGKILL) because it is in the WAL file the moment
 ``COMMIT`` returns; only a power loss can drop the last few commits, and even
-then the database stays consistent.
+then the database stays consistent. Several runs (of different plans) write at
+once: each waits up to ``BUSY_TIMEOUT`` seconds for another's transaction.
+
+Privacy: ``state.db`` is created 0600 before SQLite opens it (SQLite gives its
+``-wal`` and ``-shm`` files the database file's mode), and neither it nor those
+two may be symbolic links. It is the one place that keeps published outputs
+exactly (``exact_outputs``), for retries; every other place shows them redacted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
 from fleetrun.errors import StateError
+from fleetrun.state._fs import check_not_links, make_private, open_private, prepare_state_dir
 
 DB_NAME = "state.db"
 """The journal's file name inside the state directory."""
@@ -112,26 +121,81 @@ ALTER TABLE attempts ADD COLUMN host TEXT;
 ALTER TABLE attempts ADD COLUMN job TEXT
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# Published outputs exactly as the task wrote them (secrets included), for the
+# next retry to hand to dependents; ``instances.outputs`` holds the redacted
+# form that is shown. A separate table, so that reading instances never
+# carries the exact values along.
+_V4 = """
+CREATE TABLE exact_outputs (
+    run_id        TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    outputs       TEXT NOT NULL,          -- JSON, unredacted
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 """``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+BUSY_TIMEOUT = 30.0
+"""Seconds a connection waits for another run's write transaction."""
+
+
 def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
-    """Open (creating and migrating if needed) the journal database at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Open (creating and migrating if needed) the journal database at ``path``.
+
+    ``path.parent`` (the state directory) must exist; see ``prepare_state_dir``.
+    """
+    if not path.parent.is_dir():
+        prepare_state_dir(path.parent)
+    sidecars = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    check_not_links(*sidecars)
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(open_private(path, os.O_RDWR, new=True))
+    make_private(*sidecars)
     try:
         conn = sqlite3.connect(
-            path, timeout=30.0, isolation_level=None, check_same_thread=check_same_thread
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=check_same_thread
         )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         _migrate(conn, path)
     except sqlite3.DatabaseError as e:
-        raise StateError(f"cannot open the journal {path}: {e}") from e
+        raise journal_error("opening", path, e) from e
     return conn
+
+
+def journal_error(doing: str, path: Path, e: BaseException) -> StateError:
+    """One line for a failed journal operation: the cause, the path, what to do."""
+    text = str(e)
+    if "disk is full" in text or "disk I/O error" in text or getattr(e, "errno", None) == 28:
+        hint = (
+            "free space on its filesystem (the attempts that ran are reconciled from "
+            "their logs by the next fleetrun command), or choose another --state-dir"
+        )
+    elif "readonly" in text or "read-only" in text:
+        hint = "make it writable, or choose another --state-dir"
+    elif "locked" in text or "busy" in text:
+        hint = f"another fleetrun held it for over {BUSY_TIMEOUT:g}s; try again"
+    else:
+        hint = "`fleetrun history` shows what is on record"
+    return StateError(f"{doing} the journal {path} failed: {text}; {hint}")
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not ended it already.
+
+    A failed ``COMMIT`` (``database or disk is full``) may leave no transaction
+    open; a plain ``ROLLBACK`` would then raise its own error and hide the cause.
+    """
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -155,5 +219,5 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         raise

@@ -10,7 +10,11 @@ A run still marked ``running`` whose process is gone (pid missing or
 reused, on this host) becomes ``interrupted``; so do its instances that were
 running, while those still pending become ``not_started``; attempts without an
 end get the outcome ``interrupted`` and keep their pid/pgid so orphaned process
-groups can be found.
+groups can be found. An attempt that ran but never reached the journal (the
+disk filled up under the writer) is put on record from its log file in
+``runs/<id>/logs`` (``interrupted``, its end unknown), so every attempt that
+ran is on record after the next command at the latest. Recovery that cannot
+write (a full or read-only disk) leaves the record as it is: reading goes on.
 """
 
 from __future__ import annotations
@@ -18,15 +22,16 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetrun.errors import RunNotFoundError
+from fleetrun.errors import FleetrunError, RunNotFoundError
 from fleetrun.executors import (
     Handle,
     LocalOrphanFinder,
@@ -35,8 +40,15 @@ from fleetrun.executors import (
     process_alive,
     process_start_time,
 )
-from fleetrun.state._db import DB_NAME, connect
+from fleetrun.names import safe_name
+from fleetrun.state._db import DB_NAME, connect, journal_error, rollback
+from fleetrun.state._fs import prepare_state_dir
 from fleetrun.state._reader import JournalReader
+
+RUNS_DIR = "runs"
+"""Each run's logs and outputs: ``<state dir>/runs/<run id>/``."""
+
+_LOG_NAME = re.compile(r"^(?P<name>.+)\.(?P<n>[0-9]+)\.log$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +78,8 @@ class Journal(JournalReader):
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.db_path = state_dir / DB_NAME
+        if not state_dir.is_dir():
+            prepare_state_dir(state_dir)
         self.conn = connect(self.db_path)
 
     @classmethod
@@ -94,9 +108,16 @@ class Journal(JournalReader):
         options: Mapping[str, Any],
         instances: Iterable[NewInstance],
         started_at: float | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
-        """Record a new run and its instances in one transaction."""
+        """Record a new run and its instances in one transaction.
+
+        Reused outputs are kept exactly in ``exact_outputs`` (for the next retry)
+        and shown as ``redact`` leaves them (``redact``: JSON-aware redaction).
+        """
         pid = os.getpid()
+        instances = list(instances)
+        shown = redact or (lambda text: text)
         now = time.time() if started_at is None else started_at
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
@@ -133,17 +154,39 @@ class Journal(JournalReader):
                         i.task,
                         i.target,
                         "pending" if i.reused_outputs is None else "reused",
-                        json.dumps(dict(i.reused_outputs or {})),
+                        shown(json.dumps(dict(i.reused_outputs or {}))),
                         i.command_hash,
                         None if i.reused_outputs is None else now,
                     )
                     for i in instances
                 ],
             )
+            c.executemany(
+                "INSERT OR REPLACE INTO exact_outputs (run_id, key, outputs) VALUES (?,?,?)",
+                [
+                    (run_id, i.key, json.dumps(dict(i.reused_outputs)))
+                    for i in instances
+                    if i.reused_outputs
+                ],
+            )
             c.execute("COMMIT")
+        except sqlite3.Error as e:
+            rollback(c)
+            raise journal_error("writing", self.db_path, e) from e
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
+
+    def exact_outputs(self, run_id: str) -> dict[str, dict[str, str]]:
+        """Instance key -> its outputs exactly as published (secrets included), for
+        retry planning only; never show them. Instances recorded before fleetrun
+        kept exact values are absent."""
+        return {
+            key: json.loads(text)
+            for key, text in self.conn.execute(
+                "SELECT key, outputs FROM exact_outputs WHERE run_id=?", (run_id,)
+            )
+        }
 
     def end_run(self, run_id: str, status: str) -> None:
         """Close a run the engine did not close itself (it raised, or was interrupted
@@ -158,6 +201,7 @@ class Journal(JournalReader):
             if row is None or row[0] is not None:
                 c.execute("COMMIT")
                 return
+            self._reconcile_logs(run_id)
             c.execute(
                 "UPDATE instances SET status='interrupted', ended_at=?,"
                 " reason='fleetrun stopped while it was running'"
@@ -184,9 +228,58 @@ class Journal(JournalReader):
                 (status, at, json.dumps(counts), run_id),
             )
             c.execute("COMMIT")
+        except sqlite3.Error as e:
+            rollback(c)
+            raise journal_error("writing", self.db_path, e) from e
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
+
+    def _reconcile_logs(self, run_id: str) -> None:
+        """Put on record the attempts whose log file exists but whose row does not
+        (the writer could not commit them): ``interrupted``, started when the log
+        was created, ended when it was last written (as far as is known)."""
+        logs = self.state_dir / RUNS_DIR / run_id / "logs"
+        if not logs.is_dir():
+            return
+        c = self.conn
+        by_file: dict[tuple[str, str], str] = {}
+        for key, task, target in c.execute(
+            "SELECT key, task, target FROM instances WHERE run_id=?", (run_id,)
+        ):
+            by_file[(safe_name(task), safe_name(target or task))] = key
+        known = {
+            (k, n) for k, n in c.execute("SELECT key, n FROM attempts WHERE run_id=?", (run_id,))
+        }
+        found: list[tuple[str, int, str, os.stat_result]] = []
+        for task_dir in sorted(logs.iterdir()):
+            if task_dir.is_symlink() or not task_dir.is_dir():
+                continue
+            for log in sorted(task_dir.iterdir()):
+                m = _LOG_NAME.match(log.name)
+                key = by_file.get((task_dir.name, m["name"])) if m else None
+                if m is None or key is None or (key, int(m["n"])) in known:
+                    continue
+                st = os.lstat(log)
+                found.append((key, int(m["n"]), str(log), st))
+        for key, n, path, st in found:
+            c.execute(
+                "INSERT INTO attempts (run_id, key, n, started_at, ended_at, outcome, log_path,"
+                " retry_reason) VALUES (?,?,?,?,?,'interrupted',?,?)",
+                (run_id, key, n, min(st.st_ctime, st.st_mtime), st.st_mtime, path,
+                 "the journal could not record this attempt; its log was found afterwards"),
+            )  # fmt: skip
+            c.execute(
+                "UPDATE instances SET attempts=max(attempts, ?),"
+                " started_at=coalesce(started_at, ?),"
+                " status=CASE WHEN status IN ('pending', 'running') THEN 'interrupted'"
+                " ELSE status END,"
+                " reason=CASE WHEN status IN ('pending', 'running')"
+                " THEN 'ran, but the journal could not record how it ended' ELSE reason END,"
+                " ended_at=CASE WHEN status IN ('pending', 'running') THEN ? ELSE ended_at END"
+                " WHERE run_id=? AND key=?",
+                (n, min(st.st_ctime, st.st_mtime), st.st_mtime, run_id, key),
+            )
 
     def recover(self) -> list[str]:
         """Mark runs whose process died as ``interrupted``; return their ids."""
@@ -195,11 +288,18 @@ class Journal(JournalReader):
         for r in _dicts(
             self.conn.execute("SELECT id, host, pid, pid_start FROM runs WHERE ended_at IS NULL")
         ):
+            # Only this host's runs whose own process is gone: a live run of
+            # another plan in the same state directory is left alone.
             if r["host"] == host and not process_alive(r["pid"], r["pid_start"]):
                 last = self.conn.execute(
                     "SELECT max(at) FROM events WHERE run_id=?", (r["id"],)
                 ).fetchone()[0]
-                self._close_run(r["id"], "interrupted", last or time.time())
+                try:
+                    self._close_run(r["id"], "interrupted", last or time.time())
+                except FleetrunError:
+                    # Cannot write (full or read-only disk): the record stays
+                    # readable as it is; the next command that can write settles it.
+                    break
                 dead.append(r["id"])
         return dead
 

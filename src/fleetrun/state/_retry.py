@@ -18,6 +18,11 @@ Rules, for each instance of the current graph:
   instance that succeeded on a quorum despite a failed member is kept.
 
 ``--targets``/``--tasks`` then narrow the set that runs.
+
+Outputs handed on are the exact values (``Journal.exact_outputs``), never the
+redacted form that is shown: a dependent must not receive ``***``. An instance
+whose outputs were kept only redacted (recorded by an older fleetrun) and hold
+a masked value runs again, so that its dependents get the real value.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fleetrun.plan import Graph, dependents_closure
-from fleetrun.redact import Redactor
+from fleetrun.redact import MASK, Redactor
 from fleetrun.state._records import InstanceRecord, RunRecord
 from fleetrun.state._writer import command_hash
 
@@ -72,11 +77,16 @@ def plan_retry(
     instances: list[InstanceRecord],
     redactor: Redactor,
     narrow: frozenset[int] | None = None,
+    exact: Mapping[str, Mapping[str, str]] | None = None,
 ) -> RetryPlan:
-    """Decide what a retry of run ``previous`` (with its ``instances``) runs."""
+    """Decide what a retry of run ``previous`` (with its ``instances`` and their
+    ``exact`` outputs, by key) runs."""
+    exact = exact or {}
     by_key = {i.key: i for i in instances}
     was_narrowed = bool(previous.options.get("targets") or previous.options.get("tasks"))
-    recorded_outputs = {graph.index[k]: i.outputs for k, i in by_key.items() if k in graph.index}
+    recorded_outputs = {
+        graph.index[k]: exact.get(k, i.outputs) for k, i in by_key.items() if k in graph.index
+    }
     again: set[int] = set()
     reasons: dict[int, str] = {}
     done: dict[int, Mapping[str, str]] = {}
@@ -92,6 +102,13 @@ def plan_retry(
             again.add(node.id)
             reasons[node.id] = rec.status
             continue
+        if node.key not in exact and any(MASK in v for v in rec.outputs.values()):
+            again.add(node.id)
+            reasons[node.id] = (
+                f"its outputs were kept only redacted in run {previous.id}; "
+                "it runs again so that dependents get the real values"
+            )
+            continue
         old_hash = rec.command_hash
         if old_hash is not None:
             try:
@@ -104,7 +121,7 @@ def plan_retry(
                 again.add(node.id)
                 reasons[node.id] = f"command changed since run {previous.id}"
                 continue
-        done[node.id] = rec.outputs
+        done[node.id] = recorded_outputs[node.id]
         hashes[node.id] = old_hash
     # A succeeded instance runs again only if its own command changed or it
     # consumes the outputs of one that runs again for that reason. One that

@@ -6,7 +6,10 @@ everything queued, writes it in one transaction, commits, and only then
 answers the ``durable()`` calls that were waiting on it.
 
 Invariant: when an awaited ``durable()`` returns, every event enqueued before
-the call is committed (in the WAL: it survives a crash of this process).
+the call is committed (in the WAL: it survives a crash of this process) — or
+writing failed (a full disk), ``on_failure`` has been called (the session
+interrupts the run: no attempt starts that the journal cannot record, running
+ones end as on Ctrl-C) and ``close()`` raises the cause.
 Events no ``durable()`` waits for are committed within ``_LINGER`` seconds,
 batched with what follows; a crash loses at most those, never half a batch.
 """
@@ -38,7 +41,7 @@ from fleetrun.engine import (
 from fleetrun.errors import StateError
 from fleetrun.executors import process_start_time
 from fleetrun.redact import Redactor
-from fleetrun.state._db import connect
+from fleetrun.state._db import connect, journal_error, rollback
 
 _MAX_BATCH = 5000
 """Most events written in one transaction (bounds the time a reader waits)."""
@@ -79,9 +82,19 @@ class JournalWriter:
     ``writer.durable`` as ``run_graph(durable=...)``, and ``close()`` after.
     """
 
-    def __init__(self, db_path: Path, run_id: str, redactor: Redactor | None = None) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        run_id: str,
+        redactor: Redactor | None = None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         self.db_path = db_path
         self.run_id = run_id
+        # Called once, on the event loop, when a write failed; without it
+        # durable() raises instead.
+        self._on_failure = on_failure
+        self._failure_told = False
         # Events arrive redacted; this second pass over the encoded JSON guards
         # what the engine does not redact (published outputs that happen to hold
         # a secret), in the escaped form a secret takes inside JSON text.
@@ -120,15 +133,24 @@ class JournalWriter:
         self._queue.put(event)
 
     async def durable(self) -> None:
-        """Return once every event enqueued so far is committed."""
-        self._raise_if_failed()
-        if self._committed >= self._enqueued:
+        """Return once every event enqueued so far is committed (see the invariant)."""
+        if self._error is None and self._committed < self._enqueued:
+            barrier = _Barrier(asyncio.get_running_loop())
+            self._queue.put(barrier)
+            self._urgent.set()
+            await barrier.future
+        if self._error is None:
             return
-        barrier = _Barrier(asyncio.get_running_loop())
-        self._queue.put(barrier)
-        self._urgent.set()
-        await barrier.future
-        self._raise_if_failed()
+        if self._on_failure is None:
+            self._raise_if_failed()
+        if not self._failure_told:
+            self._failure_told = True
+            assert self._on_failure is not None
+            self._on_failure()
+            # Let the stop the callback scheduled take effect before the caller
+            # (the scheduler) decides what to start next.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
 
     def close(self) -> None:
         """Write what is queued, stop the thread, and raise if writing failed."""
@@ -139,9 +161,16 @@ class JournalWriter:
             self._thread = None
         self._raise_if_failed()
 
+    @property
+    def failed(self) -> BaseException | None:
+        """What made writing fail, or None."""
+        return self._error
+
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise StateError(f"writing the journal failed: {self._error}") from self._error
+            if isinstance(self._error, StateError):
+                raise self._error
+            raise journal_error("writing", self.db_path, self._error) from self._error
 
     # -- writer thread -------------------------------------------------------
 
@@ -205,6 +234,7 @@ class JournalWriter:
         started: dict[tuple[str, int], list[Any]] = {}
         running: dict[str, list[Any]] = {}
         ended, settled, reused, run_end = [], [], [], []
+        exact: list[tuple[str, str, str]] = []
         for ev in events:
             self._seq += 1
             cls = type(ev)
@@ -236,7 +266,10 @@ class JournalWriter:
                     ended.append((*end, run, e.key, e.attempt))
             elif cls is InstanceSettled:
                 i = cast(InstanceSettled, ev)
-                outputs = redact(_outputs_json(i.outputs))
+                raw = _outputs_json(i.outputs)
+                outputs = redact(raw)
+                if i.outputs:
+                    exact.append((run, i.key, raw))
                 ran = running.pop(i.key, None)
                 attempts = max(i.attempts, ran[0]) if ran else i.attempts
                 settled.append(
@@ -245,7 +278,10 @@ class JournalWriter:
                 )  # fmt: skip
             elif cls is InstanceReused:
                 r = cast(InstanceReused, ev)
-                reused.append((redact(_outputs_json(r.outputs)), r.at, run, r.key))
+                raw = _outputs_json(r.outputs)
+                reused.append((redact(raw), r.at, run, r.key))
+                if r.outputs:
+                    exact.append((run, r.key, raw))
             elif cls is RunEnded:
                 x = cast(RunEnded, ev)
                 run_end.append((x.status, x.at, _ENCODE(dict(x.counts)), run))
@@ -257,7 +293,9 @@ class JournalWriter:
             # belong to another process, so nothing is read for it.
             if row[8] is None and row[15] == "local" and row[5] is not None:
                 row[7] = process_start_time(row[5])
-        conn.execute("BEGIN")
+        # IMMEDIATE: take the write lock first, so another run's writer makes
+        # this one wait (busy timeout) instead of failing on a stale snapshot.
+        conn.execute("BEGIN IMMEDIATE")
         try:
             _insert(conn, _SQL_STARTED, 18, list(started.values()))
             if running:
@@ -267,12 +305,14 @@ class JournalWriter:
             _insert(conn, _SQL_SETTLED, 9, settled, _SQL_SETTLED_TAIL)
             if reused:
                 conn.executemany(_SQL_REUSED, reused)
+            if exact:
+                conn.executemany(_SQL_EXACT, exact)
             if run_end:
                 conn.executemany(_SQL_RUN_ENDED, run_end)
             _insert(conn, _SQL_EVENT, 5, ev_rows)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
 
 
@@ -306,6 +346,7 @@ _SQL_SETTLED = (
 )
 _SQL_SETTLED_TAIL = ") AS v WHERE instances.run_id=v.column8 AND instances.key=v.column9"
 _SQL_REUSED = "UPDATE instances SET status='reused', outputs=?, ended_at=? WHERE run_id=? AND key=?"
+_SQL_EXACT = "INSERT OR REPLACE INTO exact_outputs (run_id, key, outputs) VALUES (?,?,?)"
 _SQL_RUN_ENDED = "UPDATE runs SET status=?, ended_at=?, counts=? WHERE id=?"
 _SQL_EVENT = "INSERT INTO events VALUES "
 

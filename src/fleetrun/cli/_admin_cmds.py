@@ -1,0 +1,134 @@
+"""``fleetrun cancel`` and ``fleetrun prune``: act on the record from elsewhere."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import click
+
+from fleetrun.errors import StateError, UsageError
+from fleetrun.session import find_state_dir
+from fleetrun.state import Journal, process_alive, prune
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_SECOND_PRESS_DELAY = 1.0
+"""Seconds between the signals of ``cancel --now``."""
+
+_UNIT = {"": 86400.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_age(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``2w`` (a bare number is days) in seconds."""
+    m = _AGE.match(text)
+    if m is None:
+        raise UsageError(f"--older-than {text!r}: expected a duration such as 30d, 12h or 2w")
+    return float(m[1]) * _UNIT[m[2]]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
+
+
+def _where(f: click.decorators.FC) -> click.decorators.FC:
+    f = click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="The state directory (default: .fleetrun beside --plan, else ./.fleetrun).",
+    )(f)
+    f = click.option(
+        "--plan",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The plan: finds its state directory and narrows to its runs.",
+    )(f)
+    return f
+
+
+@click.command()
+@click.argument("run", required=False)
+@click.option("--now", is_flag=True, help="Kill running tasks now (as a second Ctrl-C).")
+@_where
+def cancel(run: str | None, now: bool, plan: str | None, state_dir: str | None) -> None:
+    """Stop a live run from another terminal, exactly as Ctrl-C in its own would:
+    no new task starts, running tasks get the grace period, then the run ends
+    as interrupted (`fleetrun retry` goes on from there). RUN defaults to the
+    live run (of --plan); --now ends running tasks at once."""
+    with Journal.open_existing(find_state_dir(state_dir, plan)) as j:
+        j.recover()
+        plan_path = str(Path(plan).resolve()) if plan else None
+        if run is None:
+            live = [r for r in j.runs(plan_path) if r.ended_at is None]
+            if not live:
+                raise StateError(f"no run is live in {j.state_dir}; `fleetrun history` lists them")
+            if len(live) > 1:
+                ids = ", ".join(r.id for r in live)
+                raise UsageError(f"several runs are live ({ids}); name the one to cancel")
+            r = live[0]
+        else:
+            r = j.run(run)
+    if r.ended_at is not None:
+        raise StateError(f"run {r.id} is not live: it ended {r.status}")
+    if r.host != socket.gethostname():
+        raise StateError(f"run {r.id} runs on host {r.host} (pid {r.pid}); cancel it there")
+    if not process_alive(r.pid, r.pid_start):
+        raise StateError(f"run {r.id} is not live: its process {r.pid} is gone")
+    try:
+        os.kill(r.pid, signal.SIGINT)
+        if now:
+            # The second "press", as a human gives it: a moment later (the run
+            # must have begun ending its tasks for "now" to cut the grace
+            # short), and of another kind (two pending SIGINTs merge into one).
+            # Once only: a signal after the run removed its handlers would
+            # kill fleetrun before it closes the record.
+            time.sleep(_SECOND_PRESS_DELAY)
+            if process_alive(r.pid, r.pid_start):
+                os.kill(r.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        raise StateError(f"run {r.id} ended meanwhile") from None
+    except PermissionError:
+        raise StateError(
+            f"run {r.id} (pid {r.pid}) belongs to another user; cancel it as them"
+        ) from None
+    how = "killing its running tasks now" if now else "running tasks get their grace period"
+    click.echo(f"cancelling run {r.id} (pid {r.pid}): {how}")
+
+
+@click.command("prune")
+@click.option("--keep", type=click.IntRange(min=0), default=None, help="Keep the newest N runs.")
+@click.option(
+    "--older-than", "older_than", default=None, metavar="AGE", help="Only runs older (30d, 12h)."
+)
+@click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
+@_where
+def prune_cmd(
+    keep: int | None,
+    older_than: str | None,
+    dry_run: bool,
+    plan: str | None,
+    state_dir: str | None,
+) -> None:
+    """Remove old runs: their logs, outputs and journal rows. Never a live run, nor
+    a run whose results a later run reuses (a retry's parent chain)."""
+    if keep is None and older_than is None:
+        raise UsageError("say which runs go: --keep N and/or --older-than AGE")
+    age = parse_age(older_than) if older_than is not None else None
+    with Journal.open_existing(find_state_dir(state_dir, plan)) as j:
+        res = prune(j, keep=keep, older_than=age, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    line = f"{verb} {len(res.removed)} run(s), {'about ' if dry_run else ''}{_size(res.freed)}"
+    if res.kept_for_retries:
+        line += (
+            f"; kept {len(res.kept_for_retries)} older run(s) that later runs reuse "
+            f"({', '.join(res.kept_for_retries)})"
+        )
+    click.echo(line)
