@@ -26,7 +26,7 @@ from fleetrun.report import (
     show_text,
 )
 from fleetrun.session import find_state_dir
-from fleetrun.state import JournalReader, write_atomic
+from fleetrun.state import JournalReader, journal_size, write_atomic
 
 _FOLLOW_POLL = 0.2
 """Seconds between looks at a followed log and at its attempt's end."""
@@ -98,6 +98,11 @@ def history(plan: str | None, state_dir: str | None, fmt: str, limit: int | None
         click.echo(history_text(runs), nl=False)
     else:
         click.echo("no runs on record")
+    if fmt != "json":
+        where = find_state_dir(state_dir, plan)
+        size = journal_size(where)
+        shown = f"{size / 1048576:.1f} MiB" if size >= 1048576 else f"{size / 1024:.0f} KiB"
+        click.echo(f"journal: {shown} in {where} (`fleetrun prune` drops old runs)")
 
 
 _STATES = (

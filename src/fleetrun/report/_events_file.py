@@ -47,7 +47,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -192,7 +194,11 @@ class EventsFile:
 
 def _open(path: Path) -> TextIO:
     try:
-        return open(path, "w", encoding="utf-8", newline="\n")
+        # Never through a symbolic link (a planted link must not truncate another file).
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666
+        )
+        return os.fdopen(fd, "w", encoding="utf-8", newline="\n")
     except OSError as e:
         if isinstance(e, IsADirectoryError):
             fix = "give the path of a file, not of a directory"
@@ -200,6 +206,8 @@ def _open(path: Path) -> TextIO:
             fix = f"create the directory {path.parent} first, or give another path"
         elif isinstance(e, PermissionError):
             fix = "give a path you may write to"
+        elif e.errno == errno.ELOOP:
+            fix = "it is a symbolic link; give the path of a regular file"
         else:
             fix = "give another path"
         raise UsageError(
