@@ -15,7 +15,7 @@ from fleetrun.engine._events import (
     RunStarted,
     Subscriber,
 )
-from fleetrun.engine._options import DEFAULT_GRACE, RunOptions, RunResult, new_run_id
+from fleetrun.engine._options import DEFAULT_GRACE, OutputMode, RunOptions, RunResult, new_run_id
 from fleetrun.engine._scheduler import run_graph
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Event",
     "InstanceReused",
     "InstanceSettled",
+    "OutputMode",
     "PoolChanged",
     "RealClock",
     "RunControl",

@@ -23,8 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from pathlib import Path
 
 from fleetrun.errors import FleetrunError
-from fleetrun.plan import Graph, expand, load_plan, load_plan_text, simulate
-from fleetrun.plan._simulate import MODES, phase_layers
+from fleetrun.plan import MODES, Graph, expand, load_plan, load_plan_text, phase_layers, simulate
 from fleetrun.redact import Redactor
 from fleetrun.report._chain import longest_chain, peak_overlap, ready_at
 from fleetrun.report._model import (

@@ -55,13 +55,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from fleetrun.engine._events import Event, RunEnded
+from fleetrun.engine import Event, RunEnded
 from fleetrun.errors import FleetrunError, UsageError
 from fleetrun.redact import Redactor
 
 # The journal's event encoding, shared so the two never disagree: per event
 # class its field names and a getter of their values; a compact JSON encoder.
-from fleetrun.state._writer import _ENCODE, _FIELDS, _getter
+from fleetrun.state import EVENT_FIELDS as _FIELDS
+from fleetrun.state import encode_json as _ENCODE
+from fleetrun.state import field_getter as _getter
 
 _FEW = 16
 """Up to this many secret forms, plain substring checks beat a regex."""

@@ -21,7 +21,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from fleetrun.engine._events import (
+from fleetrun.engine import (
     AttemptEnded,
     AttemptStarted,
     Event,
@@ -29,10 +29,10 @@ from fleetrun.engine._events import (
     InstanceSettled,
     PoolChanged,
     RunEnded,
+    RunResult,
     RunStarted,
 )
-from fleetrun.engine._options import RunResult
-from fleetrun.plan._graph import Graph
+from fleetrun.plan import Graph
 from fleetrun.report._live_render import LiveState, render
 from fleetrun.report._plain import event_text, reused_text, stamp, summary_text
 

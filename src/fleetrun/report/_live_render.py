@@ -19,8 +19,7 @@ import heapq
 from rich.console import Group
 from rich.text import Text
 
-from fleetrun.plan._graph import Graph
-from fleetrun.plan._simulate import phase_layers
+from fleetrun.plan import Graph, phase_layers
 from fleetrun.report._plain import STATE_ORDER, format_duration, printable
 
 NO_PHASE = "(no phase)"

@@ -48,16 +48,16 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from fleetrun.engine._events import (
+from fleetrun.engine import (
     AttemptEnded,
     AttemptOutput,
     AttemptStarted,
     Event,
     InstanceReused,
     InstanceSettled,
+    OutputMode,
 )
-from fleetrun.engine._options import OutputMode
-from fleetrun.plan._graph import Graph
+from fleetrun.plan import Graph
 from fleetrun.report._plain import format_duration, printable, terminal_safe
 
 DEFAULT_MAX_BLOCK_BYTES = 1 << 20

@@ -24,12 +24,16 @@ from fleetrun.state._prune import PruneResult, journal_size, prune
 from fleetrun.state._reader import JournalReader
 from fleetrun.state._records import AttemptRecord, InstanceRecord, RunRecord
 from fleetrun.state._retry import DONE_STATES, RetryPlan, plan_retry, render_command
+from fleetrun.state._writer import _ENCODE as encode_json
+from fleetrun.state._writer import _FIELDS as EVENT_FIELDS
 from fleetrun.state._writer import JournalWriter, command_hash
+from fleetrun.state._writer import _getter as field_getter
 
 __all__ = [
     "DB_NAME",
     "DEFAULT_MIN_FREE_MB",
     "DONE_STATES",
+    "EVENT_FIELDS",
     "MIN_FREE_ENV",
     "SCHEMA_VERSION",
     "AttemptRecord",
@@ -47,6 +51,8 @@ __all__ = [
     "check_state_dir",
     "command_hash",
     "connect",
+    "encode_json",
+    "field_getter",
     "journal_size",
     "kill_groups",
     "lock_path",
