@@ -130,6 +130,13 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 "(also when stdout is not a terminal, CI is set, NO_COLOR is set or TERM=dumb).",
             ),
             click.option(
+                "-q",
+                "--quiet",
+                is_flag=True,
+                help="Only failures and the summary; with --output ordered, each target's "
+                "output as TARGET  LINE rows in fleet order (a status check as a table).",
+            ),
+            click.option(
                 "--output",
                 "output",
                 type=click.Choice(["none", "grouped", "ordered", "stream"]),

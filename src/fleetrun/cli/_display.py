@@ -151,7 +151,7 @@ class Display:
         if req.events:
             self._events = EventsFile(Path(req.events), redactor)
         self._live: Any = None
-        if use_live(stream, plain=req.plain, environ=environ):
+        if not req.quiet and use_live(stream, plain=req.plain, environ=environ):
             from rich.console import Console
 
             self._live = LiveConsole(
@@ -162,7 +162,7 @@ class Display:
             )
             self.console: _Console = self._live
         else:
-            self.console = PlainConsole(stream)
+            self.console = PlainConsole(stream, quiet=req.quiet)
         self._printer = None
         if req.output != "none":
             self._printer = OutputPrinter(
@@ -170,6 +170,7 @@ class Display:
                 graph,
                 self.console.write_text,
                 only=only,
+                tabular=req.quiet,
                 # On a terminal, task output keeps its colours but cannot move
                 # the cursor; FLEETRUN_RAW_OUTPUT=1 passes it through as it is.
                 safe=stream.isatty() and environ.get("FLEETRUN_RAW_OUTPUT", "") in ("", "0"),

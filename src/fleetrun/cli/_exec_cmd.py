@@ -132,7 +132,7 @@ def exec_cmd(
             raise UsageError(f"--timeout {timeout!r}: expected a duration such as 30s or 5m")
     names = tuple(n.strip() for v in targets for n in v.split(",") if n.strip())
     exec_req = ExecRequest(
-        str(Path(file)), command, targets=names or None, runs_on=runs_on, timeout=seconds
+        str(Path(file).resolve()), command, targets=names or None, runs_on=runs_on, timeout=seconds
     )
     req = RunRequest(
         kind="apply",

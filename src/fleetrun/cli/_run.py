@@ -20,6 +20,11 @@ def _notify(notice: Notice) -> None:
     click.echo(notice.text, err=notice.error)
 
 
+def _quiet_notify(notice: Notice) -> None:
+    if notice.kind != "start":
+        _notify(notice)
+
+
 class _Console:
     """The display plus the notes the final summary needs."""
 
@@ -50,7 +55,8 @@ def execute(req: RunRequest) -> int:
         consoles.append(_Console(setup))
         return consoles[-1]
 
-    outcome = Session().run(req, notify=_notify, console=console)
+    notify = _quiet_notify if req.quiet else _notify
+    outcome = Session().run(req, notify=notify, console=console)
     if outcome.status == "dry_run":
         for line in outcome.lines:
             click.echo(line)
@@ -62,7 +68,8 @@ def execute(req: RunRequest) -> int:
     assert graph is not None
     assert consoles
     shown = consoles[0]
-    click.echo(shown.display.console.summary(result, graph))
+    if not (req.quiet and outcome.status == "succeeded"):
+        click.echo(shown.display.console.summary(result, graph))
     retry_of = outcome.parent_id if req.kind != "apply" else None
     for line in next_steps(
         shown.notes.failures, result.counts, where=_where(req), retry_of=retry_of

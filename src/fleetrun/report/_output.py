@@ -176,9 +176,16 @@ class OutputPrinter:
         only: frozenset[int] | None = None,
         max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES,
         safe: bool = False,
+        tabular: bool = False,
     ) -> None:
         self.mode = mode
         self.safe = safe
+        # ``--quiet``: no block headers; each line starts with its target (or
+        # instance), padded, so a status check across the fleet reads as a table.
+        self.tabular = tabular
+        names = [self._label(graph.nodes[i].key, graph.nodes[i].target) for i in
+                 (range(len(graph.nodes)) if only is None else only)]  # fmt: skip
+        self._width = min(40, max((len(n) for n in names), default=0))
         self.graph = graph
         self.write = write
         self.max_block_bytes = max_block_bytes
@@ -237,6 +244,20 @@ class OutputPrinter:
 
     # -- blocks --------------------------------------------------------------
 
+    def _rows(self, done: _Done) -> None:
+        """The block as table rows: ``TARGET  line`` for each line."""
+        target = done.key.partition("@")[2]
+        label = self._label(done.key, target or None).ljust(self._width)
+        for chunk in log_chunks(done.log_path or "", self.max_block_bytes):
+            if chunk.startswith("... "):
+                continue  # the "N bytes before this not shown" line of a long log
+            if self.safe:
+                chunk = terminal_safe(chunk)
+            lines = chunk.split("\n")
+            if lines and lines[-1] == "":
+                lines.pop()
+            self.write("".join(f"{label}  {line}\n" for line in lines))
+
     def _advance(self) -> None:
         order = self._order
         while self._next < len(order) and order[self._next] in self._settled:
@@ -245,9 +266,16 @@ class OutputPrinter:
             for done in self._held.pop(node, ()):
                 self._block(done)
 
+    @staticmethod
+    def _label(key: str, target: str | None) -> str:
+        return printable(target if target is not None else key)
+
     def _block(self, done: _Done) -> None:
         if done.log_path is None:
             return  # never spawned: no log, nothing printed
+        if self.tabular:
+            self._rows(done)
+            return
         first = True
         for chunk in log_chunks(done.log_path, self.max_block_bytes):
             if self.safe:

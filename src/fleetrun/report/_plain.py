@@ -127,12 +127,16 @@ def _event_text(ev: Event, took: float, tail_lines: int) -> list[str]:
 class PlainConsole:
     """A subscriber that writes one line per state change to ``stream``.
 
-    It also totals the time spent in attempts, for ``summary``.
+    It also totals the time spent in attempts, for ``summary``. ``quiet``:
+    only failures (with their log tail) are written, at the end of the run
+    (``--quiet``).
     """
 
-    def __init__(self, stream: TextIO, *, tail_lines: int = 5) -> None:
+    def __init__(self, stream: TextIO, *, tail_lines: int = 5, quiet: bool = False) -> None:
         self.stream = stream
         self.tail_lines = tail_lines
+        self.quiet = quiet
+        self._failures: list[str] = []
         self.task_time = 0.0
         self._starts: dict[tuple[int, int], float] = {}
         self._reused: list[str] = []
@@ -145,6 +149,9 @@ class PlainConsole:
 
     def __call__(self, ev: Event) -> None:
         """Render one event (ignores events that are not state changes)."""
+        if self.quiet:
+            self._quiet(ev)
+            return
         if isinstance(ev, InstanceReused):
             # A retry reuses most of a fleet: one line, not one per instance.
             self._reused.append(ev.key)
@@ -165,6 +172,23 @@ class PlainConsole:
             lines[0] = f"{stamp(ev.at)} {lines[0]}"
             self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()
+
+    def _quiet(self, ev: Event) -> None:
+        if isinstance(ev, AttemptStarted):
+            self._starts[(ev.node, ev.attempt)] = ev.at
+        elif isinstance(ev, AttemptEnded):
+            start = self._starts.pop((ev.node, ev.attempt), ev.started_at)
+            took = max(0.0, ev.at - start)
+            self.task_time += took
+            if ev.outcome == "failed":
+                # Held to the end: the output rows above them stay one table.
+                lines = event_text(ev, took=took, tail_lines=self.tail_lines)
+                lines[0] = f"{stamp(ev.at)} {lines[0]}"
+                self._failures.append("\n".join(lines) + "\n")
+        elif isinstance(ev, RunEnded) and self._failures:
+            self.stream.write("".join(self._failures))
+            self.stream.flush()
+            self._failures = []
 
     def summary(self, result: RunResult, graph: Graph) -> str:
         """Counts per state, wall time, summed task time and the speedup they imply."""

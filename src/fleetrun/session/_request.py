@@ -59,6 +59,7 @@ class RunRequest:
     dry_run: bool = False
     kill_orphans: bool = False
     plain: bool = False
+    quiet: bool = False
     output: str = "none"
     events: str | None = None
 

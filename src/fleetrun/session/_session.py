@@ -161,7 +161,10 @@ class Session:
         else:
             check_state_dir(state_dir)
         check_free_space(state_dir)
-        lock = RunLock(state_dir, str(Path(plan_file).resolve()))
+        # One lock per plan; an exec of a plan is a plan of its own (``<plan>.exec``),
+        # so it may run while that plan deploys.
+        lock_key = str(Path(plan_file).resolve()) + ("#exec" if exec_req is not None else "")
+        lock = RunLock(state_dir, lock_key)
         lock.acquire(run_id)
         try:
             with Journal(state_dir) as journal:
