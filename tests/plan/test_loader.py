@@ -167,6 +167,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "defaults",
         "phases",
         "tasks",
+        "cluster",
     }
     task = props["tasks"]["additionalProperties"]["properties"]
     assert set(task) == {
@@ -182,6 +183,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "cwd",
         "estimate",
         "runs_on",
+        "resources",
     }
     # Every key of every object in the schema is described (editor completion shows it).
     undocumented: list[str] = []

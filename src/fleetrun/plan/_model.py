@@ -17,7 +17,7 @@ from fleetrun.plan._template import Template
 
 Scalar = str | int | float | bool | None
 
-RUNS_ON = ("local",)
+RUNS_ON = ("local", "cluster")
 """The executor kinds a task's ``runs_on`` may name (``local`` is the default)."""
 
 ALL_TARGETS = "all"
@@ -111,6 +111,21 @@ class Task:
     estimate: float | None = None
     location: Location | None = None
     runs_on: str = "local"
+    resources: Mapping[str, float] = field(default_factory=dict)
+    """Cluster resources each job of this task asks for besides ``MACHINE: 1``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSection:
+    """The plan's ``cluster:`` section: where ``runs_on: cluster`` jobs go.
+
+    ``address`` names a running Dask scheduler (``tcp://host:port``); None
+    starts an embedded local cluster of ``workers`` worker processes for the
+    run. ``--cluster`` and ``FLEETRUN_CLUSTER`` override ``address``.
+    """
+
+    address: str | None = None
+    workers: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +151,4 @@ class Plan:
     pools: Mapping[str, Pool]
     phases: tuple[str, ...]
     tasks: Mapping[str, Task]
+    cluster: ClusterSection = ClusterSection()

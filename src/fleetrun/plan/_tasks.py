@@ -15,6 +15,7 @@ from typing import Any
 
 from fleetrun.errors import Diagnostic, PlanError
 from fleetrun.plan._checks import TaskInfo, check_tasks
+from fleetrun.plan._cluster import read_resources
 from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._model import RUNS_ON, Need, Pool, RetryPolicy, Scalar, Target, Task
 from fleetrun.plan._template import Template
@@ -33,6 +34,7 @@ TASK_KEYS = (
     "cwd",
     "estimate",
     "runs_on",
+    "resources",
 )
 DEFAULT_KEYS = ("timeout", "retry", "estimate")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
@@ -299,6 +301,9 @@ def read_tasks(
                 )
             elif given is not None:
                 runs_on = given
+        resources = (
+            read_resources(ctx, f["resources"], join(key, "resources")) if "resources" in f else {}
+        )
         if "description" in f:
             ctx.string(f["description"], join(key, "description"), nonempty=False)
         if run is None:
@@ -319,6 +324,7 @@ def read_tasks(
             estimate=estimate,
             location=ctx.loc(knode),
             runs_on=runs_on,
+            resources=resources,
         )
         infos[name] = info
     check_tasks(ctx, tasks, infos, targets=targets, vars_=vars_, phases=phases)
