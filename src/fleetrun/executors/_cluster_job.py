@@ -26,6 +26,7 @@ been killed and its leader reaped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import signal
@@ -70,10 +71,8 @@ class _Job:
         self.done = threading.Event()
 
     def signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def terminate(self, grace: float) -> None:
         """SIGTERM to the group now; the job's loop sends SIGKILL after ``grace``."""
@@ -171,10 +170,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         with _lock:
             _running.pop(key, None)
         job.done.set()
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(out_path)
-        except OSError:
-            pass
     from distributed import get_worker
 
     return {
@@ -242,10 +239,8 @@ def _follow(
             elif now - leader_gone_at > 2.0:
                 break  # a process outside the group holds the pipe; stop waiting for it
         elif eof:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(0.1)
-            except subprocess.TimeoutExpired:
-                pass
     proc.stdout.close()
     pending += redact.flush()
     flush(True)
@@ -267,7 +262,8 @@ async def end_job(key: str, grace: float) -> bool:
             return False
     job.terminate(grace)
     limit = time.monotonic() + max(grace, 0.0) + 10.0
-    while not job.done.is_set() and time.monotonic() < limit:
+    # job.done is a threading.Event set by the job's thread: poll it from the loop.
+    while not job.done.is_set() and time.monotonic() < limit:  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     return True
 

@@ -1,4 +1,4 @@
-"""Reading the compute-cluster keys of a plan: the ``cluster:`` section and a task's ``resources``."""
+"""Reading a plan's compute-cluster keys: the ``cluster:`` section, a task's ``resources``."""
 
 from __future__ import annotations
 

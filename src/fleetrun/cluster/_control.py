@@ -1,0 +1,144 @@
+"""Talking to a running scheduler: status, draining workers, scaling a local cluster, down.
+
+Draining is what Dask's ``retire_workers`` does not do by itself: it moves
+data off a worker but closes it with its task still running. ``drain`` first
+marks the workers ``closing_gracefully`` on the scheduler (no new job goes to
+them), waits until each has finished the job it runs, and only then retires
+and closes them. Invariant: a worker is closed only once it processes nothing,
+so no job in flight is lost by ``scale`` or ``down``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fleetrun.cluster._local import LocalCluster, stop_processes
+from fleetrun.cluster.errors import ClusterError, ClusterNotFoundError
+
+LOCAL_DIR = ("cluster", "local")
+
+
+def local_dir(state_dir: Path) -> Path:
+    """Where ``up --local`` records its cluster inside the state directory."""
+    return state_dir.joinpath(*LOCAL_DIR)
+
+
+@contextlib.contextmanager
+def connect(address: str, timeout: float = 10.0) -> Iterator[Any]:
+    """A synchronous ``distributed.Client`` for ``address``, closed afterwards."""
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as e:
+        raise ClusterNotFoundError(f"cannot reach the scheduler at {address}: {e}") from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def status(address: str, pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """Workers (name, address, pid, resources, the job each runs) and queued jobs."""
+    from fleetrun.executors._cluster_job import running_jobs
+
+    with connect(address) as client:
+        info = client.scheduler_info(n_workers=-1)
+        running = client.run(running_jobs, on_error="return")
+        queued = client.run_on_scheduler(_queued)
+    workers = []
+    for addr, w in sorted(info["workers"].items(), key=lambda kv: str(kv[1].get("name"))):
+        jobs = running.get(addr)
+        workers.append(
+            {
+                "name": str(w.get("name")),
+                "address": addr,
+                "pid": w.get("pid"),
+                "resources": w.get("resources", {}),
+                "job": jobs[0] if isinstance(jobs, list) and jobs else None,
+            }
+        )
+    return {"address": address, "workers": workers, "queued": queued}
+
+
+def _queued(dask_scheduler: Any = None) -> list[str]:
+    states = ("no-worker", "queued", "waiting")
+    return sorted(str(k) for k, ts in dask_scheduler.tasks.items() if ts.state in states)
+
+
+async def _drain_on_scheduler(
+    addresses: list[str], limit: float, dask_scheduler: Any = None
+) -> list[str]:
+    import asyncio
+
+    from distributed.core import Status
+
+    s = dask_scheduler
+    stimulus = f"fleetrun-drain-{time.time()}"
+    wss = [s.workers[a] for a in addresses if a in s.workers]
+    for ws in wss:
+        s.handle_worker_status_change(Status.closing_gracefully, ws, stimulus)
+        s.stream_comms[ws.address].send(
+            {"op": "worker-status-change", "status": ws.status.name, "stimulus_id": stimulus}
+        )
+    deadline = time.monotonic() + limit
+    while any(ws.processing for ws in wss if ws.address in s.workers):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    busy = [ws.address for ws in wss if ws.address in s.workers and ws.processing]
+    done = [ws.address for ws in wss if ws.address in s.workers and not ws.processing]
+    if done:
+        await s.retire_workers(workers=done, close_workers=True, remove=True, stimulus_id=stimulus)
+    return busy
+
+
+def drain(address: str, workers: list[str], timeout: float = 3600.0) -> None:
+    """Stop sending jobs to ``workers``, wait for their jobs to finish, retire them."""
+    with connect(address) as client:
+        busy = client.run_on_scheduler(_drain_on_scheduler, workers, timeout)
+    if busy:
+        raise ClusterError(f"{len(busy)} worker(s) still ran a job after {timeout:g}s: {busy[0]}")
+
+
+def scale_local(cluster: LocalCluster, n: int, timeout: float = 3600.0) -> dict[str, int]:
+    """Grow or shrink a recorded local cluster to ``n`` workers (shrinking drains)."""
+    live = [w for w in cluster.workers if w.alive()]
+    cluster.forget({w.name for w in cluster.workers if not w.alive()})
+    if n > len(live):
+        cluster.add_workers(n - len(live))
+    elif n < len(live):
+        info = status(cluster.address)
+        by_name = {w["name"]: w for w in info["workers"]}
+        # Idle workers go first, then the newest.
+        order = sorted(
+            live, key=lambda w: (by_name.get(w.name, {}).get("job") is not None, -live.index(w))
+        )
+        leaving = order[: len(live) - n]
+        drain(
+            cluster.address,
+            [by_name[w.name]["address"] for w in leaving if w.name in by_name],
+            timeout,
+        )
+        stop_processes(leaving, 10.0)
+        cluster.forget({w.name for w in leaving})
+    cluster.save()
+    return {"workers": len(cluster.workers)}
+
+
+def down_local(cluster: LocalCluster, timeout: float = 3600.0) -> list[str]:
+    """Drain every worker, stop all processes, remove the files; return what is left."""
+    with contextlib.suppress(ClusterNotFoundError):
+        info = status(cluster.address)
+        drain(cluster.address, [w["address"] for w in info["workers"]], timeout)
+    procs = [*cluster.workers, *([cluster.scheduler] if cluster.scheduler else [])]
+    stop_processes(procs, 10.0)
+    left = [f"process {p.name} (pid {p.pid})" for p in procs if p.alive()]
+    cluster.workers = []
+    cluster.scheduler = None
+    left += [f"file {p}" for p in cluster.remove_files()]
+    return left
