@@ -51,7 +51,7 @@ def cli() -> None:
 def _register() -> None:
     # Each command lives in its own module; importing it attaches it to ``cli``.
     import fleetrun.cli._report_cmd  # noqa: F401
-    from fleetrun.cli import _apply_cmd, _plan_cmd, _schema_cmd, _state_cmds  # noqa: F401
+    from fleetrun.cli import _apply_cmd, _cluster_cmd, _plan_cmd, _schema_cmd, _state_cmds  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
