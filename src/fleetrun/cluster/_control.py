@@ -49,7 +49,9 @@ def status(address: str, pids: dict[str, int] | None = None) -> dict[str, Any]:
     with connect(address) as client:
         info = client.scheduler_info(n_workers=-1)
         running = client.run(running_jobs, on_error="return")
-        queued = client.run_on_scheduler(_queued)
+        waiting = client.run_on_scheduler(_queued)
+    busy = {k for jobs in running.values() if isinstance(jobs, list) for k in jobs}
+    queued = [k for k in waiting if k not in busy]
     workers = []
     for addr, w in sorted(info["workers"].items(), key=lambda kv: str(kv[1].get("name"))):
         jobs = running.get(addr)
@@ -66,43 +68,62 @@ def status(address: str, pids: dict[str, int] | None = None) -> dict[str, Any]:
 
 
 def _queued(dask_scheduler: Any = None) -> list[str]:
-    states = ("no-worker", "queued", "waiting")
+    # A job "processing" on a worker may still wait there for its MACHINE resource.
+    states = ("no-worker", "queued", "waiting", "processing")
     return sorted(str(k) for k, ts in dask_scheduler.tasks.items() if ts.state in states)
 
 
-async def _drain_on_scheduler(
-    addresses: list[str], limit: float, dask_scheduler: Any = None
-) -> list[str]:
-    import asyncio
-
+def _mark_closing(addresses: list[str], dask_scheduler: Any = None) -> list[str]:
     from distributed.core import Status
 
     s = dask_scheduler
     stimulus = f"fleetrun-drain-{time.time()}"
-    wss = [s.workers[a] for a in addresses if a in s.workers]
-    for ws in wss:
+    found = []
+    for a in addresses:
+        ws = s.workers.get(a)
+        if ws is None:
+            continue
         s.handle_worker_status_change(Status.closing_gracefully, ws, stimulus)
-        s.stream_comms[ws.address].send(
+        s.stream_comms[a].send(
             {"op": "worker-status-change", "status": ws.status.name, "stimulus_id": stimulus}
         )
-    deadline = time.monotonic() + limit
-    while any(ws.processing for ws in wss if ws.address in s.workers):
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.1)
-    busy = [ws.address for ws in wss if ws.address in s.workers and ws.processing]
-    done = [ws.address for ws in wss if ws.address in s.workers and not ws.processing]
-    if done:
-        await s.retire_workers(workers=done, close_workers=True, remove=True, stimulus_id=stimulus)
-    return busy
+        found.append(a)
+    return found
+
+
+def _executing(dask_worker: Any = None) -> int:
+    return len(dask_worker.state.executing)
+
+
+async def _retire(addresses: list[str], dask_scheduler: Any = None) -> list[str]:
+    done = await dask_scheduler.retire_workers(
+        workers=addresses, close_workers=True, remove=True, stimulus_id="fleetrun-drain"
+    )
+    return list(done)
 
 
 def drain(address: str, workers: list[str], timeout: float = 3600.0) -> None:
-    """Stop sending jobs to ``workers``, wait for their jobs to finish, retire them."""
+    """Stop sending jobs to ``workers``, wait for the jobs they run, then retire them.
+
+    Jobs only queued on a leaving worker (waiting for its ``MACHINE``) never
+    started there: retiring moves them to another worker, which does not count
+    as a failure.
+    """
     with connect(address) as client:
-        busy = client.run_on_scheduler(_drain_on_scheduler, workers, timeout)
-    if busy:
-        raise ClusterError(f"{len(busy)} worker(s) still ran a job after {timeout:g}s: {busy[0]}")
+        found = client.run_on_scheduler(_mark_closing, workers)
+        deadline = time.monotonic() + timeout
+        while found:
+            busy = client.run(_executing, workers=found, on_error="return")
+            if not any(isinstance(n, int) and n > 0 for n in busy.values()):
+                break
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"worker(s) still ran a job after {timeout:g}s: "
+                    + ", ".join(a for a, n in busy.items() if n)
+                )
+            time.sleep(0.1)
+        if found:
+            client.run_on_scheduler(_retire, found)
 
 
 def scale_local(cluster: LocalCluster, n: int, timeout: float = 3600.0) -> dict[str, int]:

@@ -55,6 +55,7 @@ from fleetrun.executors._local import parse_outputs
 
 _LOG_MODE = 0o600
 _CHUNK_WAIT = 5.0
+_MAX_REQUEUE = 10
 
 
 class _Stream:
@@ -68,8 +69,12 @@ class _Stream:
         self.next_seq = 0
         self.early: dict[int, bytes] = {}
         self.arrived = asyncio.Event()
+        self.started = False
 
     def add(self, seq: int, data: bytes) -> None:
+        if seq < 0:
+            self.started = True
+            return
         # Chunks are written in sequence order, whatever order they arrive in.
         self.early[seq] = data
         while self.next_seq in self.early:
@@ -218,22 +223,32 @@ class ClusterExecutor:
             "secrets": list(attempt.redactor.values),
         }
         stream = _Stream(attempt)
-        self._streams[key] = stream
+        job = key
         try:
-            future = client.submit(
-                _cluster_job.run_job, spec, key=key, pure=False, resources=resources
-            )
-            attempt.on_started(Handle(kind=self.kind, host=str(self.address), job=key))
-            try:
-                result: dict[str, Any] = await future
-            except asyncio.CancelledError:
-                await asyncio.shield(self._end(client, future, key, attempt.grace))
-                raise
-            except Exception as e:
-                return _failure(e)
-            await stream.wait_for(int(result.get("chunks", 0)))
+            for again in range(_MAX_REQUEUE + 1):
+                self._streams[job] = stream
+                future = client.submit(
+                    _cluster_job.run_job, spec, key=job, pure=False, resources=resources
+                )
+                if again == 0:
+                    attempt.on_started(Handle(kind=self.kind, host=str(self.address), job=key))
+                try:
+                    result: dict[str, Any] = await future
+                except asyncio.CancelledError:
+                    await asyncio.shield(self._end(client, future, job, attempt.grace))
+                    raise
+                except Exception as e:
+                    if _lost(e) and not stream.started and again < _MAX_REQUEUE:
+                        # It only waited in that worker's queue: nothing ran, submit again.
+                        self._streams.pop(job, None)
+                        job = spec["key"] = f"{key}~{again + 1}"
+                        continue
+                    return _failure(e)
+                await stream.wait_for(int(result.get("chunks", 0)))
+                break
         finally:
-            self._streams.pop(key, None)
+            for k in [k for k, s in self._streams.items() if s is stream]:
+                del self._streams[k]
             stream.close()
         return _result(result, attempt)
 
@@ -269,10 +284,14 @@ def _task_resources(options: Mapping[str, Any]) -> dict[str, float]:
     return {str(k): float(v) for k, v in res.items()}
 
 
-def _failure(e: BaseException) -> AttemptResult:
+def _lost(e: BaseException) -> bool:
     from distributed import KilledWorker
 
-    if isinstance(e, KilledWorker):
+    return isinstance(e, KilledWorker)
+
+
+def _failure(e: BaseException) -> AttemptResult:
+    if _lost(e):
         return AttemptResult(exit_code=None, reason="worker lost", error_kind="lost")
     if isinstance(e, OSError | TimeoutError):
         return AttemptResult(
@@ -331,13 +350,15 @@ class ClusterOrphanFinder:
                 by_host.setdefault(a.handle.host, []).append(a)
         found: list[Orphan] = []
         for host, recs in by_host.items():
-            known = await self._known(host, [r.handle.job or "" for r in recs])
+            known = await self._known(host)
             found += [
-                Orphan(r.run_id, r.key, r.attempt, r.handle) for r in recs if r.handle.job in known
+                Orphan(r.run_id, r.key, r.attempt, r.handle)
+                for r in recs
+                if any(k == r.handle.job or k.startswith(f"{r.handle.job}~") for k in known)
             ]
         return found
 
-    async def _known(self, address: str, keys: list[str]) -> set[str]:
+    async def _known(self, address: str) -> set[str]:
         from distributed import Client
 
         try:
@@ -350,8 +371,7 @@ class ClusterOrphanFinder:
             # The scheduler forgets a dead client's jobs, but a worker's thread goes on
             # running one: ask the workers what they run.
             running = await client.run(_cluster_job.running_jobs, on_error="ignore")
-            live = {k for keys in running.values() if isinstance(keys, list) for k in keys}
-            return live & set(keys)
+            return {k for keys in running.values() if isinstance(keys, list) for k in keys}
         finally:
             await client.close()
 
@@ -362,7 +382,9 @@ class ClusterOrphanFinder:
         by_host: dict[str, list[str]] = {}
         for o in orphans:
             if o.handle.job:
-                by_host.setdefault(o.handle.host, []).append(o.handle.job)
+                # A job submitted again after its queue's worker died runs as KEY~N.
+                jobs = [o.handle.job, *(f"{o.handle.job}~{i}" for i in range(1, _MAX_REQUEUE + 1))]
+                by_host.setdefault(o.handle.host, []).extend(jobs)
         for host, keys in by_host.items():
             try:
                 client = await Client(

@@ -156,6 +156,10 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         ended_early = _cancelled.pop(key, 0) is None
     if ended_early:
         job.terminate(0.0)
+    elif publish is not None:
+        # Tells the client this job really started here (a job only queued on a
+        # worker that dies is submitted again rather than counted as lost).
+        publish(-1, b"")
     try:
         timed_out, chunks = _follow(job, spec.get("timeout"), spec["grace"], publish, redact)
         rc = proc.returncode
