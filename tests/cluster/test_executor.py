@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -168,10 +169,8 @@ def test_kill_now_skips_the_grace(cluster: LocalCluster, tmp_path: Path) -> None
             task.cancel()
             await asyncio.sleep(0.5)
             ex.kill_now()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
             return time.monotonic() - t
         finally:
             await ex.aclose()

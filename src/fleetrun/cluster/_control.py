@@ -11,6 +11,7 @@ so no job in flight is lost by ``scale`` or ``down``.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,13 +43,14 @@ def connect(address: str, timeout: float = 10.0) -> Iterator[Any]:
         client.close()
 
 
-def status(address: str, pids: dict[str, int] | None = None) -> dict[str, Any]:
+def status(address: str) -> dict[str, Any]:
     """Workers (name, address, pid, resources, the job each runs) and queued jobs."""
     from fleetrun.executors._cluster_job import running_jobs
 
     with connect(address) as client:
         info = client.scheduler_info(n_workers=-1)
         running = client.run(running_jobs, on_error="return")
+        pids = client.run(os.getpid, on_error="return")
         waiting = client.run_on_scheduler(_queued)
     busy = {k for jobs in running.values() if isinstance(jobs, list) for k in jobs}
     queued = [k for k in waiting if k not in busy]
@@ -59,7 +61,7 @@ def status(address: str, pids: dict[str, int] | None = None) -> dict[str, Any]:
             {
                 "name": str(w.get("name")),
                 "address": addr,
-                "pid": w.get("pid"),
+                "pid": pids.get(addr) if isinstance(pids.get(addr), int) else None,
                 "resources": w.get("resources", {}),
                 "job": jobs[0] if isinstance(jobs, list) and jobs else None,
             }
