@@ -260,8 +260,12 @@ def stop_processes(
     for p in live:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
     for p in procs:
         child = children.pop(p.pid, None)
         if child is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(5)
+        # Not our child: wait until the kernel has ended it (SIGKILL is not instant).
+        while p.alive() and time.monotonic() < deadline:
+            time.sleep(0.02)

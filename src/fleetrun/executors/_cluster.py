@@ -149,6 +149,8 @@ class ClusterExecutor:
         self._ending: set[str] = set()
         self._kills: set[asyncio.Task[Any]] = set()
         self._kill_now = False
+        self._batch: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- connecting -----------------------------------------------------------------
 
@@ -182,7 +184,7 @@ class ClusterExecutor:
 
     async def aclose(self) -> None:
         """Disconnect; stop the embedded cluster if this executor started one."""
-        for t in list(self._kills):
+        for t in [*self._kills, *([self._flusher] if self._flusher else [])]:
             with contextlib.suppress(Exception):
                 await t
         if self._client is not None:
@@ -233,7 +235,7 @@ class ClusterExecutor:
                 if again == 0:
                     attempt.on_started(Handle(kind=self.kind, host=str(self.address), job=key))
                 try:
-                    result: dict[str, Any] = await future
+                    result: dict[str, Any] = await self._outcome(client, future)
                 except asyncio.CancelledError:
                     await asyncio.shield(self._end(client, future, job, attempt.grace))
                     raise
@@ -251,6 +253,36 @@ class ClusterExecutor:
                 del self._streams[k]
             stream.close()
         return _result(result, attempt)
+
+    async def _outcome(self, client: Any, future: Any) -> Any:
+        """The job's result. Results of jobs that finish together are fetched in one
+        gather (one request per worker rather than one per job)."""
+        state = getattr(future, "_state", None)
+        if state is None:  # pragma: no cover - a distributed without FutureState
+            return await future
+        await state.wait()
+        if future.status != "finished":
+            return await future  # raises the job's error, or CancelledError
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._batch.append((future, waiter))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(client))
+        return await waiter
+
+    async def _flush(self, client: Any) -> None:
+        await asyncio.sleep(0)  # let jobs finishing in the same tick join the batch
+        while self._batch:
+            batch, self._batch = self._batch, []
+            try:
+                results = await client.gather([f for f, _ in batch])
+            except Exception as e:
+                for _, w in batch:
+                    if not w.done():
+                        w.set_exception(e)
+                continue
+            for (_, w), r in zip(batch, results, strict=True):
+                if not w.done():
+                    w.set_result(r)
 
     async def _end(self, client: Any, future: Any, key: str, grace: float) -> None:
         """Cancel the job and end its process group on whichever worker runs it."""
@@ -312,6 +344,7 @@ def _result(result: Mapping[str, Any], attempt: Attempt) -> AttemptResult:
     text = str(result.get("outputs") or "")
     if code == 0 and not timed_out:
         outputs = parse_outputs(text)
+    if outputs:
         # Keep a local copy, redacted, where the local executor keeps it.
         with contextlib.suppress(OSError):
             fd = os.open(attempt.output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _LOG_MODE)

@@ -146,7 +146,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         stderr=subprocess.STDOUT,
         env=env,
         cwd=cwd,
-        start_new_session=True,
+        # Its own process group (setpgid keeps the fast vfork path; setsid does not).
+        process_group=0,
     )
     job = _Job(proc)
     _watch("+", job.pgid)
@@ -195,12 +196,16 @@ def _follow(
     proc = job.proc
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
+    # The leader's exit wakes the poll too (a pidfd), so nothing sleeps.
+    pidfd = os.pidfd_open(proc.pid)
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP)
+    poller.register(pidfd, select.POLLIN)
     start = time.monotonic()
     deadline = start + timeout if timeout is not None else None
     timed_out = False
     eof = False
+    exited = False
     leader_gone_at: float | None = None
     pending = b""
     last_publish = start
@@ -218,33 +223,39 @@ def _follow(
             pending = b""
             last_publish = now
 
-    while True:
-        now = time.monotonic()
-        if deadline is not None and not timed_out and now >= deadline:
-            timed_out = True
-            job.terminate(grace)
-        if job.kill_at is not None and now >= job.kill_at:
-            job.signal_group(signal.SIGKILL)
-        if not eof:
-            if poller.poll(100):
-                data = os.read(fd, _CHUNK)
-                if data:
-                    pending += redact.feed(data)
-                else:
-                    eof = True
-            flush(False)
-        if proc.poll() is not None:
-            if eof:
-                break
-            # The leader is gone but something still holds the pipe: end the group.
-            if leader_gone_at is None:
-                leader_gone_at = now
+    try:
+        while True:
+            now = time.monotonic()
+            if deadline is not None and not timed_out and now >= deadline:
+                timed_out = True
+                job.terminate(grace)
+            if job.kill_at is not None and now >= job.kill_at:
                 job.signal_group(signal.SIGKILL)
-            elif now - leader_gone_at > 2.0:
-                break  # a process outside the group holds the pipe; stop waiting for it
-        elif eof:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(0.1)
+            if exited and eof:
+                break
+            wait_ms = 100 if (deadline is not None or job.kill_at is not None or pending) else 500
+            for ready, _ in poller.poll(wait_ms):
+                if ready == fd:
+                    data = os.read(fd, _CHUNK)
+                    if data:
+                        pending += redact.feed(data)
+                    else:
+                        eof = True
+                        poller.unregister(fd)
+                elif ready == pidfd:
+                    proc.wait()
+                    exited = True
+                    poller.unregister(pidfd)
+            flush(False)
+            if exited and not eof:
+                # The leader is gone but something still holds the pipe: end the group.
+                if leader_gone_at is None:
+                    leader_gone_at = now
+                    job.signal_group(signal.SIGKILL)
+                elif now - leader_gone_at > 2.0:
+                    break  # a process outside the group holds the pipe; stop waiting for it
+    finally:
+        os.close(pidfd)
     proc.stdout.close()
     pending += redact.flush()
     flush(True)
