@@ -28,12 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import fresh_dir, load, machine  # noqa: E402
+from _common import fresh_dir, load, machine
 
-from fleetrun.cluster import MACHINE, LocalCluster  # noqa: E402
-from fleetrun.executors import ClusterExecutor  # noqa: E402
-from fleetrun.executors._contract import Attempt, AttemptResult  # noqa: E402
-from fleetrun.redact import Redactor  # noqa: E402
+from fleetrun.cluster import MACHINE, LocalCluster
+from fleetrun.executors import ClusterExecutor
+from fleetrun.executors._contract import Attempt, AttemptResult
+from fleetrun.redact import Redactor
 
 
 def _attempt(d: Path, i: int, command: str, n: int = 1) -> Attempt:
