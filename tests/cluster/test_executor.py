@@ -180,20 +180,30 @@ def test_kill_now_skips_the_grace(cluster: LocalCluster, tmp_path: Path) -> None
     assert _gone(marker, 2.0), pgrep(marker)
 
 
-def test_missing_working_directory_is_reported(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_a_directory_missing_on_the_worker_becomes_a_scratch_directory(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
     from dataclasses import replace
 
-    async def go() -> object:
+    here = tmp_path / "here"
+    here.mkdir()
+
+    async def go() -> tuple[object, object]:
         ex = ClusterExecutor(cluster.address)
         try:
-            a = replace(make_attempt(tmp_path, "true"), cwd=str(tmp_path / "nope"))
-            return await ex.run(a)
+            a = replace(make_attempt(tmp_path, "pwd", key="a"), cwd=str(here))
+            b = replace(make_attempt(tmp_path, "pwd; touch x", key="b"), cwd=str(tmp_path / "nope"))
+            return await ex.run(a), await ex.run(b)
         finally:
             await ex.aclose()
 
-    r = run(go())
-    assert r.exit_code == 126  # type: ignore[attr-defined]
-    assert "not found on the worker" in r.reason  # type: ignore[attr-defined]
+    ra, rb = run(go())
+    assert ra.ok  # type: ignore[attr-defined]
+    assert rb.ok  # type: ignore[attr-defined]
+    assert (tmp_path / "a.1.log").read_text() == f"{here}\n"
+    note, scratch = (tmp_path / "b.1.log").read_text().splitlines()
+    assert note == f"[fleetrun: {tmp_path / 'nope'} is not on this worker; running in {scratch}]"
+    assert not Path(scratch).exists()
 
 
 def test_unreachable_scheduler_is_a_connect_error(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,9 +135,13 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     env.update(spec["env"])
     env["FLEETRUN_OUTPUT"] = out_path
     cwd = spec.get("cwd")
+    scratch: str | None = None
+    note = b""
     if cwd is not None and not os.path.isdir(cwd):
-        os.unlink(out_path)
-        return {"exit_code": 126, "reason": f"working directory {cwd} not found on the worker"}
+        # The plan's directory is on the coordinator's machine, not on this worker:
+        # run in a scratch directory here (removed afterwards) and say so in the log.
+        scratch = cwd = tempfile.mkdtemp(prefix="fleetrun-job-")
+        note = f"[fleetrun: {spec['cwd']} is not on this worker; running in {cwd}]\n".encode()
     publish = _publisher(spec.get("topic"), key)
     redact = Redactor(spec.get("secrets", ())).stream()
     proc = subprocess.Popen(
@@ -162,7 +167,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         # worker that dies is submitted again rather than counted as lost).
         publish(-1, b"")
     try:
-        timed_out, chunks = _follow(job, spec.get("timeout"), spec["grace"], publish, redact)
+        timed_out, chunks = _follow(job, spec.get("timeout"), spec["grace"], publish, redact, note)
         rc = proc.returncode
         with open(out_path, "rb") as f:
             outputs = f.read(_MAX_OUTPUTS).decode("utf-8", "replace")
@@ -177,6 +182,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         job.done.set()
         with contextlib.suppress(OSError):
             os.unlink(out_path)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     from distributed import get_worker
 
     return {
@@ -190,7 +197,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _follow(
-    job: _Job, timeout: float | None, grace: float, publish: Any, redact: Any
+    job: _Job, timeout: float | None, grace: float, publish: Any, redact: Any, note: bytes
 ) -> tuple[bool, int]:
     """Read the job's output to its end, enforcing the timeout; return (timed_out, chunks)."""
     proc = job.proc
@@ -207,7 +214,7 @@ def _follow(
     eof = False
     exited = False
     leader_gone_at: float | None = None
-    pending = b""
+    pending = note
     last_publish = start
     seq = 0
 
