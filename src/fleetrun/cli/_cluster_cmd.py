@@ -91,6 +91,9 @@ def cluster() -> None:
 @click.option("--local", "local", is_flag=True, help="Start scheduler and workers on this machine.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Workers (default 2).")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, help="Scheduler port (local).")
+@click.option(
+    "--host", default="127.0.0.1", help="Scheduler address to listen on (local; default loopback)."
+)
 @_config_opt
 @_state_opt
 @_context_opt
@@ -98,6 +101,7 @@ def up(
     local: bool,
     workers: int | None,
     port: int,
+    host: str,
     config_path: str | None,
     state_dir: str | None,
     context: str | None,
@@ -110,7 +114,7 @@ def up(
                 f"a local cluster is already recorded in {directory}; "
                 "`fleetrun cluster down --local` first"
             )
-        c = LocalCluster(directory, port=port)
+        c = LocalCluster(directory, port=port, host=host)
         try:
             address = c.start(2 if workers is None else workers)
         except BaseException:

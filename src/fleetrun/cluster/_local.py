@@ -77,6 +77,7 @@ class LocalCluster:
 
     directory: Path
     port: int = 0
+    host: str = "127.0.0.1"
     resources: Mapping[str, float] = field(default_factory=dict)
     address: str = ""
     scheduler: LocalProcess | None = None
@@ -95,7 +96,7 @@ class LocalCluster:
         sfile.unlink(missing_ok=True)
         env = dict(os.environ)
         env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "0"
-        argv = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1"]
+        argv = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", self.host]
         argv += ["--port", str(self.port), "--no-dashboard", "--no-show"]
         argv += ["--scheduler-file", str(sfile)]
         self.scheduler = self._spawn("scheduler", argv, env)
@@ -189,6 +190,7 @@ class LocalCluster:
         data = {
             "address": self.address,
             "port": self.port,
+            "host": self.host,
             "resources": dict(self.resources),
             "next": self._next,
             "scheduler": asdict(self.scheduler) if self.scheduler else None,
@@ -219,6 +221,7 @@ class LocalCluster:
         return cls(
             directory=directory,
             port=int(data.get("port", 0)),
+            host=str(data.get("host", "127.0.0.1")),
             resources=data.get("resources", {}),
             address=str(data["address"]),
             scheduler=LocalProcess(**sched) if sched else None,
