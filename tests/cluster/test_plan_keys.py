@@ -51,3 +51,13 @@ def test_bad_cluster_keys_are_reported_with_their_place() -> None:
 def test_a_bad_address_is_reported() -> None:
     with pytest.raises(PlanError, match="is not a scheduler address"):
         load_plan_text("cluster: {address: 'not an address'}\ntasks:\n  a: {run: 'true'}\n")
+
+
+def test_where_the_cluster_is_flag_then_environment_then_plan() -> None:
+    from fleetrun.cluster import resolve_address
+
+    env = {"FLEETRUN_CLUSTER": "10.0.0.7:8786"}
+    assert resolve_address("tcp://a:1", "tcp://p:3", env) == "tcp://a:1"
+    assert resolve_address(None, "tcp://p:3", env) == "tcp://10.0.0.7:8786"
+    assert resolve_address(None, "tcp://p:3", {}) == "tcp://p:3"
+    assert resolve_address(None, None, {}) is None

@@ -4,7 +4,14 @@ Dask distributed is the engine: the scheduler is the coordinator and every
 worker advertises one ``MACHINE`` resource, so one job runs per machine.
 """
 
-from fleetrun.cluster._config import DEFAULT_PORT, ClusterConfig, load_config, short_commit
+from fleetrun.cluster._config import (
+    CLUSTER_ENV,
+    DEFAULT_PORT,
+    ClusterConfig,
+    load_config,
+    resolve_address,
+    short_commit,
+)
 from fleetrun.cluster._control import (
     connect,
     down_local,
@@ -27,6 +34,7 @@ from fleetrun.cluster.errors import (
 )
 
 __all__ = [
+    "CLUSTER_ENV",
     "DEFAULT_PORT",
     "DOCKERFILE",
     "MACHINE",
@@ -51,6 +59,7 @@ __all__ = [
     "names",
     "render",
     "render_text",
+    "resolve_address",
     "scale",
     "scale_local",
     "scheduler_address",

@@ -301,8 +301,12 @@ class ClusterExecutor:
         self._kill_now = True
         if self._client is None:
             return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the loop: the grace of jobs ended later is skipped
+            return
         for key in list(self._ending):
-            task = asyncio.get_running_loop().create_task(self._kill(key))
+            task = loop.create_task(self._kill(key))
             self._kills.add(task)
             task.add_done_callback(self._kills.discard)
 
