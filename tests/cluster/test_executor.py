@@ -270,3 +270,33 @@ def test_orphans_of_a_dead_run_are_found_and_ended(cluster: LocalCluster, tmp_pa
     assert found[0].describe() == f"cluster job {handle.job} on {cluster.address}"  # type: ignore[attr-defined]
     assert _gone(marker, 3.0), pgrep(marker)
     assert _gone(nap, 1.0), pgrep(nap)
+
+
+def _text(path: str) -> str:
+    return Path(path).read_text() if os.path.exists(path) else ""
+
+
+def test_output_reaches_the_log_while_the_job_runs(cluster: LocalCluster, tmp_path: Path) -> None:
+    lines: list[str] = []
+    attempt = make_attempt(tmp_path, "echo first; sleep 1.5; echo second", lines=lines)
+
+    async def go() -> tuple[str, list[str], object]:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            task = asyncio.ensure_future(ex.run(attempt))
+            seen = ""
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                seen = _text(attempt.log_path)
+                if seen:
+                    break
+            during = (seen, list(lines))
+            return during[0], during[1], await task
+        finally:
+            await ex.aclose()
+
+    seen, lines_during, result = run(go())
+    assert result.ok  # type: ignore[attr-defined]
+    assert seen == "first\n"  # before the job ended
+    assert lines_during == ["first"]
+    assert lines == ["first", "second"]
