@@ -341,3 +341,16 @@ def test_build_failure_names_the_command_without_the_password(
     assert r.exit_code == 1
     assert "failed with exit 1: denied for ***" in r.output
     assert "s3cr3t-Regpass" not in r.output
+
+
+def test_a_kubectl_failure_is_one_line_without_the_password(standin: Path) -> None:
+    kubectl = Path(os.environ["PATH"].split(os.pathsep)[0]) / "kubectl"
+    kubectl.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.stdin.read()\n"
+        "sys.stderr.write('error: Secret data s3cr3t-Regpass rejected\\n'); sys.exit(1)\n"
+    )
+    r = _cli(["cluster", "up"], env=REFERENCE_ENV)
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == [
+        "error: kubectl apply -f - failed with exit 1: error: Secret data *** rejected"
+    ]

@@ -50,6 +50,10 @@ def _config(path: str | None) -> ClusterConfig:
     return load_config(Path(path) if path else None)
 
 
+def _kubectl(conf: ClusterConfig, context: str | None) -> Kubectl:
+    return Kubectl(context=context, secrets=[conf.auth_password] if conf.auth_password else [])
+
+
 def _is_local(local: bool | None, state_dir: str | None) -> bool:
     if local is not None:
         return local
@@ -128,7 +132,7 @@ def up(
     conf = _config(config_path)
     if workers is not None:
         conf = _replace(conf, replicas=workers)
-    objects = up_kubernetes(conf, Kubectl(context=context))
+    objects = up_kubernetes(conf, _kubectl(conf, context))
     for o in objects:
         click.echo(f"applied {o}")
     click.echo(
@@ -198,7 +202,7 @@ def scale_cmd(
         click.echo(f"local cluster: {got['workers']} workers")
         return
     conf = _config(config_path)
-    scale(conf, Kubectl(context=context), replicas)
+    scale(conf, _kubectl(conf, context), replicas)
     click.echo(f"deployment {conf.instance}: {replicas} replicas")
 
 
@@ -215,7 +219,7 @@ def endpoint_cmd(address: str, config_path: str | None, context: str | None) -> 
             raise UsageError(f"{address!r}: the port must be a number from 1 to 65535")
         port = int(port_text)
     conf = _config(config_path).with_endpoint(host, port)
-    endpoint(conf, Kubectl(context=context))
+    endpoint(conf, _kubectl(conf, context))
     click.echo(f"workers of {conf.instance} now use {host}:{conf.coordinator_port}")
 
 
@@ -241,7 +245,7 @@ def down_cmd(
         what = "local cluster"
     else:
         conf = _config(config_path)
-        left = down_kubernetes(conf, Kubectl(context=context), delete_namespace=delete_namespace)
+        left = down_kubernetes(conf, _kubectl(conf, context), delete_namespace=delete_namespace)
         what = f"cluster {conf.instance} in namespace {conf.namespace}"
     if left:
         raise ClusterNotFoundError(f"{what} is not fully down; still there: {', '.join(left)}")

@@ -16,17 +16,22 @@ from collections.abc import Sequence
 from fleetrun.cluster._config import ClusterConfig
 from fleetrun.cluster._manifests import KINDS, names, render, selector, stage_annotation, to_yaml
 from fleetrun.cluster.errors import ClusterCommandError, ClusterConfigError
+from fleetrun.redact import Redactor
 
 
 class Kubectl:
     """Runs ``kubectl`` (found on PATH) and raises ``ClusterCommandError`` on failure."""
 
-    def __init__(self, binary: str = "kubectl", context: str | None = None) -> None:
+    def __init__(
+        self, binary: str = "kubectl", context: str | None = None, secrets: Sequence[str] = ()
+    ) -> None:
         path = shutil.which(binary)
         if path is None:
             raise ClusterConfigError(f"{binary} is not on PATH: install kubectl to use Kubernetes")
         self.binary = path
         self.context = context
+        # kubectl may echo what it was given on stdin (a Secret) in an error.
+        self.redactor = Redactor([*secrets])
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = 600.0) -> str:
         argv = [self.binary, *(("--context", self.context) if self.context else ()), *args]
@@ -37,7 +42,7 @@ class Kubectl:
         except subprocess.TimeoutExpired:
             raise ClusterCommandError(argv, -1, f"timed out after {timeout:g}s") from None
         if done.returncode != 0:
-            raise ClusterCommandError(argv, done.returncode, done.stderr)
+            raise ClusterCommandError(argv, done.returncode, self.redactor.redact(done.stderr))
         return done.stdout
 
 

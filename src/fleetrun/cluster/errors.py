@@ -11,6 +11,8 @@ The tree (rooted at ``fleetrun.errors.FleetrunError``)::
 
 from __future__ import annotations
 
+import os
+
 from fleetrun.errors import FleetrunError
 
 
@@ -36,9 +38,8 @@ class ClusterCommandError(ClusterError):
         self.argv = list(argv)
         self.returncode = returncode
         first = detail.strip().splitlines()[-1] if detail.strip() else ""
-        super().__init__(
-            f"{' '.join(argv[:3])} failed with exit {returncode}" + (f": {first}" if first else "")
-        )
+        shown = " ".join([os.path.basename(argv[0]), *argv[1:4]]) if argv else "command"
+        super().__init__(f"{shown} failed with exit {returncode}" + (f": {first}" if first else ""))
 
 
 class ClusterNotFoundError(ClusterError):
