@@ -5,8 +5,9 @@ worker's executor threads. The command is ``/bin/sh -c COMMAND`` in a new
 session (so its process group is its own), stdin ``/dev/null``, stdout and
 stderr into one pipe that the job reads and publishes as it arrives
 (``Worker.log_event`` on the executor's topic, in sequence-numbered chunks).
-``$FLEETRUN_OUTPUT`` names a worker-side temporary file whose text comes back
-with the result and is then removed.
+``$FLEETRUN_OUTPUT`` names a worker-side file (in a private directory of the
+worker, not created until the command writes it) whose text comes back with
+the result and is then removed.
 
 Nothing outlives the job, whatever ends it:
 
@@ -26,6 +27,7 @@ been killed and its leader reaped.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import select
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from typing import Any
 
 from fleetrun.redact import Redactor
@@ -91,6 +94,23 @@ _cancelled: dict[str, None] = {}  # keys ended before they started (insertion-or
 _watchdog: subprocess.Popen[bytes] | None = None
 
 
+_out_dir: str | None = None
+
+
+def _outputs_dir() -> str:
+    """This worker's private directory for ``$FLEETRUN_OUTPUT`` files (owner-only;
+    in memory under /dev/shm where there is one: creating and deleting a file per
+    job costs more than the job on some disks)."""
+    global _out_dir
+    with _lock:
+        if _out_dir is None or not os.path.isdir(_out_dir):
+            shm = "/dev/shm"
+            base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+            _out_dir = tempfile.mkdtemp(prefix="fleetrun-outputs-", dir=base)
+            atexit.register(shutil.rmtree, _out_dir, True)
+        return _out_dir
+
+
 def _watch(op: str, pgid: int) -> None:
     """Tell this worker's watchdog about a group (starting the watchdog once)."""
     global _watchdog
@@ -129,8 +149,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         if key in _cancelled:
             del _cancelled[key]
             return {"cancelled": True}
-    fd, out_path = tempfile.mkstemp(prefix="fleetrun-out-")
-    os.close(fd)
+    # Named, not created: only a job that publishes outputs makes the file.
+    out_path = os.path.join(_outputs_dir(), f"{uuid.uuid4().hex}.out")
     env = dict(os.environ)
     env.update(spec["env"])
     env["FLEETRUN_OUTPUT"] = out_path
@@ -169,8 +189,11 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         timed_out, chunks = _follow(job, spec.get("timeout"), spec["grace"], publish, redact, note)
         rc = proc.returncode
-        with open(out_path, "rb") as f:
-            outputs = f.read(_MAX_OUTPUTS).decode("utf-8", "replace")
+        try:
+            with open(out_path, "rb") as f:
+                outputs = f.read(_MAX_OUTPUTS).decode("utf-8", "replace")
+        except FileNotFoundError:
+            outputs = ""
     finally:
         job.signal_group(signal.SIGKILL)
         if proc.returncode is None:
