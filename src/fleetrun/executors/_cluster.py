@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fleetrun.cluster import MACHINE, LocalCluster
+from fleetrun.cluster import MACHINE, ClusterError, LocalCluster
 from fleetrun.executors import _cluster_job
 from fleetrun.executors._contract import (
     Attempt,
@@ -211,6 +211,12 @@ class ClusterExecutor:
                 exit_code=None,
                 reason=f"compute cluster {self.address} unreachable: {e}",
                 error_kind="connect",
+            )
+        except ClusterError as e:
+            return AttemptResult(
+                exit_code=None,
+                reason=f"the local compute cluster did not start: {e}",
+                error_kind="internal",
             )
         key = f"fleetrun-{attempt.run_id}-{attempt.key}-{attempt.n}"
         resources = {MACHINE: 1.0, **self.resources, **_task_resources(attempt.options)}
