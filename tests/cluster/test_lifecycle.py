@@ -144,3 +144,26 @@ def test_down_drains_and_leaves_no_process_and_no_file(tmp_path: Path) -> None:
     assert done.read_text() == "ok\n"
     assert all(p is not None and not p.alive() for p in procs)
     assert not c.directory.exists()
+
+
+def test_the_embedded_cluster_starts_for_the_run_and_stops_after(tmp_path: Path) -> None:
+    async def go() -> tuple[AttemptResult, list[int], str]:
+        ex = ClusterExecutor(workers=1)
+        r = await ex.run(make_attempt(tmp_path, "echo n=$FLEETRUN_ATTEMPT > $FLEETRUN_OUTPUT"))
+        local = ex._local
+        assert local is not None
+        assert local.scheduler is not None
+        pids = [local.scheduler.pid, *(w.pid for w in local.workers)]
+        directory = str(local.directory)
+        await ex.aclose()
+        return r, pids, directory
+
+    r, pids, directory = run(go())
+    assert r.outputs == {"n": "1"}
+    assert len(pids) == 2
+    assert not any(_alive(p) for p in pids)
+    assert not os.path.exists(directory)
+
+
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}/stat") and not _zombie(pid)
