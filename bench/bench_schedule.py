@@ -32,17 +32,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import machine, row, timed, verdict
 
-from fleetrun.engine import AttemptResult, AttemptSpec, RunOptions, run_graph
+from fleetrun.engine import RunOptions, run_graph
 from fleetrun.engine.testing import graph, task
-from fleetrun.executors import LocalExecutor
+from fleetrun.executors import Attempt, AttemptResult, Handle, LocalExecutor
 from fleetrun.plan import Graph, simulate
 
 
 class SleepExecutor:
     """Runs ``sleep D`` as ``asyncio.sleep(D)``: no process, exact durations."""
 
-    async def run(self, spec: AttemptSpec) -> AttemptResult:
-        spec.on_started(0, 0)
+    kind = "local"
+
+    async def run(self, spec: Attempt) -> AttemptResult:
+        spec.on_started(Handle("local", "", 0, 0))
         await asyncio.sleep(float(spec.command.split()[1]))
         return AttemptResult(exit_code=0, outputs={})
 

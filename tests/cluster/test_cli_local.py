@@ -8,12 +8,11 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from fleetrun.cli._main import _register, cli
+from fleetrun.cli._main import cli
 from fleetrun.cluster import LocalCluster, local_dir
 
 
 def _cli(args: list[str]) -> object:
-    _register()
     return CliRunner().invoke(cli, args, catch_exceptions=False)
 
 

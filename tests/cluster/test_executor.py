@@ -14,11 +14,11 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import make_attempt, pgrep, run
-
 from fleetrun.cluster import LocalCluster
 from fleetrun.executors import ClusterExecutor, ClusterOrphanFinder
 from fleetrun.executors._contract import Handle, RecordedAttempt
+
+from ._helpers import make_attempt, pgrep, run
 
 
 def _marker() -> str:
@@ -228,9 +228,9 @@ def test_orphans_of_a_dead_run_are_found_and_ended(cluster: LocalCluster, tmp_pa
     code = textwrap.dedent(
         f"""
         import asyncio, json, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).parents[2])!r})
         from pathlib import Path
-        from conftest import make_attempt
+        from tests.cluster._helpers import make_attempt
         from fleetrun.executors import ClusterExecutor
         async def main():
             ex = ClusterExecutor({cluster.address!r})

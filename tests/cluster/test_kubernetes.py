@@ -21,7 +21,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from fleetrun.cli._main import _register, cli
+from fleetrun.cli._main import cli
 from fleetrun.cluster import ClusterConfigError, load_config, render
 
 K8S_VERSION = "1.33.0"
@@ -74,7 +74,6 @@ def _calls(record: Path) -> list[dict[str, Any]]:
 
 
 def _cli(args: list[str], env: dict[str, str] | None = None) -> Any:
-    _register()
     return CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
 
 

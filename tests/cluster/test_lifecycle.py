@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_attempt, pgrep, run
 
 from fleetrun.cluster import LocalCluster, down_local, scale_local, status
 from fleetrun.executors import ClusterExecutor
 from fleetrun.executors._contract import AttemptResult
+
+from ._helpers import make_attempt, pgrep, run
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from conftest import make_attempt, run
-
 from fleetrun.cluster import LocalCluster, status
 from fleetrun.executors import ClusterExecutor, parse_outputs
 from fleetrun.executors._contract import AttemptResult
 from fleetrun.plan import load_plan
+
+from ._helpers import make_attempt, run
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -183,6 +183,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "cwd",
         "estimate",
         "runs_on",
+        "allow_empty",
         "resources",
     }
     # Every key of every object in the schema is described (editor completion shows it).

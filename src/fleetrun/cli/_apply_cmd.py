@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from fleetrun.cli._main import cli
-from fleetrun.cli._run import RunRequest, execute
-from fleetrun.engine._options import DEFAULT_GRACE
+from fleetrun.cli._run import execute
+from fleetrun.engine import DEFAULT_GRACE
+from fleetrun.session import RunRequest
 
 _FAIL_FAST_VALUES = ("stop", "kill")
 
@@ -37,6 +37,12 @@ class _OptionalValueCommand(click.Command):
 
 
 def _selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--only",
+        is_flag=True,
+        help="Refuse to run instances the selection needs but does not name "
+        "(without it they run, and are listed with the reason).",
+    )(f)
     f = click.option(
         "--tasks",
         multiple=True,
@@ -125,7 +131,7 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return _selection_options(f)
 
 
-@cli.command(cls=_OptionalValueCommand)
+@click.command(cls=_OptionalValueCommand)
 @click.argument("plan", type=click.Path(dir_okay=False))
 @_run_options
 @click.option("--dry-run", is_flag=True, help="Print the commands in start order; run nothing.")
@@ -144,7 +150,7 @@ def apply(plan: str, resume: bool, **options: Any) -> None:
     click.get_current_context().exit(code)
 
 
-@cli.command(cls=_OptionalValueCommand)
+@click.command(cls=_OptionalValueCommand)
 @click.argument("run", required=False)
 @click.option("--plan", type=click.Path(dir_okay=False), default=None, help="The plan file.")
 @_run_options

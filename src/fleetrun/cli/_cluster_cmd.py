@@ -15,7 +15,6 @@ from typing import Any
 
 import click
 
-from fleetrun.cli._main import cli
 from fleetrun.cluster import (
     ClusterConfig,
     ClusterNotFoundError,
@@ -79,7 +78,7 @@ _where_opt = click.option(
 _context_opt = click.option("--context", default=None, help="kubectl context (default: current).")
 
 
-@cli.group()
+@click.group()
 def cluster() -> None:
     """The compute cluster: up, status, scale, endpoint, down, render, build.
 

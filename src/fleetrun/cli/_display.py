@@ -21,9 +21,8 @@ from fleetrun.plan import Graph
 from fleetrun.redact import Redactor
 
 if TYPE_CHECKING:
-    from fleetrun.cli._run import RunRequest
-    from fleetrun.engine._events import Event
-    from fleetrun.engine._options import RunResult
+    from fleetrun.engine import Event, RunResult
+    from fleetrun.session import RunRequest
 
 
 class _Console(Protocol):

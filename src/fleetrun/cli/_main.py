@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -16,8 +17,38 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+COMMANDS: dict[str, str] = {
+    "plan": "fleetrun.cli._plan_cmd:plan_cmd",
+    "apply": "fleetrun.cli._apply_cmd:apply",
+    "retry": "fleetrun.cli._apply_cmd:retry",
+    "history": "fleetrun.cli._state_cmds:history",
+    "show": "fleetrun.cli._state_cmds:show",
+    "logs": "fleetrun.cli._state_cmds:logs",
+    "outputs": "fleetrun.cli._state_cmds:outputs",
+    "report": "fleetrun.cli._report_cmd:report",
+    "schema": "fleetrun.cli._schema_cmd:schema_cmd",
+    "cluster": "fleetrun.cli._cluster_cmd:cluster",
+}
+"""Command name -> ``module:attribute`` of its click command, imported when used
+(click's lazy-group pattern: no import cycle, and ``--help`` of one command
+loads only that command's module). A new command is one entry here."""
+
+
 class _Group(click.Group):
-    """Maps fleetrun errors to messages and exit codes; never shows a traceback for them."""
+    """Loads commands lazily from ``COMMANDS``; maps fleetrun errors to messages
+    and exit codes, never showing a traceback for them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -48,13 +79,6 @@ def cli() -> None:
     """
 
 
-def _register() -> None:
-    # Each command lives in its own module; importing it attaches it to ``cli``.
-    import fleetrun.cli._report_cmd  # noqa: F401
-    from fleetrun.cli import _apply_cmd, _cluster_cmd, _plan_cmd, _schema_cmd, _state_cmds  # noqa: F401
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``fleetrun`` console script."""
-    _register()
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="fleetrun")

@@ -15,20 +15,17 @@ from fleetrun.engine._events import (
     RunStarted,
     Subscriber,
 )
-from fleetrun.engine._executor import AttemptResult, AttemptSpec, Executor
-from fleetrun.engine._options import RunOptions, RunResult, new_run_id
+from fleetrun.engine._options import DEFAULT_GRACE, RunOptions, RunResult, new_run_id
 from fleetrun.engine._scheduler import run_graph
 
 __all__ = [
+    "DEFAULT_GRACE",
     "FINAL_STATES",
     "AttemptEnded",
     "AttemptOutput",
-    "AttemptResult",
-    "AttemptSpec",
     "AttemptStarted",
     "Clock",
     "Event",
-    "Executor",
     "InstanceReused",
     "InstanceSettled",
     "PoolChanged",

@@ -21,26 +21,21 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fleetrun.engine._events import AttemptEnded, AttemptOutcome, AttemptOutput, AttemptStarted
-from fleetrun.engine._executor import AttemptResult, AttemptSpec
 from fleetrun.engine._retry import backoff_delay, is_throttle, log_tail, retry_reason
-from fleetrun.plan._graph import Node
+from fleetrun.executors import Attempt, AttemptResult, Executor, Handle
+from fleetrun.names import safe_name
+from fleetrun.plan import Node, attempt_env, dep_outputs, render_command, task_env
 
 if TYPE_CHECKING:
     from fleetrun.engine._scheduler import _Run
 
 
-def safe_name(name: str) -> str:
-    """``name`` usable as one path component (no separators, never ``.``/``..``)."""
-    out = name.replace("/", "_").replace("\0", "_")
-    if out in ("", ".", ".."):
-        out = "_" + out
-    return out
-
-
 def _describe(result: AttemptResult, timeout: float | None) -> str:
+    if result.reason is not None:
+        return result.reason
     if result.timed_out:
         return f"timed out after {timeout:g}s" if timeout is not None else "timed out"
     if result.exit_code is None:
@@ -48,37 +43,69 @@ def _describe(result: AttemptResult, timeout: float | None) -> str:
     return f"exit {result.exit_code}"
 
 
-class AttemptRunner:
-    """Runs attempts for one ``_Run`` (which owns all the state it touches)."""
+class _TaskSetup:
+    """What every attempt of one task shares in one run (built on its first attempt)."""
 
-    __slots__ = ("_dirs", "_root", "run")
+    __slots__ = ("cwd", "env", "executor", "logs", "options", "outs")
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        cwd: str | None,
+        logs: str,
+        outs: str,
+        executor: Executor,
+        options: Mapping[str, Any],
+    ) -> None:
+        self.env = env
+        self.cwd = cwd
+        self.logs = logs
+        self.outs = outs
+        self.executor = executor
+        self.options = options
+
+
+class AttemptRunner:
+    """Runs attempts for one ``_Run`` (which owns all the state it touches).
+
+    It turns a node into a resolved ``Attempt`` (the plan stops here: an
+    executor sees none of it), hands it to the executor the task's
+    ``runs_on`` names, and reports back through the run's narrow interface:
+    ``emit``, ``settle``, ``on_final_failure``, ``release``, ``requeue``,
+    ``kick`` and ``outputs``.
+    """
+
+    __slots__ = ("_root", "_setup", "run")
 
     def __init__(self, run: _Run) -> None:
         self.run = run
         # Absolute: a task in another directory still finds its $FLEETRUN_OUTPUT.
         self._root = Path(run.options.run_dir).absolute()
-        # task -> (its log directory, its output directory), created once per task.
-        self._dirs: dict[str, tuple[str, str]] = {}
+        self._setup: dict[str, _TaskSetup] = {}
 
-    def _dir(self, task: str) -> tuple[str, str]:
-        d = self._dirs.get(task)
-        if d is None:
-            name = safe_name(task)
-            d = (str(self._root / "logs" / name), str(self._root / "outputs" / name))
-            os.makedirs(d[0], exist_ok=True)
-            os.makedirs(d[1], exist_ok=True)
-            self._dirs[task] = d
-        return d
-
-    def _dep_outputs(self, node: Node) -> dict[str, Mapping[str, str]]:
-        outs: dict[str, Mapping[str, str]] = {}
-        got = self.run.outputs
-        for req in node.requires:
-            if len(req.nodes) == 1:
-                o = got.get(req.nodes[0])
-                if o is not None:
-                    outs[req.task] = o
-        return outs
+    def _task_setup(self, task_name: str) -> _TaskSetup:
+        """The task's shared environment, directory and executor (created once per task)."""
+        setup = self._setup.get(task_name)
+        if setup is None:
+            run = self.run
+            plan = run.graph.plan
+            task = plan.tasks[task_name]
+            name = safe_name(task_name)
+            logs, outs = str(self._root / "logs" / name), str(self._root / "outputs" / name)
+            os.makedirs(logs, exist_ok=True)
+            os.makedirs(outs, exist_ok=True)
+            # A relative ``cwd`` is relative to the plan's directory.
+            cwd = os.path.join(plan.base_dir, task.cwd) if task.cwd else str(plan.base_dir)
+            setup = _TaskSetup(
+                task_env(run.graph, task, run.options.run_id),
+                os.path.abspath(cwd),
+                logs,
+                outs,
+                run.executor_for(task.runs_on),
+                {},
+            )
+            self._setup[task_name] = setup
+        return setup
 
     async def attempt(self, j: int, n: int) -> None:
         """Run attempt ``n`` of node ``j`` and settle or re-queue the node."""
@@ -92,11 +119,11 @@ class AttemptRunner:
         spawned = False
         result: AttemptResult | None = None
         problem = ""
-        logs, outs = self._dir(node.task)
+        setup = self._task_setup(node.task)
         name = f"{safe_name(node.target or node.task)}.{n}"
-        log_path = f"{logs}/{name}.log"
+        log_path = f"{setup.logs}/{name}.log"
 
-        def on_started(pid: int, pgid: int) -> None:
+        def on_started(handle: Handle) -> None:
             nonlocal spawned
             spawned = True
             run.emit(
@@ -106,9 +133,12 @@ class AttemptRunner:
                     key=node.key,
                     attempt=n,
                     command=display,
-                    pid=pid,
-                    pgid=pgid,
+                    pid=handle.pid,
+                    pgid=handle.pgid,
                     log_path=log_path,
+                    executor=handle.kind,
+                    host=handle.host,
+                    job=handle.job,
                 )
             )
 
@@ -121,31 +151,37 @@ class AttemptRunner:
         display = task.run.source
         try:
             try:
-                dep_outputs = self._dep_outputs(node) if node.requires else {}
-                target = None if node.target is None else graph.plan.targets[node.target]
-                command = task.run.render(target, graph.plan.vars, dep_outputs)
+                deps = dep_outputs(node, run.outputs) if node.requires else {}
+                command = render_command(graph, j, deps)
             except KeyError as e:
                 problem = f"cannot render the command: no value for {e.args[0]}"
             else:
                 display = opts.redactor.redact(command)
-                # Positional: this runs once per attempt (see AttemptSpec for the order).
-                spec = AttemptSpec(
-                    graph,
-                    node,
+                output_path = f"{setup.outs}/{name}.outputs"
+                target = None if node.target is None else graph.plan.targets[node.target]
+                # Positional: this runs once per attempt (see Attempt for the order).
+                spec = Attempt(
+                    opts.run_id,
+                    node.key,
+                    node.task,
+                    node.target,
                     n,
                     command,
                     display,
-                    opts.run_id,
+                    setup.env,
+                    attempt_env(node, n, output_path, deps),
+                    setup.cwd,
                     log_path,
-                    f"{outs}/{name}.outputs",
+                    output_path,
                     task.timeout,
                     opts.grace,
                     opts.redactor,
-                    dep_outputs,
                     on_started,
                     on_output,
+                    target.attrs if target is not None else _NO_ATTRS,
+                    setup.options,
                 )
-                result = await run.executor.run(spec)
+                result = await setup.executor.run(spec)
         except asyncio.CancelledError:
             if spawned:
                 run.emit(_unobserved_end(j, node.key, n, began, "cancelled"))
@@ -158,26 +194,21 @@ class AttemptRunner:
         except Exception as e:  # an executor bug or I/O error fails this node only
             problem = opts.redactor.redact(f"{type(e).__name__}: {e}")
         finally:
-            run.running -= 1
-            if pools:
-                run.limits.release(pools)
-            if result is None:
-                run.tasks.pop(j, None)
-                run.wake.set()
+            run.release(j, pools, result is None)
         if result is None:
             if spawned:
                 # The process ran but its ending could not be observed: close
                 # the attempt so every AttemptStarted has its AttemptEnded.
                 run.emit(_unobserved_end(j, node.key, n, began, "failed", problem))
             else:
-                run.attempts[j] -= 1  # nothing ran: not an attempt
+                run.not_an_attempt(j)  # nothing ran
             run.settle(j, "failed", problem)
             run.on_final_failure(j)
             run.kick()
             return
         if result.ok:
             # The common case, inline: no extra coroutine per attempt.
-            run.tasks.pop(j, None)
+            run.forget(j)
             run.emit(
                 AttemptEnded(
                     at=time.time(),
@@ -192,7 +223,7 @@ class AttemptRunner:
                 )
             )
             if pools:
-                run.limits.succeeded(pools)
+                run.pools_succeeded(pools)
             run.settle(j, "succeeded", outputs=result.outputs)
             run.kick()
             return
@@ -216,6 +247,7 @@ class AttemptRunner:
             reason: str | None = None,
             delay: float | None = None,
             tail: tuple[str, ...] = (),
+            throttled: bool = False,
         ) -> AttemptEnded:
             return AttemptEnded(
                 at=time.time(),
@@ -230,6 +262,7 @@ class AttemptRunner:
                 retry_reason=reason,
                 retry_delay=delay,
                 tail=tail,
+                throttled=throttled,
             )
 
         policy = task.retry
@@ -238,7 +271,7 @@ class AttemptRunner:
             # Reads the log in bounded chunks; only on failure, only with on.output.
             reason = retry_reason(policy, result, log_path)
         if reason is None or run.stopping:
-            run.tasks.pop(j, None)
+            run.forget(j)
             tail = tuple(run.options.redactor.redact(x) for x in log_tail(log_path))
             run.emit(ended("failed", tail=tail))
             run.settle(j, "failed", _describe(result, task.timeout))
@@ -246,33 +279,14 @@ class AttemptRunner:
             run.kick()
             return
         delay = backoff_delay(policy, n, run.rng)
-        run.emit(ended("retrying", reason, delay))
-        if pools and is_throttle(policy, reason):
-            run.limits.throttled(pools)
-        run.waiting += 1
-        run.kick()  # the slot this attempt held is free again
-        try:
-            await run.clock.sleep(delay)
-        except asyncio.CancelledError:
-            run.settle(
-                j,
-                "cancelled",
-                f"ended before attempt {n + 1}: " + run.stop_reason.removeprefix("not started: "),
-            )
-            raise
-        finally:
-            run.waiting -= 1
-            run.tasks.pop(j, None)
-            run.wake.set()
-        if run.stopping:
-            run.settle(
-                j,
-                "not_started" if not run.interrupted else "cancelled",
-                f"attempt {n + 1} {run.stop_reason}",
-            )
-        else:
-            run._push(j)
-        run.kick()
+        throttled = is_throttle(policy, reason)
+        run.emit(ended("retrying", reason, delay, throttled=throttled))
+        if pools and throttled:
+            run.pools_throttled(pools)
+        await run.backoff(j, n, delay)
+
+
+_NO_ATTRS: Mapping[str, Any] = {}
 
 
 def _unobserved_end(

@@ -61,15 +61,23 @@ class InstanceReused(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptStarted(Event):
-    """An attempt's process was spawned."""
+    """An attempt was started: its handle, as data.
+
+    ``executor`` is the executor kind (``local``, ``ssh``, ``cluster``);
+    ``host`` where it runs; ``pid``/``pgid`` its leader and process group on
+    that host (None where the kind has none); ``job`` a cluster job's key.
+    """
 
     node: int
     key: str
     attempt: int
     command: str
-    pid: int
-    pgid: int
+    pid: int | None
+    pgid: int | None
     log_path: str
+    executor: str = "local"
+    host: str = ""
+    job: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +100,8 @@ class AttemptEnded(Event):
     ``retrying``: another attempt follows after ``retry_delay`` seconds, for
     ``retry_reason`` (e.g. "exit 75", "output matched '429'", "timeout").
     ``tail`` holds the last lines of the attempt's log (redacted).
+    ``throttled``: the engine took this ending as a throttle signal (the
+    provider asked to slow down); reports count it from here.
     """
 
     node: int
@@ -105,6 +115,7 @@ class AttemptEnded(Event):
     retry_reason: str | None = None
     retry_delay: float | None = None
     tail: tuple[str, ...] = ()
+    throttled: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

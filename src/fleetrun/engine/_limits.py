@@ -11,39 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from fleetrun.plan._graph import Graph
-from fleetrun.plan._model import Pool
+from fleetrun.plan import Bucket, Graph, Pool, pools_of_tasks
 
 ADAPTIVE_FLOOR = 1 / 64
 """An adaptive rate never drops below this fraction of the configured rate."""
 
 ADAPTIVE_STEP = 1 / 10
 """On each success an adaptive rate grows back by this fraction of the configured rate."""
-
-
-class _Bucket:
-    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up."""
-
-    __slots__ = ("base", "burst", "last", "rate", "tokens")
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.base = rate
-        self.rate = rate
-        self.burst = max(1, burst)
-        self.tokens = float(self.burst)
-        self.last = now
-
-    def refill(self, now: float) -> None:
-        if now > self.last:
-            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-            self.last = now
-
-    def wait(self, now: float) -> float:
-        """Seconds until a token is available (0 when one is)."""
-        self.refill(now)
-        if self.tokens >= 1.0:
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
 
 
 class Limits:
@@ -58,27 +32,16 @@ class Limits:
         notify: Callable[[str, float, str], None],
     ) -> None:
         pools: list[Pool] = list(graph.plan.pools.values())
-        index = {p.name: k for k, p in enumerate(pools)}
         self._names = [p.name for p in pools]
         self._caps: list[int | None] = [p.concurrency for p in pools]
         self.in_use = [0] * len(pools)
-        self._buckets: list[_Bucket | None] = [
-            _Bucket(p.rate, p.burst, now) if p.rate else None for p in pools
+        self._buckets: list[Bucket | None] = [
+            Bucket(p.rate, p.burst, now) if p.rate else None for p in pools
         ]
-        adaptive = [p.adaptive for p in pools]
         self._notify = notify
         # Only pools that limit something matter to the scheduler.
-        self.pools_of_task: dict[str, tuple[int, ...]] = {}
-        for task in graph.plan.tasks.values():
-            ids = []
-            for name in task.pools:
-                k = index.get(name)
-                if k is not None and (
-                    pools[k].concurrency is not None or pools[k].rate or adaptive[k]
-                ):
-                    ids.append(k)
-            self.pools_of_task[task.name] = tuple(ids)
-        self._adaptive = adaptive
+        self.pools_of_task = pools_of_tasks(graph)
+        self._adaptive = [p.adaptive for p in pools]
 
     def wait_time(self, pools: tuple[int, ...], now: float) -> float:
         """0 when a node holding ``pools`` may start now; the seconds until a rate

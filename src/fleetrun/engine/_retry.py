@@ -11,8 +11,8 @@ import os
 import random
 from collections.abc import Sequence
 
-from fleetrun.engine._executor import AttemptResult
-from fleetrun.plan._model import RetryPolicy
+from fleetrun.executors import AttemptResult
+from fleetrun.plan import RetryPolicy
 
 TAIL_LINES = 10
 """Lines of a failed attempt's log shown in its ``AttemptEnded.tail``."""

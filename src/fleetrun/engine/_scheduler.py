@@ -37,11 +37,11 @@ from fleetrun.engine._events import (
     RunStarted,
     Subscriber,
 )
-from fleetrun.engine._executor import Executor
 from fleetrun.engine._limits import Limits
 from fleetrun.engine._options import RunOptions, RunResult
-from fleetrun.plan._graph import Graph
-from fleetrun.plan._simulate import phase_layers
+from fleetrun.errors import UsageError
+from fleetrun.executors import Executor
+from fleetrun.plan import Graph, phase_layers
 
 _FINAL_BAD = {
     "failed": "failed",
@@ -54,22 +54,29 @@ _FINAL_BAD = {
 async def run_graph(
     graph: Graph,
     options: RunOptions,
-    executor: Executor,
+    executors: Executor | Mapping[str, Executor],
     subscribers: Sequence[Subscriber] = (),
     *,
     control: RunControl | None = None,
     durable: Callable[[], Awaitable[None]] | None = None,
     clock: Clock | None = None,
 ) -> RunResult:
-    """Run ``graph`` under ``options`` with ``executor``, emitting events to ``subscribers``.
+    """Run ``graph`` under ``options``, emitting events to ``subscribers``.
 
+    ``executors`` maps each executor kind a task's ``runs_on`` may name to the
+    executor that runs it (a single executor serves as ``local``); a task
+    whose kind has none is a ``UsageError`` before anything starts.
     ``control`` lets a caller interrupt the run; ``durable``, when given, is
     awaited (once per scheduling round) before starting nodes whose
     requirements settled since its last call; ``clock`` paces retries and
     rate limits (default: the real clock). Returns when every member node has
     settled. Cancelling the caller ends every running attempt first.
     """
-    run = _Run(graph, options, executor, tuple(subscribers), control, durable, clock)
+    by_kind = dict(executors) if isinstance(executors, Mapping) else {"local": executors}
+    missing = sorted({t.runs_on for t in graph.plan.tasks.values()} - set(by_kind))
+    if missing:
+        raise UsageError(f"no executor for runs_on: {', '.join(missing)}")
+    run = _Run(graph, options, by_kind, tuple(subscribers), control, durable, clock)
     return await run.run()
 
 
@@ -108,11 +115,15 @@ async def _continue(coro: Coroutine[Any, Any, None], first: Any) -> None:
 
 
 class _Run:
+    """The state of one run. Each mutable field's invariant is written beside it;
+    ``AttemptRunner`` changes them only through the methods under "the
+    attempt's side" below."""
+
     def __init__(
         self,
         graph: Graph,
         options: RunOptions,
-        executor: Executor,
+        executors: Mapping[str, Executor],
         subscribers: tuple[Subscriber, ...],
         control: RunControl | None,
         durable: Callable[[], Awaitable[None]] | None,
@@ -120,7 +131,7 @@ class _Run:
     ) -> None:
         self.graph = graph
         self.options = options
-        self.executor = executor
+        self.executors = executors
         self.subscribers = subscribers
         self.control = control
         self.durable = durable
@@ -134,32 +145,45 @@ class _Run:
         for i in runnable:
             if i not in reused:
                 member[i] = True
+        # Invariant: member[i] <=> i may start in this run (in ``only``, not reused).
         self.member = member
         self.members = [i for i in range(n) if member[i]]
-        # "" = not settled; final state otherwise.
+        # "" = not settled; a final state otherwise, written once (``settle``).
         self.state: list[str] = [""] * n
+        # Published outputs of settled nodes (and reused ones); only grows.
         self.outputs: dict[int, Mapping[str, str]] = {i: dict(o) for i, o in reused.items()}
+        # Attempts started per node (an attempt that never ran is taken back).
         self.attempts = [0] * n
+        # Invariant: running <= cap; counts attempts holding their slots.
         self.running = 0
-        self.waiting = 0  # nodes sleeping through a retry backoff
+        # Nodes sleeping through a retry backoff (holding no slot).
+        self.waiting = 0
         self.cap = 1 if options.mode == "sequential" else options.parallelism
+        # Once stopping, nothing new starts; stop_reason says why.
         self.stopping = False
         self.stop_reason = ""
         self.interrupted = False
         self.failed_any = False
+        # A dependency settled since the journal last confirmed durability.
         self.dirty = True
+        # True while ``fill`` runs (re-entry from an eager attempt start is a no-op).
         self.filling = False
         self.wake = asyncio.Event()
+        # The live Task of every attempt that suspended (for cancellation).
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.tg: asyncio.TaskGroup | None = None
+        # The one rate timer, armed for the soonest rate token (timer_at).
         self.timer: asyncio.Task[None] | None = None
         self.timer_at = math.inf
-        self.seq = 0
+        self.seq = 0  # FIFO order of ready nodes (priority fifo)
+        # Invariant (Limits): in_use[p] <= concurrency[p] for every pool.
         self.limits = Limits(graph, self.clock.now(), self._pool_changed)
+        # Ready nodes, one heap per pool signature; ready_count = their total.
         self.sigs: dict[tuple[int, ...], list[tuple[float, int]]] = {}
         self.ready_count = 0
         self.pools_of = [self.limits.pools_of_task[node.task] for node in graph.nodes]
-        # Phased mode: nodes of later phases wait in ``held`` until theirs opens.
+        # Phased mode: nodes of later phases wait in ``held`` until theirs opens;
+        # phases before ``phase`` are fully settled.
         self.phase_of: list[int] | None = None
         self.phase = 0
         self.phase_left: list[int] = []
@@ -168,6 +192,65 @@ class _Run:
             self._init_phases()
         self.deps = Deps(graph, self.members, self._on_ready, self._on_impossible)
         self.attempt_runner = AttemptRunner(self)
+
+    # -- the attempt's side: what AttemptRunner may call ---------------------------
+
+    def executor_for(self, kind: str) -> Executor:
+        """The executor of kind ``kind`` (checked by ``run_graph`` before the run)."""
+        return self.executors[kind]
+
+    def release(self, j: int, pools: tuple[int, ...], forget: bool) -> None:
+        """Attempt of ``j`` returned: give back its slot and pool slots."""
+        self.running -= 1
+        if pools:
+            self.limits.release(pools)
+        if forget:
+            self.forget(j)
+            self.wake.set()
+
+    def forget(self, j: int) -> None:
+        """``j`` has no live attempt Task any more."""
+        self.tasks.pop(j, None)
+
+    def not_an_attempt(self, j: int) -> None:
+        """The attempt just counted for ``j`` never ran: take it back."""
+        self.attempts[j] -= 1
+
+    def pools_succeeded(self, pools: tuple[int, ...]) -> None:
+        """An attempt in ``pools`` succeeded (adaptive pools may speed up)."""
+        self.limits.succeeded(pools)
+
+    def pools_throttled(self, pools: tuple[int, ...]) -> None:
+        """An attempt in ``pools`` was throttled (adaptive pools slow down)."""
+        self.limits.throttled(pools)
+
+    async def backoff(self, j: int, n: int, delay: float) -> None:
+        """Wait ``delay`` seconds holding no slot, then queue ``j`` for attempt ``n + 1``
+        (or settle it when the run stopped meanwhile)."""
+        self.waiting += 1
+        self.kick()  # the slot the attempt held is free again
+        try:
+            await self.clock.sleep(delay)
+        except asyncio.CancelledError:
+            self.settle(
+                j,
+                "cancelled",
+                f"ended before attempt {n + 1}: " + self.stop_reason.removeprefix("not started: "),
+            )
+            raise
+        finally:
+            self.waiting -= 1
+            self.forget(j)
+            self.wake.set()
+        if self.stopping:
+            self.settle(
+                j,
+                "not_started" if not self.interrupted else "cancelled",
+                f"attempt {n + 1} {self.stop_reason}",
+            )
+        else:
+            self._push(j)
+        self.kick()
 
     # -- events -----------------------------------------------------------------
 
@@ -302,7 +385,8 @@ class _Run:
             self._stop("not started: the run was interrupted")
             self._cancel_all()
         else:
-            self.executor.kill_now()
+            for executor in self.executors.values():
+                executor.kill_now()
         self.kick()
 
     # -- starting -----------------------------------------------------------------

@@ -1,18 +1,45 @@
-"""Executors: run one attempt of one node (local processes, compute-cluster jobs)."""
+"""Executors: run one resolved attempt and report how it ended (local processes,
+compute-cluster jobs). They know nothing of plans: see ``Attempt`` for what they
+are given."""
 
-from fleetrun.engine._executor import AttemptResult, AttemptSpec, Executor
 from fleetrun.executors._cluster import ClusterExecutor, ClusterOrphanFinder
-from fleetrun.executors._local import LocalExecutor, env_name, parse_outputs
+from fleetrun.executors._contract import (
+    Attempt,
+    AttemptResult,
+    ErrorKind,
+    Executor,
+    Handle,
+    Orphan,
+    OrphanFinder,
+    RecordedAttempt,
+)
+from fleetrun.executors._local import LocalExecutor, parse_outputs
 from fleetrun.executors._noop import NoopExecutor
+from fleetrun.executors._procfs import (
+    LocalOrphanFinder,
+    kill_groups,
+    process_alive,
+    process_start_time,
+)
+from fleetrun.names import env_name
 
 __all__ = [
+    "Attempt",
     "AttemptResult",
-    "AttemptSpec",
     "ClusterExecutor",
     "ClusterOrphanFinder",
+    "ErrorKind",
     "Executor",
+    "Handle",
     "LocalExecutor",
+    "LocalOrphanFinder",
     "NoopExecutor",
+    "Orphan",
+    "OrphanFinder",
+    "RecordedAttempt",
     "env_name",
+    "kill_groups",
     "parse_outputs",
+    "process_alive",
+    "process_start_time",
 ]

@@ -162,6 +162,11 @@ class Orphan:
     handle: Handle
     pids: tuple[int, ...] = ()
 
+    @property
+    def pgid(self) -> int | None:
+        """The handle's process group (None for a job)."""
+        return self.handle.pgid
+
     def describe(self) -> str:
         """``process group 123 on host, pids 123 124`` and the like."""
         h = self.handle

@@ -29,17 +29,15 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
-from fleetrun.engine._executor import AttemptResult, AttemptSpec
 from fleetrun.executors import _cspawn
+from fleetrun.executors._contract import Attempt, AttemptResult, Handle
 from fleetrun.executors._exits import ExitWatcher
 from fleetrun.executors._proc import Proc
 from fleetrun.executors._spawner import Action, Job, Mailbox, default_spawn_threads, spawner
-from fleetrun.plan._graph import Graph
-from fleetrun.plan._model import Task
 from fleetrun.redact import Redactor
 
 _PLAIN = re.compile(r"[\w@%+=:,./ -]+", re.ASCII)
@@ -51,12 +49,6 @@ _SHELL_ONLY = frozenset(
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _LOG_MODE = 0o600
 _MAX_OUTPUTS = 1 << 20
-_NAME = re.compile(r"[^A-Za-z0-9]")
-
-
-def env_name(name: str) -> str:
-    """``name`` upper-cased with every non-alphanumeric character turned into ``_``."""
-    return _NAME.sub("_", name).upper()
 
 
 def parse_outputs(text: str) -> dict[str, str]:
@@ -118,18 +110,23 @@ def _entry(name: str, value: str) -> bytes:
 class LocalExecutor:
     """Runs attempts as local child processes (see the module docstring).
 
-    ``grace`` is used when an attempt's spec gives none (the engine passes
+    ``grace`` is used when an attempt gives none (the engine passes
     ``RunOptions.grace``). ``spawn_threads``: threads that call ``posix_spawn``
     (None: ``default_spawn_threads()``; 0: call it on the loop thread).
     """
 
+    kind = "local"
+
     def __init__(self, grace: float = 10.0, *, spawn_threads: int | None = None) -> None:
         self.grace = grace
+        self._host = socket.gethostname()
         self._active: set[Proc] = set()
-        self._env: dict[tuple[int, str], dict[str, str]] = {}
-        self._env_block: dict[tuple[int, str], _cspawn.EnvBlock] = {}
+        # Keyed by id(attempt.env), which stays the same object for every
+        # attempt of a task (see the contract); the value keeps it alive.
+        self._env: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
+        self._env_block: dict[int, _cspawn.EnvBlock] = {}
         self._which: dict[tuple[str, str], str | None] = {}
-        self._cwd: dict[tuple[int, str], str | None] = {}
+        self._cwd: dict[str | None, str | None] = {}
         self._chdir_ok: dict[str, bool] = {}
         self._here = os.getcwd()
         if spawn_threads is None:
@@ -140,42 +137,37 @@ class LocalExecutor:
 
     # -- per-task preparation (cached: built once per task, not per attempt) ------
 
-    def _base_env(self, graph: Graph, task: Task, run_id: str) -> dict[str, str]:
-        """The task's environment without the names set per attempt."""
-        key = (id(graph), task.name)
-        env = self._env.get(key)
-        if env is None:
+    def _base_env(self, attempt: Attempt) -> dict[str, str]:
+        """This process's environment under the task's (no per-attempt names)."""
+        key = id(attempt.env)
+        cached = self._env.get(key)
+        if cached is None:
             env = dict(os.environ)
-            env.update(graph.plan.env)
-            env.update(task.env)
-            env["FLEETRUN_TASK"] = task.name
-            env["FLEETRUN_RUN_ID"] = run_id
+            env.update(attempt.env)
             # Per-attempt names are fleetrun's alone (an outer run's must not leak in).
             for name in [n for n in env if _per_attempt(n)]:
                 del env[name]
-            self._env[key] = env
+            cached = self._env[key] = (attempt.env, env)
             if self._spawner is not None and _cspawn.available():
                 # Encoded once for every attempt of the task.
                 self._env_block[key] = _cspawn.EnvBlock(env)
-        return env
+        return cached[1]
 
     def _spawn_env(
-        self, graph: Graph, task: Task, base: dict[str, str], extra: dict[str, str]
+        self, attempt: Attempt, base: dict[str, str]
     ) -> tuple[dict[str, str] | _cspawn.EnvBlock, list[bytes]]:
         """The attempt's environment in the form its spawner takes, and encoded extras."""
-        block = self._env_block.get((id(graph), task.name))
+        extra = attempt.env_extra
+        block = self._env_block.get(id(attempt.env))
         if block is not None:
             return block, list(map(_entry, extra, extra.values()))
         return {**base, **extra}, []
 
-    def _task_cwd(self, graph: Graph, task: Task) -> str | None:
-        """The task's working directory, or None when it is this process's own."""
-        key = (id(graph), task.name)
-        if key not in self._cwd:
-            base = Path(graph.plan.base_dir)
-            cwd = str((base / task.cwd) if task.cwd else base)
-            self._cwd[key] = None if os.path.abspath(cwd) == self._here else cwd
-        return self._cwd[key]
+    def _task_cwd(self, cwd: str | None) -> str | None:
+        """The attempt's working directory, or None when it is this process's own."""
+        if cwd not in self._cwd:
+            self._cwd[cwd] = None if cwd is None or os.path.abspath(cwd) == self._here else cwd
+        return self._cwd[cwd]
 
     def _spawn_chdir(self, cwd: str | None) -> bool:
         """True when the spawn itself can enter ``cwd`` (no shell needed for it).
@@ -217,27 +209,15 @@ class LocalExecutor:
 
     # -- the attempt ------------------------------------------------------------
 
-    async def run(self, spec: AttemptSpec) -> AttemptResult:
+    async def run(self, spec: Attempt) -> AttemptResult:
         """Spawn the attempt, wait for the whole group to end, collect outputs."""
         loop = asyncio.get_running_loop()
-        graph = spec.graph
-        node = spec.node
-        task = graph.plan.tasks[node.task]
-        base = self._base_env(graph, task, spec.run_id)
-        extra = {
-            "FLEETRUN_TARGET": node.target or "",
-            "FLEETRUN_ATTEMPT": str(spec.attempt),
-            "FLEETRUN_OUTPUT": spec.output_path,
-        }
-        for dep, outs in spec.dep_outputs.items():
-            prefix = "FLEETRUN_OUTPUT_" + env_name(dep) + "_"
-            for k, v in outs.items():
-                extra[prefix + env_name(k)] = v
+        base = self._base_env(spec)
         # PATH is never a per-attempt name: the base environment resolves the program.
-        cwd = self._task_cwd(graph, task)
+        cwd = self._task_cwd(spec.cwd)
         chdir = self._spawn_chdir(cwd)
         path, argv = self._argv(spec.command, base, None if chdir else cwd)
-        env, extra_env = self._spawn_env(graph, task, base, extra)
+        env, extra_env = self._spawn_env(spec, base)
         grace = spec.grace if spec.grace is not None else self.grace
 
         piped = bool(spec.redactor) or spec.on_output is not None
@@ -292,14 +272,14 @@ class LocalExecutor:
         return await self._wait(loop, spec, proc, grace)
 
     async def _wait(
-        self, loop: asyncio.AbstractEventLoop, spec: AttemptSpec, proc: Proc, grace: float
+        self, loop: asyncio.AbstractEventLoop, spec: Attempt, proc: Proc, grace: float
     ) -> AttemptResult:
         """Wait for the attempt's group to end (ending it on timeout or cancellation)."""
         pid = proc.pid
         self._active.add(proc)
         timer = None
         try:
-            spec.on_started(pid, pid)
+            spec.on_started(Handle("local", self._host, pid, pid))
             if spec.timeout is not None:
                 timer = loop.call_later(spec.timeout, proc.on_timeout, grace)
             try:

@@ -1,31 +1,85 @@
 """Plan files -> validated model -> expanded task graph. Pure: no I/O beyond reading files."""
 
-from fleetrun.plan._expand import dependents_closure, expand, select
+from fleetrun.plan._expand import dependents_closure, expand, quorum_size
 from fleetrun.plan._graph import Graph, Node, Requirement
 from fleetrun.plan._loader import load_plan, load_plan_text
-from fleetrun.plan._model import ALL_TARGETS, Need, Plan, Pool, RetryPolicy, Target, Task
+from fleetrun.plan._model import (
+    ALL_TARGETS,
+    RUNS_ON,
+    Need,
+    Plan,
+    Pool,
+    RetryPolicy,
+    Scalar,
+    Target,
+    Task,
+)
+from fleetrun.plan._pools import Bucket, StaticLimits, pools_of_tasks
+from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
+from fleetrun.plan._resolve import (
+    Placeholders,
+    attempt_env,
+    dep_outputs,
+    is_per_attempt,
+    render_command,
+    task_env,
+)
 from fleetrun.plan._schema import plan_json_schema
-from fleetrun.plan._simulate import simulate
+from fleetrun.plan._select import select, selection_closure, selection_lines, split_names
+from fleetrun.plan._simulate import MODES, phase_layers, simulate
+from fleetrun.plan._summary import (
+    empty_tasks,
+    empty_tasks_error,
+    empty_warnings,
+    quorum_text,
+    task_rows,
+)
 from fleetrun.plan._template import Ref, Template
 
 __all__ = [
     "ALL_TARGETS",
+    "MODES",
+    "RUNS_ON",
+    "Bucket",
     "Graph",
     "Need",
     "Node",
+    "Placeholders",
     "Plan",
     "Pool",
     "Ref",
     "Requirement",
     "RetryPolicy",
+    "Scalar",
+    "StaticLimits",
     "Target",
     "Task",
     "Template",
+    "attempt_env",
+    "dep_outputs",
     "dependents_closure",
+    "empty_tasks",
+    "empty_tasks_error",
+    "empty_warnings",
     "expand",
+    "is_per_attempt",
     "load_plan",
     "load_plan_text",
+    "phase_layers",
     "plan_json_schema",
+    "pools_of_tasks",
+    "quorum_size",
+    "quorum_text",
+    "render_command",
+    "render_dot",
+    "render_json",
+    "render_mermaid",
+    "render_text",
     "select",
+    "selection_closure",
+    "selection_lines",
     "simulate",
+    "split_names",
+    "task_env",
+    "task_rows",
 ]

@@ -94,7 +94,9 @@ class Task:
 
     ``targets`` is None for an unfanned task (one instance), else the resolved
     names of the ``for_each`` group in fleet order. ``runs_on`` names the
-    executor kind that runs its attempts (one of ``RUNS_ON``).
+    executor kind that runs its attempts (one of ``RUNS_ON``). A fanned task
+    whose group matches no target has ``targets == ()``; ``apply`` refuses it
+    unless ``allow_empty`` (see ``plan.empty_tasks``).
     """
 
     name: str
@@ -111,6 +113,7 @@ class Task:
     estimate: float | None = None
     location: Location | None = None
     runs_on: str = "local"
+    allow_empty: bool = False
     resources: Mapping[str, float] = field(default_factory=dict)
     """Cluster resources each job of this task asks for besides ``MACHINE: 1``."""
 

@@ -124,7 +124,9 @@ def _task() -> dict[str, Any]:
                 "minLength": 1,
                 "description": "Shell command. Templates: {{ target.name }}, "
                 "{{ target.<attribute> }}, {{ vars.<name> }}, {{ tasks.<task>.outputs.<key> }}; "
-                "inserted values are shell-quoted unless written {{ raw ... }}.",
+                'inserted values are quoted for where they stand (bare word, inside "..." or '
+                "'...') unless written {{ raw ... }}; a placeholder in a here-document, a "
+                "comment, backticks or $((...)) is refused.",
             },
             "description": {"type": "string", "description": "What the task does."},
             "phase": {
@@ -174,6 +176,11 @@ def _task() -> dict[str, Any]:
                 "besides MACHINE: 1 (resource name -> amount), e.g. {GPU: 1}.",
                 "propertyNames": {"pattern": "^[A-Za-z_][\\w.-]*$"},
                 "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
+            },
+            "allow_empty": {
+                "type": "boolean",
+                "description": "With for_each: the group may match no target (zero instances). "
+                "Default false: apply refuses a task with no instances.",
             },
         },
         required=("run",),

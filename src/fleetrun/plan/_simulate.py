@@ -7,7 +7,8 @@ requirements are met. Ready instances start critical-path-first (highest rank,
 then lowest id) within the ``parallelism`` cap and every pool's
 ``concurrency`` cap (an instance holds one slot in each capped pool of its
 task) and every pool's start ``rate`` (the engine's own token buckets, in
-simulated time; an adaptive rate is taken as configured, since throttling
+simulated time (``StaticLimits``, the same buckets the engine uses); an
+adaptive rate is taken as configured, since throttling
 cannot be foreseen). A quorum requirement is met when ``at_least`` of its nodes
 have finished.
 
@@ -19,13 +20,10 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from fleetrun.plan._expand import longest_paths
 from fleetrun.plan._graph import Graph
-
-if TYPE_CHECKING:
-    from fleetrun.engine._limits import Limits
+from fleetrun.plan._pools import StaticLimits
 
 MODES = ("sequential", "phased", "dag")
 
@@ -62,7 +60,7 @@ def _schedule(
     durations: Sequence[float],
     rank: Sequence[float],
     parallelism: int | None,
-    limits: Limits,
+    limits: StaticLimits,
     start: float,
 ) -> float:
     """List-schedule ``members`` from time ``start``; requirements outside them count as met.
@@ -180,12 +178,9 @@ def simulate(
         members: Sequence[Sequence[int]] = (range(len(graph.nodes)),)
     else:
         members = phase_layers(graph)
-    # Imported here: the engine imports the plan package at module level.
-    from fleetrun.engine._limits import Limits
-
     # One set of pools for the whole run: a rate bucket emptied in one phase
     # is still refilling when the next phase begins.
-    limits = Limits(graph, 0.0, lambda _pool, _rate, _why: None)
+    limits = StaticLimits(graph, 0.0)
     end = 0.0
     for m in members:
         end = _schedule(graph, list(m), durs, rank, parallelism, limits, end)

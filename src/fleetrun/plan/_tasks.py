@@ -7,6 +7,7 @@ Cross-task checks (unknown names, cycles, phases, template references) live in
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ TASK_KEYS = (
     "cwd",
     "estimate",
     "runs_on",
+    "allow_empty",
     "resources",
 )
 DEFAULT_KEYS = ("timeout", "retry", "estimate")
@@ -224,7 +226,9 @@ def read_tasks(
             text = ctx.string(f["run"], join(key, "run"))
             if text is not None:
                 try:
-                    run = Template.parse(text, ctx.loc(f["run"]))
+                    run = Template.parse(
+                        text, ctx.loc(f["run"]), functools.partial(ctx.inner_loc, f["run"])
+                    )
                 except PlanError as e:
                     ctx.problems.extend(
                         Diagnostic(d.location, d.message, join(key, "run"), d.fix)
@@ -301,6 +305,17 @@ def read_tasks(
                 )
             elif given is not None:
                 runs_on = given
+        allow_empty = False
+        if "allow_empty" in f:
+            allow_empty = bool(ctx.boolean(f["allow_empty"], join(key, "allow_empty")))
+            if allow_empty and "for_each" not in f:
+                ctx.error(
+                    f["allow_empty"],
+                    join(key, "allow_empty"),
+                    "allow_empty applies only to a task with for_each (an unfanned task "
+                    "always has one instance)",
+                    "remove allow_empty, or add for_each: <group>",
+                )
         resources = (
             read_resources(ctx, f["resources"], join(key, "resources")) if "resources" in f else {}
         )
@@ -324,6 +339,7 @@ def read_tasks(
             estimate=estimate,
             location=ctx.loc(knode),
             runs_on=runs_on,
+            allow_empty=allow_empty,
             resources=resources,
         )
         infos[name] = info

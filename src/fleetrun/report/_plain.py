@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import TextIO
 
-from fleetrun.engine._events import (
+from fleetrun.engine import (
     AttemptEnded,
     AttemptStarted,
     Event,
@@ -18,33 +18,14 @@ from fleetrun.engine._events import (
     InstanceSettled,
     PoolChanged,
     RunEnded,
+    RunResult,
     RunStarted,
 )
-from fleetrun.engine._options import RunResult
-from fleetrun.plan._graph import Graph
+from fleetrun.plan import Graph
 
-STATE_ORDER = (
-    "succeeded",
-    "reused",
-    "failed",
-    "skipped",
-    "cancelled",
-    "not_started",
-    "interrupted",
-)
-"""Final states in the order summaries list them."""
-
-
-def format_duration(seconds: float) -> str:
-    """``0.4s``, ``12.3s``, ``4m05s``, ``1h02m``."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        m, s = divmod(round(seconds), 60)
-        return f"{m}m{s:02d}s"
-    h, rest = divmod(round(seconds), 3600)
-    return f"{h}h{rest // 60:02d}m"
-
+# Re-exported for the consoles that import them from here.
+from fleetrun.report._text import STATE_ORDER as STATE_ORDER
+from fleetrun.report._text import format_duration as format_duration
 
 TAIL_INDENT = "           | "
 """Prefix of the log-tail lines under a failure."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetrun.errors import RunLockedError
-from fleetrun.state._proc import process_alive, process_start_time
+from fleetrun.executors import process_alive, process_start_time
 
 LOCK_NAME = "lock"
 

@@ -8,12 +8,16 @@ Where ``/proc`` is missing, liveness falls back to ``kill(pid, 0)``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from fleetrun.executors._contract import Handle, Orphan, RecordedAttempt
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -58,17 +62,6 @@ def process_alive(pid: int, start_time: int | None) -> bool:
     if fields[0] in ("Z", "X"):
         return False
     return start_time is None or int(fields[19]) == start_time
-
-
-@dataclass(frozen=True, slots=True)
-class Orphan:
-    """A process group left running by a run that is no longer alive."""
-
-    run_id: str
-    key: str
-    attempt: int
-    pgid: int
-    pids: tuple[int, ...]
 
 
 def process_table() -> dict[int, list[tuple[int, int]]]:
@@ -186,3 +179,58 @@ def kill_groups(pgids: Iterable[int], grace: float) -> None:
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+class LocalOrphanFinder:
+    """Finds and ends the process groups that dead runs left on this machine.
+
+    A recorded group counts only while its leader is the process recorded
+    (pid plus start time) or, with the leader gone, while members that started
+    after it remain. An attempt spawned just before its run died, before it
+    reached the journal, is found by the ``FLEETRUN_RUN_ID`` in its processes'
+    environment.
+    """
+
+    kind = "local"
+
+    def find_now(
+        self, attempts: Sequence[RecordedAttempt], dead_runs: Sequence[str]
+    ) -> list[Orphan]:
+        """``find`` without the event loop (reads ``/proc``)."""
+        found: list[Orphan] = []
+        rows = [a for a in attempts if a.handle.kind == "local" and a.handle.pgid is not None]
+        table = process_table() if rows or dead_runs else {}
+        for a in rows:
+            pgid, start = a.handle.pgid, a.handle.start_time
+            assert pgid is not None
+            if start is None and process_start_time(pgid) is not None:
+                # The leader had exited before its start time was read, and a
+                # process with its pid exists now: the id was reused.
+                continue
+            pids = group_members(pgid, start, table)
+            if pids:
+                found.append(Orphan(a.run_id, a.key, a.attempt, a.handle, pids))
+        known = {o.handle.pgid for o in found}
+        known.add(os.getpgrp())  # never this process's own group
+        extra: dict[int, list[Tagged]] = {}
+        for t in processes_of_runs(dead_runs, table):
+            if t.pgid not in known:
+                extra.setdefault(t.pgid, []).append(t)
+        host = socket.gethostname()
+        for pgid, tagged in sorted(extra.items()):
+            first = min(tagged, key=lambda t: t.pid)
+            pids = tuple(sorted(p for p, _ in table.get(pgid, [])))
+            handle = Handle("local", host, first.pid, pgid)
+            found.append(Orphan(first.run_id, first.key, first.attempt, handle, pids))
+        return found
+
+    async def find(
+        self, attempts: Sequence[RecordedAttempt], dead_runs: Sequence[str]
+    ) -> list[Orphan]:
+        """Live process groups among ``attempts`` and tagged with ``dead_runs``."""
+        return await asyncio.to_thread(self.find_now, attempts, dead_runs)
+
+    async def end(self, orphans: Sequence[Orphan], grace: float) -> None:
+        """SIGTERM each group, ``grace`` seconds, SIGKILL, wait until gone."""
+        pgids = [o.handle.pgid for o in orphans if o.handle.pgid is not None]
+        await asyncio.to_thread(kill_groups, pgids, grace)

@@ -1,0 +1,122 @@
+"""One renderer for what an instance runs: its command and its environment.
+
+The engine (each attempt), ``retry`` (has a command changed since a run?) and
+``--dry-run`` (what would run) all render through here, so they cannot
+disagree about which dependency outputs a command sees or how an output's name
+becomes an environment variable.
+
+Rules:
+- a command sees the outputs of its *single-instance* requirements (a task
+  fanned over the same targets, or an unfanned task), by task name:
+  ``{{ tasks.X.outputs.KEY }}``;
+- those outputs also reach the environment as ``FLEETRUN_OUTPUT_<TASK>_<KEY>``
+  (``env_name`` of each part);
+- the task's environment is ``env_file`` < the plan's ``env`` < the task's
+  ``env``, plus ``FLEETRUN_TASK`` and ``FLEETRUN_RUN_ID``; the names set per
+  attempt are ``FLEETRUN_TARGET``, ``FLEETRUN_ATTEMPT``, ``FLEETRUN_OUTPUT``
+  and the dependency outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from fleetrun.names import env_name
+from fleetrun.plan._graph import Graph, Node
+from fleetrun.plan._model import Task
+
+PER_ATTEMPT_PREFIX = "FLEETRUN_OUTPUT"
+"""Names starting with this (and ``FLEETRUN_TARGET``/``FLEETRUN_ATTEMPT``) are
+set per attempt; an outer run's values never leak into a task."""
+
+
+def is_per_attempt(name: str) -> bool:
+    """True for the environment names fleetrun sets for each attempt."""
+    return name in ("FLEETRUN_TARGET", "FLEETRUN_ATTEMPT") or name.startswith(PER_ATTEMPT_PREFIX)
+
+
+def dep_outputs(
+    node: Node, outputs_by_node: Mapping[int, Mapping[str, str]]
+) -> dict[str, Mapping[str, str]]:
+    """Outputs of ``node``'s single-instance requirements that are known, by task name."""
+    outs: dict[str, Mapping[str, str]] = {}
+    for req in node.requires:
+        if len(req.nodes) == 1:
+            o = outputs_by_node.get(req.nodes[0])
+            if o is not None:
+                outs[req.task] = o
+    return outs
+
+
+def render_command(
+    graph: Graph, node_id: int, outputs_by_task: Mapping[str, Mapping[str, str]]
+) -> str:
+    """The command of ``node_id`` with ``outputs_by_task`` (see ``dep_outputs``).
+
+    Raises ``KeyError`` (naming the missing reference) when the command uses an
+    output that is not available.
+    """
+    node = graph.nodes[node_id]
+    task = graph.plan.tasks[node.task]
+    target = None if node.target is None else graph.plan.targets[node.target]
+    return task.run.render(target, graph.plan.vars, outputs_by_task)
+
+
+def task_env(graph: Graph, task: Task, run_id: str) -> dict[str, str]:
+    """The environment the plan gives every attempt of ``task`` (no per-attempt names)."""
+    env = dict(graph.plan.env)
+    env.update(task.env)
+    env["FLEETRUN_TASK"] = task.name
+    env["FLEETRUN_RUN_ID"] = run_id
+    for name in [n for n in env if is_per_attempt(n)]:
+        del env[name]
+    return env
+
+
+def attempt_env(
+    node: Node, n: int, output_path: str, outputs_by_task: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
+    """The names set for attempt ``n`` of ``node``."""
+    extra = {
+        "FLEETRUN_TARGET": node.target or "",
+        "FLEETRUN_ATTEMPT": str(n),
+        "FLEETRUN_OUTPUT": output_path,
+    }
+    for dep, outs in outputs_by_task.items():
+        prefix = "FLEETRUN_OUTPUT_" + env_name(dep) + "_"
+        for k, v in outs.items():
+            extra[prefix + env_name(k)] = v
+    return extra
+
+
+class Placeholders(Mapping[str, Mapping[str, str]]):
+    """Outputs for a dry run: the known ones, ``<task.outputs.key>`` for the rest."""
+
+    def __init__(self, known: Mapping[str, Mapping[str, str]]) -> None:
+        self._known = known
+
+    def __getitem__(self, task: str) -> Mapping[str, str]:
+        return _TaskPlaceholders(task, self._known.get(task, {}))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._known)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class _TaskPlaceholders(Mapping[str, str]):
+    def __init__(self, task: str, known: Mapping[str, str]) -> None:
+        self._task, self._known = task, known
+
+    def __getitem__(self, key: str) -> str:
+        return self._known.get(key, f"<{self._task}.outputs.{key}>")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._known)
+
+    def __len__(self) -> int:
+        return len(self._known)

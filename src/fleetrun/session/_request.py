@@ -1,0 +1,120 @@
+"""What a caller asks a session for, and what it gets back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from fleetrun.engine import DEFAULT_GRACE
+
+if TYPE_CHECKING:
+    from fleetrun.engine import RunResult, Subscriber
+    from fleetrun.plan import Graph
+    from fleetrun.redact import Redactor
+
+Kind = Literal["apply", "retry", "resume"]
+
+STATE_DIR_NAME = ".fleetrun"
+"""The state directory's name beside the plan (or in the working directory)."""
+
+
+def find_state_dir(state_dir: str | None, plan: str | None) -> Path:
+    """``--state-dir``, else ``.fleetrun`` beside ``--plan``, else ``./.fleetrun``."""
+    if state_dir:
+        return Path(state_dir).resolve()
+    if plan:
+        return Path(plan).resolve().parent / STATE_DIR_NAME
+    return Path.cwd() / STATE_DIR_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """Everything ``apply``/``retry`` were asked (field names are the CLI's option names).
+
+    ``plain``, ``output`` and ``events`` concern the console; the session
+    passes them through to the console factory untouched (``output`` also
+    decides whether the engine delivers output lines as events).
+    """
+
+    kind: Kind
+    plan: str | None
+    state_dir: str | None = None
+    run_ref: str | None = None
+    mode: str = "dag"
+    parallelism: int | None = None
+    fail_fast: str | None = None
+    targets: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    only: bool = False
+    grace: float = DEFAULT_GRACE
+    dry_run: bool = False
+    kill_orphans: bool = False
+    plain: bool = False
+    output: str = "none"
+    events: str | None = None
+
+
+NoticeKind = Literal["note", "orphan", "rerun", "start", "signal", "nothing", "dry_run"]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the user should be told, as it happens (the session never prints).
+
+    ``kind`` lets a console style it; ``error`` marks lines meant for stderr
+    (signal acknowledgements).
+    """
+
+    kind: NoticeKind
+    text: str
+    error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunSetup:
+    """What a console needs to show a run, handed over just before it starts."""
+
+    request: RunRequest
+    graph: Graph
+    run_id: str
+    run_dir: Path
+    only: frozenset[int] | None
+    redactor: Redactor
+
+
+class Console(Protocol):
+    """The console side of a run: subscribers, and a start and stop around the run."""
+
+    subscribers: tuple[Subscriber, ...]
+
+    def start(self) -> None:
+        """Called right before the engine starts."""
+        ...
+
+    def stop(self) -> None:
+        """Called after the engine returned, whatever happened."""
+        ...
+
+
+ConsoleFactory = Callable[[RunSetup], Console]
+
+OutcomeStatus = Literal["succeeded", "failed", "interrupted", "nothing", "dry_run"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """How a request ended.
+
+    ``status``: the run's status, or ``nothing`` (nothing to run; not an
+    error) or ``dry_run``. ``result`` and ``graph`` are set when a run took
+    place; ``lines`` holds a dry run's ``key: command`` lines; ``parent_id``
+    the run a retry or resume continued.
+    """
+
+    status: OutcomeStatus
+    result: RunResult | None = None
+    graph: Graph | None = None
+    lines: tuple[str, ...] = field(default=())
+    parent_id: str | None = None
