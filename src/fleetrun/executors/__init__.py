@@ -2,7 +2,8 @@
 compute-cluster jobs). They know nothing of plans: see ``Attempt`` for what they
 are given."""
 
-from fleetrun.executors._cluster import ClusterExecutor, ClusterOrphanFinder
+from typing import TYPE_CHECKING, Any
+
 from fleetrun.executors._contract import (
     Attempt,
     AttemptResult,
@@ -22,6 +23,20 @@ from fleetrun.executors._procfs import (
     process_start_time,
 )
 from fleetrun.names import env_name
+
+if TYPE_CHECKING:
+    from fleetrun.executors._cluster import ClusterExecutor, ClusterOrphanFinder
+
+
+def __getattr__(name: str) -> Any:
+    # The compute-cluster executor loads on first use: runs without cluster tasks
+    # (and `fleetrun` start-up) do not pay for it.
+    if name in ("ClusterExecutor", "ClusterOrphanFinder"):
+        from fleetrun.executors import _cluster
+
+        return getattr(_cluster, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Attempt",
