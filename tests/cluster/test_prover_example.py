@@ -95,3 +95,40 @@ def test_prover_batch_on_the_cluster_survives_a_lost_worker(tmp_path: Path) -> N
         for r in results
     )
     assert agg == {"proofs": "8", "root": hashlib.sha256("\n".join(lines).encode()).hexdigest()}
+
+
+def test_fleetrun_apply_runs_the_prove_jobs_on_an_embedded_cluster(tmp_path: Path) -> None:
+    import sqlite3
+    import sys
+
+    example = tmp_path / "prover"
+    shutil.copytree(ROOT / "examples" / "prover", example)
+    plan = example / "plan.yaml"
+    plan.write_text(plan.read_text().replace('PROVER_SCALE: "1"', 'PROVER_SCALE: "0.1"'))
+    env = {k: v for k, v in os.environ.items() if k != "FLEETRUN_CLUSTER"}
+    before = _dask_pids()
+    done = subprocess.run(
+        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain"],
+        cwd=example,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "18 succeeded (of 18)" in done.stdout
+    db = sqlite3.connect(example / ".fleetrun" / "state.db")
+    rows = db.execute("select key, executor, host, job from attempts order by key").fetchall()
+    prove = [r for r in rows if r[0].startswith("prove@")]
+    assert len(prove) == 8
+    assert {r[1] for r in prove} == {"cluster"}
+    assert all(r[2].startswith("tcp://127.0.0.1:") and r[3].endswith("-1") for r in prove)
+    assert {r[1] for r in rows if not r[0].startswith("prove@")} == {"local"}
+    # The embedded cluster went with the run: no Dask process started since is left.
+    assert _dask_pids() <= before
+
+
+def _dask_pids() -> set[str]:
+    out = subprocess.run(["pgrep", "-f", "distributed.cli.dask_"], capture_output=True, text=True)
+    return set(out.stdout.split())

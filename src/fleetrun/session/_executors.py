@@ -56,7 +56,24 @@ class ExecutorRegistry:
 
 
 def default_registry() -> ExecutorRegistry:
-    """The executors fleetrun ships: ``local``."""
+    """The executors fleetrun ships: ``local``, ``cluster``."""
     reg = ExecutorRegistry()
     reg.register("local", lambda grace: LocalExecutor(grace=grace), LocalOrphanFinder)
+    reg.register("cluster", _cluster_executor, _cluster_finder)
     return reg
+
+
+def _cluster_executor(grace: float) -> Executor:
+    # Loaded here, not at import: plans without cluster tasks never pay for Dask.
+    # The scheduler is FLEETRUN_CLUSTER, else an embedded local cluster; the plan's
+    # `cluster:` section and `--cluster` reach it once the request carries them.
+    from fleetrun.cluster import resolve_address
+    from fleetrun.executors import ClusterExecutor
+
+    return ClusterExecutor(resolve_address(None, None))
+
+
+def _cluster_finder() -> OrphanFinder:
+    from fleetrun.executors import ClusterOrphanFinder
+
+    return ClusterOrphanFinder()
