@@ -1,10 +1,9 @@
-"""examples/prover: the plan's own commands, with the prove jobs on a real local cluster.
+"""examples/prover: its jobs on a real local cluster.
 
-Until the engine routes ``runs_on: cluster`` tasks to ``ClusterExecutor``, this
-walks the plan's graph by hand: generate, prove (through ``ClusterExecutor``,
-one worker killed mid-batch and the lost attempt run again, as ``retry``
-does), verify and aggregate, each rendered from the plan with the outputs of
-what it needs.
+The first test walks the plan by hand so that it can kill a worker mid-batch:
+generate, prove (through ``ClusterExecutor``; the lost attempt is run again,
+as ``retry`` does), verify and aggregate, each rendered from the plan with the
+outputs of what it needs. The second is ``fleetrun apply`` as a user runs it.
 """
 
 from __future__ import annotations
