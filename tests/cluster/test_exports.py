@@ -16,14 +16,20 @@ def test_cluster_exports() -> None:
             "ClusterConfig", "ClusterConfigError", "ClusterError", "ClusterNotFoundError",
             "Kubectl", "LocalCluster", "LocalProcess", "build", "connect", "down_kubernetes",
             "down_local", "drain", "endpoint", "labels", "leftovers", "load_config",
-            "local_dir", "names", "render", "render_text", "resolve_address", "scale",
+            "load_local", "local_dir", "local_recorded", "names", "render", "render_text",
+            "resolve_address", "scale",
             "scale_local", "scheduler_address", "selector", "short_commit", "status",
             "stop_processes", "up_kubernetes",
         ]
     )  # fmt: skip
     for name in fleetrun.cluster.__all__:
         assert hasattr(fleetrun.cluster, name), name
-    assert {"ClusterExecutor", "ClusterOrphanFinder"} <= set(fleetrun.executors.__all__)
+    assert {
+        "CLUSTER_ENV", "MACHINE", "ClusterExecutor", "ClusterOrphanFinder", "LocalCluster",
+        "LocalProcess", "resolve_address", "running_cluster_jobs", "stop_processes",
+    } <= set(fleetrun.executors.__all__)  # fmt: skip
+    for name in fleetrun.executors.__all__:
+        assert hasattr(fleetrun.executors, name), name
 
 
 def test_importing_fleetrun_does_not_need_the_cluster_extra() -> None:

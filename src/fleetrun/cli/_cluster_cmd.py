@@ -26,14 +26,15 @@ from fleetrun.cluster import (
     drain,
     endpoint,
     load_config,
+    load_local,
     local_dir,
+    local_recorded,
     render_text,
     scale,
     scale_local,
     status,
     up_kubernetes,
 )
-from fleetrun.cluster._local import RECORD
 from fleetrun.errors import UsageError
 
 STATE_DIR_NAME = ".fleetrun"
@@ -56,7 +57,7 @@ def _kubectl(conf: ClusterConfig, context: str | None) -> Kubectl:
 def _is_local(local: bool | None, state_dir: str | None) -> bool:
     if local is not None:
         return local
-    return (local_dir(_state(state_dir)) / RECORD).exists()
+    return local_recorded(local_dir(_state(state_dir)))
 
 
 _config_opt = click.option(
@@ -112,7 +113,7 @@ def up(
     """Start a long-lived local cluster, or apply the cluster to Kubernetes."""
     if local:
         directory = local_dir(_state(state_dir))
-        if (directory / RECORD).exists():
+        if local_recorded(directory):
             raise UsageError(
                 f"a local cluster is already recorded in {directory}; "
                 "`fleetrun cluster down --local` first"
@@ -162,7 +163,7 @@ def status_cmd(
     address = address or os.environ.get("FLEETRUN_CLUSTER") or None
     if address is None:
         if _is_local(local, state_dir):
-            address = LocalCluster.load(local_dir(_state(state_dir))).address
+            address = load_local(local_dir(_state(state_dir))).address
         else:
             conf = _config(config_path)
             address = f"tcp://{conf.require_coordinator()}:{conf.coordinator_port}"
@@ -196,7 +197,7 @@ def scale_cmd(
 ) -> None:
     """Grow or shrink the workers to REPLICAS; leaving workers finish their job first."""
     if _is_local(local, state_dir):
-        c = LocalCluster.load(local_dir(_state(state_dir)))
+        c = load_local(local_dir(_state(state_dir)))
         got = scale_local(c, replicas, drain_timeout)
         click.echo(f"local cluster: {got['workers']} workers")
         return
@@ -239,7 +240,7 @@ def down_cmd(
 ) -> None:
     """Drain, then remove every process, object and file of the cluster; verify."""
     if _is_local(local, state_dir):
-        c = LocalCluster.load(local_dir(_state(state_dir)))
+        c = load_local(local_dir(_state(state_dir)))
         left = down_local(c, drain_timeout)
         what = "local cluster"
     else:

@@ -4,19 +4,14 @@ Dask distributed is the engine: the scheduler is the coordinator and every
 worker advertises one ``MACHINE`` resource, so one job runs per machine.
 """
 
-from fleetrun.cluster._config import (
-    CLUSTER_ENV,
-    DEFAULT_PORT,
-    ClusterConfig,
-    load_config,
-    resolve_address,
-    short_commit,
-)
+from fleetrun.cluster._config import DEFAULT_PORT, ClusterConfig, load_config, short_commit
 from fleetrun.cluster._control import (
     connect,
     down_local,
     drain,
+    load_local,
     local_dir,
+    local_recorded,
     scale_local,
     status,
 )
@@ -24,13 +19,20 @@ from fleetrun.cluster._image import DOCKERFILE, build
 from fleetrun.cluster._kube import Kubectl, endpoint, leftovers, render_text, scale
 from fleetrun.cluster._kube import down as down_kubernetes
 from fleetrun.cluster._kube import up as up_kubernetes
-from fleetrun.cluster._local import MACHINE, LocalCluster, LocalProcess, stop_processes
 from fleetrun.cluster._manifests import labels, names, render, scheduler_address, selector
 from fleetrun.cluster.errors import (
     ClusterCommandError,
     ClusterConfigError,
     ClusterError,
     ClusterNotFoundError,
+)
+from fleetrun.executors import (
+    CLUSTER_ENV,
+    MACHINE,
+    LocalCluster,
+    LocalProcess,
+    resolve_address,
+    stop_processes,
 )
 
 __all__ = [
@@ -55,7 +57,9 @@ __all__ = [
     "labels",
     "leftovers",
     "load_config",
+    "load_local",
     "local_dir",
+    "local_recorded",
     "names",
     "render",
     "render_text",

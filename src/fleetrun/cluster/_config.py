@@ -117,23 +117,6 @@ class ClusterConfig:
         )
 
 
-CLUSTER_ENV = "FLEETRUN_CLUSTER"
-"""The environment variable naming the scheduler for ``runs_on: cluster`` tasks."""
-
-
-def resolve_address(
-    flag: str | None, plan_address: str | None, env: Mapping[str, str] | None = None
-) -> str | None:
-    """The scheduler for a run: ``--cluster``, else ``FLEETRUN_CLUSTER``, else the
-    plan's ``cluster.address``; None means an embedded local cluster.
-    ``HOST:PORT`` gets ``tcp://`` in front."""
-    env = os.environ if env is None else env
-    address = flag or env.get(CLUSTER_ENV) or plan_address
-    if not address:
-        return None
-    return address if "://" in address else f"tcp://{address}"
-
-
 def _image(host: str, repo: str, stage: str) -> str:
     return f"{host.rstrip('/')}/{repo}:client-{stage}" if host else f"{repo}:client-{stage}"
 

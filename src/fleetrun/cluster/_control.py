@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fleetrun.cluster._local import LocalCluster, stop_processes
 from fleetrun.cluster.errors import ClusterError, ClusterNotFoundError
+from fleetrun.executors import LocalCluster, running_cluster_jobs, stop_processes
 
 LOCAL_DIR = ("cluster", "local")
 
@@ -26,6 +26,21 @@ LOCAL_DIR = ("cluster", "local")
 def local_dir(state_dir: Path) -> Path:
     """Where ``up --local`` records its cluster inside the state directory."""
     return state_dir.joinpath(*LOCAL_DIR)
+
+
+def local_recorded(directory: Path) -> bool:
+    """True when a local cluster is recorded in ``directory``."""
+    return LocalCluster.recorded(directory)
+
+
+def load_local(directory: Path) -> LocalCluster:
+    """The local cluster recorded in ``directory``; ClusterNotFoundError when none is."""
+    if not local_recorded(directory):
+        raise ClusterNotFoundError(
+            f"no local cluster is recorded in {directory}; start one with "
+            "`fleetrun cluster up --local`"
+        )
+    return LocalCluster.load(directory)
 
 
 @contextlib.contextmanager
@@ -45,11 +60,9 @@ def connect(address: str, timeout: float = 10.0) -> Iterator[Any]:
 
 def status(address: str) -> dict[str, Any]:
     """Workers (name, address, pid, resources, the job each runs) and queued jobs."""
-    from fleetrun.executors._cluster_job import running_jobs
-
     with connect(address) as client:
         info = client.scheduler_info(n_workers=-1)
-        running = client.run(running_jobs, on_error="return")
+        running = client.run(running_cluster_jobs, on_error="return")
         pids = client.run(os.getpid, on_error="return")
         waiting = client.run_on_scheduler(_queued)
     busy = {k for jobs in running.values() if isinstance(jobs, list) for k in jobs}

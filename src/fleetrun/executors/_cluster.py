@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fleetrun.cluster import MACHINE, ClusterError, LocalCluster
+from fleetrun.errors import ExecutorError
 from fleetrun.executors import _cluster_job
 from fleetrun.executors._contract import (
     Attempt,
@@ -51,7 +51,11 @@ from fleetrun.executors._contract import (
     Orphan,
     RecordedAttempt,
 )
+from fleetrun.executors._dask_local import MACHINE, LocalCluster
 from fleetrun.executors._local import parse_outputs
+
+CLUSTER_ENV = "FLEETRUN_CLUSTER"
+"""The environment variable naming the scheduler for ``runs_on: cluster`` tasks."""
 
 _LOG_MODE = 0o600
 _CHUNK_WAIT = 5.0
@@ -212,7 +216,7 @@ class ClusterExecutor:
                 reason=f"compute cluster {self.address} unreachable: {e}",
                 error_kind="connect",
             )
-        except ClusterError as e:
+        except ExecutorError as e:
             return AttemptResult(
                 exit_code=None,
                 reason=f"the local compute cluster did not start: {e}",
@@ -319,6 +323,19 @@ class ClusterExecutor:
     async def _kill(self, key: str) -> None:
         with contextlib.suppress(Exception):
             await self._client.run(_cluster_job.kill_job, key, on_error="ignore")
+
+
+def resolve_address(
+    flag: str | None, plan_address: str | None, env: Mapping[str, str] | None = None
+) -> str | None:
+    """The scheduler for a run: ``--cluster``, else ``FLEETRUN_CLUSTER``, else the
+    plan's ``cluster.address``; None means an embedded local cluster.
+    ``HOST:PORT`` gets ``tcp://`` in front."""
+    env = os.environ if env is None else env
+    address = flag or env.get(CLUSTER_ENV) or plan_address
+    if not address:
+        return None
+    return address if "://" in address else f"tcp://{address}"
 
 
 def _task_resources(options: Mapping[str, Any]) -> dict[str, float]:

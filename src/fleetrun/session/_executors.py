@@ -67,8 +67,7 @@ def _cluster_executor(grace: float) -> Executor:
     # Loaded here, not at import: plans without cluster tasks never pay for Dask.
     # The scheduler is FLEETRUN_CLUSTER, else an embedded local cluster; the plan's
     # `cluster:` section and `--cluster` reach it once the request carries them.
-    from fleetrun.cluster import resolve_address
-    from fleetrun.executors import ClusterExecutor
+    from fleetrun.executors import ClusterExecutor, resolve_address
 
     return ClusterExecutor(resolve_address(None, None))
 

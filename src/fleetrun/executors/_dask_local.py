@@ -1,10 +1,11 @@
 """A compute cluster made of local processes: one Dask scheduler and N worker processes.
 
 Two uses: the embedded cluster that ``ClusterExecutor`` starts for one run
-when no scheduler is named, and the long-lived cluster of
-``fleetrun cluster up --local``, recorded in the state directory
+when no scheduler is named, and (through ``fleetrun.cluster``) the long-lived
+cluster of ``fleetrun cluster up --local``, recorded in the state directory
 (``<state>/cluster/local/cluster.json``, owner-only) so that later commands
-find it.
+find it. It lives here, at the bottom of the package order, because the
+executor needs it and executors import no other fleetrun package.
 
 Every worker advertises ``MACHINE=1`` and has one thread, so one job runs per
 worker at a time. The scheduler is started with ``allowed-failures`` 0: a
@@ -33,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetrun.cluster.errors import ClusterError, ClusterNotFoundError
+from fleetrun.errors import ExecutorError
 
 MACHINE = "MACHINE"
 """The resource every worker advertises once: one job per machine."""
@@ -103,10 +104,10 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while not sfile.exists() or not sfile.read_text().strip():
             if not self.scheduler.alive():
-                raise ClusterError(f"the scheduler did not start; see {self._log('scheduler')}")
+                raise ExecutorError(f"the scheduler did not start; see {self._log('scheduler')}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise ClusterError("the scheduler did not start in time")
+                raise ExecutorError("the scheduler did not start in time")
             time.sleep(0.05)
         self.address = json.loads(sfile.read_text())["address"]
         self.add_workers(workers, timeout=max(deadline - time.monotonic(), 1.0))
@@ -159,9 +160,9 @@ class LocalCluster:
                     return
                 dead = [p.name for p in self.workers if p.name in names and not p.alive()]
                 if dead:
-                    raise ClusterError(f"worker {dead[0]} exited; see {self._log(dead[0])}")
+                    raise ExecutorError(f"worker {dead[0]} exited; see {self._log(dead[0])}")
                 if time.monotonic() > deadline:
-                    raise ClusterError(f"{len(names)} workers did not join in {timeout:g}s")
+                    raise ExecutorError(f"{len(names)} workers did not join in {timeout:g}s")
                 time.sleep(0.1)
 
     # -- stopping -------------------------------------------------------------------
@@ -204,19 +205,19 @@ class LocalCluster:
         os.replace(tmp, path)
         return path
 
+    @staticmethod
+    def recorded(directory: Path) -> bool:
+        """True when a cluster is recorded in ``directory``."""
+        return (directory / RECORD).exists()
+
     @classmethod
     def load(cls, directory: Path) -> LocalCluster:
-        """The cluster recorded in ``directory``; ClusterNotFoundError when there is none."""
+        """The cluster recorded in ``directory`` (``ExecutorError`` when it cannot be read)."""
         path = directory / RECORD
         try:
             data: dict[str, Any] = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ClusterNotFoundError(
-                f"no local cluster is recorded in {directory}; start one with "
-                "`fleetrun cluster up --local`"
-            ) from None
         except (OSError, ValueError) as e:
-            raise ClusterError(f"cannot read {path}: {e}") from None
+            raise ExecutorError(f"cannot read the local cluster record {path}: {e}") from None
         sched = data.get("scheduler")
         return cls(
             directory=directory,
