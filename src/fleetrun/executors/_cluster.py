@@ -65,8 +65,8 @@ _MAX_REQUEUE = 10
 class _Stream:
     """Where one job's output chunks go: the log file, redacted, and ``on_output`` lines."""
 
-    def __init__(self, attempt: Attempt) -> None:
-        self.fd = os.open(attempt.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _LOG_MODE)
+    def __init__(self, attempt: Attempt, fd: int) -> None:
+        self.fd = fd
         self.redact = attempt.redactor.stream()
         self.on_output = attempt.on_output
         self.partial = b""
@@ -234,7 +234,7 @@ class ClusterExecutor:
             "topic": self._topic,
             "secrets": list(attempt.redactor.values),
         }
-        stream = _Stream(attempt)
+        stream = _Stream(attempt, await _open_log(attempt.log_path))
         job = key
         try:
             for again in range(_MAX_REQUEUE + 1):
@@ -336,6 +336,24 @@ def resolve_address(
     if not address:
         return None
     return address if "://" in address else f"tcp://{address}"
+
+
+async def _open_log(path: str) -> int:
+    """Create the attempt's log off the loop (a file creation can take a millisecond
+    on some disks); a cancel while it is being created closes it once created."""
+    opening = asyncio.ensure_future(
+        asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _LOG_MODE)
+    )
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_opened)
+        raise
+
+
+def _close_opened(t: asyncio.Future[int]) -> None:
+    if not t.cancelled() and t.exception() is None:
+        os.close(t.result())
 
 
 def _task_resources(options: Mapping[str, Any]) -> dict[str, float]:
