@@ -40,7 +40,7 @@ def test_bad_cluster_keys_are_reported_with_their_place() -> None:
         "    fix: use one of: address, workers",
         "<string>:1:31: cluster.workers: must be at least 1, got 0\n    fix: write 1 or more",
         "<string>:3:29: tasks.a.runs_on: unknown executor 'clustre' (did you mean 'cluster'?)\n"
-        "    fix: use one of: local, cluster",
+        "    fix: use one of: local, ssh, cluster",
         "<string>:3:55: tasks.a.resources.GPU: must be a number above zero, got -1\n"
         "    fix: write e.g. 1",
         "<string>:3:59: tasks.a.resources.bad name: 'bad name' is not a resource name\n"

@@ -167,6 +167,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "defaults",
         "phases",
         "tasks",
+        "ssh",
         "cluster",
     }
     task = props["tasks"]["additionalProperties"]["properties"]
@@ -184,6 +185,8 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "estimate",
         "runs_on",
         "allow_empty",
+        "script",
+        "keep_running",
         "resources",
     }
     # Every key of every object in the schema is described (editor completion shows it).

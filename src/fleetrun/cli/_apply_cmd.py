@@ -36,7 +36,28 @@ class _OptionalValueCommand(click.Command):
         return super().parse_args(ctx, fixed)
 
 
+def var_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--var NAME=VALUE`` and ``--var-file FILE`` (repeatable; later ones win)."""
+    f = click.option(
+        "--var-file",
+        "var_files",
+        multiple=True,
+        metavar="FILE",
+        help="Variables from a YAML/JSON file of NAME: VALUE (repeatable).",
+    )(f)
+    f = click.option(
+        "--var",
+        "vars",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Set a variable the plan declares under 'vars' (repeatable; retry reuses "
+        "the run's unless given again).",
+    )(f)
+    return f
+
+
 def _selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = var_options(f)
     f = click.option(
         "--only",
         is_flag=True,

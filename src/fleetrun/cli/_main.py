@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
-from typing import Any
 
-import click
 
-from fleetrun import __version__
-from fleetrun.errors import FleetrunError, PlanError
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    # Ctrl-C while the modules load: exit 130 quietly (SystemExit prints no traceback).
+    raise SystemExit(130)
+
+
+# Installed before the heavy imports below, only when fleetrun is the program
+# (the console script or ``python -m fleetrun``), never in a program that
+# imports it; ``main`` hands SIGINT back to Python.
+if "fleetrun" in sys.argv[0] and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from fleetrun import __version__  # noqa: E402
+from fleetrun.errors import FleetrunError, PlanError  # noqa: E402
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -20,6 +33,7 @@ EXIT_INTERRUPTED = 130
 COMMANDS: dict[str, str] = {
     "plan": "fleetrun.cli._plan_cmd:plan_cmd",
     "apply": "fleetrun.cli._apply_cmd:apply",
+    "exec": "fleetrun.cli._exec_cmd:exec_cmd",
     "retry": "fleetrun.cli._apply_cmd:retry",
     "history": "fleetrun.cli._state_cmds:history",
     "show": "fleetrun.cli._state_cmds:show",
@@ -81,4 +95,10 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``fleetrun`` console script."""
-    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="fleetrun")
+    # From here on a Ctrl-C is a KeyboardInterrupt, mapped to 130 by ``_Group``.
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="fleetrun")
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)

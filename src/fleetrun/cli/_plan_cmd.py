@@ -6,11 +6,14 @@ from pathlib import Path
 
 import click
 
+from fleetrun.cli._apply_cmd import var_options
 from fleetrun.plan import (
     ALL_TARGETS,
     empty_warnings,
     expand,
     load_plan,
+    parse_var_args,
+    read_var_file,
     render_dot,
     render_json,
     render_mermaid,
@@ -51,12 +54,15 @@ from fleetrun.plan import (
     metavar="NAMES",
     help="Preview only these tasks (comma-separated, repeatable), plus what they need.",
 )
+@var_options
 def plan_cmd(
     plan_file: Path,
     parallelism: int | None,
     fmt: str,
     targets: tuple[str, ...],
     tasks: tuple[str, ...],
+    vars: tuple[str, ...],
+    var_files: tuple[str, ...],
 ) -> None:
     """Validate PLAN, expand it over its targets and show what would run.
 
@@ -83,7 +89,11 @@ def plan_cmd(
     adds selection: {named: [keys], also: {key: reason}}. dot and mermaid
     print every instance and edge (dashed: quorum needs), phases as clusters.
     """
-    graph = expand(load_plan(plan_file))
+    overrides: dict[str, str] = {}
+    for f in var_files:
+        overrides.update(read_var_file(f))
+    overrides.update(parse_var_args(vars))
+    graph = expand(load_plan(plan_file, var_overrides=overrides))
     plan = graph.plan
     target_names = split_names(targets, {*plan.targets, *plan.groups, ALL_TARGETS})
     task_names = split_names(tasks, plan.tasks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 import time
@@ -13,7 +14,8 @@ from typing import Any
 
 import click
 
-from fleetrun.errors import RunNotFoundError
+from fleetrun.errors import RunNotFoundError, UsageError
+from fleetrun.plan import did_you_mean
 from fleetrun.report import (
     history_text,
     outputs_data,
@@ -99,16 +101,48 @@ def history(plan: str | None, state_dir: str | None, fmt: str, limit: int | None
         click.echo("no runs on record")
 
 
+_STATES = (
+    "succeeded", "reused", "failed", "skipped", "cancelled", "interrupted", "not_started",
+    "running", "pending",
+)  # fmt: skip
+
+
+def _states(values: tuple[str, ...]) -> set[str] | None:
+    """``--state`` values (comma-separated, repeatable), checked; None when absent."""
+    wanted = {v.strip() for value in values for v in value.split(",") if v.strip()}
+    unknown = sorted(wanted - set(_STATES))
+    if unknown:
+        raise UsageError(
+            f"--state {unknown[0]!r}{did_you_mean(unknown[0], _STATES)}: use one of "
+            + ", ".join(_STATES)
+        )
+    return wanted or None
+
+
 @click.command()
 @click.argument("run", required=False)
 @_where
 @_fmt("table", "json")
-def show(run: str | None, plan: str | None, state_dir: str | None, fmt: str) -> None:
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="STATES",
+    help="Only instances in these states (comma-separated, repeatable), e.g. failed,skipped.",
+)
+def show(
+    run: str | None, plan: str | None, state_dir: str | None, fmt: str, states: tuple[str, ...]
+) -> None:
     """Show every instance of RUN (default: the latest): state, attempts, exit codes, reasons."""
+    wanted = _states(states)
     with _journal(state_dir, plan) as j:
         r = j.run(run, plan_path=_plan_path(plan))
         instances = j.instances(r.id)
         attempts = j.attempts(r.id)
+    if wanted is not None:
+        instances = [i for i in instances if i.status in wanted]
+        keys = {i.key for i in instances}
+        attempts = [a for a in attempts if a.key in keys]
     if fmt == "json":
         _echo_json(show_data(r, instances, attempts))
     else:
@@ -137,6 +171,15 @@ def logs(
         if run_ref is None:
             # An instance reused by the latest run shows the log of the run that ran it.
             r = j.run(j.ran_in(r.id, instance))
+            if not j.attempts(r.id, instance):
+                # Not in the latest run's line: the newest earlier run that ran it.
+                for older in j.runs(_plan_path(plan)):
+                    if j.attempts(older.id, instance):
+                        click.echo(f"note: {instance} last ran in run {older.id}", err=True)
+                        r = older
+                        break
+        if not j.attempts(r.id, instance):
+            _no_such_instance(j, r.id, instance, attempt)
         a = j.attempt(r.id, instance, attempt)
     path = Path(a.log_path)
     if fmt == "json":
@@ -155,6 +198,26 @@ def logs(
         sys.stdout.flush()
         return
     _follow(state_dir, plan, r.id, instance, a.n, path)
+
+
+def _no_such_instance(j: JournalReader, run_id: str, key: str, attempt: int | None) -> None:
+    """Raise ``RunNotFoundError`` for ``key``, listing close matches and its task's instances."""
+    keys = [i.key for i in j.instances(run_id)]
+    if key in keys:
+        j.attempt(run_id, key, attempt)  # raises: "has no attempts"
+        return
+    task = key.partition("@")[0]
+    same_task = [k for k in keys if k.partition("@")[0] == task]
+    close = difflib.get_close_matches(key, keys, n=5, cutoff=0.6)
+    hint = ""
+    if close:
+        hint += "; close matches: " + ", ".join(close)
+    if same_task:
+        more = f" and {len(same_task) - 8} more" if len(same_task) > 8 else ""
+        hint += f"; instances of {task}: " + ", ".join(same_task[:8]) + more
+    if not hint:
+        hint = "; `fleetrun show` lists the instances"
+    raise RunNotFoundError(f"{key} is not an instance of run {run_id}{hint}")
 
 
 def _read(path: Path) -> bytes:

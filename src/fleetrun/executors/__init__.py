@@ -1,6 +1,6 @@
 """Executors: run one resolved attempt and report how it ended (local processes,
-compute-cluster jobs). They know nothing of plans: see ``Attempt`` for what they
-are given."""
+SSH, compute-cluster jobs). They know nothing of plans: see ``Attempt`` for what
+they are given."""
 
 import importlib
 from typing import TYPE_CHECKING, Any
@@ -16,6 +16,7 @@ from fleetrun.executors._contract import (
     RecordedAttempt,
 )
 from fleetrun.executors._local import LocalExecutor, parse_outputs
+from fleetrun.executors._names import file_name
 from fleetrun.executors._noop import NoopExecutor
 from fleetrun.executors._procfs import (
     LocalOrphanFinder,
@@ -23,6 +24,10 @@ from fleetrun.executors._procfs import (
     process_alive,
     process_start_time,
 )
+from fleetrun.executors._reaper import ATTEMPT_ID, TaggedProcess, tagged_processes
+from fleetrun.executors._ssh import SSHExecutor
+from fleetrun.executors._ssh_orphans import SSHOrphanFinder
+from fleetrun.executors._ssh_spec import SSHSpec
 from fleetrun.names import env_name
 
 if TYPE_CHECKING:
@@ -63,6 +68,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ATTEMPT_ID",
     "CLUSTER_ENV",
     "MACHINE",
     "Attempt",
@@ -80,7 +86,12 @@ __all__ = [
     "Orphan",
     "OrphanFinder",
     "RecordedAttempt",
+    "SSHExecutor",
+    "SSHOrphanFinder",
+    "SSHSpec",
+    "TaggedProcess",
     "env_name",
+    "file_name",
     "kill_groups",
     "parse_outputs",
     "process_alive",
@@ -88,4 +99,5 @@ __all__ = [
     "resolve_address",
     "running_cluster_jobs",
     "stop_processes",
+    "tagged_processes",
 ]

@@ -1,6 +1,8 @@
 """Plan files -> validated model -> expanded task graph. Pure: no I/O beyond reading files."""
 
+from fleetrun.plan._adhoc import EXEC_TASK, ExecRequest, exec_plan, is_fleet_file
 from fleetrun.plan._expand import dependents_closure, expand, quorum_size
+from fleetrun.plan._fields import did_you_mean
 from fleetrun.plan._graph import Graph, Node, Requirement
 from fleetrun.plan._loader import load_plan, load_plan_text
 from fleetrun.plan._model import (
@@ -35,12 +37,16 @@ from fleetrun.plan._summary import (
     task_rows,
 )
 from fleetrun.plan._template import Ref, Template
+from fleetrun.plan._units import parse_duration, parse_rate
+from fleetrun.plan._varfile import parse_var_args, read_var_file
 
 __all__ = [
     "ALL_TARGETS",
+    "EXEC_TASK",
     "MODES",
     "RUNS_ON",
     "Bucket",
+    "ExecRequest",
     "Graph",
     "Need",
     "Node",
@@ -58,18 +64,25 @@ __all__ = [
     "attempt_env",
     "dep_outputs",
     "dependents_closure",
+    "did_you_mean",
     "empty_tasks",
     "empty_tasks_error",
     "empty_warnings",
+    "exec_plan",
     "expand",
+    "is_fleet_file",
     "is_per_attempt",
     "load_plan",
     "load_plan_text",
+    "parse_duration",
+    "parse_rate",
+    "parse_var_args",
     "phase_layers",
     "plan_json_schema",
     "pools_of_tasks",
     "quorum_size",
     "quorum_text",
+    "read_var_file",
     "render_command",
     "render_dot",
     "render_json",

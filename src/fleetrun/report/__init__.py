@@ -3,6 +3,12 @@ and the text views of the record (``history``, ``show``, ``outputs``)."""
 
 from fleetrun.report._build import build_report
 from fleetrun.report._events_file import EventsFile
+from fleetrun.report._exec_view import (
+    TargetOutcome,
+    exec_exit_code,
+    render_exec_json,
+    render_exec_text,
+)
 from fleetrun.report._formats import render_json, render_junit, render_markdown, render_table
 from fleetrun.report._html import render_html
 from fleetrun.report._live import LiveConsole, use_live
@@ -32,8 +38,10 @@ __all__ = [
     "OutputPrinter",
     "PlainConsole",
     "RunReport",
+    "TargetOutcome",
     "build_report",
     "event_text",
+    "exec_exit_code",
     "first_error_line",
     "format_duration",
     "history_text",
@@ -41,6 +49,8 @@ __all__ = [
     "outputs_data",
     "outputs_env",
     "outputs_text",
+    "render_exec_json",
+    "render_exec_text",
     "render_html",
     "render_json",
     "render_junit",

@@ -22,7 +22,8 @@ starts; a run's first line is ``RunStarted`` and its last ``RunEnded``.
                         ``signal``, ``timed_out`` (bool), ``outcome``
                         (succeeded|failed|retrying|cancelled), ``retry_reason``,
                         ``retry_delay`` (seconds), ``tail`` (last log lines, a list),
-                        ``throttled`` (bool: taken as a throttle signal)
+                        ``throttled`` (bool: taken as a throttle signal),
+                        ``error_kind`` (connect|lost|internal, or null)
 ``InstanceSettled``     ``node``, ``key``, ``state`` (succeeded|failed|skipped|cancelled|
                         not_started), ``reason``, ``attempts``, ``outputs`` (object)
 ``PoolChanged``         ``pool``, ``rate`` (per second), ``reason``

@@ -11,7 +11,7 @@ from fleetrun.engine import DEFAULT_GRACE
 
 if TYPE_CHECKING:
     from fleetrun.engine import RunResult, Subscriber
-    from fleetrun.plan import Graph
+    from fleetrun.plan import ExecRequest, Graph
     from fleetrun.redact import Redactor
 
 Kind = Literal["apply", "retry", "resume"]
@@ -35,7 +35,11 @@ class RunRequest:
 
     ``plain``, ``output`` and ``events`` concern the console; the session
     passes them through to the console factory untouched (``output`` also
-    decides whether the engine delivers output lines as events).
+    decides whether the engine delivers output lines as events). ``vars``
+    (``NAME=VALUE``) and ``var_files`` override the plan's variables; a retry
+    or resume reuses those of the run it continues unless given again.
+    ``exec_request``: an ad-hoc command (``fleetrun exec``) instead of the
+    plan's tasks; journaled, so a retry of that run rebuilds it.
     """
 
     kind: Kind
@@ -48,6 +52,9 @@ class RunRequest:
     targets: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
     only: bool = False
+    vars: tuple[str, ...] = ()
+    var_files: tuple[str, ...] = ()
+    exec_request: ExecRequest | None = None
     grace: float = DEFAULT_GRACE
     dry_run: bool = False
     kill_orphans: bool = False

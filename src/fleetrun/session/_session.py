@@ -11,20 +11,27 @@ the ``notify`` callback as ``Notice`` values, and the outcome comes back as a
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from fleetrun.engine import RunControl, RunOptions, RunResult, new_run_id, run_graph
-from fleetrun.errors import FleetrunError, UsageError
+from fleetrun.errors import FleetrunError, StateError, UsageError
 from fleetrun.executors import OrphanFinder
 from fleetrun.plan import (
     ALL_TARGETS,
+    ExecRequest,
     Graph,
+    Plan,
     empty_tasks_error,
+    exec_plan,
     expand,
     load_plan,
+    parse_var_args,
+    read_var_file,
     selection_closure,
     split_names,
 )
@@ -115,10 +122,19 @@ class Session:
         console: ConsoleFactory | None,
         control: RunControl | None,
     ) -> RunOutcome:
+        exec_req = req.exec_request
+        if exec_req is None and previous is not None and previous.options.get("exec"):
+            exec_req = ExecRequest.from_json(previous.options["exec"])
         plan_file = req.plan or (previous.plan_path if previous else None)
+        if exec_req is not None:
+            plan_file = exec_req.file
         if plan_file is None:
             raise UsageError("no plan given")
-        plan = load_plan(Path(plan_file))
+        overrides = _var_overrides(req, state_dir, previous)
+        if exec_req is not None:
+            plan = exec_plan(exec_req)
+        else:
+            plan = load_plan(Path(plan_file), var_overrides=overrides)
         graph = expand(plan)
         empty = empty_tasks_error(graph)
         if empty is not None:
@@ -139,7 +155,7 @@ class Session:
         lock.acquire(run_id)
         try:
             with Journal(state_dir) as journal:
-                self._recover(journal, lock, req, notify)
+                self._recover(journal, lock, req, notify, plan)
                 retry: RetryPlan | None = None
                 if previous is not None:
                     # Re-read under the lock: the record is final now.
@@ -166,6 +182,8 @@ class Session:
                         notify(Notice("rerun", line))
                 return self._run(
                     req,
+                    overrides,
+                    exec_req,
                     plan_file,
                     graph,
                     journal,
@@ -208,7 +226,9 @@ class Session:
                 )
             )
 
-    def _recover(self, journal: Journal, lock: RunLock, req: RunRequest, notify: Notify) -> None:
+    def _recover(
+        self, journal: Journal, lock: RunLock, req: RunRequest, notify: Notify, plan: Plan
+    ) -> None:
         if lock.stale:
             prev = lock.previous
             notify(
@@ -224,7 +244,8 @@ class Session:
         dead = journal.dead_runs()
         if not attempts and not dead:
             return
-        finders = self.registry.orphan_finders({a.handle.kind for a in attempts} | {"local"})
+        kinds = {a.handle.kind for a in attempts} | {"local"}
+        finders = self.registry.orphan_finders(kinds, plan)
         orphans = asyncio.run(_find_orphans(finders, attempts, dead))
         if not orphans:
             return
@@ -248,6 +269,8 @@ class Session:
     def _run(
         self,
         req: RunRequest,
+        overrides: Mapping[str, str],
+        exec_req: ExecRequest | None,
         plan_file: str,
         graph: Graph,
         journal: Journal,
@@ -266,6 +289,9 @@ class Session:
         reused = retry.reused if retry is not None else {}
         run_dir = journal.state_dir / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
+        if overrides:
+            # Exactly, owner-only: a retry of this run reuses them.
+            _write_private(run_dir / VARS_FILE, json.dumps(dict(overrides)).encode())
         options = RunOptions(
             run_id=run_id,
             run_dir=run_dir,
@@ -303,6 +329,8 @@ class Session:
                 "grace": req.grace,
                 "targets": names[0],
                 "tasks": names[1],
+                "vars": {k: redactor.redact(v) for k, v in overrides.items()},
+                **({"exec": exec_req.to_json()} if exec_req is not None else {}),
             },
             instances=[
                 NewInstance(
@@ -413,6 +441,40 @@ async def _end_orphans(
         mine = [o for o in orphans if o.handle.kind == kind]
         if mine:
             await finder.end(mine, grace)
+
+
+VARS_FILE = "vars.json"
+"""A run's ``--var``/``--var-file`` values, exactly, in its run directory (mode 0600)."""
+
+
+def _var_overrides(req: RunRequest, state_dir: Path, previous: RunRecord | None) -> dict[str, str]:
+    """The variables a run gets from the command line: those of the run it continues,
+    then ``--var-file`` files in order, then ``--var`` values (later ones win)."""
+    out: dict[str, str] = {}
+    if previous is not None:
+        try:
+            data = (state_dir / "runs" / previous.id / VARS_FILE).read_bytes()
+            loaded = json.loads(data)
+        except FileNotFoundError:
+            loaded = {}
+        except (OSError, ValueError) as e:
+            raise StateError(
+                f"cannot read the variables of run {previous.id}: {e}; give them again with --var"
+            ) from None
+        out.update({str(k): str(v) for k, v in loaded.items()})
+    for f in req.var_files:
+        out.update(read_var_file(f))
+    out.update(parse_var_args(req.vars))
+    return out
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist, nor be a link) readable by the owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _first_fleetrun_error(group: BaseExceptionGroup[BaseException]) -> FleetrunError | None:
