@@ -168,6 +168,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "phases",
         "tasks",
         "ssh",
+        "cluster",
     }
     task = props["tasks"]["additionalProperties"]["properties"]
     assert set(task) == {
@@ -186,6 +187,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "allow_empty",
         "script",
         "keep_running",
+        "resources",
     }
     # Every key of every object in the schema is described (editor completion shows it).
     undocumented: list[str] = []

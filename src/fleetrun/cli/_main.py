@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "schema": "fleetrun.cli._schema_cmd:schema_cmd",
     "cancel": "fleetrun.cli._admin_cmds:cancel",
     "prune": "fleetrun.cli._admin_cmds:prune_cmd",
+    "cluster": "fleetrun.cli._cluster_cmd:cluster",
 }
 """Command name -> ``module:attribute`` of its click command, imported when used
 (click's lazy-group pattern: no import cycle, and ``--help`` of one command

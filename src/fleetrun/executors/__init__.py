@@ -1,5 +1,9 @@
 """Executors: run one resolved attempt and report how it ended (local processes,
-SSH). They know nothing of plans: see ``Attempt`` for what they are given."""
+SSH, compute-cluster jobs). They know nothing of plans: see ``Attempt`` for what
+they are given."""
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from fleetrun.executors._contract import (
     Attempt,
@@ -26,15 +30,58 @@ from fleetrun.executors._ssh_orphans import SSHOrphanFinder
 from fleetrun.executors._ssh_spec import SSHSpec
 from fleetrun.names import env_name
 
+if TYPE_CHECKING:
+    from fleetrun.executors._cluster import (
+        CLUSTER_ENV,
+        ClusterExecutor,
+        ClusterOrphanFinder,
+        resolve_address,
+    )
+    from fleetrun.executors._cluster_job import running_jobs as running_cluster_jobs
+    from fleetrun.executors._dask_local import (
+        MACHINE,
+        LocalCluster,
+        LocalProcess,
+        stop_processes,
+    )
+
+_LAZY = {
+    "CLUSTER_ENV": ("_cluster", "CLUSTER_ENV"),
+    "ClusterExecutor": ("_cluster", "ClusterExecutor"),
+    "ClusterOrphanFinder": ("_cluster", "ClusterOrphanFinder"),
+    "resolve_address": ("_cluster", "resolve_address"),
+    "running_cluster_jobs": ("_cluster_job", "running_jobs"),
+    "MACHINE": ("_dask_local", "MACHINE"),
+    "LocalCluster": ("_dask_local", "LocalCluster"),
+    "LocalProcess": ("_dask_local", "LocalProcess"),
+    "stop_processes": ("_dask_local", "stop_processes"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The compute-cluster executor loads on first use: runs without cluster tasks
+    # (and `fleetrun` start-up) do not pay for it.
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f"fleetrun.executors.{module}"), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ATTEMPT_ID",
+    "CLUSTER_ENV",
+    "MACHINE",
     "Attempt",
     "AttemptResult",
+    "ClusterExecutor",
+    "ClusterOrphanFinder",
     "ErrorKind",
     "Executor",
     "Handle",
+    "LocalCluster",
     "LocalExecutor",
     "LocalOrphanFinder",
+    "LocalProcess",
     "NoopExecutor",
     "Orphan",
     "OrphanFinder",
@@ -49,5 +96,8 @@ __all__ = [
     "parse_outputs",
     "process_alive",
     "process_start_time",
+    "resolve_address",
+    "running_cluster_jobs",
+    "stop_processes",
     "tagged_processes",
 ]

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from fleetrun.errors import Diagnostic, Location, PlanError
+from fleetrun.plan._cluster import read_cluster
 from fleetrun.plan._envfile import ENV_NAME, parse_env_file
 from fleetrun.plan._expr import ExprError, compile_where
 from fleetrun.plan._fields import Ctx, did_you_mean, join
-from fleetrun.plan._model import ALL_TARGETS, Plan, Pool, Scalar, Target
+from fleetrun.plan._model import ALL_TARGETS, ClusterSection, Plan, Pool, Scalar, Target
 from fleetrun.plan._secrets import matches_secret_pattern, secret_names_and_values
 from fleetrun.plan._ssh import merge_ssh, read_ssh
 from fleetrun.plan._tasks import read_defaults, read_tasks
@@ -44,6 +45,7 @@ TOP_KEYS = (
     "phases",
     "tasks",
     "ssh",
+    "cluster",
 )
 POOL_KEYS = ("concurrency", "rate", "burst", "adaptive")
 NAME = re.compile(r"^[A-Za-z_][\w-]*$")
@@ -238,6 +240,7 @@ class _Loader:
         pools = self.pools(s["pools"]) if "pools" in s else {}
         defaults = read_defaults(ctx, s["defaults"]) if "defaults" in s else None
         phases = self.phases(s["phases"]) if "phases" in s else None
+        cluster = read_cluster(ctx, s["cluster"]) if "cluster" in s else ClusterSection()
         tasks = {}
         if "tasks" not in s:
             ctx.error(top, "tasks", "the plan has no 'tasks'", "add a 'tasks' mapping")
@@ -284,6 +287,7 @@ class _Loader:
             phases=tuple(phases if phases is not None else implicit),
             tasks=tasks,
             ssh=self.ssh or {},
+            cluster=cluster,
         )
 
     # --- sections -----------------------------------------------------------

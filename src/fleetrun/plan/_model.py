@@ -17,7 +17,7 @@ from fleetrun.plan._template import Template
 
 Scalar = str | int | float | bool | None
 
-RUNS_ON = ("local", "ssh")
+RUNS_ON = ("local", "ssh", "cluster")
 """The executor kinds a task's ``runs_on`` may name (``local`` is the default)."""
 
 SSH_KEYS = (
@@ -163,6 +163,21 @@ class Task:
 
     keep_running: bool = False
     """Leave what the command starts running when it ends (see the README)."""
+    resources: Mapping[str, float] = field(default_factory=dict)
+    """Cluster resources each job of this task asks for besides ``MACHINE: 1``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSection:
+    """The plan's ``cluster:`` section: where ``runs_on: cluster`` jobs go.
+
+    ``address`` names a running Dask scheduler (``tcp://host:port``); None
+    starts an embedded local cluster of ``workers`` worker processes for the
+    run. ``--cluster`` and ``FLEETRUN_CLUSTER`` override ``address``.
+    """
+
+    address: str | None = None
+    workers: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +205,4 @@ class Plan:
     tasks: Mapping[str, Task]
     ssh: Mapping[str, Scalar] = field(default_factory=dict)
     """The plan's ``ssh:`` defaults (already merged into every ``Target.ssh``)."""
+    cluster: ClusterSection = ClusterSection()

@@ -178,7 +178,15 @@ def _task() -> dict[str, Any]:
                 "type": "string",
                 "enum": list(RUNS_ON),
                 "description": "Where each attempt runs: 'local' (default), a child process "
-                "here; 'ssh', on the task's target over SSH (see the target's 'ssh').",
+                "here; 'ssh', on the task's target over SSH (see the target's 'ssh'); 'cluster', a "
+                "job on the compute cluster (one per worker machine).",
+            },
+            "resources": {
+                "type": "object",
+                "description": "Cluster resources each job of a runs_on: cluster task asks for "
+                "besides MACHINE: 1 (resource name -> amount), e.g. {GPU: 1}.",
+                "propertyNames": {"pattern": "^[A-Za-z_][\\w.-]*$"},
+                "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
             },
             "script": {
                 "type": "string",
@@ -426,6 +434,21 @@ def _build() -> dict[str, Any]:
                 "description": "Phase order (for --mode phased and for checks: a task may not "
                 "need a task of a later phase). Default: order of first use.",
             },
+            "cluster": _obj(
+                "Where runs_on: cluster jobs go (--cluster and FLEETRUN_CLUSTER override "
+                "address). Without an address, a local cluster is started for the run.",
+                {
+                    "address": {
+                        "type": "string",
+                        "description": "A running Dask scheduler: tcp://HOST:PORT or HOST:PORT.",
+                    },
+                    "workers": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Worker processes of the local cluster (default 2).",
+                    },
+                },
+            ),
             "tasks": {
                 "type": "object",
                 "minProperties": 1,

@@ -17,6 +17,7 @@ from typing import Any
 
 from fleetrun.errors import Diagnostic, PlanError
 from fleetrun.plan._checks import TaskInfo, check_tasks
+from fleetrun.plan._cluster import read_resources
 from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._model import RUNS_ON, Need, Pool, RetryPolicy, Scalar, Script, Target, Task
 from fleetrun.plan._template import Template
@@ -38,6 +39,7 @@ TASK_KEYS = (
     "allow_empty",
     "script",
     "keep_running",
+    "resources",
 )
 DEFAULT_KEYS = ("timeout", "retry", "estimate")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
@@ -355,6 +357,9 @@ def read_tasks(
             if "keep_running" in f
             else False
         )
+        resources = (
+            read_resources(ctx, f["resources"], join(key, "resources")) if "resources" in f else {}
+        )
         if "description" in f:
             ctx.string(f["description"], join(key, "description"), nonempty=False)
         if run is None:
@@ -378,6 +383,7 @@ def read_tasks(
             allow_empty=allow_empty,
             script=script,
             keep_running=keep_running,
+            resources=resources,
         )
         infos[name] = info
     check_tasks(ctx, tasks, infos, targets=targets, vars_=vars_, phases=phases)

@@ -74,10 +74,26 @@ def _ssh_finder(plan: Plan) -> OrphanFinder:
 
 
 def default_registry() -> ExecutorRegistry:
-    """The executors fleetrun ships: ``local`` and ``ssh``."""
+    """The executors fleetrun ships: ``local``, ``ssh`` and ``cluster``."""
     reg = ExecutorRegistry()
     reg.register(
         "local", lambda grace: LocalExecutor(grace=grace), lambda _plan: LocalOrphanFinder()
     )
     reg.register("ssh", lambda grace: SSHExecutor(grace=grace), _ssh_finder)
+    reg.register("cluster", _cluster_executor, _cluster_finder)
     return reg
+
+
+def _cluster_executor(grace: float) -> Executor:
+    # Loaded here, not at import: plans without cluster tasks never pay for Dask.
+    # The scheduler is FLEETRUN_CLUSTER, else an embedded local cluster; the plan's
+    # `cluster:` section and `--cluster` reach it once the request carries them.
+    from fleetrun.executors import ClusterExecutor, resolve_address
+
+    return ClusterExecutor(resolve_address(None, None))
+
+
+def _cluster_finder(_plan: Plan) -> OrphanFinder:
+    from fleetrun.executors import ClusterOrphanFinder
+
+    return ClusterOrphanFinder()

@@ -1,0 +1,302 @@
+"""ClusterExecutor against a real scheduler and two real workers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+from fleetrun.cluster import LocalCluster
+from fleetrun.executors import ClusterExecutor, ClusterOrphanFinder
+from fleetrun.executors._contract import Handle, RecordedAttempt
+
+from ._helpers import make_attempt, pgrep, run
+
+
+def _marker() -> str:
+    return f"fleetrun-test-{uuid.uuid4().hex[:10]}"
+
+
+def _sleep() -> str:
+    """A unique ``sleep`` argument, so pgrep finds exactly this test's child."""
+    return f"60.{uuid.uuid4().int % 10**9:09d}"
+
+
+def _gone(marker: str, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not pgrep(marker):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_outputs_env_log_lines_and_handle(cluster: LocalCluster, tmp_path: Path) -> None:
+    lines: list[str] = []
+    handles: list[Handle] = []
+    cmd = (
+        "echo start $FLEETRUN_ATTEMPT $PLAN_V; echo 'token is hunter22'; "
+        "echo address=0xabc >> $FLEETRUN_OUTPUT; echo 'tx = 7' >> $FLEETRUN_OUTPUT; "
+        "echo done >&2"
+    )
+    attempt = make_attempt(
+        tmp_path,
+        cmd,
+        env={"PLAN_V": "v1"},
+        secrets=("hunter22",),
+        lines=lines,
+        handles=handles,
+    )
+
+    async def go() -> object:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            return await ex.run(attempt)
+        finally:
+            await ex.aclose()
+
+    result = run(go())
+    assert result.ok  # type: ignore[attr-defined]
+    assert result.outputs == {"address": "0xabc", "tx": "7"}  # type: ignore[attr-defined]
+    assert lines == ["start 1 v1", "token is ***", "done"]
+    assert Path(attempt.log_path).read_text() == "start 1 v1\ntoken is ***\ndone\n"
+    assert oct(os.stat(attempt.log_path).st_mode & 0o777) == "0o600"
+    assert handles == [Handle(kind="cluster", host=cluster.address, job="fleetrun-r1-job@t-1")]
+
+
+def test_exit_codes_signals_and_many_jobs(cluster: LocalCluster, tmp_path: Path) -> None:
+    async def go() -> list[object]:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            jobs = [
+                ex.run(make_attempt(tmp_path, f"echo n={i} > $FLEETRUN_OUTPUT", key=f"j@{i}"))
+                for i in range(20)
+            ]
+            jobs.append(ex.run(make_attempt(tmp_path, "exit 3", key="fail")))
+            jobs.append(ex.run(make_attempt(tmp_path, "kill -9 $$", key="sig")))
+            return list(await asyncio.gather(*jobs))
+        finally:
+            await ex.aclose()
+
+    results = run(go())
+    assert [r.outputs for r in results[:20]] == [{"n": str(i)} for i in range(20)]  # type: ignore[attr-defined]
+    assert (results[20].exit_code, results[20].outputs) == (3, None)  # type: ignore[attr-defined]
+    assert (results[21].exit_code, results[21].signal) == (None, 9)  # type: ignore[attr-defined]
+
+
+def test_timeout_ends_the_process_group_on_the_worker(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    marker = _marker()
+    # The leader ignores SIGTERM; a background child holds the pipe: only SIGKILL of
+    # the whole group after the grace ends both.
+    cmd = f"sh -c 'trap \"\" TERM; sleep 30 & sleep 31; : {marker}' & sleep 32; : {marker}"
+
+    async def go() -> tuple[object, float]:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            t = time.monotonic()
+            r = await ex.run(make_attempt(tmp_path, cmd, timeout=1.0, grace=0.5))
+            return r, time.monotonic() - t
+        finally:
+            await ex.aclose()
+
+    result, took = run(go())
+    assert result.timed_out  # type: ignore[attr-defined]
+    assert result.exit_code is None  # type: ignore[attr-defined]
+    assert took < 5.0
+    assert _gone(marker, 2.0), pgrep(marker)
+
+
+def test_cancel_ends_the_job_within_its_grace(cluster: LocalCluster, tmp_path: Path) -> None:
+    marker = _marker()
+    script = tmp_path / f"{marker}.sh"
+    nap = _sleep()
+    script.write_text(f"trap 'echo got TERM; exit 5' TERM\nsleep {nap} & wait\n")
+    cmd = f"sh {script}"
+    seen: list[str] = []
+
+    async def go() -> float:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            attempt = make_attempt(tmp_path, cmd, grace=5.0, lines=seen)
+            task = asyncio.ensure_future(ex.run(attempt))
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                if pgrep(marker):
+                    break
+            t = time.monotonic()
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            else:  # pragma: no cover - the assertion below reports it
+                raise AssertionError("the run was not cancelled")
+            return time.monotonic() - t
+        finally:
+            await ex.aclose()
+
+    took = run(go())
+    # The script ends on SIGTERM (before the grace is up); its sleep goes with the group.
+    assert took < 4.0
+    assert _gone(marker, 2.0), pgrep(marker)
+    assert _gone(f"sleep {nap}", 2.0), pgrep(nap)
+
+
+def test_kill_now_skips_the_grace(cluster: LocalCluster, tmp_path: Path) -> None:
+    marker = _marker()
+    script = tmp_path / f"{marker}.sh"
+    script.write_text("trap '' TERM\nwhile :; do sleep 0.1; done\n")
+
+    async def go() -> float:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            task = asyncio.ensure_future(ex.run(make_attempt(tmp_path, f"sh {script}", grace=30)))
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                if pgrep(marker):
+                    break
+            t = time.monotonic()
+            task.cancel()
+            await asyncio.sleep(0.5)
+            ex.kill_now()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return time.monotonic() - t
+        finally:
+            await ex.aclose()
+
+    took = run(go())
+    assert took < 5.0  # not the 30 s grace
+    assert _gone(marker, 2.0), pgrep(marker)
+
+
+def test_a_directory_missing_on_the_worker_becomes_a_scratch_directory(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    here = tmp_path / "here"
+    here.mkdir()
+
+    async def go() -> tuple[object, object]:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            a = replace(make_attempt(tmp_path, "pwd", key="a"), cwd=str(here))
+            b = replace(make_attempt(tmp_path, "pwd; touch x", key="b"), cwd=str(tmp_path / "nope"))
+            return await ex.run(a), await ex.run(b)
+        finally:
+            await ex.aclose()
+
+    ra, rb = run(go())
+    assert ra.ok  # type: ignore[attr-defined]
+    assert rb.ok  # type: ignore[attr-defined]
+    assert (tmp_path / "a.1.log").read_text() == f"{here}\n"
+    note, scratch = (tmp_path / "b.1.log").read_text().splitlines()
+    assert note == f"[fleetrun: {tmp_path / 'nope'} is not on this worker; running in {scratch}]"
+    assert not Path(scratch).exists()
+
+
+def test_unreachable_scheduler_is_a_connect_error(tmp_path: Path) -> None:
+    async def go() -> object:
+        ex = ClusterExecutor("tcp://127.0.0.1:9", connect_timeout=1.0)
+        try:
+            return await ex.run(make_attempt(tmp_path, "true"))
+        finally:
+            await ex.aclose()
+
+    r = run(go())
+    assert (r.exit_code, r.error_kind) == (None, "connect")  # type: ignore[attr-defined]
+    assert "unreachable" in r.reason  # type: ignore[attr-defined]
+
+
+def test_orphans_of_a_dead_run_are_found_and_ended(cluster: LocalCluster, tmp_path: Path) -> None:
+    marker = _marker()
+    script = tmp_path / f"{marker}.sh"
+    nap = _sleep()
+    script.write_text(f"sleep {nap}\n")
+    # A run in another process submits a job, reports its handle, then dies by SIGKILL.
+    code = textwrap.dedent(
+        f"""
+        import asyncio, json, sys
+        sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+        from pathlib import Path
+        from tests.cluster._helpers import make_attempt
+        from fleetrun.executors import ClusterExecutor
+        async def main():
+            ex = ClusterExecutor({cluster.address!r})
+            hs = []
+            a = make_attempt(Path({str(tmp_path)!r}), "sh {script}", run_id="dead", handles=hs)
+            t = asyncio.ensure_future(ex.run(a))
+            while not hs:
+                await asyncio.sleep(0.05)
+            print(json.dumps(hs[0].to_json()), flush=True)
+            await t
+        asyncio.run(main())
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    handle = Handle.from_json(json.loads(proc.stdout.readline()))
+    for _ in range(200):
+        if pgrep(marker):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert pgrep(marker), "the job should outlive the run's client"
+    rec = RecordedAttempt(run_id="dead", key="job@t", attempt=1, handle=handle)
+    other = RecordedAttempt(
+        run_id="dead", key="x", attempt=1, handle=Handle("cluster", cluster.address, job="nope")
+    )
+
+    async def go() -> list[object]:
+        finder = ClusterOrphanFinder()
+        found = await finder.find([rec, other], ["dead"])
+        await finder.end(found, grace=1.0)  # type: ignore[arg-type]
+        return found  # type: ignore[return-value]
+
+    found = run(go())
+    assert [o.handle.job for o in found] == [handle.job]  # type: ignore[attr-defined]
+    assert found[0].describe() == f"cluster job {handle.job} on {cluster.address}"  # type: ignore[attr-defined]
+    assert _gone(marker, 3.0), pgrep(marker)
+    assert _gone(nap, 1.0), pgrep(nap)
+
+
+def _text(path: str) -> str:
+    return Path(path).read_text() if os.path.exists(path) else ""
+
+
+def test_output_reaches_the_log_while_the_job_runs(cluster: LocalCluster, tmp_path: Path) -> None:
+    lines: list[str] = []
+    attempt = make_attempt(tmp_path, "echo first; sleep 1.5; echo second", lines=lines)
+
+    async def go() -> tuple[str, list[str], object]:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            task = asyncio.ensure_future(ex.run(attempt))
+            seen = ""
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                seen = _text(attempt.log_path)
+                if seen:
+                    break
+            during = (seen, list(lines))
+            return during[0], during[1], await task
+        finally:
+            await ex.aclose()
+
+    seen, lines_during, result = run(go())
+    assert result.ok  # type: ignore[attr-defined]
+    assert seen == "first\n"  # before the job ended
+    assert lines_during == ["first"]
+    assert lines == ["first", "second"]

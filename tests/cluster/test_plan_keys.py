@@ -1,0 +1,63 @@
+"""The plan's compute-cluster keys: ``runs_on: cluster``, ``resources``, ``cluster:``."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleetrun.errors import PlanError
+from fleetrun.plan import load_plan_text
+from fleetrun.plan._model import ClusterSection
+
+
+def test_cluster_section_and_task_resources() -> None:
+    plan = load_plan_text(
+        "cluster: {address: '10.0.0.5:50055', workers: 4}\n"
+        "tasks:\n"
+        "  prove: {run: prove, runs_on: cluster, resources: {GPU: 1, MEM: 0.5}}\n"
+        "  here: {run: 'true'}\n"
+    )
+    assert plan.cluster == ClusterSection(address="tcp://10.0.0.5:50055", workers=4)
+    assert plan.tasks["prove"].runs_on == "cluster"
+    assert plan.tasks["prove"].resources == {"GPU": 1.0, "MEM": 0.5}
+    assert (plan.tasks["here"].runs_on, plan.tasks["here"].resources) == ("local", {})
+
+
+def test_no_cluster_section_means_an_embedded_cluster_of_two() -> None:
+    plan = load_plan_text("tasks:\n  a: {run: 'true', runs_on: cluster}\n")
+    assert plan.cluster == ClusterSection(address=None, workers=2)
+
+
+def test_bad_cluster_keys_are_reported_with_their_place() -> None:
+    with pytest.raises(PlanError) as e:
+        load_plan_text(
+            "cluster: {adress: x, workers: 0}\n"
+            "tasks:\n"
+            "  a: {run: 'true', runs_on: clustre, resources: {GPU: -1, 'bad name': 1}}\n"
+        )
+    text = [str(d) for d in e.value.diagnostics]
+    assert text == [
+        "<string>:1:11: cluster.adress: unknown key 'adress' (did you mean 'address'?)\n"
+        "    fix: use one of: address, workers",
+        "<string>:1:31: cluster.workers: must be at least 1, got 0\n    fix: write 1 or more",
+        "<string>:3:29: tasks.a.runs_on: unknown executor 'clustre' (did you mean 'cluster'?)\n"
+        "    fix: use one of: local, ssh, cluster",
+        "<string>:3:55: tasks.a.resources.GPU: must be a number above zero, got -1\n"
+        "    fix: write e.g. 1",
+        "<string>:3:59: tasks.a.resources.bad name: 'bad name' is not a resource name\n"
+        "    fix: use letters, digits, '_'",
+    ]
+
+
+def test_a_bad_address_is_reported() -> None:
+    with pytest.raises(PlanError, match="is not a scheduler address"):
+        load_plan_text("cluster: {address: 'not an address'}\ntasks:\n  a: {run: 'true'}\n")
+
+
+def test_where_the_cluster_is_flag_then_environment_then_plan() -> None:
+    from fleetrun.cluster import resolve_address
+
+    env = {"FLEETRUN_CLUSTER": "10.0.0.7:8786"}
+    assert resolve_address("tcp://a:1", "tcp://p:3", env) == "tcp://a:1"
+    assert resolve_address(None, "tcp://p:3", env) == "tcp://10.0.0.7:8786"
+    assert resolve_address(None, "tcp://p:3", {}) == "tcp://p:3"
+    assert resolve_address(None, None, {}) is None
