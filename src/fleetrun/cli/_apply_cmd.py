@@ -130,6 +130,13 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 "(also when stdout is not a terminal, CI is set, NO_COLOR is set or TERM=dumb).",
             ),
             click.option(
+                "--cluster",
+                default=None,
+                metavar="ADDRESS",
+                help="The Dask scheduler for runs_on: cluster tasks (else FLEETRUN_CLUSTER, "
+                "else the plan's cluster.address, else a local cluster for the run).",
+            ),
+            click.option(
                 "-q",
                 "--quiet",
                 is_flag=True,

@@ -110,7 +110,11 @@ class AttemptRunner:
                 logs,
                 outs,
                 run.executor_for(task.runs_on),
-                {**task.script_options(), "keep_running": task.keep_running},
+                {
+                    **task.script_options(),
+                    "keep_running": task.keep_running,
+                    "resources": dict(task.resources),
+                },
             )
             self._setup[task_name] = setup
         return setup

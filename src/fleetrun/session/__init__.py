@@ -1,7 +1,12 @@
 """One run from request to result: lock, journal, recovery, orphans, retry planning,
 dry runs, executors by kind. Used by every command that runs something; never prints."""
 
-from fleetrun.session._executors import ExecutorFactory, ExecutorRegistry, default_registry
+from fleetrun.session._executors import (
+    ExecutorContext,
+    ExecutorFactory,
+    ExecutorRegistry,
+    default_registry,
+)
 from fleetrun.session._request import (
     STATE_DIR_NAME,
     Console,
@@ -19,6 +24,7 @@ __all__ = [
     "STATE_DIR_NAME",
     "Console",
     "ConsoleFactory",
+    "ExecutorContext",
     "ExecutorFactory",
     "ExecutorRegistry",
     "Notice",

@@ -21,8 +21,19 @@ from fleetrun.executors import (
 )
 from fleetrun.plan import Plan
 
-ExecutorFactory = Callable[[float], Executor]
-"""Builds an executor for one run, given the run's grace period (seconds)."""
+
+@dataclass(frozen=True, slots=True)
+class ExecutorContext:
+    """What an executor factory knows of the run: its grace period (seconds), its
+    plan, and the compute cluster named on the command line (``--cluster``)."""
+
+    grace: float
+    plan: Plan
+    cluster: str | None = None
+
+
+ExecutorFactory = Callable[[ExecutorContext], Executor]
+"""Builds an executor for one run."""
 
 
 @dataclass
@@ -43,10 +54,10 @@ class ExecutorRegistry:
         if finder is not None:
             self.finders[kind] = finder
 
-    def create(self, kinds: Iterable[str], *, grace: float) -> dict[str, Executor]:
+    def create(self, kinds: Iterable[str], context: ExecutorContext) -> dict[str, Executor]:
         """One executor per kind in ``kinds`` (kinds without a factory are left out;
         the engine refuses a task whose kind has none)."""
-        return {k: self.executors[k](grace) for k in sorted(set(kinds)) if k in self.executors}
+        return {k: self.executors[k](context) for k in sorted(set(kinds)) if k in self.executors}
 
     def orphan_finders(self, kinds: Iterable[str], plan: Plan) -> dict[str, OrphanFinder]:
         """One finder per kind in ``kinds`` that has one (``plan`` tells where targets are)."""
@@ -76,21 +87,20 @@ def _ssh_finder(plan: Plan) -> OrphanFinder:
 def default_registry() -> ExecutorRegistry:
     """The executors fleetrun ships: ``local``, ``ssh`` and ``cluster``."""
     reg = ExecutorRegistry()
-    reg.register(
-        "local", lambda grace: LocalExecutor(grace=grace), lambda _plan: LocalOrphanFinder()
-    )
-    reg.register("ssh", lambda grace: SSHExecutor(grace=grace), _ssh_finder)
+    reg.register("local", lambda c: LocalExecutor(grace=c.grace), lambda _plan: LocalOrphanFinder())
+    reg.register("ssh", lambda c: SSHExecutor(grace=c.grace), _ssh_finder)
     reg.register("cluster", _cluster_executor, _cluster_finder)
     return reg
 
 
-def _cluster_executor(grace: float) -> Executor:
+def _cluster_executor(c: ExecutorContext) -> Executor:
     # Loaded here, not at import: plans without cluster tasks never pay for Dask.
-    # The scheduler is FLEETRUN_CLUSTER, else an embedded local cluster; the plan's
-    # `cluster:` section and `--cluster` reach it once the request carries them.
+    # The scheduler: --cluster, else FLEETRUN_CLUSTER, else the plan's
+    # `cluster.address`; none of them: an embedded local cluster for the run.
     from fleetrun.executors import ClusterExecutor, resolve_address
 
-    return ClusterExecutor(resolve_address(None, None))
+    section = c.plan.cluster
+    return ClusterExecutor(resolve_address(c.cluster, section.address), workers=section.workers)
 
 
 def _cluster_finder(_plan: Plan) -> OrphanFinder:

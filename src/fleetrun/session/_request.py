@@ -55,6 +55,7 @@ class RunRequest:
     vars: tuple[str, ...] = ()
     var_files: tuple[str, ...] = ()
     exec_request: ExecRequest | None = None
+    cluster: str | None = None
     grace: float = DEFAULT_GRACE
     dry_run: bool = False
     kill_orphans: bool = False

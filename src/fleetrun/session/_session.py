@@ -36,7 +36,7 @@ from fleetrun.plan import (
     split_names,
 )
 from fleetrun.redact import Redactor
-from fleetrun.session._executors import ExecutorRegistry, default_registry
+from fleetrun.session._executors import ExecutorContext, ExecutorRegistry, default_registry
 from fleetrun.session._request import (
     ConsoleFactory,
     Notice,
@@ -382,7 +382,9 @@ class Session:
         try:
             subscribers = (writer, *(console.subscribers if console is not None else ()))
             result = asyncio.run(
-                self._drive(graph, options, kinds, subscribers, control, writer, notify)
+                self._drive(
+                    graph, options, kinds, subscribers, control, writer, notify, req.cluster
+                )
             )
             status = result.status
         except KeyboardInterrupt:
@@ -413,6 +415,7 @@ class Session:
         control: RunControl,
         writer: JournalWriter,
         notify: Notify,
+        req_cluster: str | None = None,
     ) -> RunResult:
         loop = asyncio.get_running_loop()
         presses = 0
@@ -434,7 +437,9 @@ class Session:
         signals = (signal.SIGINT, signal.SIGTERM) if self.handle_signals else ()
         for sig in signals:
             loop.add_signal_handler(sig, on_signal, sig)
-        executors = self.registry.create(kinds, grace=options.grace)
+        executors = self.registry.create(
+            kinds, ExecutorContext(options.grace, graph.plan, req_cluster)
+        )
         try:
             return await run_graph(
                 graph, options, executors, subscribers, control=control, durable=writer.durable
