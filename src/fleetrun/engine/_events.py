@@ -137,11 +137,21 @@ class InstanceSettled(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PoolChanged(Event):
-    """A pool's adaptive rate changed (throttling seen, or recovered)."""
+    """A pool's effective limits changed, or it paused or resumed.
+
+    ``rate`` is the effective start rate per second (0 for a pool without a
+    rate), ``concurrency`` the effective concurrency (None: uncapped).
+    ``paused`` > 0: no attempt of the pool starts for that many seconds (a
+    Retry-After); a later event with reason "resumed: ..." marks its end.
+    ``reason`` says why ("throttled (52 succeeded in 1.3s)", "probing up: ...",
+    "restored: ...", "paused 2s for Retry-After").
+    """
 
     pool: str
     rate: float
     reason: str
+    concurrency: int | None = None
+    paused: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

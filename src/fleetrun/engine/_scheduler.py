@@ -37,10 +37,10 @@ from fleetrun.engine._events import (
     RunStarted,
     Subscriber,
 )
-from fleetrun.engine._limits import Limits
+from fleetrun.engine._limits import Limits, ThrottleSignal
 from fleetrun.engine._options import RunOptions, RunResult
 from fleetrun.errors import UsageError
-from fleetrun.executors import Executor
+from fleetrun.executors import AttemptResult, Executor
 from fleetrun.plan import Graph, phase_layers
 
 _FINAL_BAD = {
@@ -216,13 +216,15 @@ class _Run:
         """The attempt just counted for ``j`` never ran: take it back."""
         self.attempts[j] -= 1
 
-    def pools_succeeded(self, pools: tuple[int, ...]) -> None:
+    def pools_succeeded(self, pools: tuple[int, ...], started_at: float) -> None:
         """An attempt in ``pools`` succeeded (adaptive pools may speed up)."""
-        self.limits.succeeded(pools)
+        self.limits.succeeded(pools, started_at, self.clock.now())
 
-    def pools_throttled(self, pools: tuple[int, ...]) -> None:
-        """An attempt in ``pools`` was throttled (adaptive pools slow down)."""
-        self.limits.throttled(pools)
+    def throttle_signal(
+        self, pools: tuple[int, ...], result: AttemptResult, log_path: str, started_at: float
+    ) -> ThrottleSignal | None:
+        """A failed attempt in ``pools``: a throttle signal (pools pause and adapt) or None."""
+        return self.limits.throttle_signal(pools, result, log_path, started_at, self.clock.now())
 
     async def backoff(self, j: int, n: int, delay: float) -> None:
         """Wait ``delay`` seconds holding no slot, then queue ``j`` for attempt ``n + 1``
@@ -258,8 +260,19 @@ class _Run:
         for s in self.subscribers:
             s(ev)
 
-    def _pool_changed(self, pool: str, rate: float, reason: str) -> None:
-        self.emit(PoolChanged(at=time.time(), pool=pool, rate=rate, reason=reason))
+    def _pool_changed(
+        self, pool: str, rate: float | None, concurrency: int | None, paused: float, reason: str
+    ) -> None:
+        self.emit(
+            PoolChanged(
+                at=time.time(),
+                pool=pool,
+                rate=rate if rate is not None else 0.0,
+                reason=reason,
+                concurrency=concurrency,
+                paused=paused,
+            )
+        )
 
     # -- phases -------------------------------------------------------------------
 

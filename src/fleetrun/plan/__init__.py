@@ -6,13 +6,16 @@ from fleetrun.plan._loader import load_plan, load_plan_text
 from fleetrun.plan._model import (
     ALL_TARGETS,
     RUNS_ON,
+    AdaptiveSettings,
     Need,
     Plan,
     Pool,
     RetryPolicy,
+    Rollout,
     Scalar,
     Target,
     Task,
+    ThrottleRule,
 )
 from fleetrun.plan._pools import Bucket, StaticLimits, pools_of_tasks
 from fleetrun.plan._resolve import (
@@ -31,6 +34,7 @@ __all__ = [
     "ALL_TARGETS",
     "MODES",
     "RUNS_ON",
+    "AdaptiveSettings",
     "Bucket",
     "Graph",
     "Need",
@@ -41,11 +45,13 @@ __all__ = [
     "Ref",
     "Requirement",
     "RetryPolicy",
+    "Rollout",
     "Scalar",
     "StaticLimits",
     "Target",
     "Task",
     "Template",
+    "ThrottleRule",
     "attempt_env",
     "dep_outputs",
     "dependents_closure",

@@ -15,16 +15,15 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from fleetrun.errors import Diagnostic, Location, PlanError
 from fleetrun.plan._envfile import ENV_NAME, parse_env_file
 from fleetrun.plan._expr import ExprError, compile_where
 from fleetrun.plan._fields import Ctx, did_you_mean, join
+from fleetrun.plan._limits_read import read_pool, read_rollout
 from fleetrun.plan._model import ALL_TARGETS, Plan, Pool, Scalar, Target
 from fleetrun.plan._secrets import secret_names_and_values
 from fleetrun.plan._tasks import read_defaults, read_tasks
-from fleetrun.plan._units import RATE_HELP, parse_rate
 from fleetrun.plan._yaml import YMap, YNode, YScalar, load_yaml
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 
@@ -39,11 +38,11 @@ TOP_KEYS = (
     "targets",
     "groups",
     "pools",
+    "rollout",
     "defaults",
     "phases",
     "tasks",
 )
-POOL_KEYS = ("concurrency", "rate", "burst", "adaptive")
 NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 NAME_HELP = "use letters, digits, '_' and '-', starting with a letter or '_'"
 
@@ -205,6 +204,7 @@ class _Loader:
         groups = self.groups(s["groups"], targets) if "groups" in s else {}
         groups[ALL_TARGETS] = tuple(targets)
         pools = self.pools(s["pools"]) if "pools" in s else {}
+        rollout = read_rollout(ctx, s["rollout"], groups) if "rollout" in s else None
         defaults = read_defaults(ctx, s["defaults"]) if "defaults" in s else None
         phases = self.phases(s["phases"]) if "phases" in s else None
         tasks = {}
@@ -246,6 +246,7 @@ class _Loader:
             pools=pools,
             phases=tuple(phases if phases is not None else implicit),
             tasks=tasks,
+            rollout=rollout,
         )
 
     # --- sections -----------------------------------------------------------
@@ -450,37 +451,8 @@ class _Loader:
                 ctx.error(knode, key, f"{name!r} is not a valid pool name", NAME_HELP)
                 continue
             pm = ctx.mapping(value, key)
-            if pm is None:
-                continue
-            f: dict[str, Any] = {}
-            for k, v in ctx.items(pm, key, POOL_KEYS):
-                sub = join(key, k)
-                if k == "rate":
-                    f[k] = parse_rate(v.value) if isinstance(v, YScalar) else None
-                    if f[k] is None:
-                        ctx.error(v, sub, "not a rate above zero", RATE_HELP)
-                elif k == "adaptive":
-                    f[k] = ctx.boolean(v, sub)
-                else:
-                    f[k] = ctx.integer(v, sub, minimum=1)
-            if "concurrency" not in pm.entries and "rate" not in pm.entries:
-                ctx.error(
-                    knode, key, "the pool limits nothing", "give it a concurrency, a rate, or both"
-                )
-            if "burst" in pm.entries and "rate" not in pm.entries:
-                ctx.error(
-                    pm.entries["burst"][0],
-                    join(key, "burst"),
-                    "burst needs a rate",
-                    "add a rate such as 10/s, or remove burst",
-                )
-            out[name] = Pool(
-                name,
-                concurrency=f.get("concurrency"),
-                rate=f.get("rate"),
-                burst=f.get("burst") or 1,
-                adaptive=bool(f.get("adaptive")),
-            )
+            if pm is not None:
+                out[name] = read_pool(ctx, name, knode, pm, key)
         return out
 
     def phases(self, node: YNode) -> list[str]:
