@@ -154,6 +154,24 @@ class PoolChanged(Event):
     paused: float = 0.0
 
 
+WaveState = Literal["open", "waiting", "halted"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaveChanged(Event):
+    """A rollout wave (1-based ``wave`` of ``waves``) opened, waits for a promote,
+    or the rollout halted before it (``reason`` says which wave failed too much).
+
+    ``targets`` are the wave's targets; their instances start only once it is open.
+    """
+
+    wave: int
+    waves: int
+    state: WaveState
+    targets: tuple[str, ...]
+    reason: str = ""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunEnded(Event):
     """The run is over; ``counts`` maps final state -> number of nodes."""

@@ -39,6 +39,7 @@ from fleetrun.engine._events import (
 )
 from fleetrun.engine._limits import Limits, ThrottleSignal
 from fleetrun.engine._options import RunOptions, RunResult
+from fleetrun.engine._waves import rollout_waves
 from fleetrun.errors import UsageError
 from fleetrun.executors import AttemptResult, Executor
 from fleetrun.plan import Graph, phase_layers
@@ -191,6 +192,8 @@ class _Run:
         if options.mode == "phased":
             self._init_phases()
         self.deps = Deps(graph, self.members, self._on_ready, self._on_impossible)
+        # Rolling waves: instances of later waves wait in ``waves.held`` (see _waves.py).
+        self.waves = rollout_waves(self, graph)
         self.attempt_runner = AttemptRunner(self)
 
     # -- the attempt's side: what AttemptRunner may call ---------------------------
@@ -304,6 +307,8 @@ class _Run:
     def _on_ready(self, j: int) -> None:
         if self.state[j] or not self.member[j]:
             return
+        if self.waves is not None and self.waves.hold(j):
+            return
         if self.phase_of is not None and self.phase_of[j] > self.phase:
             self.held[self.phase_of[j]].append(j)
             return
@@ -324,6 +329,8 @@ class _Run:
             heap = self.sigs[sig] = []
         heapq.heappush(heap, (key, j))
         self.ready_count += 1
+        if self.waves is not None:
+            self.waves.pushed_node(j)
 
     def _on_impossible(self, j: int, reason: str, stopped: bool) -> None:
         if self.state[j] or not self.member[j]:
@@ -372,6 +379,8 @@ class _Run:
         if self.phase_of is not None:
             self.phase_left[self.phase_of[i]] -= 1
             self._advance_phase()
+        if self.waves is not None:
+            self.waves.settled(i, state, node.target)
 
     def on_final_failure(self, i: int) -> None:
         """A node failed for good: apply ``fail_fast``."""
@@ -403,6 +412,11 @@ class _Run:
         self.kick()
 
     # -- starting -----------------------------------------------------------------
+
+    def _on_promote(self) -> None:
+        if self.waves is not None:
+            self.waves.promote()
+        self.kick()
 
     def kick(self) -> None:
         """Something changed: start what can start now, or let the main loop do it."""
@@ -513,7 +527,7 @@ class _Run:
             async with asyncio.TaskGroup() as tg:
                 self.tg = tg
                 if self.control is not None:
-                    self.control._attach(loop, self._on_interrupt)
+                    self.control._attach(loop, self._on_interrupt, self._on_promote)
                 self._seed()
                 await self._loop()
                 if self.timer is not None:
@@ -562,10 +576,14 @@ class _Run:
         for i in absent:
             self.deps.settled(i, False, "is not part of this run")
         self.deps.start()
+        if self.waves is not None:
+            self.waves.start()
         nodes = self.graph.nodes
         for j in self.members:
             if not nodes[j].requires:
                 self._on_ready(j)
+        if self.waves is not None:
+            self.waves.advance()  # a first wave with nothing to start is done at once
 
     async def _loop(self) -> None:
         while True:
@@ -577,7 +595,9 @@ class _Run:
                 self.fill()
             if self.running == 0 and self.waiting == 0:
                 timer_live = self.timer is not None and not self.timer.done()
-                if self.stopping or self.ready_count == 0 or not timer_live:
+                # A wave waiting for promote keeps the run alive (until it stops).
+                promote = self.waves is not None and self.waves.waiting and not self.stopping
+                if not promote and (self.stopping or self.ready_count == 0 or not timer_live):
                     return
             self.wake.clear()
             await self.wake.wait()

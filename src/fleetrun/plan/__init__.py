@@ -26,6 +26,7 @@ from fleetrun.plan._resolve import (
     render_command,
     task_env,
 )
+from fleetrun.plan._rollout import allowed_failures, wave_targets
 from fleetrun.plan._schema import plan_json_schema
 from fleetrun.plan._simulate import MODES, phase_layers, simulate
 from fleetrun.plan._template import Ref, Template
@@ -52,6 +53,7 @@ __all__ = [
     "Task",
     "Template",
     "ThrottleRule",
+    "allowed_failures",
     "attempt_env",
     "dep_outputs",
     "dependents_closure",
@@ -66,4 +68,5 @@ __all__ = [
     "select",
     "simulate",
     "task_env",
+    "wave_targets",
 ]
