@@ -1,7 +1,8 @@
 """Splitting the fleet into rollout waves (pure; used by the engine and the planner).
 
 As Ansible's ``serial``: sizes are taken in order and the last one repeats
-until every target has a wave. A percentage is of all the plan's targets,
+until every target has a wave. Only targets that some task fans out over
+take part (the fleet, in plan order). A percentage is of the whole fleet,
 truncated, at least 1; a group takes its members that no earlier wave took
 (in fleet order); a count takes the next targets in fleet order. A wave that
 would be empty (a group whose members all went earlier) is left out; when the
@@ -16,7 +17,8 @@ from fleetrun.plan._model import ALL_TARGETS, Plan, Rollout
 def wave_targets(plan: Plan, rollout: Rollout | None = None) -> list[tuple[str, ...]]:
     """The targets of each wave, in order (one wave of every target without a rollout)."""
     rollout = rollout if rollout is not None else plan.rollout
-    fleet = list(plan.targets)
+    used = {t for task in plan.tasks.values() for t in task.targets or ()}
+    fleet = [t for t in plan.targets if t in used]
     if rollout is None or not rollout.waves or not fleet:
         return [tuple(fleet)] if fleet else []
     taken: set[str] = set()
