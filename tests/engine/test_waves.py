@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import threading
 
 import pytest
@@ -65,7 +66,7 @@ def test_waves_open_in_order_and_pipeline_inside(runner):
     # Every instance of wave n settled before any instance of wave n+1 started.
     settled_at = {e.key: e.at for e in ran.of(InstanceSettled)}
     started_at = {e.key: e.at for e in ran.of(AttemptStarted)}
-    for (_, earlier), (_, later) in zip(opened, opened[1:], strict=False):
+    for (_, earlier), (_, later) in itertools.pairwise(opened):
         last_end = max(settled_at[f"{t}@{r}"] for t in ("infra", "k8s") for r in earlier)
         first_start = min(started_at[f"{t}@{r}"] for t in ("infra", "k8s") for r in later)
         assert last_end <= first_start

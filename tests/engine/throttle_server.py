@@ -118,7 +118,8 @@ class ThrottleServer:
         ev: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._httpd is not None and self._thread is not None
+        assert self._httpd is not None
+        assert self._thread is not None
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
