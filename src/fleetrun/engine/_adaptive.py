@@ -24,11 +24,14 @@ Gradient2, BBR):
   only while the pool really uses at least half its rate (BBR's
   "application-limited" rule), the limits grow by ``increase`` (2%).
 - **Random 429s do not collapse the pool**: after a decrease the next
-  ``verify`` attempts started under the new limits are watched. When the
-  share of throttled attempts did not drop (it stays >= 75% of what it was
-  before, and >= 10%), the throttles do not depend on the rate: the decrease
-  is undone and that share becomes the pool's noise level; later decreases
-  need a share clearly above it (+15 points). Nothing ever goes below
+  ``verify`` attempts started under the new limits are watched. Were the
+  throttles caused by the rate, the provider still grants the same starts per
+  second and the throttled share falls to ``1 - (1 - before) * old/new``;
+  were they random, it stays where it was. When it stays nearer ``before``
+  (and >= 10%), the decrease is undone and that share becomes the pool's
+  noise level; later decreases need a share clearly above it (+15 points)
+  over at least ``verify`` attempts. A decrease is trusted to the delivered
+  rate only with at least 5 successes in the interval (else x ``decrease``). Nothing ever goes below
   ``floor`` x the configured values, and the configured values are ceilings.
 
 All times come from the caller's clock, so tests drive this without sleeping.
@@ -47,9 +50,8 @@ from fleetrun.plan import AdaptiveSettings
 _NOISE_MARGIN = 0.15
 """A pool that has seen rate-independent throttles decreases only above noise + this."""
 
-_NOT_HELPED = 0.75
-"""After a decrease, a throttled share at least this fraction of the earlier one means
-"the decrease did not help"."""
+_MIN_SAMPLES = 5
+"""Successes needed in an interval before its delivered rate is trusted."""
 
 _MIN_NOISE = 0.10
 """A throttled share under this after a decrease counts as "helped", whatever before was."""
@@ -165,7 +167,8 @@ class AdaptiveLimit:
         why: list[str] = []
         if self.rate is not None:
             target = self.rate * s.decrease
-            if delivered < self.rate:
+            # Too few successes say nothing about what the provider grants.
+            if delivered < self.rate and len(self._successes) >= _MIN_SAMPLES:
                 target = min(target, delivered * s.decrease)
                 why.append(f"{len(self._successes)} succeeded in {interval:.3g}s")
             new = max(target, self.rate * s.max_drop, self._rate_floor)
@@ -199,7 +202,18 @@ class AdaptiveLimit:
             return None
         self._verify = None
         after = throttles / ends
-        if after < _MIN_NOISE or after < before * _NOT_HELPED:
+        # Were the throttles caused by the rate, the share of throttled attempts
+        # would have fallen to 1 - (1 - before) * old/new (the provider grants the
+        # same number per second); were they random, it would stay at ``before``.
+        # The nearer of the two wins; a tie counts as caused by the rate.
+        if rate is not None and self.rate:
+            ratio = rate / self.rate
+        elif conc is not None and self.concurrency:
+            ratio = conc / self.concurrency
+        else:
+            ratio = 1.0
+        predicted = max(0.0, 1.0 - (1.0 - before) * ratio)
+        if after < _MIN_NOISE or abs(after - predicted) <= abs(after - before):
             return None  # the decrease helped: the throttles depended on the rate
         self._noise = max(self._noise, after)
         self.rate = rate
