@@ -39,6 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests" / "engine"))
 
+import contextlib
+
 from _common import machine
 from throttle_server import ThrottleServer, client_command
 
@@ -113,10 +115,8 @@ def seed_run(
                 attempt += 1
                 await asyncio.sleep(rng.uniform(0, min(60.0, 1.0 * 2 ** (attempt - 1))))
 
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), limit)
-        except TimeoutError:
-            pass
 
     with ThrottleServer(rate=rate, burst=burst) as server:
         t0 = time.monotonic()
