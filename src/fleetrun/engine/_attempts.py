@@ -140,6 +140,7 @@ class AttemptRunner:
                     executor=handle.kind,
                     host=handle.host,
                     job=handle.job,
+                    ready_at=run.ready_at[j] or None,
                 )
             )
 

@@ -78,6 +78,10 @@ class AttemptStarted(Event):
     executor: str = "local"
     host: str = ""
     job: str | None = None
+    # When the instance became ready for this attempt (requirements met, or its
+    # retry backoff over); from then until ``at`` it was queued: for its rollout
+    # wave (``WaveChanged``), a pool slot, a rate token or a pause (``PoolChanged``).
+    ready_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -153,6 +153,8 @@ class _Run:
         self.state: list[str] = [""] * n
         # Published outputs of settled nodes (and reused ones); only grows.
         self.outputs: dict[int, Mapping[str, str]] = {i: dict(o) for i, o in reused.items()}
+        # When each node last became ready (requirements met, or retry backoff over).
+        self.ready_at = [0.0] * n
         # Attempts started per node (an attempt that never ran is taken back).
         self.attempts = [0] * n
         # Invariant: running <= cap; counts attempts holding their slots.
@@ -254,6 +256,7 @@ class _Run:
                 f"attempt {n + 1} {self.stop_reason}",
             )
         else:
+            self.ready_at[j] = time.time()
             self._push(j)
         self.kick()
 
@@ -307,6 +310,7 @@ class _Run:
     def _on_ready(self, j: int) -> None:
         if self.state[j] or not self.member[j]:
             return
+        self.ready_at[j] = time.time()
         if self.waves is not None and self.waves.hold(j):
             return
         if self.phase_of is not None and self.phase_of[j] > self.phase:
