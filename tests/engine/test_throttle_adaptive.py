@@ -132,8 +132,8 @@ def test_decrease_learns_from_the_delivered_rate_and_the_pause():
         limit.succeeded(2.0 + k * 0.2, 2.05 + k * 0.2, 0)
     change = limit.throttled(4.5, 5.0, 0, 1.0)
     assert change is not None
-    # 5/s delivered, x0.9 = 4.5/s, but one decrease keeps at least half: 45/s.
-    assert limit.rate == pytest.approx(45.0)
+    # 5/s delivered, x0.9 = 4.5/s, but one decrease keeps at least a fifth: 18/s.
+    assert limit.rate == pytest.approx(18.0)
     assert "succeeded in 4s" in change.reason
     assert "Retry-After 1s" in change.reason
 

@@ -22,7 +22,10 @@ Gradient2, BBR):
   limits and is ignored for adapting (a Retry-After still pauses the pool).
 - **Probe upward slowly**: after ``probe`` seconds without a throttle, and
   only while the pool really uses at least half its rate (BBR's
-  "application-limited" rule), the limits grow by ``increase`` (2%).
+  "application-limited" rule), the limits grow by ``increase`` (2%); above
+  the rate last measured as granted, 5x slower (BBR's cruising near the
+  estimated bandwidth, CUBIC's plateau near the last maximum): each probe
+  past the provider's limit costs a few throttled attempts.
 - **Random 429s do not collapse the pool**: after a decrease the next
   ``verify`` attempts started under the new limits are watched. Were the
   throttles caused by the rate, the provider still grants the same starts per
@@ -53,6 +56,9 @@ _NOISE_MARGIN = 0.15
 _MIN_SAMPLES = 5
 """Successes needed in an interval before its delivered rate is trusted."""
 
+_CRUISE = 0.2
+"""Probing above the rate last measured as granted goes this much slower."""
+
 _MIN_NOISE = 0.10
 """A throttled share under this after a decrease counts as "helped", whatever before was."""
 
@@ -72,6 +78,7 @@ class AdaptiveLimit:
     __slots__ = (
         "_conc_floor",
         "_ends",
+        "_granted",
         "_last_decrease",
         "_last_probe",
         "_last_throttle",
@@ -116,6 +123,7 @@ class AdaptiveLimit:
         # After a decrease: (rate, concurrency, share before, ends seen, throttles seen).
         self._verify: tuple[float | None, int | None, float, int, int] | None = None
         self._noise = 0.0
+        self._granted = math.inf  # the rate last measured as granted (delivered)
 
     # -- observations -------------------------------------------------------------
 
@@ -170,6 +178,7 @@ class AdaptiveLimit:
             # Too few successes say nothing about what the provider grants.
             if delivered < self.rate and len(self._successes) >= _MIN_SAMPLES:
                 target = min(target, delivered * s.decrease)
+                self._granted = delivered
                 why.append(f"{len(self._successes)} succeeded in {interval:.3g}s")
             new = max(target, self.rate * s.max_drop, self._rate_floor)
             self.rate = min(new, self.rate)
@@ -236,7 +245,9 @@ class AdaptiveLimit:
             # Application-limited (BBR): probing a rate the pool does not use proves nothing.
             used = self._starts / max(elapsed, 1e-9)
             if used >= rate * 0.5:
-                self.rate = min(self.rate_ceiling, rate * (1 + s.increase))
+                # Cruise: above the rate last measured as granted, probe 5x slower.
+                step = s.increase if rate < self._granted * 0.98 else s.increase * _CRUISE
+                self.rate = min(self.rate_ceiling, rate * (1 + step))
                 grew.append("rate")
         ceiling = self.conc_ceiling
         # Netflix AIMD: grow the concurrency only while it is in use.

@@ -88,7 +88,7 @@ class AdaptiveSettings:
     """
 
     decrease: float = 0.9
-    max_drop: float = 0.5
+    max_drop: float = 0.2
     increase: float = 0.02
     probe: float = 1.0
     floor: float = 0.1

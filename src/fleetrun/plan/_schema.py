@@ -115,7 +115,7 @@ def _adaptive() -> dict[str, Any]:
                         "description": "New rate = decrease x the rate measured as granted "
                         "(default 0.9); new concurrency = decrease x in flight.",
                     },
-                    "max_drop": num("One decrease keeps at least this fraction (default 0.5)."),
+                    "max_drop": num("One decrease keeps at least this fraction (default 0.2)."),
                     "increase": num("Growth per probe while nothing is throttled (default 0.02)."),
                     "probe": num("Seconds between two increases (default 1).", 3600),
                     "floor": num(
