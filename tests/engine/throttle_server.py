@@ -96,8 +96,11 @@ class ThrottleServer:
                     if wait:
                         self.send_header("Retry-After", str(wait))
                 self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (its own timeout): nothing to answer
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
