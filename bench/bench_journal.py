@@ -75,7 +75,7 @@ def _once(graph: Graph, work: Path, parallelism: int, journal_on: bool) -> tuple
         raise SystemExit(f"run did not succeed: {result.counts}")
     if journal_on:
         with Journal(state) as j:
-            done = j.run(run_id)["counts"].get("succeeded")
+            done = j.run(run_id).counts.get("succeeded")
             if done != len(graph.nodes):
                 raise SystemExit(f"journal holds {done} succeeded, expected {len(graph.nodes)}")
     return len(graph.nodes) / elapsed, cpu / len(graph.nodes)

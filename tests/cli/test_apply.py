@@ -198,7 +198,7 @@ def test_secrets_never_reach_the_journal(tmp_path: Path) -> None:
     with Journal(state) as j:
         run = j.runs()[0]
         snapshot = j.conn.execute("SELECT plan_snapshot FROM runs").fetchone()[0]
-    assert run["status"] == "succeeded"
+    assert run.status == "succeeded"
     assert "the password is *** (a careless comment)" in snapshot
     out = fleetrun("outputs", "--plan", str(plan), "--format", "json")
     assert json.loads(out.stdout) == {"t": {"pw": "***"}}

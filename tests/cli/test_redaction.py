@@ -177,7 +177,8 @@ def test_no_secret_reaches_any_file_or_the_console(tmp_path: Path) -> None:
             for name in names:
                 assert text.count(f"whole {name}=***\n") == 2, (task, name, text)
                 assert f"split {name}=*** end\n" in text, (task, name)
-    assert "got 'pre-***-post'" in by_key[("uses", "uses.1.log")]
+    # Inside "...", the value arrives as it is (no bare-word quotes around it).
+    assert "got pre-***-post\n" in by_key[("uses", "uses.1.log")]
     # The journal and the events file hold the masked tail and output.
     events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
     tail = next(e["tail"] for e in events if e["type"] == "AttemptEnded" and e["key"] == "fail")

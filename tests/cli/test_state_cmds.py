@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fleetrun.cli._main import _register, cli
+from fleetrun.cli import cli
 from fleetrun.engine._events import (
     AttemptEnded,
     AttemptStarted,
@@ -72,7 +72,6 @@ def state(tmp_path: Path) -> Path:
 
 
 def _cli(*args: str) -> tuple[int, str]:
-    _register()
     res = CliRunner().invoke(cli, list(args))
     return res.exit_code, res.output
 

@@ -97,9 +97,10 @@ def test_per_attempt_names_are_fleetruns_own(runner, monkeypatch, spawn_threads)
         ]
     )
     ran = runner(g, executor=LocalExecutor(spawn_threads=spawn_threads))
-    for target in ("x", "y"):
+    for node_id, target in ((1, "x"), (2, "y")):
         assert _log(ran, f"b@{target}").splitlines() == [
             "FLEETRUN_ATTEMPT=1",
+            f"FLEETRUN_ATTEMPT_ID=test-run.{node_id}.1",
             "FLEETRUN_OUTPUT_A_K=v",
             f"FLEETRUN_TARGET={target}",
             "ZURICH=Zürich",

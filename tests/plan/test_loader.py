@@ -168,6 +168,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "defaults",
         "phases",
         "tasks",
+        "ssh",
     }
     task = props["tasks"]["additionalProperties"]["properties"]
     assert set(task) == {
@@ -183,6 +184,9 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "cwd",
         "estimate",
         "runs_on",
+        "allow_empty",
+        "script",
+        "keep_running",
     }
     # Every key of every object in the schema is described (editor completion shows it).
     undocumented: list[str] = []

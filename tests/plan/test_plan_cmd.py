@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from fleetrun.cli._main import _register, cli
+from fleetrun.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAIN138 = ROOT / "examples" / "chain138"
@@ -28,7 +28,6 @@ PER_REGION = ["infra", "k8s", "besu", "verify-region"]
 
 
 def run_cli(*args: str) -> Result:
-    _register()
     return CliRunner().invoke(cli, list(args))
 
 

@@ -101,7 +101,7 @@ def apply(
     res = fleetrun("apply", str(plan), "--state-dir", str(state), *args, extra_env={"FAIL": fail})
     assert res.returncode == expect, res.stdout + res.stderr
     with Journal(state) as j:
-        run_id = j.runs(limit=1)[0]["id"]
+        run_id = j.runs(limit=1)[0].id
     return Recorded(state, run_id, plan)
 
 
@@ -124,7 +124,7 @@ def retried(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recorded, Recorde
     res = fleetrun("retry", "--state-dir", str(first.state), extra_env={"FAIL": "none"})
     assert res.returncode == 0, res.stdout + res.stderr
     with Journal(first.state) as j:
-        run_id = j.runs(limit=1)[0]["id"]
+        run_id = j.runs(limit=1)[0].id
     return first, Recorded(first.state, run_id, first.plan)
 
 

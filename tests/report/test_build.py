@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +238,21 @@ def test_report_without_a_loadable_plan_has_notes_not_graph_parts(
 def test_unknown_run_raises(demo: Recorded) -> None:
     with demo.journal() as j, pytest.raises(RunNotFoundError, match="fleetrun history"):
         build_report(j, "no-such-run")
+
+
+def test_throttled_retries_are_counted_from_the_journal(demo: Recorded, tmp_path: Path) -> None:
+    # The engine's decision, as journaled, not the retry reason: a copy of the
+    # demo's journal whose throttle flag is cleared reports none.
+    copy = tmp_path / "state"
+    shutil.copytree(demo.state, copy)
+    conn = sqlite3.connect(copy / "state.db")
+    with conn:
+        conn.execute("UPDATE attempts SET throttled=0")
+    reasons = [r[0] for r in conn.execute("SELECT retry_reason FROM attempts WHERE throttled=0")]
+    conn.close()
+    assert "exit 75" in reasons
+    r = _report(Recorded(copy, demo.run_id, demo.plan))
+    tasks = {t.task: t for t in r.tasks}
+    assert (tasks["fan"].retries, tasks["fan"].throttled) == (1, 0)
+    assert [a.throttled for a in r.attempts if a.retry_reason] == [False]
+    assert [a.throttled for a in _report(demo).attempts if a.retry_reason] == [True]

@@ -34,11 +34,13 @@ ODD_SECRET = 'pa"ss\\wörd-42'  # a quote, a backslash and non-ASCII: escaped in
 FIELDS = {
     "RunStarted": ["run_id", "plan_name", "mode", "parallelism", "nodes"],
     "InstanceReused": ["node", "key", "outputs"],
-    "AttemptStarted": ["node", "key", "attempt", "command", "pid", "pgid", "log_path"],
+    "AttemptStarted": [
+        "node", "key", "attempt", "command", "pid", "pgid", "log_path", "executor", "host", "job",
+    ],
     "AttemptOutput": ["node", "key", "attempt", "text"],
     "AttemptEnded": [
         "node", "key", "attempt", "started_at", "exit_code", "signal", "timed_out", "outcome",
-        "retry_reason", "retry_delay", "tail", "throttled",
+        "retry_reason", "retry_delay", "tail", "throttled", "error_kind",
     ],
     "InstanceSettled": ["node", "key", "state", "reason", "attempts", "outputs"],
     "PoolChanged": ["pool", "rate", "reason"],
@@ -194,6 +196,7 @@ def test_event_fields_shape() -> None:
     assert event_fields(ev) == {
         "type": "AttemptStarted", "at": 1.5, "node": 3, "key": "t@x", "attempt": 2,
         "command": "c", "pid": 10, "pgid": 10, "log_path": "/l",
+        "executor": "local", "host": "", "job": None,
     }  # fmt: skip
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from fleetrun.plan import load_plan
 from fleetrun.report._html import render_html
-from fleetrun.state import Journal
+from fleetrun.state import AttemptRecord, Journal
 
 from .test_html import HOSTILE, attempt, report
 
@@ -105,7 +105,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def chain138(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+def chain138(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[AttemptRecord]]:
     """The chain138 example applied (japaneast fails, Oracle is throttled once) and its
     HTML report written by ``fleetrun report``: the page and the journaled attempts."""
     root = tmp_path_factory.mktemp("chain138")
@@ -114,7 +114,7 @@ def chain138(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[
     res = _fleetrun("apply", str(CHAIN138), "--state-dir", str(state), env=env)
     assert res.returncode == 1, res.stdout + res.stderr  # japaneast failed, the rest ran
     with Journal(state) as j:
-        run_id = j.runs()[0]["id"]
+        run_id = j.runs()[0].id
         journaled = j.attempts(run_id)
     res = _fleetrun("report", run_id, "--state-dir", str(state), "--format", "html", "-o", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
@@ -320,7 +320,7 @@ def _move(page: Any, chart: Chart, key: str) -> tuple[int, bool]:
 
 
 def test_chain138_report_opens_in_chromium(
-    browser: Any, chain138: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+    browser: Any, chain138: tuple[Path, list[AttemptRecord]], tmp_path: Path
 ) -> None:
     out, journaled = chain138
     w = Watched(browser)
@@ -339,7 +339,7 @@ def test_chain138_report_opens_in_chromium(
     first.hover()
     tip = w.page.locator("#fr-tip")
     assert tip.is_visible()
-    assert journaled[0]["key"] in tip.inner_text()
+    assert journaled[0].key in tip.inner_text()
     w.page.locator("#fr-chart rect.bar.o-retrying").hover()
     assert "retry reason" in tip.inner_text()
     assert "oracle" in tip.inner_text()
@@ -353,7 +353,7 @@ def test_chain138_report_opens_in_chromium(
 
 
 def test_timeline_from_the_keyboard(
-    browser: Any, chain138: tuple[Path, list[dict[str, Any]]]
+    browser: Any, chain138: tuple[Path, list[AttemptRecord]]
 ) -> None:
     out, journaled = chain138
     w = Watched(browser, height=700)  # short: moving down the chart scrolls the page
@@ -384,23 +384,23 @@ def test_timeline_from_the_keyboard(
     def check(i: int) -> None:
         # The tooltip and the accessible name of bar i, against the journal.
         a = journaled[i]
-        assert not a["timed_out"]
-        took = round(a["ended_at"] - a["started_at"], 3)
+        assert not a.timed_out
+        took = round(a.ended_at - a.started_at, 3)
         assert 0 <= took < 60
         d = f"{took:.3f}s"
         assert tip.is_visible()
         rows = _tip_rows(page)
         assert (rows["instance"], rows["attempt"], rows["duration"], rows["outcome"]) == (
-            a["key"], str(a["n"]), d, a["outcome"],
+            a.key, str(a.n), d, a.outcome,
         )  # fmt: skip
-        name = f"{a['key']}, attempt {a['n']}, {a['outcome']}, {d}"
+        name = f"{a.key}, attempt {a.n}, {a.outcome}, {d}"
         if i in crit:
             name += ", critical path"
         assert bar(i).get_attribute("aria-label") == name
         ax = _focused_ax(page)
         assert (ax["role"], ax["name"]) == ("image", name)
         # Screen readers also get the tooltip's details as the bar's description.
-        assert f"instance {a['key']}" in ax["description"]
+        assert f"instance {a.key}" in ax["description"]
         assert f"duration {d}" in ax["description"]
         _assert_tip_at_bar(page)
         outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
@@ -489,9 +489,9 @@ def test_timeline_from_the_keyboard(
         if i != focused and _view(page, i) == "in" and chart.move(i, "ArrowRight") != i
     )
     bar(other).hover()
-    assert _tip_rows(page)["instance"] == journaled[other]["key"]
+    assert _tip_rows(page)["instance"] == journaled[other].key
     page.mouse.move(5, 5)
-    assert _tip_rows(page)["instance"] == journaled[focused]["key"]
+    assert _tip_rows(page)["instance"] == journaled[focused].key
     _assert_tip_at_bar(page)
     # Blur hides it, and the description goes with the focus; the tab stop stays.
     page.evaluate("document.activeElement.blur()")

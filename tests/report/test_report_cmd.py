@@ -15,13 +15,12 @@ import pytest
 from cli._helpers import kill_processes_with_env, live_processes_with_env, spawn
 from click.testing import CliRunner
 
-from fleetrun.cli._main import _register, cli
+from fleetrun.cli import cli
 
 from .conftest import CHAIN, Recorded
 
 
 def _cli(*args: str) -> tuple[int, str, str]:
-    _register()
     res = CliRunner().invoke(cli, ["report", *args])
     return res.exit_code, res.stdout, res.stderr
 

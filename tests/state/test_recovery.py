@@ -43,12 +43,12 @@ def test_recover_marks_a_dead_run_interrupted(journal: Journal) -> None:
     assert journal.recover() == ["dead"]
     assert journal.recover() == []  # idempotent
     run = journal.run("dead")
-    assert (run["status"], run["ended_at"]) == ("interrupted", 7.5)
-    assert run["counts"] == {"succeeded": 1, "interrupted": 1, "not_started": 1}
-    states = {i["key"]: i["status"] for i in journal.instances("dead")}
+    assert (run.status, run.ended_at) == ("interrupted", 7.5)
+    assert run.counts == {"succeeded": 1, "interrupted": 1, "not_started": 1}
+    states = {i.key: i.status for i in journal.instances("dead")}
     assert states == {"a@x": "succeeded", "b@x": "interrupted", "c@x": "not_started"}
-    assert journal.attempts("dead")[0]["outcome"] == "interrupted"
-    assert journal.run("live")["status"] == "running"
+    assert journal.attempts("dead")[0].outcome == "interrupted"
+    assert journal.run("live").status == "running"
 
 
 def test_a_reused_pid_counts_as_dead(journal: Journal) -> None:
@@ -112,7 +112,7 @@ def test_sigkill_while_writing_leaves_a_consistent_journal(tmp_path: Path) -> No
                 (f"run{t}",),
             ).fetchone()[0]
             assert bad == 0
-            counts = j.run(f"run{t}")["counts"]
+            counts = j.run(f"run{t}").counts
             assert counts.get("succeeded", 0) > 0
             assert set(counts) <= {"succeeded", "interrupted", "not_started"}
 
@@ -198,4 +198,4 @@ def test_options_and_counts_round_trip_as_json(journal: Journal) -> None:
     begin(journal, "r", ["a"])
     raw = journal.conn.execute("SELECT options FROM runs").fetchone()[0]
     assert json.loads(raw) == {"parallelism": None}
-    assert journal.runs()[0]["counts"] == {"pending": 1}
+    assert journal.runs()[0].counts == {"pending": 1}

@@ -7,8 +7,7 @@ from typing import Any
 
 from fleetrun.plan import Graph, Need, Plan, Target, Task, Template, expand
 from fleetrun.redact import Redactor
-from fleetrun.state import command_hash
-from fleetrun.state._retry import plan_retry, render_command
+from fleetrun.state import InstanceRecord, RunRecord, command_hash, plan_retry, render_command
 
 REGIONS = ("a", "b", "c")
 
@@ -32,7 +31,7 @@ def _graph(k8s_run: str = "k8s {{ target.name }} {{ tasks.infra.outputs.cluster 
     return expand(plan)
 
 
-def _record(graph: Graph, states: dict[str, str]) -> list[dict[str, Any]]:
+def _record(graph: Graph, states: dict[str, str]) -> list[InstanceRecord]:
     """Instances as the journal would hold them after a run with ``states``."""
     outputs: dict[int, dict[str, str]] = {}
     rows = []
@@ -46,11 +45,25 @@ def _record(graph: Graph, states: dict[str, str]) -> list[dict[str, Any]]:
         h = None
         if state in ("succeeded", "failed"):
             h = command_hash(render_command(graph, node.id, outputs))
-        rows.append({"key": node.key, "status": state, "outputs": out, "command_hash": h})
+        rows.append(
+            InstanceRecord(
+                run_id="r1", key=node.key, node=node.id, task=node.task, target=node.target,
+                status=state, command_hash=h, exit_code=None, outputs=out, reason="",
+                attempts=0, started_at=None, ended_at=None,
+            )
+        )  # fmt: skip
     return rows
 
 
-PREV = {"id": "r1", "options": {"targets": None, "tasks": None}}
+def _run(run_id: str, options: dict[str, Any]) -> RunRecord:
+    return RunRecord(
+        id=run_id, parent_id=None, plan_path="/p.yaml", plan_name="p", plan_hash="h",
+        plan_snapshot="", mode="dag", kind="apply", options=options, started_at=0.0,
+        ended_at=1.0, status="failed", counts={}, user="u", host="h", pid=1, pid_start=None,
+    )  # fmt: skip
+
+
+PREV = _run("r1", {"targets": None, "tasks": None})
 
 
 def _keys(graph: Graph, ids: Any) -> list[str]:
@@ -92,7 +105,7 @@ def test_nothing_to_do_and_narrowing() -> None:
 
 def test_instances_missing_from_a_narrowed_run_stay_out() -> None:
     g = _graph()
-    rec = [r for r in _record(g, {}) if r["key"] != "verify"]
+    rec = [r for r in _record(g, {}) if r.key != "verify"]
     assert _keys(g, plan_retry(g, PREV, rec, Redactor()).only) == ["verify"]
-    narrowed = {"id": "r1", "options": {"targets": ["a"], "tasks": None}}
+    narrowed = _run("r1", {"targets": ["a"], "tasks": None})
     assert plan_retry(g, narrowed, rec, Redactor()).only == frozenset()

@@ -38,7 +38,7 @@ from .conftest import begin
 
 def test_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     conn = connect(tmp_path / "s" / "state.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"runs", "instances", "attempts", "events"}
@@ -109,26 +109,24 @@ def test_writer_records_a_run(journal: Journal) -> None:
     w.close()
 
     run = journal.run("r1")
-    assert (run["status"], run["ended_at"], run["counts"]) == (
+    assert (run.status, run.ended_at, run.counts) == (
         "failed",
         t0 + 5,
         {"succeeded": 1, "skipped": 1},
     )
-    inst = {i["key"]: i for i in journal.instances("r1")}
+    inst = {i.key: i for i in journal.instances("r1")}
     a = inst["a@x"]
-    assert (a["status"], a["attempts"], a["exit_code"], a["outputs"]) == (
+    assert (a.status, a.attempts, a.exit_code, a.outputs) == (
         "succeeded",
         2,
         0,
         {"k": "v"},
     )
-    assert a["command_hash"] == command_hash("echo a")
-    assert (inst["b@x"]["status"], inst["b@x"]["reason"]) == ("skipped", "needs c@x")
-    assert (inst["old@x"]["status"], inst["old@x"]["outputs"]) == ("reused", {"addr": "0xAB"})
+    assert a.command_hash == command_hash("echo a")
+    assert (inst["b@x"].status, inst["b@x"].reason) == ("skipped", "needs c@x")
+    assert (inst["old@x"].status, inst["old@x"].outputs) == ("reused", {"addr": "0xAB"})
     att = journal.attempts("r1", "a@x")
-    assert [
-        (x["n"], x["exit_code"], x["outcome"], x["retry_reason"], x["log_path"]) for x in att
-    ] == [
+    assert [(x.n, x.exit_code, x.outcome, x.retry_reason, x.log_path) for x in att] == [
         (1, 75, "retrying", "exit 75", "l1"),
         (2, 0, "succeeded", None, "l2"),
     ]
@@ -209,7 +207,7 @@ def test_ran_in_follows_reused_instances_to_their_run(journal: Journal) -> None:
     journal.conn.execute("UPDATE instances SET attempts=1 WHERE run_id='r1' AND key='a'")
     assert journal.ran_in("r2", "a") == "r1"  # reused in r2: its attempts are in r1
     assert journal.ran_in("r2", "b") == "r2"  # never ran anywhere: r2 itself
-    assert journal.instances("r2")[0]["outputs"] == {"x": "1"}
+    assert journal.instances("r2")[0].outputs == {"x": "1"}
     assert journal.check() == []
 
 
@@ -285,8 +283,8 @@ def test_large_batches_keep_every_row_in_order(journal: Journal) -> None:
         " ORDER BY CAST(substr(key, 3) AS INTEGER)"
     ).fetchall()
     assert att == [(k, 1, float(i), i + 0.5, i % 3) for i, k in enumerate(keys)]
-    inst = {i["key"]: i for i in journal.instances("r1")}
-    assert [(inst[k]["status"], inst[k]["exit_code"]) for k in keys] == [
+    inst = {i.key: i for i in journal.instances("r1")}
+    assert [(inst[k].status, inst[k].exit_code) for k in keys] == [
         ("succeeded" if i % 3 == 0 else "failed", i % 3) for i in range(153)
     ]
     assert journal.check() == []
@@ -334,15 +332,15 @@ def test_settling_in_a_later_batch_takes_the_last_attempt(journal: Journal) -> N
 
     asyncio.run(main())
     w.close()
-    inst = {i["key"]: i for i in journal.instances("r1")}
+    inst = {i.key: i for i in journal.instances("r1")}
     a = inst["a"]
-    assert (a["status"], a["attempts"], a["exit_code"], a["started_at"], a["ended_at"]) == (
+    assert (a.status, a.attempts, a.exit_code, a.started_at, a.ended_at) == (
         "failed",
         2,
         3,
         1.0,
         4.0,
     )
-    assert a["command_hash"] == command_hash("run a")
-    assert (inst["b"]["status"], inst["b"]["exit_code"]) == ("pending", None)
+    assert a.command_hash == command_hash("run a")
+    assert (inst["b"].status, inst["b"].exit_code) == ("pending", None)
     assert journal.check() == []

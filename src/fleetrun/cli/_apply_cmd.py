@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from fleetrun.cli._main import cli
 from fleetrun.cli._run import execute
 from fleetrun.engine import DEFAULT_GRACE
 from fleetrun.session import RunRequest
@@ -37,7 +36,34 @@ class _OptionalValueCommand(click.Command):
         return super().parse_args(ctx, fixed)
 
 
+def var_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--var NAME=VALUE`` and ``--var-file FILE`` (repeatable; later ones win)."""
+    f = click.option(
+        "--var-file",
+        "var_files",
+        multiple=True,
+        metavar="FILE",
+        help="Variables from a YAML/JSON file of NAME: VALUE (repeatable).",
+    )(f)
+    f = click.option(
+        "--var",
+        "vars",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Set a variable the plan declares under 'vars' (repeatable; retry reuses "
+        "the run's unless given again).",
+    )(f)
+    return f
+
+
 def _selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = var_options(f)
+    f = click.option(
+        "--only",
+        is_flag=True,
+        help="Refuse to run instances the selection needs but does not name "
+        "(without it they run, and are listed with the reason).",
+    )(f)
     f = click.option(
         "--tasks",
         multiple=True,
@@ -126,7 +152,7 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return _selection_options(f)
 
 
-@cli.command(cls=_OptionalValueCommand)
+@click.command(cls=_OptionalValueCommand)
 @click.argument("plan", type=click.Path(dir_okay=False))
 @_run_options
 @click.option("--dry-run", is_flag=True, help="Print the commands in start order; run nothing.")
@@ -145,7 +171,7 @@ def apply(plan: str, resume: bool, **options: Any) -> None:
     click.get_current_context().exit(code)
 
 
-@cli.command(cls=_OptionalValueCommand)
+@click.command(cls=_OptionalValueCommand)
 @click.argument("run", required=False)
 @click.option("--plan", type=click.Path(dir_okay=False), default=None, help="The plan file.")
 @_run_options

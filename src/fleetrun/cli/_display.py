@@ -4,11 +4,21 @@
 ``--events`` path is reported before anything is journaled), hand its
 ``subscribers`` to the engine, and ``stop()`` it when the engine returns,
 whatever happened.
+
+The console is only a view: a console that goes away (``| head``, quitting
+``less``, a closed terminal) never touches the run. ``ConsoleStream`` writes
+every byte or, once the console is gone, nothing more: it says so once on
+stderr and points the descriptor at /dev/null, so later prints (the summary)
+and Python's own flush at exit find nothing to complain about; the run goes
+on, the journal records it all, and the exit code is the run's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import select
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,6 +33,84 @@ from fleetrun.redact import Redactor
 if TYPE_CHECKING:
     from fleetrun.engine import Event, RunResult
     from fleetrun.session import RunRequest
+
+
+_GONE = (errno.EPIPE, errno.EIO, errno.ENXIO, errno.ECONNRESET, errno.ENOSPC, errno.EBADF)
+"""What a console that went away (or cannot take more) answers a write with."""
+
+
+class ConsoleStream:
+    """The console as a text stream that writes everything or, once gone, nothing.
+
+    Writes go straight to the descriptor, every byte of them: a short write
+    (a signal, a slow reader) continues, a non-blocking descriptor is waited
+    on, and nothing depends on how Python buffers ``sys.stdout`` (with
+    ``PYTHONUNBUFFERED`` its text layer drops what a short write left over).
+    """
+
+    def __init__(self, inner: TextIO, fd: int) -> None:
+        self.inner = inner
+        self.fd = fd
+        self.gone = False
+        self.encoding = getattr(inner, "encoding", None) or "utf-8"
+        self.errors = "backslashreplace"
+        self._tty = False
+        with contextlib.suppress(OSError, ValueError):
+            self._tty = os.isatty(fd)
+
+    @classmethod
+    def wrap(cls, stream: TextIO) -> TextIO | ConsoleStream:
+        """``stream`` as a ``ConsoleStream`` when it has a descriptor, else as it is."""
+        try:
+            fd = stream.fileno()
+            stream.flush()  # what was printed before comes first
+        except (OSError, ValueError, AttributeError):
+            return stream
+        return cls(stream, fd)
+
+    def isatty(self) -> bool:
+        return self._tty
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        """Nothing is held here: every write went to the descriptor."""
+
+    def write(self, text: str) -> int:
+        """Write all of ``text`` (or, once the console is gone, drop it)."""
+        if self.gone or not text:
+            return len(text)
+        view = memoryview(text.encode(self.encoding, self.errors))
+        while view:
+            try:
+                view = view[os.write(self.fd, view) :]
+            except BlockingIOError:
+                select.select([], [self.fd], [])
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno not in _GONE:
+                    raise
+                self._went_away(e)
+                break
+        return len(text)
+
+    def _went_away(self, e: OSError) -> None:
+        self.gone = True
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.fd)
+            os.close(null)
+        with contextlib.suppress(Exception):
+            sys.stderr.write(
+                f"fleetrun: the console went away ({e.strerror or e}); the run goes on "
+                "and is recorded in full (fleetrun show, fleetrun logs)\n"
+            )
+            sys.stderr.flush()
 
 
 class _Console(Protocol):
@@ -54,7 +142,8 @@ class Display:
     ) -> None:
         from fleetrun.report import EventsFile, LiveConsole, OutputPrinter, PlainConsole, use_live
 
-        stream = sys.stdout if stream is None else stream
+        stream = ConsoleStream.wrap(sys.stdout if stream is None else stream)  # type: ignore[assignment]
+        assert stream is not None
         environ = os.environ if environ is None else environ
         # Opened first: a path that cannot be written is a usage error (exit 2)
         # before the run begins.
@@ -81,6 +170,9 @@ class Display:
                 graph,
                 self.console.write_text,
                 only=only,
+                # On a terminal, task output keeps its colours but cannot move
+                # the cursor; FLEETRUN_RAW_OUTPUT=1 passes it through as it is.
+                safe=stream.isatty() and environ.get("FLEETRUN_RAW_OUTPUT", "") in ("", "0"),
             )
         subs: list[Callable[[Event], None]] = []
         if self._printer is not None:

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import importlib
+import signal
 import sys
-from typing import Any
 
-import click
 
-from fleetrun import __version__
-from fleetrun.errors import FleetrunError, PlanError
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    # Ctrl-C while the modules load: exit 130 quietly (SystemExit prints no traceback).
+    raise SystemExit(130)
+
+
+# Installed before the heavy imports below, only when fleetrun is the program
+# (the console script or ``python -m fleetrun``), never in a program that
+# imports it; ``main`` hands SIGINT back to Python.
+if "fleetrun" in sys.argv[0] and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from fleetrun import __version__  # noqa: E402
+from fleetrun.errors import FleetrunError, PlanError  # noqa: E402
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -16,8 +30,38 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+COMMANDS: dict[str, str] = {
+    "plan": "fleetrun.cli._plan_cmd:plan_cmd",
+    "apply": "fleetrun.cli._apply_cmd:apply",
+    "exec": "fleetrun.cli._exec_cmd:exec_cmd",
+    "retry": "fleetrun.cli._apply_cmd:retry",
+    "history": "fleetrun.cli._state_cmds:history",
+    "show": "fleetrun.cli._state_cmds:show",
+    "logs": "fleetrun.cli._state_cmds:logs",
+    "outputs": "fleetrun.cli._state_cmds:outputs",
+    "report": "fleetrun.cli._report_cmd:report",
+    "schema": "fleetrun.cli._schema_cmd:schema_cmd",
+}
+"""Command name -> ``module:attribute`` of its click command, imported when used
+(click's lazy-group pattern: no import cycle, and ``--help`` of one command
+loads only that command's module). A new command is one entry here."""
+
+
 class _Group(click.Group):
-    """Maps fleetrun errors to messages and exit codes; never shows a traceback for them."""
+    """Loads commands lazily from ``COMMANDS``; maps fleetrun errors to messages
+    and exit codes, never showing a traceback for them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -48,13 +92,12 @@ def cli() -> None:
     """
 
 
-def _register() -> None:
-    # Each command lives in its own module; importing it attaches it to ``cli``.
-    import fleetrun.cli._report_cmd  # noqa: F401
-    from fleetrun.cli import _apply_cmd, _plan_cmd, _schema_cmd, _state_cmds  # noqa: F401
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``fleetrun`` console script."""
-    _register()
-    cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="fleetrun")
+    # From here on a Ctrl-C is a KeyboardInterrupt, mapped to 130 by ``_Group``.
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="fleetrun")
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)

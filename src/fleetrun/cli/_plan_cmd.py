@@ -6,12 +6,25 @@ from pathlib import Path
 
 import click
 
-from fleetrun.cli._main import cli
-from fleetrun.plan import expand, load_plan
-from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
+from fleetrun.cli._apply_cmd import var_options
+from fleetrun.plan import (
+    ALL_TARGETS,
+    empty_warnings,
+    expand,
+    load_plan,
+    parse_var_args,
+    read_var_file,
+    render_dot,
+    render_json,
+    render_mermaid,
+    render_text,
+    selection_closure,
+    selection_lines,
+    split_names,
+)
 
 
-@cli.command("plan")
+@click.command("plan")
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-j",
@@ -28,30 +41,85 @@ from fleetrun.plan._render import render_dot, render_json, render_mermaid, rende
     show_default=True,
     help="text: overview; json: the full expanded graph; dot/mermaid: the instance graph.",
 )
-def plan_cmd(plan_file: Path, parallelism: int | None, fmt: str) -> None:
+@click.option(
+    "--targets",
+    multiple=True,
+    metavar="NAMES",
+    help="Preview only these targets or groups (comma-separated, repeatable; a value that "
+    "is exactly a target's name is taken whole), plus what they need.",
+)
+@click.option(
+    "--tasks",
+    multiple=True,
+    metavar="NAMES",
+    help="Preview only these tasks (comma-separated, repeatable), plus what they need.",
+)
+@var_options
+def plan_cmd(
+    plan_file: Path,
+    parallelism: int | None,
+    fmt: str,
+    targets: tuple[str, ...],
+    tasks: tuple[str, ...],
+    vars: tuple[str, ...],
+    var_files: tuple[str, ...],
+) -> None:
     """Validate PLAN, expand it over its targets and show what would run.
 
     \b
-    The text view lists per phase the tasks and their instance counts, the
-    waves, the critical path and the estimated makespan of the sequential,
-    phased and dag modes at -j, with the lower bound max(critical path,
-    work / j). Nothing is run. Exit code 2 when the plan is invalid.
+    The text view lists per phase the tasks and their instance counts, every
+    task with its instance count, group and needs (quorums as "at least 5 of
+    6 (67%)"), the waves, the critical path and the estimated makespan of the
+    sequential, phased and dag modes at -j, with the lower bound max(critical
+    path, work / j). A task whose group matches no target is listed with 0
+    instances and a warning (apply refuses it unless it says allow_empty:
+    true). Nothing is run. Exit code 2 when the plan is invalid.
+
+    \b
+    --targets/--tasks preview a selection as apply would run it: the named
+    instances and every instance they need beyond those, each with why
+    ("needed by multicall (quorum of besu: at least 5 of 6)").
 
     \b
     --format json prints {"format": "fleetrun.plan/1", plan, targets, tasks,
-    phases, nodes: [{id, key, task, target, phase, estimate, wave, rank,
+    instances: {task: count}, phases, nodes: [{id, key, task, target, phase, estimate, wave, rank,
     needs: [{task, nodes: [keys], at_least}]}], waves, critical_path,
     critical_path_length, total_work, parallelism, makespan: {sequential,
-    phased, dag, lower_bound}}; times in seconds. dot and mermaid print every
-    instance and edge (dashed: quorum needs), phases as clusters.
+    phased, dag, lower_bound}}; times in seconds. With --targets/--tasks it
+    adds selection: {named: [keys], also: {key: reason}}. dot and mermaid
+    print every instance and edge (dashed: quorum needs), phases as clusters.
     """
-    graph = expand(load_plan(plan_file))
+    overrides: dict[str, str] = {}
+    for f in var_files:
+        overrides.update(read_var_file(f))
+    overrides.update(parse_var_args(vars))
+    graph = expand(load_plan(plan_file, var_overrides=overrides))
+    plan = graph.plan
+    target_names = split_names(targets, {*plan.targets, *plan.groups, ALL_TARGETS})
+    task_names = split_names(tasks, plan.tasks)
+    selection = None
+    if target_names is not None or task_names is not None:
+        selection = selection_closure(graph, target_names, task_names)
+    for line in empty_warnings(graph):
+        click.echo(line, err=True)
     if fmt == "json":
-        out = render_json(graph, parallelism)
+        extra = None
+        if selection is not None:
+            nodes, extras = selection
+            keys = [n.key for n in graph.nodes]
+            named = [keys[i] for i in sorted(nodes) if i not in extras]
+            also = {keys[i]: extras[i] for i in sorted(extras)}
+            extra = {"selection": {"named": named, "also": also}}
+        out = render_json(graph, parallelism, extra)
     elif fmt == "dot":
         out = render_dot(graph)
     elif fmt == "mermaid":
         out = render_mermaid(graph)
     else:
         out = render_text(graph, parallelism)
+        if selection is not None:
+            lines = selection_lines(graph, *selection)
+            lines.append("  (the sections below describe the whole plan)")
+            head, _, rest = out.partition("\n\n")
+            out = head + "\n\n" + "\n".join(lines) + "\n\n" + rest
     click.echo(out, nl=False)

@@ -7,22 +7,19 @@ from pathlib import Path
 
 import click
 
-from fleetrun.cli._main import cli
 from fleetrun.cli._state_cmds import _journal, _plan_path, _where
-from fleetrun.report._build import build_report
-from fleetrun.report._formats import render_json, render_junit, render_markdown, render_table
-from fleetrun.report._model import RunReport
-from fleetrun.state import write_atomic
+from fleetrun.report import (
+    RunReport,
+    build_report,
+    render_html,
+    render_json,
+    render_junit,
+    render_markdown,
+    render_table,
+    write_atomic,
+)
 
 FORMATS = ("table", "markdown", "json", "junit", "html")
-
-
-def _render_html(report: RunReport) -> str:
-    # Imported on use: the HTML renderer carries its own assets, which the
-    # other formats do not need.
-    from fleetrun.report._html import render_html
-
-    return render_html(report)
 
 
 _RENDERERS: dict[str, Callable[[RunReport], str]] = {
@@ -30,11 +27,11 @@ _RENDERERS: dict[str, Callable[[RunReport], str]] = {
     "markdown": render_markdown,
     "json": render_json,
     "junit": render_junit,
-    "html": _render_html,
+    "html": render_html,
 }
 
 
-@cli.command()
+@click.command()
 @click.argument("run", required=False)
 @_where
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
@@ -63,7 +60,7 @@ def report(
     """
     with _journal(state_dir, plan) as j:
         r = j.run(run, plan_path=_plan_path(plan))
-        built = build_report(j, r["id"])
+        built = build_report(j, r.id)
     text = _RENDERERS[fmt](built)
     if output:
         path = Path(output)

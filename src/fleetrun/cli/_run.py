@@ -9,23 +9,46 @@ import click
 
 from fleetrun.cli._display import Display
 from fleetrun.cli._main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from fleetrun.session import Notice, RunRequest, RunSetup, Session, find_state_dir, split_names
+from fleetrun.engine import Subscriber
+from fleetrun.report import FailureNotes, next_steps
+from fleetrun.session import Notice, RunRequest, RunSetup, Session, find_state_dir
 
-__all__ = ["RunRequest", "execute", "find_state_dir", "split_names"]
+__all__ = ["RunRequest", "execute", "find_state_dir"]
 
 
 def _notify(notice: Notice) -> None:
     click.echo(notice.text, err=notice.error)
 
 
+class _Console:
+    """The display plus the notes the final summary needs."""
+
+    def __init__(self, setup: RunSetup) -> None:
+        self.display = Display(setup.graph, setup.request, setup.only, setup.redactor)
+        self.notes = FailureNotes()
+        self.subscribers: tuple[Subscriber, ...] = (*self.display.subscribers, self.notes)
+
+    def start(self) -> None:
+        self.display.start()
+
+    def stop(self) -> None:
+        self.display.stop()
+
+
+def _where(req: RunRequest) -> list[str]:
+    """The arguments that find this run's record again."""
+    if req.state_dir:
+        return ["--state-dir", req.state_dir]
+    return ["--plan", req.plan] if req.plan else []
+
+
 def execute(req: RunRequest) -> int:
     """Run ``apply``/``retry``/``apply --resume`` as asked; return the exit code."""
-    displays: list[Display] = []
+    consoles: list[_Console] = []
 
-    def console(setup: RunSetup) -> Display:
-        display = Display(setup.graph, setup.request, setup.only, setup.redactor)
-        displays.append(display)
-        return display
+    def console(setup: RunSetup) -> _Console:
+        consoles.append(_Console(setup))
+        return consoles[-1]
 
     outcome = Session().run(req, notify=_notify, console=console)
     if outcome.status == "dry_run":
@@ -34,10 +57,17 @@ def execute(req: RunRequest) -> int:
         return EXIT_OK
     if outcome.status == "nothing":
         return EXIT_OK
-    assert outcome.result is not None
-    assert outcome.graph is not None
-    assert displays
-    click.echo(displays[0].console.summary(outcome.result, outcome.graph))
+    result, graph = outcome.result, outcome.graph
+    assert result is not None
+    assert graph is not None
+    assert consoles
+    shown = consoles[0]
+    click.echo(shown.display.console.summary(result, graph))
+    retry_of = outcome.parent_id if req.kind != "apply" else None
+    for line in next_steps(
+        shown.notes.failures, result.counts, where=_where(req), retry_of=retry_of
+    ):
+        click.echo(line)
     if outcome.status == "succeeded":
         return EXIT_OK
     if outcome.status == "interrupted":

@@ -6,11 +6,10 @@ import json
 
 import click
 
-from fleetrun.cli._main import cli
 from fleetrun.plan import plan_json_schema
 
 
-@cli.command("schema")
+@click.command("schema")
 @click.option(
     "--indent",
     type=click.IntRange(min=0),

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import click
 
-from fleetrun.cli._main import cli
-from fleetrun.errors import RunNotFoundError
-from fleetrun.session import find_state_dir
-from fleetrun.state import (
-    Journal,
+from fleetrun.errors import RunNotFoundError, UsageError
+from fleetrun.plan import did_you_mean
+from fleetrun.report import (
     history_text,
     outputs_data,
     outputs_env,
     outputs_text,
     run_summary,
+    show_data,
     show_text,
     write_atomic,
 )
+from fleetrun.session import find_state_dir
+from fleetrun.state import JournalReader
 
 _FOLLOW_POLL = 0.2
 """Seconds between looks at a followed log and at its attempt's end."""
@@ -53,14 +56,25 @@ def _fmt(*choices: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 @contextmanager
-def _journal(state_dir: str | None, plan: str | None) -> Iterator[Journal]:
-    # Every look at the record first settles runs whose process died.
-    journal = Journal.open_existing(find_state_dir(state_dir, plan))
+def _journal(state_dir: str | None, plan: str | None) -> Iterator[JournalReader]:
+    # Read-only: a run whose process died reads as interrupted (computed by
+    # the reader); the journal is recovered by the next command that writes.
+    journal = JournalReader(find_state_dir(state_dir, plan))
+    if journal.wal_unread:
+        _note_wal_unread(journal.db_path)
     try:
-        journal.recover()
         yield journal
     finally:
         journal.close()
+
+
+@cache  # once per journal, not at every look of `logs --follow`
+def _note_wal_unread(db_path: Path) -> None:
+    click.echo(
+        f"note: {db_path}-wal cannot be read here; what it holds (a live run, or one that "
+        "stopped without closing the journal) may be missing",
+        err=True,
+    )
 
 
 def _plan_path(plan: str | None) -> str | None:
@@ -71,7 +85,7 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
-@cli.command()
+@click.command()
 @_where
 @_fmt("table", "json")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=None, help="Newest N runs.")
@@ -87,28 +101,55 @@ def history(plan: str | None, state_dir: str | None, fmt: str, limit: int | None
         click.echo("no runs on record")
 
 
-@cli.command()
+_STATES = (
+    "succeeded", "reused", "failed", "skipped", "cancelled", "interrupted", "not_started",
+    "running", "pending",
+)  # fmt: skip
+
+
+def _states(values: tuple[str, ...]) -> set[str] | None:
+    """``--state`` values (comma-separated, repeatable), checked; None when absent."""
+    wanted = {v.strip() for value in values for v in value.split(",") if v.strip()}
+    unknown = sorted(wanted - set(_STATES))
+    if unknown:
+        raise UsageError(
+            f"--state {unknown[0]!r}{did_you_mean(unknown[0], _STATES)}: use one of "
+            + ", ".join(_STATES)
+        )
+    return wanted or None
+
+
+@click.command()
 @click.argument("run", required=False)
 @_where
 @_fmt("table", "json")
-def show(run: str | None, plan: str | None, state_dir: str | None, fmt: str) -> None:
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="STATES",
+    help="Only instances in these states (comma-separated, repeatable), e.g. failed,skipped.",
+)
+def show(
+    run: str | None, plan: str | None, state_dir: str | None, fmt: str, states: tuple[str, ...]
+) -> None:
     """Show every instance of RUN (default: the latest): state, attempts, exit codes, reasons."""
+    wanted = _states(states)
     with _journal(state_dir, plan) as j:
         r = j.run(run, plan_path=_plan_path(plan))
-        instances = j.instances(r["id"])
-        attempts = j.attempts(r["id"])
+        instances = j.instances(r.id)
+        attempts = j.attempts(r.id)
+    if wanted is not None:
+        instances = [i for i in instances if i.status in wanted]
+        keys = {i.key for i in instances}
+        attempts = [a for a in attempts if a.key in keys]
     if fmt == "json":
-        per_key: dict[str, list[dict[str, Any]]] = {}
-        for a in attempts:
-            per_key.setdefault(a["key"], []).append(a)
-        for i in instances:
-            i["attempt_list"] = per_key.get(i["key"], [])
-        _echo_json({"run": run_summary(r), "instances": instances})
+        _echo_json(show_data(r, instances, attempts))
     else:
         click.echo(show_text(r, instances, attempts), nl=False)
 
 
-@cli.command()
+@click.command()
 @click.argument("instance", metavar="TASK@TARGET")
 @click.option("--run", "run_ref", default=None, help="The run (default: the latest).")
 @click.option("--attempt", type=click.IntRange(min=1), default=None, help="Default: the last.")
@@ -129,25 +170,54 @@ def logs(
         r = j.run(run_ref, plan_path=_plan_path(plan))
         if run_ref is None:
             # An instance reused by the latest run shows the log of the run that ran it.
-            r = j.run(j.ran_in(r["id"], instance))
-        a = j.attempt(r["id"], instance, attempt)
-    path = Path(a["log_path"])
+            r = j.run(j.ran_in(r.id, instance))
+            if not j.attempts(r.id, instance):
+                # Not in the latest run's line: the newest earlier run that ran it.
+                for older in j.runs(_plan_path(plan)):
+                    if j.attempts(older.id, instance):
+                        click.echo(f"note: {instance} last ran in run {older.id}", err=True)
+                        r = older
+                        break
+        if not j.attempts(r.id, instance):
+            _no_such_instance(j, r.id, instance, attempt)
+        a = j.attempt(r.id, instance, attempt)
+    path = Path(a.log_path)
     if fmt == "json":
         _echo_json(
             {
-                "run": r["id"],
+                "run": r.id,
                 "key": instance,
-                "attempt": a["n"],
+                "attempt": a.n,
                 "log_path": str(path),
                 "text": _read(path).decode("utf-8", "replace"),
             }
         )
         return
-    if not follow or a["ended_at"] is not None:
+    if not follow or a.ended_at is not None:
         sys.stdout.buffer.write(_read(path))
         sys.stdout.flush()
         return
-    _follow(state_dir, plan, r["id"], instance, a["n"], path)
+    _follow(state_dir, plan, r.id, instance, a.n, path)
+
+
+def _no_such_instance(j: JournalReader, run_id: str, key: str, attempt: int | None) -> None:
+    """Raise ``RunNotFoundError`` for ``key``, listing close matches and its task's instances."""
+    keys = [i.key for i in j.instances(run_id)]
+    if key in keys:
+        j.attempt(run_id, key, attempt)  # raises: "has no attempts"
+        return
+    task = key.partition("@")[0]
+    same_task = [k for k in keys if k.partition("@")[0] == task]
+    close = difflib.get_close_matches(key, keys, n=5, cutoff=0.6)
+    hint = ""
+    if close:
+        hint += "; close matches: " + ", ".join(close)
+    if same_task:
+        more = f" and {len(same_task) - 8} more" if len(same_task) > 8 else ""
+        hint += f"; instances of {task}: " + ", ".join(same_task[:8]) + more
+    if not hint:
+        hint = "; `fleetrun show` lists the instances"
+    raise RunNotFoundError(f"{key} is not an instance of run {run_id}{hint}")
 
 
 def _read(path: Path) -> bytes:
@@ -163,7 +233,7 @@ def _follow(
     pos = 0
     while True:
         with _journal(state_dir, plan) as j:
-            ended = j.attempt(run_id, key, n)["outcome"] is not None
+            ended = j.attempt(run_id, key, n).outcome is not None
         try:
             with path.open("rb") as f:
                 f.seek(pos)
@@ -181,7 +251,7 @@ def _follow(
         time.sleep(_FOLLOW_POLL)
 
 
-@cli.command()
+@click.command()
 @click.argument("run", required=False)
 @_where
 @_fmt("table", "json", "env")
@@ -203,7 +273,7 @@ def outputs(
     """
     with _journal(state_dir, plan) as j:
         r = j.run(run, plan_path=_plan_path(plan))
-        instances = [i for i in j.instances(r["id"]) if i["outputs"]]
+        instances = [i for i in j.instances(r.id) if i.outputs]
     if fmt == "json":
         text = json.dumps(outputs_data(instances), indent=2) + "\n"
     elif fmt == "env":

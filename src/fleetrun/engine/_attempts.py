@@ -75,13 +75,21 @@ class AttemptRunner:
     ``kick`` and ``outputs``.
     """
 
-    __slots__ = ("_root", "_setup", "run")
+    __slots__ = ("_attrs", "_root", "_setup", "run")
 
     def __init__(self, run: _Run) -> None:
         self.run = run
         # Absolute: a task in another directory still finds its $FLEETRUN_OUTPUT.
         self._root = Path(run.options.run_dir).absolute()
         self._setup: dict[str, _TaskSetup] = {}
+        self._attrs: dict[str, Mapping[str, Any]] = {}
+
+    def _attributes(self, target: str) -> Mapping[str, Any]:
+        """The target's attributes as executors see them (``ssh`` resolved), once per target."""
+        attrs = self._attrs.get(target)
+        if attrs is None:
+            attrs = self._attrs[target] = self.run.graph.plan.targets[target].attributes()
+        return attrs
 
     def _task_setup(self, task_name: str) -> _TaskSetup:
         """The task's shared environment, directory and executor (created once per task)."""
@@ -102,7 +110,7 @@ class AttemptRunner:
                 logs,
                 outs,
                 run.executor_for(task.runs_on),
-                {},
+                {**task.script_options(), "keep_running": task.keep_running},
             )
             self._setup[task_name] = setup
         return setup
@@ -160,7 +168,6 @@ class AttemptRunner:
             else:
                 display = opts.redactor.redact(command)
                 output_path = f"{setup.outs}/{name}.outputs"
-                target = None if node.target is None else graph.plan.targets[node.target]
                 # Positional: this runs once per attempt (see Attempt for the order).
                 spec = Attempt(
                     opts.run_id,
@@ -171,7 +178,7 @@ class AttemptRunner:
                     command,
                     display,
                     setup.env,
-                    attempt_env(node, n, output_path, deps),
+                    attempt_env(opts.run_id, node, n, output_path, deps),
                     setup.cwd,
                     log_path,
                     output_path,
@@ -180,7 +187,7 @@ class AttemptRunner:
                     opts.redactor,
                     on_started,
                     on_output,
-                    target.attrs if target is not None else _NO_ATTRS,
+                    self._attributes(node.target) if node.target is not None else _NO_ATTRS,
                     setup.options,
                 )
                 result = await setup.executor.run(spec)
@@ -266,6 +273,7 @@ class AttemptRunner:
                 retry_delay=delay,
                 tail=tail,
                 throttled=throttled,
+                error_kind=result.error_kind,
             )
 
         policy = task.retry

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from fleetrun.plan._graph import Graph, Requirement
+from fleetrun.plan import Graph, Requirement
 
 _PENDING, _MET, _IMPOSSIBLE = 0, 1, 2
 

@@ -105,7 +105,9 @@ class AttemptEnded(Event):
     ``retry_reason`` (e.g. "exit 75", "output matched '429'", "timeout").
     ``tail`` holds the last lines of the attempt's log (redacted).
     ``throttled``: the engine took this ending as a throttle signal (the
-    provider asked to slow down); reports count it from here.
+    provider asked to slow down); reports count it from here. ``error_kind``:
+    the executor's classification of a failure the command did not report
+    itself (``connect``, ``lost``, ``internal``), else None.
     """
 
     node: int
@@ -120,6 +122,7 @@ class AttemptEnded(Event):
     retry_delay: float | None = None
     tail: tuple[str, ...] = ()
     throttled: bool = False
+    error_kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -124,8 +124,14 @@ def retry_reason(policy: RetryPolicy, result: AttemptResult, log_path: str) -> s
     """Why a failed attempt should be retried under ``policy``, or None if it should not.
 
     ``any_failure`` retries everything; otherwise the failure must match
+    ``on_connect`` (the executor could not reach where it runs, or lost it),
     ``on_exit``, ``on_output`` (searched in the attempt's log) or ``on_timeout``.
     """
+    if result.error_kind in ("connect", "lost"):
+        # The place it runs could not be reached, or went away: ``on.connect``.
+        if policy.any_failure or policy.on_connect:
+            return f"{result.error_kind}: {result.reason}"
+        return None
     if result.timed_out:
         if policy.any_failure or policy.on_timeout:
             return "timeout"

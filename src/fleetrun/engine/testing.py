@@ -12,10 +12,18 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from fleetrun.plan._expand import expand
-from fleetrun.plan._graph import Graph
-from fleetrun.plan._model import Need, Plan, Pool, RetryPolicy, Scalar, Target, Task
-from fleetrun.plan._template import Template
+from fleetrun.plan import (
+    Graph,
+    Need,
+    Plan,
+    Pool,
+    RetryPolicy,
+    Scalar,
+    Target,
+    Task,
+    Template,
+    expand,
+)
 
 NeedSpec = str | tuple[str, int]
 """``"x"`` (auto), ``"x[*]"`` (every instance) or ``("x", at_least)`` (quorum)."""

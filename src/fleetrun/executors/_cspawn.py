@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,17 @@ from typing import Any
 
 _SETPGROUP = 0x02
 """``POSIX_SPAWN_SETPGROUP`` (the same value in glibc and musl)."""
+_SETSIGDEF = 0x04
+_SETSIGMASK = 0x08
+"""``POSIX_SPAWN_SETSIGDEF`` / ``POSIX_SPAWN_SETSIGMASK`` (glibc and musl)."""
+
+CLEAN_SIGNALS: dict[str, Any] = {
+    "setsigdef": tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}),
+    "setsigmask": (),
+}
+"""``os.posix_spawn`` arguments that start a child with every signal at its
+default disposition and an empty mask: Python ignores SIGPIPE and SIGXFSZ,
+and a child must not inherit that (``yes | head -1`` would never end)."""
 
 _OPAQUE = 1024
 """Bytes reserved for ``posix_spawnattr_t`` / ``posix_spawn_file_actions_t``
@@ -44,6 +56,10 @@ def _load() -> ctypes.CDLL | None:
             "posix_spawnattr_init",
             "posix_spawnattr_setflags",
             "posix_spawnattr_setpgroup",
+            "posix_spawnattr_setsigdefault",
+            "posix_spawnattr_setsigmask",
+            "sigfillset",
+            "sigemptyset",
             "posix_spawn_file_actions_init",
             "posix_spawn_file_actions_addopen",
             "posix_spawn_file_actions_adddup2",
@@ -131,7 +147,8 @@ _THREAD = threading.local()
 
 
 def _attr() -> ctypes.Array[ctypes.c_char]:
-    """This thread's spawn attributes (a new process group), made once per thread.
+    """This thread's spawn attributes, made once per thread: a new process group,
+    every signal at its default disposition, an empty signal mask.
 
     ``posix_spawn`` only reads them, and glibc's ``posix_spawnattr_destroy``
     frees nothing, so one set serves every spawn of the thread.
@@ -142,8 +159,13 @@ def _attr() -> ctypes.Array[ctypes.c_char]:
         assert libc is not None
         attr = _THREAD.attr = ctypes.create_string_buffer(_OPAQUE)
         libc.posix_spawnattr_init(attr)
-        libc.posix_spawnattr_setflags(attr, _SETPGROUP)
+        libc.posix_spawnattr_setflags(attr, _SETPGROUP | _SETSIGDEF | _SETSIGMASK)
         libc.posix_spawnattr_setpgroup(attr, 0)
+        sigset = ctypes.create_string_buffer(_OPAQUE)
+        libc.sigfillset(sigset)
+        libc.posix_spawnattr_setsigdefault(attr, sigset)
+        libc.sigemptyset(sigset)
+        libc.posix_spawnattr_setsigmask(attr, sigset)
     return attr
 
 

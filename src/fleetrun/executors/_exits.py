@@ -27,12 +27,14 @@ _ONCE = select.EPOLLIN | select.EPOLLONESHOT
 class ExitWatcher:
     """Calls back, on its loop, when a watched process exits (see the module docstring)."""
 
-    __slots__ = ("_ep", "_loop", "_watches")
+    __slots__ = ("_ep", "_loop", "_watches", "batches")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._ep = select.epoll()
         self._watches: dict[int, Callable[[], None]] = {}
+        self.batches = 0
+        """Batches of exits reported so far (tells one batch from the next)."""
         loop.add_reader(self._ep.fileno(), self._on_ready)
 
     @property
@@ -57,6 +59,7 @@ class ExitWatcher:
 
     def _on_ready(self) -> None:
         take = self._watches.pop
+        self.batches += 1
         for fd, _ in self._ep.poll(0):
             on_exit = take(fd, None)
             if on_exit is None:

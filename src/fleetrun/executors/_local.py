@@ -18,8 +18,18 @@ words (letters, digits and ``_@%+=:,./-``; no quotes, no ``$``, no globbing,
 no redirection, not a shell builtin) is exec'd directly after splitting it
 into words (what ``shlex.split`` gives for such text): the result is the same
 and one process cheaper; a directory that the spawn cannot enter is entered by
-the shell instead (``cd DIR || exit 126``). An attempt owns its process group:
-what the command leaves running in it when it exits is killed (see ``_proc``).
+the shell instead (``cd DIR || exit 126``). Children start with every signal
+at its default disposition and an empty signal mask, whatever fleetrun's own.
+
+An attempt ends when its command ends. What the command leaves running in its
+process group is ended (see ``_proc``), and so is whatever left the group
+(``setsid``, a double fork): every attempt's processes carry its tag
+(``FLEETRUN_ATTEMPT_ID``) and fleetrun is their subreaper (see ``_reaper``).
+Both are named in the log. A task with ``keep_running`` keeps them.
+
+Outputs (``key=value`` lines) are passed on byte for byte or refused: a value
+that is not UTF-8 text, or holds a NUL, fails the attempt with a message
+naming the task and the key.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import socket
 import sys
 from collections.abc import Mapping
 
-from fleetrun.executors import _cspawn
+from fleetrun.executors import _cspawn, _reaper
 from fleetrun.executors._contract import Attempt, AttemptResult, Handle
 from fleetrun.executors._exits import ExitWatcher
 from fleetrun.executors._proc import Proc
@@ -51,6 +61,37 @@ _LOG_MODE = 0o600
 _MAX_OUTPUTS = 1 << 20
 
 
+class OutputRefused(ValueError):
+    """A published output cannot be passed on unchanged (not UTF-8 text, or a NUL)."""
+
+
+def parse_output_bytes(data: bytes, who: str = "the task") -> dict[str, str]:
+    """``key=value`` lines as ``parse_outputs``, from bytes, refusing what would change.
+
+    Raises ``OutputRefused`` naming ``who`` and the key when a line is not
+    UTF-8 or a value holds a NUL (no environment variable can carry one).
+    """
+    out: dict[str, str] = {}
+    for raw in data.split(b"\n"):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            key = raw.partition(b"=")[0].strip().decode("utf-8", "backslashreplace")
+            raise OutputRefused(
+                f"{who}: output {key!r} is not UTF-8 text (byte 0x{raw[e.start]:02x} at "
+                f"offset {e.start} of its line); outputs are passed on unchanged or not at all"
+            ) from None
+        found = parse_outputs(line)
+        for key, value in found.items():
+            if "\0" in value or "\0" in key:
+                raise OutputRefused(
+                    f"{who}: output {key.replace(chr(0), '?')!r} holds a NUL byte, "
+                    "which no environment variable can carry"
+                )
+        out.update(found)
+    return out
+
+
 def parse_outputs(text: str) -> dict[str, str]:
     """``key=value`` lines (blank lines and ``#`` comments ignored; later keys win)."""
     out: dict[str, str] = {}
@@ -65,7 +106,7 @@ def parse_outputs(text: str) -> dict[str, str]:
     return out
 
 
-def _read_outputs(path: str, redactor: Redactor) -> dict[str, str]:
+def _read_outputs(path: str, redactor: Redactor, who: str = "the task") -> dict[str, str]:
     """Parse the attempt's output file; leave only a redacted copy of it on disk."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -80,7 +121,7 @@ def _read_outputs(path: str, redactor: Redactor) -> dict[str, str]:
             os.pwrite(fd, clean, 0)
     finally:
         os.close(fd)
-    return parse_outputs(data.decode("utf-8", "replace"))
+    return parse_output_bytes(data, who)
 
 
 _NULL: list[int] = []
@@ -95,7 +136,9 @@ def _devnull() -> int:
 
 def _per_attempt(name: str) -> bool:
     """True for the environment names fleetrun sets for each attempt."""
-    return name in ("FLEETRUN_TARGET", "FLEETRUN_ATTEMPT") or name.startswith("FLEETRUN_OUTPUT")
+    return name in ("FLEETRUN_TARGET", "FLEETRUN_ATTEMPT", _reaper.ATTEMPT_ID) or name.startswith(
+        "FLEETRUN_OUTPUT"
+    )
 
 
 _FS_ENCODING = sys.getfilesystemencoding()
@@ -134,6 +177,11 @@ class LocalExecutor:
         self._spawner = spawner(spawn_threads) if spawn_threads > 0 else None
         self._box: Mailbox | None = None
         self._exits: ExitWatcher | None = None
+        # Orphans of attempts are re-parented here (see ``_reaper``).
+        _reaper.become_subreaper()
+        self._children = _reaper.Children()
+        self._leaders: set[int] = set()
+        self._leftovers: set[_reaper.Leftovers] = set()
 
     # -- per-task preparation (cached: built once per task, not per attempt) ------
 
@@ -262,12 +310,22 @@ class LocalExecutor:
             if piped:
                 os.close(w)
         exits = self._exit_watcher(loop)
+        keep = bool(spec.options.get("keep_running"))
         if piped:
             proc = Proc(
-                loop, exits, pid, r, log_fd, spec.redactor.stream(), spec.on_output, pidfd=pidfd
+                loop,
+                exits,
+                pid,
+                r,
+                log_fd,
+                spec.redactor.stream(),
+                spec.on_output,
+                pidfd=pidfd,
+                grace=grace,
+                keep=keep,
             )
         else:
-            proc = Proc(loop, exits, pid, pidfd=pidfd)
+            proc = Proc(loop, exits, pid, pidfd=pidfd, grace=grace, keep=keep)
 
         return await self._wait(loop, spec, proc, grace)
 
@@ -277,33 +335,84 @@ class LocalExecutor:
         """Wait for the attempt's group to end (ending it on timeout or cancellation)."""
         pid = proc.pid
         self._active.add(proc)
+        self._leaders.add(pid)
+        tag = spec.env_extra.get(_reaper.ATTEMPT_ID, "")
         timer = None
+        ended: list[str] = []
         try:
             spec.on_started(Handle("local", self._host, pid, pid))
             if spec.timeout is not None:
                 timer = loop.call_later(spec.timeout, proc.on_timeout, grace)
             try:
                 await proc.done
+                if not proc.keep:
+                    # The fast path: one read of the children list per batch of exits.
+                    first = None
+                    if not proc.left and not proc.terminating:
+                        assert self._exits is not None
+                        first = self._children.get(self._exits.batches)
+                    ended = await self._end_leftovers(tag, grace, first)
             except asyncio.CancelledError:
-                await self._end(proc, grace)
+                ended = await self._end(proc, grace, None if proc.keep else tag)
+                self._note(spec, proc, ended)
                 raise
         finally:
             if timer is not None:
                 timer.cancel()
             self._active.discard(proc)
+            self._leaders.discard(pid)
             if not proc.finished:
                 # Only on an unexpected error: never leave the group behind.
                 proc.kill()
                 proc.close()
+        self._note(spec, proc, ended)
 
         assert proc.status is not None
         code = os.waitstatus_to_exitcode(proc.status)
         if code < 0:
             return AttemptResult(exit_code=None, signal=-code, timed_out=proc.timed_out)
         if code == 0 and not proc.timed_out:
-            outputs = _read_outputs(spec.output_path, spec.redactor)
+            outputs = _read_outputs(spec.output_path, spec.redactor, spec.key)
             return AttemptResult(exit_code=0, outputs=outputs)
         return AttemptResult(exit_code=code, timed_out=proc.timed_out)
+
+    async def _end_leftovers(self, tag: str, grace: float, first: list[int] | None) -> list[str]:
+        """End what the attempt ``tag`` left outside its group (see ``_reaper``)."""
+        if first is not None and not first:
+            return []  # no child at all: nothing can be left
+        left = _reaper.Leftovers(tag, self._leaders)
+        self._leftovers.add(left)
+        try:
+            return await left.end(first, grace)
+        finally:
+            self._leftovers.discard(left)
+
+    @staticmethod
+    def _note(spec: Attempt, proc: Proc, outside: list[str]) -> None:
+        """Say in the log what was ended after the command itself ended."""
+        ended = proc.left + outside
+        if not ended:
+            return
+        shown = ", ".join(ended[:20]) + (f" and {len(ended) - 20} more" if len(ended) > 20 else "")
+        text = spec.redactor.redact(
+            f"[fleetrun] ended {len(ended)} process(es) the command left running: {shown}\n"
+        )
+        try:
+            fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            last = b"\n"
+            size = os.fstat(fd).st_size
+            if size:
+                with open(spec.log_path, "rb") as f:
+                    f.seek(size - 1)
+                    last = f.read(1)
+            os.write(fd, (("\n" if last != b"\n" else "") + text).encode())
+        except OSError:
+            pass  # the log cannot take the note: the attempt's result stands
+        finally:
+            os.close(fd)
 
     async def _spawn(
         self,
@@ -325,7 +434,9 @@ class LocalExecutor:
         if self._spawner is None:
             # Opt-in: the loop waits for the child's exec (a fraction of a millisecond).
             assert isinstance(env, dict)  # _spawn_env: a dict without spawner threads
-            pid = os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)  # noqa: ASYNC221
+            pid = os.posix_spawn(  # noqa: ASYNC221
+                path, argv, env, file_actions=actions, setpgroup=0, **_cspawn.CLEAN_SIGNALS
+            )
             return pid, None
         box = self._mailbox(loop)
         job = Job(box, loop.create_future(), path, argv, env, actions, extra_env)
@@ -361,8 +472,12 @@ class LocalExecutor:
             exits = self._exits = ExitWatcher(loop)
         return exits
 
-    async def _end(self, proc: Proc, grace: float) -> None:
-        """Cancelled: TERM, grace, KILL, reap - and wait for it even if cancelled again."""
+    async def _end(self, proc: Proc, grace: float, tag: str | None = None) -> list[str]:
+        """Cancelled: TERM, grace, KILL, reap - and wait for it even if cancelled again.
+
+        With ``tag``, what the attempt left outside its group is ended too;
+        returns what that was.
+        """
         proc.terminate(grace)
         while not proc.finished:
             proc.done = asyncio.get_running_loop().create_future()
@@ -371,9 +486,17 @@ class LocalExecutor:
                 await proc.done
             except asyncio.CancelledError:
                 proc.kill()  # a second cancellation skips the grace period
+        if tag is None:
+            return []
+        try:
+            return await self._end_leftovers(tag, grace, None)
+        except asyncio.CancelledError:
+            return []  # already re-raising a cancellation: ended, without the grace
 
     def kill_now(self) -> None:
         """SIGKILL every group that is being ended (skip the rest of its grace)."""
         for proc in list(self._active):
             if proc.terminating:
                 proc.kill()
+        for left in list(self._leftovers):
+            left.kill_now()

@@ -145,7 +145,9 @@ def _os_spawn(
     # Encoded environments go to _cspawn only.
     assert isinstance(env, dict)
     assert not extra_env
-    return os.posix_spawn(path, argv, env, file_actions=actions, setpgroup=0)
+    return os.posix_spawn(
+        path, argv, env, file_actions=actions, setpgroup=0, **_cspawn.CLEAN_SIGNALS
+    )
 
 
 def _work(jobs: queue.SimpleQueue[Job]) -> None:

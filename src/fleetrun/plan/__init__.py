@@ -1,6 +1,8 @@
 """Plan files -> validated model -> expanded task graph. Pure: no I/O beyond reading files."""
 
-from fleetrun.plan._expand import dependents_closure, expand, select
+from fleetrun.plan._adhoc import EXEC_TASK, ExecRequest, exec_plan, is_fleet_file
+from fleetrun.plan._expand import dependents_closure, expand, quorum_size
+from fleetrun.plan._fields import did_you_mean
 from fleetrun.plan._graph import Graph, Node, Requirement
 from fleetrun.plan._loader import load_plan, load_plan_text
 from fleetrun.plan._model import (
@@ -18,6 +20,7 @@ from fleetrun.plan._model import (
     ThrottleRule,
 )
 from fleetrun.plan._pools import Bucket, StaticLimits, pools_of_tasks
+from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
 from fleetrun.plan._resolve import (
     Placeholders,
     attempt_env,
@@ -28,15 +31,27 @@ from fleetrun.plan._resolve import (
 )
 from fleetrun.plan._rollout import allowed_failures, wave_targets
 from fleetrun.plan._schema import plan_json_schema
+from fleetrun.plan._select import select, selection_closure, selection_lines, split_names
 from fleetrun.plan._simulate import MODES, phase_layers, simulate
+from fleetrun.plan._summary import (
+    empty_tasks,
+    empty_tasks_error,
+    empty_warnings,
+    quorum_text,
+    task_rows,
+)
 from fleetrun.plan._template import Ref, Template
+from fleetrun.plan._units import parse_duration, parse_rate
+from fleetrun.plan._varfile import parse_var_args, read_var_file
 
 __all__ = [
     "ALL_TARGETS",
+    "EXEC_TASK",
     "MODES",
     "RUNS_ON",
     "AdaptiveSettings",
     "Bucket",
+    "ExecRequest",
     "Graph",
     "Need",
     "Node",
@@ -57,16 +72,36 @@ __all__ = [
     "attempt_env",
     "dep_outputs",
     "dependents_closure",
+    "did_you_mean",
+    "empty_tasks",
+    "empty_tasks_error",
+    "empty_warnings",
+    "exec_plan",
     "expand",
+    "is_fleet_file",
     "is_per_attempt",
     "load_plan",
     "load_plan_text",
+    "parse_duration",
+    "parse_rate",
+    "parse_var_args",
     "phase_layers",
     "plan_json_schema",
     "pools_of_tasks",
+    "quorum_size",
+    "quorum_text",
+    "read_var_file",
     "render_command",
+    "render_dot",
+    "render_json",
+    "render_mermaid",
+    "render_text",
     "select",
+    "selection_closure",
+    "selection_lines",
     "simulate",
+    "split_names",
     "task_env",
+    "task_rows",
     "wave_targets",
 ]

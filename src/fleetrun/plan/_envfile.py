@@ -59,6 +59,17 @@ def parse_env_file(text: str, file: str) -> tuple[dict[str, str], list[Diagnosti
                 )
             )
             continue
+        if "\0" in value:
+            problems.append(
+                Diagnostic(
+                    Location(file, lineno, raw.index("=") + 2),
+                    f"the value of {name} holds a NUL byte, which no environment variable "
+                    "can carry",
+                    key="env_file",
+                    fix="remove the NUL byte (the value would otherwise be cut short)",
+                )
+            )
+            continue
         values[name] = value
     return values, problems
 

@@ -1,4 +1,4 @@
-"""Expansion of a validated plan into its immutable task graph, and graph selections.
+"""Expansion of a validated plan into its immutable task graph (selections: ``_select``).
 
 One node per task instance, numbered in plan order: tasks in plan order, each
 over its targets in fleet order. A ``needs`` entry becomes one ``Requirement``:
@@ -16,13 +16,12 @@ fan-ins) share one object.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable, Sequence
 
-from fleetrun.errors import Diagnostic, PlanError, UsageError
+from fleetrun.errors import Diagnostic, PlanError
 from fleetrun.plan._graph import Graph, Node, Requirement
-from fleetrun.plan._model import ALL_TARGETS, Need, Plan, Task
+from fleetrun.plan._model import Need, Plan, Task
 
 
 def node_key(task: str, target: str | None) -> str:
@@ -306,68 +305,6 @@ def critical_path(rank: Sequence[float], dependents: Sequence[Sequence[int]]) ->
         node = max(dependents[node], key=lambda j: (rank[j], -j))
         path.append(node)
     return tuple(path)
-
-
-def _names_error(kind: str, unknown: str, known: Iterable[str]) -> UsageError:
-    close = difflib.get_close_matches(unknown, list(known), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return UsageError(f"unknown {kind} {unknown!r}{hint}")
-
-
-def select(
-    graph: Graph, targets: Sequence[str] | None = None, tasks: Sequence[str] | None = None
-) -> frozenset[int]:
-    """The instances matching ``targets`` and ``tasks``, plus everything they need.
-
-    Like ``terraform -target``. ``targets`` may name targets or groups (``all``
-    included); ``tasks`` names tasks. With both, an instance must match both; an
-    unfanned instance matches a target filter only when its task is named in
-    ``tasks``. ``None`` means no filter on that side. Unknown names, or a
-    selection that matches nothing, raise ``UsageError``.
-    """
-    plan = graph.plan
-    target_set: set[str] | None = None
-    if targets is not None:
-        target_set = set()
-        for name in targets:
-            if name in plan.targets:
-                target_set.add(name)
-            elif name in plan.groups:
-                target_set.update(plan.groups[name])
-            elif name == ALL_TARGETS:
-                target_set.update(plan.targets)
-            else:
-                raise _names_error("target or group", name, [*plan.targets, *plan.groups])
-    task_set: set[str] | None = None
-    if tasks is not None:
-        for name in tasks:
-            if name not in plan.tasks:
-                raise _names_error("task", name, plan.tasks)
-        task_set = set(tasks)
-
-    matched = [
-        node.id
-        for node in graph.nodes
-        if (task_set is None or node.task in task_set)
-        and (
-            target_set is None
-            or (node.target in target_set if node.target is not None else task_set is not None)
-        )
-    ]
-    if not matched:
-        raise UsageError(
-            "no task instance matches the selection "
-            f"(targets: {', '.join(targets or ['any'])}; tasks: {', '.join(tasks or ['any'])})"
-        )
-    seen = set(matched)
-    stack = matched
-    while stack:
-        for req in graph.nodes[stack.pop()].requires:
-            for d in req.nodes:
-                if d not in seen:
-                    seen.add(d)
-                    stack.append(d)
-    return frozenset(seen)
 
 
 def dependents_closure(graph: Graph, nodes: Iterable[int]) -> frozenset[int]:

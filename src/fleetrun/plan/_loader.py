@@ -22,7 +22,8 @@ from fleetrun.plan._expr import ExprError, compile_where
 from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._limits_read import read_pool, read_rollout
 from fleetrun.plan._model import ALL_TARGETS, Plan, Pool, Scalar, Target
-from fleetrun.plan._secrets import secret_names_and_values
+from fleetrun.plan._secrets import matches_secret_pattern, secret_names_and_values
+from fleetrun.plan._ssh import merge_ssh, read_ssh
 from fleetrun.plan._tasks import read_defaults, read_tasks
 from fleetrun.plan._yaml import YMap, YNode, YScalar, load_yaml
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
@@ -42,13 +43,24 @@ TOP_KEYS = (
     "defaults",
     "phases",
     "tasks",
+    "ssh",
 )
 NAME = re.compile(r"^[A-Za-z_][\w-]*$")
+MAX_NAME_BYTES = 200
+"""Longest target name, in UTF-8 bytes: log and output files are named after it,
+and a file name takes at most 255 bytes (the attempt number and suffix need the rest)."""
 NAME_HELP = "use letters, digits, '_' and '-', starting with a letter or '_'"
 
 
-def load_plan(path: str | os.PathLike[str]) -> Plan:
-    """Read, validate and resolve the plan file at ``path``; raise ``PlanError`` if invalid."""
+def load_plan(
+    path: str | os.PathLike[str], *, var_overrides: Mapping[str, str] | None = None
+) -> Plan:
+    """Read, validate and resolve the plan file at ``path``; raise ``PlanError`` if invalid.
+
+    ``var_overrides`` (``--var``/``--var-file``) replace the values of variables
+    the plan declares under ``vars``; naming one it does not declare is an error.
+    They count in the plan's ``source_hash``.
+    """
     file = os.fspath(path)
     try:
         data = Path(file).read_bytes()
@@ -63,7 +75,7 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
                 )
             ]
         ) from None
-    return _guarded(data, file, Path(file).resolve().parent, Path(file))
+    return _guarded(data, file, Path(file).resolve().parent, Path(file), var_overrides)
 
 
 def load_plan_text(text: str, path: str = "<string>", base_dir: Path | None = None) -> Plan:
@@ -83,13 +95,19 @@ def load_plan_text(text: str, path: str = "<string>", base_dir: Path | None = No
     )
 
 
-def _guarded(data: bytes, file: str, base_dir: Path, path: Path | None) -> Plan:
+def _guarded(
+    data: bytes,
+    file: str,
+    base_dir: Path,
+    path: Path | None,
+    var_overrides: Mapping[str, str] | None = None,
+) -> Plan:
     # Building a large fleet allocates many small acyclic objects; the cyclic
     # collector would only rescan them over and over.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Loader(data, file, base_dir, path).load()
+        return _Loader(data, file, base_dir, path, var_overrides).load()
     except PlanError:
         raise
     except (RecursionError, MemoryError):
@@ -112,14 +130,24 @@ def _guarded(data: bytes, file: str, base_dir: Path, path: Path | None) -> Plan:
 
 
 class _Loader:
-    def __init__(self, data: bytes, file: str, base_dir: Path, path: Path | None) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        file: str,
+        base_dir: Path,
+        path: Path | None,
+        var_overrides: Mapping[str, str] | None = None,
+    ) -> None:
         self.data = data
+        self.var_overrides = dict(var_overrides or {})
+        self.secret_vars: set[str] = set()
         self.file = file
         self.base_dir = base_dir
         self.path = path
         self.problems: list[Diagnostic] = []
         self.ctx = Ctx(file, self.problems)
         self.hash = hashlib.sha256(data)
+        self.ssh: dict[str, Scalar] | None = None
 
     def fail(self) -> PlanError:
         main = self.file
@@ -200,6 +228,9 @@ class _Loader:
         if "secret_patterns" in s:
             patterns = tuple(n for n, _ in ctx.names(s["secret_patterns"], "secret_patterns"))
         vars_ = self.vars(s["vars"]) if "vars" in s else {}
+        self.override_vars(vars_)
+        if "ssh" in s:
+            self.ssh = read_ssh(ctx, s["ssh"], "ssh", self.base_dir, allow_string=False) or {}
         targets = self.targets(s["targets"]) if "targets" in s else {}
         groups = self.groups(s["groups"], targets) if "groups" in s else {}
         groups[ALL_TARGETS] = tuple(targets)
@@ -222,10 +253,16 @@ class _Loader:
                 defaults=defaults,
                 env_names=self.env_name,
                 base_dir=self.base_dir,
+                read_file=self.read_side_file,
             )
         names, values = secret_names_and_values(
             secrets, patterns, [env, *(t.env for t in tasks.values())]
         )
+        # Variables marked secret, or named like a secret, are masked like secret env values.
+        for vname, vvalue in vars_.items():
+            secret = vname in self.secret_vars or matches_secret_pattern(vname, patterns)
+            if secret and vvalue is not None and str(vvalue):
+                values.add(str(vvalue))
         if self.problems:
             raise self.fail()
         implicit: list[str] = []
@@ -247,6 +284,7 @@ class _Loader:
             phases=tuple(phases if phases is not None else implicit),
             tasks=tasks,
             rollout=rollout,
+            ssh=self.ssh or {},
         )
 
     # --- sections -----------------------------------------------------------
@@ -305,17 +343,69 @@ class _Loader:
         return values
 
     def vars(self, node: YNode) -> dict[str, Scalar]:
+        """``vars``: a scalar each, or ``{value, secret, env}`` (``env``: taken from
+        fleetrun's environment; ``secret``: masked everywhere like a secret)."""
         out: dict[str, Scalar] = {}
         m = self.ctx.mapping(node, "vars")
         for name, (knode, value) in m.entries.items() if m else ():
             key = join("vars", name)
             if not NAME.match(name):
                 self.ctx.error(knode, key, f"{name!r} is not a valid variable name", NAME_HELP)
-            elif not isinstance(value, YScalar):
-                self.ctx.wrong_type(value, key, "a string, number, boolean or null")
-            else:
+            elif isinstance(value, YScalar):
                 out[name] = value.value
+            elif isinstance(value, YMap):
+                got = self.var_spec(name, value, key)
+                if got is not None:
+                    out[name] = got
+            else:
+                self.ctx.wrong_type(value, key, "a scalar, or a mapping {value, secret, env}")
         return out
+
+    def var_spec(self, name: str, node: YMap, key: str) -> Scalar:
+        """One ``{value, secret, env}`` variable; None (and a diagnostic) when unusable."""
+        ctx = self.ctx
+        f = dict(ctx.items(node, key, ("value", "secret", "env")))
+        value: Scalar = None
+        if "value" in f:
+            v = f["value"]
+            if isinstance(v, YScalar):
+                value = v.value
+            else:
+                ctx.wrong_type(v, join(key, "value"), "a string, number, boolean or null")
+        if "secret" in f and ctx.boolean(f["secret"], join(key, "secret")):
+            self.secret_vars.add(name)
+        if "env" in f:
+            env_name = ctx.string(f["env"], join(key, "env"))
+            if env_name is not None:
+                found = os.environ.get(env_name)
+                if found is not None:
+                    value = found
+                elif "value" not in f and name not in self.var_overrides:
+                    ctx.error(
+                        f["env"],
+                        join(key, "env"),
+                        f"variable {name!r} takes its value from ${env_name}, which is not set",
+                        f"export {env_name}=..., or give it with --var {name}=...",
+                    )
+        return value
+
+    def override_vars(self, vars_: dict[str, Scalar]) -> None:
+        """Apply ``--var``/``--var-file`` values to declared variables."""
+        for name, value in self.var_overrides.items():
+            if name not in vars_:
+                known = ", ".join(sorted(vars_)) or "none"
+                self.problems.append(
+                    Diagnostic(
+                        None,
+                        f"the plan declares no variable {name!r}{did_you_mean(name, vars_)} "
+                        f"(declared: {known})",
+                        key=f"--var {name}",
+                        fix=f"declare it under 'vars' in {self.file}, or fix the name",
+                    )
+                )
+                continue
+            vars_[name] = value
+            self.hash.update(b"\0var\0" + name.encode() + b"=" + value.encode())
 
     def targets(self, node: YNode) -> dict[str, Target]:
         ctx = self.ctx
@@ -344,18 +434,31 @@ class _Loader:
                     "name the target with visible characters",
                 )
                 continue
+            if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+                ctx.error(
+                    knode,
+                    key,
+                    f"target name of {len(name.encode('utf-8', 'surrogatepass'))} bytes is "
+                    f"longer than the limit of {MAX_NAME_BYTES} bytes",
+                    "use a shorter name (log and output files are named after it); "
+                    "long descriptions fit in an attribute",
+                )
+                continue
             attrs: dict[str, Scalar] = {}
+            ssh: dict[str, Scalar] | None = None
             am = ctx.mapping(value, key)
             for attr, (anode, aval) in am.entries.items() if am else ():
                 akey = join(key, attr)
-                if attr == "name" or not NAME.match(attr):
+                if attr == "ssh":
+                    ssh = read_ssh(ctx, aval, akey, self.base_dir, allow_string=True)
+                elif attr == "name" or not NAME.match(attr):
                     why = "is reserved" if attr == "name" else "is not a valid attribute name"
                     ctx.error(anode, akey, f"attribute {attr!r} {why}", NAME_HELP + ", not 'name'")
                 elif not isinstance(aval, YScalar):
                     ctx.wrong_type(aval, akey, "a string, number, boolean or null")
                 else:
                     attrs[attr] = aval.value
-            out[name] = Target(name, attrs)
+            out[name] = Target(name, attrs, merge_ssh(self.ssh, ssh))
         return out
 
     def groups(self, node: YNode, targets: Mapping[str, Target]) -> dict[str, tuple[str, ...]]:

@@ -10,15 +10,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fleetrun.errors import Location
 from fleetrun.plan._template import Template
 
 Scalar = str | int | float | bool | None
 
-RUNS_ON = ("local",)
+RUNS_ON = ("local", "ssh")
 """The executor kinds a task's ``runs_on`` may name (``local`` is the default)."""
+
+SSH_KEYS = (
+    "host",
+    "port",
+    "user",
+    "identity_file",
+    "known_hosts",
+    "jump",
+    "config_file",
+    "connect_timeout",
+)
+"""The keys of an ``ssh`` mapping (a target attribute, or the plan's defaults)."""
 
 ALL_TARGETS = "all"
 """The group name that means every target (``for_each: all``)."""
@@ -26,10 +38,24 @@ ALL_TARGETS = "all"
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One member of the fleet: a name and free-form scalar attributes."""
+    """One member of the fleet: a name and free-form scalar attributes.
+
+    ``ssh`` is how the target is reached over SSH: its ``ssh`` attribute
+    (``user@host:port`` read into ``host``/``user``/``port``, or a mapping of
+    ``SSH_KEYS``) over the plan's ``ssh:`` defaults, paths made absolute; None
+    when neither is given (then an SSH task reaches the target at its name,
+    through ``~/.ssh/config``). It is not among ``attrs``.
+    """
 
     name: str
     attrs: Mapping[str, Scalar] = field(default_factory=dict)
+    ssh: Mapping[str, Scalar] | None = None
+
+    def attributes(self) -> dict[str, Any]:
+        """What an executor gets as ``Attempt.attributes``: ``attrs`` plus ``ssh``."""
+        if self.ssh is None:
+            return dict(self.attrs)
+        return {**self.attrs, "ssh": dict(self.ssh)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +76,17 @@ class RetryPolicy:
     on_exit: frozenset[int] = frozenset()
     on_output: tuple[str, ...] = ()
     on_timeout: bool = False
+    on_connect: bool = False
+    """Retry attempts that failed to reach their target or lost it (``on: {connect: true}``):
+    the executor's ``error_kind`` is ``connect`` or ``lost``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A ``script:`` task's local file: its absolute path and its text (read at load)."""
+
+    path: str
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +194,9 @@ class Task:
 
     ``targets`` is None for an unfanned task (one instance), else the resolved
     names of the ``for_each`` group in fleet order. ``runs_on`` names the
-    executor kind that runs its attempts (one of ``RUNS_ON``).
+    executor kind that runs its attempts (one of ``RUNS_ON``). A fanned task
+    whose group matches no target has ``targets == ()``; ``apply`` refuses it
+    unless ``allow_empty`` (see ``plan.empty_tasks``).
     """
 
     name: str
@@ -174,6 +213,19 @@ class Task:
     estimate: float | None = None
     location: Location | None = None
     runs_on: str = "local"
+    allow_empty: bool = False
+    script: Script | None = None
+    """Set for a ``script:`` task; ``run`` is then ``sh PATH ARGS`` (see ``script_options``)."""
+
+    def script_options(self) -> dict[str, str]:
+        """``Attempt.options`` for a ``script:`` task (empty for others): an SSH executor
+        streams ``script`` to the remote shell instead of running ``sh PATH``."""
+        if self.script is None:
+            return {}
+        return {"script": self.script.text, "script_path": self.script.path}
+
+    keep_running: bool = False
+    """Leave what the command starts running when it ends (see the README)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,4 +251,6 @@ class Plan:
     pools: Mapping[str, Pool]
     phases: tuple[str, ...]
     tasks: Mapping[str, Task]
+    ssh: Mapping[str, Scalar] = field(default_factory=dict)
+    """The plan's ``ssh:`` defaults (already merged into every ``Target.ssh``)."""
     rollout: Rollout | None = None

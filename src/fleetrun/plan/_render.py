@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fleetrun.plan._graph import Graph
 from fleetrun.plan._simulate import MODES, simulate
+from fleetrun.plan._summary import task_rows
 
 _WAVES_SHOWN = 15
 """The text view shows this many waves (and critical-path steps) at each end of a longer list."""
@@ -77,6 +78,32 @@ def phases_of(graph: Graph) -> list[tuple[str | None, list[int]]]:
     return [(p, ids) for p, ids in by_phase.items() if ids or p is not None]
 
 
+def task_lines(graph: Graph) -> list[str]:
+    """The ``tasks`` section: every task, its instance count, group and needs.
+
+    Quorums read ``at least 5 of 6 (67%)``; a task with no instances is
+    marked, since ``apply`` refuses it unless it says ``allow_empty: true``.
+    """
+    rows = task_rows(graph)
+    lines = ["tasks (instances, for_each, needs)"]
+    width = max((len(r.task) for r in rows), default=0)
+    digits = max((len(str(r.instances)) for r in rows), default=1)
+    for r in rows:
+        parts = [f"  {r.task.ljust(width)}  {str(r.instances).rjust(digits)}"]
+        if r.for_each is not None:
+            parts.append(f"for_each {r.for_each}")
+        if r.needs:
+            parts.append("needs " + ", ".join(r.needs))
+        if r.empty:
+            parts.append(
+                "(allowed to be empty)"
+                if r.allow_empty
+                else "! no target matches: apply refuses this task"
+            )
+        lines.append("  ".join(parts))
+    return lines
+
+
 def render_text(graph: Graph, parallelism: int | None) -> str:
     """The readable overview: sizes, phases, waves, critical path, makespan estimates."""
     plan = graph.plan
@@ -96,6 +123,8 @@ def render_text(graph: Graph, parallelism: int | None) -> str:
             name = (phase or "(no phase)").ljust(width)
             counts = _counts_text(_task_counts(graph, ids), indent=width + 4)
             lines.append(f"  {name}  {counts or '-'}")
+
+    lines += ["", *task_lines(graph)]
 
     lines += ["", f"waves ({len(graph.waves)}; a wave starts when what it needs has finished)"]
     for w, wave in enumerate(graph.waves, 1):
@@ -170,6 +199,7 @@ def _summary(graph: Graph, parallelism: int | None) -> dict[str, Any]:
         },
         "targets": list(plan.targets),
         "tasks": list(plan.tasks),
+        "instances": {row.task: row.instances for row in task_rows(graph)},
         "phases": [
             {"name": phase, "tasks": dict(_task_counts(graph, ids))}
             for phase, ids in phases_of(graph)
@@ -192,11 +222,14 @@ def graph_dict(graph: Graph, parallelism: int | None) -> dict[str, Any]:
     return data
 
 
-def render_json(graph: Graph, parallelism: int | None) -> str:
-    """The full expanded graph as JSON (``format: "fleetrun.plan/1"``).
+def render_json(
+    graph: Graph, parallelism: int | None, extra: Mapping[str, Any] | None = None
+) -> str:
+    """The full expanded graph as JSON (``format: "fleetrun.plan/1"``), plus ``extra`` fields.
 
     Layout: ``plan`` {name, path, source_hash}; ``targets`` and ``tasks`` (names
-    in plan order); ``phases`` [{name (null: tasks without a phase), tasks:
+    in plan order); ``instances`` {task: count}, zero for a task whose group
+    matches no target; ``phases`` [{name (null: tasks without a phase), tasks:
     {task: instances}}]; ``nodes`` [{id, key, task, target (null when unfanned),
     phase, estimate (s), wave (index into ``waves``), rank (s), needs: [{task,
     nodes: [keys], at_least}]}] in id order; ``waves`` [[keys]]; ``critical_path``
@@ -207,7 +240,7 @@ def render_json(graph: Graph, parallelism: int | None) -> str:
     stay quick to write and to ``grep``.
     """
     fields: list[str] = []
-    for name, value in _summary(graph, parallelism).items():
+    for name, value in {**_summary(graph, parallelism), **(extra or {})}.items():
         if name == "nodes":
             items: Iterable[Any] = _node_dicts(graph)
         elif name == "waves":

@@ -13,8 +13,8 @@ Rules:
   (``env_name`` of each part);
 - the task's environment is ``env_file`` < the plan's ``env`` < the task's
   ``env``, plus ``FLEETRUN_TASK`` and ``FLEETRUN_RUN_ID``; the names set per
-  attempt are ``FLEETRUN_TARGET``, ``FLEETRUN_ATTEMPT``, ``FLEETRUN_OUTPUT``
-  and the dependency outputs.
+  attempt are ``FLEETRUN_TARGET``, ``FLEETRUN_ATTEMPT``, ``FLEETRUN_OUTPUT``,
+  ``FLEETRUN_ATTEMPT_ID`` and the dependency outputs.
 """
 
 from __future__ import annotations
@@ -30,9 +30,16 @@ PER_ATTEMPT_PREFIX = "FLEETRUN_OUTPUT"
 set per attempt; an outer run's values never leak into a task."""
 
 
+ATTEMPT_ID = "FLEETRUN_ATTEMPT_ID"
+"""Every process of an attempt carries ``<run id>.<node id>.<attempt>`` under this name,
+so what it leaves behind can be found and ended."""
+
+
 def is_per_attempt(name: str) -> bool:
     """True for the environment names fleetrun sets for each attempt."""
-    return name in ("FLEETRUN_TARGET", "FLEETRUN_ATTEMPT") or name.startswith(PER_ATTEMPT_PREFIX)
+    return name in ("FLEETRUN_TARGET", "FLEETRUN_ATTEMPT", ATTEMPT_ID) or name.startswith(
+        PER_ATTEMPT_PREFIX
+    )
 
 
 def dep_outputs(
@@ -74,13 +81,18 @@ def task_env(graph: Graph, task: Task, run_id: str) -> dict[str, str]:
 
 
 def attempt_env(
-    node: Node, n: int, output_path: str, outputs_by_task: Mapping[str, Mapping[str, str]]
+    run_id: str,
+    node: Node,
+    n: int,
+    output_path: str,
+    outputs_by_task: Mapping[str, Mapping[str, str]],
 ) -> dict[str, str]:
-    """The names set for attempt ``n`` of ``node``."""
+    """The names set for attempt ``n`` of ``node`` in run ``run_id``."""
     extra = {
         "FLEETRUN_TARGET": node.target or "",
         "FLEETRUN_ATTEMPT": str(n),
         "FLEETRUN_OUTPUT": output_path,
+        ATTEMPT_ID: f"{run_id}.{node.id}.{n}",
     }
     for dep, outs in outputs_by_task.items():
         prefix = "FLEETRUN_OUTPUT_" + env_name(dep) + "_"

@@ -65,6 +65,11 @@ def _retry() -> dict[str, Any]:
                 "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
             },
             "timeout": {"type": "boolean", "description": "Retry attempts that timed out."},
+            "connect": {
+                "type": "boolean",
+                "description": "Retry attempts that could not reach their target or lost the "
+                "connection (SSH: unreachable, refused, handshake dropped, connection lost).",
+            },
         },
     )
     on["minProperties"] = 1
@@ -222,7 +227,7 @@ def _need() -> dict[str, Any]:
 
 
 def _task() -> dict[str, Any]:
-    return _obj(
+    task = _obj(
         "One task: a shell command, run once or once per target of a group.",
         {
             "run": {
@@ -230,7 +235,9 @@ def _task() -> dict[str, Any]:
                 "minLength": 1,
                 "description": "Shell command. Templates: {{ target.name }}, "
                 "{{ target.<attribute> }}, {{ vars.<name> }}, {{ tasks.<task>.outputs.<key> }}; "
-                "inserted values are shell-quoted unless written {{ raw ... }}.",
+                'inserted values are quoted for where they stand (bare word, inside "..." or '
+                "'...') unless written {{ raw ... }}; a placeholder in a here-document, a "
+                "comment, backticks or $((...)) is refused.",
             },
             "description": {"type": "string", "description": "What the task does."},
             "phase": {
@@ -254,6 +261,11 @@ def _task() -> dict[str, Any]:
                 ],
             },
             "timeout": _duration("Per-attempt time limit (default: defaults.timeout, or none)."),
+            "keep_running": {
+                "type": "boolean",
+                "description": "Leave processes the command starts running after it ends "
+                "(default false: they are ended with the attempt).",
+            },
             "retry": _retry(),
             "env": {
                 "type": "object",
@@ -271,11 +283,77 @@ def _task() -> dict[str, Any]:
             "runs_on": {
                 "type": "string",
                 "enum": list(RUNS_ON),
-                "description": "Where each attempt runs: 'local' (default), a child process here.",
+                "description": "Where each attempt runs: 'local' (default), a child process "
+                "here; 'ssh', on the task's target over SSH (see the target's 'ssh').",
+            },
+            "script": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Instead of 'run': a local script (path relative to the plan) "
+                "and its arguments, templated and quoted like 'run'. With runs_on: ssh it is "
+                "streamed to the remote shell (no copy, no file left behind).",
+            },
+            "allow_empty": {
+                "type": "boolean",
+                "description": "With for_each: the group may match no target (zero instances). "
+                "Default false: apply refuses a task with no instances.",
             },
         },
-        required=("run",),
     )
+    task["oneOf"] = [{"required": ["run"]}, {"required": ["script"]}]
+    return task
+
+
+def _ssh(description: str, *, with_string: bool) -> dict[str, Any]:
+    settings = _obj(
+        description,
+        {
+            "host": {
+                "type": "string",
+                "description": "Host name or address (or a Host alias of ~/.ssh/config); "
+                "user@host:port is accepted too. Default: the target's name.",
+            },
+            "port": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 65535,
+                "description": "SSH port (default: ~/.ssh/config, else 22).",
+            },
+            "user": {"type": "string", "description": "Remote user (default: ~/.ssh/config)."},
+            "identity_file": {
+                "type": "string",
+                "description": "Private key file (relative to the plan); default: the agent "
+                "and ~/.ssh/config. No passwords.",
+            },
+            "known_hosts": {
+                "type": "string",
+                "description": "known_hosts file checked strictly (default: ~/.ssh/config's, "
+                "else ~/.ssh/known_hosts); 'accept-new' or 'accept-new:PATH' trusts a host "
+                "with no key on record and appends its key. A changed key is always refused.",
+            },
+            "jump": {
+                "type": "string",
+                "description": "Jump host(s), user@host:port[,...] (like ProxyJump).",
+            },
+            "config_file": {
+                "type": "string",
+                "description": "OpenSSH client config to read instead of ~/.ssh/config.",
+            },
+            "connect_timeout": _duration(
+                "Bound on DNS, TCP, key exchange, authentication and opening a session "
+                "(default 10s)."
+            ),
+        },
+    )
+    if not with_string:
+        return settings
+    return {
+        "description": description,
+        "anyOf": [
+            {"type": "string", "description": "[user@]host[:port]"},
+            settings,
+        ],
+    }
 
 
 def _build() -> dict[str, Any]:
@@ -287,6 +365,13 @@ def _build() -> dict[str, Any]:
                 {
                     "type": "object",
                     "propertyNames": {"pattern": _NAME, "not": {"const": "name"}},
+                    "properties": {
+                        "ssh": _ssh(
+                            "How to reach the target over SSH (runs_on: ssh), over the "
+                            "plan's 'ssh' defaults.",
+                            with_string=True,
+                        )
+                    },
                     "additionalProperties": _SCALAR,
                 },
                 {"type": "null"},
@@ -303,6 +388,11 @@ def _build() -> dict[str, Any]:
         "required": ["tasks"],
         "properties": {
             "name": {"type": "string", "description": "Name of the plan (default: file name)."},
+            "ssh": _ssh(
+                "SSH settings every target's own 'ssh' is laid over (user, port, "
+                "identity_file, known_hosts, jump, config_file, connect_timeout).",
+                with_string=False,
+            ),
             "description": {"type": "string", "description": "What the plan does."},
             "env_file": {
                 "type": "string",
@@ -331,9 +421,31 @@ def _build() -> dict[str, Any]:
             },
             "vars": {
                 "type": "object",
-                "description": "Values for templates: {{ vars.<name> }}.",
+                "description": "Values for templates: {{ vars.<name> }}. Each a scalar, or "
+                "{value, secret, env}: 'env' takes the value from fleetrun's environment, "
+                "'secret' masks it everywhere. --var NAME=VALUE / --var-file FILE override.",
                 "propertyNames": {"pattern": _NAME},
-                "additionalProperties": _SCALAR,
+                "additionalProperties": {
+                    "anyOf": [
+                        _SCALAR,
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "value": {**_SCALAR, "description": "The value."},
+                                "secret": {
+                                    "type": "boolean",
+                                    "description": "Mask the value everywhere (***).",
+                                },
+                                "env": {
+                                    "type": "string",
+                                    "description": "Take the value from this variable of "
+                                    "fleetrun's environment.",
+                                },
+                            },
+                        },
+                    ]
+                },
             },
             "targets": {
                 "description": "The fleet: inline mapping of target name -> attributes, or the "

@@ -7,7 +7,9 @@ Cross-task checks (unknown names, cycles, phases, template references) live in
 
 from __future__ import annotations
 
+import functools
 import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 from fleetrun.errors import Diagnostic, PlanError
 from fleetrun.plan._checks import TaskInfo, check_tasks
 from fleetrun.plan._fields import Ctx, did_you_mean, join
-from fleetrun.plan._model import RUNS_ON, Need, Pool, RetryPolicy, Scalar, Target, Task
+from fleetrun.plan._model import RUNS_ON, Need, Pool, RetryPolicy, Scalar, Script, Target, Task
 from fleetrun.plan._template import Template
 from fleetrun.plan._yaml import YNode, YScalar
 
@@ -33,12 +35,20 @@ TASK_KEYS = (
     "cwd",
     "estimate",
     "runs_on",
+    "allow_empty",
+    "script",
+    "keep_running",
 )
 DEFAULT_KEYS = ("timeout", "retry", "estimate")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
-ON_KEYS = ("exit", "output", "timeout")
+ON_KEYS = ("exit", "output", "timeout", "connect")
 TASK_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
+MAX_TASK_NAME_BYTES = 200
+"""Longest task name, in UTF-8 bytes (a directory and file names are made of it)."""
 _NEED = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(\[\s*\*\s*\])?\s*$")
+ReadFile = Callable[[YNode, str, str], "tuple[str, str] | None"]
+"""Reads a file named at a node, relative to the plan: (shown name, text), or None
+after reporting why not (the loader's ``read_side_file``)."""
 DEFAULT_ESTIMATE = 1.0
 """Seconds assumed for a task that gives no ``estimate`` (nor do the defaults)."""
 
@@ -70,11 +80,11 @@ def read_retry(ctx: Ctx, node: YNode, key: str) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _read_on(ctx: Ctx, node: YNode, key: str) -> tuple[frozenset[int], tuple[str, ...], bool]:
+def _read_on(ctx: Ctx, node: YNode, key: str) -> tuple[frozenset[int], tuple[str, ...], bool, bool]:
     m = ctx.mapping(node, key, allow_null=False)
     codes: set[int] = set()
     outputs: list[str] = []
-    on_timeout = False
+    on_timeout = on_connect = False
     for k, v in ctx.items(m, key, ON_KEYS) if m else ():
         sub = join(key, k)
         if k == "exit":
@@ -84,11 +94,15 @@ def _read_on(ctx: Ctx, node: YNode, key: str) -> tuple[frozenset[int], tuple[str
                     codes.add(code)
         elif k == "output":
             outputs.extend(n for n, _ in ctx.names(v, sub, single_ok=True))
+        elif k == "connect":
+            on_connect = bool(ctx.boolean(v, sub))
         else:
             on_timeout = bool(ctx.boolean(v, sub))
     if m is not None and not m.entries:
-        ctx.error(m, key, "lists no condition", "give exit, output or timeout, or remove 'on'")
-    return frozenset(codes), tuple(outputs), on_timeout
+        ctx.error(
+            m, key, "lists no condition", "give exit, output, timeout or connect, or remove 'on'"
+        )
+    return frozenset(codes), tuple(outputs), on_timeout, on_connect
 
 
 def _policy(given: Mapping[str, Any]) -> RetryPolicy:
@@ -102,6 +116,7 @@ def _policy(given: Mapping[str, Any]) -> RetryPolicy:
         on_exit=on[0] if on else frozenset(),
         on_output=on[1] if on else (),
         on_timeout=on[2] if on else False,
+        on_connect=on[3] if on else False,
     )
 
 
@@ -191,6 +206,7 @@ def read_tasks(
     defaults: Defaults | None,
     env_names: Callable[[str, YNode, str], bool],
     base_dir: Path,
+    read_file: ReadFile | None = None,
 ) -> dict[str, Task]:
     """Every task, checked on its own and then against each other."""
     defaults = defaults or Defaults()
@@ -209,20 +225,37 @@ def read_tasks(
                 "use letters, digits, '_' and '-', starting with a letter or '_'",
             )
             continue
+        if len(name.encode()) > MAX_TASK_NAME_BYTES:
+            ctx.error(
+                knode,
+                key,
+                f"task name of {len(name.encode())} bytes is longer than the limit of "
+                f"{MAX_TASK_NAME_BYTES} bytes",
+                "use a shorter name (log and output files are named after it)",
+            )
+            continue
         tm = ctx.mapping(value, key, allow_null=True)
         if tm is None:
             continue
         f = dict(ctx.items(tm, key, TASK_KEYS))
         info = TaskInfo(knode)
         run: Template | None = None
-        if "run" not in f:
-            ctx.error(knode, key, "the task has no 'run'", "add run: <shell command>")
+        script: Script | None = None
+        if "script" in f:
+            run, script = _read_script(ctx, f, key, base_dir, read_file)
+            info.run_node = f["script"]
+        elif "run" not in f:
+            ctx.error(
+                knode, key, "the task has no 'run'", "add run: <shell command> or script: <file>"
+            )
         else:
             info.run_node = f["run"]
             text = ctx.string(f["run"], join(key, "run"))
             if text is not None:
                 try:
-                    run = Template.parse(text, ctx.loc(f["run"]))
+                    run = Template.parse(
+                        text, ctx.loc(f["run"]), functools.partial(ctx.inner_loc, f["run"])
+                    )
                 except PlanError as e:
                     ctx.problems.extend(
                         Diagnostic(d.location, d.message, join(key, "run"), d.fix)
@@ -299,6 +332,29 @@ def read_tasks(
                 )
             elif given is not None:
                 runs_on = given
+            if runs_on == "ssh" and "for_each" not in f:
+                ctx.error(
+                    f["runs_on"],
+                    join(key, "runs_on"),
+                    "runs_on: ssh runs on each target, but the task has no for_each",
+                    "add for_each: <group> (or 'all'), or run it locally",
+                )
+        allow_empty = False
+        if "allow_empty" in f:
+            allow_empty = bool(ctx.boolean(f["allow_empty"], join(key, "allow_empty")))
+            if allow_empty and "for_each" not in f:
+                ctx.error(
+                    f["allow_empty"],
+                    join(key, "allow_empty"),
+                    "allow_empty applies only to a task with for_each (an unfanned task "
+                    "always has one instance)",
+                    "remove allow_empty, or add for_each: <group>",
+                )
+        keep_running = (
+            bool(ctx.boolean(f["keep_running"], join(key, "keep_running")))
+            if "keep_running" in f
+            else False
+        )
         if "description" in f:
             ctx.string(f["description"], join(key, "description"), nonempty=False)
         if run is None:
@@ -319,6 +375,9 @@ def read_tasks(
             estimate=estimate,
             location=ctx.loc(knode),
             runs_on=runs_on,
+            allow_empty=allow_empty,
+            script=script,
+            keep_running=keep_running,
         )
         infos[name] = info
     check_tasks(ctx, tasks, infos, targets=targets, vars_=vars_, phases=phases)
@@ -330,3 +389,35 @@ def _entries(ctx: Ctx, node: YNode | None, key: str) -> list[tuple[str, tuple[YS
         return []
     m = ctx.mapping(node, key)
     return list(m.entries.items()) if m else []
+
+
+def _read_script(
+    ctx: Ctx, f: Mapping[str, YNode], key: str, base_dir: Path, read_file: ReadFile | None
+) -> tuple[Template | None, Script | None]:
+    """``script: PATH ARGS...``: the script read now, and ``run`` as ``sh PATH ARGS``.
+
+    The first word is the file (relative to the plan); the rest are arguments,
+    templated and quoted like ``run``. A local attempt runs ``sh PATH ARGS``;
+    an SSH attempt streams the text to the remote shell (``Task.script_options``).
+    """
+    skey = join(key, "script")
+    if "run" in f:
+        ctx.error(f["run"], join(key, "run"), "a task has 'run' or 'script', not both", "keep one")
+    text = ctx.string(f["script"], skey)
+    if text is None:
+        return None, None
+    rel, _, args = text.strip().partition(" ")
+    if read_file is None:
+        return None, None
+    node = f["script"]
+    got = read_file(YScalar(node.line, node.column, rel, rel, None, False), skey, "the script")
+    if got is None:
+        return None, None
+    path = str((base_dir / rel).resolve())
+    try:
+        command = f"sh {shlex.quote(path)} {args.strip()}".rstrip()
+        run = Template.parse(command, ctx.loc(node))
+    except PlanError as e:
+        ctx.problems.extend(Diagnostic(d.location, d.message, skey, d.fix) for d in e.diagnostics)
+        return None, None
+    return run, Script(path, got[1])

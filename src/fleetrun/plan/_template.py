@@ -1,21 +1,25 @@
 """Command templates: ``{{ target.name }}``, ``{{ vars.x }}``, ``{{ tasks.t.outputs.k }}``.
 
-A template is parsed once into literal text and references. Rendering inserts
-each referenced value shell-quoted, so a target named ``a; rm -rf ~`` stays one
-word; ``{{ raw vars.flags }}`` inserts a value as it is, for the rare value that
-is meant to be shell syntax. Nothing is evaluated: a reference is a dotted path,
-never an expression.
+A template is parsed once into literal text and references, and the shell
+context of each reference (bare word, inside ``"..."``, inside ``'...'``) is
+worked out then (``_shquote``). Rendering inserts each value quoted for its
+context, so ``echo "deploying {{ target.name }}"`` prints the name as it is and
+a target named ``x" ; touch PWNED ; echo "`` stays text. A reference where no
+quoting is safe (a here-document, a comment, backticks, ``$((...))``) is
+refused at parse time. ``{{ raw vars.flags }}`` inserts a value as it is, for
+the rare value that is meant to be shell syntax. Nothing is evaluated: a
+reference is a dotted path, never an expression.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fleetrun.errors import Diagnostic, Location, PlanError
+from fleetrun.plan._shquote import BARE, QUOTERS, fix_for, scan
 
 if TYPE_CHECKING:
     from fleetrun.plan._model import Target
@@ -27,10 +31,12 @@ _ROOTS = ("target", "vars", "tasks")
 
 @dataclass(frozen=True, slots=True)
 class Ref:
-    """One ``{{ ... }}`` in a template: its dotted path and whether it is raw."""
+    """One ``{{ ... }}`` in a template: its dotted path, whether it is raw, and
+    its shell context (``bare``, ``double`` or ``single``), which decides the quoting."""
 
     path: tuple[str, ...]
     raw: bool = False
+    context: str = BARE
 
     def __str__(self) -> str:
         return ("raw " if self.raw else "") + ".".join(self.path)
@@ -52,12 +58,24 @@ class Template:
     parts: tuple[str | Ref, ...]
 
     @classmethod
-    def parse(cls, source: str, location: Location | None = None) -> Template:
-        """Parse ``source``; raise ``PlanError`` for a malformed ``{{ }}``."""
+    def parse(
+        cls,
+        source: str,
+        location: Location | None = None,
+        locate: Callable[[int], Location] | None = None,
+    ) -> Template:
+        """Parse ``source``; raise ``PlanError`` for a malformed ``{{ }}`` or one that
+        stands where no quoting is safe. ``locate`` maps a character offset of
+        ``source`` to its place in the file (default: ``location``)."""
         parts: list[str | Ref] = []
         problems: list[Diagnostic] = []
+        literals: list[str] = []
+        offsets: list[int] = []
+        holes: list[tuple[int, int]] = []  # (index in parts, index in offsets) of each Ref
         pos = 0
         for m in _EXPR.finditer(source):
+            literals.append(source[pos : m.start()])
+            offsets.append(m.start())
             if m.start() > pos:
                 parts.append(source[pos : m.start()])
             inner = m.group(1).strip()
@@ -74,9 +92,28 @@ class Template:
                 )
             else:
                 parts.append(Ref(tuple(pm.group(2).split(".")), raw=pm.group(1) is not None))
+                holes.append((len(parts) - 1, len(offsets) - 1))
             pos = m.end()
         if pos < len(source):
             parts.append(source[pos:])
+        literals.append(source[pos:])
+        contexts = scan(literals)
+        for i, k in holes:
+            part = parts[i]
+            assert isinstance(part, Ref)
+            context, reason = contexts[k]
+            if reason and not part.raw:
+                at = locate(offsets[k]) if locate else location
+                problems.append(
+                    Diagnostic(
+                        at,
+                        f"{{{{ {part} }}}} stands {reason}, where no quoting keeps the value inert",
+                        key="run",
+                        fix=fix_for(reason, f"{{{{ {part} }}}}"),
+                    )
+                )
+            elif context != BARE:
+                parts[i] = Ref(part.path, part.raw, context)
         rest = _EXPR.sub("", source)
         if "{{" in rest or "}}" in rest:
             problems.append(
@@ -116,14 +153,16 @@ class Template:
         vars: Mapping[str, Any],
         outputs: Mapping[str, Mapping[str, str]] | None = None,
     ) -> str:
-        """Insert values, shell-quoted unless raw. Unknown names raise ``KeyError``."""
+        """Insert values, quoted for where each stands unless raw.
+
+        Unknown names raise ``KeyError``."""
         out: list[str] = []
         for part in self.parts:
             if isinstance(part, str):
                 out.append(part)
                 continue
             value = _stringify(lookup(part.path, target, vars, outputs or {}))
-            out.append(value if part.raw else shlex.quote(value))
+            out.append(value if part.raw else QUOTERS[part.context](value))
         return "".join(out)
 
 

@@ -11,16 +11,17 @@ An instance's *duration* is its ``task_time``: the sum of its attempts'
 durations (backoff waits between attempts are not work). The same per-node
 durations feed the critical path, the lower bound and the estimates of the
 modes that did not run, so ``sequential`` always equals ``task_time``.
+
+A throttled retry is one the engine took as a throttle signal, as journaled
+with its attempt (``AttemptRecord.throttled``); the report does not re-derive
+it from the retry reason.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence, Set
 from pathlib import Path
-from typing import Any
 
-from fleetrun.engine._retry import is_throttle
 from fleetrun.errors import FleetrunError
 from fleetrun.plan import Graph, expand, load_plan, load_plan_text, simulate
 from fleetrun.plan._simulate import MODES, phase_layers
@@ -37,31 +38,31 @@ from fleetrun.report._model import (
     TargetStats,
     TaskStats,
 )
-from fleetrun.state import Journal
+from fleetrun.state import AttemptRecord as AttemptRow
+from fleetrun.state import InstanceRecord as InstanceRow
+from fleetrun.state import JournalReader, RunRecord
 
 SLOWEST_TARGETS = 10
 """How many targets ``slowest_targets`` lists."""
 
-_THROTTLE_PREFIXES = ("exit ", "output matched")
 
-
-def build_report(journal: Journal, run_id: str) -> RunReport:
+def build_report(journal: JournalReader, run_id: str) -> RunReport:
     """Measure run ``run_id`` (an exact id) from ``journal``.
 
     Raises ``RunNotFoundError`` when the run is not on record; a plan that can
     no longer be loaded only costs the graph-derived parts (noted in ``notes``).
     """
     run = journal.run(run_id)
-    rows = journal.instances(run["id"])
+    rows = journal.instances(run.id)
     notes: list[str] = []
     graph = _load_graph(run, rows, notes)
     redactor = Redactor(graph.plan.secret_values if graph is not None else ())
-    ended_at = run["ended_at"]
+    ended_at = run.ended_at
     if ended_at is None:
         notes.append("the run has not ended: figures cover what is recorded so far")
 
-    row_of = {r["key"]: r for r in rows}
-    attempts = tuple(_attempt(a, row_of, redactor) for a in journal.attempts(run["id"]))
+    row_of = {r.key: r for r in rows}
+    attempts = tuple(_attempt(a, row_of, redactor) for a in journal.attempts(run.id))
     open_ended = sum(a.ended_at is None for a in attempts)
     if open_ended:
         notes.append(
@@ -74,38 +75,38 @@ def build_report(journal: Journal, run_id: str) -> RunReport:
     for tries in by_key.values():
         tries.sort(key=lambda a: a.n)
 
-    members = {int(r["node"]) for r in rows}
+    members = {r.node for r in rows}
     layers = _phases(graph, members) if graph is not None else []
     phase_of = {i: name for name, layer in layers for i in layer}
     dur, start, end = _node_times(rows, by_key)
-    parallelism = run["options"].get("parallelism") or None
+    parallelism = run.options.get("parallelism") or None
     path: list[int] = []
     if graph is not None:
         ran = {i for i in members if i in start}
         _, path = longest_chain(graph, ran, dur, start, end)
     on_path = set(path)
-    pending = {int(r["node"]) for r in rows if r["status"] != "reused"} - set(end)
+    pending = {r.node for r in rows if r.status != "reused"} - set(end)
 
     instances = tuple(
         InstanceRecord(
-            key=r["key"],
-            task=r["task"],
-            target=r["target"],
-            phase=phase_of.get(int(r["node"])),
-            state=r["status"],
-            reason=redactor.redact(r["reason"] or ""),
-            attempts=len(by_key.get(r["key"], ())),
-            started_at=start.get(int(r["node"])),
-            ended_at=end.get(int(r["node"])),
-            task_time=dur[int(r["node"])],
-            exit_code=r["exit_code"],
-            critical=int(r["node"]) in on_path,
+            key=r.key,
+            task=r.task,
+            target=r.target,
+            phase=phase_of.get(r.node),
+            state=r.status,
+            reason=redactor.redact(r.reason or ""),
+            attempts=len(by_key.get(r.key, ())),
+            started_at=start.get(r.node),
+            ended_at=end.get(r.node),
+            task_time=dur[r.node],
+            exit_code=r.exit_code,
+            critical=r.node in on_path,
         )
         for r in rows
     )
     task_time = sum(i.task_time for i in instances)
-    last = max([*end.values(), *start.values(), run["started_at"]])
-    wall = (ended_at if ended_at is not None else last) - run["started_at"]
+    last = max([*end.values(), *start.values(), run.started_at])
+    wall = (ended_at if ended_at is not None else last) - run.started_at
 
     spans = tuple(
         _span(name, [instances[k] for k in _positions(rows, layer)], graph, parallelism, dur,
@@ -114,55 +115,53 @@ def build_report(journal: Journal, run_id: str) -> RunReport:
     )  # fmt: skip
     cp_length = sum(dur[i] for i in path)
     overall = _figures(
-        "overall", instances, run["started_at"], ended_at, wall, task_time, cp_length, parallelism,
+        "overall", instances, run.started_at, ended_at, wall, task_time, cp_length, parallelism,
         _rate_bound(graph, instances),
     )  # fmt: skip
     notes += _limits_notes(graph)
     return RunReport(
-        run_id=run["id"],
-        parent_id=run["parent_id"],
-        kind=run["kind"],
-        plan_name=run["plan_name"],
-        plan_path=run["plan_path"],
-        status=run["status"],
-        mode=run["mode"],
+        run_id=run.id,
+        parent_id=run.parent_id,
+        kind=run.kind,
+        plan_name=run.plan_name,
+        plan_path=run.plan_path,
+        status=run.status,
+        mode=run.mode,
         parallelism=parallelism,
-        started_at=run["started_at"],
+        started_at=run.started_at,
         ended_at=ended_at,
         overall=overall,
         phases=spans,
-        estimates=_estimates(graph, run["mode"], parallelism, dur, wall),
+        estimates=_estimates(graph, run.mode, parallelism, dur, wall),
         critical_path=tuple(
             CriticalStep(
                 key=graph.nodes[i].key,
                 started_at=start[i],
                 ended_at=end.get(i, start[i]),
                 duration=dur[i],
-                waited=max(0.0, start[i] - ready_at(graph, i, end, pending, run["started_at"])),
+                waited=max(0.0, start[i] - ready_at(graph, i, end, pending, run.started_at)),
             )
             for i in path
             if graph is not None
         ),
         instances=instances,
         attempts=attempts,
-        tasks=_task_stats(graph, instances, by_key),
-        pools=_pool_stats(graph, instances, by_key, _rate_changes(journal, run["id"]), last),
+        tasks=_task_stats(instances, by_key),
+        pools=_pool_stats(graph, instances, by_key, _rate_changes(journal, run.id), last),
         slowest_targets=_target_stats(instances, by_key),
         notes=tuple(redactor.redact(n) for n in notes),
     )
 
 
-def _load_graph(
-    run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], notes: list[str]
-) -> Graph | None:
+def _load_graph(run: RunRecord, rows: Sequence[InstanceRow], notes: list[str]) -> Graph | None:
     """The run's graph: from the unchanged plan file, else from the journal's snapshot."""
-    path = Path(run["plan_path"])
+    path = Path(run.plan_path)
     graph: Graph | None = None
     problem = ""
     if path.is_file():
         try:
             plan = load_plan(path)
-            if plan.source_hash == run["plan_hash"]:
+            if plan.source_hash == run.plan_hash:
                 graph = expand(plan)
             else:
                 notes.append(
@@ -178,14 +177,13 @@ def _load_graph(
         notes.append(f"the plan {path} is gone; its graph comes from the journal's snapshot")
     if graph is None:
         try:
-            graph = expand(load_plan_text(run["plan_snapshot"], str(path), path.parent))
+            graph = expand(load_plan_text(run.plan_snapshot, str(path), path.parent))
         except FleetrunError as e:
             problem = problem or _first_line(e)
             notes.append(f"the plan could not be loaded ({problem})")
             return None
     for r in rows:
-        node = int(r["node"])
-        if node >= len(graph.nodes) or graph.nodes[node].key != r["key"]:
+        if r.node >= len(graph.nodes) or graph.nodes[r.node].key != r.key:
             notes.append("the plan no longer expands to this run's instances")
             return None
     return graph
@@ -226,7 +224,7 @@ def _rate_bound(graph: Graph | None, instances: Sequence[InstanceRecord]) -> flo
 
 
 def _node_times(
-    rows: Sequence[Mapping[str, Any]], by_key: Mapping[str, Sequence[AttemptRecord]]
+    rows: Sequence[InstanceRow], by_key: Mapping[str, Sequence[AttemptRecord]]
 ) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
     """Per node id: task time (its attempts summed in attempt order), first start, last end.
 
@@ -237,7 +235,7 @@ def _node_times(
     start: dict[int, float] = {}
     end: dict[int, float] = {}
     for r in rows:
-        node, tries = int(r["node"]), by_key.get(r["key"], ())
+        node, tries = r.node, by_key.get(r.key, ())
         dur[node] = sum(a.duration for a in tries)
         if tries:
             start[node] = min(a.started_at for a in tries)
@@ -281,29 +279,28 @@ def _named_layers(graph: Graph) -> list[tuple[str, tuple[int, ...]]]:
     return named
 
 
-def _positions(rows: Sequence[Mapping[str, Any]], nodes: Iterable[int]) -> list[int]:
+def _positions(rows: Sequence[InstanceRow], nodes: Iterable[int]) -> list[int]:
     """Positions in ``rows`` of the given node ids."""
     wanted = set(nodes)
-    return [k for k, r in enumerate(rows) if int(r["node"]) in wanted]
+    return [k for k, r in enumerate(rows) if r.node in wanted]
 
 
-def _attempt(
-    a: Mapping[str, Any], row_of: Mapping[str, Mapping[str, Any]], redactor: Redactor
-) -> AttemptRecord:
-    row = row_of[a["key"]]  # Invariant (journal check): every attempt has its instance.
+def _attempt(a: AttemptRow, row_of: Mapping[str, InstanceRow], redactor: Redactor) -> AttemptRecord:
+    row = row_of[a.key]  # Invariant (journal check): every attempt has its instance.
     return AttemptRecord(
-        key=a["key"],
-        task=row["task"],
-        target=row["target"],
-        n=a["n"],
-        started_at=a["started_at"],
-        ended_at=a["ended_at"],
-        outcome=a["outcome"],
-        exit_code=a["exit_code"],
-        signal=a["signal"],
-        timed_out=bool(a["timed_out"]),
-        retry_reason=redactor.redact(a["retry_reason"]) if a["retry_reason"] else None,
-        log_path=a["log_path"],
+        key=a.key,
+        task=row.task,
+        target=row.target,
+        n=a.n,
+        started_at=a.started_at,
+        ended_at=a.ended_at,
+        outcome=a.outcome,
+        exit_code=a.exit_code,
+        signal=a.signal,
+        timed_out=a.timed_out,
+        retry_reason=redactor.redact(a.retry_reason) if a.retry_reason else None,
+        log_path=a.log_path,
+        throttled=a.throttled,
     )
 
 
@@ -389,16 +386,7 @@ def _estimates(
     )
 
 
-def _throttled(graph: Graph | None, task: str, reason: str | None) -> bool:
-    if not reason:
-        return False
-    if graph is not None and task in graph.plan.tasks:
-        return is_throttle(graph.plan.tasks[task].retry, reason)
-    return reason.startswith(_THROTTLE_PREFIXES)
-
-
 def _task_stats(
-    graph: Graph | None,
     instances: Sequence[InstanceRecord],
     by_key: Mapping[str, Sequence[AttemptRecord]],
 ) -> tuple[TaskStats, ...]:
@@ -419,7 +407,7 @@ def _task_stats(
                 instances=len(members),
                 attempts=len(tries),
                 retries=len(retries),
-                throttled=sum(_throttled(graph, task, a.retry_reason) for a in retries),
+                throttled=sum(a.throttled for a in retries),
                 failed=sum(i.state == "failed" for i in members),
                 task_time=task_time,
                 mean=task_time / len(ran) if ran else 0.0,
@@ -430,13 +418,11 @@ def _task_stats(
     return tuple(out)
 
 
-def _rate_changes(journal: Journal, run_id: str) -> dict[str, int]:
+def _rate_changes(journal: JournalReader, run_id: str) -> dict[str, int]:
     """Adaptive rate changes per pool, from the run's ``PoolChanged`` events."""
     out: dict[str, int] = {}
-    for (data,) in journal.conn.execute(
-        "SELECT data FROM events WHERE run_id=? AND type='PoolChanged'", (run_id,)
-    ):
-        pool = json.loads(data).get("pool")
+    for data in journal.event_data(run_id, "PoolChanged"):
+        pool = data.get("pool")
         if isinstance(pool, str):
             out[pool] = out.get(pool, 0) + 1
     return out
@@ -452,7 +438,7 @@ def _pool_stats(
     """Per pool of the plan: what its tasks did, and the most attempts running at once."""
     if graph is None:
         return ()
-    stats = {t.task: t for t in _task_stats(graph, instances, by_key)}
+    stats = {t.task: t for t in _task_stats(instances, by_key)}
     out = []
     for pool in graph.plan.pools.values():
         tasks = [t for t in graph.plan.tasks.values() if pool.name in t.pools and t.name in stats]

@@ -14,14 +14,16 @@ starts; a run's first line is ``RunStarted`` and its last ``RunEnded``.
                         ``parallelism`` (int or null: unbounded), ``nodes`` (instances run)
 ``InstanceReused``      ``node`` (int id), ``key`` (``task@target``), ``outputs`` (object)
 ``AttemptStarted``      ``node``, ``key``, ``attempt`` (1-based), ``command`` (as run,
-                        redacted), ``pid``, ``pgid``, ``log_path``
+                        redacted), ``pid``, ``pgid``, ``log_path``, ``executor``
+                        (kind), ``host``, ``job`` (the attempt's handle)
 ``AttemptOutput``       ``node``, ``key``, ``attempt``, ``text`` (complete lines joined by
                         ``\\n``; only with ``--output stream``)
 ``AttemptEnded``        ``node``, ``key``, ``attempt``, ``started_at``, ``exit_code``,
                         ``signal``, ``timed_out`` (bool), ``outcome``
                         (succeeded|failed|retrying|cancelled), ``retry_reason``,
                         ``retry_delay`` (seconds), ``tail`` (last log lines, a list),
-                        ``throttled`` (bool: taken as a throttle signal)
+                        ``throttled`` (bool: taken as a throttle signal),
+                        ``error_kind`` (connect|lost|internal, or null)
 ``InstanceSettled``     ``node``, ``key``, ``state`` (succeeded|failed|skipped|cancelled|
                         not_started), ``reason``, ``attempts``, ``outputs`` (object)
 ``PoolChanged``         ``pool``, ``rate`` (per second), ``reason``

@@ -24,8 +24,7 @@ from fleetrun.report._model import (
     RunReport,
     Span,
 )
-from fleetrun.report._plain import format_duration
-from fleetrun.state._view import fmt_counts, fmt_duration, fmt_time, table
+from fleetrun.report._text import format_counts, format_duration, format_time, text_table
 
 _RATIOS = frozenset({"speedup", "efficiency", "rate"})
 """Float fields that are not times: kept to 4 decimals in JSON (the rest to ms)."""
@@ -38,7 +37,7 @@ Section = tuple[str, list[str], list[list[str]]]
 
 def _dur(seconds: float) -> str:
     # Hundredths below ten seconds (a report compares short steps too).
-    return fmt_duration(0.0, seconds) if seconds < 10 else format_duration(seconds)
+    return format_duration(seconds, fine=True)
 
 
 def _x(ratio: float) -> str:
@@ -68,8 +67,8 @@ def _header(r: RunReport) -> list[str]:
     return [
         f"run      {r.run_id}{of}",
         f"plan     {r.plan_name} ({r.plan_path})",
-        f"status   {r.status}, mode {r.mode}{j}, started {fmt_time(r.started_at)}",
-        f"counts   {fmt_counts(r.overall.counts) or '-'} (of {r.overall.instances})",
+        f"status   {r.status}, mode {r.mode}{j}, started {format_time(r.started_at)}",
+        f"counts   {format_counts(r.overall.counts) or '-'} (of {r.overall.instances})",
         f"measured wall {_dur(r.overall.wall)}, task time {_dur(r.overall.task_time)}, "
         f"speedup {_x(r.overall.speedup)}, efficiency {_pct(r.overall.efficiency)}",
     ]
@@ -158,7 +157,7 @@ def render_table(report: RunReport) -> str:
     """The report as terminal text: a header, then fixed-width tables."""
     parts = ["\n".join(_header(report)) + "\n"]
     for title, headers, rows in _sections(report):
-        parts.append(f"{title}\n{table(headers, rows)}")
+        parts.append(f"{title}\n{text_table(headers, rows)}")
     if report.notes:
         parts.append("Notes\n" + "".join(f"- {n}\n" for n in report.notes))
     return "\n".join(parts)

@@ -27,6 +27,7 @@ from importlib import resources
 
 from fleetrun.report._html_timeline import render_timeline
 from fleetrun.report._model import RunReport, Span
+from fleetrun.report._text import STATE_ORDER
 
 # Colour-blind-friendly, without reds (red means failure) or greys (cancelled).
 _PALETTE = (
@@ -41,7 +42,6 @@ KEYS_HINT = (
     "Home and End go to the first and last bar of the row, Ctrl+Home and Ctrl+End to those "
     "of the chart, and Escape hides the details."
 )
-_STATE_ORDER = ("succeeded", "reused", "failed", "skipped", "cancelled", "interrupted")
 
 
 @cache
@@ -189,8 +189,8 @@ def _legend(tasks: Sequence[str], has_crit: bool) -> str:
 
 
 def _counts(s: Span) -> str:
-    known = [f"{s.counts[k]} {k}" for k in _STATE_ORDER if s.counts.get(k)]
-    known += [f"{n} {k}" for k, n in s.counts.items() if k not in _STATE_ORDER and n]
+    known = [f"{s.counts[k]} {k}" for k in STATE_ORDER if s.counts.get(k)]
+    known += [f"{n} {k}" for k, n in s.counts.items() if k not in STATE_ORDER and n]
     return _e(", ".join(known) or NONE)
 
 

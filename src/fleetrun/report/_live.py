@@ -249,10 +249,12 @@ class LiveConsole:
         return self.state.task_time
 
     def summary(self, result: RunResult, graph: Graph) -> str:
-        """The same summary block as ``PlainConsole.summary``."""
-        return summary_text(
+        """``PlainConsole.summary`` less its counts line, which the live view's last
+        picture already shows (the summary is printed once)."""
+        text = summary_text(
             result.counts, result.ended_at - result.started_at, self.task_time, len(graph.nodes)
         )
+        return text.split("\n", 1)[-1]
 
 
 __all__ = ["LiveConsole", "event_text", "reused_text", "stamp", "use_live"]

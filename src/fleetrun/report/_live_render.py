@@ -21,7 +21,7 @@ from rich.text import Text
 
 from fleetrun.plan._graph import Graph
 from fleetrun.plan._simulate import phase_layers
-from fleetrun.report._plain import STATE_ORDER, format_duration
+from fleetrun.report._plain import STATE_ORDER, format_duration, printable
 
 NO_PHASE = "(no phase)"
 """The bar of instances whose task names no phase."""
@@ -561,9 +561,10 @@ def _running_lines(state: LiveState, width: int, rows: int, now: float) -> list[
     show = n if n <= rows else rows - 1
     # Only the rows shown are ordered: O(running * log(rows)) per redraw.
     picked = heapq.nsmallest(show, state.running.items(), key=lambda item: item[1][0])
-    key_w = min(48, max((len(state.graph.nodes[i].key) for i, _ in picked), default=0))
+    keys = {i: printable(state.graph.nodes[i].key) for i, _ in picked}
+    key_w = min(48, max(map(len, keys.values()), default=0))
     for i, (start, attempt) in picked:
-        key = state.graph.nodes[i].key
+        key = keys[i]
         line = Text(f"  {key[:key_w].ljust(key_w)} {format_duration(max(0.0, now - start)):>7}")
         if attempt > 1:
             line.append(f"  (attempt {attempt})", style="yellow")

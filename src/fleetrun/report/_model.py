@@ -49,6 +49,7 @@ class AttemptRecord:
     timed_out: bool
     retry_reason: str | None
     log_path: str
+    throttled: bool = False  # the engine took this ending as a throttle signal
 
     @property
     def duration(self) -> float:
@@ -119,7 +120,7 @@ class TaskStats:
     instances: int
     attempts: int
     retries: int
-    throttled: int  # retries caused by on.exit / on.output (rate limiting)
+    throttled: int  # retries the engine took as a throttle signal (on.exit / on.output)
     failed: int
     task_time: float
     mean: float

@@ -17,7 +17,14 @@ Modes (``--output``):
   (skipped, not started, reused, or failed before spawning) print nothing and
   do not hold up the order. Only log paths are kept until then.
 - ``stream``: ``AttemptOutput`` lines as they arrive, each prefixed
-  ``task@target | `` (like GNU parallel ``--tag``).
+  ``task@target | `` (like GNU parallel ``--tag``). A line longer than 64 KiB
+  comes in pieces of at most 64 KiB, each with its prefix, in order.
+
+Names in headers and prefixes are shown with control characters escaped
+(``printable``). With ``safe`` (the console is a terminal and raw output was
+not asked for), task output keeps its colours but every other control
+character is escaped (``terminal_safe``): it cannot move the cursor or rewrite
+fleetrun's lines.
 
 Invariants: ``write`` is only ever given whole lines (text ending in
 ``"\\n"``), so output from different attempts never mixes within a line; a
@@ -51,7 +58,7 @@ from fleetrun.engine._events import (
 )
 from fleetrun.engine._options import OutputMode
 from fleetrun.plan._graph import Graph
-from fleetrun.report._plain import format_duration
+from fleetrun.report._plain import format_duration, printable, terminal_safe
 
 DEFAULT_MAX_BLOCK_BYTES = 1 << 20
 """Most bytes of one log shown in a grouped/ordered block (its tail)."""
@@ -76,7 +83,7 @@ class _Done:
 
 def header(key: str, attempt: int, how: str, took: float) -> str:
     """``── deploy@uksouth (attempt 2, exit 1, 3.2s) ──``."""
-    return f"{RULE} {key} (attempt {attempt}, {how}, {format_duration(took)}) {RULE}"
+    return f"{RULE} {printable(key)} (attempt {attempt}, {how}, {format_duration(took)}) {RULE}"
 
 
 def describe(ev: AttemptEnded) -> str:
@@ -168,8 +175,10 @@ class OutputPrinter:
         *,
         only: frozenset[int] | None = None,
         max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES,
+        safe: bool = False,
     ) -> None:
         self.mode = mode
+        self.safe = safe
         self.graph = graph
         self.write = write
         self.max_block_bytes = max_block_bytes
@@ -222,8 +231,9 @@ class OutputPrinter:
     def _stream(self, ev: AttemptOutput) -> None:
         # The text is lines joined by "\n", the last one's newline left off (""
         # is one empty line). One write for all of them: they stay together.
-        prefix = ev.key + " | "
-        self.write(prefix + ev.text.replace("\n", "\n" + prefix) + "\n")
+        prefix = printable(ev.key) + " | "
+        text = terminal_safe(ev.text) if self.safe else ev.text
+        self.write(prefix + text.replace("\n", "\n" + prefix) + "\n")
 
     # -- blocks --------------------------------------------------------------
 
@@ -240,6 +250,8 @@ class OutputPrinter:
             return  # never spawned: no log, nothing printed
         first = True
         for chunk in log_chunks(done.log_path, self.max_block_bytes):
+            if self.safe:
+                chunk = terminal_safe(chunk)
             if first:
                 chunk = header(done.key, done.attempt, done.how, done.took) + "\n" + chunk
                 first = False

@@ -2,15 +2,22 @@
 
 Never prints a child's raw output: a failure shows the last lines of its log
 (already redacted in the event). Suited to CI logs and pipes.
+
+Names and values fleetrun composes into its own lines (targets, tasks,
+reasons, pools, log tails) go through ``printable``: a control character shows
+as its escape (``\\r``, ``\\x1b``), so no name can rewrite a line or clear the
+screen. Task output shown on a terminal goes through ``terminal_safe``:
+colours (SGR sequences) are kept, every other control character is escaped.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import TextIO
 
-from fleetrun.engine._events import (
+from fleetrun.engine import (
     AttemptEnded,
     AttemptStarted,
     Event,
@@ -18,32 +25,34 @@ from fleetrun.engine._events import (
     InstanceSettled,
     PoolChanged,
     RunEnded,
+    RunResult,
     RunStarted,
 )
-from fleetrun.engine._options import RunResult
-from fleetrun.plan._graph import Graph
+from fleetrun.plan import Graph
+from fleetrun.report._text import STATE_ORDER as STATE_ORDER
+from fleetrun.report._text import format_duration as format_duration
 
-STATE_ORDER = (
-    "succeeded",
-    "reused",
-    "failed",
-    "skipped",
-    "cancelled",
-    "not_started",
-    "interrupted",
-)
-"""Final states in the order summaries list them."""
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\x1b": "\\x1b"}
+_ESCAPES = {c: _NAMED.get(chr(c), f"\\x{c:02x}") for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_KEEP_TAB = {k: v for k, v in _ESCAPES.items() if k != 0x09}
+_SGR = re.compile(r"(\x1b\[[0-9;:]*m)")
 
 
-def format_duration(seconds: float) -> str:
-    """``0.4s``, ``12.3s``, ``4m05s``, ``1h02m``."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        m, s = divmod(round(seconds), 60)
-        return f"{m}m{s:02d}s"
-    h, rest = divmod(round(seconds), 3600)
-    return f"{h}h{rest // 60:02d}m"
+def printable(text: str) -> str:
+    """``text`` with every control character (C0, DEL, C1) shown as its escape."""
+    return text if text.isprintable() else text.translate(_ESCAPES)
+
+
+def terminal_safe(text: str) -> str:
+    """Task output for a terminal: colours (SGR) kept, tabs and newlines kept, every
+    other control character escaped (no cursor movement, no rewritten line)."""
+    if text.isprintable():
+        return text
+    parts = _SGR.split(text)
+    # Odd items are SGR sequences: kept as they are.
+    for i in range(0, len(parts), 2):
+        parts[i] = "\n".join(ln.translate(_KEEP_TAB) for ln in parts[i].split("\n"))
+    return "".join(parts)
 
 
 TAIL_INDENT = "           | "
@@ -57,7 +66,9 @@ def stamp(at: float) -> str:
 
 def reused_text(keys: list[str]) -> str:
     """The one line that stands for every instance a retry reuses."""
-    shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    shown = ", ".join(map(printable, keys[:3])) + (
+        f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    )
     return f"reused     {len(keys)} instance(s) that succeeded before: {shown}"
 
 
@@ -69,7 +80,13 @@ def event_text(ev: Event, *, took: float = 0.0, tail_lines: int = 5) -> list[str
     that are not state changes (``AttemptOutput``) and for ``InstanceReused``,
     which is collapsed with ``reused_text``. ``PlainConsole`` writes exactly these
     lines, and ``LiveConsole`` prints the ones that matter above its live area.
+    Control characters in them are escaped (``printable``).
     """
+    lines = _event_text(ev, took, tail_lines)
+    return [printable(ln) for ln in lines] if lines else lines
+
+
+def _event_text(ev: Event, took: float, tail_lines: int) -> list[str]:
     if isinstance(ev, AttemptStarted):
         again = f" (attempt {ev.attempt})" if ev.attempt > 1 else ""
         return [f"started    {ev.key}{again}"]

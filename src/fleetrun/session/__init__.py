@@ -11,7 +11,6 @@ from fleetrun.session._request import (
     RunRequest,
     RunSetup,
     find_state_dir,
-    split_names,
 )
 from fleetrun.session._session import Session
 from fleetrun.session._views import dry_run_lines, reason_lines, start_order
@@ -31,6 +30,5 @@ __all__ = [
     "dry_run_lines",
     "find_state_dir",
     "reason_lines",
-    "split_names",
     "start_order",
 ]

@@ -11,7 +11,15 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from fleetrun.executors import Executor, LocalExecutor, LocalOrphanFinder, OrphanFinder
+from fleetrun.executors import (
+    Executor,
+    LocalExecutor,
+    LocalOrphanFinder,
+    OrphanFinder,
+    SSHExecutor,
+    SSHOrphanFinder,
+)
+from fleetrun.plan import Plan
 
 ExecutorFactory = Callable[[float], Executor]
 """Builds an executor for one run, given the run's grace period (seconds)."""
@@ -22,13 +30,13 @@ class ExecutorRegistry:
     """Executor and orphan-finder factories by kind."""
 
     executors: dict[str, ExecutorFactory] = field(default_factory=dict)
-    finders: dict[str, Callable[[], OrphanFinder]] = field(default_factory=dict)
+    finders: dict[str, Callable[[Plan], OrphanFinder]] = field(default_factory=dict)
 
     def register(
         self,
         kind: str,
         factory: ExecutorFactory,
-        finder: Callable[[], OrphanFinder] | None = None,
+        finder: Callable[[Plan], OrphanFinder] | None = None,
     ) -> None:
         """Make ``kind`` available to ``runs_on``."""
         self.executors[kind] = factory
@@ -40,9 +48,9 @@ class ExecutorRegistry:
         the engine refuses a task whose kind has none)."""
         return {k: self.executors[k](grace) for k in sorted(set(kinds)) if k in self.executors}
 
-    def orphan_finders(self, kinds: Iterable[str]) -> dict[str, OrphanFinder]:
-        """One finder per kind in ``kinds`` that has one."""
-        return {k: self.finders[k]() for k in sorted(set(kinds)) if k in self.finders}
+    def orphan_finders(self, kinds: Iterable[str], plan: Plan) -> dict[str, OrphanFinder]:
+        """One finder per kind in ``kinds`` that has one (``plan`` tells where targets are)."""
+        return {k: self.finders[k](plan) for k in sorted(set(kinds)) if k in self.finders}
 
     @staticmethod
     async def close(executors: Mapping[str, Executor]) -> None:
@@ -55,8 +63,21 @@ class ExecutorRegistry:
                     await result
 
 
+def _local_finder(_plan: Plan) -> OrphanFinder:
+    return LocalOrphanFinder()
+
+
+def _ssh_finder(plan: Plan) -> OrphanFinder:
+    return SSHOrphanFinder(
+        targets={name: t.attributes().get("ssh") for name, t in plan.targets.items()}
+    )
+
+
 def default_registry() -> ExecutorRegistry:
-    """The executors fleetrun ships: ``local``."""
+    """The executors fleetrun ships: ``local`` and ``ssh``."""
     reg = ExecutorRegistry()
-    reg.register("local", lambda grace: LocalExecutor(grace=grace), LocalOrphanFinder)
+    reg.register(
+        "local", lambda grace: LocalExecutor(grace=grace), lambda _plan: LocalOrphanFinder()
+    )
+    reg.register("ssh", lambda grace: SSHExecutor(grace=grace), _ssh_finder)
     return reg

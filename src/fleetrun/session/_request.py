@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -11,7 +11,7 @@ from fleetrun.engine import DEFAULT_GRACE
 
 if TYPE_CHECKING:
     from fleetrun.engine import RunResult, Subscriber
-    from fleetrun.plan import Graph
+    from fleetrun.plan import ExecRequest, Graph
     from fleetrun.redact import Redactor
 
 Kind = Literal["apply", "retry", "resume"]
@@ -29,19 +29,17 @@ def find_state_dir(state_dir: str | None, plan: str | None) -> Path:
     return Path.cwd() / STATE_DIR_NAME
 
 
-def split_names(values: Sequence[str]) -> list[str] | None:
-    """Comma-separated, repeatable ``--targets``/``--tasks`` values; None when absent."""
-    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
-    return names or None
-
-
 @dataclass(frozen=True, slots=True)
 class RunRequest:
     """Everything ``apply``/``retry`` were asked (field names are the CLI's option names).
 
     ``plain``, ``output`` and ``events`` concern the console; the session
     passes them through to the console factory untouched (``output`` also
-    decides whether the engine delivers output lines as events).
+    decides whether the engine delivers output lines as events). ``vars``
+    (``NAME=VALUE``) and ``var_files`` override the plan's variables; a retry
+    or resume reuses those of the run it continues unless given again.
+    ``exec_request``: an ad-hoc command (``fleetrun exec``) instead of the
+    plan's tasks; journaled, so a retry of that run rebuilds it.
     """
 
     kind: Kind
@@ -53,6 +51,10 @@ class RunRequest:
     fail_fast: str | None = None
     targets: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
+    only: bool = False
+    vars: tuple[str, ...] = ()
+    var_files: tuple[str, ...] = ()
+    exec_request: ExecRequest | None = None
     grace: float = DEFAULT_GRACE
     dry_run: bool = False
     kill_orphans: bool = False
@@ -114,10 +116,12 @@ class RunOutcome:
 
     ``status``: the run's status, or ``nothing`` (nothing to run; not an
     error) or ``dry_run``. ``result`` and ``graph`` are set when a run took
-    place; ``lines`` holds a dry run's ``key: command`` lines.
+    place; ``lines`` holds a dry run's ``key: command`` lines; ``parent_id``
+    the run a retry or resume continued.
     """
 
     status: OutcomeStatus
     result: RunResult | None = None
     graph: Graph | None = None
     lines: tuple[str, ...] = field(default=())
+    parent_id: str | None = None

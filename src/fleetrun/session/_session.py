@@ -11,15 +11,30 @@ the ``notify`` callback as ``Notice`` values, and the outcome comes back as a
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from fleetrun.engine import RunControl, RunOptions, RunResult, new_run_id, run_graph
-from fleetrun.errors import FleetrunError, UsageError
+from fleetrun.errors import FleetrunError, StateError, UsageError
 from fleetrun.executors import OrphanFinder
-from fleetrun.plan import Graph, expand, load_plan, select
+from fleetrun.plan import (
+    ALL_TARGETS,
+    ExecRequest,
+    Graph,
+    Plan,
+    empty_tasks_error,
+    exec_plan,
+    expand,
+    load_plan,
+    parse_var_args,
+    read_var_file,
+    selection_closure,
+    split_names,
+)
 from fleetrun.redact import Redactor
 from fleetrun.session._executors import ExecutorRegistry, default_registry
 from fleetrun.session._request import (
@@ -29,10 +44,17 @@ from fleetrun.session._request import (
     RunRequest,
     RunSetup,
     find_state_dir,
-    split_names,
 )
 from fleetrun.session._views import dry_run_lines, reason_lines
-from fleetrun.state import Journal, JournalWriter, NewInstance, RetryPlan, RunLock, plan_retry
+from fleetrun.state import (
+    Journal,
+    JournalWriter,
+    NewInstance,
+    RetryPlan,
+    RunLock,
+    RunRecord,
+    plan_retry,
+)
 
 Notify = Callable[[Notice], None]
 
@@ -77,16 +99,14 @@ class Session:
             journal.close()
         # Resume continues the latest run only: resuming an older one would re-run
         # what a newer run has done since.
-        if req.kind == "resume" and previous["status"] != "interrupted":
-            if previous["status"] == "succeeded":
+        if req.kind == "resume" and previous.status != "interrupted":
+            if previous.status == "succeeded":
                 notify(
-                    Notice(
-                        "nothing", f"nothing to resume: the latest run {previous['id']} succeeded"
-                    )
+                    Notice("nothing", f"nothing to resume: the latest run {previous.id} succeeded")
                 )
                 return RunOutcome("nothing")
             raise UsageError(
-                f"the latest run {previous['id']} is {previous['status']}, not interrupted; "
+                f"the latest run {previous.id} is {previous.status}, not interrupted; "
                 "`fleetrun retry` re-runs what did not succeed"
             )
         return self._start(req, state_dir, previous, notify, console, control)
@@ -97,18 +117,34 @@ class Session:
         self,
         req: RunRequest,
         state_dir: Path,
-        previous: dict[str, Any] | None,
+        previous: RunRecord | None,
         notify: Notify,
         console: ConsoleFactory | None,
         control: RunControl | None,
     ) -> RunOutcome:
-        plan_file = req.plan or (previous["plan_path"] if previous else None)
+        exec_req = req.exec_request
+        if exec_req is None and previous is not None and previous.options.get("exec"):
+            exec_req = ExecRequest.from_json(previous.options["exec"])
+        plan_file = req.plan or (previous.plan_path if previous else None)
+        if exec_req is not None:
+            plan_file = exec_req.file
         if plan_file is None:
             raise UsageError("no plan given")
-        plan = load_plan(Path(plan_file))
+        overrides = _var_overrides(req, state_dir, previous)
+        if exec_req is not None:
+            plan = exec_plan(exec_req)
+        else:
+            plan = load_plan(Path(plan_file), var_overrides=overrides)
         graph = expand(plan)
-        targets, tasks = split_names(req.targets), split_names(req.tasks)
-        narrow = select(graph, targets, tasks) if (targets or tasks) else None
+        empty = empty_tasks_error(graph)
+        if empty is not None:
+            raise empty
+        targets = split_names(req.targets, {*plan.targets, *plan.groups, ALL_TARGETS})
+        tasks = split_names(req.tasks, plan.tasks)
+        narrow = None
+        if targets or tasks:
+            narrow, extras = selection_closure(graph, targets, tasks)
+            self._pulled_in(graph, extras, req, notify)
         redactor = Redactor(plan.secret_values)
 
         if req.dry_run and previous is None:
@@ -119,16 +155,16 @@ class Session:
         lock.acquire(run_id)
         try:
             with Journal(state_dir) as journal:
-                self._recover(journal, lock, req, notify)
+                self._recover(journal, lock, req, notify, plan)
                 retry: RetryPlan | None = None
                 if previous is not None:
                     # Re-read under the lock: the record is final now.
-                    previous = journal.run(previous["id"])
+                    previous = journal.run(previous.id)
                     retry = plan_retry(
-                        graph, previous, journal.instances(previous["id"]), redactor, narrow
+                        graph, previous, journal.instances(previous.id), redactor, narrow
                     )
-                    if plan.source_hash != previous["plan_hash"]:
-                        notify(Notice("note", f"note: the plan changed since run {previous['id']}"))
+                    if plan.source_hash != previous.plan_hash:
+                        notify(Notice("note", f"note: the plan changed since run {previous.id}"))
                     if req.dry_run:
                         lines = dry_run_lines(graph, retry.only, retry.reused)
                         return RunOutcome("dry_run", lines=tuple(lines))
@@ -138,7 +174,7 @@ class Session:
                             Notice(
                                 "nothing",
                                 f"nothing to {req.kind}: everything{within} in run "
-                                f"{previous['id']} succeeded or was reused",
+                                f"{previous.id} succeeded or was reused",
                             )
                         )
                         return RunOutcome("nothing")
@@ -146,6 +182,8 @@ class Session:
                         notify(Notice("rerun", line))
                 return self._run(
                     req,
+                    overrides,
+                    exec_req,
                     plan_file,
                     graph,
                     journal,
@@ -161,7 +199,36 @@ class Session:
         finally:
             lock.release()
 
-    def _recover(self, journal: Journal, lock: RunLock, req: RunRequest, notify: Notify) -> None:
+    @staticmethod
+    def _pulled_in(
+        graph: Graph, extras: Mapping[int, str], req: RunRequest, notify: Notify, shown: int = 8
+    ) -> None:
+        """Say which instances beyond the named ones a selection runs, and why
+        (``--only``: refuse instead)."""
+        if not extras:
+            return
+        keys = [graph.nodes[i].key for i in sorted(extras)]
+        if req.only:
+            listed = ", ".join(keys[:shown]) + (
+                f" and {len(keys) - shown} more" if len(keys) > shown else ""
+            )
+            raise UsageError(
+                f"--only: the selection needs {len(keys)} instance(s) it does not name "
+                f"({listed}); name them too, or drop --only to run them"
+            )
+        notify(Notice("note", f"also runs {len(keys)} instance(s) the selection needs:"))
+        for i in sorted(extras)[:shown]:
+            notify(Notice("note", f"  {graph.nodes[i].key}: {extras[i]}"))
+        if len(keys) > shown:
+            notify(
+                Notice(
+                    "note", f"  and {len(keys) - shown} more (`fleetrun plan --targets` lists them)"
+                )
+            )
+
+    def _recover(
+        self, journal: Journal, lock: RunLock, req: RunRequest, notify: Notify, plan: Plan
+    ) -> None:
         if lock.stale:
             prev = lock.previous
             notify(
@@ -177,7 +244,8 @@ class Session:
         dead = journal.dead_runs()
         if not attempts and not dead:
             return
-        finders = self.registry.orphan_finders({a.handle.kind for a in attempts} | {"local"})
+        kinds = {a.handle.kind for a in attempts} | {"local"}
+        finders = self.registry.orphan_finders(kinds, plan)
         orphans = asyncio.run(_find_orphans(finders, attempts, dead))
         if not orphans:
             return
@@ -201,11 +269,13 @@ class Session:
     def _run(
         self,
         req: RunRequest,
+        overrides: Mapping[str, str],
+        exec_req: ExecRequest | None,
         plan_file: str,
         graph: Graph,
         journal: Journal,
         run_id: str,
-        previous: dict[str, Any] | None,
+        previous: RunRecord | None,
         narrow: frozenset[int] | None,
         retry: RetryPlan | None,
         names: tuple[list[str] | None, list[str] | None],
@@ -219,6 +289,9 @@ class Session:
         reused = retry.reused if retry is not None else {}
         run_dir = journal.state_dir / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
+        if overrides:
+            # Exactly, owner-only: a retry of this run reuses them.
+            _write_private(run_dir / VARS_FILE, json.dumps(dict(overrides)).encode())
         options = RunOptions(
             run_id=run_id,
             run_dir=run_dir,
@@ -242,7 +315,7 @@ class Session:
         )
         journal.begin_run(
             run_id=run_id,
-            parent_id=previous["id"] if previous else None,
+            parent_id=previous.id if previous else None,
             plan_path=str(path),
             plan_name=plan.name,
             plan_hash=plan.source_hash,
@@ -256,6 +329,8 @@ class Session:
                 "grace": req.grace,
                 "targets": names[0],
                 "tasks": names[1],
+                "vars": {k: redactor.redact(v) for k, v in overrides.items()},
+                **({"exec": exec_req.to_json()} if exec_req is not None else {}),
             },
             instances=[
                 NewInstance(
@@ -269,7 +344,7 @@ class Session:
                 for i in members
             ],
         )
-        parent = f" ({req.kind} of {previous['id']})" if previous else ""
+        parent = f" ({req.kind} of {previous.id})" if previous else ""
         count = len(only) if only is not None else len(graph.nodes)
         notify(
             Notice("start", f"run {run_id}{parent}: {count} instance(s) to run, logs in {run_dir}")
@@ -304,7 +379,8 @@ class Session:
             finally:
                 writer.close()
                 journal.end_run(run_id, status)
-        return RunOutcome(result.status, result=result, graph=graph)
+        parent_id = previous.id if previous else None
+        return RunOutcome(result.status, result=result, graph=graph, parent_id=parent_id)
 
     async def _drive(
         self,
@@ -365,6 +441,40 @@ async def _end_orphans(
         mine = [o for o in orphans if o.handle.kind == kind]
         if mine:
             await finder.end(mine, grace)
+
+
+VARS_FILE = "vars.json"
+"""A run's ``--var``/``--var-file`` values, exactly, in its run directory (mode 0600)."""
+
+
+def _var_overrides(req: RunRequest, state_dir: Path, previous: RunRecord | None) -> dict[str, str]:
+    """The variables a run gets from the command line: those of the run it continues,
+    then ``--var-file`` files in order, then ``--var`` values (later ones win)."""
+    out: dict[str, str] = {}
+    if previous is not None:
+        try:
+            data = (state_dir / "runs" / previous.id / VARS_FILE).read_bytes()
+            loaded = json.loads(data)
+        except FileNotFoundError:
+            loaded = {}
+        except (OSError, ValueError) as e:
+            raise StateError(
+                f"cannot read the variables of run {previous.id}: {e}; give them again with --var"
+            ) from None
+        out.update({str(k): str(v) for k, v in loaded.items()})
+    for f in req.var_files:
+        out.update(read_var_file(f))
+    out.update(parse_var_args(req.vars))
+    return out
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist, nor be a link) readable by the owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _first_fleetrun_error(group: BaseExceptionGroup[BaseException]) -> FleetrunError | None:

@@ -88,14 +88,31 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 """
 
-# An attempt's handle: its executor kind, the host it ran on, a cluster job's key.
+# Version 2: whether the engine took an attempt's ending as a throttle signal
+# (``AttemptEnded.throttled``). Existing attempts take it from their journaled
+# event where it carries the field, else from the rule the report used before
+# the engine recorded its decision: a retry caused by ``on.exit``/``on.output``.
 _V2 = """
+ALTER TABLE attempts ADD COLUMN throttled INTEGER NOT NULL DEFAULT 0;
+UPDATE attempts SET throttled = 1
+ WHERE outcome = 'retrying'
+   AND (retry_reason LIKE 'exit %' OR retry_reason LIKE 'output matched%');
+UPDATE attempts SET throttled = coalesce(e.flag, attempts.throttled)
+  FROM (SELECT run_id, json_extract(data, '$.key') AS key,
+               json_extract(data, '$.attempt') AS n,
+               json_extract(data, '$.throttled') AS flag
+          FROM events WHERE type = 'AttemptEnded') AS e
+ WHERE attempts.run_id = e.run_id AND attempts.key = e.key AND attempts.n = e.n
+"""
+
+# An attempt's handle: its executor kind, the host it ran on, a cluster job's key.
+_V3 = """
 ALTER TABLE attempts ADD COLUMN executor TEXT NOT NULL DEFAULT 'local';
 ALTER TABLE attempts ADD COLUMN host TEXT;
 ALTER TABLE attempts ADD COLUMN job TEXT
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,11 +1,12 @@
-"""The journal as the CLI sees it: start and end runs, recover after a crash, read.
+"""The journal as the CLI sees it: start and end runs, recover after a crash.
 
 ``Journal`` owns one connection used from one thread. Writing while a run goes
 is the ``JournalWriter``'s job; ``Journal`` writes only the run's first rows
 (before the writer starts), its last fix-ups, and crash recovery.
 
-Recovery (``recover()``) is run by every command that reads or extends the
-record. A run still marked ``running`` whose process is gone (pid missing or
+Recovery (``recover()``) is run by every command that extends the record
+(reading commands compute the same view without writing: ``JournalReader``).
+A run still marked ``running`` whose process is gone (pid missing or
 reused, on this host) becomes ``interrupted``; so do its instances that were
 running, while those still pending become ``not_started``; attempts without an
 end get the outcome ``interrupted`` and keep their pid/pgid so orphaned process
@@ -35,6 +36,7 @@ from fleetrun.executors import (
     process_start_time,
 )
 from fleetrun.state._db import DB_NAME, connect
+from fleetrun.state._reader import JournalReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,12 @@ def _dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-class Journal:
-    """The state directory's journal (``<state dir>/state.db``)."""
+class Journal(JournalReader):
+    """The state directory's journal (``<state dir>/state.db``), opened for writing.
+
+    It reads like a ``JournalReader`` (the queries are inherited), through a
+    connection that creates and migrates the database.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -69,15 +75,8 @@ class Journal:
             raise RunNotFoundError(f"no journal in {state_dir}: no run has been recorded there")
         return cls(state_dir)
 
-    def close(self) -> None:
-        """Close the connection."""
-        self.conn.close()
-
     def __enter__(self) -> Journal:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- writing -------------------------------------------------------------
 
@@ -232,140 +231,6 @@ class Journal:
         """Local process groups started by attempts of dead runs that are still alive
         (other executor kinds: their ``OrphanFinder`` with ``interrupted_attempts``)."""
         return LocalOrphanFinder().find_now(self.interrupted_attempts(), self.dead_runs())
-
-    # -- reading -------------------------------------------------------------
-
-    def runs(self, plan_path: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Runs, newest first (of one plan when ``plan_path`` is given)."""
-        sql = "SELECT * FROM runs"
-        args: list[Any] = []
-        if plan_path is not None:
-            sql += " WHERE plan_path=?"
-            args.append(plan_path)
-        sql += " ORDER BY started_at DESC, id DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        out = _dicts(self.conn.execute(sql, args))
-        for r in out:
-            r["options"] = json.loads(r["options"])
-            r["counts"] = json.loads(r["counts"]) if r["counts"] else self._counts(r["id"])
-        return out
-
-    def _counts(self, run_id: str) -> dict[str, int]:
-        return dict(
-            self.conn.execute(
-                "SELECT status, count(*) FROM instances WHERE run_id=? GROUP BY status", (run_id,)
-            ).fetchall()
-        )
-
-    def run(self, ref: str | None = None, *, plan_path: str | None = None) -> dict[str, Any]:
-        """One run: by id (or unique id prefix), else the latest (of the plan)."""
-        if ref is None:
-            latest = self.runs(plan_path, limit=1)
-            if latest:
-                return latest[0]
-            where = f" of {plan_path}" if plan_path else ""
-            raise RunNotFoundError(f"no run{where} is on record in {self.state_dir}")
-        runs = self.runs()
-        matches = [r for r in runs if r["id"] == ref] or [
-            r for r in runs if r["id"].startswith(ref)
-        ]
-        if len(matches) != 1:
-            problem = "is ambiguous" if matches else "is not on record"
-            raise RunNotFoundError(
-                f"run {ref!r} {problem} in {self.state_dir}; `fleetrun history` lists the runs"
-            )
-        return matches[0]
-
-    def instances(self, run_id: str) -> list[dict[str, Any]]:
-        """Every instance of a run, in node order, with its outputs decoded."""
-        out = _dicts(
-            self.conn.execute("SELECT * FROM instances WHERE run_id=? ORDER BY node", (run_id,))
-        )
-        for i in out:
-            i["outputs"] = json.loads(i["outputs"])
-        return out
-
-    def attempts(self, run_id: str, key: str | None = None) -> list[dict[str, Any]]:
-        """Attempts of a run (of one instance), in start order."""
-        sql = "SELECT * FROM attempts WHERE run_id=?"
-        args: list[Any] = [run_id]
-        if key is not None:
-            sql += " AND key=?"
-            args.append(key)
-        out = _dicts(self.conn.execute(sql + " ORDER BY started_at, key, n", args))
-        for a in out:
-            a["timed_out"] = bool(a["timed_out"])
-        return out
-
-    def attempt(self, run_id: str, key: str, n: int | None = None) -> dict[str, Any]:
-        """One attempt (the last one when ``n`` is None) or ``RunNotFoundError``."""
-        rows = self.attempts(run_id, key)
-        if n is not None:
-            rows = [a for a in rows if a["n"] == n]
-        if not rows:
-            known = self.conn.execute(
-                "SELECT 1 FROM instances WHERE run_id=? AND key=?", (run_id, key)
-            ).fetchone()
-            if known is None:
-                raise RunNotFoundError(f"{key} is not an instance of run {run_id}")
-            which = f"attempt {n}" if n is not None else "attempts"
-            raise RunNotFoundError(f"{key} has no {which} in run {run_id}")
-        return max(rows, key=lambda a: a["n"])
-
-    def ran_in(self, run_id: str, key: str) -> str:
-        """The run whose attempts of ``key`` to show: ``run_id`` if ``key`` has
-        attempts there, else the nearest ancestor (parent links: a retry's
-        reused or never-started instance) that has some; ``run_id`` if none."""
-        seen = set()
-        current: str | None = run_id
-        while current is not None and current not in seen:
-            seen.add(current)
-            if self.conn.execute(
-                "SELECT 1 FROM attempts WHERE run_id=? AND key=? LIMIT 1", (current, key)
-            ).fetchone():
-                return current
-            row = self.conn.execute("SELECT parent_id FROM runs WHERE id=?", (current,)).fetchone()
-            current = row[0] if row else None
-        return run_id
-
-    def check(self) -> list[str]:
-        """Integrity problems: SQLite's own check plus the journal's invariants."""
-        problems = [
-            f"sqlite: {row[0]}"
-            for row in self.conn.execute("PRAGMA integrity_check").fetchall()
-            if row[0] != "ok"
-        ]
-        problems += [
-            f"attempt {r}/{k}#{n} belongs to no instance"
-            for r, k, n in self.conn.execute(
-                "SELECT a.run_id, a.key, a.n FROM attempts a LEFT JOIN instances i"
-                " ON i.run_id=a.run_id AND i.key=a.key WHERE i.key IS NULL"
-            )
-        ]
-        problems += [
-            f"instance {r}/{k} is {s} in ended run"
-            for r, k, s in self.conn.execute(
-                "SELECT i.run_id, i.key, i.status FROM instances i JOIN runs r ON r.id=i.run_id"
-                " WHERE r.ended_at IS NOT NULL AND i.status IN ('running', 'pending')"
-            )
-        ]
-        problems += [
-            f"instance {r}/{k} records {a} attempts but has {m}"
-            for r, k, a, m in self.conn.execute(
-                "SELECT i.run_id, i.key, i.attempts, count(a.n) FROM instances i"
-                " JOIN attempts a ON a.run_id=i.run_id AND a.key=i.key"
-                " GROUP BY i.run_id, i.key HAVING max(a.n) > i.attempts"
-            )
-        ]
-        problems += [
-            f"run {r} has parent {p}, which is not on record"
-            for r, p in self.conn.execute(
-                "SELECT r.id, r.parent_id FROM runs r LEFT JOIN runs p ON p.id=r.parent_id"
-                " WHERE r.parent_id IS NOT NULL AND p.id IS NULL"
-            )
-        ]
-        return problems
 
 
 def _user() -> str:

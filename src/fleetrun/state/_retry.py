@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from fleetrun.plan import Graph, dependents_closure
 from fleetrun.redact import Redactor
+from fleetrun.state._records import InstanceRecord, RunRecord
 from fleetrun.state._writer import command_hash
 
 DONE_STATES = frozenset({"succeeded", "reused"})
@@ -68,15 +68,15 @@ def render_command(
 
 def plan_retry(
     graph: Graph,
-    previous: Mapping[str, Any],
-    instances: list[dict[str, Any]],
+    previous: RunRecord,
+    instances: list[InstanceRecord],
     redactor: Redactor,
     narrow: frozenset[int] | None = None,
 ) -> RetryPlan:
     """Decide what a retry of run ``previous`` (with its ``instances``) runs."""
-    by_key = {i["key"]: i for i in instances}
-    was_narrowed = bool(previous["options"].get("targets") or previous["options"].get("tasks"))
-    recorded_outputs = {graph.index[k]: i["outputs"] for k, i in by_key.items() if k in graph.index}
+    by_key = {i.key: i for i in instances}
+    was_narrowed = bool(previous.options.get("targets") or previous.options.get("tasks"))
+    recorded_outputs = {graph.index[k]: i.outputs for k, i in by_key.items() if k in graph.index}
     again: set[int] = set()
     reasons: dict[int, str] = {}
     done: dict[int, Mapping[str, str]] = {}
@@ -86,13 +86,13 @@ def plan_retry(
         if rec is None:
             if not was_narrowed:
                 again.add(node.id)
-                reasons[node.id] = f"not in run {previous['id']}"
+                reasons[node.id] = f"not in run {previous.id}"
             continue
-        if rec["status"] not in DONE_STATES:
+        if rec.status not in DONE_STATES:
             again.add(node.id)
-            reasons[node.id] = rec["status"]
+            reasons[node.id] = rec.status
             continue
-        old_hash = rec["command_hash"]
+        old_hash = rec.command_hash
         if old_hash is not None:
             try:
                 new = command_hash(
@@ -102,15 +102,15 @@ def plan_retry(
                 new = f"missing output {e}"
             if new != old_hash:
                 again.add(node.id)
-                reasons[node.id] = f"command changed since run {previous['id']}"
+                reasons[node.id] = f"command changed since run {previous.id}"
                 continue
-        done[node.id] = rec["outputs"]
+        done[node.id] = rec.outputs
         hashes[node.id] = old_hash
     # A succeeded instance runs again only if its own command changed or it
     # consumes the outputs of one that runs again for that reason. One that
     # succeeded beside a failed quorum member (``at_least``) keeps its result;
     # dependents of failed instances were skipped, so they are in ``again``.
-    changed = {n for n in again if by_key.get(graph.nodes[n].key, {}).get("status") in DONE_STATES}
+    changed = {n for n in again if _status(by_key, graph.nodes[n].key) in DONE_STATES}
     only = again | set(dependents_closure(graph, changed))
     if narrow is not None:
         only &= narrow
@@ -121,3 +121,8 @@ def plan_retry(
         reused_hashes={n: hashes[n] for n in reused},
         reasons={n: r for n, r in reasons.items() if n in only},
     )
+
+
+def _status(by_key: Mapping[str, InstanceRecord], key: str) -> str | None:
+    rec = by_key.get(key)
+    return rec.status if rec is not None else None

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from fleetrun.engine._events import (
+from fleetrun.engine import (
     AttemptEnded,
     AttemptOutput,
     AttemptStarted,
@@ -220,17 +220,18 @@ class JournalWriter:
                 # still running at the end of the batch.
                 started[(a.key, a.attempt)] = [
                     run, a.key, a.attempt, a.at, a.log_path, a.pid, a.pgid, None,
-                    None, None, None, 0, None, None, a.executor, a.host, a.job,
+                    None, None, None, 0, None, None, 0, a.executor, a.host, a.job,
                 ]  # fmt: skip
                 prev = running.get(a.key)
                 first_at = prev[2] if prev else a.at
                 running[a.key] = [a.attempt, command_hash(a.command), first_at, run, a.key]
             elif cls is AttemptEnded:
                 e = cast(AttemptEnded, ev)
-                end = (e.at, e.exit_code, e.signal, int(e.timed_out), e.outcome, e.retry_reason)
+                end = (e.at, e.exit_code, e.signal, int(e.timed_out), e.outcome, e.retry_reason,
+                       int(e.throttled))  # fmt: skip
                 row = started.get((e.key, e.attempt))
                 if row is not None:
-                    row[8:14] = end
+                    row[8:15] = end
                 else:
                     ended.append((*end, run, e.key, e.attempt))
             elif cls is InstanceSettled:
@@ -254,11 +255,11 @@ class JournalWriter:
             # died is ever checked (it is then marked interrupted). An attempt
             # that ended in this batch has been reaped: its pid may already
             # belong to another process, so nothing is read for it.
-            if row[8] is None and row[14] == "local" and row[5] is not None:
+            if row[8] is None and row[15] == "local" and row[5] is not None:
                 row[7] = process_start_time(row[5])
         conn.execute("BEGIN")
         try:
-            _insert(conn, _SQL_STARTED, 17, list(started.values()))
+            _insert(conn, _SQL_STARTED, 18, list(started.values()))
             if running:
                 conn.executemany(_SQL_RUNNING, list(running.values()))
             if ended:
@@ -276,8 +277,9 @@ class JournalWriter:
 
 
 _SQL_STARTED = (
-    "INSERT OR REPLACE INTO attempts (run_id, key, n, started_at, log_path, pid, pgid, proc_start,"
-    " ended_at, exit_code, signal, timed_out, outcome, retry_reason, executor, host, job) VALUES "
+    "INSERT OR REPLACE INTO attempts (run_id, key, n, started_at, log_path, pid, pgid,"
+    " proc_start, ended_at, exit_code, signal, timed_out, outcome, retry_reason, throttled,"
+    " executor, host, job) VALUES "
 )
 _SQL_RUNNING = (
     "UPDATE instances SET status='running', attempts=?, command_hash=?,"
@@ -285,7 +287,7 @@ _SQL_RUNNING = (
 )
 _SQL_ENDED = (
     "UPDATE attempts SET ended_at=?, exit_code=?, signal=?, timed_out=?, outcome=?,"
-    " retry_reason=? WHERE run_id=? AND key=? AND n=?"
+    " retry_reason=?, throttled=? WHERE run_id=? AND key=? AND n=?"
 )
 # The instance's exit code is its last attempt's, taken when it settles; the
 # command hash and start come from a start written in the same batch, if any.

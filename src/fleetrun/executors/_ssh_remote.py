@@ -1,0 +1,254 @@
+"""What runs on the remote host, and how its output comes back.
+
+The SSH exec request is always ``BOOTSTRAP`` (``exec /bin/sh -s``), which
+holds no data of the attempt and reads the same in every login shell (sh,
+bash, zsh, fish, csh). The script's first line prints the shell's pid behind
+a tag (anything the login shell's start-up files print before it goes to the
+log). sshd starts every session in a new session and process group (``setsid``) and
+``exec`` keeps the pid, so that pid is the group's id: the command and
+everything it starts live in that group, and a timeout or cancel signals it
+with ``kill -TERM -- -PGID`` over a separate exec (never relying on the
+server forwarding signals).
+
+The script follows on stdin at once (``build_script``), waiting in the channel
+until the shell reads it:
+``export`` lines for the attempt's environment (sshd's ``AcceptEnv`` refuses
+environment requests, and stdin keeps values off every command line), then
+the command, run by ``eval`` in a subshell with stdin from ``/dev/null`` (as a
+local attempt has). ``$FLEETRUN_OUTPUT`` names a remote temp file. When the
+command ends, the script prints a trailer on stdout - a random nonce and the
+exit status, then (on success) the outputs file - removes the file and
+SIGKILLs its own group, so whatever the command left running in it ends with
+the attempt, as for a local attempt, and outputs come back without a second
+round trip. The exit status is the trailer's (sshd reports the SIGKILL).
+A ``script:`` task's local file is sent inside the same stream as a
+here-document its interpreter (``/bin/sh`` or its shebang's) reads
+on descriptor 3: no copy, no file left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+from collections.abc import Callable, Mapping
+
+import asyncssh
+
+from fleetrun.redact import StreamRedactor
+
+BOOTSTRAP = "exec /bin/sh -s"
+"""The exec request of every attempt: a POSIX shell reading the script from stdin."""
+_PGID_TAG = "fleetrun-pgid"
+_MAX_HEAD = 1 << 16
+
+
+_MAX_OUTPUTS = 1 << 20
+_MAX_PARTIAL_LINE = 1 << 16
+
+
+def _interpreter(text: str) -> list[str]:
+    """The script's interpreter: its shebang's (``env`` skipped), or ``/bin/sh``."""
+    first = text.split("\n", 1)[0]
+    words = shlex.split(first[2:], comments=False) if first.startswith("#!") else []
+    if words and os.path.basename(words[0]) == "env":
+        words = [w for w in words[1:] if w != "-S"]
+    return words or ["/bin/sh"]
+
+
+def script_command(text: str, args: str, nonce: str) -> str:
+    """The shell command that runs script ``text`` with the (quoted) ``args``.
+
+    The interpreter reads the script from descriptor 3, a here-document, so
+    the script's own stdin stays ``/dev/null`` (a ``read`` in it cannot eat
+    the script) and no file is written.
+    """
+    delim = f"FLEETRUN_SCRIPT_{nonce}"
+    body = text if text.endswith("\n") else text + "\n"
+    argv = " ".join(map(shlex.quote, _interpreter(text)))
+    return f"{argv} /dev/fd/3 {args} 3<<'{delim}'\n{body}{delim}\n"
+
+
+def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce: str) -> bytes:
+    """The script ``BOOTSTRAP``'s shell reads from stdin (see the module docstring)."""
+    lines = [f'echo "{_PGID_TAG}-{nonce} $$"']
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+    out = shlex.quote(outputs_file)
+    lines += [
+        f"FLEETRUN_OUTPUT={out}; export FLEETRUN_OUTPUT",
+        f"__fr_cmd={shlex.quote(command)}",
+        '( eval "$__fr_cmd" ) </dev/null',
+        "__fr_rc=$?",
+        # The trailer: the command's exit status, then (on success) its outputs.
+        f'printf "\\n%s %s\\n" {nonce} "$__fr_rc"',
+        f'if [ "$__fr_rc" -eq 0 ] && [ -s {out} ]; then cat {out}; fi',
+        f"if [ -e {out} ]; then rm -f {out}; fi",
+        # Nothing the command left in the group outlives it (as for a local attempt).
+        "kill -KILL 0",
+        'exit "$__fr_rc"',
+        "",
+    ]
+    return "\n".join(lines).encode()
+
+
+def kill_command(pgid: int, sig: str, outputs_file: str | None = None) -> str:
+    """Signal the remote group (and drop its outputs file)."""
+    cmd = f"kill -{sig} -- -{pgid} 2>/dev/null"
+    if outputs_file:
+        cmd += f"; rm -f {shlex.quote(outputs_file)}"
+    return cmd + "; true"
+
+
+class Sink:
+    """Where an attempt's output goes: the redacted log file and ``on_output`` lines."""
+
+    def __init__(
+        self, log_fd: int, redact: StreamRedactor, on_output: Callable[[str], None] | None
+    ) -> None:
+        self.fd = log_fd
+        self.redact = redact
+        self.on_output = on_output
+        self.line = b""
+        self.last_line = b""
+
+    def write(self, data: bytes) -> None:
+        clean = self.redact.feed(data)
+        if clean:
+            self._emit(clean)
+
+    def _emit(self, clean: bytes) -> None:
+        view = memoryview(clean)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        if self.on_output is not None:
+            text = self.line + clean
+            *full, rest = text.split(b"\n")
+            for line in full:
+                self.on_output(line.decode("utf-8", "replace"))
+            if len(rest) > _MAX_PARTIAL_LINE:
+                self.on_output(rest.decode("utf-8", "replace"))
+                rest = b""
+            self.line = rest
+
+    def close(self) -> None:
+        tail = self.redact.flush()
+        if tail:
+            self._emit(tail)
+        if self.on_output is not None and self.line:
+            self.on_output(self.line.decode("utf-8", "replace"))
+            self.line = b""
+
+
+class RemoteSession(asyncssh.SSHClientSession[bytes]):
+    """One remote attempt's channel: the pid line, output, outputs trailer, exit.
+
+    ``pid`` resolves with the first stdout line; ``done`` once the channel is
+    closed (with the connection's error when it was lost).
+    """
+
+    def __init__(self, sink: Sink, nonce: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.sink = sink
+        self.nonce = nonce
+        self.marker = f"\n{nonce} ".encode()
+        self.tag = f"{_PGID_TAG}-{nonce} ".encode()
+        self.pid: asyncio.Future[int] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.exit_status: int | None = None
+        self.exit_signal: int | None = None
+        self.lost: Exception | None = None
+        self._head = b""
+        self._held = b""
+        self._outputs: bytearray | None = None
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if datatype == asyncssh.EXTENDED_DATA_STDERR:
+            if self._held:
+                # Held-back stdout cannot be the trailer if the command still writes.
+                self.sink.write(self._held)
+                self._held = b""
+            self.sink.write(data)
+            return
+        if not self.pid.done():
+            self._head += data
+            i = self._head.find(self.tag)
+            end = self._head.find(b"\n", i) if i >= 0 else -1
+            if end < 0:
+                if len(self._head) > _MAX_HEAD:
+                    self.pid.set_exception(ValueError("no process group id from the remote shell"))
+                return
+            if i:
+                # What the login shell's start-up files printed first.
+                self.sink.write(self._head[:i])
+            try:
+                self.pid.set_result(int(self._head[i + len(self.tag) : end]))
+            except ValueError:
+                self.pid.set_exception(ValueError("unreadable process group id"))
+                return
+            data = self._head[end + 1 :]
+            self._head = b""
+            if not data:
+                return
+        if self._outputs is not None:
+            if len(self._outputs) < _MAX_OUTPUTS:
+                self._outputs += data
+            return
+        buf = self._held + data
+        i = buf.find(self.marker)
+        if i >= 0:
+            self.sink.write(buf[:i])
+            self._held = b""
+            self._outputs = bytearray(buf[i + len(self.marker) :])
+            return
+        # Hold back only a tail that could begin the trailer (it starts with a newline).
+        cut = len(buf)
+        j = buf.rfind(b"\n", max(0, len(buf) - len(self.marker) + 1))
+        if j >= 0 and self.marker.startswith(buf[j:]):
+            cut = j
+        if cut:
+            self.sink.write(buf[:cut])
+        self._held = buf[cut:]
+
+    def exit_status_received(self, status: int) -> None:
+        self.exit_status = status
+
+    def exit_signal_received(
+        self, signal_name: str, core_dumped: bool, msg: str, lang: str
+    ) -> None:
+        try:
+            self.exit_signal = int(signal.Signals["SIG" + signal_name])
+        except KeyError:
+            self.exit_signal = int(signal.SIGKILL)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._held:
+            self.sink.write(self._held)
+            self._held = b""
+        if exc is not None:
+            self.lost = exc
+        if not self.pid.done():
+            self.pid.set_exception(exc or EOFError("the session closed before it started"))
+            self.pid.exception()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    @property
+    def trailer_status(self) -> int | None:
+        """The command's exit status as the trailer reported it (None: no trailer)."""
+        if self._outputs is None:
+            return None
+        head, nl, _ = bytes(self._outputs[:32]).partition(b"\n")
+        try:
+            return int(head) if nl else None
+        except ValueError:
+            return None
+
+    @property
+    def outputs_text(self) -> str | None:
+        """The published outputs (None: none were sent)."""
+        if self._outputs is None:
+            return None
+        _, _, rest = bytes(self._outputs).partition(b"\n")
+        return rest.decode("utf-8", "replace") if rest else None

@@ -1,0 +1,211 @@
+"""A throwaway OpenSSH server on 127.0.0.1, for tests, benchmarks and the examples.
+
+``LoopbackSshd.start(dir)`` generates a host key and a user key (ssh-keygen),
+writes an sshd_config (``UsePAM no``, ``StrictModes no``, its own
+``AuthorizedKeysFile``; everything else sshd's defaults, ``MaxStartups
+10:30:100`` and ``MaxSessions 10`` included, unless overridden), starts
+``/usr/sbin/sshd -D`` on a free port as the current user, and writes a client
+config that maps every host name to it (``HostKeyAlias`` keeps one
+known_hosts entry): targets ``node-001``, ``web1``... are distinct hosts -
+distinct connections - to one server. Nothing leaves the loopback interface.
+``stop()`` ends it.
+
+``python -m fleetrun.executors.testing DIR`` starts one, writes
+``DIR/ssh_config`` (what ``examples/hosts`` uses) and runs until interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+ALIAS = "fleetrun-loopback-sshd"
+
+
+def available() -> bool:
+    """True when sshd and ssh-keygen are installed."""
+    return os.path.exists(SSHD) and shutil.which("ssh-keygen") is not None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30
+    )
+
+
+@dataclass
+class LoopbackSshd:
+    """A running test server and the files a client needs to reach it."""
+
+    port: int
+    dir: Path
+    proc: subprocess.Popen[bytes]
+    user: str
+    identity: Path
+    known_hosts: Path
+    client_config: Path
+    host_key_line: str
+
+    @property
+    def pid(self) -> int:
+        """The listening sshd's pid (per-connection sshd processes are its children)."""
+        return self.proc.pid
+
+    @classmethod
+    def start(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        extra_config: str = "",
+        timeout: float = 20.0,
+        user: str | None = None,
+    ) -> LoopbackSshd:
+        """Generate keys and configs under ``directory`` and start sshd there.
+
+        ``user``: the remote user clients log in as (default: the current
+        one); another user must be able to read ``directory``.
+        """
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o755 if user else 0o700)
+        for name in ("host_key", "id_user"):
+            if not (d / name).exists():
+                _keygen(d / name)
+        shutil.copy(d / "id_user.pub", d / "authorized_keys")
+        (d / "authorized_keys").chmod(0o644)
+        # Privilege separation needs this directory (Debian's package creates it at boot).
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        port = _free_port()
+        if user is None:
+            user = "root" if os.geteuid() == 0 else os.environ.get("USER", "root")
+        (d / "sshd_config").write_text(
+            f"Port {port}\n"
+            "ListenAddress 127.0.0.1\n"
+            f"HostKey {d / 'host_key'}\n"
+            f"PidFile {d / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {d / 'authorized_keys'}\n"
+            "UsePAM no\n"
+            "StrictModes no\n"
+            "PermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n"
+            "LogLevel ERROR\n" + extra_config
+        )
+        host_pub = (d / "host_key.pub").read_text().split()
+        key_line = f"{host_pub[0]} {host_pub[1]}"
+        (d / "known_hosts").write_text(f"{ALIAS} {key_line}\n[127.0.0.1]:{port} {key_line}\n")
+        client = d / "ssh_config"
+        client.write_text(
+            "Host *\n"
+            "  HostName 127.0.0.1\n"
+            f"  Port {port}\n"
+            f"  User {user}\n"
+            f"  IdentityFile {d / 'id_user'}\n"
+            "  IdentitiesOnly yes\n"
+            f"  HostKeyAlias {ALIAS}\n"
+            f"  UserKnownHostsFile {d / 'known_hosts'}\n"
+            "  StrictHostKeyChecking yes\n"
+        )
+        log = open(d / "sshd.log", "wb")  # noqa: SIM115 - sshd writes it while it runs
+        try:
+            proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                text = (d / "sshd.log").read_text(errors="replace")
+                raise RuntimeError(f"sshd did not start: {text.strip()}")
+            time.sleep(0.05)
+        return cls(
+            port=port,
+            dir=d,
+            proc=proc,
+            user=user,
+            identity=d / "id_user",
+            known_hosts=d / "known_hosts",
+            client_config=client,
+            host_key_line=key_line,
+        )
+
+    def children(self) -> list[int]:
+        """Pids of the per-connection sshd processes (children of the listener)."""
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(p) for p in out.split()]
+
+    def spec(self, host: str = "node-000", **extra: object) -> dict[str, object]:
+        """An ``ssh`` attribute reaching the server as ``host`` (through the client config)."""
+        return {"host": host, "config_file": str(self.client_config), **extra}
+
+    def direct(self, **extra: object) -> dict[str, object]:
+        """An ``ssh`` attribute reaching 127.0.0.1:port directly (no client config)."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": self.user,
+            "identity_file": str(self.identity),
+            "known_hosts": str(self.known_hosts),
+            **extra,
+        }
+
+    def stop(self) -> None:
+        """Stop the listener (established connections end as their clients close)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def main(argv: list[str]) -> int:
+    """Start a server for DIR (writes DIR/ssh_config) and run until interrupted."""
+    if len(argv) != 1:
+        print("usage: python -m fleetrun.executors.testing DIR", file=sys.stderr)
+        return 2
+    target = Path(argv[0]).resolve()
+    server = LoopbackSshd.start(target / ".sshd")
+    shutil.copy(server.client_config, target / "ssh_config")
+    print(f"sshd on 127.0.0.1:{server.port}; wrote {target / 'ssh_config'}; Ctrl-C stops it")
+    try:
+        server.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,63 @@
+"""Text building blocks every text view shares: durations, times, state counts, tables."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+STATE_ORDER = (
+    "succeeded",
+    "reused",
+    "failed",
+    "skipped",
+    "cancelled",
+    "interrupted",
+    "not_started",
+)
+"""Final instance states in the order every view lists them; any other state
+(``running``, ``pending``) comes after these."""
+
+
+def format_duration(seconds: float, *, fine: bool = False) -> str:
+    """``0.4s``, ``12.3s``, ``4m05s``, ``1h02m``.
+
+    ``fine``: hundredths below ten seconds (``2.50s``), for views that compare
+    short steps (``show``, ``history``, the report's tables).
+    """
+    if fine and seconds < 10:
+        return f"{max(0.0, seconds):.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        m, s = divmod(round(seconds), 60)
+        return f"{m}m{s:02d}s"
+    h, rest = divmod(round(seconds), 3600)
+    return f"{h}h{rest // 60:02d}m"
+
+
+def format_span(start: float | None, end: float | None) -> str:
+    """``format_duration(end - start, fine=True)``; ``-`` when either is unknown."""
+    if start is None or end is None:
+        return "-"
+    return format_duration(max(0.0, end - start), fine=True)
+
+
+def format_time(at: float | None) -> str:
+    """Local wall-clock time, to the second; ``-`` when unknown."""
+    return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
+def format_counts(counts: Mapping[str, int]) -> str:
+    """``12 succeeded, 2 failed`` in ``STATE_ORDER`` (other states after, by name)."""
+    order = [s for s in STATE_ORDER if s in counts] + sorted(set(counts) - set(STATE_ORDER))
+    return ", ".join(f"{counts[s]} {s}" for s in order if counts[s])
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A left-aligned text table; the last column is not padded."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lines = []
+    for row in [list(headers), *rows]:
+        cells = [c.ljust(widths[i]) for i, c in enumerate(row[:-1])] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,339 @@
+"""``JournalReader``: the record, read without ever writing to it.
+
+The read commands (``history``, ``show``, ``logs``, ``outputs``, ``report``)
+use it, so they work on a journal whose disk is full or read-only, and never
+change what they read. ``Journal`` (the write side) inherits the same queries.
+
+How the file is opened (``open_read_only``):
+
+- ``state.db-wal`` exists: a writer is live, or one stopped without
+  checkpointing. SQLite's ``mode=ro`` reads the database plus its WAL. Where
+  that cannot be opened (a read-only directory without the ``-shm`` file
+  SQLite needs, an unreadable WAL), the database file alone is read with
+  ``immutable=1`` and ``wal_unread`` says that commits still in the WAL are
+  not seen.
+- no WAL: nothing is open on the journal and every commit is in the database
+  file; it is read with ``immutable=1``. (``mode=ro`` would create the WAL and
+  ``-shm`` files beside it, which is a write, and fails on a read-only
+  directory.) A writer that opens the journal meanwhile commits to a new WAL,
+  not to the database file, until it checkpoints, and the snapshot read is the
+  one from before it.
+
+Crash recovery is computed, not written: a run still marked ``running`` whose
+process is gone (same host, pid and start time; ``process_alive``) reads as
+``interrupted``, its running instances as ``interrupted``, its pending ones as
+``not_started`` and its open attempts as ``interrupted``, which is what
+``Journal.recover()`` will write the next time a command that writes runs.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fleetrun.errors import RunNotFoundError, StateError
+from fleetrun.executors import process_alive
+from fleetrun.state._db import DB_NAME, SCHEMA_VERSION
+from fleetrun.state._records import AttemptRecord, InstanceRecord, RunRecord, columns
+
+INTERRUPTED_REASON = "fleetrun stopped while it was running"
+"""The reason of an instance that was running when its run's process died."""
+
+NOT_STARTED_REASON = "the run stopped first"
+"""The reason of an instance still pending when its run's process died."""
+
+_RUN_COLUMNS = columns(RunRecord)
+_INSTANCE_COLUMNS = columns(InstanceRecord)
+_ATTEMPT_COLUMNS = columns(AttemptRecord)
+
+# How a column added by a later schema version reads in an older journal,
+# which a reader cannot migrate. Journals from before ``attempts.throttled``
+# get the rule the report used before the engine recorded its decision.
+_DEFAULTS = {
+    ("attempts", "throttled"): "(outcome = 'retrying' AND (retry_reason LIKE 'exit %'"
+    " OR retry_reason LIKE 'output matched%'))",
+    ("attempts", "executor"): "'local'",
+}
+
+
+def open_read_only(db_path: Path) -> tuple[sqlite3.Connection, bool]:
+    """A connection that cannot write to ``db_path``, and whether a WAL went unread."""
+    uri = "file:" + urllib.parse.quote(str(db_path.absolute()))
+    if Path(f"{db_path}-wal").exists():
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0)
+        try:
+            conn.execute("PRAGMA user_version").fetchone()
+            return conn, False
+        except sqlite3.OperationalError:
+            conn.close()
+            wal_unread = True
+    else:
+        wal_unread = False
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+        conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.DatabaseError as e:
+        raise StateError(f"cannot read the journal {db_path}: {e}") from e
+    return conn, wal_unread
+
+
+class JournalReader:
+    """The state directory's journal, opened read-only."""
+
+    conn: sqlite3.Connection
+    wal_unread: bool = False
+    """True when commits still in the journal's WAL could not be read."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.db_path = state_dir / DB_NAME
+        if not self.db_path.is_file():
+            raise RunNotFoundError(f"no journal in {state_dir}: no run has been recorded there")
+        self.conn, self.wal_unread = open_read_only(self.db_path)
+        try:
+            version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"{self.db_path} has journal schema version {version}, newer than this "
+                    f"fleetrun understands ({SCHEMA_VERSION}); upgrade fleetrun"
+                )
+            if version == 0:
+                raise RunNotFoundError(f"no journal in {state_dir}: no run has been recorded there")
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> JournalReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs ----------------------------------------------------------------
+
+    def runs(self, plan_path: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """Runs, newest first (of one plan when ``plan_path`` is given)."""
+        sql = f"SELECT {self._select('runs', _RUN_COLUMNS)} FROM runs"
+        args: list[Any] = []
+        if plan_path is not None:
+            sql += " WHERE plan_path=?"
+            args.append(plan_path)
+        sql += " ORDER BY started_at DESC, id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._run(row) for row in self.conn.execute(sql, args).fetchall()]
+
+    def run(self, ref: str | None = None, *, plan_path: str | None = None) -> RunRecord:
+        """One run: by id (or unique id prefix), else the latest (of the plan)."""
+        if ref is None:
+            latest = self.runs(plan_path, limit=1)
+            if latest:
+                return latest[0]
+            where = f" of {plan_path}" if plan_path else ""
+            raise RunNotFoundError(f"no run{where} is on record in {self.state_dir}")
+        ids = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY started_at DESC, id DESC",
+                (len(ref), ref),
+            )
+        ]
+        matches = [ref] if ref in ids else ids
+        if len(matches) != 1:
+            problem = "is ambiguous" if matches else "is not on record"
+            raise RunNotFoundError(
+                f"run {ref!r} {problem} in {self.state_dir}; `fleetrun history` lists the runs"
+            )
+        row = self.conn.execute(
+            f"SELECT {self._select('runs', _RUN_COLUMNS)} FROM runs WHERE id=?", (matches[0],)
+        ).fetchone()
+        return self._run(row)
+
+    def _run(self, row: Sequence[Any]) -> RunRecord:
+        raw = dict(zip(_RUN_COLUMNS, row, strict=True))
+        raw["options"] = json.loads(raw["options"])
+        counts = json.loads(raw["counts"]) if raw["counts"] else self._counts(raw["id"])
+        raw["counts"] = counts
+        run = RunRecord(**raw)
+        end = self._dead_end(run)
+        if end is None:
+            return run
+        settled: dict[str, int] = {}
+        for state, n in counts.items():
+            state = {"running": "interrupted", "pending": "not_started"}.get(state, state)
+            settled[state] = settled.get(state, 0) + n
+        return replace(run, status="interrupted", ended_at=end, counts=settled, computed=True)
+
+    def _counts(self, run_id: str) -> dict[str, int]:
+        return dict(
+            self.conn.execute(
+                "SELECT status, count(*) FROM instances WHERE run_id=? GROUP BY status", (run_id,)
+            ).fetchall()
+        )
+
+    def _dead_end(self, run: RunRecord) -> float | None:
+        """When a run whose process died without ending it stopped (its last
+        event), or None when it ended or may still be running."""
+        if run.ended_at is not None or run.host != socket.gethostname():
+            return None
+        if process_alive(run.pid, run.pid_start):
+            return None
+        last = self.conn.execute("SELECT max(at) FROM events WHERE run_id=?", (run.id,)).fetchone()
+        return float(last[0]) if last and last[0] is not None else time.time()
+
+    def _dead_end_of(self, run_id: str) -> float | None:
+        """``_dead_end`` of the run with id ``run_id`` (None when it is not on record)."""
+        row = self.conn.execute(
+            f"SELECT {self._select('runs', _RUN_COLUMNS)} FROM runs WHERE id=?", (run_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        raw = dict(zip(_RUN_COLUMNS, row, strict=True))
+        raw.update(options={}, counts={})
+        return self._dead_end(RunRecord(**raw))
+
+    # -- instances and attempts ----------------------------------------------
+
+    def instances(self, run_id: str) -> list[InstanceRecord]:
+        """Every instance of a run, in node order, with its outputs decoded."""
+        rows = self.conn.execute(
+            f"SELECT {self._select('instances', _INSTANCE_COLUMNS)} FROM instances"
+            " WHERE run_id=? ORDER BY node",
+            (run_id,),
+        ).fetchall()
+        out = []
+        for row in rows:
+            raw = dict(zip(_INSTANCE_COLUMNS, row, strict=True))
+            raw["outputs"] = json.loads(raw["outputs"])
+            out.append(InstanceRecord(**raw))
+        end = self._dead_end_of(run_id) if any(i.status in _OPEN for i in out) else None
+        if end is None:
+            return out
+        return [_settle(i, end) for i in out]
+
+    def attempts(self, run_id: str, key: str | None = None) -> list[AttemptRecord]:
+        """Attempts of a run (of one instance), in start order."""
+        sql = f"SELECT {self._select('attempts', _ATTEMPT_COLUMNS)} FROM attempts WHERE run_id=?"
+        args: list[Any] = [run_id]
+        if key is not None:
+            sql += " AND key=?"
+            args.append(key)
+        out = []
+        for row in self.conn.execute(sql + " ORDER BY started_at, key, n", args).fetchall():
+            raw = dict(zip(_ATTEMPT_COLUMNS, row, strict=True))
+            raw["timed_out"] = bool(raw["timed_out"])
+            raw["throttled"] = bool(raw["throttled"])
+            out.append(AttemptRecord(**raw))
+        if any(a.outcome is None for a in out) and self._dead_end_of(run_id) is not None:
+            return [a if a.outcome is not None else replace(a, outcome="interrupted") for a in out]
+        return out
+
+    def attempt(self, run_id: str, key: str, n: int | None = None) -> AttemptRecord:
+        """One attempt (the last one when ``n`` is None) or ``RunNotFoundError``."""
+        rows = self.attempts(run_id, key)
+        if n is not None:
+            rows = [a for a in rows if a.n == n]
+        if not rows:
+            known = self.conn.execute(
+                "SELECT 1 FROM instances WHERE run_id=? AND key=?", (run_id, key)
+            ).fetchone()
+            if known is None:
+                raise RunNotFoundError(f"{key} is not an instance of run {run_id}")
+            which = f"attempt {n}" if n is not None else "attempts"
+            raise RunNotFoundError(f"{key} has no {which} in run {run_id}")
+        return max(rows, key=lambda a: a.n)
+
+    def ran_in(self, run_id: str, key: str) -> str:
+        """The run whose attempts of ``key`` to show: ``run_id`` if ``key`` has
+        attempts there, else the nearest ancestor (parent links: a retry's
+        reused or never-started instance) that has some; ``run_id`` if none."""
+        seen = set()
+        current: str | None = run_id
+        while current is not None and current not in seen:
+            seen.add(current)
+            if self.conn.execute(
+                "SELECT 1 FROM attempts WHERE run_id=? AND key=? LIMIT 1", (current, key)
+            ).fetchone():
+                return current
+            row = self.conn.execute("SELECT parent_id FROM runs WHERE id=?", (current,)).fetchone()
+            current = row[0] if row else None
+        return run_id
+
+    def event_data(self, run_id: str, event_type: str) -> list[dict[str, Any]]:
+        """The fields of a run's events of one type (``"PoolChanged"``), in order."""
+        return [
+            json.loads(data)
+            for (data,) in self.conn.execute(
+                "SELECT data FROM events WHERE run_id=? AND type=? ORDER BY seq",
+                (run_id, event_type),
+            )
+        ]
+
+    def check(self) -> list[str]:
+        """Integrity problems: SQLite's own check plus the journal's invariants."""
+        problems = [
+            f"sqlite: {row[0]}"
+            for row in self.conn.execute("PRAGMA integrity_check").fetchall()
+            if row[0] != "ok"
+        ]
+        problems += [
+            f"attempt {r}/{k}#{n} belongs to no instance"
+            for r, k, n in self.conn.execute(
+                "SELECT a.run_id, a.key, a.n FROM attempts a LEFT JOIN instances i"
+                " ON i.run_id=a.run_id AND i.key=a.key WHERE i.key IS NULL"
+            )
+        ]
+        problems += [
+            f"instance {r}/{k} is {s} in ended run"
+            for r, k, s in self.conn.execute(
+                "SELECT i.run_id, i.key, i.status FROM instances i JOIN runs r ON r.id=i.run_id"
+                " WHERE r.ended_at IS NOT NULL AND i.status IN ('running', 'pending')"
+            )
+        ]
+        problems += [
+            f"instance {r}/{k} records {a} attempts but has {m}"
+            for r, k, a, m in self.conn.execute(
+                "SELECT i.run_id, i.key, i.attempts, count(a.n) FROM instances i"
+                " JOIN attempts a ON a.run_id=i.run_id AND a.key=i.key"
+                " GROUP BY i.run_id, i.key HAVING max(a.n) > i.attempts"
+            )
+        ]
+        problems += [
+            f"run {r} has parent {p}, which is not on record"
+            for r, p in self.conn.execute(
+                "SELECT r.id, r.parent_id FROM runs r LEFT JOIN runs p ON p.id=r.parent_id"
+                " WHERE r.parent_id IS NOT NULL AND p.id IS NULL"
+            )
+        ]
+        return problems
+
+    def _select(self, table: str, wanted: Sequence[str]) -> str:
+        """``wanted`` as a select list; a column this journal's schema lacks reads
+        as its default (``_DEFAULTS``)."""
+        have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+        return ", ".join(
+            c if c in have else f"{_DEFAULTS.get((table, c), 'NULL')} AS {c}" for c in wanted
+        )
+
+
+_OPEN = frozenset({"running", "pending"})
+
+
+def _settle(i: InstanceRecord, end: float) -> InstanceRecord:
+    """An instance of a dead run as recovery will record it."""
+    if i.status == "running":
+        return replace(i, status="interrupted", ended_at=end, reason=INTERRUPTED_REASON)
+    if i.status == "pending":
+        return replace(i, status="not_started", reason=NOT_STARTED_REASON)
+    return i

@@ -1,0 +1,97 @@
+"""What the journal's read side returns: one frozen record per row.
+
+Field names are the journal's column names, in column order, so
+``dataclasses.asdict(record)`` is the row as JSON-ready data (what
+``show --format json`` prints). JSON columns arrive decoded (``options``,
+``counts``, ``outputs``) and SQLite's 0/1 flags as ``bool``.
+
+A run still marked ``running`` whose process is gone is read as
+``interrupted`` (see ``JournalReader``): the record then says what crash
+recovery will write, and ``computed`` is true, while the file still holds
+``running`` until a command that writes recovers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run: what was run, how, by whom, and how it ended."""
+
+    id: str
+    parent_id: str | None  # the run a retry or resume continues
+    plan_path: str
+    plan_name: str
+    plan_hash: str
+    plan_snapshot: str  # the plan's text as it ran (redacted)
+    mode: str  # sequential | phased | dag
+    kind: str  # apply | retry | resume
+    options: Mapping[str, Any]
+    started_at: float
+    ended_at: float | None  # None while it runs
+    status: str  # running | succeeded | failed | interrupted
+    counts: Mapping[str, int]  # instance state -> number of instances
+    user: str
+    host: str
+    pid: int
+    pid_start: int | None  # process start time, to tell pid from a reused one
+    # Invariant: computed is true only when status == "interrupted" and the
+    # journal still says "running" (its process died and nobody recovered it).
+    computed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One instance (``task@target``, or ``task`` when unfanned) of one run."""
+
+    run_id: str
+    key: str
+    node: int  # node id in the run's graph
+    task: str
+    target: str | None
+    status: str  # pending | running | a final state
+    command_hash: str | None
+    exit_code: int | None  # its last attempt's
+    outputs: Mapping[str, str]
+    reason: str
+    attempts: int
+    started_at: float | None
+    ended_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt of one instance: its process, its end, its log."""
+
+    run_id: str
+    key: str
+    n: int  # 1-based attempt number
+    started_at: float
+    ended_at: float | None
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    outcome: str | None  # succeeded | failed | retrying | cancelled | interrupted; None: running
+    log_path: str
+    retry_reason: str | None
+    pid: int | None
+    pgid: int | None
+    proc_start: int | None
+    throttled: bool  # the engine took this ending as a throttle signal
+    executor: str  # the handle: executor kind (local, ssh, cluster) ...
+    host: str | None  # ... where the attempt ran ...
+    job: str | None  # ... and a cluster job's key
+
+    @property
+    def duration(self) -> float:
+        """Seconds the attempt ran (0 when it has no recorded end)."""
+        return 0.0 if self.ended_at is None else max(0.0, self.ended_at - self.started_at)
+
+
+def columns(record: type[Any]) -> tuple[str, ...]:
+    """The journal columns a record type is read from, in field order."""
+    return tuple(f.name for f in fields(record) if f.name != "computed")

@@ -1,0 +1,60 @@
+"""Every test: no process that a test's fleetrun run started may outlive the test.
+
+Every attempt's processes carry ``FLEETRUN_ATTEMPT_ID`` in their environment,
+and everything started from this test session carries ``FLEETRUN_TEST_SESSION``
+(set here, inherited by runs in-process and by ``python -m fleetrun``
+subprocesses). After each test, processes carrying both (and still running)
+are a failure: they are killed, and the test that left them fails. Other
+sessions' processes (other test runs on the machine) are not looked at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+SESSION = uuid.uuid4().hex
+os.environ["FLEETRUN_TEST_SESSION"] = SESSION
+_MARK = f"FLEETRUN_TEST_SESSION={SESSION}".encode()
+
+
+def leftover_processes() -> list[tuple[int, str]]:
+    """``(pid, command)`` of running processes an attempt of this session started."""
+    out = []
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if _MARK not in env or not any(e.startswith(b"FLEETRUN_ATTEMPT_ID=") for e in env):
+            continue
+        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X"):
+            continue
+        out.append((int(name), stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode()))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    yield
+    left = leftover_processes()
+    deadline = time.monotonic() + 2.0
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)  # a process being ended right now
+        left = leftover_processes()
+    for pid, _ in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes started by this test outlived it: {left}"

@@ -1,0 +1,72 @@
+"""The remote side's framing, without a server: the group id line, output, the trailer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import asyncssh
+
+from fleetrun.executors._ssh_remote import (
+    BOOTSTRAP,
+    RemoteSession,
+    Sink,
+    build_script,
+    script_command,
+)
+from fleetrun.redact import Redactor
+
+
+def _feed(tmp_path: Path, chunks: list[tuple[bytes, int | None]]) -> tuple[RemoteSession, str]:
+    async def go() -> RemoteSession:
+        fd = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        sink = Sink(fd, Redactor(["hunter2"]).stream(), None)
+        s = RemoteSession(sink, "abc123")
+        for data, kind in chunks:
+            s.data_received(data, kind)
+        s.connection_lost(None)
+        sink.close()
+        os.close(fd)
+        return s
+
+    s = asyncio.run(go())
+    return s, (tmp_path / "log").read_text()
+
+
+def test_start_up_noise_pid_output_and_trailer(tmp_path: Path) -> None:
+    err = asyncssh.EXTENDED_DATA_STDERR
+    s, log = _feed(
+        tmp_path,
+        [
+            (b"Welcome to host\nfleetrun-pgid-ab", None),
+            (b"c123 4242\nline one, pass=hunter", None),
+            (b"2\npartial", None),
+            (b"warning\n", err),
+            (b" end\nabc123 0\nkey=value\n", None),
+        ],
+    )
+    assert s.pid.result() == 4242
+    assert log == "Welcome to host\nline one, pass=***\npartialwarning\n end"
+    assert s.trailer_status == 0
+    assert s.outputs_text == "key=value\n"
+
+
+def test_no_trailer_when_killed(tmp_path: Path) -> None:
+    s, log = _feed(tmp_path, [(b"fleetrun-pgid-abc123 7\nworking\n", None)])
+    assert s.pid.result() == 7
+    assert s.trailer_status is None
+    assert s.outputs_text is None
+    assert log == "working\n"
+
+
+def test_bootstrap_and_script_command_hold_no_attempt_data() -> None:
+    assert BOOTSTRAP == "exec /bin/sh -s"
+    script = build_script("echo hi", {"API_TOKEN": "it's"}, "/tmp/out", "n1").decode()
+    assert script.startswith("echo \"fleetrun-pgid-n1 $$\"\nexport API_TOKEN='it'\"'\"'s'\n")
+    assert "__fr_cmd='echo hi'" in script
+    cmd = script_command("#!/usr/bin/env python3\nprint(1)", "'a b'", "n1")
+    assert (
+        cmd == "python3 /dev/fd/3 'a b' 3<<'FLEETRUN_SCRIPT_n1'\n"
+        "#!/usr/bin/env python3\nprint(1)\nFLEETRUN_SCRIPT_n1\n"
+    )
