@@ -65,7 +65,7 @@ def test_retries_on_output_and_adapts_pool_rate(runner, tmp_path):
     ends = ran.of(AttemptEnded)
     assert [e.outcome for e in ends] == ["retrying", "succeeded"]
     # The adaptive pool has no ``throttle`` rule: the default one (429, exit 75) applies.
-    assert ends[0].retry_reason == "throttled: output matched '\\b429\\b'"
+    assert ends[0].retry_reason == "output matched '\\b429\\b'"
     assert ends[0].throttled
     changes = ran.of(PoolChanged)
     assert [(round(c.rate, 6), c.reason) for c in changes] == [(7.2, "throttled")]

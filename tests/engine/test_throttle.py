@@ -55,7 +55,7 @@ def test_throttle_signal_lowers_limits_plain_failure_does_not(runner, tmp_path):
     ends = ran.of(AttemptEnded)
     # No retry policy: a throttled attempt is retried all the same.
     assert [(e.outcome, e.throttled) for e in ends] == [("retrying", True), ("succeeded", False)]
-    assert ends[0].retry_reason == "throttled: exit 75"
+    assert ends[0].retry_reason == "exit 75"
     changes = ran.of(PoolChanged)
     assert len(changes) == 1
     assert changes[0].rate == pytest.approx(18.0)
@@ -77,7 +77,7 @@ def test_output_patterns_are_regexes(runner, tmp_path):
     ran = runner(g)
     ends = ran.of(AttemptEnded)
     assert ends[0].throttled
-    assert ends[0].retry_reason == r"throttled: output matched '\b4[0-9]9\b'"
+    assert ends[0].retry_reason == r"output matched '\b4[0-9]9\b'"
     assert ran.of(PoolChanged) == []  # not adaptive: the limits stay
 
 

@@ -45,9 +45,11 @@ Notify = Callable[[str, float | None, int | None, float, str], None]
 class ThrottleSignal:
     """An attempt's ending read as "slow down" by at least one of its pools.
 
-    ``reason`` says what matched; ``pause`` is the time left (seconds) until
-    its pools let anything start again; ``attempts`` is the least number of
-    attempts a throttled instance gets.
+    ``reason`` says what matched ("exit 75", "output matched '429'"), as a
+    retry reason does (``AttemptEnded.throttled`` tells the two apart);
+    ``pause`` is the time left (seconds) until its pools let anything start
+    again; ``attempts`` is the least number of attempts a throttled instance
+    gets.
     """
 
     reason: str
@@ -196,7 +198,7 @@ class Limits:
             if a is not None:
                 self._apply(k, a.throttled(started_at, now, self.in_use[k], delay))
         pause = max(0.0, max(self.paused_until[k] for k, _, _ in matched) - now)
-        return ThrottleSignal(f"throttled: {matched[0][1]}", pause, attempts)
+        return ThrottleSignal(matched[0][1], pause, attempts)
 
     # -- changes --------------------------------------------------------------------
 
