@@ -164,6 +164,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "targets",
         "groups",
         "pools",
+        "rollout",
         "defaults",
         "phases",
         "tasks",

@@ -35,7 +35,7 @@ targets:
   b: {{}}
   c: {{}}
 pools:
-  api: {{concurrency: {POOL_CAP}}}
+  api: {{concurrency: {POOL_CAP}, throttle: {{exit: [75]}}}}
 phases: [build, deploy]
 tasks:
   prep:

@@ -36,6 +36,7 @@ FIELDS = {
     "InstanceReused": ["node", "key", "outputs"],
     "AttemptStarted": [
         "node", "key", "attempt", "command", "pid", "pgid", "log_path", "executor", "host", "job",
+        "ready_at",
     ],
     "AttemptOutput": ["node", "key", "attempt", "text"],
     "AttemptEnded": [
@@ -43,7 +44,7 @@ FIELDS = {
         "retry_reason", "retry_delay", "tail", "throttled", "error_kind",
     ],
     "InstanceSettled": ["node", "key", "state", "reason", "attempts", "outputs"],
-    "PoolChanged": ["pool", "rate", "reason"],
+    "PoolChanged": ["pool", "rate", "reason", "concurrency", "paused"],
     "RunEnded": ["run_id", "status", "counts"],
 }  # fmt: skip
 """The documented line format: keys after ``type`` and ``at``, in order."""
@@ -196,7 +197,7 @@ def test_event_fields_shape() -> None:
     assert event_fields(ev) == {
         "type": "AttemptStarted", "at": 1.5, "node": 3, "key": "t@x", "attempt": 2,
         "command": "c", "pid": 10, "pgid": 10, "log_path": "/l",
-        "executor": "local", "host": "", "job": None,
+        "executor": "local", "host": "", "job": None, "ready_at": None,
     }  # fmt: skip
 
 

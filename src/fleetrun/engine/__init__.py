@@ -14,6 +14,7 @@ from fleetrun.engine._events import (
     RunEnded,
     RunStarted,
     Subscriber,
+    WaveChanged,
 )
 from fleetrun.engine._options import DEFAULT_GRACE, OutputMode, RunOptions, RunResult, new_run_id
 from fleetrun.engine._scheduler import run_graph
@@ -37,6 +38,7 @@ __all__ = [
     "RunResult",
     "RunStarted",
     "Subscriber",
+    "WaveChanged",
     "new_run_id",
     "run_graph",
 ]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetrun.engine._events import AttemptEnded, AttemptOutcome, AttemptOutput, AttemptStarted
-from fleetrun.engine._retry import backoff_delay, is_throttle, log_tail, retry_reason
+from fleetrun.engine._retry import backoff_delay, log_tail, retry_reason
 from fleetrun.executors import Attempt, AttemptResult, Executor, Handle
 from fleetrun.names import safe_name
 from fleetrun.plan import Node, attempt_env, dep_outputs, render_command, task_env
@@ -128,6 +128,7 @@ class AttemptRunner:
         pools = run.pools_of[j]
         opts = run.options
         began = time.time()
+        t0 = run.clock.now() if pools else 0.0  # pool signals are judged on the run's clock
         spawned = False
         result: AttemptResult | None = None
         problem = ""
@@ -151,6 +152,7 @@ class AttemptRunner:
                     executor=handle.kind,
                     host=handle.host,
                     job=handle.job,
+                    ready_at=run.ready_at[j] or None,
                 )
             )
 
@@ -234,11 +236,11 @@ class AttemptRunner:
                 )
             )
             if pools:
-                run.pools_succeeded(pools)
+                run.pools_succeeded(pools, t0)
             run.settle(j, "succeeded", outputs=result.outputs)
             run.kick()
             return
-        await self._verdict(j, n, node, pools, result, began, log_path)
+        await self._verdict(j, n, node, pools, result, began, log_path, t0)
 
     async def _verdict(
         self,
@@ -249,6 +251,7 @@ class AttemptRunner:
         result: AttemptResult,
         began: float,
         log_path: str,
+        t0: float,
     ) -> None:
         run = self.run
         task = run.graph.plan.tasks[node.task]
@@ -278,23 +281,25 @@ class AttemptRunner:
             )
 
         policy = task.retry
+        # Only a pool's throttle rule makes a throttle signal (pauses, adaptive limits).
+        signal = run.throttle_signal(pools, result, log_path, t0) if pools else None
+        attempts = policy.attempts if signal is None else max(policy.attempts, signal.attempts)
         reason = None
-        if n < policy.attempts and not run.stopping:
+        if n < attempts and not run.stopping:
             # Reads the log in bounded chunks; only on failure, only with on.output.
-            reason = retry_reason(policy, result, log_path)
+            reason = signal.reason if signal else retry_reason(policy, result, log_path)
         if reason is None or run.stopping:
             run.forget(j)
             tail = tuple(run.options.redactor.redact(x) for x in log_tail(log_path))
-            run.emit(ended("failed", tail=tail))
+            run.emit(ended("failed", tail=tail, throttled=signal is not None))
             run.settle(j, "failed", _describe(result, task.timeout))
             run.on_final_failure(j)
             run.kick()
             return
         delay = backoff_delay(policy, n, run.rng)
-        throttled = is_throttle(policy, reason)
-        run.emit(ended("retrying", reason, delay, throttled=throttled))
-        if pools and throttled:
-            run.pools_throttled(pools)
+        if signal is not None:
+            delay = max(delay, signal.pause)  # the real time until the pool lets it start
+        run.emit(ended("retrying", reason, delay, throttled=signal is not None))
         await run.backoff(j, n, delay)
 
 

@@ -17,12 +17,35 @@ class RunControl:
     starts takes effect as soon as it does.
     """
 
-    __slots__ = ("_handler", "_loop", "presses")
+    __slots__ = ("_handler", "_loop", "_promote", "presses", "promotions")
 
     def __init__(self) -> None:
         self.presses = 0
+        self.promotions = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handler: Callable[[int], None] | None = None
+        self._promote: Callable[[], None] | None = None
+
+    def promote(self) -> None:
+        """Open the next rollout wave of a run whose ``rollout`` has ``pause: true``.
+
+        Each call approves one wave. A call while no wave waits (the earlier
+        waves still running, or before the run starts) is kept: the next wave
+        then opens as soon as the earlier ones are done. Without ``pause`` it
+        changes nothing. Safe from a signal handler and from another thread.
+        """
+        self.promotions += 1
+        loop, handler = self._loop, self._promote
+        if loop is None or handler is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.call_soon(handler)
+        else:
+            loop.call_soon_threadsafe(handler)
 
     def interrupt(self) -> None:
         """Ask the run to stop (first call) or to stop now (later calls)."""
@@ -47,10 +70,18 @@ class RunControl:
         """True once ``interrupt()`` was called."""
         return self.presses > 0
 
-    def _attach(self, loop: asyncio.AbstractEventLoop, handler: Callable[[int], None]) -> None:
-        self._loop, self._handler = loop, handler
+    def _attach(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        handler: Callable[[int], None],
+        promote: Callable[[], None] | None = None,
+    ) -> None:
+        self._loop, self._handler, self._promote = loop, handler, promote
         if self.presses:
             loop.call_soon(handler, self.presses)
+        if promote is not None:
+            for _ in range(self.promotions):
+                loop.call_soon(promote)
 
     def _detach(self) -> None:
-        self._loop = self._handler = None
+        self._loop = self._handler = self._promote = None

@@ -78,6 +78,10 @@ class AttemptStarted(Event):
     executor: str = "local"
     host: str = ""
     job: str | None = None
+    # When the instance became ready for this attempt (requirements met, or its
+    # retry backoff over); from then until ``at`` it was queued: for its rollout
+    # wave (``WaveChanged``), a pool slot, a rate token or a pause (``PoolChanged``).
+    ready_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,11 +144,39 @@ class InstanceSettled(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PoolChanged(Event):
-    """A pool's adaptive rate changed (throttling seen, or recovered)."""
+    """A pool's effective limits changed, or it paused or resumed.
+
+    ``rate`` is the effective start rate per second (0 for a pool without a
+    rate), ``concurrency`` the effective concurrency (None: uncapped).
+    ``paused`` > 0: no attempt of the pool starts for that many seconds (a
+    Retry-After); a later event with reason "resumed: ..." marks its end.
+    ``reason`` says why ("throttled (52 succeeded in 1.3s)", "probing up: ...",
+    "restored: ...", "paused 2s for Retry-After").
+    """
 
     pool: str
     rate: float
     reason: str
+    concurrency: int | None = None
+    paused: float = 0.0
+
+
+WaveState = Literal["open", "waiting", "halted"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaveChanged(Event):
+    """A rollout wave (1-based ``wave`` of ``waves``) opened, waits for a promote,
+    or the rollout halted before it (``reason`` says which wave failed too much).
+
+    ``targets`` are the wave's targets; their instances start only once it is open.
+    """
+
+    wave: int
+    waves: int
+    state: WaveState
+    targets: tuple[str, ...]
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

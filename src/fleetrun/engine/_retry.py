@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Sequence
 
 from fleetrun.executors import AttemptResult
@@ -49,6 +50,53 @@ def log_contains(path: str, patterns: Sequence[str]) -> str | None:
                 if n in window:
                     return p
             carry = window[-overlap:] if overlap else b""
+    finally:
+        os.close(fd)
+
+
+_MAX_LINE = 1 << 16
+
+
+def log_search(path: str, patterns: Sequence[str], group: bool = False) -> str | None:
+    """Search the file at ``path`` line by line (streamed) for regular expressions.
+
+    Without ``group``: the first of ``patterns`` that matches any line, or
+    None. With ``group``: the first group of the *last* match of
+    ``patterns[0]`` (for a Retry-After, the provider's latest word), or None.
+    Lines longer than 64 KiB are searched in 64 KiB pieces.
+    """
+    pairs = [(re.compile(p.encode()), p) for p in patterns if p]
+    if not pairs:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    last: str | None = None
+    try:
+        carry = b""
+        while True:
+            chunk = os.read(fd, _CHUNK)
+            window = carry + chunk
+            if chunk:
+                cut = window.rfind(b"\n") + 1
+                if cut == 0 and len(window) < _MAX_LINE:
+                    carry = window
+                    continue
+                if cut == 0:
+                    cut = len(window)
+                window, carry = window[:cut], window[cut:]
+            for line in window.splitlines():
+                if group:
+                    for m in pairs[0][0].finditer(line):
+                        if m.re.groups:
+                            last = (m.group(1) or b"").decode("utf-8", "replace")
+                    continue
+                for rx, p in pairs:
+                    if rx.search(line):
+                        return p
+            if not chunk:
+                return last
     finally:
         os.close(fd)
 
@@ -102,7 +150,9 @@ def retry_reason(policy: RetryPolicy, result: AttemptResult, log_path: str) -> s
 
 
 def is_throttle(policy: RetryPolicy, reason: str) -> bool:
-    """True when a retry was caused by a throttling condition (``on.exit``/``on.output``)."""
+    """The old guess (before pools had ``throttle`` rules) at whether a retry was a
+    throttle: any retry on ``on.exit``/``on.output``. Kept for reading old runs;
+    the engine now marks throttles on ``AttemptEnded.throttled``."""
     if policy.any_failure:
         return False
     return reason.startswith(("exit ", "output matched"))

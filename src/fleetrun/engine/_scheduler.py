@@ -37,10 +37,11 @@ from fleetrun.engine._events import (
     RunStarted,
     Subscriber,
 )
-from fleetrun.engine._limits import Limits
+from fleetrun.engine._limits import Limits, ThrottleSignal
 from fleetrun.engine._options import RunOptions, RunResult
+from fleetrun.engine._waves import rollout_waves
 from fleetrun.errors import UsageError
-from fleetrun.executors import Executor
+from fleetrun.executors import AttemptResult, Executor
 from fleetrun.plan import Graph, phase_layers
 
 _FINAL_BAD = {
@@ -152,6 +153,8 @@ class _Run:
         self.state: list[str] = [""] * n
         # Published outputs of settled nodes (and reused ones); only grows.
         self.outputs: dict[int, Mapping[str, str]] = {i: dict(o) for i, o in reused.items()}
+        # When each node last became ready (requirements met, or retry backoff over).
+        self.ready_at = [0.0] * n
         # Attempts started per node (an attempt that never ran is taken back).
         self.attempts = [0] * n
         # Invariant: running <= cap; counts attempts holding their slots.
@@ -191,6 +194,8 @@ class _Run:
         if options.mode == "phased":
             self._init_phases()
         self.deps = Deps(graph, self.members, self._on_ready, self._on_impossible)
+        # Rolling waves: instances of later waves wait in ``waves.held`` (see _waves.py).
+        self.waves = rollout_waves(self, graph)
         self.attempt_runner = AttemptRunner(self)
 
     # -- the attempt's side: what AttemptRunner may call ---------------------------
@@ -216,13 +221,15 @@ class _Run:
         """The attempt just counted for ``j`` never ran: take it back."""
         self.attempts[j] -= 1
 
-    def pools_succeeded(self, pools: tuple[int, ...]) -> None:
+    def pools_succeeded(self, pools: tuple[int, ...], started_at: float) -> None:
         """An attempt in ``pools`` succeeded (adaptive pools may speed up)."""
-        self.limits.succeeded(pools)
+        self.limits.succeeded(pools, started_at, self.clock.now())
 
-    def pools_throttled(self, pools: tuple[int, ...]) -> None:
-        """An attempt in ``pools`` was throttled (adaptive pools slow down)."""
-        self.limits.throttled(pools)
+    def throttle_signal(
+        self, pools: tuple[int, ...], result: AttemptResult, log_path: str, started_at: float
+    ) -> ThrottleSignal | None:
+        """A failed attempt in ``pools``: a throttle signal (pools pause and adapt) or None."""
+        return self.limits.throttle_signal(pools, result, log_path, started_at, self.clock.now())
 
     async def backoff(self, j: int, n: int, delay: float) -> None:
         """Wait ``delay`` seconds holding no slot, then queue ``j`` for attempt ``n + 1``
@@ -249,6 +256,7 @@ class _Run:
                 f"attempt {n + 1} {self.stop_reason}",
             )
         else:
+            self.ready_at[j] = time.time()
             self._push(j)
         self.kick()
 
@@ -258,8 +266,19 @@ class _Run:
         for s in self.subscribers:
             s(ev)
 
-    def _pool_changed(self, pool: str, rate: float, reason: str) -> None:
-        self.emit(PoolChanged(at=time.time(), pool=pool, rate=rate, reason=reason))
+    def _pool_changed(
+        self, pool: str, rate: float | None, concurrency: int | None, paused: float, reason: str
+    ) -> None:
+        self.emit(
+            PoolChanged(
+                at=time.time(),
+                pool=pool,
+                rate=rate if rate is not None else 0.0,
+                reason=reason,
+                concurrency=concurrency,
+                paused=paused,
+            )
+        )
 
     # -- phases -------------------------------------------------------------------
 
@@ -291,6 +310,9 @@ class _Run:
     def _on_ready(self, j: int) -> None:
         if self.state[j] or not self.member[j]:
             return
+        self.ready_at[j] = time.time()
+        if self.waves is not None and self.waves.hold(j):
+            return
         if self.phase_of is not None and self.phase_of[j] > self.phase:
             self.held[self.phase_of[j]].append(j)
             return
@@ -311,6 +333,8 @@ class _Run:
             heap = self.sigs[sig] = []
         heapq.heappush(heap, (key, j))
         self.ready_count += 1
+        if self.waves is not None:
+            self.waves.pushed_node(j)
 
     def _on_impossible(self, j: int, reason: str, stopped: bool) -> None:
         if self.state[j] or not self.member[j]:
@@ -359,6 +383,8 @@ class _Run:
         if self.phase_of is not None:
             self.phase_left[self.phase_of[i]] -= 1
             self._advance_phase()
+        if self.waves is not None:
+            self.waves.settled(i, state, node.target)
 
     def on_final_failure(self, i: int) -> None:
         """A node failed for good: apply ``fail_fast``."""
@@ -390,6 +416,11 @@ class _Run:
         self.kick()
 
     # -- starting -----------------------------------------------------------------
+
+    def _on_promote(self) -> None:
+        if self.waves is not None:
+            self.waves.promote()
+        self.kick()
 
     def kick(self) -> None:
         """Something changed: start what can start now, or let the main loop do it."""
@@ -500,7 +531,7 @@ class _Run:
             async with asyncio.TaskGroup() as tg:
                 self.tg = tg
                 if self.control is not None:
-                    self.control._attach(loop, self._on_interrupt)
+                    self.control._attach(loop, self._on_interrupt, self._on_promote)
                 self._seed()
                 await self._loop()
                 if self.timer is not None:
@@ -549,10 +580,14 @@ class _Run:
         for i in absent:
             self.deps.settled(i, False, "is not part of this run")
         self.deps.start()
+        if self.waves is not None:
+            self.waves.start()
         nodes = self.graph.nodes
         for j in self.members:
             if not nodes[j].requires:
                 self._on_ready(j)
+        if self.waves is not None:
+            self.waves.advance()  # a first wave with nothing to start is done at once
 
     async def _loop(self) -> None:
         while True:
@@ -564,7 +599,9 @@ class _Run:
                 self.fill()
             if self.running == 0 and self.waiting == 0:
                 timer_live = self.timer is not None and not self.timer.done()
-                if self.stopping or self.ready_count == 0 or not timer_live:
+                # A wave waiting for promote keeps the run alive (until it stops).
+                promote = self.waves is not None and self.waves.waiting and not self.stopping
+                if not promote and (self.stopping or self.ready_count == 0 or not timer_live):
                     return
             self.wake.clear()
             await self.wake.wait()

@@ -8,13 +8,16 @@ from fleetrun.plan._loader import load_plan, load_plan_text
 from fleetrun.plan._model import (
     ALL_TARGETS,
     RUNS_ON,
+    AdaptiveSettings,
     Need,
     Plan,
     Pool,
     RetryPolicy,
+    Rollout,
     Scalar,
     Target,
     Task,
+    ThrottleRule,
 )
 from fleetrun.plan._pools import Bucket, StaticLimits, pools_of_tasks
 from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
@@ -26,6 +29,7 @@ from fleetrun.plan._resolve import (
     render_command,
     task_env,
 )
+from fleetrun.plan._rollout import allowed_failures, wave_targets
 from fleetrun.plan._schema import plan_json_schema
 from fleetrun.plan._select import select, selection_closure, selection_lines, split_names
 from fleetrun.plan._simulate import MODES, phase_layers, simulate
@@ -45,6 +49,7 @@ __all__ = [
     "EXEC_TASK",
     "MODES",
     "RUNS_ON",
+    "AdaptiveSettings",
     "Bucket",
     "ExecRequest",
     "Graph",
@@ -56,11 +61,14 @@ __all__ = [
     "Ref",
     "Requirement",
     "RetryPolicy",
+    "Rollout",
     "Scalar",
     "StaticLimits",
     "Target",
     "Task",
     "Template",
+    "ThrottleRule",
+    "allowed_failures",
     "attempt_env",
     "dep_outputs",
     "dependents_closure",
@@ -95,4 +103,5 @@ __all__ = [
     "split_names",
     "task_env",
     "task_rows",
+    "wave_targets",
 ]

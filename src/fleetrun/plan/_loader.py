@@ -15,18 +15,17 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from fleetrun.errors import Diagnostic, Location, PlanError
 from fleetrun.plan._cluster import read_cluster
 from fleetrun.plan._envfile import ENV_NAME, parse_env_file
 from fleetrun.plan._expr import ExprError, compile_where
 from fleetrun.plan._fields import Ctx, did_you_mean, join
+from fleetrun.plan._limits_read import read_pool, read_rollout
 from fleetrun.plan._model import ALL_TARGETS, ClusterSection, Plan, Pool, Scalar, Target
 from fleetrun.plan._secrets import matches_secret_pattern, secret_names_and_values
 from fleetrun.plan._ssh import merge_ssh, read_ssh
 from fleetrun.plan._tasks import read_defaults, read_tasks
-from fleetrun.plan._units import RATE_HELP, parse_rate
 from fleetrun.plan._yaml import YMap, YNode, YScalar, load_yaml
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 
@@ -41,13 +40,13 @@ TOP_KEYS = (
     "targets",
     "groups",
     "pools",
+    "rollout",
     "defaults",
     "phases",
     "tasks",
     "ssh",
     "cluster",
 )
-POOL_KEYS = ("concurrency", "rate", "burst", "adaptive")
 NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 MAX_NAME_BYTES = 200
 """Longest target name, in UTF-8 bytes: log and output files are named after it,
@@ -238,6 +237,7 @@ class _Loader:
         groups = self.groups(s["groups"], targets) if "groups" in s else {}
         groups[ALL_TARGETS] = tuple(targets)
         pools = self.pools(s["pools"]) if "pools" in s else {}
+        rollout = read_rollout(ctx, s["rollout"], groups) if "rollout" in s else None
         defaults = read_defaults(ctx, s["defaults"]) if "defaults" in s else None
         phases = self.phases(s["phases"]) if "phases" in s else None
         cluster = read_cluster(ctx, s["cluster"]) if "cluster" in s else ClusterSection()
@@ -286,6 +286,7 @@ class _Loader:
             pools=pools,
             phases=tuple(phases if phases is not None else implicit),
             tasks=tasks,
+            rollout=rollout,
             ssh=self.ssh or {},
             cluster=cluster,
         )
@@ -557,37 +558,8 @@ class _Loader:
                 ctx.error(knode, key, f"{name!r} is not a valid pool name", NAME_HELP)
                 continue
             pm = ctx.mapping(value, key)
-            if pm is None:
-                continue
-            f: dict[str, Any] = {}
-            for k, v in ctx.items(pm, key, POOL_KEYS):
-                sub = join(key, k)
-                if k == "rate":
-                    f[k] = parse_rate(v.value) if isinstance(v, YScalar) else None
-                    if f[k] is None:
-                        ctx.error(v, sub, "not a rate above zero", RATE_HELP)
-                elif k == "adaptive":
-                    f[k] = ctx.boolean(v, sub)
-                else:
-                    f[k] = ctx.integer(v, sub, minimum=1)
-            if "concurrency" not in pm.entries and "rate" not in pm.entries:
-                ctx.error(
-                    knode, key, "the pool limits nothing", "give it a concurrency, a rate, or both"
-                )
-            if "burst" in pm.entries and "rate" not in pm.entries:
-                ctx.error(
-                    pm.entries["burst"][0],
-                    join(key, "burst"),
-                    "burst needs a rate",
-                    "add a rate such as 10/s, or remove burst",
-                )
-            out[name] = Pool(
-                name,
-                concurrency=f.get("concurrency"),
-                rate=f.get("rate"),
-                burst=f.get("burst") or 1,
-                adaptive=bool(f.get("adaptive")),
-            )
+            if pm is not None:
+                out[name] = read_pool(ctx, name, knode, pm, key)
         return out
 
     def phases(self, node: YNode) -> list[str]:

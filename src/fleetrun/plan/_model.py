@@ -90,19 +90,82 @@ class Script:
 
 
 @dataclass(frozen=True, slots=True)
+class ThrottleRule:
+    """What "slow down" looks like for a pool (``pools.X.throttle``).
+
+    An ended attempt is *throttled* when it failed with an exit code in
+    ``exit`` or its output matches one of the ``output`` regexes (Python
+    ``re``, searched line by line). Only throttled attempts change an adaptive
+    pool's limits. ``retry_after`` is a regex whose first group is a delay in
+    seconds; when a throttled attempt's output matches it, no attempt of the
+    pool starts before that delay has passed. A throttled attempt is retried
+    whatever the task's ``retry.on`` says, with at least ``attempts`` attempts
+    in all (the task's ``retry.attempts`` when larger).
+    """
+
+    exit: frozenset[int] = frozenset()
+    output: tuple[str, ...] = ()
+    retry_after: str | None = None
+    attempts: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveSettings:
+    """The numbers of the adaptive algorithm (``pools.X.adaptive``); see
+    ``fleetrun.engine._adaptive`` for how they are used.
+
+    ``decrease``: on a throttle episode the rate becomes ``decrease`` times the
+    rate the provider was measured to grant (and the concurrency ``decrease``
+    times what was in flight). ``max_drop``: one decrease keeps at least this
+    fraction of the current value. ``increase``: while nothing is throttled the
+    limits grow by this fraction every ``probe`` seconds. ``floor``: the
+    limits never go below this fraction of the configured values. ``verify``:
+    attempts observed after a decrease to check it helped; when it did not
+    (throttles that do not depend on the rate), the decrease is undone.
+    """
+
+    decrease: float = 0.9
+    max_drop: float = 0.2
+    increase: float = 0.02
+    probe: float = 1.0
+    floor: float = 0.1
+    verify: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Pool:
     """A shared limit a task may draw on: concurrent slots and/or a start rate.
 
-    ``rate`` is starts per second (token bucket of size ``burst``); with
-    ``adaptive`` the effective rate is lowered when attempts are throttled
-    (retried on a matching ``on.output``/``on.exit``) and raised again on success.
+    ``rate`` is starts per second (token bucket of size ``burst``). With
+    ``adaptive`` set, ``concurrency`` and ``rate`` are ceilings: the effective
+    limits follow what the provider grants, judged only from throttle signals
+    (``throttle``).
     """
 
     name: str
     concurrency: int | None = None
     rate: float | None = None
     burst: int = 1
-    adaptive: bool = False
+    adaptive: AdaptiveSettings | None = None
+    throttle: ThrottleRule | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """The plan's rolling waves (``rollout``).
+
+    ``waves`` holds one size per wave: a group name (``str``), a count
+    (``int``) or a fraction of all targets (``float`` in (0, 1]); the last size
+    repeats. ``max_failed`` per wave: a count, or a fraction of the wave's
+    targets when ``max_failed_fraction``; strictly more failed targets halt the
+    rollout. ``pause``: wait for ``RunControl.promote()`` before each next wave.
+    """
+
+    waves: tuple[str | int | float, ...]
+    max_failed: float = 0.0
+    max_failed_fraction: bool = False
+    pause: bool = False
+    location: Location | None = None
 
 
 NeedMode = Literal["auto", "all", "quorum"]
@@ -206,3 +269,4 @@ class Plan:
     ssh: Mapping[str, Scalar] = field(default_factory=dict)
     """The plan's ``ssh:`` defaults (already merged into every ``Target.ssh``)."""
     cluster: ClusterSection = ClusterSection()
+    rollout: Rollout | None = None

@@ -60,7 +60,8 @@ def _retry() -> dict[str, Any]:
             },
             "output": {
                 "description": "Retry when the output contains any of these texts "
-                "(for example '429' or 'Too Many Requests').",
+                "(plain substrings, not regular expressions; for example '429' or "
+                "'Too Many Requests'). A pool's throttle.output takes regexes.",
                 "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
             },
             "timeout": {"type": "boolean", "description": "Retry attempts that timed out."},
@@ -92,6 +93,111 @@ def _retry() -> dict[str, Any]:
         "description": "Retry policy, or just the number of attempts.",
         "anyOf": [{"type": "integer", "minimum": 1}, policy],
     }
+
+
+def _adaptive() -> dict[str, Any]:
+    def num(description: str, maximum: float = 1.0) -> dict[str, Any]:
+        return {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": maximum,
+            "description": description,
+        }
+
+    return {
+        "description": "Follow what the provider grants: on throttle signals the effective "
+        "rate and concurrency come down, while nothing is throttled they grow back slowly; "
+        "the configured values are ceilings. true: the default numbers.",
+        "anyOf": [
+            {"type": "boolean"},
+            _obj(
+                "The adaptive algorithm's numbers (each optional).",
+                {
+                    "decrease": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "exclusiveMaximum": 1,
+                        "description": "New rate = decrease x the rate measured as granted "
+                        "(default 0.9); new concurrency = decrease x in flight.",
+                    },
+                    "max_drop": num("One decrease keeps at least this fraction (default 0.2)."),
+                    "increase": num("Growth per probe while nothing is throttled (default 0.02)."),
+                    "probe": num("Seconds between two increases (default 1).", 3600),
+                    "floor": num(
+                        "Never below this fraction of the configured values (default 0.1)."
+                    ),
+                    "verify": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Attempts watched after a decrease to check it helped; "
+                        "if the throttles did not follow the rate, it is undone (default 10).",
+                    },
+                },
+            ),
+        ],
+    }
+
+
+def _throttle() -> dict[str, Any]:
+    return _obj(
+        "What 'slow down' looks like. Only these signals change an adaptive pool's limits; "
+        "a throttled attempt is retried whatever retry.on says. Default for an adaptive pool "
+        "without one: exit 75, output '\\b429\\b' or 'too many requests', "
+        "'retry-after: (N)'.",
+        {
+            "exit": {
+                "description": "Exit codes that mean throttled.",
+                "anyOf": [
+                    {"type": "integer", "minimum": 1},
+                    {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                ],
+            },
+            "output": {
+                "description": "Regular expressions (Python re, searched line by line); "
+                "an attempt whose output matches one was throttled.",
+                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            },
+            "retry_after": {
+                "type": "string",
+                "description": "A regular expression whose first group is a delay in seconds "
+                "(e.g. 'Retry-After: (\\d+)'): no attempt of the pool starts before it passed.",
+            },
+            "attempts": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Attempts a throttled instance gets at least (default 5; the "
+                "task's retry.attempts when larger).",
+            },
+        },
+    )
+
+
+def _rollout() -> dict[str, Any]:
+    pct = {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"}
+    return _obj(
+        "Rolling waves: a target's instances start only once its wave is open. A wave opens "
+        "when the earlier waves have settled within max_failed (and, with pause, on promote). "
+        "Tasks not fanned over targets are not held.",
+        {
+            "waves": {
+                "type": "array",
+                "minItems": 1,
+                "description": "Wave sizes in order, the last one repeating: a group name, a "
+                "count, or a percentage of the fleet ('25%', truncated, at least 1).",
+                "items": {"anyOf": [{"type": "integer", "minimum": 1}, pct, {"type": "string"}]},
+            },
+            "max_failed": {
+                "description": "Failed targets allowed per wave (a count or a percentage of "
+                "the wave); strictly more halts the rollout. Default 0.",
+                "anyOf": [{"type": "integer", "minimum": 0}, pct],
+            },
+            "pause": {
+                "type": "boolean",
+                "description": "Wait for a promote before each next wave (default false).",
+            },
+        },
+        required=("waves",),
+    )
 
 
 def _need() -> dict[str, Any]:
@@ -409,16 +515,14 @@ def _build() -> dict[str, Any]:
                                 "description": "Starts allowed at once under the rate "
                                 "(token bucket size, default 1).",
                             },
-                            "adaptive": {
-                                "type": "boolean",
-                                "description": "Lower the rate when attempts are throttled, "
-                                "raise it again on success.",
-                            },
+                            "adaptive": _adaptive(),
+                            "throttle": _throttle(),
                         },
                     ),
                     "anyOf": [{"required": ["concurrency"]}, {"required": ["rate"]}],
                 },
             },
+            "rollout": _rollout(),
             "defaults": _obj(
                 "Values every task gets unless it sets its own.",
                 {

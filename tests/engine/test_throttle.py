@@ -1,0 +1,152 @@
+"""Throttle signals, Retry-After pauses and adaptive pools, against a real HTTP server
+on 127.0.0.1 that enforces a token bucket (``throttle_server.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from throttle_server import ThrottleServer, client_command
+
+from fleetrun.engine import AttemptEnded, AttemptStarted, PoolChanged
+from fleetrun.engine.testing import graph, task
+from fleetrun.errors import PlanError
+from fleetrun.plan import AdaptiveSettings, Pool, RetryPolicy, ThrottleRule, load_plan_text
+
+RULE = ThrottleRule(
+    exit=frozenset({75}), output=(r"\b4[0-9]9\b",), retry_after=r"Retry-After: (\d+)"
+)
+REGIONS = [f"r{i}" for i in range(8)]
+
+
+@pytest.fixture
+def server() -> Iterator[ThrottleServer]:
+    """A server granting 2 requests/s with a burst of 2 (bounded: stopped on exit)."""
+    with ThrottleServer(rate=2.0, burst=2) as s:
+        yield s
+
+
+def test_throttle_signal_lowers_limits_plain_failure_does_not(runner, tmp_path):
+    retry = RetryPolicy(attempts=2, backoff=0.01, any_failure=True)
+    # A plain failure (disk full, exit 28) is retried but never touches the pool.
+    plain = tmp_path / "plain"
+    g = graph(
+        [
+            task(
+                "t", f"test -e {plain} || {{ touch {plain}; exit 28; }}", retry=retry, pools=["api"]
+            )
+        ],
+        pools=[Pool("api", rate=20.0, concurrency=4, adaptive=AdaptiveSettings(), throttle=RULE)],
+    )
+    ran = runner(g)
+    assert [(e.outcome, e.throttled) for e in ran.of(AttemptEnded)] == [
+        ("retrying", False),
+        ("succeeded", False),
+    ]
+    assert ran.of(PoolChanged) == []
+
+    # Exit 75 is a throttle signal: the pool's rate comes down, with the reason.
+    marker = tmp_path / "throttled"
+    g = graph(
+        [task("t", f"test -e {marker} || {{ touch {marker}; exit 75; }}", pools=["api"])],
+        pools=[Pool("api", rate=20.0, concurrency=4, adaptive=AdaptiveSettings(), throttle=RULE)],
+    )
+    ran = runner(g)
+    ends = ran.of(AttemptEnded)
+    # No retry policy: a throttled attempt is retried all the same.
+    assert [(e.outcome, e.throttled) for e in ends] == [("retrying", True), ("succeeded", False)]
+    assert ends[0].retry_reason == "exit 75"
+    changes = ran.of(PoolChanged)
+    assert len(changes) == 1
+    assert changes[0].rate == pytest.approx(18.0)
+    assert changes[0].reason.startswith("throttled")
+
+
+def test_output_patterns_are_regexes(runner, tmp_path):
+    marker = tmp_path / "m"
+    g = graph(
+        [
+            task(
+                "t",
+                f"test -e {marker} || {{ touch {marker}; echo 'HTTP 429'; exit 1; }}",
+                pools=["api"],
+            )
+        ],
+        pools=[Pool("api", rate=20.0, throttle=RULE)],
+    )
+    ran = runner(g)
+    ends = ran.of(AttemptEnded)
+    assert ends[0].throttled
+    assert ends[0].retry_reason == r"output matched '\b4[0-9]9\b'"
+    assert ran.of(PoolChanged) == []  # not adaptive: the limits stay
+
+
+def test_retry_after_pauses_every_start_of_the_pool(runner, server):
+    # 8 regions through a pool allowing 50/s; the server grants 2/s (burst 2)
+    # and answers 429 + Retry-After when empty. Not adaptive: only the pauses act.
+    g = graph(
+        [task("call", client_command(server.url), targets=REGIONS, pools=["api"])],
+        pools=[Pool("api", rate=50.0, burst=8, throttle=RULE)],
+    )
+    ran = runner(g, parallelism=None)
+    assert ran.result.status == "succeeded"
+    pauses = [e for e in ran.of(PoolChanged) if e.paused > 0]
+    resumes = [e for e in ran.of(PoolChanged) if e.reason.startswith("resumed")]
+    assert pauses
+    assert resumes
+    assert all(p.reason.startswith("paused") and "Retry-After" in p.reason for p in pauses)
+    starts = sorted(e.at for e in ran.of(AttemptStarted))
+    for p in pauses:
+        inside = [s for s in starts if p.at + 0.02 < s < p.at + p.paused - 0.05]
+        assert inside == [], f"started during a {p.paused}s pause"
+    # Every retry's shown delay covers the pause it waits for.
+    for e in ran.of(AttemptEnded):
+        if e.outcome == "retrying":
+            assert e.throttled
+            assert e.retry_delay is not None
+            assert e.retry_delay >= 0.9  # Retry-After: 1 at least, whatever the backoff
+    # The server's word: nothing was served faster than it grants (2/s + burst 2).
+    span = server.ok_times[-1] - server.ok_times[0]
+    assert server.ok == len(REGIONS)
+    assert server.ok - 2 <= 2.0 * span + 1
+
+
+def test_adaptive_pool_comes_down_to_the_server_rate(runner, server):
+    g = graph(
+        [task("call", client_command(server.url), targets=REGIONS, pools=["api"])],
+        pools=[Pool("api", rate=20.0, adaptive=AdaptiveSettings(), throttle=RULE)],
+    )
+    ran = runner(g, parallelism=None)
+    assert ran.result.status == "succeeded"
+    rates = [e.rate for e in ran.of(PoolChanged) if e.reason.startswith("throttled")]
+    assert rates
+    assert rates == sorted(rates, reverse=True)
+    assert min(rates) >= 20.0 * AdaptiveSettings().floor
+    assert min(rates) < 20.0
+
+
+def test_throttle_regex_errors_name_the_column():
+    text = "pools:\n  api: {rate: 1, throttle: {output: ['ok', 'a(b'], retry_after: 'x'}}\n"
+    with pytest.raises(PlanError) as err:
+        load_plan_text(text + "tasks: {t: {run: x}}\n")
+    msg = str(err.value)
+    assert "<string>:2:46: pools.api.throttle.output[1]: 'a(b' is not a valid regular" in msg
+    assert "pools.api.throttle.retry_after: 'x' has no group for the delay" in msg
+
+
+def test_throttle_and_adaptive_keys_load():
+    p = load_plan_text(
+        "pools:\n"
+        "  api:\n"
+        "    rate: 10/s\n"
+        "    burst: 20\n"
+        "    adaptive: {decrease: 0.8, floor: 0.2, verify: 6}\n"
+        "    throttle: {exit: [75], output: ['429', 'Too Many'], retry_after: 'RA: (\\d+)',"
+        " attempts: 9}\n"
+        "tasks: {t: {run: x, pools: [api]}}\n"
+    )
+    pool = p.pools["api"]
+    assert pool.adaptive == AdaptiveSettings(decrease=0.8, floor=0.2, verify=6)
+    assert pool.throttle == ThrottleRule(frozenset({75}), ("429", "Too Many"), r"RA: (\d+)", 9)
+    with pytest.raises(PlanError, match=r"decrease: 1\.5 is out of range|1\.5 is out of range"):
+        load_plan_text("pools: {a: {rate: 1, adaptive: {decrease: 1.5}}}\ntasks: {t: {run: x}}")
