@@ -13,7 +13,7 @@ import click
 
 from fleetrun.errors import StateError, UsageError
 from fleetrun.session import find_state_dir
-from fleetrun.state import Journal, process_alive, prune
+from fleetrun.state import Journal, RunRecord, process_alive, prune
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _SECOND_PRESS_DELAY = 1.0
@@ -63,25 +63,7 @@ def cancel(run: str | None, now: bool, plan: str | None, state_dir: str | None) 
     no new task starts, running tasks get the grace period, then the run ends
     as interrupted (`fleetrun retry` goes on from there). RUN defaults to the
     live run (of --plan); --now ends running tasks at once."""
-    with Journal.open_existing(find_state_dir(state_dir, plan)) as j:
-        j.recover()
-        plan_path = str(Path(plan).resolve()) if plan else None
-        if run is None:
-            live = [r for r in j.runs(plan_path) if r.ended_at is None]
-            if not live:
-                raise StateError(f"no run is live in {j.state_dir}; `fleetrun history` lists them")
-            if len(live) > 1:
-                ids = ", ".join(r.id for r in live)
-                raise UsageError(f"several runs are live ({ids}); name the one to cancel")
-            r = live[0]
-        else:
-            r = j.run(run)
-    if r.ended_at is not None:
-        raise StateError(f"run {r.id} is not live: it ended {r.status}")
-    if r.host != socket.gethostname():
-        raise StateError(f"run {r.id} runs on host {r.host} (pid {r.pid}); cancel it there")
-    if not process_alive(r.pid, r.pid_start):
-        raise StateError(f"run {r.id} is not live: its process {r.pid} is gone")
+    r = _live_run(run, plan, state_dir)
     try:
         os.kill(r.pid, signal.SIGINT)
         if now:
@@ -132,3 +114,45 @@ def prune_cmd(
             f"({', '.join(res.kept_for_retries)})"
         )
     click.echo(line)
+
+
+def _live_run(run: str | None, plan: str | None, state_dir: str | None) -> RunRecord:
+    """The live run named (or the only live one, of ``plan``), checked to be this
+    host's and still alive; ``StateError``/``UsageError`` otherwise."""
+    with Journal.open_existing(find_state_dir(state_dir, plan)) as j:
+        j.recover()
+        plan_path = str(Path(plan).resolve()) if plan else None
+        if run is None:
+            live = [r for r in j.runs(plan_path) if r.ended_at is None]
+            if not live:
+                raise StateError(f"no run is live in {j.state_dir}; `fleetrun history` lists them")
+            if len(live) > 1:
+                ids = ", ".join(r.id for r in live)
+                raise UsageError(f"several runs are live ({ids}); name the one to cancel")
+            r = live[0]
+        else:
+            r = j.run(run)
+    if r.ended_at is not None:
+        raise StateError(f"run {r.id} is not live: it ended {r.status}")
+    if r.host != socket.gethostname():
+        raise StateError(f"run {r.id} runs on host {r.host} (pid {r.pid}); cancel it there")
+    if not process_alive(r.pid, r.pid_start):
+        raise StateError(f"run {r.id} is not live: its process {r.pid} is gone")
+    return r
+
+
+@click.command("promote")
+@click.argument("run", required=False)
+@_where
+def promote(run: str | None, plan: str | None, state_dir: str | None) -> None:
+    """Open the next rollout wave of a live run whose rollout has `pause: true`
+    (from another terminal). Each call approves one wave; a call before the
+    wave is due is remembered."""
+    r = _live_run(run, plan, state_dir)
+    try:
+        os.kill(r.pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        raise StateError(f"run {r.id} ended meanwhile") from None
+    except PermissionError:
+        raise StateError(f"run {r.id} (pid {r.pid}) belongs to another user") from None
+    click.echo(f"promoted run {r.id} (pid {r.pid}): the next wave opens once it is due")

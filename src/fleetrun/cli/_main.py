@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "schema": "fleetrun.cli._schema_cmd:schema_cmd",
     "cancel": "fleetrun.cli._admin_cmds:cancel",
     "prune": "fleetrun.cli._admin_cmds:prune_cmd",
+    "promote": "fleetrun.cli._admin_cmds:promote",
     "cluster": "fleetrun.cli._cluster_cmd:cluster",
 }
 """Command name -> ``module:attribute`` of its click command, imported when used
@@ -99,6 +100,9 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``fleetrun`` console script."""
+    # `fleetrun promote` signals a live run; until the run listens for it (and
+    # in commands that never do), it must not end this process.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # From here on a Ctrl-C is a KeyboardInterrupt, mapped to 130 by ``_Group``.
     if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -437,6 +437,9 @@ class Session:
         signals = (signal.SIGINT, signal.SIGTERM) if self.handle_signals else ()
         for sig in signals:
             loop.add_signal_handler(sig, on_signal, sig)
+        if self.handle_signals:
+            # `fleetrun promote` from another terminal opens the next rollout wave.
+            loop.add_signal_handler(signal.SIGUSR1, control.promote)
         executors = self.registry.create(
             kinds, ExecutorContext(options.grace, graph.plan, req_cluster)
         )
@@ -448,6 +451,8 @@ class Session:
             await self.registry.close(executors)
             for sig in signals:
                 loop.remove_signal_handler(sig)
+            if self.handle_signals:
+                loop.remove_signal_handler(signal.SIGUSR1)
 
 
 def _finish(
