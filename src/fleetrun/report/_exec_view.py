@@ -69,7 +69,7 @@ class TargetOutcome:
 
 
 def _duration(seconds: float | None) -> str:
-    return "-" if seconds is None else format_duration(seconds)
+    return "-" if seconds is None else format_duration(seconds, fine=True)
 
 
 def _clip(text: str, width: int) -> str:
