@@ -5,7 +5,9 @@
 set -eu
 action=$1 service=$2 dir=$3
 pidfile="$dir/$service-${FLEETRUN_TARGET:-local}.pid"
-running() { [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# Alive: it exists and is not a zombie waiting for its parent to reap it.
+alive() { kill -0 "$1" 2>/dev/null && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+running() { [ -s "$pidfile" ] && alive "$(cat "$pidfile")"; }
 publish() { [ -n "${FLEETRUN_OUTPUT:-}" ] && echo "$1" >>"$FLEETRUN_OUTPUT" || true; }
 
 case $action in
@@ -30,7 +32,7 @@ stop)
     if running; then
         pid=$(cat "$pidfile")
         kill "$pid"
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+        while alive "$pid"; do sleep 0.1; done
         echo "$service stopped (was pid $pid)"
     else
         echo "$service not running"
