@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -79,5 +78,10 @@ def test_hosts_example_start_status_stop(sshd: Any, tmp_path: Path) -> None:
     after = _apply(ex / "status.yaml", logs, state)
     assert {t: r.exit_code for t, r in after.items()} == dict.fromkeys(hosts, 3)
     for pid in pids.values():
-        alive = subprocess.run(["kill", "-0", pid], capture_output=True, check=False)
-        assert alive.returncode != 0
+        # Gone, or a zombie: the test process is a child subreaper (as fleetrun
+        # is), so the stopped daemon may wait for it to be reaped.
+        try:
+            state_field = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue
+        assert state_field == "Z", f"pid {pid} still runs"
