@@ -25,9 +25,6 @@ from fleetrun.executors._procfs import (
     process_start_time,
 )
 from fleetrun.executors._reaper import ATTEMPT_ID, TaggedProcess, tagged_processes
-from fleetrun.executors._ssh import SSHExecutor
-from fleetrun.executors._ssh_orphans import SSHOrphanFinder
-from fleetrun.executors._ssh_spec import SSHSpec
 from fleetrun.names import env_name
 
 if TYPE_CHECKING:
@@ -44,8 +41,16 @@ if TYPE_CHECKING:
         LocalProcess,
         stop_processes,
     )
+    from fleetrun.executors._ssh import SSHExecutor
+    from fleetrun.executors._ssh_orphans import SSHOrphanFinder
+    from fleetrun.executors._ssh_spec import SSHSpec
 
+# Loaded on first use: a run without SSH or cluster tasks never imports
+# asyncssh or Dask (each costs a noticeable part of fleetrun's start-up).
 _LAZY = {
+    "SSHExecutor": ("_ssh", "SSHExecutor"),
+    "SSHOrphanFinder": ("_ssh_orphans", "SSHOrphanFinder"),
+    "SSHSpec": ("_ssh_spec", "SSHSpec"),
     "CLUSTER_ENV": ("_cluster", "CLUSTER_ENV"),
     "ClusterExecutor": ("_cluster", "ClusterExecutor"),
     "ClusterOrphanFinder": ("_cluster", "ClusterOrphanFinder"),

@@ -11,14 +11,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from fleetrun.executors import (
-    Executor,
-    LocalExecutor,
-    LocalOrphanFinder,
-    OrphanFinder,
-    SSHExecutor,
-    SSHOrphanFinder,
-)
+from fleetrun.executors import Executor, LocalExecutor, LocalOrphanFinder, OrphanFinder
 from fleetrun.plan import Plan
 
 
@@ -78,7 +71,15 @@ def _local_finder(_plan: Plan) -> OrphanFinder:
     return LocalOrphanFinder()
 
 
+def _ssh_executor(c: ExecutorContext) -> Executor:
+    from fleetrun.executors import SSHExecutor  # loaded only by plans that use SSH
+
+    return SSHExecutor(grace=c.grace)
+
+
 def _ssh_finder(plan: Plan) -> OrphanFinder:
+    from fleetrun.executors import SSHOrphanFinder
+
     return SSHOrphanFinder(
         targets={name: t.attributes().get("ssh") for name, t in plan.targets.items()}
     )
@@ -88,7 +89,7 @@ def default_registry() -> ExecutorRegistry:
     """The executors fleetrun ships: ``local``, ``ssh`` and ``cluster``."""
     reg = ExecutorRegistry()
     reg.register("local", lambda c: LocalExecutor(grace=c.grace), lambda _plan: LocalOrphanFinder())
-    reg.register("ssh", lambda c: SSHExecutor(grace=c.grace), _ssh_finder)
+    reg.register("ssh", _ssh_executor, _ssh_finder)
     reg.register("cluster", _cluster_executor, _cluster_finder)
     return reg
 
