@@ -105,7 +105,8 @@ def prune_cmd(
         raise UsageError("say which runs go: --keep N and/or --older-than AGE")
     age = parse_age(older_than) if older_than is not None else None
     with Journal.open_existing(find_state_dir(state_dir, plan)) as j:
-        res = prune(j, keep=keep, older_than=age, dry_run=dry_run)
+        plan_path = str(Path(plan).resolve()) if plan else None
+        res = prune(j, keep=keep, older_than=age, dry_run=dry_run, plan_path=plan_path)
     verb = "would remove" if dry_run else "removed"
     line = f"{verb} {len(res.removed)} run(s), {'about ' if dry_run else ''}{_size(res.freed)}"
     if res.kept_for_retries:

@@ -119,6 +119,26 @@ class _Console(Protocol):
     def summary(self, result: RunResult, graph: Graph) -> str: ...
 
 
+def console_gone(e: OSError, stderr: bool = False) -> None:
+    """stdout (or stderr) went away while fleetrun printed to it: point it at
+    /dev/null so nothing printed later fails, and say so once on the other
+    stream if it can. Errors other than a vanished console are raised."""
+    if e.errno not in _GONE:
+        raise e
+    fd = 2 if stderr else 1
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    if not stderr:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(
+                f"fleetrun: the console went away ({e.strerror or e}); the run goes on "
+                "and is recorded in full (fleetrun show, fleetrun logs)\n"
+            )
+            sys.stderr.flush()
+
+
 class Display:
     """What a run shows and writes besides the journal.
 

@@ -96,9 +96,26 @@ def _tail(path: str | None) -> str:
 )
 @click.option("-j", "--parallelism", type=click.IntRange(min=1), default=None, help="Most at once.")
 @click.option("--timeout", default=None, metavar="DURATION", help="Per target, e.g. 30s or 5m.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@click.option("--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE, metavar="SECONDS")
-@click.option("--state-dir", type=click.Path(file_okay=False), default=None)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="text: blocks then a table; json: an array of {target, ok, exit_code, output, ...}.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_GRACE,
+    metavar="SECONDS",
+    help="Time between SIGTERM and SIGKILL when ending the command (timeout, Ctrl-C).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the run is journaled (default: .fleetrun beside FILE).",
+)
 @click.option("--plain", is_flag=True, help="Progress as plain lines (on stderr).")
 def exec_cmd(
     file: str,
@@ -131,6 +148,8 @@ def exec_cmd(
         if seconds is None or seconds <= 0:
             raise UsageError(f"--timeout {timeout!r}: expected a duration such as 30s or 5m")
     names = tuple(n.strip() for v in targets for n in v.split(",") if n.strip())
+    if targets and not names:
+        raise UsageError("-t/--targets names nothing; give names, or leave it out for all")
     exec_req = ExecRequest(
         str(Path(file).resolve()), command, targets=names or None, runs_on=runs_on, timeout=seconds
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from fleetrun.cli._display import Display
+from fleetrun.cli._display import Display, console_gone
 from fleetrun.cli._main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from fleetrun.engine import Subscriber
 from fleetrun.report import FailureNotes, next_steps
@@ -17,7 +17,11 @@ __all__ = ["RunRequest", "execute", "find_state_dir"]
 
 
 def _notify(notice: Notice) -> None:
-    click.echo(notice.text, err=notice.error)
+    """Print a notice; a console that went away never touches the run."""
+    try:
+        click.echo(notice.text, err=notice.error)
+    except OSError as e:
+        console_gone(e, notice.error)
 
 
 def _quiet_notify(notice: Notice) -> None:

@@ -11,6 +11,7 @@ the ``notify`` callback as ``Notice`` values, and the outcome comes back as a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetrun.engine import RunControl, RunOptions, RunResult, new_run_id, run_graph
-from fleetrun.errors import FleetrunError, StateError, UsageError
+from fleetrun.errors import FleetrunError, RunNotFoundError, StateError, UsageError
 from fleetrun.executors import OrphanFinder
 from fleetrun.plan import (
     ALL_TARGETS,
@@ -99,7 +100,13 @@ class Session:
         try:
             journal.recover()
             plan_path = str(Path(req.plan).resolve()) if req.plan else None
-            previous = journal.run(req.run_ref, plan_path=plan_path)
+            try:
+                previous = journal.run(req.run_ref, plan_path=plan_path)
+            except RunNotFoundError:
+                if plan_path is None or req.run_ref is not None:
+                    raise
+                # A fleet file (or plan) that only `fleetrun exec` ran.
+                previous = journal.run(None, plan_path=plan_path + EXEC_SUFFIX)
         finally:
             journal.close()
         # Resume continues the latest run only: resuming an older one would re-run
@@ -146,6 +153,13 @@ class Session:
             raise empty
         targets = split_names(req.targets, {*plan.targets, *plan.groups, ALL_TARGETS})
         tasks = split_names(req.tasks, plan.tasks)
+        for flag, given, names in (
+            ("--targets", req.targets, targets),
+            ("--tasks", req.tasks, tasks),
+        ):
+            if given and names is None:
+                # An unset shell variable (`--targets "$REGIONS"`) must not mean "all".
+                raise UsageError(f"{flag} names nothing; give names, or leave {flag} out")
         narrow = None
         if targets or tasks:
             narrow, extras = selection_closure(graph, targets, tasks)
@@ -163,7 +177,7 @@ class Session:
         check_free_space(state_dir)
         # One lock per plan; an exec of a plan is a plan of its own (``<plan>.exec``),
         # so it may run while that plan deploys.
-        lock_key = str(Path(plan_file).resolve()) + ("#exec" if exec_req is not None else "")
+        lock_key = str(Path(plan_file).resolve()) + (EXEC_SUFFIX if exec_req is not None else "")
         lock = RunLock(state_dir, lock_key)
         lock.acquire(run_id)
         try:
@@ -337,7 +351,9 @@ class Session:
         journal.begin_run(
             run_id=run_id,
             parent_id=previous.id if previous else None,
-            plan_path=str(path),
+            # Exec runs are recorded apart, so `--plan PLAN` keeps meaning the
+            # plan's own runs (retry, show, outputs, report, prune).
+            plan_path=str(path) + (EXEC_SUFFIX if exec_req is not None else ""),
             plan_name=plan.name,
             plan_hash=plan.source_hash,
             plan_snapshot=redactor.redact(path.read_text(encoding="utf-8", errors="replace")),
@@ -431,8 +447,11 @@ class Session:
                 )
             else:
                 text = f"{name}: killing running tasks now"
-            notify(Notice("signal", text, error=True))
+            # First: whatever telling the user costs (a console gone away), the
+            # run stops as asked.
             control.interrupt()
+            with contextlib.suppress(Exception):
+                notify(Notice("signal", text, error=True))
 
         signals = (signal.SIGINT, signal.SIGTERM) if self.handle_signals else ()
         for sig in signals:
@@ -495,6 +514,9 @@ async def _end_orphans(
         if mine:
             await finder.end(mine, grace)
 
+
+EXEC_SUFFIX = "#exec"
+"""Appended to the plan path under which ``fleetrun exec`` runs are recorded."""
 
 VARS_FILE = "vars.json"
 """A run's ``--var``/``--var-file`` values, exactly, in its run directory (mode 0600)."""

@@ -48,19 +48,24 @@ def prune(
     older_than: float | None = None,
     now: float | None = None,
     dry_run: bool = False,
+    plan_path: str | None = None,
 ) -> PruneResult:
-    """Remove old runs from ``journal`` (see the module docstring); ``older_than`` in seconds."""
+    """Remove old runs from ``journal`` (see the module docstring); ``older_than`` in
+    seconds; ``plan_path``: only that plan's runs (its exec runs included) are
+    candidates, and ``keep`` counts those."""
     if keep is None and older_than is None:
         raise ValueError("prune needs keep or older_than")
     journal.recover()
     now = time.time() if now is None else now
     c = journal.conn
     runs = c.execute(
-        "SELECT id, parent_id, started_at, ended_at FROM runs ORDER BY started_at DESC, id DESC"
+        "SELECT id, parent_id, started_at, ended_at, plan_path FROM runs"
+        " ORDER BY started_at DESC, id DESC"
     ).fetchall()
     parent = {r[0]: r[1] for r in runs}
+    mine = [r[:4] for r in runs if plan_path is None or r[4] in (plan_path, plan_path + "#exec")]
     chosen = []
-    for rank, (run_id, _p, started, ended) in enumerate(runs):
+    for rank, (run_id, _p, started, ended) in enumerate(mine):
         if ended is None:
             continue  # live
         if keep is not None and rank < keep:
