@@ -23,6 +23,7 @@ keep their environment), command-line flags. The registry password comes from
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import subprocess
@@ -34,6 +35,11 @@ from typing import Any
 import yaml
 
 from fleetrun.cluster.errors import ClusterConfigError
+
+_REPO = re.compile(
+    r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
+"""A repository path as the OCI distribution spec allows it (no host, no tag)."""
 
 DEFAULT_PORT = 50055
 DEFAULT_REPLICAS = 2
@@ -195,6 +201,29 @@ def load_config(
                 f"{label} {value!r} is not a valid Kubernetes name "
                 "(lower-case letters, digits and '-')"
             )
+    if not _REPO.match(str(repo)):
+        raise ClusterConfigError(
+            f"IMAGE_REPO {str(repo)!r} is not an image repository (lower-case path such as "
+            "team/prover, no tag: the tag is client-<STAGE>)"
+        )
+    endpoint = pick("COORDINATOR_EP", coord.get("endpoint"))
+    if endpoint:
+        try:
+            ipaddress.ip_address(str(endpoint))
+        except ValueError:
+            raise ClusterConfigError(
+                f"COORDINATOR_EP {str(endpoint)!r} is not an IP address: the Endpoints object "
+                "takes an address every node can reach (the port goes in COORDINATOR_PORT)"
+            ) from None
+    user = pick("IMAGE_AUTH_USER", image.get("user"))
+    if bool(user) != bool(env.get("IMAGE_AUTH_PASSWORD")):
+        given, missing = (
+            ("IMAGE_AUTH_USER", "IMAGE_AUTH_PASSWORD") if user else
+            ("IMAGE_AUTH_PASSWORD", "IMAGE_AUTH_USER")
+        )  # fmt: skip
+        raise ClusterConfigError(
+            f"{given} is set but {missing} is not: the registry secret needs both (or neither)"
+        )
     effect = tol.get("effect")
     if effect not in _EFFECTS:
         raise ClusterConfigError(
@@ -205,9 +234,9 @@ def load_config(
         stage=stage,
         image_host=host,
         image_host_alias=str(pick("IMAGE_HOST_ALIAS", image.get("host_alias"), host)),
-        auth_user=pick("IMAGE_AUTH_USER", image.get("user")),
+        auth_user=user,
         auth_password=env.get("IMAGE_AUTH_PASSWORD") or None,
-        coordinator_ep=pick("COORDINATOR_EP", coord.get("endpoint")),
+        coordinator_ep=endpoint,
         coordinator_port=_int(pick("COORDINATOR_PORT", coord.get("port"), DEFAULT_PORT), "port"),
         namespace=ns,
         replicas=_int(pick("CLIENT_REPLICAS", data.get("replicas"), DEFAULT_REPLICAS), "replicas"),

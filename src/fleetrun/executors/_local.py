@@ -124,6 +124,22 @@ def _read_outputs(path: str, redactor: Redactor, who: str = "the task") -> dict[
     return parse_output_bytes(data, who)
 
 
+def _redact_file(path: str, redactor: Redactor) -> None:
+    """Leave only a redacted copy of the file at ``path`` (if there is one)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        data = os.read(fd, _MAX_OUTPUTS)
+        clean = redactor.redact_bytes(data)
+        if clean != data:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, clean, 0)
+    finally:
+        os.close(fd)
+
+
 _NULL: list[int] = []
 
 
@@ -369,11 +385,15 @@ class LocalExecutor:
 
         assert proc.status is not None
         code = os.waitstatus_to_exitcode(proc.status)
-        if code < 0:
-            return AttemptResult(exit_code=None, signal=-code, timed_out=proc.timed_out)
         if code == 0 and not proc.timed_out:
             outputs = _read_outputs(spec.output_path, spec.redactor, spec.key)
             return AttemptResult(exit_code=0, outputs=outputs)
+        if spec.redactor:
+            # A failed attempt's outputs are not used, but what it wrote stays on disk:
+            # redacted like everything else there.
+            _redact_file(spec.output_path, spec.redactor)
+        if code < 0:
+            return AttemptResult(exit_code=None, signal=-code, timed_out=proc.timed_out)
         return AttemptResult(exit_code=code, timed_out=proc.timed_out)
 
     async def _end_leftovers(self, tag: str, grace: float, first: list[int] | None) -> list[str]:

@@ -143,6 +143,7 @@ class _Loader:
         self.data = data
         self.var_overrides = dict(var_overrides or {})
         self.secret_vars: set[str] = set()
+        self.secret_defaults: set[str] = set()
         self.file = file
         self.base_dir = base_dir
         self.path = path
@@ -266,6 +267,7 @@ class _Loader:
             secret = vname in self.secret_vars or matches_secret_pattern(vname, patterns)
             if secret and vvalue is not None and str(vvalue):
                 values.add(str(vvalue))
+        values |= {v for v in self.secret_defaults if len(v) >= 3}
         if self.problems:
             raise self.fail()
         implicit: list[str] = []
@@ -378,6 +380,9 @@ class _Loader:
                 ctx.wrong_type(v, join(key, "value"), "a string, number, boolean or null")
         if "secret" in f and ctx.boolean(f["secret"], join(key, "secret")):
             self.secret_vars.add(name)
+            if value is not None and str(value):
+                # Masked even when --var replaces it: the plan's text holds it.
+                self.secret_defaults.add(str(value))
         if "env" in f:
             env_name = ctx.string(f["env"], join(key, "env"))
             if env_name is not None:

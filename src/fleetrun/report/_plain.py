@@ -27,6 +27,7 @@ from fleetrun.engine import (
     RunEnded,
     RunResult,
     RunStarted,
+    WaveChanged,
 )
 from fleetrun.plan import Graph
 from fleetrun.report._text import STATE_ORDER as STATE_ORDER
@@ -115,7 +116,14 @@ def _event_text(ev: Event, took: float, tail_lines: int) -> list[str]:
             return [f"failed     {ev.key}: {ev.reason}"]
         return []
     if isinstance(ev, PoolChanged):
-        return [f"pool       {ev.pool}: rate {ev.rate:.3g}/s ({ev.reason})"]
+        return [f"pool       {ev.pool}: rate {ev.rate:.3g}/s ({printable(ev.reason)})"]
+    if isinstance(ev, WaveChanged):
+        where = f"wave {ev.wave}/{ev.waves} ({len(ev.targets)} target(s))"
+        if ev.state == "waiting":
+            return [f"waiting    {where}: run `fleetrun promote` to open it"]
+        if ev.state == "halted":
+            return [f"halted     rollout before {where}: {printable(ev.reason)}"]
+        return [f"opened     {where}"]
     if isinstance(ev, RunStarted):
         j = "unbounded" if ev.parallelism is None else str(ev.parallelism)
         return [f"run {ev.run_id}: {ev.nodes} instance(s), mode {ev.mode}, -j {j}"]

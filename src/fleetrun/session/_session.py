@@ -356,7 +356,10 @@ class Session:
             plan_path=str(path) + (EXEC_SUFFIX if exec_req is not None else ""),
             plan_name=plan.name,
             plan_hash=plan.source_hash,
-            plan_snapshot=redactor.redact(path.read_text(encoding="utf-8", errors="replace")),
+            # Both forms: a secret with quotes or backslashes is escaped in YAML text.
+            plan_snapshot=redactor.for_json().redact(
+                redactor.redact(path.read_text(encoding="utf-8", errors="replace"))
+            ),
             mode=req.mode,
             kind=req.kind,
             options={
