@@ -178,7 +178,8 @@ def apply(plan: str, resume: bool, **options: Any) -> None:
 
     \b
     Exit codes: 0 all succeeded, 1 some task failed, 2 bad plan or usage,
-    130 interrupted (Ctrl-C: running tasks get --grace seconds; twice: killed now).
+    3 this plan is already running (`fleetrun cancel` stops it), 130
+    interrupted (Ctrl-C: running tasks get --grace seconds; twice: killed now).
     """
     # The run options' parameter names are RunRequest's field names.
     code = execute(RunRequest(kind="resume" if resume else "apply", plan=plan, **options))
