@@ -27,7 +27,7 @@ from fleetrun.engine._events import AttemptEnded, AttemptOutcome, AttemptOutput,
 from fleetrun.engine._retry import backoff_delay, log_tail, retry_reason
 from fleetrun.executors import Attempt, AttemptResult, Executor, Handle
 from fleetrun.names import safe_name
-from fleetrun.plan import Node, attempt_env, dep_outputs, render_command, task_env
+from fleetrun.plan import Node, Target, attempt_env, dep_outputs, task_env
 
 if TYPE_CHECKING:
     from fleetrun.engine._scheduler import _Run
@@ -75,21 +75,23 @@ class AttemptRunner:
     ``kick`` and ``outputs``.
     """
 
-    __slots__ = ("_attrs", "_root", "_setup", "run")
+    __slots__ = ("_root", "_setup", "_targets", "run")
 
     def __init__(self, run: _Run) -> None:
         self.run = run
         # Absolute: a task in another directory still finds its $FLEETRUN_OUTPUT.
         self._root = Path(run.options.run_dir).absolute()
         self._setup: dict[str, _TaskSetup] = {}
-        self._attrs: dict[str, Mapping[str, Any]] = {}
+        self._targets: dict[str, tuple[Target, Mapping[str, Any], str]] = {}
 
-    def _attributes(self, target: str) -> Mapping[str, Any]:
-        """The target's attributes as executors see them (``ssh`` resolved), once per target."""
-        attrs = self._attrs.get(target)
-        if attrs is None:
-            attrs = self._attrs[target] = self.run.graph.plan.targets[target].attributes()
-        return attrs
+    def _target(self, name: str) -> tuple[Target, Mapping[str, Any], str]:
+        """The target, its attributes as executors see them (``ssh`` resolved) and its
+        file name, once per target."""
+        got = self._targets.get(name)
+        if got is None:
+            target = self.run.graph.plan.targets[name]
+            got = self._targets[name] = (target, target.attributes(), safe_name(name))
+        return got
 
     def _task_setup(self, task_name: str) -> _TaskSetup:
         """The task's shared environment, directory and executor (created once per task)."""
@@ -133,7 +135,11 @@ class AttemptRunner:
         result: AttemptResult | None = None
         problem = ""
         setup = self._task_setup(node.task)
-        name = f"{safe_name(node.target or node.task)}.{n}"
+        if node.target is None:
+            target, attrs, file = None, _NO_ATTRS, safe_name(node.task)
+        else:
+            target, attrs, file = self._target(node.target)
+        name = f"{file}.{n}"
         log_path = f"{setup.logs}/{name}.log"
 
         def on_started(handle: Handle) -> None:
@@ -166,7 +172,8 @@ class AttemptRunner:
         try:
             try:
                 deps = dep_outputs(node, run.outputs) if node.requires else {}
-                command = render_command(graph, j, deps)
+                # What ``plan.render_command`` does, with the task and target at hand.
+                command = task.run.render(target, graph.plan.vars, deps)
             except KeyError as e:
                 problem = f"cannot render the command: no value for {e.args[0]}"
             else:
@@ -191,7 +198,7 @@ class AttemptRunner:
                     opts.redactor,
                     on_started,
                     on_output,
-                    self._attributes(node.target) if node.target is not None else _NO_ATTRS,
+                    attrs,
                     setup.options,
                 )
                 result = await setup.executor.run(spec)
