@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from fleetrun.cli._state_cmds import _journal, _plan_path, _where
+from fleetrun.errors import UsageError
 from fleetrun.report import (
     RunReport,
     build_report,
@@ -62,6 +63,8 @@ def report(
         r = j.run(run, plan_path=_plan_path(plan))
         built = build_report(j, r.id)
     text = _RENDERERS[fmt](built)
+    if output is not None and not output.strip():
+        raise UsageError("-o needs a file name (leave -o out to print the report)")
     if output:
         path = Path(output)
         write_atomic(path, text)

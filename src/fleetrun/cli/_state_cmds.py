@@ -170,6 +170,8 @@ def logs(
     fmt: str,
 ) -> None:
     """Print the log of one attempt of TASK@TARGET (TASK for an unfanned task)."""
+    if not instance.strip():
+        raise UsageError("name the instance: TASK@TARGET (`fleetrun show` lists them)")
     with _journal(state_dir, plan) as j:
         r = j.run(run_ref, plan_path=_plan_path(plan))
         if run_ref is None:

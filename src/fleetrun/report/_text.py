@@ -54,10 +54,21 @@ def format_counts(counts: Mapping[str, int]) -> str:
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A left-aligned text table; the last column is not padded."""
+    """A left-aligned text table; the last column is not padded. Control characters
+    in cells (a target name holding a carriage return) are shown escaped."""
+    rows = [[c if c.isprintable() else _escape(c) for c in r] for r in rows]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     lines = []
     for row in [list(headers), *rows]:
         cells = [c.ljust(widths[i]) for i, c in enumerate(row[:-1])] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_ESCAPES.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
+
+
+def _escape(text: str) -> str:
+    """``text`` with every control character (C0, DEL, C1) shown as its escape."""
+    return text.translate(_ESCAPES)
