@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from fleetrun.cli._state_cmds import _where
 from fleetrun.errors import StateError, UsageError
 from fleetrun.session import find_state_dir
 from fleetrun.state import Journal, RunRecord, process_alive, prune
@@ -36,22 +37,6 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return f"{n} B"  # pragma: no cover
-
-
-def _where(f: click.decorators.FC) -> click.decorators.FC:
-    f = click.option(
-        "--state-dir",
-        type=click.Path(file_okay=False),
-        default=None,
-        help="The state directory (default: .fleetrun beside --plan, else ./.fleetrun).",
-    )(f)
-    f = click.option(
-        "--plan",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="The plan: finds its state directory and narrows to its runs.",
-    )(f)
-    return f
 
 
 @click.command()
