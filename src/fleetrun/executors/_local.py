@@ -108,28 +108,18 @@ def parse_outputs(text: str) -> dict[str, str]:
 
 def _read_outputs(path: str, redactor: Redactor, who: str = "the task") -> dict[str, str]:
     """Parse the attempt's output file; leave only a redacted copy of it on disk."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return {}
-    try:
-        data = os.read(fd, _MAX_OUTPUTS)
-        clean = redactor.redact_bytes(data)
-        if clean != data:
-            # A task published a secret: dependents get the value, the disk does not.
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, clean, 0)
-    finally:
-        os.close(fd)
-    return parse_output_bytes(data, who)
+    data = _redact_file(path, redactor)
+    return {} if data is None else parse_output_bytes(data, who)
 
 
-def _redact_file(path: str, redactor: Redactor) -> None:
-    """Leave only a redacted copy of the file at ``path`` (if there is one)."""
+def _redact_file(path: str, redactor: Redactor) -> bytes | None:
+    """Leave only a redacted copy of the file at ``path``; return what it held
+    (None: there is no such file). A task may publish a secret: dependents get
+    the value, the disk does not."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return
+    except FileNotFoundError:
+        return None
     try:
         data = os.read(fd, _MAX_OUTPUTS)
         clean = redactor.redact_bytes(data)
@@ -138,6 +128,7 @@ def _redact_file(path: str, redactor: Redactor) -> None:
             os.pwrite(fd, clean, 0)
     finally:
         os.close(fd)
+    return data
 
 
 _NULL: list[int] = []
