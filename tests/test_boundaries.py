@@ -132,3 +132,11 @@ def test_each_package_exports_its_public_names(name: str) -> None:
     missing = [n for n in exported if not hasattr(module, n)]
     assert missing == []
     assert all(not n.startswith("_") for n in exported)
+
+
+def test_the_ssh_keys_the_plan_accepts_are_those_the_executor_reads() -> None:
+    # Executors may not import the plan, so each side names the keys; they must agree.
+    from fleetrun.executors._ssh_spec import SPEC_KEYS
+    from fleetrun.plan._model import SSH_KEYS
+
+    assert SPEC_KEYS == SSH_KEYS
