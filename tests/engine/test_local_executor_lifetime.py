@@ -148,6 +148,30 @@ def test_interrupt_ends_what_left_the_group(runner, tmp_path, mode):
     assert not pid_alive(_pid(f))
 
 
+def test_members_that_exit_after_their_leader_do_not_hold_up_the_end(runner, tmp_path):
+    # On SIGTERM the leader (the task's shell, in ``wait``) dies at once; the
+    # member traps TERM and exits 0.3 s later, re-parented to fleetrun (the
+    # subreaper). Its zombie is fleetrun's to reap: the attempt ends then, not
+    # when the grace period runs out.
+    ready = tmp_path / "ready"
+    control = RunControl()
+    cmd = (
+        f"sh -c 'trap \"sleep 0.3; exit 0\" TERM; touch {ready};"
+        " while :; do sleep 0.05; done' & wait"
+    )
+
+    def hook(e):
+        if isinstance(e, AttemptStarted):
+            deadline = time.monotonic() + 5
+            while not ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            control.interrupt()
+
+    ran = runner(graph([task("t", cmd)]), hook=hook, control=control, grace=30)
+    assert ran.result.status == "interrupted"
+    assert _took(ran, "t") < 15  # the grace is 30 s
+
+
 def test_keep_running_leaves_a_service_alone(runner, tmp_path):
     f = tmp_path / "bg.pid"
     t = task("svc", LEAVERS["setsid"].format(f=f) + "\necho up", targets=["x"])

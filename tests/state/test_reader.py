@@ -136,6 +136,37 @@ def test_a_dead_run_reads_interrupted_and_the_file_is_left_alone(journal: Journa
     assert atts == journal.attempts("dead")
 
 
+def test_attempts_known_only_by_their_logs_read_as_recovery_records_them(
+    journal: Journal,
+) -> None:
+    # The writer could not commit c@x's first attempt nor b@x's second (a full
+    # disk): their log files are all that is left of them.
+    _dead_run(journal)
+    logs = journal.state_dir / "runs" / "dead" / "logs"
+    for task, name in (("c", "x.1.log"), ("b", "x.2.log"), ("c", "unrelated.txt")):
+        (logs / task).mkdir(parents=True, exist_ok=True)
+        (logs / task / name).write_text("ran\n")
+    with JournalReader(journal.state_dir) as r:
+        run = r.run("dead")
+        inst = {i.key: i for i in r.instances("dead")}
+        atts = r.attempts("dead")
+        only_c = r.attempts("dead", "c@x")
+    assert run.counts == {"succeeded": 1, "interrupted": 2}
+    assert (inst["c@x"].status, inst["c@x"].attempts) == ("interrupted", 1)
+    assert "could not record" in (inst["c@x"].reason or "")
+    assert (inst["b@x"].status, inst["b@x"].attempts) == ("interrupted", 2)
+    assert sorted((a.key, a.n, a.outcome) for a in atts) == [
+        ("b@x", 1, "interrupted"), ("b@x", 2, "interrupted"), ("c@x", 1, "interrupted"),
+    ]  # fmt: skip
+    assert [(a.key, a.log_path) for a in only_c] == [("c@x", str(logs / "c" / "x.1.log"))]
+    # What the reader showed is what recovery writes.
+    assert journal.recover() == ["dead"]
+    assert dataclasses.replace(run, computed=False) == journal.run("dead")
+    assert list(inst.values()) == journal.instances("dead")
+    assert atts == journal.attempts("dead")
+    assert journal.check() == []
+
+
 def test_no_journal_and_newer_schema(tmp_path: Path) -> None:
     with pytest.raises(RunNotFoundError, match="no journal"):
         JournalReader(tmp_path)

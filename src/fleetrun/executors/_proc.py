@@ -316,9 +316,10 @@ class Proc:
         self._poll_handle = None
         if self.group_gone:
             return
-        if self._killed:
-            # SIGKILLed members that were re-parented here are reaped here.
-            _reaper.reap_group(self.pid)
+        # Members that were re-parented here (fleetrun is their subreaper once
+        # the leader is gone) are reaped here as they exit: a zombie of ours
+        # would otherwise keep the group "alive" until the grace period ends.
+        _reaper.reap_group(self.pid)
         if not _killpg(self.pid, 0) or (self._killed and not _reaper.group_members(self.pid)):
             # Empty, or only zombies left: nothing of the group runs any more.
             self.group_gone = True

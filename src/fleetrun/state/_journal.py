@@ -22,7 +22,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import re
 import socket
 import sqlite3
 import time
@@ -40,15 +39,11 @@ from fleetrun.executors import (
     process_alive,
     process_start_time,
 )
-from fleetrun.names import safe_name
 from fleetrun.state._db import DB_NAME, connect, journal_error, rollback
 from fleetrun.state._fs import prepare_state_dir
-from fleetrun.state._reader import JournalReader
+from fleetrun.state._reader import UNRECORDED_REASON, JournalReader
 
-RUNS_DIR = "runs"
 """Each run's logs and outputs: ``<state dir>/runs/<run id>/``."""
-
-_LOG_NAME = re.compile(r"^(?P<name>.+)\.(?P<n>[0-9]+)\.log$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,48 +232,23 @@ class Journal(JournalReader):
 
     def _reconcile_logs(self, run_id: str) -> None:
         """Put on record the attempts whose log file exists but whose row does not
-        (the writer could not commit them): ``interrupted``, started when the log
-        was created, ended when it was last written (as far as is known)."""
-        logs = self.state_dir / RUNS_DIR / run_id / "logs"
-        if not logs.is_dir():
-            return
+        (the writer could not commit them), as ``JournalReader`` already shows them."""
         c = self.conn
-        by_file: dict[tuple[str, str], str] = {}
-        for key, task, target in c.execute(
-            "SELECT key, task, target FROM instances WHERE run_id=?", (run_id,)
-        ):
-            by_file[(safe_name(task), safe_name(target or task))] = key
-        known = {
-            (k, n) for k, n in c.execute("SELECT key, n FROM attempts WHERE run_id=?", (run_id,))
-        }
-        found: list[tuple[str, int, str, os.stat_result]] = []
-        for task_dir in sorted(logs.iterdir()):
-            if task_dir.is_symlink() or not task_dir.is_dir():
-                continue
-            for log in sorted(task_dir.iterdir()):
-                m = _LOG_NAME.match(log.name)
-                key = by_file.get((task_dir.name, m["name"])) if m else None
-                if m is None or key is None or (key, int(m["n"])) in known:
-                    continue
-                st = os.lstat(log)
-                found.append((key, int(m["n"]), str(log), st))
-        for key, n, path, st in found:
+        for a in self.unrecorded_attempts(run_id):
             c.execute(
                 "INSERT INTO attempts (run_id, key, n, started_at, ended_at, outcome, log_path,"
                 " retry_reason) VALUES (?,?,?,?,?,'interrupted',?,?)",
-                (run_id, key, n, min(st.st_ctime, st.st_mtime), st.st_mtime, path,
-                 "the journal could not record this attempt; its log was found afterwards"),
-            )  # fmt: skip
+                (run_id, a.key, a.n, a.started_at, a.ended_at, a.log_path, a.retry_reason),
+            )
             c.execute(
                 "UPDATE instances SET attempts=max(attempts, ?),"
                 " started_at=coalesce(started_at, ?),"
                 " status=CASE WHEN status IN ('pending', 'running') THEN 'interrupted'"
                 " ELSE status END,"
-                " reason=CASE WHEN status IN ('pending', 'running')"
-                " THEN 'ran, but the journal could not record how it ended' ELSE reason END,"
+                " reason=CASE WHEN status IN ('pending', 'running') THEN ? ELSE reason END,"
                 " ended_at=CASE WHEN status IN ('pending', 'running') THEN ? ELSE ended_at END"
                 " WHERE run_id=? AND key=?",
-                (n, min(st.st_ctime, st.st_mtime), st.st_mtime, run_id, key),
+                (a.n, a.started_at, UNRECORDED_REASON, a.ended_at, run_id, a.key),
             )
 
     def recover(self) -> list[str]:

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetrun.state._db import DB_NAME, journal_error, rollback
+from fleetrun.state._db import DB_NAME, RUNS_DIR, journal_error, rollback
 from fleetrun.state._fs import tree_size
-from fleetrun.state._journal import RUNS_DIR, Journal
+from fleetrun.state._journal import Journal
 
 _TABLES = ("events", "attempts", "exact_outputs", "instances")
 

@@ -24,11 +24,15 @@ process is gone (same host, pid and start time; ``process_alive``) reads as
 ``interrupted``, its running instances as ``interrupted``, its pending ones as
 ``not_started`` and its open attempts as ``interrupted``, which is what
 ``Journal.recover()`` will write the next time a command that writes runs.
+An attempt whose log file exists but whose row the writer could not commit
+(a full disk) is shown as recovery will record it (``unrecorded_attempts``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 import sqlite3
 import time
@@ -40,7 +44,8 @@ from typing import Any
 
 from fleetrun.errors import RunNotFoundError, StateError
 from fleetrun.executors import process_alive
-from fleetrun.state._db import DB_NAME, SCHEMA_VERSION
+from fleetrun.names import safe_name
+from fleetrun.state._db import DB_NAME, RUNS_DIR, SCHEMA_VERSION
 from fleetrun.state._records import AttemptRecord, InstanceRecord, RunRecord, columns
 
 INTERRUPTED_REASON = "fleetrun stopped while it was running"
@@ -48,6 +53,12 @@ INTERRUPTED_REASON = "fleetrun stopped while it was running"
 
 NOT_STARTED_REASON = "the run stopped first"
 """The reason of an instance still pending when its run's process died."""
+
+UNRECORDED_REASON = "ran, but the journal could not record how it ended"
+"""The reason of an instance whose only trace of an attempt is its log file."""
+
+_UNRECORDED_ATTEMPT = "the journal could not record this attempt; its log was found afterwards"
+_LOG_NAME = re.compile(r"^(?P<name>.+)\.(?P<n>[0-9]+)\.log$")
 
 _RUN_COLUMNS = columns(RunRecord)
 _INSTANCE_COLUMNS = columns(InstanceRecord)
@@ -170,9 +181,8 @@ class JournalReader:
         if end is None:
             return run
         settled: dict[str, int] = {}
-        for state, n in counts.items():
-            state = {"running": "interrupted", "pending": "not_started"}.get(state, state)
-            settled[state] = settled.get(state, 0) + n
+        for i in self._settled(run.id, self._instances(run.id), end):
+            settled[i.status] = settled.get(i.status, 0) + 1
         return replace(run, status="interrupted", ended_at=end, counts=settled, computed=True)
 
     def _counts(self, run_id: str) -> dict[str, int]:
@@ -207,6 +217,13 @@ class JournalReader:
 
     def instances(self, run_id: str) -> list[InstanceRecord]:
         """Every instance of a run, in node order, with its outputs decoded."""
+        out = self._instances(run_id)
+        end = self._dead_end_of(run_id) if any(i.status in _OPEN for i in out) else None
+        if end is None:
+            return out
+        return self._settled(run_id, out, end)
+
+    def _instances(self, run_id: str) -> list[InstanceRecord]:
         rows = self.conn.execute(
             f"SELECT {self._select('instances', _INSTANCE_COLUMNS)} FROM instances"
             " WHERE run_id=? ORDER BY node",
@@ -217,10 +234,29 @@ class JournalReader:
             raw = dict(zip(_INSTANCE_COLUMNS, row, strict=True))
             raw["outputs"] = json.loads(raw["outputs"])
             out.append(InstanceRecord(**raw))
-        end = self._dead_end_of(run_id) if any(i.status in _OPEN for i in out) else None
-        if end is None:
-            return out
-        return [_settle(i, end) for i in out]
+        return out
+
+    def _settled(
+        self, run_id: str, instances: list[InstanceRecord], end: float
+    ) -> list[InstanceRecord]:
+        """The instances of a dead run as recovery will record them."""
+        logged: dict[str, AttemptRecord] = {}
+        for found in self.unrecorded_attempts(run_id):
+            if found.key not in logged or found.n > logged[found.key].n:
+                logged[found.key] = found
+        out = []
+        for i in instances:
+            a = logged.get(i.key)
+            if a is not None:
+                i = replace(
+                    i, attempts=max(i.attempts, a.n), started_at=i.started_at or a.started_at
+                )
+                if i.status in _OPEN:
+                    i = replace(
+                        i, status="interrupted", ended_at=a.ended_at, reason=UNRECORDED_REASON
+                    )
+            out.append(_settle(i, end))
+        return out
 
     def attempts(self, run_id: str, key: str | None = None) -> list[AttemptRecord]:
         """Attempts of a run (of one instance), in start order."""
@@ -235,9 +271,65 @@ class JournalReader:
             raw["timed_out"] = bool(raw["timed_out"])
             raw["throttled"] = bool(raw["throttled"])
             out.append(AttemptRecord(**raw))
-        if any(a.outcome is None for a in out) and self._dead_end_of(run_id) is not None:
-            return [a if a.outcome is not None else replace(a, outcome="interrupted") for a in out]
+        if self._dead_end_of(run_id) is None:
+            return out
+        out = [a if a.outcome is not None else replace(a, outcome="interrupted") for a in out]
+        logged = [a for a in self.unrecorded_attempts(run_id) if key is None or a.key == key]
+        if logged:
+            out = sorted(out + logged, key=lambda a: (a.started_at, a.key, a.n))
         return out
+
+    def unrecorded_attempts(self, run_id: str) -> list[AttemptRecord]:
+        """Attempts of ``run_id`` whose log file exists but whose row does not (the
+        writer could not commit them: a full disk), as ``interrupted`` attempts that
+        started when the log was created and ended when it was last written."""
+        logs = self.state_dir / RUNS_DIR / run_id / "logs"
+        if not logs.is_dir():
+            return []
+        c = self.conn
+        by_file = {
+            (safe_name(task), safe_name(target or task)): key
+            for key, task, target in c.execute(
+                "SELECT key, task, target FROM instances WHERE run_id=?", (run_id,)
+            )
+        }
+        known = set(c.execute("SELECT key, n FROM attempts WHERE run_id=?", (run_id,)))
+        found = []
+        for task_dir in sorted(logs.iterdir()):
+            if task_dir.is_symlink() or not task_dir.is_dir():
+                continue
+            for log in sorted(task_dir.iterdir()):
+                m = _LOG_NAME.match(log.name)
+                key = by_file.get((task_dir.name, m["name"])) if m else None
+                if m is None or key is None or (key, int(m["n"])) in known:
+                    continue
+                try:
+                    st = os.lstat(log)
+                except OSError:
+                    continue
+                found.append(
+                    AttemptRecord(
+                        run_id=run_id,
+                        key=key,
+                        n=int(m["n"]),
+                        started_at=min(st.st_ctime, st.st_mtime),
+                        ended_at=st.st_mtime,
+                        exit_code=None,
+                        signal=None,
+                        timed_out=False,
+                        outcome="interrupted",
+                        log_path=str(log),
+                        retry_reason=_UNRECORDED_ATTEMPT,
+                        pid=None,
+                        pgid=None,
+                        proc_start=None,
+                        throttled=False,
+                        executor="local",
+                        host=None,
+                        job=None,
+                    )
+                )
+        return found
 
     def attempt(self, run_id: str, key: str, n: int | None = None) -> AttemptRecord:
         """One attempt (the last one when ``n`` is None) or ``RunNotFoundError``."""
