@@ -404,7 +404,8 @@ def test_select_tasks_and_groups() -> None:
         ({"targets": ["bb"]}, "unknown target or group 'bb' (did you mean 'b'?)"),
         ({"targets": ["validatrs"]}, "did you mean 'validators'?"),
         ({"tasks": ["k8"]}, "unknown task 'k8' (did you mean 'k8s'?)"),
-        ({"tasks": ["zzzzzz"]}, "unknown task 'zzzzzz'"),
+        ({"tasks": ["zzzzzz"]}, "unknown task 'zzzzzz'; known: infra, mon, k8s,"),
+        ({"targets": ["zzzzzz"]}, "unknown target or group 'zzzzzz'; known: a, adm, b,"),
         ({"targets": ["adm"], "tasks": ["infra"]}, "no task instance matches"),
     ],
 )

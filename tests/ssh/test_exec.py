@@ -78,7 +78,8 @@ def test_plan_file_selection_and_runs_on(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("command", "targets", "message"),
     [
-        (("true",), ("nope",), "unknown target or group 'nope'"),
+        (("true",), ("nope",), "unknown target or group 'nope'; known: web1,"),
+        (("true",), ("web1,nope",), "unknown target or group 'nope'"),
         (("echo", "{{ target.zone }}"), None, "which target 'web1' does not have"),
         (("echo", "{{ tasks.x.outputs.y }}"), None, "cannot use task outputs"),
         ((), None, "needs a command"),

@@ -19,7 +19,6 @@ session journals ``ExecRequest.to_json()`` and rebuilds the plan from it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ import yaml
 from fleetrun.errors import Diagnostic, Location, PlanError, UsageError
 from fleetrun.plan._loader import TOP_KEYS, load_plan, load_plan_text
 from fleetrun.plan._model import ALL_TARGETS, RUNS_ON, Plan, Task
+from fleetrun.plan._select import split_names, targets_named
 from fleetrun.plan._template import Template
 
 EXEC_TASK = "exec"
@@ -154,19 +154,7 @@ def _select(plan: Plan, names: Sequence[str] | None) -> tuple[str, ...]:
     """The targets named (targets or groups, comma-separated allowed), in fleet order."""
     if names is None:
         return tuple(plan.targets)
-    wanted: set[str] = set()
-    for item in names:
-        for name in (n.strip() for n in item.split(",")):
-            if not name:
-                continue
-            if name in plan.targets:
-                wanted.add(name)
-            elif name in plan.groups:
-                wanted.update(plan.groups[name])
-            else:
-                close = difflib.get_close_matches(name, [*plan.targets, *plan.groups], n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise UsageError(f"unknown target or group {name!r}{hint}")
+    wanted = targets_named(plan, split_names(names, [*plan.targets, *plan.groups]) or ())
     selected = tuple(t for t in plan.targets if t in wanted)
     if not selected:
         raise UsageError("the selection matches no target")

@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from fleetrun.errors import UsageError
 from fleetrun.plan._graph import Graph, Requirement
-from fleetrun.plan._model import ALL_TARGETS
+from fleetrun.plan._model import ALL_TARGETS, Plan
 
 _SHOWN = 50
 """The text view lists this many pulled-in instances, then a count."""
@@ -44,27 +44,44 @@ def split_names(values: Iterable[str], known: Collection[str] = ()) -> list[str]
     return names or None
 
 
+_LISTED = 8
+"""An unknown name's error lists this many of the valid names, then a count."""
+
+
 def _names_error(kind: str, unknown: str, known: Iterable[str]) -> UsageError:
-    close = difflib.get_close_matches(unknown, list(known), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return UsageError(f"unknown {kind} {unknown!r}{hint}")
+    """``unknown target 'x' (did you mean 'y'?)``, or with the valid names listed."""
+    names = list(known)
+    close = difflib.get_close_matches(unknown, names, n=1)
+    if close:
+        return UsageError(f"unknown {kind} {unknown!r} (did you mean {close[0]!r}?)")
+    shown = ", ".join(names[:_LISTED]) + (
+        f", ... ({len(names)} in all)" if len(names) > _LISTED else ""
+    )
+    return UsageError(f"unknown {kind} {unknown!r}; known: {shown or 'none'}")
+
+
+def targets_named(plan: Plan, names: Iterable[str]) -> set[str]:
+    """The targets that ``names`` (targets, groups, ``all``) stand for.
+
+    Raises ``UsageError`` for a name that is none of them, with the closest
+    name or the valid ones."""
+    found: set[str] = set()
+    for name in names:
+        if name in plan.targets:
+            found.add(name)
+        elif name in plan.groups:
+            found.update(plan.groups[name])
+        elif name == ALL_TARGETS:
+            found.update(plan.targets)
+        else:
+            raise _names_error("target or group", name, [*plan.targets, *plan.groups])
+    return found
 
 
 def _matched(graph: Graph, targets: Sequence[str] | None, tasks: Sequence[str] | None) -> list[int]:
     """Ids of the instances the names select by themselves, ascending."""
     plan = graph.plan
-    target_set: set[str] | None = None
-    if targets is not None:
-        target_set = set()
-        for name in targets:
-            if name in plan.targets:
-                target_set.add(name)
-            elif name in plan.groups:
-                target_set.update(plan.groups[name])
-            elif name == ALL_TARGETS:
-                target_set.update(plan.targets)
-            else:
-                raise _names_error("target or group", name, [*plan.targets, *plan.groups])
+    target_set = targets_named(plan, targets) if targets is not None else None
     task_set: set[str] | None = None
     if tasks is not None:
         for name in tasks:
