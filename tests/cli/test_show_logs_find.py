@@ -47,3 +47,8 @@ def test_show_state_logs_earlier_runs_and_close_matches(tmp_path: Path) -> None:
     assert "close matches: t@alpha" in wrong.stderr
     assert "instances of t: t@alpha" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+    beyond = fleetrun("logs", "t@alpha", "--attempt", "3", "--plan", str(plan))
+    assert beyond.returncode == 2
+    assert "t@alpha has no attempt 3 in run " in beyond.stderr
+    assert "its only attempt is 1" in beyond.stderr

@@ -343,7 +343,15 @@ class JournalReader:
             if known is None:
                 raise RunNotFoundError(f"{key} is not an instance of run {run_id}")
             which = f"attempt {n}" if n is not None else "attempts"
-            raise RunNotFoundError(f"{key} has no {which} in run {run_id}")
+            have = len(self.attempts(run_id, key)) if n is not None else 0
+            made = (
+                f"; its attempts are 1..{have}"
+                if have > 1
+                else "; its only attempt is 1"
+                if have
+                else ""
+            )
+            raise RunNotFoundError(f"{key} has no {which} in run {run_id}{made}")
         return max(rows, key=lambda a: a.n)
 
     def ran_in(self, run_id: str, key: str) -> str:
