@@ -99,6 +99,7 @@ def rollout_lines(graph: Graph) -> list[str]:
         f"  {failed}; {pause}",
     ]
     digits = len(str(max((len(w) for w in waves), default=0)))
+    number = max(3, len(str(len(waves))))
     hidden = len(waves) - 2 * _SHOWN
     for w, targets in enumerate(waves, 1):
         if hidden > 0 and _SHOWN < w <= len(waves) - _SHOWN:
@@ -106,7 +107,7 @@ def rollout_lines(graph: Graph) -> list[str]:
                 lines.append(f"  ... {hidden} more waves (--format json lists them all)")
             continue
         count = f"{len(targets):>{digits}} target{'s' if len(targets) != 1 else ' '}"
-        line = f"  wave {w:<3} {count}  {targets[0]}"
+        line = f"  wave {w:<{number}} {count}  {targets[0]}"
         shown = 1
         # More names while the line (and what says how many are left) fits.
         for name in targets[1:_NAMES_SHOWN]:

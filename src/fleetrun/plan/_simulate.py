@@ -69,10 +69,11 @@ class _Waves:
 
     Invariants: ``active[w]`` = instances of wave ``w`` made ready (in a ready
     heap or running) and not finished; no instance of a wave ``> opened`` is
-    ever made ready.
+    ever made ready; ``busy`` = waves with ``active[w] > 0`` (so that checking
+    the open waves costs O(1), not O(waves)).
     """
 
-    __slots__ = ("active", "held", "on_open", "opened", "wave_of")
+    __slots__ = ("active", "busy", "held", "on_open", "opened", "wave_of")
 
     def __init__(
         self, graph: Graph, targets: Sequence[Sequence[str]], on_open: Callable[[int], None]
@@ -84,6 +85,7 @@ class _Waves:
             for node in graph.nodes
         ]
         self.active = [0] * len(targets)
+        self.busy = 0
         self.held: list[list[int]] = [[] for _ in targets]
         self.opened = 0  # the engine opens the first wave before anything is ready
         self.on_open = on_open
@@ -101,19 +103,21 @@ class _Waves:
         w = self.wave_of[j]
         if w >= 0:
             self.active[w] += 1
+            if self.active[w] == 1:
+                self.busy += 1
 
     def finished(self, j: int) -> None:
         """Node ``j`` finished (after its dependents were made ready)."""
         w = self.wave_of[j]
         if w >= 0:
             self.active[w] -= 1
-            self.advance()
+            if self.active[w] == 0:
+                self.busy -= 1
+                self.advance()
 
     def advance(self) -> None:
         """Open the next waves while every open wave has nothing active."""
-        while self.opened + 1 < len(self.active):
-            if any(self.active[w] for w in range(self.opened + 1)):
-                return
+        while self.busy == 0 and self.opened + 1 < len(self.active):
             self.opened += 1
             held, self.held[self.opened] = self.held[self.opened], []
             for j in held:
