@@ -226,6 +226,8 @@ def test_heavy_tail_makes_pipelining_pay(seed: str, tmp_path: Path) -> None:
     assert len(durations) == len(graph.nodes)
     besu = [d for d, n in zip(durations, graph.nodes, strict=True) if n.task == "besu"]
     assert max(besu) / min(besu) > 5  # per-region durations vary a lot
-    phased = simulate(graph, "phased", None, durations)
-    dag = simulate(graph, "dag", None, durations)
+    # Pipelining against barriers alone: the plan's rollout waves hold dag's
+    # per-region pipelines back too (``fleetrun plan`` shows both estimates).
+    phased = simulate(graph, "phased", None, durations, rollout=False)
+    dag = simulate(graph, "dag", None, durations, rollout=False)
     assert dag <= 0.7 * phased

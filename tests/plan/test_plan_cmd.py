@@ -93,23 +93,25 @@ def test_json_edges(chain138: dict[str, Any]) -> None:
     }
 
 
-def test_contracts_dag_spans_four_waves(chain138: dict[str, Any]) -> None:
-    wave = {n["key"]: n["wave"] for n in chain138["nodes"]}
-    contract_waves = sorted({wave[c] for c in CONTRACTS})
-    assert len(contract_waves) == 4
-    assert contract_waves == list(range(contract_waves[0], contract_waves[0] + 4))
-    first = contract_waves[0]
-    assert {c for c in CONTRACTS if wave[c] == first} == {"multicall", "weth9", "weth10"}
-    assert {c for c in CONTRACTS if wave[c] == first + 1} == {"ccip-router", "oracle"}
-    assert {c for c in CONTRACTS if wave[c] == first + 2} == {
+def test_contracts_dag_spans_four_levels(chain138: dict[str, Any]) -> None:
+    level = {n["key"]: n["level"] for n in chain138["nodes"]}
+    contract_levels = sorted({level[c] for c in CONTRACTS})
+    assert len(contract_levels) == 4
+    assert contract_levels == list(range(contract_levels[0], contract_levels[0] + 4))
+    first = contract_levels[0]
+    assert {c for c in CONTRACTS if level[c] == first} == {"multicall", "weth9", "weth10"}
+    assert {c for c in CONTRACTS if level[c] == first + 1} == {"ccip-router", "oracle"}
+    assert {c for c in CONTRACTS if level[c] == first + 2} == {
         "ccip-weth9-bridge",
         "ccip-weth10-bridge",
     }
-    assert {c for c in CONTRACTS if wave[c] == first + 3} == {"multisig"}
-    # waves list the same nodes as the per-node wave numbers
-    for w, keys in enumerate(chain138["waves"]):
-        assert all(wave[k] == w for k in keys)
-    assert sum(len(keys) for keys in chain138["waves"]) == len(chain138["nodes"])
+    assert {c for c in CONTRACTS if level[c] == first + 3} == {"multisig"}
+    # levels list the same nodes as the per-node level numbers
+    for n, keys in enumerate(chain138["levels"]):
+        assert all(level[k] == n for k in keys)
+    assert sum(len(keys) for keys in chain138["levels"]) == len(chain138["nodes"])
+    assert "waves" not in chain138
+    assert chain138["format"] == "fleetrun.plan/2"
 
 
 def test_critical_path_and_makespans(chain138: dict[str, Any]) -> None:
@@ -121,9 +123,30 @@ def test_critical_path_and_makespans(chain138: dict[str, Any]) -> None:
         sum(by_key[k]["estimate"] for k in path)
     )
     assert by_key[path[0]]["rank"] == pytest.approx(chain138["critical_path_length"])
+    # Without the rollout, the modes are ordered; its waves only ever slow a mode down.
     span = chain138["makespan"]
-    assert span["lower_bound"] <= span["dag"] <= span["phased"] <= span["sequential"]
-    assert span["sequential"] == pytest.approx(chain138["total_work"])
+    free = chain138["rollout"]["makespan_without_rollout"]
+    assert span["lower_bound"] <= free["dag"] <= free["phased"] <= free["sequential"]
+    for mode in ("sequential", "phased", "dag"):
+        assert free[mode] <= span[mode] <= span["sequential"]
+    assert span["sequential"] == free["sequential"] == pytest.approx(chain138["total_work"])
+    assert span["dag"] > free["dag"]  # canary, 8, the rest: three rounds of infra, k8s, besu
+
+
+def test_rollout_waves(chain138: dict[str, Any]) -> None:
+    rollout = chain138["rollout"]
+    validators = fleet_validators()
+    # canary, 8, "100%": the fleet is every target some task fans out over (the
+    # admin region too: monitoring runs there), in plan order.
+    fleet = [t for t in chain138["targets"] if t in {*validators, "westeurope"}]
+    assert [len(w) for w in rollout["waves"]] == [2, 8, 15]
+    assert [t for w in rollout["waves"] for t in w] == [
+        *rollout["waves"][0],
+        *[t for t in fleet if t not in rollout["waves"][0]],
+    ]
+    assert rollout["sizes"] == ["canary", 8, "100%"]
+    assert rollout["max_failed"] == "50%"
+    assert rollout["pause"] is False
 
 
 def test_text_view() -> None:
@@ -134,8 +157,11 @@ def test_text_view() -> None:
     assert "25 targets, 14 tasks, 106 task instances" in out
     for task in PER_REGION:
         assert f"{task} (24)" in out
-    assert re.search(r"^\s+wave 4\s+3 instances\s+multicall, weth9, weth10$", out, re.M)
-    assert re.search(r"^\s+wave 7\s+1 instance\s+multisig$", out, re.M)
+    assert "levels (8; a level starts when what it needs has finished)" in out
+    assert re.search(r"^\s+level 4\s+3 instances\s+multicall, weth9, weth10$", out, re.M)
+    assert re.search(r"^\s+level 7\s+1 instance\s+multisig$", out, re.M)
+    assert "rollout (3 waves over 25 targets, sizes [canary, 8, 100%])" in out
+    assert re.search(r"^\s+wave 2\s+8 targets\s+\S+, .*\.\.\. \(\d more\)$", out, re.M)
     section = out.split("critical path (", 1)[1].split("\n\n", 1)[0]
     cp_lines = section.splitlines()[1:]
     assert cp_lines[0].split()[0].startswith("infra@")
@@ -143,8 +169,10 @@ def test_text_view() -> None:
     assert "estimated makespan at -j 8" in out
     for mode in ("sequential", "phased", "dag", "lower bound"):
         assert re.search(rf"^\s+{mode}\s+\d", out, re.M)
-    assert "westeurope" not in out  # grouped by task: no per-region lists
-    assert len(out.splitlines()) < 60
+    assert re.search(r"^\s+rollout\s+without$", out, re.M)
+    # Grouped by task: no per-region lists (a rollout wave names its first few targets).
+    assert "westeurope" not in out.split("\nrollout (", 1)[0]
+    assert len(out.splitlines()) < 65  # one screen, rollout waves included
 
 
 def test_dot_and_mermaid_are_complete(chain138: dict[str, Any]) -> None:

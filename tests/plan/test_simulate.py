@@ -1,14 +1,16 @@
-"""Makespan simulation: hand-computed cases for each mode, caps and quorums."""
+"""Makespan simulation: hand-computed cases for each mode, caps, quorums and rollout waves."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fleetrun.plan import Pool, expand, simulate
+from fleetrun.plan import Pool, Rollout, expand, simulate
 from fleetrun.plan._simulate import phase_layers
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -164,3 +166,176 @@ def test_a_slow_rate_dominates_the_estimate() -> None:
     )
     assert simulate(g, "phased", None) == pytest.approx(10.1, abs=1e-6)
     assert simulate(g, "dag", None) == pytest.approx(10.1, abs=1e-6)
+
+
+# -- rollout waves ----------------------------------------------------------------
+
+MIN = 60.0
+ABC = ["a", "b", "c"]
+CHAIN = [("x", "all", [], MIN), ("y", "all", ["x"], MIN)]  # per target, 2 x 1 min
+
+
+def with_rollout(
+    tasks: list[tuple[Any, ...]],
+    targets: Sequence[str],
+    sizes: tuple[str | int | float, ...],
+    **kw: Any,
+) -> Any:
+    plan = make_plan(list(targets), tasks, **kw)
+    return expand(dataclasses.replace(plan, rollout=Rollout(sizes)))
+
+
+# (case, tasks, targets, sizes, phases, mode, parallelism, with waves, without waves)
+ROLLOUT_CASES: list[
+    tuple[
+        str,
+        list[tuple[Any, ...]],
+        list[str],
+        tuple[Any, ...],
+        list[str],
+        str,
+        int | None,
+        float,
+        float,
+    ]
+] = [
+    # Wave 1 = a: x@a, y@a (2 min); wave 2 = b, c, opened once a settled (2 more).
+    ("chain, waves [1, 100%]", CHAIN, ABC, (1, 1.0), [], "dag", None, 4 * MIN, 2 * MIN),
+    ("one wave of all", CHAIN, ABC, (1.0,), [], "dag", None, 2 * MIN, 2 * MIN),
+    ("last size repeats", CHAIN, ABC, (1,), [], "dag", None, 6 * MIN, 2 * MIN),
+    # A task not fanned over targets is not held: setup (3 min) starts at once.
+    (
+        "unfanned task not held",
+        [*CHAIN, ("setup", None, [], 3 * MIN)],
+        ABC,
+        (1, 1.0),
+        [],
+        "dag",
+        None,
+        4 * MIN,
+        3 * MIN,
+    ),
+    # An unfanned task after every wave runs once the last wave is done.
+    (
+        "unfanned task after the waves",
+        [*CHAIN, ("report", None, ["y"], MIN)],
+        ABC,
+        (1, 1.0),
+        [],
+        "dag",
+        None,
+        5 * MIN,
+        3 * MIN,
+    ),
+    # The cap applies inside a wave too: wave 2 (b, c) at -j 1 takes 4 min.
+    ("parallelism cap", CHAIN, ABC, (1, 1.0), [], "dag", 1, 6 * MIN, 6 * MIN),
+    # A quorum over more than the first wave does not deadlock: the first wave is
+    # done once nothing of it can move (verify waits for contract, outside it).
+    # deploy r0, r1 [0, 1]; r2, r3 [1, 2]; then contract [2, 3] and deploy r4
+    # [2, 3]; verify everywhere [3, 4].
+    (
+        "quorum over every wave",
+        [
+            ("deploy", "all", [], 1.0),
+            ("contract", None, [("deploy", 3)], 1.0),
+            ("verify", "all", ["deploy", "contract"], 1.0),
+        ],
+        ["r0", "r1", "r2", "r3", "r4"],
+        (2,),
+        [],
+        "dag",
+        None,
+        4.0,
+        3.0,
+    ),
+    # --mode phased, as the engine runs it: the first phase wave by wave (an
+    # instance held by the phase barrier is not active), then the next phase
+    # with every wave open: a r0, r1 [0, 1]; a r2, r3 [1, 2]; b everywhere [2, 3].
+    (
+        "phased: first phase wave by wave",
+        [("a", "all", [], 1.0, "one"), ("b", "all", ["a"], 1.0, "two")],
+        ["r0", "r1", "r2", "r3"],
+        (2,),
+        ["one", "two"],
+        "phased",
+        None,
+        3.0,
+        2.0,
+    ),
+    # The same in dag: each wave pipelines a then b before the next one opens.
+    (
+        "dag: each wave pipelines",
+        [("a", "all", [], 1.0, "one"), ("b", "all", ["a"], 1.0, "two")],
+        ["r0", "r1", "r2", "r3"],
+        (2,),
+        ["one", "two"],
+        "dag",
+        None,
+        4.0,
+        2.0,
+    ),
+    # A first phase with nothing fanned: the first wave has nothing active at the
+    # start, so every wave opens at once (the engine's rule) and x runs everywhere.
+    (
+        "phased: unfanned first phase",
+        [("setup", None, [], 1.0, "one"), ("x", "all", [], 1.0, "two")],
+        ABC,
+        (1,),
+        ["one", "two"],
+        "phased",
+        None,
+        2.0,
+        2.0,
+    ),
+    # Sequential runs one instance at a time whatever the waves: the sum.
+    ("sequential", CHAIN, ABC, (1,), [], "sequential", None, 6 * MIN, 6 * MIN),
+]
+
+
+@pytest.mark.parametrize(
+    ("tasks", "targets", "sizes", "phases", "mode", "j", "held", "free"),
+    [case[1:] for case in ROLLOUT_CASES],
+    ids=[case[0] for case in ROLLOUT_CASES],
+)
+def test_rollout_waves_hold_targets(
+    tasks: list[tuple[Any, ...]],
+    targets: list[str],
+    sizes: tuple[Any, ...],
+    phases: list[str],
+    mode: str,
+    j: int | None,
+    held: float,
+    free: float,
+) -> None:
+    g = with_rollout(tasks, targets, sizes, phases=phases)
+    assert simulate(g, mode, j) == pytest.approx(held)
+    assert simulate(g, mode, j, rollout=False) == pytest.approx(free)
+
+
+def test_rollout_with_measured_durations_and_no_rollout_in_the_plan() -> None:
+    # Durations given: x@a 1, x@b 5, x@c 1, y@* 1. Wave 1 = a (2 s); wave 2 = b, c (6 s).
+    g = with_rollout(CHAIN, ABC, (1, 1.0))
+    durations = [1.0, 5.0, 1.0, 1.0, 1.0, 1.0]
+    assert simulate(g, "dag", None, durations) == pytest.approx(8.0)
+    assert simulate(g, "dag", None, durations, rollout=False) == pytest.approx(6.0)
+    # Without ``rollout`` in the plan, ``rollout=True`` changes nothing.
+    plain = graph_of(CHAIN, targets=ABC)
+    assert simulate(plain, "dag", None) == simulate(plain, "dag", None, rollout=False) == 2 * MIN
+
+
+def test_rollout_is_never_faster_on_a_mixed_graph() -> None:
+    targets = [f"r{i}" for i in range(30)]
+    tasks = [
+        ("infra", "all", [], 3.0, "one", ["api"]),
+        ("k8s", "all", ["infra"], 2.0, "two"),
+        ("gate", None, [("k8s", "67%")], 1.0, "three"),
+        ("verify", "all", ["k8s", "gate"], 1.0, "three"),
+    ]
+    plan = make_plan(targets, tasks, phases=["one", "two", "three"], pools=[Pool("api", 8)])
+    g = expand(dataclasses.replace(plan, rollout=Rollout((2, 8, 1.0))))
+    durations = [1.0 + (i * 7 % 11) for i in range(len(g.nodes))]
+    for j in (None, 4, 16):
+        for mode in ("phased", "dag"):
+            held = simulate(g, mode, j, durations)
+            assert held >= simulate(g, mode, j, durations, rollout=False) - 1e-9
+            assert held <= simulate(g, "sequential", j, durations)

@@ -69,9 +69,12 @@ def plan_cmd(
     \b
     The text view lists per phase the tasks and their instance counts, every
     task with its instance count, group and needs (quorums as "at least 5 of
-    6 (67%)"), the waves, the critical path and the estimated makespan of the
-    sequential, phased and dag modes at -j, with the lower bound max(critical
-    path, work / j). A task whose group matches no target is listed with 0
+    6 (67%)"), the dependency levels (a level starts when what it needs has
+    finished), the rollout waves when the plan has a rollout (each wave's
+    targets, max_failed, pause), the critical path and the estimated makespan
+    of the sequential, phased and dag modes at -j, held by the rollout's waves
+    (and, beside it, without them), with the lower bound max(critical path,
+    work / j). A task whose group matches no target is listed with 0
     instances and a warning (apply refuses it unless it says allow_empty:
     true). Nothing is run. Exit code 2 when the plan is invalid.
 
@@ -81,13 +84,15 @@ def plan_cmd(
     ("needed by multicall (quorum of besu: at least 5 of 6)").
 
     \b
-    --format json prints {"format": "fleetrun.plan/1", plan, targets, tasks,
-    instances: {task: count}, phases, nodes: [{id, key, task, target, phase, estimate, wave, rank,
-    needs: [{task, nodes: [keys], at_least}]}], waves, critical_path,
-    critical_path_length, total_work, parallelism, makespan: {sequential,
-    phased, dag, lower_bound}}; times in seconds. With --targets/--tasks it
-    adds selection: {named: [keys], also: {key: reason}}. dot and mermaid
-    print every instance and edge (dashed: quorum needs), phases as clusters.
+    --format json prints {"format": "fleetrun.plan/2", plan, targets, tasks,
+    instances: {task: count}, phases, nodes: [{id, key, task, target, phase, estimate, level,
+    rank, needs: [{task, nodes: [keys], at_least}]}], levels: [[keys]], rollout: null |
+    {waves: [[targets]], sizes, max_failed, pause, makespan_without_rollout: {sequential,
+    phased, dag}}, critical_path, critical_path_length, total_work, parallelism,
+    makespan: {sequential, phased, dag, lower_bound}}; times in seconds. (fleetrun.plan/1
+    called the levels waves.) With --targets/--tasks it adds selection: {named: [keys],
+    also: {key: reason}}. dot and mermaid print every instance and edge (dashed: quorum
+    needs), phases as clusters.
     """
     overrides: dict[str, str] = {}
     for f in var_files:

@@ -13,13 +13,22 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fleetrun.plan._graph import Graph
+from fleetrun.plan._model import Rollout
+from fleetrun.plan._rollout import wave_targets
 from fleetrun.plan._simulate import MODES, simulate
 from fleetrun.plan._summary import task_rows
 
-_WAVES_SHOWN = 15
-"""The text view shows this many waves (and critical-path steps) at each end of a longer list."""
+_SHOWN = 15
+"""The text view shows this many levels, rollout waves and critical-path steps at
+each end of a longer list."""
 
-JSON_FORMAT = "fleetrun.plan/1"
+_NAMES_SHOWN = 5
+"""The text view names this many targets of a rollout wave (and counts the rest)."""
+
+_WIDTH = 96
+"""The text view's lines stay this short where it can shorten them."""
+
+JSON_FORMAT = "fleetrun.plan/2"
 """The ``format`` field of the JSON view; bumped on an incompatible change."""
 
 
@@ -37,11 +46,84 @@ def fmt_duration(seconds: float) -> str:
     return f"{sec}s"
 
 
-def makespans(graph: Graph, parallelism: int | None) -> dict[str, float]:
-    """Estimated makespan per mode at ``parallelism``, plus ``lower_bound``."""
-    out = {mode: simulate(graph, mode, parallelism) for mode in MODES}
+def makespans(graph: Graph, parallelism: int | None, rollout: bool = True) -> dict[str, float]:
+    """Estimated makespan per mode at ``parallelism``, plus ``lower_bound``.
+
+    ``rollout``: held by the plan's rollout waves, as ``apply`` runs it (no
+    effect on a plan without ``rollout``).
+    """
+    out = {mode: simulate(graph, mode, parallelism, rollout=rollout) for mode in MODES}
     out["lower_bound"] = graph.lower_bound(parallelism)
     return out
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def _size_text(size: str | int | float) -> str:
+    """A ``rollout.waves`` entry as the plan writes it: ``canary``, ``8``, ``100%``."""
+    if isinstance(size, str):
+        return size
+    if isinstance(size, int):
+        return str(size)
+    return _pct(size)
+
+
+def max_failed_value(rollout: Rollout) -> int | float | str:
+    """``max_failed`` as the plan writes it: a count (``2``) or a percentage (``"10%"``)."""
+    if rollout.max_failed_fraction:
+        return _pct(rollout.max_failed)
+    count = rollout.max_failed
+    return int(count) if count == int(count) else count
+
+
+def rollout_lines(graph: Graph) -> list[str]:
+    """The ``rollout`` section: each wave with its targets; empty without a rollout."""
+    rollout = graph.plan.rollout
+    if rollout is None:
+        return []
+    waves = wave_targets(graph.plan)
+    limit = max_failed_value(rollout)
+    if rollout.max_failed_fraction:
+        failed = f"max_failed {limit} of each wave"
+    elif limit:
+        failed = f"max_failed {limit} per wave"
+    else:
+        failed = "max_failed 0: any failed target halts it"
+    pause = "pause: each next wave waits for fleetrun promote" if rollout.pause else "no pause"
+    sizes = ", ".join(_size_text(s) for s in rollout.waves)
+    fleet = sum(len(w) for w in waves)
+    lines = [
+        f"rollout ({_plural(len(waves), 'wave')} over {_plural(fleet, 'target')}, sizes [{sizes}])",
+        f"  {failed}; {pause}",
+    ]
+    digits = len(str(max((len(w) for w in waves), default=0)))
+    number = max(3, len(str(len(waves))))
+    hidden = len(waves) - 2 * _SHOWN
+    for w, targets in enumerate(waves, 1):
+        if hidden > 0 and _SHOWN < w <= len(waves) - _SHOWN:
+            if w == _SHOWN + 1:
+                lines.append(f"  ... {hidden} more waves (--format json lists them all)")
+            continue
+        count = f"{len(targets):>{digits}} target{'s' if len(targets) != 1 else ' '}"
+        line = f"  wave {w:<{number}} {count}  {targets[0]}"
+        shown = 1
+        # More names while the line (and what says how many are left) fits.
+        for name in targets[1:_NAMES_SHOWN]:
+            if len(line) + len(name) + 2 + len(", ... (999 more)") > _WIDTH:
+                break
+            line += f", {name}"
+            shown += 1
+        if shown < len(targets):
+            line += f", ... ({len(targets) - shown} more)"
+        lines.append(line)
+    free = sum(1 for node in graph.nodes if node.target is None)
+    if free:
+        lines.append(
+            f"  {_plural(free, 'instance')} of tasks not fanned over targets: not held by waves"
+        )
+    return lines
 
 
 def _plural(n: int, word: str) -> str:
@@ -126,25 +208,30 @@ def render_text(graph: Graph, parallelism: int | None) -> str:
 
     lines += ["", *task_lines(graph)]
 
-    lines += ["", f"waves ({len(graph.waves)}; a wave starts when what it needs has finished)"]
-    for w, wave in enumerate(graph.waves, 1):
-        hidden = len(graph.waves) - 2 * _WAVES_SHOWN
-        if hidden > 0 and _WAVES_SHOWN < w <= len(graph.waves) - _WAVES_SHOWN:
-            if w == _WAVES_SHOWN + 1:
-                lines.append(f"  ... {hidden} more waves (--format json lists them all)")
+    levels = graph.waves  # dependency levels (not rollout waves)
+    lines += ["", f"levels ({len(levels)}; a level starts when what it needs has finished)"]
+    for n, level in enumerate(levels, 1):
+        hidden = len(levels) - 2 * _SHOWN
+        if hidden > 0 and _SHOWN < n <= len(levels) - _SHOWN:
+            if n == _SHOWN + 1:
+                lines.append(f"  ... {hidden} more levels (--format json lists them all)")
             continue
         lines.append(
-            f"  wave {w:<3} {len(wave):>6} instance{'s' if len(wave) != 1 else ' '}  "
-            f"{_counts_text(_task_counts(graph, wave), indent=29)}"
+            f"  level {n:<3} {len(level):>6} instance{'s' if len(level) != 1 else ' '}  "
+            f"{_counts_text(_task_counts(graph, level), indent=30)}"
         )
+
+    rollout = rollout_lines(graph)
+    if rollout:
+        lines += ["", *rollout]
 
     lines += ["", f"critical path ({fmt_duration(graph.critical_path_length)})"]
     width = max((len(graph.nodes[i].key) for i in graph.critical_path), default=0)
     path = graph.critical_path
-    hidden = len(path) - 2 * _WAVES_SHOWN
+    hidden = len(path) - 2 * _SHOWN
     for n, i in enumerate(path):
-        if hidden > 0 and _WAVES_SHOWN <= n < len(path) - _WAVES_SHOWN:
-            if n == _WAVES_SHOWN:
+        if hidden > 0 and _SHOWN <= n < len(path) - _SHOWN:
+            if n == _SHOWN:
                 lines.append(f"  ... {hidden} more")
             continue
         node = graph.nodes[i]
@@ -152,24 +239,37 @@ def render_text(graph: Graph, parallelism: int | None) -> str:
 
     spans = makespans(graph, parallelism)
     cap = f"-j {parallelism}" if parallelism else "unbounded parallelism"
-    lines += ["", f"estimated makespan at {cap} (from estimates)"]
-    for mode in MODES:
-        lines.append(f"  {mode:<12} {fmt_duration(spans[mode])}")
+    how = "from estimates"
+    if plan.rollout is not None:
+        how += "; the rollout as if no wave halts it"
+        if plan.rollout.pause:
+            how += " and each is promoted at once"
+    lines += ["", f"estimated makespan at {cap} ({how})"]
     work = graph.total_work
     bound = f"critical path {fmt_duration(graph.critical_path_length)}"
     if parallelism:
         bound += f", work {fmt_duration(work)} / {parallelism}"
-    lines.append(f"  {'lower bound':<12} {fmt_duration(spans['lower_bound'])}  (max of {bound})")
+    lower = fmt_duration(spans["lower_bound"])
+    if plan.rollout is None:
+        for mode in MODES:
+            lines.append(f"  {mode:<12} {fmt_duration(spans[mode])}")
+        lines.append(f"  {'lower bound':<12} {lower}  (max of {bound})")
+    else:
+        free = makespans(graph, parallelism, rollout=False)
+        lines.append(f"  {'':<12} {'rollout':<9} without")
+        for mode in MODES:
+            lines.append(f"  {mode:<12} {fmt_duration(spans[mode]):<9} {fmt_duration(free[mode])}")
+        lines.append(f"  {'lower bound':<12} {lower:<9} (max of {bound})")
     return "\n".join(lines) + "\n"
 
 
 def _node_dicts(graph: Graph) -> Iterator[dict[str, Any]]:
     """One JSON object per node, in id order, made one at a time."""
     keys = [node.key for node in graph.nodes]
-    wave_of = [0] * len(graph.nodes)
-    for w, wave in enumerate(graph.waves):
-        for i in wave:
-            wave_of[i] = w
+    level_of = [0] * len(graph.nodes)
+    for n, level in enumerate(graph.waves):
+        for i in level:
+            level_of[i] = n
     for node in graph.nodes:
         yield {
             "id": node.id,
@@ -178,7 +278,7 @@ def _node_dicts(graph: Graph) -> Iterator[dict[str, Any]]:
             "target": node.target,
             "phase": node.phase,
             "estimate": node.estimate,
-            "wave": wave_of[node.id],
+            "level": level_of[node.id],
             "rank": graph.rank[node.id],
             "needs": [
                 {"task": r.task, "nodes": [keys[d] for d in r.nodes], "at_least": r.at_least}
@@ -187,8 +287,23 @@ def _node_dicts(graph: Graph) -> Iterator[dict[str, Any]]:
         }
 
 
+def _rollout_dict(graph: Graph, parallelism: int | None) -> dict[str, Any] | None:
+    """The JSON view's ``rollout``; None without one."""
+    rollout = graph.plan.rollout
+    if rollout is None:
+        return None
+    free = makespans(graph, parallelism, rollout=False)
+    return {
+        "waves": [list(targets) for targets in wave_targets(graph.plan)],
+        "sizes": [_size_text(s) if isinstance(s, float) else s for s in rollout.waves],
+        "max_failed": max_failed_value(rollout),
+        "pause": rollout.pause,
+        "makespan_without_rollout": {mode: free[mode] for mode in MODES},
+    }
+
+
 def _summary(graph: Graph, parallelism: int | None) -> dict[str, Any]:
-    """Every field of the JSON view; ``nodes`` and ``waves`` as placeholders."""
+    """Every field of the JSON view; ``nodes`` and ``levels`` as placeholders."""
     plan = graph.plan
     return {
         "format": JSON_FORMAT,
@@ -205,7 +320,8 @@ def _summary(graph: Graph, parallelism: int | None) -> dict[str, Any]:
             for phase, ids in phases_of(graph)
         ],
         "nodes": None,
-        "waves": None,
+        "levels": None,
+        "rollout": _rollout_dict(graph, parallelism),
         "critical_path": [graph.nodes[i].key for i in graph.critical_path],
         "critical_path_length": graph.critical_path_length,
         "total_work": graph.total_work,
@@ -218,33 +334,44 @@ def graph_dict(graph: Graph, parallelism: int | None) -> dict[str, Any]:
     """The JSON view as plain data (see ``render_json`` for the layout)."""
     data = _summary(graph, parallelism)
     data["nodes"] = list(_node_dicts(graph))
-    data["waves"] = [[graph.nodes[i].key for i in wave] for wave in graph.waves]
+    data["levels"] = [[graph.nodes[i].key for i in level] for level in graph.waves]
     return data
 
 
 def render_json(
     graph: Graph, parallelism: int | None, extra: Mapping[str, Any] | None = None
 ) -> str:
-    """The full expanded graph as JSON (``format: "fleetrun.plan/1"``), plus ``extra`` fields.
+    """The full expanded graph as JSON (``format: "fleetrun.plan/2"``), plus ``extra`` fields.
 
     Layout: ``plan`` {name, path, source_hash}; ``targets`` and ``tasks`` (names
     in plan order); ``instances`` {task: count}, zero for a task whose group
     matches no target; ``phases`` [{name (null: tasks without a phase), tasks:
     {task: instances}}]; ``nodes`` [{id, key, task, target (null when unfanned),
-    phase, estimate (s), wave (index into ``waves``), rank (s), needs: [{task,
-    nodes: [keys], at_least}]}] in id order; ``waves`` [[keys]]; ``critical_path``
+    phase, estimate (s), level (index into ``levels``), rank (s), needs: [{task,
+    nodes: [keys], at_least}]}] in id order; ``levels`` [[keys]] (dependency
+    levels: a node's level is one more than its latest requirement's);
+    ``rollout`` (null without one) {waves: [[target names]], sizes (as the plan
+    writes them), max_failed (a count, or a percentage string), pause,
+    makespan_without_rollout: {sequential, phased, dag} (s)}; ``critical_path``
     [keys]; ``critical_path_length`` and ``total_work`` (s); ``parallelism`` (null:
-    unbounded); ``makespan`` {sequential, phased, dag, lower_bound} (s).
+    unbounded); ``makespan`` {sequential, phased, dag, lower_bound} (s), held by
+    the rollout's waves when the plan has one.
 
-    Each node and each wave is written on one line, so that 100,000-node graphs
-    stay quick to write and to ``grep``.
+    Each node, each level and each rollout wave is written on one line, so that
+    100,000-node graphs stay quick to write and to ``grep``.
+
+    (``fleetrun.plan/1`` called the levels ``waves`` and a node's level ``wave``,
+    and had no ``rollout``.)
     """
     fields: list[str] = []
     for name, value in {**_summary(graph, parallelism), **(extra or {})}.items():
         if name == "nodes":
             items: Iterable[Any] = _node_dicts(graph)
-        elif name == "waves":
-            items = ([graph.nodes[i].key for i in wave] for wave in graph.waves)
+        elif name == "levels":
+            items = ([graph.nodes[i].key for i in level] for level in graph.waves)
+        elif name == "rollout" and value is not None:
+            fields.append(f"  {json.dumps(name)}: {_rollout_json(value)}")
+            continue
         else:
             text = json.dumps(value, indent=2).replace("\n", "\n  ")
             fields.append(f"  {json.dumps(name)}: {text}")
@@ -254,6 +381,19 @@ def render_json(
             f"  {json.dumps(name)}: [\n{body}\n  ]" if body else f"  {json.dumps(name)}: []"
         )
     return "{\n" + ",\n".join(fields) + "\n}\n"
+
+
+def _rollout_json(rollout: Mapping[str, Any]) -> str:
+    """The ``rollout`` object at the JSON view's second level, one wave a line."""
+    parts: list[str] = []
+    for key, value in rollout.items():
+        if key == "waves":
+            body = ",\n".join("      " + json.dumps(wave) for wave in value)
+            text = f"[\n{body}\n    ]" if body else "[]"
+        else:
+            text = json.dumps(value, indent=2).replace("\n", "\n    ")
+        parts.append(f"    {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n  }"
 
 
 def _dot_quote(text: str) -> str:

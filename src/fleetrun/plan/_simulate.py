@@ -12,6 +12,14 @@ adaptive rate is taken as configured, since throttling
 cannot be foreseen). A quorum requirement is met when ``at_least`` of its nodes
 have finished.
 
+With the plan's ``rollout`` (unless ``rollout=False``), a target's instances
+start only once its wave is open, by the engine's rule
+(``fleetrun.engine._waves``): a wave opens when no instance of the open waves
+is *active* (ready to start, or running); an instance that waits for a
+requirement, or for a later phase in ``phased``, is not active. Instances of
+tasks not fanned over targets are never held. The estimate assumes that no
+wave fails too much and that a ``pause`` is promoted at once.
+
 Event-driven with heaps: O((nodes + edges) log nodes), fine for 100,000 nodes.
 """
 
@@ -19,11 +27,12 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fleetrun.plan._expand import longest_paths
 from fleetrun.plan._graph import Graph
 from fleetrun.plan._pools import StaticLimits
+from fleetrun.plan._rollout import wave_targets
 
 MODES = ("sequential", "phased", "dag")
 
@@ -54,59 +63,153 @@ def phase_layers(graph: Graph) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(buckets[p]) for p in sorted(buckets))
 
 
+class _Waves:
+    """Rollout waves in simulated time: ``fleetrun.engine._waves.Waves`` without
+    failures, halts or pauses.
+
+    Invariants: ``active[w]`` = instances of wave ``w`` made ready (in a ready
+    heap or running) and not finished; no instance of a wave ``> opened`` is
+    ever made ready; ``busy`` = waves with ``active[w] > 0`` (so that checking
+    the open waves costs O(1), not O(waves)).
+    """
+
+    __slots__ = ("active", "busy", "held", "on_open", "opened", "wave_of")
+
+    def __init__(
+        self, graph: Graph, targets: Sequence[Sequence[str]], on_open: Callable[[int], None]
+    ) -> None:
+        wave_of_target = {t: w for w, ts in enumerate(targets) for t in ts}
+        # -1: not held by any wave (an unfanned task's instance).
+        self.wave_of = [
+            -1 if node.target is None else wave_of_target.get(node.target, -1)
+            for node in graph.nodes
+        ]
+        self.active = [0] * len(targets)
+        self.busy = 0
+        self.held: list[list[int]] = [[] for _ in targets]
+        self.opened = 0  # the engine opens the first wave before anything is ready
+        self.on_open = on_open
+
+    def hold(self, j: int) -> bool:
+        """True when ready node ``j`` must wait for its wave (it is kept until then)."""
+        w = self.wave_of[j]
+        if w <= self.opened:
+            return False
+        self.held[w].append(j)
+        return True
+
+    def pushed(self, j: int) -> None:
+        """Node ``j`` went into a ready heap: it is active until it finishes."""
+        w = self.wave_of[j]
+        if w >= 0:
+            self.active[w] += 1
+            if self.active[w] == 1:
+                self.busy += 1
+
+    def finished(self, j: int) -> None:
+        """Node ``j`` finished (after its dependents were made ready)."""
+        w = self.wave_of[j]
+        if w >= 0:
+            self.active[w] -= 1
+            if self.active[w] == 0:
+                self.busy -= 1
+                self.advance()
+
+    def advance(self) -> None:
+        """Open the next waves while every open wave has nothing active."""
+        while self.busy == 0 and self.opened + 1 < len(self.active):
+            self.opened += 1
+            held, self.held[self.opened] = self.held[self.opened], []
+            for j in held:
+                self.on_open(j)
+
+
 def _schedule(
     graph: Graph,
-    members: Sequence[int],
     durations: Sequence[float],
     rank: Sequence[float],
     parallelism: int | None,
     limits: StaticLimits,
-    start: float,
+    layers: Sequence[Sequence[int]],
+    waves: Sequence[Sequence[str]] | None,
 ) -> float:
-    """List-schedule ``members`` from time ``start``; requirements outside them count as met.
+    """List-schedule the whole graph, phase by phase through ``layers`` (one layer:
+    no phase barrier), and held by the rollout ``waves`` (None: no rollout).
 
-    Returns the time the last member finishes.
+    Returns the time the last node finishes.
     """
-    if not members:
-        return start
+    n = len(graph.nodes)
+    if not n:
+        return 0.0
     node_pools = limits.pools_of_task
-    inside = set(members)
     # waiting[(j, r)]: finishes still missing before requirement r of node j is met.
     waiting: dict[tuple[int, int], int] = {}
     unmet: dict[int, int] = {}
     # on_finish[i]: the (node, requirement index) pairs that node i counts towards.
     on_finish: dict[int, list[tuple[int, int]]] = {}
-    for j in members:
+    for j, node in enumerate(graph.nodes):
         count = 0
-        for r, req in enumerate(graph.nodes[j].requires):
-            missing = req.at_least - sum(1 for d in req.nodes if d not in inside)
-            if missing <= 0:
+        for r, req in enumerate(node.requires):
+            if req.at_least <= 0:
                 continue
-            waiting[(j, r)] = missing
+            waiting[(j, r)] = req.at_least
             count += 1
             for d in req.nodes:
-                if d in inside:
-                    on_finish.setdefault(d, []).append((j, r))
+                on_finish.setdefault(d, []).append((j, r))
         if count:
             unmet[j] = count
+
+    # Phases: nodes of later layers wait in ``phase_held`` until theirs begins;
+    # layers before ``phase`` have finished (the engine's ``_advance_phase``).
+    phase_of = [0] * n
+    for p, layer in enumerate(layers):
+        for i in layer:
+            phase_of[i] = p
+    phase_left = [len(layer) for layer in layers]
+    phase_held: list[list[int]] = [[] for _ in layers]
+    phase = 0
 
     # Ready instances wait in one heap per combination of capped pools, so that an
     # instance blocked on a full pool never holds back one that could start.
     ready: dict[tuple[int, ...], list[tuple[float, int]]] = {}
 
-    def make_ready(j: int) -> None:
+    def push(j: int) -> None:
         heapq.heappush(ready.setdefault(node_pools[graph.nodes[j].task], []), (-rank[j], j))
+        if gate is not None:
+            gate.pushed(j)
 
-    for j in members:
+    def make_ready(j: int) -> None:
+        # The engine's order: the wave first, then the phase.
+        if gate is not None and gate.hold(j):
+            return
+        if phase_of[j] > phase:
+            phase_held[phase_of[j]].append(j)
+            return
+        push(j)
+
+    def advance_phase() -> None:
+        nonlocal phase
+        while phase < len(layers) and phase_left[phase] == 0:
+            phase += 1
+            if phase < len(layers):
+                held, phase_held[phase] = phase_held[phase], []
+                for j in held:
+                    push(j)
+
+    gate = _Waves(graph, waves, make_ready) if waves is not None else None
+    advance_phase()
+    for j in range(n):
         if j not in unmet:
             make_ready(j)
+    if gate is not None:
+        gate.advance()  # a first wave with nothing to start is done at once
 
-    limit = parallelism if parallelism else len(members)
+    limit = parallelism if parallelism else n
     running: list[tuple[float, int]] = []
-    now = start
-    end = start
+    now = 0.0
+    end = 0.0
     done = 0
-    while done < len(members):
+    while done < n:
         # Start what may start, best first. Invariant: len(running) <= limit,
         # and ``limits`` keeps every pool within its cap and its rate.
         wake = math.inf  # when a rate token frees up for a ready instance
@@ -137,6 +240,8 @@ def _schedule(
         finished = [i]
         while running and running[0][0] <= now:
             finished.append(heapq.heappop(running)[1])
+        # One at a time, as the engine settles them: dependents are made ready,
+        # then the phase may end, then the node's wave may be done.
         for i in finished:
             done += 1
             end = now
@@ -148,17 +253,28 @@ def _schedule(
                     unmet[j] -= 1
                     if unmet[j] == 0:
                         make_ready(j)
+            phase_left[phase_of[i]] -= 1
+            advance_phase()
+            if gate is not None:
+                gate.finished(i)
     return end
 
 
 def simulate(
-    graph: Graph, mode: str, parallelism: int | None, durations: Sequence[float] | None = None
+    graph: Graph,
+    mode: str,
+    parallelism: int | None,
+    durations: Sequence[float] | None = None,
+    *,
+    rollout: bool = True,
 ) -> float:
     """Estimated makespan of ``graph`` in ``mode`` (``sequential``, ``phased`` or ``dag``).
 
     ``parallelism`` caps running instances (None or 0: no cap beyond the pools).
     ``durations`` gives one duration per node instead of the estimates; ranks are
     then recomputed from them, as the engine would with measured durations.
+    ``rollout``: hold each target's instances until its wave of the plan's
+    ``rollout`` opens (no effect on a plan without one, nor on ``sequential``).
     Raises ``ValueError`` for an unknown mode or a wrong number of durations.
     """
     if mode not in MODES:
@@ -175,13 +291,11 @@ def simulate(
     if mode == "sequential":
         return float(sum(durs))
     if mode == "dag":
-        members: Sequence[Sequence[int]] = (range(len(graph.nodes)),)
+        layers: Sequence[Sequence[int]] = (range(len(graph.nodes)),)
     else:
-        members = phase_layers(graph)
+        layers = phase_layers(graph)
+    waves = wave_targets(graph.plan) if rollout and graph.plan.rollout is not None else None
     # One set of pools for the whole run: a rate bucket emptied in one phase
     # is still refilling when the next phase begins.
     limits = StaticLimits(graph, 0.0)
-    end = 0.0
-    for m in members:
-        end = _schedule(graph, list(m), durs, rank, parallelism, limits, end)
-    return end
+    return _schedule(graph, durs, rank, parallelism, limits, layers, waves)
