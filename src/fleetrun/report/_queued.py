@@ -52,10 +52,14 @@ def merge(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:
     return ordered(out)
 
 
+SHOWN = 0.005
+"""Reasons with less queued time than this (they would read ``0.00s``) are not listed."""
+
+
 def format_reasons(reasons: Mapping[str, float], limit: int = 3) -> str:
     """``pool api rate 3.20s, wave closed 1.00s`` (the ``limit`` largest, then ``+N more``);
-    ``-`` when nothing queued."""
-    items = list(reasons.items())
+    ``-`` when nothing queued for at least ``SHOWN``."""
+    items = [(r, s) for r, s in reasons.items() if s >= SHOWN]
     if not items:
         return "-"
     text = ", ".join(f"{r} {format_duration(s, fine=True)}" for r, s in items[:limit])
