@@ -336,8 +336,12 @@ def _figures(
     critical_path: float,
     parallelism: int | None,
     rate_bound: float = 0.0,
+    phase: bool = False,
 ) -> Span:
-    """A ``Span`` from its measured parts, with the derived ratios (0 when wall is 0)."""
+    """A ``Span`` from its measured parts, with the derived ratios (0 when wall is 0).
+
+    For a ``phase``, waiting for the phase to open happened before its span
+    began, so it never explains the phase's own speedup."""
     lower = max(critical_path, task_time / parallelism if parallelism else 0.0, rate_bound)
     reasons = merge(i.queued_reasons for i in instances)
     return Span(
@@ -354,7 +358,13 @@ def _figures(
         efficiency=lower / wall if wall > 0 else 0.0,
         queued=sum(i.queued for i in instances),
         queued_reasons=reasons,
-        held_back=held_back(wall, critical_path, task_time, parallelism, reasons),
+        held_back=held_back(
+            wall,
+            critical_path,
+            task_time,
+            parallelism,
+            {r: s for r, s in reasons.items() if r != "phase"} if phase else reasons,
+        ),
     )
 
 
@@ -380,7 +390,7 @@ def _span(
     task_time = sum(i.task_time for i in instances)
     return _figures(
         name, instances, first, last, wall, task_time, cp, parallelism,
-        _rate_bound(graph, instances),
+        _rate_bound(graph, instances), phase=True,
     )  # fmt: skip
 
 
