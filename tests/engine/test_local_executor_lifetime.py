@@ -156,7 +156,7 @@ def test_members_that_exit_after_their_leader_do_not_hold_up_the_end(runner, tmp
     ready = tmp_path / "ready"
     control = RunControl()
     cmd = (
-        f"sh -c 'trap \"sleep 0.3; exit 0\" TERM; touch {ready};"
+        f'sh -c \'trap "sleep 0.3; exit 0" TERM; touch {ready};'
         " while :; do sleep 0.05; done' & wait"
     )
 

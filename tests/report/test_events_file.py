@@ -36,7 +36,7 @@ FIELDS = {
     "InstanceReused": ["node", "key", "outputs"],
     "AttemptStarted": [
         "node", "key", "attempt", "command", "pid", "pgid", "log_path", "executor", "host", "job",
-        "ready_at",
+        "ready_at", "queued_reason",
     ],
     "AttemptOutput": ["node", "key", "attempt", "text"],
     "AttemptEnded": [
@@ -198,6 +198,7 @@ def test_event_fields_shape() -> None:
         "type": "AttemptStarted", "at": 1.5, "node": 3, "key": "t@x", "attempt": 2,
         "command": "c", "pid": 10, "pgid": 10, "log_path": "/l",
         "executor": "local", "host": "", "job": None, "ready_at": None,
+        "queued_reason": None,
     }  # fmt: skip
 
 

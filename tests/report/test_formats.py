@@ -136,7 +136,8 @@ def test_markdown_tables_are_well_formed(report: RunReport) -> None:
         elif tables and tables[-1]:
             tables.append([])
     tables = [t for t in tables if t]
-    assert len(tables) == 6  # spans, modes, critical path, tasks, pools, targets
+    # spans, modes, critical path, tasks, pools, most queued, targets
+    assert len(tables) == 7
     for t in tables:
         widths = {line.count(" | ") for line in t[:1] + t[2:]}
         assert len(widths) == 1, t
@@ -144,6 +145,9 @@ def test_markdown_tables_are_well_formed(report: RunReport) -> None:
     assert "| overall | 12 |" in text
     assert "### Critical path" in text
     assert [line.split(" | ")[1] for line in tables[2][2:]] == list(CHAIN)
+    # The pool of 2 held one of the three fan instances back.
+    assert tables[5][0] == "| INSTANCE | QUEUED | QUEUED FOR |"
+    assert any(line.startswith("| fan@") and "pool api full" in line for line in tables[5][2:])
 
 
 def test_junit_validates_and_counts_match(report: RunReport) -> None:

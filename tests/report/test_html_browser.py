@@ -394,6 +394,11 @@ def test_timeline_from_the_keyboard(
             a.key, str(a.n), d, a.outcome,
         )  # fmt: skip
         name = f"{a.key}, attempt {a.n}, {a.outcome}, {d}"
+        if a.queued_reason is not None and a.queued > 0:
+            # The engine's reason, and the time from ready to start.
+            queued = round(a.queued, 3)
+            name += f", queued {queued:.3f}s for {a.queued_reason}"
+            assert rows["queued"] == f"{queued:.3f}s before it started: {a.queued_reason}"
         if i in crit:
             name += ", critical path"
         assert bar(i).get_attribute("aria-label") == name

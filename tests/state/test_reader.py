@@ -182,7 +182,8 @@ def _v1_journal(state: Path) -> None:
     """A journal as fleetrun wrote it before ``attempts.throttled`` existed."""
     Journal(state).close()
     conn = sqlite3.connect(state / "state.db", isolation_level=None)
-    for column in ("throttled", "executor", "host", "job"):  # added by versions 2 and 3
+    # added by versions 2, 3 and 5
+    for column in ("throttled", "executor", "host", "job", "ready_at", "queued_reason"):
         conn.execute(f"ALTER TABLE attempts DROP COLUMN {column}")
     conn.execute("DROP TABLE exact_outputs")  # added by version 4
     conn.execute("PRAGMA user_version=1")
@@ -230,6 +231,50 @@ def test_old_journals_read_and_migrate_throttled(tmp_path: Path) -> None:
         assert j.check() == []
     assert migrated == [("a", 1, True), ("a", 2, False), ("a", 3, False), ("b", 1, False),
                         ("b", 2, False)]  # fmt: skip
+
+
+def test_v4_journals_read_queued_time_as_unrecorded_then_migrate(tmp_path: Path) -> None:
+    state = tmp_path / "st"
+    Journal(state).close()
+    conn = sqlite3.connect(state / "state.db", isolation_level=None)
+    for column in ("ready_at", "queued_reason"):  # added by version 5
+        conn.execute(f"ALTER TABLE attempts DROP COLUMN {column}")
+    conn.execute("PRAGMA user_version=4")
+    conn.execute(
+        "INSERT INTO runs (id, plan_path, plan_name, plan_hash, plan_snapshot, mode, kind,"
+        " options, started_at, ended_at, status, user, host, pid)"
+        " VALUES ('r1', '/p.yaml', 'p', 'h', '', 'dag', 'apply', '{}', 0, 9, 'succeeded',"
+        " 'u', 'h', 1)"
+    )
+    conn.execute(
+        "INSERT INTO instances (run_id, key, node, task, status, attempts) VALUES"
+        " ('r1', 'a', 0, 'a', 'succeeded', 2), ('r1', 'b', 1, 'b', 'succeeded', 1)"
+    )
+    conn.executemany(
+        "INSERT INTO attempts (run_id, key, n, started_at, ended_at, outcome, log_path)"
+        " VALUES ('r1', ?, ?, ?, ?, ?, 'l')",
+        [("a", 1, 1.0, 2.0, "retrying"), ("a", 2, 5.0, 6.0, "succeeded"),
+         ("b", 1, 3.0, 4.0, "succeeded")],
+    )  # fmt: skip
+    # Version 4 journaled AttemptStarted with ready_at (not for b: an older fleetrun).
+    for seq, (key, n, ready) in enumerate([("a", 1, 0.5), ("a", 2, 4.0)], 1):
+        conn.execute(
+            "INSERT INTO events VALUES ('r1', ?, 0, 'AttemptStarted', ?)",
+            (seq, json.dumps({"key": key, "attempt": n, "ready_at": ready})),
+        )
+    conn.close()
+    # Read-only: no migration; the new columns read as NULL, nothing queued.
+    with JournalReader(state) as r:
+        old = [(a.key, a.n, a.ready_at, a.queued_reason, a.queued) for a in r.attempts("r1")]
+    assert old == [("a", 1, None, None, 0.0), ("b", 1, None, None, 0.0),
+                   ("a", 2, None, None, 0.0)]  # fmt: skip
+    assert sqlite3.connect(state / "state.db").execute("PRAGMA user_version").fetchone()[0] == 4
+    # Migrated: ready_at comes from the journaled event where it has one; no reason.
+    with Journal(state) as j:
+        new = [(a.key, a.n, a.ready_at, a.queued_reason, a.queued) for a in j.attempts("r1")]
+        assert j.check() == []
+    assert new == [("a", 1, 0.5, None, 0.5), ("b", 1, None, None, 0.0),
+                   ("a", 2, 4.0, None, 1.0)]  # fmt: skip
 
 
 # -- read-only directories, as another user ------------------------------------

@@ -159,6 +159,7 @@ class AttemptRunner:
                     host=handle.host,
                     job=handle.job,
                     ready_at=run.ready_at[j] or None,
+                    queued_reason=run.why[j],
                 )
             )
 

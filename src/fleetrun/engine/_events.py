@@ -82,6 +82,13 @@ class AttemptStarted(Event):
     # retry backoff over); from then until ``at`` it was queued: for its rollout
     # wave (``WaveChanged``), a pool slot, a rate token or a pause (``PoolChanged``).
     ready_at: float | None = None
+    # Why it was queued, when something held it: "wave closed", "phase",
+    # "pool NAME full", "pool NAME rate", "pool NAME paused for Retry-After",
+    # "parallelism limit (-j N)"; None when nothing did (it started at once, or
+    # waited only for the journal or the event loop). Of a wave or phase hold and
+    # the wait in the ready queue, the longer names the reason; in the queue, the
+    # last obstacle seen.
+    queued_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -68,6 +68,8 @@ class Limits:
         "_notify",
         "_paused",
         "_rules",
+        "_why",
+        "blocked_by",
         "in_use",
         "paused_until",
         "pools_of_task",
@@ -93,22 +95,34 @@ class Limits:
             self._rules.append(p.throttle or (DEFAULT_THROTTLE if settings else None))
         self.paused_until = [-math.inf] * len(pools)
         self._paused = [False] * len(pools)  # a pause was announced and its end not yet
+        # Per pool: the queued reason for (full, rate, pause), built once.
+        self._why = [
+            (f"pool {n} full", f"pool {n} rate", f"pool {n} paused for Retry-After")
+            for n in self._names
+        ]
+        # Why the last ``wait_time`` > 0 held its pools back (one of ``_why``).
+        self.blocked_by = ""
 
     # -- slots ----------------------------------------------------------------------
 
     def wait_time(self, pools: tuple[int, ...], now: float) -> float:
         """0 when a node holding ``pools`` may start now; the seconds until a rate
         token frees up or a pause ends when only those hold it back; ``inf`` when
-        a slot is full."""
+        a slot is full. When it is not 0, ``blocked_by`` says which pool held the
+        node back and how ("pool api full", "pool api rate", "pool api paused for
+        Retry-After"): a full pool, else the longest wait."""
         wait = 0.0
         for k in pools:
             cap = self._caps[k]
             if cap is not None and self.in_use[k] >= cap:
+                self.blocked_by = self._why[k][0]
                 return math.inf
             if self._paused[k]:
                 left = self.paused_until[k] - now
                 if left > 0:
-                    wait = max(wait, left)
+                    if left > wait:
+                        wait = left
+                        self.blocked_by = self._why[k][2]
                     continue
                 self._paused[k] = False
                 self._emit(k, 0.0, "resumed: the Retry-After pause is over")
@@ -117,6 +131,7 @@ class Limits:
                 w = b.wait(now)
                 if w > wait:
                     wait = w
+                    self.blocked_by = self._why[k][1]
         return wait
 
     def acquire(self, pools: tuple[int, ...], now: float) -> None:

@@ -155,6 +155,14 @@ class _Run:
         self.outputs: dict[int, Mapping[str, str]] = {i: dict(o) for i, o in reused.items()}
         # When each node last became ready (requirements met, or retry backoff over).
         self.ready_at = [0.0] * n
+        # Why each node waited between ready_at and its start (``AttemptStarted.
+        # queued_reason``; see ``_why``): set on the paths that hold or skip a
+        # node, never on the plain path. A wave or phase hold writes its reason
+        # here and the time the hold ended in ``unheld_at``.
+        self.why: list[str | None] = [None] * n
+        self.unheld_at: dict[int, float] = {}
+        # Wall time fill() last stopped at the -j cap with ready nodes left.
+        self.cap_full_at = -math.inf
         # Attempts started per node (an attempt that never ran is taken back).
         self.attempts = [0] * n
         # Invariant: running <= cap; counts attempts holding their slots.
@@ -162,6 +170,11 @@ class _Run:
         # Nodes sleeping through a retry backoff (holding no slot).
         self.waiting = 0
         self.cap = 1 if options.mode == "sequential" else options.parallelism
+        self.cap_why = (
+            "parallelism limit (-j 1, sequential mode)"
+            if options.mode == "sequential"
+            else f"parallelism limit (-j {self.cap})"
+        )
         # Once stopping, nothing new starts; stop_reason says why.
         self.stopping = False
         self.stop_reason = ""
@@ -183,6 +196,8 @@ class _Run:
         self.limits = Limits(graph, self.clock.now(), self._pool_changed)
         # Ready nodes, one heap per pool signature; ready_count = their total.
         self.sigs: dict[tuple[int, ...], list[tuple[float, int]]] = {}
+        # Per signature: (wall time, reason) of the last time its pools held it back.
+        self.sig_blocked: dict[tuple[int, ...], tuple[float, str]] = {}
         self.ready_count = 0
         self.pools_of = [self.limits.pools_of_task[node.task] for node in graph.nodes]
         # Phased mode: nodes of later phases wait in ``held`` until theirs opens;
@@ -257,6 +272,7 @@ class _Run:
             )
         else:
             self.ready_at[j] = time.time()
+            self.why[j] = None  # a retry is never held by a wave or a phase
             self._push(j)
         self.kick()
 
@@ -301,7 +317,9 @@ class _Run:
         while self.phase < len(self.phase_left) and self.phase_left[self.phase] == 0:
             self.phase += 1
             if self.phase < len(self.held):
+                now = time.time()
                 for j in self.held[self.phase]:
+                    self.unheld_at[j] = now
                     self._push(j)
                 self.held[self.phase] = []
 
@@ -311,9 +329,21 @@ class _Run:
         if self.state[j] or not self.member[j]:
             return
         self.ready_at[j] = time.time()
+        self._admit(j)
+
+    def _on_wave_open(self, j: int) -> None:
+        """A node held by its wave may go on (it stays ready since ``ready_at``)."""
+        if self.state[j] or not self.member[j]:
+            return
+        self.unheld_at[j] = time.time()
+        self._admit(j)
+
+    def _admit(self, j: int) -> None:
         if self.waves is not None and self.waves.hold(j):
+            self.why[j] = "wave closed"
             return
         if self.phase_of is not None and self.phase_of[j] > self.phase:
+            self.why[j] = "phase"
             self.held[self.phase_of[j]].append(j)
             return
         self._push(j)
@@ -446,7 +476,12 @@ class _Run:
         limits = self.limits
         sigs = self.sigs
         cap = self.cap
-        while not self.stopping and self.ready_count > 0 and (cap is None or self.running < cap):
+        ready_at = self.ready_at
+        why = self.why
+        while not self.stopping and self.ready_count > 0:
+            if cap is not None and self.running >= cap:
+                self.cap_full_at = time.time()  # the ready nodes wait for -j
+                return
             now = -1.0
             best: tuple[float, int] | None = None
             best_sig: tuple[int, ...] = ()
@@ -460,6 +495,7 @@ class _Run:
                     w = limits.wait_time(sig, now)
                     if w > 0:
                         soonest = min(soonest, w)
+                        self.sig_blocked[sig] = (time.time(), limits.blocked_by)
                         continue
                 if best is None or heap[0] < best:
                     best = heap[0]
@@ -473,6 +509,9 @@ class _Run:
             j = best[1]
             if best_sig:
                 limits.acquire(best_sig, now)  # ``now`` was read: best_sig is not empty
+                self._why(j, best_sig)
+            elif why[j] is not None or self.cap_full_at >= ready_at[j]:
+                self._why(j, best_sig)
             self.running += 1
             n = self.attempts[j] = self.attempts[j] + 1
             # Eager start: run the attempt up to its first real suspension here;
@@ -489,6 +528,32 @@ class _Run:
                 self.filling = False
             assert self.tg is not None
             self.tasks[j] = self.tg.create_task(_continue(coro, first))
+
+    def _why(self, j: int, sig: tuple[int, ...]) -> None:
+        """Decide why node ``j``, starting now, waited since it became ready.
+
+        Two spans: held by its rollout wave or phase (from ``ready_at`` to
+        ``unheld_at``), then in the ready queue until now. The queue's reason
+        is the last obstacle seen while ``j`` was in it: its pools (full, rate,
+        Retry-After pause), else the -j limit. When both spans have a reason,
+        the longer one wins.
+        """
+        held = self.why[j]
+        queued = self.ready_at[j] if held is None else self.unheld_at.pop(j, self.ready_at[j])
+        reason: str | None = None
+        if sig:
+            blocked = self.sig_blocked.get(sig)
+            if blocked is not None and blocked[0] >= queued:
+                reason = blocked[1]
+        if reason is None and self.cap_full_at >= queued:
+            reason = self.cap_why
+        if (
+            held is not None
+            and reason is not None
+            and (queued - self.ready_at[j] >= time.time() - queued)
+        ):
+            reason = held
+        self.why[j] = reason if reason is not None else held
 
     def _arm_timer(self, delay: float) -> None:
         at = self.clock.now() + delay

@@ -45,7 +45,7 @@ def rollout_waves(run: _Run, graph: Graph) -> Waves | None:
     def skip(j: int, why: str) -> None:
         run.settle(j, "skipped", why)
 
-    return Waves(graph, rollout, run.member, run.emit, run._on_ready, skip)
+    return Waves(graph, rollout, run.member, run.emit, run._on_wave_open, skip)
 
 
 class Waves:

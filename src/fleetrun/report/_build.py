@@ -14,7 +14,8 @@ modes that did not run, so ``sequential`` always equals ``task_time``.
 
 A throttled retry is one the engine took as a throttle signal, as journaled
 with its attempt (``AttemptRecord.throttled``); the report does not re-derive
-it from the retry reason.
+it from the retry reason. Likewise queued time and its reasons are the
+engine's, as journaled (``_queued``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from fleetrun.report._model import (
     TargetStats,
     TaskStats,
 )
+from fleetrun.report._queued import add, held_back, merge, ordered
 from fleetrun.state import AttemptRecord as AttemptRow
 from fleetrun.state import InstanceRecord as InstanceRow
 from fleetrun.state import JournalReader, RunRecord
@@ -86,6 +88,7 @@ def build_report(journal: JournalReader, run_id: str) -> RunReport:
     on_path = set(path)
     pending = {r.node for r in rows if r.status != "reused"} - set(end)
 
+    queued = {r.key: _queued(by_key.get(r.key, ())) for r in rows}
     instances = tuple(
         InstanceRecord(
             key=r.key,
@@ -100,6 +103,8 @@ def build_report(journal: JournalReader, run_id: str) -> RunReport:
             task_time=dur[r.node],
             exit_code=r.exit_code,
             critical=r.node in on_path,
+            queued=sum(queued[r.key].values()),
+            queued_reasons=queued[r.key],
         )
         for r in rows
     )
@@ -300,7 +305,18 @@ def _attempt(a: AttemptRow, row_of: Mapping[str, InstanceRow], redactor: Redacto
         retry_reason=redactor.redact(a.retry_reason) if a.retry_reason else None,
         log_path=a.log_path,
         throttled=a.throttled,
+        ready_at=a.ready_at,
+        queued=a.queued,
+        queued_reason=a.queued_reason,
     )
+
+
+def _queued(tries: Sequence[AttemptRecord]) -> dict[str, float]:
+    """An instance's queued seconds by reason, over its attempts, most first."""
+    out: dict[str, float] = {}
+    for a in tries:
+        add(out, a.queued_reason, a.queued)
+    return ordered(out)
 
 
 def _counts(instances: Iterable[InstanceRecord]) -> dict[str, int]:
@@ -320,9 +336,14 @@ def _figures(
     critical_path: float,
     parallelism: int | None,
     rate_bound: float = 0.0,
+    phase: bool = False,
 ) -> Span:
-    """A ``Span`` from its measured parts, with the derived ratios (0 when wall is 0)."""
+    """A ``Span`` from its measured parts, with the derived ratios (0 when wall is 0).
+
+    For a ``phase``, waiting for the phase to open happened before its span
+    began, so it never explains the phase's own speedup."""
     lower = max(critical_path, task_time / parallelism if parallelism else 0.0, rate_bound)
+    reasons = merge(i.queued_reasons for i in instances)
     return Span(
         name=name,
         instances=len(instances),
@@ -335,6 +356,15 @@ def _figures(
         critical_path=critical_path,
         lower_bound=lower,
         efficiency=lower / wall if wall > 0 else 0.0,
+        queued=sum(i.queued for i in instances),
+        queued_reasons=reasons,
+        held_back=held_back(
+            wall,
+            critical_path,
+            task_time,
+            parallelism,
+            {r: s for r, s in reasons.items() if r != "phase"} if phase else reasons,
+        ),
     )
 
 
@@ -360,7 +390,7 @@ def _span(
     task_time = sum(i.task_time for i in instances)
     return _figures(
         name, instances, first, last, wall, task_time, cp, parallelism,
-        _rate_bound(graph, instances),
+        _rate_bound(graph, instances), phase=True,
     )  # fmt: skip
 
 
@@ -412,6 +442,8 @@ def _task_stats(
                 mean=task_time / len(ran) if ran else 0.0,
                 slowest_key=slowest.key if slowest else None,
                 slowest=slowest.task_time if slowest else 0.0,
+                queued=sum(i.queued for i in members),
+                queued_reasons=merge(i.queued_reasons for i in members),
             )
         )
     return tuple(out)
@@ -442,7 +474,8 @@ def _pool_stats(
     for pool in graph.plan.pools.values():
         tasks = [t for t in graph.plan.tasks.values() if pool.name in t.pools and t.name in stats]
         names = {t.name for t in tasks}
-        tries = [a for i in instances if i.task in names for a in by_key.get(i.key, ())]
+        users = [i for i in instances if i.task in names]
+        tries = [a for i in users for a in by_key.get(i.key, ())]
         out.append(
             PoolStats(
                 pool=pool.name,
@@ -456,6 +489,8 @@ def _pool_stats(
                     (a.started_at, a.ended_at if a.ended_at is not None else last) for a in tries
                 ),
                 rate_changes=rate_changes.get(pool.name, 0),
+                queued=sum(i.queued for i in users),
+                queued_reasons=merge(i.queued_reasons for i in users),
             )
         )
     return tuple(out)

@@ -15,7 +15,10 @@ starts; a run's first line is ``RunStarted`` and its last ``RunEnded``.
 ``InstanceReused``      ``node`` (int id), ``key`` (``task@target``), ``outputs`` (object)
 ``AttemptStarted``      ``node``, ``key``, ``attempt`` (1-based), ``command`` (as run,
                         redacted), ``pid``, ``pgid``, ``log_path``, ``executor``
-                        (kind), ``host``, ``job`` (the attempt's handle)
+                        (kind), ``host``, ``job`` (the attempt's handle), ``ready_at``
+                        (when the instance became ready; queued from then until ``at``),
+                        ``queued_reason`` ("pool api rate", "wave closed", ...; null
+                        when nothing held it)
 ``AttemptOutput``       ``node``, ``key``, ``attempt``, ``text`` (complete lines joined by
                         ``\\n``; only with ``--output stream``)
 ``AttemptEnded``        ``node``, ``key``, ``attempt``, ``started_at``, ``exit_code``,

@@ -2,9 +2,11 @@
 
 The table and the markdown show the same sections, built once as
 (title, headers, rows) by ``_sections``: the run, "Sequential vs Parallel"
-per phase and overall, the modes, the critical path, tasks, pools, slowest
-targets, notes. JSON holds everything in the report; JUnit has one test case
-per instance, grouped in one test suite per task.
+per phase and overall, the modes, the critical path, tasks, pools, the most
+queued instances, slowest targets, notes. A speedup that queued time explains
+says so beside the figure (``Span.held_back``). JSON holds everything in the
+report; JUnit has one test case per instance, grouped in one test suite per
+task, each with its queued time.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fleetrun.report._model import (
     RunReport,
     Span,
 )
+from fleetrun.report._queued import OTHER, format_reasons, merge
 from fleetrun.report._text import format_counts, format_duration, format_time, text_table
 
 _RATIOS = frozenset({"speedup", "efficiency", "rate"})
@@ -33,6 +36,9 @@ _SKIPPED = frozenset({"skipped", "not_started", "cancelled", "running", "pending
 """Instance states that JUnit shows as ``<skipped>``; ``interrupted`` is an error."""
 
 Section = tuple[str, list[str], list[list[str]]]
+
+MOST_QUEUED = 10
+"""How many instances the table and markdown list under "Most queued instances"."""
 
 
 def _dur(seconds: float) -> str:
@@ -48,13 +54,18 @@ def _pct(ratio: float) -> str:
     return f"{ratio * 100:.0f}%"
 
 
+def _speedup(s: Span) -> str:
+    """The speedup, and what held it back when queued time says so."""
+    return f"{_x(s.speedup)} \u2014 {s.held_back}" if s.held_back else _x(s.speedup)
+
+
 def _span_row(s: Span) -> list[str]:
     return [
         s.name,
         str(s.instances),
         _dur(s.task_time),
         _dur(s.wall),
-        _x(s.speedup),
+        _speedup(s),
         _dur(s.critical_path),
         _dur(s.lower_bound),
         _pct(s.efficiency),
@@ -70,7 +81,8 @@ def _header(r: RunReport) -> list[str]:
         f"status   {r.status}, mode {r.mode}{j}, started {format_time(r.started_at)}",
         f"counts   {format_counts(r.overall.counts) or '-'} (of {r.overall.instances})",
         f"measured wall {_dur(r.overall.wall)}, task time {_dur(r.overall.task_time)}, "
-        f"speedup {_x(r.overall.speedup)}, efficiency {_pct(r.overall.efficiency)}",
+        f"speedup {_speedup(r.overall)}, efficiency {_pct(r.overall.efficiency)}",
+        f"queued   {_dur(r.overall.queued)} ({format_reasons(r.overall.queued_reasons)})",
     ]
 
 
@@ -95,7 +107,12 @@ def _sections(r: RunReport) -> list[Section]:
                 [
                     e.mode,
                     _dur(e.makespan),
-                    _x(seq / e.makespan) if e.makespan > 0 else "-",
+                    (_x(seq / e.makespan) if e.makespan > 0 else "-")
+                    + (
+                        f" \u2014 {r.overall.held_back}"
+                        if e.measured and r.overall.held_back
+                        else ""
+                    ),
                     "measured" if e.measured else "estimated",
                 ]
                 for e in r.estimates
@@ -117,11 +134,12 @@ def _sections(r: RunReport) -> list[Section]:
         (
             "Tasks",
             ["TASK", "INSTANCES", "ATTEMPTS", "RETRIES", "THROTTLED", "FAILED", "TASK TIME",
-             "MEAN", "SLOWEST"],
+             "MEAN", "SLOWEST", "QUEUED", "QUEUED FOR"],
             [
                 [t.task, str(t.instances), str(t.attempts), str(t.retries), str(t.throttled),
                  str(t.failed), _dur(t.task_time), _dur(t.mean),
-                 f"{t.slowest_key} {_dur(t.slowest)}" if t.slowest_key else "-"]
+                 f"{t.slowest_key} {_dur(t.slowest)}" if t.slowest_key else "-",
+                 _dur(t.queued), format_reasons(t.queued_reasons)]
                 for t in r.tasks
             ],
         )
@@ -130,16 +148,29 @@ def _sections(r: RunReport) -> list[Section]:
         (
             "Pools",
             ["POOL", "CONCURRENCY", "RATE", "INSTANCES", "ATTEMPTS", "RETRIES", "THROTTLED",
-             "PEAK IN FLIGHT", "RATE CHANGES"],
+             "PEAK IN FLIGHT", "RATE CHANGES", "QUEUED", "QUEUED FOR"],
             [
                 [p.pool, str(p.concurrency) if p.concurrency is not None else "-",
                  f"{p.rate:g}/s" if p.rate is not None else "-", str(p.instances),
                  str(p.attempts), str(p.retries), str(p.throttled), str(p.peak_in_flight),
-                 str(p.rate_changes)]
+                 str(p.rate_changes), _dur(p.queued), format_reasons(p.queued_reasons)]
                 for p in r.pools
             ],
         )
     )  # fmt: skip
+    queued = held(r)
+    more = len(queued) - MOST_QUEUED
+    out.append(
+        (
+            "Most queued instances (ready, held by a limit)"
+            + (f"; {more} more held" if more > 0 else ""),
+            ["INSTANCE", "QUEUED", "QUEUED FOR"],
+            [
+                [i.key, _dur(i.queued), format_reasons(i.queued_reasons)]
+                for i in queued[:MOST_QUEUED]
+            ],
+        )
+    )
     out.append(
         (
             "Slowest targets",
@@ -151,6 +182,14 @@ def _sections(r: RunReport) -> list[Section]:
         )
     )
     return [s for s in out if s[2]]
+
+
+def held(r: RunReport) -> list[InstanceRecord]:
+    """The instances a limit held (a reason other than ``OTHER``), most queued first
+    (ties in node order)."""
+    queued = [i for i in r.instances if any(w != OTHER for w in i.queued_reasons)]
+    queued.sort(key=lambda i: -i.queued)
+    return queued
 
 
 def render_table(report: RunReport) -> str:
@@ -258,11 +297,16 @@ def _testcase(
     lines = [f"{i.key}: {i.state}"]
     if i.state == "reused":
         lines[0] += f" (succeeded in an earlier run; reused by {r.kind} {r.run_id})"
+    if i.queued > 0:
+        lines.append(f"queued {_secs(i.queued)}s: {format_reasons(i.queued_reasons)}")
     for a in tries:
         what = a.outcome or "running"
         if a.retry_reason:
             what += f" ({a.retry_reason})"
-        lines.append(f"attempt {a.n}: {what}, {_secs(a.duration)}s, log {a.log_path}")
+        queued = ""
+        if a.queued > 0:
+            queued = f", queued {_secs(a.queued)}s ({a.queued_reason or OTHER})"
+        lines.append(f"attempt {a.n}: {what}, {_secs(a.duration)}s{queued}, log {a.log_path}")
     ET.SubElement(case, "system-out").text = _xml("\n".join(lines))
 
 
@@ -287,6 +331,10 @@ def render_junit(report: RunReport) -> str:
     skipped, not started or cancelled has ``<skipped>``; an interrupted one an
     ``<error>``. ``<system-out>`` lists each attempt and its log file; each
     suite's ``<properties>`` name the run, the plan, and the report's notes.
+    Queued time is not a test's time: a test case's ``<system-out>`` says how
+    long it queued and why, and each suite's properties hold its task's
+    ``fleetrun.queued`` (seconds) and one ``fleetrun.queued_for`` per reason
+    (``pool api rate: 1.250``).
     """
     tries: dict[str, list[AttemptRecord]] = {}
     for a in report.attempts:
@@ -318,7 +366,12 @@ def render_junit(report: RunReport) -> str:
             ),
         )
         props = ET.SubElement(suite, "properties")
-        for name, value in _junit_properties(report):
+        queued = [("fleetrun.queued", _secs(sum(i.queued for i in members)))]
+        queued += [
+            ("fleetrun.queued_for", f"{why}: {_secs(secs)}")
+            for why, secs in merge(i.queued_reasons for i in members).items()
+        ]
+        for name, value in [*_junit_properties(report), *queued]:
             ET.SubElement(props, "property", name=name, value=_xml(value))
         for i in members:
             _testcase(report, i, tries.get(i.key, []), suite)

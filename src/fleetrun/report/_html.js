@@ -16,7 +16,8 @@
   var data = JSON.parse(blob.textContent);
   // Field order of each bar's details (see _html_timeline._detail).
   var KEY = 0, TASK = 1, TARGET = 2, N = 3, START = 4, DUR = 5, OUTCOME = 6, EXIT = 7,
-    SIGNAL = 8, TIMED_OUT = 9, REASON = 10, CRITICAL = 11, LOG = 12;
+    SIGNAL = 8, TIMED_OUT = 9, REASON = 10, CRITICAL = 11, LOG = 12, QUEUED = 13,
+    QUEUED_FOR = 14;
 
   function secs(s) {
     if (s === null || s === undefined) {
@@ -54,6 +55,9 @@
     }
     if (b[SIGNAL] !== null) {
       rows.push(["signal", String(b[SIGNAL])]);
+    }
+    if (b[QUEUED_FOR]) {
+      rows.push(["queued", secs(b[QUEUED]) + " before it started: " + b[QUEUED_FOR]]);
     }
     if (b[REASON]) {
       rows.push(["retry reason", b[REASON]]);

@@ -25,8 +25,10 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
 
+from fleetrun.report._formats import MOST_QUEUED, held
 from fleetrun.report._html_timeline import render_timeline
 from fleetrun.report._model import RunReport, Span
+from fleetrun.report._queued import format_reasons
 from fleetrun.report._text import STATE_ORDER
 
 # Colour-blind-friendly, without reds (red means failure) or greys (cancelled).
@@ -112,6 +114,16 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _speedup(s: Span) -> str:
+    """The speedup, and what held it back when queued time says so (markup)."""
+    x = _e(_times(s.speedup))
+    return f'{x} <span class="why">\u2014 {_e(s.held_back)}</span>' if s.held_back else x
+
+
+def _reasons(reasons: Mapping[str, float]) -> str:
+    return _e(format_reasons(reasons)) if reasons else NONE
+
+
 def _table(
     head: Sequence[str],
     rows: Sequence[Sequence[str]],
@@ -148,7 +160,8 @@ def _header(r: RunReport) -> str:
         ("started", _e(_when(r.started_at))),
         ("wall", _e(dur(o.wall))),
         ("task time", _e(dur(o.task_time))),
-        ("speedup", _e(_times(o.speedup))),
+        ("speedup", _speedup(o)),
+        ("queued", _e(dur(o.queued))),
         ("efficiency", _e(_pct(o.efficiency))),
         ("instances", _e(o.instances)),
     ]
@@ -179,6 +192,7 @@ def _legend(tasks: Sequence[str], has_crit: bool) -> str:
         f"<span>{swatch('bar neutral o-cancelled', hatch.format('cancelled'))}"
         "cancelled / interrupted</span>",
         f"<span>{swatch('bar neutral o-open')}no end recorded</span>",
+        f"<span>{swatch('queued neutral')}queued (ready, not started)</span>",
     ]
     if has_crit:
         states.append(f"<span>{swatch('bar neutral crit')}critical path</span>")
@@ -201,7 +215,7 @@ def _span_row(s: Span) -> list[str]:
         _counts(s),
         _e(dur(s.task_time)),
         _e(dur(s.wall)),
-        _e(_times(s.speedup)),
+        _speedup(s),
         _e(dur(s.critical_path)),
         _e(dur(s.lower_bound)),
         _e(_pct(s.efficiency)),
@@ -219,7 +233,8 @@ def _spans(r: RunReport) -> str:
         f"{_table(head, rows, {len(rows) - 1: 'total'})}{note}"
         '<p class="sub">task time: the sum of attempt durations (a sequential run); speedup = '
         "task time / wall; efficiency = lower bound / wall, where lower bound = max(critical "
-        "path, task time / parallelism).</p>"
+        "path, task time / parallelism). A speedup that instances queued for pools, rate, "
+        "waves or phases explain says so beside it.</p>"
     )
 
 
@@ -229,9 +244,11 @@ def _estimates(r: RunReport) -> str:
     seq = next((m.makespan for m in r.estimates if m.mode == "sequential"), None)
     rows, measured = [], {}
     for n, m in enumerate(r.estimates):
-        vs = _times(seq / m.makespan) if seq and m.makespan > 0 else NONE
+        vs = _e(_times(seq / m.makespan) if seq and m.makespan > 0 else NONE)
+        if m.measured and r.overall.held_back:
+            vs += f' <span class="why">\u2014 {_e(r.overall.held_back)}</span>'
         basis = "measured (this run)" if m.measured else "estimated from measured durations"
-        row = [_e(m.mode), _e(dur(m.makespan)), _e(vs), _e(basis)]
+        row = [_e(m.mode), _e(dur(m.makespan)), vs, _e(basis)]
         rows.append(row)
         if m.measured:
             measured[n] = "measured"
@@ -260,22 +277,25 @@ def _critical(r: RunReport) -> str:
 
 
 _TASK_HEAD = ("task", "instances#", "attempts#", "retries#", "throttled#", "failed#",
-              "task time#", "mean#", "slowest")  # fmt: skip
+              "task time#", "mean#", "slowest", "queued#", "queued for")  # fmt: skip
 _POOL_HEAD = ("pool", "concurrency#", "rate#", "instances#", "attempts#", "retries#",
-              "throttled#", "peak in flight#", "rate changes#")  # fmt: skip
+              "throttled#", "peak in flight#", "rate changes#", "queued#",
+              "queued for")  # fmt: skip
 
 
 def _work(r: RunReport) -> str:
     tasks = [
         [_e(t.task), _e(t.instances), _e(t.attempts), _e(t.retries), _e(t.throttled),
          _e(t.failed), _e(dur(t.task_time)), _e(dur(t.mean)),
-         f"<code>{_e(t.slowest_key)}</code> {_e(dur(t.slowest))}" if t.slowest_key else NONE]
+         f"<code>{_e(t.slowest_key)}</code> {_e(dur(t.slowest))}" if t.slowest_key else NONE,
+         _e(dur(t.queued)), _reasons(t.queued_reasons)]
         for t in r.tasks
     ]  # fmt: skip
     pools = [
         [_e(p.pool), _e(NONE if p.concurrency is None else p.concurrency),
          _e(NONE if p.rate is None else f"{p.rate:g}/s"), _e(p.instances), _e(p.attempts),
-         _e(p.retries), _e(p.throttled), _e(p.peak_in_flight), _e(p.rate_changes)]
+         _e(p.retries), _e(p.throttled), _e(p.peak_in_flight), _e(p.rate_changes),
+         _e(dur(p.queued)), _reasons(p.queued_reasons)]
         for p in r.pools
     ]  # fmt: skip
     slow = [
@@ -286,6 +306,25 @@ def _work(r: RunReport) -> str:
     out.append(_table(_TASK_HEAD, tasks) if tasks else '<p class="empty">No tasks.</p>')
     out.append("<h2>Pools</h2>")
     out.append(_table(_POOL_HEAD, pools) if pools else '<p class="empty">No pools.</p>')
+    queued = held(r)
+    more = len(queued) - MOST_QUEUED
+    queued = queued[:MOST_QUEUED]
+    out.append(
+        "<h2>Most queued instances <small>(ready, held by a limit"
+        + (f"; {more} more held" if more > 0 else "")
+        + ")</small></h2>"
+    )
+    out.append(
+        _table(
+            ["instance", "queued#", "queued for"],
+            [
+                [f"<code>{_e(i.key)}</code>", _e(dur(i.queued)), _reasons(i.queued_reasons)]
+                for i in queued
+            ],
+        )
+        if queued
+        else '<p class="empty">No limit held an instance back.</p>'
+    )
     out.append("<h2>Slowest targets</h2>")
     out.append(
         _table(["target", "instances#", "task time#", "wall#", "failed#"], slow)

@@ -6,7 +6,10 @@ separate lanes of that row, so none hides another. Bars carry classes only:
 the colour of their task (``t<N>``), their outcome (``o-failed`` ...) and
 ``crit`` when the instance is on the critical path; the stylesheet turns those
 into fills, hatching and outlines. Each bar's ``data-i`` indexes the tooltip
-details that the page embeds as JSON.
+details that the page embeds as JSON. An attempt whose instance was queued
+(ready, not started) has a lighter segment of its task's colour from its
+ready time to its start (``rect.queued``, its ``<title>`` the time and the
+reason); lanes are packed over both, so a queued segment never hides a bar.
 
 Bars are drawn row by row, top to bottom, and within a row in time order
 (start, then lane). The chart is one tab stop (the WAI-ARIA roving tabindex):
@@ -28,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from fleetrun.report._model import AttemptRecord, RunReport
+from fleetrun.report._queued import OTHER
 
 LABEL_W = 190.0  # left column: row labels
 PLOT_W = 900.0  # the time axis
@@ -38,6 +42,7 @@ LANE_GAP = 2.0
 ROW_PAD = 3.0
 PHASE_H = 10.0
 MIN_BAR_W = 1.5  # a 5 ms attempt in an hour-long run still shows
+MIN_QUEUED_W = 0.5  # a queued segment narrower than this is not drawn
 LABEL_CHARS = 28
 BOTTOM_AXIS_ROWS = 25  # more rows than this: tick labels below the chart too
 
@@ -67,7 +72,8 @@ def time_span(report: RunReport) -> tuple[float, float]:
     """The chart's time origin and end: the run's start and its last recorded instant."""
     starts = [a.started_at for a in report.attempts]
     ends = [a.ended_at for a in report.attempts if a.ended_at is not None]
-    t0 = min([report.started_at, *starts])
+    readies = [a.ready_at for a in report.attempts if a.ready_at is not None]
+    t0 = min([report.started_at, *starts, *readies])
     t1 = max([t0, *starts, *ends, *([report.ended_at] if report.ended_at is not None else [])])
     return t0, t1
 
@@ -194,12 +200,15 @@ def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timelin
     # Tooltip details by data-i, which is the attempt's index: attempt order, not row order.
     details = [_detail(a, t0, a.key in crit) for a in report.attempts]
     bars: list[str] = []
+    queued: list[str] = []
     centers: dict[str, tuple[float, float, float]] = {}  # key -> (y mid, x start, x end)
     total_lanes = 0
     for r, target in enumerate(rows):
         idxs = by_row.get(target, [])
         spans = [_bar_span(report.attempts[i], t1) for i in idxs]
-        lanes = pack_lanes(spans)
+        lanes = pack_lanes(
+            [_queued_span(report.attempts[i], s) for i, s in zip(idxs, spans, strict=True)]
+        )
         n_lanes = max(lanes, default=0) + 1
         total_lanes += n_lanes
         row_h = n_lanes * (LANE_H + LANE_GAP) - LANE_GAP + 2 * ROW_PAD
@@ -214,14 +223,26 @@ def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timelin
             f'<text class="{cls}" x="{LABEL_W - 8:.0f}" y="{_fmt(y + ROW_PAD + LANE_H - 3)}">'
             f"{_label(label)}</text>"
         )
-        # Time order within the row, so the next bar drawn is the next one to the right.
-        drawn = sorted(zip(idxs, spans, lanes, strict=True), key=lambda b: (b[1][0], b[2]))
+        # Time order within the row, so the next bar drawn is the next one to the right:
+        # by start as the tooltip shows it (to the millisecond), then lane (lanes are
+        # packed with queued segments, so an earlier start may sit in a higher lane).
+        drawn = sorted(
+            zip(idxs, spans, lanes, strict=True), key=lambda b: (round(b[1][0] - t0, 3), b[2])
+        )
         for i, (start, end), lane in drawn:
             a = report.attempts[i]
             by = y + ROW_PAD + lane * (LANE_H + LANE_GAP)
             bx, bw = x_of(start), max(MIN_BAR_W, (end - start) * scale)
             outcome = a.outcome if a.outcome in _OUTCOMES else "open"
-            classes = f"bar t{task_index.get(a.task, 0)} o-{outcome}"
+            colour = f"t{task_index.get(a.task, 0)}"
+            classes = f"bar {colour} o-{outcome}"
+            if a.queued > 0 and a.queued * scale >= MIN_QUEUED_W:
+                qx = x_of(start - a.queued)
+                why = html.escape(f"queued {a.queued:.3f}s: {a.queued_reason or OTHER}")
+                queued.append(
+                    f'<rect class="queued {colour}" x="{_fmt(qx)}" y="{_fmt(by)}" '
+                    f'width="{_fmt(bx - qx)}" height="{LANE_H:.0f}"><title>{why}</title></rect>'
+                )
             if a.key in crit:
                 classes += " crit"
             # The chart's single tab stop is its first bar until the script moves it.
@@ -275,7 +296,8 @@ def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timelin
         f'<svg id="fr-chart" class="g" role="group" '
         f'aria-label="{CHART_LABEL}" viewBox="0 0 {width:.0f} {_fmt(height)}" '
         f'width="{width:.0f}" height="{_fmt(height)}">'
-        f'{_DEFS}{"".join(out)}{"".join(ticks)}<g class="bars">{"".join(bars)}</g>'
+        f'{_DEFS}{"".join(out)}{"".join(ticks)}<g class="queue">{"".join(queued)}</g>'
+        f'<g class="bars">{"".join(bars)}</g>'
         f"{link_svg}</svg>"
     )
     return Timeline(svg=svg, details=details, rows=len(rows), lanes=total_lanes)
@@ -285,6 +307,11 @@ def _bar_span(a: AttemptRecord, t_end: float) -> tuple[float, float]:
     # An attempt without a recorded end (the run was killed) runs to the chart's end.
     end = a.ended_at if a.ended_at is not None else t_end
     return a.started_at, max(a.started_at, end)
+
+
+def _queued_span(a: AttemptRecord, bar: tuple[float, float]) -> tuple[float, float]:
+    """The time a bar and its queued segment take in their lane."""
+    return bar[0] - a.queued, bar[1]
 
 
 def _detail(a: AttemptRecord, t0: float, critical: bool) -> list[object]:
@@ -304,6 +331,8 @@ def _detail(a: AttemptRecord, t0: float, critical: bool) -> list[object]:
         a.retry_reason,
         critical,
         a.log_path,
+        round(a.queued, 3),
+        a.queued_reason if a.queued > 0 else None,  # a limit held it (else no reason)
     ]
 
 
@@ -326,7 +355,8 @@ def tip_secs(seconds: float | None) -> str:
 
 def bar_name(detail: Sequence[object]) -> str:
     """A bar's accessible name from its tooltip details (see ``_detail``): instance,
-    attempt, outcome, duration and, when it is on it, the critical path.
+    attempt, outcome, duration, the time it was queued and why (when a limit held
+    it) and, when it is on it, the critical path.
 
     Plain text: the caller escapes it for the attribute.
     """
@@ -338,6 +368,9 @@ def bar_name(detail: Sequence[object]) -> str:
         said += " (timed out)"
     duration = tip_secs(took if isinstance(took, int | float) else None)
     parts = [str(key), f"attempt {n}", said, duration]
+    queued, why = detail[13], detail[14]
+    if why and isinstance(queued, int | float):
+        parts.append(f"queued {tip_secs(queued)} for {why}")
     if critical:
         parts.append("critical path")
     return ", ".join(parts)

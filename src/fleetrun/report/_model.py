@@ -22,6 +22,11 @@ seconds. Definitions, used by every renderer:
   the least time its attempts need to start.
 - ``efficiency``: ``lower_bound / wall``; 1.0 means no schedule could have
   been faster with these durations.
+- ``queued``: seconds instances were ready but not started, summed over their
+  attempts (``started_at - ready_at``); ``queued_reasons`` splits it by the
+  engine's recorded reason ("pool api rate", "wave closed", ...), most first,
+  with ``OTHER`` for waits no limit caused (see ``_queued``). For a task, a
+  pool (the instances using it) or a span: the sum over its instances.
 """
 
 from __future__ import annotations
@@ -50,6 +55,9 @@ class AttemptRecord:
     retry_reason: str | None
     log_path: str
     throttled: bool = False  # the engine took this ending as a throttle signal
+    ready_at: float | None = None  # when its instance became ready (None: not recorded)
+    queued: float = 0.0  # seconds from ready_at to started_at
+    queued_reason: str | None = None  # what held it (None: nothing recorded)
 
     @property
     def duration(self) -> float:
@@ -73,6 +81,8 @@ class InstanceRecord:
     task_time: float  # sum of its attempts' durations
     exit_code: int | None
     critical: bool  # on the run's measured critical path
+    queued: float = 0.0  # seconds ready but not started, over its attempts
+    queued_reasons: Mapping[str, float] = field(default_factory=dict)  # reason -> seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +100,12 @@ class Span:
     critical_path: float
     lower_bound: float
     efficiency: float
+    queued: float = 0.0
+    queued_reasons: Mapping[str, float] = field(default_factory=dict)
+    # What held the span back, when its wall is over twice what its critical path
+    # and -j allow and instances queued for pools, rate, waves or phases:
+    # "41s queued: pool azure-api rate"; "" otherwise (see ``_queued.held_back``).
+    held_back: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +142,8 @@ class TaskStats:
     mean: float
     slowest_key: str | None
     slowest: float
+    queued: float = 0.0
+    queued_reasons: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +159,8 @@ class PoolStats:
     throttled: int
     peak_in_flight: int
     rate_changes: int  # adaptive rate changes (PoolChanged events)
+    queued: float = 0.0  # of the instances using the pool, whatever held them
+    queued_reasons: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

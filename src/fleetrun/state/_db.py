@@ -137,7 +137,23 @@ CREATE TABLE exact_outputs (
 ) WITHOUT ROWID
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# When an attempt's instance became ready and why it was queued until the
+# attempt started (``AttemptStarted.ready_at`` / ``queued_reason``). Existing
+# attempts take ``ready_at`` from their journaled event where it carries the
+# field; their reason stays NULL (not recorded).
+_V5 = """
+ALTER TABLE attempts ADD COLUMN ready_at REAL;
+ALTER TABLE attempts ADD COLUMN queued_reason TEXT;
+UPDATE attempts SET ready_at = e.ready
+  FROM (SELECT run_id, json_extract(data, '$.key') AS key,
+               json_extract(data, '$.attempt') AS n,
+               json_extract(data, '$.ready_at') AS ready
+          FROM events WHERE type = 'AttemptStarted') AS e
+ WHERE attempts.run_id = e.run_id AND attempts.key = e.key AND attempts.n = e.n
+   AND e.ready IS NOT NULL
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 """``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -85,11 +85,22 @@ class AttemptRecord:
     executor: str  # the handle: executor kind (local, ssh, cluster) ...
     host: str | None  # ... where the attempt ran ...
     job: str | None  # ... and a cluster job's key
+    # When the instance became ready for this attempt; from then until
+    # ``started_at`` it was queued, for ``queued_reason`` ("pool api rate", "wave
+    # closed", ...; None: nothing recorded held it). Both None in journals from
+    # before schema version 5 (``ready_at`` is kept where its event held it).
+    ready_at: float | None = None
+    queued_reason: str | None = None
 
     @property
     def duration(self) -> float:
         """Seconds the attempt ran (0 when it has no recorded end)."""
         return 0.0 if self.ended_at is None else max(0.0, self.ended_at - self.started_at)
+
+    @property
+    def queued(self) -> float:
+        """Seconds from ready to started (0 when the ready time is not recorded)."""
+        return 0.0 if self.ready_at is None else max(0.0, self.started_at - self.ready_at)
 
 
 def columns(record: type[Any]) -> tuple[str, ...]:

@@ -251,6 +251,7 @@ class JournalWriter:
                 started[(a.key, a.attempt)] = [
                     run, a.key, a.attempt, a.at, a.log_path, a.pid, a.pgid, None,
                     None, None, None, 0, None, None, 0, a.executor, a.host, a.job,
+                    a.ready_at, a.queued_reason,
                 ]  # fmt: skip
                 prev = running.get(a.key)
                 first_at = prev[2] if prev else a.at
@@ -297,7 +298,7 @@ class JournalWriter:
         # this one wait (busy timeout) instead of failing on a stale snapshot.
         conn.execute("BEGIN IMMEDIATE")
         try:
-            _insert(conn, _SQL_STARTED, 18, list(started.values()))
+            _insert(conn, _SQL_STARTED, 20, list(started.values()))
             if running:
                 conn.executemany(_SQL_RUNNING, list(running.values()))
             if ended:
@@ -319,7 +320,7 @@ class JournalWriter:
 _SQL_STARTED = (
     "INSERT OR REPLACE INTO attempts (run_id, key, n, started_at, log_path, pid, pgid,"
     " proc_start, ended_at, exit_code, signal, timed_out, outcome, retry_reason, throttled,"
-    " executor, host, job) VALUES "
+    " executor, host, job, ready_at, queued_reason) VALUES "
 )
 _SQL_RUNNING = (
     "UPDATE instances SET status='running', attempts=?, command_hash=?,"

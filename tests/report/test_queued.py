@@ -1,0 +1,121 @@
+"""Queued time and its reasons in every report format, from a real ``fleetrun apply``:
+six instances through a pool of ``rate: 2/s`` (burst 3) and six through a pool of one slot."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+
+from click.testing import CliRunner
+
+from fleetrun.cli import cli
+from fleetrun.report._queued import OTHER, format_reasons, held_back, ordered
+
+from .conftest import Recorded
+
+REGIONS = [f"r{i}" for i in range(6)]
+PLAN = f"""\
+name: queued
+targets: {{{", ".join(f"{r}: {{}}" for r in REGIONS)}}}
+pools:
+  api: {{rate: 2/s, burst: 3}}
+  db: {{concurrency: 1}}
+tasks:
+  call:
+    for_each: all
+    pools: [api]
+    run: "true"
+  migrate:
+    for_each: all
+    pools: [db]
+    run: sleep 0.05
+"""
+
+
+def _report(run: Recorded, fmt: str) -> str:
+    res = CliRunner().invoke(cli, ["report", "--state-dir", str(run.state), "--format", fmt])
+    assert res.exit_code == 0, res.stderr
+    return res.stdout
+
+
+def test_queued_time_and_reasons_in_every_format(make_run: Callable[..., Recorded]) -> None:
+    run = make_run("-j", "8", text=PLAN)
+    data = json.loads(_report(run, "json"))
+    by_key = {i["key"]: i for i in data["instances"]}
+    calls = sorted((by_key[f"call@{r}"] for r in REGIONS), key=lambda i: i["started_at"])
+    # Three tokens at first, then one each 0.5 s: the later instances queued for the
+    # rate, each longer than the one before.
+    rated = [c for c in calls if "pool api rate" in c["queued_reasons"]]
+    assert len(rated) >= 2
+    assert calls[-1] in rated
+    assert [c["queued"] for c in rated] == sorted(c["queued"] for c in rated)
+    assert calls[-1]["queued"] >= 1.0  # 3 more tokens at 2/s: 1.5 s
+    for c in calls:
+        assert c["queued"] >= sum(c["queued_reasons"].values()) - 0.002
+    migrates = [by_key[f"migrate@{r}"] for r in REGIONS]
+    assert sum("pool db full" in m["queued_reasons"] for m in migrates) == 5
+
+    tasks = {t["task"]: t for t in data["tasks"]}
+    assert tasks["call"]["queued"] >= 2.0  # 0.5 + 1 + 1.5 s
+    assert next(iter(tasks["call"]["queued_reasons"])) == "pool api rate"
+    assert next(iter(tasks["migrate"]["queued_reasons"])) == "pool db full"
+    pools = {p["pool"]: p for p in data["pools"]}
+    assert pools["api"]["queued"] == tasks["call"]["queued"]
+    assert pools["db"]["queued_reasons"] == tasks["migrate"]["queued_reasons"]
+    attempts = [a for a in data["attempts"] if a["key"] == calls[-1]["key"]]
+    assert attempts[0]["queued_reason"] == "pool api rate"
+    assert attempts[0]["ready_at"] <= attempts[0]["started_at"]
+    # The run was slow because of the rate, and the report says so.
+    assert re.match(r"[0-9.]+s queued: pool api rate", data["overall"]["held_back"])
+    assert data["overall"]["queued"] >= tasks["call"]["queued"]
+
+    table = _report(run, "table")
+    row = re.search(r"^overall .*$", table, re.M)
+    assert row is not None
+    assert "queued: pool api rate" in row.group()
+    task_row = re.search(r"^call .*$", table, re.M)
+    assert task_row is not None
+    assert "pool api rate" in task_row.group()
+    assert "Most queued instances" in table
+    assert f"{calls[-1]['key']} " in table
+
+    markdown = _report(run, "markdown")
+    assert "| QUEUED | QUEUED FOR |" in markdown
+    assert "queued: pool api rate" in markdown
+
+    root = ET.fromstring(_report(run, "junit"))
+    suite = root.find("./testsuite[@name='queued.call']")
+    assert suite is not None
+    props = [(p.get("name"), p.get("value") or "") for p in suite.iter("property")]
+    assert float(dict(props)["fleetrun.queued"]) >= 2.0
+    # One property per reason, most first.
+    assert next(v for k, v in props if k == "fleetrun.queued_for").startswith("pool api rate: ")
+    case = suite.find(f"./testcase[@name='{calls[-1]['target']}']")
+    assert case is not None
+    assert "queued" in (case.findtext("system-out") or "")
+
+    page = _report(run, "html")
+    assert page.count('<rect class="queued') >= 3
+    assert "<title>queued " in page
+    assert ": pool api rate</title>" in page
+    assert "Most queued instances" in page
+
+
+def test_held_back_names_only_limits_beyond_the_graph_and_j() -> None:
+    rate = {"pool api rate": 40.0, "parallelism limit (-j 8)": 90.0, OTHER: 5.0}
+    # 0.08x: 50 s of wall for 4 s of work; the rate explains it, -j does not.
+    assert held_back(50.0, 1.0, 4.0, 8, ordered(rate)) == "40.0s queued: pool api rate"
+    two = {"wave closed": 12.0, "pool api rate": 41.0}
+    assert held_back(50.0, 1.0, 4.0, None, ordered(two)) == (
+        "41.0s queued: pool api rate, 12.0s wave closed"
+    )
+    # Not low: the wall is within twice what the critical path allows.
+    assert held_back(50.0, 30.0, 60.0, None, rate) == ""
+    # Low, but only -j and other waits: nothing to say.
+    assert held_back(50.0, 1.0, 4.0, 8, {"parallelism limit (-j 8)": 90.0, OTHER: 9.0}) == ""
+    # A named reason too small to explain the wall.
+    assert held_back(50.0, 1.0, 4.0, 8, {"pool db full": 2.0}) == ""
+    assert format_reasons({}) == "-"
+    assert format_reasons(ordered({"a": 1.0, "b": 3.0, OTHER: 0.001})) == "b 3.00s, a 1.00s"
