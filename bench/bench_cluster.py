@@ -13,7 +13,9 @@
    without a kill and used for both).
 
    Both run in every round, who goes first alternating; the ratio is the median
-   of the rounds' ratios.
+   of the rounds' ratios. For information, each round also times bare Dask
+   submitting all jobs as one graph (``Client.map``), which fleetrun does with
+   the jobs that become ready in the same turn of its event loop.
 
     python bench/bench_cluster.py [--n 2000] [--rounds 5] [--loss-jobs 20] [--kill-at 5]
 """
@@ -96,14 +98,36 @@ def _bare(address: str, n: int, tag: str) -> float:
     return took
 
 
+def _bare_map(address: str, n: int, tag: str) -> float:
+    """Information, no target: bare Dask submitting every job in one graph, as
+    fleetrun does with the jobs of one turn of its event loop."""
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:
+        t = time.perf_counter()
+        futures = client.map(
+            subprocess.run,
+            [["/bin/sh", "-c", "true"]] * n,
+            key=[f"map-{tag}-{i}" for i in range(n)],
+            pure=False,
+            resources={MACHINE: 1},
+        )
+        done = client.gather(futures)
+        took = time.perf_counter() - t
+    assert all(r.returncode == 0 for r in done)
+    return took
+
+
 def throughput(root: Path, n: int, rounds: int) -> None:
     c = LocalCluster(root / "cluster-throughput")
     c.start(2)
     ratios: list[float] = []
     fleet: list[float] = []
     bare: list[float] = []
+    bare_map: list[float] = []
     try:
         _bare(c.address, 50, "warm")
+        _bare_map(c.address, 50, "warm")
         asyncio.run(_fleetrun(c.address, fresh_dir(root, "warm"), 50, "warm"))
         for r in range(rounds):
             # Both in every round, who goes first alternating: the load drifts between runs.
@@ -112,13 +136,15 @@ def throughput(root: Path, n: int, rounds: int) -> None:
             f = asyncio.run(_fleetrun(c.address, fresh_dir(root, "fleetrun"), n, f"f{r}"))
             if not r % 2:
                 b = _bare(c.address, n, f"b{r}")
+            m = _bare_map(c.address, n, f"m{r}")
             first = "bare" if r % 2 else "fleetrun"
             print(
                 f"  round {r + 1} ({first} first): fleetrun {f:6.2f} s   bare Dask {b:6.2f} s   "
-                f"ratio {f / b:.2f}x   load {load()}"
+                f"ratio {f / b:.2f}x   (bare Client.map {m:5.2f} s)   load {load()}"
             )
             fleet.append(f)
             bare.append(b)
+            bare_map.append(m)
             ratios.append(f / b)
     finally:
         c.stop()
@@ -129,6 +155,10 @@ def throughput(root: Path, n: int, rounds: int) -> None:
         f"bare Client.submit {median(bare):.2f} s ({n / median(bare):.0f} jobs/s); "
         f"ratio {ratio:.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}x; target <= 1.5x) "
         f"{verdict(ratio <= 1.5)}"
+    )
+    print(
+        f"  (information: bare Client.map, all jobs in one graph: {median(bare_map):.2f} s; "
+        f"fleetrun / map {median([f / m for f, m in zip(fleet, bare_map, strict=True)]):.2f}x)"
     )
 
 
