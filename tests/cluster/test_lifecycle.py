@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -176,8 +177,17 @@ def _alive(pid: int) -> bool:
 def test_a_worker_killed_just_after_its_job_started_takes_the_job_along(tmp_path: Path) -> None:
     # The watchdog reads its registrations in batches: a group registered just before
     # the worker died, after many that came and went, is still killed.
+    _killed_worker_takes_its_job_along(tmp_path, kill_watchdog_first=False)
+
+
+def test_a_dead_watchdog_is_replaced_at_the_next_job(tmp_path: Path) -> None:
+    _killed_worker_takes_its_job_along(tmp_path, kill_watchdog_first=True)
+
+
+def _killed_worker_takes_its_job_along(tmp_path: Path, *, kill_watchdog_first: bool) -> None:
     c = LocalCluster(tmp_path / "cluster")
     c.start(1)
+    worker = c.workers[0].pid
     nap = f"60.{uuid.uuid4().int % 10**9:09d}"
     try:
 
@@ -186,6 +196,9 @@ def test_a_worker_killed_just_after_its_job_started_takes_the_job_along(tmp_path
             try:
                 quick = [ex.run(make_attempt(tmp_path, "true", key=f"q@{i}")) for i in range(100)]
                 assert all(r.ok for r in await asyncio.gather(*quick))
+                if kill_watchdog_first:
+                    (watchdog,) = _children(worker)
+                    os.kill(watchdog, signal.SIGKILL)
                 job = asyncio.ensure_future(
                     ex.run(make_attempt(tmp_path, f"sleep {nap} & sleep {nap}; wait"))
                 )
@@ -193,7 +206,7 @@ def test_a_worker_killed_just_after_its_job_started_takes_the_job_along(tmp_path
                     await asyncio.sleep(0.01)
                     if len(pgrep(f"sleep {nap}")) >= 3:  # the shell and both sleeps
                         break
-                os.kill(c.workers[0].pid, signal.SIGKILL)
+                os.kill(worker, signal.SIGKILL)
                 return await job
             finally:
                 await ex.aclose()
@@ -206,3 +219,8 @@ def test_a_worker_killed_just_after_its_job_started_takes_the_job_along(tmp_path
         assert not pgrep(f"sleep {nap}")
     finally:
         c.stop(grace=3)
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]

@@ -175,8 +175,10 @@ class _Watchdog:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def send(self, line: bytes) -> None:
-        os.write(self.registry, line)
+    def send(self, lines: bytes) -> None:
+        view = memoryview(lines)
+        while view:
+            view = view[os.write(self.registry, view) :]
 
     def close(self) -> None:
         for fd in (self.registry, self.life):
@@ -196,13 +198,18 @@ class _Worker:
         self.counter = itertools.count()
 
     def watch(self, op: bytes, pgid: int) -> None:
-        """Tell the watchdog about a group (starting it when there is none)."""
+        """Tell the watchdog about a group (starting one when there is none, or when
+        it has died: the new one is told every group running here)."""
+        line = b"%s%d\n" % (op, pgid)
         with _lock:
-            if self.watchdog is None or not self.watchdog.alive():
-                if self.watchdog is not None:
-                    self.watchdog.close()
-                self.watchdog = _Watchdog()
-            self.watchdog.send(b"%s%d\n" % (op, pgid))
+            if self.watchdog is not None and self.watchdog.alive():
+                with contextlib.suppress(BrokenPipeError):  # it died just now
+                    self.watchdog.send(line)
+                    return
+            if self.watchdog is not None:
+                self.watchdog.close()
+            self.watchdog = _Watchdog()
+            self.watchdog.send(b"".join(b"+%d\n" % job.pgid for job in _running.values()) + line)
 
     def outputs_path(self) -> str:
         """A new path for a job's ``$FLEETRUN_OUTPUT``, in this worker's private
