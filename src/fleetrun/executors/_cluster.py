@@ -66,6 +66,9 @@ CLUSTER_ENV = "FLEETRUN_CLUSTER"
 _LOG_MODE = 0o600
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK_WAIT = 5.0
+_LOG_BATCH = 128
+"""Log files created per thread hand-off at most: a large batch of attempts
+starts reaching the cluster after the first ones, not after all of them."""
 _MAX_REQUEUE = 10
 
 
@@ -398,7 +401,7 @@ class _LogOpener:
 
     async def _create(self) -> None:
         while self._waiting:
-            batch, self._waiting = self._waiting, []
+            batch, self._waiting = self._waiting[:_LOG_BATCH], self._waiting[_LOG_BATCH:]
             try:
                 fds = await asyncio.to_thread(_open_logs, [path for path, _ in batch])
             except BaseException as e:
