@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from fleetrun.cluster import LocalCluster
-from fleetrun.executors import ClusterExecutor, ClusterOrphanFinder
+from fleetrun.executors import ClusterExecutor, ClusterOrphanFinder, _cluster_job
 from fleetrun.executors._contract import Handle, RecordedAttempt
 
 from ._helpers import make_attempt, pgrep, run
@@ -300,3 +301,140 @@ def test_output_reaches_the_log_while_the_job_runs(cluster: LocalCluster, tmp_pa
     assert seen == "first\n"  # before the job ended
     assert lines_during == ["first"]
     assert lines == ["first", "second"]
+
+
+def test_a_job_without_output_leaves_an_empty_log(cluster: LocalCluster, tmp_path: Path) -> None:
+    attempt = make_attempt(tmp_path, "true")
+
+    async def go() -> object:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            return await ex.run(attempt)
+        finally:
+            await ex.aclose()
+
+    assert run(go()).ok  # type: ignore[attr-defined]
+    assert Path(attempt.log_path).read_bytes() == b""
+    assert oct(os.stat(attempt.log_path).st_mode & 0o777) == "0o600"
+    assert not os.path.exists(attempt.output_path)  # no outputs: no local copy
+
+
+def test_a_link_at_the_log_path_is_not_followed(cluster: LocalCluster, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("keep me\n")
+    attempt = make_attempt(tmp_path, "echo overwritten")
+    os.symlink(elsewhere, attempt.log_path)
+
+    async def go() -> None:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            await ex.run(attempt)
+        finally:
+            await ex.aclose()
+
+    try:
+        run(go())
+    except OSError:
+        pass
+    else:  # pragma: no cover - the assertion below reports it
+        raise AssertionError("the run followed the link")
+    assert elsewhere.read_text() == "keep me\n"
+
+
+def test_large_outputs_come_back_whole(cluster: LocalCluster, tmp_path: Path) -> None:
+    # More than fits in the result event: the result is fetched from the worker.
+    big = "x" * 100_000
+    cmd = f"echo small=1 >> $FLEETRUN_OUTPUT; printf 'big=%s\\n' {big} >> $FLEETRUN_OUTPUT"
+
+    async def go() -> list[object]:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            return list(
+                await asyncio.gather(
+                    ex.run(make_attempt(tmp_path, cmd, key="big@1")),
+                    ex.run(make_attempt(tmp_path, "echo small=2 > $FLEETRUN_OUTPUT", key="s@2")),
+                )
+            )
+        finally:
+            await ex.aclose()
+
+    big_result, small_result = run(go())
+    assert big_result.outputs == {"small": "1", "big": big}  # type: ignore[attr-defined]
+    assert small_result.outputs == {"small": "2"}  # type: ignore[attr-defined]
+
+
+def test_jobs_submitted_together_with_different_resources(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    # Submitted in the same turn, they go to the scheduler in one graph per set of resources.
+    async def go() -> list[object]:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            return list(
+                await asyncio.gather(
+                    *(
+                        ex.run(
+                            make_attempt(
+                                tmp_path,
+                                f"echo n={i} > $FLEETRUN_OUTPUT",
+                                key=f"r@{i}",
+                                options={"resources": {"MACHINE": 0.5}} if i % 2 else {},
+                            )
+                        )
+                        for i in range(8)
+                    )
+                )
+            )
+        finally:
+            await ex.aclose()
+
+    results = run(go())
+    assert [r.outputs for r in results] == [{"n": str(i)} for i in range(8)]  # type: ignore[attr-defined]
+
+
+def test_a_run_cancelled_while_its_job_is_being_submitted_leaves_nothing_running(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    marker = _marker()
+    script = tmp_path / f"{marker}.sh"
+    script.write_text(f"sleep {_sleep()}\n")
+
+    async def cancelled(ex: ClusterExecutor, key: str, delay: float | None) -> bool:
+        """Run one job, cancel it after ``delay`` (None: as soon as its handle is
+        reported); True when it had been submitted."""
+        handles: list[Handle] = []
+        me: list[asyncio.Future[object]] = []
+
+        def started(h: Handle) -> None:
+            handles.append(h)
+            if delay is None:
+                me[0].cancel()
+
+        a = make_attempt(tmp_path, f"sh {script}", key=key, grace=0.5)
+        task = asyncio.ensure_future(ex.run(dataclasses.replace(a, on_started=started)))
+        me.append(task)
+        if delay is not None:
+            await asyncio.sleep(delay)
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return bool(handles)
+
+    async def go() -> tuple[list[str], list[bool]]:
+        ex = ClusterExecutor(cluster.address)
+        client = await ex.client()
+        try:
+            # Cancelled before, while and just after its job goes to the scheduler.
+            delays = [0, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, None]
+            submitted = [await cancelled(ex, f"c@{i}", d) for i, d in enumerate(delays)]
+            await asyncio.sleep(1.0)  # a job that slipped through would have started by now
+            running = await client.run(_cluster_job.running_jobs)
+            return [k for keys in running.values() for k in keys], submitted
+        finally:
+            await ex.aclose()
+
+    running, submitted = run(go())
+    assert running == []
+    assert _gone(marker, 2.0), pgrep(marker)
+    assert not submitted[0]  # both cases were met
+    assert submitted[-1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -171,3 +172,55 @@ def test_the_embedded_cluster_starts_for_the_run_and_stops_after(tmp_path: Path)
 
 def _alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}/stat") and not _zombie(pid)
+
+
+def test_a_worker_killed_just_after_its_job_started_takes_the_job_along(tmp_path: Path) -> None:
+    # The watchdog reads its registrations in batches: a group registered just before
+    # the worker died, after many that came and went, is still killed.
+    _killed_worker_takes_its_job_along(tmp_path, kill_watchdog_first=False)
+
+
+def test_a_dead_watchdog_is_replaced_at_the_next_job(tmp_path: Path) -> None:
+    _killed_worker_takes_its_job_along(tmp_path, kill_watchdog_first=True)
+
+
+def _killed_worker_takes_its_job_along(tmp_path: Path, *, kill_watchdog_first: bool) -> None:
+    c = LocalCluster(tmp_path / "cluster")
+    c.start(1)
+    worker = c.workers[0].pid
+    nap = f"60.{uuid.uuid4().int % 10**9:09d}"
+    try:
+
+        async def go() -> AttemptResult:
+            ex = ClusterExecutor(c.address)
+            try:
+                quick = [ex.run(make_attempt(tmp_path, "true", key=f"q@{i}")) for i in range(100)]
+                assert all(r.ok for r in await asyncio.gather(*quick))
+                if kill_watchdog_first:
+                    (watchdog,) = _children(worker)
+                    os.kill(watchdog, signal.SIGKILL)
+                job = asyncio.ensure_future(
+                    ex.run(make_attempt(tmp_path, f"sleep {nap} & sleep {nap}; wait"))
+                )
+                for _ in range(1000):
+                    await asyncio.sleep(0.01)
+                    if len(pgrep(f"sleep {nap}")) >= 3:  # the shell and both sleeps
+                        break
+                os.kill(worker, signal.SIGKILL)
+                return await job
+            finally:
+                await ex.aclose()
+
+        r = run(go())
+        assert r == AttemptResult(exit_code=None, reason="worker lost", error_kind="lost")
+        deadline = time.monotonic() + 2.0
+        while pgrep(f"sleep {nap}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pgrep(f"sleep {nap}")
+    finally:
+        c.stop(grace=3)
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]

@@ -7,7 +7,13 @@ The command runs on the worker as its own process group (see
 ``_cluster_job``); its output comes back in chunks through the scheduler's
 event stream (one topic per executor) and is redacted into
 ``attempt.log_path`` as it arrives; ``$FLEETRUN_OUTPUT`` is a worker-side
-file whose text returns with the result.
+file whose text returns with the result. The result itself comes on the same
+stream, just before the scheduler says the job finished, so a job costs no
+fetch of its result (one that came without it, e.g. with large outputs, is
+fetched). Log files are created off the event loop, those asked for while
+one batch is being created together in the next; jobs submitted in the same
+turn of the event loop go to the scheduler as one graph (one ``Client.map``
+per set of resources), which costs the scheduler far less than one graph each.
 
 How an attempt can end:
 
@@ -58,7 +64,11 @@ CLUSTER_ENV = "FLEETRUN_CLUSTER"
 """The environment variable naming the scheduler for ``runs_on: cluster`` tasks."""
 
 _LOG_MODE = 0o600
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK_WAIT = 5.0
+_LOG_BATCH = 128
+"""Log files created per thread hand-off at most: a large batch of attempts
+starts reaching the cluster after the first ones, not after all of them."""
 _MAX_REQUEUE = 10
 
 
@@ -74,6 +84,7 @@ class _Stream:
         self.early: dict[int, bytes] = {}
         self.arrived = asyncio.Event()
         self.started = False
+        self.result: dict[str, Any] | None = None
 
     def add(self, seq: int, data: bytes) -> None:
         if seq < 0:
@@ -153,8 +164,8 @@ class ClusterExecutor:
         self._ending: set[str] = set()
         self._kills: set[asyncio.Task[Any]] = set()
         self._kill_now = False
-        self._batch: list[tuple[Any, asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._logs = _LogOpener()
+        self._to_submit: list[tuple[dict[str, Any], dict[str, float], asyncio.Future[Any]]] = []
 
     # -- connecting -----------------------------------------------------------------
 
@@ -183,12 +194,17 @@ class ClusterExecutor:
     def _on_event(self, event: Any) -> None:
         _, msg = event
         stream = self._streams.get(msg["job"])
-        if stream is not None:
-            stream.add(int(msg["seq"]), bytes(msg["data"]))
+        if stream is None:
+            return
+        seq = int(msg["seq"])
+        if seq == _cluster_job.RESULT:
+            stream.result = msg["result"]
+        else:
+            stream.add(seq, bytes(msg["data"]))
 
     async def aclose(self) -> None:
         """Disconnect; stop the embedded cluster if this executor started one."""
-        for t in [*self._kills, *([self._flusher] if self._flusher else [])]:
+        for t in [*self._kills, *self._logs.busy()]:
             with contextlib.suppress(Exception):
                 await t
         if self._client is not None:
@@ -234,65 +250,70 @@ class ClusterExecutor:
             "topic": self._topic,
             "secrets": list(attempt.redactor.values),
         }
-        stream = _Stream(attempt, await _open_log(attempt.log_path))
+        stream = _Stream(attempt, await self._logs.open(attempt.log_path))
         job = key
+        self._streams[job] = stream
         try:
             for again in range(_MAX_REQUEUE + 1):
-                self._streams[job] = stream
-                future = client.submit(
-                    _cluster_job.run_job, spec, key=job, pure=False, resources=resources
-                )
-                if again == 0:
-                    attempt.on_started(Handle(kind=self.kind, host=str(self.address), job=key))
+                submitting = self._submit(client, spec, resources)
                 try:
-                    result: dict[str, Any] = await self._outcome(client, future)
+                    future = await submitting
+                    if again == 0:
+                        attempt.on_started(Handle(kind=self.kind, host=str(self.address), job=key))
+                    result: dict[str, Any] = await _outcome(future, stream)
                 except asyncio.CancelledError:
-                    await asyncio.shield(self._end(client, future, job, attempt.grace))
+                    if _submitted(submitting):  # (even if the cancel came just after)
+                        await asyncio.shield(
+                            self._end(client, submitting.result(), job, attempt.grace)
+                        )
                     raise
                 except Exception as e:
                     if _lost(e) and not stream.started and again < _MAX_REQUEUE:
                         # It only waited in that worker's queue: nothing ran, submit again.
-                        self._streams.pop(job, None)
+                        del self._streams[job]
                         job = spec["key"] = f"{key}~{again + 1}"
+                        self._streams[job] = stream
                         continue
                     return _failure(e)
                 await stream.wait_for(int(result.get("chunks", 0)))
                 break
         finally:
-            for k in [k for k, s in self._streams.items() if s is stream]:
-                del self._streams[k]
+            del self._streams[job]
             stream.close()
         return _result(result, attempt)
 
-    async def _outcome(self, client: Any, future: Any) -> Any:
-        """The job's result. Results of jobs that finish together are fetched in one
-        gather (one request per worker rather than one per job)."""
-        state = getattr(future, "_state", None)
-        if state is None:  # pragma: no cover - a distributed without FutureState
-            return await future
-        await state.wait()
-        if future.status != "finished":
-            return await future  # raises the job's error, or CancelledError
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._batch.append((future, waiter))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush(client))
-        return await waiter
+    def _submit(
+        self, client: Any, spec: dict[str, Any], resources: dict[str, float]
+    ) -> asyncio.Future[Any]:
+        """The Dask future of job ``spec``, submitted with the others of this turn."""
+        submitted: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self._to_submit:
+            asyncio.get_running_loop().call_soon(self._submit_all, client)
+        self._to_submit.append((spec, resources, submitted))
+        return submitted
 
-    async def _flush(self, client: Any) -> None:
-        await asyncio.sleep(0)  # let jobs finishing in the same tick join the batch
-        while self._batch:
-            batch, self._batch = self._batch, []
+    def _submit_all(self, client: Any) -> None:
+        jobs, self._to_submit = self._to_submit, []
+        groups: dict[tuple[tuple[str, float], ...], list[tuple[dict[str, Any], Any]]] = {}
+        for spec, resources, submitted in jobs:
+            if not submitted.done():  # its run was cancelled meanwhile: nothing to submit
+                groups.setdefault(tuple(sorted(resources.items())), []).append((spec, submitted))
+        for wanted, group in groups.items():
+            specs = [spec for spec, _ in group]
             try:
-                results = await client.gather([f for f, _ in batch])
+                futures = client.map(
+                    _cluster_job.run_job,
+                    specs,
+                    key=[spec["key"] for spec in specs],
+                    pure=False,
+                    resources=dict(wanted),
+                )
             except Exception as e:
-                for _, w in batch:
-                    if not w.done():
-                        w.set_exception(e)
+                for _, submitted in group:
+                    submitted.set_exception(e)
                 continue
-            for (_, w), r in zip(batch, results, strict=True):
-                if not w.done():
-                    w.set_result(r)
+            for (_, submitted), future in zip(group, futures, strict=True):
+                submitted.set_result(future)
 
     async def _end(self, client: Any, future: Any, key: str, grace: float) -> None:
         """Cancel the job and end its process group on whichever worker runs it."""
@@ -338,22 +359,80 @@ def resolve_address(
     return address if "://" in address else f"tcp://{address}"
 
 
-async def _open_log(path: str) -> int:
-    """Create the attempt's log off the loop (a file creation can take a millisecond
-    on some disks); a cancel while it is being created closes it once created."""
-    opening = asyncio.ensure_future(
-        asyncio.to_thread(os.open, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _LOG_MODE)
-    )
-    try:
-        return await asyncio.shield(opening)
-    except asyncio.CancelledError:
-        opening.add_done_callback(_close_opened)
-        raise
+def _submitted(submitting: asyncio.Future[Any]) -> bool:
+    """True when the job was handed to the scheduler."""
+    return submitting.done() and not submitting.cancelled() and submitting.exception() is None
 
 
-def _close_opened(t: asyncio.Future[int]) -> None:
-    if not t.cancelled() and t.exception() is None:
-        os.close(t.result())
+async def _outcome(future: Any, stream: _Stream) -> Any:
+    """The job's result: the one its "result" event brought, once the scheduler says
+    the job finished (that event comes first), else fetched from the worker."""
+    state = getattr(future, "_state", None)
+    if state is None:  # pragma: no cover - a distributed without FutureState
+        return await future
+    await state.wait()
+    if future.status == "finished" and stream.result is not None:
+        return stream.result
+    return await future  # fetches the result, or raises the job's error (or CancelledError)
+
+
+class _LogOpener:
+    """Creates attempts' log files off the event loop (creating a file can take a
+    millisecond on some disks): the files asked for while one batch is being
+    created are created together in the next, one thread hand-off per batch."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[str, asyncio.Future[int]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def busy(self) -> list[asyncio.Task[None]]:
+        """The batch being created, if any (to be awaited before closing)."""
+        return [self._task] if self._task is not None and not self._task.done() else []
+
+    def open(self, path: str) -> asyncio.Future[int]:
+        """The descriptor of ``path``, created (or truncated) owner-only, not through a
+        link. A caller cancelled meanwhile leaves it to be closed once created."""
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[int] = loop.create_future()
+        self._waiting.append((path, opened))
+        if not self.busy():
+            self._task = loop.create_task(self._create())
+        return opened
+
+    async def _create(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:_LOG_BATCH], self._waiting[_LOG_BATCH:]
+            try:
+                fds = await asyncio.to_thread(_open_logs, [path for path, _ in batch])
+            except BaseException as e:
+                # No thread to create them (the loop is closing): nobody waits forever.
+                batch, self._waiting = batch + self._waiting, []
+                for _, opened in batch:
+                    if opened.done():
+                        continue
+                    if isinstance(e, Exception):
+                        opened.set_exception(e)
+                    else:
+                        opened.cancel()
+                raise
+            for (_, opened), fd in zip(batch, fds, strict=True):
+                if isinstance(fd, OSError):
+                    if not opened.done():
+                        opened.set_exception(fd)
+                elif opened.done():  # its caller was cancelled
+                    os.close(fd)
+                else:
+                    opened.set_result(fd)
+
+
+def _open_logs(paths: list[str]) -> list[int | OSError]:
+    out: list[int | OSError] = []
+    for path in paths:
+        try:
+            out.append(os.open(path, _LOG_FLAGS, _LOG_MODE))
+        except OSError as e:
+            out.append(e)
+    return out
 
 
 def _task_resources(options: Mapping[str, Any]) -> dict[str, float]:
@@ -392,7 +471,7 @@ def _result(result: Mapping[str, Any], attempt: Attempt) -> AttemptResult:
     if outputs:
         # Keep a local copy, redacted, where the local executor keeps it.
         with contextlib.suppress(OSError):
-            fd = os.open(attempt.output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _LOG_MODE)
+            fd = os.open(attempt.output_path, _LOG_FLAGS, _LOG_MODE)
             with os.fdopen(fd, "w") as f:
                 f.write(attempt.redactor.redact(text))
     return AttemptResult(
