@@ -143,6 +143,52 @@ def test_phased_mode_rolls_each_phase_out_wave_by_wave(runner):
     assert max(order.index("a@r0"), order.index("a@r1")) < order.index("a@r2")  # wave order
 
 
+def _wave_order_holds(ran, waves, tasks):
+    """Every instance of ``tasks`` on wave n's targets ended before any on wave n+1's started."""
+    settled_at = {e.key: e.at for e in ran.of(InstanceSettled)}
+    started_at = {e.key: e.at for e in ran.of(AttemptStarted)}
+    for earlier, later in itertools.pairwise(waves):
+        last_end = max(settled_at[f"{t}@{r}"] for t in tasks for r in earlier)
+        first_start = min(started_at[f"{t}@{r}"] for t in tasks for r in later)
+        assert last_end <= first_start, (earlier, later)
+
+
+def test_a_first_wave_waiting_for_an_unfanned_setup_stays_closed_to_the_rest(runner):
+    # Every target's ``x`` needs ``setup``: while setup runs, no instance of the
+    # first wave can start, yet the first wave is not done.
+    g = _graph(
+        [task("setup", "sleep 0.1"), task("x", "sleep 0.05", targets=REGIONS[:4], needs=["setup"])],
+        Rollout((1, 1.0)),
+    )
+    ran = runner(g, parallelism=None)
+    assert ran.result.status == "succeeded"
+    opened = [e for e in ran.of(WaveChanged) if e.state == "open"]
+    assert [e.wave for e in opened] == [1, 2]
+    setup_end = next(e.at for e in ran.of(InstanceSettled) if e.key == "setup")
+    assert opened[1].at >= setup_end
+    _wave_order_holds(ran, [("r0",), tuple(REGIONS[1:4])], ["x"])
+
+
+def test_phased_mode_rolls_every_phase_out(runner):
+    g = _graph(
+        [
+            task("a", "sleep 0.02", targets=REGIONS[:4], phase="one"),
+            task("b", "sleep 0.02", targets=REGIONS[:4], phase="two", needs=["a"]),
+        ],
+        Rollout((1, 1.0)),
+    )
+    g = expand(dataclasses.replace(g.plan, phases=("one", "two")))
+    ran = runner(g, parallelism=None, mode="phased")
+    assert ran.result.status == "succeeded"
+    opened = [(e.wave, e.reason) for e in ran.of(WaveChanged) if e.state == "open"]
+    assert [w for w, _ in opened] == [1, 2, 1, 2]
+    assert opened[2][1] == "phase two: first wave"
+    for t in ("a", "b"):
+        _wave_order_holds(ran, [("r0",), tuple(REGIONS[1:4])], [t])
+    order = [e.key for e in ran.of(AttemptStarted)]
+    assert max(order.index(f"a@{r}") for r in REGIONS[:4]) < order.index("b@r0")
+
+
 def test_pause_waits_for_promote(tmp_path):
     g = _graph([task("t", "true", targets=REGIONS[:4])], Rollout((2,), pause=True))
     control = RunControl()

@@ -248,18 +248,31 @@ ROLLOUT_CASES: list[
         4.0,
         3.0,
     ),
-    # --mode phased, as the engine runs it: the first phase wave by wave (an
-    # instance held by the phase barrier is not active), then the next phase
-    # with every wave open: a r0, r1 [0, 1]; a r2, r3 [1, 2]; b everywhere [2, 3].
+    # --mode phased, as the engine runs it: every phase wave by wave (an
+    # instance held by the phase barrier does not keep its wave open):
+    # a r0, r1 [0, 1]; a r2, r3 [1, 2]; b r0, r1 [2, 3]; b r2, r3 [3, 4].
     (
-        "phased: first phase wave by wave",
+        "phased: every phase wave by wave",
         [("a", "all", [], 1.0, "one"), ("b", "all", ["a"], 1.0, "two")],
         ["r0", "r1", "r2", "r3"],
         (2,),
         ["one", "two"],
         "phased",
         None,
-        3.0,
+        4.0,
+        2.0,
+    ),
+    # A first wave that waits for an unfanned setup stays the only open one:
+    # setup [0, 1]; x@a [1, 2]; x@b [2, 3]; x@c [3, 4].
+    (
+        "dag: first wave waits for an unfanned setup",
+        [("setup", None, [], 1.0), ("x", "all", ["setup"], 1.0)],
+        ABC,
+        (1,),
+        [],
+        "dag",
+        None,
+        4.0,
         2.0,
     ),
     # The same in dag: each wave pipelines a then b before the next one opens.
@@ -274,8 +287,8 @@ ROLLOUT_CASES: list[
         4.0,
         2.0,
     ),
-    # A first phase with nothing fanned: the first wave has nothing active at the
-    # start, so every wave opens at once (the engine's rule) and x runs everywhere.
+    # A first phase with nothing fanned: the second phase is rolled out wave by
+    # wave once it begins: setup [0, 1]; x@a [1, 2]; x@b [2, 3]; x@c [3, 4].
     (
         "phased: unfanned first phase",
         [("setup", None, [], 1.0, "one"), ("x", "all", [], 1.0, "two")],
@@ -284,7 +297,7 @@ ROLLOUT_CASES: list[
         ["one", "two"],
         "phased",
         None,
-        2.0,
+        4.0,
         2.0,
     ),
     # Sequential runs one instance at a time whatever the waves: the sum.

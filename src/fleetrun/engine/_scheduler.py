@@ -206,6 +206,7 @@ class _Run:
         self.phase = 0
         self.phase_left: list[int] = []
         self.held: list[list[int]] = []
+        self.phase_names: list[str] = []
         if options.mode == "phased":
             self._init_phases()
         self.deps = Deps(graph, self.members, self._on_ready, self._on_impossible)
@@ -301,6 +302,9 @@ class _Run:
     def _init_phases(self) -> None:
         phase_of = [0] * len(self.graph.nodes)
         layers = phase_layers(self.graph)
+        self.phase_names = [
+            self.graph.nodes[layer[0]].phase or str(p + 1) for p, layer in enumerate(layers)
+        ]
         self.phase_left = [0] * len(layers)
         self.held = [[] for _ in layers]
         for p, layer in enumerate(layers):
@@ -318,10 +322,15 @@ class _Run:
             self.phase += 1
             if self.phase < len(self.held):
                 now = time.time()
-                for j in self.held[self.phase]:
+                held, self.held[self.phase] = self.held[self.phase], []
+                waves = getattr(self, "waves", None)  # None while phases are set up
+                if waves is not None:
+                    waves.restart(self.phase_names[self.phase])
+                for j in held:
                     self.unheld_at[j] = now
-                    self._push(j)
-                self.held[self.phase] = []
+                    self._admit(j)
+                if waves is not None:
+                    waves.advance()
 
     # -- readiness ----------------------------------------------------------------
 

@@ -8,19 +8,23 @@ wave is unchanged.
 A wave *opens* when every earlier wave is done and none failed too much
 (strictly more failed targets than ``max_failed``), and, with ``pause``, once
 ``promote()`` was called for it. A wave is *done* when none of its instances
-is active any more (queued, running or between retries) — settled, or waiting
-only for something outside the wave (an unfanned task, or a later phase in
-``--mode phased``). Counting "active" rather than "settled" is what keeps a
-wave from waiting forever on a task that itself waits for a later wave (a
-quorum over every region), and it makes ``--mode phased`` roll each phase out
-wave by wave: the canary's infrastructure, then the next wave's, ...; then
-the canary's next phase.
+can still run without a later wave: each has settled, or waits for something
+that itself waits for a later wave (a quorum over every region) or for a
+later phase in ``--mode phased``. An instance that waits for something
+outside the waves that will come by itself (an unfanned ``setup`` task that
+every target needs) keeps its wave open: otherwise every wave would open at
+once while the setup runs.
+
+With ``--mode phased`` the phases stay the outer barrier and each phase is
+rolled out anew (``restart``): the canary's infrastructure, then the next
+wave's, ...; then, once the phase is settled, the canary's next phase.
 
 When a wave failed too much the rollout halts: every instance of the later
 waves is skipped with the reason, and the run ends with status failed.
 
 Invariants: ``active[w]`` = instances of wave ``w`` pushed to the ready heaps
-and not yet settled; no instance of a wave ``> opened`` is ever pushed.
+and not yet settled; no instance of a wave ``> opened`` is ever pushed (in
+the current phase).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fleetrun.engine._events import Event, WaveChanged
-from fleetrun.plan import Graph, Rollout, allowed_failures, wave_targets
+from fleetrun.plan import Graph, Rollout, allowed_failures, wave_done, wave_targets
 
 if TYPE_CHECKING:
     from fleetrun.engine._scheduler import _Run
@@ -45,7 +49,16 @@ def rollout_waves(run: _Run, graph: Graph) -> Waves | None:
     def skip(j: int, why: str) -> None:
         run.settle(j, "skipped", why)
 
-    return Waves(graph, rollout, run.member, run.emit, run._on_wave_open, skip)
+    def settled(i: int) -> bool:
+        return bool(run.state[i]) or not run.member[i]
+
+    def later_phase(i: int) -> bool:
+        return run.phase_of is not None and run.phase_of[i] > run.phase
+
+    waves = Waves(graph, rollout, run.member, run.emit, run._on_wave_open, skip)
+    waves.settled_node = settled
+    waves.later_phase = later_phase
+    return waves
 
 
 class Waves:
@@ -57,13 +70,16 @@ class Waves:
         "_skip",
         "active",
         "failed",
+        "graph",
         "halted",
         "held",
+        "later_phase",
         "members",
         "opened",
         "promotions",
         "pushed",
         "rollout",
+        "settled_node",
         "targets",
         "waiting",
         "wave_of",
@@ -79,6 +95,11 @@ class Waves:
         skip: Callable[[int, str], None],
     ) -> None:
         self.rollout = rollout
+        self.graph = graph
+        # Set by ``rollout_waves``: whether a node has settled (or is not in the
+        # run), and whether it waits for a later phase.
+        self.settled_node: Callable[[int], bool] = lambda i: False
+        self.later_phase: Callable[[int], bool] = lambda i: False
         self.targets = wave_targets(graph.plan, rollout)
         wave_of_target = {t: w for w, ts in enumerate(self.targets) for t in ts}
         # -1: not held by any wave (an unfanned task's instance).
@@ -105,6 +126,16 @@ class Waves:
     def start(self) -> None:
         """Open the first wave."""
         self._open(0, "first wave")
+
+    def restart(self, phase: str) -> None:
+        """A new phase begins (``--mode phased``): roll it out from the first wave.
+
+        The caller admits the phase's instances, then calls ``advance``."""
+        if self.halted:
+            return
+        self.opened = -1
+        self.waiting = False
+        self._open(0, f"phase {phase}: first wave")
 
     def hold(self, j: int) -> bool:
         """True when ready node ``j`` must wait for its wave (it is kept until then)."""
@@ -144,6 +175,8 @@ class Waves:
         while not self.halted and self.opened + 1 < len(self.targets):
             if any(self.active[w] for w in range(self.opened + 1)):
                 return
+            if not self._done():
+                return
             for w in range(self.opened + 1):
                 allowed = allowed_failures(self.rollout, len(self.targets[w]))
                 if len(self.failed[w]) > allowed:
@@ -159,6 +192,21 @@ class Waves:
                 self.promotions -= 1
                 self.waiting = False
             self._open(nxt, "promoted" if self.rollout.pause else f"wave {nxt} is done")
+
+    def _done(self) -> bool:
+        """The open waves are done (``plan.wave_done``): nothing of them is pushed
+        and unsettled, and nothing else of them can start before a later wave or
+        phase opens."""
+        opened = self.opened
+        wave_of = self.wave_of
+        later_phase = self.later_phase
+
+        def later(i: int) -> bool:
+            return wave_of[i] > opened or later_phase(i)
+
+        return wave_done(
+            self.graph, self.members, opened, self.pushed.__getitem__, later, self.settled_node
+        )
 
     def _open(self, w: int, reason: str) -> None:
         if w >= len(self.targets):

@@ -29,7 +29,7 @@ from fleetrun.plan._resolve import (
     render_command,
     task_env,
 )
-from fleetrun.plan._rollout import allowed_failures, wave_targets
+from fleetrun.plan._rollout import allowed_failures, wave_done, wave_targets
 from fleetrun.plan._schema import plan_json_schema
 from fleetrun.plan._select import select, selection_closure, selection_lines, split_names
 from fleetrun.plan._simulate import MODES, phase_layers, simulate
@@ -103,5 +103,6 @@ __all__ = [
     "split_names",
     "task_env",
     "task_rows",
+    "wave_done",
     "wave_targets",
 ]

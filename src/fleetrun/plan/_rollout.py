@@ -11,6 +11,9 @@ last size is a group and targets remain, they form one last wave.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+from fleetrun.plan._graph import Graph
 from fleetrun.plan._model import ALL_TARGETS, Plan, Rollout
 
 
@@ -49,3 +52,61 @@ def allowed_failures(rollout: Rollout, wave_size: int) -> float:
     if rollout.max_failed_fraction:
         return rollout.max_failed * wave_size
     return rollout.max_failed
+
+
+def waits_for_later(
+    graph: Graph,
+    j: int,
+    later: Callable[[int], bool],
+    settled: Callable[[int], bool],
+    memo: dict[int, bool],
+) -> bool:
+    """Whether unsettled node ``j`` waits, itself or through an unsettled
+    requirement (transitively), for a node that ``later`` holds back (a wave not
+    open yet, a later phase).
+
+    A wave is done when each of its unsettled instances waits for something
+    later: so a quorum over every region cannot hold its own wave open for ever,
+    while an unfanned ``setup`` that the wave needs does. ``memo`` is shared by
+    the calls of one decision. The engine's ``Waves`` and the estimate use it.
+    """
+    nodes = graph.nodes
+    stack = [j]
+    while stack:
+        i = stack[-1]
+        if i in memo:
+            stack.pop()
+            continue
+        if later(i):
+            memo[i] = True
+            stack.pop()
+            continue
+        deps = [d for req in nodes[i].requires for d in req.nodes if not settled(d)]
+        todo = [d for d in deps if d not in memo]
+        if todo:
+            stack.extend(todo)
+            continue
+        memo[i] = any(memo[d] for d in deps)
+        stack.pop()
+    return memo[j]
+
+
+def wave_done(
+    graph: Graph,
+    members: Sequence[Sequence[int]],
+    opened: int,
+    active: Callable[[int], bool],
+    later: Callable[[int], bool],
+    settled: Callable[[int], bool],
+) -> bool:
+    """Whether the open waves ``0..opened`` are done: no member is ``active``
+    (queued, running, between retries) or can still become so without a later
+    wave or phase (``waits_for_later``)."""
+    memo: dict[int, bool] = {}
+    for w in range(opened + 1):
+        for j in members[w]:
+            if settled(j):
+                continue
+            if active(j) or not waits_for_later(graph, j, later, settled, memo):
+                return False
+    return True

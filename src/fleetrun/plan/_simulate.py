@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from fleetrun.plan._expand import longest_paths
 from fleetrun.plan._graph import Graph
 from fleetrun.plan._pools import StaticLimits
-from fleetrun.plan._rollout import wave_targets
+from fleetrun.plan._rollout import wave_done, wave_targets
 
 MODES = ("sequential", "phased", "dag")
 
@@ -65,18 +65,35 @@ def phase_layers(graph: Graph) -> tuple[tuple[int, ...], ...]:
 
 class _Waves:
     """Rollout waves in simulated time: ``fleetrun.engine._waves.Waves`` without
-    failures, halts or pauses.
+    failures, halts or pauses; the same rule for a done wave (``wave_done``) and
+    the same restart at each phase.
 
     Invariants: ``active[w]`` = instances of wave ``w`` made ready (in a ready
     heap or running) and not finished; no instance of a wave ``> opened`` is
-    ever made ready; ``busy`` = waves with ``active[w] > 0`` (so that checking
-    the open waves costs O(1), not O(waves)).
+    ever made ready (in the current phase); ``busy`` = waves with
+    ``active[w] > 0`` (so that most checks of the open waves cost O(1)).
     """
 
-    __slots__ = ("active", "busy", "held", "on_open", "opened", "wave_of")
+    __slots__ = (
+        "active",
+        "busy",
+        "finished_node",
+        "graph",
+        "held",
+        "later_phase",
+        "members",
+        "on_open",
+        "opened",
+        "wave_of",
+    )
 
     def __init__(
-        self, graph: Graph, targets: Sequence[Sequence[str]], on_open: Callable[[int], None]
+        self,
+        graph: Graph,
+        targets: Sequence[Sequence[str]],
+        on_open: Callable[[int], None],
+        finished_node: Callable[[int], bool],
+        later_phase: Callable[[int], bool],
     ) -> None:
         wave_of_target = {t: w for w, ts in enumerate(targets) for t in ts}
         # -1: not held by any wave (an unfanned task's instance).
@@ -84,11 +101,18 @@ class _Waves:
             -1 if node.target is None else wave_of_target.get(node.target, -1)
             for node in graph.nodes
         ]
+        self.members: list[list[int]] = [[] for _ in targets]
+        for i, w in enumerate(self.wave_of):
+            if w >= 0:
+                self.members[w].append(i)
+        self.graph = graph
         self.active = [0] * len(targets)
         self.busy = 0
         self.held: list[list[int]] = [[] for _ in targets]
         self.opened = 0  # the engine opens the first wave before anything is ready
         self.on_open = on_open
+        self.finished_node = finished_node
+        self.later_phase = later_phase
 
     def hold(self, j: int) -> bool:
         """True when ready node ``j`` must wait for its wave (it is kept until then)."""
@@ -115,13 +139,33 @@ class _Waves:
                 self.busy -= 1
                 self.advance()
 
+    def restart(self) -> None:
+        """A new phase begins: roll it out from the first wave again."""
+        self._open(0)
+
     def advance(self) -> None:
-        """Open the next waves while every open wave has nothing active."""
-        while self.busy == 0 and self.opened + 1 < len(self.active):
-            self.opened += 1
-            held, self.held[self.opened] = self.held[self.opened], []
-            for j in held:
-                self.on_open(j)
+        """Open the next waves while the open ones are done."""
+        while self.busy == 0 and self.opened + 1 < len(self.active) and self._done():
+            self._open(self.opened + 1)
+
+    def _done(self) -> bool:
+        opened = self.opened
+        wave_of = self.wave_of
+        later_phase = self.later_phase
+
+        def later(i: int) -> bool:
+            return wave_of[i] > opened or later_phase(i)
+
+        # ``busy == 0``: nothing of the open waves is in a heap or running.
+        return wave_done(
+            self.graph, self.members, opened, lambda i: False, later, self.finished_node
+        )
+
+    def _open(self, w: int) -> None:
+        self.opened = w
+        held, self.held[w] = self.held[w], []
+        for j in held:
+            self.on_open(j)
 
 
 def _schedule(
@@ -193,10 +237,19 @@ def _schedule(
             phase += 1
             if phase < len(layers):
                 held, phase_held[phase] = phase_held[phase], []
+                if gate is not None:
+                    gate.restart()  # each phase is rolled out anew
                 for j in held:
-                    push(j)
+                    make_ready(j)
+                if gate is not None:
+                    gate.advance()
 
-    gate = _Waves(graph, waves, make_ready) if waves is not None else None
+    finished = [False] * n
+    gate = (
+        _Waves(graph, waves, make_ready, finished.__getitem__, lambda i: phase_of[i] > phase)
+        if waves is not None
+        else None
+    )
     advance_phase()
     for j in range(n):
         if j not in unmet:
@@ -237,13 +290,14 @@ def _schedule(
         if not running:
             break  # nothing runs and nothing can start: unreachable for a valid graph
         now, i = heapq.heappop(running)
-        finished = [i]
+        ended = [i]
         while running and running[0][0] <= now:
-            finished.append(heapq.heappop(running)[1])
+            ended.append(heapq.heappop(running)[1])
         # One at a time, as the engine settles them: dependents are made ready,
         # then the phase may end, then the node's wave may be done.
-        for i in finished:
+        for i in ended:
             done += 1
+            finished[i] = True
             end = now
             limits.release(node_pools[graph.nodes[i].task])
             for j, r in on_finish.get(i, ()):
