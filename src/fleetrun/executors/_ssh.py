@@ -250,9 +250,16 @@ class SSHExecutor:
         lost = session.lost is not None and trailer is None
         if lost and session.exit_status is None and session.exit_signal is None:
             # The host may still be there: end what the command left (bounded).
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(entry.spec.connect_timeout):
-                    await self._control(entry, kill_command(pgid, "KILL", remote_out))
+            # The first try may meet the dead connection before it is marked
+            # lost; a fresh one is tried after a short pause.
+            for pause in (0.0, 0.2, 1.0):
+                await asyncio.sleep(pause)
+                try:
+                    async with asyncio.timeout(entry.spec.connect_timeout):
+                        await self._control(entry, kill_command(pgid, "KILL", remote_out))
+                    break
+                except Exception:  # best effort, bounded above
+                    continue
             why = f"connection lost while the command ran: {session.lost}"
             return _fail(attempt, f"{dest}: {why}", "lost")
         if trailer is None and session.exit_signal is not None:
