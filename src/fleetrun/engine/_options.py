@@ -34,6 +34,10 @@ class RunOptions:
       ``graph.rank`` first, then plan order) or ``fifo`` (the order they became
       ready; for comparisons). ``sequential`` mode always uses plan order.
     - ``seed``: seeds the retry-backoff jitter (None: unpredictable).
+    - ``waves_opened``: how many of the plan's rollout waves had already opened
+      in the run this one continues (``retry``, ``--resume``): their targets
+      form the first wave together; the later waves keep their order and gates
+      (``plan.wave_targets``). 0 rolls out from the first wave.
     """
 
     run_id: str
@@ -48,6 +52,7 @@ class RunOptions:
     redactor: Redactor = field(default_factory=Redactor)
     priority: Priority = "critical_path"
     seed: int | None = None
+    waves_opened: int = 0
 
 
 @dataclass(frozen=True, slots=True)

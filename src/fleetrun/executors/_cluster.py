@@ -142,6 +142,7 @@ class ClusterExecutor:
     """
 
     kind = "cluster"
+    queue_reason: str | None = "waiting for a worker"
 
     def __init__(
         self,

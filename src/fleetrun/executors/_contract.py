@@ -191,6 +191,10 @@ class Executor(Protocol):
     """Runs one attempt at a time per call; see the module docstring."""
 
     kind: str
+    queue_reason: str | None
+    """Why an attempt may wait between ``run`` and ``on_started`` (a cluster job
+    waiting for a free worker: ``"waiting for a worker"``); None when it starts at
+    once. The engine counts that wait as queued time with this reason."""
 
     async def run(self, attempt: Attempt) -> AttemptResult:
         """Run the attempt to its end and return how it ended."""

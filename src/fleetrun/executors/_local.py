@@ -166,6 +166,7 @@ class LocalExecutor:
     """
 
     kind = "local"
+    queue_reason: str | None = None
 
     def __init__(self, grace: float = 10.0, *, spawn_threads: int | None = None) -> None:
         self.grace = grace

@@ -17,6 +17,7 @@ class NoopExecutor:
 
     __slots__ = ()
     kind = "local"
+    queue_reason: str | None = None
 
     async def run(self, spec: Attempt) -> AttemptResult:
         """Report success (calls ``on_started`` with pid 0 so events stay complete)."""

@@ -80,6 +80,7 @@ class SSHExecutor:
     """
 
     kind = "ssh"
+    queue_reason: str | None = None
 
     def __init__(
         self,

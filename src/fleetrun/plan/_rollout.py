@@ -17,9 +17,24 @@ from fleetrun.plan._graph import Graph
 from fleetrun.plan._model import ALL_TARGETS, Plan, Rollout
 
 
-def wave_targets(plan: Plan, rollout: Rollout | None = None) -> list[tuple[str, ...]]:
-    """The targets of each wave, in order (one wave of every target without a rollout)."""
-    rollout = rollout if rollout is not None else plan.rollout
+def wave_targets(
+    plan: Plan, rollout: Rollout | None = None, opened: int = 0
+) -> list[tuple[str, ...]]:
+    """The targets of each wave, in order (one wave of every target without a rollout).
+
+    ``opened``: how many waves had already opened in the run being continued
+    (``retry``, ``--resume``). Those waves proved the change, so their targets
+    form the first wave together; the waves that never opened keep their
+    order and gates.
+    """
+    waves = _split(plan, rollout if rollout is not None else plan.rollout)
+    if opened > 1:
+        first = tuple(t for wave in waves[:opened] for t in wave)
+        waves = [first, *waves[opened:]]
+    return waves
+
+
+def _split(plan: Plan, rollout: Rollout | None) -> list[tuple[str, ...]]:
     used = {t for task in plan.tasks.values() for t in task.targets or ()}
     fleet = [t for t in plan.targets if t in used]
     if rollout is None or not rollout.waves or not fleet:
