@@ -16,7 +16,15 @@ from fleetrun.engine._events import (
     Subscriber,
     WaveChanged,
 )
-from fleetrun.engine._options import DEFAULT_GRACE, OutputMode, RunOptions, RunResult, new_run_id
+from fleetrun.engine._options import (
+    DEFAULT_GRACE,
+    FailFast,
+    Mode,
+    OutputMode,
+    RunOptions,
+    RunResult,
+    new_run_id,
+)
 from fleetrun.engine._scheduler import run_graph
 
 __all__ = [
@@ -27,8 +35,10 @@ __all__ = [
     "AttemptStarted",
     "Clock",
     "Event",
+    "FailFast",
     "InstanceReused",
     "InstanceSettled",
+    "Mode",
     "OutputMode",
     "PoolChanged",
     "RealClock",
