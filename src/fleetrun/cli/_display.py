@@ -1,9 +1,10 @@
 """The console side of a run: the live view or plain lines, task output, the events file.
 
-``apply``/``retry`` build one ``Display`` before the run starts (so a bad
-``--events`` path is reported before anything is journaled), hand its
-``subscribers`` to the engine, and ``stop()`` it when the engine returns,
-whatever happened.
+``apply``/``retry`` build one ``RunConsole`` (a ``Display`` and the failures
+it reports) before the run starts (so a bad ``--events`` path is reported
+before anything is journaled), hand its ``subscribers`` to the engine,
+``stop()`` it when the engine returns, whatever happened, and print its
+``report()`` (the session hands it back in the outcome).
 
 The console is only a view: a console that goes away (``| head``, quitting
 ``less``, a closed terminal) never touches the run. ``ConsoleStream`` writes
@@ -31,8 +32,8 @@ from fleetrun.plan import Graph
 from fleetrun.redact import Redactor
 
 if TYPE_CHECKING:
-    from fleetrun.engine import Event, RunResult
-    from fleetrun.session import RunRequest
+    from fleetrun.engine import Event, RunResult, Subscriber
+    from fleetrun.session import Report, RunRequest, RunSetup
 
 
 _GONE = (errno.EPIPE, errno.EIO, errno.ENXIO, errno.ECONNRESET, errno.ENOSPC, errno.EBADF)
@@ -186,7 +187,7 @@ class Display:
         self._printer = None
         if req.output != "none":
             self._printer = OutputPrinter(
-                req.output,  # type: ignore[arg-type]
+                req.output,
                 graph,
                 self.console.write_text,
                 only=only,
@@ -226,3 +227,45 @@ class Display:
                         # The run and its journal are complete; the exit code
                         # stays the run's own.
                         click.echo(f"warning: {e}", err=True)
+
+
+class RunConsole:
+    """The console of ``apply``/``retry``/``apply --resume`` (the session's ``Console``):
+    the display, plus the failures and next steps its report ends with."""
+
+    def __init__(self, setup: RunSetup) -> None:
+        from fleetrun.report import FailureNotes
+
+        self.setup = setup
+        self.display = Display(setup.graph, setup.request, setup.only, setup.redactor)
+        self.notes = FailureNotes()
+        self.subscribers: tuple[Subscriber, ...] = (*self.display.subscribers, self.notes)
+
+    def start(self) -> None:
+        self.display.start()
+
+    def stop(self) -> None:
+        self.display.stop()
+
+    def report(self, result: RunResult) -> Report:
+        """The summary (left out for a quiet run that succeeded), then the failures
+        and the commands to run next."""
+        from fleetrun.report import next_steps
+        from fleetrun.session import Report
+
+        req = self.setup.request
+        lines: list[str] = []
+        if not (req.quiet and result.status == "succeeded"):
+            lines.append(self.display.console.summary(result, self.setup.graph))
+        retry_of = self.setup.parent_id if req.kind != "apply" else None
+        lines += next_steps(
+            self.notes.failures, result.counts, where=_where(req), retry_of=retry_of
+        )
+        return Report("".join(f"{line}\n" for line in lines))
+
+
+def _where(req: RunRequest) -> list[str]:
+    """The arguments that find this run's record again."""
+    if req.state_dir:
+        return ["--state-dir", req.state_dir]
+    return ["--plan", req.plan] if req.plan else []

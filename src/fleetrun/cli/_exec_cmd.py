@@ -6,24 +6,27 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import click
 
 from fleetrun.cli._display import Display
-from fleetrun.cli._main import EXIT_INTERRUPTED, EXIT_OK
+from fleetrun.cli._main import outcome_exit_code
 from fleetrun.engine import (
     DEFAULT_GRACE,
     AttemptEnded,
     AttemptStarted,
     Event,
     InstanceSettled,
+    RunResult,
     Subscriber,
 )
 from fleetrun.errors import UsageError
 from fleetrun.plan import ExecRequest, parse_duration
 from fleetrun.report import TargetOutcome, exec_exit_code, render_exec_json, render_exec_text
-from fleetrun.session import Notice, RunRequest, RunSetup, Session
+from fleetrun.session import Notice, Report, RunRequest, RunSetup, Session
+
+Format = Literal["text", "json"]
 
 _MAX_OUTPUT = 1 << 20
 """Bytes of each target's log shown (its end); the whole log stays on disk."""
@@ -124,7 +127,7 @@ def exec_cmd(
     runs_on: str | None,
     parallelism: int | None,
     timeout: str | None,
-    fmt: str,
+    fmt: Format,
     grace: float,
     state_dir: str | None,
     plain: bool,
@@ -166,44 +169,43 @@ def exec_cmd(
     click.get_current_context().exit(code)
 
 
-def run_exec(req: RunRequest, fmt: str) -> int:
+class ExecConsole:
+    """The console of ``fleetrun exec`` (the session's ``Console``): progress on
+    stderr; its report is each target's output as one block in fleet order and
+    a table (or JSON), and it failed when a target's command did not exit 0."""
+
+    def __init__(self, setup: RunSetup, fmt: Format = "text") -> None:
+        self.setup = setup
+        self.fmt = fmt
+        self.display = Display(
+            setup.graph, setup.request, setup.only, setup.redactor, stream=sys.stderr
+        )
+        self.collector = _Collector()
+        self.subscribers: tuple[Subscriber, ...] = (*self.display.subscribers, self.collector)
+
+    def start(self) -> None:
+        self.display.start()
+
+    def stop(self) -> None:
+        self.display.stop()
+
+    def report(self, result: RunResult) -> Report:
+        outcomes = [
+            self.collector.outcome(n.key, n.target or n.key)
+            for n in self.setup.graph.nodes
+            if n.id in result.states and result.states[n.id] != "reused"
+        ]
+        render = render_exec_json if self.fmt == "json" else render_exec_text
+        return Report(render(outcomes), failed=exec_exit_code(outcomes) != 0)
+
+
+def run_exec(req: RunRequest, fmt: Format) -> int:
     """Run an exec request (or a retry of one) and print its blocks and table."""
-    collector = _Collector()
-    seen: list[Any] = []
-
-    class _Console:
-        def __init__(self, setup: RunSetup) -> None:
-            self.display = Display(
-                setup.graph, setup.request, setup.only, setup.redactor, stream=sys.stderr
-            )
-            self.subscribers: tuple[Subscriber, ...] = (*self.display.subscribers, collector)
-
-        def start(self) -> None:
-            self.display.start()
-
-        def stop(self) -> None:
-            self.display.stop()
-
-    def console(setup: RunSetup) -> _Console:
-        seen.append(setup)
-        return _Console(setup)
 
     def notify(notice: Notice) -> None:
         click.echo(notice.text, err=True)
 
-    outcome = Session().run(req, notify=notify, console=console)
-    if outcome.graph is None or outcome.result is None:
-        return EXIT_OK
-    graph = outcome.graph
-    members = outcome.result.states
-    outcomes = [
-        collector.outcome(n.key, n.target or n.key)
-        for n in graph.nodes
-        if n.id in members and outcome.result.states[n.id] != "reused"
-    ]
-    click.echo(
-        render_exec_json(outcomes) if fmt == "json" else render_exec_text(outcomes), nl=False
-    )
-    if outcome.status == "interrupted":
-        return EXIT_INTERRUPTED
-    return exec_exit_code(outcomes)
+    outcome = Session().run(req, notify=notify, console=lambda setup: ExecConsole(setup, fmt))
+    if outcome.report is not None:
+        click.echo(outcome.report.text, nl=False)
+    return outcome_exit_code(outcome)

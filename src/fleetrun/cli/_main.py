@@ -17,18 +17,30 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
 # imports it; ``main`` hands SIGINT back to Python.
 if "fleetrun" in sys.argv[0] and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, _interrupted_while_starting)
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import click  # noqa: E402
 
 from fleetrun import __version__  # noqa: E402
 from fleetrun.errors import FleetrunError, PlanError  # noqa: E402
 
+if TYPE_CHECKING:
+    from fleetrun.session import RunOutcome
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_INTERRUPTED = 130
+
+
+def outcome_exit_code(outcome: RunOutcome) -> int:
+    """The exit code of a command that ran something: 130 interrupted, 1 failed
+    (as its console reports it, else as the run ended), else 0 (a dry run and
+    nothing to do included)."""
+    if outcome.status == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if outcome.failed else EXIT_OK
 
 
 COMMANDS: dict[str, str] = {

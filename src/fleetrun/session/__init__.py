@@ -1,5 +1,7 @@
-"""One run from request to result: lock, journal, recovery, orphans, retry planning,
-dry runs, executors by kind. Used by every command that runs something; never prints."""
+"""One run from request to result, in two steps: prepare (load, lock, recover, plan
+the run) and execute (orphans, the engine, the record, in one event loop). Dry runs,
+retry planning, executors by kind. Used by every command that runs something;
+never prints."""
 
 from fleetrun.session._executors import (
     ExecutorContext,
@@ -7,11 +9,13 @@ from fleetrun.session._executors import (
     ExecutorRegistry,
     default_registry,
 )
+from fleetrun.session._prepare import OrphanSearch, PlannedRun, PreparedRun
 from fleetrun.session._request import (
     STATE_DIR_NAME,
     Console,
     ConsoleFactory,
     Notice,
+    Report,
     RunOutcome,
     RunRequest,
     RunSetup,
@@ -28,6 +32,10 @@ __all__ = [
     "ExecutorFactory",
     "ExecutorRegistry",
     "Notice",
+    "OrphanSearch",
+    "PlannedRun",
+    "PreparedRun",
+    "Report",
     "RunOutcome",
     "RunRequest",
     "RunSetup",

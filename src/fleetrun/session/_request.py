@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from fleetrun.engine import DEFAULT_GRACE
+from fleetrun.engine import DEFAULT_GRACE, FailFast, Mode, OutputMode
 
 if TYPE_CHECKING:
     from fleetrun.engine import RunResult, Subscriber
@@ -33,9 +33,11 @@ def find_state_dir(state_dir: str | None, plan: str | None) -> Path:
 class RunRequest:
     """Everything ``apply``/``retry`` were asked (field names are the CLI's option names).
 
-    ``plain``, ``output`` and ``events`` concern the console; the session
-    passes them through to the console factory untouched (``output`` also
-    decides whether the engine delivers output lines as events). ``vars``
+    ``plain``, ``quiet``, ``output`` and ``events`` concern the console; the
+    session passes them through to the console factory untouched (``output``
+    also decides whether the engine delivers output lines as events). ``mode``,
+    ``fail_fast`` and ``output`` take the engine's own values (``Mode``,
+    ``FailFast``, ``OutputMode``). ``vars``
     (``NAME=VALUE``) and ``var_files`` override the plan's variables; a retry
     or resume reuses those of the run it continues unless given again.
     ``exec_request``: an ad-hoc command (``fleetrun exec``) instead of the
@@ -46,9 +48,9 @@ class RunRequest:
     plan: str | None
     state_dir: str | None = None
     run_ref: str | None = None
-    mode: str = "dag"
+    mode: Mode = "dag"
     parallelism: int | None = None
-    fail_fast: str | None = None
+    fail_fast: FailFast | None = None
     targets: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
     only: bool = False
@@ -61,7 +63,7 @@ class RunRequest:
     kill_orphans: bool = False
     plain: bool = False
     quiet: bool = False
-    output: str = "none"
+    output: OutputMode = "none"
     events: str | None = None
 
 
@@ -83,7 +85,11 @@ class Notice:
 
 @dataclass(frozen=True, slots=True)
 class RunSetup:
-    """What a console needs to show a run, handed over just before it starts."""
+    """What a console needs to show a run, handed over just before it starts.
+
+    ``only``: the instances the run starts (None: all); ``parent_id``: the run
+    a retry or resume continues.
+    """
 
     request: RunRequest
     graph: Graph
@@ -91,10 +97,26 @@ class RunSetup:
     run_dir: Path
     only: frozenset[int] | None
     redactor: Redactor
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a console has to say once its run ended, for the caller to print.
+
+    ``text``: for stdout, after the run (the summary, the failures, what to run
+    next; empty: nothing). ``failed``: whether what the console reports failed
+    (``fleetrun exec``: a target whose command did not exit 0); None: the
+    run's status says.
+    """
+
+    text: str = ""
+    failed: bool | None = None
 
 
 class Console(Protocol):
-    """The console side of a run: subscribers, and a start and stop around the run."""
+    """The console side of a run: subscribers, a start and stop around the run, and
+    its report once the run ended."""
 
     subscribers: tuple[Subscriber, ...]
 
@@ -104,6 +126,11 @@ class Console(Protocol):
 
     def stop(self) -> None:
         """Called after the engine returned, whatever happened."""
+        ...
+
+    def report(self, result: RunResult) -> Report:
+        """What to print about ``result``; called after ``stop()`` when the run
+        ended and is on record."""
         ...
 
 
@@ -118,8 +145,9 @@ class RunOutcome:
 
     ``status``: the run's status, or ``nothing`` (nothing to run; not an
     error) or ``dry_run``. ``result`` and ``graph`` are set when a run took
-    place; ``lines`` holds a dry run's ``key: command`` lines; ``parent_id``
-    the run a retry or resume continued.
+    place, and ``report`` too when it had a console: what to print about it;
+    ``lines`` holds a dry run's ``key: command`` lines; ``parent_id`` the run a
+    retry or resume continued.
     """
 
     status: OutcomeStatus
@@ -127,3 +155,13 @@ class RunOutcome:
     graph: Graph | None = None
     lines: tuple[str, ...] = field(default=())
     parent_id: str | None = None
+    report: Report | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether the run failed: the console's word on it where it has one, else
+        the run's status (``interrupted``, ``nothing`` and ``dry_run`` are not
+        failures)."""
+        if self.report is not None and self.report.failed is not None:
+            return self.report.failed
+        return self.status == "failed"
