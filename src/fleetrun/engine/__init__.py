@@ -2,6 +2,7 @@
 
 from fleetrun.engine._clock import Clock, RealClock
 from fleetrun.engine._control import RunControl
+from fleetrun.engine._driver import run_graph
 from fleetrun.engine._events import (
     FINAL_STATES,
     AttemptEnded,
@@ -25,7 +26,6 @@ from fleetrun.engine._options import (
     RunResult,
     new_run_id,
 )
-from fleetrun.engine._scheduler import run_graph
 
 __all__ = [
     "DEFAULT_GRACE",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from fleetrun.engine._adaptive import AdaptiveLimit, Change
 from fleetrun.engine._retry import log_search
 from fleetrun.executors import AttemptResult
-from fleetrun.plan import AdaptiveSettings, Bucket, Graph, Pool, ThrottleRule, pools_of_tasks
+from fleetrun.plan import AdaptiveSettings, Graph, Pool, StaticLimits, ThrottleRule
 
 DEFAULT_THROTTLE = ThrottleRule(
     exit=frozenset({75}),
@@ -57,34 +57,42 @@ class ThrottleSignal:
     attempts: int
 
 
-class Limits:
-    """Per-pool slot counts, rate buckets, pauses and adaptive limits for one run."""
+@dataclass(frozen=True, slots=True)
+class ThrottleMatch:
+    """One pool's throttle rule matched a failed attempt: ``what`` matched
+    ("exit 75", "output matched '429'") and the Retry-After found (seconds), if any."""
+
+    pool: int
+    what: str
+    retry_after: float | None
+
+
+class Limits(StaticLimits):
+    """The plan's limits (``plan.StaticLimits``: slots and rate buckets) with what a
+    run adds: Retry-After pauses, throttle rules, adaptive limits and the reason
+    each wait gives.
+
+    ``match`` reads an attempt's log (I/O, done by the driver); everything
+    else is arithmetic on the caller's clock, so the scheduler core decides
+    with it without awaiting.
+    """
 
     __slots__ = (
         "_adaptive",
-        "_buckets",
-        "_caps",
         "_names",
         "_notify",
         "_paused",
         "_rules",
         "_why",
         "blocked_by",
-        "in_use",
         "paused_until",
-        "pools_of_task",
     )
 
     def __init__(self, graph: Graph, now: float, notify: Notify) -> None:
+        super().__init__(graph, now)
         pools: list[Pool] = list(graph.plan.pools.values())
         self._names = [p.name for p in pools]
-        self._caps: list[int | None] = [p.concurrency for p in pools]
-        self.in_use = [0] * len(pools)
-        self._buckets: list[Bucket | None] = [
-            Bucket(p.rate, p.burst, now) if p.rate else None for p in pools
-        ]
         self._notify = notify
-        self.pools_of_task = pools_of_tasks(graph)
         self._adaptive: list[AdaptiveLimit | None] = []
         self._rules: list[ThrottleRule | None] = []
         for p in pools:
@@ -113,7 +121,7 @@ class Limits:
         Retry-After"): a full pool, else the longest wait."""
         wait = 0.0
         for k in pools:
-            cap = self._caps[k]
+            cap = self.caps[k]
             if cap is not None and self.in_use[k] >= cap:
                 self.blocked_by = self._why[k][0]
                 return math.inf
@@ -126,7 +134,7 @@ class Limits:
                     continue
                 self._paused[k] = False
                 self._emit(k, 0.0, "resumed: the Retry-After pause is over")
-            b = self._buckets[k]
+            b = self.buckets[k]
             if b is not None:
                 w = b.wait(now)
                 if w > wait:
@@ -136,28 +144,19 @@ class Limits:
 
     def acquire(self, pools: tuple[int, ...], now: float) -> None:
         """Take one slot (and one rate token) in each pool; call only after ``wait_time`` == 0."""
+        super().acquire(pools, now)
         for k in pools:
-            self.in_use[k] += 1
-            b = self._buckets[k]
-            if b is not None:
-                b.refill(now)
-                b.tokens -= 1.0
             a = self._adaptive[k]
             if a is not None:
                 a.started()
 
-    def release(self, pools: tuple[int, ...]) -> None:
-        """Give back the slots taken by ``acquire``."""
-        for k in pools:
-            self.in_use[k] -= 1
-
     def cap(self, name: str) -> int | None:
         """The effective concurrency cap of pool ``name`` (None: uncapped)."""
-        return self._caps[self._names.index(name)]
+        return self.caps[self._names.index(name)]
 
     def rate(self, name: str) -> float | None:
         """The effective rate of pool ``name`` (None: no rate)."""
-        b = self._buckets[self._names.index(name)]
+        b = self.buckets[self._names.index(name)]
         return None if b is None else b.rate
 
     # -- signals --------------------------------------------------------------------
@@ -169,21 +168,12 @@ class Limits:
             if a is not None:
                 self._apply(k, a.succeeded(started_at, now, self.in_use[k]))
 
-    def throttle_signal(
-        self,
-        pools: tuple[int, ...],
-        result: AttemptResult,
-        log_path: str,
-        started_at: float,
-        now: float,
-    ) -> ThrottleSignal | None:
-        """Read a failed attempt's ending against its pools' throttle rules.
-
-        When it is a throttle signal: pause the pools for a Retry-After found
-        in the output, let adaptive pools adapt, and return what happened;
-        otherwise None (and no limit changes).
-        """
-        matched: list[tuple[int, str, float | None]] = []
+    def match(
+        self, pools: tuple[int, ...], result: AttemptResult, log_path: str
+    ) -> tuple[ThrottleMatch, ...]:
+        """The throttle rules of ``pools`` that a failed attempt's ending matches
+        (reads its log in bounded chunks, only for pools with a rule)."""
+        matched: list[ThrottleMatch] = []
         for k in pools:
             rule = self._rules[k]
             if rule is None:
@@ -199,21 +189,39 @@ class Limits:
                         delay = min(MAX_PAUSE, max(0.0, float(found)))
                     except ValueError:
                         delay = None
-            matched.append((k, what, delay))
+            matched.append(ThrottleMatch(k, what, delay))
+        return tuple(matched)
+
+    def rules_attempts(self, matched: tuple[ThrottleMatch, ...]) -> int:
+        """The least number of attempts the matched throttle rules give an instance."""
+        attempts = 1
+        for m in matched:
+            rule = self._rules[m.pool]
+            assert rule is not None
+            attempts = max(attempts, rule.attempts)
+        return attempts
+
+    def throttled(
+        self, matched: tuple[ThrottleMatch, ...], started_at: float, now: float
+    ) -> ThrottleSignal | None:
+        """Act on ``match``'s findings: pause the pools for a Retry-After, let
+        adaptive pools adapt, and say what happened (None when nothing matched:
+        then no limit changes)."""
         if not matched:
             return None
         attempts = 1
-        for k, _, delay in matched:
+        for m in matched:
+            k = m.pool
             rule = self._rules[k]
             assert rule is not None
             attempts = max(attempts, rule.attempts)
-            if delay is not None and delay > 0:
-                self._pause(k, now + delay, delay)
+            if m.retry_after is not None and m.retry_after > 0:
+                self._pause(k, now + m.retry_after, m.retry_after)
             a = self._adaptive[k]
             if a is not None:
-                self._apply(k, a.throttled(started_at, now, self.in_use[k], delay))
-        pause = max(0.0, max(self.paused_until[k] for k, _, _ in matched) - now)
-        return ThrottleSignal(matched[0][1], pause, attempts)
+                self._apply(k, a.throttled(started_at, now, self.in_use[k], m.retry_after))
+        pause = max(0.0, max(self.paused_until[m.pool] for m in matched) - now)
+        return ThrottleSignal(matched[0].what, pause, attempts)
 
     # -- changes --------------------------------------------------------------------
 
@@ -227,15 +235,15 @@ class Limits:
     def _apply(self, k: int, change: Change | None) -> None:
         if change is None:
             return
-        b = self._buckets[k]
+        b = self.buckets[k]
         if b is not None and change.rate is not None:
             b.rate = change.rate
-        self._caps[k] = change.concurrency
+        self.caps[k] = change.concurrency
         self._emit(k, 0.0, change.reason)
 
     def _emit(self, k: int, paused: float, reason: str) -> None:
-        b = self._buckets[k]
-        self._notify(self._names[k], None if b is None else b.rate, self._caps[k], paused, reason)
+        b = self.buckets[k]
+        self._notify(self._names[k], None if b is None else b.rate, self.caps[k], paused, reason)
 
 
 def _settings(pool: Pool) -> AdaptiveSettings | None:

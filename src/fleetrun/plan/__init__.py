@@ -22,6 +22,7 @@ from fleetrun.plan._model import (
 from fleetrun.plan._pools import Bucket, StaticLimits, pools_of_tasks
 from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
 from fleetrun.plan._resolve import (
+    MissingValueError,
     Placeholders,
     attempt_env,
     dep_outputs,
@@ -29,10 +30,10 @@ from fleetrun.plan._resolve import (
     render_command,
     task_env,
 )
-from fleetrun.plan._rollout import allowed_failures, wave_done, wave_targets
+from fleetrun.plan._rollout import Waves, allowed_failures, wave_done, wave_targets
 from fleetrun.plan._schema import plan_json_schema
 from fleetrun.plan._select import select, selection_closure, selection_lines, split_names
-from fleetrun.plan._simulate import MODES, phase_layers, simulate
+from fleetrun.plan._simulate import MODES, phase_layers, simulate, simulate_remaining
 from fleetrun.plan._summary import (
     empty_tasks,
     empty_tasks_error,
@@ -53,6 +54,7 @@ __all__ = [
     "Bucket",
     "ExecRequest",
     "Graph",
+    "MissingValueError",
     "Need",
     "Node",
     "Placeholders",
@@ -68,6 +70,7 @@ __all__ = [
     "Task",
     "Template",
     "ThrottleRule",
+    "Waves",
     "allowed_failures",
     "attempt_env",
     "dep_outputs",
@@ -100,6 +103,7 @@ __all__ = [
     "selection_closure",
     "selection_lines",
     "simulate",
+    "simulate_remaining",
     "split_names",
     "task_env",
     "task_rows",

@@ -125,3 +125,139 @@ def wave_done(
             if active(j) or not waits_for_later(graph, j, later, settled, memo):
                 return False
     return True
+
+
+class Waves:
+    """Which rollout waves are open, in one run or in one simulation of it.
+
+    The one rule of when a wave opens, shared by the engine (real time, with
+    failures, halts and ``pause``), the planner's estimate and the live ETA
+    (simulated time): a wave opens when nothing of the open waves is *active*
+    (made ready and not settled: in a ready queue, running, or between
+    retries) and the open waves are done (``wave_done``), and ``may_open``
+    lets it (the engine's halts and promotions; always, in a simulation).
+    Only instances of tasks fanned over targets are held; an unfanned task's
+    single instance never waits for a wave.
+
+    Invariants: ``active[w]`` = instances of wave ``w`` made ready and not yet
+    settled; ``busy`` = waves with ``active[w] > 0`` (so most checks cost
+    O(1)); no instance of a wave ``> opened`` is ever made ready (in the
+    current phase); ``held[w]`` keeps the ready instances of wave ``w`` until
+    it opens, when each goes to ``on_open``.
+    """
+
+    __slots__ = (
+        "_pushed",
+        "active",
+        "busy",
+        "graph",
+        "held",
+        "later_phase",
+        "members",
+        "on_open",
+        "opened",
+        "settled_node",
+        "targets",
+        "wave_of",
+    )
+
+    def __init__(
+        self,
+        graph: Graph,
+        targets: Sequence[Sequence[str]],
+        on_open: Callable[[int], None],
+        settled_node: Callable[[int], bool],
+        later_phase: Callable[[int], bool],
+        member: Sequence[bool] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.targets = [tuple(ts) for ts in targets]
+        wave_of_target = {t: w for w, ts in enumerate(targets) for t in ts}
+        # -1: not held by any wave (an unfanned task's instance).
+        self.wave_of = [
+            -1 if node.target is None else wave_of_target.get(node.target, -1)
+            for node in graph.nodes
+        ]
+        self.members: list[list[int]] = [[] for _ in targets]
+        for i, w in enumerate(self.wave_of):
+            if w >= 0 and (member is None or member[i]):
+                self.members[w].append(i)
+        self.active = [0] * len(targets)
+        self.busy = 0
+        self.held: list[list[int]] = [[] for _ in targets]
+        self._pushed = [False] * len(graph.nodes)
+        self.opened = -1
+        self.on_open = on_open
+        self.settled_node = settled_node
+        self.later_phase = later_phase
+
+    def hold(self, j: int) -> bool:
+        """True when ready node ``j`` must wait for its wave (it is kept until then)."""
+        w = self.wave_of[j]
+        if w <= self.opened:
+            return False
+        self.held[w].append(j)
+        return True
+
+    def pushed(self, j: int) -> None:
+        """Node ``j`` was made ready: it is active until it settles."""
+        w = self.wave_of[j]
+        if w >= 0 and not self._pushed[j]:
+            self._pushed[j] = True
+            self.active[w] += 1
+            if self.active[w] == 1:
+                self.busy += 1
+
+    def finished(self, j: int) -> None:
+        """Node ``j`` settled (after its dependents were told); open what may open."""
+        w = self.wave_of[j]
+        if w < 0:
+            return
+        if self._pushed[j]:
+            self._pushed[j] = False
+            self.active[w] -= 1
+            if self.active[w] == 0:
+                self.busy -= 1
+        self.advance()
+
+    def open_first(self) -> None:
+        """Open the first wave (at the start, and at each phase in ``--mode phased``);
+        the caller admits what is ready, then calls ``advance``."""
+        self.opened = -1
+        self.open(0)
+
+    def may_open(self, w: int) -> bool:
+        """Whether wave ``w`` may open once the earlier ones are done (a hook: the
+        engine halts a rollout and waits for promotions here)."""
+        return True
+
+    def advance(self) -> None:
+        """Open the next waves while the open ones are done."""
+        while self.busy == 0 and self.opened + 1 < len(self.targets) and self._done():
+            if not self.may_open(self.opened + 1):
+                return
+            self.open(self.opened + 1)
+
+    def _done(self) -> bool:
+        opened = self.opened
+        wave_of = self.wave_of
+        later_phase = self.later_phase
+
+        def later(i: int) -> bool:
+            return wave_of[i] > opened or later_phase(i)
+
+        # ``busy == 0``: nothing of the open waves is active.
+        return wave_done(self.graph, self.members, opened, _never, later, self.settled_node)
+
+    def open(self, w: int) -> None:
+        """Open wave ``w``: its held instances go to ``on_open``."""
+        if w >= len(self.targets):
+            return
+        self.opened = w
+        held, self.held[w] = self.held[w], []
+        for j in held:
+            self.on_open(j)
+
+
+def _never(_: int) -> bool:
+    return False

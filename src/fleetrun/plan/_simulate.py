@@ -13,8 +13,8 @@ cannot be foreseen). A quorum requirement is met when ``at_least`` of its nodes
 have finished.
 
 With the plan's ``rollout`` (unless ``rollout=False``), a target's instances
-start only once its wave is open, by the engine's rule
-(``fleetrun.engine._waves``): a wave opens when no instance of the open waves
+start only once its wave is open, by the engine's rule (``plan.Waves``, the
+one implementation of it): a wave opens when no instance of the open waves
 is *active* (ready to start, or running); an instance that waits for a
 requirement, or for a later phase in ``phased``, is not active. Instances of
 tasks not fanned over targets are never held. The estimate assumes that no
@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from fleetrun.plan._expand import longest_paths
 from fleetrun.plan._graph import Graph
-from fleetrun.plan._pools import StaticLimits
-from fleetrun.plan._rollout import wave_done, wave_targets
+from fleetrun.plan._pools import Bucket, StaticLimits
+from fleetrun.plan._rollout import Waves, wave_targets
 
 MODES = ("sequential", "phased", "dag")
 
@@ -63,111 +63,6 @@ def phase_layers(graph: Graph) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(buckets[p]) for p in sorted(buckets))
 
 
-class _Waves:
-    """Rollout waves in simulated time: ``fleetrun.engine._waves.Waves`` without
-    failures, halts or pauses; the same rule for a done wave (``wave_done``) and
-    the same restart at each phase.
-
-    Invariants: ``active[w]`` = instances of wave ``w`` made ready (in a ready
-    heap or running) and not finished; no instance of a wave ``> opened`` is
-    ever made ready (in the current phase); ``busy`` = waves with
-    ``active[w] > 0`` (so that most checks of the open waves cost O(1)).
-    """
-
-    __slots__ = (
-        "active",
-        "busy",
-        "finished_node",
-        "graph",
-        "held",
-        "later_phase",
-        "members",
-        "on_open",
-        "opened",
-        "wave_of",
-    )
-
-    def __init__(
-        self,
-        graph: Graph,
-        targets: Sequence[Sequence[str]],
-        on_open: Callable[[int], None],
-        finished_node: Callable[[int], bool],
-        later_phase: Callable[[int], bool],
-    ) -> None:
-        wave_of_target = {t: w for w, ts in enumerate(targets) for t in ts}
-        # -1: not held by any wave (an unfanned task's instance).
-        self.wave_of = [
-            -1 if node.target is None else wave_of_target.get(node.target, -1)
-            for node in graph.nodes
-        ]
-        self.members: list[list[int]] = [[] for _ in targets]
-        for i, w in enumerate(self.wave_of):
-            if w >= 0:
-                self.members[w].append(i)
-        self.graph = graph
-        self.active = [0] * len(targets)
-        self.busy = 0
-        self.held: list[list[int]] = [[] for _ in targets]
-        self.opened = 0  # the engine opens the first wave before anything is ready
-        self.on_open = on_open
-        self.finished_node = finished_node
-        self.later_phase = later_phase
-
-    def hold(self, j: int) -> bool:
-        """True when ready node ``j`` must wait for its wave (it is kept until then)."""
-        w = self.wave_of[j]
-        if w <= self.opened:
-            return False
-        self.held[w].append(j)
-        return True
-
-    def pushed(self, j: int) -> None:
-        """Node ``j`` went into a ready heap: it is active until it finishes."""
-        w = self.wave_of[j]
-        if w >= 0:
-            self.active[w] += 1
-            if self.active[w] == 1:
-                self.busy += 1
-
-    def finished(self, j: int) -> None:
-        """Node ``j`` finished (after its dependents were made ready)."""
-        w = self.wave_of[j]
-        if w >= 0:
-            self.active[w] -= 1
-            if self.active[w] == 0:
-                self.busy -= 1
-                self.advance()
-
-    def restart(self) -> None:
-        """A new phase begins: roll it out from the first wave again."""
-        self._open(0)
-
-    def advance(self) -> None:
-        """Open the next waves while the open ones are done."""
-        while self.busy == 0 and self.opened + 1 < len(self.active) and self._done():
-            self._open(self.opened + 1)
-
-    def _done(self) -> bool:
-        opened = self.opened
-        wave_of = self.wave_of
-        later_phase = self.later_phase
-
-        def later(i: int) -> bool:
-            return wave_of[i] > opened or later_phase(i)
-
-        # ``busy == 0``: nothing of the open waves is in a heap or running.
-        return wave_done(
-            self.graph, self.members, opened, lambda i: False, later, self.finished_node
-        )
-
-    def _open(self, w: int) -> None:
-        self.opened = w
-        held, self.held[w] = self.held[w], []
-        for j in held:
-            self.on_open(j)
-
-
 def _schedule(
     graph: Graph,
     durations: Sequence[float],
@@ -176,9 +71,18 @@ def _schedule(
     limits: StaticLimits,
     layers: Sequence[Sequence[int]],
     waves: Sequence[Sequence[str]] | None,
+    workers: int | None = None,
+    *,
+    settled: Collection[int] = (),
+    started: Mapping[int, float] | None = None,
 ) -> float:
     """List-schedule the whole graph, phase by phase through ``layers`` (one layer:
     no phase barrier), and held by the rollout ``waves`` (None: no rollout).
+    A ``runs_on: cluster`` node also needs one of the cluster's ``workers`` free
+    (None: no cap).
+    The rest of a run in progress: ``settled`` nodes have finished before time 0,
+    ``started`` ones run from time 0 for the seconds given (holding their slots);
+    neither starts again. The two must not overlap.
 
     Returns the time the last node finishes.
     """
@@ -186,6 +90,10 @@ def _schedule(
     if not n:
         return 0.0
     node_pools = limits.pools_of_task
+    jobs = {name for name, task in graph.plan.tasks.items() if task.runs_on == "cluster"}
+    is_job = [node.task in jobs for node in graph.nodes]
+    # Invariant: free_workers = workers - cluster nodes running (never below 0).
+    free_workers = n if workers is None else workers
     # waiting[(j, r)]: finishes still missing before requirement r of node j is met.
     waiting: dict[tuple[int, int], int] = {}
     unmet: dict[int, int] = {}
@@ -213,12 +121,14 @@ def _schedule(
     phase_held: list[list[int]] = [[] for _ in layers]
     phase = 0
 
-    # Ready instances wait in one heap per combination of capped pools, so that an
-    # instance blocked on a full pool never holds back one that could start.
-    ready: dict[tuple[int, ...], list[tuple[float, int]]] = {}
+    # Ready instances wait in one heap per combination of capped pools (and apart
+    # when they are cluster jobs), so that an instance blocked on a full pool or a
+    # busy cluster never holds back one that could start.
+    ready: dict[tuple[tuple[int, ...], bool], list[tuple[float, int]]] = {}
 
     def push(j: int) -> None:
-        heapq.heappush(ready.setdefault(node_pools[graph.nodes[j].task], []), (-rank[j], j))
+        key = (node_pools[graph.nodes[j].task], is_job[j])
+        heapq.heappush(ready.setdefault(key, []), (-rank[j], j))
         if gate is not None:
             gate.pushed(j)
 
@@ -238,7 +148,7 @@ def _schedule(
             if phase < len(layers):
                 held, phase_held[phase] = phase_held[phase], []
                 if gate is not None:
-                    gate.restart()  # each phase is rolled out anew
+                    gate.open_first()  # each phase is rolled out anew
                 for j in held:
                     make_ready(j)
                 if gate is not None:
@@ -246,41 +156,63 @@ def _schedule(
 
     finished = [False] * n
     gate = (
-        _Waves(graph, waves, make_ready, finished.__getitem__, lambda i: phase_of[i] > phase)
+        Waves(graph, waves, make_ready, finished.__getitem__, lambda i: phase_of[i] > phase)
         if waves is not None
         else None
     )
+    if gate is not None:
+        gate.open_first()  # the first wave is open before anything is ready
+    begun: Mapping[int, float] = {} if started is None else started
+    for i in (*settled, *begun):
+        unmet[i] = -1  # never made ready (again)
+    for i in settled:
+        finished[i] = True
+        phase_left[phase_of[i]] -= 1
+        for j, r in on_finish.get(i, ()):
+            waiting[(j, r)] -= 1
+            if waiting[(j, r)] == 0:
+                unmet[j] -= 1
+    for i in begun:
+        for k in node_pools[graph.nodes[i].task]:
+            limits.in_use[k] += 1  # its slots, taken before time 0 (no rate token)
+        free_workers -= is_job[i]
+        if gate is not None:
+            gate.pushed(i)
     advance_phase()
     for j in range(n):
-        if j not in unmet:
+        if not unmet.get(j):
             make_ready(j)
     if gate is not None:
         gate.advance()  # a first wave with nothing to start is done at once
 
     limit = parallelism if parallelism else n
-    running: list[tuple[float, int]] = []
+    running = [(left, i) for i, left in begun.items()]
+    heapq.heapify(running)
     now = 0.0
     end = 0.0
-    done = 0
+    done = len(settled)
     while done < n:
         # Start what may start, best first. Invariant: len(running) <= limit,
         # and ``limits`` keeps every pool within its cap and its rate.
         wake = math.inf  # when a rate token frees up for a ready instance
         while len(running) < limit:
             best: tuple[float, int] | None = None
-            best_key: tuple[int, ...] = ()
-            for key, heap in ready.items():
+            best_key: tuple[tuple[int, ...], bool] = ((), False)
+            for (key, job), heap in ready.items():
                 if not heap or (best is not None and heap[0] >= best):
                     continue
+                if job and free_workers == 0:
+                    continue  # a worker frees up only when a running job ends
                 wait = limits.wait_time(key, now)
                 if wait == 0.0:
-                    best, best_key = heap[0], key
+                    best, best_key = heap[0], (key, job)
                 elif wait < math.inf:
                     wake = min(wake, now + wait)
             if best is None:
                 break
             heapq.heappop(ready[best_key])
-            limits.acquire(best_key, now)
+            limits.acquire(best_key[0], now)
+            free_workers -= best_key[1]
             heapq.heappush(running, (now + durations[best[1]], best[1]))
         if len(running) < limit and wake < (running[0][0] if running else math.inf):
             # Only a rate holds the next start back; the nudge makes the
@@ -300,6 +232,7 @@ def _schedule(
             finished[i] = True
             end = now
             limits.release(node_pools[graph.nodes[i].task])
+            free_workers += is_job[i]
             for j, r in on_finish.get(i, ()):
                 left = waiting[(j, r)] - 1
                 waiting[(j, r)] = left
@@ -321,10 +254,16 @@ def simulate(
     durations: Sequence[float] | None = None,
     *,
     rollout: bool = True,
+    cluster_workers: int | None = None,
 ) -> float:
     """Estimated makespan of ``graph`` in ``mode`` (``sequential``, ``phased`` or ``dag``).
 
     ``parallelism`` caps running instances (None or 0: no cap beyond the pools).
+    ``cluster_workers`` caps running ``runs_on: cluster`` instances, one job per
+    worker (None: the plan's ``cluster.workers``); such an instance starts when a
+    worker is free as well as its pools and the cap, so the estimate counts no
+    slot held by a job that waits in the cluster's queue (the engine does, from
+    submission: with ``parallelism`` below the queue's length it may run later).
     ``durations`` gives one duration per node instead of the estimates; ranks are
     then recomputed from them, as the engine would with measured durations.
     ``rollout``: hold each target's instances until its wave of the plan's
@@ -352,4 +291,77 @@ def simulate(
     # One set of pools for the whole run: a rate bucket emptied in one phase
     # is still refilling when the next phase begins.
     limits = StaticLimits(graph, 0.0)
-    return _schedule(graph, durs, rank, parallelism, limits, layers, waves)
+    workers = graph.plan.cluster.workers if cluster_workers is None else cluster_workers
+    return _schedule(graph, durs, rank, parallelism, limits, layers, waves, workers)
+
+
+def simulate_remaining(
+    graph: Graph,
+    mode: str,
+    parallelism: int | None,
+    durations: Sequence[float],
+    *,
+    done: Collection[int] = (),
+    running: Mapping[int, float] | None = None,
+    rates: Mapping[str, float] | None = None,
+    concurrency: Mapping[str, int | None] | None = None,
+    waves: Sequence[Sequence[str]] | None = None,
+    cluster_workers: int | None = None,
+) -> float:
+    """Estimated seconds until a run in progress ends: ``simulate`` on what remains.
+
+    ``done``: nodes that need no more time (settled, or not part of the run);
+    they count as finished for their dependents, quorums and waves.
+    ``running``: node -> seconds it has run; it runs on for its duration less
+    that (0 once overdue), holding its slots. Every other node is still to
+    run, for its duration in ``durations`` (one per node), in the engine's
+    order (``graph.rank``).
+    ``rates`` / ``concurrency``: pool name -> the start rate (0: none) and
+    cap (None: none) in effect now, for the pools whose limits changed.
+    ``waves``: the run's rollout waves (None: the plan's ``rollout``); the
+    waves opened so far open again at time 0, as each is done.
+    Raises ``ValueError`` as ``simulate`` does, and for a node both done and running.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    n = len(graph.nodes)
+    if len(durations) != n:
+        raise ValueError(f"{len(durations)} durations for {n} nodes")
+    finished = set(done)
+    left = {i: max(0.0, durations[i] - ran) for i, ran in (running or {}).items()}
+    if not finished.isdisjoint(left):
+        raise ValueError("a node is both done and running")
+    if mode == "sequential":
+        return sum(left.values()) + sum(
+            durations[i] for i in range(n) if i not in finished and i not in left
+        )
+    layers: Sequence[Sequence[int]] = (range(n),) if mode == "dag" else phase_layers(graph)
+    if waves is None and graph.plan.rollout is not None:
+        waves = wave_targets(graph.plan)
+    limits = StaticLimits(graph, 0.0)
+    for k, pool in enumerate(graph.plan.pools.values()):
+        if concurrency is not None and pool.name in concurrency:
+            limits.caps[k] = concurrency[pool.name]
+        rate = None if rates is None else rates.get(pool.name)
+        if rate is None:
+            continue
+        bucket = limits.buckets[k]
+        if rate <= 0:
+            limits.buckets[k] = None
+        elif bucket is None:
+            limits.buckets[k] = Bucket(rate, pool.burst, 0.0)
+        else:
+            bucket.rate = rate
+    workers = graph.plan.cluster.workers if cluster_workers is None else cluster_workers
+    return _schedule(
+        graph,
+        durations,
+        graph.rank,
+        parallelism,
+        limits,
+        layers,
+        waves,
+        workers,
+        settled=finished,
+        started=left,
+    )
