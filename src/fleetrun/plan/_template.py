@@ -16,13 +16,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fleetrun.errors import Diagnostic, Location, PlanError
 from fleetrun.plan._shquote import BARE, QUOTERS, fix_for, scan
 
-if TYPE_CHECKING:
-    from fleetrun.plan._model import Target
+
+class Target(Protocol):
+    """What a template reads of a target (``plan.Target`` is one): its name and
+    attributes."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def attrs(self) -> Mapping[str, Any]: ...
 
 _EXPR = re.compile(r"\{\{(.*?)\}\}", re.S)
 _PATH = re.compile(r"^(raw\s+)?([A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)$")
