@@ -1,0 +1,215 @@
+"""The scheduler core on virtual time: no process, no event loop, no sleeping.
+
+``CoreSim`` drives the real ``Core`` and jumps its clock to the next
+happening, so every assertion here is on exact virtual times and orders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from fleetrun.engine import (
+    AttemptStarted,
+    InstanceSettled,
+    PoolChanged,
+    RunOptions,
+    WaveChanged,
+)
+from fleetrun.engine._limits import ThrottleMatch
+from fleetrun.engine.testing import CoreSim, plan, task
+from fleetrun.executors import AttemptResult
+from fleetrun.plan import Pool, RetryPolicy, Rollout, ThrottleRule, expand
+
+REGIONS = [f"r{i}" for i in range(6)]
+
+
+def _opts(**kw: object) -> RunOptions:
+    return RunOptions("sim", Path("."), **kw)  # type: ignore[arg-type]
+
+
+def _graph(tasks, rollout=None, pools=(), groups=None):
+    fleet = list(dict.fromkeys(t for task in tasks for t in (task.targets or ())))
+    p = plan(tasks, targets=fleet, pools=pools)
+    return expand(dataclasses.replace(p, groups={**p.groups, **(groups or {})}, rollout=rollout))
+
+
+def _queued(sim: CoreSim) -> dict[str, str | None]:
+    return {e.key: e.queued_reason for e in sim.events if isinstance(e, AttemptStarted)}
+
+
+def test_a_target_pipelines_without_waiting_for_the_others() -> None:
+    g = _graph(
+        [
+            task("infra", "x", targets=["a", "b"]),
+            task("k8s", "x", targets=["a", "b"], needs=["infra"]),
+        ]
+    )
+    slow = {"infra@a": 1.0, "infra@b": 5.0, "k8s@a": 1.0, "k8s@b": 1.0}
+    sim = CoreSim(g, duration=lambda key, n: slow[key])
+    assert sim.run().status == "succeeded"
+    starts = sim.starts()
+    assert starts["k8s@a"] == [1.0]  # not after infra@b (5.0)
+    assert starts["k8s@b"] == [5.0]
+    assert sim.t == 6.0
+
+
+def test_the_j_cap_holds_and_names_itself() -> None:
+    g = _graph([task("t", "x", targets=REGIONS)])
+    sim = CoreSim(g, _opts(parallelism=2))
+    sim.run()
+    starts = sorted(t for ts in sim.starts().values() for t in ts)
+    assert starts == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    queued = _queued(sim)
+    assert sum(1 for r in queued.values() if r == "parallelism limit (-j 2)") == 4
+    assert sum(1 for r in queued.values() if r is None) == 2
+
+
+def test_a_pool_rate_spaces_starts_on_the_clock() -> None:
+    g = _graph(
+        [task("t", "x", targets=REGIONS, pools=["api"])],
+        pools=[Pool("api", rate=2.0, burst=1)],
+    )
+    sim = CoreSim(g, duration=lambda key, n: 0.1)
+    sim.run()
+    starts = sorted(t for ts in sim.starts().values() for t in ts)
+    gaps = [round(b - a, 6) for a, b in zip(starts, starts[1:], strict=False)]
+    assert gaps == [0.5] * 5
+    assert list(_queued(sim).values()).count("pool api rate") == 5
+
+
+def test_waves_open_in_order_and_hold_with_their_reason() -> None:
+    g = _graph([task("t", "x", targets=REGIONS)], Rollout((2,)))
+    sim = CoreSim(g)
+    sim.run()
+    starts = sim.starts()
+    assert [starts[f"t@{r}"][0] for r in REGIONS] == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    assert _queued(sim)["t@r5"] == "wave closed"
+    opened = [e.wave for e in sim.events if isinstance(e, WaveChanged) and e.state == "open"]
+    assert opened == [1, 2, 3]
+
+
+def test_a_continued_rollout_retries_the_opened_waves_together() -> None:
+    """``retry`` after waves 1 and 2 had opened: their targets run at once; the
+    wave that never opened keeps its gate."""
+    g = _graph([task("t", "x", targets=REGIONS)], Rollout((2,)))
+    sim = CoreSim(g, _opts(waves_opened=2))
+    sim.run()
+    starts = sim.starts()
+    assert [starts[f"t@{r}"][0] for r in REGIONS] == [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    waves = [e for e in sim.events if isinstance(e, WaveChanged)]
+    assert waves[0].targets == tuple(REGIONS[:4])
+    assert "waves 1-2 had opened" in waves[0].reason
+
+
+def test_a_halted_canary_skips_the_later_waves() -> None:
+    g = _graph([task("t", "x", targets=REGIONS)], Rollout((2,)))
+    sim = CoreSim(g, result=lambda key, n: AttemptResult(exit_code=1 if key == "t@r1" else 0))
+    result = sim.run()
+    assert result.status == "failed"
+    assert set(sim.starts()) == {"t@r0", "t@r1"}
+    skipped = [e for e in sim.events if isinstance(e, InstanceSettled) and e.state == "skipped"]
+    assert len(skipped) == 4
+    assert all("rollout halted: wave 1" in e.reason for e in skipped)
+
+
+def test_a_paused_rollout_waits_for_promote() -> None:
+    g = _graph([task("t", "x", targets=REGIONS[:4])], Rollout((2,), pause=True))
+    sim = CoreSim(g)
+    sim.run(promote_at=[10.0])
+    starts = sim.starts()
+    assert starts["t@r2"] == [10.0]
+    assert starts["t@r0"] == [0.0]
+
+
+def test_a_queued_cluster_job_starts_when_its_worker_is_free() -> None:
+    """One worker, 4 jobs of 1 s: each attempt starts when it gets the worker,
+    lasts 1 s, and its wait is queued time 'waiting for a worker'."""
+    g = _graph([task("prove", "x", targets=REGIONS[:4])])
+    sim = CoreSim(g, _opts(parallelism=8), workers=1, queued_tasks=["prove"])
+    assert sim.run().status == "succeeded"
+    starts = sorted(t for ts in sim.starts().values() for t in ts)
+    assert starts == [0.0, 1.0, 2.0, 3.0]
+    for ev in sim.events:
+        if isinstance(ev, AttemptStarted):
+            assert ev.queued_reason == (None if ev.at == 0.0 else "waiting for a worker")
+    durations = [
+        e.at - e.started_at for e in sim.events if type(e).__name__ == "AttemptEnded"
+    ]
+    assert durations == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_a_retry_waits_its_backoff_holding_no_slot() -> None:
+    g = _graph(
+        [
+            task("flaky", "x", retry=RetryPolicy(attempts=3, backoff=4.0, max_backoff=4.0)),
+            task("other", "x"),
+        ]
+    )
+    sim = CoreSim(
+        g,
+        _opts(parallelism=1, seed=1),
+        result=lambda key, n: AttemptResult(exit_code=1 if (key, n) == ("flaky", 1) else 0),
+    )
+    assert sim.run().status == "succeeded"
+    starts = sim.starts()
+    assert len(starts["flaky"]) == 2
+    # The other task took the slot during the backoff.
+    assert starts["other"][0] < starts["flaky"][1]
+
+
+def test_fail_fast_starts_nothing_more() -> None:
+    g = _graph([task("t", "x", targets=REGIONS)])
+    sim = CoreSim(
+        g,
+        _opts(parallelism=1, fail_fast="stop"),
+        result=lambda key, n: AttemptResult(exit_code=1 if key == "t@r1" else 0),
+    )
+    result = sim.run()
+    assert result.status == "failed"
+    assert set(sim.starts()) == {"t@r0", "t@r1"}
+    assert result.counts == {"succeeded": 1, "failed": 1, "not_started": 4}
+
+
+def test_a_retry_after_pauses_every_start_of_the_pool() -> None:
+    rule = ThrottleRule(exit=frozenset({75}), output=(), retry_after=None, attempts=3)
+    g = _graph(
+        [task("t", "x", targets=REGIONS[:3], pools=["api"])],
+        pools=[Pool("api", concurrency=1, throttle=rule)],
+    )
+
+    def result(key: str, n: int) -> AttemptResult:
+        return AttemptResult(exit_code=75 if (key, n) == ("t@r0", 1) else 0)
+
+    def matched(key: str, n: int) -> tuple[ThrottleMatch, ...]:
+        return (ThrottleMatch(0, "exit 75", 30.0),) if (key, n) == ("t@r0", 1) else ()
+
+    sim = CoreSim(g, _opts(seed=0), result=result, matched=matched)
+    assert sim.run().status == "succeeded"
+    later = sorted(t for k, ts in sim.starts().items() for t in ts if t > 0)
+    assert later and min(later) >= 31.0  # nothing of the pool started during the pause
+    pauses = [e for e in sim.events if isinstance(e, PoolChanged) and e.paused]
+    assert [(e.pool, e.paused, e.at) for e in pauses] == [("api", 30.0, 1.0)]
+
+
+def test_phased_mode_waits_for_the_whole_phase() -> None:
+    g = _graph(
+        [
+            task("infra", "x", targets=["a", "b"], phase="infrastructure"),
+            task("k8s", "x", targets=["a", "b"], needs=["infra"], phase="kubernetes"),
+        ]
+    )
+    g = expand(dataclasses.replace(g.plan, phases=("infrastructure", "kubernetes")))
+    slow = {"infra@a": 1.0, "infra@b": 5.0, "k8s@a": 1.0, "k8s@b": 1.0}
+    sim = CoreSim(g, _opts(mode="phased"), duration=lambda key, n: slow[key])
+    sim.run()
+    assert sim.starts()["k8s@a"] == [5.0]
+    assert _queued(sim)["k8s@a"] == "phase"
+
+
+def test_an_interrupt_cancels_what_runs_and_starts_nothing() -> None:
+    g = _graph([task("t", "x", targets=REGIONS)])
+    sim = CoreSim(g, _opts(parallelism=2), duration=lambda key, n: 10.0)
+    result = sim.run(interrupt_at=1.0)
+    assert result.status == "interrupted"
+    assert result.counts == {"cancelled": 2, "not_started": 4}
