@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from fleetrun.cli._run import execute
-from fleetrun.engine import DEFAULT_GRACE
+from fleetrun.engine import DEFAULT_GRACE, FailFast, Mode, OutputMode
 from fleetrun.session import RunRequest
 
-_FAIL_FAST_VALUES = ("stop", "kill")
+# The choices are the engine's own values: click checks them, so the request
+# built from them is well typed.
+_MODES: tuple[str, ...] = get_args(Mode)
+_OUTPUT_MODES: tuple[str, ...] = get_args(OutputMode)
+_FAIL_FAST_VALUES: tuple[str, ...] = get_args(FailFast)
 
 
 class _OptionalValueCommand(click.Command):
@@ -84,7 +88,7 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         [
             click.option(
                 "--mode",
-                type=click.Choice(["dag", "phased", "sequential"]),
+                type=click.Choice(_MODES),
                 default="dag",
                 show_default=True,
                 help="dag: real dependencies only; phased: phase barriers; sequential: one by one.",
@@ -146,7 +150,7 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--output",
                 "output",
-                type=click.Choice(["none", "grouped", "ordered", "stream"]),
+                type=click.Choice(_OUTPUT_MODES),
                 default="none",
                 show_default=True,
                 help="Task output on the console: none (logs on disk only); grouped (each "
