@@ -5,9 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fleetrun.plan import Graph, Need, Plan, Target, Task, Template, expand
+from fleetrun.plan import (
+    Graph,
+    Need,
+    Plan,
+    Target,
+    Task,
+    Template,
+    dep_outputs,
+    expand,
+    render_command,
+)
 from fleetrun.redact import Redactor
-from fleetrun.state import InstanceRecord, RunRecord, command_hash, plan_retry, render_command
+from fleetrun.state import InstanceRecord, RunRecord, command_hash, plan_retry
 
 REGIONS = ("a", "b", "c")
 
@@ -44,7 +54,7 @@ def _record(graph: Graph, states: dict[str, str]) -> list[InstanceRecord]:
         outputs[node.id] = out
         h = None
         if state in ("succeeded", "failed"):
-            h = command_hash(render_command(graph, node.id, outputs))
+            h = command_hash(render_command(graph, node, dep_outputs(node, outputs)))
         rows.append(
             InstanceRecord(
                 run_id="r1", key=node.key, node=node.id, task=node.task, target=node.target,

@@ -195,12 +195,22 @@ def apply(plan: str, resume: bool, **options: Any) -> None:
 @click.option("--plan", type=click.Path(dir_okay=False), default=None, help="The plan file.")
 @_run_options
 @click.option("--dry-run", is_flag=True, help="Print what would run again; run nothing.")
+@click.option(
+    "--rollout",
+    is_flag=True,
+    help="Roll out every wave again from the first (default: the targets of the waves "
+    "that had opened in RUN run at once; later waves keep their gates).",
+)
 def retry(run: str | None, plan: str | None, **options: Any) -> None:
     """Re-run what failed, was skipped, cancelled or interrupted in RUN, and its dependents.
 
     RUN defaults to the latest run (of --plan when given). What succeeded is not
     run again: its recorded outputs are reused. The plan is read again from disk;
     an instance whose command changed since is run again.
+
+    With a rollout, the retry continues where RUN stopped: the targets of the
+    waves that had opened in RUN form one first wave, run at once; the waves
+    that never opened keep their order and gates. --rollout replays every wave.
     """
     code = execute(RunRequest(kind="retry", plan=plan, run_ref=run, **options))
     click.get_current_context().exit(code)

@@ -1,9 +1,10 @@
 """One renderer for what an instance runs: its command and its environment.
 
 The engine (each attempt), ``retry`` (has a command changed since a run?) and
-``--dry-run`` (what would run) all render through here, so they cannot
-disagree about which dependency outputs a command sees or how an output's name
-becomes an environment variable.
+``--dry-run`` (what would run) all render through here (``dep_outputs`` then
+``render_command``), so they cannot disagree about which dependency outputs a
+command sees, what a missing one is (``MissingValueError``) or how an output's
+name becomes an environment variable.
 
 Rules:
 - a command sees the outputs of its *single-instance* requirements (a task
@@ -23,7 +24,8 @@ from collections.abc import Iterator, Mapping
 
 from fleetrun.names import env_name
 from fleetrun.plan._graph import Graph, Node
-from fleetrun.plan._model import Task
+from fleetrun.plan._model import Target, Task
+from fleetrun.plan._template import lookup
 
 PER_ATTEMPT_PREFIX = "FLEETRUN_OUTPUT"
 """Names starting with this (and ``FLEETRUN_TARGET``/``FLEETRUN_ATTEMPT``) are
@@ -55,18 +57,60 @@ def dep_outputs(
     return outs
 
 
-def render_command(
-    graph: Graph, node_id: int, outputs_by_task: Mapping[str, Mapping[str, str]]
-) -> str:
-    """The command of ``node_id`` with ``outputs_by_task`` (see ``dep_outputs``).
+class MissingValueError(KeyError):
+    """A command uses a value that is not available.
 
-    Raises ``KeyError`` (naming the missing reference) when the command uses an
-    output that is not available.
+    ``key`` is the instance (``task@target``), ``ref`` the reference without a
+    value (``tasks.infra.outputs.cluster``; a plan that loaded has every
+    ``vars.*`` and ``target.*`` it uses), ``detail`` what is known instead
+    (``infra published only endpoint; ...``) or empty.
+    A ``KeyError`` whose ``args[0]`` is ``ref`` plus the detail in parentheses,
+    so code that caught the template's ``KeyError`` reads the same text.
     """
-    node = graph.nodes[node_id]
-    task = graph.plan.tasks[node.task]
-    target = None if node.target is None else graph.plan.targets[node.target]
-    return task.run.render(target, graph.plan.vars, outputs_by_task)
+
+    def __init__(self, key: str, ref: str, detail: str = "") -> None:
+        super().__init__(f"{ref} ({detail})" if detail else ref)
+        self.key = key
+        self.ref = ref
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"no value for {self.args[0]}"
+
+
+def render_command(
+    graph: Graph,
+    node: Node,
+    outputs_by_task: Mapping[str, Mapping[str, str]],
+    *,
+    task: Task | None = None,
+    target: Target | None = None,
+) -> str:
+    """The command of ``node`` with ``outputs_by_task`` (``dep_outputs``, or
+    ``Placeholders`` for a dry run).
+
+    ``task`` and ``target``: the node's, when the caller has them at hand (the
+    engine, per attempt); looked up otherwise. Raises ``MissingValueError``
+    naming the reference when the command uses a value that is not available.
+    """
+    if task is None:
+        task = graph.plan.tasks[node.task]
+    if target is None and node.target is not None:
+        target = graph.plan.targets[node.target]
+    try:
+        return task.run.render(target, graph.plan.vars, outputs_by_task)
+    except KeyError as e:
+        first = str(e.args[0]) if e.args else "a value"
+    # Only on failure: find the first reference without a value, to name it.
+    for ref in task.run.refs:
+        try:
+            lookup(ref.path, target, graph.plan.vars, outputs_by_task)
+        except KeyError as e:
+            name = ".".join(ref.path)
+            text = str(e.args[0]) if e.args else ""
+            detail = text[len(name) + 2 : -1] if text.startswith(name + " (") else ""
+            raise MissingValueError(node.key, name, detail) from None
+    raise MissingValueError(node.key, first)
 
 
 def task_env(graph: Graph, task: Task, run_id: str) -> dict[str, str]:

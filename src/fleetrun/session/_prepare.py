@@ -364,6 +364,8 @@ def _plan_run(
         reused=reused,
         redactor=redactor,
         output="stream" if req.output == "stream" else "none",
+        # A retry or resume continues the rollout where its run stopped.
+        waves_opened=0 if previous is None or req.rollout else journal.waves_opened(previous, plan),
     )
     path = Path(plan_file).resolve()
     members = sorted(set(range(len(graph.nodes))) if only is None else only | set(reused))
@@ -380,6 +382,7 @@ def _plan_run(
             "parallelism": req.parallelism,
             "fail_fast": req.fail_fast,
             "grace": req.grace,
+            "waves_opened": options.waves_opened,
             "targets": names[0],
             "tasks": names[1],
             "vars": {k: redactor.redact(v) for k, v in overrides.items()},

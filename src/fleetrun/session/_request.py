@@ -60,6 +60,7 @@ class RunRequest:
     cluster: str | None = None
     grace: float = DEFAULT_GRACE
     dry_run: bool = False
+    rollout: bool = False
     kill_orphans: bool = False
     plain: bool = False
     quiet: bool = False

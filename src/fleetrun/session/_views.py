@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping
 
-from fleetrun.plan import Graph, Placeholders, render_command
+from fleetrun.plan import Graph, Placeholders, dep_outputs, render_command
 from fleetrun.redact import Redactor
 
 
@@ -39,10 +39,7 @@ def dry_run_lines(
     lines = []
     for i in start_order(graph, nodes):
         node = graph.nodes[i]
-        known = {
-            r.task: reused[r.nodes[0]] for r in node.requires if r.single and r.nodes[0] in reused
-        }
-        cmd = render_command(graph, i, Placeholders(known))
+        cmd = render_command(graph, node, Placeholders(dep_outputs(node, reused)))
         lines.append(f"{node.key}: {redactor.redact(cmd)}")
     return lines
 

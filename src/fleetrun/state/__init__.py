@@ -23,7 +23,7 @@ from fleetrun.state._lock import RunLock, lock_path, read_lock
 from fleetrun.state._prune import PruneResult, journal_size, prune
 from fleetrun.state._reader import JournalReader
 from fleetrun.state._records import AttemptRecord, InstanceRecord, RunRecord
-from fleetrun.state._retry import DONE_STATES, RetryPlan, plan_retry, render_command
+from fleetrun.state._retry import DONE_STATES, RetryPlan, plan_retry, waves_opened
 from fleetrun.state._writer import _ENCODE as encode_json
 from fleetrun.state._writer import _FIELDS as EVENT_FIELDS
 from fleetrun.state._writer import JournalWriter, command_hash
@@ -64,7 +64,7 @@ __all__ = [
     "process_start_time",
     "prune",
     "read_lock",
-    "render_command",
     "tighten_tree",
+    "waves_opened",
     "write_atomic",
 ]

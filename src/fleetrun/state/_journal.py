@@ -6,15 +6,17 @@ is the ``JournalWriter``'s job; ``Journal`` writes only the run's first rows
 
 Recovery (``recover()``) is run by every command that extends the record
 (reading commands compute the same view without writing: ``JournalReader``).
-A run still marked ``running`` whose process is gone (pid missing or
-reused, on this host) becomes ``interrupted``; so do its instances that were
-running, while those still pending become ``not_started``; attempts without an
-end get the outcome ``interrupted`` and keep their pid/pgid so orphaned process
-groups can be found. An attempt that ran but never reached the journal (the
-disk filled up under the writer) is put on record from its log file in
-``runs/<id>/logs`` (``interrupted``, its end unknown), so every attempt that
-ran is on record after the next command at the latest. Recovery that cannot
-write (a full or read-only disk) leaves the record as it is: reading goes on.
+A run still marked ``running`` whose process is gone (pid missing or reused, on
+this host) becomes ``interrupted``, ended at its last trace (its last event or
+the last write to its logs and outputs: ``last_write``); so do its instances
+that were running, while those still pending become ``not_started``; attempts
+without an end get the outcome ``interrupted`` and keep their pid/pgid so
+orphaned process groups can be found. An attempt that ran but never reached the
+journal (the disk filled up under the writer) is put on record from its log
+file in ``runs/<id>/logs`` (``interrupted``, its end unknown), so every attempt
+that ran is on record after the next command at the latest. Recovery that
+cannot write (a full or read-only disk) leaves the record as it is: reading
+goes on.
 """
 
 from __future__ import annotations
@@ -256,16 +258,18 @@ class Journal(JournalReader):
         host = socket.gethostname()
         dead: list[str] = []
         for r in _dicts(
-            self.conn.execute("SELECT id, host, pid, pid_start FROM runs WHERE ended_at IS NULL")
+            self.conn.execute(
+                "SELECT id, host, pid, pid_start, started_at FROM runs WHERE ended_at IS NULL"
+            )
         ):
             # Only this host's runs whose own process is gone: a live run of
             # another plan in the same state directory is left alone.
             if r["host"] == host and not process_alive(r["pid"], r["pid_start"]):
-                last = self.conn.execute(
-                    "SELECT max(at) FROM events WHERE run_id=?", (r["id"],)
-                ).fetchone()[0]
                 try:
-                    self._close_run(r["id"], "interrupted", last or time.time())
+                    # Ended at its last trace: an event, or a write to its logs.
+                    self._close_run(
+                        r["id"], "interrupted", self.last_write(r["id"], r["started_at"])
+                    )
                 except FleetrunError:
                     # Cannot write (full or read-only disk): the record stays
                     # readable as it is; the next command that can write settles it.

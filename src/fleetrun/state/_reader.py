@@ -21,8 +21,10 @@ How the file is opened (``open_read_only``):
 
 Crash recovery is computed, not written: a run still marked ``running`` whose
 process is gone (same host, pid and start time; ``process_alive``) reads as
-``interrupted``, its running instances as ``interrupted``, its pending ones as
-``not_started`` and its open attempts as ``interrupted``, which is what
+``interrupted``, ended at its last trace (``last_write``: its last event or
+the last write to its logs and outputs, whichever is later), its running
+instances as ``interrupted``, its pending ones as ``not_started`` and its open
+attempts as ``interrupted``, which is what
 ``Journal.recover()`` will write the next time a command that writes runs.
 An attempt whose log file exists but whose row the writer could not commit
 (a full disk) is shown as recovery will record it (``unrecorded_attempts``).
@@ -35,18 +37,21 @@ import os
 import re
 import socket
 import sqlite3
-import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleetrun.errors import RunNotFoundError, StateError
 from fleetrun.executors import process_alive
 from fleetrun.names import safe_name
 from fleetrun.state._db import DB_NAME, RUNS_DIR, SCHEMA_VERSION
 from fleetrun.state._records import AttemptRecord, InstanceRecord, RunRecord, columns
+from fleetrun.state._retry import waves_opened
+
+if TYPE_CHECKING:
+    from fleetrun.plan import Plan
 
 INTERRUPTED_REASON = "fleetrun stopped while it was running"
 """The reason of an instance that was running when its run's process died."""
@@ -193,14 +198,30 @@ class JournalReader:
         )
 
     def _dead_end(self, run: RunRecord) -> float | None:
-        """When a run whose process died without ending it stopped (its last
-        event), or None when it ended or may still be running."""
+        """When a run whose process died without ending it stopped (``last_write``),
+        or None when it ended or may still be running."""
         if run.ended_at is not None or run.host != socket.gethostname():
             return None
         if process_alive(run.pid, run.pid_start):
             return None
-        last = self.conn.execute("SELECT max(at) FROM events WHERE run_id=?", (run.id,)).fetchone()
-        return float(last[0]) if last and last[0] is not None else time.time()
+        return self.last_write(run.id, run.started_at)
+
+    def last_write(self, run_id: str, started_at: float) -> float:
+        """The last trace a run left: its last journaled event, or the last write
+        to a file in its run directory (an attempt's log or outputs), whichever
+        is later; ``started_at`` when there is neither.
+
+        The end of a run whose process died: an attempt that ran for minutes
+        without an event still wrote its log, so the run lasted at least that
+        long (a process the dead run left running extends it while it writes,
+        until recovery records the end).
+        """
+        row = self.conn.execute("SELECT max(at) FROM events WHERE run_id=?", (run_id,)).fetchone()
+        last = float(row[0]) if row and row[0] is not None else None
+        files = _last_mtime(self.state_dir / RUNS_DIR / run_id)
+        if files is not None and (last is None or files > last):
+            last = files
+        return started_at if last is None else last
 
     def _dead_end_of(self, run_id: str) -> float | None:
         """``_dead_end`` of the run with id ``run_id`` (None when it is not on record)."""
@@ -370,6 +391,16 @@ class JournalReader:
             current = row[0] if row else None
         return run_id
 
+    def waves_opened(self, run: RunRecord, plan: Plan) -> int:
+        """How many of ``plan``'s rollout waves had opened in ``run``, for the run
+        that continues it (``state.waves_opened``)."""
+        started_with = run.options.get("waves_opened")
+        return waves_opened(
+            plan,
+            self.event_data(run.id, "WaveChanged"),
+            started_with if isinstance(started_with, int) else 0,
+        )
+
     def event_data(self, run_id: str, event_type: str) -> list[dict[str, Any]]:
         """The fields of a run's events of one type (``"PoolChanged"``), in order."""
         return [
@@ -428,6 +459,30 @@ class JournalReader:
 
 
 _OPEN = frozenset({"running", "pending"})
+
+
+def _last_mtime(top: Path) -> float | None:
+    """The latest modification time of ``top`` and everything below it (links
+    are not followed); None when ``top`` does not exist."""
+    try:
+        latest = os.lstat(top).st_mtime
+    except OSError:
+        return None
+    stack = [top]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    latest = max(latest, st.st_mtime)
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+        except OSError:
+            continue
+    return latest
 
 
 def _settle(i: InstanceRecord, end: float) -> InstanceRecord:

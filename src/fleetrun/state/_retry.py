@@ -19,6 +19,12 @@ Rules, for each instance of the current graph:
 
 ``--targets``/``--tasks`` then narrow the set that runs.
 
+A retry (or resume) also continues the rollout where the run stopped
+(``waves_opened``): the targets of the waves that had opened in that run run
+together, at once, as the first wave (they proved the change); the waves that
+never opened keep their order and gates, so a canary that halted the rollout
+still holds back the rest. ``retry --rollout`` replays every wave instead.
+
 Outputs handed on are the exact values (``Journal.exact_outputs``), never the
 redacted form that is shown: a dependent must not receive ``***``. An instance
 whose outputs were kept only redacted (recorded by an older fleetrun) and hold
@@ -27,10 +33,19 @@ a masked value runs again, so that its dependents get the real value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from fleetrun.plan import Graph, dependents_closure
+from fleetrun.plan import (
+    Graph,
+    MissingValueError,
+    Plan,
+    dep_outputs,
+    dependents_closure,
+    render_command,
+    wave_targets,
+)
 from fleetrun.redact import MASK, Redactor
 from fleetrun.state._records import InstanceRecord, RunRecord
 from fleetrun.state._writer import command_hash
@@ -53,22 +68,6 @@ class RetryPlan:
     reused: Mapping[int, Mapping[str, str]]
     reused_hashes: Mapping[int, str | None]
     reasons: Mapping[int, str] = field(default_factory=dict)
-
-
-def render_command(
-    graph: Graph, node_id: int, outputs_by_node: Mapping[int, Mapping[str, str]]
-) -> str:
-    """A node's command as the engine renders it, with its dependencies' outputs.
-
-    Raises ``KeyError`` when an output the command uses is not available.
-    """
-    node = graph.nodes[node_id]
-    outputs: dict[str, Mapping[str, str]] = {}
-    for req in node.requires:
-        if req.single:
-            outputs[req.task] = outputs_by_node.get(req.nodes[0], {})
-    task = graph.task_of(node)
-    return task.run.render(graph.target_of(node), graph.plan.vars, outputs)
 
 
 def plan_retry(
@@ -112,12 +111,14 @@ def plan_retry(
         old_hash = rec.command_hash
         if old_hash is not None:
             try:
-                new = command_hash(
-                    redactor.redact(render_command(graph, node.id, recorded_outputs))
+                command = render_command(graph, node, dep_outputs(node, recorded_outputs))
+            except MissingValueError as e:
+                again.add(node.id)
+                reasons[node.id] = (
+                    f"its command now uses {e.ref}, which run {previous.id} did not record"
                 )
-            except KeyError as e:
-                new = f"missing output {e}"
-            if new != old_hash:
+                continue
+            if command_hash(redactor.redact(command)) != old_hash:
                 again.add(node.id)
                 reasons[node.id] = f"command changed since run {previous.id}"
                 continue
@@ -143,3 +144,41 @@ def plan_retry(
 def _status(by_key: Mapping[str, InstanceRecord], key: str) -> str | None:
     rec = by_key.get(key)
     return rec.status if rec is not None else None
+
+
+def waves_opened(
+    plan: Plan, wave_events: Iterable[Mapping[str, Any]], started_with: int = 0
+) -> int:
+    """How many of ``plan``'s rollout waves had opened in a run, for the run that
+    continues it (``RunOptions.waves_opened``); 0 without a rollout.
+
+    ``wave_events``: the fields of that run's ``WaveChanged`` events, in order.
+    A wave counts when every one of its targets was in a wave that opened
+    (targets, not wave numbers: a run that itself continued a rollout opened
+    the earlier waves as one, and the plan may have changed since). With
+    ``--mode phased`` every phase rolls out anew from the first wave, and only
+    the latest phase's openings count: a canary that had not yet proved that
+    phase still goes first. ``started_with``: the ``waves_opened`` that run
+    was given; it counts when the run stopped before opening any wave, so a
+    retry of a retry that died early still continues the rollout.
+    """
+    if plan.rollout is None:
+        return 0
+    waves = wave_targets(plan)
+    opened: set[str] = set()
+    seen = False
+    for event in wave_events:
+        if event.get("state") != "open":
+            continue
+        if event.get("wave") == 1:
+            opened = set()  # the rollout (of a phase) begins anew
+        seen = True
+        opened.update(str(t) for t in event.get("targets") or ())
+    if not seen:
+        opened = {t for wave in waves[:started_with] for t in wave}
+    n = 0
+    for wave in waves:
+        if not opened.issuperset(wave):
+            break
+        n += 1
+    return n

@@ -1,0 +1,112 @@
+"""A run killed with SIGKILL lasted until its last trace, not until its last event.
+
+The task prints the time every 0.1 s to its log and nothing reaches the
+journal while it runs, so the last event is the attempt's start; the run is
+killed after about 2 s. Its shown end must be no earlier than the last write
+to the attempt's log, both as computed by the read commands and once
+recovery has recorded it.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fleetrun.state import JournalReader
+
+from ._helpers import fleetrun, kill_processes_with_env, show_json, spawn
+
+PLAN = """\
+name: ticker
+targets:
+  a: {}
+tasks:
+  tick:
+    for_each: all
+    run: for i in $(seq 600); do date +%s.%N; sleep 0.1; done
+"""
+
+
+def _last_tick(log: Path) -> float:
+    """The last complete time the attempt printed to its log."""
+    ticks = []
+    for line in log.read_text().splitlines():
+        try:
+            ticks.append(float(line))
+        except ValueError:
+            continue  # a line cut off by the kill
+    assert ticks, f"nothing printed to {log}"
+    return max(ticks)
+
+
+def _history_run(state: Path) -> dict[str, Any]:
+    import json
+
+    res = fleetrun("history", "--state-dir", str(state), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    rows: list[dict[str, Any]] = json.loads(res.stdout)
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_a_killed_run_ends_at_its_last_attempt_write(tmp_path: Path) -> None:
+    plan, state = tmp_path / "plan.yaml", tmp_path / "st"
+    plan.write_text(PLAN)
+    tag = uuid.uuid4().hex
+    p = spawn("apply", str(plan), "--state-dir", str(state), "--plain",
+              extra_env={"TEST_TAG": tag})  # fmt: skip
+    try:
+        log = None
+        deadline = time.monotonic() + 30
+        while log is None and time.monotonic() < deadline:
+            found = sorted((state / "runs").glob("*/logs/tick/a.1.log"))
+            log = found[0] if found else None
+            time.sleep(0.05)
+        assert log is not None, "the attempt never started"
+        time.sleep(2)
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+    finally:
+        # The task, left running by the killed run: ended, so the log stops growing.
+        kill_processes_with_env("TEST_TAG", tag)
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    time.sleep(0.2)  # let the killed task's last write land
+    # The last attempt write, as the filesystem keeps its time (a coarse clock:
+    # it may lag the time the task printed by a few milliseconds).
+    last = log.stat().st_mtime
+    assert last >= _last_tick(log) - 0.05
+
+    with JournalReader(state) as r:
+        run = r.run()
+        sql = "SELECT max(at) FROM events WHERE run_id=?"
+        events = r.conn.execute(sql, (run.id,)).fetchone()[0]
+    # What made the old end wrong: no event since the attempt began.
+    assert events < last
+    # Computed by the read commands (nothing has recovered the run yet).
+    assert run.computed
+    shown = show_json(state)["run"]
+    assert shown["status"] == "interrupted"
+    assert shown["ended_at"] >= last
+    assert shown["ended_at"] - shown["started_at"] >= 1.5
+    assert _history_run(state)["ended_at"] >= last
+    text = fleetrun("show", "--state-dir", str(state)).stdout
+    took = next(line for line in text.splitlines() if "took" in line)
+    assert "took 0." not in took, took
+
+    # Recorded by recovery (any command that writes the journal), the same.
+    res = fleetrun("retry", "--state-dir", str(state), "--dry-run")
+    assert res.returncode == 0, res.stdout + res.stderr
+    with JournalReader(state) as r:
+        recorded = r.run()
+    assert not recorded.computed
+    assert recorded.ended_at is not None
+    assert recorded.ended_at >= last
+    (inst,) = (i for i in JournalReader(state).instances(recorded.id) if i.key == "tick@a")
+    assert inst.status == "interrupted"
+    assert inst.ended_at is not None
+    assert inst.ended_at >= last
