@@ -115,12 +115,11 @@ def fed(g: Graph, events: list[Event], parallelism: int | None = None) -> LiveCo
 def test_render_in_progress_exact() -> None:
     g = two_phases()
     state = fed(g, in_progress(g)).state
-    # ETA: infra@a took 4 s of its 10 s estimate, so infra's factor (and the
-    # overall one, which deploy, not yet measured, takes too) is 0.4. Remaining
-    # paths: infra@c max(0, 10*0.4 - 5) + 20*0.4 = 8 s, deploy@a 20*0.4 - 4.5 =
-    # 3.5 s, the pending deploy@c 20*0.4 = 8 s: the ETA is 8 s.
+    # ETA: infra@a took 4 s, so infra takes 4 s; deploy, not measured yet, its
+    # 20 s estimate. infra@c and infra@d are past 4 s (done at once), then
+    # deploy@c and deploy@d take 20 s; deploy@a has 20 - 4.5 s left: 20 s.
     assert text_of(render(state, 100, 20, T + 10)) == (
-        "run r1 · dag · -j unbounded · elapsed 10.0s · ETA ~8.0s (estimate)\n"
+        "run r1 · dag · -j unbounded · elapsed 10.0s · ETA ~20.0s (estimate)\n"
         "infrastructure ████████████████████░░░░░░░░░░░░░░░░░░░░ 1/4 done · 1 failed\n"
         "deploy         ██████████░░░░░░░░░░░░░░░░░░░░░░░░░░░░░░ 0/4 done · 1 skipped\n"
         "pool api 2/2 in flight\n"
@@ -176,8 +175,9 @@ def test_pool_rate_and_retry_attempt_shown() -> None:
         ("fan", 1, "ETA ~36.0s (estimate)"),
         # The same at -j 4: the critical path (10 s, pending) wins over 36 / 4.
         ("fan", 4, "ETA ~10.0s (estimate)"),
-        # Pool of 2 slots, four 10 s tasks, one running for 4 s: (30 + 6) / 2.
-        ("pool", None, "ETA ~18.0s (estimate)"),
+        # Pool of 2 slots, four 10 s tasks, one running for 4 s: f@b runs 0-10 s
+        # in the free slot, f@c 6-16 s once f@a ends, f@d 10-20 s: 20 s.
+        ("pool", None, "ETA ~20.0s (estimate)"),
         # Pool rate 0.1/s and three starts to go: 30 s.
         ("rate", None, "ETA ~30.0s (estimate)"),
         # The first x took 20 s against an estimate of 10: pending x count 20 s each.

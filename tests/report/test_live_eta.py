@@ -1,32 +1,35 @@
-"""The live view's ETA in ``phased`` mode: the phases add up, one barrier after another.
+"""The live view's ETA: ``fleetrun plan``'s simulation run on what remains of the run.
 
-Each case is fed the same events as a ``phased`` and as a ``dag`` run; the
-``dag`` numbers are the ones the ETA gave before phases were modelled.
+Phases add up (one barrier after another), rollout waves follow each other,
+running instances count their elapsed time, measured durations replace the
+estimates, and a throttled pool's rate in effect slows what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
-import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from fleetrun.engine import (
-    AttemptEnded,
     AttemptStarted,
     Event,
+    PoolChanged,
     RunOptions,
     RunResult,
     RunStarted,
+    WaveChanged,
     run_graph,
 )
-from fleetrun.engine.testing import graph, task
+from fleetrun.engine.testing import graph, plan, task
 from fleetrun.executors import LocalExecutor
-from fleetrun.plan import Graph, Pool
+from fleetrun.plan import AdaptiveSettings, Graph, Pool, Rollout, expand
 from fleetrun.report._live import LiveConsole
+from fleetrun.report._live_eta import ETA_EVERY
 from fleetrun.report._live_render import LiveState, render
 
 from .test_live import TARGETS, T, ended, settled, started, text_of
@@ -53,7 +56,7 @@ def three_phases() -> Graph:
 def begin(mode: str, parallelism: int | None = None, nodes: int = 11) -> RunStarted:
     return RunStarted(
         at=T, run_id="r1", plan_name="p", mode=mode, parallelism=parallelism, nodes=nodes
-    )  # type: ignore[arg-type]
+    )
 
 
 def live_for(g: Graph, mode: str, events: list[Event], parallelism: int | None) -> LiveConsole:
@@ -101,203 +104,268 @@ def deploy_running(g: Graph) -> list[Event]:
     ]
 
 
-@pytest.mark.parametrize(("j", "dag"), [(None, 30.0), (4, 32.5)])
-def test_phases_add_up_where_dag_takes_the_largest(j: int | None, dag: float) -> None:
+@pytest.mark.parametrize("j", [None, 4])
+def test_phases_add_up_where_dag_overlaps_them(j: int | None) -> None:
     g = three_phases()
-    # dag: the chain (30 s) or, at -j 4, all the work (130 s) / 4.
-    assert eta(g, "dag", [], T, j) == dag
-    # phased: build's chain 30 s, then deploy's 20 s (four at once: -j 4 is
-    # enough), then verify's pool of one slot: 4 x 5 s. The in-phase path of w
-    # is 20 s (v, in the next phase, does not count), so 30 + 20 + 20.
+    # phased: build's chain 30 s, then deploy's 20 s (four at once), then
+    # verify's pool of one slot: 4 x 5 s. dag: each v follows its w (20 s)
+    # through the one slot: 20 + 4 x 5 = 40 s, the chain (30 s) beside them.
     assert eta(g, "phased", [], T, j) == 70.0
+    assert eta(g, "dag", [], T, j) == 40.0
 
 
-def test_phased_partway_through_the_first_phase() -> None:
+def test_partway_through_the_first_phase() -> None:
     g = three_phases()
     events = build_running(g)
-    # Every factor is 0.5 (a took 5 s of 10; the rest take the overall factor).
-    # build: b has 5 - 2 = 3 s left, then c 5 s: path 8 (work 8 / 4 = 2).
-    # deploy: path 20 * 0.5 = 10, work 4 * 10 / 4 = 10. verify: pool api of one
-    # slot takes 4 * 2.5 = 10. Total 28; dag only sees the longest of them
-    # (all the work, 58 s / 4 = 14.5).
-    assert eta(g, "dag", events, T + 7, 4) == 14.5
-    assert eta(g, "phased", events, T + 7, 4) == 28.0
+    # a took 5 s; b and c, not measured yet, take their 10 s estimate.
+    # phased: b has 8 s left, then c: 18 s; then 20 s and 20 s.
+    assert eta(g, "phased", events, T + 7, 4) == 58.0
+    # dag at -j 4: w@a..c run 0-20 s beside b, w@d starts when b ends (8-28 s);
+    # the one api slot runs v@a..c from 20 s and v@d after w@d: 35-40 s.
+    assert eta(g, "dag", events, T + 7, 4) == 40.0
 
 
-def test_phased_partway_through_a_later_phase() -> None:
+def test_partway_through_a_later_phase() -> None:
     g = three_phases()
     events = deploy_running(g)
-    # Factors: w 16 / 20 = 0.8; overall 31 / 50 = 0.62 (v, not measured yet).
-    # deploy: w@d has 16 - 2 = 14 s left, w@c 16 - 13 = 3 s: path 14 (work 17 / 4).
-    # verify: three v left (v@a was skipped), 5 * 0.62 = 3.1 s each through one
-    # slot: 9.3 s. build is settled: 0. dag: w@d's 14 s then v's 3.1 s.
-    assert eta(g, "dag", events, T + 33, 4) == pytest.approx(17.1)
-    assert eta(g, "phased", events, T + 33, 4) == pytest.approx(14 + 9.3)
-    # Past w@d's estimate the deploy phase still holds verify back: 0 + 9.3.
-    assert eta(g, "phased", events, T + 60, 4) == pytest.approx(9.3)
+    # w took 16 s (w@a failed: not a measure). deploy: w@c has 16 - 13 = 3 s
+    # left, w@d 16 - 2 = 14 s. verify: three v left (v@a was skipped), 5 s
+    # each through one slot: 14 + 15. dag: v@b at once, v@c after w@c (3 s),
+    # v@d after w@d: 14 + 5.
+    assert eta(g, "phased", events, T + 33, 4) == 29.0
+    assert eta(g, "dag", events, T + 33, 4) == 19.0
+    # Past w@d's measure, deploy still holds verify back until it ends: 0 + 15.
+    assert eta(g, "phased", events, T + 60, 4) == 15.0
 
 
-def test_built_at_the_first_estimate_then_kept_up_by_events() -> None:
-    g = three_phases()
-    events = deploy_running(g)
-    live = live_for(g, "phased", [], 4)
-    state = live.state
-    # Estimated after every event (the phase counters exist from the first one
-    # on and follow the events) or only at the end (built from the counters then):
-    # the same value, and the per-node phase data is built once.
-    seen = []
-    for ev in events:
-        live(ev)
-        assert state.estimate_remaining(ev.at) is not None
-        seen.append(state._phases)
-    assert all(p is seen[0] for p in seen)
-    late = live_for(g, "phased", events, 4).state
-    assert state.estimate_remaining(T + 33) == late.estimate_remaining(T + 33)
-    assert late.estimate_remaining(T + 33) == pytest.approx(23.3)
-
-
-def test_a_retry_in_backoff_counts_its_whole_estimate_in_its_phase() -> None:
+def test_a_retry_in_backoff_runs_again_in_full() -> None:
     g = three_phases()
     events = [
         started(g, "a", T),
         ended(g, "a", T + 4, T, "retrying", 75, retry_reason="exit 75", retry_delay=1.0),
     ]
-    # Nothing succeeded yet: estimates as given. a starts over: 30 + 20 + 20.
     assert eta(g, "phased", events, T + 4.5, 4) == 70.0
     events.append(started(g, "a", T + 5, attempt=2))
     assert eta(g, "phased", events, T + 7, 4) == 68.0
-    assert eta(g, "dag", events, T + 7, 4) == 32.0  # (8 + 10 + 10 + 80 + 20) / 4
-
-
-def test_phaseless_task_counts_in_the_phase_of_its_requirement() -> None:
-    # z has no phase and needs x: phased mode runs it in p1, after x (25 s),
-    # then y (30 s) in p2. dag: the longest path alone, y's 30 s.
-    g = graph(
-        [
-            task("x", "true", phase="p1", estimate=10),
-            task("y", "true", phase="p2", estimate=30),
-            task("z", "true", needs=["x"], estimate=15),
-        ],
-        phases=["p1", "p2"],
-    )
-    assert eta(g, "dag", [], T) == 30.0
-    assert eta(g, "phased", [], T) == 55.0
 
 
 def test_only_the_runs_members_count() -> None:
     g = three_phases()
-    # A retry of b, c and v@a: the in-phase path of b is b -> c (a is not run),
-    # and verify holds one instance.
+    # A retry of b, c and v@a: b -> c (20 s), then v@a (5 s) in the next phase.
     only = frozenset(g.index[k] for k in ("b", "c", "v@a"))
     state = LiveState(g, parallelism=None, only=only)
     state.mode = "phased"
-    assert state.estimate_remaining(T) == 20.0 + 5.0
+    assert state.estimate_remaining(T) == 25.0
     state.mode = "dag"
     assert state.estimate_remaining(T) == 20.0
 
 
-def test_pool_rates_bound_each_phase() -> None:
-    # One start every 2 s in both phases: 4 starts take 8 s a phase.
-    g = graph(
-        [
-            task("x", "true", phase="p1", targets=TARGETS, pools=["slow"], estimate=1),
-            task("y", "true", phase="p2", targets=TARGETS, pools=["slow"], estimate=1),
-        ],
-        pools=[Pool("slow", rate=0.5)],
-        phases=["p1", "p2"],
-    )
-    assert eta(g, "phased", [], T) == 16.0
-    assert eta(g, "dag", [], T) == 16.0
-    events: list[Event] = [started(g, f"x@{t}", T + k) for k, t in enumerate(TARGETS)]
-    # x all started (0.0 to 1.0 s left), y's 4 starts: 1 + 8.
-    assert eta(g, "phased", events, T + 3) == 9.0
-    assert eta(g, "dag", events, T + 3) == 8.0
-
-
-@pytest.mark.parametrize(
-    ("case", "j", "expected"),
-    [
-        ("chain", None, 26.0),  # a (10 s, 4 s run) -> b (20 s)
-        ("fan", 1, 36.0),  # four 10 s, one 4 s in, -j 1
-        ("fan", 4, 10.0),
-        ("pool", None, 18.0),  # pool of 2: (30 + 6) / 2
-        ("rate", None, 30.0),  # 3 starts at 0.1/s
-    ],
-)
-def test_one_phase_is_the_same_as_dag(case: str, j: int | None, expected: float) -> None:
-    if case == "chain":
-        g = graph([task("a", "true", estimate=10), task("b", "true", needs=["a"], estimate=20)])
-        events: list[Event] = [started(g, "a", T)]
-    elif case == "fan":
-        g = graph([task("f", "true", targets=TARGETS, estimate=10)])
-        events = [started(g, "f@a", T)]
-    else:
-        pool = Pool("api", concurrency=2) if case == "pool" else Pool("api", rate=0.1)
-        g = graph([task("f", "true", targets=TARGETS, estimate=10, pools=["api"])], pools=[pool])
-        events = [started(g, "f@a", T)]
-    assert eta(g, "dag", events, T + 4, j) == expected
-    assert eta(g, "phased", events, T + 4, j) == expected
-
-
 def test_sequential_is_the_remaining_work() -> None:
     g = three_phases()
-    # -j 1 whatever the run was asked: all the work, as before.
     assert eta(g, "sequential", [], T, 8) == 130.0
-    events = [started(g, "a", T)]
-    assert eta(g, "sequential", events, T + 4, 8) == 126.0
+    assert eta(g, "sequential", [started(g, "a", T)], T + 4, 8) == 126.0
+
+
+def test_no_basis_until_an_instance_finishes() -> None:
+    # u has no estimate: nothing to go by until an instance of some task succeeded.
+    g = graph([task("e", "true", estimate=3), task("u", "true", targets=TARGETS)])
+    events: list[Event] = [started(g, "e", T)]
+    assert live_for(g, "dag", events, None).state.estimate_remaining(T + 1) is None
+    events += [ended(g, "e", T + 2, T, "succeeded"), settled(g, "e", T + 2, "succeeded")]
+    # Then u takes the mean of what succeeded: 2 s.
+    assert eta(g, "dag", events, T + 2) == 2.0
+
+
+# -- rollout waves -------------------------------------------------------------
+
+REGIONS = ["r1", "r2", "r3", "r4", "r5", "r6"]
+
+
+def rolled_out(sizes: tuple[str | int | float, ...] = (1, 2, 1.0)) -> Graph:
+    """infra (10 s) then k8s (5 s) per region; waves [r1], [r2, r3], [r4, r5, r6]."""
+    p = plan(
+        [
+            task("infra", "true", targets=REGIONS, estimate=10),
+            task("k8s", "true", targets=REGIONS, needs=["infra"], estimate=5),
+        ],
+        targets=REGIONS,
+    )
+    return expand(dataclasses.replace(p, rollout=Rollout(sizes)))
+
+
+def test_the_first_eta_counts_every_wave() -> None:
+    g = rolled_out()
+    events: list[Event] = [started(g, "infra@r1", T)]
+    # Three waves of 15 s each, one after another; without waves it would be 15 s.
+    assert eta(g, "dag", events, T) == 45.0
+    # infra@r1 took 8 s: the other waves' infra take 8 s too; k8s@r1 runs: 5 + 2 x 13.
+    events += [
+        ended(g, "infra@r1", T + 8, T, "succeeded"),
+        settled(g, "infra@r1", T + 8, "succeeded"),
+        started(g, "k8s@r1", T + 8),
+    ]
+    assert eta(g, "dag", events, T + 8) == 31.0
+    # k8s@r1 ends after 3 s; wave 2 opens: 13 s for it, 13 s for the last.
+    events += [
+        ended(g, "k8s@r1", T + 11, T + 8, "succeeded"),
+        settled(g, "k8s@r1", T + 11, "succeeded"),
+        WaveChanged(at=T + 11, wave=2, waves=3, state="open", targets=("r2", "r3")),
+        started(g, "infra@r2", T + 11),
+        started(g, "infra@r3", T + 11),
+    ]
+    # infra 8 s, k8s now 3 s: 11 s a wave, 2 s of wave 2 gone.
+    assert eta(g, "dag", events, T + 13) == 20.0
+
+
+def test_a_continued_rollout_starts_with_the_waves_already_opened() -> None:
+    # A retry of a run that had opened two waves: r1..r3 form its first wave.
+    g = rolled_out()
+    live = live_for(g, "dag", [], None)
+    assert live.state.estimate_remaining(T) == 45.0
+    live(WaveChanged(at=T, wave=1, waves=2, state="open", targets=("r1", "r2", "r3")))
+    assert live.state.estimate_remaining(T) == 30.0
+
+
+def test_real_rollout_eta_accounts_for_every_wave(tmp_path: Path) -> None:
+    # Waves [a], [b], [c, d] of one 0.3 s step each: at least 0.9 s in all.
+    p = plan(
+        [task("step", "sleep 0.3", targets=TARGETS, estimate=0.3)],
+        targets=TARGETS,
+        base_dir=tmp_path,
+    )
+    g = expand(dataclasses.replace(p, rollout=Rollout((1, 1, 2))))
+    live = LiveConsole(g, console=Console(file=io.StringIO(), width=100))
+    seen: list[tuple[str, float, float | None, float]] = []
+
+    def probe(ev: Event) -> None:
+        if isinstance(ev, AttemptStarted):
+            state = live.state
+            seen.append((ev.key, ev.at, state.estimate_remaining(ev.at), state.measured[0]))
+
+    async def go() -> RunResult:
+        opts = RunOptions(run_id="waves-eta", run_dir=tmp_path / "run")
+        return await run_graph(g, opts, LocalExecutor(), [live, probe])
+
+    result = asyncio.run(go())
+    assert result.counts == {"succeeded": 4}
+    assert [k for k, _, _, _ in seen[:2]] == ["step@a", "step@b"]
+    _, at, first, _ = seen[0]
+    # The first ETA counts the three waves (the estimates: 3 x 0.3 s), and the
+    # run took about that long at least from there (each wave sleeps 0.3 s; the
+    # events' times may fall a little inside the sleeps).
+    assert first is not None
+    assert first == pytest.approx(0.9)
+    assert first <= result.ended_at - at + 0.05
+    # From wave 2 on, the step as measured (step@a's) replaces the estimate: two
+    # waves left.
+    _, _, second, took = seen[1]
+    assert took >= 0.25
+    assert second == pytest.approx(2 * took)
+
+
+# -- throttling ----------------------------------------------------------------
+
+
+def throttled() -> Graph:
+    """Ten 1 s instances through pool api, 2 starts a second (adaptive)."""
+    targets = [f"t{i}" for i in range(10)]
+    return graph(
+        [task("x", "true", targets=targets, pools=["api"], estimate=1)],
+        pools=[Pool("api", rate=2.0, adaptive=AdaptiveSettings())],
+    )
+
+
+def test_eta_grows_when_a_pools_rate_drops() -> None:
+    g = throttled()
+    live = live_for(g, "dag", [], None)
+    state = live.state
+    # Starts every 0.5 s: the last at 4.5 s, done at 5.5 s.
+    assert state.estimate_remaining(T) == pytest.approx(5.5)
+    live(PoolChanged(at=T, pool="api", rate=0.5, reason="throttled", concurrency=None))
+    # A start every 2 s: the last at 18 s.
+    assert state.estimate_remaining(T) == pytest.approx(19.0)
+    # A cap in effect counts too: one at a time at most, as slow here.
+    live(PoolChanged(at=T, pool="api", rate=0.5, reason="throttled", concurrency=1))
+    assert state.estimate_remaining(T) == pytest.approx(19.0)
+    live(PoolChanged(at=T, pool="api", rate=2.0, reason="restored", concurrency=None))
+    assert state.estimate_remaining(T) == pytest.approx(5.5)
+
+
+def test_header_eta_follows_a_throttle_at_once() -> None:
+    g = throttled()
+    live = live_for(g, "dag", [], None)
+    head = text_of(render(live.state, 100, 20, T + 1)).splitlines()[0]
+    assert head == "run r1 · dag · -j unbounded · elapsed 1.0s · ETA ~5.5s (estimate)"
+    # Half a second later the drop is shown, not the last ETA counted down.
+    live(PoolChanged(at=T + 1.5, pool="api", rate=0.5, reason="throttled", concurrency=None))
+    head = text_of(render(live.state, 100, 20, T + 1.5)).splitlines()[0]
+    assert head.endswith("ETA ~19.0s (estimate)")
+
+
+# -- when the ETA is simulated ---------------------------------------------------
+
+
+def test_simulated_on_settling_and_every_second_and_counted_down_between() -> None:
+    g = graph([task("x", "true", targets=TARGETS, estimate=10)])
+    live = live_for(g, "dag", [started(g, "x@a", T)], 1)
+    state = live.state
+    sched = state.eta_schedule
+    assert state.eta(T) == 40.0
+    assert sched.simulations == 1
+    # Nothing settled: the same simulation, counted down; a start changes nothing.
+    live(started(g, "x@a", T, attempt=1))
+    assert state.eta(T + 0.5) == 39.5
+    assert sched.simulations == 1
+    # x@a ended after 2 s: simulated again at the next redraw (-j 1: 3 x 2 s).
+    live(ended(g, "x@a", T + 2, T, "succeeded"))
+    live(settled(g, "x@a", T + 2, "succeeded"))
+    assert state.eta(T + 2) == 6.0
+    assert sched.simulations == 2
+    # No event for a while: simulated again once a second has passed.
+    assert state.eta(T + 2 + ETA_EVERY / 2) == 6.0 - ETA_EVERY / 2
+    assert sched.simulations == 2
+    assert state.eta(T + 2 + ETA_EVERY) == 6.0  # nothing runs: nothing went by
+    assert sched.simulations == 3
 
 
 def test_header_shows_the_phased_eta() -> None:
     g = three_phases()
     state = live_for(g, "phased", build_running(g), 4).state
     head = text_of(render(state, 100, 20, T + 7)).splitlines()[0]
-    assert head == "run r1 · phased · -j 4 · elapsed 7.0s · ETA ~28.0s (estimate)"
+    assert head == "run r1 · phased · -j 4 · elapsed 7.0s · ETA ~58.0s (estimate)"
 
 
-def test_real_phased_run_counts_every_phase(tmp_path: Path) -> None:
-    # p1: one 0.3 s step; p2: three 0.3 s steps side by side.
-    sleep = f"{sys.executable} -c 'import time; time.sleep(0.3)'"
-    g = graph(
-        [
-            task("first", sleep, phase="p1", estimate=0.3),
-            task("then", sleep, phase="p2", targets=["x", "y", "z"], estimate=0.3),
-        ],
-        phases=["p1", "p2"],
-        base_dir=tmp_path,
-    )
-    live = LiveConsole(g, console=Console(file=io.StringIO(), width=100))
-    # The same events read as a dag run, for comparison.
-    dag = LiveConsole(g, console=Console(file=io.StringIO(), width=100))
-    seen: list[tuple[str, float | None, float | None]] = []
-    took: list[float] = []
-    began: dict[str, float] = {}
+def test_a_live_console_simulates_off_the_loop() -> None:
+    # On a loop, the redraw takes the inputs and a thread simulates; the result
+    # is drawn once it came back through the loop.
+    g = throttled()
+    now = [T + 1.0]
 
-    def probe(ev: Event) -> None:
-        dag(ev)
-        dag.state.mode = "dag"
-        if isinstance(ev, AttemptStarted):
-            now = began[ev.key] = ev.at
-            seen.append(
-                (ev.key, live.state.estimate_remaining(now), dag.state.estimate_remaining(now))
-            )
-        elif isinstance(ev, AttemptEnded) and ev.key == "first":
-            # As the live view measures it: from the start event to the end event.
-            took.append(ev.at - began["first"])
+    async def go() -> list[str]:
+        live = LiveConsole(g, console=Console(file=io.StringIO(), width=100), clock=lambda: now[0])
+        live.start()
+        live(begin("dag", None, len(g.nodes)))
+        assert not live.state.eta_inline
+        heads = []
+        for rate in (2.0, 0.5):
+            live(PoolChanged(at=now[0], pool="api", rate=rate, reason="-", concurrency=None))
+            live.refresh()  # due (stale): a simulation starts
+            sched = live.state.eta_schedule
+            assert sched.in_flight
+            heads.append(text_of(render(live.state, 100, 20, now[0])).splitlines()[0])
+            for _ in range(1000):  # until it came back (10 s at most)
+                if not sched.in_flight:
+                    break
+                await asyncio.sleep(0.01)
+            assert not sched.in_flight
+            heads.append(text_of(render(live.state, 100, 20, now[0])).splitlines()[0])
+            now[0] += 1.0
+        live.stop()
+        return heads
 
-    async def go() -> RunResult:
-        opts = RunOptions(run_id="phased-eta", run_dir=tmp_path / "run", mode="phased")
-        return await run_graph(g, opts, LocalExecutor(), [live, probe])
-
-    result = asyncio.run(go())
-    assert result.counts == {"succeeded": 4}
-    assert seen[0][0] == "first"
-    assert sorted(k for k, _, _ in seen[1:]) == ["then@x", "then@y", "then@z"]
-    # At its start, both phases lie ahead: 0.3 s each; dag sees one step.
-    assert seen[0][1:] == (pytest.approx(0.6), pytest.approx(0.3))
-    assert all(p is not None and d is not None and p >= d for _, p, d in seen)
-    # From p2 on, what first took calibrates the rest: one step of p2 is left
-    # at each start (the one just started), as long as first took.
-    assert len(took) == 1
-    for _key, phased, dag_eta in seen[1:]:
-        assert phased == pytest.approx(took[0], abs=1e-9)
-        assert dag_eta == pytest.approx(took[0], abs=1e-9)
+    heads = asyncio.run(go())
+    assert heads[0].endswith("ETA being estimated")
+    assert heads[1].endswith("ETA ~5.5s (estimate)")
+    # The throttle's simulation runs while the last ETA, counted down, is shown.
+    assert heads[2].endswith("ETA ~4.5s (estimate)")
+    assert heads[3].endswith("ETA ~19.0s (estimate)")

@@ -4,14 +4,19 @@ The console is an engine subscriber. Events only update counters in a
 ``LiveState`` (O(1) each); the screen is redrawn from the event loop at most
 ``refresh_per_second`` times a second by a ``loop.call_later`` chain armed by
 the first event, so nothing reads the state from another thread and a burst of
-events costs no extra drawing. Lines worth keeping (failures with the end of
-their log, retries, skips, throttling) are printed above the live area, in the
-words of the plain console, at the next redraw.
+events costs no extra drawing. The ETA is simulated at a redraw, not per
+event: about once a second, sooner after an instance settled, and never
+more than a small share of the loop's time (``LiveState.eta``). Lines worth
+keeping (failures with the end of their log, retries, skips, throttling,
+rollout waves) are printed above the live area, in the words of the plain
+console, at the next redraw.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -31,6 +36,7 @@ from fleetrun.engine import (
     RunEnded,
     RunResult,
     RunStarted,
+    WaveChanged,
 )
 from fleetrun.plan import Graph
 from fleetrun.report._live_render import LiveState, render
@@ -98,6 +104,7 @@ class LiveConsole:
         self._reused_at = 0.0
         self._armed = False
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._live = Live(
             console=console,
             auto_refresh=False,
@@ -131,7 +138,10 @@ class LiveConsole:
             self._reused.append(ev.key)
             self._reused_at = ev.at
         elif isinstance(ev, PoolChanged):
-            state.pool_changed(ev.pool, ev.rate)
+            state.pool_changed(ev.pool, ev.rate, ev.concurrency)
+            self._queue(ev.at, event_text(ev))
+        elif isinstance(ev, WaveChanged):
+            state.wave_changed(ev.waves)
             self._queue(ev.at, event_text(ev))
         elif isinstance(ev, RunStarted):
             state.run_id, state.mode, state.started_at = ev.run_id, ev.mode, ev.at
@@ -158,6 +168,8 @@ class LiveConsole:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # events fed outside a loop: redraws only when asked (``refresh``)
+        self._loop = loop
+        self.state.eta_inline = False  # simulated on a thread, from ``refresh``
         self._handle = loop.call_later(self.interval, self._tick)
 
     def _tick(self) -> None:
@@ -205,9 +217,38 @@ class LiveConsole:
             self._flush()
             return
         self.refreshes += 1
+        self._simulate_eta()
         with self.console:  # buffer both, so the terminal gets one write
             self._flush()
             self._live.refresh()
+
+    def _simulate_eta(self) -> None:
+        """Start a simulation of the ETA on a thread when one is due.
+
+        Its inputs are copied here, on the loop; the result comes back through
+        the loop (``call_soon_threadsafe``) and is drawn at the next redraw.
+        """
+        state, loop = self.state, self._loop
+        sched = state.eta_schedule
+        if loop is None or state.eta_inline or state.ended_at is not None:
+            return
+        now = self.clock()
+        if not sched.due(now):
+            return
+        inputs = state.eta_inputs(now)
+        sched.begin()
+
+        def work() -> None:
+            began = time.perf_counter()
+            try:
+                value = inputs.simulate()
+            except Exception:  # an estimate must never disturb the run
+                value = None
+            cost = time.perf_counter() - began
+            with contextlib.suppress(RuntimeError):  # a closed loop: the run is over
+                loop.call_soon_threadsafe(sched.store, inputs.now, value, cost)
+
+        threading.Thread(target=work, name="fleetrun-eta", daemon=True).start()
 
     def start(self) -> None:
         """Begin the live display (draws it once)."""

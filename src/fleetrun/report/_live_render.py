@@ -1,10 +1,16 @@
 """What the live view knows about a run, and how it draws it.
 
 ``LiveState`` holds counters that the live console updates in O(1) per event
-(no rendering, no allocation beyond a dict entry); ``render`` turns a state into
-a rich renderable for a given screen size and instant, and is pure: the same
-state, size and ``now`` always give the same text. ``estimate_remaining`` is
-the ETA; in a ``phased`` run it adds up the phases, which a barrier separates.
+(no rendering, no simulation); ``render`` turns a state into a rich renderable
+for a given screen size and instant: the same state, size and ``now`` always
+give the same text, the ETA being the state's latest simulation of what
+remains (``LiveState.eta``).
+
+The ETA is ``fleetrun plan``'s makespan simulation (``plan.simulate_remaining``)
+run on what remains of the run: settled instances are done, running ones
+have their elapsed time counted against their expected duration, pool limits
+are the ones in effect (``PoolChanged``), and rollout waves and phases hold
+work back as the engine does.
 
 Per-phase bars count ``done`` (succeeded or reused), ``failed`` (failed,
 cancelled or interrupted) and ``skipped`` (skipped or not started) out of the instances of
@@ -15,22 +21,30 @@ that phase in this run; instances whose task has no phase share one
 from __future__ import annotations
 
 import heapq
+import time
 
 from rich.console import Group
 from rich.text import Text
 
-from fleetrun.plan import Graph, phase_layers
+from fleetrun.plan import Graph, wave_targets
+from fleetrun.report._live_eta import (
+    OUT,
+    PENDING,
+    RUNNING,
+    SETTLED,
+    WAITING,
+    EtaInputs,
+    EtaSchedule,
+)
 from fleetrun.report._plain import STATE_ORDER, format_duration, printable
 
 NO_PHASE = "(no phase)"
 """The bar of instances whose task names no phase."""
 
-# Per-node status; a node moves forward only, except RUNNING <-> WAITING on a retry.
-OUT = 0  # not part of this run
-PENDING = 1  # waiting for dependencies or a slot
-RUNNING = 2  # an attempt started (and has not settled)
-WAITING = 3  # sleeping through a retry backoff
-SETTLED = 4
+# Per-node status (``_live_eta``'s); a node moves forward only, except RUNNING <->
+# WAITING on a retry. OUT: not part of this run; PENDING: waiting for
+# dependencies or a slot; RUNNING: an attempt started (and has not settled);
+# WAITING: sleeping through a retry backoff.
 
 _DONE = frozenset({"succeeded", "reused"})
 _FAILED = frozenset({"failed", "cancelled", "interrupted"})
@@ -41,89 +55,14 @@ _BAR_DONE = "█"
 _BAR_LEFT = "░"
 
 
-class _Phases:
-    """The phases of a ``phased`` run as the engine runs them, for the ETA.
-
-    ``phase_of[i]`` is node i's phase in ``phase_layers`` order (the engine's:
-    a phase opens once every earlier one has settled), ``rank[i]`` the longest
-    path by estimate from the start of i that stays inside its phase and among
-    the run's members. Counters are kept per group, one group per (phase,
-    task) pair: ``work[g]`` sums the estimates of the group's nodes that are
-    pending or waiting for a retry, ``unstarted[g]`` counts them, the same
-    invariant as ``LiveState.pending_work`` and ``unstarted`` per task.
-    """
-
-    def __init__(self, state: LiveState) -> None:
-        graph, status, est = state.graph, state.status, state.est
-        n = len(status)
-        layers = phase_layers(graph)
-        self.count = len(layers)
-        phase_of = [0] * n
-        for k, layer in enumerate(layers):
-            for i in layer:
-                phase_of[i] = k
-        self.phase_of = phase_of
-        # Backwards through a topological order: dependents first.
-        rank = [0.0] * n
-        for wave in reversed(graph.waves):
-            for i in wave:
-                if status[i] == OUT:
-                    continue  # not part of this run: it never runs
-                k, best = phase_of[i], 0.0
-                for j in graph.dependents[i]:
-                    if phase_of[j] == k and rank[j] > best and status[j] != OUT:
-                        best = rank[j]
-                rank[i] = est[i] + best
-        self.rank = rank
-        groups: dict[tuple[int, int], int] = {}
-        group_of = [0] * n
-        for i in range(n):
-            group_of[i] = groups.setdefault((phase_of[i], state.task_of[i]), len(groups))
-        self.group_of = group_of
-        self.group_phase = [k for k, _ in groups]
-        self.group_task = [t for _, t in groups]
-        self.work = [0.0] * len(groups)
-        self.unstarted = [0] * len(groups)
-        # Per group, its members by rank, highest first; ``_at[g]`` only moves
-        # forward (a node never becomes pending again).
-        self._by_rank: list[list[int]] = [[] for _ in groups]
-        for i in range(n):
-            st = status[i]
-            if st == OUT:
-                continue
-            g = group_of[i]
-            self._by_rank[g].append(i)
-            if st in (PENDING, WAITING):
-                self.work[g] += est[i]
-                self.unstarted[g] += 1
-        for nodes in self._by_rank:
-            nodes.sort(key=lambda i: -rank[i])
-        self._at = [0] * len(groups)
-
-    def move(self, i: int, est: float, count: int) -> None:
-        """Node i (estimate ``est``) became pending (``count`` 1) or stopped being so (-1)."""
-        g = self.group_of[i]
-        self.work[g] += count * est
-        self.unstarted[g] += count
-
-    def top_pending(self, g: int, status: bytearray) -> int | None:
-        """Group ``g``'s pending node of highest in-phase rank (amortized O(1))."""
-        order = self._by_rank[g]
-        k = self._at[g]
-        while k < len(order) and status[order[k]] != PENDING:
-            k += 1
-        self._at[g] = k
-        return order[k] if k < len(order) else None
-
-
 class LiveState:
     """Counters of one run as events report it, indexed by node id.
 
     Invariants: ``len(running) + len(waiting) + settled + pending <= members``
     (the rest are between their last attempt's end and their settling);
     ``in_flight[p]`` is the number of nodes in ``running`` whose task draws on
-    pool ``p``; ``pending_work[t]`` is the sum of the estimates of task ``t``'s
-    nodes that are pending or waiting for a retry, ``unstarted[t]`` their number.
+    pool ``p``; ``measured[t]`` / ``measured_n[t]`` are the summed durations
+    and the number of task ``t``'s succeeded attempts.
     """
 
     def __init__(
@@ -158,12 +97,9 @@ class LiveState:
         self.task_estimated = [t.estimate is not None for t in tasks]
         self.task_of = [task_index[n.task] for n in nodes]
         self.est = [n.estimate for n in nodes]
-        self.rank = graph.rank
-        self.pending_work = [0.0] * len(tasks)
-        self.unstarted = [0] * len(tasks)
         self.left = [0] * len(tasks)  # members of each task not settled yet
         self.measured = [0.0] * len(tasks)  # summed durations of succeeded attempts
-        self.measured_est = [0.0] * len(tasks)  # their estimates, summed
+        self.measured_n = [0] * len(tasks)  # their number
 
         pools = list(plan.pools.values())
         pool_index = {p.name: k for k, p in enumerate(pools)}
@@ -171,13 +107,15 @@ class LiveState:
         self.pool_limit = [p.concurrency for p in pools]
         self.pool_base_rate = [p.rate for p in pools]
         self.pool_rate: list[float | None] = [None] * len(pools)
+        # The concurrency in effect, where an event named one (None: as configured).
+        self.pool_cap: list[int | None] = [None] * len(pools)
         self.in_flight = [0] * len(pools)
         self.pools_of_task = [
             tuple(pool_index[p] for p in t.pools if p in pool_index) for t in tasks
         ]
+        # The run's rollout waves (None: no rollout), as the engine splits them.
+        self.waves = wave_targets(plan) if plan.rollout is not None else None
 
-        # Phased runs only: built at the first estimate, then kept up per event.
-        self._phases: _Phases | None = None
         self.status = bytearray(len(nodes))
         self.members = 0
         for i in range(len(nodes)) if only is None else only:
@@ -187,41 +125,31 @@ class LiveState:
         self.settled = 0
         self.between = 0  # attempts ended for good, instance not settled yet
         self.counts: dict[str, int] = {}
-        # Per task, its members by rank, highest first; ``_rank_at[t]`` only
-        # moves forward (a node never becomes pending again).
-        self._by_rank: list[list[int]] | None = None
-        self._rank_at: list[int] = []
+        # The ETA: simulated by ``eta`` itself (inline) unless a live console
+        # simulates it on another thread.
+        self.eta_schedule = EtaSchedule()
+        self.eta_inline = True
 
     def _join(self, i: int) -> None:
         self.status[i] = PENDING
         self.members += 1
         self.phase_total[self.phase_of[i]] += 1
-        t = self.task_of[i]
-        self.left[t] += 1
-        self.pending_work[t] += self.est[i]
-        self.unstarted[t] += 1
-        if self._phases is not None:
-            self._phases.move(i, self.est[i], 1)
+        self.left[self.task_of[i]] += 1
 
     # -- updates (O(1) each, called once per event) ------------------------------
 
     def attempt_started(self, i: int, attempt: int, at: float) -> None:
         """An attempt of node ``i`` began at ``at``."""
         st = self.status[i]
-        t = self.task_of[i]
-        pools = self.pools_of_task[t]
-        if st in (PENDING, WAITING):
-            self.pending_work[t] -= self.est[i]
-            self.unstarted[t] -= 1
-            if self._phases is not None:
-                self._phases.move(i, self.est[i], -1)
-            if st == WAITING:
-                self.waiting.discard(i)
-        elif st != RUNNING:
+        pools = self.pools_of_task[self.task_of[i]]
+        if st == WAITING:
+            self.waiting.discard(i)
+        elif st == RUNNING:
+            if self.running.pop(i, None) is not None:
+                for p in pools:
+                    self.in_flight[p] -= 1
+        elif st != PENDING:
             return
-        elif self.running.pop(i, None) is not None:
-            for p in pools:
-                self.in_flight[p] -= 1
         self.status[i] = RUNNING
         self.running[i] = (at, attempt)
         for p in pools:
@@ -239,15 +167,12 @@ class LiveState:
         self.task_time += took
         if outcome == "succeeded":
             self.measured[t] += took
-            self.measured_est[t] += self.est[i]
+            self.measured_n[t] += 1
         if self.status[i] == RUNNING:
             if outcome == "retrying":
                 self.status[i] = WAITING
                 self.waiting.add(i)
-                self.pending_work[t] += self.est[i]
-                self.unstarted[t] += 1
-                if self._phases is not None:
-                    self._phases.move(i, self.est[i], 1)
+                self.eta_schedule.stale = True
             else:
                 self.between += 1
         return took
@@ -257,25 +182,21 @@ class LiveState:
         st = self.status[i]
         if st == SETTLED:
             return
-        t = self.task_of[i]
+        self.eta_schedule.stale = True
         if st == OUT:
             self._join(i)
             st = PENDING
-        if st in (PENDING, WAITING):
-            self.pending_work[t] -= self.est[i]
-            self.unstarted[t] -= 1
-            if self._phases is not None:
-                self._phases.move(i, self.est[i], -1)
+        if st == WAITING:
             self.waiting.discard(i)
         elif i in self.running:
             self.running.pop(i)
-            for p in self.pools_of_task[t]:
+            for p in self.pools_of_task[self.task_of[i]]:
                 self.in_flight[p] -= 1
-        else:
+        elif st == RUNNING:
             self.between -= 1
         self.status[i] = SETTLED
         self.settled += 1
-        self.left[t] -= 1
+        self.left[self.task_of[i]] -= 1
         self.counts[state] = self.counts.get(state, 0) + 1
         ph = self.phase_of[i]
         if state in _DONE:
@@ -285,10 +206,22 @@ class LiveState:
         else:
             self.phase_skipped[ph] += 1
 
-    def pool_changed(self, pool: str, rate: float) -> None:
-        """A pool's adaptive rate is now ``rate``."""
+    def pool_changed(self, pool: str, rate: float, concurrency: int | None = None) -> None:
+        """A pool's limits in effect are now ``rate`` starts a second (0: none) and
+        ``concurrency`` (None: as configured)."""
         if pool in self.pool_names:
-            self.pool_rate[self.pool_names.index(pool)] = rate
+            k = self.pool_names.index(pool)
+            self.pool_rate[k] = rate
+            self.pool_cap[k] = concurrency
+            self.eta_schedule.stale = True
+
+    def wave_changed(self, waves: int) -> None:
+        """A rollout wave changed, in a run of ``waves`` waves: fewer than the plan's
+        when the run continues one whose first waves opened (they form its first)."""
+        if self.waves is not None and len(self.waves) != waves:
+            planned = len(wave_targets(self.graph.plan))
+            self.waves = wave_targets(self.graph.plan, opened=max(0, planned - waves + 1))
+        self.eta_schedule.stale = True
 
     # -- derived values (at render time) -----------------------------------------
 
@@ -306,152 +239,61 @@ class LiveState:
         out.update({s: n for s, n in self.counts.items() if s not in out and n})
         return out
 
-    def _top_pending(self, t: int) -> int | None:
-        """Task ``t``'s pending node of highest rank (amortized O(1))."""
-        if self._by_rank is None:
-            # Built once, at the first render, not per event.
-            lists: list[list[int]] = [[] for _ in self.task_names]
-            for i in range(len(self.status)):
-                if self.status[i] != OUT:
-                    lists[self.task_of[i]].append(i)
-            for nodes in lists:
-                nodes.sort(key=lambda i: -self.rank[i])
-            self._by_rank = lists
-            self._rank_at = [0] * len(lists)
-        order, status = self._by_rank[t], self.status
-        k = self._rank_at[t]
-        while k < len(order) and status[order[k]] != PENDING:
-            k += 1
-        self._rank_at[t] = k
-        return order[k] if k < len(order) else None
-
-    def _factors(self) -> tuple[list[float | None], float | None]:
-        """Per task: measured mean / estimate; overall: the same over every task.
-
-        A task without measurements takes the overall factor; before anything
-        finished, its plan estimate as given (factor 1) when it has one, else None.
-        """
-        done = sum(self.measured_est)
-        overall: float | None = sum(self.measured) / done if done > 0 else None
-        if overall is None and all(self.task_estimated):
-            overall = 1.0
-        per: list[float | None] = []
-        for t in range(len(self.task_names)):
-            if self.measured_est[t] > 0:
-                per.append(self.measured[t] / self.measured_est[t])
-            elif overall is None and self.task_estimated[t]:
-                per.append(1.0)
-            else:
-                # Plan estimates tend to be off by a common factor (they were
-                # written for another machine, or another day): calibrate a
-                # task not yet measured by what was measured so far.
-                per.append(overall)
-        return per, overall
+    def eta_inputs(self, now: float) -> EtaInputs:
+        """What the ETA's simulation needs at ``now``, copied (cheaply) from this state."""
+        names = self.pool_names
+        return EtaInputs(
+            graph=self.graph,
+            mode=self.mode,
+            parallelism=self.parallelism,
+            now=now,
+            status=bytes(self.status),
+            running={i: start for i, (start, _) in self.running.items()},
+            task_of=self.task_of,
+            est=self.est,
+            estimated=self.task_estimated,
+            measured=tuple(self.measured),
+            measured_n=tuple(self.measured_n),
+            left=tuple(self.left),
+            rates={n: r for n, r in zip(names, self.pool_rate, strict=True) if r is not None},
+            caps={n: c for n, c in zip(names, self.pool_cap, strict=True) if c is not None},
+            waves=self.waves,
+        )
 
     def estimate_remaining(self, now: float) -> float | None:
-        """Estimated seconds until the run ends, or None when there is no basis yet.
+        """Estimated seconds until the run ends, simulated now; None without a basis.
 
-        The remaining critical path: for a running node its rank minus its
-        elapsed time, for a pending (or retrying) one its rank; with a
-        parallelism N, at least the remaining work divided by N; for each pool,
-        at least its tasks' remaining work divided by its concurrency and their
-        remaining starts divided by its (current) rate. Estimates are scaled by
-        how long finished instances of the same task really took (a task never
-        measured takes the factor of all measured tasks; before anything is
-        measured, plan estimates are taken as given).
-
-        In a ``phased`` run (``mode``) a phase starts only once every earlier
-        one has settled, so the estimate is the sum, over the phases not yet
-        settled, of each phase's own bound: the same three bounds computed on
-        that phase's nodes alone, its critical path being the longest path
-        that stays inside the phase. ``sequential`` runs have a parallelism of
-        1, which makes the remaining work the bound.
+        ``plan.simulate_remaining`` on the run's mode, parallelism and rollout
+        waves (``EtaInputs.simulate``): settled instances are done, running
+        ones have run since their attempt's start, durations are the ones
+        measured in this run (else the estimates), pools have the limits in
+        effect (``PoolChanged``).
         """
         if self.ended_at is not None:
             return 0.0
-        per, overall = self._factors()
-        if overall is None or any(
-            per[t] is None and self.left[t] for t in range(len(self.task_names))
-        ):
-            return None
-        factor = [overall if f is None else f for f in per]
-        if self.mode == "phased":
-            return self._phased_remaining(now, factor, overall)
+        return self.eta_inputs(now).simulate()
 
-        def through(i: int, own: float) -> float:
-            # Its own part as given, what follows it by the overall factor.
-            return own + (self.rank[i] - self.est[i]) * overall
+    def eta(self, now: float) -> float | None:
+        """The ETA at ``now``: the latest simulation, less the time since it ran.
 
-        path = 0.0
-        work = [w * f for w, f in zip(self.pending_work, factor, strict=True)]
-        for t, w in enumerate(work):
-            if w > 0:
-                top = self._top_pending(t)
-                if top is not None:
-                    path = max(path, through(top, self.est[top] * factor[t]))
-        for i in self.waiting:
-            path = max(path, through(i, self.est[i] * factor[self.task_of[i]]))
-        for i, (start, _) in self.running.items():
-            t = self.task_of[i]
-            own = max(0.0, self.est[i] * factor[t] - (now - start))
-            work[t] += own
-            path = max(path, through(i, own))
-        return self._bound(path, work, self.unstarted)
+        With ``eta_inline`` (no live console simulating on another thread) it
+        is simulated here when ``eta_schedule`` says it is due. None: no
+        basis yet, or no simulation has come back yet (``eta_known``).
+        """
+        if self.ended_at is not None:
+            return 0.0
+        sched = self.eta_schedule
+        if self.eta_inline and sched.due(now):
+            began = time.perf_counter()
+            sched.begin()
+            value = self.estimate_remaining(now)
+            sched.store(now, value, time.perf_counter() - began)
+        return sched.eta(now)
 
-    def _phased_remaining(self, now: float, factor: list[float], overall: float) -> float:
-        """``estimate_remaining`` with the barriers of ``phased`` mode: the phases' sum."""
-        ph = self._phases
-        if ph is None:
-            # Built once, at the first estimate, then kept up by the events.
-            ph = self._phases = _Phases(self)
-        rank, est, status = ph.rank, self.est, self.status
-
-        def through(i: int, own: float) -> float:
-            return own + (rank[i] - est[i]) * overall
-
-        tasks = len(self.task_names)
-        path = [0.0] * ph.count
-        work = [[0.0] * tasks for _ in range(ph.count)]
-        starts = [[0] * tasks for _ in range(ph.count)]
-        for g, left in enumerate(ph.unstarted):
-            if left <= 0:
-                continue
-            k, t = ph.group_phase[g], ph.group_task[g]
-            work[k][t] += ph.work[g] * factor[t]
-            starts[k][t] += left
-            top = ph.top_pending(g, status)
-            if top is not None:
-                path[k] = max(path[k], through(top, est[top] * factor[t]))
-        for i in self.waiting:
-            k = ph.phase_of[i]
-            path[k] = max(path[k], through(i, est[i] * factor[self.task_of[i]]))
-        for i, (start, _) in self.running.items():
-            k, t = ph.phase_of[i], self.task_of[i]
-            own = max(0.0, est[i] * factor[t] - (now - start))
-            work[k][t] += own
-            path[k] = max(path[k], through(i, own))
-        # A settled phase has no path, work or starts left: it adds 0.
-        return sum(self._bound(path[k], work[k], starts[k]) for k in range(ph.count))
-
-    def _bound(self, path: float, work: list[float], starts: list[int]) -> float:
-        """The largest of ``path``, the work (per task) over the parallelism, and
-        for each pool its tasks' work over its concurrency and starts over its rate."""
-        bound = path
-        if self.parallelism:
-            bound = max(bound, sum(work) / self.parallelism)
-        pool_work = [0.0] * len(self.pool_names)
-        pool_starts = [0] * len(self.pool_names)
-        for t, pools in enumerate(self.pools_of_task):
-            for p in pools:
-                pool_work[p] += work[t]
-                pool_starts[p] += starts[t]
-        for p, limit in enumerate(self.pool_limit):
-            if limit:
-                bound = max(bound, pool_work[p] / limit)
-            rate = self.pool_rate[p] or self.pool_base_rate[p]
-            if rate:
-                bound = max(bound, pool_starts[p] / rate)
-        return bound
+    @property
+    def eta_known(self) -> bool:
+        """Whether a simulation of the ETA has come back."""
+        return self.eta_schedule.at is not None
 
 
 def _line(text: Text, width: int) -> Text:
@@ -475,8 +317,10 @@ def _header(state: LiveState, now: float) -> Text:
         head.append(f" after {format_duration(state.ended_at - state.started_at)}")
         return head
     head.append(f"elapsed {format_duration(max(0.0, now - state.started_at))} · ")
-    eta = state.estimate_remaining(now)
-    if eta is None:
+    eta = state.eta(now)
+    if eta is None and not state.eta_known:
+        head.append("ETA being estimated", style="dim")
+    elif eta is None:
         head.append("ETA unknown until an instance finishes", style="dim")
     elif eta <= 0 and state.running:
         head.append("ETA overdue", style="yellow")
