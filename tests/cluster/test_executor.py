@@ -400,8 +400,8 @@ def test_a_run_cancelled_while_its_job_is_being_submitted_leaves_nothing_running
     script.write_text(f"sleep {_sleep()}\n")
 
     async def cancelled(ex: ClusterExecutor, key: str, delay: float | None) -> bool:
-        """Run one job, cancel it after ``delay`` (None: as soon as its handle is
-        reported); True when it had been submitted."""
+        """Run one job, cancel it after ``delay`` (None: as soon as it has started on
+        the worker and its handle is reported); True when it had started."""
         handles: list[Handle] = []
         me: list[asyncio.Future[object]] = []
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -104,8 +105,11 @@ def test_fleetrun_apply_runs_the_prove_jobs_on_an_embedded_cluster(tmp_path: Pat
     shutil.copytree(ROOT / "examples" / "prover", example)
     plan = example / "plan.yaml"
     plan.write_text(plan.read_text().replace('PROVER_SCALE: "1"', 'PROVER_SCALE: "0.1"'))
+    # A mark in the run's environment tells its processes from those of tests
+    # running beside this one.
     env = {k: v for k, v in os.environ.items() if k != "FLEETRUN_CLUSTER"}
-    before = _dask_pids()
+    env["FLEETRUN_TEST_RUN"] = uuid.uuid4().hex
+    mark = f"FLEETRUN_TEST_RUN={env['FLEETRUN_TEST_RUN']}"
     done = subprocess.run(
         [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain"],
         cwd=example,
@@ -124,10 +128,19 @@ def test_fleetrun_apply_runs_the_prove_jobs_on_an_embedded_cluster(tmp_path: Pat
     assert {r[1] for r in prove} == {"cluster"}
     assert all(r[2].startswith("tcp://127.0.0.1:") and r[3].endswith("-1") for r in prove)
     assert {r[1] for r in rows if not r[0].startswith("prove@")} == {"local"}
-    # The embedded cluster went with the run: no Dask process started since is left.
-    assert _dask_pids() <= before
+    # The embedded cluster went with the run: no Dask process of the run is left.
+    assert _dask_pids(mark) == set()
 
 
-def _dask_pids() -> set[str]:
+def _dask_pids(mark: str) -> set[str]:
+    """Live Dask processes whose environment holds ``mark``."""
     out = subprocess.run(["pgrep", "-f", "distributed.cli.dask_"], capture_output=True, text=True)
-    return set(out.stdout.split())
+    found = set()
+    for pid in out.stdout.split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if mark.encode() in environ:
+            found.add(pid)
+    return found

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from fleetrun.cli._apply_cmd import var_options
+from fleetrun.errors import UsageError
 from fleetrun.plan import (
     ALL_TARGETS,
     empty_warnings,
@@ -54,6 +56,14 @@ from fleetrun.plan import (
     metavar="NAMES",
     help="Preview only these tasks (comma-separated, repeatable), plus what they need.",
 )
+@click.option(
+    "--cluster-workers",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Workers of the compute cluster for the estimates: at most N runs_on: cluster "
+    "tasks run at once (default: the plan's cluster.workers, 2 when unset).",
+)
 @var_options
 def plan_cmd(
     plan_file: Path,
@@ -61,6 +71,7 @@ def plan_cmd(
     fmt: str,
     targets: tuple[str, ...],
     tasks: tuple[str, ...],
+    cluster_workers: int | None,
     vars: tuple[str, ...],
     var_files: tuple[str, ...],
 ) -> None:
@@ -74,7 +85,8 @@ def plan_cmd(
     targets, max_failed, pause), the critical path and the estimated makespan
     of the sequential, phased and dag modes at -j, held by the rollout's waves
     (and, beside it, without them), with the lower bound max(critical path,
-    work / j). A task whose group matches no target is listed with 0
+    work / j); runs_on: cluster tasks run at most one per cluster worker
+    (--cluster-workers). A task whose group matches no target is listed with 0
     instances and a warning (apply refuses it unless it says allow_empty:
     true). Nothing is run. Exit code 2 when the plan is invalid.
 
@@ -98,7 +110,16 @@ def plan_cmd(
     for f in var_files:
         overrides.update(read_var_file(f))
     overrides.update(parse_var_args(vars))
-    graph = expand(load_plan(plan_file, var_overrides=overrides))
+    if cluster_workers is not None and cluster_workers < 1:
+        raise UsageError(
+            f"--cluster-workers {cluster_workers}: a cluster runs jobs on at least 1 worker; "
+            "give the number of workers it has"
+        )
+    loaded = load_plan(plan_file, var_overrides=overrides)
+    if cluster_workers is not None:
+        # The estimates read the cluster's size from the plan (``simulate``).
+        loaded = replace(loaded, cluster=replace(loaded.cluster, workers=cluster_workers))
+    graph = expand(loaded)
     plan = graph.plan
     target_names = split_names(targets, {*plan.targets, *plan.groups, ALL_TARGETS})
     task_names = split_names(tasks, plan.tasks)

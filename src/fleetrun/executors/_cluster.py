@@ -15,6 +15,12 @@ one batch is being created together in the next; jobs submitted in the same
 turn of the event loop go to the scheduler as one graph (one ``Client.map``
 per set of resources), which costs the scheduler far less than one graph each.
 
+An attempt starts when its job starts on a worker (the job's "started" event):
+``attempt.on_started`` is called then, not at submission, and the job's
+``timeout`` counts from then (on the worker). Until then the attempt waits for
+a worker (``queue_reason``); a job ended before it started never calls
+``on_started``: nothing ran.
+
 How an attempt can end:
 
 - the command exits (or is ended by its timeout, on the worker): its exit code;
@@ -30,7 +36,13 @@ How an attempt can end:
   is cancelled, then ``end_job`` runs on the workers through ``Client.run``
   (Dask's cancel does not stop a running task): SIGTERM, ``attempt.grace``,
   SIGKILL, and the call returns once the group is gone; ``kill_now`` skips
-  the rest of the grace.
+  the rest of the grace. A job still waiting for a worker is marked on every
+  worker so that it never starts, and ``CancelledError`` goes on with no
+  ``on_started`` call;
+- before it started, without a cancel (its queue's worker died more than
+  ``_MAX_REQUEUE`` times, the connection was lost, the job was ended from
+  elsewhere): ``exit_code=None`` with the reason and ``error_kind``, and no
+  ``on_started`` call.
 
 Where the cluster is: ``address`` (from the plan's ``cluster:`` section,
 ``--cluster`` or ``FLEETRUN_CLUSTER``); None starts an embedded local cluster
@@ -44,7 +56,7 @@ import contextlib
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +85,12 @@ _MAX_REQUEUE = 10
 
 
 class _Stream:
-    """Where one job's output chunks go: the log file, redacted, and ``on_output`` lines."""
+    """Where one job's events go: its start to ``on_start``, its output chunks to the
+    log file, redacted, and ``on_output`` lines."""
 
-    def __init__(self, attempt: Attempt, fd: int) -> None:
+    def __init__(self, attempt: Attempt, fd: int, on_start: Callable[[], None]) -> None:
         self.fd = fd
+        self.on_start = on_start
         self.redact = attempt.redactor.stream()
         self.on_output = attempt.on_output
         self.partial = b""
@@ -87,8 +101,8 @@ class _Stream:
         self.result: dict[str, Any] | None = None
 
     def add(self, seq: int, data: bytes) -> None:
-        if seq < 0:
-            self.started = True
+        if seq == _cluster_job.STARTED:
+            self.start()
             return
         # Chunks are written in sequence order, whatever order they arrive in.
         self.early[seq] = data
@@ -96,6 +110,12 @@ class _Stream:
             self._write(self.early.pop(self.next_seq))
             self.next_seq += 1
         self.arrived.set()
+
+    def start(self) -> None:
+        """The job started on a worker: call ``on_start`` (once)."""
+        if not self.started:
+            self.started = True
+            self.on_start()
 
     def _write(self, data: bytes) -> None:
         clean = self.redact.feed(data)
@@ -251,7 +271,12 @@ class ClusterExecutor:
             "topic": self._topic,
             "secrets": list(attempt.redactor.values),
         }
-        stream = _Stream(attempt, await self._logs.open(attempt.log_path))
+        handle = Handle(kind=self.kind, host=str(self.address), job=key)
+        # The attempt starts when its job starts on a worker (the job's "started"
+        # event), not when it is submitted: until then it waits for a worker.
+        stream = _Stream(
+            attempt, await self._logs.open(attempt.log_path), lambda: attempt.on_started(handle)
+        )
         job = key
         self._streams[job] = stream
         try:
@@ -259,8 +284,6 @@ class ClusterExecutor:
                 submitting = self._submit(client, spec, resources)
                 try:
                     future = await submitting
-                    if again == 0:
-                        attempt.on_started(Handle(kind=self.kind, host=str(self.address), job=key))
                     result: dict[str, Any] = await _outcome(future, stream)
                 except asyncio.CancelledError:
                     if _submitted(submitting):  # (even if the cancel came just after)
@@ -276,6 +299,10 @@ class ClusterExecutor:
                         self._streams[job] = stream
                         continue
                     return _failure(e)
+                if not result.get("cancelled"):
+                    # It ran: a result never comes before its "started" event, but an
+                    # attempt that ran is never reported as one that did not.
+                    stream.start()
                 await stream.wait_for(int(result.get("chunks", 0)))
                 break
         finally:

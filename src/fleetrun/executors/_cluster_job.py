@@ -11,15 +11,18 @@ worker-side file (in a private directory of the worker, not created until the
 command writes it) whose text comes back with the result and is then removed.
 
 What a job tells the client, with ``Worker.log_event`` on the executor's
-topic, in order: ``{"job", "seq": -1}`` once it has started here (a job that
-only waited in the queue of a worker that died is submitted again rather than
-counted as lost); its output, redacted, in chunks ``{"job", "seq": N,
-"data"}`` (N from 0); and, when the result is small, the result itself
-``{"job", "seq": -2, "result"}``. The scheduler forwards a worker's events and
-its "task finished" in the order the worker sent them, so the client has the
-result as soon as it learns that the job finished, without fetching it. The
-result is also the task's return value, which the client fetches when no
-such event came.
+topic, in order: ``{"job", "seq": -1}`` once its command has started here:
+the attempt starts then (``on_started``; before, it waited for a worker), and
+its timeout counts from then, here; a job that only waited in the queue of a
+worker that died is submitted again rather than counted as lost; its output,
+redacted, in chunks ``{"job", "seq": N, "data"}`` (N from 0); and, when the
+result is small, the result itself ``{"job", "seq": -2, "result"}``. The
+scheduler forwards a worker's events and its "task finished" in the order the
+worker sent them, so the client has the result as soon as it learns that the
+job finished, without fetching it. The result is also the task's return value,
+which the client fetches when no such event came. A job ended before its
+"started" event (``end_job`` came first) returns ``{"cancelled": True}``: for
+the client, nothing ran.
 
 Nothing outlives the job, whatever ends it:
 
@@ -329,6 +332,12 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
 
     rc = job.returncode
     assert rc is not None
+    if job.ended_early:
+        # Ended before its start was reported: for the client, nothing ran.
+        result: dict[str, Any] = {"cancelled": True, "chunks": chunks}
+        if publish is not None:
+            publish(RESULT, b"", result)
+        return result
     result = {
         "exit_code": rc if rc >= 0 else None,
         "signal": -rc if rc < 0 else None,
@@ -388,6 +397,8 @@ def _follow(
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP)
     poller.register(pidfd, select.POLLIN)
+    # The timeout counts from the command's start on this worker, never from the
+    # job's submission: the time it waited for a worker is not the command's.
     start = time.monotonic()
     deadline = start + timeout if timeout is not None else None
     timed_out = False
