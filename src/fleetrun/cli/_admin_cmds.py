@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import time
@@ -12,23 +11,26 @@ from pathlib import Path
 import click
 
 from fleetrun.cli._state_cmds import _where
+from fleetrun.durations import UNITS, is_plain_number, parse_duration, unit_needed
 from fleetrun.errors import StateError, UsageError
 from fleetrun.session import find_state_dir
 from fleetrun.state import Journal, RunRecord, process_alive, prune
 
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _SECOND_PRESS_DELAY = 1.0
 """Seconds between the signals of ``cancel --now``."""
 
-_UNIT = {"": 86400.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
-
 
 def parse_age(text: str) -> float:
-    """``30d``, ``12h``, ``90m``, ``2w`` (a bare number is days) in seconds."""
-    m = _AGE.match(text)
-    if m is None:
-        raise UsageError(f"--older-than {text!r}: expected a duration such as 30d, 12h or 2w")
-    return float(m[1]) * _UNIT[m[2]]
+    """``30d``, ``12h``, ``90m``, ``2w``, ``1d12h`` in seconds. A plain number is refused:
+    it once meant days here and means seconds elsewhere, so it is ambiguous."""
+    if is_plain_number(text):
+        raise UsageError(unit_needed("--older-than", text, "d"))
+    age = parse_duration(text, unitless=False)
+    if age is None:
+        raise UsageError(
+            f"--older-than {text!r}: expected a duration such as 30d, 12h or 2w (units: {UNITS})"
+        )
+    return age
 
 
 def _size(n: int) -> str:
@@ -73,7 +75,11 @@ def cancel(run: str | None, now: bool, plan: str | None, state_dir: str | None) 
 @click.command("prune")
 @click.option("--keep", type=click.IntRange(min=0), default=None, help="Keep the newest N runs.")
 @click.option(
-    "--older-than", "older_than", default=None, metavar="AGE", help="Only runs older (30d, 12h)."
+    "--older-than",
+    "older_than",
+    default=None,
+    metavar="AGE",
+    help="Only runs older than AGE, with a unit (30d, 12h, 2w).",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
 @_where

@@ -36,8 +36,8 @@ from fleetrun.cluster import (
     up_kubernetes,
 )
 from fleetrun.errors import UsageError
-
-STATE_DIR_NAME = ".fleetrun"
+from fleetrun.layout import STATE_DIR_NAME
+from fleetrun.names import CLUSTER_ENV
 
 
 def _state(state_dir: str | None) -> Path:
@@ -160,7 +160,7 @@ def status_cmd(
     state_dir: str | None,
 ) -> None:
     """Workers, their resources and the job each runs; queued jobs."""
-    address = address or os.environ.get("FLEETRUN_CLUSTER") or None
+    address = address or os.environ.get(CLUSTER_ENV) or None
     if address is None:
         if _is_local(local, state_dir):
             address = load_local(local_dir(_state(state_dir))).address

@@ -71,9 +71,7 @@ from fleetrun.executors._contract import (
 )
 from fleetrun.executors._dask_local import MACHINE, LocalCluster
 from fleetrun.executors._local import parse_outputs
-
-CLUSTER_ENV = "FLEETRUN_CLUSTER"
-"""The environment variable naming the scheduler for ``runs_on: cluster`` tasks."""
+from fleetrun.names import CLUSTER_ENV as CLUSTER_ENV
 
 _LOG_MODE = 0o600
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC

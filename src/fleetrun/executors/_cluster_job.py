@@ -62,6 +62,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fleetrun.executors import _cspawn
+from fleetrun.names import OUTPUT_ENV
 from fleetrun.redact import Redactor
 
 _CHUNK = 65536
@@ -295,7 +296,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     here = _this_worker()
     # Named, not created: only a job that publishes outputs makes the file.
     out_path = here.outputs_path()
-    env = {**spec["env"], "FLEETRUN_OUTPUT": out_path}
+    env = {**spec["env"], OUTPUT_ENV: out_path}
     cwd = spec.get("cwd")
     scratch: str | None = None
     note = b""

@@ -48,6 +48,7 @@ from fleetrun.executors._contract import Attempt, AttemptResult, Handle
 from fleetrun.executors._exits import ExitWatcher
 from fleetrun.executors._proc import Proc
 from fleetrun.executors._spawner import Action, Job, Mailbox, default_spawn_threads, spawner
+from fleetrun.names import is_per_attempt
 from fleetrun.redact import Redactor
 
 _PLAIN = re.compile(r"[\w@%+=:,./ -]+", re.ASCII)
@@ -141,13 +142,6 @@ def _devnull() -> int:
     return _NULL[0]
 
 
-def _per_attempt(name: str) -> bool:
-    """True for the environment names fleetrun sets for each attempt."""
-    return name in ("FLEETRUN_TARGET", "FLEETRUN_ATTEMPT", _reaper.ATTEMPT_ID) or name.startswith(
-        "FLEETRUN_OUTPUT"
-    )
-
-
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
 
@@ -201,7 +195,7 @@ class LocalExecutor:
             env = dict(os.environ)
             env.update(attempt.env)
             # Per-attempt names are fleetrun's alone (an outer run's must not leak in).
-            for name in [n for n in env if _per_attempt(n)]:
+            for name in [n for n in env if is_per_attempt(n)]:
                 del env[name]
             cached = self._env[key] = (attempt.env, env)
             if self._spawner is not None and _cspawn.available():

@@ -18,6 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from fleetrun.executors._contract import Handle, Orphan, RecordedAttempt
+from fleetrun.names import ATTEMPT_ENV, RUN_ID_ENV, TARGET_ENV, TASK_ENV
+
+_RUN_ID = RUN_ID_ENV.encode()
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -113,15 +116,15 @@ def processes_of_runs(
                     raw = f.read()
             except OSError:
                 continue
-            if b"FLEETRUN_RUN_ID=" not in raw:
+            if _RUN_ID + b"=" not in raw:
                 continue
             env = dict(v.partition(b"=")[::2] for v in raw.split(b"\0") if b"=" in v)
-            run = env.get(b"FLEETRUN_RUN_ID")
+            run = env.get(_RUN_ID)
             if run not in wanted:
                 continue
-            task = env.get(b"FLEETRUN_TASK", b"?").decode(errors="replace")
-            target = env.get(b"FLEETRUN_TARGET", b"").decode(errors="replace")
-            attempt = env.get(b"FLEETRUN_ATTEMPT", b"0")
+            task = env.get(TASK_ENV.encode(), b"?").decode(errors="replace")
+            target = env.get(TARGET_ENV.encode(), b"").decode(errors="replace")
+            attempt = env.get(ATTEMPT_ENV.encode(), b"0")
             found.append(
                 Tagged(
                     pid=pid,

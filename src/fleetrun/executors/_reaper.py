@@ -35,10 +35,11 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-ATTEMPT_ID = "FLEETRUN_ATTEMPT_ID"
-"""The environment name of an attempt's tag: ``<run id>.<node id>.<attempt>``."""
+from fleetrun.names import ATTEMPT_ID as ATTEMPT_ID
+from fleetrun.names import RUN_ID_ENV
 
 _ATTEMPT_KEY = ATTEMPT_ID.encode() + b"="
+_RUN_KEY = RUN_ID_ENV.encode() + b"="
 _PR_SET_CHILD_SUBREAPER = 36
 _POLL = 0.02
 _SUBREAPER: list[bool] = []
@@ -287,7 +288,7 @@ def tagged_processes(run_ids: Iterable[str]) -> list[TaggedProcess]:
         raw = _environ(pid)
         if _ATTEMPT_KEY not in raw:
             continue
-        run = _tag(raw, b"FLEETRUN_RUN_ID=")
+        run = _tag(raw, _RUN_KEY)
         tag = _tag(raw, _ATTEMPT_KEY)
         st = _stat(pid)
         if run in wanted and tag is not None and st is not None and st[0] not in ("Z", "X"):

@@ -47,6 +47,7 @@ from fleetrun.executors._ssh_remote import (
     script_command,
 )
 from fleetrun.executors._ssh_spec import SSHSpec
+from fleetrun.names import OUTPUT_ENV
 
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _KILL_SETTLE = 5.0
@@ -115,7 +116,7 @@ class SSHExecutor:
         remote_out = f"/tmp/.fleetrun-out-{nonce}"
         command = self._command(attempt, nonce)
         env = {**attempt.env, **attempt.env_extra}
-        env.pop("FLEETRUN_OUTPUT", None)
+        env.pop(OUTPUT_ENV, None)
         script = build_script(command, env, remote_out, nonce)
         async with entry.sessions:
             # The log is opened once a session slot is held: attempts queued on a

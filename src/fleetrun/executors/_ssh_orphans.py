@@ -25,6 +25,7 @@ from fleetrun.executors._ssh import SSHExecutor
 from fleetrun.executors._ssh_conn import SSHFailure
 from fleetrun.executors._ssh_remote import kill_command
 from fleetrun.executors._ssh_spec import SSHSpec, parse_destination
+from fleetrun.names import RUN_ID_ENV
 
 # ``f PGID RUN``: print "PGID PIDS" when the group still has members and (where
 # /proc shows environments) one of them carries FLEETRUN_RUN_ID=RUN, so a group
@@ -32,7 +33,7 @@ from fleetrun.executors._ssh_spec import SSHSpec, parse_destination
 _FIND = (
     'f() { p=$(pgrep -g "$1" 2>/dev/null | tr "\\n" " "); [ -n "$p" ] || return 0; '
     "if [ -d /proc/self ]; then for q in $p; do "
-    "if tr '\\0' '\\n' <\"/proc/$q/environ\" 2>/dev/null | grep -qxF \"FLEETRUN_RUN_ID=$2\"; "
+    f"if tr '\\0' '\\n' <\"/proc/$q/environ\" 2>/dev/null | grep -qxF \"{RUN_ID_ENV}=$2\"; "
     'then echo "$1 $p"; return 0; fi; done; return 0; fi; echo "$1 $p"; }; '
 )
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 
 import asyncssh
 
+from fleetrun.names import OUTPUT_ENV
 from fleetrun.redact import StreamRedactor
 
 BOOTSTRAP = "exec /bin/sh -s"
@@ -76,7 +77,7 @@ def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce:
     lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
     out = shlex.quote(outputs_file)
     lines += [
-        f"FLEETRUN_OUTPUT={out}; export FLEETRUN_OUTPUT",
+        f"{OUTPUT_ENV}={out}; export {OUTPUT_ENV}",
         f"__fr_cmd={shlex.quote(command)}",
         '( eval "$__fr_cmd" ) </dev/null',
         "__fr_rc=$?",

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from fleetrun.durations import format_duration
 from fleetrun.plan._graph import Graph
 from fleetrun.plan._model import Rollout
 from fleetrun.plan._rollout import wave_targets
@@ -30,20 +31,6 @@ _WIDTH = 96
 
 JSON_FORMAT = "fleetrun.plan/2"
 """The ``format`` field of the JSON view; bumped on an incompatible change."""
-
-
-def fmt_duration(seconds: float) -> str:
-    """``0.5s``, ``45s``, ``12m 30s``, ``2h 5m``: short and exact enough for estimates."""
-    if seconds < 10:
-        return f"{seconds:.3g}s"
-    s = round(seconds)
-    h, rest = divmod(s, 3600)
-    m, sec = divmod(rest, 60)
-    if h:
-        return f"{h}h {m}m" if m else f"{h}h"
-    if m:
-        return f"{m}m {sec}s" if sec else f"{m}m"
-    return f"{sec}s"
 
 
 def makespans(graph: Graph, parallelism: int | None, rollout: bool = True) -> dict[str, float]:
@@ -225,7 +212,7 @@ def render_text(graph: Graph, parallelism: int | None) -> str:
     if rollout:
         lines += ["", *rollout]
 
-    lines += ["", f"critical path ({fmt_duration(graph.critical_path_length)})"]
+    lines += ["", f"critical path ({format_duration(graph.critical_path_length, compact=True)})"]
     width = max((len(graph.nodes[i].key) for i in graph.critical_path), default=0)
     path = graph.critical_path
     hidden = len(path) - 2 * _SHOWN
@@ -235,7 +222,7 @@ def render_text(graph: Graph, parallelism: int | None) -> str:
                 lines.append(f"  ... {hidden} more")
             continue
         node = graph.nodes[i]
-        lines.append(f"  {node.key.ljust(width)}  {fmt_duration(node.estimate)}")
+        lines.append(f"  {node.key.ljust(width)}  {format_duration(node.estimate, compact=True)}")
 
     spans = makespans(graph, parallelism)
     cap = f"-j {parallelism}" if parallelism else "unbounded parallelism"
@@ -246,19 +233,20 @@ def render_text(graph: Graph, parallelism: int | None) -> str:
             how += " and each is promoted at once"
     lines += ["", f"estimated makespan at {cap} ({how})"]
     work = graph.total_work
-    bound = f"critical path {fmt_duration(graph.critical_path_length)}"
+    bound = f"critical path {format_duration(graph.critical_path_length, compact=True)}"
     if parallelism:
-        bound += f", work {fmt_duration(work)} / {parallelism}"
-    lower = fmt_duration(spans["lower_bound"])
+        bound += f", work {format_duration(work, compact=True)} / {parallelism}"
+    lower = format_duration(spans["lower_bound"], compact=True)
     if plan.rollout is None:
         for mode in MODES:
-            lines.append(f"  {mode:<12} {fmt_duration(spans[mode])}")
+            lines.append(f"  {mode:<12} {format_duration(spans[mode], compact=True)}")
         lines.append(f"  {'lower bound':<12} {lower}  (max of {bound})")
     else:
         free = makespans(graph, parallelism, rollout=False)
         lines.append(f"  {'':<12} {'rollout':<9} without")
         for mode in MODES:
-            lines.append(f"  {mode:<12} {fmt_duration(spans[mode]):<9} {fmt_duration(free[mode])}")
+            held = format_duration(spans[mode], compact=True)
+            lines.append(f"  {mode:<12} {held:<9} {format_duration(free[mode], compact=True)}")
         lines.append(f"  {'lower bound':<12} {lower:<9} (max of {bound})")
     return "\n".join(lines) + "\n"
 

@@ -22,26 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from fleetrun.names import env_name
+from fleetrun.names import (
+    ATTEMPT_ENV,
+    ATTEMPT_ID,
+    OUTPUT_ENV,
+    RUN_ID_ENV,
+    TARGET_ENV,
+    TASK_ENV,
+    env_name,
+)
+from fleetrun.names import is_per_attempt as is_per_attempt
 from fleetrun.plan._graph import Graph, Node
 from fleetrun.plan._model import Target, Task
 from fleetrun.plan._template import lookup
-
-PER_ATTEMPT_PREFIX = "FLEETRUN_OUTPUT"
-"""Names starting with this (and ``FLEETRUN_TARGET``/``FLEETRUN_ATTEMPT``) are
-set per attempt; an outer run's values never leak into a task."""
-
-
-ATTEMPT_ID = "FLEETRUN_ATTEMPT_ID"
-"""Every process of an attempt carries ``<run id>.<node id>.<attempt>`` under this name,
-so what it leaves behind can be found and ended."""
-
-
-def is_per_attempt(name: str) -> bool:
-    """True for the environment names fleetrun sets for each attempt."""
-    return name in ("FLEETRUN_TARGET", "FLEETRUN_ATTEMPT", ATTEMPT_ID) or name.startswith(
-        PER_ATTEMPT_PREFIX
-    )
 
 
 def dep_outputs(
@@ -117,8 +110,8 @@ def task_env(graph: Graph, task: Task, run_id: str) -> dict[str, str]:
     """The environment the plan gives every attempt of ``task`` (no per-attempt names)."""
     env = dict(graph.plan.env)
     env.update(task.env)
-    env["FLEETRUN_TASK"] = task.name
-    env["FLEETRUN_RUN_ID"] = run_id
+    env[TASK_ENV] = task.name
+    env[RUN_ID_ENV] = run_id
     for name in [n for n in env if is_per_attempt(n)]:
         del env[name]
     return env
@@ -133,13 +126,13 @@ def attempt_env(
 ) -> dict[str, str]:
     """The names set for attempt ``n`` of ``node`` in run ``run_id``."""
     extra = {
-        "FLEETRUN_TARGET": node.target or "",
-        "FLEETRUN_ATTEMPT": str(n),
-        "FLEETRUN_OUTPUT": output_path,
+        TARGET_ENV: node.target or "",
+        ATTEMPT_ENV: str(n),
+        OUTPUT_ENV: output_path,
         ATTEMPT_ID: f"{run_id}.{node.id}.{n}",
     }
     for dep, outs in outputs_by_task.items():
-        prefix = "FLEETRUN_OUTPUT_" + env_name(dep) + "_"
+        prefix = f"{OUTPUT_ENV}_{env_name(dep)}_"
         for k, v in outs.items():
             extra[prefix + env_name(k)] = v
     return extra

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from fleetrun.durations import DURATION_PATTERN
 from fleetrun.plan._model import RUNS_ON
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 
@@ -18,7 +19,7 @@ SCHEMA_ID = "https://fleetrun.dev/schema/plan.json"
 
 _NAME = "^[A-Za-z_][A-Za-z0-9_-]*$"
 _ENV_NAME = "^[A-Za-z_][A-Za-z0-9_]*$"
-_DURATION_TEXT = r"^\s*(\d+(\.\d+)?\s*)$|^\s*((\d+(\.\d+)?(ms|s|m|h|d))\s*)+$"
+_DURATION_TEXT = DURATION_PATTERN
 _RATE_TEXT = r"^\s*\d+(\.\d+)?\s*/\s*(s|m|h|sec|second|min|minute|hour)\s*$"
 _NEED_TEXT = r"^\s*[A-Za-z_][A-Za-z0-9_-]*\s*(\[\s*\*\s*\])?\s*$"
 

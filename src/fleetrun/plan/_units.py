@@ -1,13 +1,14 @@
-"""Durations (``30s``, ``5m``, ``1h30m``, ``250ms``) and rates (``10/s``, ``600/m``)."""
+"""Units of plan values: rates (``10/s``, ``600/m``) here; durations (``30s``, ``5m``,
+``1h30m``, ``250ms``) come from ``fleetrun.durations``, the one rule every package uses."""
 
 from __future__ import annotations
 
 import math
 import re
 
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$")
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+from fleetrun.durations import DURATION_HELP as DURATION_HELP
+from fleetrun.durations import parse_duration as parse_duration
+
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*/\s*(s|m|h|sec|second|min|minute|hour)$")
 _RATE_SECONDS = {
     "s": 1.0,
@@ -20,28 +21,7 @@ _RATE_SECONDS = {
     "hour": 3600.0,
 }
 
-DURATION_HELP = "write a duration such as 30s, 5m, 1h30m or 250ms (a plain number is seconds)"
 RATE_HELP = "write a rate such as 10/s, 600/m or 100/h"
-
-
-def parse_duration(value: object) -> float | None:
-    """Seconds for a duration value, or None when it is not one (negative included)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) and value >= 0 else None
-    if not isinstance(value, str):
-        return None
-    text = value.strip().replace(" ", "")
-    try:
-        number = float(text)
-    except ValueError:
-        pass
-    else:
-        return number if math.isfinite(number) and number >= 0 else None
-    if not _DURATION.match(text):
-        return None
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _PART.findall(text))
 
 
 def parse_rate(value: object) -> float | None:

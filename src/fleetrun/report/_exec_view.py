@@ -68,10 +68,6 @@ class TargetOutcome:
         return (self.reason or "").splitlines()[0] if self.reason else ""
 
 
-def _duration(seconds: float | None) -> str:
-    return "-" if seconds is None else format_duration(seconds, fine=True)
-
-
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -80,7 +76,7 @@ def render_exec_text(outcomes: Sequence[TargetOutcome]) -> str:
     """The blocks, then the table (plain text, ending with a newline)."""
     out: list[str] = []
     for o in outcomes:
-        head = f"── {o.target} ── exit {o.status}, {_duration(o.duration)} "
+        head = f"── {o.target} ── exit {o.status}, {format_duration(o.duration, fine=True)} "
         out.append(head + "─" * max(3, 60 - len(head)))
         body = o.output
         if body:
@@ -90,7 +86,12 @@ def render_exec_text(outcomes: Sequence[TargetOutcome]) -> str:
         out.append("\n")
     rows = [("TARGET", "EXIT", "DURATION", "LAST LINE")]
     rows += [
-        (o.target, o.status, _duration(o.duration), _clip(o.last_line, _LAST_LINE_WIDTH))
+        (
+            o.target,
+            o.status,
+            format_duration(o.duration, fine=True),
+            _clip(o.last_line, _LAST_LINE_WIDTH),
+        )
         for o in outcomes
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]

@@ -41,11 +41,6 @@ MOST_QUEUED = 10
 """How many instances the table and markdown list under "Most queued instances"."""
 
 
-def _dur(seconds: float) -> str:
-    # Hundredths below ten seconds (a report compares short steps too).
-    return format_duration(seconds, fine=True)
-
-
 def _x(ratio: float) -> str:
     return f"{ratio:.2f}x"
 
@@ -63,11 +58,11 @@ def _span_row(s: Span) -> list[str]:
     return [
         s.name,
         str(s.instances),
-        _dur(s.task_time),
-        _dur(s.wall),
+        format_duration(s.task_time, fine=True),
+        format_duration(s.wall, fine=True),
         _speedup(s),
-        _dur(s.critical_path),
-        _dur(s.lower_bound),
+        format_duration(s.critical_path, fine=True),
+        format_duration(s.lower_bound, fine=True),
         _pct(s.efficiency),
     ]
 
@@ -80,9 +75,11 @@ def _header(r: RunReport) -> list[str]:
         f"plan     {r.plan_name} ({r.plan_path})",
         f"status   {r.status}, mode {r.mode}{j}, started {format_time(r.started_at)}",
         f"counts   {format_counts(r.overall.counts) or '-'} (of {r.overall.instances})",
-        f"measured wall {_dur(r.overall.wall)}, task time {_dur(r.overall.task_time)}, "
+        f"measured wall {format_duration(r.overall.wall, fine=True)}, "
+        f"task time {format_duration(r.overall.task_time, fine=True)}, "
         f"speedup {_speedup(r.overall)}, efficiency {_pct(r.overall.efficiency)}",
-        f"queued   {_dur(r.overall.queued)} ({format_reasons(r.overall.queued_reasons)})",
+        f"queued   {format_duration(r.overall.queued, fine=True)} "
+        f"({format_reasons(r.overall.queued_reasons)})",
     ]
 
 
@@ -106,7 +103,7 @@ def _sections(r: RunReport) -> list[Section]:
             [
                 [
                     e.mode,
-                    _dur(e.makespan),
+                    format_duration(e.makespan, fine=True),
                     (_x(seq / e.makespan) if e.makespan > 0 else "-")
                     + (
                         f" \u2014 {r.overall.held_back}"
@@ -122,10 +119,17 @@ def _sections(r: RunReport) -> list[Section]:
     t0 = r.started_at
     out.append(
         (
-            f"Critical path ({_dur(r.overall.critical_path)}, {len(r.critical_path)} instances)",
+            f"Critical path ({format_duration(r.overall.critical_path, fine=True)}, "
+            f"{len(r.critical_path)} instances)",
             ["#", "INSTANCE", "START", "DURATION", "WAITED"],
             [
-                [str(k), c.key, f"+{_dur(c.started_at - t0)}", _dur(c.duration), _dur(c.waited)]
+                [
+                    str(k),
+                    c.key,
+                    f"+{format_duration(c.started_at - t0, fine=True)}",
+                    format_duration(c.duration, fine=True),
+                    format_duration(c.waited, fine=True),
+                ]
                 for k, c in enumerate(r.critical_path, 1)
             ],
         )
@@ -137,9 +141,11 @@ def _sections(r: RunReport) -> list[Section]:
              "MEAN", "SLOWEST", "QUEUED", "QUEUED FOR"],
             [
                 [t.task, str(t.instances), str(t.attempts), str(t.retries), str(t.throttled),
-                 str(t.failed), _dur(t.task_time), _dur(t.mean),
-                 f"{t.slowest_key} {_dur(t.slowest)}" if t.slowest_key else "-",
-                 _dur(t.queued), format_reasons(t.queued_reasons)]
+                 str(t.failed), format_duration(t.task_time, fine=True),
+                 format_duration(t.mean, fine=True),
+                 f"{t.slowest_key} {format_duration(t.slowest, fine=True)}"
+                 if t.slowest_key else "-",
+                 format_duration(t.queued, fine=True), format_reasons(t.queued_reasons)]
                 for t in r.tasks
             ],
         )
@@ -153,7 +159,8 @@ def _sections(r: RunReport) -> list[Section]:
                 [p.pool, str(p.concurrency) if p.concurrency is not None else "-",
                  f"{p.rate:g}/s" if p.rate is not None else "-", str(p.instances),
                  str(p.attempts), str(p.retries), str(p.throttled), str(p.peak_in_flight),
-                 str(p.rate_changes), _dur(p.queued), format_reasons(p.queued_reasons)]
+                 str(p.rate_changes), format_duration(p.queued, fine=True),
+                 format_reasons(p.queued_reasons)]
                 for p in r.pools
             ],
         )
@@ -166,7 +173,7 @@ def _sections(r: RunReport) -> list[Section]:
             + (f"; {more} more held" if more > 0 else ""),
             ["INSTANCE", "QUEUED", "QUEUED FOR"],
             [
-                [i.key, _dur(i.queued), format_reasons(i.queued_reasons)]
+                [i.key, format_duration(i.queued, fine=True), format_reasons(i.queued_reasons)]
                 for i in queued[:MOST_QUEUED]
             ],
         )
@@ -176,7 +183,13 @@ def _sections(r: RunReport) -> list[Section]:
             "Slowest targets",
             ["TARGET", "INSTANCES", "TASK TIME", "WALL", "FAILED"],
             [
-                [t.target, str(t.instances), _dur(t.task_time), _dur(t.wall), str(t.failed)]
+                [
+                    t.target,
+                    str(t.instances),
+                    format_duration(t.task_time, fine=True),
+                    format_duration(t.wall, fine=True),
+                    str(t.failed),
+                ]
                 for t in r.slowest_targets
             ],
         )

@@ -1,9 +1,12 @@
-"""Text building blocks every text view shares: durations, times, state counts, tables."""
+"""Text building blocks every text view shares: durations (``fleetrun.durations``), times,
+state counts, tables."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+
+from fleetrun.durations import format_duration as format_duration
 
 STATE_ORDER = (
     "succeeded",
@@ -18,28 +21,9 @@ STATE_ORDER = (
 (``running``, ``pending``) comes after these."""
 
 
-def format_duration(seconds: float, *, fine: bool = False) -> str:
-    """``0.4s``, ``12.3s``, ``4m05s``, ``1h02m``.
-
-    ``fine``: hundredths below ten seconds (``2.50s``), for views that compare
-    short steps (``show``, ``history``, the report's tables).
-    """
-    if fine and seconds < 10:
-        return f"{max(0.0, seconds):.2f}s"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        m, s = divmod(round(seconds), 60)
-        return f"{m}m{s:02d}s"
-    h, rest = divmod(round(seconds), 3600)
-    return f"{h}h{rest // 60:02d}m"
-
-
 def format_span(start: float | None, end: float | None) -> str:
     """``format_duration(end - start, fine=True)``; ``-`` when either is unknown."""
-    if start is None or end is None:
-        return "-"
-    return format_duration(max(0.0, end - start), fine=True)
+    return format_duration(None if start is None or end is None else end - start, fine=True)
 
 
 def format_time(at: float | None) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from fleetrun.engine import DEFAULT_GRACE, RunOptions, new_run_id
 from fleetrun.errors import RunNotFoundError, StateError, UsageError
 from fleetrun.executors import RecordedAttempt
+from fleetrun.layout import RUN_DIRS, RUNS_DIR, RunLayout
 from fleetrun.plan import (
     ALL_TARGETS,
     ExecRequest,
@@ -61,9 +62,6 @@ Notify = Callable[[Notice], None]
 
 EXEC_SUFFIX = "#exec"
 """Appended to the plan path under which ``fleetrun exec`` runs are recorded."""
-
-VARS_FILE = "vars.json"
-"""A run's ``--var``/``--var-file`` values, exactly, in its run directory (mode 0600)."""
 
 @dataclass(frozen=True, slots=True)
 class OrphanSearch:
@@ -347,12 +345,12 @@ def _plan_run(
     reused = retry.reused if retry is not None else {}
     # Owner-only, created without following links; the engine adds
     # logs/<task> and outputs/<task> below.
-    run_dir = private_dirs(journal.state_dir, "runs", run_id, new=True)
-    private_dirs(run_dir, "logs")
-    private_dirs(run_dir, "outputs")
+    run_dir = private_dirs(journal.state_dir, RUNS_DIR, run_id, new=True)
+    for sub in RUN_DIRS:
+        private_dirs(run_dir, sub)
     if overrides:
         # Exactly, owner-only: a retry of this run reuses them.
-        _write_private(run_dir / VARS_FILE, json.dumps(dict(overrides)).encode())
+        _write_private(RunLayout(run_dir).vars_file, json.dumps(dict(overrides)).encode())
     options = RunOptions(
         run_id=run_id,
         run_dir=run_dir,
@@ -412,7 +410,7 @@ def _var_overrides(req: RunRequest, state_dir: Path, previous: RunRecord | None)
     out: dict[str, str] = {}
     if previous is not None:
         try:
-            data = (state_dir / "runs" / previous.id / VARS_FILE).read_bytes()
+            data = RunLayout.of(state_dir, previous.id).vars_file.read_bytes()
             loaded = json.loads(data)
         except FileNotFoundError:
             loaded = {}

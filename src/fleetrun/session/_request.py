@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from fleetrun.engine import DEFAULT_GRACE, FailFast, Mode, OutputMode
+from fleetrun.layout import STATE_DIR_NAME as STATE_DIR_NAME
 
 if TYPE_CHECKING:
     from fleetrun.engine import RunResult, Subscriber
@@ -15,9 +16,6 @@ if TYPE_CHECKING:
     from fleetrun.redact import Redactor
 
 Kind = Literal["apply", "retry", "resume"]
-
-STATE_DIR_NAME = ".fleetrun"
-"""The state directory's name beside the plan (or in the working directory)."""
 
 
 def find_state_dir(state_dir: str | None, plan: str | None) -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 from fleetrun.engine import RunControl, RunOptions, RunResult, Subscriber, run_graph
 from fleetrun.errors import FleetrunError
 from fleetrun.executors import Orphan, OrphanFinder, RecordedAttempt
+from fleetrun.layout import RunLayout
 from fleetrun.plan import Graph
 from fleetrun.session._executors import ExecutorContext, ExecutorRegistry, default_registry
 from fleetrun.session._prepare import OrphanSearch, PlannedRun, PreparedRun, prepare
@@ -280,7 +281,7 @@ def _finish(
     except FleetrunError as e:
         error = error or e
     # A task's shell creates its outputs file under its own umask.
-    tighten_tree(run_dir / "outputs")
+    tighten_tree(RunLayout(run_dir).outputs)
     if error is not None:
         raise error
 

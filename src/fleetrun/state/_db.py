@@ -24,13 +24,9 @@ import sqlite3
 from pathlib import Path
 
 from fleetrun.errors import StateError
+from fleetrun.layout import DB_NAME as DB_NAME
+from fleetrun.layout import RUNS_DIR as RUNS_DIR
 from fleetrun.state._fs import check_not_links, make_private, open_private, prepare_state_dir
-
-DB_NAME = "state.db"
-
-RUNS_DIR = "runs"
-"""Under the state directory: one folder per run (its logs, outputs and snapshot)."""
-"""The journal's file name inside the state directory."""
 
 _V1 = """
 CREATE TABLE runs (

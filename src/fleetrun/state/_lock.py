@@ -29,10 +29,8 @@ from typing import Any
 
 from fleetrun.errors import RunLockedError, StateDirError
 from fleetrun.executors import process_alive, process_start_time
+from fleetrun.layout import LOCKS_DIR
 from fleetrun.state._fs import open_private, private_dirs
-
-LOCKS_DIR = "locks"
-"""The directory of the per-plan lock files inside the state directory."""
 
 
 def lock_key(plan_path: str) -> str:

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetrun.state._db import DB_NAME, RUNS_DIR, journal_error, rollback
+from fleetrun.layout import RUNS_DIR, RunLayout
+from fleetrun.state._db import DB_NAME, journal_error, rollback
 from fleetrun.state._fs import tree_size
 from fleetrun.state._journal import Journal
 
@@ -85,7 +86,7 @@ def prune(
     removed = tuple(r for r in chosen if r not in needed)
     kept = tuple(r for r in chosen if r in needed)
     before = journal_size(journal.state_dir)
-    logs = sum(tree_size(journal.state_dir / RUNS_DIR / r) for r in removed)
+    logs = sum(tree_size(RunLayout.of(journal.state_dir, r).directory) for r in removed)
     if dry_run or not removed:
         return PruneResult(removed, kept, logs)
     try:
@@ -99,7 +100,7 @@ def prune(
         raise journal_error("pruning", journal.db_path, e) from e
     for r in removed:
         # rmtree never follows a link out of the directory it removes.
-        shutil.rmtree(journal.state_dir / RUNS_DIR / r, ignore_errors=True)
+        shutil.rmtree(RunLayout.of(journal.state_dir, r).directory, ignore_errors=True)
     with contextlib.suppress(sqlite3.Error):
         c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         c.execute("VACUUM")

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import sqlite3
 import urllib.parse
@@ -45,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from fleetrun.errors import RunNotFoundError, StateError
 from fleetrun.executors import process_alive
-from fleetrun.names import safe_name
-from fleetrun.state._db import DB_NAME, RUNS_DIR, SCHEMA_VERSION
+from fleetrun.layout import RunLayout
+from fleetrun.state._db import DB_NAME, SCHEMA_VERSION
 from fleetrun.state._records import AttemptRecord, InstanceRecord, RunRecord, columns
 from fleetrun.state._retry import waves_opened
 
@@ -63,7 +62,6 @@ UNRECORDED_REASON = "ran, but the journal could not record how it ended"
 """The reason of an instance whose only trace of an attempt is its log file."""
 
 _UNRECORDED_ATTEMPT = "the journal could not record this attempt; its log was found afterwards"
-_LOG_NAME = re.compile(r"^(?P<name>.+)\.(?P<n>[0-9]+)\.log$")
 
 _RUN_COLUMNS = columns(RunRecord)
 _INSTANCE_COLUMNS = columns(InstanceRecord)
@@ -218,7 +216,7 @@ class JournalReader:
         """
         row = self.conn.execute("SELECT max(at) FROM events WHERE run_id=?", (run_id,)).fetchone()
         last = float(row[0]) if row and row[0] is not None else None
-        files = _last_mtime(self.state_dir / RUNS_DIR / run_id)
+        files = _last_mtime(RunLayout.of(self.state_dir, run_id).directory)
         if files is not None and (last is None or files > last):
             last = files
         return started_at if last is None else last
@@ -304,12 +302,13 @@ class JournalReader:
         """Attempts of ``run_id`` whose log file exists but whose row does not (the
         writer could not commit them: a full disk), as ``interrupted`` attempts that
         started when the log was created and ended when it was last written."""
-        logs = self.state_dir / RUNS_DIR / run_id / "logs"
+        layout = RunLayout.of(self.state_dir, run_id)
+        logs = layout.logs
         if not logs.is_dir():
             return []
         c = self.conn
         by_file = {
-            (safe_name(task), safe_name(target or task)): key
+            (layout.task_logs(task), RunLayout.stem(task, target)): key
             for key, task, target in c.execute(
                 "SELECT key, task, target FROM instances WHERE run_id=?", (run_id,)
             )
@@ -320,9 +319,9 @@ class JournalReader:
             if task_dir.is_symlink() or not task_dir.is_dir():
                 continue
             for log in sorted(task_dir.iterdir()):
-                m = _LOG_NAME.match(log.name)
-                key = by_file.get((task_dir.name, m["name"])) if m else None
-                if m is None or key is None or (key, int(m["n"])) in known:
+                m = RunLayout.parse_log_name(log.name)
+                key = by_file.get((str(task_dir), m[0])) if m else None
+                if m is None or key is None or (key, m[1]) in known:
                     continue
                 try:
                     st = os.lstat(log)
@@ -332,7 +331,7 @@ class JournalReader:
                     AttemptRecord(
                         run_id=run_id,
                         key=key,
-                        n=int(m["n"]),
+                        n=m[1],
                         started_at=min(st.st_ctime, st.st_mtime),
                         ended_at=st.st_mtime,
                         exit_code=None,
