@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "fleetrun"
 
 # Each package may import those listed (and top-level modules: errors, redact, names,
-# durations, layout).
+# durations, layout, runs_on, messages).
 ALLOWED = {
     "plan": set(),
     "executors": set(),
@@ -30,7 +32,7 @@ ALLOWED = {
     "report": {"plan", "executors", "engine", "state"},
     "cli": {"plan", "executors", "engine", "state", "session", "report", "cluster"},
 }
-TOP_LEVEL = {"errors", "redact", "names", "durations", "layout"}
+TOP_LEVEL = {"errors", "redact", "names", "durations", "layout", "runs_on", "messages"}
 
 
 def _modules() -> list[tuple[str, str, ast.Module]]:
@@ -135,9 +137,31 @@ def test_each_package_exports_its_public_names(name: str) -> None:
     assert all(not n.startswith("_") for n in exported)
 
 
-def test_the_ssh_keys_the_plan_accepts_are_those_the_executor_reads() -> None:
-    # Executors may not import the plan, so each side names the keys; they must agree.
-    from fleetrun.executors._ssh_spec import SPEC_KEYS
-    from fleetrun.plan._model import SSH_KEYS
+def test_the_plan_reads_executor_options_without_loading_executors() -> None:
+    # The options classes live in the light top-level ``runs_on``: loading a plan that
+    # uses every kind and its keys imports no executor module (no pidfd, /proc,
+    # prctl, ctypes), no asyncssh and no Dask.
+    code = (
+        "import sys\n"
+        "from fleetrun.plan import load_plan_text\n"
+        "plan = load_plan_text(\n"
+        "    'targets: {a: {}}\\ntasks:\\n'\n"
+        "    '  l: {run: x, keep_running: true}\\n'\n"
+        "    '  s: {run: x, runs_on: ssh, for_each: all}\\n'\n"
+        "    '  c: {run: x, runs_on: cluster, resources: {GPU: 1}}\\n'\n"
+        ")\n"
+        "print(sorted(type(t.executor_options).__name__ for t in plan.tasks.values()))\n"
+        "heavy = ('fleetrun.executors', 'fleetrun.engine', 'ctypes', 'asyncssh', 'distributed')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "['ClusterOptions', 'LocalOptions', 'SSHOptions']",
+        "[]",
+    ]
 
-    assert SPEC_KEYS == SSH_KEYS
+
+def test_the_options_module_imports_nothing_of_fleetrun() -> None:
+    # ``runs_on`` sits below both the plan and the executors: it may import neither.
+    tree = next(t for rel, _, t in MODULES if rel == "runs_on.py")
+    assert [n for _, n in _imports(tree) if n.startswith("fleetrun")] == []

@@ -144,7 +144,7 @@ class AttemptFactory:
         try:
             command = render_command(graph, node, deps, task=task, target=target)
         except MissingValueError as e:
-            return opts.redactor.redact(f"cannot render the command: no value for {e.args[0]}")
+            return opts.redactor.redact(f"cannot render the command: {e}")
         name = f"{file}.{n}"
         output_path = f"{setup.outs}/{name}.outputs"
         # Positional: this runs once per attempt (see Attempt for the order).

@@ -412,7 +412,7 @@ class Core:
         self.spawned[j] = True
         self.began[j] = at
         node = self.graph.nodes[j]
-        sent = self.submitted.pop(j, None)
+        sent = self.submitted.pop(j, None) if self.submitted else None
         if sent is not None:
             # The wait between submission and start (a cluster job waiting for
             # a worker) is queued time too; it names the reason when longer.
@@ -448,7 +448,8 @@ class Core:
         pools = self.pools_of[j]
         if pools:
             self.limits.release(pools)
-        self.submitted.pop(j, None)
+        if self.submitted:
+            self.submitted.pop(j, None)
 
     def succeeded(self, j: int, n: int, outputs: Mapping[str, str] | None) -> None:
         """Attempt ``n`` of ``j`` succeeded (its executor returned)."""

@@ -10,8 +10,10 @@ the event is built. ``at`` is wall-clock time (``time.time()``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
+
+from fleetrun.messages import message
 
 InstanceState = Literal[
     "pending",  # waiting for dependencies or a slot
@@ -32,14 +34,14 @@ FINAL_STATES: frozenset[str] = frozenset(
 RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@message
 class Event:
     """Base of all events."""
 
     at: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@message
 class RunStarted(Event):
     """A run begins. ``parallelism`` is None when unbounded by count."""
 
@@ -50,7 +52,7 @@ class RunStarted(Event):
     nodes: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@message
 class InstanceReused(Event):
     """A node that succeeded in an earlier run is not run again (retry/resume)."""
 
@@ -59,7 +61,7 @@ class InstanceReused(Event):
     outputs: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@message
 class AttemptStarted(Event):
     """An attempt was started: its handle, as data.
 
@@ -91,7 +93,7 @@ class AttemptStarted(Event):
     queued_reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@message
 class AttemptOutput(Event):
     """Complete lines an attempt printed (only emitted with streamed output)."""
 
@@ -104,7 +106,7 @@ class AttemptOutput(Event):
 AttemptOutcome = Literal["succeeded", "failed", "retrying", "cancelled"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@message
 class AttemptEnded(Event):
     """An attempt finished. ``outcome`` says what the engine made of it.
 
@@ -132,7 +134,7 @@ class AttemptEnded(Event):
     error_kind: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@message
 class InstanceSettled(Event):
     """A node reached a final state (never emitted twice for one node).
 
@@ -149,7 +151,7 @@ class InstanceSettled(Event):
     outputs: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@message
 class PoolChanged(Event):
     """A pool's effective limits changed, or it paused or resumed.
 
@@ -171,7 +173,7 @@ class PoolChanged(Event):
 WaveState = Literal["open", "waiting", "halted"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@message
 class WaveChanged(Event):
     """A rollout wave (1-based ``wave`` of ``waves``) opened, waits for a promote,
     or the rollout halted before it (``reason`` says which wave failed too much).
@@ -186,7 +188,7 @@ class WaveChanged(Event):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@message
 class RunEnded(Event):
     """The run is over; ``counts`` maps final state -> number of nodes."""
 

@@ -14,7 +14,12 @@ whatever its kind (local process, SSH session, compute-cluster job):
   ends everything (SIGTERM to the group, ``attempt.grace``, SIGKILL, reap)
   before returning or re-raising ``CancelledError``;
 - a failure that is not the command's own carries a ``reason`` an operator
-  can act on and an ``error_kind`` that retry rules can match.
+  can act on and an ``error_kind`` that retry rules can match;
+- it reads its own typed options (``fleetrun.runs_on``: ``LocalOptions``,
+  ``SSHOptions``, ``ClusterOptions``) from ``attempt.options``, through
+  ``<Kind>Options.of(attempt.options)``;
+- ``aclose()`` releases what it holds for the run (connections, a cluster it
+  started, loop registrations) once every attempt has returned.
 
 Invariant: ``Attempt.env`` is the same object for every attempt of one task in
 one run, so an executor may cache what it derives from it (an encoded
@@ -27,7 +32,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from fleetrun.messages import positional_message
 from fleetrun.redact import Redactor
+from fleetrun.runs_on import ExecutorOptions
 
 ErrorKind = Literal["connect", "lost", "internal"]
 """Why an attempt failed when its command could not report it itself:
@@ -78,7 +85,7 @@ class Handle:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@positional_message
 class Attempt:
     """One attempt of one instance, resolved: everything an executor needs.
 
@@ -98,8 +105,9 @@ class Attempt:
     - ``log_path``/``output_path``: local files for the output and for the
       ``key=value`` outputs the attempt publishes;
     - ``timeout``/``grace``: seconds (None: no limit);
-    - ``options``: executor-specific task keys (for example a cluster job's
-      ``resources``), empty for most tasks;
+    - ``options``: the task's options, an instance of its kind's options class
+      (``fleetrun.runs_on``: a cluster job's ``resources``, a local task's
+      ``keep_running``, a ``script:`` task's text); None: the kind's defaults;
     - ``on_started(handle)``: called once, when the attempt exists;
     - ``on_output(text)``: when not None, complete redacted lines as they arrive.
     """
@@ -122,10 +130,10 @@ class Attempt:
     on_started: Callable[[Handle], None]
     on_output: Callable[[str], None] | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: ExecutorOptions | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@positional_message
 class AttemptResult:
     """How an attempt ended.
 
@@ -202,6 +210,11 @@ class Executor(Protocol):
 
     def kill_now(self) -> None:
         """Skip what is left of every grace period: kill what is being ended now."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the executor holds for the run (connections, a cluster it
+        started, loop registrations); called once, after its last attempt returned."""
         ...
 
 
