@@ -6,8 +6,8 @@ options) that every executor receives, or into the words of why it cannot
 (a command using a value that is not available). It holds no run state: the
 outputs it reads are the core's, passed in at construction.
 
-Files of an attempt: its log, ``logs/<task>/<target>.<n>.log``, and the file
-named by ``$FLEETRUN_OUTPUT``, ``outputs/<task>/<target>.<n>.outputs``. The
+Files of an attempt (``layout.RunLayout``): its log, ``logs/<task>/<target>.<n>.log``,
+and the file named by ``$FLEETRUN_OUTPUT``, ``outputs/<task>/<target>.<n>.outputs``. The
 output files live apart from the logs on purpose: after every successful
 attempt the executor looks its output file up (usually to find nothing), and
 a lookup in the logs directory waits behind the children that are creating
@@ -24,7 +24,7 @@ from typing import Any
 
 from fleetrun.engine._options import RunOptions
 from fleetrun.executors import Attempt, Executor, Handle
-from fleetrun.names import safe_name
+from fleetrun.layout import RunLayout
 from fleetrun.plan import (
     Graph,
     MissingValueError,
@@ -62,7 +62,7 @@ class _TaskSetup:
 class AttemptFactory:
     """Resolves the attempts of one run (see the module doc)."""
 
-    __slots__ = ("_executors", "_graph", "_options", "_outputs", "_root", "_setup", "_targets")
+    __slots__ = ("_executors", "_graph", "_layout", "_options", "_outputs", "_setup", "_targets")
 
     def __init__(
         self,
@@ -76,7 +76,7 @@ class AttemptFactory:
         self._executors = executors
         self._outputs = outputs
         # Absolute: a task in another directory still finds its $FLEETRUN_OUTPUT.
-        self._root = Path(options.run_dir).absolute()
+        self._layout = RunLayout(Path(options.run_dir).absolute())
         self._setup: dict[str, _TaskSetup] = {}
         self._targets: dict[str, tuple[Target, Mapping[str, Any], str]] = {}
 
@@ -84,20 +84,13 @@ class AttemptFactory:
         """The executor that runs node ``j``'s attempts (its task's ``runs_on``)."""
         return self._task_setup(self._graph.nodes[j].task).executor
 
-    def log_path(self, j: int, n: int) -> str:
-        """Where attempt ``n`` of node ``j`` writes its output."""
-        node = self._graph.nodes[j]
-        setup = self._task_setup(node.task)
-        file = safe_name(node.task) if node.target is None else self._target(node.target)[2]
-        return f"{setup.logs}/{file}.{n}.log"
-
     def _target(self, name: str) -> tuple[Target, Mapping[str, Any], str]:
         """The target, its attributes as executors see them (``ssh`` resolved) and its
         file name, once per target."""
         got = self._targets.get(name)
         if got is None:
             target = self._graph.plan.targets[name]
-            got = self._targets[name] = (target, target.attributes(), safe_name(name))
+            got = self._targets[name] = (target, target.attributes(), RunLayout.stem("", name))
         return got
 
     def _task_setup(self, task_name: str) -> _TaskSetup:
@@ -106,8 +99,8 @@ class AttemptFactory:
         if setup is None:
             plan = self._graph.plan
             task = plan.tasks[task_name]
-            name = safe_name(task_name)
-            logs, outs = str(self._root / "logs" / name), str(self._root / "outputs" / name)
+            logs = self._layout.task_logs(task_name)
+            outs = self._layout.task_outputs(task_name)
             os.makedirs(logs, mode=0o700, exist_ok=True)
             os.makedirs(outs, mode=0o700, exist_ok=True)
             # A relative ``cwd`` is relative to the plan's directory.
@@ -137,16 +130,15 @@ class AttemptFactory:
         task = graph.plan.tasks[node.task]
         setup = self._task_setup(node.task)
         if node.target is None:
-            target, attrs, file = None, _NO_ATTRS, safe_name(node.task)
+            target, attrs, stem = None, _NO_ATTRS, RunLayout.stem(node.task, None)
         else:
-            target, attrs, file = self._target(node.target)
+            target, attrs, stem = self._target(node.target)
         deps = dep_outputs(node, self._outputs) if node.requires else {}
         try:
             command = render_command(graph, node, deps, task=task, target=target)
         except MissingValueError as e:
             return opts.redactor.redact(f"cannot render the command: {e}")
-        name = f"{file}.{n}"
-        output_path = f"{setup.outs}/{name}.outputs"
+        output_path = RunLayout.outputs_file(setup.outs, stem, n)
         # Positional: this runs once per attempt (see Attempt for the order).
         return Attempt(
             opts.run_id,
@@ -159,7 +151,7 @@ class AttemptFactory:
             setup.env,
             attempt_env(opts.run_id, node, n, output_path, deps),
             setup.cwd,
-            f"{setup.logs}/{name}.log",
+            RunLayout.log_file(setup.logs, stem, n),
             output_path,
             task.timeout,
             opts.grace,
