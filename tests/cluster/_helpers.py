@@ -9,6 +9,7 @@ from typing import Any
 
 from fleetrun.executors._contract import Attempt, Handle
 from fleetrun.redact import Redactor
+from fleetrun.runs_on import ClusterOptions
 
 
 def make_attempt(
@@ -24,7 +25,7 @@ def make_attempt(
     env: dict[str, str] | None = None,
     lines: list[str] | None = None,
     handles: list[Handle] | None = None,
-    options: dict[str, Any] | None = None,
+    options: ClusterOptions | None = None,
 ) -> Attempt:
     """A resolved attempt whose log and output files live in ``tmp``."""
     safe = key.replace("@", "_")
@@ -46,7 +47,7 @@ def make_attempt(
         redactor=Redactor(secrets),
         on_started=(handles.append if handles is not None else lambda h: None),
         on_output=(lines.append if lines is not None else None),
-        options=options or {},
+        options=options,
     )
 
 

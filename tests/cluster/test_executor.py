@@ -18,6 +18,7 @@ from pathlib import Path
 from fleetrun.cluster import LocalCluster
 from fleetrun.executors import ClusterExecutor, ClusterOrphanFinder, _cluster_job
 from fleetrun.executors._contract import Handle, RecordedAttempt
+from fleetrun.runs_on import ClusterOptions
 
 from ._helpers import make_attempt, pgrep, run
 
@@ -378,7 +379,9 @@ def test_jobs_submitted_together_with_different_resources(
                                 tmp_path,
                                 f"echo n={i} > $FLEETRUN_OUTPUT",
                                 key=f"r@{i}",
-                                options={"resources": {"MACHINE": 0.5}} if i % 2 else {},
+                                options=(
+                                    ClusterOptions(resources={"MACHINE": 0.5}) if i % 2 else None
+                                ),
                             )
                         )
                         for i in range(8)

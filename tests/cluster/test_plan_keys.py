@@ -7,6 +7,7 @@ import pytest
 from fleetrun.errors import PlanError
 from fleetrun.plan import load_plan_text
 from fleetrun.plan._model import ClusterSection
+from fleetrun.runs_on import ClusterOptions, LocalOptions
 
 
 def test_cluster_section_and_task_resources() -> None:
@@ -18,8 +19,11 @@ def test_cluster_section_and_task_resources() -> None:
     )
     assert plan.cluster == ClusterSection(address="tcp://10.0.0.5:50055", workers=4)
     assert plan.tasks["prove"].runs_on == "cluster"
-    assert plan.tasks["prove"].resources == {"GPU": 1.0, "MEM": 0.5}
-    assert (plan.tasks["here"].runs_on, plan.tasks["here"].resources) == ("local", {})
+    assert plan.tasks["prove"].executor_options == ClusterOptions(
+        resources={"GPU": 1.0, "MEM": 0.5}
+    )
+    assert plan.tasks["here"].runs_on == "local"
+    assert plan.tasks["here"].executor_options == LocalOptions()
 
 
 def test_no_cluster_section_means_an_embedded_cluster_of_two() -> None:
@@ -61,3 +65,13 @@ def test_where_the_cluster_is_flag_then_environment_then_plan() -> None:
     assert resolve_address(None, "tcp://p:3", env) == "tcp://10.0.0.7:8786"
     assert resolve_address(None, "tcp://p:3", {}) == "tcp://p:3"
     assert resolve_address(None, None, {}) is None
+
+
+def test_resources_belong_to_cluster_tasks_only() -> None:
+    with pytest.raises(PlanError) as e:
+        load_plan_text("tasks:\n  a: {run: 'true', resources: {GPU: 1}}\n")
+    assert e.value.exit_code == 2
+    assert [str(d) for d in e.value.diagnostics] == [
+        "<string>:2:31: tasks.a.resources: resources is read only by runs_on: cluster; "
+        "this task runs on local\n    fix: remove resources, or set runs_on: cluster"
+    ]

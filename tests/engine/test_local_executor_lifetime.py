@@ -19,6 +19,7 @@ from fleetrun.engine.testing import graph, pid_alive, task
 from fleetrun.executors import LocalExecutor, parse_outputs, tagged_processes
 from fleetrun.executors._local import OutputRefused, parse_output_bytes
 from fleetrun.redact import Redactor
+from fleetrun.runs_on import LocalOptions
 
 
 def _log(ran, key: str, attempt: int = 1) -> str:
@@ -175,7 +176,7 @@ def test_members_that_exit_after_their_leader_do_not_hold_up_the_end(runner, tmp
 def test_keep_running_leaves_a_service_alone(runner, tmp_path):
     f = tmp_path / "bg.pid"
     t = task("svc", LEAVERS["setsid"].format(f=f) + "\necho up", targets=["x"])
-    g = graph([dataclasses.replace(t, keep_running=True)])
+    g = graph([dataclasses.replace(t, options=LocalOptions(keep_running=True))])
     ran = runner(g)
     pid = _pid(f)
     try:

@@ -7,6 +7,7 @@ from typing import Any
 
 from fleetrun.executors._contract import Attempt, Handle
 from fleetrun.redact import Redactor
+from fleetrun.runs_on import SSHOptions
 
 
 def attempt(
@@ -21,7 +22,7 @@ def attempt(
     timeout: float | None = None,
     grace: float = 2.0,
     secrets: tuple[str, ...] = (),
-    options: dict[str, Any] | None = None,
+    options: SSHOptions | None = None,
     handles: list[Handle] | None = None,
     lines: list[str] | None = None,
 ) -> Attempt:
@@ -50,5 +51,5 @@ def attempt(
         on_started=(handles.append if handles is not None else (lambda h: None)),
         on_output=(lines.append if lines is not None else None),
         attributes={"ssh": ssh},
-        options=options or {},
+        options=options,
     )

@@ -12,6 +12,7 @@ from _ssh_attempts import attempt
 from fleetrun.executors import SSHExecutor
 from fleetrun.executors._contract import AttemptResult
 from fleetrun.plan import expand, load_plan
+from fleetrun.runs_on import SSHOptions
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hosts"
 
@@ -37,7 +38,7 @@ def _apply(plan_path: Path, tmp: Path, state_dir: Path) -> dict[str, AttemptResu
                         task.run.render(target, vars_),
                         target.attributes()["ssh"],
                         task=f"{node.task}-{plan_path.stem}",
-                        options=task.script_options(),
+                        options=SSHOptions.of(task.executor_options),
                     )
                 )
             results = await asyncio.gather(*(ex.run(a) for a in atts))

@@ -18,6 +18,7 @@ from _ssh_attempts import attempt
 
 from fleetrun.executors import SSHExecutor, SSHOrphanFinder
 from fleetrun.executors._contract import AttemptResult, Handle, Orphan, RecordedAttempt
+from fleetrun.runs_on import Script, SSHOptions
 
 
 def _run(coro_fn: Callable[[SSHExecutor], Awaitable[Any]], **kw: Any) -> Any:
@@ -355,7 +356,7 @@ def test_script_is_streamed_with_quoted_arguments(sshd: Any, tmp_path: Path) -> 
         "node-script",
         f"sh {shlex.quote(path)} 'two words' \"\\$HOME;x\"",
         sshd.spec("node-script"),
-        options={"script": script.read_text(), "script_path": path},
+        options=SSHOptions(script=Script(path, script.read_text())),
     )
     r: AttemptResult = _run(lambda ex: ex.run(a))
     assert r.ok, (r, Path(a.log_path).read_text())

@@ -10,6 +10,7 @@ import pytest
 from fleetrun.errors import PlanError
 from fleetrun.executors import SSHSpec
 from fleetrun.plan import load_plan
+from fleetrun.runs_on import SSHOptions
 
 
 def _plan(tmp_path: Path, text: str) -> Path:
@@ -105,7 +106,7 @@ tasks:
     path = str(tmp_path / "checks" / "health.sh")
     assert task.script.path == path
     assert task.script.text.startswith("#!/bin/sh")
-    assert task.script_options() == {"script": task.script.text, "script_path": path}
+    assert task.executor_options == SSHOptions(script=task.script)
     rendered = task.run.render(plan.targets["db 1"], plan.vars)
     assert rendered == f"sh {shlex.quote(path)} 'db 1' --fast"
 

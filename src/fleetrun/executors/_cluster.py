@@ -72,6 +72,7 @@ from fleetrun.executors._contract import (
 from fleetrun.executors._dask_local import MACHINE, LocalCluster
 from fleetrun.executors._local import parse_outputs
 from fleetrun.names import CLUSTER_ENV as CLUSTER_ENV
+from fleetrun.runs_on import ClusterOptions, ExecutorOptions
 
 _LOG_MODE = 0o600
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -461,9 +462,8 @@ def _open_logs(paths: list[str]) -> list[int | OSError]:
     return out
 
 
-def _task_resources(options: Mapping[str, Any]) -> dict[str, float]:
-    res = options.get("resources") or {}
-    return {str(k): float(v) for k, v in res.items()}
+def _task_resources(options: ExecutorOptions | None) -> dict[str, float]:
+    return {str(k): float(v) for k, v in ClusterOptions.of(options).resources.items()}
 
 
 def _lost(e: BaseException) -> bool:

@@ -50,6 +50,7 @@ from fleetrun.executors._proc import Proc
 from fleetrun.executors._spawner import Action, Job, Mailbox, default_spawn_threads, spawner
 from fleetrun.names import is_per_attempt
 from fleetrun.redact import Redactor
+from fleetrun.runs_on import LocalOptions
 
 _PLAIN = re.compile(r"[\w@%+=:,./ -]+", re.ASCII)
 _SHELL_ONLY = frozenset(
@@ -261,6 +262,7 @@ class LocalExecutor:
 
     async def run(self, spec: Attempt) -> AttemptResult:
         """Spawn the attempt, wait for the whole group to end, collect outputs."""
+        keep = LocalOptions.of(spec.options).keep_running  # before anything is started
         loop = asyncio.get_running_loop()
         base = self._base_env(spec)
         # PATH is never a per-attempt name: the base environment resolves the program.
@@ -312,7 +314,6 @@ class LocalExecutor:
             if piped:
                 os.close(w)
         exits = self._exit_watcher(loop)
-        keep = bool(spec.options.get("keep_running"))
         if piped:
             proc = Proc(
                 loop,
@@ -506,3 +507,14 @@ class LocalExecutor:
                 proc.kill()
         for left in list(self._leftovers):
             left.kill_now()
+
+    async def aclose(self) -> None:
+        """Stop watching for exits and drop the per-task caches (once no attempt runs;
+        the executor opens anew if used again)."""
+        if self._active or self._leftovers:
+            return  # an attempt still needs its exit watcher
+        if self._exits is not None:
+            self._exits.close()
+            self._exits = None
+        self._env.clear()
+        self._env_block.clear()

@@ -26,3 +26,6 @@ class NoopExecutor:
 
     def kill_now(self) -> None:
         """Nothing is ever running."""
+
+    async def aclose(self) -> None:
+        """Nothing is held."""

@@ -48,6 +48,7 @@ from fleetrun.executors._ssh_remote import (
 )
 from fleetrun.executors._ssh_spec import SSHSpec
 from fleetrun.names import OUTPUT_ENV
+from fleetrun.runs_on import SSHOptions
 
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _KILL_SETTLE = 5.0
@@ -136,15 +137,14 @@ class SSHExecutor:
                     os.close(fd)
 
     def _command(self, attempt: Attempt, nonce: str) -> str:
-        text = attempt.options.get("script")
-        if not isinstance(text, str):
+        script = SSHOptions.of(attempt.options).script
+        if script is None:
             return attempt.command
-        path = str(attempt.options.get("script_path", ""))
-        prefix = f"sh {shlex.quote(path)}"
+        prefix = f"sh {shlex.quote(script.path)}"
         args = attempt.command
         if args.startswith(prefix):
             args = args[len(prefix) :]
-        return script_command(text, args.strip(), nonce)
+        return script_command(script.text, args.strip(), nonce)
 
     async def _run_in_slot(
         self,

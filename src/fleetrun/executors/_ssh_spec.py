@@ -1,8 +1,9 @@
 """How to reach an SSH target: the ``ssh`` attribute, read into ``SSHSpec``.
 
 A target's ``ssh`` is either a destination string ``[user@]host[:port]`` or a
-mapping with the keys of ``SPEC_KEYS``; a target without one is reached at its
-own name (which ``~/.ssh/config`` may map to a real host, user and key). The
+mapping with the keys of ``SSH_KEYS`` (``fleetrun.runs_on``, shared with the plan
+loader); a target without one is reached at its own name (which
+``~/.ssh/config`` may map to a real host, user and key). The
 plan loader has already merged the plan's ``ssh:`` defaults into each target's
 mapping and checked every value, so this module only normalises.
 
@@ -20,17 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SPEC_KEYS = (
-    "host",
-    "port",
-    "user",
-    "identity_file",
-    "known_hosts",
-    "jump",
-    "config_file",
-    "connect_timeout",
-)
-"""The keys an ``ssh`` mapping may hold (the plan loader checks them)."""
+from fleetrun.runs_on import SSH_KEYS
 
 ACCEPT_NEW = "accept-new"
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -99,7 +90,7 @@ class SSHSpec:
             return cls(host=dest[1], port=dest[2], user=dest[0])
         if not isinstance(value, Mapping):
             raise ValueError(f"{where}: ssh must be user@host:port or a mapping")
-        unknown = set(value) - set(SPEC_KEYS)
+        unknown = set(value) - set(SSH_KEYS)
         if unknown:
             raise ValueError(f"{where}: unknown ssh keys {sorted(unknown)}")
         host = value.get("host") or target

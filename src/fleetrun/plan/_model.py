@@ -7,6 +7,7 @@ float events per second.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,23 +15,11 @@ from typing import Any, Literal
 
 from fleetrun.errors import Location
 from fleetrun.plan._template import Template
+from fleetrun.runs_on import DEFAULT_KIND, KINDS, ExecutorOptions
+from fleetrun.runs_on import RUNS_ON as RUNS_ON  # named here too, for the plan's modules
+from fleetrun.runs_on import Script as Script
 
 Scalar = str | int | float | bool | None
-
-RUNS_ON = ("local", "ssh", "cluster")
-"""The executor kinds a task's ``runs_on`` may name (``local`` is the default)."""
-
-SSH_KEYS = (
-    "host",
-    "port",
-    "user",
-    "identity_file",
-    "known_hosts",
-    "jump",
-    "config_file",
-    "connect_timeout",
-)
-"""The keys of an ``ssh`` mapping (a target attribute, or the plan's defaults)."""
 
 ALL_TARGETS = "all"
 """The group name that means every target (``for_each: all``)."""
@@ -42,8 +31,8 @@ class Target:
 
     ``ssh`` is how the target is reached over SSH: its ``ssh`` attribute
     (``user@host:port`` read into ``host``/``user``/``port``, or a mapping of
-    ``SSH_KEYS``) over the plan's ``ssh:`` defaults, paths made absolute; None
-    when neither is given (then an SSH task reaches the target at its name,
+    ``runs_on.SSH_KEYS``) over the plan's ``ssh:`` defaults, paths made absolute;
+    None when neither is given (then an SSH task reaches the target at its name,
     through ``~/.ssh/config``). It is not among ``attrs``.
     """
 
@@ -79,14 +68,6 @@ class RetryPolicy:
     on_connect: bool = False
     """Retry attempts that failed to reach their target or lost it (``on: {connect: true}``):
     the executor's ``error_kind`` is ``connect`` or ``lost``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Script:
-    """A ``script:`` task's local file: its absolute path and its text (read at load)."""
-
-    path: str
-    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,22 +193,24 @@ class Task:
     cwd: str | None = None
     estimate: float | None = None
     location: Location | None = None
-    runs_on: str = "local"
+    runs_on: str = DEFAULT_KIND
     allow_empty: bool = False
     script: Script | None = None
-    """Set for a ``script:`` task; ``run`` is then ``sh PATH ARGS`` (see ``script_options``)."""
+    """Set for a ``script:`` task; ``run`` is then ``sh PATH ARGS``."""
+    options: ExecutorOptions | None = None
+    """The keys the task's kind owns, typed by its options class (``keep_running``:
+    ``LocalOptions``, ``resources``: ``ClusterOptions``); None: the kind's defaults.
+    Read it through ``executor_options``."""
 
-    def script_options(self) -> dict[str, str]:
-        """``Attempt.options`` for a ``script:`` task (empty for others): an SSH executor
-        streams ``script`` to the remote shell instead of running ``sh PATH``."""
-        if self.script is None:
-            return {}
-        return {"script": self.script.text, "script_path": self.script.path}
-
-    keep_running: bool = False
-    """Leave what the command starts running when it ends (see the README)."""
-    resources: Mapping[str, float] = field(default_factory=dict)
-    """Cluster resources each job of this task asks for besides ``MACHINE: 1``."""
+    @property
+    def executor_options(self) -> ExecutorOptions:
+        """What its executor gets as ``Attempt.options``: the options of the task's kind
+        (its defaults when none were given) with the task's ``script``."""
+        kind = KINDS.get(self.runs_on)
+        opts = (kind.options if kind else ExecutorOptions).of(self.options)
+        if opts.script is not self.script:
+            opts = dataclasses.replace(opts, script=self.script)
+        return opts
 
 
 @dataclass(frozen=True, slots=True)

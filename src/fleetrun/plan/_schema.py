@@ -12,8 +12,9 @@ import copy
 from typing import Any
 
 from fleetrun.durations import DURATION_PATTERN
-from fleetrun.plan._model import RUNS_ON
+from fleetrun.plan._cluster import RESOURCE_NAME
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
+from fleetrun.runs_on import DEFAULT_KIND, KINDS, OptionType, option_keys
 
 SCHEMA_ID = "https://fleetrun.dev/schema/plan.json"
 
@@ -227,6 +228,52 @@ def _need() -> dict[str, Any]:
     }
 
 
+_OPTION_TYPES: dict[OptionType, dict[str, Any]] = {
+    "boolean": {"type": "boolean"},
+    "resources": {
+        "type": "object",
+        "propertyNames": {"pattern": RESOURCE_NAME.pattern},
+        "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
+    },
+}
+"""The JSON Schema of each option type of ``fleetrun.runs_on``."""
+
+
+def _runs_on() -> dict[str, Any]:
+    where = "; ".join(f"'{k.name}', {k.where}" for k in KINDS.values())
+    return {
+        "type": "string",
+        "enum": list(KINDS),
+        "description": f"Where each attempt runs: {where}.",
+    }
+
+
+def _executor_options() -> dict[str, Any]:
+    """The task keys executor kinds own, from their options classes."""
+    return {
+        name: {
+            **copy.deepcopy(_OPTION_TYPES[decl.type]),
+            "description": f"(runs_on: {' or '.join(owners)}) {decl.description}",
+        }
+        for name, (decl, owners) in option_keys().items()
+    }
+
+
+def _option_rules() -> list[dict[str, Any]]:
+    """A task that gives a kind's key runs on that kind (no ``runs_on``: the default)."""
+    rules = []
+    for name, (_, owners) in option_keys().items():
+        runs_on = {
+            "enum": list(owners),
+            "description": f"{name} is read only by runs_on: {' or '.join(owners)}.",
+        }
+        then: dict[str, Any] = {"properties": {"runs_on": runs_on}}
+        if DEFAULT_KIND not in owners:
+            then["required"] = ["runs_on"]
+        rules.append({"if": {"required": [name]}, "then": then})
+    return rules
+
+
 def _task() -> dict[str, Any]:
     task = _obj(
         "One task: a shell command, run once or once per target of a group.",
@@ -262,11 +309,6 @@ def _task() -> dict[str, Any]:
                 ],
             },
             "timeout": _duration("Per-attempt time limit (default: defaults.timeout, or none)."),
-            "keep_running": {
-                "type": "boolean",
-                "description": "Leave processes the command starts running after it ends "
-                "(default false: they are ended with the attempt).",
-            },
             "retry": _retry(),
             "env": {
                 "type": "object",
@@ -281,20 +323,8 @@ def _task() -> dict[str, Any]:
             "estimate": _duration(
                 "Expected duration, for critical paths and makespan estimates (default 1s)."
             ),
-            "runs_on": {
-                "type": "string",
-                "enum": list(RUNS_ON),
-                "description": "Where each attempt runs: 'local' (default), a child process "
-                "here; 'ssh', on the task's target over SSH (see the target's 'ssh'); 'cluster', a "
-                "job on the compute cluster (one per worker machine).",
-            },
-            "resources": {
-                "type": "object",
-                "description": "Cluster resources each job of a runs_on: cluster task asks for "
-                "besides MACHINE: 1 (resource name -> amount), e.g. {GPU: 1}.",
-                "propertyNames": {"pattern": "^[A-Za-z_][\\w.-]*$"},
-                "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
-            },
+            "runs_on": _runs_on(),
+            **_executor_options(),
             "script": {
                 "type": "string",
                 "minLength": 1,
@@ -310,6 +340,7 @@ def _task() -> dict[str, Any]:
         },
     )
     task["oneOf"] = [{"required": ["run"]}, {"required": ["script"]}]
+    task["allOf"] = _option_rules()
     return task
 
 

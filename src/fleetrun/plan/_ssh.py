@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fleetrun.plan._fields import Ctx, join
-from fleetrun.plan._model import SSH_KEYS, Scalar
+from fleetrun.plan._model import Scalar
 from fleetrun.plan._yaml import YMap, YNode, YScalar
+from fleetrun.runs_on import SSH_KEYS
 
 _DEST = re.compile(
     r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]\s]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$"

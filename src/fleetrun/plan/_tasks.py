@@ -17,11 +17,12 @@ from typing import Any
 
 from fleetrun.errors import Diagnostic, PlanError
 from fleetrun.plan._checks import TaskInfo, check_tasks
-from fleetrun.plan._cluster import read_resources
 from fleetrun.plan._fields import Ctx, did_you_mean, join
-from fleetrun.plan._model import RUNS_ON, Need, Pool, RetryPolicy, Scalar, Script, Target, Task
+from fleetrun.plan._model import Need, Pool, RetryPolicy, Scalar, Script, Target, Task
+from fleetrun.plan._options import OPTION_KEYS, read_options, read_runs_on
 from fleetrun.plan._template import Template
 from fleetrun.plan._yaml import YNode, YScalar
+from fleetrun.runs_on import DEFAULT_KIND
 
 TASK_KEYS = (
     "run",
@@ -38,8 +39,7 @@ TASK_KEYS = (
     "runs_on",
     "allow_empty",
     "script",
-    "keep_running",
-    "resources",
+    *OPTION_KEYS,
 )
 DEFAULT_KEYS = ("timeout", "retry", "estimate")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
@@ -322,25 +322,7 @@ def read_tasks(
         if "cwd" in f:
             rel = ctx.string(f["cwd"], join(key, "cwd"))
             cwd = str(base_dir / rel) if rel is not None else None
-        runs_on = "local"
-        if "runs_on" in f:
-            given = ctx.string(f["runs_on"], join(key, "runs_on"))
-            if given is not None and given not in RUNS_ON:
-                ctx.error(
-                    f["runs_on"],
-                    join(key, "runs_on"),
-                    f"unknown executor {given!r}{did_you_mean(given, RUNS_ON)}",
-                    "use one of: " + ", ".join(RUNS_ON),
-                )
-            elif given is not None:
-                runs_on = given
-            if runs_on == "ssh" and "for_each" not in f:
-                ctx.error(
-                    f["runs_on"],
-                    join(key, "runs_on"),
-                    "runs_on: ssh runs on each target, but the task has no for_each",
-                    "add for_each: <group> (or 'all'), or run it locally",
-                )
+        runs_on = read_runs_on(ctx, f, key)
         allow_empty = False
         if "allow_empty" in f:
             allow_empty = bool(ctx.boolean(f["allow_empty"], join(key, "allow_empty")))
@@ -352,14 +334,7 @@ def read_tasks(
                     "always has one instance)",
                     "remove allow_empty, or add for_each: <group>",
                 )
-        keep_running = (
-            bool(ctx.boolean(f["keep_running"], join(key, "keep_running")))
-            if "keep_running" in f
-            else False
-        )
-        resources = (
-            read_resources(ctx, f["resources"], join(key, "resources")) if "resources" in f else {}
-        )
+        options = read_options(ctx, f, key, runs_on, script)
         if "description" in f:
             ctx.string(f["description"], join(key, "description"), nonempty=False)
         if run is None:
@@ -379,11 +354,10 @@ def read_tasks(
             cwd=cwd,
             estimate=estimate,
             location=ctx.loc(knode),
-            runs_on=runs_on,
+            runs_on=runs_on or DEFAULT_KIND,
             allow_empty=allow_empty,
             script=script,
-            keep_running=keep_running,
-            resources=resources,
+            options=options,
         )
         infos[name] = info
     check_tasks(ctx, tasks, infos, targets=targets, vars_=vars_, phases=phases)
@@ -404,7 +378,7 @@ def _read_script(
 
     The first word is the file (relative to the plan); the rest are arguments,
     templated and quoted like ``run``. A local attempt runs ``sh PATH ARGS``;
-    an SSH attempt streams the text to the remote shell (``Task.script_options``).
+    an SSH attempt streams the text to the remote shell (``Task.executor_options``).
     """
     skey = join(key, "script")
     if "run" in f:

@@ -1,13 +1,12 @@
 """Which executor runs each ``runs_on`` kind, and who finds its orphans.
 
 A run creates only the executors its tasks use (a plan of local tasks never
-starts a compute cluster), and closes them when it ends (``aclose()`` where an
-executor has one: SSH connections, a local Dask cluster).
+starts a compute cluster), and closes every one of them when it ends
+(``Executor.aclose``: SSH connections, a local Dask cluster, loop registrations).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -58,13 +57,16 @@ class ExecutorRegistry:
 
     @staticmethod
     async def close(executors: Mapping[str, Executor]) -> None:
-        """``aclose()`` every executor that has one."""
+        """``aclose()`` every executor; one that fails does not keep the others open
+        (the first failure is raised once all were tried)."""
+        failed: list[Exception] = []
         for ex in executors.values():
-            close = getattr(ex, "aclose", None)
-            if close is not None:
-                result = close()
-                if inspect.isawaitable(result):
-                    await result
+            try:
+                await ex.aclose()
+            except Exception as e:
+                failed.append(e)
+        if failed:
+            raise failed[0]
 
 
 def _local_finder(_plan: Plan) -> OrphanFinder:
