@@ -238,7 +238,7 @@ def valid_plans(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), facts
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(valid_plans())
 def test_random_valid_plans_load(case: tuple[str, dict[str, Any]]) -> None:
     text, facts = case
