@@ -16,11 +16,19 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 SESSION = uuid.uuid4().hex
 os.environ["FLEETRUN_TEST_SESSION"] = SESSION
+
+# Hundreds of tests start `python -m fleetrun`. Where the environment turns off
+# writing bytecode, each of those would compile every fleetrun module again:
+# the child Pythons keep their bytecode in one cache outside the source tree.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    _PYCACHE = Path(__file__).resolve().parents[1] / ".pytest_cache" / "pycache"
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(_PYCACHE))
 _MARK = f"FLEETRUN_TEST_SESSION={SESSION}".encode()
 
 
