@@ -62,6 +62,10 @@ from fleetrun.engine._retry import backoff_delay
 from fleetrun.executors import AttemptResult, Handle
 from fleetrun.plan import Graph
 
+_SUCCEEDED = AttemptResult(exit_code=0)
+_UNOBSERVED = AttemptResult(exit_code=None)
+"""The ending of an attempt whose exit status is unknown (cancelled, or lost to an error)."""
+
 _FINAL_BAD = {
     "failed": "failed",
     "skipped": "was skipped",
@@ -454,20 +458,7 @@ class Core:
     def succeeded(self, j: int, n: int, outputs: Mapping[str, str] | None) -> None:
         """Attempt ``n`` of ``j`` succeeded (its executor returned)."""
         self._release(j)
-        node = self.graph.nodes[j]
-        self.emit(
-            AttemptEnded(
-                at=self.wall(),
-                node=j,
-                key=node.key,
-                attempt=n,
-                started_at=self.began[j],
-                exit_code=0,
-                signal=None,
-                timed_out=False,
-                outcome="succeeded",
-            )
-        )
+        self.emit(self._ended(j, n, _SUCCEEDED, "succeeded"))
         pools = self.pools_of[j]
         if pools:
             self.limits.succeeded(pools, self.t0[j], self.now())
@@ -553,7 +544,7 @@ class Core:
         if self.spawned[j]:
             # The process ran but its ending could not be observed: close the
             # attempt so every AttemptStarted has its AttemptEnded.
-            self.emit(self._unobserved_end(j, n, "failed", problem))
+            self.emit(self._ended(j, n, _UNOBSERVED, "failed", tail=(problem,) if problem else ()))
         else:
             self.attempts[j] -= 1  # nothing ran: not an attempt
         self.settle(j, "failed", problem)
@@ -562,26 +553,10 @@ class Core:
     def cancelled(self, j: int, n: int) -> None:
         """Attempt ``n`` of ``j`` was cancelled (the run is stopping)."""
         if self.spawned[j]:
-            self.emit(self._unobserved_end(j, n, "cancelled"))
+            self.emit(self._ended(j, n, _UNOBSERVED, "cancelled"))
         why = (self.stop_reason or "cancelled").removeprefix("not started: ")
         self.settle(j, "cancelled", "ended: " + why)
         self._release(j)
-
-    def _unobserved_end(
-        self, j: int, n: int, outcome: AttemptOutcome, why: str = ""
-    ) -> AttemptEnded:
-        return AttemptEnded(
-            at=self.wall(),
-            node=j,
-            key=self.graph.nodes[j].key,
-            attempt=n,
-            started_at=self.began[j],
-            exit_code=None,
-            signal=None,
-            timed_out=False,
-            outcome=outcome,
-            tail=(why,) if why else (),
-        )
 
     def backoff_over(self, j: int, n: int) -> None:
         """The backoff before attempt ``n + 1`` of ``j`` is over: queue it again (or
