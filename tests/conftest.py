@@ -66,3 +66,15 @@ def _no_process_outlives_its_test() -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     assert not left, f"processes started by this test outlived it: {left}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: takes several seconds; run first, so the workers finish together"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first, the rest in their order: a long test handed out
+    last would keep one worker busy while the other has nothing left to run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -42,6 +42,7 @@ def _markers(marker_dir: Path) -> dict[str, list[str]]:
     }
 
 
+@pytest.mark.slow
 def test_failure_story_retry_runs_exactly_the_failed_and_dependents(tmp_path: Path) -> None:
     state, marks = tmp_path / "st", tmp_path / "marks"
     marks.mkdir()
@@ -197,6 +198,7 @@ KILLS_PER_CHAIN = 4
 
 
 # A fixed amount of work with no deadline: on a loaded machine it takes longer.
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigkill_torture_never_reruns_a_success(tmp_path: Path) -> None:
     """Chains of apply, then ``apply --resume`` and ``retry`` in turn, each SIGKILLed

@@ -7,6 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from ._helpers import fleetrun, spawn
 
 SLOW = """\
@@ -99,6 +101,7 @@ def test_cancel_now_kills_running_tasks_at_once(tmp_path: Path) -> None:
     assert p.returncode == 130
 
 
+@pytest.mark.slow
 def test_prune_keeps_live_and_reused_runs_and_says_what_it_freed(tmp_path: Path) -> None:
     plan = tmp_path / "p.yaml"
     state = tmp_path / ".fleetrun"

@@ -8,6 +8,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from ._helpers import CHAIN138, fleetrun, spawn
 
 
@@ -17,6 +19,7 @@ def _copy_example(tmp_path: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_two_plans_of_one_folder_run_at_the_same_time(tmp_path: Path) -> None:
     folder = _copy_example(tmp_path)
     env = {"CHAIN138_SCALE": "0.05"}

@@ -18,6 +18,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from ._helpers import fleetrun
 
 SECRETS = {
@@ -180,6 +182,7 @@ def _first_run(state: Path) -> str:
     return str(rows[-1]["id"])
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_any_file_or_the_console(tmp_path: Path) -> None:
     names = list(SECRETS)
     blobs = _run_everything(tmp_path, names, {"VAULT_CRED": SECRETS["VAULT_CRED"]})

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ._helpers import fleetrun
 
 PLAN = """\
@@ -20,6 +22,7 @@ tasks:
 """
 
 
+@pytest.mark.slow
 def test_show_state_logs_earlier_runs_and_close_matches(tmp_path: Path) -> None:
     plan = tmp_path / "p.yaml"
     plan.write_text(PLAN)

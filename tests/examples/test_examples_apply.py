@@ -66,6 +66,7 @@ def test_quickstart_runs(tmp_path: Path) -> None:
     assert "deploying hello 1.2.3 to host-c" in deploy  # the build's output, passed on
 
 
+@pytest.mark.slow
 def test_chain138_partial_failure_then_retry(chain138: Path) -> None:
     markers = chain138.parent / "markers"
     markers.mkdir()

@@ -336,6 +336,7 @@ def test_one_connection_per_host_and_session_cap(sshd: Any, tmp_path: Path) -> N
     assert new_conns == 1
 
 
+@pytest.mark.slow
 def test_two_hundred_targets_under_default_maxstartups(sshd: Any, tmp_path: Path) -> None:
     atts = [
         attempt(
