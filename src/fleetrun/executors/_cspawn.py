@@ -48,9 +48,12 @@ _OPAQUE = 1024
 (336 and 80 on glibc x86-64; generous for any libc)."""
 
 
+_LIBC_NAME = ctypes.util.find_library("c") or "libc.so.6"
+
+
 def _load() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(_LIBC_NAME, use_errno=True)
         for name in (
             "posix_spawn",
             "posix_spawnattr_init",
@@ -91,7 +94,36 @@ def _load() -> ctypes.CDLL | None:
     return libc
 
 
+def _load_quick(libc: ctypes.CDLL | None) -> ctypes.PyDLL | ctypes.CDLL | None:
+    """The calls that only fill memory (file actions, copying pointers), keeping the GIL.
+
+    Every call through a ``CDLL`` releases the GIL and takes it back; while the
+    event loop wants the GIL, each such call can hand it over and then wait to
+    get it back (up to the interpreter's switch interval). Only ``posix_spawn``
+    itself, which waits for the child to exec, is worth that.
+    """
+    if libc is None:
+        return None
+    try:
+        quick: ctypes.PyDLL | ctypes.CDLL = ctypes.PyDLL(_LIBC_NAME)
+    except OSError:
+        quick = libc
+    for name, argtypes in (
+        ("posix_spawn_file_actions_init", (ctypes.c_void_p,)),
+        ("posix_spawn_file_actions_destroy", (ctypes.c_void_p,)),
+        ("posix_spawn_file_actions_addopen", libc.posix_spawn_file_actions_addopen.argtypes),
+        ("posix_spawn_file_actions_adddup2", libc.posix_spawn_file_actions_adddup2.argtypes),
+        ("memmove", (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)),
+    ):
+        getattr(quick, name).argtypes = argtypes
+    quick.memmove.restype = ctypes.c_void_p
+    if hasattr(libc, "posix_spawn_file_actions_addchdir_np"):
+        quick.posix_spawn_file_actions_addchdir_np.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
+    return quick
+
+
 _LIBC = _load()
+_QUICK = _load_quick(_LIBC)
 _PTR = ctypes.sizeof(ctypes.c_char_p)
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
@@ -137,7 +169,8 @@ class EnvBlock:
         """The block's entries, then ``extra``, then the closing NULL."""
         n = self._n
         arr = (ctypes.c_char_p * (n + len(extra) + 1))()
-        ctypes.memmove(arr, self._array, n * _PTR)
+        assert _QUICK is not None
+        _QUICK.memmove(arr, self._array, n * _PTR)
         for k, entry in enumerate(extra, n):
             arr[k] = entry
         return arr
@@ -184,8 +217,9 @@ def spawn(
     ``OSError`` like ``os.posix_spawn`` (for example ENOENT when ``path`` is
     missing). Call only when ``available()``.
     """
-    libc = _LIBC
+    libc, quick = _LIBC, _QUICK
     assert libc is not None
+    assert quick is not None
     fsencode = os.fsencode
     c_argv = _strings([a.encode(_FS_ENCODING, _FS_ERRORS) for a in argv])
     if isinstance(env, EnvBlock):
@@ -193,19 +227,19 @@ def spawn(
     else:
         c_env = _strings([fsencode(k) + b"=" + fsencode(v) for k, v in env.items()])
     actions = ctypes.create_string_buffer(_OPAQUE)
-    libc.posix_spawn_file_actions_init(actions)
+    quick.posix_spawn_file_actions_init(actions)
     try:
         for act in file_actions:
             kind = act[0]
             if kind == os.POSIX_SPAWN_OPEN:
                 _, fd, name, flags, mode = act
-                err = libc.posix_spawn_file_actions_addopen(
+                err = quick.posix_spawn_file_actions_addopen(
                     actions, fd, fsencode(str(name)), flags, mode
                 )
             elif kind == os.POSIX_SPAWN_DUP2:
-                err = libc.posix_spawn_file_actions_adddup2(actions, act[1], act[2])
+                err = quick.posix_spawn_file_actions_adddup2(actions, act[1], act[2])
             elif kind == CHDIR and can_chdir():
-                err = libc.posix_spawn_file_actions_addchdir_np(actions, fsencode(str(act[1])))
+                err = quick.posix_spawn_file_actions_addchdir_np(actions, fsencode(str(act[1])))
             else:
                 raise ValueError(f"unsupported file action {act!r}")
             if err:
@@ -215,7 +249,7 @@ def spawn(
         # child execs.
         err = libc.posix_spawn(ctypes.byref(pid), fsencode(path), actions, _attr(), c_argv, c_env)
     finally:
-        libc.posix_spawn_file_actions_destroy(actions)
+        quick.posix_spawn_file_actions_destroy(actions)
     if err:
         raise OSError(err, os.strerror(err), path)
     return pid.value
