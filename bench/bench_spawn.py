@@ -330,8 +330,8 @@ def main() -> None:
         row(f"{a} / {b}", f"{med:.2f}x", note)
 
     for fr in fr_names:
-        ratio(fr, "xargs true")
-        ratio(fr, "xargs sh -c 'true > log'", 1.0)
+        ratio(fr, "xargs true", 1.0)
+        ratio(fr, "xargs sh -c 'true > log'")
         if "GNU parallel" in samples:
             ratio(fr, "GNU parallel", 5.0)
     for other in fr_names[1:]:
