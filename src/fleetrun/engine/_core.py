@@ -58,6 +58,7 @@ from fleetrun.engine._events import (
 from fleetrun.engine._gates import CapGate, HoldGate, PhaseGate, RolloutGate
 from fleetrun.engine._limits import Limits, ThrottleMatch
 from fleetrun.engine._options import RunOptions, RunResult
+from fleetrun.engine._queued import Queued
 from fleetrun.engine._retry import backoff_delay
 from fleetrun.executors import AttemptResult, Handle
 from fleetrun.plan import Graph
@@ -116,16 +117,7 @@ class Core:
         # Attempts counted per node (an attempt that never ran is taken back).
         self.attempts = [0] * n
 
-        # -- waiting: when each node became ready, and why it waited -------------
-        # When each node last became ready (requirements met, or backoff over).
-        self.ready_at = [0.0] * n
-        # Why each node waited between ready_at and its start (see ``_why``): a
-        # hold gate writes its reason here and the end of the hold in
-        # ``unheld_at``; the start gates' reason is decided when it starts.
-        self.why: list[str | None] = [None] * n
-        self.unheld_at: dict[int, float] = {}
-        # Wall time an attempt was handed to its executor, until it started.
-        self.submitted: dict[int, float] = {}
+        # Per task, why its executor may queue an attempt before it starts.
         self.queue_reasons: Mapping[str, str] = queue_reasons or {}
 
         # -- the current attempt of each node -----------------------------------
@@ -138,6 +130,8 @@ class Core:
 
         # -- start gates -------------------------------------------------------
         self.cap = CapGate(options.mode, options.parallelism)
+        # When each node became ready and why it waited (``_queued.py``).
+        self.queued = Queued(n, self.cap.reason)
         # Nodes sleeping through a retry backoff (holding no slot).
         self.waiting = 0
         # Once stopping, nothing new starts; stop_reason says why.
@@ -155,8 +149,6 @@ class Core:
         self.pools_of = [self.limits.pools_of_task[node.task] for node in graph.nodes]
         # Ready nodes, one heap per pool signature; ready_count = their total.
         self.sigs: dict[tuple[int, ...], list[tuple[float, int]]] = {}
-        # Per signature: (wall time, reason) of the last time its pools held it back.
-        self.sig_blocked: dict[tuple[int, ...], tuple[float, str]] = {}
         self.ready_count = 0
         self.seq = 0  # FIFO order of ready nodes (priority fifo)
         # Clock time of the soonest rate token or pause end that holds a ready
@@ -280,20 +272,20 @@ class Core:
     def _on_ready(self, j: int) -> None:
         if self.state[j] or not self.member[j]:
             return
-        self.ready_at[j] = self.wall()
+        self.queued.ready(j, self.wall())
         self._admit(j)
 
     def _unheld(self, j: int) -> None:
         """A hold gate let ready node ``j`` go on (it stays ready since ``ready_at``)."""
         if self.state[j] or not self.member[j]:
             return
-        self.unheld_at[j] = self.wall()
+        self.queued.unheld(j, self.wall())
         self._admit(j)
 
     def _admit(self, j: int) -> None:
         for gate in self.holds:
             if gate.hold(j):
-                self.why[j] = gate.reason
+                self.queued.held(j, gate.reason)
                 return
         self._push(j)
 
@@ -338,8 +330,7 @@ class Core:
         limits = self.limits
         sigs = self.sigs
         cap = self.cap
-        ready_at = self.ready_at
-        why = self.why
+        queued = self.queued
         wall = self.wall
         while not self.stopping and self.ready_count > 0:
             if not cap.room():
@@ -358,7 +349,7 @@ class Core:
                     w = limits.wait_time(sig, now)
                     if w > 0:
                         soonest = min(soonest, w)
-                        self.sig_blocked[sig] = (wall(), limits.blocked_by)
+                        queued.blocked(sig, wall(), limits.blocked_by)
                         continue
                 if best is None or heap[0] < best:
                     best = heap[0]
@@ -373,9 +364,9 @@ class Core:
             if best_sig:
                 limits.acquire(best_sig, now)  # ``now`` was read: best_sig is not empty
                 self.t0[j] = now
-                self._why(j, best_sig)
-            elif why[j] is not None or cap.full_at >= ready_at[j]:
-                self._why(j, best_sig)
+                queued.taken(j, best_sig, wall(), cap.full_at)
+            elif queued.waited(j, cap.full_at):
+                queued.taken(j, best_sig, wall(), cap.full_at)
             cap.running += 1
             n = self.attempts[j] = self.attempts[j] + 1
             self.spawned[j] = False
@@ -383,32 +374,9 @@ class Core:
             out.append((j, n))
         return out
 
-    def _why(self, j: int, sig: tuple[int, ...]) -> None:
-        """Decide why node ``j``, starting now, waited since it became ready.
-
-        Two spans: held by a hold gate (from ``ready_at`` to ``unheld_at``),
-        then in the ready queue until now. The queue's reason is the last
-        obstacle seen while ``j`` was in it: its pools (full, rate, Retry-After
-        pause), else the -j limit. When both spans have a reason, the longer
-        one wins.
-        """
-        held = self.why[j]
-        queued = self.ready_at[j] if held is None else self.unheld_at.pop(j, self.ready_at[j])
-        reason: str | None = None
-        if sig:
-            blocked = self.sig_blocked.get(sig)
-            if blocked is not None and blocked[0] >= queued:
-                reason = blocked[1]
-        if reason is None and self.cap.full_at >= queued:
-            reason = self.cap.reason
-        now = self.wall()
-        if held is not None and reason is not None and (queued - self.ready_at[j] >= now - queued):
-            reason = held
-        self.why[j] = reason if reason is not None else held
-
     def submitted_now(self, j: int) -> None:
         """Attempt of ``j`` handed to an executor that may queue it (``queue_reasons``)."""
-        self.submitted[j] = self.began[j]
+        self.queued.submitted_at(j, self.began[j])
 
     def started(self, j: int, n: int, handle: Handle, display: str, log_path: str) -> None:
         """The executor says attempt ``n`` of ``j`` exists: it starts now."""
@@ -416,13 +384,9 @@ class Core:
         self.spawned[j] = True
         self.began[j] = at
         node = self.graph.nodes[j]
-        sent = self.submitted.pop(j, None) if self.submitted else None
-        if sent is not None:
-            # The wait between submission and start (a cluster job waiting for
-            # a worker) is queued time too; it names the reason when longer.
-            ready = self.ready_at[j] or sent
-            if at - sent > sent - ready:
-                self.why[j] = self.queue_reasons.get(node.task)
+        # The wait between submission and start (a cluster job waiting for a
+        # worker) is queued time too; it names the reason when longer.
+        reason = self.queued.started(j, at, self.queue_reasons.get(node.task))
         self.emit(
             AttemptStarted(
                 at=at,
@@ -436,8 +400,8 @@ class Core:
                 executor=handle.kind,
                 host=handle.host,
                 job=handle.job,
-                ready_at=self.ready_at[j] or None,
-                queued_reason=self.why[j],
+                ready_at=self.queued.ready_at[j] or None,
+                queued_reason=reason,
             )
         )
 
@@ -452,8 +416,7 @@ class Core:
         pools = self.pools_of[j]
         if pools:
             self.limits.release(pools)
-        if self.submitted:
-            self.submitted.pop(j, None)
+        self.queued.ended(j)
 
     def succeeded(self, j: int, n: int, outputs: Mapping[str, str] | None) -> None:
         """Attempt ``n`` of ``j`` succeeded (its executor returned)."""
@@ -569,8 +532,7 @@ class Core:
                 f"attempt {n + 1} {self.stop_reason}",
             )
         else:
-            self.ready_at[j] = self.wall()
-            self.why[j] = None  # a retry is never held by a wave or a phase
+            self.queued.ready(j, self.wall())  # a retry is never held by a wave or a phase
             self._push(j)
 
     def backoff_cancelled(self, j: int, n: int) -> None:

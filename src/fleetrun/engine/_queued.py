@@ -1,0 +1,97 @@
+"""Why each instance waited between becoming ready and starting: its queued reason.
+
+An instance is *ready* at ``ready_at`` (its requirements met, or its retry
+backoff over). Until it starts it may wait in up to three spans, each with
+the reason the reports show (``AttemptStarted.queued_reason``):
+
+1. held by a hold gate (its rollout wave, its phase), until ``unheld_at``;
+2. in the ready queue, behind the start gates: its pools (full, rate,
+   Retry-After pause; the last obstacle seen while it waited), else the
+   ``-j`` limit;
+3. handed to an executor that queues it (a cluster job waiting for a free
+   worker: the executor's ``queue_reason``), until the executor says it
+   started.
+
+When two spans have a reason, the longer one names the wait.
+"""
+
+from __future__ import annotations
+
+
+class Queued:
+    """The queued bookkeeping of one run (see the module doc).
+
+    Invariant: ``why[j]`` is the reason of the span that names node ``j``'s
+    wait so far (None: it did not wait, or nothing held it); ``unheld_at``
+    and ``submitted`` hold entries only for nodes in those spans.
+    """
+
+    __slots__ = ("cap_reason", "ready_at", "sig_blocked", "submitted", "unheld_at", "why")
+
+    def __init__(self, n: int, cap_reason: str) -> None:
+        # When each node last became ready (requirements met, or backoff over).
+        self.ready_at = [0.0] * n
+        self.why: list[str | None] = [None] * n
+        self.unheld_at: dict[int, float] = {}
+        # Wall time an attempt was handed to an executor that queues, until it started.
+        self.submitted: dict[int, float] = {}
+        # Per pool signature: (wall time, reason) of the last time its pools held it back.
+        self.sig_blocked: dict[tuple[int, ...], tuple[float, str]] = {}
+        self.cap_reason = cap_reason
+
+    def ready(self, j: int, now: float) -> None:
+        """Node ``j`` became ready (again: a retry is never held by a gate)."""
+        self.ready_at[j] = now
+        self.why[j] = None
+
+    def held(self, j: int, reason: str) -> None:
+        """A hold gate keeps ready node ``j``."""
+        self.why[j] = reason
+
+    def unheld(self, j: int, now: float) -> None:
+        """The hold gate let node ``j`` go on."""
+        self.unheld_at[j] = now
+
+    def blocked(self, sig: tuple[int, ...], now: float, reason: str) -> None:
+        """The pools of signature ``sig`` held the ready queue back."""
+        self.sig_blocked[sig] = (now, reason)
+
+    def waited(self, j: int, cap_full_at: float) -> bool:
+        """Whether node ``j`` may have waited at all: held by a gate, or queued
+        behind the ``-j`` cap since it became ready (pools are checked apart)."""
+        return self.why[j] is not None or cap_full_at >= self.ready_at[j]
+
+    def taken(self, j: int, sig: tuple[int, ...], now: float, cap_full_at: float) -> None:
+        """Node ``j`` takes its slots now: decide which span names its wait so far."""
+        held = self.why[j]
+        ready = self.ready_at[j]
+        queued = ready if held is None else self.unheld_at.pop(j, ready)
+        reason: str | None = None
+        if sig:
+            blocked = self.sig_blocked.get(sig)
+            if blocked is not None and blocked[0] >= queued:
+                reason = blocked[1]
+        if reason is None and cap_full_at >= queued:
+            reason = self.cap_reason
+        if held is not None and reason is not None and (queued - ready >= now - queued):
+            reason = held
+        self.why[j] = reason if reason is not None else held
+
+    def submitted_at(self, j: int, now: float) -> None:
+        """Node ``j``'s attempt went to an executor that may queue it."""
+        self.submitted[j] = now
+
+    def started(self, j: int, now: float, queue_reason: str | None) -> str | None:
+        """Node ``j``'s attempt started: its queued reason, the executor's wait included."""
+        if self.submitted:
+            sent = self.submitted.pop(j, None)
+            if sent is not None:
+                ready = self.ready_at[j] or sent
+                if now - sent > sent - ready:
+                    self.why[j] = queue_reason
+        return self.why[j]
+
+    def ended(self, j: int) -> None:
+        """Node ``j``'s attempt ended (perhaps before it started)."""
+        if self.submitted:
+            self.submitted.pop(j, None)
