@@ -2,7 +2,8 @@
 
 Phases add up (one barrier after another), rollout waves follow each other,
 running instances count their elapsed time, measured durations replace the
-estimates, and a throttled pool's rate in effect slows what is left.
+estimates (and scale those of the tasks not measured yet), and a throttled
+pool's rate in effect slows what is left.
 """
 
 from __future__ import annotations
@@ -117,25 +118,27 @@ def test_phases_add_up_where_dag_overlaps_them(j: int | None) -> None:
 def test_partway_through_the_first_phase() -> None:
     g = three_phases()
     events = build_running(g)
-    # a took 5 s; b and c, not measured yet, take their 10 s estimate.
-    # phased: b has 8 s left, then c: 18 s; then 20 s and 20 s.
-    assert eta(g, "phased", events, T + 7, 4) == 58.0
-    # dag at -j 4: w@a..c run 0-20 s beside b, w@d starts when b ends (8-28 s);
-    # the one api slot runs v@a..c from 20 s and v@d after w@d: 35-40 s.
-    assert eta(g, "dag", events, T + 7, 4) == 40.0
+    # a took 5 s, half its estimate: the tasks not measured yet take half of
+    # theirs. phased: b has 3 s left, then c: 8 s; then w 10 s and 4 x 2.5 s.
+    assert eta(g, "phased", events, T + 7, 4) == 28.0
+    # dag at -j 4: w@a..c run 0-10 s beside b; when b ends, w@d (longer path
+    # ahead) takes its slot (3-13 s) and c waits for one (10-15 s); the one api
+    # slot runs v@a..c from 10 s and v@d after them: 17.5-20 s.
+    assert eta(g, "dag", events, T + 7, 4) == 20.0
 
 
 def test_partway_through_a_later_phase() -> None:
     g = three_phases()
     events = deploy_running(g)
     # w took 16 s (w@a failed: not a measure). deploy: w@c has 16 - 13 = 3 s
-    # left, w@d 16 - 2 = 14 s. verify: three v left (v@a was skipped), 5 s
-    # each through one slot: 14 + 15. dag: v@b at once, v@c after w@c (3 s),
-    # v@d after w@d: 14 + 5.
-    assert eta(g, "phased", events, T + 33, 4) == 29.0
-    assert eta(g, "dag", events, T + 33, 4) == 19.0
-    # Past w@d's measure, deploy still holds verify back until it ends: 0 + 15.
-    assert eta(g, "phased", events, T + 60, 4) == 15.0
+    # left, w@d 16 - 2 = 14 s. verify: three v left (v@a was skipped), each
+    # its 5 s estimate times the median of a, b, c, w's measure / estimate
+    # (0.5, 0.5, 0.5, 0.8): 2.5 s through one slot: 14 + 7.5. dag: v@b at
+    # once, v@c after w@c (3 s), v@d after w@d: 14 + 2.5.
+    assert eta(g, "phased", events, T + 33, 4) == 21.5
+    assert eta(g, "dag", events, T + 33, 4) == 16.5
+    # Past w@d's measure, deploy still holds verify back until it ends: 0 + 7.5.
+    assert eta(g, "phased", events, T + 60, 4) == 7.5
 
 
 def test_a_retry_in_backoff_runs_again_in_full() -> None:
@@ -176,6 +179,52 @@ def test_no_basis_until_an_instance_finishes() -> None:
     assert eta(g, "dag", events, T + 2) == 2.0
 
 
+def test_estimates_scale_with_the_median_measure() -> None:
+    # x took 1 s of its 10 s estimate, y 6 s of 10 s, z 2 s of 10 s: the median
+    # ratio, 0.2, scales u's 50 s estimate: 10 s.
+    g = graph([task(k, "true", estimate=10) for k in "xyz"] + [task("u", "true", estimate=50)])
+    events: list[Event] = []
+    for k, took in (("x", 1), ("y", 6), ("z", 2)):
+        events += [
+            started(g, k, T),
+            ended(g, k, T + took, T, "succeeded"),
+            settled(g, k, T + took, "succeeded"),
+        ]
+    assert eta(g, "dag", events, T + 6) == 10.0
+    # No measure yet: the estimates as they are.
+    assert eta(g, "dag", [], T) == 50.0
+
+
+def test_real_run_eta_follows_a_plan_far_slower_than_the_machine(tmp_path: Path) -> None:
+    # A chain whose estimates are 100 times its real sleeps: once a has
+    # finished, the ETA is the real remaining time (0.6 s, not 60 s), within
+    # a small factor.
+    steps = [("a", 0.2), ("b", 0.3), ("c", 0.2), ("d", 0.1)]
+    tasks = [
+        task(k, f"sleep {s}", estimate=100 * s, needs=[steps[i - 1][0]] if i else [])
+        for i, (k, s) in enumerate(steps)
+    ]
+    g = expand(plan(tasks, base_dir=tmp_path))
+    live = LiveConsole(g, console=Console(file=io.StringIO(), width=100))
+    seen: dict[str, tuple[float, float | None]] = {}
+
+    def probe(ev: Event) -> None:
+        if isinstance(ev, AttemptStarted):
+            seen[ev.key] = (ev.at, live.state.estimate_remaining(ev.at))
+
+    async def go() -> RunResult:
+        opts = RunOptions(run_id="pace-eta", run_dir=tmp_path / "run")
+        return await run_graph(g, opts, LocalExecutor(), [live, probe])
+
+    result = asyncio.run(go())
+    assert result.counts == {"succeeded": 4}
+    assert seen["a"][1] == pytest.approx(80.0)  # nothing measured: the estimates
+    at, value = seen["b"]
+    real = result.ended_at - at
+    assert value is not None
+    assert real / 3 <= value <= real * 3
+
+
 # -- rollout waves -------------------------------------------------------------
 
 REGIONS = ["r1", "r2", "r3", "r4", "r5", "r6"]
@@ -198,13 +247,14 @@ def test_the_first_eta_counts_every_wave() -> None:
     events: list[Event] = [started(g, "infra@r1", T)]
     # Three waves of 15 s each, one after another; without waves it would be 15 s.
     assert eta(g, "dag", events, T) == 45.0
-    # infra@r1 took 8 s: the other waves' infra take 8 s too; k8s@r1 runs: 5 + 2 x 13.
+    # infra@r1 took 8 s: the other waves' infra take 8 s too, and k8s 0.8 x its
+    # 5 s estimate; k8s@r1 runs: 4 + 2 x 12.
     events += [
         ended(g, "infra@r1", T + 8, T, "succeeded"),
         settled(g, "infra@r1", T + 8, "succeeded"),
         started(g, "k8s@r1", T + 8),
     ]
-    assert eta(g, "dag", events, T + 8) == 31.0
+    assert eta(g, "dag", events, T + 8) == 28.0
     # k8s@r1 ends after 3 s; wave 2 opens: 13 s for it, 13 s for the last.
     events += [
         ended(g, "k8s@r1", T + 11, T + 8, "succeeded"),
@@ -332,7 +382,7 @@ def test_header_shows_the_phased_eta() -> None:
     g = three_phases()
     state = live_for(g, "phased", build_running(g), 4).state
     head = text_of(render(state, 100, 20, T + 7)).splitlines()[0]
-    assert head == "run r1 · phased · -j 4 · elapsed 7.0s · ETA ~58.0s (estimate)"
+    assert head == "run r1 · phased · -j 4 · elapsed 7.0s · ETA ~28.0s (estimate)"
 
 
 def test_a_live_console_simulates_off_the_loop() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import median
 
 from fleetrun.plan import Graph, simulate_remaining
 
@@ -37,8 +38,8 @@ class EtaInputs:
     attempt runs to the attempt's start (a ``RUNNING`` node not in it has
     ended its last attempt and is settling); per task (``task_of``): the
     summed seconds and the number of its succeeded attempts (``measured``,
-    ``measured_n``), its unsettled members (``left``) and whether the plan
-    gives it an estimate; ``est`` per node; pool limits in effect (``rates``,
+    ``measured_n``), its unsettled members (``left``) and the plan's estimate
+    (``task_est``, None: none); ``est`` per node; pool limits in effect (``rates``,
     ``caps``), by name; the run's rollout ``waves`` (None: none).
     """
 
@@ -50,7 +51,7 @@ class EtaInputs:
     running: Mapping[int, float]
     task_of: Sequence[int]
     est: Sequence[float]
-    estimated: Sequence[bool]
+    task_est: Sequence[float | None]
     measured: Sequence[float]
     measured_n: Sequence[int]
     left: Sequence[int]
@@ -58,13 +59,24 @@ class EtaInputs:
     caps: Mapping[str, int]
     waves: Sequence[Sequence[str]] | None
 
+    def pace(self) -> float:
+        """How this run's tasks compare to their estimates: the median, over the
+        tasks with an estimate and a succeeded attempt, of their mean attempt
+        over their estimate (1.0 before any)."""
+        ratios = [
+            self.measured[t] / n / e
+            for t, n in enumerate(self.measured_n)
+            if n and (e := self.task_est[t])
+        ]
+        return median(ratios) if ratios else 1.0
+
     def durations(self) -> list[float] | None:
         """Each node's expected duration, or None when there is no basis yet.
 
         A task's mean succeeded attempt in this run; before one succeeded, the
-        node's estimate (the plan's); for a task without an estimate, the mean
-        succeeded attempt of every task so far (None before any, while such a
-        task has instances left).
+        node's estimate (the plan's) times the run's ``pace``; for a task
+        without an estimate, the mean succeeded attempt of every task so far
+        (None before any, while such a task has instances left).
         """
         count = sum(self.measured_n)
         overall = sum(self.measured) / count if count else None
@@ -72,14 +84,14 @@ class EtaInputs:
         for t, n in enumerate(self.measured_n):
             if n:
                 per.append(self.measured[t] / n)
-            elif self.estimated[t] or not self.left[t]:
+            elif self.task_est[t] is not None or not self.left[t]:
                 per.append(None)
             elif overall is None:
                 return None
             else:
                 per.append(overall)
-        task_of, est = self.task_of, self.est
-        return [est[i] if (d := per[task_of[i]]) is None else d for i in range(len(est))]
+        task_of, est, pace = self.task_of, self.est, self.pace()
+        return [est[i] * pace if (d := per[task_of[i]]) is None else d for i in range(len(est))]
 
     def simulate(self) -> float | None:
         """Estimated seconds from ``now`` until the run ends; None without a basis.

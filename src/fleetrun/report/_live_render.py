@@ -94,7 +94,7 @@ class LiveState:
         tasks = list(plan.tasks.values())
         task_index = {t.name: k for k, t in enumerate(tasks)}
         self.task_names = [t.name for t in tasks]
-        self.task_estimated = [t.estimate is not None for t in tasks]
+        self.task_est = [t.estimate for t in tasks]
         self.task_of = [task_index[n.task] for n in nodes]
         self.est = [n.estimate for n in nodes]
         self.left = [0] * len(tasks)  # members of each task not settled yet
@@ -251,7 +251,7 @@ class LiveState:
             running={i: start for i, (start, _) in self.running.items()},
             task_of=self.task_of,
             est=self.est,
-            estimated=self.task_estimated,
+            task_est=self.task_est,
             measured=tuple(self.measured),
             measured_n=tuple(self.measured_n),
             left=tuple(self.left),
@@ -266,7 +266,8 @@ class LiveState:
         ``plan.simulate_remaining`` on the run's mode, parallelism and rollout
         waves (``EtaInputs.simulate``): settled instances are done, running
         ones have run since their attempt's start, durations are the ones
-        measured in this run (else the estimates), pools have the limits in
+        measured in this run (else the estimates, scaled by how the measured
+        tasks compared to theirs), pools have the limits in
         effect (``PoolChanged``).
         """
         if self.ended_at is not None:
