@@ -215,3 +215,55 @@ def test_an_interrupt_cancels_what_runs_and_starts_nothing() -> None:
     result = sim.run(interrupt_at=1.0)
     assert result.status == "interrupted"
     assert result.counts == {"cancelled": 2, "not_started": 4}
+
+
+def test_a_continued_rollout_keeps_the_gate_of_the_wave_that_halted() -> None:
+    """Waves of 2 and 4 targets, max_failed 50%: the run halted at wave 2 (3 of 4
+    failed). Its retry runs waves 1 and 2 together, but wave 2 alone must again
+    stay within its own 50%, not 50% of the six targets together."""
+    fleet = [f"r{i}" for i in range(10)]
+    g = _graph([task("t", "x", targets=fleet)], Rollout((2, 4), 0.5, True))
+    bad = {"t@r2", "t@r3", "t@r4"}
+    sim = CoreSim(
+        g,
+        _opts(waves_opened=2),
+        result=lambda key, n: AttemptResult(exit_code=1 if key in bad else 0),
+    )
+    assert sim.run().status == "failed"
+    assert set(sim.starts()) == {f"t@r{i}" for i in range(6)}  # wave 3 never opened
+    halted = [e for e in sim.events if isinstance(e, WaveChanged) and e.state == "halted"]
+    assert len(halted) == 1
+    assert "wave 2 had 3 failed target(s)" in halted[0].reason
+    assert "50% of 4, 2" in halted[0].reason
+
+
+def test_a_continued_rollout_goes_on_when_each_merged_wave_is_within_its_gate() -> None:
+    fleet = [f"r{i}" for i in range(10)]
+    g = _graph([task("t", "x", targets=fleet)], Rollout((2, 4), 0.5, True))
+    sim = CoreSim(
+        g,
+        _opts(waves_opened=2),
+        result=lambda key, n: AttemptResult(exit_code=1 if key in {"t@r2", "t@r3"} else 0),
+    )
+    sim.run()
+    assert len(sim.starts()) == 10
+
+
+def test_the_gate_that_held_longest_names_the_wait() -> None:
+    """``--mode phased`` with a rollout: k8s@a is ready at 1 s, but the
+    infrastructure phase ends only at 10 s; then the kubernetes phase rolls
+    out anew and k8s@a waits briefly for its wave. The phase held it longest."""
+    g = _graph(
+        [
+            task("infra", "x", targets=["a", "b", "c"], phase="infrastructure"),
+            task("k8s", "x", targets=["a", "b", "c"], needs=["infra"], phase="kubernetes"),
+        ],
+        Rollout((1,)),
+    )
+    g = expand(dataclasses.replace(g.plan, phases=("infrastructure", "kubernetes")))
+    times = {"infra@a": 1.0, "infra@b": 1.0, "infra@c": 8.0}
+    sim = CoreSim(g, _opts(mode="phased"), duration=lambda key, n: times.get(key, 1.0))
+    sim.run()
+    starts = sim.starts()
+    assert starts["k8s@b"] == [11.0]  # the kubernetes phase's second wave
+    assert _queued(sim)["k8s@b"] == "phase"

@@ -285,7 +285,7 @@ class Core:
     def _admit(self, j: int) -> None:
         for gate in self.holds:
             if gate.hold(j):
-                self.queued.held(j, gate.reason)
+                self.queued.held(j, gate.reason, self.wall())
                 return
         self._push(j)
 

@@ -136,6 +136,12 @@ class RolloutGate(Waves):
     once ``promote()`` was called for it. When a wave failed too much the
     rollout halts: every instance of the later waves is skipped with the
     reason. With ``--mode phased`` each phase is rolled out anew (``restart``).
+
+    A continued run (``opened_before`` > 1) starts with the waves that had
+    opened merged into one, but each of them keeps its own ``max_failed``:
+    the wave that halted the rollout, or the one that was running when the
+    run stopped, has proved nothing and must not hide its failures among the
+    targets of the waves before it (``parts``).
     """
 
     __slots__ = (
@@ -144,6 +150,7 @@ class RolloutGate(Waves):
         "_skip",
         "failed",
         "halted",
+        "parts",
         "promotions",
         "rollout",
         "waiting",
@@ -165,6 +172,19 @@ class RolloutGate(Waves):
     ) -> None:
         targets = wave_targets(graph.plan, rollout, opened_before)
         super().__init__(graph, targets, release, settled_node, later_phase, member)
+        # Per wave: its parts as the plan's waves had them (number, targets,
+        # failures allowed); only a merged first wave has more than one.
+        shift = max(0, opened_before - 1)  # the plan's number of merged wave w is w + 1 + shift
+        self.parts: list[list[tuple[int, frozenset[str], float]]] = [
+            [(w + 1 + (shift if w else 0), frozenset(ts), allowed_failures(rollout, len(ts)))]
+            for w, ts in enumerate(targets)
+        ]
+        if opened_before > 1 and targets:
+            before = wave_targets(graph.plan, rollout)[:opened_before]
+            self.parts[0] = [
+                (w + 1, frozenset(ts), allowed_failures(rollout, len(ts)))
+                for w, ts in enumerate(before)
+            ]
         self.rollout = rollout
         self.failed: list[set[str]] = [set() for _ in targets]
         self.halted = False
@@ -214,10 +234,11 @@ class RolloutGate(Waves):
 
     def may_open(self, w: int) -> bool:
         for done in range(self.opened + 1):
-            allowed = allowed_failures(self.rollout, len(self.targets[done]))
-            if len(self.failed[done]) > allowed:
-                self._halt(done, allowed)
-                return False
+            for number, part, allowed in self.parts[done]:
+                failed = len(self.failed[done] & part)
+                if failed > allowed:
+                    self._halt(done, number, len(part), failed, allowed)
+                    return False
         if self.rollout.pause:
             if self.promotions == 0:
                 if not self.waiting:
@@ -236,14 +257,14 @@ class RolloutGate(Waves):
             self._event(w, "open", self._opening)
         super().open(w)
 
-    def _halt(self, w: int, allowed: float) -> None:
+    def _halt(self, w: int, number: int, size: int, failed: int, allowed: float) -> None:
+        """Wave ``w`` (the plan's wave ``number``, of ``size`` targets) failed too much."""
         self.halted = True
         self.waiting = False
-        failed = len(self.failed[w])
         limit = f"{self.rollout.max_failed:.0%}" if self.rollout.max_failed_fraction else ""
-        shown = f"{limit} of {len(self.targets[w])}, {allowed:g}" if limit else f"{allowed:g}"
+        shown = f"{limit} of {size}, {allowed:g}" if limit else f"{allowed:g}"
         why = (
-            f"rollout halted: wave {w + 1} had {failed} failed target(s), "
+            f"rollout halted: wave {number} had {failed} failed target(s), "
             f"more than max_failed ({shown})"
         )
         self._event(w + 1, "halted", why)

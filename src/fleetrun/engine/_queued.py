@@ -4,7 +4,9 @@ An instance is *ready* at ``ready_at`` (its requirements met, or its retry
 backoff over). Until it starts it may wait in up to three spans, each with
 the reason the reports show (``AttemptStarted.queued_reason``):
 
-1. held by a hold gate (its rollout wave, its phase), until ``unheld_at``;
+1. held by hold gates (its rollout wave, its phase), until ``unheld_at``;
+   when several held it in turn (``--mode phased`` with a rollout), the
+   one that held it longest names this span;
 2. in the ready queue, behind the start gates: its pools (full, rate,
    Retry-After pause; the last obstacle seen while it waited), else the
    ``-j`` limit;
@@ -26,13 +28,25 @@ class Queued:
     and ``submitted`` hold entries only for nodes in those spans.
     """
 
-    __slots__ = ("cap_reason", "ready_at", "sig_blocked", "submitted", "unheld_at", "why")
+    __slots__ = (
+        "cap_reason",
+        "held_for",
+        "hold_since",
+        "ready_at",
+        "sig_blocked",
+        "submitted",
+        "unheld_at",
+        "why",
+    )
 
     def __init__(self, n: int, cap_reason: str) -> None:
         # When each node last became ready (requirements met, or backoff over).
         self.ready_at = [0.0] * n
         self.why: list[str | None] = [None] * n
         self.unheld_at: dict[int, float] = {}
+        # A node held now: since when and by which gate; per node, seconds held per gate.
+        self.hold_since: dict[int, tuple[str, float]] = {}
+        self.held_for: dict[int, dict[str, float]] = {}
         # Wall time an attempt was handed to an executor that queues, until it started.
         self.submitted: dict[int, float] = {}
         # Per pool signature: (wall time, reason) of the last time its pools held it back.
@@ -43,14 +57,21 @@ class Queued:
         """Node ``j`` became ready (again: a retry is never held by a gate)."""
         self.ready_at[j] = now
         self.why[j] = None
+        if self.held_for:
+            self.held_for.pop(j, None)
 
-    def held(self, j: int, reason: str) -> None:
+    def held(self, j: int, reason: str, now: float) -> None:
         """A hold gate keeps ready node ``j``."""
         self.why[j] = reason
+        self.hold_since[j] = (reason, now)
 
     def unheld(self, j: int, now: float) -> None:
         """The hold gate let node ``j`` go on."""
         self.unheld_at[j] = now
+        got = self.hold_since.pop(j, None)
+        if got is not None:
+            acc = self.held_for.setdefault(j, {})
+            acc[got[0]] = acc.get(got[0], 0.0) + (now - got[1])
 
     def blocked(self, sig: tuple[int, ...], now: float, reason: str) -> None:
         """The pools of signature ``sig`` held the ready queue back."""
@@ -64,6 +85,9 @@ class Queued:
     def taken(self, j: int, sig: tuple[int, ...], now: float, cap_full_at: float) -> None:
         """Node ``j`` takes its slots now: decide which span names its wait so far."""
         held = self.why[j]
+        acc = self.held_for.pop(j, None)
+        if acc:
+            held = max(acc, key=acc.__getitem__)  # the gate that held it longest
         ready = self.ready_at[j]
         queued = ready if held is None else self.unheld_at.pop(j, ready)
         reason: str | None = None
