@@ -116,10 +116,11 @@ def test_render_in_progress_exact() -> None:
     g = two_phases()
     state = fed(g, in_progress(g)).state
     # ETA: infra@a took 4 s, so infra takes 4 s; deploy, not measured yet, its
-    # 20 s estimate. infra@c and infra@d are past 4 s (done at once), then
-    # deploy@c and deploy@d take 20 s; deploy@a has 20 - 4.5 s left: 20 s.
+    # 20 s estimate times infra's 4 / 10: 8 s. infra@c and infra@d are past
+    # 4 s (done at once), then deploy@c and deploy@d take 8 s; deploy@a has
+    # 8 - 4.5 s left: 8 s.
     assert text_of(render(state, 100, 20, T + 10)) == (
-        "run r1 · dag · -j unbounded · elapsed 10.0s · ETA ~20.0s (estimate)\n"
+        "run r1 · dag · -j unbounded · elapsed 10.0s · ETA ~8.0s (estimate)\n"
         "infrastructure ████████████████████░░░░░░░░░░░░░░░░░░░░ 1/4 done · 1 failed\n"
         "deploy         ██████████░░░░░░░░░░░░░░░░░░░░░░░░░░░░░░ 0/4 done · 1 skipped\n"
         "pool api 2/2 in flight\n"
