@@ -76,6 +76,19 @@ def test_plan_cluster_workers_flag(tmp_path: Path) -> None:
     assert _plan_json(tmp_path, "--cluster-workers", "2")["makespan"]["dag"] == 6.0  # type: ignore[index]
 
 
+def test_lower_bound_counts_the_clusters_workers(tmp_path: Path) -> None:
+    # Cluster work 4 x 2 s: on one worker at least 8 s; the critical path is 4 s.
+    assert _plan_json(tmp_path)["makespan"]["lower_bound"] == 8.0  # type: ignore[index]
+    two = _plan_json(tmp_path, "--cluster-workers", "2")
+    assert two["makespan"]["lower_bound"] == 4.0  # type: ignore[index]
+    # -j 1: all the work (1 + 8 + 1 + 8 s) one after another.
+    assert _plan_json(tmp_path, "-j", "1")["makespan"]["lower_bound"] == 18.0  # type: ignore[index]
+    plan = tmp_path / "plan.yaml"
+    res = CliRunner().invoke(cli, ["plan", str(plan), "--cluster-workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "lower bound  8s  (max of critical path 4s, cluster work 8s / 1)" in res.output
+
+
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_plan_cluster_workers_below_one_is_one_line(tmp_path: Path, value: str) -> None:
     plan = tmp_path / "plan.yaml"

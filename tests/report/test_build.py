@@ -256,3 +256,15 @@ def test_throttled_retries_are_counted_from_the_journal(demo: Recorded, tmp_path
     assert (tasks["fan"].retries, tasks["fan"].throttled) == (1, 0)
     assert [a.throttled for a in r.attempts if a.retry_reason] == [False]
     assert [a.throttled for a in _report(demo).attempts if a.retry_reason] == [True]
+
+
+def test_a_sequential_run_is_bounded_as_minus_j_1(make_run: Callable[..., Recorded]) -> None:
+    # Without -j, sequential mode still runs one instance at a time: the lower
+    # bound is all the task time, as at -j 1, not the critical path.
+    rec = make_run("--mode", "sequential")
+    r = _report(rec)
+    o = r.overall
+    assert abs(o.lower_bound - sum(_attempt_times(rec).values())) < MS
+    assert o.lower_bound > o.critical_path
+    assert abs(o.efficiency - o.lower_bound / o.wall) < 1e-9
+    assert 0 < o.efficiency <= 1.0

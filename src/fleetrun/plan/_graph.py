@@ -83,8 +83,16 @@ class Graph:
         """Sum of all estimates: what a sequential run would take."""
         return sum(n.estimate for n in self.nodes)
 
+    @property
+    def cluster_work(self) -> float:
+        """Sum of the estimates of ``runs_on: cluster`` instances (one worker each)."""
+        tasks = self.plan.tasks
+        return sum(n.estimate for n in self.nodes if tasks[n.task].runs_on == "cluster")
+
     def lower_bound(self, parallelism: int | None) -> float:
-        """Makespan lower bound ``max(critical path, work / parallelism)``."""
-        if not parallelism:
-            return self.critical_path_length
-        return max(self.critical_path_length, self.total_work / parallelism)
+        """Makespan lower bound ``max(critical path, work / parallelism, cluster
+        work / the cluster's workers)``."""
+        bound = self.critical_path_length
+        if parallelism:
+            bound = max(bound, self.total_work / parallelism)
+        return max(bound, self.cluster_work / self.plan.cluster.workers)

@@ -236,6 +236,9 @@ def render_text(graph: Graph, parallelism: int | None) -> str:
     bound = f"critical path {format_duration(graph.critical_path_length, compact=True)}"
     if parallelism:
         bound += f", work {format_duration(work, compact=True)} / {parallelism}"
+    if cluster_work := graph.cluster_work:
+        workers = plan.cluster.workers
+        bound += f", cluster work {format_duration(cluster_work, compact=True)} / {workers}"
     lower = format_duration(spans["lower_bound"], compact=True)
     if plan.rollout is None:
         for mode in MODES:

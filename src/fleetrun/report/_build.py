@@ -81,6 +81,8 @@ def build_report(journal: JournalReader, run_id: str) -> RunReport:
     phase_of = {i: name for name, layer in layers for i in layer}
     dur, start, end = _node_times(rows, by_key)
     parallelism = run.options.get("parallelism") or None
+    # What bounds the run: sequential mode runs one instance at a time.
+    at_once = 1 if run.mode == "sequential" else parallelism
     path: list[int] = []
     if graph is not None:
         ran = {i for i in members if i in start}
@@ -113,13 +115,13 @@ def build_report(journal: JournalReader, run_id: str) -> RunReport:
     wall = (ended_at if ended_at is not None else last) - run.started_at
 
     spans = tuple(
-        _span(name, [instances[k] for k in _positions(rows, layer)], graph, parallelism, dur,
+        _span(name, [instances[k] for k in _positions(rows, layer)], graph, at_once, dur,
               start, end, set(layer))
         for name, layer in layers
     )  # fmt: skip
     cp_length = sum(dur[i] for i in path)
     overall = _figures(
-        "overall", instances, run.started_at, ended_at, wall, task_time, cp_length, parallelism,
+        "overall", instances, run.started_at, ended_at, wall, task_time, cp_length, at_once,
         _rate_bound(graph, instances),
     )  # fmt: skip
     notes += _limits_notes(graph)

@@ -17,7 +17,8 @@ seconds. Definitions, used by every renderer:
 - ``critical_path``: the longest chain of measured instance durations along
   the graph's dependencies.
 - ``lower_bound``: ``max(critical_path, task_time / parallelism, rate bound)``
-  (no ``task_time / parallelism`` term when parallelism is unbounded); the rate
+  (no ``task_time / parallelism`` term when parallelism is unbounded; a
+  ``sequential`` run counts as parallelism 1); the rate
   bound is, for each pool with a start ``rate``, ``(starts - burst) / rate``:
   the least time its attempts need to start.
 - ``efficiency``: ``lower_bound / wall``; 1.0 means no schedule could have
