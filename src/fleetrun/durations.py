@@ -28,6 +28,7 @@ __all__ = [
     "DURATION_PATTERN",
     "UNITS",
     "format_duration",
+    "is_negative",
     "is_plain_number",
     "parse_duration",
     "unit_needed",
@@ -66,6 +67,19 @@ def is_plain_number(value: object) -> bool:
     if isinstance(value, int | float):
         return True
     return isinstance(value, str) and _PLAIN_RE.match(value) is not None
+
+
+def is_negative(value: object) -> bool:
+    """Whether ``value`` is a duration with a minus sign (``-5``, ``"-5"``, ``"-1s"``),
+    which ``parse_duration`` refuses: a duration is never below zero."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return value < 0
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    return text.startswith("-") and parse_duration(text[1:]) is not None
 
 
 def parse_duration(value: object, *, unitless: bool = True) -> float | None:

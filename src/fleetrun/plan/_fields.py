@@ -13,8 +13,27 @@ import math
 from collections.abc import Iterable, Iterator
 
 from fleetrun.errors import Diagnostic, Location
-from fleetrun.plan._units import DURATION_HELP, parse_duration
+from fleetrun.plan._units import DURATION_HELP, is_negative, parse_duration
 from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, type_name
+
+
+def _not_a_duration(node: YScalar, positive: bool) -> tuple[str, str]:
+    """Why a scalar is no duration, in the words of the YAML it was written in:
+    the message and the fix."""
+    v, written = node.value, node.source.strip()
+    if isinstance(v, bool):
+        return (
+            f"{written} is read by YAML as a boolean, not a duration",
+            'quote a duration, like "30s", or write one such as 30s, 5m or 1h30m',
+        )
+    if v is None:
+        shown = "nothing" if not written else written if written == "null" else f"{written} (null)"
+        return (f"{shown} is not a duration", f"{DURATION_HELP}, or leave the key out")
+    if is_negative(v):
+        least = "longer than zero" if positive else "zero or longer"
+        shown = repr(v) if isinstance(v, str) else written
+        return (f"{shown} is below zero: a duration must be {least}", DURATION_HELP)
+    return (f"{v!r} is not a duration", DURATION_HELP)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -141,11 +160,13 @@ class Ctx:
 
     def duration(self, node: YNode, key: str, positive: bool = False) -> float | None:
         """Seconds from ``30s``, ``5m``, ``1h30m``, ``250ms`` or a plain number."""
-        v = node.value if isinstance(node, YScalar) else None
-        seconds = parse_duration(v) if isinstance(node, YScalar) else None
+        if not isinstance(node, YScalar):
+            self.error(node, key, f"{type_name(node)} is not a duration", DURATION_HELP)
+            return None
+        v = node.value
+        seconds = parse_duration(v)
         if seconds is None:
-            shown = repr(v) if isinstance(node, YScalar) else type_name(node)
-            self.error(node, key, f"{shown} is not a duration", DURATION_HELP)
+            self.error(node, key, *_not_a_duration(node, positive))
             return None
         if positive and seconds <= 0:
             self.error(node, key, "must be longer than zero", DURATION_HELP)

@@ -7,6 +7,7 @@ import math
 import re
 
 from fleetrun.durations import DURATION_HELP as DURATION_HELP
+from fleetrun.durations import is_negative as is_negative
 from fleetrun.durations import parse_duration as parse_duration
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*/\s*(s|m|h|sec|second|min|minute|hour)$")
