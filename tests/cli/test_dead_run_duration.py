@@ -5,6 +5,10 @@ journal while it runs, so the last event is the attempt's start; the run is
 killed after about 2 s. Its shown end must be no earlier than the last write
 to the attempt's log, both as computed by the read commands and once
 recovery has recorded it.
+
+A run of quiet tasks (``sleep 30``: no event, no log write) killed after about
+3 s still lasted about 3 s: its journal writer's heartbeat (``HEARTBEAT``, 1 s)
+is its last trace, and its running attempts end with it.
 """
 
 from __future__ import annotations
@@ -110,3 +114,89 @@ def test_a_killed_run_ends_at_its_last_attempt_write(tmp_path: Path) -> None:
     assert inst.status == "interrupted"
     assert inst.ended_at is not None
     assert inst.ended_at >= last
+
+
+QUIET = """\
+name: quiet
+targets:
+  a: {}
+  b: {}
+tasks:
+  nap:
+    for_each: all
+    run: sleep 30
+"""
+
+
+def _durations(state: Path) -> tuple[float, float, list[float], list[float]]:
+    """The run's duration per ``history`` and ``show``, and per the JSON report
+    the run's and each attempt's."""
+    import json
+
+    row = _history_run(state)
+    history = row["ended_at"] - row["started_at"]
+    shown = show_json(state)["run"]
+    assert shown["status"] == "interrupted"
+    show = shown["ended_at"] - shown["started_at"]
+    res = fleetrun("report", "--state-dir", str(state), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["status"] == "interrupted"
+    runs = [report["ended_at"] - report["started_at"]]
+    attempts = [a["ended_at"] - a["started_at"] for a in report["attempts"]]
+    assert len(attempts) == 2, report["attempts"]
+    assert all(a["outcome"] == "interrupted" for a in report["attempts"])
+    return history, show, runs, attempts
+
+
+def test_a_killed_run_of_quiet_tasks_ends_at_its_last_heartbeat(tmp_path: Path) -> None:
+    plan, state = tmp_path / "quiet.yaml", tmp_path / "st"
+    plan.write_text(QUIET)
+    tag = uuid.uuid4().hex
+    p = spawn("apply", str(plan), "--state-dir", str(state), "--plain",
+              extra_env={"TEST_TAG": tag})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(list(state.glob("runs/*/logs/nap/*"))) < 2:
+            time.sleep(0.05)
+        assert len(list(state.glob("runs/*/logs/nap/*"))) == 2, "the attempts never started"
+        time.sleep(3)
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+    finally:
+        kill_processes_with_env("TEST_TAG", tag)
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+    with JournalReader(state) as r:
+        run = r.run()
+        events = r.conn.execute("SELECT max(at) FROM events WHERE run_id=?", (run.id,)).fetchone()
+    # Nothing but the heartbeat could tell how long it ran: no event and no
+    # log write since the attempts began.
+    assert events[0] - run.started_at < 2
+    assert run.computed
+
+    # Computed by the read commands, then recorded by recovery: the same bounds.
+    for _ in ("computed", "recorded"):
+        history, show, runs, attempts = _durations(state)
+        assert history >= 2, history
+        assert show >= 2, show
+        assert min(runs) >= 2, runs
+        assert min(attempts) >= 2, attempts
+        # The heartbeat never runs ahead of the kill (about 3 s after the
+        # attempts started; generous for a loaded machine).
+        assert max(attempts) < 30, attempts
+        text = fleetrun("show", "--state-dir", str(state)).stdout
+        took = next(line for line in text.splitlines() if "took" in line)
+        assert "took 0." not in took, took
+        assert "took 1." not in took, took
+        res = fleetrun("retry", "--state-dir", str(state), "--dry-run")
+        assert res.returncode == 0, res.stdout + res.stderr
+
+    with JournalReader(state) as r:
+        recorded = r.run()
+        assert not recorded.computed
+        tries = r.attempts(recorded.id)
+    assert [a.outcome for a in tries] == ["interrupted", "interrupted"]
+    assert all(a.ended_at == recorded.ended_at for a in tries), tries

@@ -186,6 +186,7 @@ def _v1_journal(state: Path) -> None:
     for column in ("throttled", "executor", "host", "job", "ready_at", "queued_reason"):
         conn.execute(f"ALTER TABLE attempts DROP COLUMN {column}")
     conn.execute("DROP TABLE exact_outputs")  # added by version 4
+    conn.execute("ALTER TABLE runs DROP COLUMN alive_at")  # added by version 6
     conn.execute("PRAGMA user_version=1")
     conn.execute(
         "INSERT INTO runs (id, plan_path, plan_name, plan_hash, plan_snapshot, mode, kind,"
@@ -239,6 +240,7 @@ def test_v4_journals_read_queued_time_as_unrecorded_then_migrate(tmp_path: Path)
     conn = sqlite3.connect(state / "state.db", isolation_level=None)
     for column in ("ready_at", "queued_reason"):  # added by version 5
         conn.execute(f"ALTER TABLE attempts DROP COLUMN {column}")
+    conn.execute("ALTER TABLE runs DROP COLUMN alive_at")  # added by version 6
     conn.execute("PRAGMA user_version=4")
     conn.execute(
         "INSERT INTO runs (id, plan_path, plan_name, plan_hash, plan_snapshot, mode, kind,"

@@ -38,7 +38,7 @@ from .conftest import begin
 
 def test_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     conn = connect(tmp_path / "s" / "state.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"runs", "instances", "attempts", "events", "exact_outputs"}

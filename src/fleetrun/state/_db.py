@@ -149,7 +149,15 @@ UPDATE attempts SET ready_at = e.ready
    AND e.ready IS NOT NULL
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+# When the run's journal writer last showed it alive: a heartbeat written every
+# ``HEARTBEAT`` seconds (``state._writer``) while the run goes, so a run killed
+# while its commands are quiet still ends, on recovery, within one heartbeat of
+# the kill. Existing runs have none (their end is their last event or file write).
+_V6 = """
+ALTER TABLE runs ADD COLUMN alive_at REAL
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

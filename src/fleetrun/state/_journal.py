@@ -7,11 +7,12 @@ is the ``JournalWriter``'s job; ``Journal`` writes only the run's first rows
 Recovery (``recover()``) is run by every command that extends the record
 (reading commands compute the same view without writing: ``JournalReader``).
 A run still marked ``running`` whose process is gone (pid missing or reused, on
-this host) becomes ``interrupted``, ended at its last trace (its last event or
-the last write to its logs and outputs: ``last_write``); so do its instances
-that were running, while those still pending become ``not_started``; attempts
-without an end get the outcome ``interrupted`` and keep their pid/pgid so
-orphaned process groups can be found. An attempt that ran but never reached the
+this host) becomes ``interrupted``, ended at its last trace (its last event, its
+writer's last heartbeat or the last write to its logs and outputs:
+``last_write``); so do its instances that were running, while those still
+pending become ``not_started``; attempts without an end get the outcome
+``interrupted`` and the run's end, and keep their pid/pgid so orphaned process
+groups can be found. An attempt that ran but never reached the
 journal (the disk filled up under the writer) is put on record from its log
 file in ``runs/<id>/logs`` (``interrupted``, its end unknown), so every attempt
 that ran is on record after the next command at the latest. Recovery that
@@ -210,9 +211,13 @@ class Journal(JournalReader):
                 " WHERE run_id=? AND status='pending'",
                 (run_id,),
             )
+            # Attempts that were running end when the run does (an attempt that
+            # started later than that, an instant before the death: at its start).
             c.execute(
-                "UPDATE attempts SET outcome='interrupted' WHERE run_id=? AND outcome IS NULL",
-                (run_id,),
+                "UPDATE attempts SET outcome='interrupted',"
+                " ended_at=coalesce(ended_at, max(started_at, ?))"
+                " WHERE run_id=? AND outcome IS NULL",
+                (at, run_id),
             )
             counts = dict(
                 c.execute(
@@ -266,7 +271,8 @@ class Journal(JournalReader):
             # another plan in the same state directory is left alone.
             if r["host"] == host and not process_alive(r["pid"], r["pid_start"]):
                 try:
-                    # Ended at its last trace: an event, or a write to its logs.
+                    # Ended at its last trace: an event, a heartbeat, or a write
+                    # to its logs.
                     self._close_run(
                         r["id"], "interrupted", self.last_write(r["id"], r["started_at"])
                     )

@@ -21,10 +21,11 @@ How the file is opened (``open_read_only``):
 
 Crash recovery is computed, not written: a run still marked ``running`` whose
 process is gone (same host, pid and start time; ``process_alive``) reads as
-``interrupted``, ended at its last trace (``last_write``: its last event or
-the last write to its logs and outputs, whichever is later), its running
-instances as ``interrupted``, its pending ones as ``not_started`` and its open
-attempts as ``interrupted``, which is what
+``interrupted``, ended at its last trace (``last_write``: its last event, its
+writer's last heartbeat or the last write to its logs and outputs, whichever
+is latest), its running instances as ``interrupted``, its pending ones as
+``not_started`` and its open attempts as ``interrupted``, ended at that same
+time, which is what
 ``Journal.recover()`` will write the next time a command that writes runs.
 An attempt whose log file exists but whose row the writer could not commit
 (a full disk) is shown as recovery will record it (``unrecorded_attempts``).
@@ -205,17 +206,25 @@ class JournalReader:
         return self.last_write(run.id, run.started_at)
 
     def last_write(self, run_id: str, started_at: float) -> float:
-        """The last trace a run left: its last journaled event, or the last write
-        to a file in its run directory (an attempt's log or outputs), whichever
-        is later; ``started_at`` when there is neither.
+        """The last trace a run left: its last journaled event, its writer's last
+        heartbeat (``runs.alive_at``, every ``HEARTBEAT`` seconds while the run
+        went), or the last write to a file in its run directory (an attempt's
+        log or outputs), whichever is latest; ``started_at`` when there is none.
 
         The end of a run whose process died: an attempt that ran for minutes
-        without an event still wrote its log, so the run lasted at least that
-        long (a process the dead run left running extends it while it writes,
-        until recovery records the end).
+        without an event or output still kept the heartbeat going, so the run
+        lasted at least that long, to within a heartbeat (a process the dead
+        run left running extends it while it writes, until recovery records
+        the end).
         """
-        row = self.conn.execute("SELECT max(at) FROM events WHERE run_id=?", (run_id,)).fetchone()
-        last = float(row[0]) if row and row[0] is not None else None
+        alive = self._select("runs", ("alive_at",))  # NULL in journals before version 6
+        row = self.conn.execute(
+            f"SELECT (SELECT max(at) FROM events WHERE run_id=?1),"
+            f" (SELECT {alive} FROM runs WHERE id=?1)",
+            (run_id,),
+        ).fetchone()
+        traces = [float(t) for t in row if t is not None]
+        last = max(traces) if traces else None
         files = _last_mtime(RunLayout.of(self.state_dir, run_id).directory)
         if files is not None and (last is None or files > last):
             last = files
@@ -290,9 +299,10 @@ class JournalReader:
             raw["timed_out"] = bool(raw["timed_out"])
             raw["throttled"] = bool(raw["throttled"])
             out.append(AttemptRecord(**raw))
-        if self._dead_end_of(run_id) is None:
+        end = self._dead_end_of(run_id)
+        if end is None:
             return out
-        out = [a if a.outcome is not None else replace(a, outcome="interrupted") for a in out]
+        out = [a if a.outcome is not None else _end_attempt(a, end) for a in out]
         logged = [a for a in self.unrecorded_attempts(run_id) if key is None or a.key == key]
         if logged:
             out = sorted(out + logged, key=lambda a: (a.started_at, a.key, a.n))
@@ -482,6 +492,13 @@ def _last_mtime(top: Path) -> float | None:
         except OSError:
             continue
     return latest
+
+
+def _end_attempt(a: AttemptRecord, end: float) -> AttemptRecord:
+    """An attempt of a dead run that had not ended, as recovery will record it:
+    ``interrupted``, ended when the run ended (never before it started)."""
+    ended = a.ended_at if a.ended_at is not None else max(end, a.started_at)
+    return replace(a, outcome="interrupted", ended_at=ended)
 
 
 def _settle(i: InstanceRecord, end: float) -> InstanceRecord:

@@ -12,6 +12,13 @@ interrupts the run: no attempt starts that the journal cannot record, running
 ones end as on Ctrl-C) and ``close()`` raises the cause.
 Events no ``durable()`` waits for are committed within ``_LINGER`` seconds,
 batched with what follows; a crash loses at most those, never half a batch.
+
+Heartbeat: until the run's ``RunEnded`` is written (or the writer stops), the
+thread sets ``runs.alive_at`` to the current time every ``HEARTBEAT`` seconds,
+in the batch it is committing or, when the run is quiet, in a transaction of
+its own. A run whose process is killed while its commands print nothing thus
+leaves a trace within ``HEARTBEAT`` seconds of its death, which recovery takes
+as its end (``JournalReader.last_write``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import operator
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -52,6 +60,11 @@ _LINGER = 0.01
 Each commit and each wake-up of the thread costs far more than a row (and the
 thread takes the GIL from the event loop each time it wakes), so events nobody
 waits for are gathered for a while; ``durable()`` cuts the wait short."""
+
+HEARTBEAT = 1.0
+"""Seconds between two heartbeats of a live run (``runs.alive_at``): at most one
+extra ``UPDATE`` a second, and the most a killed run's recorded end can fall
+short of its death."""
 
 _CHECKPOINT_PAGES = 16384
 """WAL size (pages, 64 MiB at 4 KiB) at which a run's writer checkpoints."""
@@ -109,6 +122,9 @@ class JournalWriter:
         # with nothing new since the last commit returns at once.
         self._enqueued = 0
         self._committed = 0
+        # Writer thread only: when the next heartbeat is due (None: no more,
+        # the run has ended or writing failed).
+        self._beat_due: float | None = None
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -120,6 +136,7 @@ class JournalWriter:
         # The WAL is checkpointed when the writer stops, and when it passes
         # _CHECKPOINT_PAGES on a long run.
         conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
+        self._beat_due = time.monotonic() + HEARTBEAT
         self._thread = threading.Thread(
             target=self._main, args=(conn,), name="fleetrun-journal", daemon=True
         )
@@ -181,11 +198,15 @@ class JournalWriter:
                 batch = self._collect()
                 events = [e for e in batch if isinstance(e, Event)]
                 stop = any(e is _STOP for e in batch)
+                beat = self._beat()
                 if events and self._error is None:
                     try:
-                        self._write(conn, events)
+                        self._write(conn, events, beat)
                     except BaseException as e:  # reported by durable()/close()
                         self._error = e
+                        self._beat_due = None
+                elif beat is not None and not stop:
+                    _heartbeat(conn, self.run_id, beat)
                 self._committed += len(events)
                 for item in batch:
                     if isinstance(item, _Barrier):
@@ -204,7 +225,12 @@ class JournalWriter:
         ``_urgent`` rather than on the queue, so events arriving meanwhile do not
         wake the thread; ``durable()`` sets ``_urgent`` and ends the wait at once.
         """
-        first = self._queue.get()
+        due = self._beat_due
+        wait = None if due is None else max(0.0, due - time.monotonic())
+        try:
+            first = self._queue.get(timeout=wait)
+        except queue.Empty:
+            return []  # a heartbeat is due
         if not isinstance(first, _Barrier) and first is not _STOP:
             self._urgent.wait(_LINGER)
         # Clear before draining: a barrier queued after this point is either
@@ -218,7 +244,15 @@ class JournalWriter:
                 break
         return batch
 
-    def _write(self, conn: sqlite3.Connection, events: list[Event]) -> None:
+    def _beat(self) -> float | None:
+        """The time to write as a heartbeat now, or None when none is due."""
+        due = self._beat_due
+        if due is None or self._error is not None or time.monotonic() < due:
+            return None
+        self._beat_due = time.monotonic() + HEARTBEAT
+        return time.time()
+
+    def _write(self, conn: sqlite3.Connection, events: list[Event], beat: float | None) -> None:
         """Write one batch in one transaction, one ``executemany`` per statement.
 
         Statements run in lifecycle order (attempt rows are inserted before
@@ -226,7 +260,7 @@ class JournalWriter:
         and each keeps the events' order, so the result is the same as
         applying the events one by one. Within a batch, an attempt that starts
         and ends is inserted finished, and an instance that starts and settles
-        is written once.
+        is written once. ``beat``: a heartbeat to write with them (None: none).
         """
         run = self.run_id
         redact = self._redact
@@ -286,6 +320,7 @@ class JournalWriter:
             elif cls is RunEnded:
                 x = cast(RunEnded, ev)
                 run_end.append((x.status, x.at, _ENCODE(dict(x.counts)), run))
+                self._beat_due = None  # the run has ended: no more heartbeats
         for row in started.values():
             # The start time tells a live group leader from a later process
             # that reuses its pid; only an attempt that was running when a run
@@ -308,6 +343,8 @@ class JournalWriter:
                 conn.executemany(_SQL_REUSED, reused)
             if exact:
                 conn.executemany(_SQL_EXACT, exact)
+            if beat is not None and not run_end:
+                conn.execute(_SQL_HEARTBEAT, (beat, run))
             if run_end:
                 conn.executemany(_SQL_RUN_ENDED, run_end)
             _insert(conn, _SQL_EVENT, 5, ev_rows)
@@ -350,6 +387,7 @@ _SQL_REUSED = "UPDATE instances SET status='reused', outputs=?, ended_at=? WHERE
 _SQL_EXACT = "INSERT OR REPLACE INTO exact_outputs (run_id, key, outputs) VALUES (?,?,?)"
 _SQL_RUN_ENDED = "UPDATE runs SET status=?, ended_at=?, counts=? WHERE id=?"
 _SQL_EVENT = "INSERT INTO events VALUES "
+_SQL_HEARTBEAT = "UPDATE runs SET alive_at=? WHERE id=? AND ended_at IS NULL"
 
 _ROWS_PER_INSERT = 64
 """Most rows in one multi-row ``INSERT`` (a power of two; see ``_insert``)."""
@@ -389,6 +427,21 @@ def _chunks(rows: list[Any], start: int, stop: int, size: int) -> list[list[Any]
             flat.extend(r)
         out.append(flat)
     return out
+
+
+def _heartbeat(conn: sqlite3.Connection, run_id: str, at: float) -> None:
+    """Write one heartbeat in a transaction of its own.
+
+    A heartbeat that cannot be written (a full disk, the lock held past the
+    busy timeout) is skipped: it only refines a killed run's end, and the
+    events that matter report their own failure.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(_SQL_HEARTBEAT, (at, run_id))
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        rollback(conn)
 
 
 def _resolve(barrier: _Barrier) -> None:
