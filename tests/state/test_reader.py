@@ -340,6 +340,11 @@ def _read(state: Path) -> Callable[[], dict[str, Any]]:
 
 def _history(state: Path) -> Callable[[], tuple[int, str, str]]:
     # Imported here, as root: nobody may not read this Python's standard library.
+    # The CLI loads its commands (and what they import) lazily: run ``history``
+    # once as root on a state directory that does not exist, so that the child
+    # running as nobody imports nothing, whichever tests ran before in this
+    # process.
+    CliRunner().invoke(cli, ["history", "--state-dir", str(state.parent / "absent")])
 
     def history() -> tuple[int, str, str]:
         res = CliRunner().invoke(cli, ["history", "--state-dir", str(state)])
