@@ -64,6 +64,12 @@ def build_report(journal: JournalReader, run_id: str) -> RunReport:
 
     row_of = {r.key: r for r in rows}
     attempts = tuple(_attempt(a, row_of, redactor) for a in journal.attempts(run.id))
+    cut = sum(a.outcome == "interrupted" for a in attempts)
+    if cut:
+        notes.append(
+            f"{cut} attempt(s) were running when fleetrun stopped: each ends at the run's "
+            "last trace in the record (its last event, heartbeat or log write)"
+        )
     open_ended = sum(a.ended_at is None for a in attempts)
     if open_ended:
         notes.append(
