@@ -16,6 +16,7 @@ from __future__ import annotations
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,26 +60,8 @@ def _history_run(state: Path) -> dict[str, Any]:
 def test_a_killed_run_ends_at_its_last_attempt_write(tmp_path: Path) -> None:
     plan, state = tmp_path / "plan.yaml", tmp_path / "st"
     plan.write_text(PLAN)
-    tag = uuid.uuid4().hex
-    p = spawn("apply", str(plan), "--state-dir", str(state), "--plain",
-              extra_env={"TEST_TAG": tag})  # fmt: skip
-    try:
-        log = None
-        deadline = time.monotonic() + 30
-        while log is None and time.monotonic() < deadline:
-            found = sorted((state / "runs").glob("*/logs/tick/a.1.log"))
-            log = found[0] if found else None
-            time.sleep(0.05)
-        assert log is not None, "the attempt never started"
-        time.sleep(2)
-        p.send_signal(signal.SIGKILL)
-        p.communicate()
-    finally:
-        # The task, left running by the killed run: ended, so the log stops growing.
-        kill_processes_with_env("TEST_TAG", tag)
-        if p.poll() is None:
-            p.kill()
-            p.communicate()
+    _apply_then_kill(plan, state, lambda: bool(list(state.glob("runs/*/logs/tick/a.1.log"))), 2)
+    log = sorted((state / "runs").glob("*/logs/tick/a.1.log"))[0]
     time.sleep(0.2)  # let the killed task's last write land
     # The last attempt write, as the filesystem keeps its time (a coarse clock:
     # it may lag the time the task printed by a few milliseconds).
@@ -152,22 +135,7 @@ def _durations(state: Path) -> tuple[float, float, list[float], list[float]]:
 def test_a_killed_run_of_quiet_tasks_ends_at_its_last_heartbeat(tmp_path: Path) -> None:
     plan, state = tmp_path / "quiet.yaml", tmp_path / "st"
     plan.write_text(QUIET)
-    tag = uuid.uuid4().hex
-    p = spawn("apply", str(plan), "--state-dir", str(state), "--plain",
-              extra_env={"TEST_TAG": tag})  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(list(state.glob("runs/*/logs/nap/*"))) < 2:
-            time.sleep(0.05)
-        assert len(list(state.glob("runs/*/logs/nap/*"))) == 2, "the attempts never started"
-        time.sleep(3)
-        p.send_signal(signal.SIGKILL)
-        p.communicate()
-    finally:
-        kill_processes_with_env("TEST_TAG", tag)
-        if p.poll() is None:
-            p.kill()
-            p.communicate()
+    _apply_then_kill(plan, state, lambda: len(list(state.glob("runs/*/logs/nap/*"))) == 2, 3)
 
     with JournalReader(state) as r:
         run = r.run()
@@ -200,3 +168,24 @@ def test_a_killed_run_of_quiet_tasks_ends_at_its_last_heartbeat(tmp_path: Path) 
         tries = r.attempts(recorded.id)
     assert [a.outcome for a in tries] == ["interrupted", "interrupted"]
     assert all(a.ended_at == recorded.ended_at for a in tries), tries
+
+
+def _apply_then_kill(plan: Path, state: Path, started: Callable[[], bool], after: float) -> None:
+    """``fleetrun apply PLAN``, SIGKILLed ``after`` seconds once ``started()`` holds;
+    then what the killed run left running is ended (so its logs stop growing)."""
+    tag = uuid.uuid4().hex
+    p = spawn("apply", str(plan), "--state-dir", str(state), "--plain",
+              extra_env={"TEST_TAG": tag})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not started() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started(), "the attempts never started"
+        time.sleep(after)
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+    finally:
+        kill_processes_with_env("TEST_TAG", tag)
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
