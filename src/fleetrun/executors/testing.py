@@ -2,7 +2,8 @@
 
 ``LoopbackSshd.start(dir)`` generates a host key and a user key (ssh-keygen),
 writes an sshd_config (``UsePAM no``, ``StrictModes no``, its own
-``AuthorizedKeysFile``; everything else sshd's defaults, ``MaxStartups
+``AuthorizedKeysFile``, ``SetEnv SHLVL=1`` so that bash does not run the real
+user's ``~/.bashrc`` for each command; everything else sshd's defaults, ``MaxStartups
 10:30:100`` and ``MaxSessions 10`` included, unless overridden), starts
 ``/usr/sbin/sshd -D`` on a free port as the current user, and writes a client
 config that maps every host name to it (``HostKeyAlias`` keeps one
@@ -104,6 +105,11 @@ class LoopbackSshd:
             "PermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\n"
+            # Bash sources ~/.bashrc for a command sshd starts only when it is
+            # the first shell level: with SHLVL=1 the real user's start-up
+            # file does not run, so its output or races (a version manager's
+            # rehash, say) never reach the commands' output.
+            "SetEnv SHLVL=1\n"
             "LogLevel ERROR\n" + extra_config
         )
         host_pub = (d / "host_key.pub").read_text().split()
