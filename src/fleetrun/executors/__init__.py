@@ -15,9 +15,10 @@ from fleetrun.executors._contract import (
     OrphanFinder,
     RecordedAttempt,
 )
-from fleetrun.executors._local import LocalExecutor, parse_outputs
+from fleetrun.executors._local import LocalExecutor
 from fleetrun.executors._names import file_name
 from fleetrun.executors._noop import NoopExecutor
+from fleetrun.executors._outputs import OutputRefused, parse_output_bytes, parse_outputs
 from fleetrun.executors._procfs import (
     LocalOrphanFinder,
     kill_groups,
@@ -90,6 +91,7 @@ __all__ = [
     "NoopExecutor",
     "Orphan",
     "OrphanFinder",
+    "OutputRefused",
     "RecordedAttempt",
     "SSHExecutor",
     "SSHOrphanFinder",
@@ -98,6 +100,7 @@ __all__ = [
     "env_name",
     "file_name",
     "kill_groups",
+    "parse_output_bytes",
     "parse_outputs",
     "process_alive",
     "process_start_time",

@@ -27,9 +27,8 @@ process group is ended (see ``_proc``), and so is whatever left the group
 (``FLEETRUN_ATTEMPT_ID``) and fleetrun is their subreaper (see ``_reaper``).
 Both are named in the log. A task with ``keep_running`` keeps them.
 
-Outputs (``key=value`` lines) are passed on byte for byte or refused: a value
-that is not UTF-8 text, or holds a NUL, fails the attempt with a message
-naming the task and the key.
+Outputs (``key=value`` lines) follow the rule of ``_outputs``, the same for
+every executor.
 """
 
 from __future__ import annotations
@@ -46,10 +45,16 @@ from collections.abc import Mapping
 from fleetrun.executors import _cspawn, _reaper
 from fleetrun.executors._contract import Attempt, AttemptResult, Handle
 from fleetrun.executors._exits import ExitWatcher
+from fleetrun.executors._outputs import (
+    OutputRefused,
+    parse_output_bytes,
+    parse_outputs,
+    read_output_file,
+    redact_output_file,
+)
 from fleetrun.executors._proc import Proc
 from fleetrun.executors._spawner import Action, Job, Mailbox, default_spawn_threads, spawner
 from fleetrun.names import is_per_attempt
-from fleetrun.redact import Redactor
 from fleetrun.runs_on import LocalOptions
 
 _PLAIN = re.compile(r"[\w@%+=:,./ -]+", re.ASCII)
@@ -60,77 +65,9 @@ _SHELL_ONLY = frozenset(
 )
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
 _LOG_MODE = 0o600
-_MAX_OUTPUTS = 1 << 20
 
-
-class OutputRefused(ValueError):
-    """A published output cannot be passed on unchanged (not UTF-8 text, or a NUL)."""
-
-
-def parse_output_bytes(data: bytes, who: str = "the task") -> dict[str, str]:
-    """``key=value`` lines as ``parse_outputs``, from bytes, refusing what would change.
-
-    Raises ``OutputRefused`` naming ``who`` and the key when a line is not
-    UTF-8 or a value holds a NUL (no environment variable can carry one).
-    """
-    out: dict[str, str] = {}
-    for raw in data.split(b"\n"):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            key = raw.partition(b"=")[0].strip().decode("utf-8", "backslashreplace")
-            raise OutputRefused(
-                f"{who}: output {key!r} is not UTF-8 text (byte 0x{raw[e.start]:02x} at "
-                f"offset {e.start} of its line); outputs are passed on unchanged or not at all"
-            ) from None
-        found = parse_outputs(line)
-        for key, value in found.items():
-            if "\0" in value or "\0" in key:
-                raise OutputRefused(
-                    f"{who}: output {key.replace(chr(0), '?')!r} holds a NUL byte, "
-                    "which no environment variable can carry"
-                )
-        out.update(found)
-    return out
-
-
-def parse_outputs(text: str) -> dict[str, str]:
-    """``key=value`` lines (blank lines and ``#`` comments ignored; later keys win)."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key = key.strip()
-        if key:
-            out[key] = value.strip()
-    return out
-
-
-def _read_outputs(path: str, redactor: Redactor, who: str = "the task") -> dict[str, str]:
-    """Parse the attempt's output file; leave only a redacted copy of it on disk."""
-    data = _redact_file(path, redactor)
-    return {} if data is None else parse_output_bytes(data, who)
-
-
-def _redact_file(path: str, redactor: Redactor) -> bytes | None:
-    """Leave only a redacted copy of the file at ``path``; return what it held
-    (None: there is no such file). A task may publish a secret: dependents get
-    the value, the disk does not."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return None
-    try:
-        data = os.read(fd, _MAX_OUTPUTS)
-        clean = redactor.redact_bytes(data)
-        if clean != data:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, clean, 0)
-    finally:
-        os.close(fd)
-    return data
+# Where they were defined before ``_outputs``; other modules import them from here.
+__all__ = ["LocalExecutor", "OutputRefused", "parse_output_bytes", "parse_outputs"]
 
 
 _NULL: list[int] = []
@@ -373,12 +310,12 @@ class LocalExecutor:
         assert proc.status is not None
         code = os.waitstatus_to_exitcode(proc.status)
         if code == 0 and not proc.timed_out:
-            outputs = _read_outputs(spec.output_path, spec.redactor, spec.key)
+            outputs = read_output_file(spec.output_path, spec.redactor, spec.key)
             return AttemptResult(exit_code=0, outputs=outputs)
         if spec.redactor:
             # A failed attempt's outputs are not used, but what it wrote stays on disk:
             # redacted like everything else there.
-            _redact_file(spec.output_path, spec.redactor)
+            redact_output_file(spec.output_path, spec.redactor)
         if code < 0:
             return AttemptResult(exit_code=None, signal=-code, timed_out=proc.timed_out)
         return AttemptResult(exit_code=code, timed_out=proc.timed_out)
