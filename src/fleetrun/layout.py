@@ -10,9 +10,24 @@
     vars.json                             the run's --var/--var-file values (for a retry)
 ```
 
-``<task>`` and ``<target>`` are ``safe_name`` of the names; an unfanned task's
+``<task>`` and ``<target>`` are ``disk_name`` of the names; an unfanned task's
 files are named after the task (``logs/deploy/deploy.1.log``). The plan
 snapshot lives in the journal (``runs.plan_snapshot``), not in a file.
+
+Names are free text, file systems are not: ``disk_name`` gives every name a
+component of its own, also where the file system folds case (``EU``/``eu``),
+normalizes Unicode (NFC/NFD) or limits a component to 255 bytes. A name of
+lower-case ASCII letters, digits and ``_.@+=,-`` (not starting with ``.``), of
+at most ``MAX_NAME_BYTES`` bytes, is its own file name (``eu-west``,
+``prod_eu``); any other name is a readable ASCII slug of it, ``~`` and a hash
+of its exact UTF-8 bytes (``prod/eu`` -> ``prod_eu~7394b101994b``, ``EU`` ->
+``EU~…``). Names kept as they are never hold ``~`` and hashes are lower-case
+hex, so no two names meet on any of those file systems.
+
+The journal records each attempt's log path, so runs recorded with an older
+spelling (the name with ``/`` and NUL turned into ``_``) are read by their
+recorded paths; ``legacy_stem`` is that spelling, for logs of such a run that
+the journal never recorded.
 
 The engine writes attempt files at thousands per second, so the per-attempt
 part is plain string work: ``task_logs``/``task_outputs`` once per task, then
@@ -21,6 +36,7 @@ part is plain string work: ``task_logs``/``task_outputs`` once per task, then
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +47,14 @@ __all__ = [
     "DB_NAME",
     "LOCKS_DIR",
     "LOGS_DIR",
+    "MAX_NAME_BYTES",
     "OUTPUTS_DIR",
     "RUNS_DIR",
     "RUN_DIRS",
     "STATE_DIR_NAME",
     "VARS_FILE",
     "RunLayout",
+    "disk_name",
 ]
 
 STATE_DIR_NAME = ".fleetrun"
@@ -63,7 +81,29 @@ RUN_DIRS = (LOGS_DIR, OUTPUTS_DIR)
 VARS_FILE = "vars.json"
 """A run's ``--var``/``--var-file`` values, exactly, in its run folder (mode 0600)."""
 
+MAX_NAME_BYTES = 100
+"""Most bytes of a ``disk_name`` (a component takes 255: room for ``.<n>.outputs``)."""
+
 _LOG_NAME = re.compile(r"^(?P<stem>.+)\.(?P<n>[0-9]+)\.log$")
+_KEPT = re.compile(r"[a-z0-9_@+=,-][a-z0-9_.@+=,-]*")
+_NOT_SLUG = re.compile(r"[^A-Za-z0-9_.@+=,-]")
+_HASH_CHARS = 12  # hex digits: 48 bits of the name's SHA-256
+
+
+def disk_name(name: str) -> str:
+    """``name`` (a task or target name) as a path component of its own.
+
+    The same name always gives the same component, and two different names
+    never give components that a file system could take for one another:
+    the result is ASCII, at most ``MAX_NAME_BYTES`` bytes, and either the name
+    itself (lower-case plain names) or a slug of it plus ``~`` and a hash of
+    the exact name (see the module docstring).
+    """
+    if len(name) <= MAX_NAME_BYTES and _KEPT.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    slug = _NOT_SLUG.sub("_", name).lstrip(".")[: MAX_NAME_BYTES - _HASH_CHARS - 1]
+    return f"{slug}~{digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,17 +139,22 @@ class RunLayout:
 
     def task_logs(self, task: str) -> str:
         """``logs/<task>``, the folder of the task's attempt logs."""
-        return f"{self.directory}/{LOGS_DIR}/{safe_name(task)}"
+        return f"{self.directory}/{LOGS_DIR}/{disk_name(task)}"
 
     def task_outputs(self, task: str) -> str:
         """``outputs/<task>``, the folder of the task's attempt outputs files."""
-        return f"{self.directory}/{OUTPUTS_DIR}/{safe_name(task)}"
+        return f"{self.directory}/{OUTPUTS_DIR}/{disk_name(task)}"
 
     @staticmethod
     def stem(task: str, target: str | None) -> str:
-        """The file stem of an instance: its target's safe name, or the task's
+        """The file stem of an instance: its target's ``disk_name``, or the task's
         when it is not fanned over targets."""
-        return safe_name(target or task)
+        return disk_name(target or task)
+
+    def legacy_names(self, task: str, target: str | None) -> tuple[str, str]:
+        """``(task_logs, stem)`` as runs recorded before ``disk_name`` spelled them
+        (``/`` and NUL turned into ``_``; different names could meet)."""
+        return f"{self.directory}/{LOGS_DIR}/{safe_name(task)}", safe_name(target or task)
 
     @staticmethod
     def log_file(task_logs: str, stem: str, n: int) -> str:

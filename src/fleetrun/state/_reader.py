@@ -317,12 +317,21 @@ class JournalReader:
         if not logs.is_dir():
             return []
         c = self.conn
+        instances = list(
+            c.execute("SELECT key, task, target FROM instances WHERE run_id=?", (run_id,))
+        )
         by_file = {
             (layout.task_logs(task), RunLayout.stem(task, target)): key
-            for key, task, target in c.execute(
-                "SELECT key, task, target FROM instances WHERE run_id=?", (run_id,)
-            )
+            for key, task, target in instances
         }
+        # A run recorded with the older spelling of names: its files by that
+        # spelling, where it names one instance and no file of today's spelling.
+        legacy: dict[tuple[str, str], list[str]] = {}
+        for key, task, target in instances:
+            legacy.setdefault(layout.legacy_names(task, target), []).append(key)
+        for where, keys in legacy.items():
+            if len(keys) == 1:
+                by_file.setdefault(where, keys[0])
         known = set(c.execute("SELECT key, n FROM attempts WHERE run_id=?", (run_id,)))
         found = []
         for task_dir in sorted(logs.iterdir()):
