@@ -18,7 +18,14 @@ from fleetrun.executors._contract import (
 from fleetrun.executors._local import LocalExecutor
 from fleetrun.executors._names import file_name
 from fleetrun.executors._noop import NoopExecutor
-from fleetrun.executors._outputs import OutputRefused, parse_output_bytes, parse_outputs
+from fleetrun.executors._outputs import (
+    MAX_OUTPUTS_BYTES,
+    MAX_VALUE_BYTES,
+    OutputRefused,
+    check_outputs_size,
+    parse_output_bytes,
+    parse_outputs,
+)
 from fleetrun.executors._procfs import (
     LocalOrphanFinder,
     kill_groups,
@@ -77,6 +84,8 @@ __all__ = [
     "ATTEMPT_ID",
     "CLUSTER_ENV",
     "MACHINE",
+    "MAX_OUTPUTS_BYTES",
+    "MAX_VALUE_BYTES",
     "Attempt",
     "AttemptResult",
     "ClusterExecutor",
@@ -97,6 +106,7 @@ __all__ = [
     "SSHOrphanFinder",
     "SSHSpec",
     "TaggedProcess",
+    "check_outputs_size",
     "env_name",
     "file_name",
     "kill_groups",
