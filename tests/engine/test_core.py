@@ -20,7 +20,7 @@ from fleetrun.engine import (
 from fleetrun.engine._limits import ThrottleMatch
 from fleetrun.engine.testing import CoreSim, plan, task
 from fleetrun.executors import AttemptResult
-from fleetrun.plan import Pool, RetryPolicy, Rollout, ThrottleRule, expand
+from fleetrun.plan import Pool, RetryPolicy, Rollout, ThrottleRule, expand, load_plan_text
 
 REGIONS = [f"r{i}" for i in range(6)]
 
@@ -123,6 +123,51 @@ def test_a_paused_rollout_waits_for_promote() -> None:
     assert starts["t@r0"] == [0.0]
 
 
+def test_two_promotes_while_the_canary_runs_open_one_wave() -> None:
+    """Waves of one target each, ``pause``: two promotes during the canary open
+    wave 2 once the canary is done, and wave 3 still waits for a promote of
+    its own; a promote given while wave 2 runs opens wave 3 after it."""
+    g = _graph([task("t", "x", targets=REGIONS[:4])], Rollout((1,), pause=True))
+    sim = CoreSim(g)
+    result = sim.run(promote_at=[0.2, 0.5])
+    starts = sim.starts()
+    assert starts == {"t@r0": [0.0], "t@r1": [1.0]}
+    assert result.counts == {"succeeded": 2, "not_started": 2}
+    waves = [(e.wave, e.state) for e in sim.events if isinstance(e, WaveChanged)]
+    assert waves == [(1, "open"), (2, "open"), (3, "waiting")]
+
+    sim = CoreSim(g)
+    sim.run(promote_at=[0.2, 0.5, 1.5, 5.0])
+    assert sim.starts() == {"t@r0": [0.0], "t@r1": [1.0], "t@r2": [2.0], "t@r3": [5.0]}
+
+
+def test_a_wave_with_exactly_max_failed_failures_goes_on() -> None:
+    """29% of a wave of 100 allows 29 failed targets (29/100 as a float times 100
+    is 28.999...): the next wave opens; a 30th failure halts it."""
+    fleet = [f"h{i:03d}" for i in range(101)]
+    rollout = load_plan_text(
+        "targets: {a: {}}\nrollout: {waves: [100], max_failed: '29%'}\n"
+        "tasks: {t: {run: x, for_each: all}}\n"
+    ).rollout
+    g = _graph([task("t", "x", targets=fleet)], rollout)
+    for bad, halts in ((29, False), (30, True)):
+        failing = {f"t@{t}" for t in fleet[:bad]}
+        sim = CoreSim(g, result=lambda key, n, f=failing: AttemptResult(exit_code=int(key in f)))
+        sim.run()
+        assert ("t@h100" in sim.starts()) is not halts
+        halted = [
+            e.reason for e in sim.events if isinstance(e, WaveChanged) and e.state == "halted"
+        ]
+        assert halted == (
+            [
+                "rollout halted: wave 1 had 30 failed target(s), "
+                "more than max_failed (29% of 100, 29)"
+            ]
+            if halts
+            else []
+        )
+
+
 def test_a_queued_cluster_job_starts_when_its_worker_is_free() -> None:
     """One worker, 4 jobs of 1 s: each attempt starts when it gets the worker,
     lasts 1 s, and its wait is queued time 'waiting for a worker'."""
@@ -134,9 +179,7 @@ def test_a_queued_cluster_job_starts_when_its_worker_is_free() -> None:
     for ev in sim.events:
         if isinstance(ev, AttemptStarted):
             assert ev.queued_reason == (None if ev.at == 0.0 else "waiting for a worker")
-    durations = [
-        e.at - e.started_at for e in sim.events if type(e).__name__ == "AttemptEnded"
-    ]
+    durations = [e.at - e.started_at for e in sim.events if type(e).__name__ == "AttemptEnded"]
     assert durations == [1.0, 1.0, 1.0, 1.0]
 
 

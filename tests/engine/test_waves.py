@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import itertools
 import threading
+from fractions import Fraction
 
 import pytest
 
@@ -275,7 +276,7 @@ def test_rollout_loads():
     assert p.rollout is not None
     assert p.rollout.waves == ("canary", 1, 1.0)
     assert (p.rollout.max_failed, p.rollout.max_failed_fraction, p.rollout.pause) == (
-        0.1,
+        Fraction(1, 10),
         True,
         True,
     )

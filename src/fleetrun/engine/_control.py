@@ -29,10 +29,13 @@ class RunControl:
     def promote(self) -> None:
         """Open the next rollout wave of a run whose ``rollout`` has ``pause: true``.
 
-        Each call approves one wave. A call while no wave waits (the earlier
-        waves still running, or before the run starts) is kept: the next wave
-        then opens as soon as the earlier ones are done. Without ``pause`` it
-        changes nothing. Safe from a signal handler and from another thread.
+        A promote opens one wave: the one waiting for it, or, given while the
+        open waves still run (or before the run starts), the next wave, as soon
+        as they are done. Promotes given before that wave opens approve it
+        once: they are not kept for the waves after it, each of which waits
+        for a promote given while it waits or after the wave before it opened.
+        Without ``pause`` it changes nothing. Safe from a signal handler and
+        from another thread.
         """
         self.promotions += 1
         loop, handler = self._loop, self._promote

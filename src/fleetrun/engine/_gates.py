@@ -23,10 +23,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Protocol
 
 from fleetrun.engine._events import Event, WaveChanged
-from fleetrun.plan import Graph, Rollout, Waves, allowed_failures, phase_layers, wave_targets
+from fleetrun.plan import (
+    Graph,
+    Rollout,
+    Waves,
+    allowed_failures,
+    percent_text,
+    phase_layers,
+    wave_targets,
+)
 
 
 class HoldGate(Protocol):
@@ -151,7 +160,7 @@ class RolloutGate(Waves):
         "failed",
         "halted",
         "parts",
-        "promotions",
+        "promoted",
         "rollout",
         "waiting",
     )
@@ -175,7 +184,7 @@ class RolloutGate(Waves):
         # Per wave: its parts as the plan's waves had them (number, targets,
         # failures allowed); only a merged first wave has more than one.
         shift = max(0, opened_before - 1)  # the plan's number of merged wave w is w + 1 + shift
-        self.parts: list[list[tuple[int, frozenset[str], float]]] = [
+        self.parts: list[list[tuple[int, frozenset[str], int]]] = [
             [(w + 1 + (shift if w else 0), frozenset(ts), allowed_failures(rollout, len(ts)))]
             for w, ts in enumerate(targets)
         ]
@@ -189,7 +198,10 @@ class RolloutGate(Waves):
         self.failed: list[set[str]] = [set() for _ in targets]
         self.halted = False
         self.waiting = False  # a wave waits for promote()
-        self.promotions = 0  # promote() calls not used yet
+        # A promote approved the next wave, which has not opened yet. A flag, not
+        # a count: one promote opens one wave, and promotes given before it
+        # opens approve that same wave (they do not open the waves after it).
+        self.promoted = False
         self._emit = emit
         self._skip = skip
         # Why the wave being opened opens (the WaveChanged reason).
@@ -223,8 +235,12 @@ class RolloutGate(Waves):
         self.finished(j)
 
     def promote(self) -> None:
-        """Approve the next wave (``pause: true``); given early, it is kept for it."""
-        self.promotions += 1
+        """Approve the next wave (``pause: true``): the one waiting now, or, while
+        the open waves still run, the one after them (it opens once they are
+        done). Promotes given before that wave opens approve it again: they are
+        not kept for the waves after it, each of which waits for a promote of its
+        own, given while it waits or after the wave before it opened."""
+        self.promoted = True
         if self.waiting:
             self.advance()
 
@@ -240,12 +256,12 @@ class RolloutGate(Waves):
                     self._halt(done, number, len(part), failed, allowed)
                     return False
         if self.rollout.pause:
-            if self.promotions == 0:
+            if not self.promoted:
                 if not self.waiting:
                     self.waiting = True
                     self._event(w, "waiting", "waiting for promote")
                 return False
-            self.promotions -= 1
+            self.promoted = False
             self.waiting = False
             self._opening = "promoted"
         else:
@@ -257,12 +273,15 @@ class RolloutGate(Waves):
             self._event(w, "open", self._opening)
         super().open(w)
 
-    def _halt(self, w: int, number: int, size: int, failed: int, allowed: float) -> None:
+    def _halt(self, w: int, number: int, size: int, failed: int, allowed: int) -> None:
         """Wave ``w`` (the plan's wave ``number``, of ``size`` targets) failed too much."""
         self.halted = True
         self.waiting = False
-        limit = f"{self.rollout.max_failed:.0%}" if self.rollout.max_failed_fraction else ""
-        shown = f"{limit} of {size}, {allowed:g}" if limit else f"{allowed:g}"
+        m = self.rollout.max_failed
+        if self.rollout.max_failed_fraction and isinstance(m, Fraction):
+            shown = f"{percent_text(m)} of {size}, {allowed}"
+        else:
+            shown = str(allowed)
         why = (
             f"rollout halted: wave {number} had {failed} failed target(s), "
             f"more than max_failed ({shown})"

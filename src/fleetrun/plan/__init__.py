@@ -30,7 +30,14 @@ from fleetrun.plan._resolve import (
     render_command,
     task_env,
 )
-from fleetrun.plan._rollout import Waves, allowed_failures, wave_done, wave_targets
+from fleetrun.plan._rollout import (
+    Waves,
+    allowed_failures,
+    percent_text,
+    wave_done,
+    wave_size,
+    wave_targets,
+)
 from fleetrun.plan._schema import plan_json_schema
 from fleetrun.plan._select import select, selection_closure, selection_lines, split_names
 from fleetrun.plan._simulate import MODES, phase_layers, simulate, simulate_remaining
@@ -88,6 +95,7 @@ __all__ = [
     "parse_duration",
     "parse_rate",
     "parse_var_args",
+    "percent_text",
     "phase_layers",
     "plan_json_schema",
     "pools_of_tasks",
@@ -108,5 +116,6 @@ __all__ = [
     "task_env",
     "task_rows",
     "wave_done",
+    "wave_size",
     "wave_targets",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 
 from fleetrun.plan._fields import Ctx, join
@@ -148,7 +149,7 @@ def read_throttle(ctx: Ctx, node: YNode, key: str) -> ThrottleRule | None:
 
 def _size(
     ctx: Ctx, item: YNode, key: str, groups: Mapping[str, tuple[str, ...]]
-) -> str | int | float | None:
+) -> str | int | Fraction | None:
     value = item.value if isinstance(item, YScalar) else None
     if isinstance(value, int) and not isinstance(value, bool):
         if value >= 1:
@@ -156,11 +157,8 @@ def _size(
     elif isinstance(value, str):
         text = value.strip()
         if text.endswith("%"):
-            try:
-                pct = float(text[:-1])
-            except ValueError:
-                pct = -1.0
-            if 0 < pct <= 100:
+            pct = _pct(text[:-1])
+            if pct is not None and pct > 0:
                 return pct / 100
         elif text in groups or text == ALL_TARGETS:
             return text
@@ -187,8 +185,8 @@ def read_rollout(ctx: Ctx, node: YNode, groups: Mapping[str, tuple[str, ...]]) -
     m = ctx.mapping(node, key, allow_null=False)
     if m is None:
         return None
-    waves: list[str | int | float] = []
-    max_failed = 0.0
+    waves: list[str | int | Fraction] = []
+    max_failed: int | Fraction = 0
     fraction = False
     pause = False
     for k, v in ctx.items(m, key, ROLLOUT_KEYS):
@@ -204,9 +202,9 @@ def read_rollout(ctx: Ctx, node: YNode, groups: Mapping[str, tuple[str, ...]]) -
             value = v.value if isinstance(v, YScalar) else None
             text = value.strip() if isinstance(value, str) else ""
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                max_failed = float(value)
-            elif text.endswith("%") and _pct(text[:-1]) is not None:
-                max_failed, fraction = (_pct(text[:-1]) or 0.0) / 100, True
+                max_failed = value
+            elif text.endswith("%") and (pct := _pct(text[:-1])) is not None:
+                max_failed, fraction = pct / 100, True
             else:
                 ctx.error(
                     v,
@@ -219,9 +217,13 @@ def read_rollout(ctx: Ctx, node: YNode, groups: Mapping[str, tuple[str, ...]]) -
     return Rollout(tuple(waves), max_failed, fraction, pause, ctx.loc(m))
 
 
-def _pct(text: str) -> float | None:
-    try:
-        pct = float(text)
-    except ValueError:
+_DECIMAL = re.compile(r"\s*(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*")
+"""A percentage's number: a plain decimal (no sign, exponent or fraction bar)."""
+
+
+def _pct(text: str) -> Fraction | None:
+    """The percentage written ``text`` (before its ``%``), exactly, in [0, 100]; else None."""
+    if not _DECIMAL.fullmatch(text):
         return None
-    return pct if 0 <= pct <= 100 else None
+    pct = Fraction(text.strip())
+    return pct if pct <= 100 else None

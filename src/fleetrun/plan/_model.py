@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -136,14 +137,20 @@ class Rollout:
     """The plan's rolling waves (``rollout``).
 
     ``waves`` holds one size per wave: a group name (``str``), a count
-    (``int``) or a fraction of all targets (``float`` in (0, 1]); the last size
-    repeats. ``max_failed`` per wave: a count, or a fraction of the wave's
-    targets when ``max_failed_fraction``; strictly more failed targets halt the
-    rollout. ``pause``: wait for ``RunControl.promote()`` before each next wave.
+    (``int``) or a fraction of all targets (an exact ``Fraction`` in (0, 1],
+    as the plan wrote it: "29%" is 29/100); the last size repeats.
+    ``max_failed`` per wave: a count (``int``), or a fraction of the wave's
+    targets (``Fraction``) when ``max_failed_fraction``; strictly more failed
+    targets halt the rollout. ``pause``: wait for ``RunControl.promote()``
+    before each next wave (one promote opens one wave).
+
+    Percentages are exact so that the arithmetic on them is integer
+    arithmetic (``plan._rollout``): a ``float`` given in code is read as the
+    decimal it prints as (``0.29`` is 29/100).
     """
 
-    waves: tuple[str | int | float, ...]
-    max_failed: float = 0.0
+    waves: tuple[str | int | Fraction, ...]
+    max_failed: int | Fraction = 0
     max_failed_fraction: bool = False
     pause: bool = False
     location: Location | None = None
@@ -154,6 +161,22 @@ NeedMode = Literal["auto", "all", "quorum"]
 
 @dataclass(frozen=True, slots=True)
 class Need:
+    def __post_init__(self) -> None:
+        waves = tuple(_exact(w) if isinstance(w, float) else w for w in self.waves)
+        object.__setattr__(self, "waves", waves)
+        m = self.max_failed
+        if isinstance(m, float):
+            exact = _exact(m)
+            m = int(exact) if exact.denominator == 1 and not self.max_failed_fraction else exact
+        elif isinstance(m, int) and self.max_failed_fraction:
+            m = Fraction(m)
+        object.__setattr__(self, "max_failed", m)
+
+
+def _exact(value: float) -> Fraction:
+    """``value`` as the decimal it prints as (``0.29`` -> 29/100, not 0.28999...)."""
+    return Fraction(repr(value))
+
     """One entry of a task's ``needs``.
 
     ``auto`` (``needs: [X]``): same target when both tasks fan out over targets,

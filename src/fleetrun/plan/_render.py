@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 from fleetrun.durations import format_duration
 from fleetrun.plan._graph import Graph
 from fleetrun.plan._model import Rollout
-from fleetrun.plan._rollout import wave_targets
+from fleetrun.plan._rollout import allowed_failures, percent_text, wave_targets
 from fleetrun.plan._simulate import MODES, simulate
 from fleetrun.plan._summary import task_rows
 
@@ -44,25 +45,21 @@ def makespans(graph: Graph, parallelism: int | None, rollout: bool = True) -> di
     return out
 
 
-def _pct(fraction: float) -> str:
-    return f"{fraction * 100:g}%"
-
-
-def _size_text(size: str | int | float) -> str:
+def _size_text(size: str | int | Fraction) -> str:
     """A ``rollout.waves`` entry as the plan writes it: ``canary``, ``8``, ``100%``."""
     if isinstance(size, str):
         return size
     if isinstance(size, int):
         return str(size)
-    return _pct(size)
+    return percent_text(size)
 
 
-def max_failed_value(rollout: Rollout) -> int | float | str:
+def max_failed_value(rollout: Rollout) -> int | str:
     """``max_failed`` as the plan writes it: a count (``2``) or a percentage (``"10%"``)."""
-    if rollout.max_failed_fraction:
-        return _pct(rollout.max_failed)
-    count = rollout.max_failed
-    return int(count) if count == int(count) else count
+    m = rollout.max_failed
+    if isinstance(m, Fraction):
+        return percent_text(m) if rollout.max_failed_fraction else allowed_failures(rollout, 0)
+    return m
 
 
 def rollout_lines(graph: Graph) -> list[str]:
@@ -286,7 +283,7 @@ def _rollout_dict(graph: Graph, parallelism: int | None) -> dict[str, Any] | Non
     free = makespans(graph, parallelism, rollout=False)
     return {
         "waves": [list(targets) for targets in wave_targets(graph.plan)],
-        "sizes": [_size_text(s) if isinstance(s, float) else s for s in rollout.waves],
+        "sizes": [_size_text(s) if isinstance(s, Fraction) else s for s in rollout.waves],
         "max_failed": max_failed_value(rollout),
         "pause": rollout.pause,
         "makespan_without_rollout": {mode: free[mode] for mode in MODES},

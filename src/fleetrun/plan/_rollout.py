@@ -7,11 +7,16 @@ truncated, at least 1; a group takes its members that no earlier wave took
 (in fleet order); a count takes the next targets in fleet order. A wave that
 would be empty (a group whose members all went earlier) is left out; when the
 last size is a group and targets remain, they form one last wave.
+
+The arithmetic on percentages is exact (the plan's percentages are
+``Fraction`` values and every result is an integer): ``wave_size`` and
+``allowed_failures`` are the only places that compute with them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 from fleetrun.plan._graph import Graph
 from fleetrun.plan._model import ALL_TARGETS, Plan, Rollout
@@ -43,30 +48,60 @@ def _split(plan: Plan, rollout: Rollout | None) -> list[tuple[str, ...]]:
     waves: list[tuple[str, ...]] = []
     sizes = rollout.waves
     k = 0
+    # Invariant: every target of fleet[:cursor] is taken (counts take from here).
+    cursor = 0
     while len(taken) < len(fleet):
         size = sizes[min(k, len(sizes) - 1)]
         last = k >= len(sizes) - 1
         k += 1
         if isinstance(size, str):
-            members = fleet if size == ALL_TARGETS else plan.groups.get(size, ())
-            wave = [t for t in fleet if t in set(members) and t not in taken]
+            members = set(fleet if size == ALL_TARGETS else plan.groups.get(size, ()))
+            wave = [t for t in fleet if t in members and t not in taken]
             if not wave and last:
                 wave = [t for t in fleet if t not in taken]
         else:
-            n = size if isinstance(size, int) else max(1, int(size * len(fleet)))
-            wave = [t for t in fleet if t not in taken][:n]
+            n = wave_size(size, len(fleet))
+            wave = []
+            while cursor < len(fleet) and len(wave) < n:
+                if fleet[cursor] not in taken:
+                    wave.append(fleet[cursor])
+                cursor += 1
         if wave:
             waves.append(tuple(wave))
             taken.update(wave)
+        while cursor < len(fleet) and fleet[cursor] in taken:
+            cursor += 1
     return waves
 
 
-def allowed_failures(rollout: Rollout, wave_size: int) -> float:
+def wave_size(size: int | Fraction, fleet: int) -> int:
+    """The targets a count or a percentage of a fleet of ``fleet`` targets takes:
+    a count as it is; a fraction of the fleet truncated, at least 1 (Ansible's
+    ``serial``). Integer arithmetic: 29% of 100 is 29."""
+    if isinstance(size, int):
+        return size
+    return max(1, size.numerator * fleet // size.denominator)
+
+
+def allowed_failures(rollout: Rollout, wave_size: int) -> int:
     """How many failed targets a wave of ``wave_size`` may have without halting
-    the rollout (it halts on strictly more)."""
-    if rollout.max_failed_fraction:
-        return rollout.max_failed * wave_size
-    return rollout.max_failed
+    the rollout: it halts on strictly more (Ansible's ``max_fail_percentage``).
+    A percentage of the wave, truncated, since more than ``p%`` failed exactly
+    when the failures exceed ``p% x size`` truncated: 29% of 100 allows 29."""
+    m = rollout.max_failed
+    if isinstance(m, Fraction):
+        if rollout.max_failed_fraction:
+            return m.numerator * wave_size // m.denominator
+        return m.numerator // m.denominator
+    return m
+
+
+def percent_text(fraction: Fraction) -> str:
+    """A plan's percentage as it writes it: 29/100 -> ``29%``, 1/8 -> ``12.5%``."""
+    pct = fraction * 100
+    if pct.denominator == 1:
+        return f"{pct.numerator}%"
+    return f"{float(pct):g}%"
 
 
 def waits_for_later(
