@@ -41,7 +41,7 @@ FIELDS = {
     "AttemptOutput": ["node", "key", "attempt", "text"],
     "AttemptEnded": [
         "node", "key", "attempt", "started_at", "exit_code", "signal", "timed_out", "outcome",
-        "retry_reason", "retry_delay", "tail", "throttled", "error_kind",
+        "retry_reason", "retry_delay", "tail", "throttled", "error_kind", "left_running",
     ],
     "InstanceSettled": ["node", "key", "state", "reason", "attempts", "outputs"],
     "PoolChanged": ["pool", "rate", "reason", "concurrency", "paused"],

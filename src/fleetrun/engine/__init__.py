@@ -16,6 +16,7 @@ from fleetrun.engine._events import (
     RunStarted,
     Subscriber,
     WaveChanged,
+    left_running_text,
 )
 from fleetrun.engine._options import (
     DEFAULT_GRACE,
@@ -49,6 +50,7 @@ __all__ = [
     "RunStarted",
     "Subscriber",
     "WaveChanged",
+    "left_running_text",
     "new_run_id",
     "run_graph",
 ]

@@ -54,6 +54,7 @@ from fleetrun.engine._events import (
     PoolChanged,
     RunEnded,
     RunStarted,
+    left_running_text,
 )
 from fleetrun.engine._gates import CapGate, HoldGate, PhaseGate, RolloutGate
 from fleetrun.engine._limits import Limits, ThrottleMatch
@@ -418,14 +419,19 @@ class Core:
             self.limits.release(pools)
         self.queued.ended(j)
 
-    def succeeded(self, j: int, n: int, outputs: Mapping[str, str] | None) -> None:
-        """Attempt ``n`` of ``j`` succeeded (its executor returned)."""
+    def succeeded(
+        self, j: int, n: int, outputs: Mapping[str, str] | None, left_running: int = 0
+    ) -> None:
+        """Attempt ``n`` of ``j`` succeeded (its executor returned); ``left_running``:
+        processes it left running that were ended (the record says so)."""
         self._release(j)
-        self.emit(self._ended(j, n, _SUCCEEDED, "succeeded"))
+        result = AttemptResult(0, left_running=left_running) if left_running else _SUCCEEDED
+        self.emit(self._ended(j, n, result, "succeeded"))
         pools = self.pools_of[j]
         if pools:
             self.limits.succeeded(pools, self.t0[j], self.now())
-        self.settle(j, "succeeded", outputs=outputs)
+        note = left_running_text(left_running) if left_running else ""
+        self.settle(j, "succeeded", note, outputs=outputs)
 
     def retry_allowed(self, j: int, n: int, matched: tuple[ThrottleMatch, ...]) -> bool:
         """Whether a failed attempt ``n`` of ``j`` may be retried at all (before the
@@ -498,6 +504,7 @@ class Core:
             tail=tail,
             throttled=throttled,
             error_kind=result.error_kind,
+            left_running=result.left_running,
         )
 
     def broken(self, j: int, n: int, problem: str) -> None:

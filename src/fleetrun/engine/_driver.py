@@ -265,7 +265,7 @@ class _Driver:
         if result.ok:
             # The common case, inline: no extra coroutine per attempt.
             self.tasks.pop(j, None)
-            core.succeeded(j, n, result.outputs)
+            core.succeeded(j, n, result.outputs, result.left_running)
             self._kick()
             return
         assert isinstance(spec, Attempt)

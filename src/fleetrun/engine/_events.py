@@ -116,7 +116,9 @@ class AttemptEnded(Event):
     ``throttled``: the engine took this ending as a throttle signal (the
     provider asked to slow down); reports count it from here. ``error_kind``:
     the executor's classification of a failure the command did not report
-    itself (``connect``, ``lost``, ``internal``), else None.
+    itself (``connect``, ``lost``, ``internal``), else None. ``left_running``:
+    processes the command left running that were ended after it
+    (``left_running_text`` says so).
     """
 
     node: int
@@ -132,6 +134,14 @@ class AttemptEnded(Event):
     tail: tuple[str, ...] = ()
     throttled: bool = False
     error_kind: str | None = None
+    left_running: int = 0
+
+
+def left_running_text(count: int) -> str:
+    """Words for ``count`` processes an attempt left running that were ended, with
+    the key that keeps them: the console's line of the attempt and the record's
+    reason of its instance both say it."""
+    return f"ended {count} process(es) it left running (`keep_running: true` keeps them)"
 
 
 @message

@@ -140,7 +140,9 @@ class AttemptResult:
     ``exit_code`` is None when the command died of a signal (then ``signal``
     is set) or never reported one (then ``reason`` says why and
     ``error_kind`` classifies it). ``outputs`` holds the ``key=value`` pairs
-    published by a successful attempt.
+    published by a successful attempt. ``left_running``: how many processes
+    the command left running that the executor ended after it (always 0 with
+    ``keep_running``).
     """
 
     exit_code: int | None
@@ -149,6 +151,7 @@ class AttemptResult:
     outputs: Mapping[str, str] | None = None
     reason: str | None = None
     error_kind: ErrorKind | None = None
+    left_running: int = 0
 
     @property
     def ok(self) -> bool:

@@ -306,19 +306,22 @@ class LocalExecutor:
                 proc.kill()
                 proc.close()
         self._note(spec, proc, ended)
+        left = len(proc.left) + len(ended)
 
         assert proc.status is not None
         code = os.waitstatus_to_exitcode(proc.status)
         if code == 0 and not proc.timed_out:
             outputs = read_output_file(spec.output_path, spec.redactor, spec.key)
-            return AttemptResult(exit_code=0, outputs=outputs)
+            return AttemptResult(exit_code=0, outputs=outputs, left_running=left)
         if spec.redactor:
             # A failed attempt's outputs are not used, but what it wrote stays on disk:
             # redacted like everything else there.
             redact_output_file(spec.output_path, spec.redactor)
         if code < 0:
-            return AttemptResult(exit_code=None, signal=-code, timed_out=proc.timed_out)
-        return AttemptResult(exit_code=code, timed_out=proc.timed_out)
+            return AttemptResult(
+                exit_code=None, signal=-code, timed_out=proc.timed_out, left_running=left
+            )
+        return AttemptResult(exit_code=code, timed_out=proc.timed_out, left_running=left)
 
     async def _end_leftovers(self, tag: str, grace: float, first: list[int] | None) -> list[str]:
         """End what the attempt ``tag`` left outside its group (see ``_reaper``)."""

@@ -26,7 +26,9 @@ starts; a run's first line is ``RunStarted`` and its last ``RunEnded``.
                         (succeeded|failed|retrying|cancelled), ``retry_reason``,
                         ``retry_delay`` (seconds), ``tail`` (last log lines, a list),
                         ``throttled`` (bool: taken as a throttle signal),
-                        ``error_kind`` (connect|lost|internal, or null)
+                        ``error_kind`` (connect|lost|internal, or null),
+                        ``left_running`` (processes the command left running that
+                        were ended after it; 0 with ``keep_running``)
 ``InstanceSettled``     ``node``, ``key``, ``state`` (succeeded|failed|skipped|cancelled|
                         not_started), ``reason``, ``attempts``, ``outputs`` (object)
 ``PoolChanged``         ``pool``, ``rate`` (per second), ``reason``

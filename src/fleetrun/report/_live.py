@@ -127,7 +127,7 @@ class LiveConsole:
             state.attempt_started(ev.node, ev.attempt, ev.at)
         elif isinstance(ev, AttemptEnded):
             took = state.attempt_ended(ev.node, ev.outcome, ev.at, ev.started_at)
-            if ev.outcome == "failed" or ev.outcome == "retrying":
+            if ev.outcome == "failed" or ev.outcome == "retrying" or ev.left_running:
                 self._queue(ev.at, event_text(ev, took=took, tail_lines=self.tail_lines))
         elif isinstance(ev, InstanceSettled):
             state.instance_settled(ev.node, ev.state)

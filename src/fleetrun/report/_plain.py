@@ -28,6 +28,7 @@ from fleetrun.engine import (
     RunResult,
     RunStarted,
     WaveChanged,
+    left_running_text,
 )
 from fleetrun.plan import Graph
 from fleetrun.report._text import STATE_ORDER as STATE_ORDER
@@ -84,6 +85,9 @@ def event_text(ev: Event, *, took: float = 0.0, tail_lines: int = 5) -> list[str
     Control characters in them are escaped (``printable``).
     """
     lines = _event_text(ev, took, tail_lines)
+    if lines and isinstance(ev, AttemptEnded) and ev.left_running:
+        # What was ended after the command, on the attempt's own line.
+        lines[0] += f"; {left_running_text(ev.left_running)}"
     return [printable(ln) for ln in lines] if lines else lines
 
 
@@ -193,6 +197,10 @@ class PlainConsole:
                 lines = event_text(ev, took=took, tail_lines=self.tail_lines)
                 lines[0] = f"{stamp(ev.at)} {lines[0]}"
                 self._failures.append("\n".join(lines) + "\n")
+            elif ev.left_running:
+                # Said too: the run ended processes of the user's.
+                lines = event_text(ev, took=took)
+                self._failures.append(f"{stamp(ev.at)} {lines[0]}\n")
         elif isinstance(ev, RunEnded) and self._failures:
             self.stream.write("".join(self._failures))
             self.stream.flush()
