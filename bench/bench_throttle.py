@@ -1,106 +1,254 @@
-"""Throttling: fleetrun's adaptive pools against a real token-bucket HTTP server.
+"""Throttling: fleetrun's adaptive pools against real limited HTTP servers, end to end.
 
-The server (``tests/engine/throttle_server.py``) runs on 127.0.0.1 and meters
-requests like Azure Resource Manager, scaled down: ``--rate`` per second,
-``--burst`` saved up, 429 + ``Retry-After`` when empty, and a new 429 for a
-request sent before that delay ends. Every request is one real task: ``sh`` +
-``curl``, exit 75 and a ``Retry-After: N`` line on a 429. The ideal makespan
-is ``(requests - burst) / rate``: the burst at once, then exactly the rate.
+Each scenario starts a fresh server on 127.0.0.1 in its own process
+(``tests/engine/throttle_server.py``) and, against it, each contender cold:
 
-Contenders, each against a fresh server, in one run:
+- **fleetrun**: ``fleetrun apply`` run as a user runs it (a subprocess of the
+  CLI, ``--plain``, its own state directory) on a generated plan: one task,
+  ``for_each: all`` over one target per request, ``pools: [api]``,
+  ``retry: {attempts: 50, on: {exit: [75]}}``; each request is a real ``sh``
+  + ``curl`` process that exits 75 and prints ``Retry-After: N`` on a 429.
+- **seed**: the hand-written approach fleetrun replaces, a small Python
+  script in its own process: 128 requests in flight (real ``sh`` + ``curl``
+  processes), each retried on 429 with exponential backoff and full jitter
+  (1 s base, 60 s cap, Retry-After ignored); stopped at ``--seed-limit`` x
+  ideal, so its 429s are compared per request served.
 
-- fleetrun, ``adaptive``, the pool configured 5x above the server's rate
-  (rate 5 x ``--rate``/s, concurrency 128): target makespan <= 1.10 x ideal and
-  429s <= 5% of requests;
-- the seed's approach: 128 in flight (a semaphore), each request retried on
-  429 with exponential backoff (full jitter, 1 s base, 60 s cap), Retry-After
-  ignored; fleetrun must need >= 5x fewer 429s;
-- fleetrun without ``adaptive``, the rate set exactly to the server's (for
-  reference);
-- fleetrun adaptive on a short run (``--short`` requests), where learning
-  the limit weighs more;
-- the new user's scenario: 6 regions, ``rate: 2/s, adaptive: true``, 0.6 s of
-  work each, 40% of requests answered 429 at random (no rate limit behind
-  them): the pool's rate must stay above its documented floor.
+Scenarios and targets (the provider's scale):
 
-    python bench/bench_throttle.py [--requests 2000] [--rate 40] [--burst 100] [--short 600]
+- ``bucket``: a token bucket of 40/s, burst 10, Retry-After, a request during
+  the delay earns a new one (Azure Resource Manager's rule); 2,000 requests;
+  pool ``rate: 200/s, adaptive: true`` (5x too fast). Ideal (n - burst)/rate.
+  Target: makespan <= 1.10x ideal, 429s <= 5% of requests.
+- ``concurrency``: 4 requests in progress at once (429 + ``Retry-After: 1``
+  beyond), 200 requests of 0.2 s each; pool ``concurrency: 64, adaptive:
+  true``. Ideal requests x 0.2 s / 4. Target: makespan <= 1.15x, 429s <= 10%.
+- ``step``: the bucket whose rate halves (40 -> 20/s) at T1 and comes back
+  at T2 (after the first request); pool as ``bucket``. Target: 429s <= 10%,
+  and 5 s after each change the pool's rate is within 10% of what the server
+  grants. Ideal: when the bucket has granted every request.
+- every scenario: fleetrun has >= 5x fewer 429s per request served than the seed.
+
+Makespan is the server's: from the first request's arrival to the last
+served request's end (``wall`` adds fleetrun's own start and end). The
+pool's trajectory comes from the run's journal (its ``PoolChanged`` events:
+effective rate and concurrency, Retry-After pauses), drawn one column per
+second beside what the server served and throttled.
+
+    python3 bench/bench_throttle.py --quick         # smaller counts, 1 to 2 minutes
+    python3 bench/bench_throttle.py                 # the full sizes, about 5 minutes
+    python3 bench/bench_throttle.py --only bucket,step --table
+    python3 bench/bench_throttle.py --src /tmp/old  # the fleetrun in /tmp/old/src
+
+The machine's load is printed first: on 2 shared cores, spawning 40
+processes a second is near the limit and the timings are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests" / "engine"))
 
-import contextlib
+from _common import load, machine
+from throttle_server import Stats, client_command, spawn
 
-from _common import machine
-from throttle_server import ThrottleServer, client_command
+from fleetrun.state import JournalReader
 
-from fleetrun.engine import Event, PoolChanged, RunOptions, run_graph
-from fleetrun.engine.testing import graph, task
-from fleetrun.executors import LocalExecutor
-from fleetrun.plan import AdaptiveSettings, Pool, ThrottleRule
-
-RULE = ThrottleRule(
-    exit=frozenset({75}), output=(r"\b429\b",), retry_after=r"Retry-After: (\d+)", attempts=50
-)
+SEED_IN_FLIGHT = 128
+RECOVERY_S = 5.0
+"""A change of the server's limit must be followed within this many seconds."""
 
 
-def fleetrun_run(
-    n: int, rate: float, burst: int, pool: Pool, work: str = "", noise: float = 0.0
-) -> dict[str, float]:
-    """``n`` tasks, one request each, through ``pool``, against a fresh server."""
-    with ThrottleServer(rate=rate, burst=burst, noise=noise, seed=1) as server:
-        cmd = (work + "; " if work else "") + client_command(server.url)
-        targets = [f"t{i}" for i in range(n)]
-        g = graph([task("call", cmd, targets=targets, pools=[pool.name])], pools=[pool])
-        events: list[Event] = []
-        with tempfile.TemporaryDirectory() as d:
-            t0 = time.monotonic()
-            result = asyncio.run(
-                run_graph(
-                    g,
-                    RunOptions(run_id="bench", run_dir=Path(d), parallelism=None),
-                    LocalExecutor(),
-                    [events.append],
-                )
-            )
-            wall = time.monotonic() - t0
-    changes = [e for e in events if isinstance(e, PoolChanged) and e.paused == 0]
-    rates = [e.rate for e in changes if not e.reason.startswith("resumed")]
-    pauses = [e for e in events if isinstance(e, PoolChanged) and e.paused > 0]
-    return {
-        "wall": wall,
-        "ok": server.ok,
-        "429": server.throttled,
-        "failed": result.counts.get("failed", 0),
-        "min_rate": min(rates, default=pool.rate or 0.0),
-        "final_rate": rates[-1] if rates else (pool.rate or 0.0),
-        "changes": len(changes),
-        "pauses": len(pauses),
+@dataclass(frozen=True)
+class Scenario:
+    """One server, one pool, one request count, and the targets."""
+
+    key: str
+    title: str
+    kind: str
+    server: dict[str, Any]
+    requests: int
+    pool: dict[str, Any]
+    ideal: float
+    query: str = ""  # appended to the URL (``?sleep=0.2``)
+    makespan_target: float | None = None
+    share_target: float = 0.10
+
+
+@dataclass
+class Result:
+    """What one contender did against its own server."""
+
+    name: str
+    stats: Stats
+    wall: float
+    failed: int = 0
+    stopped: bool = False
+    # (at, rate, concurrency, paused, reason) of every PoolChanged, in order.
+    changes: list[tuple[float, float, int | None, float, str]] = field(default_factory=list)
+
+    @property
+    def makespan(self) -> float:
+        """The server's makespan; for a contender stopped before the end, until it stopped."""
+        first, last = self.stats.first, self.stats.last
+        if self.stopped and first is not None and last is not None:
+            return last - first
+        return self.stats.makespan()
+
+    def share(self, n: int) -> float:
+        return self.stats.throttled / n
+
+
+# -- scenarios ------------------------------------------------------------------------
+
+
+def step_ideal(rate: float, burst: int, steps: Sequence[tuple[float, float]], n: int) -> float:
+    """When a bucket of ``rate`` (changing at ``steps``) has granted ``n`` requests."""
+    need = n - burst
+    t, r = 0.0, rate
+    for at, new in sorted(steps):
+        if need <= r * (at - t):
+            break
+        need -= r * (at - t)
+        t, r = at, new
+    return t + need / r
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    """The issue's scenarios at full size, or smaller (``--quick``)."""
+    rate, burst = 40.0, 10
+    n_bucket = 300 if quick else 2000
+    n_conc = 60 if quick else 200
+    t1, t2, n_step = (4.0, 9.0, 470) if quick else (10.0, 25.0, 1310)
+    steps = [(t1, rate / 2), (t2, rate)]
+    fast = {"rate": f"{5 * rate:g}/s", "adaptive": True}
+    return [
+        Scenario(
+            "bucket",
+            f"token bucket {rate:g}/s, burst {burst}, penalty rule; {n_bucket} requests; "
+            f"pool rate {5 * rate:g}/s adaptive",
+            "bucket",
+            {"rate": rate, "burst": burst},
+            n_bucket,
+            fast,
+            (n_bucket - burst) / rate,
+            makespan_target=1.10,
+            share_target=0.05,
+        ),
+        Scenario(
+            "concurrency",
+            f"concurrency limit 4 (Retry-After 1); {n_conc} requests of 0.2 s; "
+            "pool concurrency 64 adaptive",
+            "concurrency",
+            {"limit": 4, "retry_after": 1},
+            n_conc,
+            {"concurrency": 64, "adaptive": True},
+            n_conc * 0.2 / 4,
+            query="?sleep=0.2",
+            makespan_target=1.15,
+            share_target=0.10,
+        ),
+        Scenario(
+            "step",
+            f"token bucket {rate:g}/s burst {burst}, halves at {t1:g}s, back at {t2:g}s; "
+            f"{n_step} requests; pool rate {5 * rate:g}/s adaptive",
+            "step",
+            {"rate": rate, "burst": burst, "steps": steps},
+            n_step,
+            fast,
+            step_ideal(rate, burst, steps, n_step),
+            share_target=0.10,
+        ),
+    ]
+
+
+# -- contenders ----------------------------------------------------------------------
+
+
+def plan_text(scn: Scenario, url: str) -> str:
+    """The plan a user would write for this scenario."""
+    plan = {
+        "name": f"bench-{scn.key}",
+        "targets": {f"t{i}": {} for i in range(scn.requests)},
+        "pools": {"api": scn.pool},
+        "tasks": {
+            "call": {
+                "for_each": "all",
+                "pools": ["api"],
+                "retry": {"attempts": 50, "on": {"exit": [75]}},
+                "run": client_command(url + scn.query),
+            }
+        },
     }
+    return yaml.safe_dump(plan, sort_keys=False, width=1000)
 
 
-def seed_run(
-    n: int, rate: float, burst: int, limit: float, in_flight: int = 128
-) -> dict[str, float]:
-    """The seed's approach: a fixed number in flight, exponential backoff on 429.
+def run_fleetrun(scn: Scenario, work: Path, env: dict[str, str], timeout: float) -> Result:
+    """``fleetrun apply`` on the scenario's plan against a fresh server."""
+    d = work / f"fleetrun-{scn.key}"
+    d.mkdir()
+    with spawn(scn.kind, **scn.server) as server:
+        plan = d / "plan.yaml"
+        plan.write_text(plan_text(scn, server.url))
+        argv = [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain", "-q"]
+        argv += ["--state-dir", str(d / "state")]
+        t0 = time.monotonic()
+        with open(d / "console.txt", "w") as out:
+            try:
+                subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+                stopped = False
+            except subprocess.TimeoutExpired:
+                stopped = True
+        wall = time.monotonic() - t0
+        stats = server.stats()
+    with JournalReader(d / "state") as j:
+        run = j.run()
+        events = j.event_data(run.id, "PoolChanged")
+    changes = [
+        (e["at"], float(e["rate"]), e.get("concurrency"), float(e.get("paused", 0.0)), e["reason"])
+        for e in events
+    ]
+    failed = int(run.counts.get("failed", 0)) + int(run.counts.get("skipped", 0))
+    return Result("fleetrun", stats, wall, failed, stopped, changes)
 
-    Stopped after ``limit`` seconds (it can take many times the ideal): then
-    ``wall`` is the limit and ``done`` says how many requests were served."""
+
+def run_seed(scn: Scenario, limit: float) -> Result:
+    """The seed's approach against a fresh server, stopped after ``limit`` seconds."""
+    with spawn(scn.kind, **scn.server) as server:
+        argv = [sys.executable, __file__, "--seed-client", server.url + scn.query]
+        argv += ["--requests", str(scn.requests), "--seed-stop", f"{limit:.1f}"]
+        t0 = time.monotonic()
+        p = subprocess.run(argv, check=False)
+        wall = time.monotonic() - t0
+        stats = server.stats()
+    return Result("seed", stats, wall, stopped=p.returncode == 3)
+
+
+def seed_client(url: str, n: int, in_flight: int, stop: float) -> int:
+    """The seed: ``n`` requests, ``in_flight`` at once, exponential backoff with full
+    jitter on 429 (1 s base, 60 s cap). Exit 3 when stopped after ``stop`` seconds."""
     rng = random.Random(1)
+    cmd = client_command(url)
 
-    async def main(url: str) -> None:
+    async def main() -> bool:
         sem = asyncio.Semaphore(in_flight)
-        cmd = client_command(url)
+        live: set[asyncio.subprocess.Process] = set()
 
         async def one() -> None:
             attempt = 0
@@ -109,88 +257,308 @@ def seed_run(
                     p = await asyncio.create_subprocess_shell(
                         cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
                     )
-                    code = await p.wait()
+                    live.add(p)
+                    try:
+                        code = await p.wait()
+                    finally:
+                        live.discard(p)
                 if code != 75:
                     return
                 attempt += 1
                 await asyncio.sleep(rng.uniform(0, min(60.0, 1.0 * 2 ** (attempt - 1))))
 
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), limit)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), stop)
+        except TimeoutError:
+            for p in live:  # stopped: end the requests still in flight
+                if p.returncode is None:
+                    p.kill()
+            for p in list(live):
+                await p.wait()
+            return False
+        return True
 
-    with ThrottleServer(rate=rate, burst=burst) as server:
-        t0 = time.monotonic()
-        asyncio.run(main(server.url))
-        wall = time.monotonic() - t0
-    return {"wall": wall, "ok": server.ok, "429": server.throttled, "done": server.ok}
+    return 0 if asyncio.run(main()) else 3
+
+
+# -- the trajectory --------------------------------------------------------------------
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def spark(values: Sequence[float], top: float) -> str:
+    """One character per value, ``top`` the full bar; '·' for zero."""
+    out = []
+    for v in values:
+        if v <= 0 or top <= 0:
+            out.append("·")
+        else:
+            out.append(BARS[min(len(BARS) - 1, int(v / top * len(BARS) - 1e-9))])
+    return "".join(out)
+
+
+def limits_at(
+    r: Result, initial: tuple[float, int | None]
+) -> Callable[[float], tuple[float, int | None]]:
+    """The pool's (rate, concurrency) in effect at a wall-clock time."""
+
+    def at(t: float) -> tuple[float, int | None]:
+        rate, conc = initial
+        for when, rt, c, _, _ in r.changes:
+            if when > t:
+                break
+            rate, conc = rt, c
+        return rate, conc
+
+    return at
+
+
+def pool_initial(scn: Scenario) -> tuple[float, int | None]:
+    rate = scn.pool.get("rate")
+    return (float(str(rate).split("/")[0]) if rate else 0.0), scn.pool.get("concurrency")
+
+
+@dataclass
+class Bins:
+    """Per-second (or per ``width``-second) values from a run's start."""
+
+    width: float
+    served: list[float]
+    throttled: list[float]
+    rate: list[float]
+    conc: list[float]
+    busy: list[float]  # most requests in progress at the server
+    paused: list[bool]
+
+
+def bins(scn: Scenario, r: Result, t0: float) -> Bins:
+    span = max(1.0, (r.stats.last or t0) - t0)
+    width = float(max(1, math.ceil(span / 100)))
+    count = math.ceil(span / width)
+    served = [0.0] * count
+    throttled = [0.0] * count
+    for times, out in ((r.stats.ok_times, served), (r.stats.throttle_times, throttled)):
+        for t in times:
+            k = min(count - 1, max(0, int((t - t0) / width)))
+            out[k] += 1 / width
+    busy = [0.0] * count
+    level = 0.0
+    for t, n in r.stats.in_progress:
+        k = min(count - 1, max(0, int((t - t0) / width)))
+        level = n
+        busy[k] = max(busy[k], level)
+    at = limits_at(r, pool_initial(scn))
+    rate = [at(t0 + (k + 1) * width)[0] for k in range(count)]
+    conc = [float(at(t0 + (k + 1) * width)[1] or 0) for k in range(count)]
+    pauses = [(when, when + p) for when, _, _, p, _ in r.changes if p > 0]
+    paused = [
+        any(a < t0 + (k + 1) * width and b > t0 + k * width for a, b in pauses)
+        for k in range(count)
+    ]
+    return Bins(width, served, throttled, rate, conc, busy, paused)
+
+
+def draw(scn: Scenario, r: Result, table: bool) -> list[str]:
+    """The trajectory of one contender, as the report draws it: one column per bin."""
+    t0 = r.stats.first
+    if t0 is None:
+        return ["     (no request reached the server)"]
+    b = bins(scn, r, t0)
+    unit = f"{b.width:g} s" if b.width != 1 else "second"
+    lines = [f"        trajectory, one column per {unit} from the first request:"]
+    top = max([*b.served, *b.rate, 1.0])
+    ruler = "".join("|" if k % 10 == 0 else " " for k in range(len(b.served)))
+    lines.append(f"       {'t (|: 10 s)':12} {ruler}")
+    if r.changes or r.name == "fleetrun":
+        rate0, conc0 = pool_initial(scn)
+        if any(b.rate):
+            lines.append(
+                f"       {'pool rate/s':12} {spark(b.rate, top)}  "
+                f"configured {rate0:.4g}, min {min(b.rate):.4g}, end {b.rate[-1]:.4g}"
+            )
+        if any(b.conc):
+            ctop = max([*b.conc, *b.busy, 1.0])
+            lines.append(
+                f"       {'pool conc':12} {spark(b.conc, ctop)}  "
+                f"configured {conc0}, min {min(b.conc):.0f}, end {b.conc[-1]:.0f}"
+            )
+    lines.append(
+        f"       {'served/s':12} {spark(b.served, top)}  max {max(b.served):.4g}, scale {top:.4g}/s"
+    )
+    lines.append(
+        f"       {'429/s':12} {spark(b.throttled, max([*b.throttled, 1.0]))}  "
+        f"max {max(b.throttled):.4g}"
+    )
+    if scn.kind == "concurrency":
+        ctop = max([*b.conc, *b.busy, 1.0])
+        lines.append(
+            f"       {'in progress':12} {spark(b.busy, ctop)}  peak {r.stats.peak_in_progress}"
+        )
+    if any(b.paused):
+        lines.append(f"       {'paused':12} {''.join('P' if p else '·' for p in b.paused)}")
+    if r.changes:
+        kinds: dict[str, int] = {}
+        for *_, reason in r.changes:
+            word = reason.split(":")[0].split(" (")[0].split(" ")[0]
+            kinds[word] = kinds.get(word, 0) + 1
+        lines.append(
+            f"       {len(r.changes)} PoolChanged: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+        )
+    if table:
+        lines.append(
+            f"       {'t':>5} {'rate':>8} {'conc':>5} {'served':>7} {'429':>5} {'busy':>5}"
+        )
+        for k in range(len(b.served)):
+            lines.append(
+                f"       {k * b.width:5.0f} {b.rate[k]:8.3g} {b.conc[k]:5.0f} "
+                f"{b.served[k]:7.3g} {b.throttled[k]:5.3g} {b.busy[k]:5.0f}"
+                + ("  paused" if b.paused[k] else "")
+            )
+    return lines
+
+
+# -- verdicts ------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def recovery(scn: Scenario, r: Result) -> list[tuple[str, bool]]:
+    """For each change of the server's limit: the pool's rate RECOVERY_S later,
+    against what the server grants then, and when it first came within 10%."""
+    out: list[tuple[str, bool]] = []
+    changes = r.stats.limit.get("changes") or []
+    at = limits_at(r, pool_initial(scn))
+    ends = [t for t, _ in changes[1:]] + [math.inf]
+    for (tc, granted), until in zip(changes, ends, strict=True):
+        rate = at(tc + RECOVERY_S)[0]
+        ok = abs(rate / granted - 1) <= 0.10 + 1e-9
+        within = None
+        for t in [tc] + [c[0] for c in r.changes if tc < c[0] < until]:
+            if abs(at(t)[0] / granted - 1) <= 0.10 + 1e-9 and all(
+                abs(c[1] / granted - 1) <= 0.10 + 1e-9
+                for c in r.changes
+                if t < c[0] < min(until, tc + 3 * RECOVERY_S)
+            ):
+                within = t - tc
+                break
+        came = f"within 10% after {within:.1f}s" if within is not None else "never within 10%"
+        t_rel = tc - (r.stats.first or tc)
+        out.append(
+            (
+                f"limit -> {granted:g}/s at {t_rel:.1f}s: pool rate {rate:.3g}/s "
+                f"{RECOVERY_S:g}s later ({came})",
+                ok,
+            )
+        )
+    return out
+
+
+def report(
+    scn: Scenario, fr: Result | None, seed: Result | None, table: bool
+) -> list[tuple[str, bool]]:
+    """Print one scenario's table, targets and trajectories; return its targets."""
+    print(f"\n== {scn.key}: {scn.title}")
+    print(f"   ideal makespan {scn.ideal:.2f}s")
+    print(
+        f"   {'contender':10} {'makespan':>9} {'x ideal':>8} {'429s':>6} {'429/req':>8} "
+        f"{'served':>7} {'wall':>7} {'failed':>6}"
+    )
+    for r in (fr, seed):
+        if r is None:
+            continue
+        note = "  (stopped)" if r.stopped else ""
+        print(
+            f"   {r.name:10} {r.makespan:8.2f}s {r.makespan / scn.ideal:7.2f}x "
+            f"{r.stats.throttled:6d} {r.share(scn.requests):7.1%} {r.stats.ok:7d} "
+            f"{r.wall:6.1f}s {r.failed:6d}{note}"
+        )
+    targets: list[tuple[str, bool]] = []
+    if fr is not None:
+        done = fr.stats.ok >= scn.requests and not fr.stopped and fr.failed == 0
+        targets.append((f"fleetrun served all {scn.requests} requests", done))
+        if scn.makespan_target is not None:
+            ratio = fr.makespan / scn.ideal
+            targets.append(
+                (
+                    f"makespan {ratio:.2f}x ideal <= {scn.makespan_target:.2f}x",
+                    ratio <= scn.makespan_target,
+                )
+            )
+        share = fr.share(scn.requests)
+        targets.append(
+            (f"429s {share:.1%} of requests <= {scn.share_target:.0%}", share <= scn.share_target)
+        )
+        if scn.kind == "step":
+            targets += recovery(scn, fr)
+    if fr is not None and seed is not None:
+        per_fr = fr.stats.throttled / max(1, fr.stats.ok)
+        per_seed = seed.stats.throttled / max(1, seed.stats.ok)
+        fewer = per_seed / max(per_fr, 1.0 / scn.requests)
+        targets.append(
+            (
+                f"seed/fleetrun 429s per request served {fewer:.1f}x >= 5x "
+                f"({per_seed:.2f} vs {per_fr:.3f})",
+                fewer >= 5,
+            )
+        )
+    for text, ok in targets:
+        print(f"   {verdict(ok)}  {text}")
+    for r in (fr, seed):
+        if r is not None:
+            print(f"   {r.name}:")
+            for line in draw(scn, r, table and r.name == "fleetrun"):
+                print(line)
+    return targets
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--rate", type=float, default=40.0)
-    ap.add_argument("--burst", type=int, default=100)
-    ap.add_argument("--short", type=int, default=600)
-    ap.add_argument("--seed-limit", type=float, default=3.0, help="x ideal before the seed stops")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller counts (1 to 2 minutes)")
+    ap.add_argument(
+        "--only", default="", help="scenarios, comma-separated: bucket,concurrency,step"
+    )
+    ap.add_argument("--no-seed", action="store_true", help="run fleetrun only")
+    ap.add_argument("--seed-limit", type=float, default=None, help="x ideal before the seed stops")
+    ap.add_argument("--table", action="store_true", help="also a row per second of fleetrun")
+    ap.add_argument("--src", default=None, help="run the fleetrun in DIR/src (PYTHONPATH)")
+    ap.add_argument("--seed-client", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--requests", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--seed-stop", type=float, default=0.0, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    n, rate, burst = a.requests, a.rate, a.burst
-    print(f"# bench_throttle: {machine()}")
-    print(f"server: {rate:g}/s, burst {burst}; requests {n}; short run {a.short}")
-    ideal = (n - burst) / rate
-    ideal_short = (a.short - burst) / rate
+    if a.seed_client:
+        sys.exit(seed_client(a.seed_client, a.requests, SEED_IN_FLIGHT, a.seed_stop))
 
-    # burst 5: a start that comes a few ms late (a busy loop) does not lose its token.
-    adaptive = Pool(
-        "api", concurrency=128, rate=5 * rate, burst=5, adaptive=AdaptiveSettings(), throttle=RULE
-    )
-    exact = Pool("api", concurrency=128, rate=rate, burst=5, throttle=RULE)
-    results = {
-        "fleetrun adaptive (pool 5x too high)": (fleetrun_run(n, rate, burst, adaptive), ideal),
-        "seed: 128 in flight + backoff": (
-            seed_run(n, rate, burst, a.seed_limit * ideal),
-            ideal,
-        ),
-        "fleetrun, rate set exactly": (fleetrun_run(n, rate, burst, exact), ideal),
-        f"fleetrun adaptive, short ({a.short})": (
-            fleetrun_run(a.short, rate, burst, adaptive),
-            ideal_short,
-        ),
-    }
-    print(f"{'contender':42} {'makespan':>9} {'x ideal':>8} {'429s':>6} {'429/req':>8}")
-    for name, (r, ideal_s) in results.items():
-        reqs = n if "short" not in name else a.short
-        print(
-            f"{name:42} {r['wall']:8.1f}s {r['wall'] / ideal_s:7.2f}x {r['429']:6.0f} "
-            f"{r['429'] / reqs:7.1%}"
-        )
-    fr = results["fleetrun adaptive (pool 5x too high)"][0]
-    seed = results["seed: 128 in flight + backoff"][0]
-    ratio = fr["wall"] / ideal
-    # Per request served: the seed may have been stopped before the end.
-    fewer = (seed["429"] / max(1.0, seed["ok"])) / max(1.0 / n, fr["429"] / fr["ok"])
-    if seed["ok"] < n:
-        print(f"seed: stopped at {seed['wall']:.0f}s with {seed['ok']:.0f} of {n} served")
+    env = dict(os.environ)
+    if a.src:
+        env["PYTHONPATH"] = str(Path(a.src).resolve() / "src")
+    seed_limit = a.seed_limit or (1.0 if a.quick else 3.0)
+    wanted = [s for s in a.only.split(",") if s]
+    chosen = [s for s in scenarios(a.quick) if not wanted or s.key in wanted]
+    print(f"# bench_throttle{' --quick' if a.quick else ''}: {machine()} (load {load()})")
+    if a.src:
+        print(f"# fleetrun from {env['PYTHONPATH']}")
+    summary: list[tuple[str, str, bool]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-throttle-") as tmp:
+        work = Path(tmp)
+        for scn in chosen:
+            timeout = max(60.0, 6 * scn.ideal)
+            fr = run_fleetrun(scn, work, env, timeout)
+            seed = None if a.no_seed else run_seed(scn, seed_limit * scn.ideal)
+            for text, ok in report(scn, fr, seed, a.table):
+                summary.append((scn.key, text, ok))
+            if fr.stopped or fr.failed:
+                console = (work / f"fleetrun-{scn.key}" / "console.txt").read_text()
+                print("   fleetrun's console (last lines):")
+                for line in console.splitlines()[-10:]:
+                    print("     " + line)
+    missed = [s for s in summary if not s[2]]
+    print(f"\n# load after: {load()}")
     print(
-        f"adaptive: final rate {fr['final_rate']:.1f}/s (server {rate:g}/s), "
-        f"{fr['changes']:.0f} changes, {fr['pauses']:.0f} pauses, failed {fr['failed']:.0f}"
-    )
-    print(f"makespan {ratio:.2f}x ideal (target <= 1.10): {'PASS' if ratio <= 1.10 else 'MISS'}")
-    share = fr["429"] / n
-    print(f"429s {share:.1%} of requests (target <= 5%): {'PASS' if share <= 0.05 else 'MISS'}")
-    print(
-        f"seed/fleetrun 429s per request {fewer:.1f}x (target >= 5x): "
-        f"{'PASS' if fewer >= 5 else 'MISS'}"
-    )
-
-    # The new user's scenario: 6 regions, 2/s adaptive, 40% random 429s.
-    settings = AdaptiveSettings()
-    user = Pool("azure-api", rate=2.0, adaptive=settings, throttle=RULE)
-    r = fleetrun_run(6, 1e6, 10**6, user, work="sleep 0.6", noise=0.4)
-    floor = 2.0 * settings.floor
-    print(
-        f"new user (6 regions, 2/s, 40% random 429s): makespan {r['wall']:.1f}s for 3.6s of work, "
-        f"{r['429']:.0f} 429s, rate min {r['min_rate']:.2f}/s final {r['final_rate']:.2f}/s, "
-        f"floor {floor:.2f}/s: {'PASS' if r['min_rate'] > floor else 'MISS'}"
+        f"# {len(summary) - len(missed)} PASS, {len(missed)} MISS"
+        + ("".join(f"\n#   MISS {k}: {t}" for k, t, _ in missed))
     )
 
 
