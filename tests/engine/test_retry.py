@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from fleetrun.engine import AttemptEnded, AttemptStarted
+from fleetrun.engine import AttemptEnded, AttemptStarted, InstanceSettled
 from fleetrun.engine._retry import backoff_delay, log_contains, log_tail
-from fleetrun.engine.testing import FakeClock, graph, task
+from fleetrun.engine.testing import CoreSim, FakeClock, graph, task
+from fleetrun.executors import AttemptResult
 from fleetrun.plan import Pool, RetryPolicy
 
 
@@ -99,3 +100,28 @@ def test_backoff_delay_bounds_and_log_helpers(tmp_path):
     assert log_contains(str(log), ["NEEDLE"]) == "NEEDLE"
     assert log_contains(str(log), ["absent"]) is None
     assert log_tail(str(log), 3) == ("line", "line", "line")
+
+
+def test_backoff_delay_is_bounded_for_any_attempt_number():
+    """``2.0 ** 1024`` overflows: attempt 1025 and later must still get a delay."""
+    rng = random.Random(3)
+    policy = RetryPolicy(attempts=10_000, backoff=1.0, max_backoff=5.0)
+    for n in (1, 1023, 1024, 1025, 2000, 9999):
+        assert 0.0 <= backoff_delay(policy, n, rng) <= 5.0
+    assert backoff_delay(RetryPolicy(backoff=0.0), 5000, rng) == 0.0
+
+
+def test_an_instance_with_1100_attempts_fails_after_every_one_of_them():
+    """On virtual time: 1100 failed attempts, each retried, then a final failure
+    that names the last exit code; no attempt is lost to an overflow."""
+    policy = RetryPolicy(attempts=1100, backoff=0.5, max_backoff=2.0)
+    g = graph([task("t", "x", retry=policy)])
+    sim = CoreSim(g, result=lambda key, n: AttemptResult(exit_code=1 if n < 1099 else 3))
+    result = sim.run()
+    assert result.status == "failed"
+    ends = [e for e in sim.events if isinstance(e, AttemptEnded)]
+    assert len(ends) == 1100
+    assert [e.outcome for e in ends[-2:]] == ["retrying", "failed"]
+    assert all(0.0 <= (e.retry_delay or 0.0) <= 2.0 for e in ends)
+    settled = [e for e in sim.events if isinstance(e, InstanceSettled)]
+    assert [(e.state, e.attempts, e.reason) for e in settled] == [("failed", 1100, "exit 3")]

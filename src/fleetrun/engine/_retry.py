@@ -7,6 +7,7 @@ pattern) and ``log_tail`` reads only the last few kilobytes.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -22,10 +23,17 @@ _TAIL_BYTES = 8192
 _CHUNK = 1 << 20
 
 
+_MAX_DOUBLINGS = 64
+"""Doublings of ``backoff`` past which the ceiling stops growing: 2**64 times any
+backoff exceeds every ``max_backoff`` a duration can hold, and ``2.0 ** n``
+overflows past n = 1023."""
+
+
 def backoff_delay(policy: RetryPolicy, attempt: int, rng: random.Random) -> float:
     """Delay before attempt ``attempt + 1``: full jitter over
-    ``[0, min(max_backoff, backoff * 2**(attempt-1))]``."""
-    ceiling = min(policy.max_backoff, policy.backoff * 2.0 ** (attempt - 1))
+    ``[0, min(max_backoff, backoff * 2**(attempt-1))]``, for any attempt number."""
+    doublings = min(max(attempt - 1, 0), _MAX_DOUBLINGS)
+    ceiling = min(policy.max_backoff, math.ldexp(policy.backoff, doublings))
     return rng.uniform(0.0, max(0.0, ceiling))
 
 

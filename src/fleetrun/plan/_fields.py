@@ -138,8 +138,15 @@ class Ctx:
         self.wrong_type(node, key, "a string")
         return None
 
-    def integer(self, node: YNode, key: str, minimum: int | None = None) -> int | None:
-        """An integer, at least ``minimum``."""
+    def integer(
+        self,
+        node: YNode,
+        key: str,
+        minimum: int | None = None,
+        maximum: tuple[int, str] | None = None,
+    ) -> int | None:
+        """An integer, at least ``minimum``; ``maximum``: the largest allowed and
+        why (said in the fix)."""
         v = node.value if isinstance(node, YScalar) else None
         if not isinstance(v, int) or isinstance(v, bool):
             self.wrong_type(node, key, "an integer")
@@ -147,6 +154,14 @@ class Ctx:
         if minimum is not None and v < minimum:
             self.error(
                 node, key, f"must be at least {minimum}, got {v}", f"write {minimum} or more"
+            )
+            return None
+        if maximum is not None and v > maximum[0]:
+            self.error(
+                node,
+                key,
+                f"must be at most {maximum[0]}, got {v}",
+                f"write {maximum[0]} or fewer: {maximum[1]}",
             )
             return None
         return v

@@ -13,7 +13,15 @@ from fractions import Fraction
 from typing import Any
 
 from fleetrun.plan._fields import Ctx, join
-from fleetrun.plan._model import ALL_TARGETS, AdaptiveSettings, Pool, Rollout, ThrottleRule
+from fleetrun.plan._model import (
+    ALL_TARGETS,
+    MAX_ATTEMPTS,
+    MAX_ATTEMPTS_WHY,
+    AdaptiveSettings,
+    Pool,
+    Rollout,
+    ThrottleRule,
+)
 from fleetrun.plan._units import RATE_HELP, parse_rate
 from fleetrun.plan._yaml import YMap, YNode, YScalar
 
@@ -141,7 +149,8 @@ def read_throttle(ctx: Ctx, node: YNode, key: str) -> ThrottleRule | None:
         elif k == "retry_after":
             retry_after = _regex(ctx, v, sub, groups=1)
         else:
-            attempts = ctx.integer(v, sub, minimum=1) or attempts
+            most = (MAX_ATTEMPTS, MAX_ATTEMPTS_WHY)
+            attempts = ctx.integer(v, sub, minimum=1, maximum=most) or attempts
     if not m.entries:
         ctx.error(m, key, "lists no signal", "give exit, output or retry_after")
     return ThrottleRule(frozenset(codes), tuple(outputs), retry_after, attempts)

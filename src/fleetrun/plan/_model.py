@@ -48,6 +48,13 @@ class Target:
         return {**self.attrs, "ssh": dict(self.ssh)}
 
 
+MAX_ATTEMPTS = 10_000
+"""The most attempts ``retry.attempts`` and a throttle rule's ``attempts`` may
+ask for: each attempt keeps its own log file and journal row."""
+
+MAX_ATTEMPTS_WHY = "each attempt keeps its own log file and journal row"
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """When and how often a failed attempt is tried again.
@@ -155,12 +162,6 @@ class Rollout:
     pause: bool = False
     location: Location | None = None
 
-
-NeedMode = Literal["auto", "all", "quorum"]
-
-
-@dataclass(frozen=True, slots=True)
-class Need:
     def __post_init__(self) -> None:
         waves = tuple(_exact(w) if isinstance(w, float) else w for w in self.waves)
         object.__setattr__(self, "waves", waves)
@@ -177,6 +178,12 @@ def _exact(value: float) -> Fraction:
     """``value`` as the decimal it prints as (``0.29`` -> 29/100, not 0.28999...)."""
     return Fraction(repr(value))
 
+
+NeedMode = Literal["auto", "all", "quorum"]
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
     """One entry of a task's ``needs``.
 
     ``auto`` (``needs: [X]``): same target when both tasks fan out over targets,

@@ -13,6 +13,7 @@ from typing import Any
 
 from fleetrun.durations import DURATION_PATTERN
 from fleetrun.plan._cluster import RESOURCE_NAME
+from fleetrun.plan._model import MAX_ATTEMPTS, MAX_ATTEMPTS_WHY
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 from fleetrun.runs_on import DEFAULT_KIND, KINDS, OptionType, option_keys
 
@@ -81,7 +82,9 @@ def _retry() -> dict[str, Any]:
             "attempts": {
                 "type": "integer",
                 "minimum": 1,
-                "description": "Attempts in all, the first included (1 = no retry).",
+                "maximum": MAX_ATTEMPTS,
+                "description": "Attempts in all, the first included (1 = no retry; at most "
+                f"{MAX_ATTEMPTS}: {MAX_ATTEMPTS_WHY}).",
             },
             "backoff": _duration(
                 "Base delay: before attempt n+1 fleetrun waits a random time up to "
@@ -93,7 +96,7 @@ def _retry() -> dict[str, Any]:
     )
     return {
         "description": "Retry policy, or just the number of attempts.",
-        "anyOf": [{"type": "integer", "minimum": 1}, policy],
+        "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS}, policy],
     }
 
 
@@ -167,6 +170,7 @@ def _throttle() -> dict[str, Any]:
             "attempts": {
                 "type": "integer",
                 "minimum": 1,
+                "maximum": MAX_ATTEMPTS,
                 "description": "Attempts a throttled instance gets at least (default 5; the "
                 "task's retry.attempts when larger).",
             },

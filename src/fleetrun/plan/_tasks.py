@@ -18,7 +18,17 @@ from typing import Any
 from fleetrun.errors import Diagnostic, PlanError
 from fleetrun.plan._checks import TaskInfo, check_tasks
 from fleetrun.plan._fields import Ctx, did_you_mean, join
-from fleetrun.plan._model import Need, Pool, RetryPolicy, Scalar, Script, Target, Task
+from fleetrun.plan._model import (
+    MAX_ATTEMPTS,
+    MAX_ATTEMPTS_WHY,
+    Need,
+    Pool,
+    RetryPolicy,
+    Scalar,
+    Script,
+    Target,
+    Task,
+)
 from fleetrun.plan._options import OPTION_KEYS, read_options, read_runs_on
 from fleetrun.plan._template import Template
 from fleetrun.plan._yaml import YNode, YScalar
@@ -47,6 +57,7 @@ ON_KEYS = ("exit", "output", "timeout", "connect")
 TASK_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 MAX_TASK_NAME_BYTES = 200
 """Longest task name, in UTF-8 bytes (a directory and file names are made of it)."""
+_MOST = (MAX_ATTEMPTS, MAX_ATTEMPTS_WHY)
 _NEED = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(\[\s*\*\s*\])?\s*$")
 ReadFile = Callable[[YNode, str, str], "tuple[str, str] | None"]
 """Reads a file named at a node, relative to the plan: (shown name, text), or None
@@ -68,13 +79,13 @@ def read_retry(ctx: Ctx, node: YNode, key: str) -> dict[str, Any]:
     """The retry keys given at ``node`` (a mapping, or an integer meaning ``attempts``)."""
     out: dict[str, Any] = {}
     if isinstance(node, YScalar) and isinstance(node.value, int):
-        attempts = ctx.integer(node, key, minimum=1)
+        attempts = ctx.integer(node, key, minimum=1, maximum=_MOST)
         return {"attempts": attempts} if attempts is not None else {}
     m = ctx.mapping(node, key, allow_null=False)
     for k, v in ctx.items(m, key, RETRY_KEYS) if m else ():
         sub = join(key, k)
         if k == "attempts":
-            out[k] = ctx.integer(v, sub, minimum=1)
+            out[k] = ctx.integer(v, sub, minimum=1, maximum=_MOST)
         elif k in ("backoff", "max_backoff"):
             out[k] = ctx.duration(v, sub)
         else:

@@ -81,7 +81,7 @@ def show_text(
     rows = []
     for i in instances:
         tries = per_key.get(i.key, [])
-        exits = ",".join(_exit_text(a) for a in tries) or "-"
+        exits = exits_text([_exit_text(a) for a in tries])
         rows.append(
             [
                 i.key,
@@ -97,6 +97,28 @@ def show_text(
         + "\n"
         + text_table(["INSTANCE", "STATE", "ATTEMPTS", "DURATION", "EXIT", "REASON"], rows)
     )
+
+
+EXITS_SHOWN = 4
+"""Runs of equal exit codes in ``show``'s EXIT column before the earlier ones are
+counted instead of listed."""
+
+
+def exits_text(exits: Sequence[str], shown: int = EXITS_SHOWN) -> str:
+    """An instance's exit codes, oldest first, in a few characters: runs of the same
+    code as ``1x1098``, and past ``shown`` runs only the last ones after a count of
+    the attempts left out (``… 1096 earlier,1x2,3,1x2``); ``-`` for none."""
+    runs: list[list[Any]] = []
+    for code in exits:
+        if runs and runs[-1][0] == code:
+            runs[-1][1] += 1
+        else:
+            runs.append([code, 1])
+    words = [code if n == 1 else f"{code}x{n}" for code, n in runs]
+    if len(runs) > shown:
+        earlier = sum(n for _, n in runs[: len(runs) - shown + 1])
+        words = [f"… {earlier} earlier", *words[len(runs) - shown + 1 :]]
+    return ",".join(words) or "-"
 
 
 def _exit_text(a: AttemptRecord) -> str:
