@@ -30,7 +30,8 @@ ALLOWED = {
     "session": {"plan", "executors", "engine", "state"},
     "cluster": {"plan", "executors", "engine", "state", "session"},
     "report": {"plan", "executors", "engine", "state"},
-    "cli": {"plan", "executors", "engine", "state", "session", "report", "cluster"},
+    "ui": {"plan", "executors", "engine", "state", "session", "report"},
+    "cli": {"plan", "executors", "engine", "state", "session", "report", "cluster", "ui"},
 }
 TOP_LEVEL = {"errors", "redact", "names", "durations", "layout", "runs_on", "messages"}
 

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import time
 from pathlib import Path
 
 import click
 
 from fleetrun.cli._state_cmds import _where
 from fleetrun.durations import UNITS, is_plain_number, parse_duration, unit_needed
-from fleetrun.errors import StateError, UsageError
-from fleetrun.session import find_state_dir
-from fleetrun.state import Journal, RunRecord, process_alive, prune
-
-_SECOND_PRESS_DELAY = 1.0
-"""Seconds between the signals of ``cancel --now``."""
+from fleetrun.errors import UsageError
+from fleetrun.session import cancel_run, find_state_dir, live_run, promote_run
+from fleetrun.state import Journal, RunRecord, prune
 
 
 def parse_age(text: str) -> float:
@@ -51,23 +44,7 @@ def cancel(run: str | None, now: bool, plan: str | None, state_dir: str | None) 
     as interrupted (`fleetrun retry` goes on from there). RUN defaults to the
     live run (of --plan); --now ends running tasks at once."""
     r = _live_run(run, plan, state_dir)
-    try:
-        os.kill(r.pid, signal.SIGINT)
-        if now:
-            # The second "press", as a human gives it: a moment later (the run
-            # must have begun ending its tasks for "now" to cut the grace
-            # short), and of another kind (two pending SIGINTs merge into one).
-            # Once only: a signal after the run removed its handlers would
-            # kill fleetrun before it closes the record.
-            time.sleep(_SECOND_PRESS_DELAY)
-            if process_alive(r.pid, r.pid_start):
-                os.kill(r.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        raise StateError(f"run {r.id} ended meanwhile") from None
-    except PermissionError:
-        raise StateError(
-            f"run {r.id} (pid {r.pid}) belongs to another user; cancel it as them"
-        ) from None
+    cancel_run(r, now=now)
     how = "killing its running tasks now" if now else "running tasks get their grace period"
     click.echo(f"cancelling run {r.id} (pid {r.pid}): {how}")
 
@@ -109,28 +86,9 @@ def prune_cmd(
 
 
 def _live_run(run: str | None, plan: str | None, state_dir: str | None) -> RunRecord:
-    """The live run named (or the only live one, of ``plan``), checked to be this
-    host's and still alive; ``StateError``/``UsageError`` otherwise."""
-    with Journal.open_existing(find_state_dir(state_dir, plan)) as j:
-        j.recover()
-        plan_path = str(Path(plan).resolve()) if plan else None
-        if run is None:
-            live = [r for r in j.runs(plan_path) if r.ended_at is None]
-            if not live:
-                raise StateError(f"no run is live in {j.state_dir}; `fleetrun history` lists them")
-            if len(live) > 1:
-                ids = ", ".join(r.id for r in live)
-                raise UsageError(f"several runs are live ({ids}); name the one to cancel")
-            r = live[0]
-        else:
-            r = j.run(run)
-    if r.ended_at is not None:
-        raise StateError(f"run {r.id} is not live: it ended {r.status}")
-    if r.host != socket.gethostname():
-        raise StateError(f"run {r.id} runs on host {r.host} (pid {r.pid}); cancel it there")
-    if not process_alive(r.pid, r.pid_start):
-        raise StateError(f"run {r.id} is not live: its process {r.pid} is gone")
-    return r
+    """The live run named (or the only live one, of ``plan``): ``session.live_run``."""
+    plan_path = str(Path(plan).resolve()) if plan else None
+    return live_run(find_state_dir(state_dir, plan), run, plan_path)
 
 
 @click.command("promote")
@@ -141,10 +99,5 @@ def promote(run: str | None, plan: str | None, state_dir: str | None) -> None:
     (from another terminal). Each call approves one wave; a call before the
     wave is due is remembered."""
     r = _live_run(run, plan, state_dir)
-    try:
-        os.kill(r.pid, signal.SIGUSR1)
-    except ProcessLookupError:
-        raise StateError(f"run {r.id} ended meanwhile") from None
-    except PermissionError:
-        raise StateError(f"run {r.id} (pid {r.pid}) belongs to another user") from None
+    promote_run(r)
     click.echo(f"promoted run {r.id} (pid {r.pid}): the next wave opens once it is due")

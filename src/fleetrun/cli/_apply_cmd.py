@@ -9,7 +9,7 @@ import click
 
 from fleetrun.cli._run import execute
 from fleetrun.engine import DEFAULT_GRACE, FailFast, Mode, OutputMode
-from fleetrun.session import RunRequest
+from fleetrun.session import RunRequest, find_state_dir
 
 # The choices are the engine's own values: click checks them, so the request
 # built from them is well typed.
@@ -177,7 +177,8 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--resume", is_flag=True, help="Continue the latest run of this plan, which was interrupted."
 )
-def apply(plan: str, resume: bool, **options: Any) -> None:
+@click.option("--ui", is_flag=True, help="Serve `fleetrun ui` beside the run; prints its URL.")
+def apply(plan: str, resume: bool, ui: bool, **options: Any) -> None:
     """Run PLAN: every task instance as soon as what it needs has succeeded.
 
     \b
@@ -186,7 +187,15 @@ def apply(plan: str, resume: bool, **options: Any) -> None:
     interrupted (Ctrl-C: running tasks get --grace seconds; twice: killed now).
     """
     # The run options' parameter names are RunRequest's field names.
-    code = execute(RunRequest(kind="resume" if resume else "apply", plan=plan, **options))
+    req = RunRequest(kind="resume" if resume else "apply", plan=plan, **options)
+    if ui and not req.dry_run:
+        from fleetrun.cli._ui_cmd import ui_beside
+
+        with ui_beside(find_state_dir(req.state_dir, plan)) as url:
+            click.echo(f"ui: {url}", err=True)
+            code = execute(req)
+    else:
+        code = execute(req)
     click.get_current_context().exit(code)
 
 

@@ -58,6 +58,7 @@ COMMANDS: dict[str, str] = {
     "prune": "fleetrun.cli._admin_cmds:prune_cmd",
     "promote": "fleetrun.cli._admin_cmds:promote",
     "cluster": "fleetrun.cli._cluster_cmd:cluster",
+    "ui": "fleetrun.cli._ui_cmd:ui",
 }
 """Command name -> ``module:attribute`` of its click command, imported when used
 (click's lazy-group pattern: no import cycle, and ``--help`` of one command

@@ -1,7 +1,7 @@
 """Seeing a run: the consoles (live and plain), task output, the events file, reports,
 and the text views of the record (``history``, ``show``, ``outputs``)."""
 
-from fleetrun.report._build import build_report
+from fleetrun.report._build import build_report, load_run_graph
 from fleetrun.report._events_file import EventsFile
 from fleetrun.report._exec_view import (
     TargetOutcome,
@@ -44,6 +44,7 @@ __all__ = [
     "first_error_line",
     "format_duration",
     "history_text",
+    "load_run_graph",
     "next_steps",
     "outputs_data",
     "outputs_env",

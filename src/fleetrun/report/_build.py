@@ -165,6 +165,15 @@ def build_report(journal: JournalReader, run_id: str) -> RunReport:
     )
 
 
+def load_run_graph(
+    run: RunRecord, rows: Sequence[InstanceRow]
+) -> tuple[Graph | None, list[str]]:
+    """The graph run ``run`` (with its instance ``rows``) ran, as ``build_report``
+    finds it, and notes on where it came from (None when it cannot be had)."""
+    notes: list[str] = []
+    return _load_graph(run, rows, notes), notes
+
+
 def _load_graph(run: RunRecord, rows: Sequence[InstanceRow], notes: list[str]) -> Graph | None:
     """The run's graph: from the unchanged plan file, else from the journal's snapshot."""
     path = Path(run.plan_path)

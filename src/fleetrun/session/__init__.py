@@ -3,13 +3,14 @@ the run) and execute (orphans, the engine, the record, in one event loop). Dry r
 retry planning, executors by kind. Used by every command that runs something;
 never prints."""
 
+from fleetrun.session._control import cancel_run, live_run, promote_run
 from fleetrun.session._executors import (
     ExecutorContext,
     ExecutorFactory,
     ExecutorRegistry,
     default_registry,
 )
-from fleetrun.session._prepare import OrphanSearch, PlannedRun, PreparedRun
+from fleetrun.session._prepare import EXEC_SUFFIX, OrphanSearch, PlannedRun, PreparedRun
 from fleetrun.session._request import (
     STATE_DIR_NAME,
     Console,
@@ -25,6 +26,7 @@ from fleetrun.session._session import Session
 from fleetrun.session._views import dry_run_lines, reason_lines, start_order
 
 __all__ = [
+    "EXEC_SUFFIX",
     "STATE_DIR_NAME",
     "Console",
     "ConsoleFactory",
@@ -40,9 +42,12 @@ __all__ = [
     "RunRequest",
     "RunSetup",
     "Session",
+    "cancel_run",
     "default_registry",
     "dry_run_lines",
     "find_state_dir",
+    "live_run",
+    "promote_run",
     "reason_lines",
     "start_order",
 ]

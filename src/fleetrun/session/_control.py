@@ -1,0 +1,82 @@
+"""Steering a live run from another process: find it, stop it, open its next wave.
+
+``fleetrun cancel`` and ``fleetrun promote`` and the web application's actions
+call these, so a run is cancelled or promoted one way whoever asks. A live run
+listens for signals (``Session``): SIGINT stops it as Ctrl-C in its own
+terminal would (a second signal ends its running tasks at once), SIGUSR1 opens
+its next rollout wave.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from fleetrun.errors import StateError, UsageError
+from fleetrun.state import Journal, RunRecord, process_alive
+
+SECOND_PRESS_DELAY = 1.0
+"""Seconds between the two signals of ``cancel_run(now=True)``."""
+
+
+def live_run(state_dir: Path, run_ref: str | None, plan_path: str | None = None) -> RunRecord:
+    """The live run ``run_ref`` (or the only live one, of ``plan_path``), checked
+    to be this host's and still alive; ``StateError``/``UsageError`` otherwise.
+
+    Recovers the record first (a run whose process died is no longer live)."""
+    with Journal.open_existing(state_dir) as j:
+        j.recover()
+        if run_ref is None:
+            live = [r for r in j.runs(plan_path) if r.ended_at is None]
+            if not live:
+                raise StateError(f"no run is live in {j.state_dir}; `fleetrun history` lists them")
+            if len(live) > 1:
+                ids = ", ".join(r.id for r in live)
+                raise UsageError(f"several runs are live ({ids}); name the one to cancel")
+            r = live[0]
+        else:
+            r = j.run(run_ref)
+    if r.ended_at is not None:
+        raise StateError(f"run {r.id} is not live: it ended {r.status}")
+    if r.host != socket.gethostname():
+        raise StateError(f"run {r.id} runs on host {r.host} (pid {r.pid}); cancel it there")
+    if not process_alive(r.pid, r.pid_start):
+        raise StateError(f"run {r.id} is not live: its process {r.pid} is gone")
+    return r
+
+
+def cancel_run(run: RunRecord, *, now: bool = False) -> None:
+    """Stop ``run`` (from ``live_run``) as Ctrl-C would: no new task starts and
+    running tasks get the grace period; ``now`` ends them at once (a second
+    "press", a moment later). Blocks ``SECOND_PRESS_DELAY`` seconds with ``now``."""
+    try:
+        os.kill(run.pid, signal.SIGINT)
+        if now:
+            # The second "press", as a human gives it: a moment later (the run
+            # must have begun ending its tasks for "now" to cut the grace
+            # short), and of another kind (two pending SIGINTs merge into one).
+            # Once only: a signal after the run removed its handlers would
+            # kill fleetrun before it closes the record.
+            time.sleep(SECOND_PRESS_DELAY)
+            if process_alive(run.pid, run.pid_start):
+                os.kill(run.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        raise StateError(f"run {run.id} ended meanwhile") from None
+    except PermissionError:
+        raise StateError(
+            f"run {run.id} (pid {run.pid}) belongs to another user; cancel it as them"
+        ) from None
+
+
+def promote_run(run: RunRecord) -> None:
+    """Open the next rollout wave of ``run`` (from ``live_run``), whose rollout
+    has ``pause: true``; a promotion before the wave is due is remembered."""
+    try:
+        os.kill(run.pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        raise StateError(f"run {run.id} ended meanwhile") from None
+    except PermissionError:
+        raise StateError(f"run {run.id} (pid {run.pid}) belongs to another user") from None

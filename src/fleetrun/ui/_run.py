@@ -1,0 +1,252 @@
+"""The run page as JSON-ready data: the grid, waves, pools, outputs, the next
+command, and the timeline (measured by the HTML report's own ``build_report``).
+
+Blocking (SQLite, files, plan loading): called on worker threads. Text passes
+the run's redactor; names stay data for the page to insert as text.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fleetrun.report import build_report
+from fleetrun.state import AttemptRecord, InstanceRecord, RunRecord, process_alive
+from fleetrun.ui._plans import Plans, RunPlan
+from fleetrun.ui._runs import first_failure, plan_label
+from fleetrun.ui._store import LiveReader, Store
+
+TIMELINE_BARS = 4000
+"""Most attempts the timeline draws (the latest ones when a run has more)."""
+
+
+def is_live(run: RunRecord) -> bool:
+    """Whether ``run`` is still running here (its process is this host's and alive)."""
+    return (
+        run.ended_at is None
+        and run.host == socket.gethostname()
+        and process_alive(run.pid, run.pid_start)
+    )
+
+
+def run_data(store: Store, run: RunRecord, plans: Plans) -> dict[str, Any]:
+    """Everything the run page shows but the timeline."""
+    reader = store.reader()
+    plan = plans.of(run)
+    redact = plan.redactor.redact
+    instances = reader.instances(run.id)
+    attempts = reader.attempts(run.id)
+    kind, plan_path = plan_label(run)
+    live = is_live(run)
+    seq = reader.conn.execute("SELECT max(seq) FROM events WHERE run_id=?", (run.id,)).fetchone()
+    waves = _waves(reader, run, plan, live)
+    children = [
+        r[0]
+        for r in reader.conn.execute(
+            "SELECT id FROM runs WHERE parent_id=? ORDER BY started_at", (run.id,)
+        )
+    ]
+    failed = next((a for a in attempts if a.outcome == "failed"), None)
+    return {
+        "run": {
+            "id": run.id,
+            "parent_id": run.parent_id,
+            "retried_by": children,
+            "plan_name": run.plan_name,
+            "plan_path": plan_path,
+            "plan_key": run.plan_path,
+            "kind": kind,
+            "status": run.status,
+            "mode": run.mode,
+            "parallelism": run.options.get("parallelism"),
+            "started_at": run.started_at,
+            "ended_at": run.ended_at,
+            "counts": dict(run.counts),
+            "user": run.user,
+            "host": run.host,
+            "pid": run.pid,
+            "live": live,
+            "state_dir": str(store.state_dir),
+        },
+        "grid": _grid(instances, redact),
+        "waves": waves,
+        "pools": _pools(reader, run, plan, attempts),
+        "outputs": [
+            {"key": i.key, "outputs": {redact(k): redact(v) for k, v in i.outputs.items()}}
+            for i in instances
+            if i.outputs
+        ],
+        "next": _next(store, reader, run, plans, live, waves["waiting"]),
+        "notes": list(plan.notes),
+        "first_failed": None if failed is None else {"key": failed.key, "n": failed.n},
+        "running": sum(a.outcome is None for a in attempts),
+        "attempts": len(attempts),
+        "seq": seq[0] if seq else None,
+        "now": time.time(),
+    }
+
+
+def _grid(instances: Sequence[InstanceRecord], redact: Any) -> dict[str, Any]:
+    """Tasks (columns, plan order) by targets (rows, fleet order; unfanned
+    instances in a last row of their own): one cell per instance."""
+    tasks: dict[str, int] = {}
+    targets: dict[str | None, int] = {}
+    for i in instances:
+        tasks.setdefault(i.task, len(tasks))
+        if i.target is not None:
+            targets.setdefault(i.target, len(targets))
+    if any(i.target is None for i in instances):
+        targets[None] = len(targets)
+    cells = [
+        [tasks[i.task], targets[i.target], i.key, i.status, i.attempts, i.exit_code,
+         redact(i.reason or "")]
+        for i in instances
+    ]  # fmt: skip
+    return {"tasks": list(tasks), "targets": list(targets), "cells": cells}
+
+
+def _waves(reader: LiveReader, run: RunRecord, plan: RunPlan, live: bool) -> dict[str, Any]:
+    """The rollout's waves as the engine announced them (``WaveChanged``), each
+    in its latest state, and whether one waits for a promotion."""
+    latest: dict[int, dict[str, Any]] = {}
+    total = 0
+    for ev in reader.event_data(run.id, "WaveChanged"):
+        total = max(total, int(ev.get("waves", 0)))
+        latest[int(ev["wave"])] = {
+            "wave": int(ev["wave"]),
+            "state": ev.get("state"),
+            "targets": list(ev.get("targets", ())),
+            "reason": ev.get("reason", ""),
+            "at": ev.get("at"),
+        }
+    rollout = plan.graph.plan.rollout if plan.graph is not None else None
+    waiting = live and any(w["state"] == "waiting" for w in latest.values())
+    return {
+        "total": total,
+        "list": [latest[k] for k in sorted(latest)],
+        "pause": bool(rollout is not None and rollout.pause),
+        "rollout": rollout is not None,
+        "waiting": waiting,
+    }
+
+
+def _pools(
+    reader: LiveReader, run: RunRecord, plan: RunPlan, attempts: Sequence[AttemptRecord]
+) -> list[dict[str, Any]]:
+    """Each pool of the plan: its configured limits, its effective rate and
+    concurrency over time (``PoolChanged``), its throttles and pauses, and
+    what is in flight now."""
+    if plan.graph is None:
+        return []
+    pools = plan.graph.plan.pools
+    if not pools:
+        return []
+    task_of = {}
+    for row in reader.conn.execute("SELECT key, task FROM instances WHERE run_id=?", (run.id,)):
+        task_of[row[0]] = row[1]
+    series: dict[str, list[list[Any]]] = {name: [] for name in pools}
+    for ev in reader.event_data(run.id, "PoolChanged"):
+        name = ev.get("pool")
+        if name in series:
+            series[name].append(
+                [ev.get("at"), ev.get("rate"), ev.get("concurrency"), ev.get("paused", 0.0),
+                 plan.redactor.redact(str(ev.get("reason", "")))]
+            )  # fmt: skip
+    out = []
+    for name, pool in pools.items():
+        mine = [a for a in attempts if name in plan.pools_of(task_of.get(a.key, ""))]
+        out.append(
+            {
+                "name": name,
+                "concurrency": pool.concurrency,
+                "rate": pool.rate,
+                "adaptive": pool.adaptive is not None,
+                "series": series[name],
+                "starts": [a.started_at for a in mine],
+                "throttles": [a.ended_at for a in mine if a.throttled and a.ended_at is not None],
+                "in_flight": sum(a.outcome is None for a in mine),
+                "attempts": len(mine),
+            }
+        )
+    return out
+
+
+def _next(
+    store: Store, reader: LiveReader, run: RunRecord, plans: Plans, live: bool, waiting: bool
+) -> list[dict[str, str]]:
+    """The commands to type next, each with what it does."""
+    where = f"{shlex.quote(run.id)} --state-dir {shlex.quote(str(store.state_dir))}"
+    if live:
+        out = [{"cmd": f"fleetrun cancel {where}", "why": "stops it as Ctrl-C would"}]
+        if waiting:
+            out.append({"cmd": f"fleetrun promote {where}", "why": "opens the next wave"})
+        return out
+    if run.ended_at is None and run.status == "running":
+        return [{"cmd": f"fleetrun show {where}", "why": "it runs on another host"}]
+    not_ok = sum(n for s, n in run.counts.items() if s not in ("succeeded", "reused"))
+    if not not_ok:
+        return [
+            {
+                "cmd": f"fleetrun report {where} --format html -o report.html",
+                "why": "the report with its timeline",
+            }
+        ]
+    out = [{"cmd": f"fleetrun retry {where}", "why": f"re-runs the {not_ok} that did not succeed"}]
+    failure = first_failure(reader, run, plans)
+    if failure is not None:
+        out.append(
+            {
+                "cmd": f"fleetrun logs {shlex.quote(failure['key'])} --run {where}",
+                "why": "the first failure's log",
+            }
+        )
+    return out
+
+
+def _bar(a: Any, redact: Any) -> list[Any]:
+    """One attempt as the page's timeline reads it (a positional row: compact)."""
+    return [
+        a.key, a.task, a.target, a.n, a.started_at, a.ended_at, a.outcome, a.ready_at,
+        redact(a.queued_reason or ""), a.throttled, redact(a.retry_reason or ""), a.exit_code,
+    ]  # fmt: skip
+
+
+def timeline_data(store: Store, run: RunRecord, plans: Plans) -> dict[str, Any]:
+    """The timeline: one bar per attempt (the latest ``TIMELINE_BARS``) with its
+    queued time and reason, retries and outcome, and the measured critical path,
+    as the HTML report measures them."""
+    report = build_report(store.reader(), run.id)
+    redact = plans.of(run).redactor.redact
+    attempts = report.attempts
+    shown = attempts[-TIMELINE_BARS:]
+    tasks = list(dict.fromkeys(i.task for i in report.instances))
+    critical = [s.key for s in report.critical_path]
+    now = time.time()
+    t1 = max(
+        [report.started_at, *(a.ended_at or now for a in shown)]
+        + ([report.ended_at] if report.ended_at is not None else [])
+    )
+    t0 = min([report.started_at, *(a.ready_at or a.started_at for a in shown)])
+    return {
+        "t0": t0,
+        "t1": t1,
+        "tasks": tasks,
+        "total": len(attempts),
+        "shown": len(shown),
+        "bars": [_bar(a, redact) for a in shown],
+        "critical": critical,
+        "critical_path": [
+            {"key": s.key, "started_at": s.started_at, "duration": s.duration, "waited": s.waited}
+            for s in report.critical_path
+        ],
+        "queued": report.overall.queued,
+        "queued_reasons": dict(report.overall.queued_reasons),
+        "wall": report.overall.wall,
+        "task_time": report.overall.task_time,
+        "speedup": report.overall.speedup,
+        "held_back": report.overall.held_back,
+        "notes": [redact(n) for n in report.notes],
+    }

@@ -1,0 +1,133 @@
+"""Serving the application with uvicorn, on a socket bound here.
+
+The socket is bound before uvicorn starts, so port 0 (any free port) works and
+the URL is known, and told (``on_ready``), before the first request. uvicorn's
+own signal handling stops the server on SIGINT/SIGTERM; stopping also ends
+every live-update stream at once (instead of waiting for the pages to go) and
+the retries started from the pages (``Actions.close``).
+
+``beside``: serve beside the process with that pid (``fleetrun apply --ui``):
+stop when it has gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from fleetrun.errors import UsageError
+from fleetrun.ui._app import UiState, create_app
+from fleetrun.ui._auth import Access, is_loopback
+from fleetrun.ui._store import Stores
+
+PARENT_CHECK = 0.5
+"""Seconds between two looks at the process a server runs beside."""
+
+
+@dataclass(frozen=True, slots=True)
+class UiConfig:
+    """How to serve: the state directories, the address, the token."""
+
+    state_dirs: tuple[Path, ...]
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str = ""
+    beside: int | None = None
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; ``UsageError`` (one line) when it cannot be had."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise UsageError(f"--host {host}: cannot resolve it ({e.strerror})") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {port} on {host} is in use; choose another with --port (0: any free port)"
+            ) from None
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def url_of(sock: socket.socket, host: str) -> str:
+    """The base URL a browser opens for ``sock``."""
+    port = sock.getsockname()[1]
+    shown = host if host not in ("0.0.0.0", "::", "") else socket.gethostname()
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending the live streams as soon as it is told to stop."""
+
+    def __init__(self, config: uvicorn.Config, state: UiState) -> None:
+        super().__init__(config)
+        self.state = state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.state.hub.closing.set()
+        super().handle_exit(sig, frame)
+
+    async def main_loop(self) -> None:
+        watcher = None
+        if self.beside is not None:
+            watcher = asyncio.create_task(self._watch_parent(self.beside))
+        try:
+            await super().main_loop()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            self.state.hub.closing.set()
+
+    beside: int | None = None
+
+    async def _watch_parent(self, pid: int) -> None:
+        while not self.should_exit:
+            if os.getppid() != pid:
+                self.should_exit = True
+                return
+            await asyncio.sleep(PARENT_CHECK)
+
+
+def serve(config: UiConfig, on_ready: Callable[[str, Access], None]) -> None:
+    """Serve until told to stop; ``on_ready(url, access)`` once the socket listens."""
+    sock = bind(config.host, config.port)
+    port = sock.getsockname()[1]
+    access = Access(token=config.token, reads_need_token=not is_loopback(config.host), port=port)
+    state = UiState(Stores(list(config.state_dirs)), access)
+    app = create_app(state)
+    uv = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        http="h11",
+        ws="none",
+        loop="asyncio",
+        server_header=False,
+        timeout_graceful_shutdown=3,
+    )
+    server = _Server(uv, state)
+    server.beside = config.beside
+    on_ready(url_of(sock, config.host), access)
+    with contextlib.closing(sock):
+        server.run(sockets=[sock])
