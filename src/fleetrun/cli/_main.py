@@ -53,6 +53,7 @@ COMMANDS: dict[str, str] = {
     "logs": "fleetrun.cli._state_cmds:logs",
     "outputs": "fleetrun.cli._state_cmds:outputs",
     "report": "fleetrun.cli._report_cmd:report",
+    "watch": "fleetrun.cli._watch_cmd:watch",
     "schema": "fleetrun.cli._schema_cmd:schema_cmd",
     "cancel": "fleetrun.cli._admin_cmds:cancel",
     "prune": "fleetrun.cli._admin_cmds:prune_cmd",

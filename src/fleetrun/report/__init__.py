@@ -15,7 +15,7 @@ from fleetrun.report._live import LiveConsole, use_live
 from fleetrun.report._model import REPORT_FORMAT_VERSION, RunReport
 from fleetrun.report._next import Failure, FailureNotes, first_error_line, next_steps
 from fleetrun.report._output import OutputPrinter
-from fleetrun.report._plain import PlainConsole, event_text, summary_text
+from fleetrun.report._plain import PlainConsole, event_text, printable, stamp, summary_text
 from fleetrun.report._text import STATE_ORDER, format_duration
 from fleetrun.report._views import (
     history_text,
@@ -49,6 +49,7 @@ __all__ = [
     "outputs_data",
     "outputs_env",
     "outputs_text",
+    "printable",
     "render_exec_json",
     "render_exec_text",
     "render_html",
@@ -59,6 +60,7 @@ __all__ = [
     "run_summary",
     "show_data",
     "show_text",
+    "stamp",
     "summary_text",
     "use_live",
 ]

@@ -23,6 +23,7 @@ from fleetrun.state._lock import RunLock, lock_path, read_lock
 from fleetrun.state._prune import PruneResult, journal_size, prune
 from fleetrun.state._reader import JournalReader
 from fleetrun.state._records import AttemptRecord, InstanceRecord, RunRecord
+from fleetrun.state._replay import decode_event
 from fleetrun.state._retry import DONE_STATES, RetryPlan, plan_retry, waves_opened
 from fleetrun.state._writer import _ENCODE as encode_json
 from fleetrun.state._writer import _FIELDS as EVENT_FIELDS
@@ -51,6 +52,7 @@ __all__ = [
     "check_state_dir",
     "command_hash",
     "connect",
+    "decode_event",
     "encode_json",
     "field_getter",
     "journal_size",

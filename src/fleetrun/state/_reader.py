@@ -48,9 +48,11 @@ from fleetrun.executors import process_alive
 from fleetrun.layout import RunLayout
 from fleetrun.state._db import DB_NAME, SCHEMA_VERSION
 from fleetrun.state._records import AttemptRecord, InstanceRecord, RunRecord, columns
+from fleetrun.state._replay import decode_event
 from fleetrun.state._retry import waves_opened
 
 if TYPE_CHECKING:
+    from fleetrun.engine import Event
     from fleetrun.plan import Plan
 
 INTERRUPTED_REASON = "fleetrun stopped while it was running"
@@ -428,6 +430,30 @@ class JournalReader:
                 (run_id, event_type),
             )
         ]
+
+    def events_after(self, run_id: str, seq: int = 0, limit: int = 1000) -> tuple[int, list[Event]]:
+        """A run's journaled events after sequence number ``seq`` (at most ``limit``
+        rows), as typed engine events in order, and the last sequence number read
+        (``seq`` when there is nothing new): pass it back to read on from there.
+        Rows of types this fleetrun does not know are read and left out."""
+        rows = self.conn.execute(
+            "SELECT seq, type, data FROM events WHERE run_id=? AND seq>? ORDER BY seq LIMIT ?",
+            (run_id, seq, limit),
+        ).fetchall()
+        events = []
+        for n, type_name, data in rows:
+            seq = n
+            ev = decode_event(type_name, data)
+            if ev is not None:
+                events.append(ev)
+        return seq, events
+
+    def heartbeat(self, run_id: str) -> float | None:
+        """The run's writer's last heartbeat (``runs.alive_at``); None before the
+        first, or in a journal from before heartbeats (schema version 6)."""
+        alive = self._select("runs", ("alive_at",))
+        row = self.conn.execute(f"SELECT {alive} FROM runs WHERE id=?", (run_id,)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def check(self) -> list[str]:
         """Integrity problems: SQLite's own check plus the journal's invariants."""
