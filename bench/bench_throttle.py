@@ -29,6 +29,12 @@ Scenarios and targets (the provider's scale):
   grants. Ideal: when the bucket has granted every request.
 - every scenario: fleetrun has >= 5x fewer 429s per request served than the seed.
 
+Two more shapes run when named (``--only window,random``) or with ``--all``:
+``window`` (100 requests per sliding 10 s, pool ``rate: 50/s, adaptive``; no
+target, the ideal is one window's worth every 10 s) and ``random`` (20% of
+requests answered 429 at random with no limit behind them, pool ``rate:
+20/s, adaptive``; target: the pool's rate never below 90% of 20/s).
+
 Makespan is the server's: from the first request's arrival to the last
 served request's end (``wall`` adds fleetrun's own start and end). The
 pool's trajectory comes from the run's journal (its ``PoolChanged`` events:
@@ -38,6 +44,7 @@ second beside what the server served and throttled.
     python3 bench/bench_throttle.py --quick         # smaller counts, 1 to 2 minutes
     python3 bench/bench_throttle.py                 # the full sizes, about 5 minutes
     python3 bench/bench_throttle.py --only bucket,step --table
+    python3 bench/bench_throttle.py --quick --all   # also the window and random shapes
     python3 bench/bench_throttle.py --src /tmp/old  # the fleetrun in /tmp/old/src
 
 The machine's load is printed first: on 2 shared cores, spawning 40
@@ -88,7 +95,10 @@ class Scenario:
     ideal: float
     query: str = ""  # appended to the URL (``?sleep=0.2``)
     makespan_target: float | None = None
-    share_target: float = 0.10
+    share_target: float | None = 0.10
+    rate_floor: float | None = None  # target: the pool's rate never below this
+    extra: bool = False  # run only when named (``--only``) or with ``--all``
+    seed: bool = True  # compare with the seed (not where the 429s do not depend on the caller)
 
 
 @dataclass
@@ -136,6 +146,8 @@ def scenarios(quick: bool) -> list[Scenario]:
     n_bucket = 300 if quick else 2000
     n_conc = 60 if quick else 200
     t1, t2, n_step = (4.0, 9.0, 470) if quick else (10.0, 25.0, 1310)
+    per_window, n_window = (50, 150) if quick else (100, 500)
+    n_random = 150 if quick else 500
     steps = [(t1, rate / 2), (t2, rate)]
     fast = {"rate": f"{5 * rate:g}/s", "adaptive": True}
     return [
@@ -174,6 +186,32 @@ def scenarios(quick: bool) -> list[Scenario]:
             fast,
             step_ideal(rate, burst, steps, n_step),
             share_target=0.10,
+        ),
+        Scenario(
+            "window",
+            f"sliding window {per_window} per 10 s (Retry-After until a slot frees); "
+            f"{n_window} requests; pool rate 50/s adaptive",
+            "window",
+            {"limit": per_window, "window": 10.0},
+            n_window,
+            {"rate": "50/s", "adaptive": True},
+            (math.ceil(n_window / per_window) - 1) * 10.0 + per_window / 50,
+            share_target=None,
+            extra=True,
+        ),
+        Scenario(
+            "random",
+            f"20% of requests 429 at random (no Retry-After, no limit); {n_random} requests; "
+            "pool rate 20/s adaptive",
+            "random",
+            {"share": 0.2, "seed": 1},
+            n_random,
+            {"rate": "20/s", "adaptive": True},
+            n_random / 0.8 / 20.0,
+            share_target=None,
+            rate_floor=0.9 * 20.0,
+            extra=True,
+            seed=False,
         ),
     ]
 
@@ -488,9 +526,19 @@ def report(
                 )
             )
         share = fr.share(scn.requests)
-        targets.append(
-            (f"429s {share:.1%} of requests <= {scn.share_target:.0%}", share <= scn.share_target)
-        )
+        if scn.share_target is not None:
+            targets.append(
+                (
+                    f"429s {share:.1%} of requests <= {scn.share_target:.0%}",
+                    share <= scn.share_target,
+                )
+            )
+        if scn.rate_floor is not None:
+            rates = [c[1] for c in fr.changes if c[3] == 0 and not c[4].startswith("resumed")]
+            low = min(rates, default=pool_initial(scn)[0])
+            targets.append(
+                (f"pool rate min {low:.3g}/s >= {scn.rate_floor:.3g}/s", low >= scn.rate_floor)
+            )
         if scn.kind == "step":
             targets += recovery(scn, fr)
     if fr is not None and seed is not None:
@@ -518,8 +566,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller counts (1 to 2 minutes)")
     ap.add_argument(
-        "--only", default="", help="scenarios, comma-separated: bucket,concurrency,step"
+        "--only",
+        default="",
+        help="scenarios (comma-separated): bucket,concurrency,step,window,random",
     )
+    ap.add_argument("--all", action="store_true", help="also the window and random scenarios")
     ap.add_argument("--no-seed", action="store_true", help="run fleetrun only")
     ap.add_argument("--seed-limit", type=float, default=None, help="x ideal before the seed stops")
     ap.add_argument("--table", action="store_true", help="also a row per second of fleetrun")
@@ -536,7 +587,9 @@ def main() -> None:
         env["PYTHONPATH"] = str(Path(a.src).resolve() / "src")
     seed_limit = a.seed_limit or (1.0 if a.quick else 3.0)
     wanted = [s for s in a.only.split(",") if s]
-    chosen = [s for s in scenarios(a.quick) if not wanted or s.key in wanted]
+    chosen = [
+        s for s in scenarios(a.quick) if (s.key in wanted if wanted else a.all or not s.extra)
+    ]
     print(f"# bench_throttle{' --quick' if a.quick else ''}: {machine()} (load {load()})")
     if a.src:
         print(f"# fleetrun from {env['PYTHONPATH']}")
@@ -546,7 +599,7 @@ def main() -> None:
         for scn in chosen:
             timeout = max(60.0, 6 * scn.ideal)
             fr = run_fleetrun(scn, work, env, timeout)
-            seed = None if a.no_seed else run_seed(scn, seed_limit * scn.ideal)
+            seed = None if a.no_seed or not scn.seed else run_seed(scn, seed_limit * scn.ideal)
             for text, ok in report(scn, fr, seed, a.table):
                 summary.append((scn.key, text, ok))
             if fr.stopped or fr.failed:
