@@ -259,7 +259,13 @@ def run_fleetrun(scn: Scenario, work: Path, env: dict[str, str], timeout: float)
         run = j.run()
         events = j.event_data(run.id, "PoolChanged")
     changes = [
-        (e["at"], float(e["rate"]), e.get("concurrency"), float(e.get("paused", 0.0)), e["reason"])
+        (
+            e["at"],
+            float(e["rate"] or 0.0),
+            e.get("concurrency"),
+            float(e.get("paused", 0.0)),
+            e["reason"],
+        )
         for e in events
     ]
     failed = int(run.counts.get("failed", 0)) + int(run.counts.get("skipped", 0))

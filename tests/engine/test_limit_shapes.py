@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,7 @@ def apply(
     retry: dict[str, Any] | None = None,
 ) -> Applied:
     """Run ``fleetrun apply`` on one task of ``requests`` instances calling ``server``."""
+    assert shutil.which("curl"), "curl is not on PATH: the tasks call the server with it"
     plan = {
         "name": "limits",
         "targets": {f"r{i}": {} for i in range(requests)},
