@@ -6,8 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-import asyncssh
-
+from fleetrun.executors._ssh_lib import asyncssh
 from fleetrun.executors._ssh_remote import (
     BOOTSTRAP,
     RemoteSession,
@@ -49,21 +48,24 @@ def test_start_up_noise_pid_output_and_trailer(tmp_path: Path) -> None:
     assert s.pid.result() == 4242
     assert log == "Welcome to host\nline one, pass=***\npartialwarning\n end"
     assert s.trailer_status == 0
-    assert s.outputs_text == "key=value\n"
+    assert s.outputs == b"key=value\n"
 
 
 def test_no_trailer_when_killed(tmp_path: Path) -> None:
     s, log = _feed(tmp_path, [(b"fleetrun-pgid-abc123 7\nworking\n", None)])
     assert s.pid.result() == 7
     assert s.trailer_status is None
-    assert s.outputs_text is None
+    assert s.outputs is None
     assert log == "working\n"
 
 
 def test_bootstrap_and_script_command_hold_no_attempt_data() -> None:
     assert BOOTSTRAP == "exec /bin/sh -s"
     script = build_script("echo hi", {"API_TOKEN": "it's"}, "/tmp/out", "n1").decode()
-    assert script.startswith("echo \"fleetrun-pgid-n1 $$\"\nexport API_TOKEN='it'\"'\"'s'\n")
+    # The pid line, then stderr joins stdout (one stream, in the order written).
+    assert script.startswith(
+        "echo \"fleetrun-pgid-n1 $$\"\nexec 2>&1\nexport API_TOKEN='it'\"'\"'s'\n"
+    )
     assert "__fr_cmd='echo hi'" in script
     cmd = script_command("#!/usr/bin/env python3\nprint(1)", "'a b'", "n1")
     assert (

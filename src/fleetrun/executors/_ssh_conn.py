@@ -6,13 +6,22 @@ What this module guarantees (each a problem users of SSH fan-out tools report):
   attempts waiting while it is being opened share that one handshake and its
   outcome (a dead host costs one connect timeout, not one per attempt);
 - at most ``max_sessions`` sessions open at once on a connection (sshd's
-  ``MaxSessions``, 10 by default); further attempts wait for a slot;
+  ``MaxSessions``, 10 by default); further attempts wait for a slot. A
+  server that allows fewer refuses the next session while others are open:
+  that number becomes the connection's limit (``SessionSlots.lower``) and
+  the refused attempt waits for a slot like the others;
 - at most ``max_startups`` handshakes in flight at once across all hosts
   (sshd's ``MaxStartups`` starts dropping at 10); a handshake that the server
   drops before it says hello is retried with a short backoff, within the
   connect timeout;
 - ``SSHSpec.connect_timeout`` bounds DNS, TCP, key exchange and
-  authentication (and, in ``_ssh``, opening the session);
+  authentication (and, in ``_ssh``, opening the session); a jump host is
+  connected first, under its own timeout, so a jump host that does not
+  answer is named as the cause (and a target waiting for its jump host
+  holds no handshake slot);
+- a connection that does not open a session within the connect timeout
+  (half-open: the path froze, the host still "there") is dropped
+  (``forget``) so that later attempts connect afresh;
 - host keys are checked strictly against a known_hosts file; ``accept-new``
   trusts a host that has no key on record and appends its key; a changed key
   is always refused with a message naming the host and the file;
@@ -36,12 +45,12 @@ import errno
 import os
 import resource
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
+from fleetrun.executors._ssh_lib import asyncssh
 from fleetrun.executors._ssh_spec import SSHSpec, parse_destination
 
 DEFAULT_MAX_SESSIONS = 10
@@ -51,6 +60,8 @@ _DROP_RETRY_MAX = 1.0
 _DROP_RETRIES = 8
 KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_COUNT = 3
+_CLOSE_WAIT = 1.0
+"""Seconds a closing connection may take to flush before it is aborted."""
 
 
 class SSHFailure(Exception):
@@ -87,16 +98,103 @@ class _Client(asyncssh.SSHClient):
         self._entry.lost(self._conn, exc)
 
 
+class SessionSlots:
+    """The session slots of one destination, handed out first come, first served.
+
+    ``limit`` starts at the executor's ``max_sessions`` and is lowered to the
+    server's own limit once learnt (``lower``); ``held`` counts the slots
+    held, ``open`` the sessions open on the connection.
+
+    Invariant: ``held <= limit`` except after ``lower``, until enough holders
+    leave; a waiter is woken only into a free slot.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        """Wait for a free slot and take it."""
+        if self.held < self.limit and not self._waiters:
+            self.held += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut  # `_wake` took the slot for this waiter
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # woken and cancelled at once: pass the slot on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back (and wake the next waiter into it)."""
+        self.held -= 1
+        while self._waiters and self.held < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.held += 1
+                fut.set_result(None)
+
+    def lower(self, limit: int) -> None:
+        """The server allows at most ``limit`` sessions at once: keep to it from now on."""
+        self.limit = max(1, min(self.limit, limit))
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[Slot]:
+        """Hold a slot for the block (``Slot.requeue`` gives it up and waits again)."""
+        held = Slot(self)
+        await self.acquire()
+        held.held = True
+        try:
+            yield held
+        finally:
+            held.set_open(False)
+            if held.held:
+                held.held = False
+                self.release()
+
+
+class Slot:
+    """One holder's slot in ``SessionSlots``: whether it is held and its session open."""
+
+    __slots__ = ("_open", "held", "slots")
+
+    def __init__(self, slots: SessionSlots) -> None:
+        self.slots = slots
+        self.held = False
+        self._open = False
+
+    def set_open(self, value: bool) -> None:
+        """Whether this holder's session is open on the connection (``SessionSlots.open``)."""
+        if value != self._open:
+            self._open = value
+            self.slots.open += 1 if value else -1
+
+    async def requeue(self) -> None:
+        """Give the slot up and wait for one again (the limit was lowered)."""
+        if self.held:
+            self.held = False
+            self.slots.release()
+        await self.slots.acquire()
+        self.held = True
+
+
 class HostEntry:
     """One destination: its connection (or the handshake in progress) and session slots.
 
-    Invariant: at most ``max_sessions`` sessions are open on ``conn`` at once
-    (each holder of ``sessions`` owns one).
+    Invariant: at most ``sessions.limit`` attempts' sessions are open on
+    ``conn`` at once (each holder of a slot owns one).
     """
 
     def __init__(self, spec: SSHSpec, max_sessions: int) -> None:
         self.spec = spec
-        self.sessions = asyncio.Semaphore(max_sessions)
+        self.sessions = SessionSlots(max_sessions)
         self.conn: asyncssh.SSHClientConnection | None = None
         self.pending: asyncio.Future[asyncssh.SSHClientConnection] | None = None
         self.lost_reason: str | None = None
@@ -110,6 +208,15 @@ class HostEntry:
         self.conn = None
         self.warm = False
         self.lost_reason = str(exc) if exc else "closed"
+
+    def forget(self, conn: asyncssh.SSHClientConnection, reason: str) -> None:
+        """``conn`` stopped answering: later attempts connect afresh; it is aborted,
+        which ends what still waits on it (its sessions see the connection lost)."""
+        if conn is self.conn:
+            self.conn = None
+            self.warm = False
+            self.lost_reason = reason
+        conn.abort()
 
 
 class ConnectionPool:
@@ -126,6 +233,13 @@ class ConnectionPool:
         self._known_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.nofile = raise_nofile_limit()
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task the pool owns (cancelled by ``aclose``)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def entry(self, spec: SSHSpec) -> HostEntry:
         """The entry of ``spec``'s destination (created on first use)."""
@@ -145,9 +259,7 @@ class ConnectionPool:
             fut = entry.pending = loop.create_future()
             # The handshake is shared: it runs as its own task, owned by the pool and
             # awaited by every waiter, so one waiter's cancellation does not abort it.
-            task = loop.create_task(self._open(entry, fut))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.background(self._open(entry, fut))
         return await asyncio.shield(fut)
 
     async def _open(
@@ -169,6 +281,10 @@ class ConnectionPool:
 
     async def _connect(self, entry: HostEntry) -> asyncssh.SSHClientConnection:
         spec = entry.spec
+        # The jump host first, under its own timeout and outside this target's
+        # handshake slot: its failure is named as its own, and targets waiting
+        # for a jump host hold no slot the jump host's handshake needs.
+        tunnel = await self._jump(spec) if spec.jump is not None else None
         delay = _DROP_RETRY_BASE
         tries = 0
         while True:
@@ -177,11 +293,16 @@ class ConnectionPool:
                 # Waiting for a handshake slot is queueing, not connecting: the
                 # timeout starts once this handshake may go.
                 async with self._startups, asyncio.timeout(spec.connect_timeout):
-                    return await self._connect_once(entry)
+                    return await self._connect_once(entry, tunnel)
             except TimeoutError:
+                why = "host down, filtered or overloaded"
+                proxy = await _proxy_jump(spec) if tunnel is None else None
+                if proxy:
+                    why = f"through jump host {proxy} (ProxyJump in the ssh config): {why}"
+                    why += ", or the jump host is"
                 raise SSHFailure(
                     f"{spec.destination}: no SSH connection within {spec.connect_timeout:g}s "
-                    "(host down, filtered or overloaded)"
+                    f"({why})"
                 ) from None
             except (asyncssh.ConnectionLost, ConnectionResetError, BrokenPipeError) as e:
                 # sshd's MaxStartups drops excess handshakes before its banner: retry.
@@ -221,7 +342,9 @@ class ConnectionPool:
             except (asyncssh.Error, ValueError, KeyError) as e:
                 raise SSHFailure(f"{spec.destination}: cannot connect: {e}") from None
 
-    async def _connect_once(self, entry: HostEntry) -> asyncssh.SSHClientConnection:
+    async def _connect_once(
+        self, entry: HostEntry, tunnel: asyncssh.SSHClientConnection | None
+    ) -> asyncssh.SSHClientConnection:
         spec = entry.spec
         kwargs: dict[str, Any] = {"client_factory": lambda: _Client(entry)}
         if spec.port is not None:
@@ -230,8 +353,8 @@ class ConnectionPool:
             kwargs["username"] = spec.user
         if spec.config_file is not None:
             kwargs["config"] = [spec.config_file]
-        if spec.jump is not None:
-            kwargs["tunnel"] = await self._jump(spec)
+        if tunnel is not None:
+            kwargs["tunnel"] = tunnel
         if spec.identity_file is not None:
             kwargs["client_keys"] = await self._client_keys(spec.identity_file)
         accept_new = False
@@ -344,8 +467,9 @@ class ConnectionPool:
         """A new connection to ``entry``'s destination that the pool does not keep
         (for control commands when every session of the shared one is busy)."""
         spare = HostEntry(entry.spec, 1)
+        tunnel = await self._jump(entry.spec) if entry.spec.jump is not None else None
         async with asyncio.timeout(entry.spec.connect_timeout):
-            return await self._connect_once(spare)
+            return await self._connect_once(spare, tunnel)
 
     def entries(self) -> list[HostEntry]:
         """Every destination used so far."""
@@ -361,10 +485,38 @@ class ConnectionPool:
         conns = [e.conn for e in self._hosts.values() if e.conn is not None]
         for conn in conns:
             conn.close()
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                await conn.wait_closed()
+        if conns:
+            # A connection whose path froze never flushes its goodbye: abort it.
+            waits = [asyncio.ensure_future(c.wait_closed()) for c in conns]
+            _, late = await asyncio.wait(waits, timeout=_CLOSE_WAIT)
+            for w in late:
+                w.cancel()
+            for conn in conns:
+                conn.abort()
         self._hosts.clear()
+
+
+async def _proxy_jump(spec: SSHSpec) -> str | None:
+    """The jump host(s) the ssh config gives ``spec``'s host (``ProxyJump``), if any.
+
+    Read only to name the cause of a failed connection: asyncssh follows the
+    config's ``ProxyJump`` itself, inside the target's timeout.
+    """
+    kwargs: dict[str, Any] = {"host": spec.host, "known_hosts": None}
+    if spec.port is not None:
+        kwargs["port"] = spec.port
+    if spec.user is not None:
+        kwargs["username"] = spec.user
+    if spec.config_file is not None:
+        kwargs["config"] = [spec.config_file]
+    try:
+        options = await asyncio.wait_for(
+            asyncssh.SSHClientConnectionOptions.construct(**kwargs), spec.connect_timeout
+        )
+    except Exception:  # only a hint for a message: none when the config cannot be read
+        return None
+    tunnel = getattr(options, "tunnel", None)
+    return tunnel if isinstance(tunnel, str) and tunnel else None
 
 
 def _default_known_hosts() -> str:

@@ -6,9 +6,14 @@ keys, known_hosts and config apply), lists the members of each group still
 alive with ``pgrep -g``, and keeps only groups that still carry the dead
 run's ``FLEETRUN_RUN_ID`` in some member's environment (a group id reused by
 an unrelated program since is never touched; where ``/proc`` is missing the
-check is skipped). ``end`` sends ``kill -TERM``, waits ``grace`` on the host,
-then ``kill -KILL``. A group whose members are only shells (no program the
-command exec'd carries the variable) is not found.
+check is skipped). ``end`` sends ``kill -TERM``, waits on the host until the
+groups are gone or ``grace`` has passed, then sends ``kill -KILL`` to what is
+left. A group whose members are only shells (no program the command exec'd
+carries the variable) is not found.
+
+Each call (``find``, ``end``) opens its connections and closes them before it
+returns, so the finder holds nothing bound to an event loop between calls:
+finding in one ``asyncio.run`` and ending in another works.
 """
 
 from __future__ import annotations
@@ -18,12 +23,11 @@ import contextlib
 import shlex
 from collections.abc import Sequence
 
-import asyncssh
-
 from fleetrun.executors._contract import Orphan, RecordedAttempt
 from fleetrun.executors._ssh import SSHExecutor
 from fleetrun.executors._ssh_conn import SSHFailure
-from fleetrun.executors._ssh_remote import kill_command
+from fleetrun.executors._ssh_lib import asyncssh
+from fleetrun.executors._ssh_remote import BOOTSTRAP, end_command
 from fleetrun.executors._ssh_spec import SSHSpec, parse_destination
 from fleetrun.names import RUN_ID_ENV
 
@@ -74,6 +78,8 @@ class SSHOrphanFinder:
                 if spec is not None:
                     by_spec.setdefault(spec, []).append(rec)
         found: list[Orphan] = []
+        if not by_spec:
+            return found
         pool = self._executor.pool
 
         async def one(spec: SSHSpec, recs: list[RecordedAttempt]) -> None:
@@ -81,7 +87,7 @@ class SSHOrphanFinder:
             try:
                 conn = await pool.connection(pool.entry(spec))
                 async with asyncio.timeout(spec.connect_timeout):
-                    res = await conn.run(_FIND + calls + "; true", check=False)
+                    res = await conn.run(BOOTSTRAP, input=_FIND + calls + "; true\n", check=False)
             except (SSHFailure, asyncssh.Error, OSError, TimeoutError):
                 return  # unreachable: nothing can be said (or done) about it now
             alive: dict[int, tuple[int, ...]] = {}
@@ -92,28 +98,33 @@ class SSHOrphanFinder:
                 if r.handle.pgid in alive:
                     found.append(Orphan(r.run_id, r.key, r.attempt, r.handle, alive[r.handle.pgid]))
 
-        async with asyncio.TaskGroup() as tg:
-            for spec, recs in by_spec.items():
-                tg.create_task(one(spec, recs))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for spec, recs in by_spec.items():
+                    tg.create_task(one(spec, recs))
+        finally:
+            await self._executor.aclose()
         return found
 
     async def end(self, orphans: Sequence[Orphan], grace: float) -> None:
         """SIGTERM each orphan's remote group, ``grace`` seconds, SIGKILL."""
-        pool = self._executor.pool
         groups: dict[SSHSpec, list[int]] = {}
         for o in orphans:
             spec = self._spec(RecordedAttempt(o.run_id, o.key, o.attempt, o.handle))
             if spec is not None and o.handle.pgid is not None:
                 groups.setdefault(spec, []).append(o.handle.pgid)
+        if not groups:
+            return
+        pool = self._executor.pool
 
         async def one(spec: SSHSpec, pgids: list[int]) -> None:
-            term = "; ".join(kill_command(g, "TERM") for g in pgids)
-            kill = "; ".join(kill_command(g, "KILL") for g in pgids)
-            script = f"{term}; sleep {max(grace, 0):g}; {kill}"
+            # TERM, then on the host: wait until the groups are gone or the grace
+            # is over, then KILL whatever is left (a no-op for groups gone).
+            script = end_command(pgids, "TERM", max(grace, 0.0), then_kill=True).decode()
             with contextlib.suppress(SSHFailure, asyncssh.Error, OSError, TimeoutError):
                 conn = await pool.connection(pool.entry(spec))
-                async with asyncio.timeout(spec.connect_timeout + grace):
-                    await conn.run(script, check=False)
+                async with asyncio.timeout(spec.connect_timeout + grace + 5):
+                    await conn.run(BOOTSTRAP, input=script, check=False)
 
         try:
             async with asyncio.TaskGroup() as tg:

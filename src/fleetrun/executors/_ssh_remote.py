@@ -7,7 +7,7 @@ a tag (anything the login shell's start-up files print before it goes to the
 log). sshd starts every session in a new session and process group (``setsid``) and
 ``exec`` keeps the pid, so that pid is the group's id: the command and
 everything it starts live in that group, and a timeout or cancel signals it
-with ``kill -TERM -- -PGID`` over a separate exec (never relying on the
+with ``kill -s TERM -- -PGID`` over a separate exec (never relying on the
 server forwarding signals).
 
 The script follows on stdin at once (``build_script``), waiting in the channel
@@ -15,27 +15,37 @@ until the shell reads it:
 ``export`` lines for the attempt's environment (sshd's ``AcceptEnv`` refuses
 environment requests, and stdin keeps values off every command line), then
 the command, run by ``eval`` in a subshell with stdin from ``/dev/null`` (as a
-local attempt has). ``$FLEETRUN_OUTPUT`` names a remote temp file. When the
+local attempt has). Right after the pid line the script sends its stderr to
+its stdout (``exec 2>&1``): the command's two streams reach the log as one, in
+the order it wrote them, as a local attempt's do (two SSH streams arrive in
+no useful order). ``$FLEETRUN_OUTPUT`` names a remote temp file. When the
 command ends, the script prints a trailer on stdout - a random nonce and the
-exit status, then (on success) the outputs file - removes the file and
+exit status, then (on success) the outputs file, at most
+``MAX_OUTPUTS_BYTES + 1`` bytes of it (enough for the outputs rule,
+``_outputs``, to refuse a larger one) - removes the file and
 SIGKILLs its own group, so whatever the command left running in it ends with
 the attempt, as for a local attempt, and outputs come back without a second
 round trip. The exit status is the trailer's (sshd reports the SIGKILL).
 A ``script:`` task's local file is sent inside the same stream as a
 here-document its interpreter (``/bin/sh`` or its shebang's) reads
 on descriptor 3: no copy, no file left behind.
+
+Control commands (signalling a group, waiting for it to go) are scripts sent
+the same way, on stdin of ``BOOTSTRAP``, so they too read the same whatever the
+user's login shell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shlex
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
-import asyncssh
-
+from fleetrun.executors._outputs import MAX_OUTPUTS_BYTES
+from fleetrun.executors._ssh_lib import asyncssh
 from fleetrun.names import OUTPUT_ENV
 from fleetrun.redact import StreamRedactor
 
@@ -43,10 +53,11 @@ BOOTSTRAP = "exec /bin/sh -s"
 """The exec request of every attempt: a POSIX shell reading the script from stdin."""
 _PGID_TAG = "fleetrun-pgid"
 _MAX_HEAD = 1 << 16
-
-
-_MAX_OUTPUTS = 1 << 20
 _MAX_PARTIAL_LINE = 1 << 16
+_STATUS_LINE = 32
+"""Bytes kept for the trailer's status line, before the outputs."""
+_POLL = 0.1
+"""Seconds between two looks at a group being ended (control scripts)."""
 
 
 def _interpreter(text: str) -> list[str]:
@@ -73,7 +84,8 @@ def script_command(text: str, args: str, nonce: str) -> str:
 
 def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce: str) -> bytes:
     """The script ``BOOTSTRAP``'s shell reads from stdin (see the module docstring)."""
-    lines = [f'echo "{_PGID_TAG}-{nonce} $$"']
+    # The pid line goes first, then stderr joins stdout (see the module docstring).
+    lines = [f'echo "{_PGID_TAG}-{nonce} $$"', "exec 2>&1"]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
     out = shlex.quote(outputs_file)
     lines += [
@@ -83,7 +95,7 @@ def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce:
         "__fr_rc=$?",
         # The trailer: the command's exit status, then (on success) its outputs.
         f'printf "\\n%s %s\\n" {nonce} "$__fr_rc"',
-        f'if [ "$__fr_rc" -eq 0 ] && [ -s {out} ]; then cat {out}; fi',
+        f'if [ "$__fr_rc" -eq 0 ] && [ -s {out} ]; then head -c {MAX_OUTPUTS_BYTES + 1} {out}; fi',
         f"if [ -e {out} ]; then rm -f {out}; fi",
         # Nothing the command left in the group outlives it (as for a local attempt).
         "kill -KILL 0",
@@ -93,12 +105,50 @@ def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce:
     return "\n".join(lines).encode()
 
 
-def kill_command(pgid: int, sig: str, outputs_file: str | None = None) -> str:
-    """Signal the remote group (and drop its outputs file)."""
-    cmd = f"kill -{sig} -- -{pgid} 2>/dev/null"
-    if outputs_file:
-        cmd += f"; rm -f {shlex.quote(outputs_file)}"
-    return cmd + "; true"
+GONE = "gone"
+"""What ``end_command`` prints when every group it signalled has no member left."""
+
+
+def end_command(
+    pgids: Sequence[int],
+    sig: str,
+    wait: float,
+    outputs_file: str | None = None,
+    *,
+    then_kill: bool = False,
+) -> bytes:
+    """A control script: send ``sig`` to each remote group, then wait up to ``wait``
+    seconds for them all to be gone, looking every ``_POLL`` seconds; it prints
+    ``GONE`` when they are, else ``alive`` when the time ran out (or, with
+    ``then_kill``, sends SIGKILL to the groups and prints ``killed``).
+
+    Run over any connection to the host (a fresh one when the attempt's own
+    is dead): the verdict does not depend on the attempt's channel.
+    """
+    groups = " ".join(str(int(g)) for g in pgids)
+    steps = max(0, math.ceil(wait / _POLL))
+    at_end = "echo alive"
+    if then_kill:
+        at_end = f"for g in {groups}; do kill -s KILL -- -$g 2>/dev/null; done; echo killed"
+    lines = [
+        f"for g in {groups}; do kill -s {sig} -- -$g 2>/dev/null; done",
+        f"rm -f {shlex.quote(outputs_file)}" if outputs_file else ":",
+        # `kill -s 0` succeeds while a group has a member (`kill -0 -- -G` and
+        # `kill -TERM -- -G` are errors in dash: `-s` reads the same in every shell).
+        "alive() {",
+        f"  for g in {groups}; do kill -s 0 -- -$g 2>/dev/null && return 0; done; return 1",
+        "}",
+        "n=0",
+        "while alive; do",
+        f'  if [ "$n" -ge {steps} ]; then {at_end}; exit 0; fi',
+        # A POSIX sleep may take whole seconds only: then each look takes one.
+        f"  sleep {_POLL:g} 2>/dev/null || sleep 1",
+        "  n=$((n + 1))",
+        "done",
+        f"echo {GONE}",
+        "",
+    ]
+    return "\n".join(lines).encode()
 
 
 class Sink:
@@ -146,12 +196,14 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
     """One remote attempt's channel: the pid line, output, outputs trailer, exit.
 
     ``pid`` resolves with the first stdout line; ``done`` once the channel is
-    closed (with the connection's error when it was lost).
+    closed (with the connection's error when it was lost). ``finish`` hands
+    back the sink: what arrives after it is dropped (the channel of a dead
+    connection may be closed long after its attempt ended).
     """
 
     def __init__(self, sink: Sink, nonce: str) -> None:
         loop = asyncio.get_running_loop()
-        self.sink = sink
+        self.sink: Sink | None = sink
         self.nonce = nonce
         self.marker = f"\n{nonce} ".encode()
         self.tag = f"{_PGID_TAG}-{nonce} ".encode()
@@ -164,13 +216,29 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
         self._held = b""
         self._outputs: bytearray | None = None
 
+    def _write(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink.write(data)
+
+    def finish(self) -> None:
+        """The attempt is over: write what was held back (no trailer came after it)
+        and drop whatever arrives from now on."""
+        if self._held:
+            self._write(self._held)
+            self._held = b""
+        self.sink = None
+
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.sink is None:
+            return
         if datatype == asyncssh.EXTENDED_DATA_STDERR:
+            # Only what runs before the script's `exec 2>&1` (the login shell's
+            # start-up files) writes here.
             if self._held:
                 # Held-back stdout cannot be the trailer if the command still writes.
-                self.sink.write(self._held)
+                self._write(self._held)
                 self._held = b""
-            self.sink.write(data)
+            self._write(data)
             return
         if not self.pid.done():
             self._head += data
@@ -182,7 +250,7 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
                 return
             if i:
                 # What the login shell's start-up files printed first.
-                self.sink.write(self._head[:i])
+                self._write(self._head[:i])
             try:
                 self.pid.set_result(int(self._head[i + len(self.tag) : end]))
             except ValueError:
@@ -193,13 +261,14 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
             if not data:
                 return
         if self._outputs is not None:
-            if len(self._outputs) < _MAX_OUTPUTS:
-                self._outputs += data
+            room = _STATUS_LINE + MAX_OUTPUTS_BYTES + 1 - len(self._outputs)
+            if room > 0:
+                self._outputs += data[:room]
             return
         buf = self._held + data
         i = buf.find(self.marker)
         if i >= 0:
-            self.sink.write(buf[:i])
+            self._write(buf[:i])
             self._held = b""
             self._outputs = bytearray(buf[i + len(self.marker) :])
             return
@@ -209,7 +278,7 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
         if j >= 0 and self.marker.startswith(buf[j:]):
             cut = j
         if cut:
-            self.sink.write(buf[:cut])
+            self._write(buf[:cut])
         self._held = buf[cut:]
 
     def exit_status_received(self, status: int) -> None:
@@ -225,7 +294,7 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._held:
-            self.sink.write(self._held)
+            self._write(self._held)
             self._held = b""
         if exc is not None:
             self.lost = exc
@@ -247,9 +316,10 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
             return None
 
     @property
-    def outputs_text(self) -> str | None:
-        """The published outputs (None: none were sent)."""
+    def outputs(self) -> bytes | None:
+        """The published outputs as sent, at most ``MAX_OUTPUTS_BYTES + 1`` bytes
+        (None: none were sent)."""
         if self._outputs is None:
             return None
         _, _, rest = bytes(self._outputs).partition(b"\n")
-        return rest.decode("utf-8", "replace") if rest else None
+        return rest or None

@@ -11,18 +11,23 @@ known_hosts entry): targets ``node-001``, ``web1``... are distinct hosts -
 distinct connections - to one server. Nothing leaves the loopback interface.
 ``stop()`` ends it.
 
+``TcpRelay`` sits in front of it to make connections half-open on demand.
+
 ``python -m fleetrun.executors.testing DIR`` starts one, writes
 ``DIR/ssh_config`` (what ``examples/hosts`` uses) and runs until interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import selectors
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +198,123 @@ class LoopbackSshd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+
+class TcpRelay:
+    """A TCP relay on 127.0.0.1 in front of a server, whose connections can be frozen.
+
+    ``TcpRelay.start(port)`` listens on a free port of its own and forwards
+    every connection it accepts to ``127.0.0.1:port``, both ways, from one
+    thread. ``freeze()`` makes every connection open at that moment half-open:
+    nothing more is forwarded either way, yet nothing is closed (no FIN, no
+    RST), as when a NAT or firewall on the path forgets a connection. New
+    connections are forwarded as usual. ``accepted`` counts the connections
+    accepted so far; ``close()`` closes the listener and every connection.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.setblocking(False)
+        self.port: int = self._listener.getsockname()[1]
+        self.accepted = 0
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._listener, selectors.EVENT_READ, None)
+        # Each socket maps to its peer; a frozen pair is unregistered, not closed.
+        self._peers: dict[socket.socket, socket.socket] = {}
+        self._frozen: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._stop = False
+        self._freeze = False
+        self._thread = threading.Thread(target=self._loop, name="tcp-relay", daemon=True)
+
+    @classmethod
+    def start(cls, target_port: int) -> TcpRelay:
+        """A running relay to ``127.0.0.1:target_port``."""
+        relay = cls(target_port)
+        relay._thread.start()
+        return relay
+
+    def freeze(self) -> None:
+        """Stop forwarding on every connection open now (both ways), closing none."""
+        with self._lock:
+            self._freeze = True
+        self._wake_w.send(b"f")
+        # Wait until the relay's thread has applied it (bounded).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._freeze:
+                    return
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        """Close the listener and every connection, frozen ones included."""
+        self._stop = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"s")
+        self._thread.join(timeout=10)
+        for s in [*self._peers, *self._frozen]:
+            s.close()
+        self._peers.clear()
+        self._frozen.clear()
+        self._sel.close()
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _drop(self, s: socket.socket) -> None:
+        peer = self._peers.pop(s, None)
+        for x in (s, peer):
+            if x is None:
+                continue
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(x)
+            self._peers.pop(x, None)
+            x.close()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            for key, _ in self._sel.select(timeout=1.0):
+                s = key.fileobj
+                assert isinstance(s, socket.socket)
+                if key.data == "wake":
+                    with contextlib.suppress(OSError):
+                        s.recv(64)
+                    with self._lock:
+                        if self._freeze:
+                            for x in list(self._peers):
+                                self._sel.unregister(x)
+                                self._frozen.append(x)
+                            self._peers.clear()
+                            self._freeze = False
+                    continue
+                if s is self._listener:
+                    try:
+                        client, _ = s.accept()
+                        upstream = socket.create_connection(("127.0.0.1", self._target))
+                    except OSError:
+                        continue
+                    self.accepted += 1
+                    for x, y in ((client, upstream), (upstream, client)):
+                        x.setblocking(True)
+                        self._peers[x] = y
+                        self._sel.register(x, selectors.EVENT_READ, "peer")
+                    continue
+                peer = self._peers.get(s)
+                if peer is None:
+                    continue
+                try:
+                    data = s.recv(65536)
+                    if data:
+                        peer.sendall(data)
+                except OSError:
+                    data = b""
+                if not data:
+                    self._drop(s)
 
 
 def main(argv: list[str]) -> int:
