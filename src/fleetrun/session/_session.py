@@ -181,12 +181,12 @@ class Session:
         status = "failed"
         writer.start()
         if console is not None:
+            # The console says only what the journal holds: it is told each
+            # event once committed, and what could not be (a full disk).
+            writer.follow(console.subscribers, lambda text: notify(Notice("note", text)))
             console.start()
         try:
-            subscribers: tuple[Subscriber, ...] = (
-                writer,
-                *(console.subscribers if console is not None else ()),
-            )
+            subscribers: tuple[Subscriber, ...] = (writer,)
             result = await self._drive(
                 graph, options, work.kinds, subscribers, control, writer, notify, req.cluster
             )
@@ -204,8 +204,11 @@ class Session:
             raise first from group
         finally:
             try:
-                if console is not None:
-                    console.stop()
+                try:
+                    writer.flush_followers()
+                finally:
+                    if console is not None:
+                        console.stop()
             finally:
                 _finish(writer, journal, run_id, status, run_dir)
         report = console.report(result) if console is not None else None

@@ -13,6 +13,9 @@ ones end as on Ctrl-C) and ``close()`` raises the cause.
 Events no ``durable()`` waits for are committed within ``_LINGER`` seconds,
 batched with what follows; a crash loses at most those, never half a batch.
 
+Consoles follow the record (``follow``): they are told each event once it is
+committed, so they never say what the journal does not hold (``_relay``).
+
 Heartbeat: until the run's ``RunEnded`` is written (or the writer stops), the
 thread sets ``runs.alive_at`` to the current time every ``HEARTBEAT`` seconds,
 in the batch it is committing or, when the run is quiet, in a transaction of
@@ -33,7 +36,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,11 +48,13 @@ from fleetrun.engine import (
     InstanceReused,
     InstanceSettled,
     RunEnded,
+    Subscriber,
 )
 from fleetrun.errors import StateError
 from fleetrun.executors import process_start_time
 from fleetrun.redact import Redactor
 from fleetrun.state._db import connect, journal_error, rollback
+from fleetrun.state._relay import RecordFirst
 
 _MAX_BATCH = 5000
 """Most events written in one transaction (bounds the time a reader waits)."""
@@ -84,6 +89,17 @@ class _Barrier:
 
 
 _STOP = object()
+
+
+class _Flush:
+    """Queued by ``flush_followers``: set once every item queued before it is handed over."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
 # Per event class: its field names, and a getter returning their values as a tuple.
 _FIELDS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
 
@@ -125,6 +141,8 @@ class JournalWriter:
         # Writer thread only: when the next heartbeat is due (None: no more,
         # the run has ended or writing failed).
         self._beat_due: float | None = None
+        # Consoles told each event once it is on record (``follow``).
+        self._relay: RecordFirst | None = None
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -142,9 +160,33 @@ class JournalWriter:
         )
         self._thread.start()
 
+    def follow(self, subscribers: Sequence[Subscriber], say: Callable[[str], None]) -> None:
+        """Tell ``subscribers`` (a console) every event once it is committed, in
+        order; ``say`` gets the lines naming what could not be (see ``_relay``).
+        Call on the event loop, before the run; ``flush_followers`` after it."""
+        self._relay = RecordFirst(subscribers, asyncio.get_running_loop(), say)
+
+    def flush_followers(self) -> None:
+        """Wait until everything queued so far is committed (or has failed) and
+        tell the followers all of it. Call on the event loop once the run is over
+        (this blocks it for at most one commit)."""
+        relay = self._relay
+        if relay is None:
+            return
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            flush = _Flush()
+            self._queue.put(flush)
+            self._urgent.set()
+            while not flush.done.wait(0.1) and thread.is_alive():
+                pass
+        relay.flush()
+
     def __call__(self, event: Event) -> None:
         """Enqueue ``event``; never blocks."""
         if isinstance(event, AttemptOutput):
+            if self._relay is not None:
+                self._queue.put(event)  # to its place among the followers' events
             return  # the attempt's log file holds its output
         self._enqueued += 1
         self._queue.put(event)
@@ -196,7 +238,8 @@ class JournalWriter:
         try:
             while not stop:
                 batch = self._collect()
-                events = [e for e in batch if isinstance(e, Event)]
+                shown = [e for e in batch if isinstance(e, Event)]
+                events = [e for e in shown if not isinstance(e, AttemptOutput)]
                 stop = any(e is _STOP for e in batch)
                 beat = self._beat()
                 if events and self._error is None:
@@ -208,9 +251,15 @@ class JournalWriter:
                 elif beat is not None and not stop:
                     _heartbeat(conn, self.run_id, beat)
                 self._committed += len(events)
+                if self._relay is not None and shown:
+                    # Before the barriers: a durable() returns after the
+                    # followers were told (the loop runs callbacks in order).
+                    self._relay.add(shown, self._error is None)
                 for item in batch:
                     if isinstance(item, _Barrier):
                         _resolve(item)
+                    elif isinstance(item, _Flush):
+                        item.done.set()
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -231,7 +280,7 @@ class JournalWriter:
             first = self._queue.get(timeout=wait)
         except queue.Empty:
             return []  # a heartbeat is due
-        if not isinstance(first, _Barrier) and first is not _STOP:
+        if not isinstance(first, _Barrier | _Flush) and first is not _STOP:
             self._urgent.wait(_LINGER)
         # Clear before draining: a barrier queued after this point is either
         # drained below or sets _urgent again for the next batch.
