@@ -101,14 +101,16 @@ def watch(run: str | None, plan: str | None, state_dir: str | None, plain: bool)
     RUN is a run id or a unique prefix (`fleetrun history` lists them); by
     default the live run (of --plan), else the newest run, whose summary is
     printed at once if it has ended. Ctrl-C stops watching and leaves the
-    run alone.
+    run alone. Task output is not shown: `fleetrun logs -f TASK@TARGET`
+    follows an attempt's.
 
     \b
     Exit codes: the run's own, as its `apply` exits: 0 every instance
     succeeded, 1 some task failed, 130 interrupted (also when Ctrl-C stops
-    watching); 2 no journal, no run or no such run; 4 the run's fleetrun
-    process died without ending the run (killed or crashed: it reads as
-    interrupted; `fleetrun retry` goes on from there).
+    watching, or its console goes away); 2 no journal, no run or no such
+    run; 4 the run's fleetrun process died without ending the run (killed
+    or crashed: it reads as interrupted; `fleetrun retry` goes on from
+    there).
     """
     code = _watch(run, plan, state_dir, plain)
     click.get_current_context().exit(code)
@@ -125,9 +127,10 @@ def _watch(run_ref: str | None, plan: str | None, state_dir: str | None, plain: 
     try:
         run = _pick(reader, run_ref, plan)
         args = ["--state-dir", state_dir] if state_dir else ["--plan", plan] if plan else []
-        graph, note = _graph(reader, run)
+        instances = reader.instances(run.id)
+        graph, note = _graph(reader, run, instances)
         if run.ended_at is not None:
-            return _Watch(reader, run, args, graph).ended()
+            return _Watch(reader, run, args, graph, instances).ended()
         if reader.wal_unread:
             raise StateDirError(
                 f"cannot follow run {run.id}: {reader.db_path}-wal, where the run's latest "
@@ -135,7 +138,7 @@ def _watch(run_ref: str | None, plan: str | None, state_dir: str | None, plain: 
             )
         if note:
             click.echo(f"note: {printable(note)}; following it as plain lines", err=True)
-        return _Watch(reader, run, args, graph).follow(plain)
+        return _Watch(reader, run, args, graph, instances).follow(plain)
     finally:
         reader.close()
 
@@ -164,7 +167,9 @@ def _pick(reader: JournalReader, run_ref: str | None, plan: str | None) -> RunRe
     return live[0] if live else runs[0]
 
 
-def _graph(reader: JournalReader, run: RunRecord) -> tuple[Graph | None, str]:
+def _graph(
+    reader: JournalReader, run: RunRecord, instances: Sequence[InstanceRecord]
+) -> tuple[Graph | None, str]:
     """The run's graph, as its process expanded it, for the live view (whose
     per-phase bars, pools and ETA need it); else None and why not.
 
@@ -172,24 +177,23 @@ def _graph(reader: JournalReader, run: RunRecord) -> tuple[Graph | None, str]:
     ``exec`` run: its recorded request), else the journal's snapshot of the plan;
     either is used only if it expands to exactly the run's instances.
     """
-    instances = reader.instances(run.id)
-    tried = []
     exec_json = run.options.get("exec")
-    try:
+    path = Path(run.plan_path)
+
+    def from_file() -> Graph:
         if isinstance(exec_json, dict):
-            plan = exec_plan(ExecRequest.from_json(exec_json))
-        else:
-            plan = load_plan(run.plan_path, var_overrides=_recorded_vars(reader, run.id))
-        tried.append(expand(plan))
-    except (FleetrunError, OSError, ValueError, TypeError, KeyError):
-        pass
-    if not isinstance(exec_json, dict):
+            return expand(exec_plan(ExecRequest.from_json(exec_json)))
+        return expand(load_plan(path, var_overrides=_recorded_vars(reader, run.id)))
+
+    def from_snapshot() -> Graph:
+        return expand(load_plan_text(run.plan_snapshot, str(path), path.parent))
+
+    ways = [from_file] if isinstance(exec_json, dict) else [from_file, from_snapshot]
+    for way in ways:
         try:
-            path = Path(run.plan_path)
-            tried.append(expand(load_plan_text(run.plan_snapshot, str(path), path.parent)))
-        except (FleetrunError, OSError, ValueError):
-            pass
-    for graph in tried:
+            graph = way()
+        except (FleetrunError, OSError, ValueError, TypeError, KeyError):
+            continue
         if _expands_to(graph, instances):
             return graph, ""
     return None, f"the plan of run {run.id} no longer expands to its instances"
@@ -234,10 +238,18 @@ class _Watch:
     """One watched run: its journal, the consoles fed from it, and its end."""
 
     def __init__(
-        self, reader: JournalReader, run: RunRecord, where: list[str], graph: Graph | None
+        self,
+        reader: JournalReader,
+        run: RunRecord,
+        where: list[str],
+        graph: Graph | None,
+        instances: Sequence[InstanceRecord],
     ) -> None:
         self.reader = reader
         self.run = run
+        # As read when the watch began: final for a run that had ended then.
+        self.instances = instances
+        self.over = run.ended_at is not None
         self.where = where
         self.graph = graph
         self.seq = 0
@@ -279,7 +291,7 @@ class _Watch:
                 self.graph,
                 console=Console(file=stream),
                 parallelism=parallelism if isinstance(parallelism, int) else None,
-                only=frozenset(i.node for i in self.reader.instances(run.id)),
+                only=frozenset(i.node for i in self.instances),
             )
         else:
             self.console = PlainConsole(stream)
@@ -385,7 +397,7 @@ class _Watch:
         run = self.run
         if verdict == "ended" and run.ended_at is None:
             run = self.run = self.reader.run(run.id)  # the end event has been read
-        instances = self.reader.instances(run.id)
+        instances = self.instances if self.over else self.reader.instances(run.id)
         started = self.seen.started.at if self.seen.started else run.started_at
         ended = self.seen.ended.at if self.seen.ended else (run.ended_at or time.time())
         status = self.seen.ended.status if self.seen.ended else run.status
