@@ -139,9 +139,15 @@ def wait_for(what: str, check: Any, timeout: float = 30, every: float = 0.05) ->
 
 
 def journal_rows(state: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows of a read-only query on the journal."""
+    """Rows of a read-only query on the journal (none while it does not exist)."""
+    if not (state / "state.db").exists():
+        return []
     conn = sqlite3.connect(f"file:{state / 'state.db'}?mode=ro", uri=True, timeout=30)
     try:
         return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):  # created, not yet set up
+            return []
+        raise
     finally:
         conn.close()

@@ -70,7 +70,9 @@ class Changes:
                 if not store.has_journal:
                     continue
                 try:
-                    reader = self._readers[store.index] = LiveReader(store.state_dir)
+                    # Polls run on whichever worker thread is free, one at a time.
+                    reader = LiveReader(store.state_dir, any_thread=True)
+                    self._readers[store.index] = reader
                 except StateError:
                     continue
                 out.append(("runs", {}))

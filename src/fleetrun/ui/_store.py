@@ -40,18 +40,24 @@ class LiveReader(JournalReader):
     live: bool = True
     """False when the journal could only be read as a snapshot (no live updates)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, any_thread: bool = False) -> None:
+        """Open ``state_dir``'s journal; ``any_thread``: the connection may be used
+        from any thread (one at a time: the caller serializes)."""
         self.state_dir = state_dir
         self.db_path = state_dir / DB_NAME
         if not self.db_path.is_file():
             raise RunNotFoundError(f"no journal in {state_dir}: no run has been recorded there")
         uri = "file:" + urllib.parse.quote(str(self.db_path.absolute()))
         try:
-            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0)
+            conn = sqlite3.connect(
+                f"{uri}?mode=ro", uri=True, timeout=30.0, check_same_thread=not any_thread
+            )
             conn.execute("PRAGMA user_version").fetchone()
         except sqlite3.DatabaseError:
             # A read-only directory without the -shm file SQLite needs for WAL.
-            conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+            conn = sqlite3.connect(
+                f"{uri}?mode=ro&immutable=1", uri=True, check_same_thread=not any_thread
+            )
             self.live = False
             self.wal_unread = Path(f"{self.db_path}-wal").exists()
         self.conn = conn

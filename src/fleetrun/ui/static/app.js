@@ -235,14 +235,13 @@
     const header = el("div", {});
     const actions = el("div", { class: "actions" });
     const message = el("span", { class: "message", role: "status" });
-    const notes = el("div", {});
     const gridBox = el("div", {});
     const timelineBox = el("div", {});
     const wavesBox = el("div", {});
     const poolsBox = el("div", {});
     const outputsBox = el("div", {});
     const nextBox = el("div", {});
-    fill(main, header, actions, notes,
+    fill(main, header, actions,
       el("h2", { text: "Grid" }), gridBox,
       el("h2", {}, "Timeline ", el("small", { text: "(queued time lighter; critical path outlined; click a bar for its log)" })), timelineBox,
       el("h2", { text: "Waves" }), wavesBox,
@@ -250,21 +249,17 @@
       el("h2", { text: "Outputs" }), outputsBox,
       el("h2", { text: "Next" }), nextBox);
     let data = null;
-    let lastTimeline = 0;
     async function load() {
       data = await api(`/api/runs/${enc(runId)}`);
       drawHeader(data);
       drawActions(data);
-      fill(notes, ...data.notes.map((n) => el("p", { class: "note", text: n })));
+      // (The plan's notes come with the timeline, which says them once.)
       drawGrid(gridBox, data.grid, runId);
       drawWaves(wavesBox, data.waves);
       drawPools(poolsBox, data.pools, data.run, data.now);
       drawOutputs(outputsBox, data.outputs);
       fill(nextBox, ...data.next.map((c) => el("div", { class: "cmd" }, el("code", { text: c.cmd }), el("span", { class: "why", text: `# ${c.why}` }))));
-      if (Date.now() - lastTimeline > (data.run.live ? 2000 : 0)) {
-        lastTimeline = Date.now();
-        timeline();
-      }
+      timeline();  // at most every 1.5 s; the last change is always drawn
     }
     const timeline = refresher(async () => {
       const t = await api(`/api/runs/${enc(runId)}/timeline`);

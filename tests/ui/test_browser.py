@@ -1,0 +1,238 @@
+"""``fleetrun apply --ui`` in headless Chromium: the page follows the run live.
+
+One real ``fleetrun apply --ui`` runs a paused rollout in another process
+while the test drives the page it serves: an instance turns from running to
+succeeded on the open page (no reload) within 2 s of its end on record, the
+adaptive pool's gauges are on ``/metrics``, a promote without the token
+changes nothing and the page's promote button opens the paused wave, the
+failed attempt's log opens on a click, names with markup stay text, no secret
+reaches a page, and the console stays clean. The run page's screenshot
+(``docs/ui-run.png`` with ``FLEETRUN_UI_SCREENSHOT=docs/ui-run.png``) is taken here.
+
+Skips only when Chromium or playwright is missing and ``CI`` is not set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ._helpers import env, journal_rows, request, wait_for
+
+SECRET = "br0wser-Secret-77"
+HOSTILE = "b<img src=x onerror=alert(1)>"
+
+PLAN = """\
+name: rollout
+secrets: [DEPLOY_TOKEN]
+vars: {go: "", done: "", mark: ""}
+targets:
+  a: {}
+  'b<img src=x onerror=alert(1)>': {}
+  c: {}
+pools:
+  api: {concurrency: 4, rate: 50/s, adaptive: true}
+rollout: {waves: [1, "100%"], pause: true}
+tasks:
+  deploy:
+    for_each: all
+    pools: [api]
+    run: |
+      echo "deploying {{ target.name }} with $DEPLOY_TOKEN"
+      case {{ target.name }} in
+        a) while [ ! -f {{ vars.go }} ]; do sleep 0.05; done ;;
+        b*) echo "error: quota exceeded" >&2; exit 3 ;;
+      esac
+  probe:
+    pools: [api]
+    retry: {attempts: 3, backoff: 100ms}
+    run: |
+      [ -f {{ vars.mark }} ] && exit 0
+      touch {{ vars.mark }}; echo "429 Too Many Requests"; exit 75
+  hold:
+    run: while [ ! -f {{ vars.done }} ]; do sleep 0.05; done
+"""
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (CI installs Debian's chromium package)")
+        pytest.skip("chromium is not installed")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    path = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("playwright is not installed (it is in the test extra)")
+        pytest.skip("playwright is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 60) -> re.Match[str]:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        m = re.search(pattern, line)
+        if m:
+            return m
+    raise AssertionError(f"no line matched {pattern!r}: {''.join(seen)}")
+
+
+def _metrics(base: str) -> dict[str, Any]:
+    status, body = request(base + "/metrics")
+    assert status == 200
+    return {f.name: f for f in text_string_to_metric_families(body.decode())}
+
+
+def _pool_value(families: dict[str, Any], name: str) -> float:
+    samples = [s for s in families[name].samples if s.labels.get("pool") == "api"]
+    assert len(samples) == 1, (name, families[name].samples)
+    return float(samples[0].value)
+
+
+@pytest.mark.slow
+def test_the_page_follows_a_live_run_and_steers_it(browser: Any, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    go, done, mark = tmp_path / "go", tmp_path / "done", tmp_path / "mark"
+    state = tmp_path / ".fleetrun"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain", "--ui",
+         "--var", f"go={go}", "--var", f"done={done}", "--var", f"mark={mark}"],
+        env=env(DEPLOY_TOKEN=SECRET), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    page = None
+    steered = False
+    try:
+        m = _read_until(proc, r"^ui: (http://[^/]+)/\?token=(\S+)")
+        base, token = m[1], m[2]
+        run_id = wait_for("the run on record", lambda: journal_rows(state, "SELECT id FROM runs"))[
+            0
+        ][0]
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems: list[str] = []
+        dialogs: list[str] = []
+        page.on(
+            "console",
+            lambda msg: problems.append(msg.text) if msg.type in ("error", "warning") else None,
+        )
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(f"{base}/?token={token}")  # sets the token cookie, lands on the runs page
+        assert page.url == f"{base}/"
+        page.wait_for_selector(f'tr[data-run="{run_id}"]')
+        page.click(f'tr[data-run="{run_id}"] a')
+        a_cell = 'td[data-key="deploy@a"]'
+        page.wait_for_selector(f"{a_cell}.st-running")
+        page.evaluate("window.__sameDocument = true")
+
+        # The adaptive pool, live: throttled once by probe, deploy@a in flight.
+        wait_for(
+            "probe's throttle on record",
+            lambda: journal_rows(state, "SELECT 1 FROM attempts WHERE key='probe' AND throttled=1"),
+        )
+        families = _metrics(base)
+        assert _pool_value(families, "fleetrun_pool_rate_limit") == 50.0
+        assert 0 < _pool_value(families, "fleetrun_pool_rate") < 50.0  # adapted down
+        assert _pool_value(families, "fleetrun_pool_concurrency_limit") == 4.0
+        assert _pool_value(families, "fleetrun_pool_in_flight") >= 1.0
+        assert _pool_value(families, "fleetrun_pool_throttles") == 1.0
+
+        # running -> succeeded on the open page, within 2 s of its end on record.
+        go.touch()
+        wait_for(
+            "deploy@a succeeded on record",
+            lambda: journal_rows(
+                state, "SELECT 1 FROM instances WHERE key='deploy@a' AND status='succeeded'"
+            ),
+        )
+        page.wait_for_selector(f"{a_cell}.st-succeeded", timeout=2000)
+        assert page.evaluate("window.__sameDocument") is True  # no reload
+
+        # The paused wave: a promote without the token changes nothing.
+        page.wait_for_selector('.wave[data-wave="2"][data-state="waiting"]')
+        for given in ({}, {"X-Fleetrun-Token": "wrong"}):
+            status, _ = request(f"{base}/api/runs/{run_id}/promote", "POST", given)
+            assert status == 403
+        time.sleep(0.5)
+        started = journal_rows(state, "SELECT key FROM attempts WHERE key LIKE 'deploy@%'")
+        assert started == [("deploy@a",)]
+        assert page.get_attribute('.wave[data-wave="2"]', "data-state") == "waiting"
+        # The page's button (it sends the token from the cookie) opens it.
+        page.click("#act-promote")
+        page.wait_for_selector('.wave[data-wave="2"][data-state="open"]')
+        bad = f'td[data-key="deploy@{HOSTILE}"]'
+        page.wait_for_selector(f"{bad}.st-failed")
+        page.wait_for_selector('td[data-key="deploy@c"].st-succeeded')
+        page.wait_for_selector(".chart svg rect.bar.o-failed")
+        assert HOSTILE in page.inner_text("table.grid")  # markup shown as text
+        assert SECRET not in page.content()
+        # FLEETRUN_UI_SCREENSHOT=docs/ui-run.png refreshes the README's picture.
+        shot = Path(os.environ.get("FLEETRUN_UI_SCREENSHOT", str(tmp_path / "run.png")))
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # The failed attempt's log opens on a click.
+        page.click(f"{bad} a")
+        page.wait_for_url(re.compile(r"/attempt\?"))
+        page.wait_for_function(
+            "document.getElementById('log') && "
+            "document.getElementById('log').textContent.includes('error: quota exceeded')"
+        )
+        log = page.inner_text("#log")
+        assert f"deploying {HOSTILE} with ***" in log
+        assert HOSTILE in page.inner_text("h1")
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+        assert query == {"key": [f"deploy@{HOSTILE}"], "n": ["1"]}
+        assert SECRET not in page.content()
+        assert dialogs == []
+        assert problems == []
+        page.close()
+        page = None
+        steered = True
+    finally:
+        if page is not None:
+            page.close()
+        done.touch()
+        go.touch()
+        if not steered:
+            proc.send_signal(signal.SIGINT)  # a failed step: stop the run (and its ui)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 1, out  # deploy@b failed
+    # The ui beside the run ended with it.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(tuple(base.removeprefix("http://").split(":")), timeout=5)
