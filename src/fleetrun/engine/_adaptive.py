@@ -1,45 +1,63 @@
-"""Adaptive pool limits: settle just under what the provider grants.
+"""Adaptive pool limits: find what the provider grants, fast, and stay just under it.
 
-The choice, from the anchors (TCP AIMD, Netflix concurrency-limits AIMD and
-Gradient2, BBR):
+A provider tells a caller "too much" only with a throttle (a 429, exit 75),
+often with a Retry-After it enforces: Azure Resource Manager answers a
+request sent during that delay with a new one, so every throttle costs the
+whole pool the delay. The algorithm therefore spends as few throttles as it
+can, both while it searches for the limit and once it has found it.
+The anchors, and what is taken from each:
 
-- **Rate, from a delivery-rate estimate (BBR-style), applied with a
-  multiplicative decrease (AIMD x0.9, as Netflix's AIMDLimit).** A provider
-  such as Azure Resource Manager meters *starts* with a token bucket. Between
-  two throttle signals the starts that succeeded, divided by the time between
-  the signals (the Retry-After pause included), is what the bucket refilled:
-  the rate the provider grants. On a throttle the rate becomes
-  ``decrease x that estimate`` (never above ``decrease x rate``, never below
-  ``max_drop x rate``), so one or two signals bring a pool configured 5x too
-  high to just under the provider's rate, where halving (TCP) would need many
-  signals and overshoot below. Gradient2 needs latency samples that a
-  throttled API does not give (its 429 comes back fast), so it is not used.
-- **Concurrency, AIMD as Netflix's AIMDLimit**: on a throttle with the pool
-  at least half full, the limit becomes ``decrease x`` what was in flight;
-  it grows by one (or ``increase``) per probe only while in flight x 2 >= limit.
-- **One episode, one decrease** (TCP's one cut per window): a throttle from
-  an attempt that started before the last decrease says nothing about the new
-  limits and is ignored for adapting (a Retry-After still pauses the pool).
-- **Probe upward slowly**: after ``probe`` seconds without a throttle, and
-  only while the pool really uses at least half its rate (BBR's
-  "application-limited" rule), the limits grow by ``increase`` (2%); above
-  the rate last measured as granted, 5x slower (BBR's cruising near the
-  estimated bandwidth, CUBIC's plateau near the last maximum): each probe
-  past the provider's limit costs a few throttled attempts.
-- **Random 429s do not collapse the pool**: after a decrease the next
+- **TCP CUBIC** (Ha, Rhee, Xu 2008; RFC 9438): remember the value at the
+  last loss, come back towards it quickly and concavely, stay near it
+  (the plateau), then probe past it convexly. Here: ``bad`` is the value at
+  the last throttle; below it the limit grows by half the remaining gap
+  each ``probe`` seconds (concave), holds at ``(1 - margin) x bad`` for
+  ``hold`` seconds, then grows past it by ``increase``, 2x, 4x ... per probe
+  (convex). A probe past ``bad`` that is throttled again doubles ``hold``
+  (up to ``8 x hold``): a limit that does not move is probed ever more
+  rarely, one that just moved is probed soon.
+- **BBR** (Cardwell et al. 2016): judge the granted rate only from intervals
+  in which the pool really sent at its rate (not paused by a Retry-After,
+  not application-limited: starts >= half the rate), and keep the last
+  rate known to be good. Here: ``good`` is the highest rate that ran a
+  whole ``probe`` interval of real sending without a throttle; a throttle
+  above it goes straight back to it (one step, not a search). The interval
+  before a throttle tells how far over the limit the pool is: throttled
+  within ``probe`` seconds of real sending means far over, and the rate
+  halves; later means near, and it becomes ``decrease`` x itself. A
+  Retry-After pause never counts as sending time, so a long pause cannot
+  make the provider look slower than it is.
+- **TCP slow start** and **Netflix concurrency-limits' AIMD**: the
+  concurrency starts at ``initial`` (bounded by the configured value) and
+  doubles every ``probe`` seconds while in use and unthrottled, +1 per
+  success between, until the first throttle.
+- **Telling a concurrency limit from a rate limit**: a concurrency limit
+  throttles attempts that start when the pool is full (in-flight counts), a
+  rate limit those that start when the rate bucket paces it. A throttle
+  counts against the concurrency when the pool's last held-back start was
+  held by its concurrency, against the rate otherwise; a pool with only one
+  of the two adapts that one. Against the concurrency, the pool keeps the
+  attempts that were running when the throttle came and were not throttled
+  themselves: each throttle of that episode takes one slot away, so when the
+  throttled attempts (fast, as 429s are) have come back, the concurrency is
+  what the provider admitted.
+- **One episode, one decrease** (TCP's one cut per window): a throttle of
+  an attempt that started before the last decrease says nothing about the
+  new limits (a Retry-After still pauses the pool).
+- **Random throttles do not collapse the pool**: after a decrease the next
   ``verify`` attempts started under the new limits are watched. Were the
-  throttles caused by the rate, the provider still grants the same starts per
-  second and the throttled share falls to ``1 - (1 - before) * old/new``;
-  were they random, it stays where it was. When it stays nearer ``before``
-  (and >= 10%), the decrease is undone and that share becomes the pool's
-  noise level; later decreases need a share clearly above it (+15 points)
-  over at least ``verify`` attempts. A decrease is trusted to the delivered
-  rate only with at least 5 successes in the interval (else x ``decrease``). Nothing ever goes below
-  ``floor`` x the configured values, and the configured values are ceilings.
+  throttles caused by the rate, the provider still grants the same starts
+  per second and the throttled share falls to ``1 - (1 - before) x
+  old/new``; were they random, it stays where it was. When it stays nearer
+  ``before`` (and >= 10%), the decrease is undone and that share becomes
+  the pool's noise level; later decreases need a share clearly above it
+  (+15 points) over at least ``verify`` attempts.
 
-All times come from the caller's clock, so tests drive this without sleeping.
-Every change is returned as a ``Change`` with its reason; ``Limits`` turns
-each into a ``PoolChanged`` event.
+Nothing ever goes below ``floor`` x the configured values, nor above them.
+Every number is a field of ``plan.AdaptiveSettings`` (``pools.X.adaptive``).
+All times come from the caller's clock, so tests drive this without
+sleeping. Every change is returned as a ``Change`` with its reason;
+``Limits`` turns each into a ``PoolChanged`` event.
 """
 
 from __future__ import annotations
@@ -53,14 +71,26 @@ from fleetrun.plan import AdaptiveSettings
 _NOISE_MARGIN = 0.15
 """A pool that has seen rate-independent throttles decreases only above noise + this."""
 
-_MIN_SAMPLES = 5
-"""Successes needed in an interval before its delivered rate is trusted."""
-
-_CRUISE = 0.2
-"""Probing above the rate last measured as granted goes this much slower."""
-
 _MIN_NOISE = 0.10
 """A throttled share under this after a decrease counts as "helped", whatever before was."""
+
+_FAST_CUT = 0.5
+"""The factor of a rate throttled within one ``probe`` interval of real sending."""
+
+_FITS = 4
+"""Fresh intervals kept for the granted-rate fit."""
+
+_FIT_AGE = 60.0
+"""Seconds after which a fresh interval no longer counts (the limit may have changed)."""
+
+_MAX_STARTS = 100_000
+"""Start times kept for one interval (an interval longer than that is not fresh anyway)."""
+
+_GOOD_PROBES = 3
+"""A rate is known good after this many ``probe`` intervals of real sending unthrottled."""
+
+_MAX_HOLD = 16
+"""``hold`` doubles after each failed probe past the last throttled value, up to this factor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +106,34 @@ class AdaptiveLimit:
     """The effective rate and concurrency of one adaptive pool (see the module doc)."""
 
     __slots__ = (
+        "_bad_conc",
+        "_bad_rate",
         "_conc_floor",
+        "_conc_steps",
+        "_cut_to",
         "_ends",
+        "_episode",
+        "_fits",
+        "_good",
         "_granted",
+        "_held_by_cap",
+        "_history",
+        "_hold",
+        "_last_change",
         "_last_decrease",
         "_last_probe",
         "_last_throttle",
-        "_mark",
         "_noise",
+        "_paused_until",
         "_rate_floor",
+        "_rate_steps",
+        "_sending_since",
+        "_slow_start",
+        "_start_times",
         "_starts",
-        "_successes",
         "_throttles",
         "_verify",
+        "_window",
         "conc_ceiling",
         "concurrency",
         "rate",
@@ -103,43 +148,105 @@ class AdaptiveLimit:
         concurrency: int | None,
         now: float,
     ) -> None:
-        self.settings = settings
+        s = self.settings = settings
         self.rate_ceiling = rate
         self.conc_ceiling = concurrency
         self.rate = rate
-        self.concurrency = concurrency
-        self._rate_floor = rate * settings.floor if rate else 0.0
-        self._conc_floor = max(1, math.ceil(concurrency * settings.floor)) if concurrency else 1
-        # Start of the current measuring interval (the last signal acted upon).
-        self._mark = now
+        self.concurrency = None if concurrency is None else min(concurrency, s.initial)
+        self._slow_start = concurrency is not None and concurrency > s.initial
+        self._rate_floor = rate * s.floor if rate else 0.0
+        self._conc_floor = max(1, math.ceil(concurrency * s.floor)) if concurrency else 1
         self._last_decrease = -math.inf
+        self._last_change = now
         self._last_throttle = -math.inf
         self._last_probe = now
-        # End times of successful attempts since ``_mark`` (delivery-rate estimate).
-        self._successes: deque[float] = deque()
+        self._paused_until = -math.inf
+        self._sending_since = now  # start of the current interval of real sending
+        # Start times of the current interval of real sending (rate pools only).
+        self._start_times: deque[float] = deque()
+        # Fresh intervals (sending began with the provider's bucket refilled by
+        # a pause, or at the run's start, at one rate): (seconds until the first
+        # throttled start, starts before it), and the granted rate they give.
+        self._fits: deque[tuple[float, int, float]] = deque(maxlen=_FITS)
+        self._granted: float | None = None
         self._starts = 0  # starts since the last probe or change (application-limited check)
         self._ends = 0  # attempts ended since the last decrease
         self._throttles = 0  # ... of which throttled
         # After a decrease: (rate, concurrency, share before, ends seen, throttles seen).
         self._verify: tuple[float | None, int | None, float, int, int] | None = None
         self._noise = 0.0
-        self._granted = math.inf  # the rate last measured as granted (delivered)
+        # The last ``verify`` endings (True: throttled), the share before a
+        # decrease. It starts full of successes: a first throttle is not yet a trend.
+        self._window: deque[bool] = deque([False] * s.verify, maxlen=s.verify)
+        # (probe time, rate then, 0 when the pool did not use it): the last
+        # ``_GOOD_PROBES`` probes' worth, to tell which rate has run unthrottled.
+        self._history: deque[tuple[float, float]] = deque()
+        self._good: float | None = None  # the highest rate known to run unthrottled
+        self._bad_rate = math.inf  # the rate of the last rate throttle
+        self._cut_to: float | None = None  # the rate that throttle cut to
+        self._bad_conc = math.inf  # the concurrency of the last concurrency throttle
+        self._rate_steps = 0  # convex probes past ``_bad_rate`` so far
+        self._conc_steps = 0
+        self._hold = s.hold
+        self._held_by_cap = False  # the last held-back start waited for a slot, not a token
+        # While > 0: attempts that were running when the current concurrency
+        # episode began and have not ended yet (each one throttled frees a slot for good).
+        self._episode = 0
 
     # -- observations -------------------------------------------------------------
 
-    def started(self) -> None:
-        """An attempt of the pool started."""
+    def started(self, now: float) -> None:
+        """An attempt of the pool started at ``now``."""
         self._starts += 1
+        if self.rate is not None and len(self._start_times) < _MAX_STARTS:
+            self._start_times.append(now)
+
+    def held(self, by_cap: bool) -> None:
+        """A start was held back: by the pool's concurrency (``by_cap``) or its rate."""
+        self._held_by_cap = by_cap
+
+    def paused(self, now: float, until: float) -> None:
+        """From ``now``, the pool starts nothing before ``until`` (a Retry-After)."""
+        if self._paused_until <= now:
+            # The previous pause is over: sending restarted when it ended.
+            self._sending_since = max(self._sending_since, self._paused_until)
+        self._paused_until = max(self._paused_until, until)
+
+    def _sending(self, now: float) -> float:
+        """Seconds of real sending at the current limits, up to ``now``: since the
+        last change of limits or the end of the last Retry-After pause."""
+        since = max(self._sending_since, self._last_change)
+        if self._paused_until <= now:
+            since = max(since, self._paused_until)
+        return max(0.0, now - since)
+
+    def ramp_at(self) -> float:
+        """The clock time at which a full pool in slow start may grow (inf: none)."""
+        if not self._slow_start:
+            return math.inf
+        return max(self._last_probe, self._last_throttle) + self.settings.probe
 
     def succeeded(self, started_at: float, now: float, in_flight: int) -> Change | None:
         """An attempt that started at ``started_at`` succeeded at ``now``."""
-        self._successes.append(now)
         self._ends += 1
+        self._window.append(False)
+        if self._episode > 0 and started_at < self._last_decrease:
+            self._episode -= 1
         if self._verify is not None and started_at >= self._last_decrease:
             change = self._verified(throttled=False)
             if change is not None:
                 return change
-        return self._probe(now, in_flight)
+        conc, ceiling = self.concurrency, self.conc_ceiling
+        # Slow start: +1 per success while the window is in use.
+        if (
+            self._slow_start
+            and conc is not None
+            and ceiling is not None
+            and (in_flight + 1) * 2 >= conc
+            and conc < ceiling
+        ):
+            self.concurrency = conc + 1
+        return self.tick(now, in_flight)
 
     def throttled(
         self, started_at: float, now: float, in_flight: int, retry_after: float | None
@@ -151,55 +258,230 @@ class AdaptiveLimit:
         """
         self._ends += 1
         self._throttles += 1
+        self._window.append(True)
         self._last_throttle = now
         if started_at < self._last_decrease:
-            return None  # the same episode: already acted upon
+            # The same episode: already acted upon. A concurrency episode gives
+            # back the slot of each attempt that was admitted to none.
+            if self._episode > 0:
+                self._episode -= 1
+                if self.concurrency is not None and self.concurrency > max(
+                    self._conc_floor, in_flight
+                ):
+                    self.concurrency = max(self._conc_floor, in_flight)
+                    self._bad_conc = self.concurrency + 1
+                    return Change(
+                        self.rate,
+                        self.concurrency,
+                        f"throttled ({in_flight} admitted in flight)",
+                    )
+            return None
         if self._verify is not None:
             return self._verified(throttled=True)
         if self._noise > 0.0:
             share = self._throttles / self._ends
             if self._ends < self.settings.verify or share <= self._noise + _NOISE_MARGIN:
                 return None  # within the rate-independent noise seen before
-        return self._decrease(now, in_flight + 1, retry_after)
+        return self._decrease(now, started_at, in_flight, retry_after)
+
+    def tick(self, now: float, in_flight: int) -> Change | None:
+        """Time passed without a throttle: grow the limits when it is time to."""
+        s = self.settings
+        elapsed = now - max(self._last_probe, self._last_throttle)
+        if self._verify is not None or elapsed < s.probe - 1e-9:
+            return None
+        grew: list[str] = []
+        rate = self.rate
+        if rate is not None and self.rate_ceiling is not None:
+            sending = self._sending(now)
+            # Application-limited (BBR): a rate the pool does not use proves nothing.
+            used = self._starts / max(elapsed, 1e-9) >= rate * 0.5 and sending >= s.probe * 0.5
+            # The rate in force ``_GOOD_PROBES`` probes ago has run unthrottled
+            # since (at it or above it, really sending): it is good.
+            self._history.append((now, rate if used else 0.0))
+            while (
+                len(self._history) > _GOOD_PROBES
+                and self._history[1][0] <= now - s.probe * _GOOD_PROBES
+            ):
+                self._history.popleft()
+            t0, r0 = self._history[0]
+            if r0 > 0 and t0 <= now - s.probe * _GOOD_PROBES + 1e-9 and t0 >= self._last_throttle:
+                self._good = r0 if self._good is None else max(self._good, r0)
+                if self._granted is not None and self._good > self._granted:
+                    self._granted = None  # ran unthrottled above the fit: it was low
+                    self._fits.clear()
+            if used and rate < self.rate_ceiling:
+                new = self._grow(rate, self._bad_rate, self._rate_steps, now)
+                if new is not None:
+                    if rate > self._bad_rate:
+                        self._cut_to = None
+                        self._bad_rate = math.inf  # ran unthrottled past it: the limit rose
+                        self._hold = s.hold
+                    self.rate = min(self.rate_ceiling, new)
+                    grew.append(f"rate {_rate(rate)} -> {_rate(self.rate)}")
+        conc, ceiling = self.concurrency, self.conc_ceiling
+        # Netflix AIMD: grow the concurrency only while it is in use.
+        if (
+            conc is not None
+            and ceiling is not None
+            and conc < ceiling
+            and (in_flight + 1) * 2 >= conc
+        ):
+            if self._slow_start:
+                new_c = min(ceiling, conc * 2)
+            else:
+                new_c = self._grow_conc(conc, ceiling, now)
+            if new_c != conc:
+                self.concurrency = new_c
+                grew.append(f"concurrency {conc} -> {new_c}")
+        self._last_probe = now
+        self._starts = 0
+        if grew:
+            self._last_change = now
+        if not grew:
+            return None
+        phase = "slow start" if self._slow_start else "probing up"
+        return Change(
+            self.rate,
+            self.concurrency,
+            f"{phase}: {', '.join(grew)}, no throttle for {elapsed:.3g}s",
+        )
 
     # -- decisions ----------------------------------------------------------------
 
-    def _decrease(self, now: float, in_flight: int, retry_after: float | None) -> Change | None:
+    def _grow(self, value: float, bad: float, steps: int, now: float) -> float | None:
+        """The next value below, at or past ``bad`` (CUBIC's concave, plateau, convex)."""
+        s = self.settings
+        if bad == math.inf:
+            return value * (1 + s.increase * (1 << min(steps, 6)))
+        target = self._rate_target()
+        if value < target * 0.999:
+            return min(target, value + max((target - value) / 2, value * s.increase))
+        if now - self._last_throttle < self._hold:
+            return None  # the plateau
+        # Convex past the plateau (CUBIC): 1, 3, 5 ... increments, so the
+        # total grows as the square of the probes (slowly at first).
+        self._rate_steps += 1
+        return value * (1 + s.increase * (2 * min(steps, 8) + 1) / 2)
+
+    def _rate_target(self) -> float:
+        """Where the rate comes back to quickly after a throttle (CUBIC's last
+        maximum): the last rate known good; else just under the fitted granted
+        rate; else halfway between the rate cut to and the one throttled."""
+        m = self.settings.margin
+        top = self._bad_rate * (1 - m)
+        if self._good is not None:
+            return min(top, self._good)
+        if self._granted is not None:
+            return min(top, self._granted * (1 - m))
+        if self._cut_to is not None:
+            return min(top, (self._cut_to + self._bad_rate) / 2)
+        return top
+
+    def _grow_conc(self, conc: int, ceiling: int, now: float) -> int:
+        """The next concurrency: up to one below the last throttled value, hold,
+        then past it by 1, 2, 4 ... (CUBIC's shape in whole slots)."""
+        bad = self._bad_conc
+        if bad != math.inf and conc < bad - 1:
+            return min(ceiling, conc + max(1, (int(bad) - 1 - conc) // 2))
+        if bad != math.inf and now - self._last_throttle < self._hold:
+            return conc  # the plateau
+        step = 1 << min(self._conc_steps, 6)
+        self._conc_steps += 1
+        if conc >= bad:
+            self._bad_conc = math.inf  # ran unthrottled at it: the limit rose
+            self._hold = self.settings.hold
+        return min(ceiling, conc + step)
+
+    def _fit(self, started_at: float, now: float) -> None:
+        """A fresh interval ended in a throttle: add its point and, with two
+        or more far enough apart, fit ``starts = burst + granted x seconds``
+        (a token bucket refilled by the pause: what it held, then its rate)."""
+        t = started_at - self._sending_since
+        if t <= 0:
+            return
+        n = sum(1 for x in self._start_times if self._sending_since <= x < started_at)
+        self._fits.append((now, n, t))
+        pts = [(t_, n_) for (at, n_, t_) in self._fits if now - at <= _FIT_AGE]
+        if len(pts) < 2:
+            return
+        ts = [p[0] for p in pts]
+        if max(ts) < 3 * min(ts):
+            return  # too close together: the burst dominates both
+        mt = sum(ts) / len(ts)
+        mn = sum(p[1] for p in pts) / len(pts)
+        var = sum((x - mt) ** 2 for x in ts)
+        slope = sum((x - mt) * (y - mn) for x, y in pts) / var
+        if 0 < slope < self.rate_ceiling if self.rate_ceiling else False:
+            self._granted = slope
+
+    def _decrease(
+        self, now: float, started_at: float, in_flight: int, retry_after: float | None
+    ) -> Change | None:
         s = self.settings
         before_rate, before_conc = self.rate, self.concurrency
-        share = self._throttles / max(1, self._ends)
-        interval = now - self._mark
-        while self._successes and self._successes[0] < self._mark:
-            self._successes.popleft()
-        delivered = len(self._successes) / interval if interval > 0 else math.inf
+        share = sum(self._window) / len(self._window)
+        sending = self._sending(now)
+        by_conc = before_conc is not None and (
+            before_rate is None or (self._held_by_cap and in_flight + 1 >= before_conc)
+        )
         why: list[str] = []
-        if self.rate is not None:
-            target = self.rate * s.decrease
-            # Too few successes say nothing about what the provider grants.
-            if delivered < self.rate and len(self._successes) >= _MIN_SAMPLES:
-                target = min(target, delivered * s.decrease)
-                self._granted = delivered
-                why.append(f"{len(self._successes)} succeeded in {interval:.3g}s")
-            new = max(target, self.rate * s.max_drop, self._rate_floor)
-            self.rate = min(new, self.rate)
-        if self.concurrency is not None and in_flight * 2 >= self.concurrency:
-            new_c = max(
-                math.floor(in_flight * s.decrease),
-                math.ceil(self.concurrency * s.max_drop),
-                self._conc_floor,
-            )
-            self.concurrency = min(new_c, self.concurrency)
+        if by_conc and before_conc is not None:
+            # The attempts still running were admitted; the throttled ones that
+            # started beside this one give their slots back as they come in.
+            self._failed_probe(before_conc >= self._bad_conc * (1 - s.margin))
+            self.concurrency = max(self._conc_floor, min(before_conc, in_flight))
+            self._episode = in_flight
+            self._bad_conc = self.concurrency + 1
+            self._conc_steps = 0
             why.append(f"{in_flight} in flight")
+        elif before_rate is not None:
+            rate = before_rate
+            # Fresh: sending began at the end of the last pause (the provider's
+            # bucket refilled during it) or at the run's start, at this rate.
+            fresh = self._sending_since >= self._last_change - 1e-9 and retry_after is not None
+            if self._granted is not None and rate <= self._granted * (1 - s.margin):
+                # Throttled under what was fitted: the limit came down; start afresh.
+                self._granted = None
+                self._fits.clear()
+            if fresh:
+                self._fit(started_at, now)
+            granted = self._granted
+            if granted is not None and granted < rate:
+                new = granted * (1 - s.margin)
+                why.append(f"granted about {_rate(granted)}")
+            elif self._good is not None and self._good < rate * 0.98:
+                new = self._good  # straight back to the last rate known good
+                why.append(f"back to {_rate(new)}, the last rate that ran unthrottled")
+            else:
+                self._good = None  # throttled at or below it: that knowledge is stale
+                self._history.clear()
+                # Throttled soon after a fresh start means far over: halve.
+                far = fresh and sending < s.probe
+                new = rate * (_FAST_CUT if far else s.decrease)
+                why.append(f"after {sending:.3g}s of sending at {_rate(rate)}")
+            self._failed_probe(rate > self._rate_target() * 1.001)
+            self._bad_rate = rate
+            self._rate_steps = 0
+            self.rate = min(rate, max(new, rate * s.max_drop, self._rate_floor))
+            self._cut_to = self.rate
         if retry_after is not None:
             why.append(f"Retry-After {retry_after:g}s")
+        self._slow_start = False
         self._verify = (before_rate, before_conc, share, 0, 0)
-        self._last_decrease = self._mark = self._last_probe = now
-        self._successes.clear()
+        self._last_decrease = self._last_probe = self._last_change = now
         self._ends = self._throttles = self._starts = 0
+        self._start_times.clear()
         if (self.rate, self.concurrency) == (before_rate, before_conc):
             return None
         detail = f" ({', '.join(why)})" if why else ""
         return Change(self.rate, self.concurrency, f"throttled{detail}")
+
+    def _failed_probe(self, past_bad: bool) -> None:
+        """A throttle at or past the last throttled value: the limit did not move;
+        probe it less often. Below it: the limit moved; probe soon again."""
+        s = self.settings
+        self._hold = min(self._hold * 2, s.hold * _MAX_HOLD) if past_bad else s.hold
 
     def _verified(self, throttled: bool) -> Change | None:
         assert self._verify is not None
@@ -227,6 +509,8 @@ class AdaptiveLimit:
         self._noise = max(self._noise, after)
         self.rate = rate
         self.concurrency = conc
+        self._bad_rate = self._bad_conc = math.inf  # that throttle said nothing of a limit
+        self._episode = 0
         return Change(
             rate,
             conc,
@@ -234,33 +518,6 @@ class AdaptiveLimit:
             f"({before:.0%} before), not caused by the rate",
         )
 
-    def _probe(self, now: float, in_flight: int) -> Change | None:
-        s = self.settings
-        elapsed = now - max(self._last_probe, self._last_throttle)
-        if self._verify is not None or elapsed < s.probe:
-            return None
-        grew: list[str] = []
-        rate, conc = self.rate, self.concurrency
-        if rate is not None and self.rate_ceiling is not None and rate < self.rate_ceiling:
-            # Application-limited (BBR): probing a rate the pool does not use proves nothing.
-            used = self._starts / max(elapsed, 1e-9)
-            if used >= rate * 0.5:
-                # Cruise: above the rate last measured as granted, probe 5x slower.
-                step = s.increase if rate < self._granted * 0.98 else s.increase * _CRUISE
-                self.rate = min(self.rate_ceiling, rate * (1 + step))
-                grew.append("rate")
-        ceiling = self.conc_ceiling
-        # Netflix AIMD: grow the concurrency only while it is in use.
-        if (
-            conc is not None
-            and ceiling is not None
-            and conc < ceiling
-            and (in_flight + 1) * 2 >= conc
-        ):
-            self.concurrency = min(ceiling, conc + max(1, int(conc * s.increase)))
-            grew.append("concurrency")
-        self._last_probe = now
-        self._starts = 0
-        if not grew:
-            return None
-        return Change(self.rate, self.concurrency, f"probing up: no throttle for {elapsed:.3g}s")
+
+def _rate(r: float | None) -> str:
+    return "none" if r is None else f"{r:.3g}/s"

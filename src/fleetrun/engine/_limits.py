@@ -18,8 +18,10 @@ Invariants:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 from fleetrun.engine._adaptive import AdaptiveLimit, Change
 from fleetrun.engine._retry import log_search
@@ -29,10 +31,14 @@ from fleetrun.plan import AdaptiveSettings, Graph, Pool, StaticLimits, ThrottleR
 DEFAULT_THROTTLE = ThrottleRule(
     exit=frozenset({75}),
     output=(r"\b429\b", r"(?i)too many requests"),
-    retry_after=r"(?i)retry-after:\s*(\d+(?:\.\d+)?)",
+    retry_after=(
+        r"(?i)retry-after:\s*(\d+(?:\.\d+)?"
+        r"|[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} [\d:]{8} GMT)"
+    ),
 )
 """The throttle rule of an adaptive pool that gives none: exit 75 (EX_TEMPFAIL),
-"429" or "Too Many Requests" in the output, ``Retry-After: N`` for the delay."""
+"429" or "Too Many Requests" in the output, ``Retry-After: N`` (seconds) or
+``Retry-After: <HTTP-date>`` (RFC 9110 section 10.2.3) for the delay."""
 
 MAX_PAUSE = 3600.0
 """A Retry-After longer than this is taken as this (a garbled header must not stall a run)."""
@@ -123,8 +129,22 @@ class Limits(StaticLimits):
         for k in pools:
             cap = self.caps[k]
             if cap is not None and self.in_use[k] >= cap:
-                self.blocked_by = self._why[k][0]
-                return math.inf
+                a = self._adaptive[k]
+                if a is None:
+                    self.blocked_by = self._why[k][0]
+                    return math.inf
+                a.held(True)
+                ramp = a.ramp_at()  # a full pool in slow start grows with time
+                if ramp <= now:
+                    self._apply(k, a.tick(now, self.in_use[k]))
+                    ramp = a.ramp_at()
+                cap = self.caps[k]
+                if cap is not None and self.in_use[k] >= cap:
+                    self.blocked_by = self._why[k][0]
+                    if ramp == math.inf:
+                        return math.inf
+                    wait = max(wait, ramp - now)
+                    continue
             if self._paused[k]:
                 left = self.paused_until[k] - now
                 if left > 0:
@@ -137,6 +157,10 @@ class Limits(StaticLimits):
             b = self.buckets[k]
             if b is not None:
                 w = b.wait(now)
+                if w > 0:
+                    a = self._adaptive[k]
+                    if a is not None:
+                        a.held(False)
                 if w > wait:
                     wait = w
                     self.blocked_by = self._why[k][1]
@@ -148,7 +172,17 @@ class Limits(StaticLimits):
         for k in pools:
             a = self._adaptive[k]
             if a is not None:
-                a.started()
+                a.started(now)
+
+    def take(self, pools: tuple[int, ...], now: float) -> bool:
+        """``acquire`` after ``wait_time`` said 0; False, and nothing taken, when a
+        pool shared with other runs was taken meanwhile (``_shared.SharedLimits``:
+        never here, where only this run takes slots)."""
+        self.acquire(pools, now)
+        return True
+
+    def close(self) -> None:
+        """The run is over (shared pools give back what this run held; nothing here)."""
 
     def cap(self, name: str) -> int | None:
         """The effective concurrency cap of pool ``name`` (None: uncapped)."""
@@ -185,10 +219,7 @@ class Limits(StaticLimits):
             if rule.retry_after is not None:
                 found = log_search(log_path, (rule.retry_after,), group=True)
                 if found is not None:
-                    try:
-                        delay = min(MAX_PAUSE, max(0.0, float(found)))
-                    except ValueError:
-                        delay = None
+                    delay = retry_after_seconds(found, time.time())
             matched.append(ThrottleMatch(k, what, delay))
         return tuple(matched)
 
@@ -228,6 +259,9 @@ class Limits(StaticLimits):
     def _pause(self, k: int, until: float, delay: float) -> None:
         if until <= self.paused_until[k]:
             return  # already paused at least that long
+        a = self._adaptive[k]
+        if a is not None:
+            a.paused(until - delay, until)
         self.paused_until[k] = until
         self._paused[k] = True
         self._emit(k, delay, f"paused {delay:g}s for Retry-After")
@@ -244,6 +278,22 @@ class Limits(StaticLimits):
     def _emit(self, k: int, paused: float, reason: str) -> None:
         b = self.buckets[k]
         self._notify(self._names[k], None if b is None else b.rate, self.caps[k], paused, reason)
+
+
+def retry_after_seconds(found: str, now: float) -> float | None:
+    """A Retry-After value as seconds from ``now`` (wall clock): a number of
+    seconds, or an HTTP-date (a date in the past means 0); None when it is
+    neither. Capped at ``MAX_PAUSE``."""
+    try:
+        seconds = float(found)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(found).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if math.isnan(seconds):
+        return None
+    return min(MAX_PAUSE, max(0.0, seconds))
 
 
 def _settings(pool: Pool) -> AdaptiveSettings | None:

@@ -25,10 +25,29 @@ from fleetrun.plan._model import (
 from fleetrun.plan._units import RATE_HELP, parse_rate
 from fleetrun.plan._yaml import YMap, YNode, YScalar
 
-POOL_KEYS = ("concurrency", "rate", "burst", "adaptive", "throttle")
+POOL_KEYS = ("concurrency", "rate", "burst", "adaptive", "throttle", "shared")
 THROTTLE_KEYS = ("exit", "output", "retry_after", "attempts")
-ADAPTIVE_KEYS = ("decrease", "max_drop", "increase", "probe", "floor", "verify")
+ADAPTIVE_KEYS = (
+    "decrease",
+    "max_drop",
+    "increase",
+    "probe",
+    "floor",
+    "verify",
+    "hold",
+    "margin",
+    "initial",
+)
 ROLLOUT_KEYS = ("waves", "max_failed", "pause")
+
+SHARED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""A shared pool's name (``pools.X.shared``): it names the pool on the whole
+machine, in ``fleetrun pools`` and in the coordination file."""
+
+SHARED_HELP = (
+    "use at most 64 letters, digits, '.', '_' and '-', starting with a letter or digit, "
+    "such as azure-subscription-1"
+)
 
 # Each adaptive number: (lowest, highest, open at the low end, help).
 _ADAPTIVE_RANGES: dict[str, tuple[float, float, bool, str]] = {
@@ -36,7 +55,9 @@ _ADAPTIVE_RANGES: dict[str, tuple[float, float, bool, str]] = {
     "max_drop": (0.0, 1.0, True, "a factor in (0, 1], such as 0.5"),
     "increase": (0.0, 1.0, True, "a fraction in (0, 1], such as 0.02"),
     "probe": (0.0, 3600.0, True, "seconds between two increases, such as 1"),
-    "floor": (0.0, 1.0, True, "a fraction of the configured values in (0, 1], such as 0.1"),
+    "floor": (0.0, 1.0, True, "a fraction of the configured values in (0, 1], such as 0.01"),
+    "hold": (0.0, 3600.0, True, "seconds at the plateau before probing past it, such as 5"),
+    "margin": (0.0, 0.5, True, "a fraction under the limit found in (0, 0.5], such as 0.03"),
 }
 
 
@@ -53,6 +74,8 @@ def read_pool(ctx: Ctx, name: str, knode: YNode, pm: YMap, key: str) -> Pool:
             f[k] = read_adaptive(ctx, v, sub)
         elif k == "throttle":
             f[k] = read_throttle(ctx, v, sub)
+        elif k == "shared":
+            f[k] = _shared_name(ctx, v, sub)
         else:
             f[k] = ctx.integer(v, sub, minimum=1)
     if "concurrency" not in pm.entries and "rate" not in pm.entries:
@@ -71,7 +94,39 @@ def read_pool(ctx: Ctx, name: str, knode: YNode, pm: YMap, key: str) -> Pool:
         burst=f.get("burst") or 1,
         adaptive=f.get("adaptive"),
         throttle=f.get("throttle"),
+        shared=f.get("shared"),
     )
+
+
+def _shared_name(ctx: Ctx, node: YNode, key: str) -> str | None:
+    text = ctx.string(node, key)
+    if text is None:
+        return None
+    if not SHARED_NAME.match(text):
+        ctx.error(node, key, f"{text!r} is not a valid shared pool name", SHARED_HELP)
+        return None
+    return text
+
+
+def check_shared(ctx: Ctx, node: YMap, pools: Mapping[str, Pool]) -> None:
+    """Two pools of one plan may not share one shared pool (a task drawing on
+    both would take two of its slots); ``node`` is the ``pools`` mapping."""
+    first: dict[str, str] = {}
+    for name, pool in pools.items():
+        if pool.shared is None:
+            continue
+        if pool.shared not in first:
+            first[pool.shared] = name
+            continue
+        pm = node.entries[name][1]
+        at = pm.entries["shared"][1] if isinstance(pm, YMap) else pm
+        ctx.error(
+            at,
+            join(join("pools", name), "shared"),
+            f"pool {first[pool.shared]!r} already shares {pool.shared!r}",
+            f"use pool {first[pool.shared]!r} in the tasks of pool {name!r}, "
+            "or give this pool another shared name",
+        )
 
 
 def read_adaptive(ctx: Ctx, node: YNode, key: str) -> AdaptiveSettings | None:
@@ -84,7 +139,7 @@ def read_adaptive(ctx: Ctx, node: YNode, key: str) -> AdaptiveSettings | None:
     given: dict[str, Any] = {}
     for k, v in ctx.items(node, key, ADAPTIVE_KEYS):
         sub = join(key, k)
-        if k == "verify":
+        if k in ("verify", "initial"):
             given[k] = ctx.integer(v, sub, minimum=1)
             continue
         value = v.value if isinstance(v, YScalar) else None

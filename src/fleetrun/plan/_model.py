@@ -103,22 +103,29 @@ class AdaptiveSettings:
     """The numbers of the adaptive algorithm (``pools.X.adaptive``); see
     ``fleetrun.engine._adaptive`` for how they are used.
 
-    ``decrease``: on a throttle episode the rate becomes ``decrease`` times the
-    rate the provider was measured to grant (and the concurrency ``decrease``
-    times what was in flight). ``max_drop``: one decrease keeps at least this
-    fraction of the current value. ``increase``: while nothing is throttled the
-    limits grow by this fraction every ``probe`` seconds. ``floor``: the
-    limits never go below this fraction of the configured values. ``verify``:
-    attempts observed after a decrease to check it helped; when it did not
-    (throttles that do not depend on the rate), the decrease is undone.
+    ``decrease``: a throttle that comes late (near the limit) multiplies the
+    rate by this; one soon after a fresh start halves it; with a fitted
+    granted rate the rate becomes ``(1 - margin)`` x that. ``max_drop``: one
+    decrease keeps at least this fraction. ``increase``: the step of probing
+    past the plateau (1, 3, 5 ... times it). ``probe``: seconds between two
+    increases. ``floor``: the limits never go below this fraction of the
+    configured values. ``verify``: attempts observed after a decrease to
+    check it helped; when it did not (throttles that do not depend on the
+    rate), the decrease is undone. ``hold``: seconds at the plateau before
+    probing past it (doubles after each failed probe, up to 16x).
+    ``margin``: how far under a limit found the plateau sits. ``initial``:
+    the concurrency slow start begins at (bounded by the configured value).
     """
 
     decrease: float = 0.9
     max_drop: float = 0.2
     increase: float = 0.02
     probe: float = 1.0
-    floor: float = 0.1
+    floor: float = 0.01
     verify: int = 10
+    hold: float = 5.0
+    margin: float = 0.03
+    initial: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +135,9 @@ class Pool:
     ``rate`` is starts per second (token bucket of size ``burst``). With
     ``adaptive`` set, ``concurrency`` and ``rate`` are ceilings: the effective
     limits follow what the provider grants, judged only from throttle signals
-    (``throttle``).
+    (``throttle``). ``shared`` names a pool that every run using the same state
+    directory shares (one concurrency, rate, Retry-After pause and adaptive
+    state between them; see ``fleetrun.engine._shared``); None: this run's own.
     """
 
     name: str
@@ -137,6 +146,7 @@ class Pool:
     burst: int = 1
     adaptive: AdaptiveSettings | None = None
     throttle: ThrottleRule | None = None
+    shared: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from fleetrun.durations import DURATION_PATTERN
 from fleetrun.plan._cluster import RESOURCE_NAME
+from fleetrun.plan._limits_read import SHARED_NAME
 from fleetrun.plan._model import MAX_ATTEMPTS, MAX_ATTEMPTS_WHY
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 from fleetrun.runs_on import DEFAULT_KIND, KINDS, OptionType, option_keys
@@ -122,15 +123,30 @@ def _adaptive() -> dict[str, Any]:
                         "type": "number",
                         "exclusiveMinimum": 0,
                         "exclusiveMaximum": 1,
-                        "description": "New rate = decrease x the rate measured as granted "
-                        "(default 0.9); new concurrency = decrease x in flight.",
+                        "description": "A throttle near the limit multiplies the rate by this "
+                        "(default 0.9); one soon after a fresh start halves it.",
                     },
                     "max_drop": num("One decrease keeps at least this fraction (default 0.2)."),
-                    "increase": num("Growth per probe while nothing is throttled (default 0.02)."),
+                    "increase": num(
+                        "Step of probing past the plateau: 1, 3, 5 ... x this (default 0.02)."
+                    ),
                     "probe": num("Seconds between two increases (default 1).", 3600),
                     "floor": num(
-                        "Never below this fraction of the configured values (default 0.1)."
+                        "Never below this fraction of the configured values (default 0.01)."
                     ),
+                    "hold": num(
+                        "Seconds at the plateau before probing past it; doubles after each "
+                        "failed probe, up to 16x (default 5).",
+                        3600,
+                    ),
+                    "margin": num(
+                        "How far under a limit found the plateau sits (default 0.03).", 0.5
+                    ),
+                    "initial": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "The concurrency slow start begins at (default 8).",
+                    },
                     "verify": {
                         "type": "integer",
                         "minimum": 1,
@@ -553,6 +569,15 @@ def _build() -> dict[str, Any]:
                             },
                             "adaptive": _adaptive(),
                             "throttle": _throttle(),
+                            "shared": {
+                                "type": "string",
+                                "pattern": SHARED_NAME.pattern,
+                                "description": "Share this pool with every run that names "
+                                "the same shared pool in the same state directory: one "
+                                "concurrency, rate, Retry-After pause and adaptive state "
+                                "between them (`fleetrun pools` shows it). The first run "
+                                "that opens it sets its limits until its last user leaves.",
+                            },
                         },
                     ),
                     "anyOf": [{"required": ["concurrency"]}, {"required": ["rate"]}],

@@ -28,6 +28,8 @@ from fleetrun.engine import (
     RunResult,
     RunStarted,
     WaveChanged,
+    distinct_tail,
+    ending_text,
     left_running_text,
 )
 from fleetrun.plan import Graph
@@ -101,14 +103,10 @@ def _event_text(ev: Event, took: float, tail_lines: int) -> list[str]:
         if ev.outcome == "retrying":
             return [f"retrying   {ev.key} in {ev.retry_delay or 0:.1f}s ({ev.retry_reason})"]
         if ev.outcome == "failed":
-            if ev.timed_out:
-                how = "timed out"
-            elif ev.exit_code is None:
-                how = f"killed by signal {ev.signal}"
-            else:
-                how = f"exit code {ev.exit_code}"
+            how = ending_text(ev.exit_code, ev.signal, ev.timed_out, ev.reason)
             head = f"failed     {ev.key} ({how}) after {format_duration(took)}"
-            tail = ev.tail[-tail_lines:] if tail_lines > 0 else ()
+            # The log's last lines, less those that only repeat the cause.
+            tail = distinct_tail(ev.tail, how)[-tail_lines:] if tail_lines > 0 else ()
             return [head, *(TAIL_INDENT + t for t in tail)]
         return []
     if isinstance(ev, InstanceSettled):
@@ -120,7 +118,9 @@ def _event_text(ev: Event, took: float, tail_lines: int) -> list[str]:
             return [f"failed     {ev.key}: {ev.reason}"]
         return []
     if isinstance(ev, PoolChanged):
-        return [f"pool       {ev.pool}: rate {ev.rate:.3g}/s ({printable(ev.reason)})"]
+        return [
+            f"pool       {ev.pool}: {pool_limits(ev.rate, ev.concurrency)} ({printable(ev.reason)})"
+        ]
     if isinstance(ev, WaveChanged):
         where = f"wave {ev.wave}/{ev.waves} ({len(ev.targets)} target(s))"
         if ev.state == "waiting":
@@ -134,6 +134,17 @@ def _event_text(ev: Event, took: float, tail_lines: int) -> list[str]:
     if isinstance(ev, RunEnded):
         return [f"run {ev.run_id} {ev.status}"]
     return []
+
+
+def pool_limits(rate: float, concurrency: int | None) -> str:
+    """A pool's limits in effect as the console says them: "rate 38/s,
+    concurrency 4" (``rate`` 0 is a pool without a rate; None an uncapped one)."""
+    parts = []
+    if rate:
+        parts.append(f"rate {rate:.3g}/s")
+    if concurrency is not None:
+        parts.append(f"concurrency {concurrency}")
+    return ", ".join(parts) or "unlimited"
 
 
 class PlainConsole:
