@@ -26,11 +26,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import fleetrun.cli._watch_cmd as watch_cmd
+import fleetrun.state._writer as writer_mod
 from fleetrun.cli import cli
-from fleetrun.engine import AttemptEnded, InstanceSettled
+from fleetrun.engine import AttemptEnded, InstanceSettled, RunEnded, RunStarted
 from fleetrun.errors import RunNotFoundError
 from fleetrun.report import printable
-from fleetrun.state import Journal, JournalReader, NewInstance, RunRecord
+from fleetrun.state import Journal, JournalReader, JournalWriter, NewInstance, RunRecord
 
 from ._helpers import env, fleetrun, kill_processes_with_env, spawn
 
@@ -215,6 +217,7 @@ def test_watch_picks_the_live_run_and_exits_0_when_it_succeeds(tmp_path: Path) -
         follower, out, _ = _watcher("--state-dir", str(state))
         term = _Terminal("--plan", str(plan), "--state-dir", str(state))
         out.wait_for(_starts(2))
+        term.wait_for("watching run")  # it follows the run live too
         gate.touch()
         assert follower.wait(60) == 0
         assert term.wait(60) == 0
@@ -263,6 +266,12 @@ class _Terminal:
             if not data:
                 break
             self.screen += data
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.text():
+            assert time.monotonic() < deadline, self.text()
+            time.sleep(0.05)
 
     def wait(self, timeout: float) -> int:
         code = self.proc.wait(timeout)
@@ -357,3 +366,54 @@ def test_watch_help_says_what_it_follows_and_how_it_exits() -> None:
     assert "0 every instance succeeded, 1 some task failed, 130 interrupted" in text
     assert "4 the run's fleetrun process died without ending the run" in text
     assert "--plain" in text
+
+
+def test_a_run_on_another_host_is_judged_by_its_heartbeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its process cannot be looked at from here: no heartbeat nor event for
+    # SILENT_FOR seconds reads as dead; a heartbeat keeps it alive past that.
+    monkeypatch.setattr(watch_cmd, "SILENT_FOR", 1.0)
+    monkeypatch.setattr(watch_cmd, "ALIVE_EVERY", 0.1)
+    monkeypatch.setattr(writer_mod, "HEARTBEAT", 0.1)
+    state = tmp_path / "st"
+    with Journal(state) as j:
+        for run_id in ("r-beating", "r-silent"):
+            j.begin_run(
+                run_id=run_id,
+                parent_id=None,
+                plan_path=str(tmp_path / "p.yaml"),
+                plan_name="p",
+                plan_hash="h",
+                plan_snapshot="name: p\n",
+                mode="dag",
+                kind="apply",
+                options={},
+                instances=[NewInstance(key="t", node=0, task="t", target=None)],
+            )
+        j.conn.execute("UPDATE runs SET host='elsewhere'")
+
+    writer = JournalWriter(state / "state.db", "r-beating")
+    writer.start()
+    t0 = time.time()
+    writer(RunStarted(at=t0, run_id="r-beating", plan_name="p", mode="dag", parallelism=None,
+                      nodes=1))  # fmt: skip
+
+    def end_later() -> None:
+        time.sleep(2.0)  # past SILENT_FOR, with only heartbeats meanwhile
+        writer(RunEnded(at=time.time(), run_id="r-beating", status="succeeded", counts={}))
+        writer.close()
+
+    ender = threading.Thread(target=end_later)
+    ender.start()
+    res = CliRunner().invoke(cli, ["watch", "r-beating", "--state-dir", str(state)])
+    ender.join()
+    assert res.exit_code == 0, res.output
+    assert "run r-beating succeeded" in res.stdout
+
+    res = CliRunner().invoke(cli, ["watch", "r-silent", "--state-dir", str(state)])
+    assert res.exit_code == 4, res.output
+    assert (
+        "run r-silent on host elsewhere has shown no sign of life for 1s (no heartbeat, "
+        "no event): it may have died" in res.stderr
+    )
