@@ -7,20 +7,27 @@ the run's redactor; names stay data for the page to insert as text.
 
 from __future__ import annotations
 
+import json
 import shlex
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fleetrun.report import build_report
-from fleetrun.state import AttemptRecord, InstanceRecord, RunRecord, process_alive
+from fleetrun.state import RunRecord, process_alive
 from fleetrun.ui._plans import Plans, RunPlan
 from fleetrun.ui._runs import first_failure, plan_label
 from fleetrun.ui._store import LiveReader, Store
 
 TIMELINE_BARS = 4000
 """Most attempts the timeline draws (the latest ones when a run has more)."""
+
+MEASURED_UP_TO = 5000
+"""Runs of up to this many attempts get the report's measurements on their
+timeline (critical path, queued time by reason); larger ones the bars alone,
+so that their page stays quick."""
 
 
 def is_live(run: RunRecord) -> bool:
@@ -37,8 +44,8 @@ def run_data(store: Store, run: RunRecord, plans: Plans) -> dict[str, Any]:
     reader = store.reader()
     plan = plans.of(run)
     redact = plan.redactor.redact
-    instances = reader.instances(run.id)
-    attempts = reader.attempts(run.id)
+    instances = _instances(reader, run)
+    attempts = _attempts(reader, run)
     kind, plan_path = plan_label(run)
     live = is_live(run)
     seq = reader.conn.execute("SELECT max(seq) FROM events WHERE run_id=?", (run.id,)).fetchone()
@@ -89,7 +96,60 @@ def run_data(store: Store, run: RunRecord, plans: Plans) -> dict[str, Any]:
     }
 
 
-def _grid(instances: Sequence[InstanceRecord], redact: Any) -> dict[str, Any]:
+def _instances(reader: LiveReader, run: RunRecord) -> list[Any]:
+    """The run's instances: the reader's records for a run whose process died
+    (as recovery will record them), else the rows as they are, read lean (a run
+    of 50,000 instances stays quick)."""
+    if run.computed:
+        return list(reader.instances(run.id))
+    return [
+        _Instance(key, task, target, status, attempts, exit_code, reason,
+                  json.loads(outputs) if outputs != "{}" else {})
+        for key, task, target, status, attempts, exit_code, reason, outputs in reader.conn.execute(
+            "SELECT key, task, target, status, attempts, exit_code, reason, outputs"
+            " FROM instances WHERE run_id=? ORDER BY node",
+            (run.id,),
+        )
+    ]  # fmt: skip
+
+
+def _attempts(reader: LiveReader, run: RunRecord) -> list[Any]:
+    """The run's attempts in start order (lean, as ``_instances``)."""
+    if run.computed:
+        return list(reader.attempts(run.id))
+    return [
+        _Attempt(*row)
+        for row in reader.conn.execute(
+            "SELECT key, n, started_at, ended_at, outcome, throttled FROM attempts"
+            " WHERE run_id=? ORDER BY started_at, key, n",
+            (run.id,),
+        )
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Instance:
+    key: str
+    task: str
+    target: str | None
+    status: str
+    attempts: int
+    exit_code: int | None
+    reason: str
+    outputs: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    key: str
+    n: int
+    started_at: float
+    ended_at: float | None
+    outcome: str | None
+    throttled: bool
+
+
+def _grid(instances: Sequence[Any], redact: Any) -> dict[str, Any]:
     """Tasks (columns, plan order) by targets (rows, fleet order; unfanned
     instances in a last row of their own): one cell per instance."""
     tasks: dict[str, int] = {}
@@ -134,7 +194,7 @@ def _waves(reader: LiveReader, run: RunRecord, plan: RunPlan, live: bool) -> dic
 
 
 def _pools(
-    reader: LiveReader, run: RunRecord, plan: RunPlan, attempts: Sequence[AttemptRecord]
+    reader: LiveReader, run: RunRecord, plan: RunPlan, attempts: Sequence[Any]
 ) -> list[dict[str, Any]]:
     """Each pool of the plan: its configured limits, its effective rate and
     concurrency over time (``PoolChanged``), its throttles and pauses, and
@@ -218,8 +278,14 @@ def timeline_data(store: Store, run: RunRecord, plans: Plans) -> dict[str, Any]:
     """The timeline: one bar per attempt (the latest ``TIMELINE_BARS``) with its
     queued time and reason, retries and outcome, and the measured critical path,
     as the HTML report measures them."""
-    report = build_report(store.reader(), run.id)
+    reader = store.reader()
     redact = plans.of(run).redactor.redact
+    total = reader.conn.execute(
+        "SELECT count(*) FROM attempts WHERE run_id=?", (run.id,)
+    ).fetchone()[0]
+    if total > MEASURED_UP_TO and not run.computed:
+        return _bars_only(reader, run, total, redact)
+    report = build_report(reader, run.id)
     attempts = report.attempts
     shown = attempts[-TIMELINE_BARS:]
     tasks = list(dict.fromkeys(i.task for i in report.instances))
@@ -250,3 +316,35 @@ def timeline_data(store: Store, run: RunRecord, plans: Plans) -> dict[str, Any]:
         "held_back": report.overall.held_back,
         "notes": [redact(n) for n in report.notes],
     }
+
+
+def _bars_only(reader: LiveReader, run: RunRecord, total: int, redact: Any) -> dict[str, Any]:
+    """The timeline of a run too large to measure on each look: its latest
+    ``TIMELINE_BARS`` attempts, without the critical path."""
+    rows = reader.conn.execute(
+        "SELECT * FROM (SELECT a.key, i.task, i.target, a.n, a.started_at, a.ended_at,"
+        " a.outcome, a.ready_at, a.queued_reason, a.throttled, a.retry_reason, a.exit_code"
+        " FROM attempts a JOIN instances i ON i.run_id = a.run_id AND i.key = a.key"
+        " WHERE a.run_id=? ORDER BY a.started_at DESC LIMIT ?) ORDER BY started_at",
+        (run.id, TIMELINE_BARS),
+    ).fetchall()
+    bars = [[*r[:8], redact(r[8] or ""), bool(r[9]), redact(r[10] or ""), r[11]] for r in rows]
+    tasks = [t for (t,) in reader.conn.execute(
+        "SELECT task FROM instances WHERE run_id=? GROUP BY task ORDER BY min(node)", (run.id,)
+    )]  # fmt: skip
+    now = time.time()
+    t0 = min([run.started_at, *(b[7] or b[4] for b in bars)])
+    t1 = max([run.started_at, *(b[5] or now for b in bars), run.ended_at or 0.0])
+    return {
+        "t0": t0, "t1": t1, "tasks": tasks, "total": total, "shown": len(bars), "bars": bars,
+        "critical": [], "critical_path": [], "queued": sum(
+            max(0.0, b[4] - b[7]) for b in bars if b[7] is not None
+        ),
+        "queued_reasons": {}, "wall": (run.ended_at or now) - run.started_at,
+        "task_time": sum(max(0.0, (b[5] or now) - b[4]) for b in bars), "speedup": 0.0,
+        "held_back": "",
+        "notes": [
+            f"{total:,} attempts: the timeline draws the latest {len(bars):,}, without the "
+            f"critical path (measured up to {MEASURED_UP_TO:,}; `fleetrun report` measures all)"
+        ],
+    }  # fmt: skip
