@@ -343,9 +343,13 @@ def test_a_link_at_the_log_path_is_not_followed(cluster: LocalCluster, tmp_path:
 
 
 def test_large_outputs_come_back_whole(cluster: LocalCluster, tmp_path: Path) -> None:
-    # More than fits in the result event: the result is fetched from the worker.
-    big = "x" * 100_000
-    cmd = f"echo small=1 >> $FLEETRUN_OUTPUT; printf 'big=%s\\n' {big} >> $FLEETRUN_OUTPUT"
+    # More than fits in the result event (two values of 40 kB, each under the 64 KiB
+    # limit of one value): the result is fetched from the worker.
+    big = "x" * 40_000
+    cmd = (
+        f"echo small=1 >> $FLEETRUN_OUTPUT; printf 'big=%s\\n' {big} >> $FLEETRUN_OUTPUT; "
+        f"printf 'big2=%s\\n' {big} >> $FLEETRUN_OUTPUT"
+    )
 
     async def go() -> list[object]:
         ex = ClusterExecutor(cluster.address)
@@ -360,7 +364,7 @@ def test_large_outputs_come_back_whole(cluster: LocalCluster, tmp_path: Path) ->
             await ex.aclose()
 
     big_result, small_result = run(go())
-    assert big_result.outputs == {"small": "1", "big": big}  # type: ignore[attr-defined]
+    assert big_result.outputs == {"small": "1", "big": big, "big2": big}  # type: ignore[attr-defined]
     assert small_result.outputs == {"small": "2"}  # type: ignore[attr-defined]
 
 

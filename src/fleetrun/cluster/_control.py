@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from fleetrun.cluster.errors import ClusterError, ClusterNotFoundError
-from fleetrun.executors import LocalCluster, running_cluster_jobs, stop_processes
+from fleetrun.executors import (
+    LocalCluster,
+    quiet_dask_logs,
+    running_cluster_jobs,
+    stop_processes,
+)
 
 LOCAL_DIR = ("cluster", "local")
 
@@ -48,6 +53,7 @@ def connect(address: str, timeout: float = 10.0) -> Iterator[Any]:
     """A synchronous ``distributed.Client`` for ``address``, closed afterwards."""
     from distributed import Client
 
+    quiet_dask_logs()
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as e:

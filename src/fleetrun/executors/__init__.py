@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         MACHINE,
         LocalCluster,
         LocalProcess,
+        quiet_dask_logs,
         stop_processes,
     )
     from fleetrun.executors._ssh import SSHExecutor
@@ -68,6 +69,7 @@ _LAZY = {
     "LocalCluster": ("_dask_local", "LocalCluster"),
     "LocalProcess": ("_dask_local", "LocalProcess"),
     "stop_processes": ("_dask_local", "stop_processes"),
+    "quiet_dask_logs": ("_dask_local", "quiet_dask_logs"),
 }
 
 
@@ -114,6 +116,7 @@ __all__ = [
     "parse_outputs",
     "process_alive",
     "process_start_time",
+    "quiet_dask_logs",
     "resolve_address",
     "running_cluster_jobs",
     "stop_processes",

@@ -7,13 +7,16 @@ The command runs on the worker as its own process group (see
 ``_cluster_job``); its output comes back in chunks through the scheduler's
 event stream (one topic per executor) and is redacted into
 ``attempt.log_path`` as it arrives; ``$FLEETRUN_OUTPUT`` is a worker-side
-file whose text returns with the result. The result itself comes on the same
-stream, just before the scheduler says the job finished, so a job costs no
-fetch of its result (one that came without it, e.g. with large outputs, is
-fetched). Log files are created off the event loop, those asked for while
-one batch is being created together in the next; jobs submitted in the same
-turn of the event loop go to the scheduler as one graph (one ``Client.map``
-per set of resources), which costs the scheduler far less than one graph each.
+file whose bytes return with the result, where the outputs rule of every
+executor (``_outputs``: whole and unchanged, or refused with
+``OutputRefused``) is applied, and a redacted copy is kept at
+``attempt.output_path``. The result itself comes on the same stream, just
+before the scheduler says the job finished, so a job costs no fetch of its
+result (one that came without it, e.g. with large outputs, is fetched), and
+the executor lets go of the job's future as soon as it has the result. Log
+files are created off the event loop (``_cluster_io``); jobs submitted in the
+same turn of the event loop go to the scheduler as one graph (one
+``Client.map`` per set of resources).
 
 An attempt starts when its job starts on a worker (the job's "started" event):
 ``attempt.on_started`` is called then, not at submission, and the job's
@@ -21,17 +24,37 @@ An attempt starts when its job starts on a worker (the job's "started" event):
 a worker (``queue_reason``); a job ended before it started never calls
 ``on_started``: nothing ran.
 
-How an attempt can end:
+A job's command runs at most once (see ``_cluster_job``: each job claims its
+key on the scheduler before its command starts, and delivers its result
+before the next job on its worker starts). How an attempt can end:
 
 - the command exits (or is ended by its timeout, on the worker): its exit code;
-- the worker dies while the job runs: ``exit_code=None``, ``reason="worker lost"``,
-  ``error_kind="lost"``; the job's processes on that worker end with it (the
-  worker's watchdog), so fleetrun's ``retry`` decides whether it runs again
-  and a job's outputs come from exactly one successful run. Schedulers that
-  fleetrun starts set ``allowed-failures`` to 0 for this; a scheduler started
-  elsewhere with Dask's default (3) re-runs the job itself instead, and only
-  the run that finishes returns outputs;
-- the scheduler cannot be reached: ``error_kind="connect"``;
+- the worker dies after the job finished: the result it delivered; the job is
+  not run again;
+- the worker dies while the job runs (or the job had claimed its key, though
+  its "started" event died with the worker): ``exit_code=None``,
+  ``reason="worker lost"``, ``error_kind="lost"``, counted as an attempt
+  (``on_started`` is called first if it was not); the job's processes on
+  that worker end with it (the worker's watchdog), so fleetrun's ``retry``
+  decides whether it runs again (``retry.on.connect`` matches). Schedulers
+  that fleetrun starts set ``allowed-failures`` to 0; one started elsewhere
+  with Dask's default (3) runs the task again itself, and that run finds the
+  key claimed and returns at once, so the attempt ends the same way;
+- the worker dies before the job started (it only waited in that worker's
+  queue): the job is submitted again under ``KEY~N``, at most
+  ``MAX_REQUEUE`` times; it ran nothing, so no attempt is counted;
+- no worker that can run the job (none at all, or none with its resources)
+  for ``worker_wait`` seconds (default ``WORKER_WAIT``, 60) while it waits:
+  ``error_kind="lost"``, "no worker left on the compute cluster ...". A run
+  whose workers all died ends within that bound instead of waiting forever;
+- the scheduler is lost (the connection breaks, the scheduler dies):
+  ``error_kind="lost"``, a connection loss, like a lost SSH connection; the
+  next attempt connects afresh. The job's process on its worker ends at once
+  (a worker whose scheduler is gone closes, and ends its jobs: see
+  ``_cluster_job``), so nothing of it outlives the run;
+- the scheduler cannot be reached: ``error_kind="connect"``. Jobs that need
+  a connection while one is being made wait for that one (one
+  ``connect_timeout`` for all of them, not one each);
 - cancellation (Ctrl-C, ``--fail-fast=kill``, ``fleetrun cancel``): the future
   is cancelled, then ``end_job`` runs on the workers through ``Client.run``
   (Dask's cancel does not stop a running task): SIGTERM, ``attempt.grace``,
@@ -39,14 +62,17 @@ How an attempt can end:
   the rest of the grace. A job still waiting for a worker is marked on every
   worker so that it never starts, and ``CancelledError`` goes on with no
   ``on_started`` call;
-- before it started, without a cancel (its queue's worker died more than
-  ``_MAX_REQUEUE`` times, the connection was lost, the job was ended from
-  elsewhere): ``exit_code=None`` with the reason and ``error_kind``, and no
-  ``on_started`` call.
+- the job was ended from elsewhere before it started: ``exit_code=None`` with
+  the reason, ``error_kind="internal"``, no ``on_started`` call.
+
+Every ending without an exit code or a signal carries a ``reason`` in words.
 
 Where the cluster is: ``address`` (from the plan's ``cluster:`` section,
-``--cluster`` or ``FLEETRUN_CLUSTER``); None starts an embedded local cluster
-of ``workers`` processes on first use, stopped by ``aclose()``.
+``--cluster`` or ``FLEETRUN_CLUSTER``; ``resolve_address`` refuses a malformed
+one with ``UsageError``, exit 2); None starts an embedded local cluster of
+``workers`` processes on first use, stopped by ``aclose()``. The
+``distributed`` library's log records never reach the console
+(``quiet_dask_logs``).
 """
 
 from __future__ import annotations
@@ -56,100 +82,32 @@ import contextlib
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from fleetrun.errors import ExecutorError
 from fleetrun.executors import _cluster_job
-from fleetrun.executors._contract import (
-    Attempt,
-    AttemptResult,
-    Handle,
-    Orphan,
-    RecordedAttempt,
-)
-from fleetrun.executors._dask_local import MACHINE, LocalCluster
-from fleetrun.executors._local import parse_outputs
+from fleetrun.executors._cluster_address import resolve_address as resolve_address
+from fleetrun.executors._cluster_io import LOG_FLAGS, LOG_MODE, JobStream, LogOpener
+from fleetrun.executors._cluster_orphans import MAX_REQUEUE
+from fleetrun.executors._cluster_orphans import ClusterOrphanFinder as ClusterOrphanFinder
+from fleetrun.executors._contract import Attempt, AttemptResult, Handle
+from fleetrun.executors._dask_local import MACHINE, LocalCluster, quiet_dask_logs
+from fleetrun.executors._outputs import MAX_OUTPUTS_BYTES, parse_output_bytes
 from fleetrun.names import CLUSTER_ENV as CLUSTER_ENV
 from fleetrun.runs_on import ClusterOptions, ExecutorOptions
 
-_LOG_MODE = 0o600
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-_CHUNK_WAIT = 5.0
-_LOG_BATCH = 128
-"""Log files created per thread hand-off at most: a large batch of attempts
-starts reaching the cluster after the first ones, not after all of them."""
-_MAX_REQUEUE = 10
+WORKER_WAIT = 60.0
+"""How long a job waits while no worker of the cluster can run it (seconds)."""
+_WATCH_EVERY = 1.0
+"""How often the workers are counted while jobs wait (seconds)."""
+_CLOSE_WAIT = 5.0
+"""Longest wait for a client to close (seconds)."""
+_RUNNING = frozenset({"running", "paused", "init"})
+"""Worker states that can still run a job (a draining worker cannot)."""
 
-
-class _Stream:
-    """Where one job's events go: its start to ``on_start``, its output chunks to the
-    log file, redacted, and ``on_output`` lines."""
-
-    def __init__(self, attempt: Attempt, fd: int, on_start: Callable[[], None]) -> None:
-        self.fd = fd
-        self.on_start = on_start
-        self.redact = attempt.redactor.stream()
-        self.on_output = attempt.on_output
-        self.partial = b""
-        self.next_seq = 0
-        self.early: dict[int, bytes] = {}
-        self.arrived = asyncio.Event()
-        self.started = False
-        self.result: dict[str, Any] | None = None
-
-    def add(self, seq: int, data: bytes) -> None:
-        if seq == _cluster_job.STARTED:
-            self.start()
-            return
-        # Chunks are written in sequence order, whatever order they arrive in.
-        self.early[seq] = data
-        while self.next_seq in self.early:
-            self._write(self.early.pop(self.next_seq))
-            self.next_seq += 1
-        self.arrived.set()
-
-    def start(self) -> None:
-        """The job started on a worker: call ``on_start`` (once)."""
-        if not self.started:
-            self.started = True
-            self.on_start()
-
-    def _write(self, data: bytes) -> None:
-        clean = self.redact.feed(data)
-        if clean:
-            os.write(self.fd, clean)
-            self._lines(clean)
-
-    def _lines(self, clean: bytes) -> None:
-        if self.on_output is None:
-            return
-        buf = self.partial + clean
-        *lines, self.partial = buf.split(b"\n")
-        for line in lines:
-            self.on_output(line.decode("utf-8", "replace"))
-
-    async def wait_for(self, count: int) -> None:
-        """Wait (bounded) until ``count`` chunks have been written."""
-        deadline = asyncio.get_running_loop().time() + _CHUNK_WAIT
-        while self.next_seq < count:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                os.write(self.fd, b"\n[fleetrun: some output of this job did not arrive]\n")
-                return
-            self.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.arrived.wait(), left)
-
-    def close(self) -> None:
-        tail = self.redact.flush()
-        if tail:
-            os.write(self.fd, tail)
-            self._lines(tail)
-        if self.partial and self.on_output is not None:
-            self.on_output(self.partial.decode("utf-8", "replace"))
-        os.close(self.fd)
+Resources = tuple[tuple[str, float], ...]
 
 
 class ClusterExecutor:
@@ -158,6 +116,8 @@ class ClusterExecutor:
     ``address``: the scheduler (None: an embedded local cluster of ``workers``
     worker processes, started on first use in a temporary directory).
     ``resources``: what every job requests besides ``MACHINE=1``.
+    ``connect_timeout``: how long connecting to the scheduler may take.
+    ``worker_wait``: how long a job waits while no worker can run it.
     """
 
     kind = "cluster"
@@ -170,46 +130,76 @@ class ClusterExecutor:
         workers: int = 2,
         resources: Mapping[str, float] | None = None,
         connect_timeout: float = 30.0,
+        worker_wait: float = WORKER_WAIT,
     ) -> None:
         self.address = address
         self.workers = workers
         self.resources = dict(resources or {})
         self.connect_timeout = connect_timeout
+        self.worker_wait = worker_wait
         self._client: Any = None
+        self._connecting: asyncio.Future[Any] | None = None
         self._local: LocalCluster | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._start_lock = asyncio.Lock()
         self._topic = f"fleetrun-output-{uuid.uuid4().hex[:12]}"
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, JobStream] = {}
         self._ending: set[str] = set()
-        self._kills: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()  # kills, closes, the watcher
+        self._watcher: asyncio.Task[None] | None = None
+        self._probes: list[tuple[Any, str]] = []  # claims this client holds: (client, id)
         self._kill_now = False
-        self._logs = _LogOpener()
+        self._logs = LogOpener()
         self._to_submit: list[tuple[dict[str, Any], dict[str, float], asyncio.Future[Any]]] = []
 
     # -- connecting -----------------------------------------------------------------
 
     async def client(self) -> Any:
-        """The connected ``distributed.Client`` (asynchronous), started on first use."""
-        async with self._start_lock:
-            if self._client is None:
-                await self._connect()
-        return self._client
+        """The connected ``distributed.Client`` (asynchronous), made on first use and
+        again after the connection was lost. Callers while a connection is being
+        made share it (and its failure)."""
+        current = self._client
+        if current is not None and current.status == "running":
+            return current
+        if current is not None:
+            self._forget_client(current)
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        return await asyncio.shield(self._connecting)
 
-    async def _connect(self) -> None:
-        from distributed import Client
+    async def _connect(self) -> Any:
+        try:
+            from distributed import Client
 
-        if self.address is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="fleetrun-cluster-")
-            self._local = LocalCluster(Path(self._tmp.name))
-            self.address = await asyncio.to_thread(self._local.start, self.workers)
-        self._client = await Client(
-            self.address,
-            asynchronous=True,
-            timeout=self.connect_timeout,
-            set_as_default=False,
-        )
-        self._client.subscribe_topic(self._topic, self._on_event)
+            quiet_dask_logs()
+            if self.address is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="fleetrun-cluster-")
+                self._local = LocalCluster(Path(self._tmp.name))
+                self.address = await asyncio.to_thread(self._local.start, self.workers)
+            client = await Client(
+                self.address,
+                asynchronous=True,
+                timeout=self.connect_timeout,
+                set_as_default=False,
+            )
+            client.subscribe_topic(self._topic, self._on_event)
+            self._client = client
+            if self._watcher is None:
+                self._watcher = asyncio.ensure_future(self._watch_workers())
+            return client
+        finally:
+            self._connecting = None
+
+    def _forget_client(self, client: Any) -> None:
+        """The connection of ``client`` was lost: close it aside; the next caller of
+        ``client()`` connects afresh."""
+        if self._client is client:
+            self._client = None
+            self._spawn(_close_client(client))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _on_event(self, event: Any) -> None:
         _, msg = event
@@ -218,21 +208,33 @@ class ClusterExecutor:
             return
         seq = int(msg["seq"])
         if seq == _cluster_job.RESULT:
-            stream.result = msg["result"]
+            stream.finished(msg["result"])
         else:
             stream.add(seq, bytes(msg["data"]))
 
     async def aclose(self) -> None:
         """Disconnect; stop the embedded cluster if this executor started one."""
-        for t in [*self._kills, *self._logs.busy()]:
-            with contextlib.suppress(Exception):
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
+            self._watcher = None
+        if self._connecting is not None:
+            with contextlib.suppress(BaseException):
+                await self._connecting
+        for t in [*self._tasks, *self._logs.busy()]:
+            with contextlib.suppress(BaseException):
                 await t
-        if self._client is not None:
+        client, self._client = self._client, None
+        if client is not None:
+            for holder, probe in self._probes:
+                if holder is client:
+                    with contextlib.suppress(Exception):
+                        await client.scheduler.multi_lock_release(id=probe)
             with contextlib.suppress(Exception):
-                self._client.unsubscribe_topic(self._topic)
-            with contextlib.suppress(Exception):
-                await self._client.close()
-            self._client = None
+                client.unsubscribe_topic(self._topic)
+            await _close_client(client)
+        self._probes.clear()
         if self._local is not None:
             await asyncio.to_thread(self._local.stop)
             self._local = None
@@ -249,7 +251,7 @@ class ClusterExecutor:
         except (OSError, TimeoutError) as e:
             return AttemptResult(
                 exit_code=None,
-                reason=f"compute cluster {self.address} unreachable: {e}",
+                reason=f"compute cluster {self.address} unreachable: {_words(e)}",
                 error_kind="connect",
             )
         except ExecutorError as e:
@@ -269,20 +271,24 @@ class ClusterExecutor:
             "grace": attempt.grace,
             "topic": self._topic,
             "secrets": list(attempt.redactor.values),
+            "claim": uuid.uuid4().hex,
         }
         handle = Handle(kind=self.kind, host=str(self.address), job=key)
         # The attempt starts when its job starts on a worker (the job's "started"
         # event), not when it is submitted: until then it waits for a worker.
-        stream = _Stream(
-            attempt, await self._logs.open(attempt.log_path), lambda: attempt.on_started(handle)
+        stream = JobStream(
+            attempt,
+            await self._logs.open(attempt.log_path),
+            lambda: attempt.on_started(handle),
+            tuple(sorted(resources.items())),
         )
         job = key
         self._streams[job] = stream
         try:
-            for again in range(_MAX_REQUEUE + 1):
+            for again in range(MAX_REQUEUE + 1):
                 submitting = self._submit(client, spec, resources)
                 try:
-                    future = await submitting
+                    future = stream.future = await submitting
                     result: dict[str, Any] = await _outcome(future, stream)
                 except asyncio.CancelledError:
                     if _submitted(submitting):  # (even if the cancel came just after)
@@ -291,13 +297,39 @@ class ClusterExecutor:
                         )
                     raise
                 except Exception as e:
-                    if _lost(e) and not stream.started and again < _MAX_REQUEUE:
-                        # It only waited in that worker's queue: nothing ran, submit again.
-                        del self._streams[job]
-                        job = spec["key"] = f"{key}~{again + 1}"
-                        self._streams[job] = stream
-                        continue
-                    return _failure(e)
+                    if stream.result is None:
+                        failure = await self._failed(client, spec, stream, e)
+                        if failure is not None:
+                            return failure
+                        if again < MAX_REQUEUE:
+                            # It only waited in a dead worker's queue: nothing ran.
+                            del self._streams[job]
+                            job = spec["key"] = f"{key}~{again + 1}"
+                            spec["claim"] = uuid.uuid4().hex
+                            self._streams[job] = stream
+                            continue
+                        return AttemptResult(
+                            exit_code=None,
+                            reason=f"the workers holding this job died {again + 1} times "
+                            "before it started",
+                            error_kind="lost",
+                        )
+                    result = stream.result  # it finished: whatever happened since
+                finally:
+                    _release(stream)
+                if result.get("rerun") and stream.result is not None:
+                    result = stream.result  # a recomputation refused; the job had finished
+                if result.get("rerun"):
+                    # Dask ran the task again after its worker died (allowed-failures
+                    # above 0): the claim refused the second run; the first was lost.
+                    stream.start()
+                    return _worker_lost()
+                if result.get("unclaimed"):
+                    return AttemptResult(
+                        exit_code=None,
+                        reason=f"the job did not start: {result['unclaimed']}",
+                        error_kind="lost",
+                    )
                 if not result.get("cancelled"):
                     # It ran: a result never comes before its "started" event, but an
                     # attempt that ran is never reported as one that did not.
@@ -308,6 +340,60 @@ class ClusterExecutor:
             del self._streams[job]
             stream.close()
         return _result(result, attempt)
+
+    async def _failed(
+        self, client: Any, spec: Mapping[str, Any], stream: JobStream, e: Exception
+    ) -> AttemptResult | None:
+        """How a job whose future failed ended (None: it never started, submit it again)."""
+        from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+
+        if stream.gave_up is not None:
+            return AttemptResult(exit_code=None, reason=stream.gave_up, error_kind="lost")
+        if isinstance(e, KilledWorker):
+            if not stream.started and not await self._claimed(client, spec["claim"]):
+                return None
+            stream.start()  # it ran, though its "started" event died with its worker
+            return _worker_lost()
+        lost = isinstance(e, OSError | TimeoutError) or client.status != "running"
+        if isinstance(e, FutureCancelledError):
+            lost = lost or e.reason == "scheduler-connection-lost"
+        if lost:
+            self._forget_client(client)
+            when = "while the job ran" if stream.started else "before the job started"
+            return AttemptResult(
+                exit_code=None,
+                reason=f"lost the connection to the compute cluster's scheduler "
+                f"{self.address} {when}",
+                error_kind="lost",
+            )
+        if isinstance(e, FutureCancelledError):
+            return AttemptResult(
+                exit_code=None,
+                reason=f"the job was cancelled on the cluster ({e.reason})",
+                error_kind="internal",
+            )
+        return AttemptResult(
+            exit_code=None,
+            reason=f"the job failed on the cluster: {_words(e)}",
+            error_kind="internal",
+        )
+
+    async def _claimed(self, client: Any, claim: str) -> bool:
+        """Whether the job submitted with ``claim`` had claimed it (its command may
+        have started). When it had not, the claim is taken here, so that the job
+        never starts late; a scheduler that takes no claims answers False (as Dask
+        would: not started)."""
+        probe = f"probe/{claim}/{uuid.uuid4().hex}"
+        try:
+            free = await client.scheduler.multi_lock_acquire(
+                locks=[_cluster_job.CLAIM + claim], id=probe, timeout=0, num_locks=1
+            )
+        except Exception:
+            return False
+        if free:
+            self._probes.append((client, probe))
+        return not free
 
     def _submit(
         self, client: Any, spec: dict[str, Any], resources: dict[str, float]
@@ -321,7 +407,7 @@ class ClusterExecutor:
 
     def _submit_all(self, client: Any) -> None:
         jobs, self._to_submit = self._to_submit, []
-        groups: dict[tuple[tuple[str, float], ...], list[tuple[dict[str, Any], Any]]] = {}
+        groups: dict[Resources, list[tuple[dict[str, Any], Any]]] = {}
         for spec, resources, submitted in jobs:
             if not submitted.done():  # its run was cancelled meanwhile: nothing to submit
                 groups.setdefault(tuple(sorted(resources.items())), []).append((spec, submitted))
@@ -342,6 +428,46 @@ class ClusterExecutor:
             for (_, submitted), future in zip(group, futures, strict=True):
                 submitted.set_result(future)
 
+    async def _watch_workers(self) -> None:
+        """While jobs wait, count the workers that can run them: a job for which none
+        has been seen for ``worker_wait`` seconds gives up (see the module)."""
+        loop = asyncio.get_running_loop()
+        since: dict[Resources, float] = {}  # since when no worker could run these
+        while True:
+            await asyncio.sleep(_WATCH_EVERY)
+            waiting = [s for s in self._streams.values() if not s.started and s.future]
+            client = self._client
+            if not waiting or client is None or client.status != "running":
+                since.clear()
+                continue
+            try:
+                info = await client.scheduler.identity(n_workers=-1)
+            except Exception:
+                continue  # a lost connection is the jobs' own news
+            offered = [
+                w.get("resources") or {}
+                for w in info.get("workers", {}).values()
+                if w.get("status", "running") in _RUNNING
+            ]
+            now = loop.time()
+            for wanted in {s.resources for s in waiting}:
+                if any(all(o.get(k, 0) >= v for k, v in wanted) for o in offered):
+                    since.pop(wanted, None)
+                    continue
+                first = since.setdefault(wanted, now)
+                if now - first < self.worker_wait:
+                    continue
+                need = ", ".join(f"{k}={v:g}" for k, v in wanted)
+                why = (
+                    f"no worker left on the compute cluster {self.address} that can run "
+                    f"this job ({need}) for {self.worker_wait:g}s"
+                )
+                for s in waiting:
+                    if s.resources == wanted and s.future is not None and not s.started:
+                        s.gave_up = why
+                        with contextlib.suppress(Exception):
+                            await client.cancel([s.future], reason="no worker", msg=why)
+
     async def _end(self, client: Any, future: Any, key: str, grace: float) -> None:
         """Cancel the job and end its process group on whichever worker runs it."""
         self._ending.add(key)
@@ -360,30 +486,25 @@ class ClusterExecutor:
         if self._client is None:
             return
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:  # not on the loop: the grace of jobs ended later is skipped
             return
         for key in list(self._ending):
-            task = loop.create_task(self._kill(key))
-            self._kills.add(task)
-            task.add_done_callback(self._kills.discard)
+            self._spawn(self._kill(key))
 
     async def _kill(self, key: str) -> None:
         with contextlib.suppress(Exception):
             await self._client.run(_cluster_job.kill_job, key, on_error="ignore")
 
 
-def resolve_address(
-    flag: str | None, plan_address: str | None, env: Mapping[str, str] | None = None
-) -> str | None:
-    """The scheduler for a run: ``--cluster``, else ``FLEETRUN_CLUSTER``, else the
-    plan's ``cluster.address``; None means an embedded local cluster.
-    ``HOST:PORT`` gets ``tcp://`` in front."""
-    env = os.environ if env is None else env
-    address = flag or env.get(CLUSTER_ENV) or plan_address
-    if not address:
-        return None
-    return address if "://" in address else f"tcp://{address}"
+def _worker_lost() -> AttemptResult:
+    return AttemptResult(exit_code=None, reason="worker lost", error_kind="lost")
+
+
+def _words(e: BaseException) -> str:
+    """An exception as words: its message, or its type when it has none."""
+    text = str(e).strip()
+    return text if text else type(e).__name__
 
 
 def _submitted(submitting: asyncio.Future[Any]) -> bool:
@@ -391,7 +512,16 @@ def _submitted(submitting: asyncio.Future[Any]) -> bool:
     return submitting.done() and not submitting.cancelled() and submitting.exception() is None
 
 
-async def _outcome(future: Any, stream: _Stream) -> Any:
+def _release(stream: JobStream) -> None:
+    """Let go of the job's future: once it has finished, nothing may ask Dask to
+    compute it again (a finished job whose worker died would be)."""
+    future, stream.future = stream.future, None
+    if future is not None:
+        with contextlib.suppress(Exception):
+            future.release()
+
+
+async def _outcome(future: Any, stream: JobStream) -> Any:
     """The job's result: the one its "result" event brought, once the scheduler says
     the job finished (that event comes first), else fetched from the worker."""
     state = getattr(future, "_state", None)
@@ -403,181 +533,42 @@ async def _outcome(future: Any, stream: _Stream) -> Any:
     return await future  # fetches the result, or raises the job's error (or CancelledError)
 
 
-class _LogOpener:
-    """Creates attempts' log files off the event loop (creating a file can take a
-    millisecond on some disks): the files asked for while one batch is being
-    created are created together in the next, one thread hand-off per batch."""
-
-    def __init__(self) -> None:
-        self._waiting: list[tuple[str, asyncio.Future[int]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def busy(self) -> list[asyncio.Task[None]]:
-        """The batch being created, if any (to be awaited before closing)."""
-        return [self._task] if self._task is not None and not self._task.done() else []
-
-    def open(self, path: str) -> asyncio.Future[int]:
-        """The descriptor of ``path``, created (or truncated) owner-only, not through a
-        link. A caller cancelled meanwhile leaves it to be closed once created."""
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future[int] = loop.create_future()
-        self._waiting.append((path, opened))
-        if not self.busy():
-            self._task = loop.create_task(self._create())
-        return opened
-
-    async def _create(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting[:_LOG_BATCH], self._waiting[_LOG_BATCH:]
-            try:
-                fds = await asyncio.to_thread(_open_logs, [path for path, _ in batch])
-            except BaseException as e:
-                # No thread to create them (the loop is closing): nobody waits forever.
-                batch, self._waiting = batch + self._waiting, []
-                for _, opened in batch:
-                    if opened.done():
-                        continue
-                    if isinstance(e, Exception):
-                        opened.set_exception(e)
-                    else:
-                        opened.cancel()
-                raise
-            for (_, opened), fd in zip(batch, fds, strict=True):
-                if isinstance(fd, OSError):
-                    if not opened.done():
-                        opened.set_exception(fd)
-                elif opened.done():  # its caller was cancelled
-                    os.close(fd)
-                else:
-                    opened.set_result(fd)
-
-
-def _open_logs(paths: list[str]) -> list[int | OSError]:
-    out: list[int | OSError] = []
-    for path in paths:
-        try:
-            out.append(os.open(path, _LOG_FLAGS, _LOG_MODE))
-        except OSError as e:
-            out.append(e)
-    return out
+async def _close_client(client: Any) -> None:
+    """Close a client, bounded (one whose scheduler is gone may hang)."""
+    with contextlib.suppress(BaseException):
+        await asyncio.wait_for(client.close(), _CLOSE_WAIT)
 
 
 def _task_resources(options: ExecutorOptions | None) -> dict[str, float]:
     return {str(k): float(v) for k, v in ClusterOptions.of(options).resources.items()}
 
 
-def _lost(e: BaseException) -> bool:
-    from distributed import KilledWorker
-
-    return isinstance(e, KilledWorker)
-
-
-def _failure(e: BaseException) -> AttemptResult:
-    if _lost(e):
-        return AttemptResult(exit_code=None, reason="worker lost", error_kind="lost")
-    if isinstance(e, OSError | TimeoutError):
-        return AttemptResult(
-            exit_code=None, reason=f"compute cluster connection lost: {e}", error_kind="lost"
-        )
-    return AttemptResult(
-        exit_code=None, reason=f"job failed on the cluster: {e!r}", error_kind="internal"
-    )
-
-
 def _result(result: Mapping[str, Any], attempt: Attempt) -> AttemptResult:
     if result.get("cancelled"):
-        return AttemptResult(exit_code=None, reason="job cancelled", error_kind="internal")
-    reason = result.get("reason")
+        return AttemptResult(
+            exit_code=None,
+            reason="the job was ended on the cluster before it started",
+            error_kind="internal",
+        )
     code = result.get("exit_code")
     timed_out = bool(result.get("timed_out"))
+    data = result.get("outputs") or b""
+    if isinstance(data, str):  # a worker of an earlier fleetrun
+        data = data.encode()
     outputs: dict[str, str] | None = None
-    text = str(result.get("outputs") or "")
     if code == 0 and not timed_out:
-        outputs = parse_outputs(text)
-    if outputs:
-        # Keep a local copy, redacted, where the local executor keeps it.
-        with contextlib.suppress(OSError):
-            fd = os.open(attempt.output_path, _LOG_FLAGS, _LOG_MODE)
-            with os.fdopen(fd, "w") as f:
-                f.write(attempt.redactor.redact(text))
+        if data and len(data) <= MAX_OUTPUTS_BYTES:
+            # Keep a copy, redacted, where the local executor keeps it (one over the
+            # limit is refused below and kept nowhere: none of it stays in clear).
+            with contextlib.suppress(OSError):
+                fd = os.open(attempt.output_path, LOG_FLAGS, LOG_MODE)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(attempt.redactor.redact_bytes(data))
+        # The outputs rule of every executor: passed on whole, or refused.
+        outputs = parse_output_bytes(data, attempt.key)
     return AttemptResult(
         exit_code=code,
         signal=result.get("signal"),
         timed_out=timed_out,
         outputs=outputs,
-        reason=str(reason) if reason else None,
     )
-
-
-class ClusterOrphanFinder:
-    """Finds and ends the cluster jobs a dead run left behind.
-
-    A recorded handle names the scheduler and the job key; when the scheduler
-    is reachable, a job that a worker still runs is an orphan (the scheduler
-    itself drops the queued jobs of a client that went away). ``end`` ends its
-    process group on that worker.
-    """
-
-    kind = "cluster"
-
-    def __init__(self, connect_timeout: float = 5.0) -> None:
-        self.connect_timeout = connect_timeout
-
-    async def find(
-        self, attempts: Sequence[RecordedAttempt], dead_runs: Sequence[str]
-    ) -> list[Orphan]:
-        """Orphans among ``attempts`` whose scheduler still knows their job."""
-        by_host: dict[str, list[RecordedAttempt]] = {}
-        for a in attempts:
-            if a.handle.kind == self.kind and a.handle.job:
-                by_host.setdefault(a.handle.host, []).append(a)
-        found: list[Orphan] = []
-        for host, recs in by_host.items():
-            known = await self._known(host)
-            found += [
-                Orphan(r.run_id, r.key, r.attempt, r.handle)
-                for r in recs
-                if any(k == r.handle.job or k.startswith(f"{r.handle.job}~") for k in known)
-            ]
-        return found
-
-    async def _known(self, address: str) -> set[str]:
-        from distributed import Client
-
-        try:
-            client = await Client(
-                address, asynchronous=True, timeout=self.connect_timeout, set_as_default=False
-            )
-        except (OSError, TimeoutError):
-            return set()
-        try:
-            # The scheduler forgets a dead client's jobs, but a worker's thread goes on
-            # running one: ask the workers what they run.
-            running = await client.run(_cluster_job.running_jobs, on_error="ignore")
-            return {k for keys in running.values() if isinstance(keys, list) for k in keys}
-        finally:
-            await client.close()
-
-    async def end(self, orphans: Sequence[Orphan], grace: float) -> None:
-        """End each orphan's process group on its worker (SIGTERM, grace, SIGKILL)."""
-        from distributed import Client
-
-        by_host: dict[str, list[str]] = {}
-        for o in orphans:
-            if o.handle.job:
-                # A job submitted again after its queue's worker died runs as KEY~N.
-                jobs = [o.handle.job, *(f"{o.handle.job}~{i}" for i in range(1, _MAX_REQUEUE + 1))]
-                by_host.setdefault(o.handle.host, []).extend(jobs)
-        for host, keys in by_host.items():
-            try:
-                client = await Client(
-                    host, asynchronous=True, timeout=self.connect_timeout, set_as_default=False
-                )
-            except (OSError, TimeoutError):
-                continue
-            try:
-                await asyncio.gather(
-                    *(client.run(_cluster_job.end_job, k, grace, on_error="ignore") for k in keys)
-                )
-            finally:
-                await client.close()

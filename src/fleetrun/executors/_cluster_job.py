@@ -8,21 +8,43 @@ execs) in a process group of its own, every signal at its default, stdin
 publishes as it arrives. The environment is the worker's (encoded once per
 worker) with the task's names over it. ``$FLEETRUN_OUTPUT`` names a
 worker-side file (in a private directory of the worker, not created until the
-command writes it) whose text comes back with the result and is then removed.
+command writes it) whose bytes come back with the result as they are (the
+client applies the outputs rule) and which is then removed.
 
 What a job tells the client, with ``Worker.log_event`` on the executor's
 topic, in order: ``{"job", "seq": -1}`` once its command has started here:
 the attempt starts then (``on_started``; before, it waited for a worker), and
-its timeout counts from then, here; a job that only waited in the queue of a
-worker that died is submitted again rather than counted as lost; its output,
-redacted, in chunks ``{"job", "seq": N, "data"}`` (N from 0); and, when the
-result is small, the result itself ``{"job", "seq": -2, "result"}``. The
-scheduler forwards a worker's events and its "task finished" in the order the
-worker sent them, so the client has the result as soon as it learns that the
-job finished, without fetching it. The result is also the task's return value,
-which the client fetches when no such event came. A job ended before its
-"started" event (``end_job`` came first) returns ``{"cancelled": True}``: for
-the client, nothing ran.
+its timeout counts from then, here; its output, redacted, in chunks
+``{"job", "seq": N, "data"}`` (N from 0); and, when the result is small, the
+result itself ``{"job", "seq": -2, "result"}``. The scheduler forwards a
+worker's events and its "task finished" in the order the worker sent them,
+so the client has the result as soon as it learns that the job finished,
+without fetching it. The result is also the task's return value, which the
+client fetches when no such event came. A job ended before its "started"
+event (``end_job`` came first) returns ``{"cancelled": True}``: for the
+client, nothing ran.
+
+A job runs its command at most once, wherever Dask runs its task:
+
+- *the claim*: before its command starts, a job claims its submission (the
+  spec's ``claim``, unique to it) on the scheduler: a lock of Dask's
+  ``MultiLockExtension``, taken without waiting, so that one call both
+  records the start and refuses a second one. A task that Dask runs again
+  (it recomputes a finished job whose result died with its worker; a
+  scheduler whose ``allowed-failures`` is above 0 re-runs a job whose worker
+  died) finds its claim taken and returns ``{"rerun": True}`` without
+  running anything. The claim reached the scheduler before the command could
+  start, so a client that learns that the worker died can ask whether the
+  job had started, even when its "started" event died with the worker. A
+  worker releases its claims at its next job once the scheduler has
+  forgotten their keys (nothing can run them again then); a scheduler
+  without the extension runs jobs unclaimed (as Dask would);
+- *the delivery*: a small result is also sent with a call that the scheduler
+  answers, and the worker's next job starts only once that call is answered;
+  a large one (over ``_RESULT_EVENT_MAX``), once the client has fetched it
+  and the scheduler forgotten its key (bounded by ``_DELIVERY_WAIT``). So a
+  job that kills its worker cannot take the result of the job before it
+  along: the client has it and never reports that job "worker lost".
 
 Nothing outlives the job, whatever ends it:
 
@@ -30,12 +52,13 @@ Nothing outlives the job, whatever ends it:
 - the timeout passes: SIGTERM to the group, the grace period, SIGKILL;
 - the client cancels (``end_job``/``kill_job``, sent with ``Client.run``):
   the same, from the worker's event loop;
-- the worker process dies, even by SIGKILL: one watchdog process per worker
-  polls the read end of a pipe whose write end only the worker has; at end of
-  file it SIGKILLs every process group still registered with it. Groups are
-  registered (``+PGID``) and unregistered (``-PGID``) on a second pipe that the
-  watchdog reads only every ``_WATCHDOG_EVERY`` seconds and at the worker's
-  end, so a job costs the watchdog no wake-up.
+- the worker loses its scheduler (the worker closes, and with it every job of
+  the run, whose client cannot hear from them any more): SIGTERM to the
+  group, the grace period, SIGKILL, as soon as the job sees it (within
+  ``_WATCH_EVERY``), not when the command would have ended;
+- the worker process dies, even by SIGKILL: its watchdog process
+  (``_cluster_watchdog``) SIGKILLs every process group still registered
+  with it.
 
 Invariant: a group is registered with the watchdog (its ``+PGID`` is in the
 pipe) before the job reads its first byte and unregistered only after the
@@ -53,63 +76,42 @@ import select
 import shlex
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from typing import Any
 
 from fleetrun.executors import _cspawn
+from fleetrun.executors._cluster_watchdog import Watchdog
+from fleetrun.executors._outputs import MAX_OUTPUTS_BYTES
 from fleetrun.names import OUTPUT_ENV
 from fleetrun.redact import Redactor
 
 _CHUNK = 65536
 _PUBLISH_EVERY = 0.1
-_MAX_OUTPUTS = 1 << 20
 _RESULT_EVENT_MAX = 65536
-"""Outputs up to this many characters come back in the result event; a job
-with more leaves its result to be fetched (the scheduler keeps recent events)."""
+"""Outputs up to this many bytes come back in the result event; a job with
+more leaves its result to be fetched (the scheduler keeps recent events)."""
 _MAX_CANCELLED = 10000
-_WATCHDOG_EVERY = 0.5
+_WATCH_EVERY = 0.25
+"""How often a running job looks whether its worker is closing (seconds)."""
+_CALL_TIMEOUT = 60.0
+"""Longest wait for the scheduler's answer to a claim (seconds)."""
+_DELIVERY_WAIT = 30.0
+"""Longest wait of a job for the delivery of the result before it (seconds)."""
+CLAIM = "fleetrun-job:"
+"""Prefix of the scheduler lock that claims a job's key (see the module)."""
+_CLOSING = frozenset({"closing", "closed", "failed"})
+"""Worker states in which its jobs are ended: it lost its scheduler or is going
+away without a drain (a drained worker is ``closing_gracefully`` while its job
+finishes)."""
 
 STARTED = -1
 RESULT = -2
 """``seq`` of the "started" and "result" events (output chunks count from 0)."""
-
-_WATCHDOG = r"""
-import os, select, signal, sys
-registry, life = int(sys.argv[1]), int(sys.argv[2])
-os.set_blocking(registry, False)
-groups, rest = set(), b""
-def drain():
-    global rest
-    while True:
-        try:
-            data = os.read(registry, 65536)
-        except BlockingIOError:
-            return
-        if not data:
-            return
-        *lines, rest = (rest + data).split(b"\n")
-        for line in lines:
-            if line[:1] == b"+":
-                groups.add(int(line[1:]))
-            else:
-                groups.discard(int(line[1:]))
-poller = select.poll()
-poller.register(life, select.POLLIN)
-while not poller.poll(float(sys.argv[3]) * 1000):
-    drain()
-drain()
-for pgid in groups:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
-
 
 class _Job:
     """One running job: its process group and how it is being ended."""
@@ -147,59 +149,73 @@ _running: dict[str, _Job] = {}
 _cancelled: dict[str, None] = {}  # keys ended before they started (insertion-ordered)
 
 
-class _Watchdog:
-    """This worker's watchdog process and the two pipes to it."""
-
-    def __init__(self) -> None:
-        registry_r, self.registry = os.pipe2(os.O_CLOEXEC)
-        life_r, self.life = os.pipe2(os.O_CLOEXEC)
-        try:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    _WATCHDOG,
-                    str(registry_r),
-                    str(life_r),
-                    str(_WATCHDOG_EVERY),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(registry_r, life_r),
-                start_new_session=True,
-            )
-        except BaseException:
-            self.close()
-            raise
-        finally:
-            os.close(registry_r)
-            os.close(life_r)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def send(self, lines: bytes) -> None:
-        view = memoryview(lines)
-        while view:
-            view = view[os.write(self.registry, view) :]
-
-    def close(self) -> None:
-        for fd in (self.registry, self.life):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
 class _Worker:
     """What the jobs of this worker process share, made at its first job."""
 
     def __init__(self) -> None:
-        self.watchdog: _Watchdog | None = None
+        self.watchdog: Watchdog | None = None
         self.env = dict(os.environ)
         self.env_block = _cspawn.EnvBlock(self.env) if _cspawn.available() else None
         self.null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.out_dir: str | None = None
         self.counter = itertools.count()
+        self.claims: dict[str, str] = {}  # key of a job that ran here -> its claim's id
+        self.claiming = True  # False once the scheduler turned out to take no claims
+        self.delivery: Future[Any] | None = None  # the last result's delivery call
+        self.fetched: str | None = None  # the last large result's key, until forgotten
+
+    def settle(self, worker: Any) -> None:
+        """Before a job starts here: wait until the result of the job before it is
+        delivered (see the module), and release the claims of keys the scheduler
+        has forgotten."""
+        with _lock:
+            delivery, self.delivery = self.delivery, None
+            fetched, self.fetched = self.fetched, None
+        if delivery is not None:
+            with contextlib.suppress(Exception):
+                delivery.result(_DELIVERY_WAIT)
+        if fetched is not None:
+            deadline = time.monotonic() + _DELIVERY_WAIT
+            while fetched in worker.state.tasks and time.monotonic() < deadline:
+                time.sleep(0.005)
+        with _lock:
+            forgotten = [(k, c) for k, c in self.claims.items() if k not in worker.state.tasks]
+            for key, _ in forgotten:
+                del self.claims[key]
+        for _, claim in forgotten:
+            _call_soon(worker, worker.scheduler.multi_lock_release, id=claim)
+
+    def claim(self, worker: Any, key: str, name: str) -> bool | str:
+        """Claim job ``key`` (its claim ``name``) on the scheduler before its command
+        starts: True when this is its first run, False when it ran before
+        (anywhere), or why the scheduler could not be asked."""
+        if not self.claiming:
+            return True
+        claim = f"{name}/{worker.address}/{uuid.uuid4().hex}"
+        call = worker.scheduler.multi_lock_acquire
+        try:
+            got = _call(worker, call, locks=[CLAIM + name], id=claim, timeout=0, num_locks=1)
+        except (OSError, TimeoutError) as e:
+            return f"the worker could not reach the scheduler: {e}"
+        except Exception:  # a scheduler without the lock extension: run unclaimed
+            self.claiming = False
+            return True
+        if got:
+            with _lock:
+                self.claims[key] = claim
+        return bool(got)
+
+    def deliver(self, worker: Any, topic: str, key: str, result: dict[str, Any]) -> None:
+        """Send the result so that it reaches the client even if this worker dies
+        right after (see the module); the next job here waits for it."""
+        if len(result.get("outputs") or b"") > _RESULT_EVENT_MAX:
+            with _lock:
+                self.fetched = key
+            return
+        msg = {"job": key, "seq": RESULT, "data": b"", "result": result}
+        delivery = _call_soon(worker, worker.scheduler.log_event, topic=topic, msg=msg)
+        with _lock:
+            self.delivery = delivery
 
     def watch(self, op: bytes, pgid: int) -> None:
         """Tell the watchdog about a group (starting one when there is none, or when
@@ -212,7 +228,7 @@ class _Worker:
                     return
             if self.watchdog is not None:
                 self.watchdog.close()
-            self.watchdog = _Watchdog()
+            self.watchdog = Watchdog()
             self.watchdog.send(b"".join(b"+%d\n" % job.pgid for job in _running.values()) + line)
 
     def outputs_path(self) -> str:
@@ -261,6 +277,26 @@ class _Worker:
 _worker: _Worker | None = None
 
 
+def _call(worker: Any, method: Any, **kwargs: Any) -> Any:
+    """Call the scheduler from a job's thread, through the worker's loop; its answer."""
+    return _call_soon(worker, method, **kwargs).result(_CALL_TIMEOUT)
+
+
+def _call_soon(worker: Any, method: Any, **kwargs: Any) -> Future[Any]:
+    """Start a call to the scheduler on the worker's loop; its future answer."""
+    return asyncio.run_coroutine_threadsafe(method(**kwargs), worker.loop.asyncio_loop)
+
+
+def _closing(worker: Any) -> Callable[[], bool]:
+    """A test of whether ``worker`` is going away (its jobs are to end)."""
+
+    def closing() -> bool:
+        status = getattr(worker, "status", None)
+        return getattr(status, "name", None) in _CLOSING
+
+    return closing
+
+
 def _this_worker() -> _Worker:
     global _worker
     with _lock:
@@ -269,13 +305,10 @@ def _this_worker() -> _Worker:
         return _worker
 
 
-def _publisher(topic: str | None, job: str) -> Any:
+def _publisher(worker: Any, topic: str | None, job: str) -> Any:
     """A function sending one event of this job to the client, or None when not streaming."""
     if topic is None:
         return None
-    from distributed import get_worker
-
-    worker = get_worker()
 
     def publish(seq: int, data: bytes, result: dict[str, Any] | None = None) -> None:
         msg: dict[str, Any] = {"job": job, "seq": seq, "data": data}
@@ -288,12 +321,21 @@ def _publisher(topic: str | None, job: str) -> Any:
 
 def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one job as described by ``spec`` (built by ``ClusterExecutor``); see the module."""
+    from distributed import get_worker
+
     key: str = spec["key"]
     with _lock:
         if key in _cancelled:
             del _cancelled[key]
             return {"cancelled": True}
     here = _this_worker()
+    worker = get_worker()
+    here.settle(worker)
+    claimed = here.claim(worker, key, spec.get("claim", key))
+    if claimed is False:
+        return {"rerun": True}  # it ran before: never twice
+    if isinstance(claimed, str):
+        return {"unclaimed": claimed}
     # Named, not created: only a job that publishes outputs makes the file.
     out_path = here.outputs_path()
     env = {**spec["env"], OUTPUT_ENV: out_path}
@@ -305,7 +347,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         # run in a scratch directory here (removed afterwards) and say so in the log.
         scratch = cwd = tempfile.mkdtemp(prefix="fleetrun-job-")
         note = f"[fleetrun: {spec['cwd']} is not on this worker; running in {cwd}]\n".encode()
-    publish = _publisher(spec.get("topic"), key)
+    topic = spec.get("topic")
+    publish = _publisher(worker, topic, key)
     try:
         job = _start(here, key, spec["command"], env, cwd)
         try:
@@ -315,13 +358,9 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
                 publish(STARTED, b"")
             redact = Redactor(spec.get("secrets", ())).stream()
             timed_out, chunks = _follow(
-                job, spec.get("timeout"), spec["grace"], publish, redact, note
+                job, spec.get("timeout"), spec["grace"], publish, redact, note, _closing(worker)
             )
-            try:
-                with open(out_path, "rb") as f:
-                    outputs = f.read(_MAX_OUTPUTS).decode("utf-8", "replace")
-            except FileNotFoundError:
-                outputs = ""
+            outputs = _read_outputs(out_path)
         finally:
             _finish(here, key, job)
     finally:
@@ -329,8 +368,6 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
             os.unlink(out_path)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    from distributed import get_worker
-
     rc = job.returncode
     assert rc is not None
     if job.ended_early:
@@ -345,11 +382,24 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         "timed_out": timed_out,
         "outputs": outputs,
         "chunks": chunks,
-        "worker": get_worker().address,
+        "worker": worker.address,
     }
-    if publish is not None and len(outputs) <= _RESULT_EVENT_MAX:
-        publish(RESULT, b"", result)
+    if topic is not None:
+        if len(outputs) <= _RESULT_EVENT_MAX:
+            publish(RESULT, b"", result)
+        here.deliver(worker, topic, key, result)
     return result
+
+
+def _read_outputs(path: str) -> bytes:
+    """The bytes the job wrote to ``$FLEETRUN_OUTPUT`` as they are (the client
+    applies the outputs rule): at most ``MAX_OUTPUTS_BYTES`` + 1, enough to refuse
+    a file over the limit."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_OUTPUTS_BYTES + 1)
+    except FileNotFoundError:
+        return b""
 
 
 def _start(here: _Worker, key: str, command: str, env: Mapping[str, str], cwd: str | None) -> _Job:
@@ -389,9 +439,16 @@ def _finish(here: _Worker, key: str, job: _Job) -> None:
 
 
 def _follow(
-    job: _Job, timeout: float | None, grace: float, publish: Any, redact: Any, note: bytes
+    job: _Job,
+    timeout: float | None,
+    grace: float,
+    publish: Any,
+    redact: Any,
+    note: bytes,
+    closing: Callable[[], bool],
 ) -> tuple[bool, int]:
-    """Read the job's output to its end, enforcing the timeout; return (timed_out, chunks)."""
+    """Read the job's output to its end, enforcing the timeout and ending the job
+    when its worker goes away (``closing``); return (timed_out, chunks)."""
     fd = job.out
     # The leader's exit wakes the poll too (a pidfd), so nothing sleeps.
     pidfd = os.pidfd_open(job.pid)
@@ -409,6 +466,8 @@ def _follow(
     pending = note
     last_publish = start
     seq = 0
+    next_look = start + _WATCH_EVERY
+    going = False  # the worker is closing: the job is being ended
 
     def flush(force: bool) -> None:
         nonlocal pending, last_publish, seq
@@ -428,11 +487,18 @@ def _follow(
             if deadline is not None and not timed_out and now >= deadline:
                 timed_out = True
                 job.terminate(grace)
+            if not going and now >= next_look:
+                next_look = now + _WATCH_EVERY
+                if closing():
+                    # Its scheduler is gone (or the worker is stopped without a drain):
+                    # nobody can hear from this job any more, so it ends now.
+                    going = True
+                    job.terminate(grace)
             if job.kill_at is not None and now >= job.kill_at:
                 job.signal_group(signal.SIGKILL)
             if exited and eof:
                 break
-            wait_ms = 100 if (deadline is not None or job.kill_at is not None or pending) else 500
+            wait_ms = 100 if (deadline is not None or job.kill_at is not None or pending) else 250
             for ready, _ in poller.poll(wait_ms):
                 if ready == fd:
                     data = os.read(fd, _CHUNK)

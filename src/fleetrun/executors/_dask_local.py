@@ -13,6 +13,13 @@ job whose worker dies errs at once (``KilledWorker``), and fleetrun's own
 retry policy decides whether it runs again, so a job's outputs come from
 exactly one successful run.
 
+The ``distributed`` library logs to stderr from the moment it is imported;
+``quiet_dask_logs`` takes its handlers off, so that what it logs in fleetrun's
+process (a lost scheduler's tracebacks, reconnection attempts) never reaches
+the console: its records go to the handlers of the application that embeds
+fleetrun, if it set any, and are dropped otherwise (fleetrun keeps no log file
+of its own; the processes of a local cluster write theirs in its directory).
+
 Processes are started with ``python -m distributed.cli.dask_scheduler`` and
 ``... dask_worker`` (``--no-nanny``: the pid recorded is the worker's own).
 They run in their own sessions; stopping one is SIGTERM, a grace period,
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -40,6 +48,28 @@ MACHINE = "MACHINE"
 """The resource every worker advertises once: one job per machine."""
 
 RECORD = "cluster.json"
+
+
+_DASK_LOGGERS = ("distributed", "tornado", "bokeh")
+
+
+def quiet_dask_logs() -> None:
+    """Keep the log records of ``distributed`` (and of the libraries it configures)
+    off the console: take off the stderr handlers it installed at import, and let
+    records go up to the root logger with a ``NullHandler`` in the way, so that
+    Python's last-resort handler does not print them either. Idempotent."""
+    import distributed  # noqa: F401  (it configures its loggers when imported)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] not in _DASK_LOGGERS:
+            continue
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
+        logger.propagate = True
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -91,8 +121,7 @@ class LocalCluster:
     def start(self, workers: int, *, timeout: float = 120.0) -> str:
         """Start the scheduler and ``workers`` workers; return the scheduler address
         once every worker has joined."""
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.directory, 0o700)
+        _private_dir(self.directory)
         sfile = self.directory / "scheduler.json"
         sfile.unlink(missing_ok=True)
         env = dict(os.environ)
@@ -152,6 +181,7 @@ class LocalCluster:
     def _wait_for(self, names: set[str], timeout: float) -> None:
         from distributed import Client
 
+        quiet_dask_logs()
         deadline = time.monotonic() + timeout
         with Client(self.address, timeout=timeout, set_as_default=False) as client:
             while True:
@@ -238,6 +268,21 @@ class LocalCluster:
         with contextlib.suppress(OSError):
             self.directory.rmdir()
         return list(self.directory.glob("*")) if self.directory.exists() else []
+
+
+def _private_dir(directory: Path) -> None:
+    """Make ``directory`` owner-only, and each folder above it that this makes too
+    (``<state>/cluster`` as well as ``<state>/cluster/local``)."""
+    missing = []
+    at = directory
+    while not at.exists():
+        missing.append(at)
+        at = at.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir(mode=0o700)
+        os.chmod(d, 0o700)
+    os.chmod(directory, 0o700)
 
 
 def stop_processes(
