@@ -251,7 +251,7 @@ def test_control_characters_in_names_are_escaped(tmp_path, name, shown):
     )
     assert done.returncode == 1
     out = done.stdout
-    assert f"failed     t@{shown} (exit code 1)" in out
+    assert f"failed     t@{shown} (exit 1)" in out
     assert f"t@{shown} | hi" in out
     assert not any(c in out for c in "\r\x1b\x9b")
 

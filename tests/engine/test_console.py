@@ -33,7 +33,7 @@ def test_plain_console_lines_and_summary(runner):
     text = out.getvalue()
     assert "hidden-output" not in text  # never raw child output
     assert re.search(r"succeeded  ok@x in \d+\.\ds", text)
-    assert "failed     bad@x (exit code 4)" in text
+    assert "failed     bad@x (exit 4)" in text
     assert "           | last words" in text
     assert "skipped    dep@x: needs bad@x, which failed" in text
     assert re.search(r"retrying   flaky in \d\.\ds \(exit 75\)", text)

@@ -373,10 +373,12 @@ def test_a_task_directory_that_disappears_fails_with_its_name(runner, tmp_path, 
     st = ran.settled()
     assert st["first"].state == st["remove"].state == "succeeded"
     assert st["then"].state == "failed"
+    # Either way the attempt was tried, and is counted.
+    assert st["then"].attempts == 1
     if threads:
-        # The spawn could not enter it: no process ran, so no attempt is counted.
+        # The spawn could not enter it: no process ran (the attempt has none).
         assert f"cannot enter the task's directory {sub}" in st["then"].reason
-        assert not [e for e in ran.of(AttemptStarted) if e.key == "then"]
+        assert [e.pid for e in ran.of(AttemptStarted) if e.key == "then"] == [None]
     else:
         assert st["then"].reason == "exit 126"  # the shell's `cd` failed
 

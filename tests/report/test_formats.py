@@ -166,7 +166,8 @@ def test_junit_validates_and_counts_match(report: RunReport) -> None:
     by_name = {c.get("name"): c for c in check.findall("testcase")}
     failure = by_name["c"].find("failure")
     assert failure is not None
-    assert "exit code 1" in (failure.get("message") or "")
+    assert failure.get("message") == "exit 1"  # the cause once, in the engine's words
+    assert failure.text == "check@c failed after 1 attempt(s): exit 1"
     assert by_name["c"].get("classname") == "report-demo.check"
     notify_c = {c.get("name"): c for c in suites["report-demo.notify"]}["c"]
     skipped = notify_c.find("skipped")

@@ -310,7 +310,7 @@ def test_event_lines_match_plain_console(utc: None) -> None:
             mine += [f"{stamp(ev.at)} {lines[0]}", *lines[1:]]
     assert out.getvalue().splitlines() == mine
     assert mine[6:9] == [
-        "22:13:26 failed     bad@x (exit code 4) after 2.0s",
+        "22:13:26 failed     bad@x (exit 4) after 2.0s",
         "           | one",
         "           | two",
     ]
@@ -336,7 +336,7 @@ def test_lines_above_the_live_area(utc: None) -> None:
     expected = [
         "22:13:20 reused     4 instance(s) that succeeded before: "
         "base@a, base@b, base@c and 1 more",
-        "22:13:22 failed     top@a (exit code 9) after 1.0s",
+        "22:13:22 failed     top@a (exit 9) after 1.0s",
         "           | why",
         "           | it failed",
         "task output moved",
@@ -393,7 +393,7 @@ def test_real_run_bounded_refreshes(tmp_path: Path, utc: None) -> None:
     # Redraws: one at start, one per tick, one at the end; never one per event.
     assert 3 <= live.refreshes <= elapsed * rate + 2, (live.refreshes, elapsed)
     text = out.getvalue()
-    assert "failed     bad (exit code 4) after " in text
+    assert "failed     bad (exit 4) after " in text
     assert "           | last words" in text
     assert "retrying   flaky in " in text
     assert text.count("skipped    dep@t") == burst

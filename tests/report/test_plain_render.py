@@ -134,7 +134,7 @@ def test_every_kind_of_line_exactly() -> None:
         "22:13:23 succeeded  ok@x in 2.0s",
         "22:13:22 retrying   bad@x in 1.5s (exit 75)",
         "22:13:24 started    bad@x (attempt 2)",
-        "22:14:26 failed     bad@x (exit code 4) after 1m02s",
+        "22:14:26 failed     bad@x (exit 4) after 1m02s",
         "           | log line 3",
         "           | log line 4",
         "           | log line 5",
@@ -142,7 +142,7 @@ def test_every_kind_of_line_exactly() -> None:
         "           | log line 7",
         "22:14:26 skipped    dep@x: needs bad@x, which failed",
         "22:14:30 started    slow@x",
-        "23:14:30 failed     slow@x (killed by signal 9) after 1h00m",
+        "23:14:30 failed     slow@x (killed by signal 9 (SIGKILL)) after 1h00m",
         "22:14:30 started    hung@x",
         "22:15:00 failed     hung@x (timed out) after 30.0s",
         "22:15:01 pool       api: rate 2.5/s (throttled: exit 75)",
@@ -181,7 +181,7 @@ def test_tail_lines_setting_and_few_reused() -> None:
     assert lines == [
         "22:13:20 reused     2 instance(s) that succeeded before: base@a, base@b",
         "22:13:21 started    bad@x",
-        "22:13:21 failed     bad@x (exit code 1) after 0.2s",
+        "22:13:21 failed     bad@x (exit 1) after 0.2s",
         "           | b",
         "           | c",
     ]

@@ -3,6 +3,7 @@
 from fleetrun.engine._clock import Clock, RealClock
 from fleetrun.engine._control import RunControl
 from fleetrun.engine._driver import run_graph
+from fleetrun.engine._ending import NO_EXIT_CODE, distinct_tail, ending_text, repeats
 from fleetrun.engine._events import (
     FINAL_STATES,
     AttemptEnded,
@@ -30,6 +31,7 @@ from fleetrun.engine._options import (
 
 __all__ = [
     "DEFAULT_GRACE",
+    "NO_EXIT_CODE",
     "FINAL_STATES",
     "AttemptEnded",
     "AttemptOutput",
@@ -50,7 +52,10 @@ __all__ = [
     "RunStarted",
     "Subscriber",
     "WaveChanged",
+    "distinct_tail",
+    "ending_text",
     "left_running_text",
     "new_run_id",
+    "repeats",
     "run_graph",
 ]

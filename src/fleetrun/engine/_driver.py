@@ -24,11 +24,12 @@ from fleetrun.engine._attempts import AttemptFactory
 from fleetrun.engine._clock import Clock, RealClock
 from fleetrun.engine._control import RunControl
 from fleetrun.engine._core import Core
+from fleetrun.engine._ending import ending_text
 from fleetrun.engine._events import AttemptOutput, Event, Subscriber
 from fleetrun.engine._options import RunOptions, RunResult
 from fleetrun.engine._retry import log_tail, retry_reason
-from fleetrun.errors import UsageError
-from fleetrun.executors import Attempt, AttemptResult, Executor, Handle
+from fleetrun.errors import FleetrunError, UsageError
+from fleetrun.executors import Attempt, AttemptResult, Executor, Handle, OutputRefused
 from fleetrun.plan import Graph
 
 
@@ -228,8 +229,8 @@ class _Driver:
         spec: Attempt | str = ""
         result: AttemptResult | None = None
         problem = ""
+        executor = factory.executor(j)
         try:
-            executor = factory.executor(j)
             display = log = ""
 
             def on_started(handle: Handle) -> None:
@@ -256,7 +257,10 @@ class _Driver:
             self.wake.set()
             raise
         except Exception as e:  # an executor bug or I/O error fails this node only
-            problem = core.options.redactor.redact(f"{type(e).__name__}: {e}")
+            problem = core.options.redactor.redact(_problem(e))
+            if isinstance(spec, Attempt):
+                # Given to its executor: an attempt tried, whatever it got to.
+                core.tried(j, n, executor.kind, spec.display, spec.log_path)
         if result is None:
             self.tasks.pop(j, None)
             core.broken(j, n, problem)
@@ -269,6 +273,9 @@ class _Driver:
             self._kick()
             return
         assert isinstance(spec, Attempt)
+        if not core.spawned[j]:
+            # It failed before it existed (a connection refused): still tried.
+            core.tried(j, n, executor.kind, spec.display, spec.log_path)
         await self._failed(j, n, spec, result)
 
     async def _failed(self, j: int, n: int, spec: Attempt, result: AttemptResult) -> None:
@@ -285,7 +292,10 @@ class _Driver:
         tail: tuple[str, ...] = ()
         if reason is None or core.stopping:
             tail = tuple(core.options.redactor.redact(x) for x in log_tail(log))
-        delay = core.failed(j, n, result, matched, reason, tail, _describe(result, task.timeout))
+        words = ending_text(
+            result.exit_code, result.signal, result.timed_out, result.reason, task.timeout
+        )
+        delay = core.failed(j, n, result, matched, reason, tail, words)
         if delay is None:
             self.tasks.pop(j, None)
             self._kick()
@@ -315,14 +325,12 @@ class _Driver:
         self._kick()
 
 
-def _describe(result: AttemptResult, timeout: float | None) -> str:
-    if result.reason is not None:
-        return result.reason
-    if result.timed_out:
-        return f"timed out after {timeout:g}s" if timeout is not None else "timed out"
-    if result.exit_code is None:
-        return f"killed by signal {result.signal}"
-    return f"exit {result.exit_code}"
+def _problem(e: Exception) -> str:
+    """An exception that stopped an attempt, in words: fleetrun's own errors and a
+    refused output say what happened; anything else is named by its type."""
+    if isinstance(e, FleetrunError | OutputRefused):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
 
 
 class _Started:

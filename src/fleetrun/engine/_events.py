@@ -116,7 +116,11 @@ class AttemptEnded(Event):
     ``throttled``: the engine took this ending as a throttle signal (the
     provider asked to slow down); reports count it from here. ``error_kind``:
     the executor's classification of a failure the command did not report
-    itself (``connect``, ``lost``, ``internal``), else None. ``left_running``:
+    itself (``connect``, ``lost``, ``internal``), else None. ``reason``: the
+    failure in words when the command did not report its own ending (the
+    executor's reason: a connection refused, an output refused, a worker
+    lost), else None; ``engine.ending_text`` writes every ending from these
+    fields. ``left_running``:
     processes the command left running that were ended after it
     (``left_running_text`` says so).
     """
@@ -135,6 +139,7 @@ class AttemptEnded(Event):
     throttled: bool = False
     error_kind: str | None = None
     left_running: int = 0
+    reason: str | None = None
 
 
 def left_running_text(count: int) -> str:

@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fleetrun.engine import ending_text
 from fleetrun.report._model import (
     REPORT_FORMAT_VERSION,
     AttemptRecord,
@@ -297,12 +298,11 @@ def _testcase(
     )
     reason = _xml(i.reason)
     if i.state == "failed":
-        code = "no exit code" if i.exit_code is None else f"exit code {i.exit_code}"
-        same = not reason or reason == f"exit {i.exit_code}"
-        fail = ET.SubElement(
-            case, "failure", message=code if same else f"{code}: {reason}", type="failed"
-        )
-        fail.text = f"{i.key} failed after {i.attempts} attempt(s), {code}"
+        # The cause once, in the engine's words (``ending_text``): the reason it
+        # settled with, else what its exit code says.
+        why = reason or _xml(ending_text(i.exit_code))
+        fail = ET.SubElement(case, "failure", message=why, type="failed")
+        fail.text = f"{i.key} failed after {i.attempts} attempt(s): {why}"
     elif i.state == "interrupted":
         ET.SubElement(case, "error", message=reason or "interrupted", type="interrupted")
     elif i.state in _SKIPPED:

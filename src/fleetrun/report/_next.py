@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from fleetrun.engine import AttemptEnded, Event, InstanceSettled
+from fleetrun.engine import AttemptEnded, Event, InstanceSettled, repeats
 from fleetrun.report._plain import printable
 
 _ERRORISH = re.compile(r"error|fatal|failed|denied|refused|not found|exception", re.IGNORECASE)
@@ -18,7 +18,8 @@ SHOWN = 20
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """A failed instance: its key, why it failed, and the line of its log that says most."""
+    """A failed instance: its key, why it failed, and the line of its log that says most
+    (empty when that line only repeats why)."""
 
     key: str
     reason: str
@@ -45,7 +46,9 @@ class FailureNotes:
         if isinstance(ev, AttemptEnded) and ev.outcome == "failed":
             self._line[ev.key] = first_error_line(ev.tail)
         elif isinstance(ev, InstanceSettled) and ev.state == "failed":
-            self.failures.append(Failure(ev.key, ev.reason, self._line.pop(ev.key, "")))
+            line = self._line.pop(ev.key, "")
+            line = "" if repeats(line, ev.reason) else line
+            self.failures.append(Failure(ev.key, ev.reason, line))
 
 
 def next_steps(

@@ -56,6 +56,7 @@ from fleetrun.engine import (
     InstanceReused,
     InstanceSettled,
     OutputMode,
+    ending_text,
 )
 from fleetrun.plan import Graph
 from fleetrun.report._plain import format_duration, printable, terminal_safe
@@ -87,15 +88,11 @@ def header(key: str, attempt: int, how: str, took: float) -> str:
 
 
 def describe(ev: AttemptEnded) -> str:
-    """How an attempt ended, in a few words: ``exit 1``, ``timed out``, ``cancelled``."""
+    """How an attempt ended, in a few words: ``exit 1``, ``timed out``, ``cancelled``
+    (``engine.ending_text``)."""
     if ev.outcome == "cancelled":
         return "cancelled"
-    if ev.timed_out:
-        how = "timed out"
-    elif ev.exit_code is None:
-        how = f"killed by signal {ev.signal}" if ev.signal is not None else "ended"
-    else:
-        how = f"exit {ev.exit_code}"
+    how = ending_text(ev.exit_code, ev.signal, ev.timed_out, ev.reason)
     if ev.outcome == "retrying":
         how += ", retrying"
     return how
