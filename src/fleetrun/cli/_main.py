@@ -58,6 +58,7 @@ COMMANDS: dict[str, str] = {
     "cancel": "fleetrun.cli._admin_cmds:cancel",
     "prune": "fleetrun.cli._admin_cmds:prune_cmd",
     "promote": "fleetrun.cli._admin_cmds:promote",
+    "pools": "fleetrun.cli._pools_cmd:pools_cmd",
     "cluster": "fleetrun.cli._cluster_cmd:cluster",
     "ui": "fleetrun.cli._ui_cmd:ui",
 }

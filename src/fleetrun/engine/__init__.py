@@ -3,7 +3,6 @@
 from fleetrun.engine._clock import Clock, RealClock
 from fleetrun.engine._control import RunControl
 from fleetrun.engine._driver import run_graph
-from fleetrun.engine._ending import NO_EXIT_CODE, distinct_tail, ending_text, repeats
 from fleetrun.engine._events import (
     FINAL_STATES,
     AttemptEnded,
@@ -28,10 +27,10 @@ from fleetrun.engine._options import (
     RunResult,
     new_run_id,
 )
+from fleetrun.engine._shared_file import SharedPoolInfo, SharedPoolUser, read_shared_pools
 
 __all__ = [
     "DEFAULT_GRACE",
-    "NO_EXIT_CODE",
     "FINAL_STATES",
     "AttemptEnded",
     "AttemptOutput",
@@ -50,12 +49,12 @@ __all__ = [
     "RunOptions",
     "RunResult",
     "RunStarted",
+    "SharedPoolInfo",
+    "SharedPoolUser",
     "Subscriber",
     "WaveChanged",
-    "distinct_tail",
-    "ending_text",
     "left_running_text",
     "new_run_id",
-    "repeats",
+    "read_shared_pools",
     "run_graph",
 ]

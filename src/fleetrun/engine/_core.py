@@ -11,8 +11,6 @@ happened                       the core decides
                                are taken); ``timer_at`` when a rate or a
                                Retry-After pause holds the rest
 ``started``                    the attempt exists (``AttemptStarted``)
-``tried``                      it ended before its executor said it exists
-                               (a connection refused): it was still tried
 ``succeeded`` / ``failed`` /   the attempt's verdict: settle, or retry after a
 ``broken`` / ``cancelled``     backoff (the delay is returned); dependents,
                                phases and waves move on
@@ -63,6 +61,7 @@ from fleetrun.engine._limits import Limits, ThrottleMatch
 from fleetrun.engine._options import RunOptions, RunResult
 from fleetrun.engine._queued import Queued
 from fleetrun.engine._retry import backoff_delay
+from fleetrun.engine._shared import limits_for
 from fleetrun.executors import AttemptResult, Handle
 from fleetrun.plan import Graph
 
@@ -148,7 +147,9 @@ class Core:
         # A dependency settled since the journal last confirmed durability.
         self.dirty = True
         # Invariant (Limits): in_use[p] <= concurrency[p] for every pool.
-        self.limits = Limits(graph, now(), self._pool_changed)
+        self.limits: Limits = limits_for(
+            graph, now(), self._pool_changed, options.state_dir, options.run_id
+        )
         self.pools_of = [self.limits.pools_of_task[node.task] for node in graph.nodes]
         # Ready nodes, one heap per pool signature; ready_count = their total.
         self.sigs: dict[tuple[int, ...], list[tuple[float, int]]] = {}
@@ -361,11 +362,14 @@ class Core:
                 if soonest < math.inf:
                     self.timer_at = min(self.timer_at, self.now() + soonest)
                 break
+            # ``now`` was read: best_sig is not empty. A pool shared with other
+            # runs may have been taken since wait_time: then it says so next round.
+            if best_sig and not limits.take(best_sig, now):
+                continue
             heapq.heappop(sigs[best_sig])
             self.ready_count -= 1
             j = best[1]
             if best_sig:
-                limits.acquire(best_sig, now)  # ``now`` was read: best_sig is not empty
                 self.t0[j] = now
                 queued.taken(j, best_sig, wall(), cap.full_at)
             elif queued.waited(j, cap.full_at):
@@ -403,32 +407,6 @@ class Core:
                 executor=handle.kind,
                 host=handle.host,
                 job=handle.job,
-                ready_at=self.queued.ready_at[j] or None,
-                queued_reason=reason,
-            )
-        )
-
-    def tried(self, j: int, n: int, kind: str, display: str, log_path: str) -> None:
-        """Attempt ``n`` of ``j`` ends before its executor said it exists (the place
-        it runs could not be reached, the executor failed before it started): it
-        was tried all the same, so it is counted and recorded as an attempt that
-        started when its slots were taken, with no process."""
-        if self.spawned[j]:
-            return
-        node = self.graph.nodes[j]
-        self.spawned[j] = True
-        reason = self.queued.started(j, self.began[j], self.queue_reasons.get(node.task))
-        self.emit(
-            AttemptStarted(
-                at=self.began[j],
-                node=j,
-                key=node.key,
-                attempt=n,
-                command=display,
-                pid=None,
-                pgid=None,
-                log_path=log_path,
-                executor=kind,
                 ready_at=self.queued.ready_at[j] or None,
                 queued_reason=reason,
             )
@@ -533,20 +511,16 @@ class Core:
             throttled=throttled,
             error_kind=result.error_kind,
             left_running=result.left_running,
-            reason=result.reason,
         )
 
     def broken(self, j: int, n: int, problem: str) -> None:
         """Attempt ``n`` of ``j`` could not be run or observed (a command that cannot
-        be rendered, an executor's own error): the node fails. An attempt its
-        executor was given is an attempt (``tried`` first); one that never
-        reached an executor is not."""
+        be rendered, an executor's own error): the node fails."""
         self._release(j)
         if self.spawned[j]:
-            # It was tried but its ending could not be observed: close the
+            # The process ran but its ending could not be observed: close the
             # attempt so every AttemptStarted has its AttemptEnded.
-            ending = AttemptResult(exit_code=None, reason=problem or None, error_kind="internal")
-            self.emit(self._ended(j, n, ending, "failed"))
+            self.emit(self._ended(j, n, _UNOBSERVED, "failed", tail=(problem,) if problem else ()))
         else:
             self.attempts[j] -= 1  # nothing ran: not an attempt
         self.settle(j, "failed", problem)

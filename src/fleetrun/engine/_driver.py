@@ -136,6 +136,7 @@ class _Driver:
             self.tg = None
             if self.control is not None:
                 self.control._detach()
+            core.limits.close()  # shared pools: this run's slots and its user entry go
         return core.finish(started)
 
     async def _loop(self) -> None:

@@ -38,6 +38,9 @@ class RunOptions:
       in the run this one continues (``retry``, ``--resume``): their targets
       form the first wave together; the later waves keep their order and gates
       (``plan.wave_targets``). 0 rolls out from the first wave.
+    - ``state_dir``: the state directory, through which the plan's shared pools
+      (``pools.X.shared``) are shared with other runs; None: a shared pool
+      limits this run alone.
     """
 
     run_id: str
@@ -53,6 +56,7 @@ class RunOptions:
     priority: Priority = "critical_path"
     seed: int | None = None
     waves_opened: int = 0
+    state_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

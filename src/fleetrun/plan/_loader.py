@@ -21,7 +21,7 @@ from fleetrun.plan._cluster import read_cluster
 from fleetrun.plan._envfile import ENV_NAME, parse_env_file
 from fleetrun.plan._expr import ExprError, compile_where
 from fleetrun.plan._fields import Ctx, did_you_mean, join
-from fleetrun.plan._limits_read import read_pool, read_rollout
+from fleetrun.plan._limits_read import check_shared, read_pool, read_rollout
 from fleetrun.plan._model import ALL_TARGETS, ClusterSection, Plan, Pool, Scalar, Target
 from fleetrun.plan._secrets import matches_secret_pattern, secret_names_and_values
 from fleetrun.plan._ssh import merge_ssh, read_ssh
@@ -565,6 +565,8 @@ class _Loader:
             pm = ctx.mapping(value, key)
             if pm is not None:
                 out[name] = read_pool(ctx, name, knode, pm, key)
+        if m is not None:
+            check_shared(ctx, m, out)
         return out
 
     def phases(self, node: YNode) -> list[str]:

@@ -364,6 +364,7 @@ def _plan_run(
         output="stream" if req.output == "stream" else "none",
         # A retry or resume continues the rollout where its run stopped.
         waves_opened=0 if previous is None or req.rollout else journal.waves_opened(previous, plan),
+        state_dir=journal.state_dir,  # shared pools coordinate through it
     )
     path = Path(plan_file).resolve()
     members = sorted(set(range(len(graph.nodes))) if only is None else only | set(reused))

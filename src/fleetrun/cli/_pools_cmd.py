@@ -1,0 +1,77 @@
+"""``fleetrun pools``: the shared pools of a state directory, their limits and users."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import click
+
+from fleetrun.engine import SharedPoolInfo, SharedPoolUser, read_shared_pools
+from fleetrun.session import find_state_dir
+
+
+@click.command("pools")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the runs keep their record (default: .fleetrun beside --plan, or ./.fleetrun).",
+)
+@click.option(
+    "--plan",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A plan whose state directory to look at.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def pools_cmd(state_dir: str | None, plan: str | None, fmt: str) -> None:
+    """Show the shared pools (`shared: NAME` on a plan's pool): the limits in
+    effect now (concurrency and slots in use, rate, Retry-After pause), whose
+    settings hold, the last change, and the runs using each (pid, slots held).
+    Read-only."""
+    where = find_state_dir(state_dir, plan)
+    found = read_shared_pools(where)
+    if fmt == "json":
+        click.echo(json.dumps([dataclasses.asdict(p) for p in found], indent=2))
+        return
+    if not found:
+        click.echo(f"no shared pools in {where} (a plan's pool with `shared: NAME` makes one)")
+        return
+    click.echo(f"shared pools in {where}")
+    for p in found:
+        click.echo(_pool_text(p))
+
+
+def _pool_text(p: SharedPoolInfo) -> str:
+    limits = []
+    if p.concurrency is not None:
+        limits.append(f"concurrency {p.concurrency} ({p.in_use} in use)")
+    else:
+        limits.append(f"{p.in_use} in use")
+    if p.rate is not None:
+        limits.append(f"rate {p.rate:.4g}/s")
+    if p.paused_for > 0:
+        until = time.strftime("%H:%M:%S", time.localtime(time.time() + p.paused_for))
+        limits.append(f"paused {p.paused_for:.1f}s more (until {until})")
+    lines = [f"{p.name}: {', '.join(limits)}"]
+    lines.append(f"  settings: {p.settings} (opened by run {p.opened_by})")
+    if p.last_change and p.last_change != "opened":
+        at = time.strftime("%H:%M:%S", time.localtime(p.changed_at))
+        lines.append(f"  last change: {p.last_change} (run {p.changed_by}, {at})")
+    if not p.users:
+        lines.append("  no run uses it")
+    lines.extend(_user_text(u) for u in p.users)
+    return "\n".join(lines)
+
+
+def _user_text(u: SharedPoolUser) -> str:
+    slots = f"{u.slots} slot{'' if u.slots == 1 else 's'}"
+    since = time.strftime("%H:%M:%S", time.localtime(u.since))
+    text = f"  run {u.run_id}  pid {u.pid}  {slots}  since {since}"
+    if not u.alive:
+        text += "  (gone: its slots come back at the pool's next use)"
+    return text

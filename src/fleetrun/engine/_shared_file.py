@@ -1,0 +1,303 @@
+"""The coordination file of shared pools, ``<state dir>/pools.db``: its layout,
+the rows read from it, and its read side (``fleetrun pools``).
+
+One SQLite database in WAL mode holds every shared pool of a state directory:
+one row per pool (its effective limits, token bucket, Retry-After pause,
+adaptive state and last change), one row per user (run, pid, process start
+time, slots held), and the calls made on each adaptive pool's state since its
+last snapshot. ``_shared_store.SharedStore`` changes it, one short
+transaction per operation.
+
+Why SQLite rather than a locked file of our own: a transaction is atomic
+whatever happens to its process (a run SIGKILLed halfway through a take
+leaves the file as it was before the take, where a half-written record would
+need its own repair); WAL with ``synchronous=NORMAL`` commits without an
+fsync, so an operation costs tens of microseconds (``bench/bench_shared_pool.py``),
+and readers (``fleetrun pools``) never wait for writers. The journal uses the
+same engine, so no new dependency or file format appears.
+
+Times (token bucket, pause) are on the engine's clock, ``time.monotonic()``
+in a real run, which every process of the machine shares.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetrun.engine._shared_state import describe, settings_from, settings_json
+from fleetrun.errors import StateDirError
+from fleetrun.executors import process_alive
+from fleetrun.plan import AdaptiveSettings, Pool
+
+POOLS_DB = "pools.db"
+"""The coordination file's name in the state directory."""
+
+BUSY_TIMEOUT = 2.0
+"""Seconds an operation waits for another process's transaction (each lasts
+microseconds; only a stopped process holds the lock longer)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pools (
+    name         TEXT PRIMARY KEY,
+    concurrency  INTEGER,            -- effective cap (NULL: none)
+    rate         REAL,               -- effective starts per second (NULL: none)
+    burst        INTEGER NOT NULL,
+    tokens       REAL NOT NULL,      -- token bucket, as of ``last``
+    last         REAL NOT NULL,
+    paused_until REAL NOT NULL,      -- no start before (engine clock; 0: none)
+    in_use       INTEGER NOT NULL,   -- slots held, all users (= SUM(users.slots))
+    settings     TEXT NOT NULL,      -- the opener's configured values (settings_json)
+    opened_by    TEXT NOT NULL,      -- the run whose settings hold
+    adaptive     TEXT,               -- snapshot (store_adaptive) of the state as of aseq
+    aseq         INTEGER NOT NULL,   -- the last call the snapshot includes
+    lseq         INTEGER NOT NULL,   -- the last call logged
+    seq          INTEGER NOT NULL,   -- bumped at every change of limits or pause
+    reason       TEXT NOT NULL,      -- the last change: why, by which run, when (wall)
+    changed_by   TEXT NOT NULL,
+    changed_at   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS adaptive_log (
+    pool TEXT NOT NULL,
+    seq  INTEGER NOT NULL,
+    call TEXT NOT NULL,              -- JSON: [method, arguments...]
+    PRIMARY KEY (pool, seq)
+);
+CREATE TABLE IF NOT EXISTS users (
+    pool      TEXT NOT NULL,
+    run_id    TEXT NOT NULL,
+    pid       INTEGER NOT NULL,
+    pid_start INTEGER,               -- start time of pid, to tell it from a reused pid
+    host      TEXT NOT NULL,
+    slots     INTEGER NOT NULL,
+    joined_at REAL NOT NULL,         -- wall clock
+    PRIMARY KEY (pool, run_id, pid)
+);
+PRAGMA user_version = 1;
+"""
+
+COLUMNS = (
+    "name, concurrency, rate, burst, tokens, last, paused_until, in_use, settings, "
+    "opened_by, adaptive, aseq, lseq, seq, reason, changed_by, changed_at"
+)
+
+FULL, PAUSE, RATE = 0, 1, 2
+"""What holds a start back (``PoolRow.wait``)."""
+
+
+@dataclass(slots=True)
+class PoolRow:
+    """One shared pool as last read (a snapshot; the file is the truth)."""
+
+    name: str
+    concurrency: int | None
+    rate: float | None
+    burst: int
+    tokens: float
+    last: float
+    paused_until: float
+    in_use: int
+    settings: str
+    opened_by: str
+    adaptive: str | None
+    aseq: int
+    lseq: int
+    seq: int
+    reason: str
+    changed_by: str
+    changed_at: float
+
+    def wait(self, now: float) -> tuple[float, int]:
+        """``(seconds, FULL|PAUSE|RATE)`` until a start may take a slot; 0 now,
+        ``inf`` with FULL when every slot is held."""
+        cap = self.concurrency
+        if cap is not None and self.in_use >= cap:
+            return float("inf"), FULL
+        wait, why = 0.0, RATE
+        if self.paused_until > now:
+            wait, why = self.paused_until - now, PAUSE
+        if self.rate:
+            tokens = min(float(self.burst), self.tokens + max(0.0, now - self.last) * self.rate)
+            if tokens < 1.0 and (1.0 - tokens) / self.rate > wait:
+                wait, why = (1.0 - tokens) / self.rate, RATE
+        return wait, why
+
+    def take_token(self, now: float) -> None:
+        """Refill the bucket up to ``now`` and take one token."""
+        if self.rate:
+            self.refill(now)
+            self.tokens -= 1.0
+
+    def refill(self, now: float) -> None:
+        """Add the tokens earned since ``last`` at the current rate."""
+        if self.rate and now > self.last:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.last) * self.rate)
+        self.last = max(self.last, now)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One run using a shared pool, as recorded."""
+
+    pool: str
+    run_id: str
+    pid: int
+    pid_start: int | None
+    host: str
+    slots: int
+    joined_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A plan's pool, as it would open a shared pool."""
+
+    shared: str
+    concurrency: int | None
+    rate: float | None
+    burst: int
+    settings: str
+
+
+@functools.lru_cache(maxsize=64)
+def settings_of(text: str) -> tuple[int | None, float | None, int, AdaptiveSettings | None]:
+    """``settings_from``, remembered (every operation on a pool reads its settings)."""
+    return settings_from(text)
+
+
+def open_pools_db(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    """Open (and, unless ``readonly``, create) the coordination file at ``path``;
+    a ``StateDirError`` naming the file and the fix when it cannot be used."""
+    try:
+        if readonly:
+            uri = f"{path.absolute().as_uri()}?mode=ro"
+            return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
+        # Owner-only, never through a link, like the journal.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        db.execute("PRAGMA journal_mode = WAL")
+        # WAL with NORMAL: a commit does not fsync. The file holds who uses what
+        # now, nothing that must outlive a power cut.
+        db.execute("PRAGMA synchronous = NORMAL")
+        if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+            db.executescript(_SCHEMA)
+        # From here on ``SharedStore._write`` waits for the lock itself, finer
+        # than SQLite's busy handler (which sleeps a millisecond or more).
+        db.execute("PRAGMA busy_timeout = 0")
+        return db
+    except (OSError, sqlite3.Error) as e:
+        raise StateDirError(
+            f"cannot use the shared pools file {path}: {getattr(e, 'strerror', None) or e}; "
+            "check the state directory's permissions and free space, or remove the file "
+            "while no run uses it"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPoolUser:
+    """A run that uses a shared pool: ``alive`` False when its process is gone
+    (its slots come back at the pool's next use)."""
+
+    run_id: str
+    pid: int
+    host: str
+    slots: int
+    since: float  # wall clock
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPoolInfo:
+    """A shared pool as ``fleetrun pools`` shows it.
+
+    ``concurrency`` and ``rate`` are the effective limits now (None: none);
+    ``paused_for``: seconds until its Retry-After pause ends (0: not paused);
+    ``settings``: the configured values that hold, in words, and the run that
+    opened the pool with them; ``last_change``: why, by which run, when (wall
+    clock; ``""`` and 0 before any).
+    """
+
+    name: str
+    concurrency: int | None
+    in_use: int
+    rate: float | None
+    paused_for: float
+    settings: str
+    opened_by: str
+    last_change: str
+    changed_by: str
+    changed_at: float
+    users: tuple[SharedPoolUser, ...]
+
+
+def read_shared_pools(state_dir: Path) -> list[SharedPoolInfo]:
+    """Every shared pool of ``state_dir`` with its users, read-only (``[]``
+    when no run there ever used one)."""
+    path = state_dir / POOLS_DB
+    if not path.exists():
+        return []
+    db = open_pools_db(path, readonly=True)
+    try:
+        tables = db.execute("SELECT name FROM sqlite_master WHERE name = 'users'").fetchall()
+        if not tables:
+            return []  # being created by a run right now
+        host = socket.gethostname()
+        now = time.monotonic()  # the clock the runs' pauses are on
+        out = []
+        for r in db.execute(f"SELECT {COLUMNS} FROM pools ORDER BY name").fetchall():
+            row = PoolRow(*r)
+            users = tuple(
+                SharedPoolUser(
+                    u.run_id,
+                    u.pid,
+                    u.host,
+                    u.slots,
+                    u.joined_at,
+                    u.host != host or process_alive(u.pid, u.pid_start),
+                )
+                for u in (
+                    User(*x)
+                    for x in db.execute(
+                        "SELECT * FROM users WHERE pool = ? ORDER BY joined_at", (row.name,)
+                    ).fetchall()
+                )
+            )
+            out.append(
+                SharedPoolInfo(
+                    row.name,
+                    row.concurrency,
+                    row.in_use,
+                    row.rate,
+                    max(0.0, row.paused_until - now),
+                    describe(row.settings),
+                    row.opened_by,
+                    row.reason,
+                    row.changed_by,
+                    row.changed_at,
+                    users,
+                )
+            )
+        return out
+    except sqlite3.Error as e:
+        raise StateDirError(f"cannot read the shared pools file {path}: {e}") from None
+    finally:
+        db.close()
+
+
+def config_of(pool: Pool) -> Config:
+    """The ``Config`` of a plan's shared pool."""
+    assert pool.shared is not None
+    a = pool.adaptive
+    settings = a if isinstance(a, AdaptiveSettings) else AdaptiveSettings() if a else None
+    return Config(
+        pool.shared,
+        pool.concurrency,
+        pool.rate,
+        pool.burst,
+        settings_json(pool.concurrency, pool.rate, pool.burst, settings),
+    )

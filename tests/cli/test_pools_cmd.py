@@ -1,0 +1,108 @@
+"""``fleetrun pools``: the shared pools of a state directory, their limits and users.
+
+The pool is made by the engine's own store in this process (a live user) and
+in a child process that exits holding a slot (a dead one); the command reads
+the real coordination file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from fleetrun.cli import cli
+from fleetrun.engine._shared_file import config_of
+from fleetrun.engine._shared_store import SharedStore
+from fleetrun.plan import AdaptiveSettings, Pool
+
+POOL = Pool("api", concurrency=4, rate=10.0, adaptive=AdaptiveSettings(), shared="sub-1")
+
+
+def _pools(*args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(cli, ["pools", *args])
+    return res.exit_code, res.output
+
+
+def test_pools_shows_limits_pause_and_live_and_dead_users(tmp_path: Path) -> None:
+    now = time.monotonic()  # the clock runs keep pauses on
+    store = SharedStore(tmp_path, "run-live")
+    try:
+        store.join(config_of(POOL), now)
+        assert store.take(("sub-1",), now, [[("started", (now,))]])[0]
+        store.observe("sub-1", now, lambda n, p: [], now + 60.0, "paused 60s for Retry-After")
+        # Another run that died holding a slot.
+        code = (
+            "import sys, time; from pathlib import Path; "
+            "from fleetrun.engine._shared_store import SharedStore; "
+            "from fleetrun.engine._shared_file import config_of; "
+            "from fleetrun.plan import Pool; "
+            "s = SharedStore(Path(sys.argv[1]), 'run-dead'); "
+            "s.join(config_of(Pool('api', concurrency=1, shared='sub-1')), time.monotonic()); "
+            "s.take(('sub-1',), time.monotonic() + 61, [[('started', (0.0,))]]); print(s.pid)"
+        )
+        dead = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        dead_pid = int(dead.stdout)
+
+        rc, out = _pools("--state-dir", str(tmp_path))
+        assert rc == 0, out
+        lines = out.splitlines()
+        assert lines[0] == f"shared pools in {tmp_path}"
+        assert re.fullmatch(
+            r"sub-1: concurrency 4 \(2 in use\), rate 10/s, "
+            r"paused \d+\.\ds more \(until \d\d:\d\d:\d\d\)",
+            lines[1],
+        ), lines[1]
+        assert lines[2] == "  settings: concurrency 4, rate 10/s, adaptive (opened by run run-live)"
+        assert lines[3].startswith("  last change: paused 60s for Retry-After (run run-live, ")
+        assert lines[4].startswith(f"  run run-live  pid {os.getpid()}  1 slot  since ")
+        assert lines[5].startswith(f"  run run-dead  pid {dead_pid}  1 slot  since ")
+        assert lines[5].endswith("(gone: its slots come back at the pool's next use)")
+        assert len(lines) == 6
+
+        rc, out = _pools("--state-dir", str(tmp_path), "--format", "json")
+        assert rc == 0, out
+        (pool,) = json.loads(out)
+        assert (pool["name"], pool["concurrency"], pool["in_use"], pool["rate"]) == (
+            "sub-1",
+            4,
+            2,
+            10.0,
+        )
+        assert 0 < pool["paused_for"] <= 60
+        assert [(u["run_id"], u["slots"], u["alive"]) for u in pool["users"]] == [
+            ("run-live", 1, True),
+            ("run-dead", 1, False),
+        ]
+    finally:
+        store.close()
+    # Leaving gives this run's slot back; the dead run's stays until a run uses the pool.
+    rc, out = _pools("--state-dir", str(tmp_path), "--format", "json")
+    (pool,) = json.loads(out)
+    assert pool["in_use"] == 1
+    assert [u["run_id"] for u in pool["users"]] == ["run-dead"]
+
+
+def test_pools_without_shared_pools_and_with_a_broken_file(tmp_path: Path) -> None:
+    rc, out = _pools("--state-dir", str(tmp_path))
+    assert (rc, out) == (
+        0,
+        f"no shared pools in {tmp_path} (a plan's pool with `shared: NAME` makes one)\n",
+    )
+    (tmp_path / "pools.db").write_bytes(b"not a database" * 100)
+    rc, out = _pools("--state-dir", str(tmp_path))
+    assert rc == 2
+    assert out.startswith(f"error: cannot read the shared pools file {tmp_path / 'pools.db'}: ")
+    assert len(out.splitlines()) == 1

@@ -1,0 +1,371 @@
+"""Shared pools (``pools.X.shared``): one limit for every run of a state directory.
+
+The first tests drive two runs' ``SharedLimits`` in this process against one
+real coordination file (SQLite), on explicit clock values; the last ones run
+two real ``fleetrun apply`` processes side by side, read the counts and
+orders from their journals, and SIGKILL one of them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetrun.engine import read_shared_pools
+from fleetrun.engine._adaptive import AdaptiveLimit
+from fleetrun.engine._limits import DEFAULT_THROTTLE, ThrottleMatch
+from fleetrun.engine._shared import FRESH, RECHECK, SharedLimits, limits_for
+from fleetrun.engine._shared_state import load_adaptive, store_adaptive
+from fleetrun.engine._shared_store import SNAPSHOT_EVERY, SharedStore
+from fleetrun.engine.testing import graph, max_overlap, task
+from fleetrun.errors import PlanError
+from fleetrun.plan import AdaptiveSettings, Graph, Pool, load_plan_text
+from fleetrun.state import JournalReader
+
+ROOT = Path(__file__).resolve().parents[2]
+
+Changes = list[tuple[str, float | None, int | None, float, str]]
+
+
+def _graph(**pool: object) -> Graph:
+    spec: dict[str, object] = {"concurrency": 2, "shared": "sub-1", **pool}
+    return graph([task("t", "true", pools=["api"])], pools=[Pool("api", **spec)])  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Iterator[Callable[..., tuple[SharedLimits, Changes]]]:
+    """Start a run's limits on ``tmp_path``'s coordination file: ``runs(name, **pool)``."""
+    made: list[SharedLimits] = []
+
+    def start(run_id: str, **pool: object) -> tuple[SharedLimits, Changes]:
+        changes: Changes = []
+        limits = limits_for(_graph(**pool), 100.0, lambda *c: changes.append(c), tmp_path, run_id)
+        assert isinstance(limits, SharedLimits)
+        made.append(limits)
+        return limits, changes
+
+    yield start
+    for limits in made:
+        limits.close()
+
+
+API = (0,)  # the one pool's signature
+
+
+def test_a_full_pool_holds_other_runs_back_until_a_slot_comes_back(runs) -> None:
+    a, _ = runs("run-a")
+    b, _ = runs("run-b")
+    assert a.wait_time(API, 100.0) == 0
+    assert a.take(API, 100.0)
+    assert a.wait_time(API, 100.0) == 0
+    assert a.take(API, 100.0)
+    # Full of run-a's slots: run-a waits for its own releases (inf), run-b
+    # looks again on its timer (no event comes from another process).
+    assert a.wait_time(API, 100.0) == math.inf
+    assert b.wait_time(API, 100.0) == RECHECK
+    assert b.blocked_by == "pool api full"
+    assert not b.take(API, 100.0)
+    a.release(API)
+    later = 100.0 + RECHECK + FRESH
+    assert b.wait_time(API, later) == 0
+    assert b.take(API, later)
+    assert [p.in_use for p in read_shared_pools(b._store.path.parent)] == [2]
+
+
+def test_a_slot_taken_by_another_run_since_wait_time_is_not_taken_twice(runs) -> None:
+    a, _ = runs("run-a")
+    b, _ = runs("run-b")
+    assert a.take(API, 100.0)
+    assert b.wait_time(API, 100.0) == 0  # one slot left, as b sees it
+    assert a.take(API, 100.0)  # ... taken by a meanwhile
+    assert not b.take(API, 100.0)
+    # Progress: the next round does not try again at once.
+    assert b.wait_time(API, 100.0) > 0
+    assert [p.in_use for p in read_shared_pools(b._store.path.parent)] == [2]
+
+
+def test_rate_and_retry_after_pause_are_one_for_every_run(runs) -> None:
+    a, _ = runs("run-a", concurrency=None, rate=2.0, throttle=DEFAULT_THROTTLE)
+    b, b_changes = runs("run-b", concurrency=None, rate=2.0, throttle=DEFAULT_THROTTLE)
+    assert a.take(API, 100.0)
+    assert b.wait_time(API, 100.0) == pytest.approx(0.5)  # the token a took
+    assert b.blocked_by == "pool api rate"
+    # a Retry-After read by run-a pauses run-b's starts too, and run-b says whose.
+    signal_ = a.throttled((ThrottleMatch(0, "exit 75", 3.0),), 100.0, 100.2)
+    assert signal_ is not None
+    assert signal_.pause == pytest.approx(3.0)
+    assert b.wait_time(API, 100.3) == pytest.approx(2.9)
+    assert b.blocked_by == "pool api paused for Retry-After"
+    assert b_changes[-1][4] == "paused 3s for Retry-After (run run-a)"
+    assert b.wait_time(API, 103.3) == 0
+    assert b_changes[-1][4] == "resumed: the Retry-After pause is over"
+
+
+def test_the_first_runs_settings_hold_and_a_later_run_is_told(runs) -> None:
+    a, _ = runs("run-a", concurrency=2)
+    assert a.wait_time(API, 100.0) == 0  # joins: opens the pool with its settings
+    b, b_changes = runs("run-b", concurrency=5, rate=4.0)
+    b.wait_time(API, 100.0)
+    assert b.cap("api") == 2
+    assert [c[4] for c in b_changes] == [
+        "shared pool 'sub-1': the limits of run run-a, which opened it, hold "
+        "(concurrency 2; this plan: concurrency 5, rate 4/s)"
+    ]
+    # Once nobody uses it, the next run opens it with its own settings.
+    a.close()
+    b.close()
+    c, c_changes = runs("run-c", concurrency=5)
+    assert c.wait_time(API, 101.0) == 0
+    assert c.cap("api") == 5
+    assert c_changes == []
+
+
+def test_a_dead_runs_slots_come_back(runs, tmp_path: Path) -> None:
+    # A real process takes both slots and dies without giving them back.
+    code = (
+        "import sys; from pathlib import Path; "
+        "from fleetrun.engine._shared_store import SharedStore; "
+        "from fleetrun.engine._shared_file import config_of; "
+        "from fleetrun.plan import Pool; "
+        "s = SharedStore(Path(sys.argv[1]), 'run-dead'); "
+        "s.join(config_of(Pool('api', concurrency=2, shared='sub-1')), 100.0); "
+        "t = lambda: s.take(('sub-1',), 100.0, [[('started', (100.0,))]])[0]; assert t() and t(); "
+        "print('held', flush=True); sys.stdin.read()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "held\n"
+        b, _ = runs("run-b")
+        assert b.wait_time(API, 100.0) == RECHECK  # alive: its slots are its own
+        assert [len(p.users) for p in read_shared_pools(tmp_path)] == [2]
+    finally:
+        child.kill()
+        child.wait()
+    # The next look for dead users (RECLAIM_EVERY later) finds it gone.
+    assert b.wait_time(API, 101.0) == 0
+    assert b.take(API, 101.0)
+    (pool,) = read_shared_pools(tmp_path)
+    assert pool.in_use == 1
+    assert [u.run_id for u in pool.users] == ["run-b"]
+
+
+def test_the_adaptive_state_is_shared(runs) -> None:
+    adaptive = AdaptiveSettings()
+    a, a_changes = runs("run-a", concurrency=None, rate=40.0, adaptive=adaptive)
+    b, b_changes = runs("run-b", concurrency=None, rate=40.0, adaptive=adaptive)
+    t = 100.0
+    assert a.wait_time(API, t) == 0
+    assert b.wait_time(API, t) == 0
+    start_rate = a.rate("api")
+    for _ in range(40):  # attempts of both runs, the throttles all in run-a
+        for limits in (a, b):
+            t += 0.05
+            if limits.wait_time(API, t) == 0 and limits.take(API, t):
+                limits.release(API)
+                limits.succeeded(API, t, t + 0.01)
+        t += 0.05
+        a.throttled((ThrottleMatch(0, "exit 75", None),), t - 0.01, t)
+        if a_changes:
+            break
+    assert a_changes, "a throttle never changed the adaptive pool"
+    assert a.rate("api") != start_rate
+    b.wait_time(API, t + FRESH)
+    assert b.rate("api") == a.rate("api")
+    assert b_changes[-1][4] == f"{a_changes[-1][4]} (run run-a)"
+
+
+def test_every_run_holds_the_same_adaptive_state(runs, tmp_path: Path) -> None:
+    # Calls made by two runs, past a snapshot: each run's replica, and one
+    # rebuilt by a third run from the snapshot and the calls since, are equal.
+    adaptive = AdaptiveSettings()
+    a, _ = runs("run-a", concurrency=8, rate=40.0, adaptive=adaptive, throttle=DEFAULT_THROTTLE)
+    b, _ = runs("run-b", concurrency=8, rate=40.0, adaptive=adaptive, throttle=DEFAULT_THROTTLE)
+    t = 100.0
+    for i in range(SNAPSHOT_EVERY):
+        limits = (a, b)[i % 3 == 0]
+        t += 0.06
+        if limits.wait_time(API, t) == 0 and limits.take(API, t):
+            limits.release(API)
+            if i % 17 == 0:
+                limits.throttled((ThrottleMatch(0, "exit 75", None),), t - 0.01, t)
+            else:
+                limits.succeeded(API, t - 0.01, t)
+    c = SharedStore(tmp_path, "run-c")
+    try:
+        with c._write():
+            row = c.read("sub-1")
+            assert row is not None
+            assert row.aseq > 1
+            replicas = [s.replica(row, t) for s in (a._store, b._store, c)]
+            states = {store_adaptive(r) for r in replicas if r is not None}
+    finally:
+        c.close()
+    assert len(states) == 1
+
+
+def test_the_adaptive_state_round_trips() -> None:
+    limit = AdaptiveLimit(AdaptiveSettings(), 40.0, 8, 10.0)
+    for i in range(30):
+        limit.succeeded(10.0 + i * 0.1, 10.05 + i * 0.1, 3)
+    limit.throttled(12.0, 13.1, 4, 2.0)
+    back = load_adaptive(store_adaptive(limit), limit.settings)
+    assert back is not None
+    for name in AdaptiveLimit.__slots__:
+        assert getattr(back, name) == getattr(limit, name), name
+    assert load_adaptive('{"rate": 1.0}', limit.settings) is None  # another version's
+
+
+def test_plan_errors_name_the_shared_key() -> None:
+    with pytest.raises(PlanError) as e:
+        load_plan_text(
+            "pools:\n"
+            "  a: {concurrency: 1, shared: 'bad name'}\n"
+            "  b: {concurrency: 1, shared: sub-1}\n"
+            "  c: {rate: 1/s, shared: sub-1}\n"
+            "tasks:\n  t: {run: x}\n",
+            "p.yaml",
+        )
+    problems = [str(d) for d in e.value.diagnostics]
+    assert len(problems) == 2
+    assert problems[0].startswith("p.yaml:2:31")
+    assert "'bad name' is not a valid shared pool name" in problems[0]
+    assert problems[1].startswith("p.yaml:4:26")
+    assert "pool 'b' already shares 'sub-1'" in problems[1]
+
+
+# -- two real `fleetrun apply` processes --------------------------------------------------
+
+PLAN = """\
+name: {name}
+targets: {{r1: {{}}, r2: {{}}, r3: {{}}, r4: {{}}}}
+pools:
+  api: {{concurrency: {concurrency}, shared: azure-subscription-1}}
+tasks:
+  call:
+    for_each: all
+    pools: [api]
+    run: {run}
+"""
+
+# Waits (bounded) for the test to create the file ``go``, then works a little.
+WAIT_GO = "for i in $(seq 1500); do [ -e {go} ] && break; sleep 0.02; done; sleep 0.1"
+
+
+def _fleetrun(*args: str) -> subprocess.Popen[str]:
+    """``python -m fleetrun ARGS`` in the background (output piped)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fleetrun", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _until(what: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _users(state: Path) -> dict[str, int]:
+    return {u.run_id: u.slots for p in read_shared_pools(state) for u in p.users if u.alive}
+
+
+def _attempts(state: Path) -> dict[str, list[tuple[float, float]]]:
+    with JournalReader(state) as r:
+        return {
+            run.id: [(a.started_at, a.ended_at or math.inf) for a in r.attempts(run.id)]
+            for run in r.runs()
+        }
+
+
+def _apply(tmp_path: Path, name: str, concurrency: int, run: str) -> subprocess.Popen[str]:
+    plan = tmp_path / f"{name}.yaml"
+    go = tmp_path / "go"
+    plan.write_text(PLAN.format(name=name, concurrency=concurrency, run=run.format(go=go)))
+    return _fleetrun("apply", str(plan), "--plain")
+
+
+@pytest.mark.slow
+def test_two_applies_keep_one_limit_and_pools_shows_them(tmp_path: Path) -> None:
+    state = tmp_path / ".fleetrun"
+    first = _apply(tmp_path, "deploy", 2, WAIT_GO)
+    second: subprocess.Popen[str] | None = None
+    try:
+        _until(lambda: sorted(_users(state).values()) == [2])  # deploy holds both slots
+        # Another plan, naming the same shared pool with other settings.
+        second = _apply(tmp_path, "status", 3, WAIT_GO)
+        _until(lambda: len(_users(state)) == 2)
+        out, _ = _fleetrun("pools", "--state-dir", str(state)).communicate(timeout=60)
+        users = _users(state)
+        (deploy,) = [r for r, slots in users.items() if slots == 2]
+        (status,) = [r for r, slots in users.items() if slots == 0]
+        lines = out.splitlines()
+        assert lines[1] == "azure-subscription-1: concurrency 2 (2 in use)"
+        assert lines[2] == f"  settings: concurrency 2 (opened by run {deploy})"
+        assert f"  run {deploy}  pid {first.pid}  2 slots" in out
+        assert f"  run {status}  pid {second.pid}  0 slots" in out
+        (tmp_path / "go").touch()
+        assert first.wait(60) == 0
+        assert second.wait(60) == 0
+    finally:
+        (tmp_path / "go").touch()
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    runs = _attempts(state)
+    assert sorted(len(a) for a in runs.values()) == [4, 4]
+    # Invariant: never more than the shared limit at once, both runs together.
+    assert max_overlap([i for a in runs.values() for i in a]) == 2
+    with JournalReader(state) as r:
+        told = [e["reason"] for e in r.event_data(status, "PoolChanged")]
+    assert told[0] == (
+        f"shared pool 'azure-subscription-1': the limits of run {deploy}, which opened it, "
+        "hold (concurrency 2; this plan: concurrency 3)"
+    )
+    assert _users(state) == {}
+
+
+@pytest.mark.slow
+def test_a_killed_apply_gives_its_slots_back(tmp_path: Path) -> None:
+    state = tmp_path / ".fleetrun"
+    first = _apply(tmp_path, "deploy", 2, WAIT_GO)
+    second: subprocess.Popen[str] | None = None
+    try:
+        _until(lambda: sorted(_users(state).values()) == [2])
+        second = _apply(tmp_path, "status", 2, "sleep 0")
+        _until(lambda: len(_users(state)) == 2)
+        killed_at = time.time()
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert second.wait(60) == 0  # it got the dead run's slots
+    finally:
+        (tmp_path / "go").touch()  # the killed run's tasks end
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    runs = _attempts(state)
+    (status,) = [r for r, a in runs.items() if len(a) == 4 and all(e < math.inf for _, e in a)]
+    assert all(start > killed_at for start, _ in runs[status])
+    (pool,) = read_shared_pools(state)
+    assert pool.in_use == 0
+    assert pool.users == ()
