@@ -17,6 +17,7 @@ executors import it too; plans and executors never import each other.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -190,3 +191,32 @@ def options_for(kind: str, values: Mapping[str, Any], script: Script | None) -> 
     """The options of a task of ``kind`` that gave ``values`` (checked values of the
     kind's keys) and, for a ``script:`` task, its script."""
     return KINDS[kind].options(script=script, **values)
+
+
+_ADDRESS = re.compile(r"^(?:(?P<scheme>[a-z][a-z0-9+.-]*)://)?(?P<rest>.*)$", re.DOTALL)
+_SCHEMES = ("tcp", "tls", "ws", "wss", "inproc", "ucx")
+
+
+def scheduler_address_problem(address: str) -> str | None:
+    """What is wrong with a compute cluster's scheduler address (``HOST:PORT`` or
+    ``SCHEME://HOST:PORT``, an IPv6 host in brackets), in words; None when nothing is.
+    The plan's ``cluster.address`` and ``--cluster`` follow this one rule."""
+    if not address or any(c.isspace() for c in address):
+        return "it holds white space" if address else "it is empty"
+    found = _ADDRESS.match(address)
+    assert found is not None  # the pattern matches every string
+    scheme, rest = found["scheme"], found["rest"]
+    if scheme is not None and scheme not in _SCHEMES:
+        return f"unknown scheme {scheme}://"
+    if scheme == "inproc":
+        return None
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host:
+        return "no host and port"
+    if host.startswith("[") != host.endswith("]"):
+        return "an unclosed [ in the host"
+    if ":" in host and not host.startswith("["):
+        return "an IPv6 host goes in brackets, e.g. [::1]:8786"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return f"port {port!r} is not a number from 1 to 65535"
+    return None

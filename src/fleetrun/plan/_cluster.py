@@ -7,10 +7,10 @@ import re
 from fleetrun.plan._fields import Ctx, join
 from fleetrun.plan._model import ClusterSection
 from fleetrun.plan._yaml import YNode, YScalar
+from fleetrun.runs_on import scheduler_address_problem
 
 CLUSTER_KEYS = ("address", "workers")
 RESOURCE_NAME = re.compile(r"^[A-Za-z_][\w.-]*$")
-_ADDRESS = re.compile(r"^(tcp|tls|inproc|ucx)://\S+$|^[\w.-]+:\d+$")
 
 
 def read_cluster(ctx: Ctx, node: YNode) -> ClusterSection:
@@ -24,11 +24,12 @@ def read_cluster(ctx: Ctx, node: YNode) -> ClusterSection:
         key = join("cluster", k)
         if k == "address":
             address = ctx.string(v, key)
-            if address is not None and not _ADDRESS.match(address):
+            problem = None if address is None else scheduler_address_problem(address)
+            if problem is not None:
                 ctx.error(
                     v,
                     key,
-                    f"{address!r} is not a scheduler address",
+                    f"{address!r} is not a scheduler address ({problem})",
                     "write tcp://HOST:PORT (or HOST:PORT), or remove it to use a local cluster",
                 )
                 address = None
