@@ -3,6 +3,7 @@
 from fleetrun.engine._clock import Clock, RealClock
 from fleetrun.engine._control import RunControl
 from fleetrun.engine._driver import run_graph
+from fleetrun.engine._ending import NO_EXIT_CODE, distinct_tail, ending_text, repeats
 from fleetrun.engine._events import (
     FINAL_STATES,
     AttemptEnded,
@@ -31,6 +32,7 @@ from fleetrun.engine._shared_file import SharedPoolInfo, SharedPoolUser, read_sh
 
 __all__ = [
     "DEFAULT_GRACE",
+    "NO_EXIT_CODE",
     "FINAL_STATES",
     "AttemptEnded",
     "AttemptOutput",
@@ -53,8 +55,11 @@ __all__ = [
     "SharedPoolUser",
     "Subscriber",
     "WaveChanged",
+    "distinct_tail",
+    "ending_text",
     "left_running_text",
     "new_run_id",
     "read_shared_pools",
+    "repeats",
     "run_graph",
 ]

@@ -11,6 +11,8 @@ happened                       the core decides
                                are taken); ``timer_at`` when a rate or a
                                Retry-After pause holds the rest
 ``started``                    the attempt exists (``AttemptStarted``)
+``tried``                      it ended before its executor said it exists
+                               (a connection refused): it was still tried
 ``succeeded`` / ``failed`` /   the attempt's verdict: settle, or retry after a
 ``broken`` / ``cancelled``     backoff (the delay is returned); dependents,
                                phases and waves move on
@@ -412,6 +414,32 @@ class Core:
             )
         )
 
+    def tried(self, j: int, n: int, kind: str, display: str, log_path: str) -> None:
+        """Attempt ``n`` of ``j`` ends before its executor said it exists (the place
+        it runs could not be reached, the executor failed before it started): it
+        was tried all the same, so it is counted and recorded as an attempt that
+        started when its slots were taken, with no process."""
+        if self.spawned[j]:
+            return
+        node = self.graph.nodes[j]
+        self.spawned[j] = True
+        reason = self.queued.started(j, self.began[j], self.queue_reasons.get(node.task))
+        self.emit(
+            AttemptStarted(
+                at=self.began[j],
+                node=j,
+                key=node.key,
+                attempt=n,
+                command=display,
+                pid=None,
+                pgid=None,
+                log_path=log_path,
+                executor=kind,
+                ready_at=self.queued.ready_at[j] or None,
+                queued_reason=reason,
+            )
+        )
+
     def timer_fired(self) -> None:
         """The rate timer went off: the driver takes starts again."""
         self.timer_at = math.inf
@@ -511,16 +539,20 @@ class Core:
             throttled=throttled,
             error_kind=result.error_kind,
             left_running=result.left_running,
+            reason=result.reason,
         )
 
     def broken(self, j: int, n: int, problem: str) -> None:
         """Attempt ``n`` of ``j`` could not be run or observed (a command that cannot
-        be rendered, an executor's own error): the node fails."""
+        be rendered, an executor's own error): the node fails. An attempt its
+        executor was given is an attempt (``tried`` first); one that never
+        reached an executor is not."""
         self._release(j)
         if self.spawned[j]:
-            # The process ran but its ending could not be observed: close the
+            # It was tried but its ending could not be observed: close the
             # attempt so every AttemptStarted has its AttemptEnded.
-            self.emit(self._ended(j, n, _UNOBSERVED, "failed", tail=(problem,) if problem else ()))
+            ending = AttemptResult(exit_code=None, reason=problem or None, error_kind="internal")
+            self.emit(self._ended(j, n, ending, "failed"))
         else:
             self.attempts[j] -= 1  # nothing ran: not an attempt
         self.settle(j, "failed", problem)
