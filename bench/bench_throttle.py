@@ -410,7 +410,9 @@ def draw(scn: Scenario, r: Result, table: bool) -> list[str]:
     b = bins(scn, r, t0)
     unit = f"{b.width:g} s" if b.width != 1 else "second"
     lines = [f"        trajectory, one column per {unit} from the first request:"]
-    top = max([*b.served, *b.rate, 1.0])
+    # One scale for the pool's rate and what was served: a little above the most
+    # served in a second (a rate far above it, as configured, draws as a full bar).
+    top = 1.25 * max([*b.served, 1.0])
     ruler = "".join("|" if k % 10 == 0 else " " for k in range(len(b.served)))
     lines.append(f"       {'t (|: 10 s)':12} {ruler}")
     if r.changes or r.name == "fleetrun":

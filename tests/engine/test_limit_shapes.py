@@ -159,18 +159,19 @@ def apply(
         os.killpg(proc.pid, signal.SIGKILL)  # the run and every request it started
         out, _ = proc.communicate()
         pytest.fail(f"fleetrun apply did not finish in 90 s:\n{out[-2000:]}")
+    assert proc.returncode == 0, out[-2000:]
     with JournalReader(state) as j:
         run = j.run()
         changes = j.event_data(run.id, "PoolChanged")
         attempts = j.attempts(run.id)
-    assert proc.returncode == 0, out[-2000:]
     return Applied(proc.returncode, changes, attempts, server.stats())
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
-    reason="the adaptive pool undoes its concurrency decreases as 'not caused by the rate'",
+    reason="a concurrency decrease is sometimes undone as 'not caused by the rate' "
+    "(restored to 8-9 against a limit of 3 in 2 of 3 runs at load 15)",
 )
 def test_a_concurrency_limit_settles_the_pools_concurrency_at_it(tmp_path):
     # The provider serves 3 requests at once (0.2 s each) and answers 429, with
@@ -198,8 +199,8 @@ def test_random_throttles_keep_the_pool_near_its_configured_rate(tmp_path):
     # 20% of requests answered 429 at random, whatever the rate: nothing to adapt to.
     configured = 20.0
     with spawn("random", share=0.2, seed=7) as server:
-        ran = apply(tmp_path, server, 80, {"rate": f"{configured:g}/s", "adaptive": True})
-    assert ran.stats.ok == 80
+        ran = apply(tmp_path, server, 60, {"rate": f"{configured:g}/s", "adaptive": True})
+    assert ran.stats.ok == 60
     assert ran.stats.throttled >= 10  # the throttles were there to mislead the pool
     assert all(not c["reason"].startswith("paused") for c in ran.changes)  # no Retry-After
     rates = [c["rate"] for c in ran.limits()]
@@ -215,7 +216,6 @@ def test_random_throttles_keep_the_pool_near_its_configured_rate(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="Retry-After in the HTTP-date form is not read yet")
 def test_retry_after_in_http_date_form_pauses_the_pool(tmp_path):
     # 2 requests/s, burst 2, and every 429 says when to come back as an HTTP-date.
     with spawn("bucket", form="date", rate=2.0, burst=2) as server:
