@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from fleetrun.engine import RunControl, RunOptions, RunResult, Subscriber, run_graph
-from fleetrun.errors import FleetrunError
+from fleetrun.errors import FleetrunError, RunLockedError
 from fleetrun.executors import Orphan, OrphanFinder, RecordedAttempt
 from fleetrun.layout import RunLayout
 from fleetrun.plan import Graph
@@ -116,7 +117,14 @@ class Session:
     # -- steps ------------------------------------------------------------------
 
     async def _orphans(self, prepared: PreparedRun, notify: Notify) -> None:
-        """Say what dead runs left running; end it with ``--kill-orphans``."""
+        """Say what dead runs left running; end it with ``--kill-orphans``.
+
+        Without ``--kill-orphans``, a run that would start an instance whose
+        attempt in a dead run is still running is refused (``RunLockedError``,
+        exit 3), naming those attempts and the command that ends them first:
+        two copies of one step never run side by side. What else is found
+        (processes of instances this run does not start) is only reported.
+        """
         search: OrphanSearch = prepared.orphans
         if not search.needed:
             return
@@ -134,6 +142,10 @@ class Session:
         if search.kill:
             await _end_orphans(finders, orphans, search.grace)
             notify(Notice("orphan", f"ended {len(orphans)} orphaned process group(s)"))
+            return
+        still = _still_running(prepared, orphans)
+        if still:
+            raise RunLockedError(_still_running_text(prepared.request, still))
         else:
             notify(
                 Notice(
@@ -309,6 +321,36 @@ async def _end_orphans(
         mine = [o for o in orphans if o.handle.kind == kind]
         if mine:
             await finder.end(mine, grace)
+
+
+def _still_running(prepared: PreparedRun, orphans: Sequence[Orphan]) -> list[Orphan]:
+    """The orphans that are attempts of instances this run would start again: the
+    attempts that were running when their run died and still are."""
+    work = prepared.work
+    if isinstance(work, RunOutcome):
+        return []
+    graph, only = work.setup.graph, work.setup.only
+    starting = {n.key for i, n in enumerate(graph.nodes) if only is None or i in only}
+    running = {(a.run_id, a.key, a.attempt) for a in prepared.orphans.attempts}
+    return [o for o in orphans if o.key in starting and (o.run_id, o.key, o.attempt) in running]
+
+
+def _still_running_text(req: RunRequest, still: Sequence[Orphan]) -> str:
+    """Why the run is refused, and the command that ends the attempts first."""
+    shown = "; ".join(f"{o.key} (run {o.run_id}, attempt {o.attempt})" for o in still[:5])
+    more = f" and {len(still) - 5} more" if len(still) > 5 else ""
+    where = shlex.quote(req.plan) if req.plan else ""
+    if req.kind == "resume":
+        command = f"fleetrun apply --resume --kill-orphans {where}"
+    elif req.kind == "retry":
+        command = "fleetrun retry --kill-orphans" + (f" --plan {where}" if where else "")
+    else:
+        command = f"fleetrun apply --kill-orphans {where}"
+    return (
+        f"{len(still)} attempt(s) of a run that died still run, and this run would start "
+        f"them again beside them: {shown}{more}; wait until they end and run this again, "
+        f"or end them first: {command.strip()}"
+    )
 
 
 def _first_fleetrun_error(group: BaseExceptionGroup[BaseException]) -> FleetrunError | None:
