@@ -1,4 +1,4 @@
-"""SSH fan-out: ``true`` on 200 targets over the loopback sshd, fleetrun vs Ansible vs pssh.
+"""SSH fan-out: ``true`` on 200 targets over a loopback sshd, ``fleetrun exec`` vs Ansible, pssh.
 
 One throwaway OpenSSH server on 127.0.0.1 (``fleetrun.executors.testing``,
 sshd's defaults: ``MaxStartups 10:30:100``, ``MaxSessions 10``) stands in for
@@ -6,36 +6,42 @@ the fleet; its client config maps every host name to it, so ``h-000`` ...
 ``h-199`` are 200 distinct hosts - 200 connections, 200 handshakes - for every
 contender. Host keys are checked strictly by all three (one known_hosts file).
 
-Contenders, each started cold as its own process (interpreter start-up,
-imports, every handshake included; Ansible's ControlPersist sockets removed
-before each run), at the same parallelism (``-j``, default 50):
+Contenders, each started cold as its own process, as a user runs it
+(interpreter start-up, imports, every handshake included; Ansible's
+ControlPersist sockets removed before each run), at the same parallelism
+(``-j``, default 50):
 
-- fleetrun: a child Python process that runs the 200 attempts with
-  ``SSHExecutor`` (the engine's ``runs_on`` routing is being built; the
-  executor is driven directly, at most ``-j`` attempts at once);
+- fleetrun: ``fleetrun exec FLEET -j 50 -- true``, end to end: the CLI, the
+  plan built from the fleet file, the engine, the journal (a new state
+  directory each run), the console (its progress on stderr, each target's
+  block and the table on stdout, both read through pipes). Its modules run
+  byte-compiled, as a pip install leaves them (and as Ansible's are): a
+  first run on 2 hosts, not timed, fills a bytecode cache of the bench's own
+  (``PYTHONPYCACHEPREFIX`` under /tmp; the source tree is left alone);
 - Ansible ad hoc: ``ansible all -m command -a true -f 50`` (ansible-core in
   its own virtual environment under /tmp, installed with pip on first use;
   pipelining on, Python interpreter given, as a tuned setup has it);
 - ``parallel-ssh -p 50 true`` (Debian's pssh, one ``ssh`` process per host).
 
-Goals: fleetrun >= 10x Ansible and >= 2x pssh in wall-clock throughput. The
-same run then measures fleetrun alone on ``--big`` (1,000) targets: wall
-clock, peak RSS and the most descriptors open at once.
+Goals: fleetrun >= 10x Ansible and >= 2x pssh in throughput (hosts served per
+second). The same run then measures ``fleetrun exec`` alone on ``--big``
+(1,000) targets: wall clock, peak RSS and the most descriptors open at once.
 
     python bench/bench_ssh.py [--n 200] [-j 50] [--rounds 1] [--big 1000]
-                              [--skip-ansible] [--skip-pssh]
+                              [--skip-ansible] [--skip-pssh] [--user U]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import contextlib
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,77 +58,114 @@ def hosts(n: int) -> list[str]:
     return [f"h-{i:04d}" for i in range(n)]
 
 
-# -- fleetrun, in a child process ---------------------------------------------------
+# -- fleetrun exec, end to end -------------------------------------------------------
 
 
-async def _fleetrun(n: int, j: int, config: str, logs: Path) -> dict[str, float | int]:
-    from fleetrun.executors import SSHExecutor
-    from fleetrun.executors._contract import Attempt
-    from fleetrun.redact import Redactor
-
-    ex = SSHExecutor()
-    sem = asyncio.Semaphore(j)
-    fds = 0
-    red = Redactor()
-    env = {"FLEETRUN_TASK": "t", "FLEETRUN_RUN_ID": "bench"}
-
-    async def one(h: str) -> bool:
-        nonlocal fds
-        a = Attempt(
-            run_id="bench",
-            key=f"t@{h}",
-            task="t",
-            target=h,
-            n=1,
-            command="true",
-            display="true",
-            env=env,
-            env_extra={"FLEETRUN_TARGET": h, "FLEETRUN_ATTEMPT": "1"},
-            cwd=None,
-            log_path=str(logs / f"{h}.log"),
-            output_path=str(logs / f"{h}.out"),
-            timeout=None,
-            grace=1.0,
-            redactor=red,
-            on_started=lambda handle: None,
-            attributes={"ssh": {"host": h, "config_file": config, "connect_timeout": 120}},
+def fleet_file(n: int, config: Path) -> Path:
+    """A fleet file of ``n`` SSH targets reached through the server's client config."""
+    path = WORK / f"fleet-{n}.yaml"
+    # A generous connect timeout: the point is that nothing is dropped, not the
+    # handshake speed of a loaded machine (the other contenders wait as long).
+    path.write_text(
+        "".join(
+            f"{h}: {{ssh: {{host: {h}, config_file: {config}, connect_timeout: 120}}}}\n"
+            for h in hosts(n)
         )
-        async with sem:
-            r = await ex.run(a)
-        fds = max(fds, len(os.listdir("/proc/self/fd")))
-        return r.ok
-
-    try:
-        results = await asyncio.gather(*(one(h) for h in hosts(n)))
-    finally:
-        fds = max(fds, len(os.listdir("/proc/self/fd")))
-        await ex.aclose()
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"ok": sum(results), "failed": n - sum(results), "rss_mb": rss, "fds": fds}
+    )
+    return path
 
 
-def worker(n: int, j: int, config: str, logs: str) -> None:
-    """The fleetrun contender (prints one JSON line)."""
-    out = asyncio.run(_fleetrun(n, j, config, Path(logs)))
-    print(json.dumps(out))
+class _Peak:
+    """Samples a process's open descriptors until it ends; keeps the most seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self.fds = max(self.fds, len(os.listdir(f"/proc/{self.pid}/fd")))
+            self._stop.wait(0.02)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.fds
 
 
-# -- contenders ------------------------------------------------------------------------
+_RSS = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.run(sys.argv[1:]).returncode\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(rc)\n"
+)
 
 
 def run_fleetrun(n: int, j: int, config: Path, tag: str) -> tuple[float, dict[str, float]]:
-    logs = WORK / "logs" / f"{tag}-{time.monotonic_ns()}"
-    logs.mkdir(parents=True)
-    cmd = [sys.executable, __file__, "--worker", str(n), str(j), str(config), str(logs)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    """``fleetrun exec FLEET -j J -- true``; its wall clock, hosts served, peak RSS
+    (MiB) and the most descriptors it had open."""
+    fleet = fleet_file(n, config)
+    state = WORK / "state" / f"{tag}-{time.monotonic_ns()}"
+    fleetrun = [sys.executable, "-m", "fleetrun"]
+    cmd = [*fleetrun, "exec", str(fleet), "-j", str(j), "--state-dir", str(state), "--", "true"]
+    env = fleetrun_env()
+    # A small parent that reports its child's peak RSS (its own is not counted:
+    # it waits, then reads RUSAGE_CHILDREN).
+    wrapper = [sys.executable, "-c", _RSS, *cmd]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=1800)
+    p = subprocess.Popen(
+        wrapper, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
+    peak: _Peak | None = None
+    # The wrapper's child is fleetrun: sample its descriptors while it runs.
+    for _ in range(200):
+        kids = _children(p.pid)
+        if kids:
+            peak = _Peak(kids[0])
+            break
+        if p.poll() is not None:
+            break
+        time.sleep(0.005)
+    out, err = p.communicate(timeout=3600)
     wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise RuntimeError(f"fleetrun worker failed: {p.stderr[-2000:]}")
-    return wall, json.loads(p.stdout.strip().splitlines()[-1])
+    fds = peak.stop() if peak is not None else 0
+    m = re.search(r"^(\d+) succeeded, (\d+) failed$", out, re.M)
+    if m is None:
+        raise RuntimeError(f"fleetrun exec failed (exit {p.returncode}): {err[-2000:]}")
+    rss_kib = int(err.strip().splitlines()[-1])
+    if "Traceback" in err or "Warning" in err:
+        print(f"# note: fleetrun printed on stderr: {err.strip()[-500:]}")
+    return wall, {"ok": int(m.group(1)), "failed": int(m.group(2)), "rss_mb": rss_kib / 1024,
+                  "fds": fds}  # fmt: skip
+
+
+def fleetrun_env() -> dict[str, str]:
+    """fleetrun's environment: its source importable, its bytecode cached under WORK."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    env["PYTHONPYCACHEPREFIX"] = str(WORK / "pycache")
+    return env
+
+
+def warm_up(config: Path) -> None:
+    """One untimed ``fleetrun exec`` on 2 hosts: every module it imports is
+    byte-compiled into the bench's cache, as an install would have it."""
+    run_fleetrun(2, 2, config, "warm-up")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+# -- contenders ------------------------------------------------------------------------
 
 
 def ensure_ansible() -> Path | None:
@@ -225,11 +268,7 @@ def main() -> None:
     ap.add_argument("--skip-ansible", action="store_true")
     ap.add_argument("--skip-pssh", action="store_true")
     ap.add_argument("--user", default=None, help="remote user ('' = the current one)")
-    ap.add_argument("--worker", nargs=4, metavar=("N", "J", "CONFIG", "LOGS"))
     args = ap.parse_args()
-    if args.worker:
-        worker(int(args.worker[0]), int(args.worker[1]), args.worker[2], args.worker[3])
-        return
 
     from _common import load, machine
 
@@ -238,7 +277,7 @@ def main() -> None:
     if not available():
         sys.exit("sshd and ssh-keygen are needed (apt-get install openssh-server)")
     WORK.mkdir(parents=True, exist_ok=True)
-    print(f"# bench_ssh: true on {args.n} hosts over loopback sshd, -j {args.j}")
+    print(f"# bench_ssh: true on {args.n} hosts over loopback sshd, -j {args.j}, fleetrun exec")
     print(f"# {machine()}")
     server = LoopbackSshd.start(WORK / f"sshd-{os.getpid()}", user=bench_user(args.user))
     config = server.client_config
@@ -247,6 +286,7 @@ def main() -> None:
     walls: dict[str, list[float]] = {"fleetrun": [], "ansible": [], "pssh": []}
     oks: dict[str, list[int]] = {"fleetrun": [], "ansible": [], "pssh": []}
     try:
+        warm_up(config)
         for r in range(args.rounds):
             wall, info = run_fleetrun(args.n, args.j, config, f"r{r}")
             walls["fleetrun"].append(wall)

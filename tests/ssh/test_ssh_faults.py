@@ -6,9 +6,11 @@ order of the two output streams, library warnings on stderr."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -318,3 +320,74 @@ def test_no_cryptography_warnings_but_other_warnings_stay() -> None:
     assert "asyncssh" not in p.stderr
     assert p.stderr.count("CryptographyDeprecationWarning") == 1
     assert "a warning of the caller" in p.stderr
+
+
+def _journaled_groups(db: Path) -> int:
+    """How many attempts in the journal at ``db`` have a process group on record."""
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
+            row = c.execute("SELECT count(*) FROM attempts WHERE pgid IS NOT NULL").fetchone()
+    except sqlite3.Error:  # not created yet
+        return 0
+    return int(row[0])
+
+
+def _fleetrun(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fleetrun", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_resume_kill_orphans_after_a_sigkill_during_an_ssh_task(
+    sshd: LoopbackSshd, tmp_path: Path
+) -> None:
+    marker = _marker(1103)
+    flag = tmp_path / "first-ran"
+    state = tmp_path / "state"
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "targets:\n"
+        f"  a: {{ssh: {{host: node-resume, config_file: {sshd.client_config}}}}}\n"
+        "tasks:\n"
+        "  t: {for_each: all, runs_on: ssh,\n"
+        f'      run: "if [ -e {flag} ]; then echo again; else touch {flag}; sleep {marker}; fi"}}\n'
+    )
+    first = subprocess.Popen(
+        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--state-dir", str(state)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _alive(marker):
+            assert time.monotonic() < deadline, "the SSH task never started"
+            assert first.poll() is None
+            time.sleep(0.05)
+        while not _journaled_groups(state / "state.db"):
+            assert time.monotonic() < deadline, "the attempt's handle never reached the journal"
+            time.sleep(0.05)
+        first.kill()
+        first.wait(timeout=10)
+        assert _alive(marker)  # left running on the host
+        res = _fleetrun(
+            "apply", str(plan), "--resume", "--kill-orphans", "--state-dir", str(state), "--plain"
+        )
+        out = res.stdout + res.stderr
+        assert res.returncode == 0, out
+        assert "orphan: t@a" in out
+        assert "Traceback" not in out
+        assert "Warning" not in res.stderr  # no library deprecation noise either
+        assert _wait_gone(marker) == []
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        for pid in _alive(marker):
+            subprocess.run(["kill", "-KILL", pid], check=False)
