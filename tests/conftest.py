@@ -23,6 +23,14 @@ import pytest
 SESSION = uuid.uuid4().hex
 os.environ["FLEETRUN_TEST_SESSION"] = SESSION
 
+
+@pytest.fixture(autouse=True)
+def _own_shared_pools(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test's shared pools (``pools.X.shared``) in a directory of its own,
+    inherited by the fleetrun processes it starts: tests never meet the user's
+    pools, nor each other's."""
+    monkeypatch.setenv("FLEETRUN_POOLS_DIR", str(tmp_path_factory.mktemp("pools")))
+
 # Hundreds of tests start `python -m fleetrun`. Where the environment turns off
 # writing bytecode, each of those would compile every fleetrun module again:
 # the child Pythons keep their bytecode in one cache outside the source tree.

@@ -56,7 +56,7 @@ def test_pools_shows_limits_pause_and_live_and_dead_users(tmp_path: Path) -> Non
         )
         dead_pid = int(dead.stdout)
 
-        rc, out = _pools("--state-dir", str(tmp_path))
+        rc, out = _pools("--pools-dir", str(tmp_path))
         assert rc == 0, out
         lines = out.splitlines()
         assert lines[0] == f"shared pools in {tmp_path}"
@@ -72,7 +72,7 @@ def test_pools_shows_limits_pause_and_live_and_dead_users(tmp_path: Path) -> Non
         assert lines[5].endswith("(gone: its slots come back at the pool's next use)")
         assert len(lines) == 6
 
-        rc, out = _pools("--state-dir", str(tmp_path), "--format", "json")
+        rc, out = _pools("--pools-dir", str(tmp_path), "--format", "json")
         assert rc == 0, out
         (pool,) = json.loads(out)
         assert (pool["name"], pool["concurrency"], pool["in_use"], pool["rate"]) == (
@@ -89,20 +89,20 @@ def test_pools_shows_limits_pause_and_live_and_dead_users(tmp_path: Path) -> Non
     finally:
         store.close()
     # Leaving gives this run's slot back; the dead run's stays until a run uses the pool.
-    rc, out = _pools("--state-dir", str(tmp_path), "--format", "json")
+    rc, out = _pools("--pools-dir", str(tmp_path), "--format", "json")
     (pool,) = json.loads(out)
     assert pool["in_use"] == 1
     assert [u["run_id"] for u in pool["users"]] == ["run-dead"]
 
 
 def test_pools_without_shared_pools_and_with_a_broken_file(tmp_path: Path) -> None:
-    rc, out = _pools("--state-dir", str(tmp_path))
+    rc, out = _pools("--pools-dir", str(tmp_path))
     assert (rc, out) == (
         0,
         f"no shared pools in {tmp_path} (a plan's pool with `shared: NAME` makes one)\n",
     )
     (tmp_path / "pools.db").write_bytes(b"not a database" * 100)
-    rc, out = _pools("--state-dir", str(tmp_path))
+    rc, out = _pools("--pools-dir", str(tmp_path))
     assert rc == 2
     assert out.startswith(f"error: cannot read the shared pools file {tmp_path / 'pools.db'}: ")
     assert len(out.splitlines()) == 1

@@ -284,20 +284,26 @@ def _until(what: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def _users(state: Path) -> dict[str, int]:
-    return {u.run_id: u.slots for p in read_shared_pools(state) for u in p.users if u.alive}
+def _users() -> dict[str, int]:
+    """The live users of this test's shared pools (``FLEETRUN_POOLS_DIR``, set by conftest)."""
+    pools = read_shared_pools(Path(os.environ["FLEETRUN_POOLS_DIR"]))
+    return {u.run_id: u.slots for p in pools for u in p.users if u.alive}
 
 
-def _attempts(state: Path) -> dict[str, list[tuple[float, float]]]:
-    with JournalReader(state) as r:
-        return {
-            run.id: [(a.started_at, a.ended_at or math.inf) for a in r.attempts(run.id)]
-            for run in r.runs()
-        }
+def _attempts(*states: Path) -> dict[str, list[tuple[float, float]]]:
+    out = {}
+    for state in states:
+        with JournalReader(state) as r:
+            for run in r.runs():
+                out[run.id] = [(a.started_at, a.ended_at or math.inf) for a in r.attempts(run.id)]
+    return out
 
 
 def _apply(tmp_path: Path, name: str, concurrency: int, run: str) -> subprocess.Popen[str]:
-    plan = tmp_path / f"{name}.yaml"
+    """Apply plan ``name`` from a folder of its own (a state directory of its own)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    plan = folder / f"{name}.yaml"
     go = tmp_path / "go"
     plan.write_text(PLAN.format(name=name, concurrency=concurrency, run=run.format(go=go)))
     return _fleetrun("apply", str(plan), "--plain")
@@ -305,16 +311,17 @@ def _apply(tmp_path: Path, name: str, concurrency: int, run: str) -> subprocess.
 
 @pytest.mark.slow
 def test_two_applies_keep_one_limit_and_pools_shows_them(tmp_path: Path) -> None:
-    state = tmp_path / ".fleetrun"
+    # Two plans in two folders: two state directories, one shared pool.
+    state, other = tmp_path / "deploy" / ".fleetrun", tmp_path / "status" / ".fleetrun"
     first = _apply(tmp_path, "deploy", 2, WAIT_GO)
     second: subprocess.Popen[str] | None = None
     try:
-        _until(lambda: sorted(_users(state).values()) == [2])  # deploy holds both slots
+        _until(lambda: sorted(_users().values()) == [2])  # deploy holds both slots
         # Another plan, naming the same shared pool with other settings.
         second = _apply(tmp_path, "status", 3, WAIT_GO)
-        _until(lambda: len(_users(state)) == 2)
-        out, _ = _fleetrun("pools", "--state-dir", str(state)).communicate(timeout=60)
-        users = _users(state)
+        _until(lambda: len(_users()) == 2)
+        out, _ = _fleetrun("pools").communicate(timeout=60)
+        users = _users()
         (deploy,) = [r for r, slots in users.items() if slots == 2]
         (status,) = [r for r, slots in users.items() if slots == 0]
         lines = out.splitlines()
@@ -331,28 +338,29 @@ def test_two_applies_keep_one_limit_and_pools_shows_them(tmp_path: Path) -> None
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-    runs = _attempts(state)
+    runs = _attempts(state, other)
     assert sorted(len(a) for a in runs.values()) == [4, 4]
     # Invariant: never more than the shared limit at once, both runs together.
     assert max_overlap([i for a in runs.values() for i in a]) == 2
-    with JournalReader(state) as r:
+    with JournalReader(other) as r:
         told = [e["reason"] for e in r.event_data(status, "PoolChanged")]
     assert told[0] == (
         f"shared pool 'azure-subscription-1': the limits of run {deploy}, which opened it, "
         "hold (concurrency 2; this plan: concurrency 3)"
     )
-    assert _users(state) == {}
+    assert _users() == {}
 
 
 @pytest.mark.slow
 def test_a_killed_apply_gives_its_slots_back(tmp_path: Path) -> None:
-    state = tmp_path / ".fleetrun"
+    # Two plans in two folders: two state directories, one shared pool.
+    state, other = tmp_path / "deploy" / ".fleetrun", tmp_path / "status" / ".fleetrun"
     first = _apply(tmp_path, "deploy", 2, WAIT_GO)
     second: subprocess.Popen[str] | None = None
     try:
-        _until(lambda: sorted(_users(state).values()) == [2])
+        _until(lambda: sorted(_users().values()) == [2])
         second = _apply(tmp_path, "status", 2, "sleep 0")
-        _until(lambda: len(_users(state)) == 2)
+        _until(lambda: len(_users()) == 2)
         killed_at = time.time()
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -363,9 +371,9 @@ def test_a_killed_apply_gives_its_slots_back(tmp_path: Path) -> None:
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
-    runs = _attempts(state)
+    runs = _attempts(state, other)
     (status,) = [r for r, a in runs.items() if len(a) == 4 and all(e < math.inf for _, e in a)]
     assert all(start > killed_at for start, _ in runs[status])
-    (pool,) = read_shared_pools(state)
+    (pool,) = read_shared_pools(Path(os.environ["FLEETRUN_POOLS_DIR"]))
     assert pool.in_use == 0
     assert pool.users == ()

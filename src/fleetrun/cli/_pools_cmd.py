@@ -1,39 +1,36 @@
-"""``fleetrun pools``: the shared pools of a state directory, their limits and users."""
+"""``fleetrun pools``: the shared pools of this user on this machine, their limits and users."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
+from pathlib import Path
 
 import click
 
 from fleetrun.engine import SharedPoolInfo, SharedPoolUser, read_shared_pools
-from fleetrun.session import find_state_dir
+from fleetrun.layout import POOLS_DIR_ENV, shared_pools_dir
 
 
 @click.command("pools")
 @click.option(
-    "--state-dir",
+    "--pools-dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Where the runs keep their record (default: .fleetrun beside --plan, or ./.fleetrun).",
-)
-@click.option(
-    "--plan",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="A plan whose state directory to look at.",
+    help=f"Where the shared pools' file is (default: ${POOLS_DIR_ENV}, else "
+    "$XDG_STATE_HOME/fleetrun, else ~/.local/state/fleetrun).",
 )
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-def pools_cmd(state_dir: str | None, plan: str | None, fmt: str) -> None:
+def pools_cmd(pools_dir: str | None, fmt: str) -> None:
     """Show the shared pools (`shared: NAME` on a plan's pool): the limits in
     effect now (concurrency and slots in use, rate, Retry-After pause), whose
     settings hold, the last change, and the runs using each (pid, slots held).
-    Read-only."""
-    where = find_state_dir(state_dir, plan)
+    Every run of this user on this machine that names a shared pool uses the
+    same one, whatever its plan and state directory. Read-only."""
+    where = Path(pools_dir) if pools_dir else shared_pools_dir()
     found = read_shared_pools(where)
     if fmt == "json":
         click.echo(json.dumps([dataclasses.asdict(p) for p in found], indent=2))

@@ -150,7 +150,7 @@ class Core:
         self.dirty = True
         # Invariant (Limits): in_use[p] <= concurrency[p] for every pool.
         self.limits: Limits = limits_for(
-            graph, now(), self._pool_changed, options.state_dir, options.run_id
+            graph, now(), self._pool_changed, options.pools_dir, options.run_id
         )
         self.pools_of = [self.limits.pools_of_task[node.task] for node in graph.nodes]
         # Ready nodes, one heap per pool signature; ready_count = their total.

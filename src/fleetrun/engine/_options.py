@@ -38,9 +38,10 @@ class RunOptions:
       in the run this one continues (``retry``, ``--resume``): their targets
       form the first wave together; the later waves keep their order and gates
       (``plan.wave_targets``). 0 rolls out from the first wave.
-    - ``state_dir``: the state directory, through which the plan's shared pools
-      (``pools.X.shared``) are shared with other runs; None: a shared pool
-      limits this run alone.
+    - ``pools_dir``: the directory of the shared pools' coordination file
+      (``layout.shared_pools_dir``: one per user on the machine), through
+      which the plan's shared pools (``pools.X.shared``) are shared with other
+      runs; None: a shared pool limits this run alone.
     """
 
     run_id: str
@@ -56,7 +57,7 @@ class RunOptions:
     priority: Priority = "critical_path"
     seed: int | None = None
     waves_opened: int = 0
-    state_dir: Path | None = None
+    pools_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

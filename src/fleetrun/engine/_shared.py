@@ -1,5 +1,6 @@
 """Shared pools at run time: one concurrency, rate, pause and adaptive state for
-every run of a state directory that names the pool (``pools.X.shared``).
+every run of this user on this machine that names the pool (``pools.X.shared``),
+whatever its plan and state directory (``layout.shared_pools_dir``).
 
 ``SharedLimits`` is the run's ``Limits`` when its plan has a shared pool: the
 pools of the plan that are not shared go to ``Limits`` as before; the shared
@@ -59,14 +60,14 @@ RECLAIM_EVERY = 0.25
 
 
 def limits_for(
-    graph: Graph, now: float, notify: Notify, state_dir: Path | None, run_id: str
+    graph: Graph, now: float, notify: Notify, pools_dir: Path | None, run_id: str
 ) -> Limits:
     """The run's limits: ``SharedLimits`` when the plan has a shared pool and the
-    run has a state directory to share it through, else ``Limits`` (a shared
-    pool then limits this run alone)."""
-    if state_dir is None or not any(p.shared for p in graph.plan.pools.values()):
+    run has a directory to share it through (``RunOptions.pools_dir``), else
+    ``Limits`` (a shared pool then limits this run alone)."""
+    if pools_dir is None or not any(p.shared for p in graph.plan.pools.values()):
         return Limits(graph, now, notify)
-    return SharedLimits(graph, now, notify, SharedStore(state_dir, run_id))
+    return SharedLimits(graph, now, notify, SharedStore(pools_dir, run_id))
 
 
 class SharedLimits(Limits):

@@ -1,7 +1,8 @@
-"""The coordination file of shared pools, ``<state dir>/pools.db``: its layout,
+"""The coordination file of shared pools, ``<pools dir>/pools.db`` (one per user
+on the machine: ``layout.shared_pools_dir``): its layout,
 the rows read from it, and its read side (``fleetrun pools``).
 
-One SQLite database in WAL mode holds every shared pool of a state directory:
+One SQLite database in WAL mode holds every shared pool of the user:
 one row per pool (its effective limits, token bucket, Retry-After pause,
 adaptive state and last change), one row per user (run, pid, process start
 time, slots held), and the calls made on each adaptive pool's state since its
@@ -36,7 +37,7 @@ from fleetrun.executors import process_alive
 from fleetrun.plan import AdaptiveSettings, Pool
 
 POOLS_DB = "pools.db"
-"""The coordination file's name in the state directory."""
+"""The coordination file's name in the pools directory."""
 
 BUSY_TIMEOUT = 2.0
 """Seconds an operation waits for another process's transaction (each lasts
@@ -193,7 +194,7 @@ def open_pools_db(path: Path, readonly: bool = False) -> sqlite3.Connection:
     except (OSError, sqlite3.Error) as e:
         raise StateDirError(
             f"cannot use the shared pools file {path}: {getattr(e, 'strerror', None) or e}; "
-            "check the state directory's permissions and free space, or remove the file "
+            "check its directory's permissions and free space, or remove the file "
             "while no run uses it"
         ) from None
 
@@ -235,10 +236,10 @@ class SharedPoolInfo:
     users: tuple[SharedPoolUser, ...]
 
 
-def read_shared_pools(state_dir: Path) -> list[SharedPoolInfo]:
-    """Every shared pool of ``state_dir`` with its users, read-only (``[]``
-    when no run there ever used one)."""
-    path = state_dir / POOLS_DB
+def read_shared_pools(pools_dir: Path) -> list[SharedPoolInfo]:
+    """Every shared pool in ``pools_dir`` with its users, read-only (``[]``
+    when no run ever used one)."""
+    path = pools_dir / POOLS_DB
     if not path.exists():
         return []
     db = open_pools_db(path, readonly=True)

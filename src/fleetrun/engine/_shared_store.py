@@ -66,8 +66,8 @@ class SharedStore:
     its event loop, as it decides, because no other part of a start may wait.
     """
 
-    def __init__(self, state_dir: Path, run_id: str) -> None:
-        self.path = state_dir / POOLS_DB
+    def __init__(self, pools_dir: Path, run_id: str) -> None:
+        self.path = pools_dir / POOLS_DB
         self.run_id = run_id
         self.pid = os.getpid()
         self.pid_start = process_start_time(self.pid)

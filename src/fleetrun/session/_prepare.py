@@ -21,7 +21,7 @@ from typing import Any
 from fleetrun.engine import DEFAULT_GRACE, RunOptions, new_run_id
 from fleetrun.errors import RunNotFoundError, StateError, UsageError
 from fleetrun.executors import RecordedAttempt
-from fleetrun.layout import RUN_DIRS, RUNS_DIR, RunLayout
+from fleetrun.layout import RUN_DIRS, RUNS_DIR, RunLayout, shared_pools_dir
 from fleetrun.plan import (
     ALL_TARGETS,
     ExecRequest,
@@ -364,7 +364,7 @@ def _plan_run(
         output="stream" if req.output == "stream" else "none",
         # A retry or resume continues the rollout where its run stopped.
         waves_opened=0 if previous is None or req.rollout else journal.waves_opened(previous, plan),
-        state_dir=journal.state_dir,  # shared pools coordinate through it
+        pools_dir=shared_pools_dir(),  # shared pools coordinate through it
     )
     path = Path(plan_file).resolve()
     members = sorted(set(range(len(graph.nodes))) if only is None else only | set(reused))
