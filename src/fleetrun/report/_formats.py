@@ -27,6 +27,7 @@ from fleetrun.report._model import (
     RunReport,
     Span,
 )
+from fleetrun.report._pool_series import pool_lines
 from fleetrun.report._queued import OTHER, format_reasons, merge
 from fleetrun.report._text import format_counts, format_duration, format_time, text_table
 
@@ -211,6 +212,8 @@ def render_table(report: RunReport) -> str:
     parts = ["\n".join(_header(report)) + "\n"]
     for title, headers, rows in _sections(report):
         parts.append(f"{title}\n{text_table(headers, rows)}")
+    if report.pool_series:
+        parts.append("Pools over time\n" + "".join(f"{p}\n" for p in pool_lines(report)))
     if report.notes:
         parts.append("Notes\n" + "".join(f"- {n}\n" for n in report.notes))
     return "\n".join(parts)
@@ -240,6 +243,9 @@ def render_markdown(report: RunReport) -> str:
     parts.append("".join(f"- {_md_cell(line)}\n" for line in head))
     for title, headers, rows in _sections(report):
         parts.append(f"### {_md_cell(title)}\n\n{_md_table(headers, rows)}")
+    if report.pool_series:
+        lines = "".join(f"- {_md_cell(p)}\n" for p in pool_lines(report))
+        parts.append(f"### Pools over time\n\n{lines}")
     if report.notes:
         parts.append("### Notes\n\n" + "".join(f"- {_md_cell(n)}\n" for n in report.notes))
     return "\n".join(parts)

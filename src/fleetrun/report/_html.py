@@ -26,6 +26,7 @@ from functools import cache
 from importlib import resources
 
 from fleetrun.report._formats import MOST_QUEUED, held
+from fleetrun.report._html_pools import render_pools
 from fleetrun.report._html_timeline import render_timeline
 from fleetrun.report._model import RunReport, Span
 from fleetrun.report._queued import format_reasons
@@ -386,6 +387,7 @@ def render_html(report: RunReport) -> str:
             _header(report),
             notes,
             chart,
+            render_pools(report),
             _spans(report),
             _estimates(report),
             _critical(report),

@@ -35,7 +35,7 @@ from fleetrun.report._queued import OTHER
 
 LABEL_W = 190.0  # left column: row labels
 PLOT_W = 900.0  # the time axis
-RIGHT_PAD = 16.0
+RIGHT_PAD = 40.0  # room for the pool charts' right axis: one width, one time axis
 AXIS_H = 26.0  # tick labels above the rows
 LANE_H = 14.0
 LANE_GAP = 2.0

@@ -165,6 +165,66 @@ class PoolStats:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolPoint:
+    """One step of a pool's effective limits: the run's start, or a ``PoolChanged`` event.
+
+    ``kind``: ``start`` (the limits the pool began with), ``pause`` (a
+    Retry-After pause of ``paused`` seconds began), ``resume`` (the pause is
+    over) or ``change`` (anything else: a decrease, a probe, a restore).
+    """
+
+    t: float  # seconds since the run's start
+    rate: float | None  # effective starts per second; None: the pool has no rate
+    concurrency: int | None  # effective; None: uncapped
+    kind: str  # start | pause | resume | change
+    reason: str  # the engine's words, redacted
+    paused: float = 0.0  # > 0 for a ``pause``: its length as announced
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPause:
+    """A Retry-After pause of a pool: no attempt of it could start in ``[start, end]``
+    (seconds since the run's start; pauses that overlap are one)."""
+
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class PoolThrottle:
+    """A throttled attempt of a task that uses the pool, at its end (seconds since
+    the run's start): the moment the engine took it as a throttle signal."""
+
+    t: float
+    key: str
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSeries:
+    """A pool's effective rate and concurrency over the run, as a step function.
+
+    ``points`` are in time order, the first the ``start``; each holds until the
+    next, the last until ``end``. ``rate`` and ``concurrency`` are the configured
+    values (the ceilings of an adaptive pool).
+    """
+
+    pool: str
+    rate: float | None
+    concurrency: int | None
+    adaptive: bool
+    points: tuple[PoolPoint, ...]
+    throttles: tuple[PoolThrottle, ...]
+    pauses: tuple[PoolPause, ...]
+    end: float  # seconds since the run's start: its end, or its last trace
+
+    @property
+    def paused(self) -> float:
+        """Seconds the pool spent paused, over all its pauses."""
+        return sum(p.end - p.start for p in self.pauses)
+
+
+@dataclass(frozen=True, slots=True)
 class TargetStats:
     """Per target: its share of the work, for "slowest targets"."""
 
@@ -199,3 +259,5 @@ class RunReport:
     pools: tuple[PoolStats, ...]
     slowest_targets: tuple[TargetStats, ...]  # slowest first, at most 10
     notes: tuple[str, ...] = field(default=())  # e.g. "the plan changed since this run"
+    # Each pool of the plan that changed its limits or paused, in plan order.
+    pool_series: tuple[PoolSeries, ...] = field(default=())
