@@ -28,7 +28,6 @@ from fleetrun.report._pool_series import (
     MAX_STEPS,
     RESUMED,
     pool_series,
-    starting_limits,
     summary_line,
 )
 
@@ -280,14 +279,14 @@ def test_series_steps_pauses_and_throttles_from_hand_made_events() -> None:
     assert [p.kind for p in s.points] == [
         "start", "pause", "change", "pause", "resume", "change", "pause", "change",
     ]  # fmt: skip
-    # Slow start: the concurrency begins at adaptive.initial, under the configured 64.
-    assert (s.points[0].t, s.points[0].rate, s.points[0].concurrency) == (0.0, 200.0, 8)
+    # The configured limits hold until the engine announces a change.
+    assert (s.points[0].t, s.points[0].rate, s.points[0].concurrency) == (0.0, 200.0, 64)
     assert [p.rate for p in s.points] == [200.0, 200.0, 100.0, 100.0, 100.0, 38.8, 38.8, 38.8]
     assert [(round(p.start, 3), round(p.end, 3)) for p in s.pauses] == [(1.0, 5.0), (6.0, 7.0)]
     assert s.paused == pytest.approx(5.0)
     assert s.throttles == (PoolThrottle(1.0, "call@a", 1), PoolThrottle(6.0, "call@b", 1))
     assert summary_line(s) == (
-        "pool api: rate 200/s -> 100 -> 38.8 (granted about 40/s), concurrency 8 -> 16; "
+        "pool api: rate 200/s -> 100 -> 38.8 (granted about 40/s), concurrency 64 -> 8 -> 16; "
         "2 throttles, 2 pauses (5.0s)"
     )
 
@@ -309,7 +308,6 @@ def test_pause_left_open_ends_at_the_run_end_and_no_rate_is_none() -> None:
     (late,) = pool_series([pool], {}, events, [], T0, T0 + 4.0)
     assert late.pauses == (PoolPause(1.0, 1.5), PoolPause(2.0, 2.5))
     assert summary_line(s) == "pool api: concurrency 6 -> 3; 0 throttles, 1 pause (3.0s)"
-    assert starting_limits(Pool(name="p", concurrency=64, rate=5.0)) == (5.0, 64)
     assert pool_series([pool], {}, [], [], T0, T0 + 4.0) == ()
 
 

@@ -168,7 +168,7 @@ class PoolStats:
 class PoolPoint:
     """One step of a pool's effective limits: the run's start, or a ``PoolChanged`` event.
 
-    ``kind``: ``start`` (the limits the pool began with), ``pause`` (a
+    ``kind``: ``start`` (the configured limits, at the run's start), ``pause`` (a
     Retry-After pause of ``paused`` seconds began), ``resume`` (the pause is
     over) or ``change`` (anything else: a decrease, a probe, a restore).
     """

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from typing import Any
 
-from fleetrun.plan import AdaptiveSettings, Pool
+from fleetrun.plan import Pool
 from fleetrun.report._model import (
     AttemptRecord,
     PoolPause,
@@ -41,21 +41,6 @@ MAX_STEPS = 8
 four, the number left out and the last three."""
 
 _GRANTED = re.compile(r"granted about [0-9.]+(?:e[+-]?[0-9]+)?/s")
-
-
-def starting_limits(pool: Pool) -> tuple[float | None, int | None]:
-    """The rate and concurrency a pool begins a run with.
-
-    The configured values; an adaptive pool's concurrency starts at
-    ``adaptive.initial`` when that is lower (slow start, as the engine's
-    ``AdaptiveLimit`` begins), and grows from there with events.
-    """
-    conc = pool.concurrency
-    adaptive = pool.adaptive
-    if conc is not None and adaptive:
-        initial = adaptive.initial if isinstance(adaptive, AdaptiveSettings) else 8
-        conc = min(conc, initial)
-    return pool.rate, conc
 
 
 def pool_series(
@@ -86,9 +71,9 @@ def pool_series(
         changes = by_pool.get(pool.name)
         if not changes:
             continue
-        rate, conc = starting_limits(pool)
-        start = PoolPoint(t=0.0, rate=rate or None, concurrency=conc, kind="start",
-                          reason="the limits the run began with")  # fmt: skip
+        # The engine enforces the configured values until it announces a change.
+        start = PoolPoint(t=0.0, rate=pool.rate or None, concurrency=pool.concurrency,
+                          kind="start", reason="the configured limits")  # fmt: skip
         # Journal order is time order; a stable sort keeps ties as journaled.
         points = (start, *sorted(changes, key=lambda p: p.t))
         users = tasks_of.get(pool.name, set())
