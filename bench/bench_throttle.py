@@ -35,6 +35,10 @@ target, the ideal is one window's worth every 10 s) and ``random`` (20% of
 requests answered 429 at random with no limit behind them, pool ``rate:
 20/s, adaptive``; target: the pool's rate never below 90% of 20/s).
 
+With ``--fixed``, a third contender shows what this machine can do at its
+present load: fleetrun with the pool set just under the server's limit
+(95% of the rate; concurrency 4; 95% of the halved rate), not adaptive.
+
 Makespan is the server's: from the first request's arrival to the last
 served request's end (``wall`` adds fleetrun's own start and end). The
 pool's trajectory comes from the run's journal (its ``PoolChanged`` events:
@@ -45,6 +49,7 @@ second beside what the server served and throttled.
     python3 bench/bench_throttle.py                 # the full sizes, about 5 minutes
     python3 bench/bench_throttle.py --only bucket,step --table
     python3 bench/bench_throttle.py --quick --all   # also the window and random shapes
+    python3 bench/bench_throttle.py --quick --fixed # and the pool set by hand, for reference
     python3 bench/bench_throttle.py --src /tmp/old  # the fleetrun in /tmp/old/src
 
 The machine's load is printed first: on 2 shared cores, spawning 40
@@ -99,6 +104,9 @@ class Scenario:
     rate_floor: float | None = None  # target: the pool's rate never below this
     extra: bool = False  # run only when named (``--only``) or with ``--all``
     seed: bool = True  # compare with the seed (not where the 429s do not depend on the caller)
+    fixed: dict[str, Any] | None = (
+        None  # ``--fixed``: a pool set just under the limit, not adaptive
+    )
 
 
 @dataclass
@@ -162,6 +170,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             (n_bucket - burst) / rate,
             makespan_target=1.10,
             share_target=0.05,
+            fixed={"rate": f"{0.95 * rate:g}/s"},
         ),
         Scenario(
             "concurrency",
@@ -175,6 +184,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             query="?sleep=0.2",
             makespan_target=1.15,
             share_target=0.10,
+            fixed={"concurrency": 4},
         ),
         Scenario(
             "step",
@@ -186,6 +196,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             fast,
             step_ideal(rate, burst, steps, n_step),
             share_target=0.10,
+            fixed={"rate": f"{0.95 * rate / 2:g}/s"},
         ),
         Scenario(
             "window",
@@ -219,12 +230,12 @@ def scenarios(quick: bool) -> list[Scenario]:
 # -- contenders ----------------------------------------------------------------------
 
 
-def plan_text(scn: Scenario, url: str) -> str:
+def plan_text(scn: Scenario, url: str, pool: dict[str, Any]) -> str:
     """The plan a user would write for this scenario."""
     plan = {
         "name": f"bench-{scn.key}",
         "targets": {f"t{i}": {} for i in range(scn.requests)},
-        "pools": {"api": scn.pool},
+        "pools": {"api": pool},
         "tasks": {
             "call": {
                 "for_each": "all",
@@ -237,13 +248,18 @@ def plan_text(scn: Scenario, url: str) -> str:
     return yaml.safe_dump(plan, sort_keys=False, width=1000)
 
 
-def run_fleetrun(scn: Scenario, work: Path, env: dict[str, str], timeout: float) -> Result:
-    """``fleetrun apply`` on the scenario's plan against a fresh server."""
-    d = work / f"fleetrun-{scn.key}"
+def run_fleetrun(
+    scn: Scenario, work: Path, env: dict[str, str], timeout: float, fixed: bool = False
+) -> Result:
+    """``fleetrun apply`` on the scenario's plan against a fresh server (``fixed``: with
+    the scenario's fixed pool instead of the adaptive one)."""
+    name = "fixed" if fixed else "fleetrun"
+    pool = scn.fixed if fixed and scn.fixed is not None else scn.pool
+    d = work / f"{name}-{scn.key}"
     d.mkdir()
     with spawn(scn.kind, **scn.server) as server:
         plan = d / "plan.yaml"
-        plan.write_text(plan_text(scn, server.url))
+        plan.write_text(plan_text(scn, server.url, pool))
         argv = [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain", "-q"]
         argv += ["--state-dir", str(d / "state")]
         t0 = time.monotonic()
@@ -269,7 +285,7 @@ def run_fleetrun(scn: Scenario, work: Path, env: dict[str, str], timeout: float)
         for e in events
     ]
     failed = int(run.counts.get("failed", 0)) + int(run.counts.get("skipped", 0))
-    return Result("fleetrun", stats, wall, failed, stopped, changes)
+    return Result(name, stats, wall, failed, stopped, changes)
 
 
 def run_seed(scn: Scenario, limit: float) -> Result:
@@ -503,16 +519,20 @@ def recovery(scn: Scenario, r: Result) -> list[tuple[str, bool]]:
 
 
 def report(
-    scn: Scenario, fr: Result | None, seed: Result | None, table: bool
+    scn: Scenario, fr: Result | None, seed: Result | None, fixed: Result | None, table: bool
 ) -> list[tuple[str, bool]]:
     """Print one scenario's table, targets and trajectories; return its targets."""
     print(f"\n== {scn.key}: {scn.title}")
     print(f"   ideal makespan {scn.ideal:.2f}s")
+    if fixed is not None:
+        print(
+            f"   fixed: fleetrun with the pool {scn.fixed}, not adaptive (what this machine does)"
+        )
     print(
         f"   {'contender':10} {'makespan':>9} {'x ideal':>8} {'429s':>6} {'429/req':>8} "
         f"{'served':>7} {'wall':>7} {'failed':>6}"
     )
-    for r in (fr, seed):
+    for r in (fr, seed, fixed):
         if r is None:
             continue
         note = "  (stopped)" if r.stopped else ""
@@ -579,6 +599,9 @@ def main() -> None:
         help="scenarios (comma-separated): bucket,concurrency,step,window,random",
     )
     ap.add_argument("--all", action="store_true", help="also the window and random scenarios")
+    ap.add_argument(
+        "--fixed", action="store_true", help="also fleetrun with the limit set, not adaptive"
+    )
     ap.add_argument("--no-seed", action="store_true", help="run fleetrun only")
     ap.add_argument("--seed-limit", type=float, default=None, help="x ideal before the seed stops")
     ap.add_argument("--table", action="store_true", help="also a row per second of fleetrun")
@@ -608,7 +631,10 @@ def main() -> None:
             timeout = max(60.0, 6 * scn.ideal)
             fr = run_fleetrun(scn, work, env, timeout)
             seed = None if a.no_seed or not scn.seed else run_seed(scn, seed_limit * scn.ideal)
-            for text, ok in report(scn, fr, seed, a.table):
+            fixed = None
+            if a.fixed and scn.fixed is not None:
+                fixed = run_fleetrun(scn, work, env, timeout, fixed=True)
+            for text, ok in report(scn, fr, seed, fixed, a.table):
                 summary.append((scn.key, text, ok))
             if fr.stopped or fr.failed:
                 console = (work / f"fleetrun-{scn.key}" / "console.txt").read_text()
