@@ -8,6 +8,7 @@
     logs/<task>/<target>.<n>.log          attempt n's output, as it arrived
     outputs/<task>/<target>.<n>.outputs   attempt n's ``$FLEETRUN_OUTPUT`` file
     vars.json                             the run's --var/--var-file values (for a retry)
+    promote                               the wave the last `fleetrun promote` approved
 ```
 
 ``<task>`` and ``<target>`` are ``disk_name`` of the names; an unfanned task's
@@ -100,6 +101,7 @@ RUN_DIRS = (LOGS_DIR, OUTPUTS_DIR)
 """The folders a run's folder holds from its start (the engine adds ``<task>`` below)."""
 
 VARS_FILE = "vars.json"
+PROMOTE_FILE = "promote"
 """A run's ``--var``/``--var-file`` values, exactly, in its run folder (mode 0600)."""
 
 MAX_NAME_BYTES = 100
@@ -157,6 +159,11 @@ class RunLayout:
     def vars_file(self) -> Path:
         """``vars.json``: the run's command-line variables."""
         return self.directory / VARS_FILE
+
+    @property
+    def promote_file(self) -> Path:
+        """``promote``: the rollout wave the last ``fleetrun promote`` approved."""
+        return self.directory / PROMOTE_FILE
 
     def task_logs(self, task: str) -> str:
         """``logs/<task>``, the folder of the task's attempt logs."""

@@ -50,3 +50,60 @@ def test_promote_opens_the_next_wave_of_a_paused_rollout(tmp_path: Path) -> None
     nothing = fleetrun("promote", "--plan", str(plan))
     assert nothing.returncode != 0
     assert "no run is live" in nothing.stderr
+
+
+PLAN3 = """\
+name: waves3
+targets: {a: {}, b: {}, c: {}}
+rollout: {waves: [1], pause: true}
+tasks:
+  deploy: {for_each: all, run: "test {{ target.name }} != b || sleep 3"}
+"""
+
+
+def _succeeded(state: Path) -> list[str]:
+    if not (state / "state.db").exists():
+        return []
+    return sorted(i["key"] for i in show_json(state)["instances"] if i["status"] == "succeeded")
+
+
+def _until(state: Path, want: list[str]) -> None:
+    deadline = time.monotonic() + 60
+    while _succeeded(state) != want:
+        assert time.monotonic() < deadline, _succeeded(state)
+        time.sleep(0.1)
+
+
+def test_two_promotes_for_a_waiting_wave_open_that_wave_only(tmp_path: Path) -> None:
+    """An operator who runs `fleetrun promote` twice while the canary's next wave
+    waits opens that one wave: the second call is refused (or, sent before the
+    run recorded the opening, names the wave already open and changes nothing),
+    and wave 3 waits for a promote of its own; `--early` approves it ahead."""
+    plan = tmp_path / "p.yaml"
+    plan.write_text(PLAN3)
+    state = tmp_path / ".fleetrun"
+    run = spawn("apply", str(plan), "--plain")
+    try:
+        _until(state, ["deploy@a"])
+        first = fleetrun("promote", "--plan", str(plan))
+        second = fleetrun("promote", "--plan", str(plan))
+        assert first.returncode == 0, first.stderr
+        assert "wave 2/3 opens" in first.stdout
+        assert second.returncode in (0, 2), second.stderr
+        if second.returncode == 2:
+            assert "no wave of run" in second.stderr
+            assert "--early" in second.stderr
+        _until(state, ["deploy@a", "deploy@b"])
+        time.sleep(0.5)
+        assert _succeeded(state) == ["deploy@a", "deploy@b"]  # wave 3 waits
+        assert run.poll() is None
+        third = fleetrun("promote", "--plan", str(plan))
+        assert third.returncode == 0, third.stderr
+        assert "wave 3/3 opens" in third.stdout
+        out, _ = run.communicate(timeout=60)
+        assert run.returncode == 0, out
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert _succeeded(state) == ["deploy@a", "deploy@b", "deploy@c"]

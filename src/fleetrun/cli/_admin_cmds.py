@@ -93,11 +93,16 @@ def _live_run(run: str | None, plan: str | None, state_dir: str | None) -> RunRe
 
 @click.command("promote")
 @click.argument("run", required=False)
+@click.option(
+    "--early",
+    is_flag=True,
+    help="Approve the next wave now, while the open ones still run (it opens once they are done).",
+)
 @_where
-def promote(run: str | None, plan: str | None, state_dir: str | None) -> None:
-    """Open the next rollout wave of a live run whose rollout has `pause: true`
-    (from another terminal). Each call approves one wave; a call before the
-    wave is due is remembered."""
+def promote(run: str | None, early: bool, plan: str | None, state_dir: str | None) -> None:
+    """Open the rollout wave that waits for a promote, in a live run whose
+    rollout has `pause: true` (from another terminal). One call opens one wave:
+    with none waiting it is refused (exit 2) unless --early."""
+    where = find_state_dir(state_dir, plan)
     r = _live_run(run, plan, state_dir)
-    promote_run(r)
-    click.echo(f"promoted run {r.id} (pid {r.pid}): the next wave opens once it is due")
+    click.echo(promote_run(r, where, early=early))

@@ -32,8 +32,8 @@ from fleetrun.engine._shared_file import SharedPoolInfo, SharedPoolUser, read_sh
 
 __all__ = [
     "DEFAULT_GRACE",
-    "NO_EXIT_CODE",
     "FINAL_STATES",
+    "NO_EXIT_CODE",
     "AttemptEnded",
     "AttemptOutput",
     "AttemptStarted",

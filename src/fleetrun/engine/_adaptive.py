@@ -259,6 +259,10 @@ class AdaptiveLimit:
         self._ends += 1
         self._throttles += 1
         self._window.append(True)
+        if self._noise > 0.0 and self._verify is None:
+            share = self._throttles / self._ends
+            if self._ends < self.settings.verify or share <= self._noise + _NOISE_MARGIN:
+                return None  # within the rate-independent noise seen before
         self._last_throttle = now
         if started_at < self._last_decrease:
             # The same episode: already acted upon. A concurrency episode gives
@@ -278,10 +282,6 @@ class AdaptiveLimit:
             return None
         if self._verify is not None:
             return self._verified(throttled=True)
-        if self._noise > 0.0:
-            share = self._throttles / self._ends
-            if self._ends < self.settings.verify or share <= self._noise + _NOISE_MARGIN:
-                return None  # within the rate-independent noise seen before
         return self._decrease(now, started_at, in_flight, retry_after)
 
     def tick(self, now: float, in_flight: int) -> Change | None:
@@ -511,6 +511,10 @@ class AdaptiveLimit:
         self.concurrency = conc
         self._bad_rate = self._bad_conc = math.inf  # that throttle said nothing of a limit
         self._episode = 0
+        # Nothing is known of a limit: a concurrency under its ceiling ramps again.
+        self._slow_start = (
+            conc is not None and self.conc_ceiling is not None and conc < self.conc_ceiling
+        )
         return Change(
             rate,
             conc,

@@ -21,10 +21,10 @@ class RunControl:
 
     def __init__(self) -> None:
         self.presses = 0
-        self.promotions = 0
+        self.promotions: list[int | None] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handler: Callable[[int], None] | None = None
-        self._promote: Callable[[], None] | None = None
+        self._promote: Callable[[int | None], None] | None = None
 
     def promote(self) -> None:
         """Open the next rollout wave of a run whose ``rollout`` has ``pause: true``.
@@ -37,7 +37,13 @@ class RunControl:
         Without ``pause`` it changes nothing. Safe from a signal handler and
         from another thread.
         """
-        self.promotions += 1
+        self.promote_wave(None)
+
+    def promote_wave(self, wave: int | None) -> None:
+        """``promote``, naming the wave (1-based, as ``WaveChanged.wave``) it
+        approves: a promote for a wave that is already open changes nothing, so
+        two ``fleetrun promote`` given while one wave waits open that one wave."""
+        self.promotions.append(wave)
         loop, handler = self._loop, self._promote
         if loop is None or handler is None:
             return
@@ -46,9 +52,9 @@ class RunControl:
         except RuntimeError:
             running = None
         if running is loop:
-            loop.call_soon(handler)
+            loop.call_soon(handler, wave)
         else:
-            loop.call_soon_threadsafe(handler)
+            loop.call_soon_threadsafe(handler, wave)
 
     def interrupt(self) -> None:
         """Ask the run to stop (first call) or to stop now (later calls)."""
@@ -77,14 +83,14 @@ class RunControl:
         self,
         loop: asyncio.AbstractEventLoop,
         handler: Callable[[int], None],
-        promote: Callable[[], None] | None = None,
+        promote: Callable[[int | None], None] | None = None,
     ) -> None:
         self._loop, self._handler, self._promote = loop, handler, promote
         if self.presses:
             loop.call_soon(handler, self.presses)
         if promote is not None:
-            for _ in range(self.promotions):
-                loop.call_soon(promote)
+            for wave in self.promotions:
+                loop.call_soon(promote, wave)
 
     def _detach(self) -> None:
         self._loop = self._handler = self._promote = None

@@ -654,10 +654,10 @@ class Core:
             return False
         return True
 
-    def promote(self) -> None:
-        """``fleetrun promote``: approve the next rollout wave."""
+    def promote(self, wave: int | None = None) -> None:
+        """``fleetrun promote``: approve the next rollout wave (``wave``: that one only)."""
         if self.rollout is not None:
-            self.rollout.promote()
+            self.rollout.promote(wave)
 
     def _pool_changed(
         self, pool: str, rate: float | None, concurrency: int | None, paused: float, reason: str

@@ -321,8 +321,8 @@ class _Driver:
                 executor.kill_now()
         self._kick()
 
-    def _on_promote(self) -> None:
-        self.core.promote()
+    def _on_promote(self, wave: int | None) -> None:
+        self.core.promote(wave)
         self._kick()
 
 

@@ -234,12 +234,16 @@ class RolloutGate(Waves):
             self.failed[w].add(target)
         self.finished(j)
 
-    def promote(self) -> None:
+    def promote(self, wave: int | None = None) -> None:
         """Approve the next wave (``pause: true``): the one waiting now, or, while
         the open waves still run, the one after them (it opens once they are
         done). Promotes given before that wave opens approve it again: they are
         not kept for the waves after it, each of which waits for a promote of its
-        own, given while it waits or after the wave before it opened."""
+        own, given while it waits or after the wave before it opened. ``wave``
+        (1-based) names the wave approved: one that is already open is not
+        approved again (a second promote for the wave the first one opened)."""
+        if wave is not None and wave - 1 <= self.opened:
+            return
         self.promoted = True
         if self.waiting:
             self.advance()

@@ -89,6 +89,7 @@ class Limits(StaticLimits):
         "_notify",
         "_paused",
         "_rules",
+        "_starting",
         "_why",
         "blocked_by",
         "paused_until",
@@ -107,6 +108,12 @@ class Limits(StaticLimits):
                 None if settings is None else AdaptiveLimit(settings, p.rate, p.concurrency, now)
             )
             self._rules.append(p.throttle or (DEFAULT_THROTTLE if settings else None))
+        # An adaptive pool starts at its own limits (the concurrency in slow start).
+        self._starting: list[bool] = []
+        for k, a in enumerate(self._adaptive):
+            self._starting.append(a is not None and a.concurrency != self.caps[k])
+            if a is not None:
+                self.caps[k] = a.concurrency
         self.paused_until = [-math.inf] * len(pools)
         self._paused = [False] * len(pools)  # a pause was announced and its end not yet
         # Per pool: the queued reason for (full, rate, pause), built once.
@@ -173,6 +180,11 @@ class Limits(StaticLimits):
             a = self._adaptive[k]
             if a is not None:
                 a.started(now)
+                if self._starting[k]:
+                    self._starting[k] = False  # said once, at the pool's first start
+                    self._emit(
+                        k, 0.0, f"slow start: concurrency {a.concurrency} of {a.conc_ceiling}"
+                    )
 
     def take(self, pools: tuple[int, ...], now: float) -> bool:
         """``acquire`` after ``wait_time`` said 0; False, and nothing taken, when a

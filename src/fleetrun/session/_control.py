@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from fleetrun.errors import StateError, UsageError
-from fleetrun.state import Journal, RunRecord, process_alive
+from fleetrun.layout import RunLayout
+from fleetrun.state import Journal, JournalReader, RunRecord, process_alive
 
 SECOND_PRESS_DELAY = 1.0
 """Seconds between the two signals of ``cancel_run(now=True)``."""
@@ -71,12 +72,46 @@ def cancel_run(run: RunRecord, *, now: bool = False) -> None:
         ) from None
 
 
-def promote_run(run: RunRecord) -> None:
-    """Open the next rollout wave of ``run`` (from ``live_run``), whose rollout
-    has ``pause: true``; a promotion before the wave is due is remembered."""
+def promote_run(run: RunRecord, state_dir: Path, *, early: bool = False) -> str:
+    """Open the rollout wave of ``run`` (from ``live_run``) that waits for a
+    promote, and say which (``rollout.pause: true``). One promote opens one
+    wave: with no wave waiting (the one the last promote opened still runs) it
+    is refused with a ``UsageError`` — unless ``early``, which approves the next
+    wave now, to open once the running ones are done. The wave is named in the
+    run's promote file, so a promote that arrives after its wave opened
+    changes nothing."""
+    with JournalReader(state_dir) as r:
+        steps = r.event_data(run.id, "WaveChanged")
+    if not steps:
+        raise UsageError(f"run {run.id} has no rollout waves: nothing to promote")
+    last = steps[-1]
+    wave, waves, state = int(last["wave"]), int(last["waves"]), str(last["state"])
+    if state == "halted":
+        raise StateError(f"run {run.id}'s rollout halted: {last.get('reason', '')}")
+    if state == "waiting":
+        what = f"wave {wave}/{waves} opens"
+    elif wave >= waves:
+        raise UsageError(f"run {run.id} has opened its last wave ({wave}/{waves})")
+    elif early:
+        wave += 1
+        what = f"wave {wave}/{waves} opens once wave {wave - 1} is done"
+    else:
+        raise UsageError(
+            f"no wave of run {run.id} waits for a promote: wave {wave}/{waves} is open; "
+            f"wave {wave + 1} will wait when it is due (`fleetrun promote --early` "
+            "approves it now)"
+        )
+    target = RunLayout.of(state_dir, run.id).promote_file
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    try:
+        tmp.write_text(f"{wave}\n")
+        tmp.replace(target)
+    except OSError as e:
+        raise StateError(f"cannot write {target}: {e.strerror or e}") from None
     try:
         os.kill(run.pid, signal.SIGUSR1)
     except ProcessLookupError:
         raise StateError(f"run {run.id} ended meanwhile") from None
     except PermissionError:
         raise StateError(f"run {run.id} (pid {run.pid}) belongs to another user") from None
+    return f"promoted run {run.id} (pid {run.pid}): {what}"

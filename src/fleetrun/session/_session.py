@@ -263,8 +263,12 @@ class Session:
         for sig in signals:
             loop.add_signal_handler(sig, on_signal, sig)
         if self.handle_signals:
-            # `fleetrun promote` from another terminal opens the next rollout wave.
-            loop.add_signal_handler(signal.SIGUSR1, control.promote)
+            # `fleetrun promote` from another terminal opens the next rollout wave,
+            # the one it wrote in the run's promote file.
+            promote_file = RunLayout(options.run_dir).promote_file
+            loop.add_signal_handler(
+                signal.SIGUSR1, lambda: control.promote_wave(_promoted_wave(promote_file))
+            )
         executors = self.registry.create(
             kinds, ExecutorContext(options.grace, graph.plan, req_cluster)
         )
@@ -278,6 +282,14 @@ class Session:
                 loop.remove_signal_handler(sig)
             if self.handle_signals:
                 loop.remove_signal_handler(signal.SIGUSR1)
+
+
+def _promoted_wave(path: Path) -> int | None:
+    """The wave a ``fleetrun promote`` approved (its promote file), or None: the next."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _finish(

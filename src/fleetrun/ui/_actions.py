@@ -66,10 +66,9 @@ class Actions:
         """Open the next wave of live run ``run_id`` as ``fleetrun promote`` does."""
         try:
             run = live_run(store.state_dir, run_id)
-            promote_run(run)
+            return promote_run(run, store.state_dir)
         except FleetrunError as e:
             raise ActionRefused(str(e)) from None
-        return f"promoted run {run.id} (pid {run.pid}): the next wave opens once it is due"
 
     def retry(self, store: Store, run_id: str) -> tuple[str, str | None]:
         """Start ``fleetrun retry RUN`` and wait (at most ``RETRY_WAIT`` s) until its
