@@ -1,7 +1,7 @@
 """Seeing a run: the consoles (live and plain), task output, the events file, reports,
 and the text views of the record (``history``, ``show``, ``outputs``)."""
 
-from fleetrun.report._build import build_report, load_run_graph
+from fleetrun.report._build import build_report, load_run_graph, load_run_plan
 from fleetrun.report._events_file import EventsFile
 from fleetrun.report._exec_view import (
     TargetOutcome,
@@ -45,6 +45,7 @@ __all__ = [
     "format_duration",
     "history_text",
     "load_run_graph",
+    "load_run_plan",
     "next_steps",
     "outputs_data",
     "outputs_env",

@@ -18,7 +18,14 @@ shows as text. Live updates come as server-sent events from ``/api/events``.
 | ``POST /api/runs/ID/retry`` / ``cancel`` / ``promote`` | the actions (need the token) |
 | ``GET /metrics`` | Prometheus text format |
 
-Blocking work (SQLite, files, plans, child processes) runs on worker threads.
+Blocking work (SQLite, files, plans, child processes) runs on worker threads,
+and so does encoding the JSON (a run of 50,000 instances is megabytes of it):
+the event loop only passes bytes on, so live updates never wait behind a page.
+
+A run's page data and timeline are kept, encoded, once the run has ended,
+keyed by what would change them (``Store.fingerprint``); a run still going is
+read afresh on every request, since it changes without an event (its clock,
+its running bars).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from fleetrun.errors import RunNotFoundError, StateError
+from fleetrun.state import RunRecord
 from fleetrun.ui._actions import ActionRefused, Actions
 from fleetrun.ui._auth import Access, Guard
 from fleetrun.ui._live import Changes, Hub, poll_forever
@@ -93,8 +101,14 @@ def create_app(state: UiState) -> Guard:
 
     async def json_of(fn: Callable[[], Any]) -> Response:
         try:
-            return JSONResponse(await blocking(fn))
+            return await blocking(lambda: JSONResponse(fn()))
         except (StateError, ActionRefused) as e:
+            return _error(e)
+
+    async def encoded(fn: Callable[[], bytes]) -> Response:
+        try:
+            return Response(await blocking(fn), media_type="application/json")
+        except StateError as e:
             return _error(e)
 
     async def show_page(_: Request) -> Response:
@@ -111,18 +125,26 @@ def create_app(state: UiState) -> Guard:
                               q.get("status") or None)
         )  # fmt: skip
 
-    def _run_cached(run_id: str, what: str, build: Callable[..., dict[str, Any]]) -> Any:
+    def _run_json(run_id: str, what: str, build: Callable[..., dict[str, Any]]) -> bytes:
         store, run = state.stores.locate(run_id)
+
+        def body(run: RunRecord) -> bytes:
+            return bytes(JSONResponse(build(store, run, state.plans)).body)
+
+        if run.ended_at is None:
+            return body(run)  # still going: never kept
+        # The key is read before the record the data is made from, so what is
+        # kept is never older than its key.
         key = (what, run.id, store.fingerprint(run.id))
-        return store.cached(key, lambda: build(store, run, state.plans), size=32)
+        return store.cached(key, lambda: body(store.reader().run(run.id)), size=32)
 
     async def api_run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        return await json_of(lambda: _run_cached(run_id, "run", run_data))
+        return await encoded(lambda: _run_json(run_id, "run", run_data))
 
     async def api_timeline(request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        return await json_of(lambda: _run_cached(run_id, "timeline", timeline_data))
+        return await encoded(lambda: _run_json(run_id, "timeline", timeline_data))
 
     def _attempt(request: Request) -> Any:
         q = request.query_params

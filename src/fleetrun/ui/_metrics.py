@@ -189,7 +189,7 @@ class _PoolFamilies:
 
     def add(self, reader: LiveReader, run: RunRecord, plans: Plans) -> None:
         plan = plans.of(run)
-        if plan.graph is None or not plan.graph.plan.pools:
+        if plan.plan is None or not plan.plan.pools:
             return
         latest: dict[str, dict[str, Any]] = {}
         for changed in reader.event_data(run.id, "PoolChanged"):
@@ -200,7 +200,7 @@ class _PoolFamilies:
             (run.id,),
         ).fetchall()
         now = time.time()
-        for name, p in plan.graph.plan.pools.items():
+        for name, p in plan.plan.pools.items():
             labels = [run.plan_name, run.id, name]
             mine = [r for r in rows if name in plan.pools_of(r[0])]
             ev = latest.get(name)

@@ -11,7 +11,7 @@ import json
 import shlex
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,12 +40,16 @@ def is_live(run: RunRecord) -> bool:
 
 
 def run_data(store: Store, run: RunRecord, plans: Plans) -> dict[str, Any]:
-    """Everything the run page shows but the timeline."""
+    """Everything the run page shows but the timeline.
+
+    Read lean, so that the first look at a run of 50,000 attempts stays well
+    under a second: rows as tuples, the attempts' figures counted by SQLite,
+    and the plan loaded but never expanded (``Plans``)."""
     reader = store.reader()
     plan = plans.of(run)
     redact = plan.redactor.redact
     instances = _instances(reader, run)
-    attempts = _attempts(reader, run)
+    tally = _tally(reader, run)
     kind, plan_path = plan_label(run)
     live = is_live(run)
     seq = reader.conn.execute("SELECT max(seq) FROM events WHERE run_id=?", (run.id,)).fetchone()
@@ -56,7 +60,6 @@ def run_data(store: Store, run: RunRecord, plans: Plans) -> dict[str, Any]:
             "SELECT id FROM runs WHERE parent_id=? ORDER BY started_at", (run.id,)
         )
     ]
-    failed = next((a for a in attempts if a.outcome == "failed"), None)
     return {
         "run": {
             "id": run.id,
@@ -80,90 +83,100 @@ def run_data(store: Store, run: RunRecord, plans: Plans) -> dict[str, Any]:
         },
         "grid": _grid(instances, redact),
         "waves": waves,
-        "pools": _pools(reader, run, plan, attempts),
+        "pools": _pools(reader, run, plan),
         "outputs": [
-            {"key": i.key, "outputs": {redact(k): redact(v) for k, v in i.outputs.items()}}
+            {"key": i[0], "outputs": {redact(k): redact(v) for k, v in _outputs(i[7]).items()}}
             for i in instances
-            if i.outputs
+            if i[7] and i[7] != "{}"
         ],
         "next": _next(store, reader, run, plans, live, waves["waiting"]),
         "notes": list(plan.notes),
-        "first_failed": None if failed is None else {"key": failed.key, "n": failed.n},
-        "running": sum(a.outcome is None for a in attempts),
-        "attempts": len(attempts),
+        "first_failed": tally.first_failed,
+        "running": tally.running,
+        "attempts": tally.total,
         "seq": seq[0] if seq else None,
         "now": time.time(),
     }
 
 
-def _instances(reader: LiveReader, run: RunRecord) -> list[Any]:
-    """The run's instances: the reader's records for a run whose process died
-    (as recovery will record them), else the rows as they are, read lean (a run
-    of 50,000 instances stays quick)."""
-    if run.computed:
-        return list(reader.instances(run.id))
-    return [
-        _Instance(key, task, target, status, attempts, exit_code, reason,
-                  json.loads(outputs) if outputs != "{}" else {})
-        for key, task, target, status, attempts, exit_code, reason, outputs in reader.conn.execute(
-            "SELECT key, task, target, status, attempts, exit_code, reason, outputs"
-            " FROM instances WHERE run_id=? ORDER BY node",
-            (run.id,),
-        )
-    ]  # fmt: skip
+_Row = tuple[str, str, str | None, str, int, int | None, str, str | Mapping[str, str]]
+"""An instance as the page reads it: key, task, target, status, attempts,
+exit code, reason, outputs (their JSON text as the journal holds it, or the
+mapping itself)."""
 
 
-def _attempts(reader: LiveReader, run: RunRecord) -> list[Any]:
-    """The run's attempts in start order (lean, as ``_instances``)."""
+def _instances(reader: LiveReader, run: RunRecord) -> list[_Row]:
+    """The run's instances in node order: the reader's records for a run whose
+    process died (as recovery will record them), else the rows as they are
+    (tuples made by ``sqlite3`` itself: the quickest way to 50,000 of them)."""
     if run.computed:
-        return list(reader.attempts(run.id))
-    return [
-        _Attempt(*row)
-        for row in reader.conn.execute(
-            "SELECT key, n, started_at, ended_at, outcome, throttled FROM attempts"
-            " WHERE run_id=? ORDER BY started_at, key, n",
-            (run.id,),
-        )
-    ]
+        return [
+            (i.key, i.task, i.target, i.status, i.attempts, i.exit_code, i.reason, i.outputs)
+            for i in reader.instances(run.id)
+        ]
+    rows: list[_Row] = reader.conn.execute(
+        "SELECT key, task, target, status, attempts, exit_code, reason, outputs"
+        " FROM instances WHERE run_id=? ORDER BY node",
+        (run.id,),
+    ).fetchall()
+    return rows
+
+
+def _outputs(out: str | Mapping[str, str]) -> Mapping[str, str]:
+    """An instance's outputs, read from their JSON text when need be."""
+    if isinstance(out, str):
+        parsed: dict[str, str] = json.loads(out)
+        return parsed
+    return out
 
 
 @dataclass(frozen=True, slots=True)
-class _Instance:
-    key: str
-    task: str
-    target: str | None
-    status: str
-    attempts: int
-    exit_code: int | None
-    reason: str
-    outputs: dict[str, str]
+class _Tally:
+    """The run's attempts, counted: all, those still running, the first failed
+    (in start order) as ``{"key", "n"}``."""
+
+    total: int
+    running: int
+    first_failed: dict[str, Any] | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Attempt:
-    key: str
-    n: int
-    started_at: float
-    ended_at: float | None
-    outcome: str | None
-    throttled: bool
+def _tally(reader: LiveReader, run: RunRecord) -> _Tally:
+    """``_Tally`` of the run's attempts: from the reader's records for a run whose
+    process died, else counted by SQLite (no row of 50,000 reaches Python)."""
+    if run.computed:
+        attempts = reader.attempts(run.id)
+        failed = next((a for a in attempts if a.outcome == "failed"), None)
+        return _Tally(
+            len(attempts),
+            sum(a.outcome is None for a in attempts),
+            None if failed is None else {"key": failed.key, "n": failed.n},
+        )
+    total, running = reader.conn.execute(
+        "SELECT count(*), count(*) - count(outcome) FROM attempts WHERE run_id=?", (run.id,)
+    ).fetchone()
+    row = reader.conn.execute(
+        "SELECT key, n FROM attempts WHERE run_id=? AND outcome='failed'"
+        " ORDER BY started_at, key, n LIMIT 1",
+        (run.id,),
+    ).fetchone()
+    return _Tally(total, running, None if row is None else {"key": row[0], "n": row[1]})
 
 
-def _grid(instances: Sequence[Any], redact: Any) -> dict[str, Any]:
+def _grid(instances: Sequence[_Row], redact: Any) -> dict[str, Any]:
     """Tasks (columns, plan order) by targets (rows, fleet order; unfanned
     instances in a last row of their own): one cell per instance."""
     tasks: dict[str, int] = {}
     targets: dict[str | None, int] = {}
     for i in instances:
-        tasks.setdefault(i.task, len(tasks))
-        if i.target is not None:
-            targets.setdefault(i.target, len(targets))
-    if any(i.target is None for i in instances):
+        tasks.setdefault(i[1], len(tasks))
+        if i[2] is not None:
+            targets.setdefault(i[2], len(targets))
+    if any(i[2] is None for i in instances):
         targets[None] = len(targets)
     cells = [
-        [tasks[i.task], targets[i.target], i.key, i.status, i.attempts, i.exit_code,
-         redact(i.reason or "")]
-        for i in instances
+        [tasks[task], targets[target], key, status, attempts, exit_code,
+         redact(reason) if reason else ""]
+        for key, task, target, status, attempts, exit_code, reason, _ in instances
     ]  # fmt: skip
     return {"tasks": list(tasks), "targets": list(targets), "cells": cells}
 
@@ -171,9 +184,14 @@ def _grid(instances: Sequence[Any], redact: Any) -> dict[str, Any]:
 def _waves(reader: LiveReader, run: RunRecord, plan: RunPlan, live: bool) -> dict[str, Any]:
     """The rollout's waves as the engine announced them (``WaveChanged``), each
     in its latest state, and whether one waits for a promotion."""
+    rollout = plan.plan.rollout if plan.plan is not None else None
+    # Only a rollout's gate announces waves: the run of a plan without one has
+    # none to look for (and looking reads every event of the run).
+    look = rollout is not None or plan.plan is None
+    announced = reader.event_data(run.id, "WaveChanged") if look else []
     latest: dict[int, dict[str, Any]] = {}
     total = 0
-    for ev in reader.event_data(run.id, "WaveChanged"):
+    for ev in announced:
         total = max(total, int(ev.get("waves", 0)))
         latest[int(ev["wave"])] = {
             "wave": int(ev["wave"]),
@@ -182,7 +200,6 @@ def _waves(reader: LiveReader, run: RunRecord, plan: RunPlan, live: bool) -> dic
             "reason": ev.get("reason", ""),
             "at": ev.get("at"),
         }
-    rollout = plan.graph.plan.rollout if plan.graph is not None else None
     waiting = live and any(w["state"] == "waiting" for w in latest.values())
     return {
         "total": total,
@@ -193,20 +210,31 @@ def _waves(reader: LiveReader, run: RunRecord, plan: RunPlan, live: bool) -> dic
     }
 
 
-def _pools(
-    reader: LiveReader, run: RunRecord, plan: RunPlan, attempts: Sequence[Any]
-) -> list[dict[str, Any]]:
+def _pool_attempts(reader: LiveReader, run: RunRecord) -> list[tuple[Any, ...]]:
+    """The run's attempts in start order, each as ``(task, started_at, ended_at,
+    outcome, throttled)``."""
+    if run.computed:
+        task_of = {i.key: i.task for i in reader.instances(run.id)}
+        return [
+            (task_of.get(a.key, ""), a.started_at, a.ended_at, a.outcome, a.throttled)
+            for a in reader.attempts(run.id)
+        ]
+    return reader.conn.execute(
+        "SELECT i.task, a.started_at, a.ended_at, a.outcome, a.throttled FROM attempts a"
+        " JOIN instances i ON i.run_id = a.run_id AND i.key = a.key"
+        " WHERE a.run_id=? ORDER BY a.started_at, a.key, a.n",
+        (run.id,),
+    ).fetchall()
+
+
+def _pools(reader: LiveReader, run: RunRecord, plan: RunPlan) -> list[dict[str, Any]]:
     """Each pool of the plan: its configured limits, its effective rate and
     concurrency over time (``PoolChanged``), its throttles and pauses, and
     what is in flight now."""
-    if plan.graph is None:
+    if plan.plan is None or not plan.plan.pools:
         return []
-    pools = plan.graph.plan.pools
-    if not pools:
-        return []
-    task_of = {}
-    for row in reader.conn.execute("SELECT key, task FROM instances WHERE run_id=?", (run.id,)):
-        task_of[row[0]] = row[1]
+    pools = plan.plan.pools
+    attempts = _pool_attempts(reader, run)
     series: dict[str, list[list[Any]]] = {name: [] for name in pools}
     for ev in reader.event_data(run.id, "PoolChanged"):
         name = ev.get("pool")
@@ -217,7 +245,7 @@ def _pools(
             )  # fmt: skip
     out = []
     for name, pool in pools.items():
-        mine = [a for a in attempts if name in plan.pools_of(task_of.get(a.key, ""))]
+        mine = [a for a in attempts if name in plan.pools_of(a[0])]
         out.append(
             {
                 "name": name,
@@ -225,9 +253,9 @@ def _pools(
                 "rate": pool.rate,
                 "adaptive": pool.adaptive is not None,
                 "series": series[name],
-                "starts": [a.started_at for a in mine],
-                "throttles": [a.ended_at for a in mine if a.throttled and a.ended_at is not None],
-                "in_flight": sum(a.outcome is None for a in mine),
+                "starts": [a[1] for a in mine],
+                "throttles": [a[2] for a in mine if a[4] and a[2] is not None],
+                "in_flight": sum(a[3] is None for a in mine),
                 "attempts": len(mine),
             }
         )
@@ -321,12 +349,16 @@ def timeline_data(store: Store, run: RunRecord, plans: Plans) -> dict[str, Any]:
 def _bars_only(reader: LiveReader, run: RunRecord, total: int, redact: Any) -> dict[str, Any]:
     """The timeline of a run too large to measure on each look: its latest
     ``TIMELINE_BARS`` attempts, without the critical path."""
+    # The latest are chosen on narrow rows first: sorting all the attempts with
+    # every column (and their instances joined) costs twice as much.
     rows = reader.conn.execute(
-        "SELECT * FROM (SELECT a.key, i.task, i.target, a.n, a.started_at, a.ended_at,"
+        "WITH last AS (SELECT key, n, started_at FROM attempts WHERE run_id=:run"
+        " ORDER BY started_at DESC LIMIT :bars)"
+        " SELECT a.key, i.task, i.target, a.n, a.started_at, a.ended_at,"
         " a.outcome, a.ready_at, a.queued_reason, a.throttled, a.retry_reason, a.exit_code"
-        " FROM attempts a JOIN instances i ON i.run_id = a.run_id AND i.key = a.key"
-        " WHERE a.run_id=? ORDER BY a.started_at DESC LIMIT ?) ORDER BY started_at",
-        (run.id, TIMELINE_BARS),
+        " FROM last JOIN attempts a ON a.run_id = :run AND a.key = last.key AND a.n = last.n"
+        " JOIN instances i ON i.run_id = :run AND i.key = last.key ORDER BY last.started_at",
+        {"run": run.id, "bars": TIMELINE_BARS},
     ).fetchall()
     bars = [[*r[:8], redact(r[8] or ""), bool(r[9]), redact(r[10] or ""), r[11]] for r in rows]
     tasks = [t for (t,) in reader.conn.execute(

@@ -126,7 +126,8 @@ class Store:
     def fingerprint(self, run_id: str) -> tuple[Any, ...]:
         """What changes whenever run ``run_id``'s record does: its last event's
         number, its end and status (a run whose process died reads differently
-        once it is gone, so liveness is part of it for a run not ended)."""
+        once it is gone, so liveness is part of it for a run not ended), and
+        the runs that retry it (its page links them)."""
         reader = self.reader()
         seq = reader.conn.execute(
             "SELECT max(seq) FROM events WHERE run_id=?", (run_id,)
@@ -137,7 +138,10 @@ class Store:
         if row is None:
             raise RunNotFoundError(f"run {run_id} is not on record in {self.state_dir}")
         live = reader.run(run_id).status if row[1] is None else row[0]
-        return (seq, row[0], row[1], live)
+        children = tuple(
+            r[0] for r in reader.conn.execute("SELECT id FROM runs WHERE parent_id=?", (run_id,))
+        )
+        return (seq, row[0], row[1], live, children)
 
     def cached(self, key: Hashable, compute: Callable[[], T], size: int = 64) -> T:
         """``compute()``, remembered under ``key`` (the ``size`` latest kept)."""
