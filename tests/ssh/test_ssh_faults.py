@@ -84,19 +84,25 @@ def test_half_open_connection_times_out_and_ends_the_group(
     # last newline.
     marker = _marker(1101)
     handles: list[Handle] = []
+    lines: list[str] = []
     a = attempt(
         tmp_path,
         "node-frozen",
-        f"echo first; echo second; sleep {marker}",
+        f"echo first; echo second; exec sleep {marker}",
         sshd.spec("node-frozen", port=relay.port),
-        timeout=2.0,
+        timeout=3.0,
         grace=10.0,  # the group ends at the SIGTERM; the grace is not waited for
         handles=handles,
+        lines=lines,
     )
 
     async def go(ex: SSHExecutor) -> tuple[AttemptResult, float]:
         task = asyncio.ensure_future(ex.run(a))
-        await _started(handles, marker)
+        deadline = time.monotonic() + 30
+        while "second" not in lines:
+            assert time.monotonic() < deadline, "the command did not start"
+            assert not task.done(), task
+            await asyncio.sleep(0.01)
         assert relay.accepted == 1
         relay.freeze()
         t0 = time.monotonic()

@@ -231,7 +231,9 @@ class SSHExecutor:
             chan.write(script)
             chan.write_eof()
             async with asyncio.timeout(spec.connect_timeout):
-                pid = await session.pid
+                # Shielded: a cancellation here must not cancel the future itself,
+                # which `_end_unstarted` still waits on to end the group.
+                pid = await asyncio.shield(session.pid)
             entry.warm = True
         except SSHFailure as e:
             return _fail(attempt, e.reason, e.kind)
@@ -347,11 +349,12 @@ class SSHExecutor:
             return AttemptResult(
                 exit_code=None, signal=session.exit_signal or ended_by, timed_out=True
             )
-        lost = session.lost is not None and trailer is None
-        if lost and session.exit_status is None and session.exit_signal is None:
-            # The host may still be there: end what the command left (bounded).
-            # The first try may meet the dead connection before it is marked
-            # lost; a fresh one is tried after a short pause.
+        if trailer is None and session.exit_status is None and session.exit_signal is None:
+            # The channel closed with no word on how the command ended: its
+            # connection was lost (or dropped as dead). The host may still be
+            # there: end what the command left (bounded). The first try may
+            # meet the dead connection before it is marked lost; a fresh one
+            # is tried after a short pause.
             for pause in (0.0, 0.2, 1.0):
                 await asyncio.sleep(pause)
                 try:
@@ -360,13 +363,13 @@ class SSHExecutor:
                     break
                 except Exception:  # best effort, bounded above
                     continue
-            why = f"connection lost while the command ran: {session.lost}"
+            cause = session.lost or entry.lost_reason or "the session closed with no exit status"
+            why = f"connection lost while the command ran: {cause}"
             return _fail(attempt, f"{dest}: {why}", "lost")
         if trailer is None and session.exit_signal is not None:
             return AttemptResult(exit_code=None, signal=session.exit_signal, timed_out=timed_out)
         code = trailer if trailer is not None else session.exit_status
-        if code is None:
-            return _fail(attempt, f"{dest}: the session ended without an exit status", "lost")
+        assert code is not None  # the trailer's, else the channel's (checked above)
         if code == 0 and not timed_out:
             data = session.outputs
             if data is not None:

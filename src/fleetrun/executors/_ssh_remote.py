@@ -15,17 +15,20 @@ until the shell reads it:
 ``export`` lines for the attempt's environment (sshd's ``AcceptEnv`` refuses
 environment requests, and stdin keeps values off every command line), then
 the command, run by ``eval`` in a subshell with stdin from ``/dev/null`` (as a
-local attempt has). Right after the pid line the script sends its stderr to
-its stdout (``exec 2>&1``): the command's two streams reach the log as one, in
-the order it wrote them, as a local attempt's do (two SSH streams arrive in
-no useful order). ``$FLEETRUN_OUTPUT`` names a remote temp file. When the
-command ends, the script prints a trailer on stdout - a random nonce and the
-exit status, then (on success) the outputs file, at most
-``MAX_OUTPUTS_BYTES + 1`` bytes of it (enough for the outputs rule,
-``_outputs``, to refuse a larger one) - removes the file and
+local attempt has) and its stderr sent to its stdout (``2>&1``): the
+command's two streams reach the log as one, in the order it wrote them, as a
+local attempt's do (two SSH streams arrive in no useful order). The
+channel's stdout is then the command's output and nothing else: it goes to
+the log as it arrives, the last line too. ``$FLEETRUN_OUTPUT`` names a
+remote temp file. When the command ends, the script writes a trailer on the
+channel's stderr - a random nonce and the exit status, then (on success) the
+outputs file, at most ``MAX_OUTPUTS_BYTES + 1`` bytes of it (enough for the
+outputs rule, ``_outputs``, to refuse a larger one) - removes the file and
 SIGKILLs its own group, so whatever the command left running in it ends with
 the attempt, as for a local attempt, and outputs come back without a second
 round trip. The exit status is the trailer's (sshd reports the SIGKILL).
+Whatever else reaches the channel's stderr (the login shell's start-up
+files) goes to the log.
 A ``script:`` task's local file is sent inside the same stream as a
 here-document its interpreter (``/bin/sh`` or its shebang's) reads
 on descriptor 3: no copy, no file left behind.
@@ -84,18 +87,19 @@ def script_command(text: str, args: str, nonce: str) -> str:
 
 def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce: str) -> bytes:
     """The script ``BOOTSTRAP``'s shell reads from stdin (see the module docstring)."""
-    # The pid line goes first, then stderr joins stdout (see the module docstring).
-    lines = [f'echo "{_PGID_TAG}-{nonce} $$"', "exec 2>&1"]
+    lines = [f'echo "{_PGID_TAG}-{nonce} $$"']
     lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
     out = shlex.quote(outputs_file)
+    head = f"head -c {MAX_OUTPUTS_BYTES + 1} {out}"
     lines += [
         f"{OUTPUT_ENV}={out}; export {OUTPUT_ENV}",
         f"__fr_cmd={shlex.quote(command)}",
-        '( eval "$__fr_cmd" ) </dev/null',
+        # One stream for the command, in the order it writes.
+        '( eval "$__fr_cmd" ) </dev/null 2>&1',
         "__fr_rc=$?",
-        # The trailer: the command's exit status, then (on success) its outputs.
-        f'printf "\\n%s %s\\n" {nonce} "$__fr_rc"',
-        f'if [ "$__fr_rc" -eq 0 ] && [ -s {out} ]; then head -c {MAX_OUTPUTS_BYTES + 1} {out}; fi',
+        # The trailer, on stderr: the exit status, then (on success) the outputs.
+        f'printf "\\n%s %s\\n" {nonce} "$__fr_rc" >&2',
+        f'if [ "$__fr_rc" -eq 0 ] && [ -s {out} ]; then {head} >&2; fi',
         f"if [ -e {out} ]; then rm -f {out}; fi",
         # Nothing the command left in the group outlives it (as for a local attempt).
         "kill -KILL 0",
@@ -195,10 +199,13 @@ class Sink:
 class RemoteSession(asyncssh.SSHClientSession[bytes]):
     """One remote attempt's channel: the pid line, output, outputs trailer, exit.
 
-    ``pid`` resolves with the first stdout line; ``done`` once the channel is
-    closed (with the connection's error when it was lost). ``finish`` hands
-    back the sink: what arrives after it is dropped (the channel of a dead
-    connection may be closed long after its attempt ended).
+    stdout: what the login shell printed first, the pid line, then the
+    command's output, written to the log as it arrives. stderr: the trailer
+    (anything before it goes to the log). ``pid`` resolves with the pid line;
+    ``done`` once the channel is closed (with the connection's error when it
+    was lost). ``finish`` hands back the sink: what arrives after it is
+    dropped (the channel of a dead connection may be closed long after its
+    attempt ended).
     """
 
     def __init__(self, sink: Sink, nonce: str) -> None:
@@ -214,6 +221,7 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
         self.lost: Exception | None = None
         self._head = b""
         self._held = b""
+        self._nl = False  # the last byte written from stderr was a newline
         self._outputs: bytearray | None = None
 
     def _write(self, data: bytes) -> None:
@@ -221,8 +229,8 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
             self.sink.write(data)
 
     def finish(self) -> None:
-        """The attempt is over: write what was held back (no trailer came after it)
-        and drop whatever arrives from now on."""
+        """The attempt is over: write what stderr held back (no trailer came after
+        it) and drop whatever arrives from now on."""
         if self._held:
             self._write(self._held)
             self._held = b""
@@ -232,53 +240,65 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
         if self.sink is None:
             return
         if datatype == asyncssh.EXTENDED_DATA_STDERR:
-            # Only what runs before the script's `exec 2>&1` (the login shell's
-            # start-up files) writes here.
-            if self._held:
-                # Held-back stdout cannot be the trailer if the command still writes.
-                self._write(self._held)
-                self._held = b""
+            self._stderr(data)
+        elif self.pid.done():
             self._write(data)
+        else:
+            self._before_pid(data)
+
+    def _before_pid(self, data: bytes) -> None:
+        self._head += data
+        i = self._head.find(self.tag)
+        end = self._head.find(b"\n", i) if i >= 0 else -1
+        if end < 0:
+            if len(self._head) > _MAX_HEAD:
+                self.pid.set_exception(ValueError("no process group id from the remote shell"))
             return
-        if not self.pid.done():
-            self._head += data
-            i = self._head.find(self.tag)
-            end = self._head.find(b"\n", i) if i >= 0 else -1
-            if end < 0:
-                if len(self._head) > _MAX_HEAD:
-                    self.pid.set_exception(ValueError("no process group id from the remote shell"))
-                return
-            if i:
-                # What the login shell's start-up files printed first.
-                self._write(self._head[:i])
-            try:
-                self.pid.set_result(int(self._head[i + len(self.tag) : end]))
-            except ValueError:
-                self.pid.set_exception(ValueError("unreadable process group id"))
-                return
-            data = self._head[end + 1 :]
-            self._head = b""
-            if not data:
-                return
+        if i:
+            # What the login shell's start-up files printed first.
+            self._write(self._head[:i])
+        try:
+            self.pid.set_result(int(self._head[i + len(self.tag) : end]))
+        except ValueError:
+            self.pid.set_exception(ValueError("unreadable process group id"))
+            return
+        rest = self._head[end + 1 :]
+        self._head = b""
+        if rest:
+            self._write(rest)
+
+    def _stderr(self, data: bytes) -> None:
         if self._outputs is not None:
             room = _STATUS_LINE + MAX_OUTPUTS_BYTES + 1 - len(self._outputs)
             if room > 0:
                 self._outputs += data[:room]
             return
         buf = self._held + data
-        i = buf.find(self.marker)
+        # The trailer is written at once, so it nearly always comes whole; its
+        # newline may still have come alone at the end of the last chunk (and
+        # been written as the login shell's): then the nonce starts this one.
+        lead = self.marker[1:] if self._nl else b""
+        i, skip = buf.find(self.marker), len(self.marker)
+        if i < 0 and lead and buf.startswith(lead):
+            i, skip = 0, len(lead)
         if i >= 0:
             self._write(buf[:i])
             self._held = b""
-            self._outputs = bytearray(buf[i + len(self.marker) :])
+            self._outputs = bytearray(buf[i + skip :])
             return
-        # Hold back only a tail that could begin the trailer (it starts with a newline).
+        if lead and lead.startswith(buf):
+            self._held = buf
+            return
+        # Hold back only a tail that could begin the trailer: a newline and the
+        # start of the nonce (a newline alone is written: the noise's own, nearly
+        # always, and it reaches the log in its place).
         cut = len(buf)
         j = buf.rfind(b"\n", max(0, len(buf) - len(self.marker) + 1))
-        if j >= 0 and self.marker.startswith(buf[j:]):
+        if 0 <= j < len(buf) - 1 and self.marker.startswith(buf[j:]):
             cut = j
         if cut:
             self._write(buf[:cut])
+            self._nl = buf[cut - 1 : cut] == b"\n"
         self._held = buf[cut:]
 
     def exit_status_received(self, status: int) -> None:
