@@ -48,15 +48,15 @@ def test_failure_story_retry_runs_exactly_the_failed_and_dependents(tmp_path: Pa
     marks.mkdir()
     env = {"CHAIN138_SCALE": SCALE, "CHAIN138_MARKER_DIR": str(marks)}
     res = fleetrun("apply", str(CHAIN138), "--state-dir", str(state),
-                   extra_env={**env, "FAIL_REGIONS": "uksouth,japaneast"})  # fmt: skip
+                   extra_env={**env, "FAIL_REGIONS": "ukwest,japaneast"})  # fmt: skip
     assert res.returncode == 1, res.stdout + res.stderr
     first = show_json(state)
     states = {i["key"]: i["status"] for i in first["instances"]}
     failed = sorted(k for k, s in states.items() if s == "failed")
     skipped = sorted(k for k, s in states.items() if s == "skipped")
-    assert failed == ["infra@japaneast", "infra@uksouth"]
+    assert failed == ["infra@japaneast", "infra@ukwest"]
     assert skipped == sorted(
-        f"{t}@{r}" for t in ("k8s", "besu", "verify-region") for r in ("japaneast", "uksouth")
+        f"{t}@{r}" for t in ("k8s", "besu", "verify-region") for r in ("japaneast", "ukwest")
     )
     assert {s for k, s in states.items() if k not in failed + skipped} == {"succeeded"}
 

@@ -73,7 +73,7 @@ def test_chain138_partial_failure_then_retry(chain138: Path) -> None:
     env = {
         "CHAIN138_SCALE": "0.05",
         "CHAIN138_MARKER_DIR": str(markers),
-        "FAIL_REGIONS": "uksouth,japaneast",
+        "FAIL_REGIONS": "ukwest,japaneast",
     }
     proc = fleetrun("apply", "--plain", "plan.yaml", cwd=chain138, env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -81,10 +81,10 @@ def test_chain138_partial_failure_then_retry(chain138: Path) -> None:
         assert re.search(rf"\b{summary}\b", proc.stdout)
     first = counts(markers)
     regions = validators(chain138)
-    ok = [r for r in regions if r not in ("uksouth", "japaneast")]
+    ok = [r for r in regions if r not in ("ukwest", "japaneast")]
     for task in ("infra", "k8s", "besu", "verify-region"):
         assert all(first[f"{task}@{r}"] == 1 for r in ok)
-    for bad in ("uksouth", "japaneast"):
+    for bad in ("ukwest", "japaneast"):
         assert first[f"infra@{bad}"] == 1
         assert not any(k.endswith(f"@{bad}") and not k.startswith("infra@") for k in first)
     contracts = ["multicall", "weth9", "weth10", "ccip-router", "oracle", "multisig"]
@@ -100,6 +100,6 @@ def test_chain138_partial_failure_then_retry(chain138: Path) -> None:
     rerun = {k: second[k] - first.get(k, 0) for k in second if second[k] != first.get(k, 0)}
     assert rerun == {
         f"{task}@{r}": 1
-        for r in ("uksouth", "japaneast")
+        for r in ("ukwest", "japaneast")
         for task in ("infra", "k8s", "besu", "verify-region")
     }

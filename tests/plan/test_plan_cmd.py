@@ -145,7 +145,7 @@ def test_rollout_waves(chain138: dict[str, Any]) -> None:
         *[t for t in fleet if t not in rollout["waves"][0]],
     ]
     assert rollout["sizes"] == ["canary", 8, "100%"]
-    assert rollout["max_failed"] == "50%"
+    assert rollout["max_failed"] == "25%"
     assert rollout["pause"] is False
 
 
