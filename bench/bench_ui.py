@@ -9,7 +9,9 @@ and measures, over HTTP on loopback:
 - the runs page: ``GET /`` (the page) and ``GET /api/runs`` (what it draws);
 - the big run's page: ``GET /api/runs/ID`` (grid, waves, pools, outputs) and
   ``GET /api/runs/ID/timeline`` (the report's measurements), first (cold:
-  plan loaded, nothing cached) and again (warm);
+  plan loaded, nothing cached; on ``--cold`` new servers, the median judged,
+  as one look on a shared machine can land on someone else's burst) and
+  again (warm);
 - live updates: ``--clients`` pages connected to ``/api/events``; a new run
   begins, and each page's time from the run's journaled start to its ``runs``
   message;
@@ -18,7 +20,8 @@ and measures, over HTTP on loopback:
 Targets: runs page < 300 ms, run page < 1 s, an event reaches 20 pages within
 1 s, server RSS < 200 MB.
 
-    python bench/bench_ui.py [--runs 200] [--attempts 50000] [--clients 20] [--keep DIR]
+    python bench/bench_ui.py [--runs 200] [--attempts 50000] [--clients 20] [--cold 3]
+                             [--keep DIR]
 
 ``--keep DIR`` records into DIR once and reuses that record on later runs (each
 run still starts a new server, so "first (cold)" stays a first look; the live
@@ -79,6 +82,14 @@ def _get(url: str) -> tuple[float, int]:
     return time.perf_counter() - t0, size
 
 
+def _first_look(base: str, run_id: str) -> tuple[float, int, float, int]:
+    """The run page's two requests on a server that has not shown the run yet:
+    seconds and bytes of its data, then of its timeline (as the page asks)."""
+    data, size = _get(f"{base}/api/runs/{run_id}")
+    timeline, tl_size = _get(f"{base}/api/runs/{run_id}/timeline")
+    return data, size, timeline, tl_size
+
+
 def _serve(*states: Path) -> tuple[subprocess.Popen[bytes], str]:
     args = [a for s in states for a in ("--state-dir", str(s))]
     proc = subprocess.Popen(
@@ -134,6 +145,7 @@ def main() -> None:
     ap.add_argument("--attempts", type=int, default=50_000)
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--cold", type=int, default=3, help="new servers for the first look")
     ap.add_argument("--keep", type=Path, help="record into DIR once, and reuse it after")
     args = ap.parse_args()
     print(f"fleetrun ui: {args.runs} runs, a run of {args.attempts:,} attempts ({machine()})")
@@ -159,6 +171,15 @@ def main() -> None:
             n = len(j.attempts(big_id))
         row("record: big run", f"{n:,} attempts")
 
+        firsts = []
+        for _ in range(max(0, args.cold - 1)):
+            proc, base = _serve(many, big)
+            try:
+                _get(base + "/api/runs")
+                firsts.append(_first_look(base, big_id))
+            finally:
+                proc.terminate()
+                proc.wait(30)
         proc, base = _serve(many, big)
         try:
             _get(base + "/api/runs")  # the first request opens the journals
@@ -171,8 +192,9 @@ def main() -> None:
                 f"{runs_page * 1000:.0f} ms (median of {args.rounds}; {runs[0][1]:,} bytes)",
                 f"target < 300 ms  {verdict(runs_page < 0.3)}",
             )
-            cold_run, size = _get(f"{base}/api/runs/{big_id}")
-            cold_tl, tl_size = _get(f"{base}/api/runs/{big_id}/timeline")
+            firsts.append(_first_look(base, big_id))
+            by_total = sorted(firsts, key=lambda f: f[0] + f[2])
+            cold_run, size, cold_tl, tl_size = by_total[(len(by_total) - 1) // 2]
             cold = cold_run + cold_tl
             row(
                 "run page, first (cold)",
@@ -180,6 +202,9 @@ def main() -> None:
                 f"timeline {cold_tl * 1000:.0f} ms, {tl_size:,} bytes)",
                 f"target < 1 s  {verdict(cold < 1.0)}",
             )
+            if len(firsts) > 1:
+                each = ", ".join(f"{(d + t) * 1000:.0f}" for d, _, t, _ in firsts)
+                row("", f"median of {len(firsts)} new servers: {each} ms")
             warm = statistics.median(
                 _get(f"{base}/api/runs/{big_id}")[0] + _get(f"{base}/api/runs/{big_id}/timeline")[0]
                 for _ in range(args.rounds)

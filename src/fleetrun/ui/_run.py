@@ -3,6 +3,11 @@ command, and the timeline (measured by the HTML report's own ``build_report``).
 
 Blocking (SQLite, files, plan loading): called on worker threads. Text passes
 the run's redactor; names stay data for the page to insert as text.
+
+Both are read lean, so that the first look at a run of 50,000 attempts stays
+well under a second: the plan is loaded, never expanded (``Plans``); rows come
+as ``sqlite3``'s own tuples; what is only counted is counted by SQLite; a run
+too large to measure on each look gets its latest bars alone.
 """
 
 from __future__ import annotations
@@ -40,11 +45,7 @@ def is_live(run: RunRecord) -> bool:
 
 
 def run_data(store: Store, run: RunRecord, plans: Plans) -> dict[str, Any]:
-    """Everything the run page shows but the timeline.
-
-    Read lean, so that the first look at a run of 50,000 attempts stays well
-    under a second: rows as tuples, the attempts' figures counted by SQLite,
-    and the plan loaded but never expanded (``Plans``)."""
+    """Everything the run page shows but the timeline."""
     reader = store.reader()
     plan = plans.of(run)
     redact = plan.redactor.redact
