@@ -169,7 +169,7 @@ def main() -> None:
         with JournalReader(big) as j:
             big_id = j.runs()[0].id
             n = len(j.attempts(big_id))
-        row("record: big run", f"{n:,} attempts")
+        row("big run", f"{n:,} attempts")
 
         firsts = []
         for _ in range(max(0, args.cold - 1)):
