@@ -311,8 +311,10 @@ class ConnectionPool:
                 why = "host down, filtered or overloaded"
                 proxy = await _proxy_jump(spec) if tunnel is None else None
                 if proxy:
-                    why = f"through jump host {proxy} (ProxyJump in the ssh config): {why}"
-                    why += ", or the jump host is"
+                    why = (
+                        f"{why}; it is reached through jump host {proxy} (ProxyJump in the "
+                        "ssh config), which may be the one not answering"
+                    )
                 raise SSHFailure(
                     f"{spec.destination}: no SSH connection within {spec.connect_timeout:g}s "
                     f"({why})"
