@@ -136,7 +136,7 @@ class SessionSlots:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try:
-            await fut  # `_wake` took the slot for this waiter
+            await fut  # `release` took the slot for this waiter
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.release()  # woken and cancelled at once: pass the slot on
