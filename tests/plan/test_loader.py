@@ -181,6 +181,7 @@ def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
         "pools",
         "timeout",
         "retry",
+        "success",
         "env",
         "cwd",
         "estimate",

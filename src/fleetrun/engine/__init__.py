@@ -29,6 +29,7 @@ from fleetrun.engine._options import (
     new_run_id,
 )
 from fleetrun.engine._shared_file import SharedPoolInfo, SharedPoolUser, read_shared_pools
+from fleetrun.engine._verdict import accepted_text
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -55,6 +56,7 @@ __all__ = [
     "SharedPoolUser",
     "Subscriber",
     "WaveChanged",
+    "accepted_text",
     "distinct_tail",
     "ending_text",
     "left_running_text",

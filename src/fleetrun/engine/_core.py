@@ -64,6 +64,7 @@ from fleetrun.engine._options import RunOptions, RunResult
 from fleetrun.engine._queued import Queued
 from fleetrun.engine._retry import backoff_delay
 from fleetrun.engine._shared import limits_for
+from fleetrun.engine._verdict import accepted_text
 from fleetrun.executors import AttemptResult, Handle
 from fleetrun.plan import Graph
 
@@ -454,17 +455,27 @@ class Core:
         self.queued.ended(j)
 
     def succeeded(
-        self, j: int, n: int, outputs: Mapping[str, str] | None, left_running: int = 0
+        self,
+        j: int,
+        n: int,
+        outputs: Mapping[str, str] | None,
+        left_running: int = 0,
+        exit_code: int = 0,
     ) -> None:
         """Attempt ``n`` of ``j`` succeeded (its executor returned); ``left_running``:
-        processes it left running that were ended (the record says so)."""
+        processes it left running that were ended (the record says so);
+        ``exit_code``: a non-zero code its task's ``success.exit`` accepts."""
         self._release(j)
-        result = AttemptResult(0, left_running=left_running) if left_running else _SUCCEEDED
+        result = _SUCCEEDED
+        if left_running or exit_code:
+            result = AttemptResult(exit_code, left_running=left_running)
         self.emit(self._ended(j, n, result, "succeeded"))
         pools = self.pools_of[j]
         if pools:
             self.limits.succeeded(pools, self.t0[j], self.now())
-        note = left_running_text(left_running) if left_running else ""
+        notes = [accepted_text(exit_code)] if exit_code else []
+        notes += [left_running_text(left_running)] if left_running else []
+        note = "; ".join(notes)
         self.settle(j, "succeeded", note, outputs=outputs)
 
     def retry_allowed(self, j: int, n: int, matched: tuple[ThrottleMatch, ...]) -> bool:

@@ -28,6 +28,7 @@ from fleetrun.engine._ending import ending_text
 from fleetrun.engine._events import AttemptOutput, Event, Subscriber
 from fleetrun.engine._options import RunOptions, RunResult
 from fleetrun.engine._retry import log_tail, retry_reason
+from fleetrun.engine._verdict import judge
 from fleetrun.errors import FleetrunError, UsageError
 from fleetrun.executors import Attempt, AttemptResult, Executor, Handle, OutputRefused
 from fleetrun.plan import Graph
@@ -267,19 +268,23 @@ class _Driver:
             core.broken(j, n, problem)
             self._kick()
             return
-        if result.ok:
+        assert isinstance(spec, Attempt)
+        # The verdict is the engine's, by the task's success rule (every executor alike).
+        verdict = judge(core.graph.plan.tasks[spec.task].success, result, spec.log_path)
+        if verdict.ok:
             # The common case, inline: no extra coroutine per attempt.
             self.tasks.pop(j, None)
-            core.succeeded(j, n, result.outputs, result.left_running)
+            core.succeeded(j, n, result.outputs, result.left_running, result.exit_code or 0)
             self._kick()
             return
-        assert isinstance(spec, Attempt)
         if not core.spawned[j]:
             # It failed before it existed (a connection refused): still tried.
             core.tried(j, n, executor.kind, spec.display, spec.log_path)
-        await self._failed(j, n, spec, result)
+        await self._failed(j, n, spec, verdict.result, verdict.refused)
 
-    async def _failed(self, j: int, n: int, spec: Attempt, result: AttemptResult) -> None:
+    async def _failed(
+        self, j: int, n: int, spec: Attempt, result: AttemptResult, refused: str | None = None
+    ) -> None:
         core = self.core
         graph = core.graph
         task = graph.plan.tasks[graph.nodes[j].task]
@@ -290,6 +295,8 @@ class _Driver:
         reason: str | None = None
         if core.retry_allowed(j, n, matched):
             reason = matched[0].what if matched else retry_reason(task.retry, result, log)
+            if reason is not None and refused is not None and not matched:
+                reason = refused  # the success rule's words, not "exit 0"
         tail: tuple[str, ...] = ()
         if reason is None or core.stopping:
             tail = tuple(core.options.redactor.redact(x) for x in log_tail(log))

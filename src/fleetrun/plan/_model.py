@@ -78,6 +78,31 @@ class RetryPolicy:
     the executor's ``error_kind`` is ``connect`` or ``lost``."""
 
 
+SUCCESS_EXIT = frozenset({0})
+"""The exit codes that count as success when a task does not say (``success.exit``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SuccessPolicy:
+    """What counts as success for an attempt (``success``; ``defaults.success``).
+
+    An attempt that ended in time with an exit code in ``exit`` succeeded,
+    unless its output contains one of ``fail_on_output`` (plain substrings,
+    searched in its log, as ``retry.on.output``). ``exit`` lists every code
+    that counts: ``[3]`` makes exit 0 a failure. The engine judges (one
+    verdict for every executor); an accepted non-zero code is recorded as it
+    is (``exit 3 accepted``). Outputs are published by an exit 0 only.
+    """
+
+    exit: frozenset[int] = SUCCESS_EXIT
+    fail_on_output: tuple[str, ...] = ()
+
+    @property
+    def is_default(self) -> bool:
+        """Exit 0 and nothing else, with no output rule: the verdict needs no log."""
+        return self.exit == SUCCESS_EXIT and not self.fail_on_output
+
+
 @dataclass(frozen=True, slots=True)
 class ThrottleRule:
     """What "slow down" looks like for a pool (``pools.X.throttle``).
@@ -229,6 +254,7 @@ class Task:
     pools: tuple[str, ...] = ()
     timeout: float | None = None
     retry: RetryPolicy = RetryPolicy()
+    success: SuccessPolicy = SuccessPolicy()
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
     estimate: float | None = None

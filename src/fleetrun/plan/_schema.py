@@ -101,6 +101,39 @@ def _retry() -> dict[str, Any]:
     }
 
 
+def _success() -> dict[str, Any]:
+    return _obj(
+        "What counts as success for an attempt (default: exit 0). The engine judges, the "
+        "same for every runs_on. Keys given by a task override the same keys of "
+        "defaults.success. Timeouts and signals are failures whatever this says.",
+        {
+            "exit": {
+                "description": "Every exit code that counts as success, for example [0, 3] for "
+                "a status check whose 'stopped' is 3 (0 included only when listed). An "
+                "accepted non-zero code is recorded as it is: 'exit 3 accepted'. Outputs "
+                "($FLEETRUN_OUTPUT) are published by an exit 0 only.",
+                "anyOf": [
+                    {"type": "integer", "minimum": 0, "maximum": 255},
+                    {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0, "maximum": 255},
+                        "minItems": 1,
+                    },
+                ],
+            },
+            "fail_on_output": {
+                "description": "An attempt whose output contains any of these texts fails, "
+                "whatever its exit code (plain substrings, as retry.on.output, not regular "
+                "expressions; for example 'ERROR'). Such a failure is retried as retry says.",
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "array", "items": {"type": "string", "minLength": 1}},
+                ],
+            },
+        },
+    )
+
+
 def _adaptive() -> dict[str, Any]:
     def num(description: str, maximum: float = 1.0) -> dict[str, Any]:
         return {
@@ -330,6 +363,7 @@ def _task() -> dict[str, Any]:
             },
             "timeout": _duration("Per-attempt time limit (default: defaults.timeout, or none)."),
             "retry": _retry(),
+            "success": _success(),
             "env": {
                 "type": "object",
                 "description": "Environment variables for this task (over the plan's env).",
@@ -589,6 +623,7 @@ def _build() -> dict[str, Any]:
                 {
                     "timeout": _duration("Per-attempt time limit."),
                     "retry": _retry(),
+                    "success": _success(),
                     "estimate": _duration("Expected duration of a task."),
                 },
             ),

@@ -26,6 +26,7 @@ from fleetrun.plan._model import (
     RetryPolicy,
     Scalar,
     Script,
+    SuccessPolicy,
     Target,
     Task,
 )
@@ -49,11 +50,15 @@ TASK_KEYS = (
     "runs_on",
     "allow_empty",
     "script",
+    "success",
     *OPTION_KEYS,
 )
-DEFAULT_KEYS = ("timeout", "retry", "estimate")
+DEFAULT_KEYS = ("timeout", "retry", "estimate", "success")
 RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
 ON_KEYS = ("exit", "output", "timeout", "connect")
+SUCCESS_KEYS = ("exit", "fail_on_output")
+MAX_EXIT = 255
+"""The largest exit status a process can report (POSIX keeps 8 bits)."""
 TASK_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 MAX_TASK_NAME_BYTES = 200
 """Longest task name, in UTF-8 bytes (a directory and file names are made of it)."""
@@ -73,6 +78,46 @@ class Defaults:
     timeout: float | None = None
     estimate: float | None = None
     retry: dict[str, Any] = field(default_factory=dict)
+    success: dict[str, Any] = field(default_factory=dict)
+
+
+def read_success(ctx: Ctx, node: YNode, key: str) -> dict[str, Any]:
+    """The ``success`` keys given at ``node``: ``exit`` (the codes that count as
+    success) and ``fail_on_output`` (texts whose presence in the output fails it)."""
+    out: dict[str, Any] = {}
+    m = ctx.mapping(node, key, allow_null=False)
+    for k, v in ctx.items(m, key, SUCCESS_KEYS) if m else ():
+        sub = join(key, k)
+        if k == "exit":
+            items = ctx.seq(v, sub, single_ok=True)
+            if items is None:
+                continue
+            codes = [
+                ctx.integer(item, join(sub, i), 0, (MAX_EXIT, "exit codes are 0 to 255"))
+                for i, item in enumerate(items)
+            ]
+            if not items:
+                ctx.error(
+                    v,
+                    sub,
+                    "lists no exit code: no attempt could succeed",
+                    "list the codes that mean success, such as [0, 3]",
+                )
+            elif None not in codes:
+                out[k] = frozenset(c for c in codes if c is not None)
+        else:
+            out[k] = tuple(n for n, _ in ctx.names(v, sub, single_ok=True))
+    if m is not None and not m.entries:
+        ctx.error(m, key, "says nothing", "give exit or fail_on_output, or remove 'success'")
+    return out
+
+
+def _success(given: Mapping[str, Any]) -> SuccessPolicy:
+    base = SuccessPolicy()
+    return SuccessPolicy(
+        exit=given.get("exit", base.exit),
+        fail_on_output=given.get("fail_on_output", base.fail_on_output),
+    )
 
 
 def read_retry(ctx: Ctx, node: YNode, key: str) -> dict[str, Any]:
@@ -143,6 +188,8 @@ def read_defaults(ctx: Ctx, node: YNode) -> Defaults:
             d.timeout = ctx.duration(v, key, positive=True)
         elif k == "estimate":
             d.estimate = ctx.duration(v, key)
+        elif k == "success":
+            d.success = read_success(ctx, v, key)
         else:
             d.retry = read_retry(ctx, v, key)
     return d
@@ -323,6 +370,9 @@ def read_tasks(
         retry = dict(defaults.retry)
         if "retry" in f:
             retry.update(read_retry(ctx, f["retry"], join(key, "retry")))
+        success = dict(defaults.success)
+        if "success" in f:
+            success.update(read_success(ctx, f["success"], join(key, "success")))
         env: dict[str, str] = {}
         for ename, (enode, evalue) in _entries(ctx, f.get("env"), join(key, "env")):
             ekey = join(join(key, "env"), ename)
@@ -361,6 +411,7 @@ def read_tasks(
             pools=tuple(task_pools),
             timeout=timeout,
             retry=_policy(retry),
+            success=_success(success),
             env=env,
             cwd=cwd,
             estimate=estimate,

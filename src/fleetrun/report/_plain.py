@@ -28,6 +28,7 @@ from fleetrun.engine import (
     RunResult,
     RunStarted,
     WaveChanged,
+    accepted_text,
     distinct_tail,
     ending_text,
     left_running_text,
@@ -99,7 +100,8 @@ def _event_text(ev: Event, took: float, tail_lines: int) -> list[str]:
         return [f"started    {ev.key}{again}"]
     if isinstance(ev, AttemptEnded):
         if ev.outcome == "succeeded":
-            return [f"succeeded  {ev.key} in {format_duration(took)}"]
+            accepted = f" ({accepted_text(ev.exit_code)})" if ev.exit_code else ""
+            return [f"succeeded  {ev.key} in {format_duration(took)}{accepted}"]
         if ev.outcome == "retrying":
             return [f"retrying   {ev.key} in {ev.retry_delay or 0:.1f}s ({ev.retry_reason})"]
         if ev.outcome == "failed":
