@@ -37,7 +37,7 @@ requests answered 429 at random with no limit behind them, pool ``rate:
 
 With ``--fixed``, a third contender shows what this machine can do at its
 present load: fleetrun with the pool set just under the server's limit
-(95% of the rate; concurrency 4; 95% of the halved rate), not adaptive.
+(95% of the bucket's rate; the concurrency limit), not adaptive.
 
 Makespan is the server's: from the first request's arrival to the last
 served request's end (``wall`` adds fleetrun's own start and end). The
@@ -196,7 +196,6 @@ def scenarios(quick: bool) -> list[Scenario]:
             fast,
             step_ideal(rate, burst, steps, n_step),
             share_target=0.10,
-            fixed={"rate": f"{0.95 * rate / 2:g}/s"},
         ),
         Scenario(
             "window",
