@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 
 from fleetrun.errors import Diagnostic, Location
 from fleetrun.plan._units import DURATION_HELP, is_negative, parse_duration
-from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, type_name
+from fleetrun.plan._yaml import Scalar, YMap, YNode, YScalar, YSeq, type_name
 
 
 def _not_a_duration(node: YScalar, positive: bool) -> tuple[str, str]:
@@ -40,6 +40,36 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _as_text(value: Scalar) -> str:
+    """A scalar as a command shows it: ``true``, ``8``, ``1.1``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+def yaml_reading(node: YNode) -> str:
+    """How YAML read an unquoted scalar that is not text, in words, when that is not
+    what was written: ``YAML reads no as false``, ``YAML reads 010 as the number 8``;
+    else an empty string."""
+    if not isinstance(node, YScalar) or node.style is not None or isinstance(node.value, str):
+        return ""
+    written, value = node.source.strip(), node.value
+    if value is None or written == _as_text(value):
+        return ""
+    what = "" if isinstance(value, bool) else "the number "
+    return f"YAML reads {written} as {what}{_as_text(value)}"
+
+
+def quote_fix(node: YNode) -> str:
+    """The fix for an unquoted scalar that YAML read as a boolean or a number where
+    text is meant: quote it (empty for anything else)."""
+    if not isinstance(node, YScalar) or node.style is not None:
+        return ""
+    if isinstance(node.value, str) or node.value is None:
+        return ""
+    return f"quote it to keep the text: '{node.source.strip()}'"
 
 
 def join(key: str, sub: str | int) -> str:
@@ -89,14 +119,35 @@ class Ctx:
         """Record one problem at an explicit location."""
         self.problems.append(Diagnostic(loc, message, key=key, fix=fix))
 
-    def wrong_type(self, node: YNode, key: str, expected: str, fix: str = "") -> None:
-        """Record that ``node`` is not of the ``expected`` type."""
-        self.error(
-            node,
-            key,
-            f"expected {expected}, got {type_name(node)}",
-            fix or f"write {expected} here",
-        )
+    def wrong_type(
+        self, node: YNode, key: str, expected: str, fix: str = "", text: bool | None = None
+    ) -> None:
+        """Record that ``node`` is not of the ``expected`` type. ``text``: a string
+        would have done (default: when ``expected`` is ``a string``); then an
+        unquoted ``no``, ``on`` or ``010`` that YAML read as a boolean or a number
+        is said to be one, with the fix to quote it."""
+        message = f"expected {expected}, got {type_name(node)}"
+        if text if text is not None else expected == "a string":
+            reading = yaml_reading(node)
+            message += f" ({reading})" if reading else ""
+            fix = fix or quote_fix(node)
+        self.error(node, key, message, fix or f"write {expected} here")
+
+    def scalar(self, node: YScalar, key: str) -> Scalar:
+        """A scalar's value, for variables and attributes (any type): a number that
+        YAML read from other text (``1.10`` as 1.1, ``010`` as 8) is reported, since
+        a command would show it changed."""
+        value = node.value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            reading = yaml_reading(node)
+            if reading:
+                self.error(
+                    node,
+                    key,
+                    f"{reading}, and a command would show {_as_text(value)}",
+                    f"{quote_fix(node)}, or write {_as_text(value)}",
+                )
+        return value
 
     def mapping(self, node: YNode, key: str, allow_null: bool = True) -> YMap | None:
         """``node`` as a mapping; a null stands for an empty one when allowed."""

@@ -358,7 +358,7 @@ class _Loader:
             if not NAME.match(name):
                 self.ctx.error(knode, key, f"{name!r} is not a valid variable name", NAME_HELP)
             elif isinstance(value, YScalar):
-                out[name] = value.value
+                out[name] = self.ctx.scalar(value, key)
             elif isinstance(value, YMap):
                 got = self.var_spec(name, value, key)
                 if got is not None:
@@ -375,7 +375,7 @@ class _Loader:
         if "value" in f:
             v = f["value"]
             if isinstance(v, YScalar):
-                value = v.value
+                value = ctx.scalar(v, join(key, "value"))
             else:
                 ctx.wrong_type(v, join(key, "value"), "a string, number, boolean or null")
         if "secret" in f and ctx.boolean(f["secret"], join(key, "secret")):
@@ -466,7 +466,7 @@ class _Loader:
                 elif not isinstance(aval, YScalar):
                     ctx.wrong_type(aval, akey, "a string, number, boolean or null")
                 else:
-                    attrs[attr] = aval.value
+                    attrs[attr] = ctx.scalar(aval, akey)
             out[name] = Target(name, attrs, merge_ssh(self.ssh, ssh))
         return out
 

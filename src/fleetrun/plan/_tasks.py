@@ -213,6 +213,10 @@ def _read_needs(ctx: Ctx, node: YNode, key: str) -> list[tuple[Need, YNode]]:
             need = Need(m.group(1), "all" if m.group(2) else "auto", location=ctx.loc(item))
             out.append((need, item))
             continue
+        if isinstance(item, YScalar) and isinstance(item.value, bool):
+            # needs: [on]: YAML read the task name as a boolean.
+            ctx.wrong_type(item, sub, "a task name or {task: name, at_least: N}", text=True)
+            continue
         qm = ctx.mapping(item, sub, allow_null=False)
         if qm is None:
             continue
