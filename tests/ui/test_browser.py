@@ -6,7 +6,9 @@ succeeded on the open page (no reload) within 2 s of its end on record, the
 adaptive pool's gauges are on ``/metrics``, a promote without the token
 changes nothing and the page's promote button opens the paused wave, the
 failed attempt's log opens on a click, names with markup stay text, no secret
-reaches a page, and the console stays clean. The run page's screenshot
+reaches a page, and the console stays clean. A finished run's page shows
+names with control characters and bidi overrides as their escapes, keeps the
+grid and the page in view beside a 190-byte name. The run page's screenshot
 (``docs/ui-run.png`` with ``FLEETRUN_UI_SCREENSHOT=docs/ui-run.png``) is taken here.
 
 Skips only when Chromium or playwright is missing and ``CI`` is not set.
@@ -30,7 +32,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ._helpers import env, journal_rows, request, wait_for
+from ._helpers import env, fleetrun, journal_rows, request, serving, wait_for
 
 SECRET = "br0wser-Secret-77"
 HOSTILE = "b<img src=x onerror=alert(1)>"
@@ -236,3 +238,58 @@ def test_the_page_follows_a_live_run_and_steers_it(browser: Any, tmp_path: Path)
     # The ui beside the run ended with it.
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(tuple(base.removeprefix("http://").split(":")), timeout=5)
+
+
+# Names that hide or reorder characters, and one as long as a name may be.
+LONG = "L" * 190
+
+NAMES_PLAN = """\
+name: names
+targets:
+  a: {}
+  "eu-\\u202eevil": {}
+  "ctl\\e[31mred": {}
+  LONG_NAME: {}
+rollout: {waves: [1, "100%"]}
+tasks:
+  deploy:
+    for_each: all
+    run: case "{{ target.name }}" in ctl*) exit 3 ;; esac
+""".replace("LONG_NAME", LONG)
+
+
+@pytest.mark.slow
+def test_hostile_names_show_escaped_and_in_view(browser: Any, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(NAMES_PLAN)
+    state = tmp_path / ".fleetrun"
+    done = fleetrun("apply", str(plan), "--plain")
+    assert done.returncode == 1, done.stdout + done.stderr  # deploy@ctl... failed
+    [(run_id,)] = journal_rows(state, "SELECT id FROM runs")
+    with serving("--state-dir", str(state)) as ui:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        try:
+            page.goto(f"{ui.base}/runs/{run_id}")
+            page.wait_for_selector(f'td[data-key="deploy@{LONG}"].st-succeeded')
+
+            # Control characters and a bidi override show as their escapes.
+            grid = page.inner_text("table.grid")
+            assert "eu-\\u202eevil" in grid
+            assert "ctl\\x1b[31mred" in grid
+            assert "\u202e" not in grid
+            assert "\x1b" not in grid
+            assert "eu-\\u202eevil" in page.inner_text(".waves")
+
+            # The longest name leaves the grid's cells and the page in view.
+            cell = page.locator(f'td[data-key="deploy@{LONG}"]').bounding_box()
+            assert cell is not None
+            assert cell["x"] + cell["width"] <= 1280
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+            assert page.get_attribute("table.grid tbody tr:nth-child(4) th", "title") == LONG
+
+            assert problems == []
+        finally:
+            context.close()

@@ -15,19 +15,31 @@
   };
 
   // ---- building blocks --------------------------------------------------------------
+  // Control characters (C0 but tab and newline, DEL, C1) and the invisible marks that
+  // reorder text (bidi overrides, embeddings, isolates) show as their escapes, as the
+  // terminal shows them: a name cannot hide a character or read backwards on the page.
+  const HIDDEN = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  const NAMED = { "\r": "\\r", "\x1b": "\\x1b" };
+  function shown(value) {
+    const s = String(value);
+    return s.replace(HIDDEN, (c) => NAMED[c] || (c.charCodeAt(0) < 0x100
+      ? "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0")
+      : "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0")));
+  }
   function el(tag, props, ...children) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(props || {})) {
       if (v === null || v === undefined || v === false) continue;
       if (k === "class") node.className = v;
-      else if (k === "text") node.textContent = String(v);
+      else if (k === "text") node.textContent = shown(v);
+      else if (k === "title") node.title = shown(v);
       else if (k === "data") for (const [dk, dv] of Object.entries(v)) node.dataset[dk] = String(dv);
       else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
       else node.setAttribute(k, String(v));
     }
     for (const c of children) {
       if (c === null || c === undefined || c === false) continue;
-      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+      node.append(c instanceof Node ? c : document.createTextNode(shown(c)));
     }
     return node;
   }
@@ -40,7 +52,7 @@
     for (const [k, v] of Object.entries(attrs || {})) {
       if (v !== null && v !== undefined) node.setAttribute(k, String(v));
     }
-    if (text !== undefined) node.textContent = String(text);
+    if (text !== undefined) node.textContent = shown(text);
     return node;
   }
   function titled(node, text) {
@@ -314,9 +326,9 @@
     if (!grid.cells.length) { fill(box, el("p", { class: "empty", text: "No instances." })); return; }
     const byRow = grid.targets.map(() => new Array(grid.tasks.length).fill(null));
     for (const c of grid.cells) byRow[c[1]][c[0]] = c;
-    const head = el("tr", {}, el("th", { class: "target", text: "target" }), ...grid.tasks.map((t) => el("th", { text: t })));
+    const head = el("tr", {}, el("th", { class: "target", text: "target" }), ...grid.tasks.map((t) => el("th", { class: "task", text: t, title: t })));
     const rows = grid.targets.map((target, ri) => el("tr", {},
-      el("th", { class: "target", text: target === null ? "(no target)" : target }),
+      el("th", { class: "target", text: target === null ? "(no target)" : target, title: target }),
       ...byRow[ri].map((c) => {
         if (!c) return el("td", { class: "cell none" });
         const [, , key, state, attempts, exit, reason] = c;
