@@ -12,17 +12,20 @@ Grammar (nothing is ever passed to ``eval``)::
     literal := 'text' | "text" | integer | float | true | false | null
 
 An identifier is a target attribute (``name`` is the target's name); a missing
-attribute is ``null``. ``==``/``!=`` never raise: values of different types are
-simply unequal (``true`` is not ``1``). Ordering needs two numbers or two
-strings; with ``null`` on either side it is false; other mixes raise
-``ExprError`` naming the values, which the loader reports with the group and
-target.
+attribute is ``null``, but a word that is no attribute of any target is most
+likely text written without quotes (``role == admin``): ``unknown_names``
+finds those, for the loader and the CLI to refuse. ``==``/``!=`` never raise:
+values of different types are simply unequal (``true`` is not ``1``). Ordering
+needs two numbers or two strings; with ``null`` on either side it is false;
+other mixes raise ``ExprError`` naming the values, which the loader reports
+with the group and target.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +137,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.toks = tokenize(text)
         self.i = 0
+        self.names: list[tuple[str, int]] = []  # attributes used, with their columns
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -257,6 +261,7 @@ class _Parser:
             attr = tok.text
             if attr == "name":
                 return lambda n, e: n
+            self.names.append((attr, tok.column))
             return lambda n, e: e.get(attr)
         value = self.literal()
         return lambda n, e: value
@@ -268,6 +273,8 @@ class Where:
 
     source: str
     _eval: Evaluator
+    names: tuple[tuple[str, int], ...] = ()
+    """The attributes it reads (``name`` aside), each with its 1-based column."""
 
     def matches(self, name: str, attrs: Env) -> bool:
         """Whether the target ``name`` with ``attrs`` is selected; may raise ``ExprError``."""
@@ -276,4 +283,53 @@ class Where:
 
 def compile_where(text: str) -> Where:
     """Parse ``text``; raise ``ExprError`` (with a 1-based column) when malformed."""
-    return Where(text, _Parser(text).parse())
+    parser = _Parser(text)
+    evaluate = parser.parse()
+    return Where(text, evaluate, tuple(parser.names))
+
+
+def attribute_values(attrs: Iterable[Env]) -> dict[str, set[Value]]:
+    """Every attribute of the targets whose ``attrs`` are given, with the values they give it."""
+    out: dict[str, set[Value]] = {}
+    for one in attrs:
+        for k, v in one.items():
+            out.setdefault(k, set()).add(v)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownName:
+    """A word of an expression that is no attribute of any target: the word, its
+    1-based column, the message and the fix."""
+
+    word: str
+    column: int
+    message: str
+    fix: str
+
+
+def unknown_names(where: Where, attrs: Mapping[str, Collection[Value]]) -> list[UnknownName]:
+    """Each word of ``where`` that is no attribute of any target.
+
+    ``attrs`` maps every attribute some target has to the values targets give
+    it (``attribute_values``). Such a word is nearly always text written
+    without quotes: ``role == admin`` reads the attribute ``admin`` (null
+    everywhere) and silently selects nothing. The message says what it may
+    have meant: an attribute of a close name, else the string.
+    """
+    out: list[UnknownName] = []
+    values = {v for vs in attrs.values() for v in vs if isinstance(v, str)}
+    for word, column in where.names:
+        if word in attrs:
+            continue
+        close = difflib.get_close_matches(word, list(attrs), n=1, cutoff=0.75)
+        known = ", ".join(sorted(attrs)) or "none"
+        if close and word not in values:
+            hint = f"did you mean the attribute {close[0]!r}?"
+            fix = f"name an attribute the targets have: {known}"
+        else:
+            hint = f"did you mean the string '{word}'?"
+            fix = f"quote text: '{word}' (a bare word names an attribute; attributes: {known})"
+        message = f"{word!r} is no attribute of any target ({hint})"
+        out.append(UnknownName(word, column, message, fix))
+    return out

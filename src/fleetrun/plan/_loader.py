@@ -19,7 +19,13 @@ from pathlib import Path
 from fleetrun.errors import Diagnostic, Location, PlanError
 from fleetrun.plan._cluster import read_cluster
 from fleetrun.plan._envfile import ENV_NAME, parse_env_file
-from fleetrun.plan._expr import ExprError, compile_where
+from fleetrun.plan._expr import (
+    ExprError,
+    Where,
+    attribute_values,
+    compile_where,
+    unknown_names,
+)
 from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._limits_read import check_shared, read_pool, read_rollout
 from fleetrun.plan._model import ALL_TARGETS, ClusterSection, Plan, Pool, Scalar, Target
@@ -536,6 +542,8 @@ class _Loader:
                 )
             )
             return ()
+        if targets and self.unknown_words(where, wnode, wkey, targets):
+            return ()
         members: list[str] = []
         for t in targets.values():
             try:
@@ -552,6 +560,17 @@ class _Loader:
                 )
                 break
         return tuple(members)
+
+    def unknown_words(
+        self, where: Where, wnode: YNode, wkey: str, targets: Mapping[str, Target]
+    ) -> bool:
+        """Report each word of ``where`` that is no attribute of any target (text
+        without quotes, most likely); True when there was one."""
+        errors = unknown_names(where, attribute_values(t.attrs for t in targets.values()))
+        for e in errors:
+            loc = self.ctx.inner_loc(wnode, e.column - 1)
+            self.problems.append(Diagnostic(loc, e.message, wkey, e.fix))
+        return bool(errors)
 
     def pools(self, node: YNode) -> dict[str, Pool]:
         ctx = self.ctx
