@@ -205,7 +205,13 @@ class Core:
         )
         for i, outs in opts.reused.items():
             self.emit(
-                InstanceReused(at=self.wall(), node=i, key=graph.nodes[i].key, outputs=dict(outs))
+                InstanceReused(
+                    at=self.wall(),
+                    node=i,
+                    key=graph.nodes[i].key,
+                    outputs=dict(outs),
+                    from_run=opts.reused_from.get(i, ""),
+                )
             )
         absent = [
             i
@@ -518,7 +524,10 @@ class Core:
         policy = self.graph.plan.tasks[node.task].retry
         delay = backoff_delay(policy, n, self.rng)
         if signal is not None:
-            delay = max(delay, signal.pause)  # the real time until the pool lets it start
+            # The real time until the pool lets it start. An adaptive pool backs
+            # off for every attempt at once (its rate, concurrency and pauses):
+            # a backoff of the instance's own on top would only idle it.
+            delay = signal.pause if signal.paced else max(delay, signal.pause)
         self.emit(self._ended(j, n, result, "retrying", reason, delay, throttled=throttled))
         self.waiting += 1
         return delay

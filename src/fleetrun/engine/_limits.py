@@ -55,12 +55,14 @@ class ThrottleSignal:
     retry reason does (``AttemptEnded.throttled`` tells the two apart);
     ``pause`` is the time left (seconds) until its pools let anything start
     again; ``attempts`` is the least number of attempts a throttled instance
-    gets.
+    gets; ``paced``: an adaptive pool matched, which slows every start down
+    itself, so the retry waits for the pool only (no backoff of its own).
     """
 
     reason: str
     pause: float
     attempts: int
+    paced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +266,8 @@ class Limits(StaticLimits):
             if a is not None:
                 self._apply(k, a.throttled(started_at, now, self.in_use[k], m.retry_after))
         pause = max(0.0, max(self.paused_until[m.pool] for m in matched) - now)
-        return ThrottleSignal(matched[0].what, pause, attempts)
+        paced = any(self._adaptive[m.pool] is not None for m in matched)
+        return ThrottleSignal(matched[0].what, pause, attempts, paced)
 
     # -- changes --------------------------------------------------------------------
 

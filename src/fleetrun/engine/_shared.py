@@ -378,7 +378,12 @@ class SharedLimits(Limits):
 
             self._observe(m.pool, now, calls, until, f"paused {delay or 0:g}s for Retry-After")
         pause = max(0.0, max(self.paused_until[m.pool] for m in matched) - now)
-        return ThrottleSignal(matched[0].what, pause, self.rules_attempts(matched))
+        paced = (signal is not None and signal.paced) or any(
+            settings_of(cfg.settings)[3] is not None
+            for m in shared
+            if (cfg := self._cfg[m.pool]) is not None
+        )
+        return ThrottleSignal(matched[0].what, pause, self.rules_attempts(matched), paced)
 
     def _observe(
         self,
