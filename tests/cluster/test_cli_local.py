@@ -32,6 +32,9 @@ def test_local_cluster_up_status_scale_down(tmp_path: Path) -> None:
         directory = local_dir(state)
         record = json.loads((directory / "cluster.json").read_text())
         assert oct((directory / "cluster.json").stat().st_mode & 0o777) == "0o600"
+        # Every folder it made on the way is owner-only: <state>/cluster too.
+        for made in (directory, directory.parent):
+            assert oct(made.stat().st_mode & 0o777) == "0o700", made
         assert record["address"] in up.output  # type: ignore[attr-defined]
 
         st = _cli(["cluster", "status", "--format", "json", "--state-dir", str(state)])

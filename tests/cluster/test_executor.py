@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,9 +16,17 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from fleetrun.cluster import LocalCluster
-from fleetrun.executors import ClusterExecutor, ClusterOrphanFinder, _cluster_job
-from fleetrun.executors._contract import Handle, RecordedAttempt
+from fleetrun.executors import (
+    ClusterExecutor,
+    ClusterOrphanFinder,
+    LocalExecutor,
+    OutputRefused,
+    _cluster_job,
+)
+from fleetrun.executors._contract import AttemptResult, Handle, RecordedAttempt
 from fleetrun.runs_on import ClusterOptions
 
 from ._helpers import make_attempt, pgrep, run
@@ -445,3 +454,128 @@ def test_a_run_cancelled_while_its_job_is_being_submitted_leaves_nothing_running
     assert _gone(marker, 2.0), pgrep(marker)
     assert not submitted[0]  # both cases were met
     assert submitted[-1]
+
+
+def test_outputs_over_the_limit_are_refused_and_no_secret_stays_on_disk(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    # A value of 1.1 MB, then two more keys, one holding a secret: the outputs are
+    # refused with the limit named (never cut short, never with keys dropped), and
+    # the secret is on no disk in clear: not here, not on the worker.
+    secret = f"s3cr3t-{uuid.uuid4().hex[:8]}"
+    cmd = (
+        f"{sys.executable} -c \"import os; f = open(os.environ['FLEETRUN_OUTPUT'], 'w'); "
+        f"f.write('big=' + 'x' * 1_100_000 + '\\\\nafter=1\\\\ntoken={secret}\\\\n')\""
+    )
+    attempt = make_attempt(tmp_path, cmd, secrets=(secret,))
+
+    async def go() -> object:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            return await ex.run(attempt)
+        finally:
+            await ex.aclose()
+
+    with pytest.raises(OutputRefused) as refused:
+        run(go())
+    assert str(refused.value) == (
+        "job@t: its outputs take more than 1048576 bytes (1 MiB), the limit for one "
+        "attempt; publish a path or a digest of large data instead"
+    )
+    here = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert here == []
+    worker_files = [
+        p
+        for d in Path("/dev/shm").glob("fleetrun-outputs-*")
+        for p in d.glob("*")
+        if p.is_file() and secret.encode() in p.read_bytes()
+    ]
+    assert worker_files == []
+
+
+def test_outputs_pass_whole_and_their_copy_is_redacted(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    secret = f"s3cr3t-{uuid.uuid4().hex[:8]}"
+    value = "y" * 60_000  # under the 64 KiB limit of one value, over the result event's room
+    cmd = f"printf 'big=%s\\nafter=1\\ntoken=%s\\n' {value} {secret} > $FLEETRUN_OUTPUT"
+    attempt = make_attempt(tmp_path, cmd, secrets=(secret,))
+
+    async def go() -> object:
+        ex = ClusterExecutor(cluster.address)
+        try:
+            return await ex.run(attempt)
+        finally:
+            await ex.aclose()
+
+    result = run(go())
+    assert result.outputs == {"big": value, "after": "1", "token": secret}  # type: ignore[attr-defined]
+    assert Path(attempt.output_path).read_text() == f"big={value}\nafter=1\ntoken=***\n"
+
+
+def test_outputs_that_are_not_utf8_are_refused_as_on_the_local_executor(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    cmd = "printf 'fine=1\\nname=caf\\351\\n' > $FLEETRUN_OUTPUT"
+
+    async def go() -> tuple[BaseException, BaseException]:
+        ex = ClusterExecutor(cluster.address)
+        local = LocalExecutor(grace=2.0)
+        try:
+            with pytest.raises(OutputRefused) as on_cluster:
+                await ex.run(make_attempt(tmp_path / "c", cmd))
+            mine = make_attempt(tmp_path / "l", cmd)
+            mine = dataclasses.replace(
+                mine, env_extra={**mine.env_extra, "FLEETRUN_OUTPUT": mine.output_path}
+            )
+            with pytest.raises(OutputRefused) as here:
+                await local.run(mine)
+            return on_cluster.value, here.value
+        finally:
+            await ex.aclose()
+            await local.aclose()
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "l").mkdir()
+    on_cluster, here = run(go())
+    assert str(on_cluster) == str(here)
+    assert str(on_cluster) == (
+        "job@t: output 'name' is not UTF-8 text (byte 0xe9 at offset 8 of its line); "
+        "outputs are passed on unchanged or not at all"
+    )
+
+
+def test_jobs_share_one_attempt_to_reach_an_unreachable_scheduler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Four jobs that need the scheduler while it cannot be reached wait for the same
+    # connection attempt: one connect_timeout for all of them, not one each in turn.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: nothing listens there
+    tries: list[str] = []
+    connect = ClusterExecutor._connect
+
+    async def counted(self: ClusterExecutor) -> object:
+        tries.append(str(self.address))
+        return await connect(self)
+
+    monkeypatch.setattr(ClusterExecutor, "_connect", counted)
+
+    async def go() -> list[AttemptResult]:
+        ex = ClusterExecutor(f"tcp://127.0.0.1:{port}", connect_timeout=1.0)
+        try:
+            return list(
+                await asyncio.gather(
+                    *(ex.run(make_attempt(tmp_path, "true", key=f"j@{i}")) for i in range(4))
+                )
+            )
+        finally:
+            await ex.aclose()
+
+    results = run(go())
+    assert tries == [f"tcp://127.0.0.1:{port}"]
+    for r in results:
+        assert (r.exit_code, r.signal, r.error_kind) == (None, None, "connect")
+        assert r.reason is not None
+        assert r.reason.startswith(f"compute cluster tcp://127.0.0.1:{port} unreachable: ")

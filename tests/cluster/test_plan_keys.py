@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from fleetrun.errors import PlanError
@@ -74,4 +78,70 @@ def test_resources_belong_to_cluster_tasks_only() -> None:
     assert [str(d) for d in e.value.diagnostics] == [
         "<string>:2:31: tasks.a.resources: resources is read only by runs_on: cluster; "
         "this task runs on local\n    fix: remove resources, or set runs_on: cluster"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("foo:bar", "port 'bar' is not a number from 1 to 65535"),
+        ("tcp://", "no host and port"),
+        ("http://x:1", "unknown scheme http://"),
+        ("tcp://127.0.0.1:99999", "port '99999' is not a number from 1 to 65535"),
+        ("::::", "an IPv6 host goes in brackets, e.g. [::1]:8786"),
+        ("[::1:8786", "an unclosed [ in the host"),
+        ("10.0.0.5", "no host and port"),
+        ("a b:1", "it holds white space"),
+    ],
+)
+def test_a_malformed_address_is_named_with_its_problem(address: str, problem: str) -> None:
+    from fleetrun.cluster import resolve_address
+    from fleetrun.errors import UsageError
+
+    with pytest.raises(UsageError) as flag:
+        resolve_address(address, None, {})
+    assert flag.value.exit_code == 2
+    assert str(flag.value) == (
+        f"--cluster: {address!r} is not a scheduler address ({problem}); "
+        "give HOST:PORT or tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786"
+    )
+    with pytest.raises(UsageError, match=r"^\$FLEETRUN_CLUSTER: "):
+        resolve_address(None, None, {"FLEETRUN_CLUSTER": address})
+    with pytest.raises(PlanError) as plan:
+        load_plan_text(f"cluster: {{address: {address!r}}}\ntasks:\n  a: {{run: 'true'}}\n")
+    assert f"is not a scheduler address ({problem})" in str(plan.value.diagnostics[0])
+
+
+@pytest.mark.parametrize(
+    ("address", "resolved"),
+    [
+        ("10.0.0.5:8786", "tcp://10.0.0.5:8786"),
+        ("coordinator.example:50055", "tcp://coordinator.example:50055"),
+        ("[::1]:8786", "tcp://[::1]:8786"),
+        ("tls://10.0.0.5:8786", "tls://10.0.0.5:8786"),
+        ("inproc://10.0.0.5/1/2", "inproc://10.0.0.5/1/2"),
+    ],
+)
+def test_good_addresses_pass(address: str, resolved: str) -> None:
+    from fleetrun.cluster import resolve_address
+
+    assert resolve_address(address, None, {}) == resolved
+
+
+def test_a_malformed_cluster_flag_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("tasks:\n  a: {run: 'true', runs_on: cluster}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain", "--cluster", "foo:bar"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: --cluster: 'foo:bar' is not a scheduler address (port 'bar' is not a number "
+        "from 1 to 65535); give HOST:PORT or tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786"
     ]

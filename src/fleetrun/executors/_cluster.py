@@ -24,34 +24,41 @@ An attempt starts when its job starts on a worker (the job's "started" event):
 a worker (``queue_reason``); a job ended before it started never calls
 ``on_started``: nothing ran.
 
-A job's command runs at most once (see ``_cluster_job``: each job claims its
-key on the scheduler before its command starts, and delivers its result
-before the next job on its worker starts). How an attempt can end:
+A job's command runs at most once: when it connects, the executor installs
+``_cluster_claims`` on the scheduler, and each job, before its command
+starts, has the scheduler take its claim (unique to the submission), publish
+its "started" event and the result of the job before it on its worker (see
+``_cluster_job``). How an attempt can end:
 
 - the command exits (or is ended by its timeout, on the worker): its exit code;
-- the worker dies after the job finished: the result it delivered; the job is
-  not run again;
-- the worker dies while the job runs (or the job had claimed its key, though
-  its "started" event died with the worker): ``exit_code=None``,
+- the worker dies after the job finished: the result the job delivered; the
+  job is not run again;
+- the worker dies while the job runs: ``exit_code=None``,
   ``reason="worker lost"``, ``error_kind="lost"``, counted as an attempt
-  (``on_started`` is called first if it was not); the job's processes on
-  that worker end with it (the worker's watchdog), so fleetrun's ``retry``
-  decides whether it runs again (``retry.on.connect`` matches). Schedulers
-  that fleetrun starts set ``allowed-failures`` to 0; one started elsewhere
-  with Dask's default (3) runs the task again itself, and that run finds the
-  key claimed and returns at once, so the attempt ends the same way;
+  (its "started" event came before the news of the death); the job's
+  processes on that worker end with it (the worker's watchdog), so
+  fleetrun's ``retry`` decides whether it runs again (``retry.on.connect``
+  matches). Schedulers that fleetrun starts set ``allowed-failures`` to 0;
+  one started elsewhere with Dask's default (3) runs the task again itself,
+  and that run finds its claim taken and returns at once, so the attempt
+  ends the same way;
 - the worker dies before the job started (it only waited in that worker's
   queue): the job is submitted again under ``KEY~N``, at most
-  ``MAX_REQUEUE`` times; it ran nothing, so no attempt is counted;
+  ``MAX_REQUEUE`` times; it ran nothing, so no attempt is counted. (A
+  scheduler that refuses ``run_on_scheduler`` takes no claims: there, a job
+  whose worker died within milliseconds of its start can be taken for one
+  that never started, as Dask alone would);
 - no worker that can run the job (none at all, or none with its resources)
   for ``worker_wait`` seconds (default ``WORKER_WAIT``, 60) while it waits:
   ``error_kind="lost"``, "no worker left on the compute cluster ...". A run
   whose workers all died ends within that bound instead of waiting forever;
 - the scheduler is lost (the connection breaks, the scheduler dies):
   ``error_kind="lost"``, a connection loss, like a lost SSH connection; the
-  next attempt connects afresh. The job's process on its worker ends at once
-  (a worker whose scheduler is gone closes, and ends its jobs: see
-  ``_cluster_job``), so nothing of it outlives the run;
+  next attempt connects afresh. Nothing of the job outlives the run: a worker
+  whose scheduler is gone closes and ends its jobs at once (see
+  ``_cluster_job``); when only the connection broke, the job is ended over a
+  new one (``end_job``; ``aclose`` waits ``_RECONNECT_WAIT`` for that
+  connection, no more);
 - the scheduler cannot be reached: ``error_kind="connect"``. Jobs that need
   a connection while one is being made wait for that one (one
   ``connect_timeout`` for all of them, not one each);
@@ -80,6 +87,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import tempfile
 import uuid
 from collections.abc import Mapping
@@ -87,7 +95,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetrun.errors import ExecutorError
-from fleetrun.executors import _cluster_job
+from fleetrun.executors import _cluster_claims, _cluster_job
 from fleetrun.executors._cluster_address import resolve_address as resolve_address
 from fleetrun.executors._cluster_io import LOG_FLAGS, LOG_MODE, JobStream, LogOpener
 from fleetrun.executors._cluster_orphans import MAX_REQUEUE
@@ -104,6 +112,9 @@ _WATCH_EVERY = 1.0
 """How often the workers are counted while jobs wait (seconds)."""
 _CLOSE_WAIT = 5.0
 """Longest wait for a client to close (seconds)."""
+_RECONNECT_WAIT = 2.0
+"""Longest wait, when the executor closes, for a new connection that is to end jobs
+whose connection was lost (seconds)."""
 _RUNNING = frozenset({"running", "paused", "init"})
 """Worker states that can still run a job (a draining worker cannot)."""
 
@@ -144,9 +155,10 @@ class ClusterExecutor:
         self._topic = f"fleetrun-output-{uuid.uuid4().hex[:12]}"
         self._streams: dict[str, JobStream] = {}
         self._ending: set[str] = set()
-        self._tasks: set[asyncio.Future[Any]] = set()  # kills, closes, the watcher
+        self._tasks: set[asyncio.Future[Any]] = set()  # kills, closes
+        self._reconnecting: set[asyncio.Future[Any]] = set()  # ends of jobs cut off
         self._watcher: asyncio.Task[None] | None = None
-        self._probes: list[tuple[Any, str]] = []  # claims this client holds: (client, id)
+        self._claims = False  # whether the scheduler takes claims (``_cluster_claims``)
         self._kill_now = False
         self._logs = LogOpener()
         self._to_submit: list[tuple[dict[str, Any], dict[str, float], asyncio.Future[Any]]] = []
@@ -175,13 +187,17 @@ class ClusterExecutor:
                 self._tmp = tempfile.TemporaryDirectory(prefix="fleetrun-cluster-")
                 self._local = LocalCluster(Path(self._tmp.name))
                 self.address = await asyncio.to_thread(self._local.start, self.workers)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.connect_timeout
+            await _until_listening(self.address, self.connect_timeout)
             client = await Client(
                 self.address,
                 asynchronous=True,
-                timeout=self.connect_timeout,
+                timeout=max(deadline - loop.time(), 1.0),
                 set_as_default=False,
             )
             client.subscribe_topic(self._topic, self._on_event)
+            self._claims = await _install_claims(client)
             self._client = client
             if self._watcher is None:
                 self._watcher = asyncio.ensure_future(self._watch_workers())
@@ -222,19 +238,20 @@ class ClusterExecutor:
         if self._connecting is not None:
             with contextlib.suppress(BaseException):
                 await self._connecting
-        for t in [*self._tasks, *self._logs.busy()]:
+        if self._reconnecting:
+            # Ending jobs whose connection was lost needs a scheduler: one that is
+            # there answers at once; one that is gone ends its workers' jobs itself.
+            _, late = await asyncio.wait(self._reconnecting, timeout=_RECONNECT_WAIT)
+            for t in late:
+                t.cancel()
+        for t in [*self._tasks, *self._reconnecting, *self._logs.busy()]:
             with contextlib.suppress(BaseException):
                 await t
         client, self._client = self._client, None
         if client is not None:
-            for holder, probe in self._probes:
-                if holder is client:
-                    with contextlib.suppress(Exception):
-                        await client.scheduler.multi_lock_release(id=probe)
             with contextlib.suppress(Exception):
                 client.unsubscribe_topic(self._topic)
             await _close_client(client)
-        self._probes.clear()
         if self._local is not None:
             await asyncio.to_thread(self._local.stop)
             self._local = None
@@ -271,7 +288,7 @@ class ClusterExecutor:
             "grace": attempt.grace,
             "topic": self._topic,
             "secrets": list(attempt.redactor.values),
-            "claim": uuid.uuid4().hex,
+            "claim": uuid.uuid4().hex if self._claims else None,
         }
         handle = Handle(kind=self.kind, host=str(self.address), job=key)
         # The attempt starts when its job starts on a worker (the job's "started"
@@ -298,14 +315,14 @@ class ClusterExecutor:
                     raise
                 except Exception as e:
                     if stream.result is None:
-                        failure = await self._failed(client, spec, stream, e)
+                        failure = await self._failed(client, spec, stream, e, attempt.grace)
                         if failure is not None:
                             return failure
                         if again < MAX_REQUEUE:
                             # It only waited in a dead worker's queue: nothing ran.
                             del self._streams[job]
                             job = spec["key"] = f"{key}~{again + 1}"
-                            spec["claim"] = uuid.uuid4().hex
+                            spec["claim"] = uuid.uuid4().hex if self._claims else None
                             self._streams[job] = stream
                             continue
                         return AttemptResult(
@@ -342,7 +359,12 @@ class ClusterExecutor:
         return _result(result, attempt)
 
     async def _failed(
-        self, client: Any, spec: Mapping[str, Any], stream: JobStream, e: Exception
+        self,
+        client: Any,
+        spec: Mapping[str, Any],
+        stream: JobStream,
+        e: Exception,
+        grace: float,
     ) -> AttemptResult | None:
         """How a job whose future failed ended (None: it never started, submit it again)."""
         from distributed import KilledWorker
@@ -351,15 +373,19 @@ class ClusterExecutor:
         if stream.gave_up is not None:
             return AttemptResult(exit_code=None, reason=stream.gave_up, error_kind="lost")
         if isinstance(e, KilledWorker):
-            if not stream.started and not await self._claimed(client, spec["claim"]):
-                return None
-            stream.start()  # it ran, though its "started" event died with its worker
-            return _worker_lost()
+            # Its "started" event came before the news of its worker's death, if it
+            # started (the scheduler sent it before the command could start).
+            return _worker_lost() if stream.started else None
         lost = isinstance(e, OSError | TimeoutError) or client.status != "running"
         if isinstance(e, FutureCancelledError):
             lost = lost or e.reason == "scheduler-connection-lost"
         if lost:
             self._forget_client(client)
+            # The scheduler may still be there (only this connection broke): then
+            # the job would run on unheard, beside the retry. End it over a new one.
+            task = asyncio.ensure_future(self._end_cut_off(spec["key"], grace))
+            self._reconnecting.add(task)
+            task.add_done_callback(self._reconnecting.discard)
             when = "while the job ran" if stream.started else "before the job started"
             return AttemptResult(
                 exit_code=None,
@@ -379,21 +405,15 @@ class ClusterExecutor:
             error_kind="internal",
         )
 
-    async def _claimed(self, client: Any, claim: str) -> bool:
-        """Whether the job submitted with ``claim`` had claimed it (its command may
-        have started). When it had not, the claim is taken here, so that the job
-        never starts late; a scheduler that takes no claims answers False (as Dask
-        would: not started)."""
-        probe = f"probe/{claim}/{uuid.uuid4().hex}"
+    async def _end_cut_off(self, key: str, grace: float) -> None:
+        """End job ``key``, whose connection was lost, over a new connection (marked
+        so that it never starts, if it had not); nothing when none can be made."""
         try:
-            free = await client.scheduler.multi_lock_acquire(
-                locks=[_cluster_job.CLAIM + claim], id=probe, timeout=0, num_locks=1
-            )
+            client = await self.client()
         except Exception:
-            return False
-        if free:
-            self._probes.append((client, probe))
-        return not free
+            return
+        with contextlib.suppress(Exception):
+            await client.run(_cluster_job.end_job, key, grace, on_error="ignore")
 
     def _submit(
         self, client: Any, spec: dict[str, Any], resources: dict[str, float]
@@ -531,6 +551,60 @@ async def _outcome(future: Any, stream: JobStream) -> Any:
     if future.status == "finished" and stream.result is not None:
         return stream.result
     return await future  # fetches the result, or raises the job's error (or CancelledError)
+
+
+async def _until_listening(address: str, within: float) -> None:
+    """Wait until a ``tcp://`` address accepts connections, trying every half second
+    at most (Dask's own retries back off up to the whole timeout, so a scheduler
+    back after a few seconds would be found many seconds later); ``OSError`` when
+    ``within`` seconds pass first. Other schemes are left to Dask."""
+    if not address.startswith("tcp://"):
+        return
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    pause = 0.02
+    while True:
+        left = deadline - loop.time()
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]"), int(port)), max(left, 0.01)
+            )
+        except (OSError, TimeoutError) as e:
+            if loop.time() + pause >= deadline:
+                raise OSError(
+                    f"nothing answered there for {within:g}s (last try: {_refusal(e)})"
+                ) from None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+def _refusal(e: BaseException) -> str:
+    """Why a connection attempt failed, in words."""
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, socket.gaierror):
+        return "no such host"
+    if isinstance(e, TimeoutError):
+        return "no answer"
+    return (e.strerror if isinstance(e, OSError) else None) or _words(e)
+
+
+async def _install_claims(client: Any) -> bool:
+    """Install ``_cluster_claims`` on the scheduler (sent by value); False when the
+    scheduler refuses it (jobs then run unclaimed, as Dask would)."""
+    import cloudpickle  # type: ignore[import-untyped]
+
+    cloudpickle.register_pickle_by_value(_cluster_claims)
+    try:
+        return bool(await client.run_on_scheduler(_cluster_claims.install))
+    except Exception:
+        return False
 
 
 async def _close_client(client: Any) -> None:

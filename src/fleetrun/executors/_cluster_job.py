@@ -12,7 +12,8 @@ command writes it) whose bytes come back with the result as they are (the
 client applies the outputs rule) and which is then removed.
 
 What a job tells the client, with ``Worker.log_event`` on the executor's
-topic, in order: ``{"job", "seq": -1}`` once its command has started here:
+topic (its start through the scheduler, see below), in order:
+``{"job", "seq": -1}`` once its command may start here:
 the attempt starts then (``on_started``; before, it waited for a worker), and
 its timeout counts from then, here; its output, redacted, in chunks
 ``{"job", "seq": N, "data"}`` (N from 0); and, when the result is small, the
@@ -24,27 +25,20 @@ client fetches when no such event came. A job ended before its "started"
 event (``end_job`` came first) returns ``{"cancelled": True}``: for the
 client, nothing ran.
 
-A job runs its command at most once, wherever Dask runs its task:
-
-- *the claim*: before its command starts, a job claims its submission (the
-  spec's ``claim``, unique to it) on the scheduler: a lock of Dask's
-  ``MultiLockExtension``, taken without waiting, so that one call both
-  records the start and refuses a second one. A task that Dask runs again
-  (it recomputes a finished job whose result died with its worker; a
-  scheduler whose ``allowed-failures`` is above 0 re-runs a job whose worker
-  died) finds its claim taken and returns ``{"rerun": True}`` without
-  running anything. The claim reached the scheduler before the command could
-  start, so a client that learns that the worker died can ask whether the
-  job had started, even when its "started" event died with the worker. A
-  worker releases its claims at its next job once the scheduler has
-  forgotten their keys (nothing can run them again then); a scheduler
-  without the extension runs jobs unclaimed (as Dask would);
-- *the delivery*: a small result is also sent with a call that the scheduler
-  answers, and the worker's next job starts only once that call is answered;
-  a large one (over ``_RESULT_EVENT_MAX``), once the client has fetched it
-  and the scheduler forgotten its key (bounded by ``_DELIVERY_WAIT``). So a
-  job that kills its worker cannot take the result of the job before it
-  along: the client has it and never reports that job "worker lost".
+A job runs its command at most once, wherever Dask runs its task: before
+its command starts, a job asks the scheduler (``_cluster_claims``, one call
+that the job waits for), handing it the small result of the job that ran here
+before it. The scheduler publishes that result if it has not heard that job
+finish yet, takes the job's claim (unique to one submission: a claim already
+taken means Dask is running the task again, and the job returns
+``{"rerun": True}`` without running anything) and publishes the job's
+"started" event, all before the command can start. So a job that kills its
+worker at once can take neither its own start nor the result of the job
+before it along: the client knows the one was started and has the other. A
+large result (over ``_RESULT_EVENT_MAX``) does not travel that way: the next
+job here starts once the client has fetched it (bounded by
+``_DELIVERY_WAIT``). A scheduler that takes no claims answers None: the job
+runs as Dask would, its "started" event sent by the worker.
 
 Nothing outlives the job, whatever ends it:
 
@@ -79,12 +73,10 @@ import signal
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
-from typing import Any
+from typing import Any, cast
 
-from fleetrun.executors import _cspawn
+from fleetrun.executors import _cluster_claims, _cspawn
 from fleetrun.executors._cluster_watchdog import Watchdog
 from fleetrun.executors._outputs import MAX_OUTPUTS_BYTES
 from fleetrun.names import OUTPUT_ENV
@@ -99,17 +91,15 @@ _MAX_CANCELLED = 10000
 _WATCH_EVERY = 0.25
 """How often a running job looks whether its worker is closing (seconds)."""
 _CALL_TIMEOUT = 60.0
-"""Longest wait for the scheduler's answer to a claim (seconds)."""
+"""Longest wait for the scheduler's answer to a job's start (seconds)."""
 _DELIVERY_WAIT = 30.0
-"""Longest wait of a job for the delivery of the result before it (seconds)."""
-CLAIM = "fleetrun-job:"
-"""Prefix of the scheduler lock that claims a job's key (see the module)."""
+"""Longest wait of a job for the client to fetch the large result before it (seconds)."""
 _CLOSING = frozenset({"closing", "closed", "failed"})
 """Worker states in which its jobs are ended: it lost its scheduler or is going
 away without a drain (a drained worker is ``closing_gracefully`` while its job
 finishes)."""
 
-STARTED = -1
+STARTED = _cluster_claims.STARTED
 RESULT = -2
 """``seq`` of the "started" and "result" events (output chunks count from 0)."""
 
@@ -159,63 +149,53 @@ class _Worker:
         self.null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.out_dir: str | None = None
         self.counter = itertools.count()
-        self.claims: dict[str, str] = {}  # key of a job that ran here -> its claim's id
-        self.claiming = True  # False once the scheduler turned out to take no claims
-        self.delivery: Future[Any] | None = None  # the last result's delivery call
+        self.before: list[Any] | None = None  # the last small result, for the next start
         self.fetched: str | None = None  # the last large result's key, until forgotten
 
-    def settle(self, worker: Any) -> None:
-        """Before a job starts here: wait until the result of the job before it is
-        delivered (see the module), and release the claims of keys the scheduler
-        has forgotten."""
+    def settle(self, worker: Any, key: str) -> None:
+        """Before job ``key`` starts here: wait until the client has fetched a large
+        result of the job before it (see the module)."""
         with _lock:
-            delivery, self.delivery = self.delivery, None
             fetched, self.fetched = self.fetched, None
-        if delivery is not None:
-            with contextlib.suppress(Exception):
-                delivery.result(_DELIVERY_WAIT)
-        if fetched is not None:
+        if fetched is not None and fetched != key:  # (a key used again: a new job)
             deadline = time.monotonic() + _DELIVERY_WAIT
             while fetched in worker.state.tasks and time.monotonic() < deadline:
                 time.sleep(0.005)
-        with _lock:
-            forgotten = [(k, c) for k, c in self.claims.items() if k not in worker.state.tasks]
-            for key, _ in forgotten:
-                del self.claims[key]
-        for _, claim in forgotten:
-            _call_soon(worker, worker.scheduler.multi_lock_release, id=claim)
 
-    def claim(self, worker: Any, key: str, name: str) -> bool | str:
-        """Claim job ``key`` (its claim ``name``) on the scheduler before its command
-        starts: True when this is its first run, False when it ran before
-        (anywhere), or why the scheduler could not be asked."""
-        if not self.claiming:
-            return True
-        claim = f"{name}/{worker.address}/{uuid.uuid4().hex}"
-        call = worker.scheduler.multi_lock_acquire
+    def start(self, worker: Any, spec: Mapping[str, Any]) -> bool | str | None:
+        """Ask the scheduler whether job ``spec`` may start (``_cluster_claims``),
+        handing it the result of the job before it: True (it may; its "started"
+        event is out), False (it ran before: never again), None (the scheduler
+        takes no claims: it may, unclaimed), or why the scheduler could not be
+        asked."""
+        with _lock:
+            before, self.before = self.before, None
+        if not spec.get("claim"):
+            return None
         try:
-            got = _call(worker, call, locks=[CLAIM + name], id=claim, timeout=0, num_locks=1)
+            return cast(
+                "bool | None",
+                _call(
+                    worker,
+                    worker.scheduler.fleetrun_start,
+                    topic=spec["topic"],
+                    job=spec["key"],
+                    claim=spec["claim"],
+                    before=before,
+                ),
+            )
         except (OSError, TimeoutError) as e:
             return f"the worker could not reach the scheduler: {e}"
-        except Exception:  # a scheduler without the lock extension: run unclaimed
-            self.claiming = False
-            return True
-        if got:
-            with _lock:
-                self.claims[key] = claim
-        return bool(got)
 
-    def deliver(self, worker: Any, topic: str, key: str, result: dict[str, Any]) -> None:
-        """Send the result so that it reaches the client even if this worker dies
-        right after (see the module); the next job here waits for it."""
-        if len(result.get("outputs") or b"") > _RESULT_EVENT_MAX:
-            with _lock:
-                self.fetched = key
-            return
-        msg = {"job": key, "seq": RESULT, "data": b"", "result": result}
-        delivery = _call_soon(worker, worker.scheduler.log_event, topic=topic, msg=msg)
+    def keep(self, topic: str, key: str, result: dict[str, Any]) -> None:
+        """Keep the result of the job that just ran here for the next job's start (a
+        large one: the next job waits until the client has it)."""
         with _lock:
-            self.delivery = delivery
+            if len(result.get("outputs") or b"") > _RESULT_EVENT_MAX:
+                self.fetched = key
+            else:
+                msg = {"job": key, "seq": RESULT, "data": b"", "result": result}
+                self.before = [topic, key, msg]
 
     def watch(self, op: bytes, pgid: int) -> None:
         """Tell the watchdog about a group (starting one when there is none, or when
@@ -279,12 +259,8 @@ _worker: _Worker | None = None
 
 def _call(worker: Any, method: Any, **kwargs: Any) -> Any:
     """Call the scheduler from a job's thread, through the worker's loop; its answer."""
-    return _call_soon(worker, method, **kwargs).result(_CALL_TIMEOUT)
-
-
-def _call_soon(worker: Any, method: Any, **kwargs: Any) -> Future[Any]:
-    """Start a call to the scheduler on the worker's loop; its future answer."""
-    return asyncio.run_coroutine_threadsafe(method(**kwargs), worker.loop.asyncio_loop)
+    call = asyncio.run_coroutine_threadsafe(method(**kwargs), worker.loop.asyncio_loop)
+    return call.result(_CALL_TIMEOUT)
 
 
 def _closing(worker: Any) -> Callable[[], bool]:
@@ -330,8 +306,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
             return {"cancelled": True}
     here = _this_worker()
     worker = get_worker()
-    here.settle(worker)
-    claimed = here.claim(worker, key, spec.get("claim", key))
+    here.settle(worker, key)
+    claimed = here.start(worker, spec)
     if claimed is False:
         return {"rerun": True}  # it ran before: never twice
     if isinstance(claimed, str):
@@ -354,8 +330,8 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
         try:
             if job.ended_early:
                 job.terminate(0.0)
-            elif publish is not None:
-                publish(STARTED, b"")
+            elif publish is not None and claimed is None:
+                publish(STARTED, b"")  # (the scheduler published it otherwise)
             redact = Redactor(spec.get("secrets", ())).stream()
             timed_out, chunks = _follow(
                 job, spec.get("timeout"), spec["grace"], publish, redact, note, _closing(worker)
@@ -387,7 +363,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     if topic is not None:
         if len(outputs) <= _RESULT_EVENT_MAX:
             publish(RESULT, b"", result)
-        here.deliver(worker, topic, key, result)
+        here.keep(topic, key, result)
     return result
 
 
