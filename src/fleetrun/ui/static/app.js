@@ -106,8 +106,9 @@
     }
     return null;
   }
-  function askToken(where, then) {
+  function askToken(where, then, why) {
     fill(where);
+    where.className = why ? "message error" : "message";
     const input = el("input", { type: "password", placeholder: "token", "aria-label": "session token" });
     const use = el("button", {
       text: "use token",
@@ -119,7 +120,7 @@
       },
     });
     where.append(el("span", { class: "tokenask" },
-      "Actions need the token that `fleetrun ui` printed:", input, use));
+      why || "Actions need the token that `fleetrun ui` printed:", input, use));
   }
   async function act(runId, name, messageEl, done) {
     const token = getToken();
@@ -133,6 +134,13 @@
         credentials: "same-origin",
       });
       body = await r.json();
+      if (r.status === 403) {
+        // A token from before (a ui restarted on this port prints a new one), or a
+        // mistyped one: forget it and ask again, saying why.
+        document.cookie = `${COOKIE}=; path=/; max-age=0; samesite=strict`;
+        askToken(messageEl, () => act(runId, name, messageEl, done), body.error);
+        return;
+      }
       if (!r.ok) throw new Error(body.error || `${r.status}`);
     } catch (e) {
       messageEl.className = "message error";
