@@ -9,6 +9,7 @@ import click
 
 from fleetrun.cli._run import execute
 from fleetrun.engine import DEFAULT_GRACE, FailFast, Mode, OutputMode
+from fleetrun.plan import PATTERN_HELP
 from fleetrun.session import RunRequest, find_state_dir
 
 # The choices are the engine's own values: click checks them, so the request
@@ -75,10 +76,11 @@ def _selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         help="Only these tasks (comma-separated, repeatable), plus what they need.",
     )(f)
     f = click.option(
+        "-t",
         "--targets",
         multiple=True,
-        metavar="NAMES",
-        help="Only these targets or groups (comma-separated, repeatable), plus what they need.",
+        metavar="PATTERN",
+        help=f"Only these {PATTERN_HELP}; plus what they need.",
     )(f)
     return f
 

@@ -22,7 +22,7 @@ from fleetrun.engine import (
     Subscriber,
 )
 from fleetrun.errors import UsageError
-from fleetrun.plan import ExecRequest, parse_duration
+from fleetrun.plan import PATTERN_HELP, ExecRequest, parse_duration
 from fleetrun.report import TargetOutcome, exec_exit_code, render_exec_json, render_exec_text
 from fleetrun.session import Notice, Report, RunRequest, RunSetup, Session
 
@@ -87,8 +87,8 @@ def _tail(path: str | None) -> str:
     "-t",
     "--targets",
     multiple=True,
-    metavar="NAMES",
-    help="Only these targets or groups (comma-separated, repeatable; default: all).",
+    metavar="PATTERN",
+    help=f"Only these {PATTERN_HELP} (default: all).",
 )
 @click.option(
     "--runs-on",

@@ -11,6 +11,7 @@ from fleetrun.cli._apply_cmd import var_options
 from fleetrun.errors import UsageError
 from fleetrun.plan import (
     ALL_TARGETS,
+    PATTERN_HELP,
     empty_warnings,
     expand,
     load_plan,
@@ -44,11 +45,11 @@ from fleetrun.plan import (
     help="text: overview; json: the full expanded graph; dot/mermaid: the instance graph.",
 )
 @click.option(
+    "-t",
     "--targets",
     multiple=True,
-    metavar="NAMES",
-    help="Preview only these targets or groups (comma-separated, repeatable; a value that "
-    "is exactly a target's name is taken whole), plus what they need.",
+    metavar="PATTERN",
+    help=f"Preview only these {PATTERN_HELP}; plus what they need.",
 )
 @click.option(
     "--tasks",

@@ -20,6 +20,7 @@ from fleetrun.plan._model import (
     Task,
     ThrottleRule,
 )
+from fleetrun.plan._pattern import PATTERN_HELP
 from fleetrun.plan._pools import Bucket, StaticLimits, pools_of_tasks
 from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
 from fleetrun.plan._resolve import (
@@ -57,6 +58,7 @@ __all__ = [
     "ALL_TARGETS",
     "EXEC_TASK",
     "MODES",
+    "PATTERN_HELP",
     "RUNS_ON",
     "AdaptiveSettings",
     "Bucket",

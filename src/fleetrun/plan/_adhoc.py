@@ -12,7 +12,12 @@ vars): inserted values are shell-quoted.
 
 The plan is named ``<plan>.exec`` so that its lock never collides with a
 deploy of the plan itself, and its ``source_hash`` covers the file and the
-request, so ``retry`` can tell whether the same exec is being re-run. A
+request, so ``retry`` can tell whether the same exec is being re-run.
+
+A fleet file that defines groups writes its targets under ``targets:`` and
+its groups under ``groups:`` (and may set ``ssh:`` defaults, ``vars`` and the
+rest of a plan's keys but ``tasks``); a bare mapping of targets has no groups.
+``-t`` takes the patterns of ``_pattern`` (``web*``, ``!db1``, ``role==web``). A
 session journals ``ExecRequest.to_json()`` and rebuilds the plan from it.
 """
 
@@ -111,7 +116,8 @@ def exec_plan(request: ExecRequest) -> Plan:
         base = load_plan_text(shell, str(path.parent / f"{path.stem}.exec.yaml"), path.parent)
         base = dataclasses.replace(base, path=path)
     else:
-        base = load_plan(path)
+        # A plan, or a fleet file that names its targets and groups (no tasks).
+        base = load_plan(path, require_tasks=False)
     selected = _select(base, request.targets)
     runs_on = request.runs_on
     if runs_on is None:

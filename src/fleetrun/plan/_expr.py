@@ -12,9 +12,10 @@ Grammar (nothing is ever passed to ``eval``)::
     literal := 'text' | "text" | integer | float | true | false | null
 
 An identifier is a target attribute (``name`` is the target's name); a missing
-attribute is ``null``, but a word that is no attribute of any target is most
-likely text written without quotes (``role == admin``): ``unknown_names``
-finds those, for the loader and the CLI to refuse. ``==``/``!=`` never raise:
+attribute is ``null``, but a bare word right of an operator that is no
+attribute of any target is most likely text written without quotes (``role ==
+admin``): ``unknown_names`` finds those, and misspelt attributes, for the
+loader and the CLI to refuse. ``==``/``!=`` never raise:
 values of different types are simply unequal (``true`` is not ``1``). Ordering
 needs two numbers or two strings; with ``null`` on either side it is false;
 other mixes raise ``ExprError`` naming the values, which the loader reports
@@ -134,10 +135,13 @@ def _and(a: Evaluator, b: Evaluator) -> Evaluator:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, words: Callable[[str], bool] | None = None) -> None:
         self.toks = tokenize(text)
         self.i = 0
-        self.names: list[tuple[str, int]] = []  # attributes used, with their columns
+        # Attributes used: name, column, and whether right of a comparison operator.
+        self.names: list[tuple[str, int, bool]] = []
+        self.words = words  # which bare words after an operator are text
+        self.right = False
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -191,13 +195,13 @@ class _Parser:
         tok = self.peek()
         if tok.kind == "op" and tok.text in ("==", "!="):
             self.take()
-            right = self.primary()
+            right = self.operand()
             if tok.text == "==":
                 return lambda n, e: equal(left(n, e), right(n, e))
             return lambda n, e: not equal(left(n, e), right(n, e))
         if tok.kind == "op" and tok.text in _ORDER:
             self.take()
-            return self.ordering(left, tok, self.primary())
+            return self.ordering(left, tok, self.operand())
         negate = False
         if tok.kind == "kw" and tok.text == "not":
             nxt = self.toks[self.i + 1]
@@ -249,6 +253,18 @@ class _Parser:
             return {"true": True, "false": False, "null": None}[tok.text]
         raise self.fail("a literal ('text', number, true, false or null)")
 
+    def operand(self) -> Evaluator:
+        """The right side of a comparison: with ``words``, a bare word it accepts is text."""
+        tok = self.peek()
+        if tok.kind == "name" and self.words is not None and self.words(tok.text):
+            self.take()
+            return lambda n, e: tok.text
+        self.right = True
+        try:
+            return self.primary()
+        finally:
+            self.right = False
+
     def primary(self) -> Evaluator:
         tok = self.peek()
         if self.accept("op", "("):
@@ -261,7 +277,7 @@ class _Parser:
             attr = tok.text
             if attr == "name":
                 return lambda n, e: n
-            self.names.append((attr, tok.column))
+            self.names.append((attr, tok.column, self.right))
             return lambda n, e: e.get(attr)
         value = self.literal()
         return lambda n, e: value
@@ -273,17 +289,21 @@ class Where:
 
     source: str
     _eval: Evaluator
-    names: tuple[tuple[str, int], ...] = ()
-    """The attributes it reads (``name`` aside), each with its 1-based column."""
+    names: tuple[tuple[str, int, bool], ...] = ()
+    """The attributes it reads (``name`` aside): each with its 1-based column and
+    whether it stands right of a comparison operator (where text is likelier)."""
 
     def matches(self, name: str, attrs: Env) -> bool:
         """Whether the target ``name`` with ``attrs`` is selected; may raise ``ExprError``."""
         return bool(self._eval(name, attrs))
 
 
-def compile_where(text: str) -> Where:
-    """Parse ``text``; raise ``ExprError`` (with a 1-based column) when malformed."""
-    parser = _Parser(text)
+def compile_where(text: str, words: Callable[[str], bool] | None = None) -> Where:
+    """Parse ``text``; raise ``ExprError`` (with a 1-based column) when malformed.
+
+    ``words``: which bare words right of a comparison operator are text rather
+    than attributes (``geo==europe`` on the command line); None: none are."""
+    parser = _Parser(text, words)
     evaluate = parser.parse()
     return Where(text, evaluate, tuple(parser.names))
 
@@ -308,28 +328,38 @@ class UnknownName:
     fix: str
 
 
-def unknown_names(where: Where, attrs: Mapping[str, Collection[Value]]) -> list[UnknownName]:
-    """Each word of ``where`` that is no attribute of any target.
+def unknown_names(
+    where: Where, attrs: Mapping[str, Collection[Value]], strict: bool = False
+) -> list[UnknownName]:
+    """The words of ``where`` that are no attribute of any target and most likely
+    mistakes.
 
     ``attrs`` maps every attribute some target has to the values targets give
-    it (``attribute_values``). Such a word is nearly always text written
-    without quotes: ``role == admin`` reads the attribute ``admin`` (null
-    everywhere) and silently selects nothing. The message says what it may
-    have meant: an attribute of a close name, else the string.
+    it (``attribute_values``). A bare word right of a comparison operator
+    (``role == admin``) is nearly always text written without quotes: it reads
+    the attribute ``admin``, null everywhere, and silently selects nothing. A
+    word elsewhere close to an attribute's name is nearly always a misspelling
+    (``rol == 'admin'``). Other attributes no target has are left alone (null:
+    a group kept for targets yet to come), unless ``strict`` (the command line,
+    where no such reason holds). The message says what it may have meant.
     """
     out: list[UnknownName] = []
     values = {v for vs in attrs.values() for v in vs if isinstance(v, str)}
-    for word, column in where.names:
+    for word, column, right in where.names:
         if word in attrs:
             continue
-        close = difflib.get_close_matches(word, list(attrs), n=1, cutoff=0.75)
+        close = difflib.get_close_matches(word, list(attrs), n=1)
         known = ", ".join(sorted(attrs)) or "none"
-        if close and word not in values:
-            hint = f"did you mean the attribute {close[0]!r}?"
-            fix = f"name an attribute the targets have: {known}"
-        else:
-            hint = f"did you mean the string '{word}'?"
+        fix = f"name an attribute the targets have: {known}"
+        if close and not right:
+            hint = f" (did you mean the attribute {close[0]!r}?)"
+        elif right or word in values:
+            hint = f" (did you mean the string '{word}'?)"
             fix = f"quote text: '{word}' (a bare word names an attribute; attributes: {known})"
-        message = f"{word!r} is no attribute of any target ({hint})"
+        elif strict:
+            hint = ""
+        else:
+            continue
+        message = f"{word!r} is no attribute of any target{hint}"
         out.append(UnknownName(word, column, message, fix))
     return out

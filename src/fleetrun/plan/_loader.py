@@ -61,13 +61,17 @@ NAME_HELP = "use letters, digits, '_' and '-', starting with a letter or '_'"
 
 
 def load_plan(
-    path: str | os.PathLike[str], *, var_overrides: Mapping[str, str] | None = None
+    path: str | os.PathLike[str],
+    *,
+    var_overrides: Mapping[str, str] | None = None,
+    require_tasks: bool = True,
 ) -> Plan:
     """Read, validate and resolve the plan file at ``path``; raise ``PlanError`` if invalid.
 
     ``var_overrides`` (``--var``/``--var-file``) replace the values of variables
     the plan declares under ``vars``; naming one it does not declare is an error.
-    They count in the plan's ``source_hash``.
+    They count in the plan's ``source_hash``. ``require_tasks=False`` reads a
+    fleet file for ``exec``: targets, groups and the rest, with no ``tasks``.
     """
     file = os.fspath(path)
     try:
@@ -83,7 +87,9 @@ def load_plan(
                 )
             ]
         ) from None
-    return _guarded(data, file, Path(file).resolve().parent, Path(file), var_overrides)
+    return _guarded(
+        data, file, Path(file).resolve().parent, Path(file), var_overrides, require_tasks
+    )
 
 
 def load_plan_text(text: str, path: str = "<string>", base_dir: Path | None = None) -> Plan:
@@ -109,13 +115,16 @@ def _guarded(
     base_dir: Path,
     path: Path | None,
     var_overrides: Mapping[str, str] | None = None,
+    require_tasks: bool = True,
 ) -> Plan:
     # Building a large fleet allocates many small acyclic objects; the cyclic
     # collector would only rescan them over and over.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _Loader(data, file, base_dir, path, var_overrides).load()
+        loader = _Loader(data, file, base_dir, path, var_overrides)
+        loader.require_tasks = require_tasks
+        return loader.load()
     except PlanError:
         raise
     except (RecursionError, MemoryError):
@@ -157,6 +166,7 @@ class _Loader:
         self.ctx = Ctx(file, self.problems)
         self.hash = hashlib.sha256(data)
         self.ssh: dict[str, Scalar] | None = None
+        self.require_tasks = True
 
     def fail(self) -> PlanError:
         main = self.file
@@ -250,7 +260,8 @@ class _Loader:
         cluster = read_cluster(ctx, s["cluster"]) if "cluster" in s else ClusterSection()
         tasks = {}
         if "tasks" not in s:
-            ctx.error(top, "tasks", "the plan has no 'tasks'", "add a 'tasks' mapping")
+            if self.require_tasks:
+                ctx.error(top, "tasks", "the plan has no 'tasks'", "add a 'tasks' mapping")
         else:
             tasks = read_tasks(
                 ctx,

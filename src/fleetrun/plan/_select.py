@@ -20,7 +20,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from fleetrun.errors import UsageError
 from fleetrun.plan._graph import Graph, Requirement
-from fleetrun.plan._model import ALL_TARGETS, Plan
+from fleetrun.plan._model import Plan
+from fleetrun.plan._pattern import select_targets, split_terms
 
 _SHOWN = 50
 """The text view lists this many pulled-in instances, then a count."""
@@ -61,21 +62,13 @@ def _names_error(kind: str, unknown: str, known: Iterable[str]) -> UsageError:
 
 
 def targets_named(plan: Plan, names: Iterable[str]) -> set[str]:
-    """The targets that ``names`` (targets, groups, ``all``) stand for.
+    """The targets that ``names`` stand for: targets, groups, ``all``, and the
+    patterns of ``plan._pattern`` (``web*``, ``!admin``, ``a:b``, ``a:&b``,
+    ``geo==europe``), one selection for ``apply``, ``plan`` and ``exec``.
 
     Raises ``UsageError`` for a name that is none of them, with the closest
-    name or the valid ones."""
-    found: set[str] = set()
-    for name in names:
-        if name in plan.targets:
-            found.add(name)
-        elif name in plan.groups:
-            found.update(plan.groups[name])
-        elif name == ALL_TARGETS:
-            found.update(plan.targets)
-        else:
-            raise _names_error("target or group", name, [*plan.targets, *plan.groups])
-    return found
+    name or the valid ones, and for a pattern that is wrong."""
+    return select_targets(plan, split_terms(names, {*plan.targets, *plan.groups}))
 
 
 def _matched(graph: Graph, targets: Sequence[str] | None, tasks: Sequence[str] | None) -> list[int]:
