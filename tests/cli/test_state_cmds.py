@@ -80,8 +80,8 @@ def test_history_lists_runs_newest_first_linked(state: Path) -> None:
     code, out = _cli("history", "--state-dir", str(state))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["RUN", "PARENT", "KIND", "STATUS", "STARTED", "DURATION",
-                                "INSTANCES"]  # fmt: skip
+    assert lines[0].split() == ["RUN", "PARENT", "KIND", "STATUS", "PLAN", "VARS", "STARTED",
+                                "DURATION", "INSTANCES"]  # fmt: skip
     assert lines[1].split()[:4] == ["20260101T000100-bbbb", "20260101T000000-aaaa", "retry",
                                     "succeeded"]  # fmt: skip
     assert lines[1].endswith("3 succeeded")

@@ -180,13 +180,25 @@ def _run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     "--resume", is_flag=True, help="Continue the latest run of this plan, which was interrupted."
 )
 @click.option("--ui", is_flag=True, help="Serve `fleetrun ui` beside the run; prints its URL.")
-def apply(plan: str, resume: bool, ui: bool, **options: Any) -> None:
+@click.option(
+    "-y",
+    "--yes",
+    is_flag=True,
+    help="Start what --targets/--tasks pull in (needed, with no usable record) without "
+    "asking (asked only on a terminal).",
+)
+def apply(plan: str, resume: bool, ui: bool, yes: bool, **options: Any) -> None:
     """Run PLAN: every task instance as soon as what it needs has succeeded.
 
+    With --targets/--tasks, what the selection needs but does not name is
+    reused where its latest record in this plan's runs succeeded with the same
+    command; the rest is listed and, on a terminal, asked for (--yes: not asked).
+
     \b
-    Exit codes: 0 all succeeded, 1 some task failed, 2 bad plan or usage,
-    3 this plan is already running (`fleetrun cancel` stops it), 130
-    interrupted (Ctrl-C: running tasks get --grace seconds; twice: killed now).
+    Exit codes: 0 all succeeded, 1 some task failed (or the question was
+    answered no), 2 bad plan or usage, 3 this plan is already running
+    (`fleetrun cancel` stops it), 130 interrupted (Ctrl-C: running tasks get
+    --grace seconds; twice: killed now).
     """
     # The run options' parameter names are RunRequest's field names.
     req = RunRequest(kind="resume" if resume else "apply", plan=plan, **options)
@@ -195,9 +207,9 @@ def apply(plan: str, resume: bool, ui: bool, **options: Any) -> None:
 
         with ui_beside(find_state_dir(req.state_dir, plan)) as url:
             click.echo(f"ui: {url}", err=True)
-            code = execute(req)
+            code = execute(req, yes=yes)
     else:
-        code = execute(req)
+        code = execute(req, yes=yes)
     click.get_current_context().exit(code)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fleetrun.cli._state_cmds import _journal, _plan_path, _where
+from fleetrun.cli._state_cmds import _journal, _where
 from fleetrun.errors import UsageError
 from fleetrun.report import (
     RunReport,
@@ -18,6 +18,7 @@ from fleetrun.report import (
     render_markdown,
     render_table,
 )
+from fleetrun.session import select_run
 from fleetrun.state import write_atomic
 
 FORMATS = ("table", "markdown", "json", "junit", "html")
@@ -60,7 +61,7 @@ def report(
     self-contained page with a timeline.
     """
     with _journal(state_dir, plan) as j:
-        r = j.run(run, plan_path=_plan_path(plan))
+        r = select_run(j, run, plan)
         built = build_report(j, r.id)
     text = _RENDERERS[fmt](built)
     if output is not None and not output.strip():

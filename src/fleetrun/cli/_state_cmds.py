@@ -25,7 +25,7 @@ from fleetrun.report import (
     show_data,
     show_text,
 )
-from fleetrun.session import find_state_dir
+from fleetrun.session import find_state_dir, select_run, select_runs
 from fleetrun.state import JournalReader, journal_size, write_atomic
 
 _FOLLOW_POLL = 0.2
@@ -43,7 +43,8 @@ def _where(f: Callable[..., Any]) -> Callable[..., Any]:
         "--plan",
         type=click.Path(dir_okay=False),
         default=None,
-        help="The plan: finds its state directory and narrows to its runs.",
+        help="The plan (or fleet) file: finds its state directory and narrows to its runs "
+        "(its `fleetrun exec` runs included).",
     )(f)
     return f
 
@@ -76,10 +77,6 @@ def _note_wal_unread(db_path: Path) -> None:
     )
 
 
-def _plan_path(plan: str | None) -> str | None:
-    return str(Path(plan).resolve()) if plan else None
-
-
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
@@ -89,9 +86,11 @@ def _echo_json(data: Any) -> None:
 @_fmt("table", "json")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=None, help="Newest N runs.")
 def history(plan: str | None, state_dir: str | None, fmt: str, limit: int | None) -> None:
-    """List the runs on record, newest first: status, parent run, duration, counts."""
+    """List the runs on record, newest first: what each was (apply, retry, resume,
+    exec) and of which run a retry is, its plan file and variables (secret ones
+    masked), status, start, duration and instance counts."""
     with _journal(state_dir, plan) as j:
-        runs = j.runs(_plan_path(plan), limit)
+        runs = select_runs(j, plan, limit)
     if fmt == "json":
         _echo_json([run_summary(r) for r in runs])
     elif runs:
@@ -140,7 +139,7 @@ def show(
     """Show every instance of RUN (default: the latest): state, attempts, exit codes, reasons."""
     wanted = _states(states)
     with _journal(state_dir, plan) as j:
-        r = j.run(run, plan_path=_plan_path(plan))
+        r = select_run(j, run, plan)
         instances = j.instances(r.id)
         attempts = j.attempts(r.id)
     if wanted is not None:
@@ -173,13 +172,13 @@ def logs(
     if not instance.strip():
         raise UsageError("name the instance: TASK@TARGET (`fleetrun show` lists them)")
     with _journal(state_dir, plan) as j:
-        r = j.run(run_ref, plan_path=_plan_path(plan))
+        r = select_run(j, run_ref, plan)
         if run_ref is None:
             # An instance reused by the latest run shows the log of the run that ran it.
             r = j.run(j.ran_in(r.id, instance))
             if not j.attempts(r.id, instance):
                 # Not in the latest run's line: the newest earlier run that ran it.
-                for older in j.runs(_plan_path(plan)):
+                for older in select_runs(j, plan):
                     if j.attempts(older.id, instance):
                         click.echo(f"note: {instance} last ran in run {older.id}", err=True)
                         r = older
@@ -278,7 +277,7 @@ def outputs(
     over targets), ready for a .env file.
     """
     with _journal(state_dir, plan) as j:
-        r = j.run(run, plan_path=_plan_path(plan))
+        r = select_run(j, run, plan)
         instances = [i for i in j.instances(r.id) if i.outputs]
     if fmt == "json":
         text = json.dumps(outputs_data(instances), indent=2) + "\n"

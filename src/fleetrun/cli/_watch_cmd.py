@@ -48,7 +48,7 @@ from fleetrun.report import (
     summary_text,
     use_live,
 )
-from fleetrun.session import RunOutcome, find_state_dir
+from fleetrun.session import RunOutcome, find_state_dir, select_runs
 from fleetrun.state import InstanceRecord, JournalReader, RunRecord, process_alive
 
 POLL = 0.2
@@ -148,7 +148,7 @@ def _pick(reader: JournalReader, run_ref: str | None, plan: str | None) -> RunRe
     if run_ref is not None:
         return reader.run(run_ref)
     plan_path = str(Path(plan).resolve()) if plan else None
-    runs = reader.runs(plan_path)
+    runs = select_runs(reader, plan)
     if not runs:
         of = f" of {plan_path}" if plan_path else ""
         raise RunNotFoundError(

@@ -54,11 +54,14 @@ class RunStarted(Event):
 
 @message
 class InstanceReused(Event):
-    """A node that succeeded in an earlier run is not run again (retry/resume)."""
+    """A node that succeeded in an earlier run is not run again (retry, resume, or
+    a selection's needs); ``from_run``: the run whose record it reuses ("" when
+    not known)."""
 
     node: int
     key: str
     outputs: Mapping[str, str] = field(default_factory=dict)
+    from_run: str = ""
 
 
 @message

@@ -27,7 +27,8 @@ class RunOptions:
     - ``only``: the node ids this run may start (None: all). Nodes outside it
       and outside ``reused`` are not part of the run and produce no events.
     - ``reused``: nodes that already succeeded in an earlier run, with their
-      outputs; they count as succeeded and are never started.
+      outputs; they count as succeeded and are never started. ``reused_from``:
+      the run whose record each of them comes from (said in ``InstanceReused``).
     - ``output``: whether attempt output is also delivered as ``AttemptOutput``
       events (``stream``) - the console groups/orders it as it likes.
     - ``priority``: order in which ready nodes start: ``critical_path`` (highest
@@ -52,6 +53,7 @@ class RunOptions:
     grace: float = DEFAULT_GRACE
     only: frozenset[int] | None = None
     reused: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+    reused_from: Mapping[int, str] = field(default_factory=dict)
     output: OutputMode = "none"
     redactor: Redactor = field(default_factory=Redactor)
     priority: Priority = "critical_path"

@@ -12,7 +12,8 @@ starts; a run's first line is ``RunStarted`` and its last ``RunEnded``.
 ======================  ==================================================================
 ``RunStarted``          ``run_id``, ``plan_name``, ``mode`` (dag|phased|sequential),
                         ``parallelism`` (int or null: unbounded), ``nodes`` (instances run)
-``InstanceReused``      ``node`` (int id), ``key`` (``task@target``), ``outputs`` (object)
+``InstanceReused``      ``node`` (int id), ``key`` (``task@target``), ``outputs`` (object),
+                        ``from_run`` (the run whose record it reuses)
 ``AttemptStarted``      ``node``, ``key``, ``attempt`` (1-based), ``command`` (as run,
                         redacted), ``pid``, ``pgid``, ``log_path``, ``executor``
                         (kind), ``host``, ``job`` (the attempt's handle), ``ready_at``

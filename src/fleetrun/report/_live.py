@@ -100,7 +100,7 @@ class LiveConsole:
         # print above the live area at the next redraw.
         self._above: list[str] = []
         self._queued = 0
-        self._reused: list[str] = []
+        self._reused: list[InstanceReused] = []
         self._reused_at = 0.0
         self._armed = False
         self._handle: asyncio.TimerHandle | None = None
@@ -135,7 +135,7 @@ class LiveConsole:
                 self._queue(ev.at, event_text(ev))
         elif isinstance(ev, InstanceReused):
             state.instance_settled(ev.node, "reused")
-            self._reused.append(ev.key)
+            self._reused.append(ev)
             self._reused_at = ev.at
         elif isinstance(ev, PoolChanged):
             state.pool_changed(ev.pool, ev.rate, ev.concurrency)

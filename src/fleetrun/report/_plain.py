@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from fleetrun.engine import (
@@ -69,12 +69,24 @@ def stamp(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at))
 
 
-def reused_text(keys: list[str]) -> str:
-    """The one line that stands for every instance a retry reuses."""
+def reused_text(reused: Sequence[InstanceReused]) -> str:
+    """The one line that stands for every instance a run reuses, naming the runs
+    whose records they come from."""
+    keys = [ev.key for ev in reused]
     shown = ", ".join(map(printable, keys[:3])) + (
         f" and {len(keys) - 3} more" if len(keys) > 3 else ""
     )
-    return f"reused     {len(keys)} instance(s) that succeeded before: {shown}"
+    runs: dict[str, int] = {}
+    for ev in reused:
+        runs[ev.from_run] = runs.get(ev.from_run, 0) + 1
+    named = [r for r in runs if r]
+    if not named:
+        where = ""
+    elif len(runs) == 1:
+        where = f", from run {named[0]}"
+    else:
+        where = ", from runs " + ", ".join(f"{r or 'not named'} ({n})" for r, n in runs.items())
+    return f"reused     {len(keys)} instance(s) that succeeded before{where}: {shown}"
 
 
 def event_text(ev: Event, *, took: float = 0.0, tail_lines: int = 5) -> list[str]:
@@ -164,7 +176,7 @@ class PlainConsole:
         self._failures: list[str] = []
         self.task_time = 0.0
         self._starts: dict[tuple[int, int], float] = {}
-        self._reused: list[str] = []
+        self._reused: list[InstanceReused] = []
         self._reused_at = 0.0
 
     def write_text(self, text: str) -> None:
@@ -179,12 +191,12 @@ class PlainConsole:
             return
         if isinstance(ev, InstanceReused):
             # A retry reuses most of a fleet: one line, not one per instance.
-            self._reused.append(ev.key)
+            self._reused.append(ev)
             self._reused_at = ev.at
             return
         if self._reused:
-            keys, self._reused = self._reused, []
-            self.stream.write(f"{stamp(self._reused_at)} {reused_text(keys)}\n")
+            reused, self._reused = self._reused, []
+            self.stream.write(f"{stamp(self._reused_at)} {reused_text(reused)}\n")
         took = 0.0
         if isinstance(ev, AttemptStarted):
             self._starts[(ev.node, ev.attempt)] = ev.at

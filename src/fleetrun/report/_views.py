@@ -9,6 +9,7 @@ import dataclasses
 import shlex
 import time
 from collections.abc import Sequence
+from pathlib import PurePath
 from typing import Any
 
 from fleetrun.names import env_name
@@ -27,13 +28,20 @@ def run_summary(run: RunRecord) -> dict[str, Any]:
 
 
 def history_text(runs: Sequence[RunRecord]) -> str:
-    """The ``history`` table, newest first."""
+    """The ``history`` table, newest first: each run's id, the run it continues
+    (a retry's: what it retried), what it was (``RunRecord.label``: apply, retry,
+    resume, exec), its status, plan file (with its folder where two listed
+    files share a name) and variables (``RunRecord.variables``: secret ones
+    masked), then when, how long and its instance counts."""
+    names = _plan_names({r.plan_file for r in runs})
     rows = [
         [
             r.id,
             r.parent_id or "-",
-            r.kind,
+            r.label,
             r.status,
+            names[r.plan_file],
+            " ".join(f"{k}={v}" for k, v in sorted(r.variables.items())) or "-",
             format_time(r.started_at),
             format_span(
                 r.started_at,
@@ -43,7 +51,19 @@ def history_text(runs: Sequence[RunRecord]) -> str:
         ]
         for r in runs
     ]
-    return text_table(["RUN", "PARENT", "KIND", "STATUS", "STARTED", "DURATION", "INSTANCES"], rows)
+    return text_table(
+        ["RUN", "PARENT", "KIND", "STATUS", "PLAN", "VARS", "STARTED", "DURATION", "INSTANCES"],
+        rows,
+    )
+
+
+def _plan_names(paths: set[str]) -> dict[str, str]:
+    """Each plan file's name as ``history`` shows it: the file name, with its
+    folder's name where two of ``paths`` share a file name."""
+    names = {p: PurePath(p).name for p in paths}
+    shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+    return {p: str(PurePath(p).parent.name / PurePath(n)) if n in shared else n
+            for p, n in names.items()}  # fmt: skip
 
 
 def show_data(
@@ -79,15 +99,19 @@ def show_text(
         "",
     ]
     rows = []
+    now = time.time()
     for i in instances:
         tries = per_key.get(i.key, [])
         exits = exits_text([_exit_text(a) for a in tries])
+        # A running instance: how long it has run so far ("12s+").
+        running = i.status == "running" and i.ended_at is None
+        took = format_span(i.started_at, now if running else i.ended_at) + ("+" if running else "")
         rows.append(
             [
                 i.key,
                 i.status,
                 str(len(tries)),
-                format_span(i.started_at, i.ended_at) if tries else "-",
+                took if tries else "-",
                 exits,
                 i.reason or "",
             ]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetrun.engine import DEFAULT_GRACE, RunOptions, new_run_id
-from fleetrun.errors import RunNotFoundError, StateError, UsageError
+from fleetrun.errors import RunLockedError, StateError, UsageError
 from fleetrun.executors import RecordedAttempt
 from fleetrun.layout import RUN_DIRS, RUNS_DIR, RunLayout, shared_pools_dir
 from fleetrun.plan import (
@@ -44,8 +44,12 @@ from fleetrun.session._request import (
     RunSetup,
     find_state_dir,
 )
+from fleetrun.session._reuse import selection_reuse
+from fleetrun.session._select import select_run
 from fleetrun.session._views import dry_run_lines, reason_lines
 from fleetrun.state import (
+    DB_NAME,
+    EXEC_SUFFIX,
     Journal,
     NewInstance,
     RetryPlan,
@@ -60,8 +64,6 @@ from fleetrun.state import (
 
 Notify = Callable[[Notice], None]
 
-EXEC_SUFFIX = "#exec"
-"""Appended to the plan path under which ``fleetrun exec`` runs are recorded."""
 
 @dataclass(frozen=True, slots=True)
 class OrphanSearch:
@@ -104,12 +106,18 @@ class JournalEntry:
 class PlannedRun:
     """A run decided: ``setup`` for the console, ``options`` for the engine, the
     executor ``kinds`` its instances use, and its journal ``entry``. Its run
-    directory exists (with ``vars.json`` where variables were given)."""
+    directory exists (with ``vars.json`` where variables were given).
+
+    ``pulled_in``: the keys of the instances an ``apply --targets/--tasks``
+    starts although the selection does not name them (what it needs that has
+    no usable record); the caller may ask before executing.
+    """
 
     setup: RunSetup
     options: RunOptions
     kinds: frozenset[str]
     entry: JournalEntry
+    pulled_in: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:
@@ -155,19 +163,13 @@ def prepare(req: RunRequest, notify: Notify) -> PreparedRun | RunOutcome:
     journal = Journal.open_existing(state_dir)
     try:
         journal.recover()
-        plan_path = str(Path(req.plan).resolve()) if req.plan else None
-        try:
-            previous = journal.run(req.run_ref, plan_path=plan_path)
-        except RunNotFoundError:
-            if plan_path is None or req.run_ref is not None:
-                raise
-            # A fleet file (or plan) that only `fleetrun exec` ran.
-            previous = journal.run(None, plan_path=plan_path + EXEC_SUFFIX)
+        previous = select_run(journal, req.run_ref, req.plan)
     finally:
         journal.close()
     # Resume continues the latest run only: resuming an older one would re-run
-    # what a newer run has done since.
-    if req.kind == "resume" and previous.status != "interrupted":
+    # what a newer run has done since. A live one is refused by its lock, as
+    # `apply` and `retry` are (exit 3).
+    if req.kind == "resume" and previous.status not in ("interrupted", "running"):
         if previous.status == "succeeded":
             notify(Notice("nothing", f"nothing to resume: the latest run {previous.id} succeeded"))
             return RunOutcome("nothing")
@@ -208,12 +210,24 @@ def _prepare(
             # An unset shell variable (`--targets "$REGIONS"`) must not mean "all".
             raise UsageError(f"{flag} names nothing; give names, or leave {flag} out")
     narrow = None
+    extras: dict[int, str] = {}
     if targets or tasks:
         narrow, extras = selection_closure(graph, targets, tasks)
+    # An apply whose selection needs more than it names reuses what has a usable
+    # record in the plan's earlier runs (decided under the lock, in `_plan_run`).
+    reuse = bool(
+        extras and previous is None and exec_req is None and (state_dir / DB_NAME).is_file()
+    )
+    if extras and not reuse:
         _pulled_in(graph, extras, req, notify)
 
     if req.dry_run and previous is None:
-        return RunOutcome("dry_run", lines=tuple(dry_run_lines(graph, narrow, {})))
+        if narrow is None or not reuse:
+            return RunOutcome("dry_run", lines=tuple(dry_run_lines(graph, narrow, {})))
+        # Read, neither locked nor recovered: a dry run may look while the plan runs.
+        with Journal.open_existing(state_dir) as journal:
+            chosen = _selection_run(graph, journal, plan_file, (narrow, extras), req, notify)
+        return RunOutcome("dry_run", lines=tuple(dry_run_lines(graph, chosen.only, chosen.reused)))
 
     run_id = new_run_id()
     if previous is None:
@@ -239,7 +253,7 @@ def _prepare(
             journal,
             run_id,
             previous,
-            narrow,
+            (narrow, extras, reuse),
             (targets, tasks),
             notify,
         )
@@ -252,7 +266,7 @@ def _pulled_in(
     graph: Graph, extras: Mapping[int, str], req: RunRequest, notify: Notify, shown: int = 8
 ) -> None:
     """Say which instances beyond the named ones a selection runs, and why
-    (``--only``: refuse instead)."""
+    (``extras``: id -> reason; ``--only``: refuse instead)."""
     if not extras:
         return
     keys = [graph.nodes[i].key for i in sorted(extras)]
@@ -271,6 +285,38 @@ def _pulled_in(
         notify(
             Notice("note", f"  and {len(keys) - shown} more (`fleetrun plan --targets` lists them)")
         )
+
+
+def _selection_run(
+    graph: Graph,
+    journal: Journal,
+    plan_file: str,
+    selection: tuple[frozenset[int], Mapping[int, str]],
+    req: RunRequest,
+    notify: Notify,
+) -> RetryPlan:
+    """What an apply whose selection (all selected ids, and id -> why for those
+    it needs but does not name) needs more than it names runs and reuses
+    (``selection_reuse``); says how many it reuses and from which runs, and
+    lists what it still pulls in (``--only``: refuses it)."""
+    narrow, needs = selection
+    redactor = Redactor(graph.plan.secret_values)
+    path = str(Path(plan_file).resolve())
+    chosen = selection_reuse(graph, journal, path, redactor, narrow, needs)
+    if chosen.reused:
+        by_run: dict[str, int] = {}
+        for i in chosen.reused:
+            by_run[chosen.reused_from[i]] = by_run.get(chosen.reused_from[i], 0) + 1
+        runs = ", ".join(f"{n} from run {r}" for r, n in sorted(by_run.items()))
+        notify(
+            Notice(
+                "note",
+                f"reuses {len(chosen.reused)} instance(s) the selection needs that succeeded "
+                f"with the same command ({runs})",
+            )
+        )
+    _pulled_in(graph, {i: chosen.reasons[i] for i in chosen.only if i in needs}, req, notify)
+    return chosen
 
 
 def _recover(journal: Journal, lock: RunLock, req: RunRequest, notify: Notify) -> OrphanSearch:
@@ -303,18 +349,31 @@ def _plan_run(
     journal: Journal,
     run_id: str,
     previous: RunRecord | None,
-    narrow: frozenset[int] | None,
+    selection: tuple[frozenset[int] | None, Mapping[int, str], bool],
     names: tuple[list[str] | None, list[str] | None],
     notify: Notify,
 ) -> PlannedRun | RunOutcome:
-    """What the run does (a retry: what did not succeed in ``previous``), or how
-    the request ends without one."""
+    """What the run does (a retry: what did not succeed in ``previous``; a
+    selection: what it names and what it needs that has no usable record), or
+    how the request ends without one.
+
+    ``selection``: the selected instances (None: all), those of them the
+    selection needs but does not name (id -> why), and whether those may be
+    reused from the plan's earlier runs (an apply with a journal)."""
     plan = graph.plan
     redactor = Redactor(plan.secret_values)
+    narrow, needs, reuse = selection
     retry: RetryPlan | None = None
+    pulled_in: tuple[str, ...] = ()
     if previous is not None:
         # Re-read under the lock: the record is final now.
         previous = journal.run(previous.id)
+        if previous.status == "running":
+            # Live elsewhere (another host): its lock here did not stop us.
+            raise RunLockedError(
+                f"run {previous.id} is still running (pid {previous.pid} on {previous.host}); "
+                f"wait for it to finish or stop it first (`fleetrun cancel {previous.id}`)"
+            )
         retry = plan_retry(
             graph,
             previous,
@@ -340,6 +399,11 @@ def _plan_run(
             return RunOutcome("nothing")
         for line in reason_lines(graph, retry.reasons):
             notify(Notice("rerun", line))
+    elif narrow is not None and reuse:
+        retry = _selection_run(graph, journal, plan_file, (narrow, needs), req, notify)
+        pulled_in = tuple(graph.nodes[i].key for i in sorted(retry.only) if i in needs)
+    else:
+        pulled_in = tuple(graph.nodes[i].key for i in sorted(needs))
 
     only = retry.only if retry is not None else narrow
     reused = retry.reused if retry is not None else {}
@@ -360,6 +424,7 @@ def _plan_run(
         grace=req.grace,
         only=only,
         reused=reused,
+        reused_from=retry.reused_from if retry is not None else {},
         redactor=redactor,
         output="stream" if req.output == "stream" else "none",
         # A retry or resume continues the rollout where its run stopped.
@@ -395,6 +460,7 @@ def _plan_run(
                 target=graph.nodes[i].target,
                 reused_outputs=reused.get(i),
                 command_hash=retry.reused_hashes.get(i) if retry else None,
+                reused_from=retry.reused_from.get(i) if retry else None,
             )
             for i in members
         ),
@@ -402,7 +468,7 @@ def _plan_run(
     parent_id = previous.id if previous is not None else None
     setup = RunSetup(req, graph, run_id, run_dir, only, redactor, parent_id)
     kinds = frozenset(plan.tasks[graph.nodes[i].task].runs_on for i in members)
-    return PlannedRun(setup, options, kinds, entry)
+    return PlannedRun(setup, options, kinds, entry, pulled_in)
 
 
 def _var_overrides(req: RunRequest, state_dir: Path, previous: RunRecord | None) -> dict[str, str]:

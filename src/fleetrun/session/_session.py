@@ -34,6 +34,7 @@ from fleetrun.session._request import (
     RunOutcome,
     RunRequest,
 )
+from fleetrun.session._select import describe_run
 from fleetrun.state import Journal, JournalWriter, tighten_tree
 
 Notify = Callable[[Notice], None]
@@ -180,7 +181,12 @@ class Session:
             instances=entry.instances,
             redact=redactor.for_json().redact,
         )
-        parent = f" ({req.kind} of {setup.parent_id})" if setup.parent_id else ""
+        parent = ""
+        if setup.parent_id:
+            # Which run it continues, and with which variables (a plan driven by
+            # `--var action=...` has runs that differ only there).
+            of = describe_run(journal.run(setup.parent_id))
+            parent = f" ({req.kind} of {setup.parent_id}, {of})"
         notify(
             Notice(
                 "start",

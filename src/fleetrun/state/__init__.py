@@ -22,9 +22,9 @@ from fleetrun.state._journal import Journal, NewInstance
 from fleetrun.state._lock import RunLock, lock_path, read_lock
 from fleetrun.state._prune import PruneResult, journal_size, prune
 from fleetrun.state._reader import JournalReader
-from fleetrun.state._records import AttemptRecord, InstanceRecord, RunRecord
+from fleetrun.state._records import EXEC_SUFFIX, AttemptRecord, InstanceRecord, RunRecord
 from fleetrun.state._replay import decode_event
-from fleetrun.state._retry import DONE_STATES, RetryPlan, plan_retry, waves_opened
+from fleetrun.state._retry import DONE_STATES, RetryPlan, plan_retry, reuse_plan, waves_opened
 from fleetrun.state._writer import _ENCODE as encode_json
 from fleetrun.state._writer import _FIELDS as EVENT_FIELDS
 from fleetrun.state._writer import JournalWriter, command_hash
@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_MIN_FREE_MB",
     "DONE_STATES",
     "EVENT_FIELDS",
+    "EXEC_SUFFIX",
     "MIN_FREE_ENV",
     "SCHEMA_VERSION",
     "AttemptRecord",
@@ -66,6 +67,7 @@ __all__ = [
     "process_start_time",
     "prune",
     "read_lock",
+    "reuse_plan",
     "tighten_tree",
     "waves_opened",
     "write_atomic",

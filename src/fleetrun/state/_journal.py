@@ -51,7 +51,8 @@ from fleetrun.state._reader import UNRECORDED_REASON, JournalReader
 
 @dataclass(frozen=True, slots=True)
 class NewInstance:
-    """An instance row written when a run begins: pending, or reused from an earlier run."""
+    """An instance row written when a run begins: pending, or reused from an earlier run
+    (``reused_from``: that run, named in the row's reason)."""
 
     key: str
     node: int
@@ -59,6 +60,7 @@ class NewInstance:
     target: str | None
     reused_outputs: Mapping[str, str] | None = None
     command_hash: str | None = None
+    reused_from: str | None = None
 
 
 def _dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
@@ -143,7 +145,7 @@ class Journal(JournalReader):
             )
             c.executemany(
                 "INSERT INTO instances (run_id, key, node, task, target, status, outputs,"
-                " command_hash, ended_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                " command_hash, ended_at, reason) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         run_id,
@@ -155,6 +157,7 @@ class Journal(JournalReader):
                         shown(json.dumps(dict(i.reused_outputs or {}))),
                         i.command_hash,
                         None if i.reused_outputs is None else now,
+                        f"reused from run {i.reused_from}" if i.reused_from else "",
                     )
                     for i in instances
                 ],

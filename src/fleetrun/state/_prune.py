@@ -20,6 +20,7 @@ from fleetrun.layout import RUNS_DIR, RunLayout
 from fleetrun.state._db import DB_NAME, journal_error, rollback
 from fleetrun.state._fs import tree_size
 from fleetrun.state._journal import Journal
+from fleetrun.state._records import EXEC_SUFFIX
 
 _TABLES = ("events", "attempts", "exact_outputs", "instances")
 
@@ -64,7 +65,9 @@ def prune(
         " ORDER BY started_at DESC, id DESC"
     ).fetchall()
     parent = {r[0]: r[1] for r in runs}
-    mine = [r[:4] for r in runs if plan_path is None or r[4] in (plan_path, plan_path + "#exec")]
+    mine = [
+        r[:4] for r in runs if plan_path is None or r[4] in (plan_path, plan_path + EXEC_SUFFIX)
+    ]
     chosen = []
     for rank, (run_id, _p, started, ended) in enumerate(mine):
         if ended is None:

@@ -253,6 +253,47 @@ class JournalReader:
             return out
         return self._settled(run_id, out, end)
 
+    def latest_records(self, plan_path: str) -> dict[str, InstanceRecord]:
+        """Instance key -> its latest record in the runs of ``plan_path`` that says
+        something about it: it succeeded or was reused, or an attempt of it ran
+        (failed, cancelled, interrupted). Records of instances that never started
+        there (skipped, not started) leave the earlier one standing, and so does
+        a reused record that copies it (same command hash and outputs): the record
+        returned is that of the run where the instance succeeded. Read after
+        ``Journal.recover()``: a dead run's open rows are not settled here."""
+        order = {
+            run_id: n
+            for n, (run_id,) in enumerate(
+                self.conn.execute(
+                    "SELECT id FROM runs WHERE plan_path=? ORDER BY started_at, id", (plan_path,)
+                )
+            )
+        }
+        rows = self.conn.execute(
+            f"SELECT {self._select('instances', _INSTANCE_COLUMNS)} FROM instances"
+            " WHERE run_id IN (SELECT id FROM runs WHERE plan_path=?)"
+            " AND (status IN ('succeeded', 'reused') OR attempts > 0)",
+            (plan_path,),
+        ).fetchall()
+        found = []
+        for row in rows:
+            raw = dict(zip(_INSTANCE_COLUMNS, row, strict=True))
+            raw["outputs"] = json.loads(raw["outputs"])
+            found.append(InstanceRecord(**raw))
+        found.sort(key=lambda r: order[r.run_id])
+        latest: dict[str, InstanceRecord] = {}
+        for rec in found:
+            was = latest.get(rec.key)
+            copy = (
+                rec.status == "reused"
+                and was is not None
+                and was.status in ("succeeded", "reused")
+                and (was.command_hash, was.outputs) == (rec.command_hash, rec.outputs)
+            )
+            if not copy:
+                latest[rec.key] = rec
+        return latest
+
     def _instances(self, run_id: str) -> list[InstanceRecord]:
         rows = self.conn.execute(
             f"SELECT {self._select('instances', _INSTANCE_COLUMNS)} FROM instances"

@@ -17,6 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from fleetrun.redact import MASK, is_secret_name
+
+EXEC_SUFFIX = "#exec"
+"""Appended to the plan path under which ``fleetrun exec`` runs are recorded (an
+exec of a plan is a plan of its own: its own lock, its own retries)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
@@ -42,6 +48,34 @@ class RunRecord:
     # Invariant: computed is true only when status == "interrupted" and the
     # journal still says "running" (its process died and nobody recovered it).
     computed: bool = False
+
+    @property
+    def is_exec(self) -> bool:
+        """Whether this is a ``fleetrun exec`` run (or a retry of one)."""
+        return self.plan_path.endswith(EXEC_SUFFIX)
+
+    @property
+    def plan_file(self) -> str:
+        """The plan (or fleet) file the run ran."""
+        return self.plan_path.removesuffix(EXEC_SUFFIX)
+
+    @property
+    def label(self) -> str:
+        """What the run was, as the record's views name it: ``exec`` for a
+        ``fleetrun exec`` run and its retries (a parent tells a retry), else
+        ``kind`` (``apply``, ``retry``, ``resume``)."""
+        return "exec" if self.is_exec else self.kind
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """The variables the run was given (``--var``, ``--var-file``, or those of
+        the run it continued), as recorded, where secret values are masked; a
+        variable named like a secret (``*PASSWORD*``, ``*TOKEN*``, ...) is
+        masked whatever its value."""
+        recorded = self.options.get("vars")
+        if not isinstance(recorded, Mapping):
+            return {}
+        return {str(k): MASK if is_secret_name(str(k)) else str(v) for k, v in recorded.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,12 @@ Rules, for each instance of the current graph:
 
 ``--targets``/``--tasks`` then narrow the set that runs.
 
+The same rule (``reuse_plan``) decides what an ``apply --targets/--tasks``
+reuses of the instances its selection needs but does not name: there the
+record of each instance is its latest one in any earlier run of the plan
+(``JournalReader.latest_records``), and the reasons name the run each record
+comes from.
+
 A retry (or resume) also continues the rollout where the run stopped
 (``waves_opened``): the targets of the waves that had opened in that run run
 together, at once, as the first wave (they proved the change); the waves that
@@ -56,18 +62,20 @@ DONE_STATES = frozenset({"succeeded", "reused"})
 
 @dataclass(frozen=True, slots=True)
 class RetryPlan:
-    """The outcome of ``plan_retry``.
+    """The outcome of ``plan_retry`` (or ``reuse_plan``).
 
     ``only``: node ids to run. ``reused``: node id -> outputs, for instances
     that already succeeded. ``reused_hashes``: their recorded command hashes
-    (carried into the new run's record). ``reasons``: why each directly
-    re-run node runs (dependents of those are not listed).
+    (carried into the new run's record). ``reused_from``: the run whose record
+    each reused instance comes from. ``reasons``: why each directly re-run
+    node runs (dependents of those are not listed).
     """
 
     only: frozenset[int]
     reused: Mapping[int, Mapping[str, str]]
     reused_hashes: Mapping[int, str | None]
     reasons: Mapping[int, str] = field(default_factory=dict)
+    reused_from: Mapping[int, str] = field(default_factory=dict)
 
 
 def plan_retry(
@@ -80,22 +88,44 @@ def plan_retry(
 ) -> RetryPlan:
     """Decide what a retry of run ``previous`` (with its ``instances`` and their
     ``exact`` outputs, by key) runs."""
-    exact = exact or {}
-    by_key = {i.key: i for i in instances}
     was_narrowed = bool(previous.options.get("targets") or previous.options.get("tasks"))
+    return reuse_plan(
+        graph,
+        {i.key: i for i in instances},
+        redactor,
+        narrow,
+        exact,
+        absent=None if was_narrowed else f"not in run {previous.id}",
+    )
+
+
+def reuse_plan(
+    graph: Graph,
+    records: Mapping[str, InstanceRecord],
+    redactor: Redactor,
+    narrow: frozenset[int] | None = None,
+    exact: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    absent: str | None,
+) -> RetryPlan:
+    """The retry rule (module docstring) over ``records``: one record per
+    instance key (each from its own run: ``InstanceRecord.run_id``) and their
+    ``exact`` outputs. ``absent``: the reason an instance without a record
+    runs, or None to leave it out (it was left out of the run on purpose)."""
+    exact = exact or {}
     recorded_outputs = {
-        graph.index[k]: exact.get(k, i.outputs) for k, i in by_key.items() if k in graph.index
+        graph.index[k]: exact.get(k, i.outputs) for k, i in records.items() if k in graph.index
     }
     again: set[int] = set()
     reasons: dict[int, str] = {}
     done: dict[int, Mapping[str, str]] = {}
     hashes: dict[int, str | None] = {}
     for node in graph.nodes:
-        rec = by_key.get(node.key)
+        rec = records.get(node.key)
         if rec is None:
-            if not was_narrowed:
+            if absent is not None:
                 again.add(node.id)
-                reasons[node.id] = f"not in run {previous.id}"
+                reasons[node.id] = absent
             continue
         if rec.status not in DONE_STATES:
             again.add(node.id)
@@ -104,7 +134,7 @@ def plan_retry(
         if node.key not in exact and any(MASK in v for v in rec.outputs.values()):
             again.add(node.id)
             reasons[node.id] = (
-                f"its outputs were kept only redacted in run {previous.id}; "
+                f"its outputs were kept only redacted in run {rec.run_id}; "
                 "it runs again so that dependents get the real values"
             )
             continue
@@ -115,12 +145,12 @@ def plan_retry(
             except MissingValueError as e:
                 again.add(node.id)
                 reasons[node.id] = (
-                    f"its command now uses {e.ref}, which run {previous.id} did not record"
+                    f"its command now uses {e.ref}, which run {rec.run_id} did not record"
                 )
                 continue
             if command_hash(redactor.redact(command)) != old_hash:
                 again.add(node.id)
-                reasons[node.id] = f"command changed since run {previous.id}"
+                reasons[node.id] = f"command changed since run {rec.run_id}"
                 continue
         done[node.id] = recorded_outputs[node.id]
         hashes[node.id] = old_hash
@@ -128,7 +158,7 @@ def plan_retry(
     # consumes the outputs of one that runs again for that reason. One that
     # succeeded beside a failed quorum member (``at_least``) keeps its result;
     # dependents of failed instances were skipped, so they are in ``again``.
-    changed = {n for n in again if _status(by_key, graph.nodes[n].key) in DONE_STATES}
+    changed = {n for n in again if _status(records, graph.nodes[n].key) in DONE_STATES}
     only = again | set(dependents_closure(graph, changed))
     if narrow is not None:
         only &= narrow
@@ -138,6 +168,7 @@ def plan_retry(
         reused=reused,
         reused_hashes={n: hashes[n] for n in reused},
         reasons={n: r for n, r in reasons.items() if n in only},
+        reused_from={n: records[graph.nodes[n].key].run_id for n in reused},
     )
 
 
