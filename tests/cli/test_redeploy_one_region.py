@@ -167,6 +167,62 @@ def test_a_changed_command_is_not_reused(tmp_path: Path) -> None:
     }
 
 
+# k8s uses its region's infra outputs; the contract needs a quorum of k8s.
+CHAIN = """\
+name: chain
+targets:
+  eu-west: {}
+  us-east: {}
+  ap-south: {}
+tasks:
+  infra:
+    for_each: all
+    run: test ! -e fail-{{ target.name }} && echo "id=net-{{ target.name }}" >> "$FLEETRUN_OUTPUT"
+  k8s:
+    for_each: all
+    needs: [infra]
+    run: echo {{ tasks.infra.outputs.id }}
+  contract:
+    needs: [{task: k8s, at_least: 2}]
+    run: "true"
+  verify:
+    for_each: all
+    needs: [k8s, contract]
+    run: "true"
+"""
+
+
+def test_what_needs_an_instance_that_failed_since_runs_again_and_a_held_quorum_is_kept(
+    tmp_path: Path,
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(CHAIN)
+    state = tmp_path / ".fleetrun"
+    assert fleetrun("apply", str(plan)).returncode == 0
+    (tmp_path / "fail-ap-south").touch()
+    assert fleetrun("apply", str(plan), "--targets", "ap-south", "--tasks", "infra").returncode == 1
+    (tmp_path / "fail-ap-south").unlink()
+    run1, run2 = _runs(state)
+    res = fleetrun("apply", str(plan), "--plain", "--targets", "eu-west", "--tasks", "verify")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout.splitlines()
+    at = out.index("also runs 2 instance(s) the selection needs:")
+    assert out[at + 1 : at + 3] == [
+        f"  infra@ap-south: needed by k8s@ap-south; failed in run {run2}",
+        "  k8s@ap-south: needed by contract (quorum of k8s: at least 2 of 3); "
+        "it needs infra@ap-south, which has no usable record",
+    ]
+    states = _states(state, _runs(state)[-1])
+    assert {k for k, (s, _) in states.items() if s == "succeeded"} == {
+        "verify@eu-west", "infra@ap-south", "k8s@ap-south",
+    }  # fmt: skip
+    # The contract's quorum held without ap-south: it is kept, as a retry keeps it.
+    assert states["contract"] == ("reused", f"reused from run {run1}")
+    assert {k for k, (s, _) in states.items() if s == "reused"} == {
+        "contract", "infra@eu-west", "infra@us-east", "k8s@eu-west", "k8s@us-east",
+    }  # fmt: skip
+
+
 def _on_a_terminal(args: list[str], cwd: Path, answer: bytes | None) -> tuple[int, str]:
     """Run ``fleetrun ARGS`` on a pseudo-terminal; type ``answer`` once it asks
     (None: it must not ask). Returns the exit code and what it wrote."""
