@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from fleetrun.cli._task_logs import print_target_logs, target_logs
 from fleetrun.errors import RunNotFoundError, UsageError
 from fleetrun.plan import did_you_mean
 from fleetrun.report import (
@@ -168,11 +169,20 @@ def logs(
     state_dir: str | None,
     fmt: str,
 ) -> None:
-    """Print the log of one attempt of TASK@TARGET (TASK for an unfanned task)."""
+    """Print the log of one attempt of TASK@TARGET (TASK for an unfanned task).
+
+    TASK of a task fanned over targets prints every target's log, in fleet
+    order, each under a header (instance, state, attempt, exit code).
+    """
     if not instance.strip():
         raise UsageError("name the instance: TASK@TARGET (`fleetrun show` lists them)")
     with _journal(state_dir, plan) as j:
         r = select_run(j, run_ref, plan)
+        if "@" not in instance and (every := target_logs(j, r.id, instance.strip(), attempt)):
+            if follow:
+                raise UsageError("--follow follows one instance: name it TASK@TARGET")
+            print_target_logs(every, r.id, fmt)
+            return
         if run_ref is None:
             # An instance reused by the latest run shows the log of the run that ran it.
             r = j.run(j.ran_in(r.id, instance))
