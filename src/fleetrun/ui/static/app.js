@@ -334,7 +334,7 @@
     if (!grid.cells.length) { fill(box, el("p", { class: "empty", text: "No instances." })); return; }
     const byRow = grid.targets.map(() => new Array(grid.tasks.length).fill(null));
     for (const c of grid.cells) byRow[c[1]][c[0]] = c;
-    const head = el("tr", {}, el("th", { class: "target", text: "target" }), ...grid.tasks.map((t) => el("th", { class: "task", text: t, title: t })));
+    const head = el("tr", {}, el("th", { class: "target", text: "target" }), ...grid.tasks.map((t) => el("th", { class: t.length > 24 ? "task long" : "task", text: t, title: t })));
     const rows = grid.targets.map((target, ri) => el("tr", {},
       el("th", { class: "target", text: target === null ? "(no target)" : target, title: target }),
       ...byRow[ri].map((c) => {
@@ -484,7 +484,7 @@
     for (const o of outputs) for (const [k, v] of Object.entries(o.outputs)) {
       rows.push(el("tr", {}, el("td", { class: "mono", text: o.key }), el("td", { class: "mono", text: k }), el("td", { class: "mono", text: v })));
     }
-    fill(box, el("table", {}, el("thead", {}, el("tr", {}, el("th", { text: "instance" }), el("th", { text: "output" }), el("th", { text: "value" }))), el("tbody", {}, ...rows)));
+    fill(box, el("table", { class: "outputs" }, el("thead", {}, el("tr", {}, el("th", { text: "instance" }), el("th", { text: "output" }), el("th", { text: "value" }))), el("tbody", {}, ...rows)));
   }
 
   // ---- the attempt page ---------------------------------------------------------------
