@@ -261,37 +261,42 @@ class JournalReader:
         a reused record that copies it (same command hash and outputs): the record
         returned is that of the run where the instance succeeded. Read after
         ``Journal.recover()``: a dead run's open rows are not settled here."""
-        order = {
-            run_id: n
-            for n, (run_id,) in enumerate(
-                self.conn.execute(
-                    "SELECT id FROM runs WHERE plan_path=? ORDER BY started_at, id", (plan_path,)
-                )
-            )
-        }
+        # Per key, in SQL: its latest record, and its latest one that is not a
+        # copy (reused). The windows sort narrow rows; only the chosen ones
+        # (at most two per key) are read whole.
+        cols = self._select("instances", _INSTANCE_COLUMNS)  # no name clashes with w's
         rows = self.conn.execute(
-            f"SELECT {self._select('instances', _INSTANCE_COLUMNS)} FROM instances"
-            " WHERE run_id IN (SELECT id FROM runs WHERE plan_path=?)"
-            " AND (status IN ('succeeded', 'reused') OR attempts > 0)",
+            f"SELECT {cols}, w.latest FROM ("
+            " SELECT i.run_id AS wrun, i.key AS wkey, i.status AS wstatus,"
+            "  ROW_NUMBER() OVER (PARTITION BY i.key ORDER BY r.at DESC, r.rid DESC) AS latest,"
+            "  ROW_NUMBER() OVER (PARTITION BY i.key, i.status = 'reused'"
+            "   ORDER BY r.at DESC, r.rid DESC) AS of_kind"
+            "  FROM instances i"
+            "  JOIN (SELECT id AS rid, started_at AS at FROM runs WHERE plan_path=?) r"
+            "   ON r.rid = i.run_id"
+            "  WHERE i.status IN ('succeeded', 'reused') OR i.attempts > 0) w"
+            " JOIN instances ON instances.run_id = w.wrun AND instances.key = w.wkey"
+            " WHERE w.latest = 1 OR (w.of_kind = 1 AND w.wstatus != 'reused')",
             (plan_path,),
         ).fetchall()
-        found = []
-        for row in rows:
-            raw = dict(zip(_INSTANCE_COLUMNS, row, strict=True))
-            raw["outputs"] = json.loads(raw["outputs"])
-            found.append(InstanceRecord(**raw))
-        found.sort(key=lambda r: order[r.run_id])
         latest: dict[str, InstanceRecord] = {}
-        for rec in found:
-            was = latest.get(rec.key)
-            copy = (
+        origin: dict[str, InstanceRecord] = {}
+        for row in rows:
+            raw = dict(zip(_INSTANCE_COLUMNS, row[:-1], strict=True))
+            raw["outputs"] = json.loads(raw["outputs"])
+            rec = InstanceRecord(**raw)
+            if row[-1] == 1:
+                latest[rec.key] = rec
+            if rec.status == "succeeded":
+                origin[rec.key] = rec
+        for key, rec in latest.items():
+            was = origin.get(key)
+            if (
                 rec.status == "reused"
                 and was is not None
-                and was.status in ("succeeded", "reused")
                 and (was.command_hash, was.outputs) == (rec.command_hash, rec.outputs)
-            )
-            if not copy:
-                latest[rec.key] = rec
+            ):
+                latest[key] = was
         return latest
 
     def _instances(self, run_id: str) -> list[InstanceRecord]:
