@@ -79,6 +79,14 @@ def test_a_selection_reuses_what_succeeded_and_runs_what_has_no_usable_record(
 ) -> None:
     plan, state, run1 = _after_a_failed_region(tmp_path)
     (tmp_path / "fail-ap-south").unlink()
+    # A dry run says the same, and lists the commands of what would run.
+    dry = fleetrun("apply", str(plan), "--dry-run", "--targets", "eu-west")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    commands = [line.split(":")[0] for line in dry.stdout.splitlines() if ": " in line]
+    assert sorted(k for k in commands if not k.startswith(("reuses", " "))) == [
+        "infra@ap-south", "infra@eu-west", "verify@eu-west",
+    ]  # fmt: skip
+    assert _runs(state) == [run1]
     events = tmp_path / "events.jsonl"
     res = fleetrun("apply", str(plan), "--plain", "--targets", "eu-west", "--events", str(events))
     assert res.returncode == 0, res.stdout + res.stderr
