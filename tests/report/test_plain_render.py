@@ -215,3 +215,20 @@ def test_summary(states: dict[int, str], wall: float, task_time: float, expected
         run_id="r1", status="failed", states=states, outputs={}, started_at=T, ended_at=T + wall
     )
     assert console.summary(result, g) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("eu-\u202eevil", "eu-\\u202eevil"),  # a right-to-left override reads as "live"
+        ("a\u2066b\u2069", "a\\u2066b\\u2069"),  # bidi isolates
+        ("zero\u200bwidth", "zero\\u200bwidth"),
+        ("\ufeffbom", "\\ufeffbom"),
+        ("ctl\x1b[31mred", "ctl\\x1b[31mred"),
+        ("東京-ünïcødé", "東京-ünïcødé"),  # printable text is left alone
+    ],
+)
+def test_printable_shows_invisible_and_control_characters(name: str, shown: str) -> None:
+    from fleetrun.report import printable
+
+    assert printable(name) == shown

@@ -39,12 +39,24 @@ from fleetrun.report._text import format_duration as format_duration
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\x1b": "\\x1b"}
 _ESCAPES = {c: _NAMED.get(chr(c), f"\\x{c:02x}") for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+# Invisible characters that reorder or hide text (bidi overrides and isolates,
+# zero-width marks, the BOM): "Trojan source" names show as what they are.
+_INVISIBLE = (
+    0x061C,
+    *range(0x200B, 0x2010),
+    *range(0x202A, 0x202F),
+    *range(0x2060, 0x2065),
+    *range(0x2066, 0x206A),
+    0xFEFF,
+)
+_ESCAPES.update({c: f"\\u{c:04x}" for c in _INVISIBLE})
 _KEEP_TAB = {k: v for k, v in _ESCAPES.items() if k != 0x09}
 _SGR = re.compile(r"(\x1b\[[0-9;:]*m)")
 
 
 def printable(text: str) -> str:
-    """``text`` with every control character (C0, DEL, C1) shown as its escape."""
+    """``text`` with every control character (C0, DEL, C1) and every invisible
+    bidi or zero-width character shown as its escape."""
     return text if text.isprintable() else text.translate(_ESCAPES)
 
 
