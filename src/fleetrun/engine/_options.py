@@ -83,9 +83,10 @@ class RunResult:
 
 
 def new_run_id(now: float | None = None) -> str:
-    """A sortable, unique run id: UTC timestamp plus 4 random hex digits."""
+    """A sortable, unique run id: UTC timestamp plus 6 random hex digits (two runs
+    started in the same second meet once in 16 million)."""
     import os
     import time
 
     t = time.gmtime(time.time() if now is None else now)
-    return time.strftime("%Y%m%dT%H%M%S", t) + "-" + os.urandom(2).hex()
+    return time.strftime("%Y%m%dT%H%M%S", t) + "-" + os.urandom(3).hex()
