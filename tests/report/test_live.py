@@ -23,6 +23,7 @@ from fleetrun.engine import (
     RunOptions,
     RunResult,
     RunStarted,
+    WaveChanged,
     run_graph,
 )
 from fleetrun.engine.testing import graph, task
@@ -396,8 +397,10 @@ def test_real_run_bounded_refreshes(tmp_path: Path, utc: None) -> None:
     assert "failed     bad (exit 4) after " in text
     assert "           | last words" in text
     assert "retrying   flaky in " in text
-    assert text.count("skipped    dep@t") == burst
-    assert text.count("skipped    dep@t1999: needs bad, which failed") == 1
+    # The burst of skips for one failure is one line, not one per instance.
+    assert "skipped    dep@t" not in text
+    assert text.count(f"skipped    {burst} instance(s) (dep@t") == 1
+    assert text.count("more): needs bad, which failed") == 1
     # The last picture stays on screen with the final counts.
     assert f"2 succeeded · 2 failed · {burst} skipped (of {burst + 4})" in text
     assert " · failed after " in text
@@ -464,3 +467,23 @@ def test_context_manager_draws_and_leaves_the_last_picture() -> None:
     text = out.getvalue()
     assert text.endswith("1 succeeded (of 1)\n\x1b[?25h")  # then the cursor is shown again
     assert "run r1 · dag · -j unbounded · succeeded after 1.0s" in text
+
+
+def test_a_halted_rollout_is_one_skipped_line_above_the_live_area(utc: None) -> None:
+    targets = [f"t{i}" for i in range(46)]
+    g = graph([task("deploy", "true", targets=targets)])
+    out = io.StringIO()
+    con = Console(file=out, width=200, height=20, force_terminal=True, color_system=None)
+    live = LiveConsole(g, console=con)
+    live.start()
+    live(run_started(nodes=46))
+    why = "rollout halted: wave 1 had 2 failed target(s), more than max_failed (0)"
+    live(WaveChanged(at=T + 1, wave=2, waves=3, state="halted", targets=("t2",), reason=why))
+    for t in targets[2:]:
+        live(settled(g, f"deploy@{t}", T + 1, "skipped", why, 0))
+    live(RunEnded(at=T + 2, run_id="r1", status="failed", counts={}))
+    live.stop()
+    text = out.getvalue()
+    assert "skipped    deploy@" not in text
+    assert text.count(f"22:13:21 skipped    44 instance(s) of waves 2-3: {why}") == 1
+    assert "44 skipped" in text  # the live counters still count each instance

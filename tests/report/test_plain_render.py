@@ -16,6 +16,7 @@ from fleetrun.engine import (
     RunEnded,
     RunResult,
     RunStarted,
+    WaveChanged,
 )
 from fleetrun.engine.testing import graph, task
 from fleetrun.plan import Graph
@@ -232,3 +233,49 @@ def test_printable_shows_invisible_and_control_characters(name: str, shown: str)
     from fleetrun.report import printable
 
     assert printable(name) == shown
+
+
+def halted_rollout(g: Graph, later: list[str]) -> list[Event]:
+    """The events of a rollout whose first wave failed: the halt, then a skip of
+    every instance of the later waves (``later``: their keys), then the end."""
+    why = "rollout halted: wave 1 had 1 failed target(s), more than max_failed (0)"
+    return [
+        WaveChanged(at=T + 1, wave=2, waves=3, state="halted", targets=("b",), reason=why),
+        *[settle(g, k, T + 1, "skipped", why, 0) for k in later],
+        RunEnded(at=T + 2, run_id="r1", status="failed", counts={}),
+    ]
+
+
+@pytest.mark.parametrize("n", [2, 46])
+def test_a_halted_rollout_says_its_skips_in_one_line(n: int) -> None:
+    g = graph([task("deploy", "true", targets=[f"t{i}" for i in range(n)])])
+    keys = [f"deploy@t{i}" for i in range(n)]
+    _, lines = lines_for(halted_rollout(g, keys))
+    why = "rollout halted: wave 1 had 1 failed target(s), more than max_failed (0)"
+    assert lines == [
+        f"22:13:21 halted     rollout before wave 2/3 (1 target(s)): {why}",
+        f"22:13:21 skipped    {n} instance(s) of waves 2-3: {why}",
+        "22:13:22 run r1 failed",
+    ]
+
+
+def test_skips_for_one_failure_are_one_line_and_other_reasons_their_own() -> None:
+    g = graph(
+        [
+            task("bad", "true"),
+            task("dep", "true", targets=["a", "b", "c", "d", "e"], needs=["bad"]),
+            task("other", "true"),
+        ]
+    )
+    events: list[Event] = [
+        *[settle(g, f"dep@{t}", T, "skipped", "needs bad, which failed", 0) for t in "abcde"],
+        settle(g, "other", T + 1, "skipped", "needs x, which failed", 0),
+        RunEnded(at=T + 2, run_id="r1", status="failed", counts={}),
+    ]
+    _, lines = lines_for(events)
+    assert lines == [
+        "22:13:20 skipped    5 instance(s) (dep@a, dep@b, dep@c and 2 more): "
+        "needs bad, which failed",
+        "22:13:21 skipped    other: needs x, which failed",
+        "22:13:22 run r1 failed",
+    ]

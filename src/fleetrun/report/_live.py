@@ -40,7 +40,7 @@ from fleetrun.engine import (
 )
 from fleetrun.plan import Graph
 from fleetrun.report._live_render import LiveState, render
-from fleetrun.report._plain import event_text, reused_text, stamp, summary_text
+from fleetrun.report._plain import SkipBatch, event_text, reused_text, stamp, summary_text
 
 MAX_QUEUED = 256 * 1024
 """Characters of task output held for the next redraw before it is printed at once."""
@@ -102,6 +102,7 @@ class LiveConsole:
         self._queued = 0
         self._reused: list[InstanceReused] = []
         self._reused_at = 0.0
+        self._skipped = SkipBatch()
         self._armed = False
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,6 +119,9 @@ class LiveConsole:
         """Update the counters for ``ev``; queue a line above the live area if it matters."""
         if not self._armed:
             self._arm()
+        said = self._skipped.before(ev)
+        if said is not None:
+            self._queue(*said)
         if self._reused and not isinstance(ev, InstanceReused):
             self._queue(self._reused_at, [reused_text(self._reused)])
             self._reused = []
@@ -131,7 +135,9 @@ class LiveConsole:
                 self._queue(ev.at, event_text(ev, took=took, tail_lines=self.tail_lines))
         elif isinstance(ev, InstanceSettled):
             state.instance_settled(ev.node, ev.state)
-            if ev.state != "succeeded":
+            if SkipBatch.holds(ev):
+                self._skipped.add(ev)  # said as one line with the skips after it
+            elif ev.state != "succeeded":
                 self._queue(ev.at, event_text(ev))
         elif isinstance(ev, InstanceReused):
             state.instance_settled(ev.node, "reused")
@@ -261,6 +267,9 @@ class LiveConsole:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        said = self._skipped.flush()
+        if said is not None:
+            self._queue(*said)
         if self._reused:
             self._queue(self._reused_at, [reused_text(self._reused)])
             self._reused = []

@@ -101,6 +101,66 @@ def reused_text(reused: Sequence[InstanceReused]) -> str:
     return f"reused     {len(keys)} instance(s) that succeeded before{where}: {shown}"
 
 
+def skipped_text(skipped: Sequence[InstanceSettled], halted: WaveChanged | None = None) -> str:
+    """The one line that stands for instances skipped one after the other for
+    the same reason: a halted rollout skips every instance of its later waves.
+
+    ``halted`` is the rollout's last ``halted`` event; when the reason is its
+    reason, the line names the waves instead of the instances.
+    """
+    first = skipped[0]
+    if len(skipped) == 1:
+        return f"skipped    {first.key}: {first.reason}"
+    n = len(skipped)
+    if halted is not None and first.reason == halted.reason:
+        w, last = halted.wave, halted.waves
+        waves = f"wave {w}" if w >= last else f"waves {w}-{last}"
+        return f"skipped    {n} instance(s) of {waves}: {first.reason}"
+    keys = [ev.key for ev in skipped]
+    shown = ", ".join(keys[:3]) + (f" and {n - 3} more" if n > 3 else "")
+    return f"skipped    {n} instance(s) ({shown}): {first.reason}"
+
+
+class SkipBatch:
+    """Collects consecutive skips with one reason, so that a console says them
+    as one line (``skipped_text``) instead of one line per instance."""
+
+    def __init__(self) -> None:
+        self.skipped: list[InstanceSettled] = []
+        self.halted: WaveChanged | None = None
+
+    def before(self, ev: Event) -> tuple[float, list[str]] | None:
+        """Called with every event before the console handles it. Returns the
+        collected line to print first (its time and lines), if ``ev`` ends a batch."""
+        if isinstance(ev, WaveChanged) and ev.state == "halted":
+            self.halted = ev
+        if not self.skipped:
+            return None
+        if (
+            self.holds(ev)
+            and isinstance(ev, InstanceSettled)
+            and (ev.reason == self.skipped[0].reason)
+        ):
+            return None
+        return self.flush()
+
+    @staticmethod
+    def holds(ev: Event) -> bool:
+        """Whether ``ev`` is a skip (collected, not said on its own)."""
+        return isinstance(ev, InstanceSettled) and ev.state == "skipped"
+
+    def add(self, ev: InstanceSettled) -> None:
+        """Collect one skip (call ``before`` first)."""
+        self.skipped.append(ev)
+
+    def flush(self) -> tuple[float, list[str]] | None:
+        """The line for what is collected (None: nothing is), and forget it."""
+        if not self.skipped:
+            return None
+        skipped, self.skipped = self.skipped, []
+        return skipped[-1].at, [printable(skipped_text(skipped, self.halted))]
+
+
 def event_text(ev: Event, *, took: float = 0.0, tail_lines: int = 5) -> list[str]:
     """The plain console's words for ``ev``: a line, then any log-tail lines.
 
@@ -190,6 +250,7 @@ class PlainConsole:
         self._starts: dict[tuple[int, int], float] = {}
         self._reused: list[InstanceReused] = []
         self._reused_at = 0.0
+        self._skipped = SkipBatch()
 
     def write_text(self, text: str) -> None:
         """Write complete lines of text (task output) between status lines."""
@@ -200,6 +261,13 @@ class PlainConsole:
         """Render one event (ignores events that are not state changes)."""
         if self.quiet:
             self._quiet(ev)
+            return
+        said = self._skipped.before(ev)
+        if said is not None:
+            self.stream.write(f"{stamp(said[0])} {said[1][0]}\n")
+        if isinstance(ev, InstanceSettled) and SkipBatch.holds(ev):
+            # A halted rollout skips whole waves: one line, not one per instance.
+            self._skipped.add(ev)
             return
         if isinstance(ev, InstanceReused):
             # A retry reuses most of a fleet: one line, not one per instance.
