@@ -184,6 +184,10 @@ def test_phased_mode_rolls_every_phase_out(runner):
     opened = [(e.wave, e.reason) for e in ran.of(WaveChanged) if e.state == "open"]
     assert [w for w, _ in opened] == [1, 2, 1, 2]
     assert opened[2][1] == "phase two: first wave"
+    # Each phase has a wave 1: every wave's event names its phase.
+    assert [e.phase for e in ran.of(WaveChanged) if e.state == "open"] == [
+        "one", "one", "two", "two"
+    ]  # fmt: skip
     for t in ("a", "b"):
         _wave_order_holds(ran, [("r0",), tuple(REGIONS[1:4])], [t])
     order = [e.key for e in ran.of(AttemptStarted)]

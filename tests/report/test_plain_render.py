@@ -279,3 +279,36 @@ def test_skips_for_one_failure_are_one_line_and_other_reasons_their_own() -> Non
         "22:13:21 skipped    other: needs x, which failed",
         "22:13:22 run r1 failed",
     ]
+
+
+def test_a_phased_rollout_names_the_phase_of_each_wave() -> None:
+    g = graph([task("deploy", "true", targets=["a", "b"])])
+    why = "rollout halted: wave 1 had 1 failed target(s), more than max_failed (0)"
+    events: list[Event] = [
+        WaveChanged(
+            at=T, wave=1, waves=2, state="open", targets=("a",), reason="first wave", phase="build"
+        ),
+        WaveChanged(
+            at=T,
+            wave=1,
+            waves=2,
+            state="open",
+            targets=("a",),
+            reason="phase deploy: first wave",
+            phase="deploy",
+        ),
+        WaveChanged(
+            at=T + 1, wave=2, waves=2, state="halted", targets=("b",), reason=why, phase="deploy"
+        ),
+        settle(g, "deploy@a", T + 1, "skipped", why, 0),
+        settle(g, "deploy@b", T + 1, "skipped", why, 0),
+        WaveChanged(at=T + 1, wave=2, waves=2, state="open", targets=("b",), reason="x"),
+    ]
+    _, lines = lines_for(events)
+    assert lines == [
+        "22:13:20 opened     phase build, wave 1/2 (1 target(s))",
+        "22:13:20 opened     phase deploy, wave 1/2 (1 target(s))",
+        f"22:13:21 halted     rollout before phase deploy, wave 2/2 (1 target(s)): {why}",
+        f"22:13:21 skipped    2 instance(s) of phase deploy, wave 2: {why}",
+        "22:13:21 opened     wave 2/2 (1 target(s))",  # no phases: as before
+    ]

@@ -197,6 +197,8 @@ class WaveChanged(Event):
     or the rollout halted before it (``reason`` says which wave failed too much).
 
     ``targets`` are the wave's targets; their instances start only once it is open.
+    ``phase`` names the phase rolled out with ``--mode phased`` (each phase has
+    its own waves, from 1); "" otherwise.
     """
 
     wave: int
@@ -204,6 +206,7 @@ class WaveChanged(Event):
     state: WaveState
     targets: tuple[str, ...]
     reason: str = ""
+    phase: str = ""
 
 
 @message

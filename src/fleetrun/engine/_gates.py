@@ -107,6 +107,8 @@ class PhaseGate:
         """Pass over the leading phases that have nothing to run (before the rollout starts)."""
         while self.phase < len(self.left) and self.left[self.phase] == 0:
             self.phase += 1
+        if self.rollout is not None and self.phase < len(self.names):
+            self.rollout.phase = self.names[self.phase]
 
     def hold(self, j: int) -> bool:
         p = self.phase_of[j]
@@ -160,6 +162,7 @@ class RolloutGate(Waves):
         "failed",
         "halted",
         "parts",
+        "phase",
         "promoted",
         "rollout",
         "waiting",
@@ -202,6 +205,9 @@ class RolloutGate(Waves):
         # a count: one promote opens one wave, and promotes given before it
         # opens approve that same wave (they do not open the waves after it).
         self.promoted = False
+        # The phase being rolled out (``--mode phased``; "" otherwise): its
+        # WaveChanged events name it, since every phase has a wave 1.
+        self.phase = ""
         self._emit = emit
         self._skip = skip
         # Why the wave being opened opens (the WaveChanged reason).
@@ -222,6 +228,7 @@ class RolloutGate(Waves):
         if self.halted:
             return
         self.waiting = False
+        self.phase = phase
         self._opening = f"phase {phase}: first wave"
         self.open_first()
 
@@ -307,5 +314,6 @@ class RolloutGate(Waves):
                 state=state,  # type: ignore[arg-type]
                 targets=targets,
                 reason=reason,
+                phase=self.phase,
             )
         )

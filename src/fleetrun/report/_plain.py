@@ -115,6 +115,8 @@ def skipped_text(skipped: Sequence[InstanceSettled], halted: WaveChanged | None 
     if halted is not None and first.reason == halted.reason:
         w, last = halted.wave, halted.waves
         waves = f"wave {w}" if w >= last else f"waves {w}-{last}"
+        if halted.phase:
+            waves = f"phase {halted.phase}, {waves}"
         return f"skipped    {n} instance(s) of {waves}: {first.reason}"
     keys = [ev.key for ev in skipped]
     shown = ", ".join(keys[:3]) + (f" and {n - 3} more" if n > 3 else "")
@@ -209,6 +211,8 @@ def _event_text(ev: Event, took: float, tail_lines: int) -> list[str]:
         ]
     if isinstance(ev, WaveChanged):
         where = f"wave {ev.wave}/{ev.waves} ({len(ev.targets)} target(s))"
+        if ev.phase:
+            where = f"phase {ev.phase}, {where}"
         if ev.state == "waiting":
             return [f"waiting    {where}: run `fleetrun promote` to open it"]
         if ev.state == "halted":
