@@ -197,19 +197,36 @@ class _Worker:
                 msg = {"job": key, "seq": RESULT, "data": b"", "result": result}
                 self.before = [topic, key, msg]
 
+    def ready(self) -> None:
+        """Have a live watchdog before a job's start is announced: registering the
+        job's group right after its spawn is then one write, never a wait for a
+        watchdog to start while the worker may die."""
+        with _lock:
+            self._live_watchdog()
+
     def watch(self, op: bytes, pgid: int) -> None:
         """Tell the watchdog about a group (starting one when there is none, or when
         it has died: the new one is told every group running here)."""
         line = b"%s%d\n" % (op, pgid)
         with _lock:
-            if self.watchdog is not None and self.watchdog.alive():
-                with contextlib.suppress(BrokenPipeError):  # it died just now
-                    self.watchdog.send(line)
-                    return
-            if self.watchdog is not None:
-                self.watchdog.close()
-            self.watchdog = Watchdog()
-            self.watchdog.send(b"".join(b"+%d\n" % job.pgid for job in _running.values()) + line)
+            watchdog = self._live_watchdog()
+            try:
+                watchdog.send(line)
+            except BrokenPipeError:  # it died just now: a new one is told everything
+                watchdog.close()
+                self.watchdog = None
+                self._live_watchdog().send(line)
+
+    def _live_watchdog(self) -> Watchdog:
+        """The watchdog, started (and told every group running here) when there is
+        none or it has died. Called with ``_lock`` held."""
+        if self.watchdog is not None and self.watchdog.alive():
+            return self.watchdog
+        if self.watchdog is not None:
+            self.watchdog.close()
+        self.watchdog = Watchdog()
+        self.watchdog.send(b"".join(b"+%d\n" % job.pgid for job in _running.values()))
+        return self.watchdog
 
     def outputs_path(self) -> str:
         """A new path for a job's ``$FLEETRUN_OUTPUT``, in this worker's private
@@ -307,6 +324,7 @@ def run_job(spec: dict[str, Any]) -> dict[str, Any]:
     here = _this_worker()
     worker = get_worker()
     here.settle(worker, key)
+    here.ready()
     claimed = here.start(worker, spec)
     if claimed is False:
         return {"rerun": True}  # it ran before: never twice
