@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
+
+from fleetrun.cli import cli
 
 from ._helpers import Ui, fleetrun, journal_rows, request, serving, wait_for
 
@@ -65,11 +68,35 @@ def _q(**params: Any) -> str:
 
 
 def test_a_state_dir_without_a_journal_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    res = fleetrun("ui", "--state-dir", str(tmp_path / "nothing"), "--port", "0", timeout=30)
+    res = fleetrun("ui", "--state-dir", str(tmp_path), "--port", "0", timeout=30)
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1, res.stderr
     assert res.stderr.startswith("error: no journal in ")
     assert "Traceback" not in res.stderr
+
+
+def _ui_cli(*args: str) -> Any:
+    """``fleetrun ui ARGS`` in this process (it must stop before serving)."""
+    return CliRunner().invoke(cli, ["ui", "--port", "0", *args])
+
+
+def test_a_missing_state_dir_is_said_as_missing(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing"
+    res = _ui_cli("--state-dir", str(missing))
+    assert res.exit_code == 2, res.output
+    assert res.output == (
+        f"error: the state directory {missing} does not exist; "
+        "name the state directory with --state-dir\n"
+    )
+
+
+def test_a_corrupt_journal_stops_the_ui_at_start_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "state.db").write_bytes(bytes(range(256)) * 16)
+    res = _ui_cli("--state-dir", str(tmp_path))
+    assert res.exit_code == 2, res.output
+    assert res.output.count("\n") == 1, res.output
+    assert res.output.startswith(f"error: cannot read the journal {tmp_path / 'state.db'}: ")
+    assert "serving" not in res.output
 
 
 def test_the_runs_page_lists_the_run_with_who_failed(

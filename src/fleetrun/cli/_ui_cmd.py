@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from fleetrun.errors import RunNotFoundError, UsageError
+from fleetrun.errors import RunNotFoundError, StateDirError, UsageError
 from fleetrun.layout import DB_NAME
 from fleetrun.session import find_state_dir
 
@@ -69,19 +69,25 @@ def ui(
 
     \b
     Retry, cancel and promote from the page need the token printed at start.
-    Exit codes: 0 stopped (Ctrl-C), 2 a state directory without a journal,
-    or a port that cannot be had.
+    Exit codes: 0 stopped (Ctrl-C), 2 a state directory that does not exist,
+    has no journal or a journal that cannot be read, or a port that cannot be had.
     """
-    from fleetrun.ui import UiConfig, new_token, serve
+    from fleetrun.ui import UiConfig, check_journal, new_token, serve
 
     dirs = tuple(Path(d).resolve() for d in state_dirs) or (find_state_dir(None, None),)
     if beside is None:
         for d in dirs:
+            if not d.is_dir():
+                raise StateDirError(
+                    f"the state directory {d} does not exist; "
+                    "name the state directory with --state-dir"
+                )
             if not (d / DB_NAME).is_file():
                 raise RunNotFoundError(
                     f"no journal in {d}: no run has been recorded there; "
                     "name the state directory with --state-dir"
                 )
+            check_journal(d)
     if token is not None and not token.strip():
         raise UsageError("--token must not be empty")
     config = UiConfig(dirs, host, port, token or new_token(), beside)

@@ -17,5 +17,6 @@ plain function of a request, which the tests and the benchmark drive directly.
 from fleetrun.ui._app import UiState, create_app
 from fleetrun.ui._auth import Access, new_token
 from fleetrun.ui._server import UiConfig, serve
+from fleetrun.ui._store import check_journal
 
-__all__ = ["Access", "UiConfig", "UiState", "create_app", "new_token", "serve"]
+__all__ = ["Access", "UiConfig", "UiState", "check_journal", "create_app", "new_token", "serve"]

@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fleetrun.errors import RunNotFoundError, StateError
+from fleetrun.errors import RunNotFoundError, StateDirError, StateError
 from fleetrun.layout import DB_NAME
 from fleetrun.state import SCHEMA_VERSION, JournalReader, RunRecord
 
@@ -65,7 +65,10 @@ class LiveReader(JournalReader):
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as e:
             conn.close()
-            raise StateError(f"cannot read the journal {self.db_path}: {e}") from e
+            raise StateDirError(
+                f"cannot read the journal {self.db_path}: {e}; move it aside or "
+                "name another state directory with --state-dir"
+            ) from e
         if version > SCHEMA_VERSION:
             conn.close()
             raise StateError(
@@ -79,6 +82,18 @@ class LiveReader(JournalReader):
     def data_version(self) -> int:
         """SQLite's ``data_version``: it changes whenever another connection commits."""
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def check_journal(state_dir: Path) -> None:
+    """Open ``state_dir``'s journal once, as ``fleetrun ui`` does at start:
+    ``StateDirError`` (exit 2, naming the file) when it is not a journal at all.
+    A journal from a newer fleetrun is let through: its pages say so."""
+    try:
+        LiveReader(state_dir).close()
+    except StateDirError:
+        raise
+    except StateError:
+        pass
 
 
 class Store:
