@@ -99,6 +99,12 @@ def test_a_corrupt_journal_stops_the_ui_at_start_naming_the_file(tmp_path: Path)
     assert "serving" not in res.output
 
 
+def test_the_help_names_the_token_variable() -> None:
+    res = CliRunner().invoke(cli, ["ui", "--help"])
+    assert res.exit_code == 0
+    assert "env var: FLEETRUN_UI_TOKEN]" in " ".join(res.output.split())
+
+
 def test_the_runs_page_lists_the_run_with_who_failed(
     ui: Ui, recorded: tuple[Path, Path, str]
 ) -> None:

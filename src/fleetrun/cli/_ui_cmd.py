@@ -50,6 +50,7 @@ _URL_PREFIX = "fleetrun ui: "
     "--token",
     default=None,
     envvar="FLEETRUN_UI_TOKEN",
+    show_envvar=True,
     help="The session token (default: a new one, printed). Actions always need it; "
     "on an address other than loopback every request does.",
 )
