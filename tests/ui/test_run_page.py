@@ -21,6 +21,10 @@ from typing import Any
 
 import pytest
 
+from fleetrun.ui._plans import Plans
+from fleetrun.ui._runs import first_failure
+from fleetrun.ui._store import LiveReader
+
 from ._helpers import Ui, env, fleetrun, journal_rows, serving, wait_for
 
 SECRET = "p4ge-Secret-31"
@@ -209,3 +213,35 @@ def test_a_run_whose_process_was_killed_reads_as_interrupted(
         assert states["deploy@b"] != "running"
         assert data["attempts"] == 2
         assert ui.json("/api/runs")["runs"][0]["status"] == "interrupted"
+
+
+THROTTLED = """\
+name: throttled
+targets: {a: {}}
+tasks:
+  t:
+    for_each: all
+    retry: {attempts: 2, backoff: 10ms, on: {output: ["429"]}}
+    run: |
+      echo "starting"
+      echo "429 Too Many Requests"
+      echo "<b>bold</b> and more"
+      exit 75
+"""
+
+
+def test_a_throttled_failure_shows_its_429_line(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(THROTTLED)
+    done = fleetrun("apply", str(plan), "--plain")
+    assert done.returncode == 1, done.stdout + done.stderr
+    state = tmp_path / ".fleetrun"
+    reader = LiveReader(state)
+    try:
+        [run] = reader.runs(None, limit=None)
+        failure = first_failure(reader, run, Plans())
+    finally:
+        reader.close()
+    assert failure is not None
+    assert failure["key"] == "t@a"
+    assert failure["line"] == "429 Too Many Requests"

@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from fleetrun.engine import AttemptEnded, Event, InstanceSettled, repeats
 from fleetrun.report._plain import printable
 
-_ERRORISH = re.compile(r"error|fatal|failed|denied|refused|not found|exception", re.IGNORECASE)
+# Throttles read as errors too: a "429 Too Many Requests" says more than the line after it.
+_ERRORISH = re.compile(
+    r"error|fatal|failed|denied|refused|not found|exception"
+    r"|\b429\b|too many requests|throttl|rate.?limit",
+    re.IGNORECASE,
+)
 
 SHOWN = 20
 """Failed instances listed by name before the rest are counted (about a screenful)."""
