@@ -7,7 +7,8 @@ The tree::
     ├── UsageError                bad command-line usage (exit 2)
     ├── StateError                the journal / state directory (exit 1)
     │   ├── StateDirError         the state directory cannot be made, is unsafe
-    │   │                         (a link, others can write it) or too full (exit 2)
+    │   │                         (a link, others can write it), too full, or its
+    │   │                         journal cannot be read (corrupt, newer) (exit 2)
     │   ├── RunLockedError        a live run of the same plan holds its lock (exit 3)
     │   └── RunNotFoundError      a run id or task@target that is not on record (exit 2)
     └── ExecutorError             an attempt could not even be started
@@ -80,7 +81,8 @@ class StateError(FleetrunError):
 class StateDirError(StateError):
     """The state directory cannot be used: it cannot be created, it is not safe
     (a symbolic link where a file belongs, owned or writable by someone else), or
-    its filesystem has too little free space to record a run."""
+    its filesystem has too little free space to record a run, or its journal
+    cannot be read (not a database, corrupt, or of a newer fleetrun)."""
 
     exit_code = 2
 

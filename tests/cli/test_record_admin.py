@@ -77,7 +77,7 @@ def test_cancel_stops_a_live_run_as_ctrl_c_would(tmp_path: Path) -> None:
     assert states["after"] == "not_started"
     # Not live any more, or never on record: a clear message, no traceback.
     res = fleetrun("cancel", run_id, "--plan", str(plan))
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert f"run {run_id} is not live" in res.stderr
     res = fleetrun("cancel", "nope", "--plan", str(plan))
     assert res.returncode == 2

@@ -25,7 +25,8 @@ SECOND_PRESS_DELAY = 1.0
 
 def live_run(state_dir: Path, run_ref: str | None, plan_path: str | None = None) -> RunRecord:
     """The live run ``run_ref`` (or the only live one, of ``plan_path``), checked
-    to be this host's and still alive; ``StateError``/``UsageError`` otherwise.
+    to be this host's and still alive; ``UsageError`` otherwise (nothing to act
+    on: exit 2, as for a run that is not on record).
 
     Recovers the record first (a run whose process died is no longer live)."""
     with Journal.open_existing(state_dir) as j:
@@ -33,7 +34,7 @@ def live_run(state_dir: Path, run_ref: str | None, plan_path: str | None = None)
         if run_ref is None:
             live = [r for r in j.runs(plan_path) if r.ended_at is None]
             if not live:
-                raise StateError(f"no run is live in {j.state_dir}; `fleetrun history` lists them")
+                raise UsageError(f"no run is live in {j.state_dir}; `fleetrun history` lists them")
             if len(live) > 1:
                 ids = ", ".join(r.id for r in live)
                 raise UsageError(f"several runs are live ({ids}); name the one to cancel")
@@ -41,11 +42,11 @@ def live_run(state_dir: Path, run_ref: str | None, plan_path: str | None = None)
         else:
             r = j.run(run_ref)
     if r.ended_at is not None:
-        raise StateError(f"run {r.id} is not live: it ended {r.status}")
+        raise UsageError(f"run {r.id} is not live: it ended {r.status}")
     if r.host != socket.gethostname():
-        raise StateError(f"run {r.id} runs on host {r.host} (pid {r.pid}); cancel it there")
+        raise UsageError(f"run {r.id} runs on host {r.host} (pid {r.pid}); cancel it there")
     if not process_alive(r.pid, r.pid_start):
-        raise StateError(f"run {r.id} is not live: its process {r.pid} is gone")
+        raise UsageError(f"run {r.id} is not live: its process {r.pid} is gone")
     return r
 
 
@@ -65,7 +66,7 @@ def cancel_run(run: RunRecord, *, now: bool = False) -> None:
             if process_alive(run.pid, run.pid_start):
                 os.kill(run.pid, signal.SIGTERM)
     except ProcessLookupError:
-        raise StateError(f"run {run.id} ended meanwhile") from None
+        raise UsageError(f"run {run.id} ended meanwhile") from None
     except PermissionError:
         raise StateError(
             f"run {run.id} (pid {run.pid}) belongs to another user; cancel it as them"
@@ -87,7 +88,7 @@ def promote_run(run: RunRecord, state_dir: Path, *, early: bool = False) -> str:
     last = steps[-1]
     wave, waves, state = int(last["wave"]), int(last["waves"]), str(last["state"])
     if state == "halted":
-        raise StateError(f"run {run.id}'s rollout halted: {last.get('reason', '')}")
+        raise UsageError(f"run {run.id}'s rollout halted: {last.get('reason', '')}")
     if state == "waiting":
         what = f"wave {wave}/{waves} opens"
     elif wave >= waves:
@@ -111,7 +112,7 @@ def promote_run(run: RunRecord, state_dir: Path, *, early: bool = False) -> str:
     try:
         os.kill(run.pid, signal.SIGUSR1)
     except ProcessLookupError:
-        raise StateError(f"run {run.id} ended meanwhile") from None
+        raise UsageError(f"run {run.id} ended meanwhile") from None
     except PermissionError:
         raise StateError(f"run {run.id} (pid {run.pid}) belongs to another user") from None
     return f"promoted run {run.id} (pid {run.pid}): {what}"

@@ -23,7 +23,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from fleetrun.errors import StateError
+from fleetrun.errors import StateDirError, StateError
 from fleetrun.layout import DB_NAME as DB_NAME
 from fleetrun.layout import RUNS_DIR as RUNS_DIR
 from fleetrun.state._fs import check_not_links, make_private, open_private, prepare_state_dir
@@ -189,8 +189,25 @@ def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection
         conn.execute("PRAGMA foreign_keys=ON")
         _migrate(conn, path)
     except sqlite3.DatabaseError as e:
+        if not_a_journal(e):
+            raise unusable_journal(path, e) from e
         raise journal_error("opening", path, e) from e
     return conn
+
+
+def not_a_journal(e: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite refused the file itself ("file is not a database", "database
+    disk image is malformed"), not an operation on it (locked, read-only, full)."""
+    return type(e) is sqlite3.DatabaseError
+
+
+def unusable_journal(path: Path, e: BaseException) -> StateDirError:
+    """The error for a journal file that is corrupt or no journal at all: the state
+    directory cannot be used as it is (exit 2, as for an unsafe state directory)."""
+    return StateDirError(
+        f"cannot read the journal {path}: {e}; move it aside (the next run makes "
+        "a new one) or choose another --state-dir"
+    )
 
 
 def journal_error(doing: str, path: Path, e: BaseException) -> StateError:
@@ -224,7 +241,7 @@ def rollback(conn: sqlite3.Connection) -> None:
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
-        raise StateError(
+        raise StateDirError(
             f"{path} has journal schema version {version}, newer than this fleetrun "
             f"understands ({SCHEMA_VERSION}); upgrade fleetrun"
         )

@@ -43,10 +43,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleetrun.errors import RunNotFoundError, StateError
+from fleetrun.errors import RunNotFoundError, StateDirError
 from fleetrun.executors import process_alive
 from fleetrun.layout import RunLayout
-from fleetrun.state._db import DB_NAME, SCHEMA_VERSION
+from fleetrun.state._db import DB_NAME, SCHEMA_VERSION, unusable_journal
 from fleetrun.state._records import AttemptRecord, InstanceRecord, RunRecord, columns
 from fleetrun.state._replay import decode_event
 from fleetrun.state._retry import waves_opened
@@ -97,7 +97,7 @@ def open_read_only(db_path: Path) -> tuple[sqlite3.Connection, bool]:
         conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
         conn.execute("PRAGMA user_version").fetchone()
     except sqlite3.DatabaseError as e:
-        raise StateError(f"cannot read the journal {db_path}: {e}") from e
+        raise unusable_journal(db_path, e) from e
     return conn, wal_unread
 
 
@@ -117,7 +117,7 @@ class JournalReader:
         try:
             version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
-                raise StateError(
+                raise StateDirError(
                     f"{self.db_path} has journal schema version {version}, newer than this "
                     f"fleetrun understands ({SCHEMA_VERSION}); upgrade fleetrun"
                 )
