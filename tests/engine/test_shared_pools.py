@@ -247,6 +247,21 @@ def test_plan_errors_name_the_shared_key() -> None:
     assert "pool 'b' already shares 'sub-1'" in problems[1]
 
 
+@pytest.mark.parametrize("written", ['"sub-1\\n"', "'sub-1\n\n  '", '"\\nsub-1"'])
+def test_a_shared_name_with_a_newline_is_a_plan_error(written: str) -> None:
+    # "sub-1\n" would otherwise pass a `$`-anchored pattern and name another pool
+    # than sub-1 (and break the `fleetrun pools` table).
+    with pytest.raises(PlanError) as e:
+        load_plan_text(
+            f"pools:\n  a: {{concurrency: 1, shared: {written}}}\ntasks:\n  t: {{run: x}}\n",
+            "p.yaml",
+        )
+    problems = [str(d) for d in e.value.diagnostics]
+    assert len(problems) == 1
+    assert problems[0].startswith("p.yaml:2:")
+    assert "is not a valid shared pool name" in problems[0]
+
+
 # -- two real `fleetrun apply` processes --------------------------------------------------
 
 PLAN = """\

@@ -42,7 +42,9 @@ ROLLOUT_KEYS = ("waves", "max_failed", "pause")
 
 SHARED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 """A shared pool's name (``pools.X.shared``): it names the pool on the whole
-machine, in ``fleetrun pools`` and in the coordination file."""
+machine, in ``fleetrun pools`` and in the coordination file. Matched with
+``fullmatch``: Python's ``$`` alone lets a trailing newline through, which would
+name another pool. (The anchors stay for the JSON Schema's ``pattern``.)"""
 
 SHARED_HELP = (
     "use at most 64 letters, digits, '.', '_' and '-', starting with a letter or digit, "
@@ -102,7 +104,7 @@ def _shared_name(ctx: Ctx, node: YNode, key: str) -> str | None:
     text = ctx.string(node, key)
     if text is None:
         return None
-    if not SHARED_NAME.match(text):
+    if not SHARED_NAME.fullmatch(text):
         ctx.error(node, key, f"{text!r} is not a valid shared pool name", SHARED_HELP)
         return None
     return text
