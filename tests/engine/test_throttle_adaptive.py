@@ -52,6 +52,18 @@ def test_concurrency_limit_is_found_from_in_flight_counts():
     assert firsts == [7, 6, 5, 4]
 
 
+def test_a_provider_slow_to_count_requests_out_does_not_collapse_the_pool():
+    """A server that counts a finished request out 40 ms late throttles some
+    that would fit: one episode at most halves the concurrency, and a throttled
+    share above the one before a decrease is not taken for noise."""
+    res = simulate(ConcurrencyLimit(4, lag=0.04), 200, concurrency=64, service=0.2)
+    concurrencies = [c for _, _, c, _ in res.changes if c is not None]
+    assert min(concurrencies) >= 2
+    assert max(concurrencies[4:]) <= 5  # never back to a storm after the first episode
+    assert res.throttled <= 0.15 * 200
+    assert not any(why.startswith("restored") for *_, why in res.changes)
+
+
 def test_concurrency_limit_with_a_rate_too_adapts_the_concurrency_not_the_rate():
     res = simulate(ConcurrencyLimit(4), 200, rate=100, concurrency=64, service=0.2)
     assert res.changes[-1][2] in (4, 5)

@@ -113,6 +113,7 @@ class AdaptiveLimit:
         "_cut_to",
         "_ends",
         "_episode",
+        "_episode_floor",
         "_fits",
         "_good",
         "_granted",
@@ -192,6 +193,7 @@ class AdaptiveLimit:
         # While > 0: attempts that were running when the current concurrency
         # episode began and have not ended yet (each one throttled frees a slot for good).
         self._episode = 0
+        self._episode_floor = 1
 
     # -- observations -------------------------------------------------------------
 
@@ -269,10 +271,9 @@ class AdaptiveLimit:
             # back the slot of each attempt that was admitted to none.
             if self._episode > 0:
                 self._episode -= 1
-                if self.concurrency is not None and self.concurrency > max(
-                    self._conc_floor, in_flight
-                ):
-                    self.concurrency = max(self._conc_floor, in_flight)
+                least = max(self._conc_floor, self._episode_floor, in_flight)
+                if self.concurrency is not None and self.concurrency > least:
+                    self.concurrency = least
                     self._bad_conc = self.concurrency + 1
                     return Change(
                         self.rate,
@@ -386,7 +387,9 @@ class AdaptiveLimit:
             return min(ceiling, conc + max(1, (int(bad) - 1 - conc) // 2))
         if bad != math.inf and now - self._last_throttle < self._hold:
             return conc  # the plateau
-        step = 1 << min(self._conc_steps, 6)
+        # Convex, slowly at first (1, 1, 2, 2, 3 ...): each slot too many costs
+        # a throttle of every attempt that starts beside it.
+        step = 1 + self._conc_steps // 2
         self._conc_steps += 1
         if conc >= bad:
             self._bad_conc = math.inf  # ran unthrottled at it: the limit rose
@@ -432,6 +435,10 @@ class AdaptiveLimit:
             self._failed_probe(before_conc >= self._bad_conc * (1 - s.margin))
             self.concurrency = max(self._conc_floor, min(before_conc, in_flight))
             self._episode = in_flight
+            # One episode at most halves the concurrency (TCP's multiplicative
+            # decrease): a provider slow to count ended requests out throttles
+            # some that would fit, and the next episode narrows further.
+            self._episode_floor = (before_conc + 1) // 2
             self._bad_conc = self.concurrency + 1
             self._conc_steps = 0
             why.append(f"{in_flight} in flight")
@@ -506,15 +513,13 @@ class AdaptiveLimit:
         predicted = max(0.0, 1.0 - (1.0 - before) * ratio)
         if after < _MIN_NOISE or abs(after - predicted) <= abs(after - before):
             return None  # the decrease helped: the throttles depended on the rate
+        if after > before + max(_NOISE_MARGIN, before / 2):
+            return None  # more throttled than before: still over a limit, not noise
         self._noise = max(self._noise, after)
         self.rate = rate
         self.concurrency = conc
         self._bad_rate = self._bad_conc = math.inf  # that throttle said nothing of a limit
         self._episode = 0
-        # Nothing is known of a limit: a concurrency under its ceiling ramps again.
-        self._slow_start = (
-            conc is not None and self.conc_ceiling is not None and conc < self.conc_ceiling
-        )
         return Change(
             rate,
             conc,

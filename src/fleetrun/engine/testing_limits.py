@@ -91,19 +91,25 @@ class TokenBucket:
 
 
 class ConcurrencyLimit:
-    """At most ``limit`` requests in progress; a 429 with ``Retry-After`` beyond."""
+    """At most ``limit`` requests in progress; a 429 with ``Retry-After`` beyond.
+    ``lag``: the provider counts a finished request out that many seconds late
+    (a real server's bookkeeping after the response is sent)."""
 
-    def __init__(self, limit: int, retry_after: float | None = 1.0) -> None:
-        self.limit, self.retry_after, self.n = limit, retry_after, 0
+    def __init__(self, limit: int, retry_after: float | None = 1.0, lag: float = 0.0) -> None:
+        self.limit, self.retry_after, self.n, self.lag = limit, retry_after, 0, lag
+        self._leaving: list[float] = []
 
     def arrive(self, t: float, service: float) -> tuple[float | None, float | None]:
+        while self._leaving and self._leaving[0] <= t:
+            heapq.heappop(self._leaving)
+            self.n -= 1
         if self.n >= self.limit:
             return None, self.retry_after
         self.n += 1
         return t + service, None
 
     def done(self, t: float) -> None:
-        self.n -= 1
+        heapq.heappush(self._leaving, t + self.lag)
 
 
 class SlidingWindow:
