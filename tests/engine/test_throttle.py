@@ -150,3 +150,27 @@ def test_throttle_and_adaptive_keys_load():
     assert pool.throttle == ThrottleRule(frozenset({75}), ("429", "Too Many"), r"RA: (\d+)", 9)
     with pytest.raises(PlanError, match=r"decrease: 1\.5 is out of range|1\.5 is out of range"):
         load_plan_text("pools: {a: {rate: 1, adaptive: {decrease: 1.5}}}\ntasks: {t: {run: x}}")
+
+
+@pytest.mark.parametrize(
+    ("adaptive", "column", "message"),
+    [
+        # A huge verify window was accepted, then allocated (or overflowed) at the start.
+        ("{verify: 1" + "0" * 30 + "}", 37, "must be at most 10000, got 1" + "0" * 30),
+        ("{verify: 100000}", 37, "must be at most 10000, got 100000"),
+        ("{hold: '5s'}", 35, "'5s' is not a number"),
+        ("{probe: 250ms}", 36, "'250ms' is not a number"),
+        ("{increase: true}", 39, "True is not a number"),
+        ("{hold: -1}", 35, "-1 is out of range"),
+    ],
+)
+def test_adaptive_numbers_are_checked_at_their_place(
+    adaptive: str, column: int, message: str
+) -> None:
+    text = f"pools:\n  api: {{rate: 1, adaptive: {adaptive}}}\ntasks: {{t: {{run: x}}}}\n"
+    with pytest.raises(PlanError) as err:
+        load_plan_text(text, "p.yaml")
+    problems = [str(d) for d in err.value.diagnostics]
+    assert len(problems) == 1
+    assert problems[0].startswith(f"p.yaml:2:{column}: pools.api.adaptive.")
+    assert message in problems[0]

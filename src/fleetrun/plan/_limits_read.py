@@ -51,14 +51,25 @@ SHARED_HELP = (
     "such as azure-subscription-1"
 )
 
+MAX_VERIFY = (
+    10_000,
+    "the pool keeps that many attempts' endings in memory to judge each decrease",
+)
+"""The largest ``adaptive.verify`` and why (said in the plan error's fix)."""
+
 # Each adaptive number: (lowest, highest, open at the low end, help).
 _ADAPTIVE_RANGES: dict[str, tuple[float, float, bool, str]] = {
     "decrease": (0.0, 1.0, True, "a factor in (0, 1), such as 0.9"),
     "max_drop": (0.0, 1.0, True, "a factor in (0, 1], such as 0.5"),
     "increase": (0.0, 1.0, True, "a fraction in (0, 1], such as 0.02"),
-    "probe": (0.0, 3600.0, True, "seconds between two increases, such as 1"),
+    "probe": (0.0, 3600.0, True, "a plain number of seconds between two increases, such as 1"),
     "floor": (0.0, 1.0, True, "a fraction of the configured values in (0, 1], such as 0.01"),
-    "hold": (0.0, 3600.0, True, "seconds at the plateau before probing past it, such as 5"),
+    "hold": (
+        0.0,
+        3600.0,
+        True,
+        "a plain number of seconds at the plateau before probing past it, such as 5",
+    ),
     "margin": (0.0, 0.5, True, "a fraction under the limit found in (0, 0.5], such as 0.03"),
 }
 
@@ -141,7 +152,10 @@ def read_adaptive(ctx: Ctx, node: YNode, key: str) -> AdaptiveSettings | None:
     given: dict[str, Any] = {}
     for k, v in ctx.items(node, key, ADAPTIVE_KEYS):
         sub = join(key, k)
-        if k in ("verify", "initial"):
+        if k == "verify":
+            given[k] = ctx.integer(v, sub, minimum=1, maximum=MAX_VERIFY)
+            continue
+        if k == "initial":
             given[k] = ctx.integer(v, sub, minimum=1)
             continue
         value = v.value if isinstance(v, YScalar) else None
@@ -149,7 +163,10 @@ def read_adaptive(ctx: Ctx, node: YNode, key: str) -> AdaptiveSettings | None:
         number = (
             float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
         )
-        if number is None or not low < number <= high or (k == "decrease" and number >= 1):
+        if number is None:
+            ctx.error(v, sub, f"{value!r} is not a number", f"write {help_}")
+            continue
+        if not low < number <= high or (k == "decrease" and number >= 1):
             ctx.error(v, sub, f"{value!r} is out of range", f"write {help_}")
             continue
         given[k] = number
