@@ -21,7 +21,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "fleetrun"
 
 # Each package may import those listed (and top-level modules: errors, redact, names,
-# durations, layout, runs_on, messages).
+# durations, layout, runs_on, messages, textwidth).
 ALLOWED = {
     "plan": set(),
     "executors": set(),
@@ -33,7 +33,9 @@ ALLOWED = {
     "ui": {"plan", "executors", "engine", "state", "session", "report"},
     "cli": {"plan", "executors", "engine", "state", "session", "report", "cluster", "ui"},
 }
-TOP_LEVEL = {"errors", "redact", "names", "durations", "layout", "runs_on", "messages"}
+TOP_LEVEL = {
+    "errors", "redact", "names", "durations", "layout", "runs_on", "messages", "textwidth"
+}
 
 
 def _modules() -> list[tuple[str, str, ast.Module]]:

@@ -19,6 +19,7 @@ from fleetrun.plan._model import Rollout
 from fleetrun.plan._rollout import allowed_failures, percent_text, wave_targets
 from fleetrun.plan._simulate import MODES, simulate
 from fleetrun.plan._summary import task_rows
+from fleetrun.textwidth import display_width, ljust
 
 _SHOWN = 15
 """The text view shows this many levels, rollout waves and critical-path steps at
@@ -152,10 +153,10 @@ def task_lines(graph: Graph) -> list[str]:
     """
     rows = task_rows(graph)
     lines = ["tasks (instances, for_each, needs)"]
-    width = max((len(r.task) for r in rows), default=0)
+    width = max((display_width(r.task) for r in rows), default=0)
     digits = max((len(str(r.instances)) for r in rows), default=1)
     for r in rows:
-        parts = [f"  {r.task.ljust(width)}  {str(r.instances).rjust(digits)}"]
+        parts = [f"  {ljust(r.task, width)}  {str(r.instances).rjust(digits)}"]
         if r.for_each is not None:
             parts.append(f"for_each {r.for_each}")
         if r.needs:
@@ -184,9 +185,9 @@ def render_text(graph: Graph, parallelism: int | None) -> str:
     phases = phases_of(graph)
     if phases:
         lines += ["", "phases"]
-        width = max(len(p or "(no phase)") for p, _ in phases)
+        width = max(display_width(p or "(no phase)") for p, _ in phases)
         for phase, ids in phases:
-            name = (phase or "(no phase)").ljust(width)
+            name = ljust(phase or "(no phase)", width)
             counts = _counts_text(_task_counts(graph, ids), indent=width + 4)
             lines.append(f"  {name}  {counts or '-'}")
 
@@ -210,7 +211,7 @@ def render_text(graph: Graph, parallelism: int | None) -> str:
         lines += ["", *rollout]
 
     lines += ["", f"critical path ({format_duration(graph.critical_path_length, compact=True)})"]
-    width = max((len(graph.nodes[i].key) for i in graph.critical_path), default=0)
+    width = max((display_width(graph.nodes[i].key) for i in graph.critical_path), default=0)
     path = graph.critical_path
     hidden = len(path) - 2 * _SHOWN
     for n, i in enumerate(path):
@@ -219,7 +220,7 @@ def render_text(graph: Graph, parallelism: int | None) -> str:
                 lines.append(f"  ... {hidden} more")
             continue
         node = graph.nodes[i]
-        lines.append(f"  {node.key.ljust(width)}  {format_duration(node.estimate, compact=True)}")
+        lines.append(f"  {ljust(node.key, width)}  {format_duration(node.estimate, compact=True)}")
 
     spans = makespans(graph, parallelism)
     cap = f"-j {parallelism}" if parallelism else "unbounded parallelism"

@@ -22,6 +22,7 @@ from fleetrun.errors import UsageError
 from fleetrun.plan._graph import Graph, Requirement
 from fleetrun.plan._model import Plan
 from fleetrun.plan._pattern import select_targets, split_terms
+from fleetrun.textwidth import display_width, ljust
 
 _SHOWN = 50
 """The text view lists this many pulled-in instances, then a count."""
@@ -167,9 +168,9 @@ def selection_lines(graph: Graph, nodes: Collection[int], extras: Mapping[int, s
         return lines
     lines.append("  also runs (apply --only would refuse them):")
     order = sorted(extras)
-    width = max(len(graph.nodes[i].key) for i in order[:_SHOWN])
+    width = max(display_width(graph.nodes[i].key) for i in order[:_SHOWN])
     for i in order[:_SHOWN]:
-        lines.append(f"    {graph.nodes[i].key.ljust(width)}  {extras[i]}")
+        lines.append(f"    {ljust(graph.nodes[i].key, width)}  {extras[i]}")
     if len(order) > _SHOWN:
         lines.append(f"    ... {len(order) - _SHOWN} more (--format json lists them all)")
     return lines

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleetrun.report._text import format_duration
+from fleetrun.textwidth import clip, display_width, ljust, rjust
 
 _LAST_LINE_WIDTH = 72
 
@@ -68,16 +69,12 @@ class TargetOutcome:
         return (self.reason or "").splitlines()[0] if self.reason else ""
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def render_exec_text(outcomes: Sequence[TargetOutcome]) -> str:
     """The blocks, then the table (plain text, ending with a newline)."""
     out: list[str] = []
     for o in outcomes:
         head = f"── {o.target} ── exit {o.status}, {format_duration(o.duration, fine=True)} "
-        out.append(head + "─" * max(3, 60 - len(head)))
+        out.append(head + "─" * max(3, 60 - display_width(head)))
         body = o.output
         if body:
             out.append(body if body.endswith("\n") else body + "\n")
@@ -90,15 +87,14 @@ def render_exec_text(outcomes: Sequence[TargetOutcome]) -> str:
             o.target,
             o.status,
             format_duration(o.duration, fine=True),
-            _clip(o.last_line, _LAST_LINE_WIDTH),
+            clip(o.last_line, _LAST_LINE_WIDTH),
         )
         for o in outcomes
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    widths = [max(display_width(r[i]) for r in rows) for i in range(3)]
     for r in rows:
-        out.append(
-            f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip() + "\n"
-        )
+        cells = (ljust(r[0], widths[0]), rjust(r[1], widths[1]), rjust(r[2], widths[2]), r[3])
+        out.append("  ".join(cells).rstrip() + "\n")
     failed = sum(not o.ok for o in outcomes)
     out.append(f"{len(outcomes) - failed} succeeded, {failed} failed\n")
     return "".join(s if s.endswith("\n") else s + "\n" for s in out)

@@ -37,6 +37,7 @@ from fleetrun.report._live_eta import (
     EtaSchedule,
 )
 from fleetrun.report._plain import STATE_ORDER, format_duration, printable
+from fleetrun.textwidth import clip, display_width, ljust
 
 NO_PHASE = "(no phase)"
 """The bar of instances whose task names no phase."""
@@ -354,7 +355,7 @@ def _phase_lines(state: LiveState, width: int) -> list[Text]:
     shown = [k for k, total in enumerate(state.phase_total) if total]
     if not shown:
         return []
-    name_w = min(24, max(len(state.phase_names[k]) for k in shown))
+    name_w = min(24, max(display_width(state.phase_names[k]) for k in shown))
     total_w = len(str(max(state.phase_total[k] for k in shown)))
     stats_w = 2 * total_w + 1 + len(" done · ") + total_w + len(" failed · ")
     stats_w += total_w + len(" skipped")
@@ -364,7 +365,7 @@ def _phase_lines(state: LiveState, width: int) -> list[Text]:
         total = state.phase_total[k]
         done, failed, skipped = state.phase_done[k], state.phase_failed[k], state.phase_skipped[k]
         cells = _segments((done, failed, skipped), total, bar_w)
-        line = Text(state.phase_names[k][:name_w].ljust(name_w) + " ")
+        line = Text(ljust(clip(state.phase_names[k], name_w, ellipsis=""), name_w) + " ")
         for n, style in zip(cells, ("green", "red", "yellow"), strict=True):
             line.append(_BAR_DONE * n, style=style)
         line.append(_BAR_LEFT * (bar_w - sum(cells)), style="dim")
@@ -379,10 +380,10 @@ def _phase_lines(state: LiveState, width: int) -> list[Text]:
 
 def _pool_lines(state: LiveState, width: int) -> list[Text]:
     lines = []
-    name_w = max((len(n) for n in state.pool_names), default=0)
+    name_w = max((display_width(n) for n in state.pool_names), default=0)
     for p, name in enumerate(state.pool_names):
         limit = state.pool_limit[p]
-        line = Text(f"pool {name.ljust(name_w)} ")
+        line = Text(f"pool {ljust(name, name_w)} ")
         line.append(f"{state.in_flight[p]}/{'∞' if limit is None else limit} in flight")
         rate, base = state.pool_rate[p], state.pool_base_rate[p]
         if rate is not None:
@@ -406,10 +407,11 @@ def _running_lines(state: LiveState, width: int, rows: int, now: float) -> list[
     # Only the rows shown are ordered: O(running * log(rows)) per redraw.
     picked = heapq.nsmallest(show, state.running.items(), key=lambda item: item[1][0])
     keys = {i: printable(state.graph.nodes[i].key) for i, _ in picked}
-    key_w = min(48, max(map(len, keys.values()), default=0))
+    key_w = min(48, max(map(display_width, keys.values()), default=0))
     for i, (start, attempt) in picked:
         key = keys[i]
-        line = Text(f"  {key[:key_w].ljust(key_w)} {format_duration(max(0.0, now - start)):>7}")
+        shown_key = ljust(clip(key, key_w, ellipsis=""), key_w)
+        line = Text(f"  {shown_key} {format_duration(max(0.0, now - start)):>7}")
         if attempt > 1:
             line.append(f"  (attempt {attempt})", style="yellow")
         lines.append(_line(line, width))

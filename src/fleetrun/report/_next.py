@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from fleetrun.engine import AttemptEnded, Event, InstanceSettled, repeats
 from fleetrun.report._plain import printable
+from fleetrun.textwidth import display_width, ljust
 
 # Throttles read as errors too: a "429 Too Many Requests" says more than the line after it.
 _ERRORISH = re.compile(
@@ -77,10 +78,10 @@ def next_steps(
         return lines
     if failures:
         lines.append(f"failed ({len(failures)}):")
-        width = min(40, max(len(f.key) for f in failures[:shown]))
+        width = min(40, max(display_width(f.key) for f in failures[:shown]))
         for f in failures[:shown]:
             detail = f.reason + (f" — {f.line}" if f.line else "")
-            lines.append(printable(f"  {f.key:<{width}}  {detail}"))
+            lines.append(printable(f"  {ljust(f.key, width)}  {detail}"))
         if len(failures) > shown:
             lines.append(f"  and {len(failures) - shown} more (fleetrun show --state failed)")
     args = " ".join(shlex.quote(a) for a in where)

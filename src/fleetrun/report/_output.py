@@ -60,6 +60,7 @@ from fleetrun.engine import (
 )
 from fleetrun.plan import Graph
 from fleetrun.report._plain import format_duration, printable, terminal_safe
+from fleetrun.textwidth import display_width, ljust
 
 DEFAULT_MAX_BLOCK_BYTES = 1 << 20
 """Most bytes of one log shown in a grouped/ordered block (its tail)."""
@@ -182,7 +183,7 @@ class OutputPrinter:
         self.tabular = tabular
         names = [self._label(graph.nodes[i].key, graph.nodes[i].target) for i in
                  (range(len(graph.nodes)) if only is None else only)]  # fmt: skip
-        self._width = min(40, max((len(n) for n in names), default=0))
+        self._width = min(40, max((display_width(n) for n in names), default=0))
         self.graph = graph
         self.write = write
         self.max_block_bytes = max_block_bytes
@@ -244,7 +245,7 @@ class OutputPrinter:
     def _rows(self, done: _Done) -> None:
         """The block as table rows: ``TARGET  line`` for each line."""
         target = done.key.partition("@")[2]
-        label = self._label(done.key, target or None).ljust(self._width)
+        label = ljust(self._label(done.key, target or None), self._width)
         for chunk in log_chunks(done.log_path or "", self.max_block_bytes):
             if chunk.startswith("... "):
                 continue  # the "N bytes before this not shown" line of a long log

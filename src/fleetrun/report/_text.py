@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from fleetrun.durations import format_duration as format_duration
+from fleetrun.textwidth import display_width, ljust
 
 STATE_ORDER = (
     "succeeded",
@@ -41,10 +42,13 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A left-aligned text table; the last column is not padded. Control characters
     in cells (a target name holding a carriage return) are shown escaped."""
     rows = [[c if c.isprintable() else _escape(c) for c in r] for r in rows]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    widths = [
+        max([display_width(h), *(display_width(r[i]) for r in rows)]) for i, h in enumerate(headers)
+    ]
     lines = []
     for row in [list(headers), *rows]:
-        cells = [c.ljust(widths[i]) for i, c in enumerate(row[:-1])] + [row[-1]]
+        # Padded by display width: a Chinese or Japanese name keeps the columns.
+        cells = [ljust(c, widths[i]) for i, c in enumerate(row[:-1])] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
 
