@@ -23,10 +23,11 @@ from fleetrun.engine import read_shared_pools
 from fleetrun.engine._adaptive import AdaptiveLimit
 from fleetrun.engine._limits import DEFAULT_THROTTLE, ThrottleMatch
 from fleetrun.engine._shared import FRESH, RECHECK, SharedLimits, limits_for
+from fleetrun.engine._shared_file import open_pools_db
 from fleetrun.engine._shared_state import load_adaptive, store_adaptive
 from fleetrun.engine._shared_store import SNAPSHOT_EVERY, SharedStore
 from fleetrun.engine.testing import graph, max_overlap, task
-from fleetrun.errors import PlanError
+from fleetrun.errors import PlanError, StateDirError
 from fleetrun.plan import AdaptiveSettings, Graph, Pool, load_plan_text
 from fleetrun.state import JournalReader
 
@@ -392,3 +393,20 @@ def test_a_killed_apply_gives_its_slots_back(tmp_path: Path) -> None:
     (pool,) = read_shared_pools(Path(os.environ["FLEETRUN_POOLS_DIR"]))
     assert pool.in_use == 0
     assert pool.users == ()
+
+
+def test_an_unusable_pools_dir_names_the_variable_that_chose_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("FLEETRUN_POOLS_DIR", str(not_a_dir))
+    with pytest.raises(StateDirError) as e:
+        open_pools_db(not_a_dir / "pools.db")
+    message = str(e.value)
+    assert f"cannot use the shared pools file {not_a_dir / 'pools.db'}" in message
+    assert f"$FLEETRUN_POOLS_DIR is {str(not_a_dir)!r}: point it at a writable directory" in message
+    monkeypatch.delenv("FLEETRUN_POOLS_DIR")
+    with pytest.raises(StateDirError) as e:
+        open_pools_db(not_a_dir / "pools.db")
+    assert "FLEETRUN_POOLS_DIR" not in str(e.value)

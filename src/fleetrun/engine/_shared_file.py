@@ -34,6 +34,7 @@ from pathlib import Path
 from fleetrun.engine._shared_state import describe, settings_from, settings_json
 from fleetrun.errors import StateDirError
 from fleetrun.executors import process_alive
+from fleetrun.layout import POOLS_DIR_ENV
 from fleetrun.plan import AdaptiveSettings, Pool
 
 POOLS_DB = "pools.db"
@@ -192,9 +193,17 @@ def open_pools_db(path: Path, readonly: bool = False) -> sqlite3.Connection:
         db.execute("PRAGMA busy_timeout = 0")
         return db
     except (OSError, sqlite3.Error) as e:
+        # The directory usually comes from the environment: say so, or the user
+        # looks for a setting in the plan.
+        given = os.environ.get(POOLS_DIR_ENV)
+        where = (
+            f"${POOLS_DIR_ENV} is {given!r}: point it at a writable directory, or check"
+            if given
+            else "check"
+        )
         raise StateDirError(
             f"cannot use the shared pools file {path}: {getattr(e, 'strerror', None) or e}; "
-            "check its directory's permissions and free space, or remove the file "
+            f"{where} its directory's permissions and free space, or remove the file "
             "while no run uses it"
         ) from None
 
