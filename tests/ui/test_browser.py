@@ -308,3 +308,123 @@ def test_hostile_names_show_escaped_in_view_and_a_stale_token_is_asked_again(
             assert problems == []
         finally:
             context.close()
+
+
+PAUSED = """\
+name: paused
+targets: {a: {}, b: {}}
+vars: {go: ""}
+rollout: {waves: [1, "100%"], pause: true}
+tasks:
+  deploy:
+    for_each: all
+    run: |
+      case {{ target.name }} in a) while [ ! -f {{ vars.go }} ]; do sleep 0.05; done ;; esac
+"""
+
+
+@pytest.mark.slow
+def test_the_page_gets_the_runs_end_and_then_says_the_ui_stopped(
+    browser: Any, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PAUSED)
+    go = tmp_path / "go"
+    state = tmp_path / ".fleetrun"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain", "--ui",
+         "--var", f"go={go}"],
+        env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else 0)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        m = _read_until(proc, r"^ui: (http://[^/]+)/\?token=(\S+)")
+        base, token = m[1], m[2]
+        [(run_id,)] = wait_for("the run", lambda: journal_rows(state, "SELECT id FROM runs"))
+        page.goto(f"{base}/runs/{run_id}?token={token}")
+        page.wait_for_selector('td[data-key="deploy@a"].st-running')
+        # Wave 1 runs; no wave waits: no promote button.
+        assert page.locator("#act-promote").count() == 0
+        go.touch()
+        page.wait_for_selector('.wave[data-wave="2"][data-state="waiting"]')
+        page.click("#act-promote")
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        # The run's end reached the open page before its server stopped.
+        page.wait_for_function("() => document.getElementById('live').textContent === 'stopped'")
+        assert page.inner_text(".facts .status") == "succeeded"
+        assert page.locator('td[data-key="deploy@b"].st-succeeded').count() == 1
+        assert page.inner_text("#banner") == f"fleetrun ui stopped; the record is in {state}"
+        assert problems == []
+    finally:
+        page.close()
+        go.touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+NOISY = r"""
+name: noisy
+targets: {a: {}}
+tasks:
+  talk:
+    for_each: all
+    run: printf 'plain \033[31mred\033[0m bell\007 end\n'; sleep 0.3
+"""
+
+
+@pytest.mark.slow
+def test_a_log_shows_control_characters_escaped_and_a_pruned_run_is_said_once(
+    browser: Any, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(NOISY)
+    state = tmp_path / ".fleetrun"
+    done = fleetrun("apply", str(plan), "--plain")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [(run_id,)] = journal_rows(state, "SELECT id FROM runs")
+    with serving("--state-dir", str(state)) as ui:
+        context = browser.new_context()
+        problems: list[str] = []
+        try:
+            attempt, run = context.new_page(), context.new_page()
+            for p in (attempt, run):
+                p.on("pageerror", lambda e: problems.append(str(e)))
+            attempt.goto(f"{ui.base}/runs/{run_id}/attempt?key=talk@a")
+            attempt.wait_for_function(
+                "() => document.getElementById('log').textContent.includes('end')"
+            )
+            # As the terminal shows it: the bell as its escape, no colour codes.
+            assert attempt.inner_text("#log").strip() == "plain red bell\\x07 end"
+
+            run.goto(f"{ui.base}/runs/{run_id}")
+            run.wait_for_selector(".chart svg text.tick")
+            # Every axis label of the timeline lies inside its picture.
+            clipped = run.evaluate(
+                """() => [...document.querySelectorAll('svg[aria-label="timeline of attempts"]'
+                 + ' text.tick')].filter((t) => { const b = t.getBBox();
+                 return b.x < 0 || b.x + b.width > t.ownerSVGElement.width.baseVal.value; })
+                 .map((t) => t.textContent)"""
+            )
+            assert clipped == []
+
+            pruned = fleetrun("prune", "--keep", "0", "--state-dir", str(state))
+            assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+            gone = f"run {run_id} is not on record (pruned, or never recorded here)"
+            for p in (run, attempt):
+                p.wait_for_selector("#run-gone")
+                assert p.locator("#run-gone").inner_text() == gone
+                assert p.locator("h2").count() == 0
+                assert "the journal still records" not in p.content()
+            run.reload()
+            run.wait_for_selector("#run-gone")
+            assert run.locator("#run-gone").count() == 1
+            assert run.locator("h2").count() == 0
+            assert run.locator("#banner").is_hidden()
+            assert problems == []
+        finally:
+            context.close()

@@ -126,6 +126,10 @@ class Hub:
         self._queues: set[asyncio.Queue[str]] = set()
         self.closing = asyncio.Event()
         self.sent = 0
+        self.polls = 0
+        """Polls of the journals done and published (``poll_forever`` counts them)."""
+        self.changed = asyncio.Event()
+        """Set at each poll done and each page gone (whoever waits clears it)."""
 
     @property
     def clients(self) -> int:
@@ -153,6 +157,7 @@ class Hub:
             yield q
         finally:
             self._queues.discard(q)
+            self.changed.set()
 
     async def stream(self) -> AsyncIterator[str]:
         """One page's server-sent events, until the page goes or the server stops."""
@@ -175,6 +180,10 @@ class Hub:
                 closing.cancel()
                 if getter is not None:
                     getter.cancel()
+            # Stopping: what was queued still goes out (the server's ``bye`` last).
+            with contextlib.suppress(asyncio.QueueEmpty):
+                while True:
+                    yield q.get_nowait()
 
 
 async def poll_forever(changes: Changes, hub: Hub, stop: asyncio.Event) -> None:
@@ -189,6 +198,8 @@ async def poll_forever(changes: Changes, hub: Hub, stop: asyncio.Event) -> None:
                 found = []
             for kind, data in found:
                 hub.publish(kind, data)
+            hub.polls += 1
+            hub.changed.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), TICK)
     finally:

@@ -71,6 +71,18 @@ def _log_path(store: Store, a: AttemptRecord) -> Path:
     return RunLayout.of(store.state_dir, a.run_id).log(row[0], row[1], a.n)
 
 
+def _still_recorded(store: Store, a: AttemptRecord, gone: LogGone) -> str:
+    """Why the log cannot be read, once it is known that the run is still on
+    record: a prune removes the journal's rows before the logs, so a log gone
+    with its run means the run was pruned (``RunNotFoundError``), not that the
+    journal still records the attempt."""
+    if store.find(a.run_id) is None:
+        raise RunNotFoundError(
+            f"run {a.run_id} is not on record (pruned, or never recorded here)"
+        ) from None
+    return str(gone)
+
+
 @contextlib.contextmanager
 def _open(path: Path) -> Iterator[int]:
     try:
@@ -102,7 +114,7 @@ def attempt_data(store: Store, run: RunRecord, a: AttemptRecord, plans: Plans) -
             size: int | None = os.fstat(fd).st_size
         gone = ""
     except LogGone as e:
-        size, gone = None, str(e)
+        size, gone = None, _still_recorded(store, a, e)
     siblings = [{"n": s.n, "outcome": s.outcome} for s in reader.attempts(a.run_id, a.key)]
     return {
         "run_id": run.id,
@@ -162,7 +174,8 @@ def read_piece(
             os.lseek(fd, start, os.SEEK_SET)
             data = os.read(fd, stop - start) if stop > start else b""
     except LogGone as e:
-        return {"gone": str(e), "start": 0, "end": 0, "size": None, "text": "", "done": done}
+        why = _still_recorded(store, a, e)
+        return {"gone": why, "start": 0, "end": 0, "size": None, "text": "", "done": done}
     if offset is None and start > 0:
         # Read backwards: begin after the first line end (the line before is partial).
         cut = data.find(b"\n")
@@ -205,5 +218,10 @@ def search_log(store: Store, a: AttemptRecord, redactor: Redactor, query: str) -
                     truncated = True
                     break
     except LogGone as e:
-        return {"query": query, "matches": [], "truncated": False, "gone": str(e)}
+        return {
+            "query": query,
+            "matches": [],
+            "truncated": False,
+            "gone": _still_recorded(store, a, e),
+        }
     return {"query": query, "matches": matches, "truncated": truncated, "gone": ""}

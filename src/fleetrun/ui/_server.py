@@ -7,7 +7,11 @@ every live-update stream at once (instead of waiting for the pages to go) and
 the retries started from the pages (``Actions.close``).
 
 ``beside``: serve beside the process with that pid (``fleetrun apply --ui``):
-stop when it has gone.
+stop when it has gone or asks (SIGTERM), but not at once: the run has just
+ended, and the open pages must see that end. The server first lets the poller
+look at the journal once more (publishing the run's last change), then tells
+the pages it stops (``bye``), and waits until they have read the final state
+and closed their streams, at most ``END_WAIT`` seconds in all.
 """
 
 from __future__ import annotations
@@ -27,10 +31,15 @@ import uvicorn
 from fleetrun.errors import UsageError
 from fleetrun.ui._app import UiState, create_app
 from fleetrun.ui._auth import Access, is_loopback
+from fleetrun.ui._live import Hub
 from fleetrun.ui._store import Stores
 
 PARENT_CHECK = 0.5
 """Seconds between two looks at the process a server runs beside."""
+
+END_WAIT = 3.0
+"""Most seconds a server beside a run spends, once told to stop, pushing the
+run's end to the open pages before it stops."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,10 @@ class _Server(uvicorn.Server):
         self.state = state
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.beside is not None and not self._stop_asked:
+            # The watcher pushes the run's end to the pages, then stops the server.
+            self._stop_asked = True
+            return
         self.state.hub.closing.set()
         super().handle_exit(sig, frame)
 
@@ -99,13 +112,48 @@ class _Server(uvicorn.Server):
             self.state.hub.closing.set()
 
     beside: int | None = None
+    _stop_asked: bool = False
 
     async def _watch_parent(self, pid: int) -> None:
-        while not self.should_exit:
-            if os.getppid() != pid:
-                self.should_exit = True
+        waited = 0.0
+        while not self.should_exit and not self._stop_asked and os.getppid() == pid:
+            # Short naps, so that a stop asked for is taken up at once.
+            await asyncio.sleep(0.05)
+            waited += 0.05
+            if waited >= PARENT_CHECK:
+                waited = 0.0
+        if not self.should_exit:
+            await self._push_end()
+            self.state.hub.closing.set()
+            self.should_exit = True
+
+    async def _push_end(self) -> None:
+        """The run's end to the open pages, then ``bye``; bounded by ``END_WAIT``."""
+        hub = self.state.hub
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + END_WAIT
+        # Two polls after this moment: the second began after the run's end was
+        # committed (the run ended before this server was told to stop).
+        polls = hub.polls
+        await _until(hub, lambda: hub.polls >= polls + 2, deadline - loop.time())
+        dirs = [str(s.state_dir) for s in self.state.stores.all]
+        hub.publish("bye", {"state_dirs": dirs})
+        # Each page reads the final state, then closes its stream.
+        await _until(hub, lambda: hub.clients == 0, deadline - loop.time())
+
+
+async def _until(hub: Hub, done: Callable[[], bool], within: float) -> None:
+    """Wait until ``done()`` (checked at each change of ``hub``), at most ``within`` s."""
+
+    async def wait() -> None:
+        while not done():
+            hub.changed.clear()
+            if done():
                 return
-            await asyncio.sleep(PARENT_CHECK)
+            await hub.changed.wait()
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wait(), max(0.0, within))
 
 
 def serve(config: UiConfig, on_ready: Callable[[str, Access], None]) -> None:

@@ -26,6 +26,12 @@
       ? "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0")
       : "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0")));
   }
+  // A log's text as the terminal shows it: colour codes (SGR) left out, other control
+  // characters as their escapes; tabs and line ends kept.
+  const SGR = /\x1b\[[0-9;:]*m/g;
+  function logText(value) {
+    return shown(String(value).replace(SGR, "").replace(/\r\n/g, "\n"));
+  }
   function el(tag, props, ...children) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(props || {})) {
@@ -95,7 +101,11 @@
     const r = await fetch(path, { headers: { accept: "application/json" }, credentials: "same-origin" });
     let body = null;
     try { body = await r.json(); } catch (e) { body = null; }
-    if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
+    if (!r.ok) {
+      const e = new Error((body && body.error) || `${r.status} ${r.statusText}`);
+      e.status = r.status;
+      throw e;
+    }
     return body;
   }
   const COOKIE = "fleetrun_token_" + (location.port || (location.protocol === "https:" ? "443" : "80"));
@@ -153,11 +163,33 @@
 
   // ---- live updates -------------------------------------------------------------------
   const listeners = new Set();
+  // What the page shows, read once more when the server says it stops (the run's end).
+  let finalLoad = async () => {};
+  // The state directories served (the pages say them when the server is gone).
+  let servedDirs = [];
+  function stopped(es, dirs) {
+    es.close();
+    liveBadge.textContent = "stopped";
+    liveBadge.className = "live off";
+    const where = (dirs && dirs.length ? dirs : servedDirs).join(", ");
+    setBanner(`fleetrun ui stopped; the record is in ${where || "the state directory"}`, false);
+  }
   function connectLive() {
     if (!window.EventSource) return;
     const es = new EventSource("/api/events");
-    es.addEventListener("open", () => { liveBadge.textContent = "live"; liveBadge.className = "live"; });
-    es.addEventListener("error", () => { liveBadge.textContent = "reconnecting\u2026"; liveBadge.className = "live off"; });
+    let failures = 0;
+    es.addEventListener("open", () => { failures = 0; liveBadge.textContent = "live"; liveBadge.className = "live"; });
+    es.addEventListener("error", () => {
+      // One failed reconnection means the server is gone: say so, stop trying.
+      if (++failures >= 2 || es.readyState === EventSource.CLOSED) { stopped(es, null); return; }
+      liveBadge.textContent = "reconnecting\u2026"; liveBadge.className = "live off";
+    });
+    es.addEventListener("bye", async (ev) => {
+      let data = {};
+      try { data = JSON.parse(ev.data); } catch (e) { data = {}; }
+      try { await finalLoad(); } catch (e) { /* the banner below says the rest */ }
+      stopped(es, data.state_dirs);
+    });
     for (const kind of ["runs", "run", "resync"]) {
       es.addEventListener(kind, (ev) => {
         let data = {};
@@ -214,6 +246,7 @@
         statusSel.value = params.get("status") || "";
         filled = true;
       }
+      servedDirs = data.state_dirs;
       setBanner(data.problems.join(" \u2014 "), false);
       if (!data.runs.length) {
         fill(body, el("p", { class: "empty", text: data.problems.length ? "No run can be shown." : "No runs match." }));
@@ -246,8 +279,28 @@
       return out;
     }
     const refresh = refresher(load, 300);
+    finalLoad = load;
     listeners.add((kind) => { if (kind === "runs" || kind === "resync" || kind === "run") refresh(); });
     await refresh();
+  }
+
+  // A run pruned (or never recorded): said once, in place of the page.
+  let runGone = false;
+  function sayRunGone(runId, message) {
+    if (runGone) return;
+    runGone = true;
+    listeners.clear();
+    setBanner("", false);
+    document.title = `${runId} \u00b7 fleetrun`;
+    fill(main, el("p", { class: "banner error", id: "run-gone", text: message || `run ${runId} is not on record` }),
+      el("p", {}, el("a", { href: "/", text: "all runs" })));
+  }
+  // ``fn``, unless the run has gone from the record (404): then say so instead.
+  async function unlessGone(runId, fn) {
+    if (runGone) return;
+    try { await fn(); } catch (e) {
+      if (e.status === 404) sayRunGone(runId, e.message); else throw e;
+    }
   }
 
   // ---- the run page -------------------------------------------------------------------
@@ -270,7 +323,11 @@
       el("h2", { text: "Next" }), nextBox);
     let data = null;
     async function load() {
+      await unlessGone(runId, loadRun);
+    }
+    async function loadRun() {
       data = await api(`/api/runs/${enc(runId)}`);
+      servedDirs = [data.run.state_dir];
       drawHeader(data);
       drawActions(data);
       // (The plan's notes come with the timeline, which says them once.)
@@ -281,10 +338,10 @@
       fill(nextBox, ...data.next.map((c) => el("div", { class: "cmd" }, el("code", { text: c.cmd }), el("span", { class: "why", text: `# ${c.why}` }))));
       timeline();  // at most every 1.5 s; the last change is always drawn
     }
-    const timeline = refresher(async () => {
+    const timeline = refresher(() => unlessGone(runId, async () => {
       const t = await api(`/api/runs/${enc(runId)}/timeline`);
       drawTimeline(timelineBox, t, runId);
-    }, 1500);
+    }), 1500);
     function drawHeader(d) {
       const r = d.run;
       document.title = `${r.plan_name} \u00b7 ${r.id} \u00b7 fleetrun`;
@@ -314,7 +371,7 @@
         buttons.push(el("button", { class: "danger", id: "act-cancel", text: "Cancel run",
           onclick: () => act(runId, "cancel", message) }));
       }
-      if (d.waves.waiting || (r.live && d.waves.pause)) {
+      if (d.waves.waiting) {
         buttons.push(el("button", { id: "act-promote", text: "Promote the next wave",
           onclick: () => act(runId, "promote", message) }));
       }
@@ -324,8 +381,10 @@
       fill(actions, ...buttons, message);
     }
     const refresh = refresher(load, 150);
+    finalLoad = load;
+    // ``runs``: the list changed (a prune among others).
     listeners.add((kind, ev) => {
-      if (kind === "resync" || (kind === "run" && ev.id === runId)) refresh();
+      if (kind === "resync" || kind === "runs" || (kind === "run" && ev.id === runId)) refresh();
     });
     await refresh();
   }
@@ -403,7 +462,9 @@
     const step = niceStep(span / 8);
     for (let s = 0; s <= span + 1e-9; s += step) {
       root.append(svg("line", { class: "axis", x1: x(t.t0 + s), x2: x(t.t0 + s), y1: axisH - 4, y2: y }));
-      root.append(svg("text", { class: "tick", x: x(t.t0 + s) + 2, y: axisH - 8 }, "+" + dur(s)));
+      // A label near the right edge ends at its line, so it is not cut off.
+      const atEnd = x(t.t0 + s) + 48 > labelW + plotW + 20;
+      root.append(svg("text", { class: "tick", x: x(t.t0 + s) + (atEnd ? -2 : 2), y: axisH - 8, "text-anchor": atEnd ? "end" : null }, "+" + dur(s)));
     }
     root.append(g);
     const facts = `${t.total} attempts` + (t.shown < t.total ? ` (the latest ${t.shown} drawn)` : "") +
@@ -506,9 +567,13 @@
     try {
       a = await api(`/api/runs/${enc(runId)}/attempt?${q}`);
     } catch (e) {
+      if (e.status === 404 && /not on record/.test(e.message)) { sayRunGone(runId, e.message); return; }
       fill(main, el("p", { class: "banner error", text: e.message }), el("p", {}, el("a", { href: `/runs/${enc(runId)}`, text: "back to the run" })));
       return;
     }
+    // A prune while the page is open: the run leaves the record.
+    const check = refresher(() => unlessGone(runId, () => api(`/api/runs/${enc(runId)}/attempt?${q}`)), 300);
+    listeners.add((kind) => { if (kind === "runs" || kind === "resync") check(); });
     q.set("key", a.key);
     q.set("n", String(a.n));
     history.replaceState(null, "", `/runs/${enc(runId)}/attempt?${q}`);
@@ -517,7 +582,12 @@
     async function piece(offset) {
       const p = new URLSearchParams(q);
       if (offset !== null) p.set("offset", String(offset));
-      return api(`/api/runs/${enc(runId)}/log?${p}`);
+      try {
+        return await api(`/api/runs/${enc(runId)}/log?${p}`);
+      } catch (e) {
+        if (e.status === 404) { sayRunGone(runId, e.message); done = true; return { gone: "", text: "", pruned: true }; }
+        throw e;
+      }
     }
     function gone(text) {
       status.textContent = text;
@@ -526,8 +596,9 @@
     }
     async function loadFrom(offset) {
       const p = await piece(offset);
+      if (p.pruned) return;
       if (p.gone) { gone(p.gone); return; }
-      pre.textContent = p.text;
+      pre.textContent = logText(p.text);
       start = p.start; end = p.end; done = p.done;
       earlier.hidden = start <= 0;
       status.textContent = `${p.size} bytes` + (done ? "" : " \u2014 running, following");
@@ -539,7 +610,7 @@
       const got = await api(`/api/runs/${enc(runId)}/log?${p}`);
       if (got.gone) { gone(got.gone); return; }
       const keep = pre.scrollHeight - pre.scrollTop;
-      pre.prepend(document.createTextNode(got.text));
+      pre.prepend(document.createTextNode(logText(got.text)));
       pre.scrollTop = pre.scrollHeight - keep;
       start = got.start;
       earlier.hidden = start <= 0;
@@ -547,10 +618,11 @@
     async function follow() {
       if (done) return;
       const p = await piece(end);
+      if (p.pruned) return;
       if (p.gone) { gone(p.gone); return; }
       if (p.text) {
         const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-        pre.append(document.createTextNode(p.text));
+        pre.append(document.createTextNode(logText(p.text)));
         if (atBottom) pre.scrollTop = pre.scrollHeight;
       }
       end = p.end; done = p.done;
@@ -568,10 +640,11 @@
       if (res.gone) { gone(res.gone); return; }
       fill(matches, ...res.matches.map((m) => el("li", {},
         el("button", { type: "button", text: `line ${m.line}`, onclick: () => loadFrom(m.offset) }),
-        el("span", { class: "mono", text: m.text }))));
+        el("span", { class: "mono", text: String(m.text).replace(SGR, "") }))));
       if (!res.matches.length) matches.append(el("li", { class: "empty", text: "no line matches" }));
       if (res.truncated) matches.append(el("li", { class: "note", text: "more matches not shown" }));
     });
+    finalLoad = async () => { if (!done) await follow(); };
     await loadFrom(null);
     const timer = setInterval(() => { if (done) clearInterval(timer); else follow().catch((e) => setBanner(e.message, true)); }, 1000);
   }
