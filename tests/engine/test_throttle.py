@@ -174,3 +174,51 @@ def test_adaptive_numbers_are_checked_at_their_place(
     assert len(problems) == 1
     assert problems[0].startswith(f"p.yaml:2:{column}: pools.api.adaptive.")
     assert message in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("12", 12.0),
+        ("0.5", 0.5),
+        ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),  # 10 s after "now" below
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # a date in the past: no wait
+        ("1e9", 3600.0),  # capped
+        ("inf", None),
+        ("nan", None),
+        ("-5", None),
+        ("garbage", None),
+    ],
+)
+def test_retry_after_values(value: str, seconds: float | None) -> None:
+    from email.utils import parsedate_to_datetime
+
+    from fleetrun.engine._limits import retry_after_seconds
+
+    now = parsedate_to_datetime("Wed, 21 Oct 2015 07:28:00 GMT").timestamp()
+    assert retry_after_seconds(value, now) == seconds
+
+
+def test_a_pause_empties_an_adaptive_pools_burst() -> None:
+    """After a Retry-After pause the pool starts at its rate, not with the
+    ``burst`` it saved up meanwhile: a provider that just refilled its own
+    (smaller) bucket would throttle the burst at once."""
+    from fleetrun.engine._limits import Limits, ThrottleMatch
+
+    g = graph(
+        [task("t", "x", pools=["api"], targets=[f"h{i}" for i in range(40)])],
+        pools=[Pool("api", rate=10.0, burst=20, adaptive=AdaptiveSettings())],
+    )
+    limits = Limits(g, 0.0, lambda *a: None)
+    sig = (0,)
+    limits.throttled((ThrottleMatch(0, "exit 75", 1.0),), 0.0, 0.5)
+    assert limits.wait_time(sig, 1.0) > 0  # paused until 1.5
+    rate = limits.rate("api")
+    assert rate is not None
+    assert limits.wait_time(sig, 1.5) == pytest.approx(1 / rate)  # a token at the rate
+    starts = 0
+    now = 1.5 + 1 / rate + 1e-6
+    while limits.wait_time(sig, now) == 0 and starts < 30:
+        limits.acquire(sig, now)
+        starts += 1
+    assert starts == 1  # then one token per 1/rate seconds

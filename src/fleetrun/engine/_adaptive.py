@@ -108,6 +108,7 @@ class AdaptiveLimit:
     __slots__ = (
         "_bad_conc",
         "_bad_rate",
+        "_cap_held",
         "_conc_floor",
         "_conc_steps",
         "_cut_to",
@@ -190,6 +191,7 @@ class AdaptiveLimit:
         self._conc_steps = 0
         self._hold = s.hold
         self._held_by_cap = False  # the last held-back start waited for a slot, not a token
+        self._cap_held = False  # a start waited for a slot since the last change
         # While > 0: attempts that were running when the current concurrency
         # episode began and have not ended yet (each one throttled frees a slot for good).
         self._episode = 0
@@ -206,6 +208,8 @@ class AdaptiveLimit:
     def held(self, by_cap: bool) -> None:
         """A start was held back: by the pool's concurrency (``by_cap``) or its rate."""
         self._held_by_cap = by_cap
+        if by_cap:
+            self._cap_held = True
 
     def paused(self, now: float, until: float) -> None:
         """From ``now``, the pool starts nothing before ``until`` (a Retry-After)."""
@@ -339,6 +343,7 @@ class AdaptiveLimit:
         self._starts = 0
         if grew:
             self._last_change = now
+            self._cap_held = False
         if not grew:
             return None
         phase = "slow start" if self._slow_start else "probing up"
@@ -426,7 +431,9 @@ class AdaptiveLimit:
         share = sum(self._window) / len(self._window)
         sending = self._sending(now)
         by_conc = before_conc is not None and (
-            before_rate is None or (self._held_by_cap and in_flight + 1 >= before_conc)
+            # Full when it started, and held back by its slots since the last
+            # change: the starts were paced by the concurrency, not the rate.
+            before_rate is None or (self._cap_held and in_flight + 1 >= before_conc)
         )
         why: list[str] = []
         if by_conc and before_conc is not None:
@@ -477,6 +484,7 @@ class AdaptiveLimit:
         self._slow_start = False
         self._verify = (before_rate, before_conc, share, 0, 0)
         self._last_decrease = self._last_probe = self._last_change = now
+        self._cap_held = False
         self._ends = self._throttles = self._starts = 0
         self._start_times.clear()
         if (self.rate, self.concurrency) == (before_rate, before_conc):

@@ -277,6 +277,11 @@ class Limits(StaticLimits):
         a = self._adaptive[k]
         if a is not None:
             a.paused(until - delay, until)
+        b = self.buckets[k]
+        if b is not None:
+            # Nothing saved up while paused: the first starts after the pause are
+            # paced at the rate, not a burst into a provider that just refilled.
+            b.tokens, b.last = 0.0, until
         self.paused_until[k] = until
         self._paused[k] = True
         self._emit(k, delay, f"paused {delay:g}s for Retry-After")
@@ -298,17 +303,18 @@ class Limits(StaticLimits):
 def retry_after_seconds(found: str, now: float) -> float | None:
     """A Retry-After value as seconds from ``now`` (wall clock): a number of
     seconds, or an HTTP-date (a date in the past means 0); None when it is
-    neither. Capped at ``MAX_PAUSE``."""
+    neither, or a number no provider means (negative, infinite, NaN). Capped
+    at ``MAX_PAUSE``."""
     try:
         seconds = float(found)
     except ValueError:
         try:
-            seconds = parsedate_to_datetime(found).timestamp() - now
+            seconds = max(0.0, parsedate_to_datetime(found).timestamp() - now)
         except (TypeError, ValueError, IndexError, OverflowError):
             return None
-    if math.isnan(seconds):
-        return None
-    return min(MAX_PAUSE, max(0.0, seconds))
+    if not math.isfinite(seconds) or seconds < 0:
+        return None  # "inf", "nan", "-5": no delay a provider would mean
+    return min(MAX_PAUSE, seconds)
 
 
 def _settings(pool: Pool) -> AdaptiveSettings | None:
