@@ -191,7 +191,9 @@ def test_watch_follows_a_run_of_another_process_to_its_end(tmp_path: Path) -> No
     tail = watched[watched.index(f"{stamped[-1]}") + 1 :]
     apply_tail = applied[applied.index(stamped[-1]) + 1 :]
     assert tail[0] == apply_tail[0] == "6 succeeded, 1 failed, 1 skipped (of 8)"
-    assert re.fullmatch(r"wall time \S+, task time \S+, speedup \S+x", tail[1])
+    assert re.fullmatch(
+        r"wall time \S+, task time \S+, speedup (\S+x|too short to measure)", tail[1]
+    )
     assert tail[2:] == apply_tail[2:]
     assert tail[2:4] == ["failed (1):", "  work@c  exit 1"]
     assert tail[4].startswith(f"next: fleetrun retry --state-dir {state}")

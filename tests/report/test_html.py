@@ -36,6 +36,7 @@ from fleetrun.report._model import (
     TargetStats,
     TaskStats,
 )
+from fleetrun.report._text import speedup
 
 T0 = 1_700_000_000.0
 HOSTILE = "<script>alert(1)</script>"
@@ -82,7 +83,7 @@ def span(name: str, start: float | None, end: float | None, instances: int = 1) 
         ended_at=None if end is None else T0 + end,
         wall=wall,
         task_time=wall * 2,
-        speedup=2.0 if wall else 0.0,
+        speedup=speedup(wall * 2, wall),
         critical_path=wall / 2,
         lower_bound=wall / 2,
         efficiency=0.5 if wall else 0.0,

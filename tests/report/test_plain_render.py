@@ -205,7 +205,38 @@ def test_tail_lines_setting_and_few_reused() -> None:
             "1 succeeded, 1 cancelled, 1 not started (of 9)\n"
             "wall time 2m05s, task time 4m10s, speedup 2.0x",
         ),
-        ({}, 0.0, 0.0, "nothing to do (of 9)\nwall time 0.0s, task time 0.0s, speedup 0.0x"),
+        (
+            {},
+            0.0,
+            0.0,
+            "nothing to do (of 9)\nwall time 0.0s, task time 0.0s, speedup too short to measure",
+        ),
+        # Under a second of wall or of task time: start-up dominates, no ratio is shown.
+        (
+            {0: "succeeded"},
+            0.2,
+            0.04,
+            "1 succeeded (of 9)\nwall time 0.2s, task time 0.0s, speedup too short to measure",
+        ),
+        (
+            {0: "succeeded"},
+            0.9,
+            3.0,
+            "1 succeeded (of 9)\nwall time 0.9s, task time 3.0s, speedup too short to measure",
+        ),
+        (
+            {0: "succeeded"},
+            4.0,
+            0.5,
+            "1 succeeded (of 9)\nwall time 4.0s, task time 0.5s, speedup too short to measure",
+        ),
+        # A second of each is measured.
+        (
+            {0: "succeeded"},
+            1.0,
+            1.0,
+            "1 succeeded (of 9)\nwall time 1.0s, task time 1.0s, speedup 1.0x",
+        ),
     ],
 )
 def test_summary(states: dict[int, str], wall: float, task_time: float, expected: str) -> None:

@@ -51,6 +51,7 @@ from fleetrun.report._model import (
 )
 from fleetrun.report._pool_series import pool_series
 from fleetrun.report._queued import add, held_back, merge, ordered
+from fleetrun.report._text import speedup
 from fleetrun.state import AttemptRecord as AttemptRow
 from fleetrun.state import InstanceRecord as InstanceRow
 from fleetrun.state import JournalReader, RunRecord
@@ -394,7 +395,8 @@ def _figures(
     rate_bound: float = 0.0,
     phase: bool = False,
 ) -> Span:
-    """A ``Span`` from its measured parts, with the derived ratios (0 when wall is 0).
+    """A ``Span`` from its measured parts, with the derived ratios (efficiency 0 when wall
+    is 0; speedup ``None`` when too short to measure, see ``_text.speedup``).
 
     For a ``phase``, waiting for the phase to open happened before its span
     began, so it never explains the phase's own speedup."""
@@ -408,7 +410,7 @@ def _figures(
         ended_at=ended_at,
         wall=wall,
         task_time=task_time,
-        speedup=task_time / wall if wall > 0 else 0.0,
+        speedup=speedup(task_time, wall),
         critical_path=critical_path,
         lower_bound=lower,
         efficiency=lower / wall if wall > 0 else 0.0,

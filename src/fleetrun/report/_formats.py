@@ -29,7 +29,14 @@ from fleetrun.report._model import (
 )
 from fleetrun.report._pool_series import pool_lines
 from fleetrun.report._queued import OTHER, format_reasons, merge
-from fleetrun.report._text import format_counts, format_duration, format_time, text_table
+from fleetrun.report._text import (
+    format_counts,
+    format_duration,
+    format_speedup,
+    format_time,
+    speedup,
+    text_table,
+)
 
 _RATIOS = frozenset({"speedup", "efficiency", "rate"})
 """Float fields that are not times: kept to 4 decimals in JSON (the rest to ms)."""
@@ -43,17 +50,14 @@ MOST_QUEUED = 10
 """How many instances the table and markdown list under "Most queued instances"."""
 
 
-def _x(ratio: float) -> str:
-    return f"{ratio:.2f}x"
-
-
 def _pct(ratio: float) -> str:
     return f"{ratio * 100:.0f}%"
 
 
 def _speedup(s: Span) -> str:
     """The speedup, and what held it back when queued time says so."""
-    return f"{_x(s.speedup)} \u2014 {s.held_back}" if s.held_back else _x(s.speedup)
+    x = format_speedup(s.speedup)
+    return f"{x} \u2014 {s.held_back}" if s.held_back else x
 
 
 def _span_row(s: Span) -> list[str]:
@@ -106,7 +110,7 @@ def _sections(r: RunReport) -> list[Section]:
                 [
                     e.mode,
                     format_duration(e.makespan, fine=True),
-                    (_x(seq / e.makespan) if e.makespan > 0 else "-")
+                    format_speedup(speedup(seq, e.makespan))
                     + (
                         f" \u2014 {r.overall.held_back}"
                         if e.measured and r.overall.held_back

@@ -30,7 +30,7 @@ from fleetrun.report._html_pools import render_pools
 from fleetrun.report._html_timeline import render_timeline
 from fleetrun.report._model import RunReport, Span
 from fleetrun.report._queued import format_reasons
-from fleetrun.report._text import STATE_ORDER
+from fleetrun.report._text import STATE_ORDER, format_speedup, speedup
 
 # Colour-blind-friendly, without reds (red means failure) or greys (cancelled).
 _PALETTE = (
@@ -97,10 +97,6 @@ def dur(seconds: float | None) -> str:
     return f"{h}h{rest // 60:02d}m{rest % 60:02d}s"
 
 
-def _times(x: float) -> str:
-    return f"{x:.2f}\u00d7" if _finite(x) and x > 0 else NONE
-
-
 def _pct(x: float) -> str:
     return f"{x * 100:.0f}%" if _finite(x) and x > 0 else NONE
 
@@ -117,7 +113,7 @@ def _e(value: object) -> str:
 
 def _speedup(s: Span) -> str:
     """The speedup, and what held it back when queued time says so (markup)."""
-    x = _e(_times(s.speedup))
+    x = _e(format_speedup(s.speedup, times="\u00d7"))
     return f'{x} <span class="why">\u2014 {_e(s.held_back)}</span>' if s.held_back else x
 
 
@@ -233,8 +229,9 @@ def _spans(r: RunReport) -> str:
         "<h2>Phases and overall</h2>"
         f"{_table(head, rows, {len(rows) - 1: 'total'})}{note}"
         '<p class="sub">task time: the sum of attempt durations (a sequential run); speedup = '
-        "task time / wall; efficiency = lower bound / wall, where lower bound = max(critical "
-        "path, task time / parallelism). A speedup that instances queued for pools, rate, "
+        "task time / wall (too short to measure under a second of either); efficiency = "
+        "lower bound / wall, where lower bound = max(critical path, task time / "
+        "parallelism). A speedup that instances queued for pools, rate, "
         "waves or phases explain says so beside it.</p>"
     )
 
@@ -245,7 +242,7 @@ def _estimates(r: RunReport) -> str:
     seq = next((m.makespan for m in r.estimates if m.mode == "sequential"), None)
     rows, measured = [], {}
     for n, m in enumerate(r.estimates):
-        vs = _e(_times(seq / m.makespan) if seq and m.makespan > 0 else NONE)
+        vs = _e(format_speedup(speedup(seq, m.makespan), times="\u00d7") if seq else NONE)
         if m.measured and r.overall.held_back:
             vs += f' <span class="why">\u2014 {_e(r.overall.held_back)}</span>'
         basis = "measured (this run)" if m.measured else "estimated from measured durations"

@@ -13,7 +13,8 @@ seconds. Definitions, used by every renderer:
   would take).
 - ``wall``: first start to last end (for the whole run: the run's own start
   and end as journaled).
-- ``speedup``: ``task_time / wall``.
+- ``speedup``: ``task_time / wall``; ``None`` (shown "too short to measure") when
+  either is under a second (``_text.speedup``).
 - ``critical_path``: the longest chain of measured instance durations along
   the graph's dependencies.
 - ``lower_bound``: ``max(critical_path, task_time / parallelism, rate bound)``
@@ -97,7 +98,7 @@ class Span:
     ended_at: float | None
     wall: float
     task_time: float
-    speedup: float
+    speedup: float | None  # None: too short to measure (``_text.speedup``)
     critical_path: float
     lower_bound: float
     efficiency: float

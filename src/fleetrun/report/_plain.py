@@ -36,6 +36,7 @@ from fleetrun.engine import (
 from fleetrun.plan import Graph
 from fleetrun.report._text import STATE_ORDER as STATE_ORDER
 from fleetrun.report._text import format_duration as format_duration
+from fleetrun.report._text import format_speedup, speedup
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\x1b": "\\x1b"}
 _ESCAPES = {c: _NAMED.get(chr(c), f"\\x{c:02x}") for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
@@ -326,9 +327,8 @@ def summary_text(counts: Mapping[str, int], wall: float, task_time: float, nodes
     """The summary block (also used by other renderers)."""
     parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in STATE_ORDER if counts.get(s)]
     parts += [f"{n} {s}" for s, n in counts.items() if s not in STATE_ORDER and n]
-    speedup = task_time / wall if wall > 0 else 0.0
     return (
         f"{', '.join(parts) or 'nothing to do'} (of {nodes})\n"
         f"wall time {format_duration(wall)}, task time {format_duration(task_time)}, "
-        f"speedup {speedup:.1f}x"
+        f"speedup {format_speedup(speedup(task_time, wall), places=1)}"
     )

@@ -21,6 +21,27 @@ STATE_ORDER = (
 """Final instance states in the order every view lists them; any other state
 (``running``, ``pending``) comes after these."""
 
+SHORTEST_MEASURED = 1.0
+"""Seconds of wall and of task time under which a speedup is not measured: start-up and
+bookkeeping dominate so short a run, and its ratio (``0.2x``) says nothing about the work."""
+
+TOO_SHORT = "too short to measure"
+"""What every view shows in place of a speedup that ``speedup`` does not measure."""
+
+
+def speedup(task_time: float, wall: float) -> float | None:
+    """``task_time / wall``: how many times faster than running the attempts one after
+    another. ``None`` when either is under ``SHORTEST_MEASURED`` (too short to measure).
+    The one rule for every report format, the console and the live view."""
+    if wall < SHORTEST_MEASURED or task_time < SHORTEST_MEASURED:
+        return None
+    return task_time / wall
+
+
+def format_speedup(ratio: float | None, places: int = 2, times: str = "x") -> str:
+    """``2.50x`` (``places`` decimals, the ``times`` sign), or ``TOO_SHORT`` for ``None``."""
+    return TOO_SHORT if ratio is None else f"{ratio:.{places}f}{times}"
+
 
 def format_span(start: float | None, end: float | None) -> str:
     """``format_duration(end - start, fine=True)``; ``-`` when either is unknown."""
