@@ -61,26 +61,28 @@ __all__ = [
 ]
 
 STATE_DIR_NAME = ".fleetrun"
+"""The state directory's name beside the plan (or in the working directory)."""
 
 POOLS_DIR_ENV = "FLEETRUN_POOLS_DIR"
 """Where the shared pools' coordination file lives, when set (tests, several users)."""
 
 
-def shared_pools_dir() -> Path:
+def shared_pools_dir(create: bool = True) -> Path:
     """The directory of the shared pools' coordination file (``pools.db``), one for
     every run of this user on this machine, whatever the plan's state directory:
     ``$FLEETRUN_POOLS_DIR``, else ``$XDG_STATE_HOME/fleetrun``, else
-    ``~/.local/state/fleetrun``. Made owner-only (0700) when missing."""
+    ``~/.local/state/fleetrun``. Made owner-only (0700) when missing, unless
+    not ``create`` (a reader)."""
     given = os.environ.get(POOLS_DIR_ENV)
     if given:
         where = Path(given)
     else:
         base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         where = Path(base) / "fleetrun"
-    with contextlib.suppress(OSError):  # opening pools.db then says what is wrong
-        where.mkdir(mode=0o700, parents=True)
+    if create:
+        with contextlib.suppress(OSError):  # opening pools.db then says what is wrong
+            where.mkdir(mode=0o700, parents=True)
     return where
-"""The state directory's name beside the plan (or in the working directory)."""
 
 DB_NAME = "state.db"
 """The journal's file name inside the state directory."""

@@ -410,3 +410,36 @@ def test_an_unusable_pools_dir_names_the_variable_that_chose_it(
     with pytest.raises(StateDirError) as e:
         open_pools_db(not_a_dir / "pools.db")
     assert "FLEETRUN_POOLS_DIR" not in str(e.value)
+
+
+def test_an_unusable_pools_dir_refuses_the_run_before_it_is_recorded(tmp_path: Path) -> None:
+    plan = tmp_path / "deploy" / "deploy.yaml"
+    plan.parent.mkdir()
+    plan.write_text(PLAN.format(name="deploy", concurrency=2, run="sleep 0"))
+    env = {**os.environ, "FLEETRUN_POOLS_DIR": "/etc/passwd/x"}
+    res = subprocess.run(
+        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain"],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert res.returncode == 2, res.stderr
+    assert "FLEETRUN_POOLS_DIR" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    # Nothing was recorded: no run to retry, no journal written for it.
+    state = plan.parent / ".fleetrun"
+    if (state / "state.db").exists():
+        with JournalReader(state) as r:
+            assert list(r.runs()) == []
+    pools = subprocess.run(
+        [sys.executable, "-m", "fleetrun", "pools"],
+        capture_output=True,
+        text=True,
+        env={**env, "FLEETRUN_POOLS_DIR": str(tmp_path / "none")},
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert pools.returncode == 0
+    assert not (tmp_path / "none").exists()  # a reader creates nothing

@@ -30,7 +30,7 @@ def pools_cmd(pools_dir: str | None, fmt: str) -> None:
     settings hold, the last change, and the runs using each (pid, slots held).
     Every run of this user on this machine that names a shared pool uses the
     same one, whatever its plan and state directory. Read-only."""
-    where = Path(pools_dir) if pools_dir else shared_pools_dir()
+    where = Path(pools_dir) if pools_dir else shared_pools_dir(create=False)
     found = read_shared_pools(where)
     if fmt == "json":
         click.echo(json.dumps([dataclasses.asdict(p) for p in found], indent=2))

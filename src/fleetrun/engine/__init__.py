@@ -28,7 +28,12 @@ from fleetrun.engine._options import (
     RunResult,
     new_run_id,
 )
-from fleetrun.engine._shared_file import SharedPoolInfo, SharedPoolUser, read_shared_pools
+from fleetrun.engine._shared_file import (
+    SharedPoolInfo,
+    SharedPoolUser,
+    check_pools_dir,
+    read_shared_pools,
+)
 from fleetrun.engine._verdict import accepted_text
 
 __all__ = [
@@ -57,6 +62,7 @@ __all__ = [
     "Subscriber",
     "WaveChanged",
     "accepted_text",
+    "check_pools_dir",
     "distinct_tail",
     "ending_text",
     "left_running_text",

@@ -245,6 +245,13 @@ class SharedPoolInfo:
     users: tuple[SharedPoolUser, ...]
 
 
+def check_pools_dir(pools_dir: Path) -> None:
+    """Make sure the shared pools' file in ``pools_dir`` can be used (created if
+    missing): a ``StateDirError`` naming it and the fix otherwise. A run checks
+    before it is recorded, so an unusable directory refuses it cleanly."""
+    open_pools_db(pools_dir / POOLS_DB).close()
+
+
 def read_shared_pools(pools_dir: Path) -> list[SharedPoolInfo]:
     """Every shared pool in ``pools_dir`` with its users, read-only (``[]``
     when no run ever used one)."""

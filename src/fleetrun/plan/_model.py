@@ -160,9 +160,10 @@ class Pool:
     ``rate`` is starts per second (token bucket of size ``burst``). With
     ``adaptive`` set, ``concurrency`` and ``rate`` are ceilings: the effective
     limits follow what the provider grants, judged only from throttle signals
-    (``throttle``). ``shared`` names a pool that every run using the same state
-    directory shares (one concurrency, rate, Retry-After pause and adaptive
-    state between them; see ``fleetrun.engine._shared``); None: this run's own.
+    (``throttle``). ``shared`` names a pool that every run of the user on the machine
+    that names it shares, whatever its state directory (one concurrency, rate,
+    Retry-After pause and adaptive state between them; see
+    ``fleetrun.engine._shared``); None: this run's own.
     """
 
     name: str

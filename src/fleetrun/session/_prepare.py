@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetrun.engine import DEFAULT_GRACE, RunOptions, new_run_id
+from fleetrun.engine import DEFAULT_GRACE, RunOptions, check_pools_dir, new_run_id
 from fleetrun.errors import RunLockedError, StateError, UsageError
 from fleetrun.executors import RecordedAttempt
 from fleetrun.layout import RUN_DIRS, RUNS_DIR, RunLayout, shared_pools_dir
@@ -229,6 +229,8 @@ def _prepare(
             chosen = _selection_run(graph, journal, plan_file, (narrow, extras), req, notify)
         return RunOutcome("dry_run", lines=tuple(dry_run_lines(graph, chosen.only, chosen.reused)))
 
+    if any(p.shared for p in plan.pools.values()):
+        check_pools_dir(shared_pools_dir())  # refused before anything is recorded
     run_id = new_run_id()
     if previous is None:
         prepare_state_dir(state_dir)
