@@ -27,7 +27,7 @@ from importlib import resources
 
 from fleetrun.report._formats import MOST_QUEUED, held
 from fleetrun.report._html_pools import render_pools
-from fleetrun.report._html_timeline import render_timeline
+from fleetrun.report._html_timeline import render_timeline, reused_note
 from fleetrun.report._model import RunReport, Span
 from fleetrun.report._queued import format_reasons
 from fleetrun.report._text import STATE_ORDER, format_speedup, speedup
@@ -377,6 +377,9 @@ def render_html(report: RunReport) -> str:
     else:
         chart = '<h2>Timeline</h2><p class="empty">No attempts were recorded: nothing ran.</p>'
         details = []
+    reused = reused_note(report)
+    if reused:
+        chart += f'<p class="sub" id="fr-reused">{_e(reused)}</p>'
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in report.notes)
     title = _e(f"{report.plan_name} · {report.run_id} · fleetrun report")
     body = "".join(

@@ -18,6 +18,10 @@ and the page script moves focus between bars with the arrow keys, Home and
 End; ``data-r`` is the bar's row for that. Each bar has an ``aria-label`` built
 from its tooltip details, the same redacted values the page script shows.
 
+Instances reused from an earlier run (a retry's succeeded work) ran in that run,
+not this one: they get no row of their own; ``reused_note`` says under the chart
+how many there were and from which run(s).
+
 Invariant: exactly one ``rect.bar`` per ``AttemptRecord``, so ``data-i`` is
 the attempt's index in ``report.attempts``; exactly one of them is a tab stop.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import html
 import itertools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -137,21 +142,48 @@ def _label(name: str, prefix: str = "") -> str:
 
 def _row_order(report: RunReport) -> list[str | None]:
     """Targets by first start (a waterfall); then targets that never ran, in plan order;
-    the row of unfanned instances (``None``) last."""
+    the row of unfanned instances (``None``) last. A target whose instances were all
+    reused from an earlier run has nothing of this run to show: no row."""
     first: dict[str | None, float] = {}
     for a in report.attempts:
         first.setdefault(a.target, a.started_at)
     ran = sorted(first, key=lambda t: (t is None, first[t], t or ""))
-    idle = [i.target for i in report.instances if i.target not in first]
+    idle = [i.target for i in report.instances if i.target not in first and i.state != "reused"]
     seen: set[str | None] = set(ran)
     rows: list[str | None] = [t for t in ran if t is not None]
     for t in idle:
         if t is not None and t not in seen:
             seen.add(t)
             rows.append(t)
-    if None in seen or any(i.target is None for i in report.instances):
+    if None in seen or None in idle:
         rows.append(None)
     return rows
+
+
+_REUSED_FROM = re.compile(r"reused from run (\S+)")
+"""The run a reused instance's record names in its reason (the journal writes it so)."""
+
+
+def reused_note(report: RunReport) -> str:
+    """``12 instances reused from run R (not drawn: they ran there)``; several runs are
+    listed with their counts, most first; ``""`` when nothing was reused. Plain text."""
+    by_run: dict[str, int] = {}
+    for i in report.instances:
+        if i.state == "reused":
+            m = _REUSED_FROM.search(i.reason)
+            run = m.group(1) if m else "an earlier run"
+            by_run[run] = by_run.get(run, 0) + 1
+    if not by_run:
+        return ""
+    n = sum(by_run.values())
+    what = "1 instance" if n == 1 else f"{n} instances"
+    named = sorted(by_run.items(), key=lambda kv: (-kv[1], kv[0]))
+    if len(named) == 1:
+        ((run, _),) = named
+        where = run if run == "an earlier run" else f"run {run}"
+    else:
+        where = "runs " + ", ".join(f"{r} ({c})" for r, c in named)
+    return f"{what} reused from {where} (not drawn: they ran there)."
 
 
 def _fmt(x: float) -> str:
