@@ -248,15 +248,19 @@ class RunConsole:
         self.display.stop()
 
     def report(self, result: RunResult) -> Report:
-        """The summary (left out for a quiet run that succeeded), then the failures
-        and the commands to run next."""
+        """The summary, then the failures and the commands to run next. A quiet run
+        that succeeded says its counts in one line (``3 succeeded (of 3)``), or nothing
+        with ``--output ordered``, whose rows are the whole answer (a status table)."""
         from fleetrun.report import next_steps
         from fleetrun.session import Report
 
         req = self.setup.request
         lines: list[str] = []
+        summary = self.display.console.summary(result, self.setup.graph)
         if not (req.quiet and result.status == "succeeded"):
-            lines.append(self.display.console.summary(result, self.setup.graph))
+            lines.append(summary)
+        elif req.output != "ordered":
+            lines.append(summary.split("\n", 1)[0])
         retry_of = self.setup.parent_id if req.kind != "apply" else None
         lines += next_steps(
             self.notes.failures, result.counts, where=_where(req), retry_of=retry_of
