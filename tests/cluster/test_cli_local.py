@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from fleetrun.cli._main import cli
@@ -13,7 +14,10 @@ from fleetrun.cluster import LocalCluster, local_dir
 
 
 def _cli(args: list[str]) -> object:
-    return CliRunner().invoke(cli, args, catch_exceptions=False)
+    # Nothing of the caller's environment points at another cluster.
+    env: dict[str, str | None] = {"FLEETRUN_CLUSTER": None, "IMAGE_REPO": None,
+                                  "COORDINATOR_EP": None}  # fmt: skip
+    return CliRunner(env=env).invoke(cli, args, catch_exceptions=False)
 
 
 def _alive(pid: int) -> bool:
@@ -24,7 +28,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_local_cluster_up_status_scale_down(tmp_path: Path) -> None:
+def test_local_cluster_up_status_scale_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no cluster.yaml here
     state = tmp_path / "state"
     up = _cli(["cluster", "up", "--local", "--workers", "2", "--state-dir", str(state)])
     try:
@@ -68,5 +75,12 @@ def test_local_cluster_up_status_scale_down(tmp_path: Path) -> None:
     missing = _cli(["cluster", "down", "--local", "--state-dir", str(state)])
     assert missing.exit_code == 2  # type: ignore[attr-defined]
     assert "no local cluster is recorded" in missing.output  # type: ignore[attr-defined]
+    # Status after down: no cluster is up (one line, exit 2), not a configuration error.
+    after = _cli(["cluster", "status", "--state-dir", str(state)])
+    assert after.exit_code == 2, after.output  # type: ignore[attr-defined]
+    lines = after.output.splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: no cluster is up: no local cluster is recorded in "), lines
+    assert "IMAGE_REPO" not in lines[0]
     assert not os.path.exists(local_dir(state) / "cluster.json")
     assert LocalCluster  # the public name used above

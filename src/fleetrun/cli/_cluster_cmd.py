@@ -60,6 +60,27 @@ def _is_local(local: bool | None, state_dir: str | None) -> bool:
     return local_recorded(local_dir(_state(state_dir)))
 
 
+# A Kubernetes cluster is configured by one of these (or by a configuration file).
+_KUBERNETES_VARS = ("IMAGE_REPO", "COORDINATOR_EP")
+
+
+def _none_up(local: bool | None, config_path: str | None, state_dir: str | None) -> None:
+    """Say, in one line (exit 2), that no cluster is up, when no cluster was named
+    (``--local``/``--kubernetes``), none is recorded here and nothing configures a
+    Kubernetes one: a status after ``down`` is not a configuration error."""
+    if local is not None or _is_local(local, state_dir):
+        return
+    if config_path is not None or Path("cluster.yaml").exists():
+        return
+    if any(os.environ.get(v) for v in _KUBERNETES_VARS):
+        return
+    raise ClusterNotFoundError(
+        f"no cluster is up: no local cluster is recorded in {local_dir(_state(state_dir))} "
+        "and no Kubernetes cluster is configured (cluster.yaml, --config or COORDINATOR_EP); "
+        "start one with `fleetrun cluster up --local`"
+    )
+
+
 _config_opt = click.option(
     "--config",
     "config_path",
@@ -162,6 +183,7 @@ def status_cmd(
     """Workers, their resources and the job each runs; queued jobs."""
     address = address or os.environ.get(CLUSTER_ENV) or None
     if address is None:
+        _none_up(local, config_path, state_dir)
         if _is_local(local, state_dir):
             address = load_local(local_dir(_state(state_dir))).address
         else:
