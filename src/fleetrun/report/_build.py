@@ -49,7 +49,7 @@ from fleetrun.report._model import (
     TargetStats,
     TaskStats,
 )
-from fleetrun.report._pool_series import pool_series
+from fleetrun.report._pool_series import RESUMED, pool_series
 from fleetrun.report._queued import add, held_back, merge, ordered
 from fleetrun.report._text import speedup
 from fleetrun.state import AttemptRecord as AttemptRow
@@ -176,7 +176,9 @@ def build_report(journal: JournalReader, run_id: str) -> RunReport:
         instances=instances,
         attempts=attempts,
         tasks=_task_stats(instances, by_key),
-        pools=_pool_stats(graph, instances, by_key, _rate_changes(changed), last),
+        pools=_pool_stats(
+            graph, instances, by_key, _rate_changes(_configured(graph), changed), last
+        ),
         slowest_targets=_target_stats(instances, by_key),
         notes=tuple(redactor.redact(n) for n in notes),
         pool_series=_series(graph, changed, attempts, run.started_at, run_end, redactor),
@@ -525,12 +527,35 @@ def _series(
     )
 
 
-def _rate_changes(changed: Iterable[Mapping[str, object]]) -> dict[str, int]:
-    """Adaptive rate changes per pool, from the run's ``PoolChanged`` events' fields."""
+def _configured(graph: Graph | None) -> dict[str, tuple[float, int | None]]:
+    """Each pool's configured (rate, concurrency), as ``PoolChanged`` states them
+    (rate 0: no rate; concurrency None: uncapped)."""
+    if graph is None:
+        return {}
+    return {p.name: (float(p.rate or 0.0), p.concurrency) for p in graph.plan.pools.values()}
+
+
+def _rate_changes(
+    configured: Mapping[str, tuple[float, int | None]], changed: Iterable[Mapping[str, object]]
+) -> dict[str, int]:
+    """Changes of each pool's effective rate or concurrency, from the run's
+    ``PoolChanged`` events' fields (journal order), starting from ``configured``.
+    A Retry-After pause and its resume change neither limit, and an event that
+    states the limits already in force changes nothing: none of them counts."""
+    last = dict(configured)
     out: dict[str, int] = {}
     for data in changed:
-        pool = data.get("pool")
-        if isinstance(pool, str):
+        pool, rate, conc = data.get("pool"), data.get("rate"), data.get("concurrency")
+        paused = data.get("paused")
+        if not isinstance(pool, str) or not isinstance(rate, (int, float)):
+            continue
+        if isinstance(paused, (int, float)) and paused > 0:
+            continue
+        if str(data.get("reason", "")).startswith(RESUMED):
+            continue
+        now = (float(rate), conc if isinstance(conc, int) else None)
+        if last.get(pool) != now:
+            last[pool] = now
             out[pool] = out.get(pool, 0) + 1
     return out
 

@@ -224,7 +224,13 @@ def _spans(r: RunReport) -> str:
             "critical path#", "lower bound#", "efficiency#"]  # fmt: skip
     rows = [_span_row(p) for p in r.phases]
     rows.append(_span_row(r.overall))
-    note = "" if r.phases else '<p class="empty">No phases: the plan could not be loaded.</p>'
+    note = ""
+    if not r.phases:
+        # Estimates of the modes that did not run come from the plan's graph: there
+        # are some exactly when the plan loaded.
+        loaded = any(not e.measured for e in r.estimates)
+        why = "No phases in this plan." if loaded else "No phases: the plan could not be loaded."
+        note = f'<p class="empty">{why}</p>'
     return (
         "<h2>Phases and overall</h2>"
         f"{_table(head, rows, {len(rows) - 1: 'total'})}{note}"

@@ -160,7 +160,7 @@ class PoolStats:
     retries: int
     throttled: int
     peak_in_flight: int
-    rate_changes: int  # adaptive rate changes (PoolChanged events)
+    rate_changes: int  # changes of its effective rate or concurrency (not pauses)
     queued: float = 0.0  # of the instances using the pool, whatever held them
     queued_reasons: Mapping[str, float] = field(default_factory=dict)
 
