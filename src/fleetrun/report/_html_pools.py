@@ -7,6 +7,9 @@ above it. In each chart:
 
 - the effective rate (starts per second, left axis) and concurrency (right
   axis) as step lines, the configured values (the ceilings) as dashed lines;
+  the rate axis runs to the effective rates the pool held (``_held``), so an
+  adaptive search near 40/s under a 300/s ceiling fills the chart: a ceiling
+  above the axis is said in text beside the key instead of drawn;
 - one circle per change of limits (``PoolPoint.kind == "change"``), its
   ``<title>`` the time, what changed and the engine's reason;
 - each Retry-After pause as a shaded band, its ``<title>`` when and how long;
@@ -93,6 +96,21 @@ def _lowered(before: PoolPoint, p: PoolPoint) -> bool:
     return was is not None and now is not None and now < was
 
 
+HELD_SHARE = 0.02
+"""A rate the pool held for less than this share of the chart's time (the configured
+rate for the instant before the first change) does not set the rate axis."""
+
+
+def _held(points: Sequence[PoolPoint], end: float, shortest: float) -> list[float]:
+    """The effective rates in force for at least ``shortest`` seconds, and the last one."""
+    out: list[float] = []
+    for k, p in enumerate(points):
+        until = points[k + 1].t if k + 1 < len(points) else end
+        if p.rate is not None and (until - p.t >= shortest or k == len(points) - 1):
+            out.append(p.rate)
+    return out or [p.rate for p in points if p.rate is not None]
+
+
 def _step_path(
     points: Sequence[PoolPoint],
     value: Callable[[PoolPoint], float | None],
@@ -133,12 +151,14 @@ def render_pool_chart(report: RunReport, s: PoolSeries) -> str:
 
     rates = [p.rate for p in s.points if p.rate is not None]
     concs = [p.concurrency for p in s.points if p.concurrency is not None]
-    r_top, r_step = _nice_top(max([*rates, s.rate or 0.0], default=0.0) * 1.05)
+    held = _held(s.points, s.end, HELD_SHARE * span)
+    r_top, r_step = _nice_top(max(held, default=0.0) * 1.05)
     c_top, c_step = _nice_top(float(max([*concs, s.concurrency or 0], default=0)) * 1.05,
                               whole=True)  # fmt: skip
 
     def y_rate(v: float) -> float:
-        return bottom - v / r_top * PLOT_H
+        # A rate above the axis (held only for an instant) runs along the plot's top.
+        return max(top, bottom - v / r_top * PLOT_H)
 
     def y_conc(v: float) -> float:
         return bottom - v / c_top * PLOT_H
@@ -188,7 +208,12 @@ def render_pool_chart(report: RunReport, s: PoolSeries) -> str:
             out.append(
                 f'<text class="axr" x="{_f(right + 5)}" y="{_f(y_conc(v) + 3.5)}">{v:.0f}</text>'
             )
-    if s.rate and rates:
+    if s.rate and rates and s.rate > r_top:
+        out.append(
+            f'<text class="key k-rate ceil-note" x="8" y="{_f(top + 55)}">'
+            f"configured {_e(_num(s.rate))}/s (above)</text>"
+        )
+    elif s.rate and rates:
         y = y_rate(s.rate)
         out.append(
             f'<line class="ceil c-rate" x1="{_f(left)}" y1="{_f(y)}" x2="{_f(right)}" '
