@@ -48,7 +48,8 @@ def test_the_console_and_the_record_agree_on_a_full_disk(tmp_path: Path) -> None
         if m:
             told[m[2]] = m[1]
         elif line.startswith("not on record: "):
-            missing += [w.split()[0] for w in line.split(": ", 1)[1].split(" (")[0].split(", ")]
+            body = line.split(": ", 1)[1].rsplit(" (the journal could not be written", 1)[0]
+            missing += re.findall(r"(?:^|, )(\S+) [a-z_]+", body)
         elif re.match(r"^\d\d:\d\d:\d\d run \S+ (succeeded|failed|interrupted)$", line):
             assert line.endswith(" interrupted"), res.stdout
     # Every state the console gave is the record's; what it could not give is
@@ -63,10 +64,13 @@ def test_the_console_and_the_record_agree_on_a_full_disk(tmp_path: Path) -> None
 # -- the relay, unit by unit -------------------------------------------------------
 
 
-def _ended(key: str, node: int, outcome: str = "succeeded") -> AttemptEnded:
+def _ended(
+    key: str, node: int, outcome: str = "succeeded", exit_code: int | None = 0, **more: object
+) -> AttemptEnded:
+    fields: dict[str, object] = {"signal": None, "timed_out": False, **more}
     return AttemptEnded(
-        at=1.0, node=node, key=key, attempt=1, started_at=0.5, exit_code=0, signal=None,
-        timed_out=False, outcome=outcome,  # type: ignore[arg-type]
+        at=1.0, node=node, key=key, attempt=1, started_at=0.5, exit_code=exit_code,
+        outcome=outcome, **fields,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -123,11 +127,31 @@ def test_output_and_starts_are_shown_even_off_record() -> None:
     started = AttemptStarted(at=0.5, node=0, key="a", attempt=1, command="x", pid=1, pgid=1,
                              log_path="l")  # fmt: skip
     out = AttemptOutput(at=0.6, node=0, key="a", attempt=1, text="hi")
-    told, said = _relay([([started, out, _ended("a", 0, "failed"), _settled("a", 0)], False)])
+    told, said = _relay([([started, out, _ended("a", 0, "failed", 3), _settled("a", 0)], False)])
     assert told == [started, out]
     assert said == [
-        "not on record: a failed (the journal could not be written; "
+        "not on record: a failed (exit 3) (the journal could not be written; "
         "`fleetrun show` has them as interrupted or not started)"
+    ]
+
+
+def test_a_failure_off_record_says_its_cause_once() -> None:
+    # The line is the only place such a failure is said: it names the cause
+    # in words, also for an ending without an exit code.
+    ends = [
+        _ended("a", 0, "failed", None, signal=9),
+        _ended("b", 1, "failed", None, timed_out=True),
+        _ended("c", 2, "retrying", None, reason="c: 127.0.0.1:1: connection refused"),
+        _ended("d", 3, "failed", None),
+        _ended("e", 4, "cancelled", None),
+    ]
+    told, said = _relay([(ends, False)])
+    assert told == []
+    assert said == [
+        "not on record: a failed (killed by signal 9 (SIGKILL)), b failed (timed out), "
+        "c retrying (c: 127.0.0.1:1: connection refused), "
+        "d failed (ended without an exit code), e cancelled "
+        "(the journal could not be written; `fleetrun show` has them as interrupted or not started)"
     ]
 
 

@@ -16,7 +16,8 @@ An event whose batch could not be committed is not shown as it happened:
 - ``RunEnded`` is shown as ``interrupted``, which is what the record says of a
   run whose journal failed;
 - every other event is held back, and one line per batch (through ``say``)
-  names what is not on record: ``not on record: spew@a succeeded, ...``.
+  names what is not on record, a failure with its cause:
+  ``not on record: spew@a failed (exit 1), small@a skipped ...``.
 
 The end of an attempt and the settling of its instance are emitted together
 but could be committed in two batches: a final ``AttemptEnded`` waits for its
@@ -48,6 +49,7 @@ from fleetrun.engine import (
     RunEnded,
     Subscriber,
     WaveChanged,
+    ending_text,
 )
 
 __all__ = ["NOT_ON_RECORD", "RecordFirst"]
@@ -140,7 +142,7 @@ class RecordFirst:
                     self._tell(ev)
                 elif ev is head:
                     assert isinstance(head, AttemptEnded)
-                    self._missing.append(f"{head.key} {head.outcome}")
+                    self._missing.append(_ended(head))
             else:
                 self._deliver(ev, recorded)
 
@@ -172,10 +174,19 @@ class RecordFirst:
             )
 
 
+def _ended(ev: AttemptEnded) -> str:
+    """An attempt's end in a few words, with its cause when it failed (a failure
+    the journal could not record is said nowhere else)."""
+    if ev.outcome not in ("failed", "retrying"):
+        return f"{ev.key} {ev.outcome}"
+    cause = ending_text(ev.exit_code, ev.signal, ev.timed_out, ev.reason)
+    return f"{ev.key} {ev.outcome} ({cause})"
+
+
 def _what(ev: Event) -> str:
     """A few words for an event that is not on record ('' for one of no interest)."""
     if isinstance(ev, AttemptEnded):
-        return f"{ev.key} {ev.outcome}"
+        return _ended(ev)
     if isinstance(ev, InstanceSettled):
         return f"{ev.key} {ev.state}"
     if isinstance(ev, InstanceReused):
