@@ -30,8 +30,8 @@ from ._helpers import make_attempt, pgrep, run
 
 LOST = AttemptResult(exit_code=None, reason="worker lost", error_kind="lost")
 
-# The function that ``test_a_job_that_kills_its_worker_at_once_is_counted`` runs on
-# the workers goes there by value (the workers do not import the tests).
+# The functions these tests run on the workers and the scheduler go there by value
+# (those processes do not import the tests).
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
@@ -125,6 +125,11 @@ def test_a_job_that_kills_its_worker_at_once_is_counted(
     assert [h.job for h in handles] == ["fleetrun-r1-kill@w-1", "fleetrun-r1-kill@w-2"]
 
 
+def _wanted_by(key: str, client: str, dask_scheduler: Any = None) -> bool:
+    ts = dask_scheduler.tasks.get(key)
+    return ts is not None and any(c.client_key == client for c in ts.who_wants or ())
+
+
 def test_a_finished_job_is_not_run_again_when_its_worker_dies(
     two: LocalCluster, tmp_path: Path
 ) -> None:
@@ -136,7 +141,11 @@ def test_a_finished_job_is_not_run_again_when_its_worker_dies(
 
     ran = tmp_path / "ran"
     handles: list[Handle] = []
-    cmd = f"echo run >> {ran}; sleep 0.5; echo v=1 > $FLEETRUN_OUTPUT"
+    go_on = tmp_path / "go-on"
+    cmd = (
+        f"echo run >> {ran}; while [ ! -e {go_on} ]; do sleep 0.02; done; "
+        "echo v=1 > $FLEETRUN_OUTPUT"
+    )
 
     async def go() -> tuple[AttemptResult, Any, list[str]]:
         ex = ClusterExecutor(two.address)
@@ -151,6 +160,11 @@ def test_a_finished_job_is_not_run_again_when_its_worker_dies(
             # hold a future of a task that another client submitted).
             held = Future(handles[0].job, client=other)
             other._send_to_scheduler({"op": "client-desires-keys", "keys": [held.key]})
+            for _ in range(3000):
+                if await other.run_on_scheduler(_wanted_by, held.key, other.id):
+                    break
+                await asyncio.sleep(0.02)
+            go_on.touch()  # the job finishes only once the other client wants it
             result = await job
             where = (await other.who_has([held]))[held.key]
             pids = await other.run(os.getpid)

@@ -455,7 +455,7 @@ class ClusterExecutor:
         since: dict[Resources, float] = {}  # since when no worker could run these
         while True:
             await asyncio.sleep(_WATCH_EVERY)
-            waiting = [s for s in self._streams.values() if not s.started and s.future]
+            waiting = [(k, s) for k, s in self._streams.items() if not s.started and s.future]
             client = self._client
             if not waiting or client is None or client.status != "running":
                 since.clear()
@@ -470,7 +470,7 @@ class ClusterExecutor:
                 if w.get("status", "running") in _RUNNING
             ]
             now = loop.time()
-            for wanted in {s.resources for s in waiting}:
+            for wanted in {s.resources for _, s in waiting}:
                 if any(all(o.get(k, 0) >= v for k, v in wanted) for o in offered):
                     since.pop(wanted, None)
                     continue
@@ -482,11 +482,14 @@ class ClusterExecutor:
                     f"no worker left on the compute cluster {self.address} that can run "
                     f"this job ({need}) for {self.worker_wait:g}s"
                 )
-                for s in waiting:
+                for job, s in waiting:
                     if s.resources == wanted and s.future is not None and not s.started:
                         s.gave_up = why
                         with contextlib.suppress(Exception):
                             await client.cancel([s.future], reason="no worker", msg=why)
+                        # A worker that came just now never starts it (nor goes on with it).
+                        with contextlib.suppress(Exception):
+                            await client.run(_cluster_job.end_job, job, 0.0, on_error="ignore")
 
     async def _end(self, client: Any, future: Any, key: str, grace: float) -> None:
         """Cancel the job and end its process group on whichever worker runs it."""

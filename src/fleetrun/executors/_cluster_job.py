@@ -54,9 +54,10 @@ Nothing outlives the job, whatever ends it:
   (``_cluster_watchdog``) SIGKILLs every process group still registered
   with it.
 
-Invariant: a group is registered with the watchdog (its ``+PGID`` is in the
-pipe) before the job reads its first byte and unregistered only after the
-group has been killed and its leader reaped.
+Invariants: a live watchdog exists before a job's start is announced, so its
+group is registered (its ``+PGID`` is in the pipe) by one write right after
+the spawn, before the job reads its first byte; it is unregistered only after
+the group has been killed and its leader reaped.
 """
 
 from __future__ import annotations
