@@ -104,10 +104,10 @@ def test_fleetrun_apply_runs_the_prove_jobs_on_an_embedded_cluster(tmp_path: Pat
     example = tmp_path / "prover"
     shutil.copytree(ROOT / "examples" / "prover", example)
     plan = example / "plan.yaml"
-    plan.write_text(plan.read_text().replace('PROVER_SCALE: "1"', 'PROVER_SCALE: "0.1"'))
     # A mark in the run's environment tells its processes from those of tests
     # running beside this one.
     env = {k: v for k, v in os.environ.items() if k != "FLEETRUN_CLUSTER"}
+    env["PROVER_SCALE"] = "0.1"  # the stand-in prover's CPU time, from the environment
     env["FLEETRUN_TEST_RUN"] = uuid.uuid4().hex
     mark = f"FLEETRUN_TEST_RUN={env['FLEETRUN_TEST_RUN']}"
     done = subprocess.run(

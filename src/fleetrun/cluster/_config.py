@@ -216,13 +216,18 @@ def load_config(
                 "takes an address every node can reach (the port goes in COORDINATOR_PORT)"
             ) from None
     user = pick("IMAGE_AUTH_USER", image.get("user"))
-    if bool(user) != bool(env.get("IMAGE_AUTH_PASSWORD")):
-        given, missing = (
-            ("IMAGE_AUTH_USER", "IMAGE_AUTH_PASSWORD") if user else
-            ("IMAGE_AUTH_PASSWORD", "IMAGE_AUTH_USER")
-        )  # fmt: skip
+    if user and not env.get("IMAGE_AUTH_PASSWORD"):
+        # Name where the user came from: most often cluster.yaml, not the environment.
+        given = "IMAGE_AUTH_USER" if env.get("IMAGE_AUTH_USER") else f"image.user in {path}"
         raise ClusterConfigError(
-            f"{given} is set but {missing} is not: the registry secret needs both (or neither)"
+            f"{given} names a registry user but IMAGE_AUTH_PASSWORD is not set: "
+            "export IMAGE_AUTH_PASSWORD=... in this shell (the registry secret needs both), "
+            "or remove the user for a registry without login"
+        )
+    if not user and env.get("IMAGE_AUTH_PASSWORD"):
+        raise ClusterConfigError(
+            "IMAGE_AUTH_PASSWORD is set but no registry user is: set IMAGE_AUTH_USER or "
+            "image.user (the registry secret needs both, or neither)"
         )
     effect = tol.get("effect")
     if effect not in _EFFECTS:
