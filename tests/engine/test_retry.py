@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from fleetrun.engine import AttemptEnded, AttemptStarted, InstanceSettled
-from fleetrun.engine._retry import backoff_delay, log_contains, log_tail
+from fleetrun.engine._retry import backoff_delay, log_contains, log_tail, retry_reason
 from fleetrun.engine.testing import CoreSim, FakeClock, graph, task
 from fleetrun.executors import AttemptResult
 from fleetrun.plan import Pool, RetryPolicy
@@ -127,3 +127,14 @@ def test_an_instance_with_1100_attempts_fails_after_every_one_of_them():
     assert all(0.0 <= (e.retry_delay or 0.0) <= 2.0 for e in ends)
     settled = [e for e in sim.events if isinstance(e, InstanceSettled)]
     assert [(e.state, e.attempts, e.reason) for e in settled] == [("failed", 1100, "exit 3")]
+
+
+def test_a_retried_failure_without_code_or_signal_gives_its_cause_in_words() -> None:
+    # A cluster job that failed, or any ending an executor reports with no
+    # exit code and no signal, is retried under its own words (never "signal None").
+    policy = RetryPolicy(attempts=3)
+    failed = AttemptResult(exit_code=None, reason="job failed on the cluster: boom")
+    assert retry_reason(policy, failed, "") == "job failed on the cluster: boom"
+    assert retry_reason(policy, AttemptResult(exit_code=None), "") == "ended without an exit code"
+    assert retry_reason(policy, AttemptResult(exit_code=None, signal=15), "") == "signal 15"
+    assert retry_reason(policy, AttemptResult(exit_code=2), "") == "exit 2"

@@ -13,6 +13,7 @@ import random
 import re
 from collections.abc import Sequence
 
+from fleetrun.engine._ending import ending_text
 from fleetrun.executors import AttemptResult
 from fleetrun.plan import RetryPolicy
 
@@ -151,9 +152,11 @@ def retry_reason(policy: RetryPolicy, result: AttemptResult, log_path: str) -> s
         if found is not None:
             return f"output matched {found!r}"
     if policy.any_failure:
-        if result.exit_code is None:
+        if result.exit_code is not None:
+            return f"exit {result.exit_code}"
+        if result.signal is not None:
             return f"signal {result.signal}"
-        return f"exit {result.exit_code}"
+        return ending_text(None, reason=result.reason)  # no code: its cause in words
     return None
 
 

@@ -152,6 +152,10 @@ def _exit_text(a: AttemptRecord) -> str:
         return f"sig{a.signal}"
     if a.exit_code is not None:
         return str(a.exit_code)
+    if a.outcome == "retrying":
+        # How it ended (with no code: a connection refused, a job lost), not
+        # what came after it.
+        return "failed"
     return a.outcome or "running"
 
 
