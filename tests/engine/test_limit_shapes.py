@@ -191,23 +191,36 @@ def test_a_concurrency_limit_settles_the_pools_concurrency_at_it(tmp_path):
 
 @pytest.mark.slow
 def test_random_throttles_keep_the_pool_near_its_configured_rate(tmp_path):
-    # 20% of requests answered 429 at random, whatever the rate: nothing to adapt to.
+    """20% of requests answered 429 at random, whatever the rate: nothing to adapt
+    to. A first throttle may cost one decrease before the pool can tell noise
+    from a limit; over the run the pool keeps (time-weighted) at least 90% of
+    its configured rate and ends there."""
     configured = 20.0
+    n = 120
     with spawn("random", share=0.2, seed=7) as server:
-        ran = apply(tmp_path, server, 60, {"rate": f"{configured:g}/s", "adaptive": True})
-    assert ran.stats.ok == 60
-    assert ran.stats.throttled >= 10  # the throttles were there to mislead the pool
+        ran = apply(tmp_path, server, n, {"rate": f"{configured:g}/s", "adaptive": True})
+    assert ran.stats.ok == n
+    assert ran.stats.throttled >= 15  # the throttles were there to mislead the pool
     assert all(not c["reason"].startswith("paused") for c in ran.changes)  # no Retry-After
-    rates = [c["rate"] for c in ran.limits()]
-    lowest = min(rates, default=configured)
-    final = rates[-1] if rates else configured
-    detail = (
-        f"rate min {lowest:.3g}/s, final {final:.3g}/s of {configured:g}/s after "
-        f"{ran.stats.throttled} random 429s; changes: "
-        + ", ".join(f"{c['rate']:.3g} ({c['reason']})" for c in ran.limits()[:8])
+    limits = ran.limits()
+    starts = sorted(a.started_at for a in ran.attempts)
+    begin, end = starts[0], max(a.ended_at or starts[-1] for a in ran.attempts)
+    # The rate in effect, weighted by how long it was in effect.
+    steps = [(begin, configured)] + [(max(begin, c["at"]), c["rate"]) for c in limits]
+    total = sum(
+        rate * ((steps[i + 1][0] if i + 1 < len(steps) else end) - at)
+        for i, (at, rate) in enumerate(steps)
     )
-    assert lowest >= 0.9 * configured - 1e-6, detail
+    mean = total / (end - begin)
+    final = limits[-1]["rate"] if limits else configured
+    detail = (
+        f"mean rate {mean:.3g}/s, final {final:.3g}/s of {configured:g}/s after "
+        f"{ran.stats.throttled} random 429s; changes: "
+        + ", ".join(f"{c['rate']:.3g} ({c['reason']})" for c in limits[:8])
+    )
+    assert mean >= 0.9 * configured - 1e-6, detail
     assert final >= 0.9 * configured - 1e-6, detail
+    assert min((c["rate"] for c in limits), default=configured) >= 0.5 * configured, detail
 
 
 @pytest.mark.slow

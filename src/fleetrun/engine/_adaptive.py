@@ -109,6 +109,7 @@ class AdaptiveLimit:
         "_bad_conc",
         "_bad_rate",
         "_cap_held",
+        "_chain_top",
         "_conc_floor",
         "_conc_steps",
         "_cut_to",
@@ -126,6 +127,7 @@ class AdaptiveLimit:
         "_last_probe",
         "_last_throttle",
         "_noise",
+        "_noise_seen",
         "_paused_until",
         "_rate_floor",
         "_rate_steps",
@@ -177,6 +179,7 @@ class AdaptiveLimit:
         # After a decrease: (rate, concurrency, share before, ends seen, throttles seen).
         self._verify: tuple[float | None, int | None, float, int, int] | None = None
         self._noise = 0.0
+        self._noise_seen = (0, 0)  # (throttled, ended) since the noise was found
         # The last ``verify`` endings (True: throttled), the share before a
         # decrease. It starts full of successes: a first throttle is not yet a trend.
         self._window: deque[bool] = deque([False] * s.verify, maxlen=s.verify)
@@ -186,6 +189,8 @@ class AdaptiveLimit:
         self._good: float | None = None  # the highest rate known to run unthrottled
         self._bad_rate = math.inf  # the rate of the last rate throttle
         self._cut_to: float | None = None  # the rate that throttle cut to
+        # The limits before the first of the decreases since the pool last grew.
+        self._chain_top: tuple[float | None, int | None] | None = None
         self._bad_conc = math.inf  # the concurrency of the last concurrency throttle
         self._rate_steps = 0  # convex probes past ``_bad_rate`` so far
         self._conc_steps = 0
@@ -235,6 +240,13 @@ class AdaptiveLimit:
     def succeeded(self, started_at: float, now: float, in_flight: int) -> Change | None:
         """An attempt that started at ``started_at`` succeeded at ``now``."""
         self._ends += 1
+        if self._noise > 0.0:
+            # The noise level: the long-run throttled share since it was found
+            # (a first estimate from ``verify`` attempts is rough).
+            t, n = self._noise_seen[0], self._noise_seen[1] + 1
+            self._noise_seen = (t, n)
+            if n >= 4 * self.settings.verify:
+                self._noise = t / n
         self._window.append(False)
         if self._episode > 0 and started_at < self._last_decrease:
             self._episode -= 1
@@ -265,9 +277,17 @@ class AdaptiveLimit:
         self._ends += 1
         self._throttles += 1
         self._window.append(True)
+        if self._noise > 0.0:
+            self._noise_seen = (self._noise_seen[0] + 1, self._noise_seen[1] + 1)
+            self._noise = max(self._noise, self._noise_seen[0] / self._noise_seen[1])
         if self._noise > 0.0 and self._verify is None:
             share = self._throttles / self._ends
-            if self._ends < self.settings.verify or share <= self._noise + _NOISE_MARGIN:
+            # Above the noise by more than chance explains (three standard
+            # deviations of a share of ``_ends`` attempts, at least the margin).
+            spread = 3 * math.sqrt(self._noise * (1 - self._noise) / max(1, self._ends))
+            if self._ends < 2 * self.settings.verify or share <= self._noise + max(
+                _NOISE_MARGIN, spread
+            ):
                 return None  # within the rate-independent noise seen before
         self._last_throttle = now
         if started_at < self._last_decrease:
@@ -342,6 +362,7 @@ class AdaptiveLimit:
         self._last_probe = now
         self._starts = 0
         if grew:
+            self._chain_top = None  # grew unthrottled: a later decrease starts a new run
             self._last_change = now
             self._cap_held = False
         if not grew:
@@ -428,6 +449,8 @@ class AdaptiveLimit:
     ) -> Change | None:
         s = self.settings
         before_rate, before_conc = self.rate, self.concurrency
+        if self._chain_top is None:
+            self._chain_top = (before_rate, before_conc)
         share = sum(self._window) / len(self._window)
         sending = self._sending(now)
         by_conc = before_conc is not None and (
@@ -521,9 +544,19 @@ class AdaptiveLimit:
         predicted = max(0.0, 1.0 - (1.0 - before) * ratio)
         if after < _MIN_NOISE or abs(after - predicted) <= abs(after - before):
             return None  # the decrease helped: the throttles depended on the rate
-        if after > before + max(_NOISE_MARGIN, before / 2):
-            return None  # more throttled than before: still over a limit, not noise
+        if conc != self.concurrency and after > before + max(_NOISE_MARGIN, before / 2):
+            # A concurrency cut, and more throttled than before: still over the
+            # provider's limit (one slow to count requests out), not noise.
+            return None
+        if self._noise == 0.0:
+            self._noise_seen = (throttles, ends)
         self._noise = max(self._noise, after)
+        # Back to where the run of decreases began: each of them may have
+        # "helped" by chance, throttles that are noise come and go.
+        if self._chain_top is not None:
+            rate, conc = self._chain_top
+        self._chain_top = None
+        self._ends = self._throttles = 0
         self.rate = rate
         self.concurrency = conc
         self._bad_rate = self._bad_conc = math.inf  # that throttle said nothing of a limit
