@@ -237,8 +237,8 @@ def test_silent_jump_host_is_named(sshd: LoopbackSshd, tmp_path: Path) -> None:
     assert r.error_kind == "connect"
     assert r.exit_code is None
     assert r.reason is not None
-    assert f"via jump host 127.0.0.1:{port}" in r.reason
-    assert "no SSH connection within 1s" in r.reason
+    assert f"via jump host 127.0.0.1:{port}: no SSH connection within 1s" in r.reason
+    assert r.reason.count(f"127.0.0.1:{port}") == 1, r.reason  # the hop is named once
 
 
 def test_silent_proxyjump_from_the_config_is_named(sshd: LoopbackSshd, tmp_path: Path) -> None:

@@ -413,7 +413,13 @@ class ConnectionPool:
         try:
             return await self.connection(self.entry(hop))
         except SSHFailure as e:
-            raise SSHFailure(f"{spec.destination}: via jump host {hops[-1]}: {e.reason}") from None
+            # The hop's own failure starts with its address; name it once.
+            reason = e.reason
+            for name in (f"{hop.destination}: ", f"{hops[-1]}: "):
+                if reason.startswith(name):
+                    reason = reason[len(name) :]
+                    break
+            raise SSHFailure(f"{spec.destination}: via jump host {hops[-1]}: {reason}") from None
 
     async def _client_keys(self, path: str) -> Sequence[asyncssh.SSHKey]:
         keys = self._keys.get(path)
