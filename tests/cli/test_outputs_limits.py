@@ -120,3 +120,38 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+RETRIED = """\
+name: retried
+tasks:
+  pub:
+    retry: {attempts: 3, backoff: 0s}
+    run: |
+      if [ "$FLEETRUN_ATTEMPT" = 1 ]; then printf 'v=\\377\\n' >> "$FLEETRUN_OUTPUT"
+      else echo "v=ok$FLEETRUN_ATTEMPT" >> "$FLEETRUN_OUTPUT"; fi
+  listed:
+    retry: {attempts: 3, backoff: 0s, on: {exit: [75]}}
+    run: printf 'v=\\377\\n' >> "$FLEETRUN_OUTPUT"
+  use:
+    needs: [pub]
+    run: echo "got $FLEETRUN_OUTPUT_PUB_V"
+"""
+
+
+def test_a_refused_output_is_retried_like_any_failure_when_on_is_not_given(
+    tmp_path: Path,
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(RETRIED)
+    res = fleetrun("apply", str(plan), "--plain")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    data = show_json(tmp_path / ".fleetrun")
+    got = {i["key"]: (i["status"], i["attempts"]) for i in data["instances"]}
+    # No `on:`: every failure is retried, a refused output too; with `on:`, only
+    # what it lists (a refused output has no exit code to match).
+    assert got == {"pub": ("succeeded", 2), "listed": ("failed", 1), "use": ("succeeded", 1)}
+    log = fleetrun("logs", "use", "--plan", str(plan))
+    assert log.stdout.strip() == "got ok2"
+    assert "output 'v' is not UTF-8 text" in res.stdout

@@ -258,6 +258,12 @@ class _Driver:
             core.cancelled(j, n)
             self.wake.set()
             raise
+        except OutputRefused as e:
+            # The command ran and ended; what it published cannot be passed on.
+            # A failure of the attempt like any other: retried by the task's rule
+            # (every failure when ``on`` is not given), with the rule's words.
+            reason = core.options.redactor.redact(str(e))
+            result = AttemptResult(exit_code=None, reason=reason)
         except Exception as e:  # an executor bug or I/O error fails this node only
             problem = core.options.redactor.redact(_problem(e))
             if isinstance(spec, Attempt):
