@@ -329,7 +329,22 @@ async def _find_orphans(
         mine = [a for a in attempts if a.handle.kind == kind]
         # Only the local finder can look for untracked processes of dead runs.
         found += await finder.find(mine, dead if kind == "local" else [])
-    return found
+    return _one_per_attempt(found, attempts)
+
+
+def _one_per_attempt(found: Sequence[Orphan], attempts: Sequence[RecordedAttempt]) -> list[Orphan]:
+    """Each attempt's orphan once. An SSH target that is this machine is seen by
+    two finders (the local one finds the processes by their run id too): the
+    one of the attempt's own kind is kept, in the order first found."""
+    kind_of = {(a.run_id, a.key, a.attempt): a.handle.kind for a in attempts}
+    chosen: dict[tuple[str, str, int], Orphan] = {}
+    for o in found:
+        at = (o.run_id, o.key, o.attempt)
+        have = chosen.get(at)
+        own = kind_of.get(at)
+        if have is None or (have.handle.kind != own and o.handle.kind == own):
+            chosen[at] = o
+    return list(chosen.values())
 
 
 async def _end_orphans(
