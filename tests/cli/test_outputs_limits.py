@@ -155,3 +155,12 @@ def test_a_refused_output_is_retried_like_any_failure_when_on_is_not_given(
     log = fleetrun("logs", "use", "--plan", str(plan))
     assert log.stdout.strip() == "got ok2"
     assert "output 'v' is not UTF-8 text" in res.stdout
+
+
+def test_two_keys_that_meet_on_one_variable_name_are_refused_naming_both() -> None:
+    with pytest.raises(OutputRefused, match=r"^pub@eu: outputs 'k-1' and 'k_1' would both arrive"):
+        parse_output_bytes(b"k-1=a\nk_1=b\n", "pub@eu")
+    # One key given twice is not a clash: the later value wins, as always.
+    assert parse_output_bytes(b"k=a\nk=b\nK2=c\n") == {"k": "b", "K2": "c"}
+    with pytest.raises(OutputRefused, match=r"'k' and 'K' .* FLEETRUN_OUTPUT_<TASK>_K,"):
+        parse_output_bytes(b"k=a\nK=b\n")

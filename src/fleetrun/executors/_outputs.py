@@ -10,7 +10,9 @@ A task publishes ``key=value`` lines (in ``$FLEETRUN_OUTPUT``). Blank lines and
 - a value is longer than ``MAX_VALUE_BYTES`` (64 KiB, UTF-8): a dependent
   receives each value as an environment variable and in its command, and the
   kernel takes at most 128 KiB for one of those;
-- the outputs file is longer than ``MAX_OUTPUTS_BYTES`` (1 MiB) in all.
+- the outputs file is longer than ``MAX_OUTPUTS_BYTES`` (1 MiB) in all;
+- two keys would reach a dependent as one environment variable (``k-1`` and
+  ``k_1``: ``FLEETRUN_OUTPUT_<TASK>_K_1``), so one value would be lost.
 
 Nothing is ever passed on as replacement characters or cut short, and no
 later key is dropped. An executor that reads the file itself reads at most
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import os
 
+from fleetrun.names import OUTPUT_ENV, env_name
 from fleetrun.redact import Redactor
 
 __all__ = [
@@ -101,7 +104,23 @@ def parse_output_bytes(data: bytes, who: str = "the task") -> dict[str, str]:
                     "publish a path or a digest of large data instead"
                 )
         out.update(found)
+    _check_names(out, who)
     return out
+
+
+def _check_names(outputs: dict[str, str], who: str) -> None:
+    """Refuse two keys that a dependent would receive as one environment variable
+    (``k-1`` and ``k_1`` both arrive as ``FLEETRUN_OUTPUT_<TASK>_K_1``)."""
+    seen: dict[str, str] = {}
+    for key in outputs:
+        name = env_name(key)
+        other = seen.setdefault(name, key)
+        if other != key:
+            raise OutputRefused(
+                f"{who}: outputs {other!r} and {key!r} would both arrive as "
+                f"{OUTPUT_ENV}_<TASK>_{name}, and one value would be lost; "
+                "give them names that differ in more than punctuation or case"
+            )
 
 
 def parse_outputs(text: str) -> dict[str, str]:
