@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleetrun import executors, report
+from fleetrun.errors import UsageError
 from fleetrun.names import env_name
 from fleetrun.report import STATE_ORDER, format_duration, outputs_env
 from fleetrun.state import InstanceRecord
@@ -58,3 +59,21 @@ def test_outputs_env_uses_the_rule() -> None:
         attempts=1, started_at=0.0, ended_at=1.0,
     )  # fmt: skip
     assert outputs_env([i]) == "DEPLOY_R_GION_1_URL='a b'\n"
+
+
+def test_outputs_env_refuses_two_values_that_meet_on_one_name() -> None:
+    def rec(target: str) -> InstanceRecord:
+        return InstanceRecord(
+            run_id="r", key=f"pub@{target}", node=0, task="pub", target=target,
+            status="succeeded", command_hash=None, exit_code=0, outputs={"who": target},
+            reason="", attempts=1, started_at=0.0, ended_at=1.0,
+        )  # fmt: skip
+
+    with pytest.raises(UsageError) as e:
+        outputs_env([rec("prod/eu"), rec("prod_eu")])
+    assert e.value.exit_code == 2
+    assert str(e.value) == (
+        "pub@prod/eu output 'who' and pub@prod_eu output 'who' would both be written as "
+        "PUB_PROD_EU_WHO, and one would hide the other; use --format json, which keeps "
+        "them apart"
+    )

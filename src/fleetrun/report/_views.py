@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import PurePath
 from typing import Any
 
+from fleetrun.errors import UsageError
 from fleetrun.names import env_name
 from fleetrun.report._text import format_counts, format_span, format_time, text_table
 from fleetrun.state import AttemptRecord, InstanceRecord, RunRecord
@@ -168,11 +169,20 @@ def outputs_env(instances: Sequence[InstanceRecord]) -> str:
     """``TASK_KEY=value`` lines (``TASK_TARGET_KEY`` for a fanned task), shell-quoted.
 
     Names follow ``fleetrun.names.env_name``, the rule of the variables tasks
-    receive."""
+    receive. Raises ``UsageError`` when two values would meet on one name (targets
+    ``prod/eu`` and ``prod_eu``), naming both: one line would hide the other."""
     lines = []
+    seen: dict[str, str] = {}
     for i in instances:
         for k, v in i.outputs.items():
-            lines.append(f"{env_name(i.task, i.target or '', k)}={shlex.quote(v)}")
+            name = env_name(i.task, i.target or "", k)
+            other = seen.setdefault(name, f"{i.key} output {k!r}")
+            if other != f"{i.key} output {k!r}":
+                raise UsageError(
+                    f"{other} and {i.key} output {k!r} would both be written as {name}, "
+                    "and one would hide the other; use --format json, which keeps them apart"
+                )
+            lines.append(f"{name}={shlex.quote(v)}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
