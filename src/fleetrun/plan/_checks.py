@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleetrun.errors import Location
+from fleetrun.names import OUTPUT_ENV, env_name
 from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._model import Need, Scalar, Target, Task
 from fleetrun.plan._template import _EXPR as TEMPLATE_EXPR
@@ -47,6 +48,7 @@ def check_tasks(
         info = infos[name]
         good_edges[name] = []
         seen: set[str] = set()
+        env_of: dict[str, str] = {}
         for i, need in enumerate(task.needs):
             node = info.need_nodes[i]
             key = join(join("tasks", name), "needs") + f"[{i}]"
@@ -62,6 +64,18 @@ def check_tasks(
                 ctx.error(node, key, f"{need.task!r} is needed twice", "list each task once")
                 continue
             seen.add(need.task)
+            # Their outputs arrive as FLEETRUN_OUTPUT_<TASK>_<KEY>: two names that
+            # meet there (a-b, a_b) would lose one task's values.
+            env = env_name(need.task)
+            other = env_of.setdefault(env, need.task)
+            if other != need.task:
+                ctx.error(
+                    node,
+                    key,
+                    f"{other!r} and {need.task!r} would both give this task their outputs "
+                    f"as {OUTPUT_ENV}_{env}_<KEY>, and one value would be lost",
+                    "rename one of the two tasks",
+                )
             good_edges[name].append((need.task, i))
             _check_need(ctx, task, info, tasks[need.task], infos[need.task], need, node, key)
             _check_phase(ctx, task, tasks[need.task], node, key, phases)
