@@ -42,7 +42,7 @@ FIELDS = {
     "AttemptEnded": [
         "node", "key", "attempt", "started_at", "exit_code", "signal", "timed_out", "outcome",
         "retry_reason", "retry_delay", "tail", "throttled", "error_kind", "left_running",
-        "reason",
+        "reason", "remote",
     ],
     "InstanceSettled": ["node", "key", "state", "reason", "attempts", "outputs"],
     "PoolChanged": ["pool", "rate", "reason", "concurrency", "paused"],

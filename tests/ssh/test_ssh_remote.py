@@ -45,12 +45,12 @@ def test_start_up_noise_pid_output_and_trailer(tmp_path: Path) -> None:
             (b" end\n", None),
             # The trailer, split anywhere, on stderr: the last line is not held back.
             (b"\nabc1", err),
-            (b"23 0\nkey=value\n", err),
+            (b"23 0 2\nkey=value\n", err),
         ],
     )
     assert s.pid.result() == 4242
     assert log == "motd on stderr\nWelcome to host\nline one, pass=***\npartial end\n"
-    assert s.trailer_status == 0
+    assert (s.trailer_status, s.trailer_left) == (0, 2)
     assert s.outputs == b"key=value\n"
 
 
@@ -88,7 +88,7 @@ def test_bootstrap_and_script_command_hold_no_attempt_data() -> None:
     assert "__fr_cmd='echo hi'" in script
     # One stream for the command, in the order written; the trailer on stderr.
     assert '( eval "$__fr_cmd" ) </dev/null 2>&1\n' in script
-    assert 'printf "\\n%s %s\\n" n1 "$__fr_rc" >&2\n' in script
+    assert 'printf "\\n%s %s %s\\n" n1 "$__fr_rc" "$__fr_left" >&2\n' in script
     cmd = script_command("#!/usr/bin/env python3\nprint(1)", "'a b'", "n1")
     assert (
         cmd == "python3 /dev/fd/3 'a b' 3<<'FLEETRUN_SCRIPT_n1'\n"

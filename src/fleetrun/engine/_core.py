@@ -480,7 +480,7 @@ class Core:
         if pools:
             self.limits.succeeded(pools, self.t0[j], self.now())
         notes = [accepted_text(exit_code)] if exit_code else []
-        notes += [left_running_text(left_running)] if left_running else []
+        notes += [left_running_text(left_running, self._remote(j))] if left_running else []
         note = "; ".join(notes)
         self.settle(j, "succeeded", note, outputs=outputs)
 
@@ -532,6 +532,10 @@ class Core:
         self.waiting += 1
         return delay
 
+    def _remote(self, j: int) -> bool:
+        """Whether node ``j``'s attempts run on another host (``runs_on: ssh``)."""
+        return self.graph.plan.tasks[self.graph.nodes[j].task].runs_on == "ssh"
+
     def _ended(
         self,
         j: int,
@@ -560,6 +564,7 @@ class Core:
             error_kind=result.error_kind,
             left_running=result.left_running,
             reason=result.reason,
+            remote=self._remote(j),
         )
 
     def broken(self, j: int, n: int, problem: str) -> None:

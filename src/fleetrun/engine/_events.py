@@ -125,7 +125,8 @@ class AttemptEnded(Event):
     lost), else None; ``engine.ending_text`` writes every ending from these
     fields. ``left_running``:
     processes the command left running that were ended after it
-    (``left_running_text`` says so).
+    (``left_running_text`` says so); ``remote``: the attempt ran on another
+    host (``runs_on: ssh``), where ``keep_running`` does not apply.
     """
 
     node: int
@@ -143,13 +144,20 @@ class AttemptEnded(Event):
     error_kind: str | None = None
     left_running: int = 0
     reason: str | None = None
+    remote: bool = False
 
 
-def left_running_text(count: int) -> str:
+def left_running_text(count: int, remote: bool = False) -> str:
     """Words for ``count`` processes an attempt left running that were ended, with
-    the key that keeps them: the console's line of the attempt and the record's
-    reason of its instance both say it."""
-    return f"ended {count} process(es) it left running (`keep_running: true` keeps them)"
+    what keeps them: the console's line of the attempt and the record's reason
+    of its instance both say it. ``remote``: an SSH attempt, whose leftovers
+    are ended with its remote process group (``keep_running`` is local-only):
+    a process that should stay leaves the group."""
+    if remote:
+        keep = "a process that should stay must leave its group: `setsid`"
+    else:
+        keep = "`keep_running: true` keeps them"
+    return f"ended {count} process(es) it left running ({keep})"
 
 
 @message

@@ -369,6 +369,8 @@ class SSHExecutor:
         if trailer is None and session.exit_signal is not None:
             return AttemptResult(exit_code=None, signal=session.exit_signal, timed_out=timed_out)
         code = trailer if trailer is not None else session.exit_status
+        # What the command left in its group, which the script ended after it.
+        left = session.trailer_left
         assert code is not None  # the trailer's, else the channel's (checked above)
         if code == 0 and not timed_out:
             data = session.outputs
@@ -376,13 +378,13 @@ class SSHExecutor:
                 _write_outputs(attempt, data)
             # The rule every executor applies (raises OutputRefused, as locally).
             outputs = parse_output_bytes(data, attempt.key) if data is not None else {}
-            return AttemptResult(exit_code=0, outputs=outputs)
+            return AttemptResult(exit_code=0, outputs=outputs, left_running=left)
         reason = None
         if code == 127:
             reason = f"{attempt.target}: command not found on {dest} (exit 127)"
         elif code == 126:
             reason = f"{attempt.target}: command not executable on {dest} (exit 126)"
-        return AttemptResult(exit_code=code, timed_out=timed_out, reason=reason)
+        return AttemptResult(exit_code=code, timed_out=timed_out, reason=reason, left_running=left)
 
     async def _end(
         self,

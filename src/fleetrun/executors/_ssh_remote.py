@@ -21,7 +21,8 @@ local attempt's do (two SSH streams arrive in no useful order). The
 channel's stdout is then the command's output and nothing else: it goes to
 the log as it arrives, the last line too. ``$FLEETRUN_OUTPUT`` names a
 remote temp file. When the command ends, the script writes a trailer on the
-channel's stderr - a random nonce and the exit status, then (on success) the
+channel's stderr - a random nonce, the exit status and how many processes
+the command left in its group (``ps``), then (on success) the
 outputs file, at most ``MAX_OUTPUTS_BYTES + 1`` bytes of it (enough for the
 outputs rule, ``_outputs``, to refuse a larger one) - removes the file and
 SIGKILLs its own group, so whatever the command left running in it ends with
@@ -90,6 +91,7 @@ def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce:
     lines = [f'echo "{_PGID_TAG}-{nonce} $$"']
     lines += [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
     out = shlex.quote(outputs_file)
+    ps_out = shlex.quote(outputs_file + ".ps")
     head = f"head -c {MAX_OUTPUTS_BYTES + 1} {out}"
     lines += [
         f"{OUTPUT_ENV}={out}; export {OUTPUT_ENV}",
@@ -97,8 +99,22 @@ def build_script(command: str, env: Mapping[str, str], outputs_file: str, nonce:
         # One stream for the command, in the order it writes.
         '( eval "$__fr_cmd" ) </dev/null 2>&1',
         "__fr_rc=$?",
-        # The trailer, on stderr: the exit status, then (on success) the outputs.
-        f'printf "\\n%s %s\\n" {nonce} "$__fr_rc" >&2',
+        # What the command left in the group: every member but this shell and
+        # the `ps` that lists them (`$!`); unknown (0) where `ps` cannot say.
+        "__fr_left=0",
+        f"ps -e -o pid= -o pgid= >{ps_out} 2>/dev/null &",
+        "__fr_ps=$!",
+        'if wait "$__fr_ps"; then',
+        "  while read -r __fr_p __fr_g; do",
+        '    if [ "$__fr_g" = "$$" ] && [ "$__fr_p" != "$$" ] && [ "$__fr_p" != "$__fr_ps" ]; then',
+        "      __fr_left=$((__fr_left + 1))",
+        "    fi",
+        f"  done <{ps_out}",
+        "fi",
+        f"rm -f {ps_out}",
+        # The trailer, on stderr: the exit status and that count, then (on
+        # success) the outputs.
+        f'printf "\\n%s %s %s\\n" {nonce} "$__fr_rc" "$__fr_left" >&2',
         f'if [ "$__fr_rc" -eq 0 ] && [ -s {out} ]; then {head} >&2; fi',
         f"if [ -e {out} ]; then rm -f {out}; fi",
         # Nothing the command left in the group outlives it (as for a local attempt).
@@ -329,11 +345,28 @@ class RemoteSession(asyncssh.SSHClientSession[bytes]):
         """The command's exit status as the trailer reported it (None: no trailer)."""
         if self._outputs is None:
             return None
-        head, nl, _ = bytes(self._outputs[:32]).partition(b"\n")
+        words = self._status_words()
         try:
-            return int(head) if nl else None
+            return int(words[0]) if words else None
         except ValueError:
             return None
+
+    @property
+    def trailer_left(self) -> int:
+        """How many processes the command left in its group, which the script
+        then ended (0: none, or no trailer, or the host could not say)."""
+        words = self._status_words()
+        try:
+            return max(0, int(words[1])) if len(words) > 1 else 0
+        except ValueError:
+            return 0
+
+    def _status_words(self) -> list[bytes]:
+        """The trailer's status line, split (``[]``: no whole line yet)."""
+        if self._outputs is None:
+            return []
+        head, nl, _ = bytes(self._outputs[:_STATUS_LINE]).partition(b"\n")
+        return head.split() if nl else []
 
     @property
     def outputs(self) -> bytes | None:

@@ -29,7 +29,8 @@ starts; a run's first line is ``RunStarted`` and its last ``RunEnded``.
                         ``throttled`` (bool: taken as a throttle signal),
                         ``error_kind`` (connect|lost|internal, or null),
                         ``left_running`` (processes the command left running that
-                        were ended after it; 0 with ``keep_running``)
+                        were ended after it; 0 with ``keep_running``),
+                        ``reason``, ``remote`` (bool: an SSH attempt)
 ``InstanceSettled``     ``node``, ``key``, ``state`` (succeeded|failed|skipped|cancelled|
                         not_started), ``reason``, ``attempts``, ``outputs`` (object)
 ``PoolChanged``         ``pool``, ``rate`` (per second), ``reason``

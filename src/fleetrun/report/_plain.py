@@ -177,7 +177,7 @@ def event_text(ev: Event, *, took: float = 0.0, tail_lines: int = 5) -> list[str
     lines = _event_text(ev, took, tail_lines)
     if lines and isinstance(ev, AttemptEnded) and ev.left_running:
         # What was ended after the command, on the attempt's own line.
-        lines[0] += f"; {left_running_text(ev.left_running)}"
+        lines[0] += f"; {left_running_text(ev.left_running, ev.remote)}"
     return [printable(ln) for ln in lines] if lines else lines
 
 
