@@ -107,3 +107,61 @@ def test_two_promotes_for_a_waiting_wave_open_that_wave_only(tmp_path: Path) -> 
             run.kill()
             run.wait()
     assert _succeeded(state) == ["deploy@a", "deploy@b", "deploy@c"]
+
+
+PLAN4 = """\
+name: waves4
+targets: {a: {}, b: {}, c: {}, d: {}}
+rollout: {waves: [1], pause: true}
+tasks:
+  deploy:
+    for_each: all
+    run: "test {{ target.name }} != b || while [ ! -e {{ env.GO }} ]; do sleep 0.05; done"
+"""
+
+
+def _status(state: Path, key: str) -> str:
+    if not (state / "state.db").exists():
+        return ""
+    shown = show_json(state)
+    return next((i["status"] for i in shown["instances"] if i["key"] == key), "")
+
+
+def test_a_second_early_promote_says_the_next_wave_is_already_approved(tmp_path: Path) -> None:
+    """`--early` while wave 2 runs approves wave 3; another `--early` says wave 3
+    is already approved (exit 0, nothing sent), and wave 3 then opens without
+    being announced as waiting; wave 4 waits for a promote of its own."""
+    plan = tmp_path / "p.yaml"
+    go = tmp_path / "go"
+    plan.write_text(PLAN4.replace("{{ env.GO }}", str(go)))
+    state = tmp_path / ".fleetrun"
+    run = spawn("apply", str(plan), "--plain")
+    try:
+        _until(state, ["deploy@a"])
+        assert fleetrun("promote", "--plan", str(plan)).returncode == 0
+        deadline = time.monotonic() + 60
+        while _status(state, "deploy@b") != "running":  # wave 2 is open and runs
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        early = fleetrun("promote", "--plan", str(plan), "--early")
+        assert early.returncode == 0, early.stderr
+        assert "wave 3/4 opens once wave 2 is done" in early.stdout
+        again = fleetrun("promote", "--plan", str(plan), "--early")
+        assert again.returncode == 0, again.stderr
+        assert "wave 3 is already approved; it opens once wave 2 is done" in again.stdout
+        go.touch()
+        _until(state, ["deploy@a", "deploy@b", "deploy@c"])
+        time.sleep(0.5)
+        assert _succeeded(state) == ["deploy@a", "deploy@b", "deploy@c"]  # wave 4 waits
+        last = fleetrun("promote", "--plan", str(plan))
+        assert last.returncode == 0, last.stderr
+        assert "wave 4/4 opens" in last.stdout
+        out, _ = run.communicate(timeout=60)
+        assert run.returncode == 0, out
+    finally:
+        go.touch()  # wave 2's command ends, whatever happened
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    waiting = [ln.split()[3] for ln in out.splitlines() if ln.split()[1:2] == ["waiting"]]
+    assert waiting == ["2/4", "4/4"], out  # wave 3, approved ahead, opened unannounced

@@ -73,6 +73,18 @@ def cancel_run(run: RunRecord, *, now: bool = False) -> None:
         ) from None
 
 
+def _approved_wave(path: Path, since: float) -> int | None:
+    """The wave the run's promote file names, when the last promote wrote it at
+    ``since`` or later (the open wave's opening: in ``--mode phased`` an older
+    file names a wave of an earlier phase), else None."""
+    try:
+        if path.stat().st_mtime < since:
+            return None
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def promote_run(run: RunRecord, state_dir: Path, *, early: bool = False) -> str:
     """Open the rollout wave of ``run`` (from ``live_run``) that waits for a
     promote, and say which (``rollout.pause: true``). One promote opens one
@@ -80,15 +92,24 @@ def promote_run(run: RunRecord, state_dir: Path, *, early: bool = False) -> str:
     is refused with a ``UsageError`` — unless ``early``, which approves the next
     wave now, to open once the running ones are done. The wave is named in the
     run's promote file, so a promote that arrives after its wave opened
-    changes nothing."""
+    changes nothing; while that file names a wave after the open one (an
+    earlier ``early``), a promote says so and sends nothing."""
     with JournalReader(state_dir) as r:
         steps = r.event_data(run.id, "WaveChanged")
     if not steps:
         raise UsageError(f"run {run.id} has no rollout waves: nothing to promote")
     last = steps[-1]
     wave, waves, state = int(last["wave"]), int(last["waves"]), str(last["state"])
+    target = RunLayout.of(state_dir, run.id).promote_file
     if state == "halted":
         raise UsageError(f"run {run.id}'s rollout halted: {last.get('reason', '')}")
+    approved = _approved_wave(target, float(last.get("at", 0.0)))
+    if state == "open" and approved is not None and approved > wave:
+        # An earlier `--early` approved the wave after the open one: it stands.
+        return (
+            f"run {run.id}: wave {approved} is already approved; "
+            f"it opens once wave {approved - 1} is done"
+        )
     if state == "waiting":
         what = f"wave {wave}/{waves} opens"
     elif wave >= waves:
@@ -102,7 +123,6 @@ def promote_run(run: RunRecord, state_dir: Path, *, early: bool = False) -> str:
             f"wave {wave + 1} will wait when it is due (`fleetrun promote --early` "
             "approves it now)"
         )
-    target = RunLayout.of(state_dir, run.id).promote_file
     tmp = target.with_name(f".{target.name}.{os.getpid()}")
     try:
         tmp.write_text(f"{wave}\n")
