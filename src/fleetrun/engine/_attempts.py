@@ -28,6 +28,7 @@ from fleetrun.layout import RunLayout
 from fleetrun.plan import (
     Graph,
     MissingValueError,
+    OutputNameClash,
     Target,
     attempt_env,
     dep_outputs,
@@ -139,6 +140,10 @@ class AttemptFactory:
         except MissingValueError as e:
             return opts.redactor.redact(f"cannot render the command: {e}")
         output_path = RunLayout.outputs_file(setup.outs, stem, n)
+        try:
+            env_extra = attempt_env(opts.run_id, node, n, output_path, deps)
+        except OutputNameClash as e:
+            return opts.redactor.redact(f"cannot set the command's environment: {e}")
         # Positional: this runs once per attempt (see Attempt for the order).
         return Attempt(
             opts.run_id,
@@ -149,7 +154,7 @@ class AttemptFactory:
             command,
             opts.redactor.redact(command),
             setup.env,
-            attempt_env(opts.run_id, node, n, output_path, deps),
+            env_extra,
             setup.cwd,
             RunLayout.log_file(setup.logs, stem, n),
             output_path,

@@ -25,6 +25,7 @@ from fleetrun.plan._pools import Bucket, StaticLimits, pools_of_tasks
 from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
 from fleetrun.plan._resolve import (
     MissingValueError,
+    OutputNameClash,
     Placeholders,
     attempt_env,
     dep_outputs,
@@ -67,6 +68,7 @@ __all__ = [
     "MissingValueError",
     "Need",
     "Node",
+    "OutputNameClash",
     "Placeholders",
     "Plan",
     "Pool",

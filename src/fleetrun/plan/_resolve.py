@@ -71,6 +71,24 @@ class MissingValueError(KeyError):
         return f"no value for {self.args[0]}"
 
 
+class OutputNameClash(ValueError):
+    """Two outputs of ``key``'s requirements would reach its command as one
+    environment variable ``name`` (task ``a`` with key ``b_c`` and task ``a_b``
+    with key ``c`` are both ``FLEETRUN_OUTPUT_A_B_C``): one value would be lost,
+    so the attempt is refused, naming both (``first``, ``second``: their
+    references, ``tasks.a.outputs.b_c``)."""
+
+    def __init__(self, key: str, name: str, first: str, second: str) -> None:
+        super().__init__(
+            f"{first} and {second} would both be ${name}: "
+            "rename one of the keys so their variables differ"
+        )
+        self.key = key
+        self.name = name
+        self.first = first
+        self.second = second
+
+
 def render_command(
     graph: Graph,
     node: Node,
@@ -131,10 +149,16 @@ def attempt_env(
         OUTPUT_ENV: output_path,
         ATTEMPT_ID: f"{run_id}.{node.id}.{n}",
     }
+    seen: dict[str, str] = {}
     for dep, outs in outputs_by_task.items():
         prefix = f"{OUTPUT_ENV}_{env_name(dep)}_"
         for k, v in outs.items():
-            extra[prefix + env_name(k)] = v
+            name = prefix + env_name(k)
+            ref = f"tasks.{dep}.outputs.{k}"
+            if name in seen:
+                raise OutputNameClash(node.key, name, seen[name], ref)
+            seen[name] = ref
+            extra[name] = v
     return extra
 
 
