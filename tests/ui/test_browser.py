@@ -208,8 +208,9 @@ def test_the_page_follows_a_live_run_and_steers_it(browser: Any, tmp_path: Path)
         # The failed attempt's log opens on a click.
         page.click(f"{bad} a")
         page.wait_for_url(re.compile(r"/attempt\?"))
+        # A function, not an expression: the page's CSP forbids eval.
         page.wait_for_function(
-            "document.getElementById('log') && "
+            "() => document.getElementById('log') && "
             "document.getElementById('log').textContent.includes('error: quota exceeded')"
         )
         log = page.inner_text("#log")
