@@ -78,7 +78,7 @@ NOT_RUN: dict[str, str] = {
 }
 
 # The stand-ins' sleep factors for every block (a command's own VAR=value wins).
-ENV = {"CHAIN138_SCALE": "0.02", "PROVER_SCALE": "0.05"}
+ENV = {"CHAIN138_SCALE": "0.02", "PROVER_SCALE": "0.02"}
 # Variables of the caller that would change what the examples do.
 DROPPED_ENV = ("CHAIN138_", "FAIL_", "THROTTLE_", "PROVER_", "FLEETRUN_", "IMAGE_",
                "COORDINATOR_", "CLUSTER_NS", "CLIENT_REPLICAS", "STAGE", "DASK_")  # fmt: skip

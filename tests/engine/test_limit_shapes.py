@@ -195,7 +195,7 @@ def test_random_throttles_keep_the_pool_near_its_configured_rate(tmp_path):
     to. A first throttle may cost one decrease before the pool can tell noise
     from a limit; over the run the pool keeps (time-weighted) at least 90% of
     its configured rate and ends there."""
-    configured = 20.0
+    configured = 40.0
     n = 120
     with spawn("random", share=0.2, seed=7) as server:
         ran = apply(tmp_path, server, n, {"rate": f"{configured:g}/s", "adaptive": True})
