@@ -12,16 +12,49 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 SESSION = uuid.uuid4().hex
 os.environ["FLEETRUN_TEST_SESSION"] = SESSION
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None and os.path.exists("/usr/bin/chromium"):
+        found = "/usr/bin/chromium"
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (CI installs Debian's chromium package)")
+        pytest.skip("chromium is not installed")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium driven by playwright (the system browser, nothing
+    downloaded), one per test module. Without it the test is skipped, except
+    under CI (``CI`` set), where a missing browser fails it."""
+    path = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("playwright is not installed (it is in the test extra)")
+        pytest.skip("playwright is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +63,7 @@ def _own_shared_pools(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     inherited by the fleetrun processes it starts: tests never meet the user's
     pools, nor each other's."""
     monkeypatch.setenv("FLEETRUN_POOLS_DIR", str(tmp_path_factory.mktemp("pools")))
+
 
 # Hundreds of tests start `python -m fleetrun`. Where the environment turns off
 # writing bytecode, each of those would compile every fleetrun module again:

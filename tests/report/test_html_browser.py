@@ -9,11 +9,9 @@ not set; under CI a missing browser is a failure.
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,35 +26,6 @@ from .test_html import HOSTILE, attempt, report
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAIN138 = ROOT / "examples" / "chain138" / "plan.yaml"
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None and os.path.exists("/usr/bin/chromium"):
-        found = "/usr/bin/chromium"
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (CI installs Debian's chromium package)")
-        pytest.skip("chromium is not installed")
-    return found
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Headless Chromium driven by playwright (the system browser, nothing downloaded)."""
-    path = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("playwright is not installed (it is in the test extra)")
-        pytest.skip("playwright is not installed")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--disable-gpu"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 class Watched:

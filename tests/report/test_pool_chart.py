@@ -31,12 +31,9 @@ from fleetrun.report._pool_series import (
     summary_line,
 )
 
-from . import test_html_browser
 from .conftest import Recorded, apply
 from .test_html import HOSTILE, T0, attempt, report
 from .test_html_browser import Watched
-
-browser = test_html_browser.browser  # headless Chromium, as the other page tests drive it
 
 TARGETS = ("a", "b", "c", "d")
 RATE = 50
