@@ -32,7 +32,8 @@ from fleetrun.executors._procfs import (
     process_alive,
     process_start_time,
 )
-from fleetrun.executors._reaper import ATTEMPT_ID, TaggedProcess, tagged_processes
+from fleetrun.executors._orphans import TaggedProcess
+from fleetrun.executors._reaper import ATTEMPT_ID, tagged_processes
 from fleetrun.names import env_name
 
 if TYPE_CHECKING:

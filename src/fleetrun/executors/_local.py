@@ -1,4 +1,5 @@
-"""``LocalExecutor``: runs an attempt as a local process group, without stalling the loop.
+"""``LocalExecutor`` on the Linux fast path: runs an attempt as a local process group,
+without stalling the loop (chosen by ``_platform``; ``_posix_local`` elsewhere).
 
 Spawning is ``os.posix_spawn`` (vfork-style in glibc, no copy of the parent's
 memory) with ``setpgroup=0`` so each attempt gets its own process group;
@@ -13,13 +14,9 @@ When secrets must be redacted or output is streamed, stdout+stderr go to a
 pipe instead; the parent reads it in 64 KiB chunks through a
 ``StreamRedactor`` into the log (bounded memory however much a task prints).
 
-Commands are ``/bin/sh -c COMMAND``. Like make, a command made only of plain
-words (letters, digits and ``_@%+=:,./-``; no quotes, no ``$``, no globbing,
-no redirection, not a shell builtin) is exec'd directly after splitting it
-into words (what ``shlex.split`` gives for such text): the result is the same
-and one process cheaper; a directory that the spawn cannot enter is entered by
-the shell instead (``cd DIR || exit 126``). Children start with every signal
-at its default disposition and an empty signal mask, whatever fleetrun's own.
+Commands are turned into a program and arguments by ``_local_base``. Children
+start with every signal at its default disposition and an empty signal mask,
+whatever fleetrun's own.
 
 An attempt ends when its command ends. What the command leaves running in its
 process group is ended (see ``_proc``), and so is whatever left the group
@@ -35,61 +32,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import shlex
-import shutil
-import socket
-import sys
-from collections.abc import Mapping
 
 from fleetrun.executors import _cspawn, _reaper
 from fleetrun.executors._contract import Attempt, AttemptResult, Handle
 from fleetrun.executors._exits import ExitWatcher
-from fleetrun.executors._outputs import (
-    OutputRefused,
-    parse_output_bytes,
-    parse_outputs,
-    read_output_file,
-    redact_output_file,
-)
+from fleetrun.executors._local_base import LOG_FLAGS, LOG_MODE, LocalBase, devnull, env_entry
+from fleetrun.executors._outputs import OutputRefused, parse_output_bytes, parse_outputs
 from fleetrun.executors._proc import Proc
 from fleetrun.executors._spawner import Action, Job, Mailbox, default_spawn_threads, spawner
-from fleetrun.names import is_per_attempt
 from fleetrun.runs_on import LocalOptions
-
-_PLAIN = re.compile(r"[\w@%+=:,./ -]+", re.ASCII)
-_SHELL_ONLY = frozenset(
-    {".", ":", "alias", "bg", "break", "cd", "command", "continue", "eval", "exec", "exit"}
-    | {"export", "fc", "fg", "getopts", "hash", "jobs", "read", "readonly", "return", "set"}
-    | {"shift", "source", "times", "trap", "type", "ulimit", "umask", "unalias", "unset", "wait"}
-)
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-_LOG_MODE = 0o600
 
 # Where they were defined before ``_outputs``; other modules import them from here.
 __all__ = ["LocalExecutor", "OutputRefused", "parse_output_bytes", "parse_outputs"]
 
 
-_NULL: list[int] = []
-
-
-def _devnull() -> int:
-    """A process-wide read-only descriptor of /dev/null, the stdin of every attempt."""
-    if not _NULL:
-        _NULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-    return _NULL[0]
-
-
-_FS_ENCODING = sys.getfilesystemencoding()
-_FS_ERRORS = sys.getfilesystemencodeerrors()
-
-
-def _entry(name: str, value: str) -> bytes:
-    """``NAME=value`` encoded as ``os.fsencode`` would."""
-    return f"{name}={value}".encode(_FS_ENCODING, _FS_ERRORS)
-
-
-class LocalExecutor:
+class LocalExecutor(LocalBase):
     """Runs attempts as local child processes (see the module docstring).
 
     ``grace`` is used when an attempt gives none (the engine passes
@@ -97,21 +54,10 @@ class LocalExecutor:
     (None: ``default_spawn_threads()``; 0: call it on the loop thread).
     """
 
-    kind = "local"
-    queue_reason: str | None = None
-
     def __init__(self, grace: float = 10.0, *, spawn_threads: int | None = None) -> None:
-        self.grace = grace
-        self._host = socket.gethostname()
+        super().__init__(grace)
         self._active: set[Proc] = set()
-        # Keyed by id(attempt.env), which stays the same object for every
-        # attempt of a task (see the contract); the value keeps it alive.
-        self._env: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
         self._env_block: dict[int, _cspawn.EnvBlock] = {}
-        self._which: dict[tuple[str, str], str | None] = {}
-        self._cwd: dict[str | None, str | None] = {}
-        self._chdir_ok: dict[str, bool] = {}
-        self._here = os.getcwd()
         if spawn_threads is None:
             spawn_threads = default_spawn_threads()
         self._spawner = spawner(spawn_threads) if spawn_threads > 0 else None
@@ -120,26 +66,14 @@ class LocalExecutor:
         # Orphans of attempts are re-parented here (see ``_reaper``).
         _reaper.become_subreaper()
         self._children = _reaper.Children()
-        self._leaders: set[int] = set()
         self._leftovers: set[_reaper.Leftovers] = set()
 
     # -- per-task preparation (cached: built once per task, not per attempt) ------
 
-    def _base_env(self, attempt: Attempt) -> dict[str, str]:
-        """This process's environment under the task's (no per-attempt names)."""
-        key = id(attempt.env)
-        cached = self._env.get(key)
-        if cached is None:
-            env = dict(os.environ)
-            env.update(attempt.env)
-            # Per-attempt names are fleetrun's alone (an outer run's must not leak in).
-            for name in [n for n in env if is_per_attempt(n)]:
-                del env[name]
-            cached = self._env[key] = (attempt.env, env)
-            if self._spawner is not None and _cspawn.available():
-                # Encoded once for every attempt of the task.
-                self._env_block[key] = _cspawn.EnvBlock(env)
-        return cached[1]
+    def _new_env(self, key: int, env: dict[str, str]) -> None:
+        if self._spawner is not None and _cspawn.available():
+            # Encoded once for every attempt of the task.
+            self._env_block[key] = _cspawn.EnvBlock(env)
 
     def _spawn_env(
         self, attempt: Attempt, base: dict[str, str]
@@ -148,14 +82,8 @@ class LocalExecutor:
         extra = attempt.env_extra
         block = self._env_block.get(id(attempt.env))
         if block is not None:
-            return block, list(map(_entry, extra, extra.values()))
+            return block, list(map(env_entry, extra, extra.values()))
         return {**base, **extra}, []
-
-    def _task_cwd(self, cwd: str | None) -> str | None:
-        """The attempt's working directory, or None when it is this process's own."""
-        if cwd not in self._cwd:
-            self._cwd[cwd] = None if cwd is None or os.path.abspath(cwd) == self._here else cwd
-        return self._cwd[cwd]
 
     def _spawn_chdir(self, cwd: str | None) -> bool:
         """True when the spawn itself can enter ``cwd`` (no shell needed for it).
@@ -165,35 +93,7 @@ class LocalExecutor:
         """
         if cwd is None or self._spawner is None or not _cspawn.can_chdir():
             return False
-        ok = self._chdir_ok.get(cwd)
-        if ok is None:
-            ok = self._chdir_ok[cwd] = os.path.isdir(cwd)
-        return ok
-
-    def _resolve(self, name: str, path: str) -> str | None:
-        key = (name, path)
-        if key not in self._which:
-            self._which[key] = shutil.which(name, path=path)
-        return self._which[key]
-
-    def _still_usable(self, cwd: str) -> bool:
-        """After a failed spawn: can ``cwd`` still be entered (or did the chdir fail)?"""
-        self._chdir_ok[cwd] = ok = os.path.isdir(cwd) and os.access(cwd, os.X_OK)
-        return ok
-
-    def _argv(self, command: str, env: Mapping[str, str], cwd: str | None) -> tuple[str, list[str]]:
-        """The program and arguments of ``command`` (``cwd``: None, or entered by the shell)."""
-        if cwd is None and _PLAIN.fullmatch(command):
-            # No quotes, escapes or other specials: shlex.split is plain split here.
-            words = command.split()
-            if words and words[0] not in _SHELL_ONLY and "=" not in words[0]:
-                exe = self._resolve(words[0], env.get("PATH", os.defpath))
-                if exe is not None:
-                    return exe, words
-        if cwd is not None:
-            # posix_spawn cannot chdir; the shell does it (126: cannot enter it).
-            command = f"cd -- {shlex.quote(cwd)} || exit 126\n{command}"
-        return "/bin/sh", ["/bin/sh", "-c", command]
+        return self._dir_ok(cwd)
 
     # -- the attempt ------------------------------------------------------------
 
@@ -210,11 +110,11 @@ class LocalExecutor:
         grace = spec.grace if spec.grace is not None else self.grace
 
         piped = bool(spec.redactor) or spec.on_output is not None
-        null = _devnull()
+        null = devnull()
         r = w = log_fd = -1
         actions: list[Action]
         if piped:
-            log_fd = os.open(spec.log_path, _LOG_FLAGS | os.O_CLOEXEC, _LOG_MODE)
+            log_fd = os.open(spec.log_path, LOG_FLAGS | os.O_CLOEXEC, LOG_MODE)
             r, w = os.pipe2(os.O_CLOEXEC)
             actions = [
                 (os.POSIX_SPAWN_DUP2, null, 0),
@@ -227,7 +127,7 @@ class LocalExecutor:
             # disk, which the loop must not wait for.
             actions = [
                 (os.POSIX_SPAWN_DUP2, null, 0),
-                (os.POSIX_SPAWN_OPEN, 1, spec.log_path, _LOG_FLAGS, _LOG_MODE),
+                (os.POSIX_SPAWN_OPEN, 1, spec.log_path, LOG_FLAGS, LOG_MODE),
                 (os.POSIX_SPAWN_DUP2, 1, 2),
             ]
         if chdir:
@@ -306,22 +206,7 @@ class LocalExecutor:
                 proc.kill()
                 proc.close()
         self._note(spec, proc, ended)
-        left = len(proc.left) + len(ended)
-
-        assert proc.status is not None
-        code = os.waitstatus_to_exitcode(proc.status)
-        if code == 0 and not proc.timed_out:
-            outputs = read_output_file(spec.output_path, spec.redactor, spec.key)
-            return AttemptResult(exit_code=0, outputs=outputs, left_running=left)
-        if spec.redactor:
-            # A failed attempt's outputs are not used, but what it wrote stays on disk:
-            # redacted like everything else there.
-            redact_output_file(spec.output_path, spec.redactor)
-        if code < 0:
-            return AttemptResult(
-                exit_code=None, signal=-code, timed_out=proc.timed_out, left_running=left
-            )
-        return AttemptResult(exit_code=code, timed_out=proc.timed_out, left_running=left)
+        return self._result(spec, proc, len(proc.left) + len(ended))
 
     async def _end_leftovers(self, tag: str, grace: float, first: list[int] | None) -> list[str]:
         """End what the attempt ``tag`` left outside its group (see ``_reaper``)."""
@@ -333,33 +218,6 @@ class LocalExecutor:
             return await left.end(first, grace)
         finally:
             self._leftovers.discard(left)
-
-    @staticmethod
-    def _note(spec: Attempt, proc: Proc, outside: list[str]) -> None:
-        """Say in the log what was ended after the command itself ended."""
-        ended = proc.left + outside
-        if not ended:
-            return
-        shown = ", ".join(ended[:20]) + (f" and {len(ended) - 20} more" if len(ended) > 20 else "")
-        text = spec.redactor.redact(
-            f"[fleetrun] ended {len(ended)} process(es) the command left running: {shown}\n"
-        )
-        try:
-            fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            last = b"\n"
-            size = os.fstat(fd).st_size
-            if size:
-                with open(spec.log_path, "rb") as f:
-                    f.seek(size - 1)
-                    last = f.read(1)
-            os.write(fd, (("\n" if last != b"\n" else "") + text).encode())
-        except OSError:
-            pass  # the log cannot take the note: the attempt's result stands
-        finally:
-            os.close(fd)
 
     async def _spawn(
         self,

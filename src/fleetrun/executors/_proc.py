@@ -1,22 +1,9 @@
-"""One spawned process group, watched from the event loop without threads.
+"""``Proc``: one spawned process group on the Linux path (see ``_group`` for the rest).
 
-The leader is reaped through its pidfd, watched by the loop's ``ExitWatcher``;
-with a pipe, its output is read through ``add_reader``. ``done`` resolves once
-the leader is reaped, the pipe (if any) is closed and the group is dealt with.
-
-An attempt ends when its command (the group leader) ends:
-
-- whatever it left running in its group is ended: SIGTERM, ``grace``,
-  SIGKILL (nothing, with ``keep``: the task keeps a service running); the
-  members are named in ``left``;
-- output still arriving through the pipe is read for at most ``DRAIN``
-  seconds more: a process outside the group (``setsid``) may hold the pipe
-  open for ever. Then the pipe is closed and the log says so.
-
-Ending a group (timeout or cancellation) is SIGTERM to the group, then
-``grace`` seconds, then SIGKILL. The group counts as gone once no member runs
-any more: members that are only zombies (SIGKILLed, waiting for their parent
-to reap them) do not hold it up; fleetrun reaps those it became the parent of.
+The leader is reaped through its pidfd, watched by the loop's ``ExitWatcher``.
+Members re-parented to fleetrun (its subreaper, ``_reaper``) are reaped as
+they exit: a zombie of ours would otherwise keep the group "alive" until the
+grace period ends.
 """
 
 from __future__ import annotations
@@ -24,117 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import Callable
 
 from fleetrun.executors import _reaper
 from fleetrun.executors._exits import ExitWatcher
+from fleetrun.executors._group import DRAIN, MAX_PIECE, GroupProc, LineSplitter
 from fleetrun.redact import StreamRedactor
 
-_READ = 1 << 16
-MAX_PIECE = 1 << 16
-"""Most bytes of one line delivered in one piece: a longer line comes in pieces
-of at most this size (keeps memory bounded), never split inside a character."""
-
-DRAIN = 0.5
-"""Seconds output is still read after the command ended (then the pipe is closed)."""
-
-_GROUP_POLL = 0.02
+__all__ = ["DRAIN", "MAX_PIECE", "LineSplitter", "Proc"]
 
 
-def _killpg(pgid: int, sig: int) -> bool:
-    """Signal the group; False when it has no member left."""
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+class Proc(GroupProc):
+    """Watches one spawned process group until it is fully gone (a pidfd for the leader)."""
 
-
-def _cut(data: bytes, limit: int) -> int:
-    """Where to cut ``data`` (longer than ``limit``) so no UTF-8 character is split."""
-    cut = limit
-    # Back up over continuation bytes (at most 3) to a character's first byte.
-    while cut > limit - 4 and cut > 0 and (data[cut] & 0xC0) == 0x80:
-        cut -= 1
-    return cut if cut > limit - 4 and cut > 0 else limit
-
-
-class LineSplitter:
-    """Turns chunks of output into lines (without their newline) and pieces of lines.
-
-    A line longer than ``MAX_PIECE`` bytes comes as several pieces of at most
-    that size; the newline that ends it adds nothing (no empty line that the
-    task never printed). Invariant: ``_line`` holds at most ``MAX_PIECE`` bytes.
-    """
-
-    __slots__ = ("_line", "_partial", "emit")
-
-    def __init__(self, emit: Callable[[str], None]) -> None:
-        self.emit = emit
-        self._line = b""
-        self._partial = False  # part of the current line was already emitted
-
-    def feed(self, data: bytes) -> None:
-        """Emit every complete line (and full piece) of ``self._line + data``."""
-        buf = self._line + data if self._line else data
-        lines = buf.split(b"\n")
-        tail = lines.pop()
-        out: list[str] = []
-        for i, line in enumerate(lines):
-            if not line and i == 0 and self._partial:
-                self._partial = False  # the end of a line already sent in pieces
-                continue
-            self._partial = False
-            while len(line) > MAX_PIECE:
-                cut = _cut(line, MAX_PIECE)
-                out.append(line[:cut].decode("utf-8", "replace"))
-                line = line[cut:]
-            out.append(line.decode("utf-8", "replace"))
-        while len(tail) > MAX_PIECE:
-            cut = _cut(tail, MAX_PIECE)
-            out.append(tail[:cut].decode("utf-8", "replace"))
-            tail = tail[cut:]
-            self._partial = True
-        self._line = tail
-        if out:
-            self.emit("\n".join(out))
-
-    def flush(self) -> None:
-        """Emit what is left of an unfinished last line."""
-        if self._line:
-            self.emit(self._line.decode("utf-8", "replace"))
-            self._line = b""
-        self._partial = False
-
-
-class Proc:
-    """Watches one spawned process group until it is fully gone."""
-
-    __slots__ = (
-        "_drain_handle",
-        "_exits",
-        "_grace",
-        "_kill_handle",
-        "_killed",
-        "_last",
-        "_lines",
-        "_log_fd",
-        "_loop",
-        "_pidfd",
-        "_pipe",
-        "_poll_handle",
-        "_redact",
-        "cut_off",
-        "done",
-        "group_gone",
-        "keep",
-        "left",
-        "pid",
-        "status",
-        "terminating",
-        "timed_out",
-    )
+    __slots__ = ("_exits", "_pidfd", "status")
 
     def __init__(
         self,
@@ -150,48 +40,13 @@ class Proc:
         grace: float = 0.0,
         keep: bool = False,
     ) -> None:
-        self._loop = loop
-        self.pid = pid
+        super().__init__(loop, pid, pipe, log_fd, redact, on_output, grace=grace, keep=keep)
         self.status: int | None = None
-        self.terminating = False
-        self.timed_out = False
-        self.group_gone = False
-        self.keep = keep
-        self.cut_off = False
-        self.left: list[str] = []
-        self._grace = grace
-        self._kill_handle: asyncio.TimerHandle | None = None
-        self._drain_handle: asyncio.TimerHandle | None = None
-        self._killed = False
-        self._poll_handle: asyncio.TimerHandle | None = None
-        self.done: asyncio.Future[None] = loop.create_future()
-        self._pipe = pipe
-        self._log_fd = log_fd
-        self._redact = redact
-        self._lines = LineSplitter(on_output) if on_output is not None else None
-        self._last = b"\n"
+        """The leader's wait status, once reaped."""
         # ``pidfd``: already opened by the spawner thread (this Proc owns it now).
         self._pidfd = os.pidfd_open(pid) if pidfd is None else pidfd
         self._exits = exits
         exits.watch(self._pidfd, self._on_exit)
-        if pipe is not None:
-            os.set_blocking(pipe, False)
-            loop.add_reader(pipe, self._on_readable)
-
-    # -- completion --------------------------------------------------------------
-
-    @property
-    def finished(self) -> bool:
-        """True when the leader is reaped, output closed and the group dealt with."""
-        return self.status is not None and self._pipe is None and self.group_gone
-
-    def _check(self) -> None:
-        if self.finished:
-            if self._kill_handle is not None:
-                self._kill_handle.cancel()
-                self._kill_handle = None
-            if not self.done.done():
-                self.done.set_result(None)
 
     def _on_exit(self) -> None:
         pid, status = os.waitpid(self.pid, os.WNOHANG)
@@ -200,147 +55,18 @@ class Proc:
             return
         os.close(self._pidfd)
         self.status = status
-        if self._pipe is not None:
-            # The command is over: what it left behind may hold the pipe for ever.
-            self._drain_handle = self._loop.call_later(DRAIN, self._close_pipe, True)
-        if self.terminating:
-            self._poll_group()
-        elif self.keep or not _killpg(self.pid, 0):
-            self.group_gone = True  # the fast path: one syscall
-        else:
-            # Members of the group outlive their command: name them, then end them.
-            self.left = [_reaper.describe(p) for p in _reaper.group_members(self.pid)]
-            self.terminate(self._grace)
-        self._check()
+        self._exited(os.waitstatus_to_exitcode(status))
 
-    # -- output (pipe mode) ------------------------------------------------------
+    def _members(self) -> list[int]:
+        return _reaper.group_members(self.pid)
 
-    def _on_readable(self) -> None:
-        assert self._pipe is not None
-        try:
-            chunk = os.read(self._pipe, _READ)
-        except BlockingIOError:
-            return
-        if chunk:
-            self._write(self._redact.feed(chunk) if self._redact is not None else chunk)
-            return
-        self._close_pipe(False)
+    _describe = staticmethod(_reaper.describe)
 
-    def _close_pipe(self, cut: bool) -> None:
-        """EOF, or (``cut``) the drain time is over: flush, close, and say so in the log."""
-        pipe = self._pipe
-        if pipe is None:
-            return
-        if cut:
-            # Whatever is already in the pipe still counts (bounded: one pipe buffer).
-            with contextlib.suppress(OSError):
-                for _ in range(64):
-                    chunk = os.read(pipe, _READ)
-                    if not chunk:
-                        break
-                    self._write(self._redact.feed(chunk) if self._redact is not None else chunk)
-        elif self._drain_handle is not None:
-            self._drain_handle.cancel()
-        self._drain_handle = None
-        if self._redact is not None:
-            self._write(self._redact.flush())
-        if self._lines is not None:
-            self._lines.flush()
-        if cut:
-            self.cut_off = True
-            note = (
-                f"[fleetrun] output closed {DRAIN:g}s after the command ended: "
-                "a process it started still held it open\n"
-            )
-            self._log(("\n" if self._last != b"\n" else "") + note)
-        self._loop.remove_reader(pipe)
-        os.close(pipe)
-        self._pipe = None
-        if self._log_fd is not None:
-            os.close(self._log_fd)
-            self._log_fd = None
-        self._check()
-
-    def _log(self, text: str) -> None:
-        if self._log_fd is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._log_fd, text.encode())
-
-    def _write(self, data: bytes) -> None:
-        if not data:
-            return
-        self._last = data[-1:]
-        if self._log_fd is not None:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._log_fd, view) :]
-        if self._lines is not None:
-            self._lines.feed(data)
-
-    # -- ending the group --------------------------------------------------------
-
-    def terminate(self, grace: float) -> None:
-        """SIGTERM the group now, SIGKILL it after ``grace`` seconds (idempotent)."""
-        if self.terminating:
-            return
-        self.terminating = True
-        if not _killpg(self.pid, signal.SIGTERM) and self.status is not None:
-            self.group_gone = True
-        self._kill_handle = self._loop.call_later(max(0.0, grace), self.kill)
-        if self.status is not None:
-            self._poll_group()
-        self._check()
-
-    def kill(self) -> None:
-        """SIGKILL the group now."""
-        self.terminating = True
-        if self._kill_handle is not None:
-            self._kill_handle.cancel()
-            self._kill_handle = None
-        _killpg(self.pid, signal.SIGKILL)
-        self._killed = True
-        if self.status is not None and not self.group_gone:
-            if self._poll_handle is not None:
-                self._poll_handle.cancel()
-            self._poll_group()
-        self._check()
-
-    def on_timeout(self, grace: float) -> None:
-        """The attempt ran out of time: end the group."""
-        self.timed_out = True
-        self.terminate(grace)
-
-    def _poll_group(self) -> None:
-        # The leader is reaped; wait (bounded by the grace timer) for the rest
-        # of the group to follow the signal.
-        self._poll_handle = None
-        if self.group_gone:
-            return
-        # Members that were re-parented here (fleetrun is their subreaper once
-        # the leader is gone) are reaped here as they exit: a zombie of ours
-        # would otherwise keep the group "alive" until the grace period ends.
+    def _reap_group(self) -> None:
         _reaper.reap_group(self.pid)
-        if not _killpg(self.pid, 0) or (self._killed and not _reaper.group_members(self.pid)):
-            # Empty, or only zombies left: nothing of the group runs any more.
-            self.group_gone = True
-            self._check()
-            return
-        self._poll_handle = self._loop.call_later(_GROUP_POLL, self._poll_group)
 
-    def close(self) -> None:
-        """Release loop registrations after an unexpected error (best effort)."""
-        for handle in (self._drain_handle, self._kill_handle, self._poll_handle):
-            if handle is not None:
-                handle.cancel()
-        with contextlib.suppress(Exception):
-            if self.status is None:
+    def _unwatch(self) -> None:
+        if self.status is None:
+            with contextlib.suppress(OSError):
                 self._exits.forget(self._pidfd)
                 os.close(self._pidfd)
-        if self._pipe is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._pipe)
-                os.close(self._pipe)
-            self._pipe = None
-        if self._log_fd is not None:
-            os.close(self._log_fd)
-            self._log_fd = None

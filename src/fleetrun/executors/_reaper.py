@@ -20,8 +20,9 @@ the fast path (a command that leaves nothing) pays nothing else.
 ``tagged_processes`` searches the whole process table by the tag, for
 ``--kill-orphans`` (a run that died can no longer be anyone's parent).
 
-Linux only; where ``prctl`` or the children file is missing, only the
-process group is ended (the tag still lets ``tagged_processes`` find the rest).
+The Linux path (``_platform``); where ``prctl`` or the children file is missing,
+only the process group is ended (the tag still lets ``tagged_processes`` find
+the rest). ``_posix_local`` does without a subreaper.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ import ctypes.util
 import os
 import signal
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from fleetrun.executors._orphans import TaggedProcess
 from fleetrun.names import ATTEMPT_ID as ATTEMPT_ID
 from fleetrun.names import RUN_ID_ENV
 
@@ -259,17 +260,6 @@ class Leftovers:
         if cancelled:
             raise asyncio.CancelledError
         return self.ended
-
-
-@dataclass(frozen=True, slots=True)
-class TaggedProcess:
-    """A live process that carries a fleetrun attempt's tag."""
-
-    pid: int
-    run_id: str
-    attempt_id: str
-    pgid: int
-    command: str
 
 
 def tagged_processes(run_ids: Iterable[str]) -> list[TaggedProcess]:
