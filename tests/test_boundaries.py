@@ -21,7 +21,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "fleetrun"
 
 # Each package may import those listed (and top-level modules: errors, redact, names,
-# durations, layout, runs_on, messages, textwidth).
+# durations, layout, runs_on, messages, textwidth, diagnostics).
 ALLOWED = {
     "plan": set(),
     "executors": set(),
@@ -34,7 +34,15 @@ ALLOWED = {
     "cli": {"plan", "executors", "engine", "state", "session", "report", "cluster", "ui"},
 }
 TOP_LEVEL = {
-    "errors", "redact", "names", "durations", "layout", "runs_on", "messages", "textwidth"
+    "errors",
+    "redact",
+    "names",
+    "durations",
+    "layout",
+    "runs_on",
+    "messages",
+    "textwidth",
+    "diagnostics",
 }
 
 

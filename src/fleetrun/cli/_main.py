@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import click  # noqa: E402
 
-from fleetrun import __version__  # noqa: E402
+from fleetrun import __version__, diagnostics  # noqa: E402
 from fleetrun.errors import FleetrunError, PlanError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -102,7 +103,14 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fleetrun")
-def cli() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Show fleetrun's own diagnostics on stderr: -v what it does (connections, "
+    "retries), -vv every detail. Also FLEETRUN_LOG=debug|info|warning.",
+)
+def cli(verbose: int) -> None:
     """Run multi-phase operations across a fleet of targets, as parallel as
     the work and the providers allow.
 
@@ -111,6 +119,7 @@ def cli() -> None:
     be written), 2 bad plan or usage (or an unusable state directory), 3 the
     same plan is already running, 130 interrupted.
     """
+    diagnostics.enable(diagnostics.level_from(verbose, os.environ))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,10 +16,12 @@ TaskGroup from exactly where it stopped.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any
 
+from fleetrun.diagnostics import note_secrets
 from fleetrun.engine._attempts import AttemptFactory
 from fleetrun.engine._clock import Clock, RealClock
 from fleetrun.engine._control import RunControl
@@ -32,6 +34,8 @@ from fleetrun.engine._verdict import judge
 from fleetrun.errors import FleetrunError, UsageError
 from fleetrun.executors import Attempt, AttemptResult, Executor, Handle, OutputRefused
 from fleetrun.plan import Graph
+
+_log = logging.getLogger(__name__)
 
 
 async def run_graph(
@@ -59,6 +63,7 @@ async def run_graph(
     missing = sorted({t.runs_on for t in graph.plan.tasks.values()} - set(by_kind))
     if missing:
         raise UsageError(f"no executor for runs_on: {', '.join(missing)}")
+    note_secrets(options.redactor.values)
     driver = _Driver(graph, options, by_kind, tuple(subscribers), control, durable, clock)
     return await driver.run()
 
@@ -250,6 +255,14 @@ class _Driver:
                 problem = spec
             else:
                 display, log = spec.display, spec.log_path
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug(
+                        "%s: attempt %d on %s: %s",
+                        spec.key,
+                        n,
+                        executor.kind,
+                        core.options.redactor.redact(spec.command),
+                    )
                 if executor.queue_reason is not None:
                     core.submitted_now(j)
                 result = await executor.run(spec)
@@ -266,6 +279,14 @@ class _Driver:
             result = AttemptResult(exit_code=None, reason=reason)
         except Exception as e:  # an executor bug or I/O error fails this node only
             problem = core.options.redactor.redact(_problem(e))
+            _log.warning(
+                "%s: attempt %d: %s executor raised: %s",
+                core.graph.nodes[j].key,
+                n,
+                executor.kind,
+                problem,
+                exc_info=_log.isEnabledFor(logging.DEBUG),
+            )
             if isinstance(spec, Attempt):
                 # Given to its executor: an attempt tried, whatever it got to.
                 core.tried(j, n, executor.kind, spec.display, spec.log_path)
@@ -310,6 +331,24 @@ class _Driver:
             result.exit_code, result.signal, result.timed_out, result.reason, task.timeout
         )
         delay = core.failed(j, n, result, matched, reason, tail, words)
+        key = graph.nodes[j].key
+        if delay is not None:
+            _log.info(
+                "%s: attempt %d of %d failed; retrying in %.3gs: %s",
+                key,
+                n,
+                task.retry.attempts,
+                delay,
+                core.options.redactor.redact(reason or ""),
+            )
+        elif result.error_kind is not None:
+            _log.info(
+                "%s: attempt %d failed (%s): %s; no retry",
+                key,
+                n,
+                result.error_kind,
+                core.options.redactor.redact(words),
+            )
         if delay is None:
             self.tasks.pop(j, None)
             self._kick()

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shlex
@@ -70,6 +71,8 @@ from fleetrun.executors._ssh_remote import (
 from fleetrun.executors._ssh_spec import SSHSpec
 from fleetrun.names import OUTPUT_ENV
 from fleetrun.runs_on import SSHOptions
+
+log = logging.getLogger(__name__)
 
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 _KILL_SETTLE = 5.0
@@ -269,7 +272,14 @@ class SSHExecutor:
         the id (bounded), then end the group as for any cancellation."""
         try:
             pid = await asyncio.wait_for(asyncio.shield(session.pid), entry.spec.connect_timeout)
-        except BaseException:  # no id (or cancelled again): the channel is all there is
+        except (Exception, asyncio.CancelledError) as e:
+            # No id (or cancelled again): closing the channel is all there is to do.
+            log.debug(
+                "%s: %s: cancelled before the remote group id came (%s); closing the channel",
+                attempt.key,
+                entry.spec.destination,
+                f"{type(e).__name__}: {e}" if str(e) else type(e).__name__,
+            )
             chan.close()
             return
         attempt.on_started(Handle(kind="ssh", host=entry.spec.destination, pid=pid, pgid=pid))
@@ -312,6 +322,11 @@ class SSHExecutor:
                 others = entry.sessions.open
                 if others and now - refused_at >= _SLOT_SETTLE:
                     entry.sessions.lower(others)
+                    log.info(
+                        "%s: the server refuses more than %d sessions at once; keeping to that",
+                        spec.destination,
+                        entry.sessions.limit,
+                    )
                     raise _Full from None
                 if now + delay >= deadline:
                     raise
@@ -361,7 +376,15 @@ class SSHExecutor:
                     async with asyncio.timeout(entry.spec.connect_timeout + _FRESH_AFTER):
                         await self._control(entry, end_command([pgid], "KILL", 0, remote_out))
                     break
-                except Exception:  # best effort, bounded above
+                except Exception as e:  # best effort, bounded above
+                    log.info(
+                        "%s: %s: ending the remote group %d after the connection was lost: %s: %s",
+                        attempt.key,
+                        dest,
+                        pgid,
+                        type(e).__name__,
+                        e,
+                    )
                     continue
             cause = session.lost or entry.lost_reason or "the session closed with no exit status"
             why = f"connection lost while the command ran: {cause}"

@@ -43,6 +43,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import logging
 import os
 import resource
 import socket
@@ -53,6 +54,8 @@ from typing import Any
 
 from fleetrun.executors._ssh_lib import asyncssh
 from fleetrun.executors._ssh_spec import SSHSpec, parse_destination
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SESSIONS = 10
 DEFAULT_MAX_STARTUPS = 10
@@ -221,6 +224,13 @@ class HostEntry:
         self.conn = None
         self.warm = False
         self.lost_reason = str(exc) if exc else "closed"
+        # A connection closed on purpose (the run is over) is no news.
+        log.log(
+            logging.INFO if exc else logging.DEBUG,
+            "%s: connection lost: %s",
+            self.spec.destination,
+            self.lost_reason,
+        )
 
     def forget(self, conn: asyncssh.SSHClientConnection, reason: str) -> None:
         """``conn`` stopped answering: later attempts connect afresh; it is aborted,
@@ -229,6 +239,11 @@ class HostEntry:
             self.conn = None
             self.warm = False
             self.lost_reason = reason
+        log.info(
+            "%s: dropping the connection (%s); the next attempt connects afresh",
+            self.spec.destination,
+            reason,
+        )
         conn.abort()
 
 
@@ -280,10 +295,16 @@ class ConnectionPool:
     ) -> None:
         try:
             conn = await self._connect(entry)
-        except BaseException as e:
+        except Exception as e:
             if not fut.done():
-                fut.set_exception(e if isinstance(e, Exception) else SSHFailure("cancelled"))
+                fut.set_exception(e)
                 fut.exception()  # waiters may all be gone; the failure is reported to each
+        except BaseException:
+            # Cancelled (the pool closes) or interrupted: the waiters learn it too.
+            if not fut.done():
+                fut.set_exception(SSHFailure("cancelled"))
+                fut.exception()
+            raise
         else:
             entry.conn = conn
             entry.lost_reason = None
@@ -306,8 +327,17 @@ class ConnectionPool:
                 # Waiting for a handshake slot is queueing, not connecting: the
                 # timeout starts once this handshake may go.
                 async with self._startups, asyncio.timeout(spec.connect_timeout):
-                    return await self._connect_once(entry, tunnel)
+                    log.debug("%s: connecting (try %d)", spec.destination, tries)
+                    conn = await self._connect_once(entry, tunnel)
+                log.info("%s: connected (try %d)", spec.destination, tries)
+                return conn
             except TimeoutError:
+                log.info(
+                    "%s: connect try %d: no answer within %gs",
+                    spec.destination,
+                    tries,
+                    spec.connect_timeout,
+                )
                 why = "host down, filtered or overloaded"
                 proxy = await _proxy_jump(spec) if tunnel is None else None
                 if proxy:
@@ -321,33 +351,47 @@ class ConnectionPool:
                 ) from None
             except (asyncssh.ConnectionLost, ConnectionResetError, BrokenPipeError) as e:
                 # sshd's MaxStartups drops excess handshakes before its banner: retry.
+                _log_failure(spec, tries, e)
                 if tries >= _DROP_RETRIES:
                     raise SSHFailure(
                         f"{spec.destination}: the server closed the connection during the "
                         f"handshake ({e or type(e).__name__}), {tries} times; sshd "
                         "MaxStartups may be too low"
                     ) from None
+                log.info(
+                    "%s: the server dropped the handshake; retry %d of %d in %gs",
+                    spec.destination,
+                    tries,
+                    _DROP_RETRIES - 1,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _DROP_RETRY_MAX)
-            except asyncssh.HostKeyNotVerifiable:
+            except asyncssh.HostKeyNotVerifiable as e:
+                _log_failure(spec, tries, e)
                 raise SSHFailure(await self._host_key_reason(spec)) from None
-            except asyncssh.PermissionDenied:
+            except asyncssh.PermissionDenied as e:
+                _log_failure(spec, tries, e)
                 who = f"user {spec.user}" if spec.user else "the configured user"
                 how = f"key {spec.identity_file}" if spec.identity_file else "agent/config keys"
                 raise SSHFailure(
                     f"{spec.destination}: authentication failed for {who} ({how})"
                 ) from None
             except socket.gaierror as e:
+                _log_failure(spec, tries, e)
                 raise SSHFailure(
                     f"{spec.destination}: cannot resolve host {spec.host!r}: {e.strerror}"
                 ) from None
-            except ConnectionRefusedError:
+            except ConnectionRefusedError as e:
+                _log_failure(spec, tries, e)
                 raise SSHFailure(
                     f"{spec.destination}: connection refused (no SSH server on that port)"
                 ) from None
             except asyncssh.DisconnectError as e:
+                _log_failure(spec, tries, e)
                 raise SSHFailure(f"{spec.destination}: the server disconnected: {e}") from None
             except OSError as e:
+                _log_failure(spec, tries, e)
                 what = {
                     errno.EHOSTUNREACH: "host unreachable",
                     errno.ENETUNREACH: "network unreachable",
@@ -355,6 +399,7 @@ class ConnectionPool:
                 }.get(e.errno or 0, e.strerror or str(e))
                 raise SSHFailure(f"{spec.destination}: {what}") from None
             except (asyncssh.Error, ValueError, KeyError) as e:
+                _log_failure(spec, tries, e)
                 raise SSHFailure(f"{spec.destination}: cannot connect: {e}") from None
 
     async def _connect_once(
@@ -499,11 +544,15 @@ class ConnectionPool:
 
     async def aclose(self) -> None:
         """Close every connection (and abandon handshakes in progress)."""
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        # Each task's failure was delivered where it mattered; here they only end.
+        for task, ended in zip(
+            tasks, await asyncio.gather(*tasks, return_exceptions=True), strict=True
+        ):
+            if isinstance(ended, Exception):
+                log.debug("closing: %s ended with %s", task.get_name(), _why(ended))
         conns = [e.conn for e in self._hosts.values() if e.conn is not None]
         for conn in conns:
             conn.close()
@@ -535,10 +584,22 @@ async def _proxy_jump(spec: SSHSpec) -> str | None:
         options = await asyncio.wait_for(
             asyncssh.SSHClientConnectionOptions.construct(**kwargs), spec.connect_timeout
         )
-    except Exception:  # only a hint for a message: none when the config cannot be read
+    except Exception as e:  # only a hint for a message: none when the config cannot be read
+        log.debug("%s: cannot read ProxyJump from the ssh config: %s", spec.destination, _why(e))
         return None
     tunnel = getattr(options, "tunnel", None)
     return tunnel if isinstance(tunnel, str) and tunnel else None
+
+
+def _why(e: BaseException) -> str:
+    """An exception as the library worded it: its type and its message."""
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _log_failure(spec: SSHSpec, tries: int, e: BaseException) -> None:
+    """One connect try failed: the library's own words, before fleetrun's summary."""
+    log.info("%s: connect try %d failed: %s", spec.destination, tries, _why(e))
 
 
 def _default_known_hosts() -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleetrun.diagnostics import note_secrets
 from fleetrun.engine import DEFAULT_GRACE, RunOptions, check_pools_dir, new_run_id
 from fleetrun.errors import RunLockedError, StateError, UsageError
 from fleetrun.executors import RecordedAttempt
@@ -196,6 +197,7 @@ def _prepare(
         plan = exec_plan(exec_req)
     else:
         plan = load_plan(Path(plan_file), var_overrides=overrides)
+    note_secrets(plan.secret_values)
     graph = expand(plan)
     empty = empty_tasks_error(graph)
     if empty is not None:
