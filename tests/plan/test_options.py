@@ -40,7 +40,9 @@ def test_each_kind_declares_a_frozen_options_class() -> None:
 
 def test_every_option_type_is_read_and_in_the_schema() -> None:
     assert set(READERS) == set(typing.get_args(OptionType))
-    task = plan_json_schema()["properties"]["tasks"]["additionalProperties"]["properties"]
+    schema = plan_json_schema()
+    ref = schema["properties"]["tasks"]["additionalProperties"]["$ref"]
+    task = schema["$defs"][ref.rsplit("/", 1)[1]]["properties"]
     for name, (decl, owners) in option_keys().items():
         assert name in TASK_KEYS
         assert task[name]["description"].startswith(f"(runs_on: {' or '.join(owners)}) ")

@@ -41,9 +41,9 @@ from fleetrun.plan._rollout import (
     wave_size,
     wave_targets,
 )
-from fleetrun.plan._schema import plan_json_schema
 from fleetrun.plan._select import select, selection_closure, selection_lines, split_names
 from fleetrun.plan._simulate import MODES, phase_layers, simulate, simulate_remaining
+from fleetrun.plan._spec import plan_json_schema
 from fleetrun.plan._summary import (
     empty_tasks,
     empty_tasks_error,

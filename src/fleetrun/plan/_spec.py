@@ -1,0 +1,625 @@
+"""The plan file as written: frozen pydantic models, one per section.
+
+These models are the one description of the plan's keys: ``fleetrun schema``
+prints their JSON Schema (``plan_json_schema``), the loader takes the key set
+of every section from them and validates sections with them (``_validate.py``
+maps pydantic's errors back to file:line:column). Units are parsed here by
+validators that use the same functions as the rest of fleetrun
+(``fleetrun.durations``, ``_units.parse_rate``), so the schema describes the
+accepted forms (a number, or a string with a pattern).
+
+The schema describes the shape of a plan; the loader checks more (references
+between sections, cycles, templates, regular expressions, files), so a file can
+match the schema and still be rejected with a precise message. Editors using
+YAML 1.2 (yaml-language-server) read ``on:`` as the string key it is in fleetrun.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+from fleetrun.durations import DURATION_HELP, DURATION_PATTERN, parse_duration
+from fleetrun.plan._model import MAX_ATTEMPTS, MAX_ATTEMPTS_WHY
+from fleetrun.plan._units import RATE_HELP, parse_rate
+from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
+from fleetrun.runs_on import DEFAULT_KIND, KINDS, RUNS_ON, option_keys
+
+SCHEMA_ID = "https://fleetrun.dev/schema/plan.json"
+NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_-]*$"
+ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
+RESOURCE_NAME_PATTERN = r"^[A-Za-z_][\w.-]*$"
+SHARED_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+RATE_PATTERN = r"^\s*\d+(\.\d+)?\s*/\s*(s|m|h|sec|second|min|minute|hour)\s*$"
+NEED_PATTERN = r"^\s*[A-Za-z_][A-Za-z0-9_-]*\s*(\[\s*\*\s*\])?\s*$"
+PERCENT_PATTERN = r"^\s*\d+(\.\d+)?\s*%\s*$"
+MAX_EXIT = 255
+"""The largest exit status a process can report (POSIX keeps 8 bits)."""
+MAX_VERIFY = 10_000
+"""The largest ``adaptive.verify``: the pool keeps that many attempts' endings in memory."""
+
+
+class _Spec(BaseModel):
+    """A section of the plan: unknown keys are errors, values are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _no_null(schema: dict[str, Any]) -> None:
+    """An optional key that may not be written as null: drop pydantic's null branch."""
+    branches = schema.get("anyOf")
+    if isinstance(branches, list):
+        kept = [b for b in branches if b != {"type": "null"}]
+        if len(kept) == 1:
+            del schema["anyOf"]
+            schema.update(kept[0])
+        else:
+            schema["anyOf"] = kept
+    schema.pop("default", None)
+
+
+def key(description: str, **kw: Any) -> Any:
+    """An optional key: absent is None, an explicit null is refused."""
+    extra = kw.pop("json_schema_extra", None)
+
+    def schema_extra(schema: dict[str, Any]) -> None:
+        _no_null(schema)
+        # Said beside a $ref too (pydantic leaves out one equal to the model's docstring).
+        schema["description"] = description
+        if extra:
+            schema.update(extra)
+
+    return Field(None, description=description, json_schema_extra=schema_extra, **kw)
+
+
+# --- units --------------------------------------------------------------------------
+
+
+def _seconds(value: object) -> object:
+    if isinstance(value, float | int | str) and not isinstance(value, bool):
+        seconds = parse_duration(value)
+        if seconds is not None:
+            return seconds
+    raise PydanticCustomError(
+        "duration", "{value!r} is not a duration", {"value": value, "fix": DURATION_HELP}
+    )
+
+
+def _rate(value: object) -> object:
+    rate = parse_rate(value)
+    if rate is None:
+        raise PydanticCustomError("rate", "not a rate above zero", {"fix": RATE_HELP})
+    return rate
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(_seconds),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ]
+        }
+    ),
+]
+"""Seconds, written 30s, 5m, 1h30m, 250ms or as a plain number."""
+
+Rate = Annotated[
+    float,
+    BeforeValidator(_rate),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": RATE_PATTERN},
+            ]
+        }
+    ),
+]
+"""Starts per second, written 10/s, 600/m or 100/h (a plain number is per second)."""
+
+_DURATION_WORDS = " A duration: 30s, 5m, 1h30m, 250ms, or seconds as a number."
+
+
+def duration(description: str) -> Any:
+    """An optional duration key."""
+    return key(description + _DURATION_WORDS)
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
+GroupName = Annotated[
+    str,
+    Field(pattern=NAME_PATTERN),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "not": {"const": "all"}}),
+]
+Percent = Annotated[str, Field(pattern=PERCENT_PATTERN)]
+Scalar = str | int | float | bool | None
+EnvValue = str | int | float | bool
+Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)]
+ExitCode = Annotated[int, Field(ge=0, le=MAX_EXIT)]
+
+
+# --- retry and success ----------------------------------------------------------------
+
+
+class RetryOn(_Spec):
+    """The failures a retry policy retries (at least one condition)."""
+
+    model_config = ConfigDict(title="RetryOn", json_schema_extra={"minProperties": 1})
+
+    exit: Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]] | None = key(
+        "Exit codes that are retried."
+    )
+    output: str | list[str] | None = key(
+        "Retry when the output contains any of these texts (plain substrings, not regular "
+        "expressions; for example '429' or 'Too Many Requests'). A pool's throttle.output "
+        "takes regexes."
+    )
+    timeout: bool | None = key("Retry attempts that timed out.")
+    connect: bool | None = key(
+        "Retry attempts that could not reach their target or lost the connection (SSH: "
+        "unreachable, refused, handshake dropped, connection lost)."
+    )
+
+
+class RetrySpec(_Spec):
+    """Retry policy. Keys given by a task override the same keys of defaults.retry."""
+
+    attempts: Attempts | None = key(
+        "Attempts in all, the first included (1 = no retry; at most "
+        f"{MAX_ATTEMPTS}: {MAX_ATTEMPTS_WHY})."
+    )
+    backoff: Duration | None = duration(
+        "Base delay: before attempt n+1 fleetrun waits a random time up to "
+        "min(max_backoff, backoff * 2^(n-1))."
+    )
+    max_backoff: Duration | None = duration("Longest delay between two attempts.")
+    on: RetryOn | None = key("Which failures are retried. Without 'on', every failure is retried.")
+
+
+Retry = Attempts | RetrySpec
+_RETRY = "Retry policy, or just the number of attempts."
+
+
+class SuccessSpec(_Spec):
+    """What counts as success for an attempt (default: exit 0)."""
+
+    exit: ExitCode | Annotated[list[ExitCode], Field(min_length=1)] | None = key(
+        "Every exit code that counts as success, for example [0, 3] for a status check "
+        "whose 'stopped' is 3 (0 included only when listed). An accepted non-zero code is "
+        "recorded as it is: 'exit 3 accepted'. Outputs ($FLEETRUN_OUTPUT) are published "
+        "by an exit 0 only."
+    )
+    fail_on_output: (
+        Annotated[str, Field(min_length=1)] | list[Annotated[str, Field(min_length=1)]] | None
+    ) = key(
+        "An attempt whose output contains any of these texts fails, whatever its exit code "
+        "(plain substrings, as retry.on.output, not regular expressions; for example "
+        "'ERROR'). Such a failure is retried as retry says."
+    )
+
+
+_SUCCESS = (
+    "What counts as success for an attempt (default: exit 0). The engine judges, the same "
+    "for every runs_on. Keys given by a task override the same keys of defaults.success. "
+    "Timeouts and signals are failures whatever this says."
+)
+
+
+# --- pools ----------------------------------------------------------------------------
+
+
+def _fraction(description: str, maximum: float = 1.0, *, below: bool = False) -> Any:
+    bound = {"lt": maximum} if below else {"le": maximum}
+    return key(description, gt=0, **bound)
+
+
+class AdaptiveSpec(_Spec):
+    """The adaptive algorithm's numbers (each optional)."""
+
+    decrease: float | None = _fraction(
+        "A throttle near the limit multiplies the rate by this (default 0.9); one soon after "
+        "a fresh start halves it.",
+        below=True,
+    )
+    max_drop: float | None = _fraction("One decrease keeps at least this fraction (default 0.2).")
+    increase: float | None = _fraction(
+        "Step of probing past the plateau: 1, 3, 5 ... x this (default 0.02)."
+    )
+    probe: float | None = _fraction("Seconds between two increases (default 1).", 3600)
+    floor: float | None = _fraction(
+        "Never below this fraction of the configured values (default 0.01)."
+    )
+    verify: int | None = key(
+        "Attempts watched after a decrease to check it helped; if the throttles did not "
+        "follow the rate, it is undone (default 10).",
+        ge=1,
+        le=MAX_VERIFY,
+    )
+    hold: float | None = _fraction(
+        "Seconds at the plateau before probing past it; doubles after each failed probe, "
+        "up to 16x (default 5).",
+        3600,
+    )
+    margin: float | None = _fraction(
+        "How far under a limit found the plateau sits (default 0.03).", 0.5
+    )
+    initial: int | None = key("The concurrency slow start begins at (default 8).", ge=1)
+
+
+class ThrottleSpec(_Spec):
+    """What 'slow down' looks like. Only these signals change an adaptive pool's limits;
+    a throttled attempt is retried whatever retry.on says. Default for an adaptive pool
+    without one: exit 75, output '\\b429\\b' or 'too many requests', 'retry-after: (N)'."""
+
+    exit: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]] | None = key(
+        "Exit codes that mean throttled."
+    )
+    output: str | list[str] | None = key(
+        "Regular expressions (Python re, searched line by line); an attempt whose output "
+        "matches one was throttled."
+    )
+    retry_after: str | None = key(
+        "A regular expression whose first group is a delay in seconds (e.g. "
+        "'Retry-After: (\\d+)'): no attempt of the pool starts before it passed."
+    )
+    attempts: Attempts | None = key(
+        "Attempts a throttled instance gets at least (default 5; the task's retry.attempts "
+        "when larger)."
+    )
+
+
+class PoolSpec(_Spec):
+    """A pool: concurrent slots and/or a start rate."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["concurrency"]}, {"required": ["rate"]}]}
+    )
+
+    concurrency: int | None = key("At most this many attempts at once.", ge=1)
+    rate: Rate | None = key(
+        "At most this many starts per time unit: 10/s, 600/m, 100/h (a number is per second)."
+    )
+    burst: int | None = key(
+        "Starts allowed at once under the rate (token bucket size, default 1).", ge=1
+    )
+    adaptive: bool | AdaptiveSpec | None = key(
+        "Follow what the provider grants: on throttle signals the effective rate and "
+        "concurrency come down, while nothing is throttled they grow back slowly; the "
+        "configured values are ceilings. true: the default numbers."
+    )
+    throttle: ThrottleSpec | None = key(
+        "What 'slow down' looks like. Only these signals change an adaptive pool's limits; "
+        "a throttled attempt is retried whatever retry.on says."
+    )
+    shared: str | None = key(
+        "Share this pool with every run that names the same shared pool in the same state "
+        "directory: one concurrency, rate, Retry-After pause and adaptive state between "
+        "them (`fleetrun pools` shows it). The first run that opens it sets its limits "
+        "until its last user leaves.",
+        pattern=SHARED_NAME_PATTERN,
+    )
+
+
+# --- tasks ----------------------------------------------------------------------------
+
+
+class NeedSpec(_Spec):
+    """A dependency on another task, optionally a quorum of its instances."""
+
+    task: Name = Field(description="The task.")
+    at_least: Annotated[int, Field(ge=1)] | Percent | None = key(
+        "How many instances must succeed: a count (1 up to the instance count) or a "
+        "percentage in (0%, 100%] rounded up."
+    )
+
+
+Need = Annotated[
+    Annotated[str, Field(pattern=NEED_PATTERN)] | NeedSpec,
+    Field(
+        description="A dependency. 'X': the same target's instance of X when both tasks fan "
+        "out over targets, otherwise every instance of X. 'X[*]': every instance. "
+        "{task: X, at_least: N or 'P%'}: a quorum of X's instances."
+    ),
+]
+
+
+def _option(name: str) -> str:
+    decl, owners = option_keys()[name]
+    return f"(runs_on: {' or '.join(owners)}) {decl.description}"
+
+
+def _option_rules() -> list[dict[str, Any]]:
+    """A task that gives a kind's key runs on that kind (no ``runs_on``: the default)."""
+    rules = []
+    for name, (_, owners) in option_keys().items():
+        runs_on = {
+            "enum": list(owners),
+            "description": f"{name} is read only by runs_on: {' or '.join(owners)}.",
+        }
+        then: dict[str, Any] = {"properties": {"runs_on": runs_on}}
+        if DEFAULT_KIND not in owners:
+            then["required"] = ["runs_on"]
+        rules.append({"if": {"required": [name]}, "then": then})
+    return rules
+
+
+_WHERE = "; ".join(f"'{k.name}', {k.where}" for k in KINDS.values())
+_TASK_RULES: dict[str, Any] = {
+    "oneOf": [{"required": ["run"]}, {"required": ["script"]}],
+    "allOf": _option_rules(),
+}
+
+
+class TaskSpec(_Spec):
+    """One task: a shell command, run once or once per target of a group."""
+
+    model_config = ConfigDict(json_schema_extra=_TASK_RULES)
+
+    run: str | None = key(
+        "Shell command. Templates: {{ target.name }}, {{ target.<attribute> }}, "
+        "{{ vars.<name> }}, {{ tasks.<task>.outputs.<key> }}; inserted values are quoted "
+        "for where they stand (bare word, inside \"...\" or '...') unless written "
+        "{{ raw ... }}; a placeholder in a here-document, a comment, backticks or $((...)) "
+        "is refused.",
+        min_length=1,
+    )
+    description: str | None = key("What the task does.")
+    phase: str | None = key("The phase the task belongs to (one of 'phases' when given).")
+    for_each: str | None = key(
+        "Fan out: one instance per target of this group ('all' = every target). Without it "
+        "the task runs once."
+    )
+    needs: list[Need] | str | None = key("Tasks that must succeed first.")
+    pools: list[str] | str | None = key(
+        "Pools whose limits every attempt of this task draws on.",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+                {"type": "string"},
+            ]
+        },
+    )
+    timeout: Duration | None = duration(
+        "Per-attempt time limit (default: defaults.timeout, or none)."
+    )
+    retry: Retry | None = key(_RETRY)
+    success: SuccessSpec | None = key(_SUCCESS)
+    env: dict[EnvName, EnvValue] | None = key(
+        "Environment variables for this task (over the plan's env)."
+    )
+    cwd: str | None = key("Working directory, relative to the plan file's directory.")
+    estimate: Duration | None = duration(
+        "Expected duration, for critical paths and makespan estimates (default 1s)."
+    )
+    runs_on: str | None = key(
+        f"Where each attempt runs: {_WHERE}.", json_schema_extra={"enum": list(RUNS_ON)}
+    )
+    keep_running: bool | None = key(_option("keep_running"))
+    resources: (
+        dict[
+            Annotated[str, Field(pattern=RESOURCE_NAME_PATTERN)],
+            Annotated[float, Field(gt=0)],
+        ]
+        | None
+    ) = key(_option("resources"))
+    script: str | None = key(
+        "Instead of 'run': a local script (path relative to the plan) and its arguments, "
+        "templated and quoted like 'run'. With runs_on: ssh it is streamed to the remote "
+        "shell (no copy, no file left behind).",
+        min_length=1,
+    )
+    allow_empty: bool | None = key(
+        "With for_each: the group may match no target (zero instances). Default false: "
+        "apply refuses a task with no instances."
+    )
+
+
+class DefaultsSpec(_Spec):
+    """The plan's defaults: values every task gets unless it sets its own."""
+
+    timeout: Duration | None = duration("Per-attempt time limit.")
+    retry: Retry | None = key(_RETRY)
+    success: SuccessSpec | None = key(_SUCCESS)
+    estimate: Duration | None = duration("Expected duration of a task.")
+
+
+# --- targets, groups, ssh, the rest ---------------------------------------------------
+
+
+class SSHSpec(_Spec):
+    """SSH settings (user, port, identity_file, known_hosts, jump, config_file,
+    connect_timeout)."""
+
+    host: str | None = key(
+        "Host name or address (or a Host alias of ~/.ssh/config); user@host:port is "
+        "accepted too. Default: the target's name."
+    )
+    port: int | None = key("SSH port (default: ~/.ssh/config, else 22).", ge=1, le=65535)
+    user: str | None = key("Remote user (default: ~/.ssh/config).")
+    identity_file: str | None = key(
+        "Private key file (relative to the plan); default: the agent and ~/.ssh/config. "
+        "No passwords."
+    )
+    known_hosts: str | None = key(
+        "known_hosts file checked strictly (default: ~/.ssh/config's, else "
+        "~/.ssh/known_hosts); 'accept-new' or 'accept-new:PATH' trusts a host with no key "
+        "on record and appends its key. A changed key is always refused."
+    )
+    jump: str | None = key("Jump host(s), user@host:port[,...] (like ProxyJump).")
+    config_file: str | None = key("OpenSSH client config to read instead of ~/.ssh/config.")
+    connect_timeout: Duration | None = duration(
+        "Bound on DNS, TCP, key exchange, authentication and opening a session (default 10s)."
+    )
+
+
+class TargetSpec(_Spec):
+    """A target's attributes: scalars, and how to reach it over SSH."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"propertyNames": {"pattern": NAME_PATTERN, "not": {"const": "name"}}},
+    )
+    __pydantic_extra__: dict[str, Scalar]
+
+    ssh: str | SSHSpec | None = key(
+        "How to reach the target over SSH (runs_on: ssh), over the plan's 'ssh' defaults: "
+        "[user@]host[:port], or a mapping of SSH settings."
+    )
+
+
+class VarSpec(_Spec):
+    """A variable with its origin or secrecy."""
+
+    value: Scalar = Field(None, description="The value.")
+    secret: bool | None = key("Mask the value everywhere (***).")
+    env: str | None = key("Take the value from this variable of fleetrun's environment.")
+
+
+class WhereGroup(_Spec):
+    """Selection by attributes."""
+
+    where: str = Field(
+        description="Expression over target attributes: == != < <= > >= in [..] not in [..] "
+        "and or not, parentheses, 'text', numbers, true, false, null; 'name' is the target "
+        "name; a missing attribute is null."
+    )
+
+
+class RolloutSpec(_Spec):
+    """Rolling waves: a target's instances start only once its wave is open. A wave opens
+    when the earlier waves have settled within max_failed (and, with pause, on promote).
+    Tasks not fanned over targets are not held."""
+
+    waves: Annotated[list[Annotated[int, Field(ge=1)] | Percent | str], Field(min_length=1)] = (
+        Field(
+            description="Wave sizes in order, the last one repeating: a group name, a count, "
+            "or a percentage of the fleet ('25%', truncated, at least 1)."
+        )
+    )
+    max_failed: Annotated[int, Field(ge=0)] | Percent | None = key(
+        "Failed targets allowed per wave (a count or a percentage of the wave); strictly "
+        "more halts the rollout. Default 0."
+    )
+    pause: bool | None = key("Wait for a promote before each next wave (default false).")
+
+
+class ClusterSpec(_Spec):
+    """Where runs_on: cluster jobs go (--cluster and FLEETRUN_CLUSTER override address).
+    Without an address, a local cluster is started for the run."""
+
+    address: str | None = key("A running Dask scheduler: tcp://HOST:PORT or HOST:PORT.")
+    workers: int | None = key("Worker processes of the local cluster (default 2).", ge=1)
+
+
+class PlanSpec(_Spec):
+    """A fleetrun plan: a fleet of targets and the tasks to run across it."""
+
+    model_config = ConfigDict(title="fleetrun plan")
+
+    name: str | None = key("Name of the plan (default: file name).")
+    description: str | None = key("What the plan does.")
+    env_file: str | None = key(
+        "File of KEY=VALUE lines (export prefix, comments and quotes allowed), relative to "
+        "the plan; given to every task's environment."
+    )
+    env: dict[EnvName, EnvValue] | None = key(
+        "Environment variables for every task (over env_file)."
+    )
+    secrets: list[EnvName] | None = key(
+        "Environment variable names whose values are redacted from logs, journal and "
+        "terminal (also taken from fleetrun's own environment).",
+        json_schema_extra={"uniqueItems": True},
+    )
+    secret_patterns: list[str] | None = key(
+        "Environment names containing one of these texts (or matching one of these globs, "
+        "such as '*_PASSWORD') are secret too.",
+        json_schema_extra={"default": list(DEFAULT_SECRET_NAME_PATTERNS)},
+    )
+    vars: dict[Name, Scalar | VarSpec] | None = key(
+        "Values for templates: {{ vars.<name> }}. Each a scalar, or {value, secret, env}: "
+        "'env' takes the value from fleetrun's environment, 'secret' masks it everywhere. "
+        "--var NAME=VALUE / --var-file FILE override."
+    )
+    targets: dict[str, TargetSpec | None] | str | None = key(
+        "The fleet: inline mapping of target name -> attributes (or null for none), or the "
+        "path (relative to the plan) of a YAML file holding that mapping."
+    )
+    groups: dict[GroupName, list[str] | WhereGroup] | None = key(
+        "Named sets of targets (a list of target names, or {where: <expression>}); 'all' "
+        "is reserved for every target."
+    )
+    pools: dict[Name, PoolSpec] | None = key(
+        "Shared limits that tasks draw on (a task may use several)."
+    )
+    rollout: RolloutSpec | None = key(
+        "Rolling waves: a target's instances start only once its wave is open."
+    )
+    defaults: DefaultsSpec | None = key("Values every task gets unless it sets its own.")
+    phases: list[Name] | None = key(
+        "Phase order (for --mode phased and for checks: a task may not need a task of a "
+        "later phase). Default: order of first use.",
+        json_schema_extra={"uniqueItems": True},
+    )
+    tasks: dict[Name, TaskSpec] = Field(
+        description="Task name -> task, in plan order.",
+        json_schema_extra={"minProperties": 1},
+    )
+    ssh: SSHSpec | None = key(
+        "SSH settings every target's own 'ssh' is laid over (user, port, identity_file, "
+        "known_hosts, jump, config_file, connect_timeout)."
+    )
+    cluster: ClusterSpec | None = key(
+        "Where runs_on: cluster jobs go (--cluster and FLEETRUN_CLUSTER override address). "
+        "Without an address, a local cluster is started for the run."
+    )
+
+
+def keys_of(model: type[BaseModel]) -> tuple[str, ...]:
+    """The keys a section may have, in the order the model declares them."""
+    return tuple(model.model_fields)
+
+
+class _PlanSchema(GenerateJsonSchema):
+    """Pydantic's JSON Schema, with a mapping's key rule as ``propertyNames`` (so that
+    a key that breaks it is refused) rather than ``patternProperties``."""
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        out: JsonSchemaValue = {"type": "object"}
+        keys = self.generate_inner(schema["keys_schema"]) if "keys_schema" in schema else {}
+        keys = {k: v for k, v in keys.items() if k not in ("type", "title")}
+        if keys:
+            out["propertyNames"] = keys
+        if "values_schema" in schema:
+            values = self.generate_inner(schema["values_schema"])
+            values.pop("title", None)
+            out["additionalProperties"] = values
+        self.update_with_validations(out, schema, self.ValidationsMapping.object)
+        return out
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    schema = PlanSpec.model_json_schema(schema_generator=_PlanSchema)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        **schema,
+    }
+
+
+def plan_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a plan file, generated from ``PlanSpec``;
+    a fresh copy on every call."""
+    return copy.deepcopy(_schema())
