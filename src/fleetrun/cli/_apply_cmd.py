@@ -7,6 +7,7 @@ from typing import Any, get_args
 
 import click
 
+from fleetrun.cli._plan_cmd import var_options
 from fleetrun.cli._run import execute
 from fleetrun.engine import DEFAULT_GRACE, FailFast, Mode, OutputMode
 from fleetrun.plan import PATTERN_HELP
@@ -39,26 +40,6 @@ class _OptionalValueCommand(click.Command):
                 arg = "--fail-fast=stop"
             fixed.append(arg)
         return super().parse_args(ctx, fixed)
-
-
-def var_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--var NAME=VALUE`` and ``--var-file FILE`` (repeatable; later ones win)."""
-    f = click.option(
-        "--var-file",
-        "var_files",
-        multiple=True,
-        metavar="FILE",
-        help="Variables from a YAML/JSON file of NAME: VALUE (repeatable).",
-    )(f)
-    f = click.option(
-        "--var",
-        "vars",
-        multiple=True,
-        metavar="NAME=VALUE",
-        help="Set a variable the plan declares under 'vars' (repeatable; retry reuses "
-        "the run's unless given again).",
-    )(f)
-    return f
 
 
 def _selection_options(f: Callable[..., Any]) -> Callable[..., Any]:

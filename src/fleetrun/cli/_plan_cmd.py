@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
-from fleetrun.cli._apply_cmd import var_options
 from fleetrun.errors import UsageError
 from fleetrun.plan import (
     ALL_TARGETS,
@@ -25,6 +26,26 @@ from fleetrun.plan import (
     selection_lines,
     split_names,
 )
+
+
+def var_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--var NAME=VALUE`` and ``--var-file FILE`` (repeatable; later ones win)."""
+    f = click.option(
+        "--var-file",
+        "var_files",
+        multiple=True,
+        metavar="FILE",
+        help="Variables from a YAML/JSON file of NAME: VALUE (repeatable).",
+    )(f)
+    f = click.option(
+        "--var",
+        "vars",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Set a variable the plan declares under 'vars' (repeatable; retry reuses "
+        "the run's unless given again).",
+    )(f)
+    return f
 
 
 @click.command("plan")

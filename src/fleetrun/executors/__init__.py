@@ -1,10 +1,15 @@
 """Executors: run one resolved attempt and report how it ended (local processes,
 SSH, compute-cluster jobs). They know nothing of plans: see ``Attempt`` for what
-they are given."""
+they are given.
+
+The local process code has a Linux fast path and a portable path for any
+POSIX system; ``_platform`` chooses on first use (``FLEETRUN_PLATFORM``), and
+``LocalExecutor`` and ``LocalOrphanFinder`` are the chosen path's."""
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from fleetrun.executors import _platform
 from fleetrun.executors._contract import (
     Attempt,
     AttemptResult,
@@ -15,9 +20,9 @@ from fleetrun.executors._contract import (
     OrphanFinder,
     RecordedAttempt,
 )
-from fleetrun.executors._local import LocalExecutor
 from fleetrun.executors._names import file_name
 from fleetrun.executors._noop import NoopExecutor
+from fleetrun.executors._orphans import TaggedProcess
 from fleetrun.executors._outputs import (
     MAX_OUTPUTS_BYTES,
     MAX_VALUE_BYTES,
@@ -26,15 +31,13 @@ from fleetrun.executors._outputs import (
     parse_output_bytes,
     parse_outputs,
 )
-from fleetrun.executors._procfs import (
-    LocalOrphanFinder,
+from fleetrun.executors._platform import (
     kill_groups,
     process_alive,
     process_start_time,
+    tagged_processes,
 )
-from fleetrun.executors._orphans import TaggedProcess
-from fleetrun.executors._reaper import ATTEMPT_ID, tagged_processes
-from fleetrun.names import env_name
+from fleetrun.names import ATTEMPT_ID, env_name
 
 if TYPE_CHECKING:
     from fleetrun.executors._cluster import (
@@ -51,6 +54,8 @@ if TYPE_CHECKING:
         quiet_dask_logs,
         stop_processes,
     )
+    from fleetrun.executors._local import LocalExecutor
+    from fleetrun.executors._procfs import LocalOrphanFinder
     from fleetrun.executors._ssh import SSHExecutor
     from fleetrun.executors._ssh_orphans import SSHOrphanFinder
     from fleetrun.executors._ssh_spec import SSHSpec
@@ -76,7 +81,12 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     # The compute-cluster executor loads on first use: runs without cluster tasks
-    # (and `fleetrun` start-up) do not pay for it.
+    # (and `fleetrun` start-up) do not pay for it. The local process code is the
+    # platform's (``_platform``), loaded once it is asked for.
+    if name == "LocalExecutor":
+        return _platform.executor_module().LocalExecutor
+    if name == "LocalOrphanFinder":
+        return _platform.procs_module().LocalOrphanFinder
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(f"fleetrun.executors.{module}"), attr)

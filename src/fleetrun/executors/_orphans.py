@@ -37,6 +37,10 @@ Table = dict[int, list[tuple[int, int]]]
 class ProcessView(Protocol):
     """How one platform reads the process table."""
 
+    slack: int
+    """How far (clock ticks) a start time read now may be from the one recorded
+    (0 where start times are exact)."""
+
     def start_time(self, pid: int) -> int | None:
         """Start time of ``pid`` in clock ticks since boot, None when it is gone."""
         ...
@@ -116,12 +120,11 @@ def group_members(
     """
     if leader_start is not None:
         now = view.start_time(pgid)
-        if now is not None and now != leader_start:
+        if now is not None and abs(now - leader_start) > view.slack:
             return ()
     members = (table if table is not None else view.table()).get(pgid, [])
-    return tuple(
-        sorted(pid for pid, start in members if leader_start is None or start >= leader_start)
-    )
+    first = None if leader_start is None else leader_start - view.slack
+    return tuple(sorted(pid for pid, start in members if first is None or start >= first))
 
 
 def kill_groups(view: ProcessView, pgids: Iterable[int], grace: float) -> None:

@@ -51,6 +51,19 @@ def attempt_id(run_id: str, node: int, attempt: int) -> str:
     return f"{run_id}.{node}.{attempt}"
 
 
+_PR_GET_CHILD_SUBREAPER = 37
+
+
+def can_subreap() -> bool:
+    """True when this kernel has child subreapers (asked without becoming one)."""
+    flag = ctypes.c_int(0)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return bool(libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
 def become_subreaper() -> bool:
     """Make this process the reaper of its orphaned descendants (once); True on success."""
     if not _SUBREAPER:
