@@ -12,10 +12,12 @@ import pytest
 from fleetrun.errors import PlanError
 from fleetrun.plan import load_plan, load_plan_text, plan_json_schema
 from fleetrun.plan._options import OPTION_KEYS, READERS
+from fleetrun.plan._spec import SSHSpec, TaskSpec, keys_of
 from fleetrun.plan._tasks import TASK_KEYS
 from fleetrun.runs_on import (
     KINDS,
     RUNS_ON,
+    SSH_KEYS,
     ExecutorOptions,
     LocalOptions,
     OptionType,
@@ -90,3 +92,9 @@ def test_keep_running_on_an_ssh_task_is_a_plan_error() -> None:
         "<string>:3:58: tasks.s.keep_running: keep_running is read only by runs_on: local; "
         "this task runs on ssh\n    fix: remove keep_running, or set runs_on: local"
     ]
+
+
+def test_the_models_hold_every_kinds_keys() -> None:
+    # The task model and the SSH settings model name the keys fleetrun.runs_on declares.
+    assert set(OPTION_KEYS) <= set(keys_of(TaskSpec))
+    assert keys_of(SSHSpec) == SSH_KEYS

@@ -6,10 +6,11 @@ import re
 
 from fleetrun.plan._fields import Ctx, join
 from fleetrun.plan._model import ClusterSection
+from fleetrun.plan._spec import ClusterSpec, keys_of
 from fleetrun.plan._yaml import YNode, YScalar
 from fleetrun.runs_on import scheduler_address_problem
 
-CLUSTER_KEYS = ("address", "workers")
+CLUSTER_KEYS = keys_of(ClusterSpec)
 RESOURCE_NAME = re.compile(r"^[A-Za-z_][\w.-]*$")
 
 

@@ -22,23 +22,14 @@ from fleetrun.plan._model import (
     Rollout,
     ThrottleRule,
 )
+from fleetrun.plan._spec import AdaptiveSpec, PoolSpec, RolloutSpec, ThrottleSpec, keys_of
 from fleetrun.plan._units import RATE_HELP, parse_rate
 from fleetrun.plan._yaml import YMap, YNode, YScalar
 
-POOL_KEYS = ("concurrency", "rate", "burst", "adaptive", "throttle", "shared")
-THROTTLE_KEYS = ("exit", "output", "retry_after", "attempts")
-ADAPTIVE_KEYS = (
-    "decrease",
-    "max_drop",
-    "increase",
-    "probe",
-    "floor",
-    "verify",
-    "hold",
-    "margin",
-    "initial",
-)
-ROLLOUT_KEYS = ("waves", "max_failed", "pause")
+POOL_KEYS = keys_of(PoolSpec)
+THROTTLE_KEYS = keys_of(ThrottleSpec)
+ADAPTIVE_KEYS = keys_of(AdaptiveSpec)
+ROLLOUT_KEYS = keys_of(RolloutSpec)
 
 SHARED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 """A shared pool's name (``pools.X.shared``): it names the pool on the whole

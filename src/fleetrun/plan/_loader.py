@@ -30,29 +30,13 @@ from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._limits_read import check_shared, read_pool, read_rollout
 from fleetrun.plan._model import ALL_TARGETS, ClusterSection, Plan, Pool, Scalar, Target
 from fleetrun.plan._secrets import matches_secret_pattern, secret_names_and_values
+from fleetrun.plan._spec import PlanSpec, VarSpec, WhereGroup, keys_of
 from fleetrun.plan._ssh import merge_ssh, read_ssh
 from fleetrun.plan._tasks import read_defaults, read_tasks
 from fleetrun.plan._yaml import YMap, YNode, YScalar, load_yaml
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 
-TOP_KEYS = (
-    "name",
-    "description",
-    "env_file",
-    "env",
-    "secrets",
-    "secret_patterns",
-    "vars",
-    "targets",
-    "groups",
-    "pools",
-    "rollout",
-    "defaults",
-    "phases",
-    "tasks",
-    "ssh",
-    "cluster",
-)
+TOP_KEYS = keys_of(PlanSpec)
 NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 MAX_NAME_BYTES = 200
 """Longest target name, in UTF-8 bytes: log and output files are named after it,
@@ -387,7 +371,7 @@ class _Loader:
     def var_spec(self, name: str, node: YMap, key: str) -> Scalar:
         """One ``{value, secret, env}`` variable; None (and a diagnostic) when unusable."""
         ctx = self.ctx
-        f = dict(ctx.items(node, key, ("value", "secret", "env")))
+        f = dict(ctx.items(node, key, keys_of(VarSpec)))
         value: Scalar = None
         if "value" in f:
             v = f["value"]
@@ -526,7 +510,7 @@ class _Loader:
         self, m: YMap, key: str, name: str, targets: Mapping[str, Target]
     ) -> tuple[str, ...]:
         ctx = self.ctx
-        found = dict(ctx.items(m, key, ("where",)))
+        found = dict(ctx.items(m, key, keys_of(WhereGroup)))
         if "where" not in found:
             if m.entries.keys() <= {"where"}:
                 ctx.error(

@@ -30,33 +30,26 @@ from fleetrun.plan._model import (
     Target,
     Task,
 )
-from fleetrun.plan._options import OPTION_KEYS, read_options, read_runs_on
+from fleetrun.plan._options import read_options, read_runs_on
+from fleetrun.plan._spec import (
+    DefaultsSpec,
+    NeedSpec,
+    RetryOn,
+    RetrySpec,
+    SuccessSpec,
+    TaskSpec,
+    keys_of,
+)
 from fleetrun.plan._template import Template
 from fleetrun.plan._yaml import YNode, YScalar
 from fleetrun.runs_on import DEFAULT_KIND
 
-TASK_KEYS = (
-    "run",
-    "description",
-    "phase",
-    "for_each",
-    "needs",
-    "pools",
-    "timeout",
-    "retry",
-    "env",
-    "cwd",
-    "estimate",
-    "runs_on",
-    "allow_empty",
-    "script",
-    "success",
-    *OPTION_KEYS,
-)
-DEFAULT_KEYS = ("timeout", "retry", "estimate", "success")
-RETRY_KEYS = ("attempts", "backoff", "max_backoff", "on")
-ON_KEYS = ("exit", "output", "timeout", "connect")
-SUCCESS_KEYS = ("exit", "fail_on_output")
+TASK_KEYS = keys_of(TaskSpec)
+DEFAULT_KEYS = keys_of(DefaultsSpec)
+RETRY_KEYS = keys_of(RetrySpec)
+ON_KEYS = keys_of(RetryOn)
+SUCCESS_KEYS = keys_of(SuccessSpec)
+NEED_KEYS = keys_of(NeedSpec)
 MAX_EXIT = 255
 """The largest exit status a process can report (POSIX keeps 8 bits)."""
 TASK_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
@@ -220,7 +213,7 @@ def _read_needs(ctx: Ctx, node: YNode, key: str) -> list[tuple[Need, YNode]]:
         qm = ctx.mapping(item, sub, allow_null=False)
         if qm is None:
             continue
-        found = dict(ctx.items(qm, sub, ("task", "at_least")))
+        found = dict(ctx.items(qm, sub, NEED_KEYS))
         if "task" not in found:
             ctx.error(qm, sub, "a need mapping needs 'task'", "write {task: name, at_least: N}")
             continue

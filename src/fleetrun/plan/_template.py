@@ -32,6 +32,7 @@ class Target(Protocol):
     @property
     def attrs(self) -> Mapping[str, Any]: ...
 
+
 _EXPR = re.compile(r"\{\{(.*?)\}\}", re.S)
 _PATH = re.compile(r"^(raw\s+)?([A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)$")
 _ROOTS = ("target", "vars", "tasks")
