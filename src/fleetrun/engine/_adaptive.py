@@ -40,7 +40,11 @@ The anchors, and what is taken from each:
   attempts that were running when the throttle came and were not throttled
   themselves: each throttle of that episode takes one slot away, so when the
   throttled attempts (fast, as 429s are) have come back, the concurrency is
-  what the provider admitted.
+  what the provider admitted. Such a throttle's Retry-After delays only the
+  throttled attempt's retry (``pauses``): the admitted slots keep working
+  (Netflix's limiter never stops admitting under its limit either); a
+  throttle of an attempt started within that delay pauses the whole pool,
+  as a rate limit's penalty rule needs.
 - **One episode, one decrease** (TCP's one cut per window): a throttle of
   an attempt that started before the last decrease says nothing about the
   new limits (a Retry-After still pauses the pool).
@@ -106,6 +110,9 @@ class AdaptiveLimit:
     """The effective rate and concurrency of one adaptive pool (see the module doc)."""
 
     __slots__ = (
+        "_asked_from",
+        "_asked_until",
+        "_attempt_only",
         "_bad_conc",
         "_bad_rate",
         "_cap_held",
@@ -201,6 +208,11 @@ class AdaptiveLimit:
         # episode began and have not ended yet (each one throttled frees a slot for good).
         self._episode = 0
         self._episode_floor = 1
+        # The Retry-After of the last throttle that paused only its attempt:
+        # from when, until when (a start in it that is throttled pauses the pool).
+        self._asked_from = -math.inf
+        self._asked_until = -math.inf
+        self._attempt_only = False  # the throttle being handled paused only its attempt
 
     # -- observations -------------------------------------------------------------
 
@@ -266,14 +278,57 @@ class AdaptiveLimit:
             self.concurrency = conc + 1
         return self.tick(now, in_flight)
 
+    def pauses(self, started_at: float, now: float, in_flight: int) -> bool:
+        """Whether the Retry-After of a throttle (about to be passed to
+        ``throttled``) pauses the whole pool, or only the throttled attempt's
+        retry.
+
+        A throttle counted against the concurrency (see the module doc) says
+        "too many at once", not "too fast": the attempts still running were
+        admitted, and the ones that end free slots the provider admits again
+        at once. Pausing every start for the delay would idle the admitted
+        slots (a 1 s pause costs a 4-slot pool of 0.2 s requests 20 of them).
+        So only the throttled attempt waits for its Retry-After, unless it
+        started within the Retry-After of an earlier such throttle: a provider
+        that throttles those (a rate limit with a penalty rule, taken for a
+        concurrency limit) gets the whole pool paused, as the rate does.
+        """
+        if self._asked_from <= started_at < self._asked_until:
+            return True
+        if self._episode > 0 and started_at < self._last_decrease:
+            return False  # the same concurrency episode
+        if started_at < self._last_decrease:
+            return True
+        return not self._by_conc(in_flight)
+
+    def _by_conc(self, in_flight: int) -> bool:
+        """Whether a throttle now counts against the concurrency (module doc)."""
+        conc = self.concurrency
+        return conc is not None and (
+            # Full when it started, and held back by its slots since the last
+            # change: the starts were paced by the concurrency, not the rate.
+            self.rate is None or (self._cap_held and in_flight + 1 >= conc)
+        )
+
     def throttled(
-        self, started_at: float, now: float, in_flight: int, retry_after: float | None
+        self,
+        started_at: float,
+        now: float,
+        in_flight: int,
+        retry_after: float | None,
+        pool_paused: bool = True,
     ) -> Change | None:
         """An attempt that started at ``started_at`` was throttled at ``now``.
 
         ``in_flight`` counts the pool's attempts still running (this one not
-        included); ``retry_after`` is the delay the provider asked for, if any.
+        included); ``retry_after`` is the delay the provider asked for, if any;
+        ``pool_paused``: it paused the whole pool (``pauses``), else only the
+        throttled attempt's retry waits for it.
         """
+        self._attempt_only = retry_after is not None and retry_after > 0 and not pool_paused
+        if retry_after is not None and self._attempt_only:
+            self._asked_from = now
+            self._asked_until = max(self._asked_until, now + retry_after)
         self._ends += 1
         self._throttles += 1
         self._window.append(True)
@@ -453,11 +508,7 @@ class AdaptiveLimit:
             self._chain_top = (before_rate, before_conc)
         share = sum(self._window) / len(self._window)
         sending = self._sending(now)
-        by_conc = before_conc is not None and (
-            # Full when it started, and held back by its slots since the last
-            # change: the starts were paced by the concurrency, not the rate.
-            before_rate is None or (self._cap_held and in_flight + 1 >= before_conc)
-        )
+        by_conc = self._by_conc(in_flight)
         why: list[str] = []
         if by_conc and before_conc is not None:
             # The attempts still running were admitted; the throttled ones that
@@ -503,7 +554,9 @@ class AdaptiveLimit:
             self.rate = min(rate, max(new, rate * s.max_drop, self._rate_floor))
             self._cut_to = self.rate
         if retry_after is not None:
-            why.append(f"Retry-After {retry_after:g}s")
+            only = ", for the throttled attempt only" if self._attempt_only else ""
+            why.append(f"Retry-After {retry_after:g}s{only}")
+        self._attempt_only = False
         self._slow_start = False
         self._verify = (before_rate, before_conc, share, 0, 0)
         self._last_decrease = self._last_probe = self._last_change = now

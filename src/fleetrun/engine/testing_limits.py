@@ -257,13 +257,19 @@ def simulate(
             in_use -= 1
             done += 1
             apply(a.succeeded(started, now, in_use))
+        elif kind == "retry":
+            queue += 1
         elif kind == "throttled":
             in_use -= 1
-            queue += 1
             res.throttled += 1
-            if ra and now + ra > paused_until:
+            whole = a.pauses(started, now, in_use)
+            if ra and whole and now + ra > paused_until:
                 a.paused(now, now + ra)
                 paused_until = now + ra
-            apply(a.throttled(started, now, in_use, ra))
+            if ra and not whole:
+                push(now + ra, "retry")  # only this request waits for its Retry-After
+            else:
+                queue += 1
+            apply(a.throttled(started, now, in_use, ra, whole))
     res.makespan = now
     return res
