@@ -1,4 +1,5 @@
-"""Every shell command of the README and of each example's README, run as written.
+"""Every shell command of the README, of the documentation pages (``docs/``) and
+of each example's README, run as written.
 
 The commands are read from the fenced code blocks: ```sh / ```bash / ```shell
 (every line), ```console (the ``$ `` lines) and bare ``` blocks (the lines that
@@ -10,15 +11,15 @@ Each block runs as a reader would type it: its commands in order, in one bash
 with job control (``cmd &`` and ``kill %1`` work as in a terminal), from the
 root of a fresh copy of ``examples/`` in a temporary directory that is a git
 checkout (``git rev-parse`` answers), with ``fleetrun`` and ``python`` on
-``PATH``. ``export`` lines of earlier blocks of the same README carry over, as
+``PATH``. ``export`` lines of earlier blocks of the same page carry over, as
 in the reader's terminal. The chain138 and prover stand-ins run with short
 sleeps (``CHAIN138_SCALE``, ``PROVER_SCALE``; a command that sets its own
 value wins).
 
 A command that cannot run here is in ``NOT_RUN`` with the reason, one line
-each. Every other command runs: a command added to a README that is neither
+each. Every other command runs: a command added to a page that is neither
 listed nor runnable here fails this test, and so does a listed command that no
-README has any more.
+page has any more.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = (
     "README.md",
+    *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/**/*.md")),
     *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("examples/*/README.md")),
 )
 
@@ -45,9 +47,10 @@ PIP = "installs packages (pip): the environment under test is already installed"
 K8S = "needs a Kubernetes cluster and kubectl"
 PLACEHOLDER = "holds a placeholder (PLAN, RUN, PORT, NODE, ...) for the reader's own value"
 NO_JOURNAL = "reads the journal in .fleetrun/ of the reader's working directory"
+LOCAL_CLUSTER = "a long-lived local cluster: tests/cluster/test_cli_local.py runs up, status, scale and down with real processes"  # noqa: E501
 
 NOT_RUN: dict[str, str] = {
-    # README.md
+    # README.md and docs/
     "pip install . && fleetrun apply examples/chain138/plan.yaml": PIP,
     "pip install -e '.[test]' && python3 -m pytest -q": PIP,
     "fleetrun exec FILE [-t SELECTION] [--runs-on local|ssh] [-j N] [--timeout D] [--format text|json] -- COMMAND [ARGS...]": "the command's synopsis, not a command",  # noqa: E501
@@ -62,8 +65,15 @@ NOT_RUN: dict[str, str] = {
     "python3 -m pytest -q": "the whole test suite, of which this test is one",
     "ruff check src tests && mypy": "the lint and type checks, run by .ci/run over the repository",
     "python bench/bench_expand.py": "a benchmark (bench/ is not part of the examples' copy)",
+    'python3 -m mkdocs build --strict --site-dir "$(mktemp -d)"': "builds the site from the repository (mkdocs.yml is not part of the examples' copy); tests/test_docs_site.py runs the same build",  # noqa: E501
+    "python3 -m mkdocs serve": "a web server that runs until interrupted",
     # examples/prover/README.md
     "pip install -e '.[cluster]'": PIP,
+    "fleetrun cluster up --local --workers 3": LOCAL_CLUSTER,
+    "fleetrun cluster status": LOCAL_CLUSTER,
+    "fleetrun cluster scale 1": LOCAL_CLUSTER,
+    "fleetrun cluster down": LOCAL_CLUSTER,
+    "PROVER_SCALE=0.2 fleetrun apply examples/prover/plan.yaml": "the apply before it again, with longer jobs (tests/cluster/test_prover_example.py runs fleetrun apply of this plan)",  # noqa: E501
     "FLEETRUN_CLUSTER=tcp://127.0.0.1:PORT fleetrun apply examples/prover/plan.yaml": PLACEHOLDER,
     "kubectl label node NODE fluidexnode=computation": K8S,
     "kubectl taint node NODE dedicated=computation:NoSchedule": K8S,
@@ -97,7 +107,7 @@ _SHELL = frozenset({"sh", "bash", "shell"})
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One command of a README: where it is, its text and the exit code it says."""
+    """One command of a page: where it is, its text and the exit code it says."""
 
     doc: str
     block: int  # line of the block's opening fence
@@ -174,33 +184,65 @@ def extract(doc: str) -> list[Command]:
 ALL = [c for doc in DOCS for c in extract(doc)]
 
 
+def _exports(cmds: list[Command]) -> list[str]:
+    """The ``export`` lines of the blocks before ``cmds`` on its page."""
+    earlier = [c for c in ALL if c.doc == cmds[0].doc and c.block < cmds[0].block]
+    return [c.text for c in earlier if c.text.startswith("export ") and c.text not in NOT_RUN]
+
+
 def _blocks() -> list[list[Command]]:
-    """The blocks that have a command to run, each as its commands in order."""
+    """The blocks that have a command to run, each as its commands in order.
+
+    A block that repeats one met before word for word (the README's tour is
+    the getting-started page's), with the same exports before it, runs once.
+    """
     by_block: dict[tuple[str, int], list[Command]] = {}
     for c in ALL:
         by_block.setdefault((c.doc, c.block), []).append(c)
-    return [cmds for cmds in by_block.values() if any(c.text not in NOT_RUN for c in cmds)]
+    seen: set[tuple[tuple[str, ...], tuple[tuple[str, int], ...]]] = set()
+    out = []
+    for cmds in by_block.values():
+        if all(c.text in NOT_RUN for c in cmds):
+            continue
+        same = (tuple(_exports(cmds)), tuple((c.text, c.expected) for c in cmds))
+        if same not in seen:
+            seen.add(same)
+            out.append(cmds)
+    return out
 
 
 def test_every_command_is_run_or_listed_with_a_reason() -> None:
     texts = {c.text for c in ALL}
     stale = sorted(set(NOT_RUN) - texts)
-    assert not stale, f"NOT_RUN lists commands no README has any more: {stale}"
-    # The extraction finds the tour and the walkthroughs (it cannot pass on nothing).
-    assert {c.doc for c in ALL} >= {"README.md", "examples/hosts/README.md",
+    assert not stale, f"NOT_RUN lists commands no page has any more: {stale}"
+    # The extraction finds the tours and the walkthroughs (it cannot pass on nothing).
+    assert {c.doc for c in ALL} >= {"README.md", "docs/getting-started.md", "docs/running.md",
+                                    "examples/hosts/README.md",
                                     "examples/prover/README.md"}  # fmt: skip
     assert sum(c.text not in NOT_RUN for c in ALL) >= 25
     assert all(reason.strip() for reason in NOT_RUN.values())
 
 
+def test_a_repeated_block_is_run_once() -> None:
+    blocks = _blocks()
+    keys = [tuple(c.text for c in cmds) for cmds in blocks]
+    assert len(keys) == len(set(keys))
+    tours = [
+        cmds[0].doc for cmds in blocks if cmds[0].text == "fleetrun plan examples/quickstart.yaml"
+    ]
+    assert tours == ["README.md"]  # the getting-started page's tour is the same block
+
+
 def test_the_extraction_reads_comments_and_continuations() -> None:
     assert _split_comment("a 'b # c' # exit 3") == ("a 'b # c'", "exit 3")
     assert _split_comment("echo a#b") == ("echo a#b", "")
-    tour = {c.text: c for c in ALL if c.doc == "README.md"}
-    assert tour["fleetrun retry --plan examples/chain138/plan.yaml"].expected == 0
     failing = "FAIL_REGIONS=ukwest,japaneast fleetrun apply examples/chain138/plan.yaml"
-    assert tour[failing].expected == 1
-    joined = [t for t in tour if t.startswith("fleetrun exec examples/chain138/plan.yaml")]
+    for doc in ("README.md", "docs/getting-started.md"):
+        tour = {c.text: c for c in ALL if c.doc == doc}
+        assert tour["fleetrun retry --plan examples/chain138/plan.yaml"].expected == 0
+        assert tour[failing].expected == 1
+    texts = {c.text for c in ALL if c.doc == "docs/running.md"}
+    joined = [t for t in texts if t.startswith("fleetrun exec examples/chain138/plan.yaml")]
     assert joined == [
         "fleetrun exec examples/chain138/plan.yaml -t validators -- "
         "./scripts/service.sh status {{ target.name }} {{ target.role }}"
@@ -285,10 +327,8 @@ def _run_block(cmds: list[Command], tmp: Path) -> None:
     root = _copy(tmp)
     logs, rcs = tmp / "logs", tmp / "rcs"
     logs.mkdir()
-    earlier = [c for c in ALL if c.doc == cmds[0].doc and c.block < cmds[0].block]
-    exports = [c.text for c in earlier if c.text.startswith("export ") and c.text not in NOT_RUN]
     script = tmp / "block.sh"
-    script.write_text(_script(cmds, exports, logs, rcs))
+    script.write_text(_script(cmds, _exports(cmds), logs, rcs))
     env = {k: v for k, v in os.environ.items() if not k.startswith(DROPPED_ENV)}
     env.update(ENV, PATH=f"{tmp / 'bin'}{os.pathsep}{env.get('PATH', '')}")
     proc = subprocess.Popen(["bash", str(script)], cwd=root, env=env,
@@ -312,14 +352,14 @@ def _run_block(cmds: list[Command], tmp: Path) -> None:
         if got.get(n) != c.expected:
             log = logs / f"{n}.log"
             tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no output)"
-            wrong.append(f"{c.where}: {c.text}\n  exit {got.get(n)}, the README says "
+            wrong.append(f"{c.where}: {c.text}\n  exit {got.get(n)}, the page says "
                          f"{c.expected}; its output ends:\n{tail}")  # fmt: skip
     assert not wrong, "\n\n".join(wrong)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cmds", _blocks(), ids=lambda cmds: f"{cmds[0].doc}:{cmds[0].block}")
-def test_block_runs_as_the_readme_says(cmds: list[Command], tmp_path: Path) -> None:
+def test_block_runs_as_the_page_says(cmds: list[Command], tmp_path: Path) -> None:
     lacking = _missing(cmds)
     if lacking is not None:
         pytest.skip(f"{cmds[0].doc}:{cmds[0].block} needs {lacking}")
@@ -327,7 +367,7 @@ def test_block_runs_as_the_readme_says(cmds: list[Command], tmp_path: Path) -> N
 
 
 def test_hosts_fleet_file_resolves() -> None:
-    """The README's ``exec`` on the hosts fleet file selects the web group over SSH."""
+    """``exec`` on the hosts fleet file (docs/running.md) selects the web group over SSH."""
     from fleetrun.plan import ExecRequest, exec_plan
 
     fleet = ROOT / "examples" / "hosts" / "fleet.yaml"
