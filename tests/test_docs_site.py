@@ -11,6 +11,7 @@ the renderer is also checked on a schema in pydantic's layout (``$defs``,
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,13 @@ def test_the_command_reference_names_every_option_of_apply() -> None:
     for option in ("`-t, --targets PATTERN`", "`--mode [dag|phased|sequential]`", "`PLAN`"):
         assert option in section, option
     assert "Usage: fleetrun apply [OPTIONS] PLAN" in section
+
+
+def test_the_readme_is_a_first_page_whose_links_resolve() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) < 250
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [link for link in links if "://" not in link]
+    assert "docs/getting-started.md" in local
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, missing

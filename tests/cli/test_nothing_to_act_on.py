@@ -1,6 +1,6 @@
 """Exit codes of commands with nothing to act on, and of an unusable journal.
 
-README "Exit codes": 1 is for tasks that failed; 2 for bad usage (a run that is
+docs/exit-codes.md: 1 is for tasks that failed; 2 for bad usage (a run that is
 not on record, nothing live to cancel or promote) and for a state directory
 that cannot be used, a journal that is not a journal included.
 """

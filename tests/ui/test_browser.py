@@ -172,7 +172,7 @@ def test_the_page_follows_a_live_run_and_steers_it(browser: Any, tmp_path: Path)
         page.wait_for_selector(".chart svg rect.bar.o-failed")
         assert HOSTILE in page.inner_text("table.grid")  # markup shown as text
         assert SECRET not in page.content()
-        # FLEETRUN_UI_SCREENSHOT=docs/ui-run.png refreshes the README's picture.
+        # FLEETRUN_UI_SCREENSHOT=docs/ui-run.png refreshes the picture in docs/live-views.md.
         shot = Path(os.environ.get("FLEETRUN_UI_SCREENSHOT", str(tmp_path / "run.png")))
         page.screenshot(path=str(shot), full_page=True)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
