@@ -106,7 +106,8 @@ class ConsoleStream:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, self.fd)
             os.close(null)
-        with contextlib.suppress(Exception):
+        # Said if stderr can take it: it may be gone too (or None, closed at start).
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             sys.stderr.write(
                 f"fleetrun: the console went away ({e.strerror or e}); the run goes on "
                 "and is recorded in full (fleetrun show, fleetrun logs)\n"
@@ -132,7 +133,8 @@ def console_gone(e: OSError, stderr: bool = False) -> None:
         os.dup2(null, fd)
         os.close(null)
     if not stderr:
-        with contextlib.suppress(Exception):
+        # Said if stderr can take it: it may be gone too (or None, closed at start).
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             sys.stderr.write(
                 f"fleetrun: the console went away ({e.strerror or e}); the run goes on "
                 "and is recorded in full (fleetrun show, fleetrun logs)\n"

@@ -37,6 +37,7 @@ cheaper than a hop to a thread, and a start must not wait for anything else.
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 from collections.abc import Callable
@@ -47,6 +48,8 @@ from fleetrun.engine._shared_file import FULL, PAUSE, PoolRow, config_of, settin
 from fleetrun.engine._shared_state import describe
 from fleetrun.engine._shared_store import Call, SharedStore
 from fleetrun.plan import Graph, Pool
+
+log = logging.getLogger(__name__)
 
 RECHECK = 0.025
 """Seconds between two looks at a shared pool that other runs keep full."""
@@ -139,7 +142,8 @@ class SharedLimits(Limits):
                     self._joined(k, row, now)
                 return row
             fresh = self._store.read(cfg.shared)
-        except sqlite3.Error:
+        except sqlite3.Error as e:
+            _hiccup("reading", cfg.shared, e, logging.DEBUG)
             return None
         if fresh is not None:
             self._see(k, fresh, now)
@@ -253,7 +257,8 @@ class SharedLimits(Limits):
             self._next_reclaim[k] = now + RECLAIM_EVERY
             try:
                 fresh = self._store.reclaim(row.name)
-            except sqlite3.Error:
+            except sqlite3.Error as e:
+                _hiccup("reclaiming the slots of dead runs in", row.name, e)
                 fresh = None
             if fresh is not None:
                 self._see(k, fresh, now)
@@ -265,7 +270,8 @@ class SharedLimits(Limits):
     def _ramp_at(self, row: PoolRow, now: float) -> float:
         try:
             limit = self._store.replica(row, now)
-        except sqlite3.Error:
+        except sqlite3.Error as e:
+            _hiccup("reading the ramp of", row.name, e, logging.DEBUG)
             return math.inf
         return math.inf if limit is None else limit.ramp_at()
 
@@ -292,7 +298,8 @@ class SharedLimits(Limits):
                     self._owed.clear()
                 calls = [self._calls(k, ("started", (now,))) for k in shared]
                 ok, rows, changes = self._store.take(names, now, calls)
-            except sqlite3.Error:
+            except sqlite3.Error as e:
+                _hiccup("taking a slot in", ", ".join(names), e)
                 ok, rows, changes = False, [], []
             for k, fresh in zip(shared, rows, strict=False):
                 self._see(k, fresh, now)
@@ -328,7 +335,8 @@ class SharedLimits(Limits):
         names = tuple(self._shared_name(k) for k in shared)
         try:
             self._store.release(names)
-        except sqlite3.Error:
+        except sqlite3.Error as e:
+            _hiccup("giving a slot back to", ", ".join(names), e)
             self._owed.extend(names)  # the next take gives them back; leaving does in any case
 
     def close(self) -> None:
@@ -397,7 +405,8 @@ class SharedLimits(Limits):
             row, paused, changes = self._store.observe(
                 self._shared_name(k), now, calls, until, pause_reason
             )
-        except sqlite3.Error:
+        except sqlite3.Error as e:
+            _hiccup("recording an observation in", self._shared_name(k), e)
             return  # one observation lost: the algorithm sees the next one
         if row is None:
             return
@@ -411,3 +420,10 @@ class SharedLimits(Limits):
 
 def _adaptive(row: PoolRow) -> bool:
     return settings_of(row.settings)[3] is not None
+
+
+def _hiccup(doing: str, pool: str, e: sqlite3.Error, level: int = logging.INFO) -> None:
+    """A shared pool's file could not be used this once; the run goes on (each
+    caller says how: a start tried again, a slot owed, an observation lost).
+    Reads polled while a pool is full log at debug: they may repeat many times."""
+    log.log(level, "shared pool %s: %s it failed: %s", pool, doing, e)

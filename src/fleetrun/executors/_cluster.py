@@ -86,11 +86,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,8 @@ from fleetrun.executors._dask_local import MACHINE, LocalCluster, quiet_dask_log
 from fleetrun.executors._outputs import MAX_OUTPUTS_BYTES, parse_output_bytes
 from fleetrun.names import CLUSTER_ENV as CLUSTER_ENV
 from fleetrun.runs_on import ClusterOptions, ExecutorOptions
+
+log = logging.getLogger(__name__)
 
 WORKER_WAIT = 60.0
 """How long a job waits while no worker of the cluster can run it (seconds)."""
@@ -186,7 +189,9 @@ class ClusterExecutor:
             if self.address is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="fleetrun-cluster-")
                 self._local = LocalCluster(Path(self._tmp.name))
+                log.info("starting a local compute cluster of %d workers", self.workers)
                 self.address = await asyncio.to_thread(self._local.start, self.workers)
+            log.info("connecting to the compute cluster's scheduler %s", self.address)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.connect_timeout
             await _until_listening(self.address, self.connect_timeout)
@@ -199,9 +204,17 @@ class ClusterExecutor:
             client.subscribe_topic(self._topic, self._on_event)
             self._claims = await _install_claims(client)
             self._client = client
+            log.info(
+                "connected to the scheduler %s (jobs claimed: %s)",
+                self.address,
+                "yes" if self._claims else "no",
+            )
             if self._watcher is None:
                 self._watcher = asyncio.ensure_future(self._watch_workers())
             return client
+        except Exception as e:
+            log.info("cannot connect to the scheduler %s: %s", self.address, _why(e))
+            raise
         finally:
             self._connecting = None
 
@@ -210,6 +223,11 @@ class ClusterExecutor:
         ``client()`` connects afresh."""
         if self._client is client:
             self._client = None
+            log.info(
+                "the connection to the scheduler %s is lost (%s); the next job connects afresh",
+                self.address,
+                client.status,
+            )
             self._spawn(_close_client(client))
 
     def _spawn(self, coro: Any) -> None:
@@ -232,12 +250,10 @@ class ClusterExecutor:
         """Disconnect; stop the embedded cluster if this executor started one."""
         if self._watcher is not None:
             self._watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await self._watcher
+            await _ended(self._watcher, "closing: the worker watch")
             self._watcher = None
         if self._connecting is not None:
-            with contextlib.suppress(BaseException):
-                await self._connecting
+            await _ended(self._connecting, f"closing: connecting to {self.address}")
         if self._reconnecting:
             # Ending jobs whose connection was lost needs a scheduler: one that is
             # there answers at once; one that is gone ends its workers' jobs itself.
@@ -245,11 +261,10 @@ class ClusterExecutor:
             for t in late:
                 t.cancel()
         for t in [*self._tasks, *self._reconnecting, *self._logs.busy()]:
-            with contextlib.suppress(BaseException):
-                await t
+            await _ended(t, "closing: a job's ending or log file")
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(Exception):
+            with _best_effort(f"closing: unsubscribing from {self._topic}"):
                 client.unsubscribe_topic(self._topic)
             await _close_client(client)
         if self._local is not None:
@@ -313,7 +328,8 @@ class ClusterExecutor:
                             self._end(client, submitting.result(), job, attempt.grace)
                         )
                     raise
-                except Exception as e:
+                except Exception as e:  # Dask's news of the job, read by ``_failed``
+                    log.debug("%s: the job's future failed: %s", job, _why(e))
                     if stream.result is None:
                         failure = await self._failed(client, spec, stream, e, attempt.grace)
                         if failure is not None:
@@ -380,6 +396,7 @@ class ClusterExecutor:
         if isinstance(e, FutureCancelledError):
             lost = lost or e.reason == "scheduler-connection-lost"
         if lost:
+            log.info("%s: the job's future failed with the connection: %s", spec["key"], _why(e))
             self._forget_client(client)
             # The scheduler may still be there (only this connection broke): then
             # the job would run on unheard, beside the retry. End it over a new one.
@@ -410,9 +427,10 @@ class ClusterExecutor:
         so that it never starts, if it had not); nothing when none can be made."""
         try:
             client = await self.client()
-        except Exception:
+        except Exception as e:
+            log.info("%s: cannot end the job over a new connection: %s", key, _why(e))
             return
-        with contextlib.suppress(Exception):
+        with _best_effort(f"{key}: ending the job over a new connection"):
             await client.run(_cluster_job.end_job, key, grace, on_error="ignore")
 
     def _submit(
@@ -441,7 +459,8 @@ class ClusterExecutor:
                     pure=False,
                     resources=dict(wanted),
                 )
-            except Exception as e:
+            except Exception as e:  # each job's attempt reports it
+                log.info("submitting %d job(s) failed: %s", len(specs), _why(e))
                 for _, submitted in group:
                     submitted.set_exception(e)
                 continue
@@ -462,8 +481,10 @@ class ClusterExecutor:
                 continue
             try:
                 info = await client.scheduler.identity(n_workers=-1)
-            except Exception:
-                continue  # a lost connection is the jobs' own news
+            except Exception as e:
+                # A lost connection is the jobs' own news.
+                log.debug("counting the workers of %s failed: %s", self.address, _why(e))
+                continue
             offered = [
                 w.get("resources") or {}
                 for w in info.get("workers", {}).values()
@@ -482,23 +503,24 @@ class ClusterExecutor:
                     f"no worker left on the compute cluster {self.address} that can run "
                     f"this job ({need}) for {self.worker_wait:g}s"
                 )
+                log.info("%s", why)
                 for job, s in waiting:
                     if s.resources == wanted and s.future is not None and not s.started:
                         s.gave_up = why
-                        with contextlib.suppress(Exception):
+                        with _best_effort(f"{job}: cancelling the job no worker can run"):
                             await client.cancel([s.future], reason="no worker", msg=why)
                         # A worker that came just now never starts it (nor goes on with it).
-                        with contextlib.suppress(Exception):
+                        with _best_effort(f"{job}: marking the job on the workers"):
                             await client.run(_cluster_job.end_job, job, 0.0, on_error="ignore")
 
     async def _end(self, client: Any, future: Any, key: str, grace: float) -> None:
         """Cancel the job and end its process group on whichever worker runs it."""
         self._ending.add(key)
         try:
-            with contextlib.suppress(Exception):
+            with _best_effort(f"{key}: cancelling the job's future"):
                 await client.cancel(future, force=True)
             g = 0.0 if self._kill_now else grace
-            with contextlib.suppress(Exception):
+            with _best_effort(f"{key}: ending the job on the workers"):
                 await client.run(_cluster_job.end_job, key, g, on_error="ignore")
         finally:
             self._ending.discard(key)
@@ -516,12 +538,38 @@ class ClusterExecutor:
             self._spawn(self._kill(key))
 
     async def _kill(self, key: str) -> None:
-        with contextlib.suppress(Exception):
+        with _best_effort(f"{key}: killing the job on the workers"):
             await self._client.run(_cluster_job.kill_job, key, on_error="ignore")
 
 
 def _worker_lost() -> AttemptResult:
     return AttemptResult(exit_code=None, reason="worker lost", error_kind="lost")
+
+
+@contextlib.contextmanager
+def _best_effort(what: str) -> Iterator[None]:
+    """Around a step whose failure harms nothing (a cancel, a kill, an unsubscribe
+    the cluster also does on its own): a failure is logged with ``what``, not raised.
+    Dask's client raises many kinds here (a closed comm, a timeout, a worker's
+    own error sent back), none of which changes what the attempt reports."""
+    try:
+        yield
+    except Exception as e:
+        log.debug("%s failed: %s", what, _why(e))
+
+
+async def _ended(task: asyncio.Future[Any], what: str) -> None:
+    """Wait for ``task`` to end (cancelled or not); its failure, delivered where it
+    mattered, is only logged. A cancellation of the caller goes on."""
+    ended: tuple[Any, ...] = await asyncio.gather(task, return_exceptions=True)
+    if isinstance(ended[0], Exception):
+        log.debug("%s ended with %s", what, _why(ended[0]))
+
+
+def _why(e: BaseException) -> str:
+    """An exception as the library worded it: its type and its message."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _words(e: BaseException) -> str:
@@ -540,7 +588,7 @@ def _release(stream: JobStream) -> None:
     compute it again (a finished job whose worker died would be)."""
     future, stream.future = stream.future, None
     if future is not None:
-        with contextlib.suppress(Exception):
+        with _best_effort(f"releasing the future of {getattr(future, 'key', '?')}"):
             future.release()
 
 
@@ -606,14 +654,23 @@ async def _install_claims(client: Any) -> bool:
     cloudpickle.register_pickle_by_value(_cluster_claims)
     try:
         return bool(await client.run_on_scheduler(_cluster_claims.install))
-    except Exception:
+    except Exception as e:  # the scheduler's own refusal, sent back as it was raised
+        log.info("the scheduler does not take job claims (%s); jobs run unclaimed", _why(e))
         return False
 
 
 async def _close_client(client: Any) -> None:
     """Close a client, bounded (one whose scheduler is gone may hang)."""
-    with contextlib.suppress(BaseException):
+    try:
         await asyncio.wait_for(client.close(), _CLOSE_WAIT)
+    except Exception as e:  # a scheduler gone or hanging: the client is dropped anyway
+        log.debug("closing a client of the compute cluster: %s", _why(e))
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this task's own cancellation
+        # One of distributed's own tasks was cancelled as it closed: closed all the same.
+        log.debug("closing a client of the compute cluster: cancelled inside distributed")
 
 
 def _task_resources(options: ExecutorOptions | None) -> dict[str, float]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,6 +42,8 @@ from fleetrun.engine import (
 from fleetrun.plan import Graph
 from fleetrun.report._live_render import LiveState, render
 from fleetrun.report._plain import SkipBatch, event_text, reused_text, stamp, summary_text
+
+log = logging.getLogger(__name__)
 
 MAX_QUEUED = 256 * 1024
 """Characters of task output held for the next redraw before it is printed at once."""
@@ -249,6 +252,7 @@ class LiveConsole:
             try:
                 value = inputs.simulate()
             except Exception:  # an estimate must never disturb the run
+                log.warning("the estimate of the time left failed", exc_info=True)
                 value = None
             cost = time.perf_counter() - began
             with contextlib.suppress(RuntimeError):  # a closed loop: the run is over

@@ -7,11 +7,14 @@ starts a compute cluster), and closes every one of them when it ends
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fleetrun.executors import Executor, LocalExecutor, LocalOrphanFinder, OrphanFinder
 from fleetrun.plan import Plan
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +63,11 @@ class ExecutorRegistry:
         """``aclose()`` every executor; one that fails does not keep the others open
         (the first failure is raised once all were tried)."""
         failed: list[Exception] = []
-        for ex in executors.values():
+        for kind, ex in executors.items():
             try:
                 await ex.aclose()
-            except Exception as e:
+            except Exception as e:  # every executor is closed; the first failure is raised
+                log.warning("closing the %s executor failed: %s: %s", kind, type(e).__name__, e)
                 failed.append(e)
         if failed:
             raise failed[0]

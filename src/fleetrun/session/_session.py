@@ -14,7 +14,7 @@ outcome comes back as a ``RunOutcome``, carrying the console's ``Report``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import shlex
 import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,6 +36,8 @@ from fleetrun.session._request import (
 )
 from fleetrun.session._select import describe_run
 from fleetrun.state import Journal, JournalWriter, tighten_tree
+
+log = logging.getLogger(__name__)
 
 Notify = Callable[[Notice], None]
 
@@ -262,8 +264,10 @@ class Session:
             # First: whatever telling the user costs (a console gone away), the
             # run stops as asked.
             control.interrupt()
-            with contextlib.suppress(Exception):
+            try:
                 notify(Notice("signal", text, error=True))
+            except Exception as e:  # a console gone away: the run stops all the same
+                log.info("%s: the notice could not be shown: %s: %s", name, type(e).__name__, e)
 
         signals = (signal.SIGINT, signal.SIGTERM) if self.handle_signals else ()
         for sig in signals:

@@ -36,6 +36,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 
 from fleetrun.engine import (
@@ -51,6 +52,8 @@ from fleetrun.engine import (
     WaveChanged,
     ending_text,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = ["NOT_ON_RECORD", "RecordFirst"]
 
@@ -162,6 +165,14 @@ class RecordFirst:
             try:
                 follower(ev)
             except Exception as e:  # raised again by flush(), after the run
+                log.warning(
+                    "a follower of the record (%s) failed on %s and is dropped: %s: %s",
+                    getattr(follower, "__qualname__", type(follower).__name__),
+                    type(ev).__name__,
+                    type(e).__name__,
+                    e,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
                 self.followers = tuple(f for f in self.followers if f is not follower)
                 self.error = self.error or e
 

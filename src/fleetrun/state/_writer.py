@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import operator
 import queue
 import sqlite3
@@ -55,6 +56,8 @@ from fleetrun.executors import process_start_time
 from fleetrun.redact import Redactor
 from fleetrun.state._db import connect, journal_error, rollback
 from fleetrun.state._relay import RecordFirst
+
+log = logging.getLogger(__name__)
 
 _MAX_BATCH = 5000
 """Most events written in one transaction (bounds the time a reader waits)."""
@@ -246,6 +249,13 @@ class JournalWriter:
                     try:
                         self._write(conn, events, beat)
                     except BaseException as e:  # reported by durable()/close()
+                        log.warning(
+                            "run %s: writing %d event(s) to the journal failed: %s: %s",
+                            self.run_id,
+                            len(events),
+                            type(e).__name__,
+                            e,
+                        )
                         self._error = e
                         self._beat_due = None
                 elif beat is not None and not stop:
@@ -489,7 +499,8 @@ def _heartbeat(conn: sqlite3.Connection, run_id: str, at: float) -> None:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(_SQL_HEARTBEAT, (at, run_id))
         conn.execute("COMMIT")
-    except sqlite3.Error:
+    except sqlite3.Error as e:
+        log.info("run %s: a heartbeat could not be written (skipped): %s", run_id, e)
         rollback(conn)
 
 

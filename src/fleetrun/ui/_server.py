@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from fleetrun.ui._app import UiState, create_app
 from fleetrun.ui._auth import Access, is_loopback
 from fleetrun.ui._live import Hub
 from fleetrun.ui._store import Stores
+
+log = logging.getLogger(__name__)
 
 PARENT_CHECK = 0.5
 """Seconds between two looks at the process a server runs beside."""
@@ -176,6 +179,15 @@ def serve(config: UiConfig, on_ready: Callable[[str, Access], None]) -> None:
     )
     server = _Server(uv, state)
     server.beside = config.beside
-    on_ready(url_of(sock, config.host), access)
+    url = url_of(sock, config.host)
+    log.info(
+        "serving %d state director%s at %s (reads need the token: %s)",
+        len(config.state_dirs),
+        "y" if len(config.state_dirs) == 1 else "ies",
+        url,
+        "yes" if access.reads_need_token else "no",
+    )
+    on_ready(url, access)
     with contextlib.closing(sock):
         server.run(sockets=[sock])
+    log.info("stopped serving at %s", url)
