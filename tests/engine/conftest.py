@@ -45,12 +45,17 @@ class Ran:
         ]
 
 
+_WORKER = "-" + os.environ["PYTEST_XDIST_WORKER"] if "PYTEST_XDIST_WORKER" in os.environ else ""
+
+
 @pytest.fixture
 def runner(tmp_path: Path) -> Callable[..., Ran]:
     """``runner(graph, executor=None, hook=None, **options) -> Ran``."""
 
     def run(graph: Graph, executor: Any = None, hook: Any = None, **kw: Any) -> Ran:
-        kw.setdefault("run_id", "test-run")
+        # One run id per test process: attempts are tagged with it, and the
+        # portable executor finds what an attempt left by its tag.
+        kw.setdefault("run_id", "test-run" + _WORKER)
         kw.setdefault("run_dir", tmp_path / "run")
         kw.setdefault("grace", 2.0)
         events: list[Event] = []

@@ -16,10 +16,14 @@ import pytest
 from fleetrun.engine import AttemptEnded, AttemptOutput, AttemptStarted
 from fleetrun.engine.testing import graph, task
 from fleetrun.executors import LocalExecutor, env_name, parse_outputs
+from fleetrun.executors._platform import PORTABLE as _PORTABLE
+from fleetrun.executors._platform import selected
 from fleetrun.executors._spawner import Job, Mailbox
 from fleetrun.redact import Redactor
 
 PY = shlex.quote(sys.executable)
+PORTABLE = selected() == _PORTABLE
+"""The portable executor runs (FLEETRUN_PLATFORM=portable, or not Linux)."""
 ARGV = shlex.quote("import sys, json; print(json.dumps(sys.argv[1:]))")
 
 
@@ -100,7 +104,7 @@ def test_per_attempt_names_are_fleetruns_own(runner, monkeypatch, spawn_threads)
     for node_id, target in ((1, "x"), (2, "y")):
         assert _log(ran, f"b@{target}").splitlines() == [
             "FLEETRUN_ATTEMPT=1",
-            f"FLEETRUN_ATTEMPT_ID=test-run.{node_id}.1",
+            f"FLEETRUN_ATTEMPT_ID={ran.result.run_id}.{node_id}.1",
             "FLEETRUN_OUTPUT_A_K=v",
             f"FLEETRUN_TARGET={target}",
             "ZURICH=Zürich",
@@ -339,7 +343,8 @@ def test_a_command_in_another_directory_runs_there_without_a_shell(runner, tmp_p
     assert ran.result.counts == {"succeeded": 2}
     assert _log(ran, "where").strip() == str((tmp_path / "sub").resolve())
     ppid = int(_stat_fields(_log(ran, "parent"))[1])
-    assert (ppid == os.getpid()) is (threads > 0)
+    # The portable executor always enters the directory in the spawn.
+    assert (ppid == os.getpid()) is (threads > 0 or PORTABLE)
 
 
 def test_a_relative_run_dir_still_reaches_tasks_in_other_directories(runner, tmp_path, monkeypatch):
@@ -375,7 +380,7 @@ def test_a_task_directory_that_disappears_fails_with_its_name(runner, tmp_path, 
     assert st["then"].state == "failed"
     # Either way the attempt was tried, and is counted.
     assert st["then"].attempts == 1
-    if threads:
+    if threads or PORTABLE:
         # The spawn could not enter it: no process ran (the attempt has none).
         assert f"cannot enter the task's directory {sub}" in st["then"].reason
         assert [e.pid for e in ran.of(AttemptStarted) if e.key == "then"] == [None]

@@ -183,9 +183,10 @@ def test_keep_running_leaves_a_service_alone(runner, tmp_path):
         assert ran.settled()["svc@x"].state == "succeeded"
         assert pid_alive(pid)
         # The tag lets --kill-orphans find it, wherever it went.
-        found = [p for p in tagged_processes(["test-run"]) if p.pid == pid]
+        run = ran.result.run_id
+        found = [p for p in tagged_processes([run]) if p.pid == pid]
         assert [(p.run_id, p.attempt_id, p.command) for p in found] == [
-            ("test-run", "test-run.0.1", "sleep")
+            (run, f"{run}.0.1", "sleep")
         ]
         assert tagged_processes(["another-run"]) == [] or all(
             p.pid != pid for p in tagged_processes(["another-run"])

@@ -83,7 +83,7 @@ def test_closing_a_run_closes_every_executor_even_when_one_fails(tmp_path: Path)
 
     async def go() -> AttemptResult:
         result = await local.run(_attempt(tmp_path, "echo hi"))
-        assert local._exits is not None  # the exit watcher of this loop is open
+        assert local._env  # the per-task caches of this run are held
         with pytest.raises(RuntimeError, match="cannot close"):
             await ExecutorRegistry.close({"broken": broken, "local": local})
         return result
@@ -92,7 +92,7 @@ def test_closing_a_run_closes_every_executor_even_when_one_fails(tmp_path: Path)
     assert result.ok
     assert (tmp_path / "t.log").read_text() == "hi\n"
     assert broken.closed == 1
-    assert local._exits is None  # closed although the executor before it failed
+    assert not local._env  # released although the executor before it failed
 
 
 def test_the_local_executor_reads_its_typed_options(tmp_path: Path) -> None:
