@@ -11,7 +11,9 @@ it is closed (by the callback, which reaps the process: ``_proc.Proc``). A
 report for a process that has not exited (a descriptor number reused within
 one turn) is answered with ``rewatch``.
 
-Everything here runs on the loop thread.
+Everything here runs on the loop thread. Linux only (the Linux path of
+``_platform``): nothing of ``select.epoll`` is read before a watcher is made,
+so the module imports anywhere.
 """
 
 from __future__ import annotations
@@ -21,17 +23,16 @@ import contextlib
 import select
 from collections.abc import Callable
 
-_ONCE = select.EPOLLIN | select.EPOLLONESHOT
-
 
 class ExitWatcher:
     """Calls back, on its loop, when a watched process exits (see the module docstring)."""
 
-    __slots__ = ("_ep", "_loop", "_watches", "batches")
+    __slots__ = ("_ep", "_loop", "_once", "_watches", "batches")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._ep = select.epoll()
+        self._once = select.EPOLLIN | select.EPOLLONESHOT
         self._watches: dict[int, Callable[[], None]] = {}
         self.batches = 0
         """Batches of exits reported so far (tells one batch from the next)."""
@@ -43,13 +44,13 @@ class ExitWatcher:
 
     def watch(self, pidfd: int, on_exit: Callable[[], None]) -> None:
         """Call ``on_exit`` once the process of ``pidfd`` has exited."""
-        self._ep.register(pidfd, _ONCE)
+        self._ep.register(pidfd, self._once)
         self._watches[pidfd] = on_exit
 
     def rewatch(self, pidfd: int, on_exit: Callable[[], None]) -> None:
         """Watch ``pidfd`` again, after a report for a process that had not exited."""
         self._watches[pidfd] = on_exit
-        self._ep.modify(pidfd, _ONCE)
+        self._ep.modify(pidfd, self._once)
 
     def forget(self, pidfd: int) -> None:
         """Stop watching ``pidfd`` (before closing it without a report)."""
@@ -73,7 +74,7 @@ class ExitWatcher:
 
     def close(self) -> None:
         """Stop watching everything (the loop may already be closed)."""
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, ValueError, RuntimeError):  # the loop is closing
             if not self._loop.is_closed():
                 self._loop.remove_reader(self._ep.fileno())
         self._watches.clear()
