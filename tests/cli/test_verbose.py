@@ -167,3 +167,20 @@ def test_disabled_warning_reaches_no_stderr(
     monkeypatch.setattr(sys, "stderr", swapped)
     logging.getLogger("fleetrun.executors._ssh_conn").warning("a warning nobody asked for")
     assert swapped.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("verbose", "env", "level"),
+    [
+        (0, "", None),
+        (1, "", logging.INFO),
+        (2, "", logging.DEBUG),
+        (3, "", logging.DEBUG),
+        (0, "warning", logging.WARNING),
+        (0, " Debug ", logging.DEBUG),
+        (1, "debug", logging.DEBUG),  # the more detailed of the two
+        (2, "warning", logging.DEBUG),
+    ],
+)
+def test_level_from_flag_and_environment(verbose: int, env: str, level: int | None) -> None:
+    assert diagnostics.level_from(verbose, {"FLEETRUN_LOG": env}) == level

@@ -119,6 +119,8 @@ def ui_beside(state_dir: Path) -> Iterator[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # Ctrl-C stops the run first; the page stays to the end
+        # Its diagnostics would only be drained below (``fleetrun -v ui`` shows them).
+        env={k: v for k, v in os.environ.items() if k != "FLEETRUN_LOG"},
     )  # fmt: skip
     try:
         url = _read_url(proc)
