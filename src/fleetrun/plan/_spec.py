@@ -18,9 +18,19 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Annotated, Any
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -44,10 +54,39 @@ MAX_VERIFY = 10_000
 """The largest ``adaptive.verify``: the pool keeps that many attempts' endings in memory."""
 
 
+@dataclass(frozen=True)
+class Why:
+    """Why a number may go no higher than its maximum (said in the error's fix);
+    metadata of an ``Annotated`` type."""
+
+    text: str
+
+
+SHARED_HELP = (
+    "use at most 64 letters, digits, '.', '_' and '-', starting with a letter or digit, "
+    "such as azure-subscription-1"
+)
+
+
+def problem(kind: str, message: str, fix: str) -> PydanticCustomError:
+    """An error of a validator, in the plan's words: ``message`` and ``fix`` are said as
+    they are (``_validate`` places them in the file)."""
+    return PydanticCustomError(kind, "{message}", {"message": message, "fix": fix})
+
+
 class _Spec(BaseModel):
-    """A section of the plan: unknown keys are errors, values are not coerced."""
+    """A section of the plan: unknown keys are errors, values are not coerced, and an
+    optional key written as null is refused (leave the key out instead)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    _nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: object, info: Any) -> object:
+        if value is None and info.field_name not in cls._nullable:
+            raise PydanticCustomError("null", "null is not a value of this key")
+        return value
 
 
 def _no_null(schema: dict[str, Any]) -> None:
@@ -85,15 +124,13 @@ def _seconds(value: object) -> object:
         seconds = parse_duration(value)
         if seconds is not None:
             return seconds
-    raise PydanticCustomError(
-        "duration", "{value!r} is not a duration", {"value": value, "fix": DURATION_HELP}
-    )
+    raise problem("duration", f"{value!r} is not a duration", DURATION_HELP)
 
 
 def _rate(value: object) -> object:
     rate = parse_rate(value)
     if rate is None:
-        raise PydanticCustomError("rate", "not a rate above zero", {"fix": RATE_HELP})
+        raise problem("rate", "not a rate above zero", RATE_HELP)
     return rate
 
 
@@ -133,6 +170,18 @@ def duration(description: str) -> Any:
     return key(description + _DURATION_WORDS)
 
 
+def is_duration(tp: Any) -> bool:
+    """Whether a field's type is (or may be) a ``Duration``."""
+    return (
+        "Duration" in repr(tp)
+        or any(
+            isinstance(m, BeforeValidator) and m.func is _seconds
+            for m in getattr(tp, "__metadata__", ())
+        )
+        or any(is_duration(a) for a in getattr(tp, "__args__", ()))
+    )
+
+
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 GroupName = Annotated[
@@ -143,8 +192,13 @@ GroupName = Annotated[
 Percent = Annotated[str, Field(pattern=PERCENT_PATTERN)]
 Scalar = str | int | float | bool | None
 EnvValue = str | int | float | bool
-Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)]
-ExitCode = Annotated[int, Field(ge=0, le=MAX_EXIT)]
+Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS), Why(MAX_ATTEMPTS_WHY)]
+ExitCode = Annotated[int, Field(ge=0, le=MAX_EXIT), Why("exit codes are 0 to 255")]
+Verify = Annotated[
+    int,
+    Field(ge=1, le=MAX_VERIFY),
+    Why("the pool keeps that many attempts' endings in memory to judge each decrease"),
+]
 
 
 # --- retry and success ----------------------------------------------------------------
@@ -217,41 +271,85 @@ _SUCCESS = (
 # --- pools ----------------------------------------------------------------------------
 
 
-def _fraction(description: str, maximum: float = 1.0, *, below: bool = False) -> Any:
-    bound = {"lt": maximum} if below else {"le": maximum}
-    return key(description, gt=0, **bound)
+def _in_range(maximum: float, help_: str, *, below: bool = False) -> Any:
+    """A check of a number in (0, maximum] (or (0, maximum) when ``below``)."""
+
+    def check(value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise problem("number", f"{value!r} is not a number", f"write {help_}")
+        if not 0 < value <= maximum or (below and value >= maximum):
+            raise problem("range", f"{value!r} is out of range", f"write {help_}")
+        return float(value)
+
+    return BeforeValidator(check)
+
+
+def _range(maximum: float, *, below: bool = False) -> WithJsonSchema:
+    bound = "exclusiveMaximum" if below else "maximum"
+    return WithJsonSchema({"type": "number", "exclusiveMinimum": 0, bound: maximum})
+
+
+Decrease = Annotated[
+    float, _in_range(1.0, "a factor in (0, 1), such as 0.9", below=True), _range(1.0, below=True)
+]
+MaxDrop = Annotated[float, _in_range(1.0, "a factor in (0, 1], such as 0.5"), _range(1.0)]
+Increase = Annotated[float, _in_range(1.0, "a fraction in (0, 1], such as 0.02"), _range(1.0)]
+Probe = Annotated[
+    float,
+    _in_range(3600.0, "a plain number of seconds between two increases, such as 1"),
+    _range(3600.0),
+]
+Floor = Annotated[
+    float,
+    _in_range(1.0, "a fraction of the configured values in (0, 1], such as 0.01"),
+    _range(1.0),
+]
+Hold = Annotated[
+    float,
+    _in_range(3600.0, "a plain number of seconds at the plateau before probing past it, such as 5"),
+    _range(3600.0),
+]
+Margin = Annotated[
+    float, _in_range(0.5, "a fraction under the limit found in (0, 0.5], such as 0.03"), _range(0.5)
+]
+
+
+def _shared_name(text: str) -> str:
+    if not re.fullmatch(SHARED_NAME_PATTERN, text):
+        raise problem("shared", f"{text!r} is not a valid shared pool name", SHARED_HELP)
+    return text
+
+
+SharedName = Annotated[
+    str,
+    AfterValidator(_shared_name),
+    WithJsonSchema({"type": "string", "pattern": SHARED_NAME_PATTERN}),
+]
+"""A shared pool's name: matched whole (``$`` alone would let a trailing newline through)."""
 
 
 class AdaptiveSpec(_Spec):
     """The adaptive algorithm's numbers (each optional)."""
 
-    decrease: float | None = _fraction(
+    decrease: Decrease | None = key(
         "A throttle near the limit multiplies the rate by this (default 0.9); one soon after "
         "a fresh start halves it.",
-        below=True,
     )
-    max_drop: float | None = _fraction("One decrease keeps at least this fraction (default 0.2).")
-    increase: float | None = _fraction(
+    max_drop: MaxDrop | None = key("One decrease keeps at least this fraction (default 0.2).")
+    increase: Increase | None = key(
         "Step of probing past the plateau: 1, 3, 5 ... x this (default 0.02)."
     )
-    probe: float | None = _fraction("Seconds between two increases (default 1).", 3600)
-    floor: float | None = _fraction(
-        "Never below this fraction of the configured values (default 0.01)."
-    )
-    verify: int | None = key(
+    probe: Probe | None = key("Seconds between two increases (default 1).")
+    floor: Floor | None = key("Never below this fraction of the configured values (default 0.01).")
+    verify: Verify | None = key(
         "Attempts watched after a decrease to check it helped; if the throttles did not "
-        "follow the rate, it is undone (default 10).",
-        ge=1,
-        le=MAX_VERIFY,
+        "follow the rate, it is undone (default 10)."
     )
-    hold: float | None = _fraction(
+    hold: Hold | None = key(
         "Seconds at the plateau before probing past it; doubles after each failed probe, "
-        "up to 16x (default 5).",
-        3600,
+        "up to 16x (default 5)."
     )
-    margin: float | None = _fraction(
-        "How far under a limit found the plateau sits (default 0.03).", 0.5
-    )
+    margin: Margin | None = key("How far under a limit found the plateau sits (default 0.03).")
     initial: int | None = key("The concurrency slow start begins at (default 8).", ge=1)
 
 
@@ -300,12 +398,11 @@ class PoolSpec(_Spec):
         "What 'slow down' looks like. Only these signals change an adaptive pool's limits; "
         "a throttled attempt is retried whatever retry.on says."
     )
-    shared: str | None = key(
+    shared: SharedName | None = key(
         "Share this pool with every run that names the same shared pool in the same state "
         "directory: one concurrency, rate, Retry-After pause and adaptive state between "
         "them (`fleetrun pools` shows it). The first run that opens it sets its limits "
-        "until its last user leaves.",
-        pattern=SHARED_NAME_PATTERN,
+        "until its last user leaves."
     )
 
 
@@ -478,6 +575,8 @@ class TargetSpec(_Spec):
 
 class VarSpec(_Spec):
     """A variable with its origin or secrecy."""
+
+    _nullable = frozenset({"value"})
 
     value: Scalar = Field(None, description="The value.")
     secret: bool | None = key("Mask the value everywhere (***).")

@@ -1,0 +1,219 @@
+"""Validating a section of the plan with its model, each problem at its place in the file.
+
+The section's YAML node is turned into plain data and validated by the model
+(``_spec.py``). Each of pydantic's errors is mapped back to a node by walking its
+``loc`` through the node tree (union branch names in ``loc`` are skipped), and
+rewritten in the plan's words: ``unknown key 'x' (did you mean 'y'?)``,
+``expected an integer, got a string``, ``must be at least 1, got 0``; errors
+raised by the models' own validators carry their text and fix. When a value
+could be one of several shapes, only the branch that matches the value's own
+shape speaks (``adaptive: {decrese: 1}`` is an unknown key, not "expected true
+or false"); when none matches, one message names every shape accepted.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from fleetrun.plan._fields import Ctx, _not_a_duration, did_you_mean, join
+from fleetrun.plan._spec import Why, is_duration
+from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, to_python
+
+M = TypeVar("M", bound=BaseModel)
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+}
+
+
+def validate_node(ctx: Ctx, model: type[M], node: YNode, key: str) -> M | None:
+    """``node`` validated by ``model``; None after recording every problem on ``ctx``."""
+    try:
+        return model.model_validate(to_python(node))
+    except ValidationError as e:
+        report(ctx, model, node, key, e.errors(include_url=False))
+        return None
+
+
+def report(
+    ctx: Ctx, model: type[BaseModel], root: YNode, key: str, errors: Sequence[ErrorDetails]
+) -> None:
+    """Record pydantic's ``errors`` of ``model`` validating ``root`` as diagnostics."""
+    placed = [_place(root, key, e) for e in errors]
+    # Paths (of nodes) below which some branch of a union matched and failed deeper:
+    # the other branches' type mismatches at those nodes are not what the writer meant.
+    deeper = {p[:i] for p, _, _, _ in placed for i in range(len(p))}
+    mismatches: dict[tuple[Any, ...], list[str]] = {}
+    for path, node, sub, e in placed:
+        words = _TYPE_WORDS.get(e["type"])
+        if words is not None:
+            if path not in deeper:
+                mismatches.setdefault(path, []).append(words)
+            continue
+        _one(ctx, model, node, sub, e)
+    for path, expected in mismatches.items():
+        node, sub = _node_at(root, key, path)
+        ctx.wrong_type(node, sub, _either(expected))
+
+
+def _place(
+    root: YNode, key: str, e: ErrorDetails
+) -> tuple[tuple[Any, ...], YNode, str, ErrorDetails]:
+    """The node an error is about, its key path and its path of entries."""
+    path: list[Any] = []
+    node, sub = root, key
+    loc = e["loc"]
+    for i, part in enumerate(loc):
+        if isinstance(node, YMap) and isinstance(part, str) and part in node.entries:
+            knode, value = node.entries[part]
+            sub = join(sub, part)
+            path.append(part)
+            node = knode if e["type"] == "extra_forbidden" and i == len(loc) - 1 else value
+        elif isinstance(node, YSeq) and isinstance(part, int) and 0 <= part < len(node.items):
+            node, sub = node.items[part], join(sub, part)
+            path.append(part)
+    return tuple(path), node, sub, e
+
+
+def _node_at(root: YNode, key: str, path: tuple[Any, ...]) -> tuple[YNode, str]:
+    node, sub = root, key
+    for part in path:
+        if isinstance(node, YMap):
+            node, sub = node.entries[part][1], join(sub, part)
+        elif isinstance(node, YSeq):
+            node, sub = node.items[part], join(sub, part)
+    return node, sub
+
+
+def _either(words: list[str]) -> str:
+    """``true, false or a mapping`` from ``["true or false", "a mapping"]``."""
+    flat: list[str] = []
+    for w in words:
+        for part in w.split(" or ") if len(words) > 1 else [w]:
+            if part not in flat:
+                flat.append(part)
+    return flat[0] if len(flat) == 1 else ", ".join(flat[:-1]) + " or " + flat[-1]
+
+
+def _one(ctx: Ctx, model: type[BaseModel], node: YNode, sub: str, e: ErrorDetails) -> None:
+    kind, value, info = e["type"], e["input"], e.get("ctx") or {}
+    if kind == "extra_forbidden":
+        name = str(e["loc"][-1])
+        allowed = _keys_at(model, e["loc"][:-1])
+        ctx.error(
+            node,
+            sub,
+            f"unknown key {name!r}{did_you_mean(name, allowed)}",
+            "use one of: " + ", ".join(allowed),
+        )
+    elif kind == "duration" and isinstance(node, YScalar):
+        ctx.error(node, sub, *_not_a_duration(node, positive=False))
+    elif kind == "null":
+        field = _field_at(model, e["loc"])
+        if field is not None and is_duration(field) and isinstance(node, YScalar):
+            ctx.error(node, sub, *_not_a_duration(node, positive=False))
+        else:
+            ctx.wrong_type(node, sub, _either(_words_of(field)))
+    elif kind in ("greater_than_equal", "greater_than"):
+        least = info.get("ge", info.get("gt"))
+        ctx.error(node, sub, f"must be at least {least}, got {value}", f"write {least} or more")
+    elif kind in ("less_than_equal", "less_than"):
+        most = info.get("le", info.get("lt"))
+        why = _why(_field_at(model, e["loc"]))
+        fix = f"write {most} or fewer" + (f": {why}" if why else "")
+        ctx.error(node, sub, f"must be at most {most}, got {value}", fix)
+    elif kind == "string_too_short":
+        ctx.error(node, sub, "must not be empty", "write a value, or remove the key")
+    elif kind == "too_short":
+        ctx.error(node, sub, "must not be empty", "list at least one, or remove the key")
+    else:
+        # Our validators' own errors: their message and fix; pydantic's others as it says.
+        ctx.error(node, sub, e["msg"], str(info.get("fix") or "see `fleetrun schema`"))
+
+
+def _why(tp: Any) -> str:
+    """The ``Why`` a type carries, or an empty string."""
+    for m in getattr(tp, "__metadata__", ()):
+        if isinstance(m, Why):
+            return m.text
+    return next((w for a in typing.get_args(tp) if (w := _why(a))), "")
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _branches(tp: Any) -> list[Any]:
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [b for a in typing.get_args(tp) for b in _branches(a)]
+    return [tp]
+
+
+def _descend(tp: Any, part: Any) -> Any:
+    """The type one step of ``loc`` down from ``tp`` (a branch name stays put)."""
+    for branch in _branches(tp):
+        if isinstance(branch, type) and issubclass(branch, BaseModel):
+            if part in branch.model_fields:
+                return branch.model_fields[part].annotation
+            if part == branch.__name__:
+                return branch
+        origin = typing.get_origin(branch)
+        if origin is list and isinstance(part, int):
+            return typing.get_args(branch)[0]
+        if origin is dict and isinstance(part, str) and not part.startswith(("list[", "dict[")):
+            return typing.get_args(branch)[1]
+    return tp
+
+
+def _keys_at(model: type[BaseModel], loc: Sequence[Any]) -> tuple[str, ...]:
+    tp: Any = model
+    for part in loc:
+        tp = _descend(tp, part)
+    for branch in _branches(tp):
+        if isinstance(branch, type) and issubclass(branch, BaseModel):
+            return tuple(branch.model_fields)
+    return ()
+
+
+def _field_at(model: type[BaseModel], loc: Sequence[Any]) -> Any:
+    tp: Any = model
+    for part in loc:
+        tp = _descend(tp, part)
+    return tp
+
+
+def _words_of(tp: Any) -> list[str]:
+    out: list[str] = []
+    for branch in _branches(tp):
+        origin = typing.get_origin(branch) or branch
+        if origin is type(None):
+            continue
+        if (isinstance(origin, type) and issubclass(origin, BaseModel)) or origin is dict:
+            out.append("a mapping")
+        elif origin is list:
+            out.append("a list")
+        elif origin is bool:
+            out.append("true or false")
+        elif origin is int:
+            out.append("an integer")
+        elif origin is float:
+            out.append("a number")
+        else:
+            out.append("a string")
+    return out or ["a value"]
