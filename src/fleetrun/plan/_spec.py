@@ -78,7 +78,7 @@ class _Spec(BaseModel):
     """A section of the plan: unknown keys are errors, values are not coerced, and an
     optional key written as null is refused (leave the key out instead)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
     _nullable: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("*", mode="before")
