@@ -89,6 +89,13 @@ def _kill_tagged(tag: str) -> None:
             continue
 
 
+def _daemon(tmp_path: Path) -> str:
+    """A command that leaves its process group and sleeps (``setsid``, on any system)."""
+    script = tmp_path / "daemon.py"
+    script.write_text("import os\nos.setsid()\nos.execvp('sleep', ['sleep', '60'])\n")
+    return f"{sys.executable} {script}"
+
+
 def _wait_for(predicate: object, what: str, limit: float = 30) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -148,7 +155,7 @@ def test_a_timeout_ends_the_group_and_what_left_it(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     plan = tmp_path / "plan.yaml"
     # The command starts a daemon outside its process group, then hangs.
-    plan.write_text("tasks:\n  slow:\n    timeout: 1s\n    run: setsid sleep 60 & sleep 60\n")
+    plan.write_text(f"tasks:\n  slow:\n    timeout: 1s\n    run: {_daemon(tmp_path)} & sleep 60\n")
     res = _fleetrun("apply", str(plan), "--plain", "--grace", "1", TEST_TAG=tag, **PORTABLE)
     try:
         assert res.returncode == 1, res.stdout + res.stderr
@@ -170,7 +177,7 @@ def test_ctrl_c_ends_every_process_of_the_run(tmp_path: Path) -> None:
         "tasks:\n"
         "  hang:\n"
         "    for_each: all\n"
-        f"    run: setsid sleep 60 & sleep 60 & touch {started}-{{{{ target.name }}}}; wait\n"
+        f"    run: {_daemon(tmp_path)} & sleep 60 & touch {started}-{{{{ target.name }}}}; wait\n"
     )
     p = _spawn("apply", str(plan), "--plain", "--grace", "1", TEST_TAG=tag, **PORTABLE)
     try:
