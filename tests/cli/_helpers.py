@@ -22,10 +22,43 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
+# Commands that only read the record and start nothing. Tests call them hundreds of
+# times, each a fresh Python importing fleetrun (about half a second): they run in
+# this process instead, through click's runner, with the same arguments, exit code
+# and separate stdout and stderr. test_read_commands_in_a_process.py runs each of
+# them as ``python -m fleetrun`` too.
+READ_COMMANDS = frozenset({"show", "logs", "outputs", "history"})
+
+
+def read_in_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the read command ``fleetrun ARGS`` in this process; an exception that
+    would have ended ``python -m fleetrun`` with a traceback is raised here."""
+    from click.testing import CliRunner
+
+    from fleetrun.cli import cli
+
+    res = CliRunner().invoke(cli, list(args), prog_name="fleetrun")
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return subprocess.CompletedProcess(
+        ["fleetrun", *args], res.exit_code, stdout=res.stdout, stderr=res.stderr
+    )
+
+
 def fleetrun(
     *args: str, extra_env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m fleetrun ARGS`` to its end; stdout and stderr captured."""
+    """Run ``python -m fleetrun ARGS`` to its end; stdout and stderr captured.
+
+    ``show``, ``logs`` (not following), ``outputs`` and ``history`` without
+    ``extra_env`` run in this process (``READ_COMMANDS``)."""
+    if (
+        args
+        and args[0] in READ_COMMANDS
+        and extra_env is None
+        and not {"-f", "--follow"} & set(args)
+    ):
+        return read_in_process(*args)
     return subprocess.run(
         [sys.executable, "-m", "fleetrun", *args],
         env=env(**(extra_env or {})),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 from ._helpers import fleetrun, show_json, spawn
 
@@ -16,6 +18,18 @@ tasks:
 """
 
 
+def _shown(state: Path) -> dict[str, Any]:
+    """``show --format json`` of the latest run; no instances while the starting
+    apply has not recorded its run yet."""
+    if (state / "state.db").exists():
+        res = fleetrun("show", "--state-dir", str(state), "--format", "json")
+        if res.returncode == 0:
+            shown: dict[str, Any] = json.loads(res.stdout)
+            return shown
+        assert "no run is on record" in res.stderr, res.stderr
+    return {"instances": []}
+
+
 def test_promote_opens_the_next_wave_of_a_paused_rollout(tmp_path: Path) -> None:
     plan = tmp_path / "p.yaml"
     plan.write_text(PLAN)
@@ -25,11 +39,10 @@ def test_promote_opens_the_next_wave_of_a_paused_rollout(tmp_path: Path) -> None
         deadline = time.monotonic() + 30
         first: list[str] = []
         while time.monotonic() < deadline:
-            if (state / "state.db").exists():
-                shown = show_json(state)
-                first = [i["key"] for i in shown["instances"] if i["status"] == "succeeded"]
-                if first:
-                    break
+            shown = _shown(state)
+            first = [i["key"] for i in shown["instances"] if i["status"] == "succeeded"]
+            if first:
+                break
             time.sleep(0.2)
         assert first == ["deploy@a"]  # the first wave, and nothing more: it waits
         time.sleep(0.5)
@@ -62,9 +75,7 @@ tasks:
 
 
 def _succeeded(state: Path) -> list[str]:
-    if not (state / "state.db").exists():
-        return []
-    return sorted(i["key"] for i in show_json(state)["instances"] if i["status"] == "succeeded")
+    return sorted(i["key"] for i in _shown(state)["instances"] if i["status"] == "succeeded")
 
 
 def _until(state: Path, want: list[str]) -> None:
@@ -121,9 +132,7 @@ tasks:
 
 
 def _status(state: Path, key: str) -> str:
-    if not (state / "state.db").exists():
-        return ""
-    shown = show_json(state)
+    shown = _shown(state)
     return next((i["status"] for i in shown["instances"] if i["key"] == key), "")
 
 
