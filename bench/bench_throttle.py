@@ -37,7 +37,8 @@ requests answered 429 at random with no limit behind them, pool ``rate:
 
 With ``--fixed``, a third contender shows what this machine can do at its
 present load: fleetrun with the pool set just under the server's limit
-(95% of the bucket's rate; the concurrency limit), not adaptive.
+(95% of the bucket's rate, honouring Retry-After; the concurrency limit),
+not adaptive.
 
 Makespan is the server's: from the first request's arrival to the last
 served request's end (``wall`` adds fleetrun's own start and end). The
@@ -83,6 +84,11 @@ from throttle_server import Stats, client_command, spawn
 from fleetrun.state import JournalReader
 
 SEED_IN_FLIGHT = 128
+FIXED_THROTTLE = {"exit": [75], "retry_after": r"(?i)retry-after:\s*(\d+)"}
+"""The fixed pool's throttle rule: it honours Retry-After as the adaptive pool does
+(without one, a single 429 under ARM's penalty rule is followed by retries that
+each earn a new penalty, and the run never recovers)."""
+
 RECOVERY_S = 5.0
 """A change of the server's limit must be followed within this many seconds."""
 
@@ -170,7 +176,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             (n_bucket - burst) / rate,
             makespan_target=1.10,
             share_target=0.05,
-            fixed={"rate": f"{0.95 * rate:g}/s"},
+            fixed={"rate": f"{0.95 * rate:g}/s", "throttle": FIXED_THROTTLE},
         ),
         Scenario(
             "concurrency",

@@ -222,3 +222,70 @@ def test_a_pause_empties_an_adaptive_pools_burst() -> None:
         limits.acquire(sig, now)
         starts += 1
     assert starts == 1  # then one token per 1/rate seconds
+
+
+def test_a_late_start_gets_its_lost_time_back_up_to_half_a_token() -> None:
+    """A start that waited for a token and was taken late (a busy event loop)
+    lets the next one come that much sooner, so the pool keeps its rate; never
+    more than half a token sooner, and nothing carries over a pause."""
+    from fleetrun.engine._limits import Limits
+
+    g = graph(
+        [task("t", "x", pools=["api"], targets=[f"h{i}" for i in range(40)])],
+        pools=[Pool("api", rate=10.0)],
+    )
+    limits = Limits(g, 0.0, lambda *a: None)
+    sig = (0,)
+    assert limits.wait_time(sig, 0.0) == 0
+    limits.acquire(sig, 0.0)
+    assert limits.wait_time(sig, 0.0) == pytest.approx(0.1)  # due at 0.1
+    assert limits.wait_time(sig, 0.13) == 0  # woken 30 ms late
+    limits.acquire(sig, 0.13)
+    # The next token is due 0.1 s after the first was, not after the late start.
+    assert limits.wait_time(sig, 0.13) == pytest.approx(0.07)
+    assert limits.wait_time(sig, 0.5) == 0  # woken 300 ms late: half a token back at most
+    limits.acquire(sig, 0.5)
+    assert limits.wait_time(sig, 0.5) == pytest.approx(0.05)
+    starts = []
+    now = 0.5
+    while len(starts) < 20:
+        now += limits.wait_time(sig, now)
+        limits.acquire(sig, now)
+        starts.append(now)
+    # On time, the rate holds exactly: no burst from the credits.
+    assert starts[-1] - starts[0] == pytest.approx(19 * 0.1)
+
+
+def test_a_concurrency_throttle_delays_only_its_attempt() -> None:
+    """A throttle counted against an adaptive pool's concurrency does not pause
+    the pool: only the throttled attempt waits its Retry-After; a start
+    throttled within that delay pauses the whole pool."""
+    from fleetrun.engine._limits import Limits, ThrottleMatch
+
+    g = graph(
+        [task("t", "x", pools=["api"], targets=[f"h{i}" for i in range(40)])],
+        pools=[Pool("api", concurrency=8, adaptive=AdaptiveSettings(initial=8))],
+    )
+    said: list[str] = []
+    limits = Limits(g, 0.0, lambda _n, _r, _c, paused, why: said.append(f"{paused:g} {why}"))
+    sig = (0,)
+    for _ in range(8):
+        assert limits.wait_time(sig, 0.0) == 0
+        limits.acquire(sig, 0.0)
+    limits.release(sig)  # the throttled one ended
+    signal = limits.throttled((ThrottleMatch(0, "exit 75", 1.0),), 0.0, 0.1)
+    assert signal is not None
+    assert signal.pause == 1.0  # its own retry waits for the Retry-After
+    assert limits.cap("api") == 7  # 7 were admitted
+    assert limits.paused_until[0] < 0  # the pool is not paused
+    assert not any("paused" in s for s in said)
+    assert said[-1].endswith("(7 in flight, Retry-After 1s, for the throttled attempt only)")
+    limits.release(sig)  # an admitted one ends: its slot is taken at once
+    assert limits.wait_time(sig, 0.2) == 0
+    limits.acquire(sig, 0.2)
+    # That start is throttled too, within the first Retry-After: the pool pauses.
+    limits.release(sig)
+    signal = limits.throttled((ThrottleMatch(0, "exit 75", 1.0),), 0.2, 0.3)
+    assert signal is not None
+    assert limits.paused_until[0] == pytest.approx(1.3)
+    assert limits.wait_time(sig, 0.4) > 0

@@ -14,8 +14,20 @@ The anchors, and what is taken from each:
   each ``probe`` seconds (concave), holds at ``(1 - margin) x bad`` for
   ``hold`` seconds, then grows past it by ``increase``, 2x, 4x ... per probe
   (convex). A probe past ``bad`` that is throttled again doubles ``hold``
-  (up to ``8 x hold``): a limit that does not move is probed ever more
+  (up to ``16 x hold``): a limit that does not move is probed ever more
   rarely, one that just moved is probed soon.
+- **A limit that came down** (CUBIC keeps its last maximum as the point to
+  return to; BBR probes for more bandwidth every few seconds, on a wall-clock
+  cadence, so it finds capacity that came back): a throttle at or under the
+  rate known good says the provider lowered its limit. The rate halves (TCP's
+  cut), stays there ``hold`` seconds, then probes back towards the old good
+  rate, half the gap at once; a probe that runs a whole ``probe`` interval
+  unthrottled past the lowered limit goes straight back to the old rate, one
+  that is throttled goes back to where the probes began, and the next probe
+  comes after ``probe`` seconds (not a doubling ``hold``). So a limit that
+  comes back is found within a few seconds, at the cost of one throttle per
+  probe while it stays lowered; after ``_FIT_AGE`` seconds the lowered limit
+  is taken as the limit and probed as any other.
 - **BBR** (Cardwell et al. 2016): judge the granted rate only from intervals
   in which the pool really sent at its rate (not paused by a Retry-After,
   not application-limited: starts >= half the rate), and keep the last
@@ -124,6 +136,8 @@ class AdaptiveLimit:
         "_episode",
         "_episode_floor",
         "_fits",
+        "_former",
+        "_former_at",
         "_good",
         "_granted",
         "_held_by_cap",
@@ -136,6 +150,7 @@ class AdaptiveLimit:
         "_noise",
         "_noise_seen",
         "_paused_until",
+        "_probe_from",
         "_rate_floor",
         "_rate_steps",
         "_sending_since",
@@ -194,6 +209,11 @@ class AdaptiveLimit:
         # ``_GOOD_PROBES`` probes' worth, to tell which rate has run unthrottled.
         self._history: deque[tuple[float, float]] = deque()
         self._good: float | None = None  # the highest rate known to run unthrottled
+        # The rate known good before the provider's limit came down, and when it
+        # came down: probed back towards quickly for ``_FIT_AGE`` seconds.
+        self._former: float | None = None
+        self._former_at = -math.inf
+        self._probe_from: float | None = None  # the rate before a probe towards ``_former``
         self._bad_rate = math.inf  # the rate of the last rate throttle
         self._cut_to: float | None = None  # the rate that throttle cut to
         # The limits before the first of the decreases since the pool last grew.
@@ -387,13 +407,15 @@ class AdaptiveLimit:
             t0, r0 = self._history[0]
             if r0 > 0 and t0 <= now - s.probe * _GOOD_PROBES + 1e-9 and t0 >= self._last_throttle:
                 self._good = r0 if self._good is None else max(self._good, r0)
+                if self._former is not None and self._good >= self._former * 0.999:
+                    self._former = self._probe_from = None  # the limit is back where it was
                 if self._granted is not None and self._good > self._granted:
                     self._granted = None  # ran unthrottled above the fit: it was low
                     self._fits.clear()
             if used and rate < self.rate_ceiling:
                 new = self._grow(rate, self._bad_rate, self._rate_steps, now)
                 if new is not None:
-                    if rate > self._bad_rate:
+                    if rate >= self._bad_rate:
                         self._cut_to = None
                         self._bad_rate = math.inf  # ran unthrottled past it: the limit rose
                         self._hold = s.hold
@@ -434,6 +456,19 @@ class AdaptiveLimit:
     def _grow(self, value: float, bad: float, steps: int, now: float) -> float | None:
         """The next value below, at or past ``bad`` (CUBIC's concave, plateau, convex)."""
         s = self.settings
+        former = self._former_rate(now)
+        if former is not None and value < former:
+            if now - self._last_throttle < self._hold:
+                return None  # the plateau under the lowered limit
+            if value >= bad * 0.999:
+                # Past the lowered limit unthrottled for a whole probe: the
+                # limit came back; straight to the rate known good before.
+                return former
+            # Towards the former rate, half the gap at once: a limit that came
+            # down for a while comes back at once, and is found within seconds.
+            if self._probe_from is None:
+                self._probe_from = value  # where the probes began: back there if throttled
+            return value + max((former - value) / 2, value * s.increase)
         if bad == math.inf:
             return value * (1 + s.increase * (1 << min(steps, 6)))
         target = self._rate_target()
@@ -445,6 +480,13 @@ class AdaptiveLimit:
         # total grows as the square of the probes (slowly at first).
         self._rate_steps += 1
         return value * (1 + s.increase * (2 * min(steps, 8) + 1) / 2)
+
+    def _former_rate(self, now: float) -> float | None:
+        """The rate known good before the limit came down, while it is recent."""
+        if self._former is not None and now - self._former_at > _FIT_AGE:
+            # The lowered limit has lasted: it is the limit now.
+            self._former = self._probe_from = None
+        return self._former
 
     def _rate_target(self) -> float:
         """Where the rate comes back to quickly after a throttle (CUBIC's last
@@ -528,27 +570,53 @@ class AdaptiveLimit:
             # Fresh: sending began at the end of the last pause (the provider's
             # bucket refilled during it) or at the run's start, at this rate.
             fresh = self._sending_since >= self._last_change - 1e-9 and retry_after is not None
+            # Throttled at or under the rate known good (it ran unthrottled
+            # for ``_GOOD_PROBES`` probes): the limit came down. Start afresh,
+            # from half the rate (TCP's cut), and probe back towards the old
+            # rate soon (``_grow``). Under the fitted rate only: the fit was
+            # high, or the limit came down; start afresh.
+            came_down: float | None = None
             if self._granted is not None and rate <= self._granted * (1 - s.margin):
-                # Throttled under what was fitted: the limit came down; start afresh.
                 self._granted = None
                 self._fits.clear()
+            if self._good is not None and rate <= self._good * 1.001:
+                came_down = max(came_down or 0.0, self._good)
+            back = self._probe_from
+            if back is not None and back < rate * 0.999:
+                came_down = None  # a probe towards the former rate failed: back to its start
+            elif back is not None:
+                # Throttled where the probes began: the limit came down further.
+                came_down = max(came_down or 0.0, self._former or 0.0)
+                back = self._probe_from = None
             if fresh:
                 self._fit(started_at, now)
             granted = self._granted
-            if granted is not None and granted < rate:
+            if back is not None:
+                new = back
+                why.append(f"back to {_rate(new)}, the limit is still lowered")
+            elif granted is not None and granted < rate:
                 new = granted * (1 - s.margin)
                 why.append(f"granted about {_rate(granted)}")
-            elif self._good is not None and self._good < rate * 0.98:
+            elif came_down is None and self._good is not None and self._good < rate * 0.98:
                 new = self._good  # straight back to the last rate known good
                 why.append(f"back to {_rate(new)}, the last rate that ran unthrottled")
             else:
                 self._good = None  # throttled at or below it: that knowledge is stale
                 self._history.clear()
                 # Throttled soon after a fresh start means far over: halve.
-                far = fresh and sending < s.probe
+                far = came_down is not None or (fresh and sending < s.probe)
                 new = rate * (_FAST_CUT if far else s.decrease)
-                why.append(f"after {sending:.3g}s of sending at {_rate(rate)}")
+                if came_down is not None:
+                    why.append(f"the limit came down: {_rate(rate)} ran unthrottled before")
+                else:
+                    why.append(f"after {sending:.3g}s of sending at {_rate(rate)}")
             self._failed_probe(rate > self._rate_target() * 1.001)
+            if came_down is not None:
+                self._former = max(came_down, self._former or 0.0)
+                self._former_at = now
+                self._hold = s.hold  # the first probe back after a whole plateau
+            elif self._former_rate(now) is not None:
+                self._hold = s.probe  # the limit came down lately: probe back soon
             self._bad_rate = rate
             self._rate_steps = 0
             self.rate = min(rate, max(new, rate * s.max_drop, self._rate_floor))
