@@ -51,8 +51,9 @@ class Handle:
     - ``host``: the machine (the local host name, the SSH target's host,
       the scheduler address);
     - ``pid``/``pgid``: the leader and its process group on that host;
-    - ``start_time``: the leader's start time in clock ticks since boot
-      (local: tells a reused pid apart), None when unknown;
+    - ``start_time``: the leader's start time in clock ticks (since boot on
+      Linux, since the epoch elsewhere: ``_posix_procs``; local: tells a
+      reused pid apart), None when unknown;
     - ``job``: a cluster job's key.
     """
 

@@ -5,7 +5,7 @@ the platform (``_procfs``: ``/proc`` on Linux; ``_posix_procs``: psutil
 elsewhere):
 
 - a pid alone does not identify a process (the kernel reuses pids); a pid
-  plus its start time (clock ticks since boot) does;
+  plus its start time (in clock ticks) does;
 - a recorded process group counts only while its leader is the process
   recorded or, with the leader gone, while members that started after it
   remain;
@@ -36,10 +36,6 @@ Table = dict[int, list[tuple[int, int]]]
 
 class ProcessView(Protocol):
     """How one platform reads the process table."""
-
-    slack: int
-    """How far (clock ticks) a start time read now may be from the one recorded
-    (0 where start times are exact)."""
 
     def start_time(self, pid: int) -> int | None:
         """Start time of ``pid`` in clock ticks since boot, None when it is gone."""
@@ -120,11 +116,12 @@ def group_members(
     """
     if leader_start is not None:
         now = view.start_time(pgid)
-        if now is not None and abs(now - leader_start) > view.slack:
+        if now is not None and now != leader_start:
             return ()
     members = (table if table is not None else view.table()).get(pgid, [])
-    first = None if leader_start is None else leader_start - view.slack
-    return tuple(sorted(pid for pid, start in members if first is None or start >= first))
+    return tuple(
+        sorted(pid for pid, start in members if leader_start is None or start >= leader_start)
+    )
 
 
 def kill_groups(view: ProcessView, pgids: Iterable[int], grace: float) -> None:

@@ -217,9 +217,9 @@ class LocalExecutor(LocalBase):
         enter = cwd is not None and self._dir_ok(cwd)
         path, argv = self._argv(spec.command, base, None if enter else cwd)
         grace = spec.grace if spec.grace is not None else self.grace
-        # What the attempt starts starts after this (clock ticks since boot; SLACK
-        # early covers rounding and a clock set meanwhile).
-        since = _posix_procs.now_ticks() - _posix_procs.SLACK
+        # What the attempt starts starts after this (in the unit of start times;
+        # a second early covers rounding).
+        since = _posix_procs.now_ticks() - _posix_procs.TICKS
 
         piped = bool(spec.redactor) or spec.on_output is not None
         log_fd = os.open(spec.log_path, LOG_FLAGS | os.O_CLOEXEC, LOG_MODE)

@@ -1,11 +1,13 @@
 """Processes seen through psutil: the portable counterpart of ``_procfs`` and of the
 tag search of ``_reaper`` (any POSIX system psutil supports).
 
-Start times are clock ticks since boot, as on the Linux path
-(``(create_time - boot_time) * SC_CLK_TCK``, rounded), so a journal or a lock
-written by one path is read the same by the other. Where the system derives
-its boot time from the wall clock, setting the clock moves it: a recorded
-start time matches within ``SLACK`` ticks (a pid is not reused that fast). Process groups come from
+Start times are clock ticks, exact for one process whenever they are read:
+
+- on Linux, since boot, as on the Linux path (psutil's creation time is the
+  kernel's tick count plus the boot time it subtracts again), so a journal or
+  a lock written by one path is read the same by the other;
+- elsewhere, since the epoch: the kernel keeps a process's start as a wall
+  clock time, while the boot time moves when the clock is set. Process groups come from
 ``os.getpgid``; environments from psutil's ``environ()`` where the system lets
 this user read them (another user's processes, and on some systems every
 process, are passed over).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -25,9 +28,9 @@ from fleetrun.executors import _orphans
 from fleetrun.executors._orphans import TaggedProcess
 from fleetrun.names import ATTEMPT_ID, RUN_ID_ENV
 
-_TICKS = os.sysconf("SC_CLK_TCK") if "SC_CLK_TCK" in os.sysconf_names else 100
-SLACK = _TICKS
-"""How far (clock ticks) a start time read now may be from the one recorded."""
+TICKS = os.sysconf("SC_CLK_TCK") if "SC_CLK_TCK" in os.sysconf_names else 100
+"""Clock ticks a second."""
+_SINCE_BOOT = sys.platform.startswith("linux")
 _PSUTIL: list[Any] = []
 
 
@@ -47,14 +50,16 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 def ticks(create_time: float, boot: float | None = None) -> int:
-    """A psutil creation time as clock ticks since boot (``boot``: the boot time, if read)."""
+    """A psutil creation time as a start time (``boot``: the boot time, if read)."""
+    if not _SINCE_BOOT:
+        return round(create_time * TICKS)
     if boot is None:
         boot = _psutil().boot_time()
-    return round((create_time - boot) * _TICKS)
+    return round((create_time - boot) * TICKS)
 
 
 def process_start_time(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot, or None if it is gone."""
+    """Start time of ``pid`` in clock ticks (see the module docstring), None if it is gone."""
     try:
         return ticks(_psutil().Process(pid).create_time())
     except _errors():
@@ -68,7 +73,7 @@ def process_alive(pid: int, start_time: int | None) -> bool:
         p = ps.Process(pid)
         if p.status() in (ps.STATUS_ZOMBIE, ps.STATUS_DEAD):
             return False
-        return start_time is None or abs(ticks(p.create_time()) - start_time) <= SLACK
+        return start_time is None or ticks(p.create_time()) == start_time
     except ps.NoSuchProcess:
         return False
     except (ps.Error, OSError):
@@ -81,7 +86,7 @@ def _live() -> Iterator[tuple[int, int, int, str]]:
     ps = _psutil()
     errors = _errors()
     dead = (ps.STATUS_ZOMBIE, ps.STATUS_DEAD)
-    boot = ps.boot_time()
+    boot = ps.boot_time() if _SINCE_BOOT else 0.0
     for p in ps.process_iter(["create_time", "status", "name"]):
         info = p.info
         if info["status"] in dead or info["create_time"] is None:
@@ -120,7 +125,6 @@ class _PsutilView:
 
     __slots__ = ()
 
-    slack = SLACK
     start_time = staticmethod(process_start_time)
     table = staticmethod(process_table)
     run_env = staticmethod(_run_env)
@@ -169,7 +173,7 @@ def tagged_since(tag: str, since: int, exclude: set[int]) -> list[int]:
 
 
 def now_ticks() -> int:
-    """Clock ticks since boot, now (the unit of start times)."""
+    """The start time of a process started now."""
     return ticks(time.time())
 
 

@@ -99,7 +99,6 @@ class _ProcView:
 
     __slots__ = ()
 
-    slack = 0
     start_time = staticmethod(process_start_time)
     table = staticmethod(process_table)
     run_env = staticmethod(_run_env)
