@@ -19,9 +19,11 @@ The anchors, and what is taken from each:
 - **A limit that came down** (CUBIC keeps its last maximum as the point to
   return to; BBR probes for more bandwidth every few seconds, on a wall-clock
   cadence, so it finds capacity that came back): a throttle at or under the
-  rate known good says the provider lowered its limit. The rate halves (TCP's
-  cut), stays there ``hold`` seconds, then probes back towards the old good
-  rate, half the gap at once; a probe that runs a whole ``probe`` interval
+  rate known good, within ``hold`` seconds of another throttle, says the
+  provider lowered its limit (one alone may be starts that bunched up on
+  their way). The rate halves from the good one (TCP's cut), stays there
+  ``hold`` seconds, then probes back towards the old good rate, half the gap
+  at once; a probe that runs a whole ``probe`` interval
   unthrottled past the lowered limit goes straight back to the old rate, one
   that is throttled goes back to where the probes began, and the next probe
   comes after ``probe`` seconds (not a doubling ``hold``). So a limit that
@@ -157,6 +159,8 @@ class AdaptiveLimit:
         "_slow_start",
         "_start_times",
         "_starts",
+        "_suspect",
+        "_suspect_at",
         "_throttles",
         "_verify",
         "_window",
@@ -214,6 +218,9 @@ class AdaptiveLimit:
         self._former: float | None = None
         self._former_at = -math.inf
         self._probe_from: float | None = None  # the rate before a probe towards ``_former``
+        # The good rate when a throttle came at or under it, and when.
+        self._suspect: float | None = None
+        self._suspect_at = -math.inf
         self._bad_rate = math.inf  # the rate of the last rate throttle
         self._cut_to: float | None = None  # the rate that throttle cut to
         # The limits before the first of the decreases since the pool last grew.
@@ -579,8 +586,17 @@ class AdaptiveLimit:
             if self._granted is not None and rate <= self._granted * (1 - s.margin):
                 self._granted = None
                 self._fits.clear()
-            if self._good is not None and rate <= self._good * 1.001:
-                came_down = max(came_down or 0.0, self._good)
+            # One throttle at the good rate may be chance (starts that bunched
+            # up on their way); one within ``hold`` seconds of another is not.
+            known = self._good or 0.0
+            if self._suspect is not None and now - self._suspect_at <= s.hold:
+                known = max(known, self._suspect)
+            if known > 0.0 and rate <= known * 1.001:
+                if now - self._last_decrease <= s.hold:
+                    came_down = known
+                    self._suspect = None
+                else:
+                    self._suspect, self._suspect_at = known, now
             back = self._probe_from
             if back is not None and back < rate * 0.999:
                 came_down = None  # a probe towards the former rate failed: back to its start
@@ -604,10 +620,15 @@ class AdaptiveLimit:
                 self._good = None  # throttled at or below it: that knowledge is stale
                 self._history.clear()
                 # Throttled soon after a fresh start means far over: halve.
-                far = came_down is not None or (fresh and sending < s.probe)
+                far = fresh and sending < s.probe
                 new = rate * (_FAST_CUT if far else s.decrease)
                 if came_down is not None:
-                    why.append(f"the limit came down: {_rate(rate)} ran unthrottled before")
+                    new = came_down * _FAST_CUT
+                if came_down is not None:
+                    why.append(
+                        f"the limit came down: throttled twice at or under {_rate(came_down)}, "
+                        "which ran unthrottled before"
+                    )
                 else:
                     why.append(f"after {sending:.3g}s of sending at {_rate(rate)}")
             self._failed_probe(rate > self._rate_target() * 1.001)
