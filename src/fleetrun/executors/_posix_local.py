@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Callable
 
 from fleetrun.executors import _posix_procs
@@ -112,10 +113,11 @@ class _Scans:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._pending: asyncio.Future[dict[str, list[int]]] | None = None
-        self._since = 0
+        self._since = 0.0
 
-    async def tagged(self, tag: str, since: int) -> list[int]:
-        """Live processes tagged ``tag``, started at ``since`` (clock ticks) or later."""
+    async def tagged(self, tag: str, since: float) -> list[int]:
+        """Live processes tagged ``tag``, started at ``since`` (seconds since the epoch)
+        or later."""
         fut = self._pending
         if fut is None:
             fut = self._pending = self._loop.create_future()
@@ -149,7 +151,7 @@ class _Leftovers:
 
     __slots__ = ("_kill", "ended", "since", "tag")
 
-    def __init__(self, tag: str, since: int) -> None:
+    def __init__(self, tag: str, since: float) -> None:
         self.tag = tag
         self.since = since
         self.ended: list[str] = []
@@ -179,7 +181,7 @@ class _Leftovers:
             except asyncio.CancelledError:
                 # Cancelled again: no more grace, but they are still ended first.
                 cancelled = self._kill = True
-            found = await asyncio.to_thread(_posix_procs.tagged_since, self.tag, self.since, set())
+            found = await asyncio.to_thread(_posix_procs.tagged_since, self.tag, self.since)
         if cancelled:
             raise asyncio.CancelledError
         return self.ended
@@ -217,9 +219,9 @@ class LocalExecutor(LocalBase):
         enter = cwd is not None and self._dir_ok(cwd)
         path, argv = self._argv(spec.command, base, None if enter else cwd)
         grace = spec.grace if spec.grace is not None else self.grace
-        # What the attempt starts starts after this (in the unit of start times;
-        # a second early covers rounding).
-        since = _posix_procs.now_ticks() - _posix_procs.TICKS
+        # What the attempt starts starts after this (a second early covers the
+        # rounding of creation times).
+        since = time.time() - 1.0
 
         piped = bool(spec.redactor) or spec.on_output is not None
         log_fd = os.open(spec.log_path, LOG_FLAGS | os.O_CLOEXEC, LOG_MODE)
@@ -270,7 +272,7 @@ class LocalExecutor(LocalBase):
         spec: Attempt,
         proc: PosixProc,
         grace: float,
-        since: int,
+        since: float,
     ) -> AttemptResult:
         """Wait for the attempt's group to end (ending it on timeout or cancellation)."""
         pid = proc.pid
@@ -304,7 +306,7 @@ class LocalExecutor(LocalBase):
         return self._result(spec, proc, len(proc.left) + len(ended))
 
     async def _end_leftovers(
-        self, loop: asyncio.AbstractEventLoop, tag: str, since: int, grace: float
+        self, loop: asyncio.AbstractEventLoop, tag: str, since: float, grace: float
     ) -> list[str]:
         """End what the attempt ``tag`` left outside its group (found by its tag)."""
         if not tag:
@@ -323,7 +325,7 @@ class LocalExecutor(LocalBase):
             self._leftovers.discard(left)
 
     async def _end(
-        self, proc: PosixProc, grace: float, tagged: tuple[str, int] | None = None
+        self, proc: PosixProc, grace: float, tagged: tuple[str, float] | None = None
     ) -> list[str]:
         """Cancelled: TERM, grace, KILL, reap - and wait for it even if cancelled again.
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -158,38 +157,46 @@ def describe(pid: int) -> str:
     return str(pid)
 
 
-def tagged_since(tag: str, since: int, exclude: set[int]) -> list[int]:
-    """Live processes started at ``since`` (clock ticks since boot) or later whose
-    environment carries ``FLEETRUN_ATTEMPT_ID=tag`` (``exclude``: pids passed over)."""
-    me = os.getpid()
-    out = []
-    for pid, _, start, _ in _live():
-        if start < since or pid == me or pid in exclude:
+def _newer(since: float) -> Iterator[Any]:
+    """psutil's processes that started at ``since`` (seconds since the epoch) or later.
+
+    A creation time is read once per process (psutil keeps it), so a scan costs
+    little more than listing the pids and reading the new processes.
+    """
+    errors = _errors()
+    for p in _psutil().process_iter():
+        try:
+            if p.create_time() >= since:
+                yield p
+        except errors:
             continue
-        env = environ(pid)
-        if env is not None and env.get(ATTEMPT_ID) == tag:
-            out.append(pid)
-    return out
 
 
-def now_ticks() -> int:
-    """The start time of a process started now."""
-    return ticks(time.time())
+def tagged_by_attempt(since: float) -> dict[str, list[int]]:
+    """Live processes started at ``since`` (seconds since the epoch) or later that
+    carry an attempt tag, by tag (one scan for every attempt that asks at once).
 
-
-def tagged_by_attempt(since: int) -> dict[str, list[int]]:
-    """Live processes started at ``since`` (clock ticks since boot) or later that carry
-    an attempt tag, by tag (one scan for every attempt that asks at once)."""
+    A zombie's environment cannot be read: zombies are never found.
+    """
     me = os.getpid()
+    errors = _errors()
     out: dict[str, list[int]] = {}
-    for pid, _, start, _ in _live():
-        if start < since or pid == me:
+    for p in _newer(since):
+        if p.pid == me:
             continue
-        env = environ(pid)
-        tag = None if env is None else env.get(ATTEMPT_ID)
+        try:
+            tag = p.environ().get(ATTEMPT_ID)
+        except errors:
+            continue
         if tag is not None:
-            out.setdefault(tag, []).append(pid)
+            out.setdefault(tag, []).append(p.pid)
     return out
+
+
+def tagged_since(tag: str, since: float) -> list[int]:
+    """Live processes started at ``since`` (seconds since the epoch) or later whose
+    environment carries ``FLEETRUN_ATTEMPT_ID=tag``."""
+    return tagged_by_attempt(since).get(tag, [])
 
 
 def tagged_processes(run_ids: Iterable[str]) -> list[TaggedProcess]:
