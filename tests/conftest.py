@@ -74,6 +74,18 @@ if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
 _MARK = f"FLEETRUN_TEST_SESSION={SESSION}".encode()
 
 
+_UNMARKED: set[tuple[int, int]] = set()
+"""``(pid, inode of /proc/PID)`` of processes found not to be this session's
+attempts at two looks, after two tests: their environment is their exec's and
+no longer changes, so they are not read again. Pids are reused; procfs gives
+each process's directory an inode number of its own, so a reused pid reads as
+new. (One look is not enough: a child between its fork and its exec still has
+its parent's environment.)"""
+_UNMARKED_AFTER: dict[tuple[int, int], int] = {}
+"""The same, seen at one look: after which test."""
+_TESTS_ENDED = 0
+
+
 def leftover_processes() -> list[tuple[int, str]]:
     """``(pid, command)`` of running processes an attempt of this session started."""
     out = []
@@ -82,6 +94,9 @@ def leftover_processes() -> list[tuple[int, str]]:
         if not name.isdigit() or int(name) == me:
             continue
         try:
+            seen = (int(name), os.stat(f"/proc/{name}").st_ino)
+            if seen in _UNMARKED:
+                continue
             with open(f"/proc/{name}/environ", "rb") as f:
                 env = f.read().split(b"\0")
             with open(f"/proc/{name}/stat", "rb") as f:
@@ -89,6 +104,10 @@ def leftover_processes() -> list[tuple[int, str]]:
         except OSError:
             continue
         if _MARK not in env or not any(e.startswith(b"FLEETRUN_ATTEMPT_ID=") for e in env):
+            # An empty environment: a zombie, or one not readable yet; looked at again.
+            if env != [b""] and _UNMARKED_AFTER.setdefault(seen, _TESTS_ENDED) < _TESTS_ENDED:
+                _UNMARKED.add(seen)
+                del _UNMARKED_AFTER[seen]
             continue
         if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] in (b"Z", b"X"):
             continue
@@ -98,7 +117,9 @@ def leftover_processes() -> list[tuple[int, str]]:
 
 @pytest.fixture(autouse=True)
 def _no_process_outlives_its_test() -> Iterator[None]:
+    global _TESTS_ENDED
     yield
+    _TESTS_ENDED += 1
     left = leftover_processes()
     deadline = time.monotonic() + 2.0
     while left and time.monotonic() < deadline:
