@@ -65,7 +65,7 @@ from fleetrun.engine._events import AttemptStarted, AttemptEnded, InstanceSettle
 from fleetrun.state import Journal, JournalWriter, NewInstance
 state, run = sys.argv[1], sys.argv[2]
 j = Journal(__import__("pathlib").Path(state))
-keys = [f"t@{i}" for i in range(30000)]
+keys = [f"t@{i}" for i in range(10000)]  # seconds of writes: a kill lands mid-way
 j.begin_run(run_id=run, parent_id=None, plan_path="p", plan_name="p", plan_hash="h",
             plan_snapshot="", mode="dag", kind="apply", options={},
             instances=[NewInstance(k, i, "t", str(i)) for i, k in enumerate(keys)])
