@@ -43,9 +43,7 @@ def test_each_read_command_reads_the_same_in_a_process(tmp_path: Path) -> None:
     assert fleetrun("apply", str(plan), *state, "--plain").returncode == 1
     calls = [
         ("show", *state),
-        ("show", *state, "--format", "json"),
         ("logs", "hello", *state),
-        ("logs", "hello@b", *state),
         ("outputs", *state, "--format", "json"),
         ("history", *state),
         ("show", "no-such-run", *state),  # an error: its one line and exit code
