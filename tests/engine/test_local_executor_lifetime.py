@@ -107,7 +107,11 @@ def test_processes_that_left_the_group_end_with_the_attempt(
     runner, tmp_path, leaver, spawn_threads
 ):
     f = tmp_path / "bg.pid"
-    wait = f"while [ ! -s {f} ]; do sleep 0.01; done; echo done"
+    # Until the leaver runs `sleep` (it writes its pid just before the exec).
+    wait = (
+        f'while [ ! -s {f} ] || [ "$(ps -o comm= -p "$(cat {f})")" != sleep ]; '
+        "do sleep 0.01; done; echo done"
+    )
     g = graph([task("t", LEAVERS[leaver].format(f=f) + "\n" + wait)])
     ran = runner(g, executor=LocalExecutor(spawn_threads=spawn_threads))
     assert ran.settled()["t"].state == "succeeded"

@@ -139,8 +139,9 @@ def test_insisting_on_linux_where_it_cannot_run_is_one_clear_line(tmp_path: Path
         "error: FLEETRUN_PLATFORM=linux: the Linux process code cannot run here "
         "(os.pidfd_open is missing); unset FLEETRUN_PLATFORM or set it to portable"
     ]
-    # Refused before anything was recorded or started.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.yaml"]
+    # Refused before any run was recorded or anything started.
+    assert not (tmp_path / ".fleetrun" / "state.db").exists()
+    assert list(tmp_path.rglob("*.log")) == []
 
 
 def _env() -> dict[str, str]:

@@ -20,6 +20,8 @@ from fleetrun.executors import (
     NoopExecutor,
     SSHExecutor,
 )
+from fleetrun.executors._local import LocalExecutor as LinuxLocalExecutor
+from fleetrun.executors._posix_local import LocalExecutor as PortableLocalExecutor
 from fleetrun.redact import Redactor
 from fleetrun.runs_on import KINDS, ClusterOptions, ExecutorOptions, LocalOptions
 from fleetrun.session._executors import ExecutorRegistry, default_registry
@@ -47,7 +49,11 @@ def _attempt(tmp: Path, command: str, options: ExecutorOptions | None = None) ->
     )
 
 
-@pytest.mark.parametrize("cls", [LocalExecutor, NoopExecutor, SSHExecutor, ClusterExecutor])
+# Both local executors: the Linux fast path's and the portable one (_platform).
+@pytest.mark.parametrize(
+    "cls",
+    [LinuxLocalExecutor, PortableLocalExecutor, NoopExecutor, SSHExecutor, ClusterExecutor],
+)
 def test_every_executor_implements_the_whole_contract(cls: type) -> None:
     assert inspect.iscoroutinefunction(cls.run)
     assert inspect.iscoroutinefunction(cls.aclose)

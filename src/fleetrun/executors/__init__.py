@@ -4,12 +4,11 @@ they are given.
 
 The local process code has a Linux fast path and a portable path for any
 POSIX system; ``_platform`` chooses on first use (``FLEETRUN_PLATFORM``), and
-``LocalExecutor`` and ``LocalOrphanFinder`` are the chosen path's."""
+``LocalExecutor()`` and ``LocalOrphanFinder()`` make the chosen path's."""
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from fleetrun.executors import _platform
 from fleetrun.executors._contract import (
     Attempt,
     AttemptResult,
@@ -32,6 +31,8 @@ from fleetrun.executors._outputs import (
     parse_outputs,
 )
 from fleetrun.executors._platform import (
+    LocalExecutor,
+    LocalOrphanFinder,
     kill_groups,
     process_alive,
     process_start_time,
@@ -54,8 +55,6 @@ if TYPE_CHECKING:
         quiet_dask_logs,
         stop_processes,
     )
-    from fleetrun.executors._local import LocalExecutor
-    from fleetrun.executors._procfs import LocalOrphanFinder
     from fleetrun.executors._ssh import SSHExecutor
     from fleetrun.executors._ssh_orphans import SSHOrphanFinder
     from fleetrun.executors._ssh_spec import SSHSpec
@@ -81,12 +80,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     # The compute-cluster executor loads on first use: runs without cluster tasks
-    # (and `fleetrun` start-up) do not pay for it. The local process code is the
-    # platform's (``_platform``), loaded once it is asked for.
-    if name == "LocalExecutor":
-        return _platform.executor_module().LocalExecutor
-    if name == "LocalOrphanFinder":
-        return _platform.procs_module().LocalOrphanFinder
+    # (and `fleetrun` start-up) do not pay for it.
     if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(f"fleetrun.executors.{module}"), attr)

@@ -14,14 +14,16 @@ The Linux path is chosen where it works (Linux, ``os.pidfd_open`` working,
 ``FLEETRUN_PLATFORM=portable`` forces the portable path, ``linux`` insists on
 the fast one (an error where it cannot run), ``auto`` (or unset) chooses.
 
-The choice is made on first use (not at import: ``fleetrun plan`` never
-makes it), and the chosen modules are imported then; nothing else imports
-them, so nothing Linux-specific is loaded on another system.
+The choice is made on first use (``LocalExecutor()``, ``process_alive`` and
+the rest below; not at import: ``fleetrun plan`` never makes it), and the
+chosen modules are imported then; nothing else imports them, so nothing
+Linux-specific is loaded on another system.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Iterable
@@ -31,7 +33,8 @@ from typing import TYPE_CHECKING
 from fleetrun.errors import UsageError
 
 if TYPE_CHECKING:
-    from fleetrun.executors._orphans import TaggedProcess
+    from fleetrun.executors._contract import Executor
+    from fleetrun.executors._orphans import OrphanFinderBase, TaggedProcess
 
 ENV = "FLEETRUN_PLATFORM"
 LINUX = "linux"
@@ -58,6 +61,7 @@ _MODULES = {
 """Per path: the executor's module, the process table's, the tag search's."""
 
 _CHOSEN: list[str] = []
+_log = logging.getLogger(__name__)
 
 
 def linux_missing() -> str | None:
@@ -88,6 +92,7 @@ def choose(setting: str | None) -> str:
     """The path for a ``FLEETRUN_PLATFORM`` value (None or empty: unset)."""
     value = (setting or "auto").strip().lower()
     if value == PORTABLE:
+        _log.debug("process code: the portable path (%s=%s)", ENV, setting)
         return PORTABLE
     if value not in (LINUX, "auto"):
         raise UsageError(
@@ -95,12 +100,14 @@ def choose(setting: str | None) -> str:
         )
     missing = linux_missing()
     if missing is None:
+        _log.debug("process code: the Linux fast path")
         return LINUX
     if value == LINUX:
         raise UsageError(
             f"{ENV}=linux: the Linux process code cannot run here ({missing}); "
             f"unset {ENV} or set it to {PORTABLE}"
         )
+    _log.debug("process code: the portable path (%s)", missing)
     return PORTABLE
 
 
@@ -129,6 +136,19 @@ def executor_module() -> ModuleType:
 def procs_module() -> ModuleType:
     """The module that reads the process table on the chosen path."""
     return _LOADED.get(1) or _module(1)
+
+
+def LocalExecutor(grace: float = 10.0, *, spawn_threads: int | None = None) -> Executor:
+    """A local executor of the chosen path (``grace``: when an attempt gives none;
+    ``spawn_threads``: the Linux path's spawner threads, None for its default)."""
+    executor: Executor = executor_module().LocalExecutor(grace, spawn_threads=spawn_threads)
+    return executor
+
+
+def LocalOrphanFinder() -> OrphanFinderBase:
+    """The finder of local orphans of the chosen path."""
+    finder: OrphanFinderBase = procs_module().LocalOrphanFinder()
+    return finder
 
 
 def process_start_time(pid: int) -> int | None:
