@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -35,6 +36,7 @@ from fleetrun.redact import StreamRedactor
 from fleetrun.runs_on import LocalOptions
 
 _POLL = 0.02
+_log = logging.getLogger(__name__)
 _RESET = tuple(
     sorted(
         signal.valid_signals()
@@ -108,10 +110,10 @@ class _Scans:
     the end of the group it is asked about).
     """
 
-    __slots__ = ("_loop", "_pending", "_since")
+    __slots__ = ("_pending", "_since", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self._pending: asyncio.Future[dict[str, list[int]]] | None = None
         self._since = 0.0
 
@@ -120,9 +122,9 @@ class _Scans:
         or later."""
         fut = self._pending
         if fut is None:
-            fut = self._pending = self._loop.create_future()
+            fut = self._pending = self.loop.create_future()
             self._since = since
-            self._loop.call_soon(self._start)
+            self.loop.call_soon(self._start)
         else:
             self._since = min(self._since, since)
         found = await asyncio.shield(fut)
@@ -131,7 +133,7 @@ class _Scans:
     def _start(self) -> None:
         fut, self._pending = self._pending, None
         assert fut is not None
-        scan = self._loop.run_in_executor(None, _posix_procs.tagged_by_attempt, self._since)
+        scan = self.loop.run_in_executor(None, _posix_procs.tagged_by_attempt, self._since)
 
         def deliver(done: asyncio.Future[dict[str, list[int]]]) -> None:
             if fut.done():
@@ -139,7 +141,9 @@ class _Scans:
             if done.cancelled():
                 fut.cancel()
             elif (e := done.exception()) is not None:
-                fut.set_exception(e)
+                # The attempts' groups are ended already; only what left them is missed.
+                _log.warning("could not scan the process table for leftovers: %r", e)
+                fut.set_result({})
             else:
                 fut.set_result(done.result())
 
@@ -312,7 +316,7 @@ class LocalExecutor(LocalBase):
         if not tag:
             return []
         scans = self._scans
-        if scans is None or scans._loop is not loop:
+        if scans is None or scans.loop is not loop:
             scans = self._scans = _Scans(loop)
         found = [p for p in await scans.tagged(tag, since) if p not in self._leaders]
         if not found:
