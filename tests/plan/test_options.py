@@ -1,5 +1,5 @@
-"""Executor options: every kind's class is typed and frozen, every option type is read
-from YAML and described in the schema, and a key is read through its task's kind."""
+"""Executor options: every kind's class is typed and frozen, every option type has its
+model type and is described in the schema, and a key is read through its task's kind."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from fleetrun.errors import PlanError
 from fleetrun.plan import load_plan, load_plan_text, plan_json_schema
-from fleetrun.plan._options import OPTION_KEYS, READERS
-from fleetrun.plan._spec import SSHSpec, TaskSpec, keys_of
+from fleetrun.plan._options import OPTION_KEYS
+from fleetrun.plan._spec import OPTION_TYPES, SSHSpec, TaskSpec, keys_of
 from fleetrun.plan._tasks import TASK_KEYS
 from fleetrun.runs_on import (
     KINDS,
@@ -41,14 +41,14 @@ def test_each_kind_declares_a_frozen_options_class() -> None:
 
 
 def test_every_option_type_is_read_and_in_the_schema() -> None:
-    assert set(READERS) == set(typing.get_args(OptionType))
+    assert set(OPTION_TYPES) == set(typing.get_args(OptionType))
     schema = plan_json_schema()
     ref = schema["properties"]["tasks"]["additionalProperties"]["$ref"]
     task = schema["$defs"][ref.rsplit("/", 1)[1]]["properties"]
     for name, (decl, owners) in option_keys().items():
         assert name in TASK_KEYS
         assert task[name]["description"].startswith(f"(runs_on: {' or '.join(owners)}) ")
-        assert decl.type in READERS
+        assert TaskSpec.model_fields[name].annotation == OPTION_TYPES[decl.type] | None
     assert OPTION_KEYS == ("keep_running", "resources")
     assert task["runs_on"]["enum"] == list(RUNS_ON)
 

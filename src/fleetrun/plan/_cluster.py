@@ -1,17 +1,14 @@
-"""Reading a plan's compute-cluster keys: the ``cluster:`` section, a task's ``resources``."""
+"""Reading a plan's ``cluster:`` section (a task's ``resources`` are ``TaskSpec``'s)."""
 
 from __future__ import annotations
-
-import re
 
 from fleetrun.plan._fields import Ctx, join
 from fleetrun.plan._model import ClusterSection
 from fleetrun.plan._spec import ClusterSpec, keys_of
-from fleetrun.plan._yaml import YNode, YScalar
+from fleetrun.plan._yaml import YNode
 from fleetrun.runs_on import scheduler_address_problem
 
 CLUSTER_KEYS = keys_of(ClusterSpec)
-RESOURCE_NAME = re.compile(r"^[A-Za-z_][\w.-]*$")
 
 
 def read_cluster(ctx: Ctx, node: YNode) -> ClusterSection:
@@ -39,21 +36,3 @@ def read_cluster(ctx: Ctx, node: YNode) -> ClusterSection:
     if address is not None and "://" not in address:
         address = "tcp://" + address
     return ClusterSection(address=address, workers=workers)
-
-
-def read_resources(ctx: Ctx, node: YNode, key: str) -> dict[str, float]:
-    """A task's ``resources``: resource name -> amount above zero (``{GPU: 1}``)."""
-    out: dict[str, float] = {}
-    m = ctx.mapping(node, key)
-    for name, (knode, value) in m.entries.items() if m else ():
-        sub = join(key, name)
-        if not RESOURCE_NAME.match(name):
-            ctx.error(knode, sub, f"{name!r} is not a resource name", "use letters, digits, '_'")
-            continue
-        v = value.value if isinstance(value, YScalar) else None
-        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-            shown = repr(v) if isinstance(value, YScalar) else "a collection"
-            ctx.error(value, sub, f"must be a number above zero, got {shown}", "write e.g. 1")
-            continue
-        out[name] = float(v)
-    return out

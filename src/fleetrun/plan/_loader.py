@@ -256,7 +256,6 @@ class _Loader:
                 vars_=vars_,
                 phases=phases,
                 defaults=defaults,
-                env_names=self.env_name,
                 base_dir=self.base_dir,
                 read_file=self.read_side_file,
             )

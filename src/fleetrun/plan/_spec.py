@@ -30,11 +30,13 @@ from pydantic import (
     Field,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from fleetrun.durations import DURATION_HELP, DURATION_PATTERN, parse_duration
+from fleetrun.plan._fields import did_you_mean
 from fleetrun.plan._model import MAX_ATTEMPTS, MAX_ATTEMPTS_WHY
 from fleetrun.plan._units import RATE_HELP, parse_rate
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
@@ -62,6 +64,17 @@ class Why:
     text: str
 
 
+@dataclass(frozen=True)
+class Expect:
+    """How a value of several shapes is named when it has none of them
+    (``a task name or {task: name, at_least: N}``); ``text``: a string would have
+    done, so an unquoted ``on`` or ``010`` is said to be read by YAML as something
+    else. Metadata of an ``Annotated`` type."""
+
+    words: str
+    text: bool = False
+
+
 SHARED_HELP = (
     "use at most 64 letters, digits, '.', '_' and '-', starting with a letter or digit, "
     "such as azure-subscription-1"
@@ -80,6 +93,8 @@ class _Spec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
     _nullable: ClassVar[frozenset[str]] = frozenset()
+    _missing: ClassVar[dict[str, tuple[str, str]]] = {}
+    """A required key left out: the message and the fix, by key."""
 
     @field_validator("*", mode="before")
     @classmethod
@@ -127,6 +142,16 @@ def _seconds(value: object) -> object:
     raise problem("duration", f"{value!r} is not a duration", DURATION_HELP)
 
 
+def _positive_seconds(value: object) -> object:
+    if isinstance(value, float | int | str) and not isinstance(value, bool):
+        seconds = parse_duration(value)
+        if seconds is not None and seconds > 0:
+            return seconds
+        if seconds is not None:
+            raise problem("duration_zero", "must be longer than zero", DURATION_HELP)
+    raise problem("duration_positive", f"{value!r} is not a duration", DURATION_HELP)
+
+
 def _rate(value: object) -> object:
     rate = parse_rate(value)
     if rate is None:
@@ -147,6 +172,20 @@ Duration = Annotated[
     ),
 ]
 """Seconds, written 30s, 5m, 1h30m, 250ms or as a plain number."""
+
+PositiveDuration = Annotated[
+    float,
+    BeforeValidator(_positive_seconds),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ]
+        }
+    ),
+]
+"""A duration longer than zero (a time limit)."""
 
 Rate = Annotated[
     float,
@@ -175,7 +214,7 @@ def is_duration(tp: Any) -> bool:
     return (
         "Duration" in repr(tp)
         or any(
-            isinstance(m, BeforeValidator) and m.func is _seconds
+            isinstance(m, BeforeValidator) and m.func in (_seconds, _positive_seconds)
             for m in getattr(tp, "__metadata__", ())
         )
         or any(is_duration(a) for a in getattr(tp, "__args__", ()))
@@ -183,7 +222,6 @@ def is_duration(tp: Any) -> bool:
 
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 GroupName = Annotated[
     str,
     Field(pattern=NAME_PATTERN),
@@ -191,7 +229,46 @@ GroupName = Annotated[
 ]
 Percent = Annotated[str, Field(pattern=PERCENT_PATTERN)]
 Scalar = str | int | float | bool | None
-EnvValue = str | int | float | bool
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise problem("empty", "must not be empty", "write a value, or remove the key")
+    return value
+
+
+Text = Annotated[
+    str,
+    AfterValidator(_text),
+    WithJsonSchema({"type": "string", "minLength": 1, "pattern": r"\S"}),
+]
+"""A string with something in it (not only blanks)."""
+
+
+def _matching(pattern: str, kind: str, what: str, fix: str) -> Any:
+    """A string matched whole by ``pattern``; else ``'x' is not <what>``."""
+    compiled = re.compile(pattern)
+
+    def check(text: str) -> str:
+        if not compiled.fullmatch(text):
+            raise problem(kind, f"{text!r} is not {what}", fix)
+        return text
+
+    return AfterValidator(check)
+
+
+EnvName = Annotated[
+    str,
+    _matching(
+        ENV_NAME_PATTERN,
+        "env_name",
+        "a valid environment variable name",
+        "use letters, digits and '_', not starting with a digit",
+    ),
+    WithJsonSchema({"type": "string", "pattern": ENV_NAME_PATTERN}),
+]
+EnvValue = Annotated[str | int | float | bool, Expect("a string, a number or true or false")]
+"""An environment value: numbers and booleans are given as written (``yes`` stays yes)."""
 Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS), Why(MAX_ATTEMPTS_WHY)]
 ExitCode = Annotated[int, Field(ge=0, le=MAX_EXIT), Why("exit codes are 0 to 255")]
 Verify = Annotated[
@@ -204,6 +281,27 @@ Verify = Annotated[
 # --- retry and success ----------------------------------------------------------------
 
 
+def _some(codes: list[int]) -> list[int]:
+    if not codes:
+        raise problem(
+            "no_code",
+            "lists no exit code: no attempt could succeed",
+            "list the codes that mean success, such as [0, 3]",
+        )
+    return codes
+
+
+def _saying(message: str, fix: str) -> Any:
+    """A check that a mapping of optional keys gives at least one."""
+
+    def check(spec: _Spec) -> _Spec:
+        if not spec.model_fields_set:
+            raise problem("empty", message, fix)
+        return spec
+
+    return model_validator(mode="after")(check)
+
+
 class RetryOn(_Spec):
     """The failures a retry policy retries (at least one condition)."""
 
@@ -212,7 +310,7 @@ class RetryOn(_Spec):
     exit: Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]] | None = key(
         "Exit codes that are retried."
     )
-    output: str | list[str] | None = key(
+    output: Text | list[Text] | None = key(
         "Retry when the output contains any of these texts (plain substrings, not regular "
         "expressions; for example '429' or 'Too Many Requests'). A pool's throttle.output "
         "takes regexes."
@@ -222,6 +320,7 @@ class RetryOn(_Spec):
         "Retry attempts that could not reach their target or lost the connection (SSH: "
         "unreachable, refused, handshake dropped, connection lost)."
     )
+    _said = _saying("lists no condition", "give exit, output, timeout or connect, or remove 'on'")
 
 
 class RetrySpec(_Spec):
@@ -246,19 +345,32 @@ _RETRY = "Retry policy, or just the number of attempts."
 class SuccessSpec(_Spec):
     """What counts as success for an attempt (default: exit 0)."""
 
-    exit: ExitCode | Annotated[list[ExitCode], Field(min_length=1)] | None = key(
+    exit: (
+        ExitCode
+        | Annotated[
+            list[ExitCode],
+            AfterValidator(_some),
+            WithJsonSchema(
+                {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0, "maximum": MAX_EXIT},
+                    "minItems": 1,
+                }
+            ),
+        ]
+        | None
+    ) = key(
         "Every exit code that counts as success, for example [0, 3] for a status check "
         "whose 'stopped' is 3 (0 included only when listed). An accepted non-zero code is "
         "recorded as it is: 'exit 3 accepted'. Outputs ($FLEETRUN_OUTPUT) are published "
         "by an exit 0 only."
     )
-    fail_on_output: (
-        Annotated[str, Field(min_length=1)] | list[Annotated[str, Field(min_length=1)]] | None
-    ) = key(
+    fail_on_output: Text | list[Text] | None = key(
         "An attempt whose output contains any of these texts fails, whatever its exit code "
         "(plain substrings, as retry.on.output, not regular expressions; for example "
         "'ERROR'). Such a failure is retried as retry says."
     )
+    _said = _saying("says nothing", "give exit or fail_on_output, or remove 'success'")
 
 
 _SUCCESS = (
@@ -409,24 +521,117 @@ class PoolSpec(_Spec):
 # --- tasks ----------------------------------------------------------------------------
 
 
+_NEED_FIX = (
+    "write a task name, 'task[*]' for all its instances, or {task: name, at_least: N or 'P%'}"
+)
+_QUORUM_FIX = "write a count such as 2 or a percentage such as '67%'"
+_NEED = re.compile(NEED_PATTERN)
+_NAME = re.compile(NAME_PATTERN)
+
+
+def _need_text(text: str) -> str:
+    if not _NEED.fullmatch(text):
+        raise problem("need", f"cannot read need {text!r}", _NEED_FIX)
+    return text
+
+
+def _task_name(text: str) -> str:
+    if not _NAME.fullmatch(text.strip()):
+        raise problem("need", f"{text!r} is not a task name", _NEED_FIX)
+    return text.strip()
+
+
+def _quorum(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise problem("quorum", f"a quorum of {value} waits for nothing", _QUORUM_FIX)
+        return value
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            pct = float(value.strip()[:-1])
+        except ValueError:
+            pct = -1.0
+        if 0 < pct <= 100:
+            return value
+        raise problem("quorum", f"{value!r} is not a percentage in (0%, 100%]", _QUORUM_FIX)
+    raise problem("quorum", f"{value!r} is neither a count nor a percentage", _QUORUM_FIX)
+
+
+NeedText = Annotated[
+    str, AfterValidator(_need_text), WithJsonSchema({"type": "string", "pattern": NEED_PATTERN})
+]
+"""``X`` or ``X[*]``."""
+Quorum = Annotated[
+    int | str,
+    BeforeValidator(_quorum),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": PERCENT_PATTERN},
+            ]
+        }
+    ),
+]
+"""A count of at least 1, or a percentage in (0%, 100%]."""
+
+
 class NeedSpec(_Spec):
     """A dependency on another task, optionally a quorum of its instances."""
 
-    task: Name = Field(description="The task.")
-    at_least: Annotated[int, Field(ge=1)] | Percent | None = key(
+    _missing = {"task": ("a need mapping needs 'task'", "write {task: name, at_least: N}")}
+
+    task: Annotated[
+        str, AfterValidator(_task_name), WithJsonSchema({"type": "string", "pattern": NAME_PATTERN})
+    ] = Field(description="The task.")
+    at_least: Quorum | None = key(
         "How many instances must succeed: a count (1 up to the instance count) or a "
         "percentage in (0%, 100%] rounded up."
     )
 
 
 Need = Annotated[
-    Annotated[str, Field(pattern=NEED_PATTERN)] | NeedSpec,
+    NeedText | NeedSpec,
+    Expect("a task name or {task: name, at_least: N}", text=True),
     Field(
         description="A dependency. 'X': the same target's instance of X when both tasks fan "
         "out over targets, otherwise every instance of X. 'X[*]': every instance. "
         "{task: X, at_least: N or 'P%'}: a quorum of X's instances."
     ),
 ]
+
+
+def _amount(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        shown = "a collection" if isinstance(value, dict | list) else repr(value)
+        raise problem("amount", f"must be a number above zero, got {shown}", "write e.g. 1")
+    return float(value)
+
+
+Resources = dict[
+    Annotated[
+        str,
+        _matching(RESOURCE_NAME_PATTERN, "resource", "a resource name", "use letters, digits, '_'"),
+        WithJsonSchema({"type": "string", "pattern": RESOURCE_NAME_PATTERN}),
+    ],
+    Annotated[
+        float, BeforeValidator(_amount), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})
+    ],
+]
+"""Resource name -> amount above zero (``{GPU: 1}``)."""
+
+OPTION_TYPES: dict[str, Any] = {"boolean": bool, "resources": Resources}
+"""The model's type of each ``runs_on.OptionType`` (a kind-owned task key's value)."""
+
+
+def _runs_on(given: str) -> str:
+    if given not in RUNS_ON:
+        raise problem(
+            "runs_on",
+            f"unknown executor {given!r}{did_you_mean(given, RUNS_ON)}",
+            "use one of: " + ", ".join(RUNS_ON),
+        )
+    return given
 
 
 def _option(name: str) -> str:
@@ -461,22 +666,23 @@ class TaskSpec(_Spec):
 
     model_config = ConfigDict(json_schema_extra=_TASK_RULES)
 
-    run: str | None = key(
+    run: Text | None = key(
         "Shell command. Templates: {{ target.name }}, {{ target.<attribute> }}, "
         "{{ vars.<name> }}, {{ tasks.<task>.outputs.<key> }}; inserted values are quoted "
         "for where they stand (bare word, inside \"...\" or '...') unless written "
         "{{ raw ... }}; a placeholder in a here-document, a comment, backticks or $((...)) "
         "is refused.",
-        min_length=1,
     )
     description: str | None = key("What the task does.")
-    phase: str | None = key("The phase the task belongs to (one of 'phases' when given).")
-    for_each: str | None = key(
+    phase: Text | None = key("The phase the task belongs to (one of 'phases' when given).")
+    for_each: Text | None = key(
         "Fan out: one instance per target of this group ('all' = every target). Without it "
         "the task runs once."
     )
-    needs: list[Need] | str | None = key("Tasks that must succeed first.")
-    pools: list[str] | str | None = key(
+    needs: Annotated[list[Need] | NeedText, Expect("a list of needs, or one task name")] | None = (
+        key("Tasks that must succeed first.")
+    )
+    pools: list[Text] | Text | None = key(
         "Pools whose limits every attempt of this task draws on.",
         json_schema_extra={
             "anyOf": [
@@ -485,7 +691,7 @@ class TaskSpec(_Spec):
             ]
         },
     )
-    timeout: Duration | None = duration(
+    timeout: PositiveDuration | None = duration(
         "Per-attempt time limit (default: defaults.timeout, or none)."
     )
     retry: Retry | None = key(_RETRY)
@@ -493,26 +699,19 @@ class TaskSpec(_Spec):
     env: dict[EnvName, EnvValue] | None = key(
         "Environment variables for this task (over the plan's env)."
     )
-    cwd: str | None = key("Working directory, relative to the plan file's directory.")
+    cwd: Text | None = key("Working directory, relative to the plan file's directory.")
     estimate: Duration | None = duration(
         "Expected duration, for critical paths and makespan estimates (default 1s)."
     )
-    runs_on: str | None = key(
+    runs_on: Annotated[str, AfterValidator(_runs_on)] | None = key(
         f"Where each attempt runs: {_WHERE}.", json_schema_extra={"enum": list(RUNS_ON)}
     )
     keep_running: bool | None = key(_option("keep_running"))
-    resources: (
-        dict[
-            Annotated[str, Field(pattern=RESOURCE_NAME_PATTERN)],
-            Annotated[float, Field(gt=0)],
-        ]
-        | None
-    ) = key(_option("resources"))
-    script: str | None = key(
+    resources: Resources | None = key(_option("resources"))
+    script: Text | None = key(
         "Instead of 'run': a local script (path relative to the plan) and its arguments, "
         "templated and quoted like 'run'. With runs_on: ssh it is streamed to the remote "
         "shell (no copy, no file left behind).",
-        min_length=1,
     )
     allow_empty: bool | None = key(
         "With for_each: the group may match no target (zero instances). Default false: "
@@ -523,7 +722,7 @@ class TaskSpec(_Spec):
 class DefaultsSpec(_Spec):
     """The plan's defaults: values every task gets unless it sets its own."""
 
-    timeout: Duration | None = duration("Per-attempt time limit.")
+    timeout: PositiveDuration | None = duration("Per-attempt time limit.")
     retry: Retry | None = key(_RETRY)
     success: SuccessSpec | None = key(_SUCCESS)
     estimate: Duration | None = duration("Expected duration of a task.")

@@ -13,14 +13,14 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from fleetrun.errors import Diagnostic, PlanError
 from fleetrun.plan._checks import TaskInfo, check_tasks
 from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._model import (
-    MAX_ATTEMPTS,
-    MAX_ATTEMPTS_WHY,
     Need,
     Pool,
     RetryPolicy,
@@ -36,27 +36,20 @@ from fleetrun.plan._spec import (
     NeedSpec,
     RetryOn,
     RetrySpec,
-    SuccessSpec,
     TaskSpec,
+    Text,
     keys_of,
 )
+from fleetrun.plan._spec import Need as NeedType
 from fleetrun.plan._template import Template
-from fleetrun.plan._yaml import YNode, YScalar
+from fleetrun.plan._validate import validate_fields
+from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, to_python
 from fleetrun.runs_on import DEFAULT_KIND
 
 TASK_KEYS = keys_of(TaskSpec)
-DEFAULT_KEYS = keys_of(DefaultsSpec)
-RETRY_KEYS = keys_of(RetrySpec)
-ON_KEYS = keys_of(RetryOn)
-SUCCESS_KEYS = keys_of(SuccessSpec)
-NEED_KEYS = keys_of(NeedSpec)
-MAX_EXIT = 255
-"""The largest exit status a process can report (POSIX keeps 8 bits)."""
 TASK_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 MAX_TASK_NAME_BYTES = 200
 """Longest task name, in UTF-8 bytes (a directory and file names are made of it)."""
-_MOST = (MAX_ATTEMPTS, MAX_ATTEMPTS_WHY)
-_NEED = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(\[\s*\*\s*\])?\s*$")
 ReadFile = Callable[[YNode, str, str], "tuple[str, str] | None"]
 """Reads a file named at a node, relative to the plan: (shown name, text), or None
 after reporting why not (the loader's ``read_side_file``)."""
@@ -74,181 +67,149 @@ class Defaults:
     success: dict[str, Any] = field(default_factory=dict)
 
 
-def read_success(ctx: Ctx, node: YNode, key: str) -> dict[str, Any]:
-    """The ``success`` keys given at ``node``: ``exit`` (the codes that count as
-    success) and ``fail_on_output`` (texts whose presence in the output fails it)."""
-    out: dict[str, Any] = {}
-    m = ctx.mapping(node, key, allow_null=False)
-    for k, v in ctx.items(m, key, SUCCESS_KEYS) if m else ():
-        sub = join(key, k)
-        if k == "exit":
-            items = ctx.seq(v, sub, single_ok=True)
-            if items is None:
-                continue
-            codes = [
-                ctx.integer(item, join(sub, i), 0, (MAX_EXIT, "exit codes are 0 to 255"))
-                for i, item in enumerate(items)
-            ]
-            if not items:
-                ctx.error(
-                    v,
-                    sub,
-                    "lists no exit code: no attempt could succeed",
-                    "list the codes that mean success, such as [0, 3]",
-                )
-            elif None not in codes:
-                out[k] = frozenset(c for c in codes if c is not None)
-        else:
-            out[k] = tuple(n for n, _ in ctx.names(v, sub, single_ok=True))
-    if m is not None and not m.entries:
-        ctx.error(m, key, "says nothing", "give exit or fail_on_output, or remove 'success'")
-    return out
+def _given(spec: BaseModel | None) -> dict[str, Any]:
+    """The keys a section gives (the validated values, nested sections as models)."""
+    if spec is None:
+        return {}
+    return {k: getattr(spec, k) for k in spec.model_fields_set}
+
+
+def _retry_given(retry: int | RetrySpec | None) -> dict[str, Any]:
+    """The retry keys given: a plain number is ``attempts``."""
+    if isinstance(retry, int):
+        return {"attempts": retry}
+    return _given(retry)
+
+
+def _listed(value: Any) -> list[Any]:
+    """A key written as one value or a list of them, as a list."""
+    return value if isinstance(value, list) else [value]
 
 
 def _success(given: Mapping[str, Any]) -> SuccessPolicy:
     base = SuccessPolicy()
+    exit_ = given.get("exit")
+    outputs = given.get("fail_on_output")
     return SuccessPolicy(
-        exit=given.get("exit", base.exit),
-        fail_on_output=given.get("fail_on_output", base.fail_on_output),
+        exit=frozenset(_listed(exit_)) if exit_ is not None else base.exit,
+        fail_on_output=tuple(_listed(outputs)) if outputs is not None else base.fail_on_output,
     )
-
-
-def read_retry(ctx: Ctx, node: YNode, key: str) -> dict[str, Any]:
-    """The retry keys given at ``node`` (a mapping, or an integer meaning ``attempts``)."""
-    out: dict[str, Any] = {}
-    if isinstance(node, YScalar) and isinstance(node.value, int):
-        attempts = ctx.integer(node, key, minimum=1, maximum=_MOST)
-        return {"attempts": attempts} if attempts is not None else {}
-    m = ctx.mapping(node, key, allow_null=False)
-    for k, v in ctx.items(m, key, RETRY_KEYS) if m else ():
-        sub = join(key, k)
-        if k == "attempts":
-            out[k] = ctx.integer(v, sub, minimum=1, maximum=_MOST)
-        elif k in ("backoff", "max_backoff"):
-            out[k] = ctx.duration(v, sub)
-        else:
-            out[k] = _read_on(ctx, v, sub)
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def _read_on(ctx: Ctx, node: YNode, key: str) -> tuple[frozenset[int], tuple[str, ...], bool, bool]:
-    m = ctx.mapping(node, key, allow_null=False)
-    codes: set[int] = set()
-    outputs: list[str] = []
-    on_timeout = on_connect = False
-    for k, v in ctx.items(m, key, ON_KEYS) if m else ():
-        sub = join(key, k)
-        if k == "exit":
-            for i, item in enumerate(ctx.seq(v, sub, single_ok=True) or []):
-                code = ctx.integer(item, join(sub, i), minimum=0)
-                if code is not None:
-                    codes.add(code)
-        elif k == "output":
-            outputs.extend(n for n, _ in ctx.names(v, sub, single_ok=True))
-        elif k == "connect":
-            on_connect = bool(ctx.boolean(v, sub))
-        else:
-            on_timeout = bool(ctx.boolean(v, sub))
-    if m is not None and not m.entries:
-        ctx.error(
-            m, key, "lists no condition", "give exit, output, timeout or connect, or remove 'on'"
-        )
-    return frozenset(codes), tuple(outputs), on_timeout, on_connect
 
 
 def _policy(given: Mapping[str, Any]) -> RetryPolicy:
     base = RetryPolicy()
-    on = given.get("on")
+    on: RetryOn | None = given.get("on")
     return RetryPolicy(
         attempts=given.get("attempts", base.attempts),
         backoff=given.get("backoff", base.backoff),
         max_backoff=given.get("max_backoff", base.max_backoff),
         any_failure=on is None,
-        on_exit=on[0] if on else frozenset(),
-        on_output=on[1] if on else (),
-        on_timeout=on[2] if on else False,
-        on_connect=on[3] if on else False,
+        on_exit=frozenset(_listed(on.exit)) if on and on.exit is not None else frozenset(),
+        on_output=tuple(_listed(on.output)) if on and on.output is not None else (),
+        on_timeout=bool(on and on.timeout),
+        on_connect=bool(on and on.connect),
     )
 
 
-def read_defaults(ctx: Ctx, node: YNode) -> Defaults:
-    """The ``defaults`` section."""
-    d = Defaults()
-    m = ctx.mapping(node, "defaults")
-    for k, v in ctx.items(m, "defaults", DEFAULT_KEYS) if m else ():
-        key = join("defaults", k)
-        if k == "timeout":
-            d.timeout = ctx.duration(v, key, positive=True)
-        elif k == "estimate":
-            d.estimate = ctx.duration(v, key)
-        elif k == "success":
-            d.success = read_success(ctx, v, key)
-        else:
-            d.retry = read_retry(ctx, v, key)
-    return d
-
-
-def _read_needs(ctx: Ctx, node: YNode, key: str) -> list[tuple[Need, YNode]]:
-    out: list[tuple[Need, YNode]] = []
-    for i, item in enumerate(ctx.seq(node, key, single_ok=True) or []):
-        sub = join(key, i)
+def _twice(ctx: Ctx, node: YNode, key: str) -> None:
+    """Report each text listed a second time in the list at ``node``."""
+    if not isinstance(node, YSeq):
+        return
+    seen: set[str] = set()
+    for i, item in enumerate(node.items):
         if isinstance(item, YScalar) and isinstance(item.value, str):
-            m = _NEED.match(item.value)
-            if m is None:
-                ctx.error(
-                    item,
-                    sub,
-                    f"cannot read need {item.value!r}",
-                    "write a task name, 'task[*]' for all its instances, or "
-                    "{task: name, at_least: N or 'P%'}",
-                )
-                continue
-            need = Need(m.group(1), "all" if m.group(2) else "auto", location=ctx.loc(item))
-            out.append((need, item))
+            if item.value in seen:
+                ctx.error(item, join(key, i), f"{item.value!r} is listed twice", "list it once")
+            seen.add(item.value)
+
+
+def _twice_in(ctx: Ctx, m: YMap | None, key: str, path: Sequence[str]) -> None:
+    """``_twice`` for the list at ``path`` below the mapping ``m``, when there is one."""
+    node: YNode | None = m
+    for part in path:
+        node = node.entries[part][1] if isinstance(node, YMap) and part in node.entries else None
+        key = join(key, part)
+    if node is not None:
+        _twice(ctx, node, key)
+
+
+def read_defaults(ctx: Ctx, node: YNode) -> Defaults:
+    """The ``defaults`` section, validated by ``DefaultsSpec``."""
+    m = ctx.mapping(node, "defaults")
+    if m is None:
+        return Defaults()
+    spec, _ = validate_fields(ctx, DefaultsSpec, m, "defaults")
+    for path in (("retry", "on", "output"), ("success", "fail_on_output")):
+        _twice_in(ctx, m, "defaults", path)
+    return Defaults(
+        timeout=spec.timeout,
+        estimate=spec.estimate,
+        retry=_retry_given(spec.retry),
+        success=_given(spec.success),
+    )
+
+
+@functools.cache
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(tp)
+
+
+def _good_items(tp: Any, node: YNode) -> list[tuple[Any, YNode]]:
+    """The items of a list that failed as a whole which ``tp`` accepts on their own
+    (their problems are already reported), each with its node."""
+    if not isinstance(node, YSeq):
+        return []
+    out = []
+    for item in node.items:
+        try:
+            out.append((_adapter(tp).validate_python(to_python(item)), item))
+        except ValidationError:
             continue
-        if isinstance(item, YScalar) and isinstance(item.value, bool):
-            # needs: [on]: YAML read the task name as a boolean.
-            ctx.wrong_type(item, sub, "a task name or {task: name, at_least: N}", text=True)
-            continue
-        qm = ctx.mapping(item, sub, allow_null=False)
-        if qm is None:
-            continue
-        found = dict(ctx.items(qm, sub, NEED_KEYS))
-        if "task" not in found:
-            ctx.error(qm, sub, "a need mapping needs 'task'", "write {task: name, at_least: N}")
-            continue
-        name = ctx.string(found["task"], join(sub, "task"))
-        if name is None:
-            continue
-        need = Need(name.strip(), "auto", location=ctx.loc(item))
-        if "at_least" in found:
-            q = _quorum(ctx, found["at_least"], join(sub, "at_least"))
-            if q is None:
-                continue
-            need = Need(need.task, "quorum", at_least=q[0], percent=q[1], location=need.location)
-        out.append((need, item))
     return out
 
 
-def _quorum(ctx: Ctx, node: YNode, key: str) -> tuple[int | None, float | None] | None:
-    v = node.value if isinstance(node, YScalar) else None
-    fix = "write a count such as 2 or a percentage such as '67%'"
-    if isinstance(v, int) and not isinstance(v, bool):
-        if v < 1:
-            ctx.error(node, key, f"a quorum of {v} waits for nothing", fix)
-            return None
-        return v, None
-    if isinstance(v, str) and v.strip().endswith("%"):
-        try:
-            pct = float(v.strip()[:-1])
-        except ValueError:
-            pct = -1.0
-        if 0 < pct <= 100:
-            return None, pct
-        ctx.error(node, key, f"{v!r} is not a percentage in (0%, 100%]", fix)
-        return None
-    ctx.error(node, key, f"{v!r} is neither a count nor a percentage", fix)
-    return None
+def _needs(ctx: Ctx, spec: TaskSpec, bad: frozenset[str], node: YNode) -> list[tuple[Need, YNode]]:
+    """The task's needs that are well written, each with its node."""
+    if "needs" in bad:
+        given = _good_items(NeedType, node)
+    elif spec.needs is None:
+        return []
+    elif isinstance(spec.needs, str):
+        given = [(spec.needs, node)]
+    else:
+        given = list(zip(spec.needs, cast(YSeq, node).items, strict=True))
+    out = []
+    for value, item in given:
+        loc = ctx.loc(item)
+        if isinstance(value, NeedSpec):
+            if isinstance(value.at_least, int):
+                out.append(
+                    (Need(value.task, "quorum", at_least=value.at_least, location=loc), item)
+                )
+            elif isinstance(value.at_least, str):
+                pct = float(value.at_least.strip()[:-1])
+                out.append((Need(value.task, "quorum", percent=pct, location=loc), item))
+            else:
+                out.append((Need(value.task, "auto", location=loc), item))
+            continue
+        name, _, star = value.partition("[")
+        out.append((Need(name.strip(), "all" if star else "auto", location=loc), item))
+    return out
+
+
+def _texts(spec_value: Any, bad: bool, node: YNode) -> list[tuple[int, str, YNode]]:
+    """A key of texts written as one or a list: each with its index and node."""
+    if bad:
+        items = node.items if isinstance(node, YSeq) else []
+        good = {id(n): v for v, n in _good_items(Text, node)}
+        return [(i, good[id(n)], n) for i, n in enumerate(items) if id(n) in good]
+    if spec_value is None:
+        return []
+    if isinstance(spec_value, str):
+        return [(0, spec_value, node)]
+    return [
+        (i, v, n) for i, (v, n) in enumerate(zip(spec_value, cast(YSeq, node).items, strict=True))
+    ]
 
 
 def read_tasks(
@@ -261,7 +222,6 @@ def read_tasks(
     vars_: Mapping[str, Scalar],
     phases: Sequence[str] | None,
     defaults: Defaults | None,
-    env_names: Callable[[str, YNode, str], bool],
     base_dir: Path,
     read_file: ReadFile | None = None,
 ) -> dict[str, Task]:
@@ -291,15 +251,20 @@ def read_tasks(
                 "use a shorter name (log and output files are named after it)",
             )
             continue
-        tm = ctx.mapping(value, key, allow_null=True)
+        tm = value if isinstance(value, YMap) else None
+        if isinstance(value, YScalar) and value.value is None:
+            tm = YMap(value.line, value.column, {})
+        spec, bad = validate_fields(ctx, TaskSpec, tm if tm is not None else value, key)
         if tm is None:
             continue
-        f = dict(ctx.items(tm, key, TASK_KEYS))
+        f = {k: v for k, (_, v) in tm.entries.items()}
+        _twice_in(ctx, tm, key, ("retry", "on", "output"))
+        _twice_in(ctx, tm, key, ("success", "fail_on_output"))
         info = TaskInfo(knode)
         run: Template | None = None
         script: Script | None = None
         if "script" in f:
-            run, script = _read_script(ctx, f, key, base_dir, read_file)
+            run, script = _read_script(ctx, f, spec.script, key, base_dir, read_file)
             info.run_node = f["script"]
         elif "run" not in f:
             ctx.error(
@@ -307,94 +272,79 @@ def read_tasks(
             )
         else:
             info.run_node = f["run"]
-            text = ctx.string(f["run"], join(key, "run"))
-            if text is not None:
+            if spec.run is not None:
                 try:
                     run = Template.parse(
-                        text, ctx.loc(f["run"]), functools.partial(ctx.inner_loc, f["run"])
+                        spec.run, ctx.loc(f["run"]), functools.partial(ctx.inner_loc, f["run"])
                     )
                 except PlanError as e:
                     ctx.problems.extend(
                         Diagnostic(d.location, d.message, join(key, "run"), d.fix)
                         for d in e.diagnostics
                     )
-        phase = None
-        if "phase" in f:
-            phase = ctx.string(f["phase"], join(key, "phase"))
-            if phase is not None and phases is not None and phase not in phases:
-                ctx.error(
-                    f["phase"],
-                    join(key, "phase"),
-                    f"unknown phase {phase!r}{did_you_mean(phase, phases)}",
-                    "use one of the phases listed under 'phases': " + ", ".join(phases),
-                )
-                phase = None
-        for_each, members = None, None
-        if "for_each" in f:
-            for_each = ctx.string(f["for_each"], join(key, "for_each"))
-            if for_each is not None and for_each not in groups:
-                ctx.error(
-                    f["for_each"],
-                    join(key, "for_each"),
-                    f"unknown group {for_each!r}{did_you_mean(for_each, groups)}",
-                    "name a group defined under 'groups', or 'all' for every target",
-                )
-                for_each = None
-            if for_each is None:
-                info.broken = True
-            else:
-                members = groups[for_each]
-        needs = _read_needs(ctx, f["needs"], join(key, "needs")) if "needs" in f else []
+        phase = spec.phase
+        if phase is not None and phases is not None and phase not in phases:
+            ctx.error(
+                f["phase"],
+                join(key, "phase"),
+                f"unknown phase {phase!r}{did_you_mean(phase, phases)}",
+                "use one of the phases listed under 'phases': " + ", ".join(phases),
+            )
+            phase = None
+        for_each, members = spec.for_each, None
+        if for_each is not None and for_each not in groups:
+            ctx.error(
+                f["for_each"],
+                join(key, "for_each"),
+                f"unknown group {for_each!r}{did_you_mean(for_each, groups)}",
+                "name a group defined under 'groups', or 'all' for every target",
+            )
+            for_each = None
+        if for_each is not None:
+            members = groups[for_each]
+        elif "for_each" in f:
+            info.broken = True
+        needs = _needs(ctx, spec, bad, f["needs"]) if "needs" in f else []
         info.need_nodes = [n for _, n in needs]
         task_pools = []
-        pool_names = ctx.names(f["pools"], join(key, "pools"), True) if "pools" in f else []
-        for i, (p, pnode) in enumerate(pool_names):
-            if p in pools:
+        pkey = join(key, "pools")
+        pool_names = _texts(spec.pools, "pools" in bad, f["pools"]) if "pools" in f else []
+        seen: set[str] = set()
+        for i, p, pnode in pool_names:
+            if p in seen:
+                ctx.error(pnode, join(pkey, i), f"{p!r} is listed twice", "list it once")
+            elif p in pools:
                 task_pools.append(p)
             else:
                 ctx.error(
                     pnode,
-                    join(join(key, "pools"), i),
+                    join(pkey, i),
                     f"unknown pool {p!r}{did_you_mean(p, pools)}",
                     "name a pool defined under 'pools'",
                 )
-        timeout = defaults.timeout
-        if "timeout" in f:
-            timeout = ctx.duration(f["timeout"], join(key, "timeout"), positive=True)
+            seen.add(p)
+        timeout = spec.timeout if "timeout" in f else defaults.timeout
         estimate = defaults.estimate if defaults.estimate is not None else DEFAULT_ESTIMATE
         if "estimate" in f:
-            estimate = ctx.duration(f["estimate"], join(key, "estimate")) or 0.0
-        retry = dict(defaults.retry)
-        if "retry" in f:
-            retry.update(read_retry(ctx, f["retry"], join(key, "retry")))
-        success = dict(defaults.success)
-        if "success" in f:
-            success.update(read_success(ctx, f["success"], join(key, "success")))
+            estimate = spec.estimate or 0.0
+        retry = {**defaults.retry, **_retry_given(spec.retry)}
+        success = {**defaults.success, **_given(spec.success)}
         env: dict[str, str] = {}
-        for ename, (enode, evalue) in _entries(ctx, f.get("env"), join(key, "env")):
-            ekey = join(join(key, "env"), ename)
-            text = ctx.scalar_text(evalue, ekey)
-            if env_names(ename, enode, ekey) and text is not None:
-                env[ename] = text
-        cwd = None
-        if "cwd" in f:
-            rel = ctx.string(f["cwd"], join(key, "cwd"))
-            cwd = str(base_dir / rel) if rel is not None else None
-        runs_on = read_runs_on(ctx, f, key)
-        allow_empty = False
-        if "allow_empty" in f:
-            allow_empty = bool(ctx.boolean(f["allow_empty"], join(key, "allow_empty")))
-            if allow_empty and "for_each" not in f:
-                ctx.error(
-                    f["allow_empty"],
-                    join(key, "allow_empty"),
-                    "allow_empty applies only to a task with for_each (an unfanned task "
-                    "always has one instance)",
-                    "remove allow_empty, or add for_each: <group>",
-                )
-        options = read_options(ctx, f, key, runs_on, script)
-        if "description" in f:
-            ctx.string(f["description"], join(key, "description"), nonempty=False)
+        if spec.env is not None:
+            for ename, (_, evalue) in cast(YMap, f["env"]).entries.items():
+                if isinstance(evalue, YScalar):
+                    env[ename] = evalue.value if isinstance(evalue.value, str) else evalue.source
+        cwd = str(base_dir / spec.cwd) if spec.cwd is not None else None
+        runs_on = read_runs_on(ctx, f, spec, bad, key)
+        if spec.allow_empty and "for_each" not in f:
+            ctx.error(
+                f["allow_empty"],
+                join(key, "allow_empty"),
+                "allow_empty applies only to a task with for_each (an unfanned task "
+                "always has one instance)",
+                "remove allow_empty, or add for_each: <group>",
+            )
+        options = read_options(ctx, f, spec, key, runs_on, script)
         if run is None:
             info.broken_run = True
             run = Template("", ())
@@ -414,7 +364,7 @@ def read_tasks(
             estimate=estimate,
             location=ctx.loc(knode),
             runs_on=runs_on or DEFAULT_KIND,
-            allow_empty=allow_empty,
+            allow_empty=bool(spec.allow_empty),
             script=script,
             options=options,
         )
@@ -423,15 +373,13 @@ def read_tasks(
     return tasks
 
 
-def _entries(ctx: Ctx, node: YNode | None, key: str) -> list[tuple[str, tuple[YScalar, YNode]]]:
-    if node is None:
-        return []
-    m = ctx.mapping(node, key)
-    return list(m.entries.items()) if m else []
-
-
 def _read_script(
-    ctx: Ctx, f: Mapping[str, YNode], key: str, base_dir: Path, read_file: ReadFile | None
+    ctx: Ctx,
+    f: Mapping[str, YNode],
+    text: str | None,
+    key: str,
+    base_dir: Path,
+    read_file: ReadFile | None,
 ) -> tuple[Template | None, Script | None]:
     """``script: PATH ARGS...``: the script read now, and ``run`` as ``sh PATH ARGS``.
 
@@ -442,7 +390,6 @@ def _read_script(
     skey = join(key, "script")
     if "run" in f:
         ctx.error(f["run"], join(key, "run"), "a task has 'run' or 'script', not both", "keep one")
-    text = ctx.string(f["script"], skey)
     if text is None:
         return None, None
     rel, _, args = text.strip().partition(" ")

@@ -8,7 +8,13 @@ rewritten in the plan's words: ``unknown key 'x' (did you mean 'y'?)``,
 raised by the models' own validators carry their text and fix. When a value
 could be one of several shapes, only the branch that matches the value's own
 shape speaks (``adaptive: {decrese: 1}`` is an unknown key, not "expected true
-or false"); when none matches, one message names every shape accepted.
+or false"); when none matches, one message names every shape accepted (or the
+type's ``Expect`` words).
+
+``validate_fields`` goes on past errors: the keys without one are validated again
+on their own, so the checks the models cannot make (references to other
+sections, templates, files) still see every good key and the loader reports
+every problem of the file in one pass.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from fleetrun.plan._fields import Ctx, _not_a_duration, did_you_mean, join
-from fleetrun.plan._spec import Why, is_duration
+from fleetrun.plan._spec import Expect, Why, is_duration
 from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, to_python
 
 M = TypeVar("M", bound=BaseModel)
@@ -48,14 +54,35 @@ def validate_node(ctx: Ctx, model: type[M], node: YNode, key: str) -> M | None:
         return None
 
 
+def validate_fields(ctx: Ctx, model: type[M], node: YNode, key: str) -> tuple[M, frozenset[str]]:
+    """``node`` validated by ``model``, every problem recorded on ``ctx``; and the keys
+    that had one, left out of the model (so absent from it, as if not written)."""
+    data = to_python(node)
+    try:
+        return model.model_validate(data), frozenset()
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+    report(ctx, model, node, key, errors)
+    if not isinstance(data, dict) or any(not e["loc"] for e in errors):
+        return model.model_construct(), frozenset(data if isinstance(data, dict) else ())
+    bad = frozenset(str(e["loc"][0]) for e in errors)
+    try:
+        kept = {k: v for k, v in data.items() if k not in bad}
+        return model.model_validate(kept), bad
+    except ValidationError:
+        return model.model_construct(), frozenset(data)
+
+
 def report(
     ctx: Ctx, model: type[BaseModel], root: YNode, key: str, errors: Sequence[ErrorDetails]
 ) -> None:
     """Record pydantic's ``errors`` of ``model`` validating ``root`` as diagnostics."""
     placed = [_place(root, key, e) for e in errors]
-    # Paths (of nodes) below which some branch of a union matched and failed deeper:
-    # the other branches' type mismatches at those nodes are not what the writer meant.
+    # Paths (of nodes) at or below which some branch of a union matched the value's
+    # shape and failed on its content: the other branches' type mismatches there are
+    # not what the writer meant.
     deeper = {p[:i] for p, _, _, _ in placed for i in range(len(p))}
+    deeper |= {p for p, _, _, e in placed if e["type"] not in _TYPE_WORDS}
     mismatches: dict[tuple[Any, ...], list[str]] = {}
     for path, node, sub, e in placed:
         words = _TYPE_WORDS.get(e["type"])
@@ -66,7 +93,11 @@ def report(
         _one(ctx, model, node, sub, e)
     for path, expected in mismatches.items():
         node, sub = _node_at(root, key, path)
-        ctx.wrong_type(node, sub, _either(expected))
+        expect = _expect(_field_at(model, path)) if path else None
+        if expect is not None:
+            ctx.wrong_type(node, sub, expect.words, text=expect.text)
+        else:
+            ctx.wrong_type(node, sub, _either(expected))
 
 
 def _place(
@@ -81,7 +112,11 @@ def _place(
             knode, value = node.entries[part]
             sub = join(sub, part)
             path.append(part)
-            node = knode if e["type"] == "extra_forbidden" and i == len(loc) - 1 else value
+            last = i == len(loc) - 1
+            at_key = (last and e["type"] == "extra_forbidden") or (
+                not last and loc[i + 1] == "[key]"
+            )
+            node = knode if at_key else value
         elif isinstance(node, YSeq) and isinstance(part, int) and 0 <= part < len(node.items):
             node, sub = node.items[part], join(sub, part)
             path.append(part)
@@ -119,14 +154,31 @@ def _one(ctx: Ctx, model: type[BaseModel], node: YNode, sub: str, e: ErrorDetail
             f"unknown key {name!r}{did_you_mean(name, allowed)}",
             "use one of: " + ", ".join(allowed),
         )
-    elif kind == "duration" and isinstance(node, YScalar):
-        ctx.error(node, sub, *_not_a_duration(node, positive=False))
+    elif kind in ("duration", "duration_positive") and isinstance(node, YScalar):
+        ctx.error(node, sub, *_not_a_duration(node, positive=kind == "duration_positive"))
+    elif kind == "missing":
+        name = str(e["loc"][-1])
+        owner = next(
+            (
+                b
+                for b in _branches(_field_at(model, e["loc"][:-1]))
+                if isinstance(b, type) and issubclass(b, BaseModel)
+            ),
+            None,
+        )
+        said = getattr(owner, "_missing", {}).get(name) if owner is not None else None
+        if isinstance(said, tuple):
+            ctx.error(node, sub, *said)
+        else:
+            ctx.error(node, sub, f"the key {name!r} is missing", f"add {name}: <value>")
     elif kind == "null":
         field = _field_at(model, e["loc"])
         if field is not None and is_duration(field) and isinstance(node, YScalar):
             ctx.error(node, sub, *_not_a_duration(node, positive=False))
         else:
-            ctx.wrong_type(node, sub, _either(_words_of(field)))
+            expect = _expect(field)
+            words = expect.words if expect else _either(_words_of(field))
+            ctx.wrong_type(node, sub, words, f"write {words} here, or leave the key out")
     elif kind in ("greater_than_equal", "greater_than"):
         least = info.get("ge", info.get("gt"))
         ctx.error(node, sub, f"must be at least {least}, got {value}", f"write {least} or more")
@@ -150,6 +202,14 @@ def _why(tp: Any) -> str:
         if isinstance(m, Why):
             return m.text
     return next((w for a in typing.get_args(tp) if (w := _why(a))), "")
+
+
+def _expect(tp: Any) -> Expect | None:
+    """The ``Expect`` a type carries, or the one of an optional key's type; or None."""
+    found = next((m for m in getattr(tp, "__metadata__", ()) if isinstance(m, Expect)), None)
+    if found is None and typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return next((e for a in typing.get_args(tp) if (e := _expect(a))), None)
+    return found
 
 
 def _unwrap(tp: Any) -> Any:
