@@ -610,6 +610,9 @@ def main() -> None:
     ap.add_argument("--no-seed", action="store_true", help="run fleetrun only")
     ap.add_argument("--seed-limit", type=float, default=None, help="x ideal before the seed stops")
     ap.add_argument("--table", action="store_true", help="also a row per second of fleetrun")
+    ap.add_argument(
+        "--events", action="store_true", help="also every PoolChanged event of fleetrun"
+    )
     ap.add_argument("--src", default=None, help="run the fleetrun in DIR/src (PYTHONPATH)")
     ap.add_argument("--seed-client", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, default=0, help=argparse.SUPPRESS)
@@ -641,6 +644,11 @@ def main() -> None:
                 fixed = run_fleetrun(scn, work, env, timeout, fixed=True)
             for text, ok in report(scn, fr, seed, fixed, a.table):
                 summary.append((scn.key, text, ok))
+            if a.events:
+                print("   fleetrun's PoolChanged events (s from the first request, rate, reason):")
+                t0 = fr.stats.first or 0.0
+                for at, rate, _conc, _paused, why in fr.changes:
+                    print(f"     {at - t0:7.2f} {rate:7.3g}  {why}")
             if fr.stopped or fr.failed:
                 console = (work / f"fleetrun-{scn.key}" / "console.txt").read_text()
                 print("   fleetrun's console (last lines):")

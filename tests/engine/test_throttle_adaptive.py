@@ -244,3 +244,35 @@ def test_slow_start_doubles_with_time_while_full():
     limit.tick(2.0, 8)
     limit.tick(3.0, 16)
     assert limit.concurrency == 24
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_machine_slower_than_the_pool_is_judged_by_what_it_started(seed: int) -> None:
+    """A pool set to 200/s on a machine that spawns ~50 processes a second:
+    the first throttle is judged at the measured start rate (not 200/s), and
+    the pool settles near the granted rate without walking down from 200."""
+    res = simulate(TokenBucket(40, 10), 2000, rate=200, concurrency=128, seed=seed, spawn_rate=50)
+    ideal = (2000 - 10) / 40
+    assert res.makespan <= 1.13 * ideal
+    assert res.throttled <= 0.01 * 2000
+    first = res.changes[0]
+    assert "started of 200/s" in first[3]
+    assert first[1] is not None
+    assert first[1] < 50
+    final = res.changes[-1][1]
+    assert final is not None
+    assert 0.9 * 40 <= final <= 1.25 * 40
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_lowered_limit_is_measured_at_once_with_a_known_burst(seed: int) -> None:
+    """With the burst known from an earlier fit, the first throttle after the
+    limit halves gives the new granted rate from one interval; the old rate is
+    probed for again soon, so the rise is found too."""
+    bucket = TokenBucket(40, 10, changes=[(10.0, 20.0), (25.0, 40.0)])
+    res = simulate(bucket, 1310, rate=200, concurrency=128, seed=seed, spawn_rate=50)
+    assert res.throttled <= 0.1 * 1310
+    for change, granted in ((10.0, 20.0), (25.0, 40.0)):
+        rate = res.rate_at(change + 5, 200.0)
+        assert rate is not None
+        assert 0.9 * granted <= rate <= 1.12 * granted

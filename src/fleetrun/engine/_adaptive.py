@@ -8,20 +8,26 @@ can, both while it searches for the limit and once it has found it.
 The anchors, and what is taken from each:
 
 - **TCP CUBIC** (Ha, Rhee, Xu 2008; RFC 9438): remember the value at the
-  last loss, come back towards it quickly and concavely, stay near it
-  (the plateau), then probe past it convexly. Here: ``bad`` is the value at
-  the last throttle; below it the limit grows by half the remaining gap
-  each ``probe`` seconds (concave), holds at ``(1 - margin) x bad`` for
-  ``hold`` seconds, then grows past it by ``increase``, 2x, 4x ... per probe
-  (convex). A probe past ``bad`` that is throttled again doubles ``hold``
-  (up to ``16 x hold``): a limit that does not move is probed ever more
-  rarely, one that just moved is probed soon.
+  last loss, come back towards it quickly, stay near it (the plateau), then
+  probe past it convexly. Here: ``bad`` is the value at the last throttle;
+  the rate goes back to its target (the rate known good, else just under
+  the fitted granted rate, else halfway between the rate cut to and
+  ``bad``) after one ``probe`` interval unthrottled (BBR's one-step return
+  to its estimate; the concurrency by half the gap per probe), holds there
+  for ``hold`` seconds, then grows past it by ``increase``, 3x, 5x ... per
+  probe (convex). A probe past ``bad`` that is throttled again doubles
+  ``hold`` (up to ``16 x hold``): a limit that does not move is probed ever
+  more rarely, one that just moved is probed soon. ``bad`` is forgotten
+  (the limit rose) only once a rate at or past it is known good: one probe
+  unthrottled may have run on the provider's burst.
 - **A limit that came down** (CUBIC keeps its last maximum as the point to
   return to; BBR probes for more bandwidth every few seconds, on a wall-clock
   cadence, so it finds capacity that came back): a throttle at or under the
   rate known good, within ``hold`` seconds of another throttle, says the
   provider lowered its limit (one alone may be starts that bunched up on
-  their way). The rate halves from the good one (TCP's cut), stays there
+  their way); so does a fitted granted rate under ``_CAME_DOWN`` x the good
+  rate. The rate halves from the good one (TCP's cut; to the fit when there
+  is one), stays there
   ``hold`` seconds, then probes back towards the old good rate, half the gap
   at once; a probe that runs a whole ``probe`` interval
   unthrottled past the lowered limit goes straight back to the old rate, one
@@ -33,14 +39,33 @@ The anchors, and what is taken from each:
 - **BBR** (Cardwell et al. 2016): judge the granted rate only from intervals
   in which the pool really sent at its rate (not paused by a Retry-After,
   not application-limited: starts >= half the rate), and keep the last
-  rate known to be good. Here: ``good`` is the highest rate that ran a
-  whole ``probe`` interval of real sending without a throttle; a throttle
+  rate known to be good, and measure the rate really delivered, not the
+  one configured. Here: a throttle with a Retry-After that ends a fresh
+  interval (below) is judged at the pool's measured start rate over that
+  interval when the machine started under ``_MACHINE_BOUND`` x the rate (a
+  busy machine spawns ~50 processes a second, whatever the pool allows;
+  without a pause, fewer starts may only mean little to start, and random
+  throttles must not cut a pool to its idle rate); the rate never grows past
+  ``bad`` further than ``1 / _MACHINE_BOUND`` x what the pool measurably
+  started. ``good`` is the highest (measured) rate that ran
+  ``_GOOD_PROBES`` probe intervals of real sending without a throttle,
+  never above the fitted granted rate (a rate above it may have run on the
+  burst alone); a throttle
   above it goes straight back to it (one step, not a search). The interval
   before a throttle tells how far over the limit the pool is: throttled
   within ``probe`` seconds of real sending means far over, and the rate
   halves; later means near, and it becomes ``decrease`` x itself. A
   Retry-After pause never counts as sending time, so a long pause cannot
   make the provider look slower than it is.
+- **The granted rate of a token bucket** (the provider's rate and burst):
+  an interval that begins at the end of a Retry-After pause (the bucket
+  refilled) and runs at one rate (grown to at most ``1 / _FRESH_GROWTH`` of
+  it) until a throttle is a point ``starts = burst + granted x seconds``.
+  Two points ``3x`` apart in length give both (a least-squares line); the
+  burst is kept, and then one interval alone gives the granted rate,
+  ``(starts - burst) / seconds``, so a limit that comes down is measured at
+  its first throttle. Starts past what the fit predicts, unthrottled, say
+  the fit was low and drop it.
 - **TCP slow start** and **Netflix concurrency-limits' AIMD**: the
   concurrency starts at ``initial`` (bounded by the configured value) and
   doubles every ``probe`` seconds while in use and unthrottled, +1 per
@@ -108,6 +133,22 @@ _GOOD_PROBES = 3
 """A rate is known good after this many ``probe`` intervals of real sending unthrottled."""
 
 _MAX_HOLD = 16
+
+_CAME_DOWN = 0.75
+"""A fitted granted rate under this share of a rate that ran unthrottled: the limit came down
+(a rate "good" for a few probes may have run on the provider's burst, so a small gap is not)."""
+
+_FRESH_GROWTH = 0.9
+"""An interval counts as fresh at one rate while it grew to at most 1/this of its start."""
+
+_MIN_FIT_S = 0.2
+"""Seconds one interval needs before it gives a granted rate with a known burst."""
+
+_MEASURED_STARTS = 8
+"""Starts an interval needs before its measured start rate stands for the pool's rate."""
+
+_MACHINE_BOUND = 0.8
+"""A pool that starts under this share of its rate is held back by the machine, not its rate."""
 """``hold`` doubles after each failed probe past the last throttled value, up to this factor."""
 
 
@@ -129,6 +170,7 @@ class AdaptiveLimit:
         "_attempt_only",
         "_bad_conc",
         "_bad_rate",
+        "_burst",
         "_cap_held",
         "_chain_top",
         "_conc_floor",
@@ -156,6 +198,7 @@ class AdaptiveLimit:
         "_rate_floor",
         "_rate_steps",
         "_sending_since",
+        "_since_rate",
         "_slow_start",
         "_start_times",
         "_starts",
@@ -199,6 +242,8 @@ class AdaptiveLimit:
         # throttled start, starts before it), and the granted rate they give.
         self._fits: deque[tuple[float, int, float]] = deque(maxlen=_FITS)
         self._granted: float | None = None
+        self._burst: float | None = None  # the provider's burst, from the last two-point fit
+        self._since_rate = rate  # the rate when the current interval of sending began
         self._starts = 0  # starts since the last probe or change (application-limited check)
         self._ends = 0  # attempts ended since the last decrease
         self._throttles = 0  # ... of which throttled
@@ -402,10 +447,14 @@ class AdaptiveLimit:
         if rate is not None and self.rate_ceiling is not None:
             sending = self._sending(now)
             # Application-limited (BBR): a rate the pool does not use proves nothing.
-            used = self._starts / max(elapsed, 1e-9) >= rate * 0.5 and sending >= s.probe * 0.5
+            started = self._starts / max(elapsed, 1e-9)
+            used = started >= rate * 0.5 and sending >= s.probe * 0.5
+            # Held back by the machine (it spawned fewer than the rate allows):
+            # what ran is the measured rate, and a higher rate would prove nothing.
+            bound = self._spaced(now - elapsed) < rate * _MACHINE_BOUND
             # The rate in force ``_GOOD_PROBES`` probes ago has run unthrottled
             # since (at it or above it, really sending): it is good.
-            self._history.append((now, rate if used else 0.0))
+            self._history.append((now, (started if bound else rate) if used else 0.0))
             while (
                 len(self._history) > _GOOD_PROBES
                 and self._history[1][0] <= now - s.probe * _GOOD_PROBES
@@ -416,16 +465,31 @@ class AdaptiveLimit:
                 self._good = r0 if self._good is None else max(self._good, r0)
                 if self._former is not None and self._good >= self._former * 0.999:
                     self._former = self._probe_from = None  # the limit is back where it was
-                if self._granted is not None and self._good > self._granted:
-                    self._granted = None  # ran unthrottled above the fit: it was low
+            if self._granted is not None and self._burst is not None:
+                # The fit says a bucket refilled at the last pause admits
+                # ``burst + granted x t`` starts in ``t`` seconds: more ran
+                # unthrottled, so the fit was low.
+                since = self._sending_since
+                n = sum(1 for x in self._start_times if x >= since)
+                if n > self._burst + self._granted * (now - since) + _MEASURED_STARTS:
+                    self._granted = None
                     self._fits.clear()
-            if used and rate < self.rate_ceiling:
+            if self._good is not None and self._good >= self._bad_rate:
+                # Ran unthrottled past it for ``_GOOD_PROBES`` probes (one
+                # probe alone may run on the provider's burst): the limit rose.
+                self._cut_to = None
+                self._bad_rate = math.inf
+                self._hold = s.hold
+            if self._granted is not None and self._good is not None:
+                # A rate above the fit may have run on the burst alone.
+                self._good = min(self._good, self._granted * (1 - s.margin))
+            if used and not bound and rate < self.rate_ceiling:
                 new = self._grow(rate, self._bad_rate, self._rate_steps, now)
                 if new is not None:
-                    if rate >= self._bad_rate:
-                        self._cut_to = None
-                        self._bad_rate = math.inf  # ran unthrottled past it: the limit rose
-                        self._hold = s.hold
+                    # Past the last throttled rate, never past what the
+                    # machine showed it can start.
+                    top = max(started / _MACHINE_BOUND, min(self._bad_rate, new))
+                    new = max(rate, min(new, top))
                     self.rate = min(self.rate_ceiling, new)
                     grew.append(f"rate {_rate(rate)} -> {_rate(self.rate)}")
         conc, ceiling = self.concurrency, self.conc_ceiling
@@ -480,7 +544,7 @@ class AdaptiveLimit:
             return value * (1 + s.increase * (1 << min(steps, 6)))
         target = self._rate_target()
         if value < target * 0.999:
-            return min(target, value + max((target - value) / 2, value * s.increase))
+            return target  # BBR: straight back to the estimate, in one probe
         if now - self._last_throttle < self._hold:
             return None  # the plateau
         # Convex past the plateau (CUBIC): 1, 3, 5 ... increments, so the
@@ -526,27 +590,51 @@ class AdaptiveLimit:
             self._hold = self.settings.hold
         return min(ceiling, conc + step)
 
+    def _spaced(self, since: float) -> float:
+        """The start rate while the pool was starting, since ``since``: from its
+        first start to its last (inf: too few starts to tell)."""
+        xs = [x for x in self._start_times if x >= since]
+        if len(xs) < _MEASURED_STARTS or xs[-1] <= xs[0]:
+            return math.inf
+        return (len(xs) - 1) / (xs[-1] - xs[0])
+
+    def _sent(self, until: float) -> float | None:
+        """The pool's measured start rate over its current interval of real
+        sending, up to ``until`` (None: too few starts to tell)."""
+        since = max(self._sending_since, self._last_change)
+        if self._paused_until <= until:
+            since = max(since, self._paused_until)
+        n = sum(1 for x in self._start_times if since <= x < until)
+        if n < _MEASURED_STARTS or until <= since:
+            return None
+        return n / (until - since)
+
     def _fit(self, started_at: float, now: float) -> None:
         """A fresh interval ended in a throttle: add its point and, with two
         or more far enough apart, fit ``starts = burst + granted x seconds``
-        (a token bucket refilled by the pause: what it held, then its rate)."""
+        (a token bucket refilled by the pause: what it held, then its rate).
+        With points too close together, one interval and the burst of an
+        earlier fit give the granted rate: ``(starts - burst) / seconds``."""
         t = started_at - self._sending_since
-        if t <= 0:
+        if t <= 0 or not self.rate_ceiling:
             return
         n = sum(1 for x in self._start_times if self._sending_since <= x < started_at)
         self._fits.append((now, n, t))
         pts = [(t_, n_) for (at, n_, t_) in self._fits if now - at <= _FIT_AGE]
-        if len(pts) < 2:
-            return
         ts = [p[0] for p in pts]
-        if max(ts) < 3 * min(ts):
-            return  # too close together: the burst dominates both
-        mt = sum(ts) / len(ts)
-        mn = sum(p[1] for p in pts) / len(pts)
-        var = sum((x - mt) ** 2 for x in ts)
-        slope = sum((x - mt) * (y - mn) for x, y in pts) / var
-        if 0 < slope < self.rate_ceiling if self.rate_ceiling else False:
-            self._granted = slope
+        if len(pts) >= 2 and max(ts) >= 3 * min(ts):
+            mt = sum(ts) / len(ts)
+            mn = sum(p[1] for p in pts) / len(pts)
+            var = sum((x - mt) ** 2 for x in ts)
+            slope = sum((x - mt) * (y - mn) for x, y in pts) / var
+            if 0 < slope < self.rate_ceiling:
+                self._granted = slope
+                self._burst = max(0.0, mn - slope * mt)
+            return
+        if self._burst is not None and n > self._burst and t >= _MIN_FIT_S:
+            one = (n - self._burst) / t
+            if 0 < one < self.rate_ceiling:
+                self._granted = one
 
     def _decrease(
         self, now: float, started_at: float, in_flight: int, retry_after: float | None
@@ -576,7 +664,22 @@ class AdaptiveLimit:
             rate = before_rate
             # Fresh: sending began at the end of the last pause (the provider's
             # bucket refilled during it) or at the run's start, at this rate.
-            fresh = self._sending_since >= self._last_change - 1e-9 and retry_after is not None
+            # It may have grown a little since (probes): then the pool sent
+            # above the granted rate all along, and the bucket never refilled.
+            fresh = (
+                self._sending_since >= self._last_decrease - 1e-9
+                and retry_after is not None
+                and self._since_rate is not None
+                and self._since_rate >= before_rate * _FRESH_GROWTH
+            )
+            sent = self._sent(started_at) if fresh else None
+            if sent is not None and sent < rate * _MACHINE_BOUND:
+                # The machine started fewer than the rate allows (BBR's delivery
+                # rate), and the provider's pause says it counts time: that
+                # measured rate is what met the provider's limit. (Without a
+                # pause, a pool that had little to start says nothing.)
+                why.append(f"{_rate(sent)} started of {_rate(rate)}")
+                rate = sent
             # Throttled at or under the rate known good (it ran unthrottled
             # for ``_GOOD_PROBES`` probes): the limit came down. Start afresh,
             # from half the rate (TCP's cut), and probe back towards the old
@@ -612,7 +715,17 @@ class AdaptiveLimit:
                 why.append(f"back to {_rate(new)}, the limit is still lowered")
             elif granted is not None and granted < rate:
                 new = granted * (1 - s.margin)
-                why.append(f"granted about {_rate(granted)}")
+                good = max(self._good or 0.0, known)
+                if new < good * _CAME_DOWN:
+                    # Well under a rate that ran unthrottled: the limit came
+                    # down; probe back towards that rate soon (``_grow``).
+                    came_down = good
+                    why.append(
+                        f"the limit came down: granted about {_rate(granted)}, "
+                        f"under {_rate(good)}, which ran unthrottled before"
+                    )
+                else:
+                    why.append(f"granted about {_rate(granted)}")
             elif came_down is None and self._good is not None and self._good < rate * 0.98:
                 new = self._good  # straight back to the last rate known good
                 why.append(f"back to {_rate(new)}, the last rate that ran unthrottled")
@@ -642,6 +755,7 @@ class AdaptiveLimit:
             self._rate_steps = 0
             self.rate = min(rate, max(new, rate * s.max_drop, self._rate_floor))
             self._cut_to = self.rate
+        self._since_rate = self.rate
         if retry_after is not None:
             only = ", for the throttled attempt only" if self._attempt_only else ""
             why.append(f"Retry-After {retry_after:g}s{only}")

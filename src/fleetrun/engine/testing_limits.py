@@ -174,9 +174,14 @@ def simulate(
     exit_latency: float = 0.01,
     settings: AdaptiveSettings | None = None,
     seed: int = 0,
+    spawn_rate: float | None = None,
 ) -> SimResult:
     """Run ``n`` requests (throttled ones are retried) through one adaptive
-    pool with ceilings ``rate``/``concurrency`` against ``provider``."""
+    pool with ceilings ``rate``/``concurrency`` against ``provider``.
+
+    ``spawn_rate``: the most starts per second the machine manages (a busy
+    machine spawns processes one after the other, so a pool set faster starts
+    no faster than this); None: as fast as the pool allows."""
     rng = random.Random(seed)
     now = 0.0
     a = AdaptiveLimit(settings or AdaptiveSettings(), rate, concurrency, now)
@@ -190,6 +195,7 @@ def simulate(
     seq = 0
     wakes: set[float] = set()
     done = 0
+    spawn_free = 0.0  # when the machine can spawn the next process
 
     def push(t: float, kind: str, started: float = 0.0, ra: float | None = None) -> None:
         nonlocal seq
@@ -226,6 +232,9 @@ def simulate(
             if now < paused_until:
                 wake(paused_until)
                 break
+            if spawn_rate is not None and now < spawn_free - 1e-9:
+                wake(spawn_free)  # busy spawning: the pool's token waits (as a late wake-up)
+                break
             if bucket_rate is not None:
                 tokens = min(1.0, tokens + (now - tokens_at) * bucket_rate)
                 tokens_at = now
@@ -236,6 +245,8 @@ def simulate(
                 tokens -= 1.0
             in_use += 1
             queue -= 1
+            if spawn_rate is not None:
+                spawn_free = now + (0.5 + rng.random()) / spawn_rate
             a.started(now)
             push(now + spawn * (0.5 + rng.random()), "arrive", now)
         if not events:
