@@ -26,7 +26,10 @@ def _shown(state: Path) -> dict[str, Any]:
         if res.returncode == 0:
             shown: dict[str, Any] = json.loads(res.stdout)
             return shown
-        assert "no run is on record" in res.stderr, res.stderr
+        # Before the run is recorded: no run yet, or not even the journal's tables.
+        assert "no run is on record" in res.stderr or "no run has been recorded" in res.stderr, (
+            res.stderr
+        )
     return {"instances": []}
 
 
