@@ -250,6 +250,18 @@ class Ctx:
         self.wrong_type(node, key, "a list")
         return None
 
+    def listed_twice(self, node: YNode, key: str) -> None:
+        """Report each text listed a second time in the list at ``node`` (its type and
+        items checked already)."""
+        seen: set[str] = set()
+        for i, item in enumerate(node.items if isinstance(node, YSeq) else ()):
+            if isinstance(item, YScalar) and isinstance(item.value, str):
+                if item.value in seen:
+                    self.error(
+                        item, join(key, i), f"{item.value!r} is listed twice", "list it once"
+                    )
+                seen.add(item.value)
+
     def names(self, node: YNode, key: str, single_ok: bool = False) -> list[tuple[str, YNode]]:
         """A list of unique non-empty strings, each with its node."""
         out: list[tuple[str, YNode]] = []

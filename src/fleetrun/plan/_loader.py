@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fleetrun.errors import Diagnostic, Location, PlanError
 from fleetrun.plan._cluster import read_cluster
-from fleetrun.plan._envfile import ENV_NAME, parse_env_file
+from fleetrun.plan._envfile import parse_env_file
 from fleetrun.plan._expr import (
     ExprError,
     Where,
@@ -30,13 +30,16 @@ from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._limits_read import check_shared, read_pool, read_rollout
 from fleetrun.plan._model import ALL_TARGETS, ClusterSection, Plan, Pool, Scalar, Target
 from fleetrun.plan._secrets import matches_secret_pattern, secret_names_and_values
-from fleetrun.plan._spec import PlanSpec, VarSpec, WhereGroup, keys_of
+from fleetrun.plan._spec import PhaseName, PlanSpec, VarSpec, WhereGroup, keys_of
 from fleetrun.plan._ssh import merge_ssh, read_ssh
 from fleetrun.plan._tasks import read_defaults, read_tasks
+from fleetrun.plan._validate import good_items, validate_key
 from fleetrun.plan._yaml import YMap, YNode, YScalar, load_yaml
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 
 TOP_KEYS = keys_of(PlanSpec)
+_VALUES = ("name", "description", "env_file", "env", "secrets", "secret_patterns", "phases")
+"""The top-level keys holding plain values (validated by ``PlanSpec``'s fields)."""
 NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 MAX_NAME_BYTES = 200
 """Longest target name, in UTF-8 bytes: log and output files are named after it,
@@ -130,6 +133,15 @@ def _guarded(
             gc.enable()
 
 
+def _env_texts(node: YNode) -> dict[str, str]:
+    """A validated ``env`` mapping's values as written (``yes`` stays yes, 010 stays 010)."""
+    out: dict[str, str] = {}
+    for name, (_, value) in node.entries.items() if isinstance(node, YMap) else ():
+        if isinstance(value, YScalar):
+            out[name] = value.value if isinstance(value.value, str) else value.source
+    return out
+
+
 class _Loader:
     def __init__(
         self,
@@ -212,24 +224,21 @@ class _Loader:
 
     def build(self, top: YMap, s: Mapping[str, YNode]) -> Plan:
         ctx = self.ctx
-        name = ctx.string(s["name"], "name") if "name" in s else None
-        if name is None:
-            name = self.path.stem if self.path else "plan"
-        if "description" in s:
-            ctx.string(s["description"], "description", nonempty=False)
+        # The plain values of the top level, each validated by its field of PlanSpec.
+        value = {k: validate_key(ctx, PlanSpec, top, k, "") for k in _VALUES if k in s}
+        name = value.get("name") or (self.path.stem if self.path else "plan")
         env: dict[str, str] = {}
-        if "env_file" in s:
+        if "env_file" in s and value["env_file"] is not None:
             env.update(self.env_file(s["env_file"]))
-        if "env" in s:
-            env.update(self.env_map(s["env"], "env"))
-        secrets = (
-            {n for n, node in ctx.names(s["secrets"], "secrets") if self.env_name(n, node)}
-            if "secrets" in s
-            else set()
-        )
+        if value.get("env") is not None:
+            env.update(_env_texts(s["env"]))
+        secrets = set(value.get("secrets") or ())
+        if secrets:
+            ctx.listed_twice(s["secrets"], "secrets")
         patterns: tuple[str, ...] = DEFAULT_SECRET_NAME_PATTERNS
         if "secret_patterns" in s:
-            patterns = tuple(n for n, _ in ctx.names(s["secret_patterns"], "secret_patterns"))
+            patterns = tuple(dict.fromkeys(value["secret_patterns"] or ()))
+            ctx.listed_twice(s["secret_patterns"], "secret_patterns")
         vars_ = self.vars(s["vars"]) if "vars" in s else {}
         self.override_vars(vars_)
         if "ssh" in s:
@@ -240,7 +249,13 @@ class _Loader:
         pools = self.pools(s["pools"]) if "pools" in s else {}
         rollout = read_rollout(ctx, s["rollout"], groups) if "rollout" in s else None
         defaults = read_defaults(ctx, s["defaults"]) if "defaults" in s else None
-        phases = self.phases(s["phases"]) if "phases" in s else None
+        phases = None
+        if "phases" in s:
+            phases = value["phases"]
+            if phases is None:  # the well-written ones, for the tasks' checks
+                phases = [p for p, _ in good_items(PhaseName, s["phases"])]
+            ctx.listed_twice(s["phases"], "phases")
+            phases = list(dict.fromkeys(phases))
         cluster = read_cluster(ctx, s["cluster"]) if "cluster" in s else ClusterSection()
         tasks = {}
         if "tasks" not in s:
@@ -294,27 +309,6 @@ class _Loader:
         )
 
     # --- sections -----------------------------------------------------------
-
-    def env_name(self, name: str, node: YNode, key: str = "secrets") -> bool:
-        if ENV_NAME.match(name):
-            return True
-        self.ctx.error(
-            node,
-            key,
-            f"{name!r} is not a valid environment variable name",
-            "use letters, digits and '_', not starting with a digit",
-        )
-        return False
-
-    def env_map(self, node: YNode, key: str) -> dict[str, str]:
-        out: dict[str, str] = {}
-        m = self.ctx.mapping(node, key)
-        for name, (knode, value) in m.entries.items() if m else ():
-            k = join(key, name)
-            text = self.ctx.scalar_text(value, k)
-            if self.env_name(name, knode, k) and text is not None:
-                out[name] = text
-        return out
 
     def read_side_file(self, node: YNode, key: str, what: str) -> tuple[str, str] | None:
         """(display name, text) of a file named relative to the plan, or None."""
@@ -580,13 +574,4 @@ class _Loader:
                 out[name] = read_pool(ctx, name, knode, pm, key)
         if m is not None:
             check_shared(ctx, m, out)
-        return out
-
-    def phases(self, node: YNode) -> list[str]:
-        out = []
-        for i, (p, pnode) in enumerate(self.ctx.names(node, "phases")):
-            if NAME.match(p):
-                out.append(p)
-            else:
-                self.ctx.error(pnode, f"phases[{i}]", f"{p!r} is not a valid phase name", NAME_HELP)
         return out

@@ -267,7 +267,13 @@ EnvName = Annotated[
     ),
     WithJsonSchema({"type": "string", "pattern": ENV_NAME_PATTERN}),
 ]
-EnvValue = Annotated[str | int | float | bool, Expect("a string, a number or true or false")]
+NAME_HELP = "use letters, digits, '_' and '-', starting with a letter or '_'"
+PhaseName = Annotated[
+    str,
+    _matching(NAME_PATTERN, "name", "a valid phase name", NAME_HELP),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN}),
+]
+EnvValue = Annotated[str | int | float | bool, Expect("a string", text=True)]
 """An environment value: numbers and booleans are given as written (``yes`` stays yes)."""
 Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS), Why(MAX_ATTEMPTS_WHY)]
 ExitCode = Annotated[int, Field(ge=0, le=MAX_EXIT), Why("exit codes are 0 to 255")]
@@ -823,9 +829,9 @@ class PlanSpec(_Spec):
 
     model_config = ConfigDict(title="fleetrun plan")
 
-    name: str | None = key("Name of the plan (default: file name).")
+    name: Text | None = key("Name of the plan (default: file name).")
     description: str | None = key("What the plan does.")
-    env_file: str | None = key(
+    env_file: Text | None = key(
         "File of KEY=VALUE lines (export prefix, comments and quotes allowed), relative to "
         "the plan; given to every task's environment."
     )
@@ -837,7 +843,7 @@ class PlanSpec(_Spec):
         "terminal (also taken from fleetrun's own environment).",
         json_schema_extra={"uniqueItems": True},
     )
-    secret_patterns: list[str] | None = key(
+    secret_patterns: list[Text] | None = key(
         "Environment names containing one of these texts (or matching one of these globs, "
         "such as '*_PASSWORD') are secret too.",
         json_schema_extra={"default": list(DEFAULT_SECRET_NAME_PATTERNS)},
@@ -862,7 +868,7 @@ class PlanSpec(_Spec):
         "Rolling waves: a target's instances start only once its wave is open."
     )
     defaults: DefaultsSpec | None = key("Values every task gets unless it sets its own.")
-    phases: list[Name] | None = key(
+    phases: list[PhaseName] | None = key(
         "Phase order (for --mode phased and for checks: a task may not need a task of a "
         "later phase). Default: order of first use.",
         json_schema_extra={"uniqueItems": True},

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel
 
 from fleetrun.errors import Diagnostic, PlanError
 from fleetrun.plan._checks import TaskInfo, check_tasks
@@ -42,8 +42,8 @@ from fleetrun.plan._spec import (
 )
 from fleetrun.plan._spec import Need as NeedType
 from fleetrun.plan._template import Template
-from fleetrun.plan._validate import validate_fields
-from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, to_python
+from fleetrun.plan._validate import good_items, validate_fields
+from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq
 from fleetrun.runs_on import DEFAULT_KIND
 
 TASK_KEYS = keys_of(TaskSpec)
@@ -111,18 +111,6 @@ def _policy(given: Mapping[str, Any]) -> RetryPolicy:
     )
 
 
-def _twice(ctx: Ctx, node: YNode, key: str) -> None:
-    """Report each text listed a second time in the list at ``node``."""
-    if not isinstance(node, YSeq):
-        return
-    seen: set[str] = set()
-    for i, item in enumerate(node.items):
-        if isinstance(item, YScalar) and isinstance(item.value, str):
-            if item.value in seen:
-                ctx.error(item, join(key, i), f"{item.value!r} is listed twice", "list it once")
-            seen.add(item.value)
-
-
 def _twice_in(ctx: Ctx, m: YMap | None, key: str, path: Sequence[str]) -> None:
     """``_twice`` for the list at ``path`` below the mapping ``m``, when there is one."""
     node: YNode | None = m
@@ -130,7 +118,7 @@ def _twice_in(ctx: Ctx, m: YMap | None, key: str, path: Sequence[str]) -> None:
         node = node.entries[part][1] if isinstance(node, YMap) and part in node.entries else None
         key = join(key, part)
     if node is not None:
-        _twice(ctx, node, key)
+        ctx.listed_twice(node, key)
 
 
 def read_defaults(ctx: Ctx, node: YNode) -> Defaults:
@@ -149,29 +137,10 @@ def read_defaults(ctx: Ctx, node: YNode) -> Defaults:
     )
 
 
-@functools.cache
-def _adapter(tp: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(tp)
-
-
-def _good_items(tp: Any, node: YNode) -> list[tuple[Any, YNode]]:
-    """The items of a list that failed as a whole which ``tp`` accepts on their own
-    (their problems are already reported), each with its node."""
-    if not isinstance(node, YSeq):
-        return []
-    out = []
-    for item in node.items:
-        try:
-            out.append((_adapter(tp).validate_python(to_python(item)), item))
-        except ValidationError:
-            continue
-    return out
-
-
 def _needs(ctx: Ctx, spec: TaskSpec, bad: frozenset[str], node: YNode) -> list[tuple[Need, YNode]]:
     """The task's needs that are well written, each with its node."""
     if "needs" in bad:
-        given = _good_items(NeedType, node)
+        given = good_items(NeedType, node)
     elif spec.needs is None:
         return []
     elif isinstance(spec.needs, str):
@@ -201,7 +170,7 @@ def _texts(spec_value: Any, bad: bool, node: YNode) -> list[tuple[int, str, YNod
     """A key of texts written as one or a list: each with its index and node."""
     if bad:
         items = node.items if isinstance(node, YSeq) else []
-        good = {id(n): v for v, n in _good_items(Text, node)}
+        good = {id(n): v for v, n in good_items(Text, node)}
         return [(i, good[id(n)], n) for i, n in enumerate(items) if id(n) in good]
     if spec_value is None:
         return []

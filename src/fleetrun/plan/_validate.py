@@ -19,12 +19,13 @@ every problem of the file in one pass.
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from fleetrun.plan._fields import Ctx, _not_a_duration, did_you_mean, join
@@ -71,6 +72,50 @@ def validate_fields(ctx: Ctx, model: type[M], node: YNode, key: str) -> tuple[M,
         return model.model_validate(kept), bad
     except ValidationError:
         return model.model_construct(), frozenset(data)
+
+
+@functools.cache
+def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    field = model.model_fields[name]
+    tp: Any = field.annotation
+    if field.metadata:
+        tp = Annotated[(tp, *field.metadata)]
+    return TypeAdapter(tp, config=ConfigDict(strict=True))
+
+
+def validate_key(ctx: Ctx, model: type[BaseModel], m: YMap, name: str, key: str) -> Any:
+    """The value of one key of the section ``m`` (at ``key``), validated alone by its
+    field of ``model``; None after recording every problem on ``ctx``."""
+    node = m.entries[name][1]
+    data = to_python(node)
+    if data is None:
+        errors: list[Any] = [{"type": "null", "loc": (name,), "msg": "null", "input": None}]
+    else:
+        try:
+            return _field_adapter(model, name).validate_python(data)
+        except ValidationError as e:
+            errors = [{**x, "loc": (name, *x["loc"])} for x in e.errors(include_url=False)]
+    report(ctx, model, m, key, errors)
+    return None
+
+
+@functools.cache
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(tp)
+
+
+def good_items(tp: Any, node: YNode) -> list[tuple[Any, YNode]]:
+    """The items of a list that failed as a whole which ``tp`` accepts on their own
+    (their problems are already reported), each with its node."""
+    if not isinstance(node, YSeq):
+        return []
+    out = []
+    for item in node.items:
+        try:
+            out.append((_adapter(tp).validate_python(to_python(item)), item))
+        except ValidationError:
+            continue
+    return out
 
 
 def report(
