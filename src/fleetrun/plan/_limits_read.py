@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from fractions import Fraction
+from typing import cast
 
 from fleetrun.plan._fields import Ctx, join
 from fleetrun.plan._model import (
@@ -19,8 +20,8 @@ from fleetrun.plan._model import (
     Rollout,
     ThrottleRule,
 )
-from fleetrun.plan._spec import AdaptiveSpec, PoolSpec, RolloutSpec, keys_of
-from fleetrun.plan._validate import validate_node
+from fleetrun.plan._spec import AdaptiveSpec, PoolSpec, RolloutSpec, Wave, keys_of, percent
+from fleetrun.plan._validate import good_items, validate_fields, validate_node
 from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq
 
 ROLLOUT_KEYS = keys_of(RolloutSpec)
@@ -136,83 +137,41 @@ def _regex(ctx: Ctx, node: YNode, key: str, groups: int = 0) -> str | None:
     return text
 
 
-def _size(
-    ctx: Ctx, item: YNode, key: str, groups: Mapping[str, tuple[str, ...]]
-) -> str | int | Fraction | None:
-    value = item.value if isinstance(item, YScalar) else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value >= 1:
-            return value
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith("%"):
-            pct = _pct(text[:-1])
-            if pct is not None and pct > 0:
-                return pct / 100
-        elif text in groups or text == ALL_TARGETS:
-            return text
+def read_rollout(ctx: Ctx, node: YNode, groups: Mapping[str, tuple[str, ...]]) -> Rollout | None:
+    """``rollout: {waves: [canary, 8, "100%"], max_failed: "10%", pause: false}``, checked
+    by ``RolloutSpec``; a wave named by a group must name one."""
+    key = "rollout"
+    spec, bad = validate_fields(ctx, RolloutSpec, node, key)
+    if not isinstance(node, YMap):
+        return None
+    waves: list[str | int | Fraction] = []
+    wnode = node.entries["waves"][1] if "waves" in node.entries else None
+    given: list[tuple[int | str, YNode]] = []
+    if wnode is not None and "waves" in bad:
+        given = good_items(Wave, wnode)
+    elif isinstance(spec.waves, list):
+        given = list(zip(spec.waves, cast(YSeq, wnode).items, strict=True))
+    elif spec.waves is not None and wnode is not None:
+        given = [(spec.waves, wnode)]
+    items = wnode.items if isinstance(wnode, YSeq) else [wnode]
+    for size, item in given:
+        if isinstance(size, int):
+            waves.append(size)
+        elif (share := percent(size)) is not None:
+            waves.append(share)
+        elif size in groups or size == ALL_TARGETS:
+            waves.append(size)
         else:
             ctx.error(
                 item,
-                key,
-                f"{text!r} is neither a group nor a percentage",
+                join(join(key, "waves"), next(i for i, n in enumerate(items) if n is item)),
+                f"{size!r} is neither a group nor a percentage",
                 "name a group from 'groups', or write a count (8) or a percentage ('25%')",
             )
-            return None
-    ctx.error(
-        item,
-        key,
-        f"{value!r} is not a wave size",
-        "write a group name, a count of at least 1 or a percentage in (0%, 100%]",
-    )
-    return None
-
-
-def read_rollout(ctx: Ctx, node: YNode, groups: Mapping[str, tuple[str, ...]]) -> Rollout | None:
-    """``rollout: {waves: [canary, 8, "100%"], max_failed: "10%", pause: false}``."""
-    key = "rollout"
-    m = ctx.mapping(node, key, allow_null=False)
-    if m is None:
-        return None
-    waves: list[str | int | Fraction] = []
     max_failed: int | Fraction = 0
     fraction = False
-    pause = False
-    for k, v in ctx.items(m, key, ROLLOUT_KEYS):
-        sub = join(key, k)
-        if k == "waves":
-            for i, item in enumerate(ctx.seq(v, sub, single_ok=True) or []):
-                size = _size(ctx, item, join(sub, i), groups)
-                if size is not None:
-                    waves.append(size)
-        elif k == "pause":
-            pause = bool(ctx.boolean(v, sub))
-        else:
-            value = v.value if isinstance(v, YScalar) else None
-            text = value.strip() if isinstance(value, str) else ""
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                max_failed = value
-            elif text.endswith("%") and (pct := _pct(text[:-1])) is not None:
-                max_failed, fraction = pct / 100, True
-            else:
-                ctx.error(
-                    v,
-                    sub,
-                    f"{value!r} is neither a count nor a percentage",
-                    "write a count of failed targets (0, 2) or a percentage ('10%')",
-                )
-    if "waves" not in m.entries:
-        ctx.error(m, key, "the rollout has no 'waves'", "add waves: [canary, 8, '100%']")
-    return Rollout(tuple(waves), max_failed, fraction, pause, ctx.loc(m))
-
-
-_DECIMAL = re.compile(r"\s*(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*")
-"""A percentage's number: a plain decimal (no sign, exponent or fraction bar)."""
-
-
-def _pct(text: str) -> Fraction | None:
-    """The percentage written ``text`` (before its ``%``), exactly, in [0, 100]; else None."""
-    if not _DECIMAL.fullmatch(text):
-        return None
-    pct = Fraction(text.strip())
-    return pct if pct <= 100 else None
+    if isinstance(spec.max_failed, int):
+        max_failed = spec.max_failed
+    elif isinstance(spec.max_failed, str):
+        max_failed, fraction = percent(spec.max_failed) or Fraction(0), True
+    return Rollout(tuple(waves), max_failed, fraction, bool(spec.pause), ctx.loc(node))

@@ -20,6 +20,7 @@ import copy
 import functools
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
@@ -798,18 +799,88 @@ class WhereGroup(_Spec):
     )
 
 
+_DECIMAL = re.compile(r"\s*(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*")
+"""A percentage's number: a plain decimal (no sign, exponent or fraction bar)."""
+
+
+def percent(text: str) -> Fraction | None:
+    """The percentage written ``text`` (``'25%'``) as an exact fraction of one, in [0, 1];
+    else None."""
+    text = text.strip()
+    if not text.endswith("%") or not _DECIMAL.fullmatch(text[:-1]):
+        return None
+    pct = Fraction(text[:-1].strip())
+    return pct / 100 if pct <= 100 else None
+
+
+def _wave(value: object) -> object:
+    if isinstance(value, list | dict):
+        return value  # not one wave: refused as a type (the list's branch speaks)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, str) and (not value.strip().endswith("%") or percent(value)):
+        return value.strip()
+    raise problem(
+        "wave",
+        f"{value!r} is not a wave size",
+        "write a group name, a count of at least 1 or a percentage in (0%, 100%]",
+    )
+
+
+def _max_failed(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and percent(value) is not None:
+        return value
+    raise problem(
+        "max_failed",
+        f"{value!r} is neither a count nor a percentage",
+        "write a count of failed targets (0, 2) or a percentage ('10%')",
+    )
+
+
+Wave = Annotated[
+    int | str,
+    BeforeValidator(_wave),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": PERCENT_PATTERN},
+                {"type": "string"},
+            ]
+        }
+    ),
+]
+"""A wave's size: a group name, a count of at least 1 or a percentage in (0%, 100%]."""
+
+
 class RolloutSpec(_Spec):
     """Rolling waves: a target's instances start only once its wave is open. A wave opens
     when the earlier waves have settled within max_failed (and, with pause, on promote).
     Tasks not fanned over targets are not held."""
 
-    waves: Annotated[list[Annotated[int, Field(ge=1)] | Percent | str], Field(min_length=1)] = (
-        Field(
-            description="Wave sizes in order, the last one repeating: a group name, a count, "
-            "or a percentage of the fleet ('25%', truncated, at least 1)."
-        )
+    _missing = {"waves": ("the rollout has no 'waves'", "add waves: [canary, 8, '100%']")}
+
+    waves: Annotated[list[Wave], Field(min_length=1)] | Wave = Field(
+        description="Wave sizes in order, the last one repeating: a group name, a count, "
+        "or a percentage of the fleet ('25%', truncated, at least 1)."
     )
-    max_failed: Annotated[int, Field(ge=0)] | Percent | None = key(
+    max_failed: (
+        Annotated[
+            int | str,
+            BeforeValidator(_max_failed),
+            WithJsonSchema(
+                {
+                    "anyOf": [
+                        {"type": "integer", "minimum": 0},
+                        {"type": "string", "pattern": PERCENT_PATTERN},
+                    ]
+                }
+            ),
+        ]
+        | None
+    ) = key(
         "Failed targets allowed per wave (a count or a percentage of the wave); strictly "
         "more halts the rollout. Default 0."
     )

@@ -55,6 +55,11 @@ def validate_node(ctx: Ctx, model: type[M], node: YNode, key: str) -> M | None:
         return None
 
 
+def _blank(model: type[M]) -> M:
+    """The model with every key absent (None), after its value could not be read."""
+    return model.model_construct(**dict.fromkeys(model.model_fields))
+
+
 def validate_fields(ctx: Ctx, model: type[M], node: YNode, key: str) -> tuple[M, frozenset[str]]:
     """``node`` validated by ``model``, every problem recorded on ``ctx``; and the keys
     that had one, left out of the model (so absent from it, as if not written)."""
@@ -65,13 +70,13 @@ def validate_fields(ctx: Ctx, model: type[M], node: YNode, key: str) -> tuple[M,
         errors = e.errors(include_url=False)
     report(ctx, model, node, key, errors)
     if not isinstance(data, dict) or any(not e["loc"] for e in errors):
-        return model.model_construct(), frozenset(data if isinstance(data, dict) else ())
+        return _blank(model), frozenset(data if isinstance(data, dict) else ())
     bad = frozenset(str(e["loc"][0]) for e in errors)
     try:
         kept = {k: v for k, v in data.items() if k not in bad}
         return model.model_validate(kept), bad
     except ValidationError:
-        return model.model_construct(), frozenset(data)
+        return _blank(model), frozenset(data)
 
 
 @functools.cache
