@@ -10,10 +10,10 @@ The anchors, and what is taken from each:
 - **TCP CUBIC** (Ha, Rhee, Xu 2008; RFC 9438): remember the value at the
   last loss, come back towards it quickly, stay near it (the plateau), then
   probe past it convexly. Here: ``bad`` is the value at the last throttle;
-  the rate goes back to its target (the rate known good, else just under
-  the fitted granted rate, else halfway between the rate cut to and
-  ``bad``) after one ``probe`` interval unthrottled (BBR's one-step return
-  to its estimate; the concurrency by half the gap per probe), holds there
+  below its target (the rate known good, else just under the fitted
+  granted rate, else halfway between the rate cut to and ``bad``) the rate
+  grows by half the remaining gap each ``probe`` seconds (concave; the
+  concurrency towards one under ``bad`` the same way), holds there
   for ``hold`` seconds, then grows past it by ``increase``, 3x, 5x ... per
   probe (convex). A probe past ``bad`` that is throttled again doubles
   ``hold`` (up to ``16 x hold``): a limit that does not move is probed ever
@@ -26,8 +26,8 @@ The anchors, and what is taken from each:
   rate known good, within ``hold`` seconds of another throttle, says the
   provider lowered its limit (one alone may be starts that bunched up on
   their way); so does a fitted granted rate under ``_CAME_DOWN`` x the good
-  rate. The rate halves from the good one (TCP's cut; to the fit when there
-  is one), stays there
+  rate or under the fit the pool ran at. The rate halves from the good one
+  (TCP's cut; to the fit when there is one), stays there
   ``hold`` seconds, then probes back towards the old good rate, half the gap
   at once; a probe that runs a whole ``probe`` interval
   unthrottled past the lowered limit goes straight back to the old rate, one
@@ -97,7 +97,8 @@ The anchors, and what is taken from each:
   (+15 points) over at least ``verify`` attempts.
 
 Nothing ever goes below ``floor`` x the configured values, nor above them.
-Every number is a field of ``plan.AdaptiveSettings`` (``pools.X.adaptive``).
+Every number is a field of ``plan.AdaptiveSettings`` (``pools.X.adaptive``) or
+a constant below, documented where it is defined.
 All times come from the caller's clock, so tests drive this without
 sleeping. Every change is returned as a ``Change`` with its reason;
 ``Limits`` turns each into a ``PoolChanged`` event.
@@ -544,7 +545,7 @@ class AdaptiveLimit:
             return value * (1 + s.increase * (1 << min(steps, 6)))
         target = self._rate_target()
         if value < target * 0.999:
-            return target  # BBR: straight back to the estimate, in one probe
+            return min(target, value + max((target - value) / 2, value * s.increase))
         if now - self._last_throttle < self._hold:
             return None  # the plateau
         # Convex past the plateau (CUBIC): 1, 3, 5 ... increments, so the
@@ -686,6 +687,7 @@ class AdaptiveLimit:
             # rate soon (``_grow``). Under the fitted rate only: the fit was
             # high, or the limit came down; start afresh.
             came_down: float | None = None
+            fitted = self._granted  # the fit the pool ran at, before this throttle
             if self._granted is not None and rate <= self._granted * (1 - s.margin):
                 self._granted = None
                 self._fits.clear()
@@ -715,14 +717,14 @@ class AdaptiveLimit:
                 why.append(f"back to {_rate(new)}, the limit is still lowered")
             elif granted is not None and granted < rate:
                 new = granted * (1 - s.margin)
-                good = max(self._good or 0.0, known)
+                good = max(self._good or 0.0, known, (fitted or 0.0) * (1 - s.margin))
                 if new < good * _CAME_DOWN:
                     # Well under a rate that ran unthrottled: the limit came
                     # down; probe back towards that rate soon (``_grow``).
                     came_down = good
                     why.append(
                         f"the limit came down: granted about {_rate(granted)}, "
-                        f"under {_rate(good)}, which ran unthrottled before"
+                        f"under {_rate(good)}, which ran before"
                     )
                 else:
                     why.append(f"granted about {_rate(granted)}")
