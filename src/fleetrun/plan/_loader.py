@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 from fleetrun.errors import Diagnostic, Location, PlanError
 from fleetrun.plan._cluster import read_cluster
@@ -33,7 +34,7 @@ from fleetrun.plan._secrets import matches_secret_pattern, secret_names_and_valu
 from fleetrun.plan._spec import PhaseName, PlanSpec, VarSpec, WhereGroup, keys_of
 from fleetrun.plan._ssh import merge_ssh, read_ssh
 from fleetrun.plan._tasks import read_defaults, read_tasks
-from fleetrun.plan._validate import good_items, validate_key
+from fleetrun.plan._validate import good_items, validate_fields, validate_key
 from fleetrun.plan._yaml import YMap, YNode, YScalar, load_yaml
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 
@@ -362,34 +363,30 @@ class _Loader:
         return out
 
     def var_spec(self, name: str, node: YMap, key: str) -> Scalar:
-        """One ``{value, secret, env}`` variable; None (and a diagnostic) when unusable."""
+        """One ``{value, secret, env}`` variable, checked by ``VarSpec``; None (and a
+        diagnostic) when unusable."""
         ctx = self.ctx
-        f = dict(ctx.items(node, key, keys_of(VarSpec)))
+        spec, bad = validate_fields(ctx, VarSpec, node, key)
+        f = {k: v for k, (_, v) in node.entries.items()}
         value: Scalar = None
-        if "value" in f:
-            v = f["value"]
-            if isinstance(v, YScalar):
-                value = ctx.scalar(v, join(key, "value"))
-            else:
-                ctx.wrong_type(v, join(key, "value"), "a string, number, boolean or null")
-        if "secret" in f and ctx.boolean(f["secret"], join(key, "secret")):
+        if "value" in f and "value" not in bad:
+            value = ctx.scalar(cast(YScalar, f["value"]), join(key, "value"))
+        if spec.secret:
             self.secret_vars.add(name)
             if value is not None and str(value):
                 # Masked even when --var replaces it: the plan's text holds it.
                 self.secret_defaults.add(str(value))
-        if "env" in f:
-            env_name = ctx.string(f["env"], join(key, "env"))
-            if env_name is not None:
-                found = os.environ.get(env_name)
-                if found is not None:
-                    value = found
-                elif "value" not in f and name not in self.var_overrides:
-                    ctx.error(
-                        f["env"],
-                        join(key, "env"),
-                        f"variable {name!r} takes its value from ${env_name}, which is not set",
-                        f"export {env_name}=..., or give it with --var {name}=...",
-                    )
+        if spec.env is not None:
+            found = os.environ.get(spec.env)
+            if found is not None:
+                value = found
+            elif "value" not in f and name not in self.var_overrides:
+                ctx.error(
+                    f["env"],
+                    join(key, "env"),
+                    f"variable {name!r} takes its value from ${spec.env}, which is not set",
+                    f"export {spec.env}=..., or give it with --var {name}=...",
+                )
         return value
 
     def override_vars(self, vars_: dict[str, Scalar]) -> None:

@@ -41,7 +41,7 @@ from fleetrun.plan._fields import did_you_mean
 from fleetrun.plan._model import MAX_ATTEMPTS, MAX_ATTEMPTS_WHY
 from fleetrun.plan._units import RATE_HELP, parse_rate
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
-from fleetrun.runs_on import DEFAULT_KIND, KINDS, RUNS_ON, option_keys
+from fleetrun.runs_on import DEFAULT_KIND, KINDS, RUNS_ON, option_keys, scheduler_address_problem
 
 SCHEMA_ID = "https://fleetrun.dev/schema/plan.json"
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_-]*$"
@@ -784,7 +784,9 @@ class VarSpec(_Spec):
 
     _nullable = frozenset({"value"})
 
-    value: Scalar = Field(None, description="The value.")
+    value: Annotated[Scalar, Expect("a string, number, boolean or null")] = Field(
+        None, description="The value."
+    )
     secret: bool | None = key("Mask the value everywhere (***).")
     env: str | None = key("Take the value from this variable of fleetrun's environment.")
 
@@ -887,11 +889,24 @@ class RolloutSpec(_Spec):
     pause: bool | None = key("Wait for a promote before each next wave (default false).")
 
 
+def _address(address: str) -> str:
+    why = scheduler_address_problem(address)
+    if why is not None:
+        raise problem(
+            "address",
+            f"{address!r} is not a scheduler address ({why})",
+            "write tcp://HOST:PORT (or HOST:PORT), or remove it to use a local cluster",
+        )
+    return address
+
+
 class ClusterSpec(_Spec):
     """Where runs_on: cluster jobs go (--cluster and FLEETRUN_CLUSTER override address).
     Without an address, a local cluster is started for the run."""
 
-    address: str | None = key("A running Dask scheduler: tcp://HOST:PORT or HOST:PORT.")
+    address: Annotated[str, AfterValidator(_address)] | None = key(
+        "A running Dask scheduler: tcp://HOST:PORT or HOST:PORT."
+    )
     workers: int | None = key("Worker processes of the local cluster (default 2).", ge=1)
 
 

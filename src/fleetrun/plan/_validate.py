@@ -280,7 +280,10 @@ def _descend(tp: Any, part: Any) -> Any:
     for branch in _branches(tp):
         if isinstance(branch, type) and issubclass(branch, BaseModel):
             if part in branch.model_fields:
-                return branch.model_fields[part].annotation
+                field = branch.model_fields[part]
+                if field.metadata:  # pydantic keeps an Annotated field's extras apart
+                    return Annotated[(field.annotation, *field.metadata)]
+                return field.annotation
             if part == branch.__name__:
                 return branch
         origin = typing.get_origin(branch)
