@@ -243,7 +243,7 @@ class _Loader:
         vars_ = self.vars(s["vars"]) if "vars" in s else {}
         self.override_vars(vars_)
         if "ssh" in s:
-            self.ssh = read_ssh(ctx, s["ssh"], "ssh", self.base_dir, allow_string=False) or {}
+            self.ssh = read_ssh(ctx, top, "ssh", "", self.base_dir, target=False) or {}
         targets = self.targets(s["targets"]) if "targets" in s else {}
         groups = self.groups(s["groups"], targets) if "groups" in s else {}
         groups[ALL_TARGETS] = tuple(targets)
@@ -450,7 +450,7 @@ class _Loader:
             for attr, (anode, aval) in am.entries.items() if am else ():
                 akey = join(key, attr)
                 if attr == "ssh":
-                    ssh = read_ssh(ctx, aval, akey, self.base_dir, allow_string=True)
+                    ssh = read_ssh(ctx, cast(YMap, am), "ssh", key, self.base_dir, target=True)
                 elif attr == "name" or not NAME.match(attr):
                     why = "is reserved" if attr == "name" else "is not a valid attribute name"
                     ctx.error(anode, akey, f"attribute {attr!r} {why}", NAME_HELP + ", not 'name'")

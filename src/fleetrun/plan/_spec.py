@@ -738,28 +738,74 @@ class DefaultsSpec(_Spec):
 # --- targets, groups, ssh, the rest ---------------------------------------------------
 
 
+_DEST = re.compile(
+    r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]\s]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$"
+)
+_DEST_HELP = "write user@host:port (user and port optional), or a mapping with host, port, user"
+
+
+def destination(text: str) -> dict[str, str | int] | None:
+    """``[user@]host[:port]`` as ``{host, user, port}`` (the parts given); None when it
+    cannot be read (a port out of 1 to 65535 included)."""
+    m = _DEST.match(text.strip())
+    port = int(m.group("port")) if m and m.group("port") else None
+    if m is None or (port is not None and not 0 < port < 65536):
+        return None
+    host = m.group("host")
+    out: dict[str, str | int] = {"host": host[1:-1] if host.startswith("[") else host}
+    if m.group("user"):
+        out["user"] = m.group("user")
+    if port is not None:
+        out["port"] = port
+    return out
+
+
+def _destination(text: str) -> str:
+    if destination(text) is None:
+        raise problem(
+            "destination", f"cannot read the SSH destination {text.strip()!r}", _DEST_HELP
+        )
+    return text
+
+
+def _port(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 65535:
+        raise problem("port", f"port {value} is out of range", "use a port from 1 to 65535")
+    return value
+
+
+Destination = Annotated[str, AfterValidator(_destination)]
+"""``[user@]host[:port]``."""
+Port = Annotated[
+    int,
+    BeforeValidator(_port),
+    Field(ge=1),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 65535}),
+]
+
+
 class SSHSpec(_Spec):
     """SSH settings (user, port, identity_file, known_hosts, jump, config_file,
     connect_timeout)."""
 
-    host: str | None = key(
+    host: Destination | None = key(
         "Host name or address (or a Host alias of ~/.ssh/config); user@host:port is "
         "accepted too. Default: the target's name."
     )
-    port: int | None = key("SSH port (default: ~/.ssh/config, else 22).", ge=1, le=65535)
-    user: str | None = key("Remote user (default: ~/.ssh/config).")
-    identity_file: str | None = key(
+    port: Port | None = key("SSH port (default: ~/.ssh/config, else 22).")
+    user: Text | None = key("Remote user (default: ~/.ssh/config).")
+    identity_file: Text | None = key(
         "Private key file (relative to the plan); default: the agent and ~/.ssh/config. "
         "No passwords."
     )
-    known_hosts: str | None = key(
+    known_hosts: Text | None = key(
         "known_hosts file checked strictly (default: ~/.ssh/config's, else "
         "~/.ssh/known_hosts); 'accept-new' or 'accept-new:PATH' trusts a host with no key "
         "on record and appends its key. A changed key is always refused."
     )
-    jump: str | None = key("Jump host(s), user@host:port[,...] (like ProxyJump).")
-    config_file: str | None = key("OpenSSH client config to read instead of ~/.ssh/config.")
-    connect_timeout: Duration | None = duration(
+    jump: Text | None = key("Jump host(s), user@host:port[,...] (like ProxyJump).")
+    config_file: Text | None = key("OpenSSH client config to read instead of ~/.ssh/config.")
+    connect_timeout: PositiveDuration | None = duration(
         "Bound on DNS, TCP, key exchange, authentication and opening a session (default 10s)."
     )
 
@@ -773,7 +819,7 @@ class TargetSpec(_Spec):
     )
     __pydantic_extra__: dict[str, Scalar]
 
-    ssh: str | SSHSpec | None = key(
+    ssh: Annotated[Destination | SSHSpec, Expect("user@host:port or a mapping")] | None = key(
         "How to reach the target over SSH (runs_on: ssh), over the plan's 'ssh' defaults: "
         "[user@]host[:port], or a mapping of SSH settings."
     )
@@ -963,7 +1009,7 @@ class PlanSpec(_Spec):
         description="Task name -> task, in plan order.",
         json_schema_extra={"minProperties": 1},
     )
-    ssh: SSHSpec | None = key(
+    ssh: Annotated[SSHSpec, Expect("a mapping of SSH settings")] | None = key(
         "SSH settings every target's own 'ssh' is laid over (user, port, identity_file, "
         "known_hosts, jump, config_file, connect_timeout)."
     )

@@ -5,94 +5,51 @@ plan's ``ssh:`` is a mapping of the same keys (usually without ``host``) that
 every target's settings are laid over. Paths (``identity_file``,
 ``config_file``, ``known_hosts``) are made absolute relative to the plan's
 directory (``~`` is left for the executor to expand); ``known_hosts`` may
-also be ``accept-new`` or ``accept-new:PATH``. The result is checked here so
-that the executor only normalises (``fleetrun.executors.SSHSpec``).
+also be ``accept-new`` or ``accept-new:PATH``. The values are checked by the
+plan's models (``_spec.SSHSpec``, ``destination``), so that the executor only
+normalises (``fleetrun.executors.SSHSpec``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from fleetrun.plan._fields import Ctx, join
+from fleetrun.plan._fields import Ctx
 from fleetrun.plan._model import Scalar
-from fleetrun.plan._yaml import YMap, YNode, YScalar
-from fleetrun.runs_on import SSH_KEYS
+from fleetrun.plan._spec import PlanSpec, SSHSpec, TargetSpec, destination
+from fleetrun.plan._validate import validate_key
+from fleetrun.plan._yaml import YMap
 
-_DEST = re.compile(
-    r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]\s]+\]|[^:@\s\[\]]+)(?::(?P<port>\d+))?$"
-)
-_DEST_HELP = "write user@host:port (user and port optional), or a mapping with host, port, user"
 ACCEPT_NEW = "accept-new"
 
 
-def read_destination(ctx: Ctx, node: YScalar, key: str) -> dict[str, Scalar] | None:
-    """``user@host:port`` as ``{user, host, port}`` (the parts given)."""
-    text = str(node.value).strip()
-    m = _DEST.match(text)
-    port = int(m.group("port")) if m and m.group("port") else None
-    if m is None or (port is not None and not 0 < port < 65536):
-        ctx.error(node, key, f"cannot read the SSH destination {text!r}", _DEST_HELP)
-        return None
-    host = m.group("host")
-    out: dict[str, Scalar] = {"host": host[1:-1] if host.startswith("[") else host}
-    if m.group("user"):
-        out["user"] = m.group("user")
-    if port is not None:
-        out["port"] = port
-    return out
-
-
 def read_ssh(
-    ctx: Ctx, node: YNode, key: str, base_dir: Path, *, allow_string: bool
+    ctx: Ctx, m: YMap, name: str, key: str, base_dir: Path, *, target: bool
 ) -> dict[str, Scalar] | None:
-    """An ``ssh`` value at ``node`` (None after reporting a problem)."""
-    if isinstance(node, YScalar) and isinstance(node.value, str) and allow_string:
-        return read_destination(ctx, node, key)
-    if not isinstance(node, YMap):
-        want = "user@host:port or a mapping" if allow_string else "a mapping of SSH settings"
-        ctx.wrong_type(node, key, want)
+    """The ``ssh`` value of the mapping ``m`` (the plan, or a target's attributes),
+    checked by its model's field; None after reporting a problem."""
+    model = TargetSpec if target else PlanSpec
+    spec = validate_key(ctx, model, m, name, key)
+    if isinstance(spec, str):
+        return dict(destination(spec) or {})
+    if not isinstance(spec, SSHSpec):
         return None
     out: dict[str, Scalar] = {}
-    ok = True
-    for k, v in ctx.items(node, key, SSH_KEYS):
-        sub = join(key, k)
-        if k == "port":
-            port = ctx.integer(v, sub, minimum=1)
-            if port is not None and port > 65535:
-                ctx.error(v, sub, f"port {port} is out of range", "use a port from 1 to 65535")
-                port = None
-            ok &= port is not None
-            out[k] = port
-        elif k == "connect_timeout":
-            t = ctx.duration(v, sub, positive=True)
-            ok &= t is not None
-            out[k] = t
-        else:
-            text = ctx.string(v, sub)
-            ok &= text is not None
-            if text is None:
-                continue
-            if k == "host" and isinstance(v, YScalar):
-                dest = read_destination(ctx, v, sub)
-                if dest is None:
-                    ok = False
-                    continue
-                for dk, dv in dest.items():
-                    out.setdefault(dk, dv)
-                continue
-            if k in ("identity_file", "config_file"):
-                text = _absolute(text, base_dir)
-            elif k == "known_hosts":
-                if text == ACCEPT_NEW:
-                    pass
-                elif text.startswith(ACCEPT_NEW + ":"):
-                    text = ACCEPT_NEW + ":" + _absolute(text[len(ACCEPT_NEW) + 1 :], base_dir)
-                else:
-                    text = _absolute(text, base_dir)
-            out[k] = text
-    return out if ok else None
+    for k in (k for k in SSHSpec.model_fields if k in spec.model_fields_set):
+        value = getattr(spec, k)
+        if k in ("identity_file", "config_file"):
+            value = _absolute(value, base_dir)
+        elif k == "known_hosts" and value != ACCEPT_NEW:
+            if value.startswith(ACCEPT_NEW + ":"):
+                value = ACCEPT_NEW + ":" + _absolute(value[len(ACCEPT_NEW) + 1 :], base_dir)
+            else:
+                value = _absolute(value, base_dir)
+        if k != "host":
+            out[k] = value
+    for dk, dv in (destination(spec.host) or {}).items() if spec.host is not None else ():
+        out.setdefault(dk, dv)
+    return out
 
 
 def merge_ssh(
