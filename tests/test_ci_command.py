@@ -27,7 +27,9 @@ def test_ci_runs_the_readme_test_command() -> None:
         for line in (ROOT / ".ci" / "run").read_text().splitlines()
         if "pytest" in line and not line.lstrip().startswith("#")
     ]
-    assert ci == [_readme_test_command()]
+    assert ci[0] == _readme_test_command()
+    # The only other run is the process tests again on the portable path.
+    assert [line.split()[0] for line in ci[1:]] == ["FLEETRUN_PLATFORM=portable"]
 
 
 def test_the_suite_runs_in_worker_processes_with_a_timeout() -> None:
