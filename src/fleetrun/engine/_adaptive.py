@@ -48,9 +48,10 @@ The anchors, and what is taken from each:
   throttles must not cut a pool to its idle rate); the rate never grows past
   ``bad`` further than ``1 / _MACHINE_BOUND`` x what the pool measurably
   started. ``good`` is the highest (measured) rate that ran
-  ``_GOOD_PROBES`` probe intervals of real sending without a throttle,
-  never above the fitted granted rate (a rate above it may have run on the
-  burst alone); a throttle
+  ``_GOOD_PROBES`` probe intervals of real sending without a throttle; one
+  above the fitted granted rate by more than the fitted burst explains over
+  that time drops the fit and its burst (it was low), one nearer counts
+  only up to just under the fit (it may have run on the burst); a throttle
   above it goes straight back to it (one step, not a search). The interval
   before a throttle tells how far over the limit the pool is: throttled
   within ``probe`` seconds of real sending means far over, and the rate
@@ -142,8 +143,9 @@ _CAME_DOWN = 0.75
 _FRESH_GROWTH = 0.9
 """An interval counts as fresh at one rate while it grew to at most 1/this of its start."""
 
-_MIN_FIT_S = 0.2
-"""Seconds one interval needs before it gives a granted rate with a known burst."""
+_MIN_FIT_S = 0.6
+"""Seconds one interval needs before it gives a granted rate with a known burst
+(the burst's error over a shorter one is too large a share of the rate)."""
 
 _MEASURED_STARTS = 8
 """Starts an interval needs before its measured start rate stands for the pool's rate."""
@@ -473,7 +475,7 @@ class AdaptiveLimit:
                 since = self._sending_since
                 n = sum(1 for x in self._start_times if x >= since)
                 if n > self._burst + self._granted * (now - since) + _MEASURED_STARTS:
-                    self._granted = None
+                    self._granted = self._burst = None
                     self._fits.clear()
             if self._good is not None and self._good >= self._bad_rate:
                 # Ran unthrottled past it for ``_GOOD_PROBES`` probes (one
@@ -482,8 +484,15 @@ class AdaptiveLimit:
                 self._bad_rate = math.inf
                 self._hold = s.hold
             if self._granted is not None and self._good is not None:
-                # A rate above the fit may have run on the burst alone.
-                self._good = min(self._good, self._granted * (1 - s.margin))
+                # Unthrottled for ``_GOOD_PROBES`` probes further above the fit
+                # than its burst explains: the fit was low. Nearer, the rate
+                # may have run on the burst: it counts as good only up to the fit.
+                covered = (self._burst or 0.0) / (s.probe * _GOOD_PROBES)
+                if self._good > self._granted + covered:
+                    self._granted = self._burst = None
+                    self._fits.clear()
+                else:
+                    self._good = min(self._good, self._granted * (1 - s.margin))
             if used and not bound and rate < self.rate_ceiling:
                 new = self._grow(rate, self._bad_rate, self._rate_steps, now)
                 if new is not None:
@@ -631,11 +640,19 @@ class AdaptiveLimit:
             if 0 < slope < self.rate_ceiling:
                 self._granted = slope
                 self._burst = max(0.0, mn - slope * mt)
+                self._cap_good()
             return
         if self._burst is not None and n > self._burst and t >= _MIN_FIT_S:
             one = (n - self._burst) / t
             if 0 < one < self.rate_ceiling:
                 self._granted = one
+                self._cap_good()
+
+    def _cap_good(self) -> None:
+        """A rate known good before a fit under it may have run on the burst:
+        the fit, newer, bounds it (later evidence may still drop the fit)."""
+        if self._granted is not None and self._good is not None:
+            self._good = min(self._good, self._granted * (1 - self.settings.margin))
 
     def _decrease(
         self, now: float, started_at: float, in_flight: int, retry_after: float | None
