@@ -31,11 +31,11 @@ from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._limits_read import check_shared, read_pool, read_rollout
 from fleetrun.plan._model import ALL_TARGETS, ClusterSection, Plan, Pool, Scalar, Target
 from fleetrun.plan._secrets import matches_secret_pattern, secret_names_and_values
-from fleetrun.plan._spec import PhaseName, PlanSpec, VarSpec, WhereGroup, keys_of
+from fleetrun.plan._spec import PhaseName, PlanSpec, Text, VarSpec, WhereGroup, keys_of
 from fleetrun.plan._ssh import merge_ssh, read_ssh
 from fleetrun.plan._tasks import read_defaults, read_tasks
-from fleetrun.plan._validate import good_items, validate_fields, validate_key
-from fleetrun.plan._yaml import YMap, YNode, YScalar, load_yaml
+from fleetrun.plan._validate import good_items, validate_entry, validate_fields, validate_key
+from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, load_yaml
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 
 TOP_KEYS = keys_of(PlanSpec)
@@ -245,7 +245,7 @@ class _Loader:
         if "ssh" in s:
             self.ssh = read_ssh(ctx, top, "ssh", "", self.base_dir, target=False) or {}
         targets = self.targets(s["targets"]) if "targets" in s else {}
-        groups = self.groups(s["groups"], targets) if "groups" in s else {}
+        groups = self.groups(top, s["groups"], targets) if "groups" in s else {}
         groups[ALL_TARGETS] = tuple(targets)
         pools = self.pools(s["pools"]) if "pools" in s else {}
         rollout = read_rollout(ctx, s["rollout"], groups) if "rollout" in s else None
@@ -461,7 +461,11 @@ class _Loader:
             out[name] = Target(name, attrs, merge_ssh(self.ssh, ssh))
         return out
 
-    def groups(self, node: YNode, targets: Mapping[str, Target]) -> dict[str, tuple[str, ...]]:
+    def groups(
+        self, top: YMap, node: YNode, targets: Mapping[str, Target]
+    ) -> dict[str, tuple[str, ...]]:
+        """``groups``: each a list of target names or ``{where: ...}``, checked by the
+        plan's model; names, members and expressions checked against the targets."""
         ctx = self.ctx
         out: dict[str, tuple[str, ...]] = {}
         m = ctx.mapping(node, "groups")
@@ -479,16 +483,29 @@ class _Loader:
             if not NAME.match(name):
                 ctx.error(knode, key, f"{name!r} is not a valid group name", NAME_HELP)
                 continue
-            if isinstance(value, YMap):
-                out[name] = self.where_group(value, key, name, targets)
+            spec = validate_entry(ctx, PlanSpec, top, "groups", name)
+            if isinstance(spec, WhereGroup):
+                out[name] = self.where_group(spec.where, cast(YMap, value), key, name, targets)
                 continue
             members: list[str] = []
-            for i, (t, tnode) in enumerate(ctx.names(value, key)):
+            ctx.listed_twice(value, key)
+            items = value.items if isinstance(value, YSeq) else []
+            good = {id(n) for _, n in good_items(Text, value)} if spec is None else None
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                t = item.value if isinstance(item, YScalar) else None
+                if (
+                    not isinstance(t, str)
+                    or t in seen
+                    or (good is not None and id(item) not in good)
+                ):
+                    continue
+                seen.add(t)
                 if t in order:
                     members.append(t)
                 else:
                     ctx.error(
-                        tnode,
+                        item,
                         join(key, i),
                         f"unknown target {t!r}{did_you_mean(t, targets)}",
                         "name a target defined in 'targets'",
@@ -497,24 +514,11 @@ class _Loader:
         return out
 
     def where_group(
-        self, m: YMap, key: str, name: str, targets: Mapping[str, Target]
+        self, text: str, m: YMap, key: str, name: str, targets: Mapping[str, Target]
     ) -> tuple[str, ...]:
         ctx = self.ctx
-        found = dict(ctx.items(m, key, keys_of(WhereGroup)))
-        if "where" not in found:
-            if m.entries.keys() <= {"where"}:
-                ctx.error(
-                    m,
-                    key,
-                    "a group is a list of target names or {where: <expression>}",
-                    "add where: \"role != 'admin'\" or list the targets",
-                )
-            return ()
-        wnode = found["where"]
+        wnode = m.entries["where"][1]
         wkey = join(key, "where")
-        text = ctx.string(wnode, wkey)
-        if text is None:
-            return ()
         try:
             where = compile_where(text)
         except ExprError as e:

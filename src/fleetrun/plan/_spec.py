@@ -840,7 +840,14 @@ class VarSpec(_Spec):
 class WhereGroup(_Spec):
     """Selection by attributes."""
 
-    where: str = Field(
+    _missing = {
+        "where": (
+            "a group is a list of target names or {where: <expression>}",
+            "add where: \"role != 'admin'\" or list the targets",
+        )
+    }
+
+    where: Text = Field(
         description="Expression over target attributes: == != < <= > >= in [..] not in [..] "
         "and or not, parentheses, 'text', numbers, true, false, null; 'name' is the target "
         "name; a missing attribute is null."
@@ -989,7 +996,7 @@ class PlanSpec(_Spec):
         "The fleet: inline mapping of target name -> attributes (or null for none), or the "
         "path (relative to the plan) of a YAML file holding that mapping."
     )
-    groups: dict[GroupName, list[str] | WhereGroup] | None = key(
+    groups: dict[GroupName, list[Text] | WhereGroup] | None = key(
         "Named sets of targets (a list of target names, or {where: <expression>}); 'all' "
         "is reserved for every target."
     )

@@ -123,6 +123,30 @@ def good_items(tp: Any, node: YNode) -> list[tuple[Any, YNode]]:
     return out
 
 
+@functools.cache
+def _entry_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    tp = next(
+        b for b in _branches(model.model_fields[name].annotation) if typing.get_origin(b) is dict
+    )
+    return TypeAdapter(typing.get_args(tp)[1], config=ConfigDict(strict=True))
+
+
+def validate_entry(ctx: Ctx, model: type[BaseModel], root: YMap, name: str, entry: str) -> Any:
+    """The value of ``entry`` of the mapping at key ``name`` of the section ``root``,
+    validated alone by the values' type of that field of ``model`` (a group of
+    ``groups``); None after recording every problem on ``ctx``."""
+    node = root.entries[name][1]
+    assert isinstance(node, YMap)
+    try:
+        return _entry_adapter(model, name).validate_python(to_python(node.entries[entry][1]))
+    except ValidationError as e:
+        errors: list[Any] = [
+            {**x, "loc": (name, entry, *x["loc"])} for x in e.errors(include_url=False)
+        ]
+    report(ctx, model, root, "", errors)
+    return None
+
+
 def report(
     ctx: Ctx, model: type[BaseModel], root: YNode, key: str, errors: Sequence[ErrorDetails]
 ) -> None:
@@ -133,12 +157,17 @@ def report(
     # not what the writer meant.
     deeper = {p[:i] for p, _, _, _ in placed for i in range(len(p))}
     deeper |= {p for p, _, _, e in placed if e["type"] not in _TYPE_WORDS}
+    # A required key left out of a mapping with an unknown key: that key is most
+    # likely the one misspelt, and its did-you-mean says it all.
+    misspelt = {p[:-1] for p, _, _, e in placed if e["type"] == "extra_forbidden"}
     mismatches: dict[tuple[Any, ...], list[str]] = {}
     for path, node, sub, e in placed:
         words = _TYPE_WORDS.get(e["type"])
         if words is not None:
             if path not in deeper:
                 mismatches.setdefault(path, []).append(words)
+            continue
+        if e["type"] == "missing" and path in misspelt:
             continue
         _one(ctx, model, node, sub, e)
     for path, expected in mismatches.items():
