@@ -6,12 +6,14 @@ from fleetrun.plan._fields import Ctx
 from fleetrun.plan._model import ClusterSection
 from fleetrun.plan._spec import ClusterSpec
 from fleetrun.plan._validate import validate_node
-from fleetrun.plan._yaml import YNode
+from fleetrun.plan._yaml import YNode, to_python
 
 
 def read_cluster(ctx: Ctx, node: YNode) -> ClusterSection:
     """The plan's ``cluster:`` section (``address``, ``workers``), checked by ``ClusterSpec``
     (an address by the rule ``--cluster`` follows too)."""
+    if to_python(node) is None:  # every key commented out: as if left out
+        return ClusterSection()
     spec = validate_node(ctx, ClusterSpec, node, "cluster")
     if spec is None:
         return ClusterSection()

@@ -118,12 +118,15 @@ def _no_null(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-def key(description: str, **kw: Any) -> Any:
-    """An optional key: absent is None, an explicit null is refused."""
+def key(description: str, *, nullable: bool = False, **kw: Any) -> Any:
+    """An optional key: absent is None, an explicit null is refused, unless ``nullable``
+    (a list or mapping whose entries are all commented out: null means empty; the model
+    lists it in ``_nullable`` too)."""
     extra = kw.pop("json_schema_extra", None)
 
     def schema_extra(schema: dict[str, Any]) -> None:
-        _no_null(schema)
+        if not nullable:
+            _no_null(schema)
         # Said beside a $ref too (pydantic leaves out one equal to the model's docstring).
         schema["description"] = description
         if extra:
@@ -672,6 +675,7 @@ class TaskSpec(_Spec):
     """One task: a shell command, run once or once per target of a group."""
 
     model_config = ConfigDict(json_schema_extra=_TASK_RULES)
+    _nullable = frozenset({"needs", "pools", "env"})
 
     run: Text | None = key(
         "Shell command. Templates: {{ target.name }}, {{ target.<attribute> }}, "
@@ -687,14 +691,16 @@ class TaskSpec(_Spec):
         "the task runs once."
     )
     needs: Annotated[list[Need] | NeedText, Expect("a list of needs, or one task name")] | None = (
-        key("Tasks that must succeed first.")
+        key("Tasks that must succeed first.", nullable=True)
     )
     pools: list[Text] | Text | None = key(
         "Pools whose limits every attempt of this task draws on.",
+        nullable=True,
         json_schema_extra={
             "anyOf": [
                 {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
                 {"type": "string"},
+                {"type": "null"},
             ]
         },
     )
@@ -704,7 +710,7 @@ class TaskSpec(_Spec):
     retry: Retry | None = key(_RETRY)
     success: SuccessSpec | None = key(_SUCCESS)
     env: dict[EnvName, EnvValue] | None = key(
-        "Environment variables for this task (over the plan's env)."
+        "Environment variables for this task (over the plan's env).", nullable=True
     )
     cwd: Text | None = key("Working directory, relative to the plan file's directory.")
     estimate: Duration | None = duration(
@@ -967,6 +973,7 @@ class PlanSpec(_Spec):
     """A fleetrun plan: a fleet of targets and the tasks to run across it."""
 
     model_config = ConfigDict(title="fleetrun plan")
+    _nullable = frozenset({"env", "secrets", "secret_patterns", "phases", "cluster"})
 
     name: Text | None = key("Name of the plan (default: file name).")
     description: str | None = key("What the plan does.")
@@ -975,16 +982,18 @@ class PlanSpec(_Spec):
         "the plan; given to every task's environment."
     )
     env: dict[EnvName, EnvValue] | None = key(
-        "Environment variables for every task (over env_file)."
+        "Environment variables for every task (over env_file).", nullable=True
     )
     secrets: list[EnvName] | None = key(
         "Environment variable names whose values are redacted from logs, journal and "
         "terminal (also taken from fleetrun's own environment).",
+        nullable=True,
         json_schema_extra={"uniqueItems": True},
     )
     secret_patterns: list[Text] | None = key(
         "Environment names containing one of these texts (or matching one of these globs, "
         "such as '*_PASSWORD') are secret too.",
+        nullable=True,
         json_schema_extra={"default": list(DEFAULT_SECRET_NAME_PATTERNS)},
     )
     vars: dict[Name, Scalar | VarSpec] | None = key(
@@ -1010,6 +1019,7 @@ class PlanSpec(_Spec):
     phases: list[PhaseName] | None = key(
         "Phase order (for --mode phased and for checks: a task may not need a task of a "
         "later phase). Default: order of first use.",
+        nullable=True,
         json_schema_extra={"uniqueItems": True},
     )
     tasks: dict[Name, TaskSpec] = Field(
@@ -1022,7 +1032,8 @@ class PlanSpec(_Spec):
     )
     cluster: ClusterSpec | None = key(
         "Where runs_on: cluster jobs go (--cluster and FLEETRUN_CLUSTER override address). "
-        "Without an address, a local cluster is started for the run."
+        "Without an address, a local cluster is started for the run.",
+        nullable=True,
     )
 
 

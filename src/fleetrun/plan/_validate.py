@@ -93,6 +93,8 @@ def validate_key(ctx: Ctx, model: type[BaseModel], m: YMap, name: str, key: str)
     field of ``model``; None after recording every problem on ``ctx``."""
     node = m.entries[name][1]
     data = to_python(node)
+    if data is None and name in getattr(model, "_nullable", ()):
+        return None  # an empty list or mapping: as if left out
     if data is None:
         errors: list[Any] = [{"type": "null", "loc": (name,), "msg": "null", "input": None}]
     else:
