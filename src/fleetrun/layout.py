@@ -84,6 +84,7 @@ def shared_pools_dir(create: bool = True) -> Path:
             where.mkdir(mode=0o700, parents=True)
     return where
 
+
 DB_NAME = "state.db"
 """The journal's file name inside the state directory."""
 

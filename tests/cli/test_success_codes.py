@@ -46,15 +46,13 @@ def _targets(kind: str, request: pytest.FixtureRequest) -> str:
     server: LoopbackSshd = request.getfixturevalue("sshd")
     cfg = json.dumps(str(server.client_config))
     return "targets:\n" + "".join(
-        f"  {t}: {{ssh: {{host: node-00{i}, config_file: {cfg}}}}}\n"
-        for i, t in enumerate("abc")
+        f"  {t}: {{ssh: {{host: node-00{i}, config_file: {cfg}}}}}\n" for i, t in enumerate("abc")
     )
 
 
 def _states(state: Path) -> dict[str, tuple[str, int | None, str]]:
     return {
-        i["key"]: (i["status"], i["exit_code"], i["reason"])
-        for i in show_json(state)["instances"]
+        i["key"]: (i["status"], i["exit_code"], i["reason"]) for i in show_json(state)["instances"]
     }
 
 

@@ -43,9 +43,7 @@ def install(dask_scheduler: Any = None) -> bool:
     claims: dict[str, str] = {}  # claim -> the key of its task
     calls = [0]
 
-    def fleetrun_start(
-        topic: str, job: str, claim: str, before: list[Any] | None = None
-    ) -> bool:
+    def fleetrun_start(topic: str, job: str, claim: str, before: list[Any] | None = None) -> bool:
         if before is not None:
             before_topic, before_job, before_msg = before
             ts = s.tasks.get(before_job)
