@@ -93,9 +93,7 @@ def _mute_first_start(dask_worker: Any = None) -> None:
     dask_worker.log_event = log_event
 
 
-def test_a_job_that_kills_its_worker_at_once_is_counted(
-    two: LocalCluster, tmp_path: Path
-) -> None:
+def test_a_job_that_kills_its_worker_at_once_is_counted(two: LocalCluster, tmp_path: Path) -> None:
     # The job kills its worker as its first act: whatever the worker had not sent
     # yet dies with it (here, for certain: any "started" event of its own). The
     # attempt is still counted and reported lost, and the command runs once per

@@ -168,4 +168,3 @@ def _open_logs(paths: list[str]) -> list[int | OSError]:
         except OSError as e:
             out.append(e)
     return out
-

@@ -104,6 +104,7 @@ STARTED = _cluster_claims.STARTED
 RESULT = -2
 """``seq`` of the "started" and "result" events (output chunks count from 0)."""
 
+
 class _Job:
     """One running job: its process group and how it is being ended."""
 

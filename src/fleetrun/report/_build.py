@@ -185,9 +185,7 @@ def build_report(journal: JournalReader, run_id: str) -> RunReport:
     )
 
 
-def load_run_graph(
-    run: RunRecord, rows: Sequence[InstanceRow]
-) -> tuple[Graph | None, list[str]]:
+def load_run_graph(run: RunRecord, rows: Sequence[InstanceRow]) -> tuple[Graph | None, list[str]]:
     """The graph run ``run`` (with its instance ``rows``) ran, as ``build_report``
     finds it, and notes on where it came from (None when it cannot be had)."""
     notes: list[str] = []
