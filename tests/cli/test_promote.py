@@ -73,7 +73,9 @@ name: waves3
 targets: {a: {}, b: {}, c: {}}
 rollout: {waves: [1], pause: true}
 tasks:
-  deploy: {for_each: all, run: "test {{ target.name }} != b || sleep 3"}
+  deploy:
+    for_each: all
+    run: "test {{ target.name }} != b || while [ ! -e GO ]; do sleep 0.05; done"
 """
 
 
@@ -94,7 +96,8 @@ def test_two_promotes_for_a_waiting_wave_open_that_wave_only(tmp_path: Path) -> 
     run recorded the opening, names the wave already open and changes nothing),
     and wave 3 waits for a promote of its own; `--early` approves it ahead."""
     plan = tmp_path / "p.yaml"
-    plan.write_text(PLAN3)
+    go = tmp_path / "go"
+    plan.write_text(PLAN3.replace("GO", str(go)))
     state = tmp_path / ".fleetrun"
     run = spawn("apply", str(plan), "--plain")
     try:
@@ -107,6 +110,7 @@ def test_two_promotes_for_a_waiting_wave_open_that_wave_only(tmp_path: Path) -> 
         if second.returncode == 2:
             assert "no wave of run" in second.stderr
             assert "--early" in second.stderr
+        go.touch()  # wave 2 ends only after both promotes, however slow they start
         _until(state, ["deploy@a", "deploy@b"])
         time.sleep(0.5)
         assert _succeeded(state) == ["deploy@a", "deploy@b"]  # wave 3 waits
