@@ -35,7 +35,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_the_suite_runs_in_worker_processes_with_a_timeout() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     options = config["tool"]["pytest"]["ini_options"]
-    assert options["addopts"][:2] == ["-n", "2"]
+    assert options["addopts"][:2] == ["-n", "4"]
     assert options["timeout"] > 0
     test_extra = config["project"]["optional-dependencies"]["test"]
     assert any(d.startswith("pytest-xdist") for d in test_extra)
