@@ -80,3 +80,43 @@ def test_bad_vars_are_refused_with_the_fix(tmp_path: Path) -> None:
     for out in (unknown, malformed, missing):
         assert "Traceback" not in out.stderr
     assert not (tmp_path / ".fleetrun").exists()
+
+
+SECRET_ONLY = """\
+name: secret-only
+vars:
+  token: {secret: true}
+  nulled: {secret: true, value: null}
+tasks:
+  use:
+    run: printf '%s\\n' "token={{ vars.token }} nulled={{ vars.nulled }}" | tee got.txt
+"""
+
+
+def test_a_secret_variable_without_a_value_is_declared_and_given_by_var(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(SECRET_ONLY)
+    # Used without a value: one line per use, saying how to give one.
+    for cmd in (["plan"], ["apply", "--plain"]):
+        bare = fleetrun(*cmd, str(plan))
+        assert bare.returncode == 2, bare.stdout + bare.stderr
+        assert "variable 'token' is declared but has no value" in bare.stderr
+        assert "--var token=..." in bare.stderr
+        assert "declares no variable" not in bare.stderr
+        assert "Traceback" not in bare.stderr
+    assert not (tmp_path / ".fleetrun").exists()
+    varfile = tmp_path / "secrets.yaml"
+    varfile.write_text("nulled: n-secret-77\n")
+    given = ["--var", "token=t-secret-42", "--var-file", str(varfile)]
+    shown = fleetrun("plan", str(plan), *given)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "t-secret-42" not in shown.stdout + shown.stderr
+    applied = fleetrun("apply", str(plan), "--plain", "--output", "grouped", *given)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert (tmp_path / "got.txt").read_text() == "token=t-secret-42 nulled=n-secret-77\n"
+    assert "token=*** nulled=***" in applied.stdout
+    logs = list((tmp_path / ".fleetrun" / "runs").rglob("*.log"))
+    assert logs
+    for text in [applied.stdout + applied.stderr, *(p.read_text() for p in logs)]:
+        assert "t-secret-42" not in text
+        assert "n-secret-77" not in text

@@ -40,9 +40,10 @@ def check_tasks(
     *,
     targets: Mapping[str, Target],
     vars_: Mapping[str, Scalar],
+    unset_vars: frozenset[str] = frozenset(),
     phases: Sequence[str] | None,
 ) -> None:
-    """Record every cross-task problem."""
+    """Record every cross-task problem (``unset_vars``: declared, but given no value)."""
     good_edges: dict[str, list[tuple[str, int]]] = {}
     for name, task in tasks.items():
         info = infos[name]
@@ -82,7 +83,7 @@ def check_tasks(
     _check_cycles(ctx, tasks, infos, good_edges)
     for name, task in tasks.items():
         if not infos[name].broken_run:
-            _check_template(ctx, task, infos[name], tasks, infos, targets, vars_)
+            _check_template(ctx, task, infos[name], tasks, infos, targets, vars_, unset_vars)
 
 
 def _count(task: Task) -> int:
@@ -203,6 +204,7 @@ def _check_template(
     infos: Mapping[str, TaskInfo],
     targets: Mapping[str, Target],
     vars_: Mapping[str, Scalar],
+    unset_vars: frozenset[str],
 ) -> None:
     node = info.run_node
     assert node is not None
@@ -250,6 +252,14 @@ def _check_template(
                     key,
                     f"{shown}: undefined variable{did_you_mean(path[1], vars_)}",
                     "define it under 'vars', or fix the name",
+                )
+            elif path[1] in unset_vars:
+                ctx.error_at(
+                    at,
+                    key,
+                    f"{shown}: variable {path[1]!r} is declared but has no value",
+                    f"give it one with --var {path[1]}=..., a --var-file, or 'value:' or "
+                    f"'env:' under vars.{path[1]}",
                 )
         elif len(path) != 4 or path[2] != "outputs":
             ctx.error_at(

@@ -156,6 +156,9 @@ class _Loader:
         self.var_overrides = dict(var_overrides or {})
         self.secret_vars: set[str] = set()
         self.secret_defaults: set[str] = set()
+        self.unset_vars: set[str] = set()
+        """Variables declared as ``{secret, env}`` with no value (and none from ``env``):
+        declared, so ``--var`` may set them, but a command may use them only once set."""
         self.file = file
         self.base_dir = base_dir
         self.path = path
@@ -270,6 +273,7 @@ class _Loader:
                 groups=groups,
                 pools=pools,
                 vars_=vars_,
+                unset_vars=frozenset(self.unset_vars),
                 phases=phases,
                 defaults=defaults,
                 base_dir=self.base_dir,
@@ -298,7 +302,7 @@ class _Loader:
             env=env,
             secrets=frozenset(names),
             secret_values=frozenset(values),
-            vars=vars_,
+            vars={k: v for k, v in vars_.items() if k not in self.unset_vars},
             targets=targets,
             groups=groups,
             pools=pools,
@@ -355,16 +359,16 @@ class _Loader:
             elif isinstance(value, YScalar):
                 out[name] = self.ctx.scalar(value, key)
             elif isinstance(value, YMap):
-                got = self.var_spec(name, value, key)
-                if got is not None:
-                    out[name] = got
+                out[name] = self.var_spec(name, value, key)
             else:
                 self.ctx.wrong_type(value, key, "a scalar, or a mapping {value, secret, env}")
         return out
 
     def var_spec(self, name: str, node: YMap, key: str) -> Scalar:
-        """One ``{value, secret, env}`` variable, checked by ``VarSpec``; None (and a
-        diagnostic) when unusable."""
+        """One ``{value, secret, env}`` variable, checked by ``VarSpec``. Without a value
+        (no ``value``, or ``value: null``, and nothing from ``env``) it is still declared
+        and recorded in ``unset_vars``: ``--var`` may give it one, and a command that uses
+        it without one is an error."""
         ctx = self.ctx
         spec, bad = validate_fields(ctx, VarSpec, node, key)
         f = {k: v for k, (_, v) in node.entries.items()}
@@ -376,17 +380,21 @@ class _Loader:
             if value is not None and str(value):
                 # Masked even when --var replaces it: the plan's text holds it.
                 self.secret_defaults.add(str(value))
+        unset = value is None
         if spec.env is not None:
             found = os.environ.get(spec.env)
             if found is not None:
-                value = found
+                value, unset = found, False
             elif "value" not in f and name not in self.var_overrides:
+                unset = False  # reported here, at its 'env'
                 ctx.error(
                     f["env"],
                     join(key, "env"),
                     f"variable {name!r} takes its value from ${spec.env}, which is not set",
                     f"export {spec.env}=..., or give it with --var {name}=...",
                 )
+        if unset:
+            self.unset_vars.add(name)
         return value
 
     def override_vars(self, vars_: dict[str, Scalar]) -> None:
@@ -405,6 +413,7 @@ class _Loader:
                 )
                 continue
             vars_[name] = value
+            self.unset_vars.discard(name)
             self.hash.update(b"\0var\0" + name.encode() + b"=" + value.encode())
 
     def targets(self, node: YNode) -> dict[str, Target]:

@@ -189,6 +189,7 @@ def read_tasks(
     groups: Mapping[str, tuple[str, ...]],
     pools: Mapping[str, Pool],
     vars_: Mapping[str, Scalar],
+    unset_vars: frozenset[str] = frozenset(),
     phases: Sequence[str] | None,
     defaults: Defaults | None,
     base_dir: Path,
@@ -338,7 +339,9 @@ def read_tasks(
             options=options,
         )
         infos[name] = info
-    check_tasks(ctx, tasks, infos, targets=targets, vars_=vars_, phases=phases)
+    check_tasks(
+        ctx, tasks, infos, targets=targets, vars_=vars_, unset_vars=unset_vars, phases=phases
+    )
     return tasks
 
 
