@@ -102,7 +102,7 @@ _context_opt = click.option("--context", default=None, help="kubectl context (de
 
 @click.group()
 def cluster() -> None:
-    """The compute cluster: up, status, scale, endpoint, down, render, build.
+    """The compute cluster: {commands}.
 
     \b
     Configuration: cluster.yaml and the variables IMAGE_REPO (required),
@@ -313,3 +313,7 @@ def retire_cmd(scheduler: str, worker: str, timeout: float) -> None:
     """
     drain(scheduler, [worker], timeout)
     click.echo(f"retired {worker}")
+
+
+# The group's help names its commands, every one registered above.
+cluster.help = (cluster.help or "").replace("{commands}", ", ".join(cluster.commands))
