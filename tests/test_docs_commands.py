@@ -64,7 +64,7 @@ NOT_RUN: dict[str, str] = {
     "fleetrun report --format html -o report.html": NO_JOURNAL,
     "python3 -m pytest -q": "the whole test suite, of which this test is one",
     "ruff check src tests && mypy": "the lint and type checks, run by .ci/run over the repository",
-    "python bench/bench_expand.py": "a benchmark (bench/ is not part of the examples' copy)",
+    "python3 bench/bench_expand.py": "a benchmark (bench/ is not part of the examples' copy)",
     'python3 -m mkdocs build --strict --site-dir "$(mktemp -d)"': "builds the site from the repository (mkdocs.yml is not part of the examples' copy); tests/test_docs_site.py runs the same build",  # noqa: E501
     "python3 -m mkdocs serve": "a web server that runs until interrupted",
     # examples/prover/README.md
@@ -94,7 +94,7 @@ DROPPED_ENV = ("CHAIN138_", "FAIL_", "THROTTLE_", "PROVER_", "FLEETRUN_", "IMAGE
                "COORDINATOR_", "CLUSTER_NS", "CLIENT_REPLICAS", "STAGE", "DASK_")  # fmt: skip
 # After a background command, the file it writes once it is ready; the next
 # command waits for it (a reader types slower than a script).
-READY = {"python -m fleetrun.executors.testing examples/hosts &": "examples/hosts/ssh_config"}
+READY = {"python3 -m fleetrun.executors.testing examples/hosts &": "examples/hosts/ssh_config"}
 # Run after the block whatever happened, when the command ran: what it left up.
 TEARDOWN = {"fleetrun cluster up --local --workers 3": "fleetrun cluster down --local"}
 # The demo service keeps its pid files in one fixed directory of the host; the
