@@ -139,3 +139,26 @@ def test_the_views_use_the_one_formatter() -> None:
     text = plan.render_text(g, None)
     assert f"critical path ({format_duration(6150.0, compact=True)})" in text
     assert "critical path (1h 42m)" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        (365 * 86400, True),
+        (365 * 86400 + 1, False),
+        ("365d", True),
+        ("366d", False),
+        ("53w", False),
+    ],
+)
+def test_a_plan_takes_durations_up_to_a_year(value: object, accepted: bool) -> None:
+    schema_ok = jsonschema.Draft202012Validator(plan.plan_json_schema()).is_valid(
+        json.loads(_timeout_plan(value))
+    )
+    if isinstance(value, int):  # the schema can bound numbers, not the text of durations
+        assert schema_ok == accepted
+    if accepted:
+        assert plan.load_plan_text(_timeout_plan(value)).tasks["t"].timeout == 365 * 86400
+    else:
+        with pytest.raises(PlanError, match=r"is over a year, the longest duration a plan takes"):
+            plan.load_plan_text(_timeout_plan(value))

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Iterator
 
 from fleetrun.errors import Diagnostic, Location
-from fleetrun.plan._units import DURATION_HELP, is_negative, parse_duration
+from fleetrun.plan._units import DURATION_HELP, duration_hint, is_negative, parse_duration
 from fleetrun.plan._yaml import Scalar, YMap, YNode, YScalar, YSeq, type_name
 
 
@@ -33,7 +33,8 @@ def _not_a_duration(node: YScalar, positive: bool) -> tuple[str, str]:
         least = "longer than zero" if positive else "zero or longer"
         shown = repr(v) if isinstance(v, str) else written
         return (f"{shown} is below zero: a duration must be {least}", DURATION_HELP)
-    return (f"{v!r} is not a duration", DURATION_HELP)
+    hint = duration_hint(v) if isinstance(v, str) else ""
+    return (f"{v!r} is not a duration{hint}", DURATION_HELP)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

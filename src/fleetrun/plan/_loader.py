@@ -380,7 +380,7 @@ class _Loader:
             if value is not None and str(value):
                 # Masked even when --var replaces it: the plan's text holds it.
                 self.secret_defaults.add(str(value))
-        unset = value is None
+        unset = value is None and "value" not in bad  # a bad value is reported already
         if spec.env is not None:
             found = os.environ.get(spec.env)
             if found is not None:

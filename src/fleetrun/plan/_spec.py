@@ -39,7 +39,7 @@ from pydantic_core import PydanticCustomError, core_schema
 from fleetrun.durations import DURATION_HELP, DURATION_PATTERN, parse_duration
 from fleetrun.plan._fields import did_you_mean
 from fleetrun.plan._model import MAX_ATTEMPTS, MAX_ATTEMPTS_WHY
-from fleetrun.plan._units import RATE_HELP, parse_rate
+from fleetrun.plan._units import MAX_DURATION, MAX_RATE, MIN_RATE, parse_rate, rate_problem
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 from fleetrun.runs_on import DEFAULT_KIND, KINDS, RUNS_ON, option_keys, scheduler_address_problem
 
@@ -142,7 +142,7 @@ def _seconds(value: object) -> object:
     if isinstance(value, float | int | str) and not isinstance(value, bool):
         seconds = parse_duration(value)
         if seconds is not None:
-            return seconds
+            return _at_most_a_year(value, seconds)
     raise problem("duration", f"{value!r} is not a duration", DURATION_HELP)
 
 
@@ -150,16 +150,26 @@ def _positive_seconds(value: object) -> object:
     if isinstance(value, float | int | str) and not isinstance(value, bool):
         seconds = parse_duration(value)
         if seconds is not None and seconds > 0:
-            return seconds
+            return _at_most_a_year(value, seconds)
         if seconds is not None:
             raise problem("duration_zero", "must be longer than zero", DURATION_HELP)
     raise problem("duration_positive", f"{value!r} is not a duration", DURATION_HELP)
 
 
+def _at_most_a_year(value: object, seconds: float) -> float:
+    if seconds > MAX_DURATION:  # infinity too
+        raise problem(
+            "duration_range",
+            f"{value!r} is over a year, the longest duration a plan takes",
+            "write at most 365d, such as 30s, 5m, 1h30m or 2d (a plain number is seconds)",
+        )
+    return seconds
+
+
 def _rate(value: object) -> object:
     rate = parse_rate(value)
     if rate is None:
-        raise problem("rate", "not a rate above zero", RATE_HELP)
+        raise problem("rate", *rate_problem(value))
     return rate
 
 
@@ -169,13 +179,13 @@ Duration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0},
+                {"type": "number", "minimum": 0, "maximum": MAX_DURATION},
                 {"type": "string", "pattern": DURATION_PATTERN},
             ]
         }
     ),
 ]
-"""Seconds, written 30s, 5m, 1h30m, 250ms or as a plain number."""
+"""Seconds, written 30s, 5m, 1h30m, 250ms or as a plain number; at most ``MAX_DURATION``."""
 
 PositiveDuration = Annotated[
     float,
@@ -183,7 +193,7 @@ PositiveDuration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION},
                 {"type": "string", "pattern": DURATION_PATTERN},
             ]
         }
@@ -197,13 +207,14 @@ Rate = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "number", "minimum": MIN_RATE, "maximum": MAX_RATE},
                 {"type": "string", "pattern": RATE_PATTERN},
             ]
         }
     ),
 ]
-"""Starts per second, written 10/s, 600/m or 100/h (a plain number is per second)."""
+"""Starts per second, written 10/s, 600/m or 100/h (a plain number is per second),
+from ``MIN_RATE`` (one a day) to ``MAX_RATE``."""
 
 _DURATION_WORDS = " A duration: 30s, 5m, 1h30m, 250ms, or seconds as a number."
 

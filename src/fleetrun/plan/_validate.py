@@ -30,6 +30,7 @@ from pydantic_core import ErrorDetails
 
 from fleetrun.plan._fields import Ctx, _not_a_duration, did_you_mean, join
 from fleetrun.plan._spec import Expect, Why, is_duration
+from fleetrun.plan._units import rate_problem
 from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, to_python
 
 M = TypeVar("M", bound=BaseModel)
@@ -237,6 +238,9 @@ def _one(ctx: Ctx, model: type[BaseModel], node: YNode, sub: str, e: ErrorDetail
         )
     elif kind in ("duration", "duration_positive") and isinstance(node, YScalar):
         ctx.error(node, sub, *_not_a_duration(node, positive=kind == "duration_positive"))
+    elif kind == "rate" and isinstance(node, YScalar) and not isinstance(node.value, str):
+        # A number, boolean or null as written (1e400, not inf).
+        ctx.error(node, sub, *rate_problem(node.value, node.source.strip()))
     elif kind == "missing":
         name = str(e["loc"][-1])
         owner = next(
