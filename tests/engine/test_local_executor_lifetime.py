@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -151,6 +152,38 @@ def test_interrupt_ends_what_left_the_group(runner, tmp_path, mode):
     assert time.monotonic() - t0 < 10
     assert ran.result.status == "interrupted"
     assert not pid_alive(_pid(f))
+
+
+@pytest.mark.parametrize("second", [0.0, 0.5])
+def test_a_second_interrupt_kills_what_left_the_group_without_the_grace(runner, tmp_path, second):
+    # Both the group and the process that left it ignore SIGTERM. The second
+    # press comes at once (before the attempt began to end) or while the group
+    # is in its grace period; either way nothing waits for the grace any more,
+    # whether it was found before the press or after it.
+    f = tmp_path / "bg.pid"
+    control = RunControl()
+    cmd = (
+        f"trap '' TERM; setsid sh -c 'trap \"\" TERM; echo $$ > {f}; exec sleep 600' "
+        ">/dev/null 2>&1 & sleep 600"
+    )
+    timers: list[threading.Timer] = []
+
+    def hook(e):
+        if isinstance(e, AttemptStarted):
+            _pid(f)
+            control.interrupt()
+            timers.append(threading.Timer(second, control.interrupt))
+            timers[-1].start()
+
+    t0 = time.monotonic()
+    ran = runner(graph([task("t", cmd)]), hook=hook, control=control, grace=30.0)
+    took = time.monotonic() - t0
+    for t in timers:
+        t.join()
+    assert ran.result.status == "interrupted"
+    assert control.presses == 2
+    assert not pid_alive(_pid(f))
+    assert took < 15, took  # well under the 30 s grace
 
 
 def test_members_that_exit_after_their_leader_do_not_hold_up_the_end(runner, tmp_path):

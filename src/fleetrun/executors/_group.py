@@ -115,6 +115,7 @@ class GroupProc:
     __slots__ = (
         "_drain_handle",
         "_grace",
+        "_hurried",
         "_kill_handle",
         "_killed",
         "_last",
@@ -158,6 +159,7 @@ class GroupProc:
         self.cut_off = False
         self.left: list[str] = []
         self._grace = grace
+        self._hurried = False
         self._kill_handle: asyncio.TimerHandle | None = None
         self._drain_handle: asyncio.TimerHandle | None = None
         self._killed = False
@@ -270,12 +272,15 @@ class GroupProc:
     # -- ending the group --------------------------------------------------------
 
     def terminate(self, grace: float) -> None:
-        """SIGTERM the group now, SIGKILL it after ``grace`` seconds (idempotent)."""
+        """SIGTERM the group now, SIGKILL it after ``grace`` seconds (idempotent; no
+        grace at all once ``hurry`` was called)."""
         if self.terminating:
             return
         self.terminating = True
         if not _killpg(self.pid, signal.SIGTERM) and self.returncode is not None:
             self.group_gone = True
+        if self._hurried:
+            grace = 0.0
         self._kill_handle = self._loop.call_later(max(0.0, grace), self.kill)
         if self.returncode is not None:
             self._poll_group()
@@ -294,6 +299,14 @@ class GroupProc:
                 self._poll_handle.cancel()
             self._poll_group()
         self._check()
+
+    def hurry(self) -> None:
+        """No more grace: SIGKILL the group if it is being ended, and at once
+        whenever it is ended from now on."""
+        self._hurried = True
+        self._grace = 0.0
+        if self.terminating:
+            self.kill()
 
     def on_timeout(self, grace: float) -> None:
         """The attempt ran out of time: end the group."""

@@ -107,7 +107,7 @@ class LocalExecutor(LocalBase):
         chdir = self._spawn_chdir(cwd)
         path, argv = self._argv(spec.command, base, None if chdir else cwd)
         env, extra_env = self._spawn_env(spec, base)
-        grace = spec.grace if spec.grace is not None else self.grace
+        grace = self._grace(spec.grace if spec.grace is not None else self.grace)
 
         piped = bool(spec.redactor) or spec.on_output is not None
         null = devnull()
@@ -214,6 +214,8 @@ class LocalExecutor(LocalBase):
             return []  # no child at all: nothing can be left
         left = _reaper.Leftovers(tag, self._leaders)
         self._leftovers.add(left)
+        if self._now:
+            left.kill_now()
         try:
             return await left.end(first, grace)
         finally:
@@ -283,7 +285,7 @@ class LocalExecutor(LocalBase):
         With ``tag``, what the attempt left outside its group is ended too;
         returns what that was.
         """
-        proc.terminate(grace)
+        proc.terminate(self._grace(grace))
         while not proc.finished:
             proc.done = asyncio.get_running_loop().create_future()
             proc._check()
@@ -299,10 +301,11 @@ class LocalExecutor(LocalBase):
             return []  # already re-raising a cancellation: ended, without the grace
 
     def kill_now(self) -> None:
-        """SIGKILL every group that is being ended (skip the rest of its grace)."""
+        """SIGKILL every group that is being ended and what left it (skip the rest of
+        the grace period); whatever is ended later in this run gets no grace either."""
+        self._now = True
         for proc in list(self._active):
-            if proc.terminating:
-                proc.kill()
+            proc.hurry()
         for left in list(self._leftovers):
             left.kill_now()
 
@@ -315,4 +318,5 @@ class LocalExecutor(LocalBase):
             self._exits.close()
             self._exits = None
         self._env.clear()
+        self._now = False  # a later run (the executor opens anew) has its grace again
         self._env_block.clear()

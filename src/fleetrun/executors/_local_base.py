@@ -77,6 +77,13 @@ class LocalBase:
         self._here = os.getcwd()
         self._leaders: set[int] = set()
         """The leaders (and so the process groups) of the attempts running now."""
+        self._now = False
+        """Set by ``kill_now``: whatever is ended from then on (a group, what left
+        it, found now or later) gets SIGKILL at once, without a grace period."""
+
+    def _grace(self, grace: float) -> float:
+        """``grace``, or none at all once ``kill_now`` was called."""
+        return 0.0 if self._now else grace
 
     # -- per-task preparation (cached: built once per task, not per attempt) ------
 

@@ -222,7 +222,7 @@ class LocalExecutor(LocalBase):
         cwd = self._task_cwd(spec.cwd)
         enter = cwd is not None and self._dir_ok(cwd)
         path, argv = self._argv(spec.command, base, None if enter else cwd)
-        grace = spec.grace if spec.grace is not None else self.grace
+        grace = self._grace(spec.grace if spec.grace is not None else self.grace)
         # What the attempt starts starts after this (a second early covers the
         # rounding of creation times).
         since = time.time() - 1.0
@@ -323,6 +323,8 @@ class LocalExecutor(LocalBase):
             return []
         left = _Leftovers(tag, since)
         self._leftovers.add(left)
+        if self._now:
+            left.kill_now()
         try:
             return await left.end(found, grace)
         finally:
@@ -336,7 +338,7 @@ class LocalExecutor(LocalBase):
         With ``tagged`` (the attempt's tag and start), what the attempt left
         outside its group is ended too; returns what that was.
         """
-        proc.terminate(grace)
+        proc.terminate(self._grace(grace))
         while not proc.finished:
             proc.done = asyncio.get_running_loop().create_future()
             proc._check()
@@ -352,10 +354,11 @@ class LocalExecutor(LocalBase):
             return []  # already re-raising a cancellation: ended, without the grace
 
     def kill_now(self) -> None:
-        """SIGKILL every group that is being ended (skip the rest of its grace)."""
+        """SIGKILL every group that is being ended and what left it (skip the rest of
+        the grace period); whatever is ended later in this run gets no grace either."""
+        self._now = True
         for proc in list(self._active):
-            if proc.terminating:
-                proc.kill()
+            proc.hurry()
         for left in list(self._leftovers):
             left.kill_now()
 
@@ -364,4 +367,5 @@ class LocalExecutor(LocalBase):
         if self._active or self._leftovers:
             return
         self._env.clear()
+        self._now = False  # a later run (the executor opens anew) has its grace again
         self._scans = None
