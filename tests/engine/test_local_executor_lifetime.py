@@ -6,9 +6,11 @@ so the test can check that they are gone (or, with ``keep_running``, not).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -208,6 +210,40 @@ def test_members_that_exit_after_their_leader_do_not_hold_up_the_end(runner, tmp
     ran = runner(graph([task("t", cmd)]), hook=hook, control=control, grace=30)
     assert ran.result.status == "interrupted"
     assert _took(ran, "t") < 15  # the grace is 30 s
+
+
+# A member of the group that exits at once and whose parent never waits for
+# it: the parent forks it, then leaves the group (setsid) and sleeps. Its zombie
+# stays in the group; nothing of the group runs any more.
+ZOMBIE_MEMBER = (
+    "{py} -c 'import os, sys, time\n"
+    "if os.fork() == 0: os._exit(0)\n"
+    'os.setsid(); open(sys.argv[1], "w").write(str(os.getpid())); time.sleep(600)\' {f} &\n'
+)
+
+
+@pytest.mark.parametrize("ending", ["exits", "times out", "times out, keep_running"])
+def test_a_zombie_left_in_the_group_does_not_hold_up_the_end(runner, tmp_path, ending):
+    # Several at once, as a run has them; each ends well within its grace period.
+    keep = ending.endswith("keep_running")
+    tail = "sleep 0.3" if ending == "exits" else "sleep 600"
+    tasks = []
+    for i in range(4):
+        cmd = ZOMBIE_MEMBER.format(py=sys.executable, f=tmp_path / f"p{i}.pid")
+        cmd += f"while [ ! -s {tmp_path / f'p{i}.pid'} ]; do sleep 0.01; done; {tail}"
+        t = task(f"t{i}", cmd, timeout=None if ending == "exits" else 0.5)
+        tasks.append(dataclasses.replace(t, options=LocalOptions(keep_running=keep)))
+    try:
+        ran = runner(graph(tasks), grace=30.0)
+        for i in range(4):
+            assert _took(ran, f"t{i}") < 15, _took(ran, f"t{i}")  # well under the grace
+            state = ran.settled()[f"t{i}"].state
+            assert state == ("succeeded" if ending == "exits" else "failed")
+            assert pid_alive(_pid(tmp_path / f"p{i}.pid")) == keep
+    finally:
+        for i in range(4):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(_pid(tmp_path / f"p{i}.pid"), signal.SIGKILL)
 
 
 def test_keep_running_leaves_a_service_alone(runner, tmp_path):

@@ -17,8 +17,9 @@ An attempt ends when its command (the group leader) ends:
 
 Ending a group (timeout or cancellation) is SIGTERM to the group, then
 ``grace`` seconds, then SIGKILL. The group counts as gone once no member runs
-any more: members that are only zombies (SIGKILLed, waiting for their parent
-to reap them) do not hold it up.
+any more: members that are only zombies (waiting for a parent that is not
+fleetrun to reap them, or for a slow init) do not hold it up, before the
+SIGKILL as after it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ DRAIN = 0.5
 """Seconds output is still read after the command ended (then the pipe is closed)."""
 
 _GROUP_POLL = 0.02
+_LIST_EVERY = 5
+"""While the group is polled, its members are listed every this many polls."""
 
 
 def _killpg(pgid: int, sig: int) -> bool:
@@ -124,6 +127,7 @@ class GroupProc:
         "_loop",
         "_pipe",
         "_poll_handle",
+        "_polls",
         "_redact",
         "cut_off",
         "done",
@@ -164,6 +168,7 @@ class GroupProc:
         self._drain_handle: asyncio.TimerHandle | None = None
         self._killed = False
         self._poll_handle: asyncio.TimerHandle | None = None
+        self._polls = 0
         self.done: asyncio.Future[None] = loop.create_future()
         self._pipe = pipe
         self._log_fd = log_fd
@@ -320,8 +325,13 @@ class GroupProc:
         if self.group_gone:
             return
         self._reap_group()
-        if not _killpg(self.pid, 0) or (self._killed and not self._members()):
-            # Empty, or only zombies left: nothing of the group runs any more.
+        self._polls += 1
+        # Listing the members is a scan of every process: while something of the
+        # group may still run, only every few polls (every one after SIGKILL).
+        look = self._killed or self._polls % _LIST_EVERY == 1
+        if not _killpg(self.pid, 0) or (look and not self._members()):
+            # Empty, or only zombies left (whose parent, outside the group or
+            # slow to reap, is not fleetrun): nothing of the group runs any more.
             self.group_gone = True
             self._check()
             return
