@@ -148,8 +148,11 @@ def _slug(heading: str) -> str:
 
 
 def _number(value: object) -> str:
+    """A bound as written by hand: ``1`` for 1.0, ``1/86400`` for a tiny fraction."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, float) and 0 < value < 0.001 and abs(1 / value - round(1 / value)) < 1e-6:
+        return f"1/{round(1 / value)}"
     return str(value)
 
 

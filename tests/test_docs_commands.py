@@ -396,3 +396,16 @@ def test_prover_render_without_the_password_names_where_the_user_came_from(
     assert "cluster.yaml" in line, line
     assert "export IMAGE_AUTH_PASSWORD" in line, line
     assert "IMAGE_AUTH_USER is set" not in line, line
+
+
+def test_the_diagnostics_example_shows_fleetruns_lines(tmp_path: Path) -> None:
+    """docs/diagnostics.md's ``-v`` example prints the retry it promises on stderr."""
+    (cmd,) = [c for c in extract("docs/diagnostics.md") if c.text.startswith("fleetrun -v ")]
+    root = _copy(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(DROPPED_ENV)}
+    env.update(ENV, PATH=f"{tmp_path / 'bin'}{os.pathsep}{env.get('PATH', '')}")
+    proc = subprocess.run(["bash", "-c", cmd.text], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if " fleetrun." in line]
+    assert any(" INFO " in line and "retrying in" in line for line in lines), proc.stderr

@@ -33,6 +33,7 @@ LEVELS: Mapping[str, int] = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
+    "error": logging.ERROR,
 }
 """The values ``FLEETRUN_LOG`` takes, and the level each shows from."""
 LIBRARIES = ("asyncssh",)

@@ -115,8 +115,32 @@ def test_unknown_fleetrun_log_value_is_one_line() -> None:
     res = fleetrun("schema", extra_env={"FLEETRUN_LOG": "loud"})
     assert res.returncode == 2
     assert res.stderr.splitlines() == [
-        "error: FLEETRUN_LOG='loud': expected one of debug, info, warning (or unset it)"
+        "error: FLEETRUN_LOG='loud': expected one of debug, info, warning, error (or unset it)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["apply", "-v", "x.yaml"], "-v goes before the command: fleetrun -v apply x.yaml"),
+        (["apply", "x.yaml", "-vv"], "-v goes before the command: fleetrun -vv apply x.yaml"),
+        (["plan", "--verbose", "my plan.yaml"],
+         "--verbose goes before the command: fleetrun -v plan 'my plan.yaml'"),
+        (["-v", "cluster", "status", "-v"],
+         "-v goes before the command: fleetrun -vv cluster status"),
+    ],
+)  # fmt: skip
+def test_verbose_after_the_command_says_where_it_goes(argv: list[str], said: str) -> None:
+    res = fleetrun(*argv)
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [f"error: {said}"]
+    assert res.stdout == ""
+
+
+def test_another_unknown_option_keeps_clicks_message() -> None:
+    res = fleetrun("apply", "--verbosity", "x.yaml")
+    assert res.returncode == 2
+    assert "No such option '--verbosity'" in res.stderr
 
 
 # -- in process: the handler itself -------------------------------------------------------
@@ -177,6 +201,8 @@ def test_disabled_warning_reaches_no_stderr(
         (2, "", logging.DEBUG),
         (3, "", logging.DEBUG),
         (0, "warning", logging.WARNING),
+        (0, "error", logging.ERROR),
+        (0, "ERROR", logging.ERROR),
         (0, " Debug ", logging.DEBUG),
         (1, "debug", logging.DEBUG),  # the more detailed of the two
         (2, "warning", logging.DEBUG),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
+import shlex
 import signal
 import sys
 
@@ -68,6 +70,24 @@ COMMANDS: dict[str, str] = {
 loads only that command's module). A new command is one entry here."""
 
 
+_COMMAND_ARGS = "fleetrun.command_args"
+_VERBOSE = re.compile(r"-v+|--verbose")
+
+
+def _verbose_misplaced(error: click.NoSuchOption, args: list[str]) -> str | None:
+    """What to say when ``-v``/``--verbose`` was given after the command (it is an
+    option of ``fleetrun`` itself), with the command line that works; None for
+    any other unknown option."""
+    if _VERBOSE.fullmatch(error.option_name) is None:
+        return None
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if _VERBOSE.fullmatch(a)]
+    count = sum(1 if a == "--verbose" else len(a) - 1 for a in flags) or 1
+    rest = [a for a in args[:end] if not _VERBOSE.fullmatch(a)] + args[end:]
+    fixed = shlex.join(["fleetrun", "-" + "v" * count, *rest])
+    return f"{error.option_name} goes before the command: {fixed}"
+
+
 class _Group(click.Group):
     """Loads commands lazily from ``COMMANDS``; maps fleetrun errors to messages
     and exit codes, never showing a traceback for them."""
@@ -84,9 +104,19 @@ class _Group(click.Group):
         assert isinstance(command, click.Command)
         return command
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_COMMAND_ARGS] = list(args)  # the command line as typed, for messages
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as e:
+            line = _verbose_misplaced(e, ctx.meta.get(_COMMAND_ARGS, []))
+            if line is None:
+                raise
+            click.echo(f"error: {line}", err=True)
+            ctx.exit(EXIT_USAGE)
         except PlanError as e:
             n = len(e.diagnostics)
             click.echo(f"error: the plan has {n} problem{'s' if n != 1 else ''}:", err=True)
@@ -108,7 +138,8 @@ class _Group(click.Group):
     "--verbose",
     count=True,
     help="Show fleetrun's own diagnostics on stderr: -v what it does (connections, "
-    "retries), -vv every detail. Also FLEETRUN_LOG=debug|info|warning.",
+    "retries), -vv every detail. It goes before the command. Also "
+    "FLEETRUN_LOG=debug|info|warning|error.",
 )
 def cli(verbose: int) -> None:
     """Run multi-phase operations across a fleet of targets, as parallel as
