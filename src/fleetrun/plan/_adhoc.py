@@ -37,6 +37,7 @@ import yaml
 from fleetrun.errors import Diagnostic, Location, PlanError, UsageError
 from fleetrun.plan._loader import TOP_KEYS, load_plan, load_plan_text
 from fleetrun.plan._model import ALL_TARGETS, RUNS_ON, Plan, Task
+from fleetrun.plan._readfile import UnreadableFile, read_bounded
 from fleetrun.plan._select import split_names, targets_named
 from fleetrun.plan._template import Template
 
@@ -106,8 +107,11 @@ def exec_plan(request: ExecRequest) -> Plan:
     if request.runs_on is not None and request.runs_on not in RUNS_ON:
         raise UsageError(f"--runs-on must be one of {', '.join(RUNS_ON)}")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_bounded(path).decode("utf-8")
+    except UnreadableFile as e:
+        fix = f"; {e.fix}" if e.fix else ""
+        raise UsageError(f"cannot read {request.file}: {e.reason}{fix}") from None
+    except UnicodeDecodeError as e:
         raise UsageError(f"cannot read {request.file}: {e}") from None
     if is_fleet_file(text):
         # Reuse the loader's checks (ssh attributes included) on the fleet file.

@@ -1,7 +1,8 @@
 """Plan files -> the validated, resolved ``Plan``.
 
-``load_plan`` reads the plan file, its targets file and its ``env_file`` (and
-nothing else), checks everything and raises one ``PlanError`` listing every
+``load_plan`` reads the plan file, its targets file, its ``env_file`` and its
+tasks' scripts (and nothing else; each a regular file of at most
+``MAX_FILE_BYTES``, see ``_readfile``), checks everything and raises one ``PlanError`` listing every
 problem found, each with file:line:column, key path and fix. Nothing that a
 file can contain makes it raise anything else: an unexpected failure is
 reported as an internal-error diagnostic rather than a traceback.
@@ -30,6 +31,7 @@ from fleetrun.plan._expr import (
 from fleetrun.plan._fields import Ctx, did_you_mean, join
 from fleetrun.plan._limits_read import check_shared, read_pool, read_rollout
 from fleetrun.plan._model import ALL_TARGETS, ClusterSection, Plan, Pool, Scalar, Target
+from fleetrun.plan._readfile import UnreadableFile, read_bounded
 from fleetrun.plan._secrets import matches_secret_pattern, secret_names_and_values
 from fleetrun.plan._spec import PhaseName, PlanSpec, Text, VarSpec, WhereGroup, keys_of
 from fleetrun.plan._ssh import merge_ssh, read_ssh
@@ -63,15 +65,14 @@ def load_plan(
     """
     file = os.fspath(path)
     try:
-        data = Path(file).read_bytes()
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
+        data = read_bounded(file)
+    except UnreadableFile as e:
         raise PlanError(
             [
                 Diagnostic(
                     Location(file, 1, 1),
-                    f"cannot read the plan file: {reason}",
-                    fix="check the path",
+                    f"cannot read the plan file: {e.reason}",
+                    fix=e.fix or "check the path",
                 )
             ]
         ) from None
@@ -325,15 +326,15 @@ class _Loader:
         if self.path is None:
             shown = str(full)
         try:
-            data = full.read_bytes()
+            data = read_bounded(full)
             text = data.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = getattr(e, "strerror", None) or getattr(e, "reason", None) or str(e)
+        except UnreadableFile as e:
+            fix = e.fix or f"create it, or give its path relative to {self.base_dir}"
+            self.ctx.error(node, key, f"cannot read {what} {str(full)!r}: {e.reason}", fix)
+            return None
+        except UnicodeDecodeError as e:
             self.ctx.error(
-                node,
-                key,
-                f"cannot read {what} {str(full)!r}: {reason}",
-                f"create it, or give its path relative to {self.base_dir}",
+                node, key, f"cannot read {what} {str(full)!r}: {e.reason}", "save it as UTF-8"
             )
             return None
         self.hash.update(b"\0" + data)

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import yaml
 
 from fleetrun.errors import UsageError
+from fleetrun.plan._readfile import UnreadableFile, read_bounded
 
 
 def parse_var_args(values: Iterable[str]) -> dict[str, str]:
@@ -24,15 +25,15 @@ def parse_var_args(values: Iterable[str]) -> dict[str, str]:
 def read_var_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """A YAML (or JSON) file mapping variable names to scalar values, as strings.
 
-    Raises ``UsageError`` naming the file when it cannot be read or is not
-    such a mapping.
+    Raises ``UsageError`` naming the file when it cannot be read (not a regular
+    file, or over ``MAX_FILE_BYTES``) or is not such a mapping.
     """
     file = os.fspath(path)
     try:
-        with open(file, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise UsageError(f"--var-file {file}: cannot read it: {e.strerror}") from None
+        data = yaml.safe_load(read_bounded(file).decode("utf-8"))
+    except UnreadableFile as e:
+        fix = f"; {e.fix}" if e.fix else ""
+        raise UsageError(f"--var-file {file}: cannot read it: {e.reason}{fix}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UsageError(f"--var-file {file}: not valid YAML: {e}".splitlines()[0]) from None
     if data is None:
