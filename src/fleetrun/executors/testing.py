@@ -142,20 +142,13 @@ class LoopbackSshd:
             )
         finally:
             log.close()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                    if s.recv(4).startswith(b"SSH-"):
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                text = (d / "sshd.log").read_text(errors="replace")
-                raise RuntimeError(f"sshd did not start: {text.strip()}")
-            time.sleep(0.05)
+        try:
+            cls._wait_ready(proc, port, d, timeout)
+        except BaseException:
+            # Not started in time, or interrupted while starting: no sshd is left.
+            proc.kill()
+            proc.wait()
+            raise
         return cls(
             port=port,
             dir=d,
@@ -166,6 +159,21 @@ class LoopbackSshd:
             client_config=client,
             host_key_line=key_line,
         )
+
+    @staticmethod
+    def _wait_ready(proc: subprocess.Popen[bytes], port: int, d: Path, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        return
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                text = (d / "sshd.log").read_text(errors="replace")
+                raise RuntimeError(f"sshd did not start: {text.strip()}")
+            time.sleep(0.05)
 
     def children(self) -> list[int]:
         """Pids of the per-connection sshd processes (children of the listener)."""
@@ -317,20 +325,39 @@ class TcpRelay:
                     self._drop(s)
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP reached the command-line server: stop as Ctrl-C does."""
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
 def main(argv: list[str]) -> int:
-    """Start a server for DIR (writes DIR/ssh_config) and run until interrupted."""
+    """Start a server for DIR (writes DIR/ssh_config) and run until interrupted:
+    Ctrl-C, SIGTERM (``kill %1`` of a background job) or SIGHUP (the terminal
+    closed) stop the sshd with it."""
     if len(argv) != 1:
-        print("usage: python -m fleetrun.executors.testing DIR", file=sys.stderr)
+        print("usage: python3 -m fleetrun.executors.testing DIR", file=sys.stderr)
         return 2
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
     target = Path(argv[0]).resolve()
-    server = LoopbackSshd.start(target / ".sshd")
-    shutil.copy(server.client_config, target / "ssh_config")
-    print(f"sshd on 127.0.0.1:{server.port}; wrote {target / 'ssh_config'}; Ctrl-C stops it")
     try:
+        server = LoopbackSshd.start(target / ".sshd")
+    except (KeyboardInterrupt, _Stopped):
+        return 0
+    try:
+        shutil.copy(server.client_config, target / "ssh_config")
+        print(f"sshd on 127.0.0.1:{server.port}; wrote {target / 'ssh_config'}; "
+              "Ctrl-C (or kill) stops it", flush=True)  # fmt: skip
         server.proc.wait()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stopped):
         pass
     finally:
+        # A second signal while the sshd stops must not leave it running.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         server.stop()
     return 0
 
