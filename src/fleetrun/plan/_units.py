@@ -10,6 +10,7 @@ written, the forms accepted and, where the slip is plain, the value meant.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 
@@ -145,8 +146,6 @@ def rate_problem(value: object, written: str | None = None) -> tuple[str, str]:
 
 def _close_unit(unit: str) -> str | None:
     """The accepted unit ``unit`` is a slip of, if one is plain (``sek`` -> ``s``)."""
-    import difflib
-
     close = difflib.get_close_matches(unit, [*_RATE_SECONDS, *_UNIT_WORDS], n=1, cutoff=0.6)
     return _UNIT_WORDS.get(close[0], close[0]) if close else None
 
