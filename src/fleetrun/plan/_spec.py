@@ -1074,9 +1074,44 @@ class _PlanSchema(GenerateJsonSchema):
         return False
 
 
+def _defaults() -> dict[str, dict[str, Any]]:
+    """What a key left out means, by section: read from the values the plan's model
+    falls back on, so that the schema cannot say one thing and the loader do another."""
+    import dataclasses
+
+    from fleetrun.plan import _model
+
+    def fields(cls: Any, *names: str) -> dict[str, Any]:
+        given = {f.name: f.default for f in dataclasses.fields(cls)}
+        return {n: given[n] for n in names}
+
+    return {
+        "AdaptiveSpec": fields(_model.AdaptiveSettings, *keys_of(AdaptiveSpec)),
+        "ThrottleSpec": fields(_model.ThrottleRule, "attempts"),
+        "PoolSpec": fields(_model.Pool, "burst"),
+        "RolloutSpec": fields(_model.Rollout, "max_failed", "pause"),
+        "RetrySpec": fields(_model.RetryPolicy, "attempts", "backoff", "max_backoff"),
+        "RetryOn": {"timeout": False, "connect": False},
+        "SuccessSpec": {"exit": [0]},
+        "TaskSpec": {
+            "estimate": 1.0,
+            "runs_on": DEFAULT_KIND,
+            "keep_running": False,
+            "allow_empty": False,
+        },
+        "SSHSpec": {"connect_timeout": 10.0},
+        "ClusterSpec": {"workers": 2},
+        "VarSpec": {"secret": False},
+    }
+
+
 @functools.cache
 def _schema() -> dict[str, Any]:
     schema = PlanSpec.model_json_schema(schema_generator=_PlanSchema)
+    for section, given in _defaults().items():
+        props = schema["$defs"][section]["properties"]
+        for name, value in given.items():
+            props[name].setdefault("default", value)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
