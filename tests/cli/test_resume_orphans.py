@@ -69,3 +69,53 @@ def test_resume_with_a_live_orphan_is_refused_until_it_is_ended(tmp_path: Path) 
         if p.poll() is None:
             p.kill()
             p.communicate()
+
+
+@pytest.mark.slow  # two fleetrun runs, a refusal and the record: about 6 s
+def test_processes_that_left_the_dead_runs_groups_are_seen_and_ended(tmp_path: Path) -> None:
+    # Each attempt leaves its process group (setsid) with a shell and two sleeps.
+    marker = tmp_path / "started-once"
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "targets: {a: {}, b: {}}\n"
+        "tasks:\n"
+        "  step:\n"
+        "    for_each: all\n"
+        f"    run: if [ -e {marker}-{{{{ target.name }}}} ]; then echo again; "
+        f"else touch {marker}-{{{{ target.name }}}}; "
+        "setsid sh -c 'sleep 300 & sleep 303' & sleep 304; fi\n"
+    )
+    tag = uuid.uuid4().hex
+    p = spawn("apply", str(plan), "--plain", extra_env={"TEST_TAG": tag})
+    try:
+        # Per target: the task's shell and `sleep 304` in its group; the setsid
+        # shell, `sleep 300` and `sleep 303` outside it.
+        def tasks() -> list[int]:
+            return [pid for pid in live_processes_with_env("TEST_TAG", tag) if pid != p.pid]
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(tasks()) < 10:
+            time.sleep(0.05)
+        assert len(tasks()) == 10
+        p.send_signal(signal.SIGKILL)
+        p.communicate()
+
+        refused = fleetrun("apply", str(plan), "--resume")
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        said = refused.stdout + refused.stderr
+        assert "2 attempt(s) of a run that died still run" in said
+        orphan_lines = [line for line in said.splitlines() if line.startswith("orphan: step@")]
+        assert len(orphan_lines) == 2, said
+        for line in orphan_lines:
+            assert len(line.split("outside it: pids ")[1].split()) == 3, line
+        assert len(live_processes_with_env("TEST_TAG", tag)) == 10
+
+        ended = fleetrun("apply", str(plan), "--resume", "--kill-orphans", "--grace", "1")
+        assert ended.returncode == 0, ended.stdout + ended.stderr
+        assert "ended 2 orphaned process group(s) and 6 process(es) that left them" in ended.stdout
+        assert live_processes_with_env("TEST_TAG", tag) == []
+    finally:
+        kill_processes_with_env("TEST_TAG", tag)
+        if p.poll() is None:
+            p.kill()
+            p.communicate()

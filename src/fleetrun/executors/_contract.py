@@ -165,7 +165,9 @@ class Orphan:
     """Processes (or a job) that a dead run's attempt left running.
 
     ``pids`` are the live members found (empty when the executor cannot list
-    them, e.g. a cluster job).
+    them, e.g. a cluster job, or when the group is gone); ``outside``: live
+    processes of the attempt that left its process group (``setsid``, a double
+    fork), found by its tag.
     """
 
     run_id: str
@@ -173,6 +175,7 @@ class Orphan:
     attempt: int
     handle: Handle
     pids: tuple[int, ...] = ()
+    outside: tuple[int, ...] = ()
 
     @property
     def pgid(self) -> int | None:
@@ -186,7 +189,10 @@ class Orphan:
         if h.job is not None:
             return f"{h.kind} job {h.job}{where}"
         pids = " ".join(map(str, self.pids))
-        return f"process group {h.pgid}{where}, pids {pids}"
+        text = f"process group {h.pgid}{where}, " + (f"pids {pids}" if pids else "gone")
+        if self.outside:
+            text += f"; outside it: pids {' '.join(map(str, self.outside))}"
+        return text
 
 
 @dataclass(frozen=True, slots=True)

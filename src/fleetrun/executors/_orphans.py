@@ -10,7 +10,10 @@ elsewhere):
   recorded or, with the leader gone, while members that started after it
   remain;
 - an attempt spawned just before its run died, before it reached the journal,
-  is found by the ``FLEETRUN_RUN_ID`` in its processes' environment.
+  is found by the ``FLEETRUN_RUN_ID`` in its processes' environment;
+- so is every process that left its attempt's group (``setsid``, a double
+  fork): it belongs to the attempt whose tag it carries, and is ended with
+  that attempt's group, checked by its start time.
 
 Nothing here imports anything specific to one operating system.
 """
@@ -152,52 +155,138 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def kill_all(
+    view: ProcessView,
+    pgids: Iterable[int],
+    procs: Mapping[int, int],
+    run_ids: Iterable[str],
+    grace: float,
+) -> None:
+    """End process groups and single processes (``pid -> start time``) the trio
+    way: SIGTERM, up to ``grace``, SIGKILL, then wait (bounded) until they are gone.
+
+    A process is signalled only while its start time is the one given: a pid
+    reused meanwhile is never touched. Processes that carry one of ``run_ids``
+    (started meanwhile, or found only now) are ended with them.
+    """
+    groups = list(pgids)
+    alone = dict(procs)
+    runs = list(run_ids)
+    own = (os.getpid(), os.getpgrp())
+
+    def look() -> None:
+        table = view.table()
+        now = {pid: start for members in table.values() for pid, start in members}
+        groups[:] = [g for g in groups if group_members(view, g, None, table)]
+        for p in [p for p, start in alone.items() if now.get(p) != start]:
+            del alone[p]
+        for t in processes_of_runs(view, runs, table):
+            if t.pid not in own and t.pgid != own[1] and t.pid not in alone:
+                alone[t.pid] = now[t.pid]
+                _signal_same(view, t.pid, now[t.pid], sig)
+
+    sig = signal.SIGTERM
+    for g in groups:
+        _killpg(g, sig)
+    for pid, start in alone.items():
+        _signal_same(view, pid, start, sig)
+    for sig, limit, poll in ((signal.SIGTERM, grace, 0.05), (signal.SIGKILL, 5.0, 0.02)):
+        deadline = time.monotonic() + limit
+        look()
+        if sig == signal.SIGKILL:
+            for g in groups:
+                _killpg(g, sig)
+            for pid, start in alone.items():
+                _signal_same(view, pid, start, sig)
+        while (groups or alone) and time.monotonic() < deadline:
+            time.sleep(poll)
+            look()
+
+
+def _signal_same(view: ProcessView, pid: int, start: int, sig: int) -> None:
+    """Signal ``pid`` (and the group it leads, if it leads one) while it is the
+    process that started at ``start``."""
+    if view.start_time(pid) != start:
+        return
+    with contextlib.suppress(OSError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+    with contextlib.suppress(OSError):
+        os.kill(pid, sig)
+
+
 class OrphanFinderBase:
-    """Finds and ends the process groups that dead runs left on this machine
-    (the rules of the module docstring, on the platform's ``view``)."""
+    """Finds and ends what dead runs left on this machine (the rules of the module
+    docstring, on the platform's ``view``): each attempt's process group and
+    every process that left it but still carries the attempt's tag."""
 
     kind = "local"
     view: ProcessView
+
+    def __init__(self) -> None:
+        self._starts: dict[int, int] = {}
+        """Start times of the processes found outside their attempt's group."""
 
     def find_now(
         self, attempts: Sequence[RecordedAttempt], dead_runs: Sequence[str]
     ) -> list[Orphan]:
         """``find`` without the event loop (reads the process table)."""
         view = self.view
-        found: list[Orphan] = []
         rows = [a for a in attempts if a.handle.kind == "local" and a.handle.pgid is not None]
-        table = view.table() if rows or dead_runs else {}
+        runs = set(dead_runs) | {a.run_id for a in rows}
+        table = view.table() if runs else {}
+        starts = {pid: start for members in table.values() for pid, start in members}
+        # Per attempt: its handle and its group's live members.
+        groups: dict[tuple[str, str, int], tuple[Handle, tuple[int, ...]]] = {}
         for a in rows:
             pgid, start = a.handle.pgid, a.handle.start_time
             assert pgid is not None
             if start is None and view.start_time(pgid) is not None:
                 # The leader had exited before its start time was read, and a
                 # process with its pid exists now: the id was reused.
-                continue
-            pids = group_members(view, pgid, start, table)
-            if pids:
-                found.append(Orphan(a.run_id, a.key, a.attempt, a.handle, pids))
-        known = {o.handle.pgid for o in found}
-        known.add(os.getpgrp())  # never this process's own group
-        extra: dict[int, list[Tagged]] = {}
-        for t in processes_of_runs(view, dead_runs, table):
-            if t.pgid not in known:
-                extra.setdefault(t.pgid, []).append(t)
+                pids: tuple[int, ...] = ()
+            else:
+                pids = group_members(view, pgid, start, table)
+            groups[(a.run_id, a.key, a.attempt)] = (a.handle, pids)
+        own = (os.getpid(), os.getpgrp())  # never this process, nor its group
+        tagged: dict[tuple[str, str, int], list[Tagged]] = {}
+        for t in processes_of_runs(view, runs, table):
+            if t.pid not in own and t.pgid != own[1]:
+                tagged.setdefault((t.run_id, t.key, t.attempt), []).append(t)
         host = socket.gethostname()
-        for pgid, tagged in sorted(extra.items()):
-            first = min(tagged, key=lambda t: t.pid)
-            pids = tuple(sorted(p for p, _ in table.get(pgid, [])))
-            handle = Handle("local", host, first.pid, pgid)
-            found.append(Orphan(first.run_id, first.key, first.attempt, handle, pids))
+        for at, procs in tagged.items():
+            if at not in groups:
+                # Not journaled (the run died first): its group is that of its
+                # first process.
+                first = min(procs, key=lambda t: t.pid)
+                members = tuple(sorted(p for p, _ in table.get(first.pgid, [])))
+                groups[at] = (Handle("local", host, first.pid, first.pgid), members)
+        found: list[Orphan] = []
+        for (run_id, key, attempt), (handle, pids) in groups.items():
+            outside = tuple(
+                sorted(t.pid for t in tagged.get((run_id, key, attempt), []) if t.pid not in pids)
+            )
+            for pid in outside:
+                self._starts[pid] = starts[pid]
+            if pids or outside:
+                found.append(Orphan(run_id, key, attempt, handle, pids, outside))
         return found
 
     async def find(
         self, attempts: Sequence[RecordedAttempt], dead_runs: Sequence[str]
     ) -> list[Orphan]:
-        """Live process groups among ``attempts`` and tagged with ``dead_runs``."""
+        """Live process groups among ``attempts`` and tagged with ``dead_runs``, and
+        the processes that left them."""
         return await asyncio.to_thread(self.find_now, attempts, dead_runs)
 
     async def end(self, orphans: Sequence[Orphan], grace: float) -> None:
-        """SIGTERM each group, ``grace`` seconds, SIGKILL, wait until gone."""
-        pgids = [o.handle.pgid for o in orphans if o.handle.pgid is not None]
-        await asyncio.to_thread(kill_groups, self.view, pgids, grace)
+        """SIGTERM each group and what left it, ``grace``, SIGKILL, wait until gone.
+
+        What left a group is signalled only while it is the process found (the
+        same start time), and whatever else carries the tag of one of their
+        runs by then is ended with it.
+        """
+        pgids = [o.handle.pgid for o in orphans if o.handle.pgid is not None and o.pids]
+        procs = {p: self._starts[p] for o in orphans for p in o.outside if p in self._starts}
+        runs = {o.run_id for o in orphans}
+        await asyncio.to_thread(kill_all, self.view, pgids, procs, runs, grace)

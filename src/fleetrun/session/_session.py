@@ -144,7 +144,9 @@ class Session:
             )
         if search.kill:
             await _end_orphans(finders, orphans, search.grace)
-            notify(Notice("orphan", f"ended {len(orphans)} orphaned process group(s)"))
+            outside = sum(len(o.outside) for o in orphans)
+            left = f" and {outside} process(es) that left them" if outside else ""
+            notify(Notice("orphan", f"ended {len(orphans)} orphaned process group(s){left}"))
             return
         still = _still_running(prepared, orphans)
         if still:
