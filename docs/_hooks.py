@@ -492,7 +492,8 @@ def commands_markdown() -> str:
     order ``fleetrun --help`` lists them, subcommands under their group."""
     from fleetrun.cli import cli
 
-    root = click.Context(cli, info_name="fleetrun")
+    # A fixed width: the page must not depend on the terminal (COLUMNS) it is made in.
+    root = click.Context(cli, info_name="fleetrun", terminal_width=78)
     lines: list[str] = []
     for command, ctx in _walk(cli, root):
         path = ctx.command_path
