@@ -8,24 +8,15 @@ import re
 import shlex
 import signal
 import sys
+from typing import TYPE_CHECKING, Any
 
+import click
 
-def _interrupted_while_starting(signum: int, frame: object) -> None:
-    # Ctrl-C while the modules load: exit 130 quietly (SystemExit prints no traceback).
-    raise SystemExit(130)
-
-
-# Installed before the heavy imports below, only when fleetrun is the program
-# (the console script or ``python -m fleetrun``), never in a program that
-# imports it; ``main`` hands SIGINT back to Python.
-if "fleetrun" in sys.argv[0] and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
-from typing import TYPE_CHECKING, Any  # noqa: E402
-
-import click  # noqa: E402
-
-from fleetrun import __version__, diagnostics  # noqa: E402
-from fleetrun.errors import FleetrunError, PlanError  # noqa: E402
+# ``fleetrun/__init__`` installs this SIGINT handler first thing when fleetrun is
+# the program (the console script or ``python -m fleetrun``), never in a program
+# that imports it; ``main`` hands SIGINT back to Python.
+from fleetrun import __version__, _interrupted_while_starting, diagnostics
+from fleetrun.errors import FleetrunError, PlanError
 
 if TYPE_CHECKING:
     from fleetrun.session import RunOutcome
