@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -39,6 +40,8 @@ from fleetrun.plan._tasks import read_defaults, read_tasks
 from fleetrun.plan._validate import good_items, validate_entry, validate_fields, validate_key
 from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, load_yaml
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
+
+_log = logging.getLogger(__name__)
 
 TOP_KEYS = keys_of(PlanSpec)
 _VALUES = ("name", "description", "env_file", "env", "secrets", "secret_patterns", "phases")
@@ -121,6 +124,7 @@ def _guarded(
             [Diagnostic(Location(file, 1, 1), "the plan is too large or too deeply nested")]
         ) from None
     except Exception as e:  # Invariant: bad input never shows a traceback.
+        _log.debug("internal error while loading %s", file, exc_info=True)
         raise PlanError(
             [
                 Diagnostic(
