@@ -437,7 +437,9 @@ def _walk(
             sub = command.get_command(ctx, name)
             if sub is None or sub.hidden:
                 continue
-            yield from _walk(sub, click.Context(sub, info_name=name, parent=ctx))
+            yield from _walk(
+                sub, click.Context(sub, info_name=name, parent=ctx, **sub.context_settings)
+            )
 
 
 def _help_markdown(text: str) -> list[str]:
@@ -493,7 +495,8 @@ def commands_markdown() -> str:
     from fleetrun.cli import cli
 
     # A fixed width: the page must not depend on the terminal (COLUMNS) it is made in.
-    root = click.Context(cli, info_name="fleetrun", terminal_width=78)
+    # The group's own context settings (``-h`` as well as ``--help``), as a command line gets.
+    root = click.Context(cli, info_name="fleetrun", terminal_width=78, **cli.context_settings)
     lines: list[str] = []
     for command, ctx in _walk(cli, root):
         path = ctx.command_path
