@@ -87,7 +87,11 @@
   function statusBadge(s) {
     return el("span", { class: `status st-${s}`, text: s });
   }
+  // Once the server has said it stops, a request still under way fails: the banner
+  // keeps saying where the record is rather than "Failed to fetch".
+  let serverGone = false;
   function setBanner(text, error) {
+    if (serverGone && error) return;
     banner.hidden = !text;
     banner.className = error ? "banner error" : "banner";
     banner.textContent = text || "";
@@ -168,6 +172,7 @@
   // The state directories served (the pages say them when the server is gone).
   let servedDirs = [];
   function stopped(es, dirs) {
+    serverGone = true;
     es.close();
     liveBadge.textContent = "stopped";
     liveBadge.className = "live off";
@@ -646,7 +651,7 @@
     });
     finalLoad = async () => { if (!done) await follow(); };
     await loadFrom(null);
-    const timer = setInterval(() => { if (done) clearInterval(timer); else follow().catch((e) => setBanner(e.message, true)); }, 1000);
+    const timer = setInterval(() => { if (done || serverGone) clearInterval(timer); else follow().catch((e) => setBanner(e.message, true)); }, 1000);
   }
   function drawAttemptHeader(header, a, runId) {
     const siblings = el("span", {}, ...a.attempts.map((s) => s.n === a.n
