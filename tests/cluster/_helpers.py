@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,17 @@ def pgrep(marker: str) -> list[str]:
     """Command lines of live processes whose command line holds ``marker``."""
     out = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+def gone(marker: str, within: float = 15.0) -> bool:
+    """Whether every process whose command line holds ``marker`` ends within ``within``
+    seconds (a worker's watchdog ends its jobs' groups asynchronously)."""
+    deadline = time.monotonic() + within
+    while pgrep(marker):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def run(coro: Any) -> Any:
