@@ -184,12 +184,15 @@
     const es = new EventSource("/api/events");
     let failures = 0;
     es.addEventListener("open", () => { failures = 0; liveBadge.textContent = "live"; liveBadge.className = "live"; });
+    let bye = false;
     es.addEventListener("error", () => {
-      // One failed reconnection means the server is gone: say so, stop trying.
-      if (++failures >= 2 || es.readyState === EventSource.CLOSED) { stopped(es, null); return; }
+      // One failed reconnection means the server is gone: say so, stop trying. After
+      // ``bye`` the stream's end is the server stopping: no reconnection at all.
+      if (bye || ++failures >= 2 || es.readyState === EventSource.CLOSED) { stopped(es, null); return; }
       liveBadge.textContent = "reconnecting\u2026"; liveBadge.className = "live off";
     });
     es.addEventListener("bye", async (ev) => {
+      bye = true;
       let data = {};
       try { data = JSON.parse(ev.data); } catch (e) { data = {}; }
       try { await finalLoad(); } catch (e) { /* the banner below says the rest */ }
@@ -205,17 +208,30 @@
     window.addEventListener("pagehide", () => es.close());
   }
   // A refresher runs ``load`` now and again after each change, never two at once.
+  // Once the server is gone it loads nothing more (a request then would only be refused).
   function refresher(load, minGap) {
-    let busy = false, again = false, last = 0, timer = null;
+    let current = null, again = false, last = 0, timer = null;
+    async function once() {
+      last = Date.now();
+      current = load().catch((e) => setBanner(e.message, true));
+      await current;
+      current = null;
+    }
     async function run() {
-      if (busy) { again = true; return; }
+      if (serverGone) return;
+      if (current) { again = true; return; }
       const wait = last + minGap - Date.now();
       if (wait > 0) { if (!timer) timer = setTimeout(() => { timer = null; run(); }, wait); return; }
-      busy = true; last = Date.now();
-      try { await load(); } catch (e) { setBanner(e.message, true); }
-      busy = false;
+      await once();
       if (again) { again = false; run(); }
     }
+    // The last state at once, whatever the gap: the server is about to stop.
+    run.now = async () => {
+      if (timer) { clearTimeout(timer); timer = null; }
+      again = false;
+      while (current) await current;
+      await once();
+    };
     return run;
   }
 
@@ -284,7 +300,7 @@
       return out;
     }
     const refresh = refresher(load, 300);
-    finalLoad = load;
+    finalLoad = () => refresh.now();
     listeners.add((kind) => { if (kind === "runs" || kind === "resync" || kind === "run") refresh(); });
     await refresh();
   }
@@ -386,7 +402,7 @@
       fill(actions, ...buttons, message);
     }
     const refresh = refresher(load, 150);
-    finalLoad = load;
+    finalLoad = async () => { await refresh.now(); await timeline.now(); };
     // ``runs``: the list changed (a prune among others).
     listeners.add((kind, ev) => {
       if (kind === "resync" || kind === "runs" || (kind === "run" && ev.id === runId)) refresh();
