@@ -163,7 +163,7 @@ class Display:
         stream: TextIO | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        from fleetrun.report import EventsFile, LiveConsole, OutputPrinter, PlainConsole, use_live
+        from fleetrun.report import EventsFile, OutputPrinter, PlainConsole, use_live
 
         stream = ConsoleStream.wrap(sys.stdout if stream is None else stream)  # type: ignore[assignment]
         assert stream is not None
@@ -175,7 +175,10 @@ class Display:
             self._events = EventsFile(Path(req.events), redactor)
         self._live: Any = None
         if not req.quiet and use_live(stream, plain=req.plain, environ=environ):
+            # Imported only here: plain lines never load rich.
             from rich.console import Console
+
+            from fleetrun.report import LiveConsole
 
             self._live = LiveConsole(
                 graph,

@@ -1,4 +1,5 @@
-"""``LiveConsole``: the run drawn live on a terminal with rich, and when to use it.
+"""``LiveConsole``: the run drawn live on a terminal with rich (``use_live``, kept
+apart from rich in ``_plain``, says when).
 
 The console is an engine subscriber. Events only update counters in a
 ``LiveState`` (O(1) each); the screen is redrawn from the event loop at most
@@ -19,9 +20,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import TracebackType
-from typing import TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -42,31 +42,12 @@ from fleetrun.engine import (
 from fleetrun.plan import Graph
 from fleetrun.report._live_render import LiveState, render
 from fleetrun.report._plain import SkipBatch, event_text, reused_text, stamp, summary_text
+from fleetrun.report._plain import use_live as use_live
 
 log = logging.getLogger(__name__)
 
 MAX_QUEUED = 256 * 1024
 """Characters of task output held for the next redraw before it is printed at once."""
-
-
-def use_live(stream: TextIO, *, plain: bool, environ: Mapping[str, str]) -> bool:
-    """Whether to draw the live view on ``stream`` rather than plain lines.
-
-    Live only when every rule allows it:
-
-    - ``plain`` is False (``--plain`` asks for plain lines);
-    - ``CI`` is unset or empty (CI systems keep logs, not screens);
-    - ``NO_COLOR`` is unset (set, even empty, it asks for plain text);
-    - ``TERM`` is not ``dumb`` (such a terminal cannot move the cursor);
-    - ``stream.isatty()`` is True (a pipe or a file gets plain lines; a stream
-      without ``isatty`` or a closed one counts as not a terminal).
-    """
-    if plain or environ.get("CI") or "NO_COLOR" in environ or environ.get("TERM") == "dumb":
-        return False
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
 
 
 class LiveConsole:

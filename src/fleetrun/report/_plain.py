@@ -8,6 +8,9 @@ reasons, pools, log tails) go through ``printable``: a control character shows
 as its escape (``\\r``, ``\\x1b``), so no name can rewrite a line or clear the
 screen. Task output shown on a terminal goes through ``terminal_safe``:
 colours (SGR sequences) are kept, every other control character is escaped.
+
+``use_live`` says which of the two consoles a stream gets; it lives here, apart
+from rich, so that choosing plain lines never imports the live view.
 """
 
 from __future__ import annotations
@@ -236,6 +239,26 @@ def pool_limits(rate: float, concurrency: int | None) -> str:
     if concurrency is not None:
         parts.append(f"concurrency {concurrency}")
     return ", ".join(parts) or "unlimited"
+
+
+def use_live(stream: TextIO, *, plain: bool, environ: Mapping[str, str]) -> bool:
+    """Whether to draw the live view on ``stream`` rather than plain lines.
+
+    Live only when every rule allows it:
+
+    - ``plain`` is False (``--plain`` asks for plain lines);
+    - ``CI`` is unset or empty (CI systems keep logs, not screens);
+    - ``NO_COLOR`` is unset (set, even empty, it asks for plain text);
+    - ``TERM`` is not ``dumb`` (such a terminal cannot move the cursor);
+    - ``stream.isatty()`` is True (a pipe or a file gets plain lines; a stream
+      without ``isatty`` or a closed one counts as not a terminal).
+    """
+    if plain or environ.get("CI") or "NO_COLOR" in environ or environ.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 class PlainConsole:
