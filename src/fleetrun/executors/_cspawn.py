@@ -48,12 +48,14 @@ _OPAQUE = 1024
 (336 and 80 on glibc x86-64; generous for any libc)."""
 
 
-_LIBC_NAME = ctypes.util.find_library("c") or "libc.so.6"
+LIBC_NAME = ctypes.util.find_library("c") or "libc.so.6"
+"""The C library's file, looked up once per process: ``find_library`` runs
+``ldconfig`` (a child process) each time it is asked."""
 
 
 def _load() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(_LIBC_NAME, use_errno=True)
+        libc = ctypes.CDLL(LIBC_NAME, use_errno=True)
         for name in (
             "posix_spawn",
             "posix_spawnattr_init",
@@ -105,7 +107,7 @@ def _load_quick(libc: ctypes.CDLL | None) -> ctypes.PyDLL | ctypes.CDLL | None:
     if libc is None:
         return None
     try:
-        quick: ctypes.PyDLL | ctypes.CDLL = ctypes.PyDLL(_LIBC_NAME)
+        quick: ctypes.PyDLL | ctypes.CDLL = ctypes.PyDLL(LIBC_NAME)
     except OSError:
         quick = libc
     for name, argtypes in (

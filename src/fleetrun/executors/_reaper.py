@@ -30,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import signal
 from collections.abc import Iterable
 
+from fleetrun.executors._cspawn import LIBC_NAME
 from fleetrun.executors._orphans import TaggedProcess
 from fleetrun.names import ATTEMPT_ID as ATTEMPT_ID
 from fleetrun.names import RUN_ID_ENV
@@ -58,7 +58,7 @@ def can_subreap() -> bool:
     """True when this kernel has child subreapers (asked without becoming one)."""
     flag = ctypes.c_int(0)
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(LIBC_NAME, use_errno=True)
         return bool(libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
@@ -69,7 +69,7 @@ def become_subreaper() -> bool:
     if not _SUBREAPER:
         ok = False
         with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc = ctypes.CDLL(LIBC_NAME, use_errno=True)
             ok = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
         _SUBREAPER.append(ok)
     return _SUBREAPER[0]
