@@ -16,7 +16,6 @@ import click
 
 from fleetrun.cli._task_logs import print_target_logs, target_logs
 from fleetrun.errors import RunNotFoundError, UsageError
-from fleetrun.plan import did_you_mean
 from fleetrun.report import (
     history_text,
     outputs_data,
@@ -116,6 +115,8 @@ def _states(values: tuple[str, ...]) -> set[str] | None:
     wanted = {v.strip() for value in values for v in value.split(",") if v.strip()}
     unknown = sorted(wanted - set(_STATES))
     if unknown:
+        from fleetrun.plan import did_you_mean
+
         raise UsageError(
             f"--state {unknown[0]!r}{did_you_mean(unknown[0], _STATES)}: use one of "
             + ", ".join(_STATES)

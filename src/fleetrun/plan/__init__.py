@@ -1,10 +1,14 @@
-"""Plan files -> validated model -> expanded task graph. Pure: no I/O beyond reading files."""
+"""Plan files -> validated model -> expanded task graph. Pure: no I/O beyond reading files.
 
-from fleetrun.plan._adhoc import EXEC_TASK, ExecRequest, exec_plan, is_fleet_file
+The reading side (the loader, the schema's pydantic models, YAML) loads on first
+use: a program that only handles a graph or a record (``fleetrun show``, the
+engine, the journal) does not pay for it."""
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from fleetrun.plan._expand import dependents_closure, expand, quorum_size
-from fleetrun.plan._fields import did_you_mean
 from fleetrun.plan._graph import Graph, Node, Requirement
-from fleetrun.plan._loader import load_plan, load_plan_text
 from fleetrun.plan._model import (
     ALL_TARGETS,
     RUNS_ON,
@@ -43,7 +47,6 @@ from fleetrun.plan._rollout import (
 )
 from fleetrun.plan._select import select, selection_closure, selection_lines, split_names
 from fleetrun.plan._simulate import MODES, phase_layers, simulate, simulate_remaining
-from fleetrun.plan._spec import plan_json_schema
 from fleetrun.plan._summary import (
     empty_tasks,
     empty_tasks_error,
@@ -53,7 +56,41 @@ from fleetrun.plan._summary import (
 )
 from fleetrun.plan._template import Ref, Template
 from fleetrun.plan._units import parse_duration, parse_rate
-from fleetrun.plan._varfile import parse_var_args, read_var_file
+
+if TYPE_CHECKING:
+    from fleetrun.plan._adhoc import EXEC_TASK, ExecRequest, exec_plan, is_fleet_file
+    from fleetrun.plan._fields import did_you_mean
+    from fleetrun.plan._loader import load_plan, load_plan_text
+    from fleetrun.plan._spec import plan_json_schema
+    from fleetrun.plan._varfile import parse_var_args, read_var_file
+
+_LAZY = {
+    "EXEC_TASK": "_adhoc",
+    "ExecRequest": "_adhoc",
+    "exec_plan": "_adhoc",
+    "is_fleet_file": "_adhoc",
+    "did_you_mean": "_fields",
+    "load_plan": "_loader",
+    "load_plan_text": "_loader",
+    "plan_json_schema": "_spec",
+    "parse_var_args": "_varfile",
+    "read_var_file": "_varfile",
+}
+"""The names of the reading side -> the module that defines each."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups find it without this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "ALL_TARGETS",

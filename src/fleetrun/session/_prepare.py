@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleetrun.diagnostics import note_secrets
 from fleetrun.engine import DEFAULT_GRACE, RunOptions, check_pools_dir, new_run_id
@@ -25,15 +25,10 @@ from fleetrun.executors import RecordedAttempt
 from fleetrun.layout import RUN_DIRS, RUNS_DIR, RunLayout, shared_pools_dir
 from fleetrun.plan import (
     ALL_TARGETS,
-    ExecRequest,
     Graph,
     Plan,
     empty_tasks_error,
-    exec_plan,
     expand,
-    load_plan,
-    parse_var_args,
-    read_var_file,
     selection_closure,
     split_names,
 )
@@ -62,6 +57,9 @@ from fleetrun.state import (
     prepare_state_dir,
     private_dirs,
 )
+
+if TYPE_CHECKING:
+    from fleetrun.plan import ExecRequest
 
 Notify = Callable[[Notice], None]
 
@@ -184,6 +182,10 @@ def prepare(req: RunRequest, notify: Notify) -> PreparedRun | RunOutcome:
 def _prepare(
     req: RunRequest, state_dir: Path, previous: RunRecord | None, notify: Notify
 ) -> PreparedRun | RunOutcome:
+    # The plan reader (pydantic, YAML) loads here, not when the session is imported:
+    # the commands that only read the record never need it.
+    from fleetrun.plan import ExecRequest, exec_plan, load_plan
+
     exec_req = req.exec_request
     if exec_req is None and previous is not None and previous.options.get("exec"):
         exec_req = ExecRequest.from_json(previous.options["exec"])
@@ -490,6 +492,8 @@ def _var_overrides(req: RunRequest, state_dir: Path, previous: RunRecord | None)
                 f"cannot read the variables of run {previous.id}: {e}; give them again with --var"
             ) from None
         out.update({str(k): str(v) for k, v in loaded.items()})
+    from fleetrun.plan import parse_var_args, read_var_file
+
     for f in req.var_files:
         out.update(read_var_file(f))
     out.update(parse_var_args(req.vars))
