@@ -189,6 +189,39 @@ def test_the_adaptive_state_is_shared(runs) -> None:
     assert b_changes[-1][4] == f"{a_changes[-1][4]} (run run-a)"
 
 
+def test_a_concurrency_throttle_of_a_shared_pool_delays_only_its_attempt(runs) -> None:
+    """As a run's own pool: a throttle that the shared adaptive state counts
+    against the concurrency does not pause the pool for every run, only the
+    throttled attempt waits its Retry-After; a start throttled within that
+    delay pauses the whole pool, for every run."""
+    adaptive = AdaptiveSettings(initial=8)
+    a, a_changes = runs("run-a", concurrency=8, adaptive=adaptive)
+    b, _ = runs("run-b", concurrency=8, adaptive=adaptive)
+    t = 100.0
+    for _ in range(4):
+        for limits in (a, b):
+            assert limits.wait_time(API, t) == 0
+            assert limits.take(API, t)
+    a.release(API)  # run-a's throttled attempt ended
+    signal = a.throttled((ThrottleMatch(0, "exit 75", 1.0),), t, t + 0.1)
+    assert signal is not None
+    assert signal.pause == 1.0  # its own retry waits for the Retry-After
+    assert a.paused_until[0] < t  # the pool is not paused ...
+    b.release(API)
+    assert b.wait_time(API, t + 0.2) == 0  # ... for the other run either
+    assert a.cap("api") == 7  # 7 were admitted
+    said = a_changes[-1][4]
+    assert said.endswith("(7 in flight, Retry-After 1s, for the throttled attempt only)")
+    assert b.take(API, t + 0.2)
+    # A start within that delay is throttled too: now the pool pauses, for both runs.
+    b.release(API)
+    signal = b.throttled((ThrottleMatch(0, "exit 75", 1.0),), t + 0.2, t + 0.3)
+    assert signal is not None
+    assert b.paused_until[0] == pytest.approx(t + 1.3)
+    a.release(API)
+    assert a.wait_time(API, t + 0.4) == pytest.approx(0.9)
+
+
 def test_every_run_holds_the_same_adaptive_state(runs, tmp_path: Path) -> None:
     # Calls made by two runs, past a snapshot: each run's replica, and one
     # rebuilt by a third run from the snapshot and the calls since, are equal.

@@ -22,7 +22,10 @@ synchronously, as the scheduler core decides:
   ``AdaptiveLimit`` (``started``, ``held``, ``paused``, ``succeeded``,
   ``throttled``, ``tick``; ``ramp_at`` is read), with the global slots in use
   as its in-flight count; each call is logged and replayed by every run
-  (``_shared_store``). A Retry-After pauses the pool for every run. When
+  (``_shared_store``). A Retry-After pauses the pool for every run, unless
+  the shared state counts the throttle against the concurrency
+  (``AdaptiveLimit.pauses``, asked inside the same transaction): then only
+  the throttled attempt's retry waits for it, as in ``Limits``. When
   ``Limits`` makes a new call on its adaptive limits, this module makes it
   too (``_calls`` and the methods below are the one place).
 - Changes made by another run reach this run's events at its next read, as a
@@ -244,7 +247,7 @@ class SharedLimits(Limits):
             self._held[k] = True
             ramp = self._ramp_at(row, now)
             if ramp <= now:
-                self._observe(k, now, lambda n, _: [("tick", (now, n))])
+                self._observe(k, now, lambda n, *_: [("tick", (now, n))])
                 row = self._rows[k] or row
                 w, kind = row.wait(now)
                 if kind != FULL or w <= 0:
@@ -358,7 +361,7 @@ class SharedLimits(Limits):
         for k in shared:
             row = self._rows[k]
             if row is not None and _adaptive(row):
-                self._observe(k, now, lambda n, _: [("succeeded", (started_at, now, n))])
+                self._observe(k, now, lambda n, *_: [("succeeded", (started_at, now, n))])
 
     def throttled(
         self, matched: tuple[ThrottleMatch, ...], started_at: float, now: float
@@ -369,6 +372,7 @@ class SharedLimits(Limits):
         signal = super().throttled(local, started_at, now) if local else None
         if not shared:
             return signal
+        own = 0.0  # a Retry-After for the throttled attempt's retry only
         for m in shared:
             delay = m.retry_after
             until = now + delay if delay is not None and delay > 0 else 0.0
@@ -376,16 +380,20 @@ class SharedLimits(Limits):
             def calls(
                 n: int,
                 paused: bool,
+                whole: bool,
                 k: int = m.pool,
                 delay: float | None = delay,
                 until: float = until,
             ) -> list[Call]:
                 # As ``Limits``: a pause that grows is told to the state first.
                 pause: list[Call] = [("paused", (now, until))] if paused else []
-                return self._calls(k, *pause, ("throttled", (started_at, now, n, delay)))
+                return self._calls(k, *pause, ("throttled", (started_at, now, n, delay, whole)))
 
-            self._observe(m.pool, now, calls, until, f"paused {delay or 0:g}s for Retry-After")
-        pause = max(0.0, max(self.paused_until[m.pool] for m in matched) - now)
+            reason = f"paused {delay or 0:g}s for Retry-After"
+            if not self._observe(m.pool, now, calls, until, reason, started_at) and delay:
+                own = max(own, delay)  # as ``Limits``: only this attempt waits
+        pause = max(own, signal.pause if signal is not None else 0.0)
+        pause = max(pause, max(self.paused_until[m.pool] for m in matched) - now)
         paced = (signal is not None and signal.paced) or any(
             settings_of(cfg.settings)[3] is not None
             for m in shared
@@ -397,25 +405,29 @@ class SharedLimits(Limits):
         self,
         k: int,
         now: float,
-        calls: Callable[[int, bool], list[Call]],
+        calls: Callable[[int, bool, bool], list[Call]],
         until: float = 0.0,
         pause_reason: str = "",
-    ) -> None:
+        started_at: float | None = None,
+    ) -> bool:
+        """Record an observation in shared pool ``k``; False when it was a
+        throttle whose Retry-After pauses only its attempt, not the pool."""
         try:
-            row, paused, changes = self._store.observe(
-                self._shared_name(k), now, calls, until, pause_reason
+            row, paused, changes, whole = self._store.observe(
+                self._shared_name(k), now, calls, until, pause_reason, started_at
             )
         except sqlite3.Error as e:
             _hiccup("recording an observation in", self._shared_name(k), e)
-            return  # one observation lost: the algorithm sees the next one
+            return True  # one observation lost: the algorithm sees the next one
         if row is None:
-            return
+            return True
         self._see(k, row, now)
         if paused:
             self._pausing[k] = True
             self._emit_shared(k, row, until - now, pause_reason)
         for change in changes:
             self._emit_shared(k, row, 0.0, change.reason)
+        return whole
 
 
 def _adaptive(row: PoolRow) -> bool:

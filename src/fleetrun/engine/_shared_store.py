@@ -284,25 +284,35 @@ class SharedStore:
         self,
         name: str,
         now: float,
-        calls: Callable[[int, bool], list[Call]],
+        calls: Callable[[int, bool, bool], list[Call]],
         pause_until: float = 0.0,
         pause_reason: str = "",
-    ) -> tuple[PoolRow | None, bool, list[Change]]:
+        started_at: float | None = None,
+    ) -> tuple[PoolRow | None, bool, list[Change], bool]:
         """Extend the pool's pause to ``pause_until``, then make the calls
-        ``calls(slots in use, whether the pause grew)`` on its shared adaptive
-        state. Returns the pool, whether the pause grew, and the changes of
-        limits the calls decided (the pool has the last one)."""
+        ``calls(slots in use, whether the pause grew, whether it pauses the
+        whole pool)`` on its shared adaptive state. With ``started_at`` (a
+        throttle of the attempt started then), the shared state decides
+        whether its Retry-After pauses the whole pool or only that attempt's
+        retry (``AdaptiveLimit.pauses``). Returns the pool, whether the pause
+        grew, the changes of limits the calls decided (the pool has the last
+        one), and whether the pause was the whole pool's."""
         with self._write():
             row = self._row(name)
             if row is None:
-                return None, False, []
-            paused = pause_until > row.paused_until
+                return None, False, [], True
+            whole = True
+            if started_at is not None and pause_until > 0.0:
+                limit = self.replica(row, now)
+                if limit is not None:
+                    whole = limit.pauses(started_at, now, row.in_use)
+            paused = whole and pause_until > row.paused_until
             if paused:
                 row.paused_until = pause_until
                 self._changed(row, pause_reason)
-            changes = self._adapt(row, now, calls(row.in_use, paused))
+            changes = self._adapt(row, now, calls(row.in_use, paused, whole))
             self._save(row)
-            return row, paused, changes
+            return row, paused, changes, whole
 
     def _adapt(self, row: PoolRow, now: float, calls: list[Call]) -> list[Change]:
         """Inside a write: bring this run's replica of ``row``'s adaptive state up
