@@ -532,10 +532,11 @@ class PoolSpec(_Spec):
         "a throttled attempt is retried whatever retry.on says."
     )
     shared: SharedName | None = key(
-        "Share this pool with every run that names the same shared pool in the same state "
-        "directory: one concurrency, rate, Retry-After pause and adaptive state between "
-        "them (`fleetrun pools` shows it). The first run that opens it sets its limits "
-        "until its last user leaves."
+        "Share this pool with every run of this user on this machine that names the same "
+        "shared pool, whatever its plan and state directory (they meet in "
+        "$FLEETRUN_POOLS_DIR, else ~/.local/state/fleetrun): one concurrency, rate, "
+        "Retry-After pause and adaptive state between them (`fleetrun pools` shows it). "
+        "The first run that opens it sets its limits until its last user leaves."
     )
 
 
