@@ -10,6 +10,8 @@ check the same behaviour with real processes (``test_limit_shapes.py``,
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fleetrun.engine._adaptive import AdaptiveLimit
@@ -277,3 +279,44 @@ def test_a_lowered_limit_is_measured_at_once_with_a_known_burst(seed: int) -> No
         assert rate is not None
         # Halving a good rate a little under the old limit (no fit yet) can be 11% under.
         assert 0.85 * granted <= rate <= 1.12 * granted
+
+
+def test_a_fresh_intervals_point_is_what_the_provider_admitted() -> None:
+    """Starts reach the provider in another order than they were made (a busy
+    machine's spawn delays vary): the first throttle reported is not the
+    earliest throttled start, and one started after that was admitted. Once
+    the pause is over the interval's point is the requests admitted up to the
+    earliest throttled start, so the fit finds the provider's rate (a bucket
+    of 40/s, burst 10) where counting starts would find 38/s."""
+    s = AdaptiveSettings()
+    limit = AdaptiveLimit(s, rate=100.0, concurrency=None, now=0.0)
+    # From the run's start (the bucket full), 100/s: empty after 1/6 s.
+    starts = [i / 100 for i in range(25)]
+    for x in starts:
+        limit.started(x)
+    limit.paused(0.25, 1.25)
+    first = limit.throttled(0.20, 0.25, 20, 1.0)  # reported first, not the earliest
+    assert first is not None
+    assert limit.rate == pytest.approx(50.0)
+    admitted = [x for x in starts if x < 0.16] + [0.17]
+    for x in starts:
+        if x in admitted:
+            limit.succeeded(x, x + 0.05, 0)
+        elif x != 0.20:
+            assert limit.throttled(x, 0.26, 0, 1.0) is None  # the same episode
+    assert limit.resumed(1.25) is None  # one point: nothing to fit yet
+    # At 50/s from the pause's end: 10 + 40 x 1 admitted, then empty.
+    t, n = 1.25, 0
+    while t < 2.30:
+        limit.started(t)
+        if t < 2.25:
+            limit.succeeded(t, t + 0.05, 0)
+        t += 0.02
+        n += 1
+    limit.paused(2.30, 3.30)
+    change = limit.throttled(2.25, 2.30, 2, 1.0)
+    assert change is not None
+    found = re.search(r"granted about ([\d.]+)/s", change.reason)
+    assert found is not None, change.reason
+    assert float(found[1]) == pytest.approx(40.0, rel=0.02)  # the starts would say 38.3/s
+    assert limit.rate == pytest.approx(float(found[1]) * (1 - s.margin), rel=0.01)

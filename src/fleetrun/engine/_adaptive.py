@@ -66,7 +66,12 @@ The anchors, and what is taken from each:
   burst is kept, and then one interval alone gives the granted rate,
   ``(starts - burst) / seconds``, so a limit that comes down is measured at
   its first throttle. Starts past what the fit predicts, unthrottled, say
-  the fit was low and drop it.
+  the fit was low and drop it. The point is taken twice: at the throttle,
+  from the starts before it (the decision cannot wait), and again when the
+  pause is over (``_refine``), from what the provider really admitted: the
+  attempts of the interval that succeeded, up to the earliest throttled
+  start. A busy machine's spawn delays vary, so starts reach the provider in
+  another order than they were made; counting starts would bend the fit.
 - **TCP slow start** and **Netflix concurrency-limits' AIMD**: the
   concurrency starts at ``initial`` (bounded by the configured value) and
   doubles every ``probe`` seconds while in use and unthrottled, +1 per
@@ -196,10 +201,12 @@ class AdaptiveLimit:
         "_last_throttle",
         "_noise",
         "_noise_seen",
+        "_ok_times",
         "_paused_until",
         "_probe_from",
         "_rate_floor",
         "_rate_steps",
+        "_refit",
         "_sending_since",
         "_since_rate",
         "_slow_start",
@@ -245,6 +252,13 @@ class AdaptiveLimit:
         # throttled start, starts before it), and the granted rate they give.
         self._fits: deque[tuple[float, int, float]] = deque(maxlen=_FITS)
         self._granted: float | None = None
+        # Start times of the attempts that succeeded (rate pools only): the
+        # requests a fresh interval's bucket really admitted, counted once its
+        # pause is over and they have all come back (``_refine``).
+        self._ok_times: deque[float] = deque()
+        # The fresh interval whose point waits for that count: (when its
+        # throttle came, when it began, the earliest throttled start in it).
+        self._refit: tuple[float, float, float] | None = None
         self._burst: float | None = None  # the provider's burst, from the last two-point fit
         self._since_rate = rate  # the rate when the current interval of sending began
         self._starts = 0  # starts since the last probe or change (application-limited check)
@@ -335,6 +349,10 @@ class AdaptiveLimit:
             if n >= 4 * self.settings.verify:
                 self._noise = t / n
         self._window.append(False)
+        if self.rate is not None:
+            if len(self._ok_times) >= _MAX_STARTS:
+                self._ok_times.popleft()
+            self._ok_times.append(started_at)
         if self._episode > 0 and started_at < self._last_decrease:
             self._episode -= 1
         if self._verify is not None and started_at >= self._last_decrease:
@@ -401,6 +419,10 @@ class AdaptiveLimit:
         throttled attempt's retry waits for it.
         """
         self._attempt_only = retry_after is not None and retry_after > 0 and not pool_paused
+        if self._refit is not None:
+            at, since, first = self._refit
+            if since <= started_at < first:
+                self._refit = (at, since, started_at)  # the earliest throttled start
         if retry_after is not None and self._attempt_only:
             self._asked_from = now
             self._asked_until = max(self._asked_until, now + retry_after)
@@ -439,8 +461,15 @@ class AdaptiveLimit:
             return self._verified(throttled=True)
         return self._decrease(now, started_at, in_flight, retry_after)
 
+    def resumed(self, now: float) -> Change | None:
+        """The pool's Retry-After pause is over (also checked at each ``tick``)."""
+        return self._refine(now)
+
     def tick(self, now: float, in_flight: int) -> Change | None:
         """Time passed without a throttle: grow the limits when it is time to."""
+        refined = self._refine(now)
+        if refined is not None:
+            return refined
         s = self.settings
         elapsed = now - max(self._last_probe, self._last_throttle)
         if self._verify is not None or elapsed < s.probe - 1e-9:
@@ -630,9 +659,17 @@ class AdaptiveLimit:
             return
         n = sum(1 for x in self._start_times if self._sending_since <= x < started_at)
         self._fits.append((now, n, t))
+        self._refit = (now, self._sending_since, started_at)
+        self._solve(now, n, t)
+
+    def _solve(self, now: float, n: int, t: float) -> None:
+        """The granted rate (and burst) from the fresh intervals' points, the
+        last one ``(t, n)``."""
+        if not self.rate_ceiling:
+            return
         pts = [(t_, n_) for (at, n_, t_) in self._fits if now - at <= _FIT_AGE]
         ts = [p[0] for p in pts]
-        if len(pts) >= 2 and max(ts) >= 3 * min(ts):
+        if len(pts) >= 2 and max(ts) >= max(3 * min(ts), _MIN_FIT_S):
             mt = sum(ts) / len(ts)
             mn = sum(p[1] for p in pts) / len(pts)
             var = sum((x - mt) ** 2 for x in ts)
@@ -647,6 +684,43 @@ class AdaptiveLimit:
             if 0 < one < self.rate_ceiling:
                 self._granted = one
                 self._cap_good()
+
+    def _refine(self, now: float) -> Change | None:
+        """A fresh interval's point again, once its pause is over: ``n`` is now
+        the requests the provider admitted (those started in the interval that
+        succeeded), not the starts before the throttled one, and the interval
+        ends at the earliest throttled start. The starts a busy machine
+        reordered on their way (a spawn delay that varies) no longer bend the
+        fit; the rate follows the refined fit at once."""
+        if self._refit is None or now < self._paused_until:
+            return None
+        at, since, first = self._refit
+        self._refit = None
+        t = first - since
+        n = sum(1 for x in self._ok_times if since <= x <= at)
+        while self._ok_times and self._ok_times[0] < at:
+            self._ok_times.popleft()  # the next interval begins after the pause
+        if t <= 0 or not self._fits or self._fits[-1][0] != at:
+            return None
+        self._fits[-1] = (at, n, t)
+        before = self._granted
+        self._solve(now, n, t)
+        granted, rate = self._granted, self.rate
+        if granted is None or rate is None or granted == before:
+            return None
+        m = self.settings.margin
+        new = min(granted * (1 - m), self._bad_rate * (1 - m))
+        new = max(self._rate_floor, min(new, self.rate_ceiling or new))
+        if abs(new - rate) <= rate * 0.02:
+            return None
+        self.rate = self._cut_to = self._since_rate = new
+        self._last_change = now
+        self._start_times.clear()
+        return Change(
+            new,
+            self.concurrency,
+            f"throttled (granted about {_rate(granted)}, {n} admitted in {t:.3g}s)",
+        )
 
     def _cap_good(self) -> None:
         """A rate known good before a fit under it may have run on the burst:
@@ -727,7 +801,14 @@ class AdaptiveLimit:
                 came_down = max(came_down or 0.0, self._former or 0.0)
                 back = self._probe_from = None
             if fresh:
+                # Throttled at or under the rate known good (or the fit's):
+                # the limit may have come down (judged below), and a fit under
+                # that rate does not say the good rate ran on the burst.
+                good = self._good
                 self._fit(started_at, now)
+                steady = max(good or 0.0, (fitted or 0.0) * (1 - s.margin))
+                if good is not None and rate <= steady * 1.001:
+                    self._good = good
             granted = self._granted
             if back is not None:
                 new = back
@@ -785,6 +866,9 @@ class AdaptiveLimit:
         self._cap_held = False
         self._ends = self._throttles = self._starts = 0
         self._start_times.clear()
+        since = self._refit[1] if self._refit is not None else now
+        while self._ok_times and self._ok_times[0] < since:
+            self._ok_times.popleft()
         if (self.rate, self.concurrency) == (before_rate, before_conc):
             return None
         detail = f" ({', '.join(why)})" if why else ""

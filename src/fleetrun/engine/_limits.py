@@ -171,6 +171,9 @@ class Limits(StaticLimits):
                     continue
                 self._paused[k] = False
                 self._emit(k, 0.0, "resumed: the Retry-After pause is over")
+                a = self._adaptive[k]
+                if a is not None:
+                    self._apply(k, a.resumed(now))
             b = self.buckets[k]
             if b is not None:
                 w = b.wait(now)

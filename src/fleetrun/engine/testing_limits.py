@@ -196,6 +196,7 @@ def simulate(
     wakes: set[float] = set()
     done = 0
     spawn_free = 0.0  # when the machine can spawn the next process
+    resume = False  # a pause is under way: ``resumed`` at its end
 
     def push(t: float, kind: str, started: float = 0.0, ra: float | None = None) -> None:
         nonlocal seq
@@ -232,6 +233,10 @@ def simulate(
             if now < paused_until:
                 wake(paused_until)
                 break
+            if resume:
+                resume = False
+                apply(a.resumed(now))
+                continue
             if spawn_rate is not None and now < spawn_free - 1e-9:
                 wake(spawn_free)  # busy spawning: the pool's token waits (as a late wake-up)
                 break
@@ -277,6 +282,7 @@ def simulate(
             if ra and whole and now + ra > paused_until:
                 a.paused(now, now + ra)
                 paused_until = now + ra
+                resume = True
             if ra and not whole:
                 push(now + ra, "retry")  # only this request waits for its Retry-After
             else:
