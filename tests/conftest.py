@@ -137,7 +137,26 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``slow`` first, the rest in their order: a long test handed out
-    last would keep one worker busy while the other has nothing left to run."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first, spread over the workers, the rest in their order.
+
+    A long test handed out last would keep one worker busy while the others
+    have nothing left to run. pytest-xdist (``--dist load``) hands each of its
+    N workers a first chunk of consecutive tests, a quarter of its share
+    (``len(items) // N // 4``), and the rest a few at a time as workers free up.
+    With the slow tests all at the front they would all be in the first
+    worker's chunk, run one after another by that worker alone: each chunk
+    starts with its own share of them instead.
+    """
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    rest = [item for item in items if item.get_closest_marker("slow") is None]
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    chunk = max(len(items) // workers // 4, 2)
+    ordered: list[pytest.Item] = []
+    for w in range(workers):
+        mine = slow[w::workers]
+        ordered += mine
+        take = max(chunk - len(mine), 0) if w < workers - 1 else 0
+        ordered += rest[:take]
+        del rest[:take]
+    items[:] = ordered + rest
