@@ -13,8 +13,10 @@ from fleetrun.plan import Pool
 PY = shlex.quote(sys.executable)
 
 
-def test_caps_never_exceeded_thousands_of_tasks(runner):
-    names = [f"t{i}" for i in range(600)]
+def test_caps_never_exceeded_a_thousand_tasks(runner):
+    # 1,000 short instances (4 tasks x 250 targets): every cap is filled
+    # and refilled hundreds of times, for each mix of pools; more would repeat that.
+    names = [f"t{i}" for i in range(250)]
     g = graph(
         [
             task("a", "true", targets=names, pools=["p"]),
@@ -25,9 +27,9 @@ def test_caps_never_exceeded_thousands_of_tasks(runner):
         pools=[Pool("p", concurrency=3), Pool("q", concurrency=2)],
     )
     ran = runner(g, parallelism=5)
-    assert ran.result.counts == {"succeeded": 2400}
+    assert ran.result.counts == {"succeeded": 1000}
     iv = ran.intervals()
-    assert len(iv) == 2400
+    assert len(iv) == 1000
     assert max_overlap([(s, e) for s, e, _ in iv]) <= 5
     in_p = [(s, e) for s, e, k in iv if k.startswith(("a@", "c@"))]
     in_q = [(s, e) for s, e, k in iv if k.startswith(("b@", "c@"))]

@@ -337,7 +337,10 @@ def test_one_connection_per_host_and_session_cap(sshd: Any, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_two_hundred_targets_under_default_maxstartups(sshd: Any, tmp_path: Path) -> None:
+def test_more_targets_at_once_than_default_maxstartups_admits(sshd: Any, tmp_path: Path) -> None:
+    # sshd's default MaxStartups 10:30:100 refuses every unauthenticated connection
+    # past 100: 120 targets connecting at once are more than it admits, as 200
+    # would be; none of them may fail.
     atts = [
         attempt(
             tmp_path,
@@ -347,7 +350,7 @@ def test_two_hundred_targets_under_default_maxstartups(sshd: Any, tmp_path: Path
             # of a shared test machine.
             sshd.spec(f"node-{i:03d}", connect_timeout=60),
         )
-        for i in range(200)
+        for i in range(120)
     ]
 
     async def go(ex: SSHExecutor) -> list[AttemptResult]:
