@@ -320,3 +320,21 @@ def test_a_fresh_intervals_point_is_what_the_provider_admitted() -> None:
     assert found is not None, change.reason
     assert float(found[1]) == pytest.approx(40.0, rel=0.02)  # the starts would say 38.3/s
     assert limit.rate == pytest.approx(float(found[1]) * (1 - s.margin), rel=0.01)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_probe_past_a_low_fit_corrects_it(seed: int) -> None:
+    """The fit from short fresh intervals comes out low (the starts take a
+    while to reach the provider); the first probe past it that is throttled
+    bounds the granted rate over the whole interval of sending, plateau
+    included, and the fit rises towards the provider's 40/s."""
+    res = simulate(TokenBucket(40, 10), 2000, rate=200, spawn=0.05, seed=seed)
+    fits = [
+        float(m[1])
+        for *_, why in res.changes
+        if (m := re.search(r"granted about ([\d.]+)/s", why)) is not None
+    ]
+    assert len(fits) >= 2
+    assert fits[0] < 39.0  # the fresh intervals' fit
+    assert fits[0] < fits[-1] <= 40.5  # corrected by the probes, never past the limit
+    assert abs(fits[-1] - 40) < abs(fits[0] - 40)

@@ -72,6 +72,12 @@ The anchors, and what is taken from each:
   attempts of the interval that succeeded, up to the earliest throttled
   start. A busy machine's spawn delays vary, so starts reach the provider in
   another order than they were made; counting starts would bend the fit.
+  Fresh intervals are short (the pool far over the limit empties the bucket
+  in a fraction of a second), so the fit can come out low; a probe past it
+  that ends in a throttle then bounds the granted rate over the whole
+  interval of sending, the plateau included (``_envelope``: a bucket empty
+  at the throttle admitted at most ``burst + granted x seconds`` in every
+  window before it), and a bound above the fit takes its place.
 - **TCP slow start** and **Netflix concurrency-limits' AIMD**: the
   concurrency starts at ``initial`` (bounded by the configured value) and
   doubles every ``probe`` seconds while in use and unthrottled, +1 per
@@ -648,6 +654,33 @@ class AdaptiveLimit:
             return None
         return n / (until - since)
 
+    def _envelope(self, first: float) -> float | None:
+        """The most the provider can have granted, from the current interval of
+        sending, which ended in a throttle of the attempt started at ``first``
+        (None: too short to tell).
+
+        A token bucket of rate ``g`` and burst ``b`` that is empty when that
+        attempt arrives admitted the starts of some window ``[x, first)``
+        with at most ``b + g (first - x)`` tokens: ``g >= (starts - b) /
+        (first - x)`` for that window, so ``g`` is at most the largest such
+        value over the windows of at least ``_MIN_FIT_S``. It holds whatever
+        the rate did in the interval (a plateau, then probes past it)."""
+        since = self._sending_since
+        xs = [x for x in self._start_times if since <= x < first]
+        if len(xs) < _MEASURED_STARTS:
+            return None
+        b = self._burst or 0.0
+        best: float | None = None
+        n = len(xs)
+        for i, x in enumerate(xs):
+            span = first - x
+            if span < _MIN_FIT_S:
+                break
+            got = (n - i - b) / span
+            if best is None or got > best:
+                best = got
+        return best
+
     def _fit(self, started_at: float, now: float) -> None:
         """A fresh interval ended in a throttle: add its point and, with two
         or more far enough apart, fit ``starts = burst + granted x seconds``
@@ -662,9 +695,10 @@ class AdaptiveLimit:
         self._refit = (now, self._sending_since, started_at)
         self._solve(now, n, t)
 
-    def _solve(self, now: float, n: int, t: float) -> None:
+    def _solve(self, now: float, n: int, t: float, cap: bool = True) -> None:
         """The granted rate (and burst) from the fresh intervals' points, the
-        last one ``(t, n)``."""
+        last one ``(t, n)``; ``cap``: the fit bounds the rate known good
+        (``_cap_good``)."""
         if not self.rate_ceiling:
             return
         pts = [(t_, n_) for (at, n_, t_) in self._fits if now - at <= _FIT_AGE]
@@ -677,13 +711,15 @@ class AdaptiveLimit:
             if 0 < slope < self.rate_ceiling:
                 self._granted = slope
                 self._burst = max(0.0, mn - slope * mt)
-                self._cap_good()
+                if cap:
+                    self._cap_good()
             return
         if self._burst is not None and n > self._burst and t >= _MIN_FIT_S:
             one = (n - self._burst) / t
             if 0 < one < self.rate_ceiling:
                 self._granted = one
-                self._cap_good()
+                if cap:
+                    self._cap_good()
 
     def _refine(self, now: float) -> Change | None:
         """A fresh interval's point again, once its pause is over: ``n`` is now
@@ -704,7 +740,9 @@ class AdaptiveLimit:
             return None
         self._fits[-1] = (at, n, t)
         before = self._granted
-        self._solve(now, n, t)
+        # The throttle's decision judged the rate known good already (a
+        # limit that came down keeps it, to probe back towards).
+        self._solve(now, n, t, cap=False)
         granted, rate = self._granted, self.rate
         if granted is None or rate is None or granted == before:
             return None
@@ -809,6 +847,20 @@ class AdaptiveLimit:
                 steady = max(good or 0.0, (fitted or 0.0) * (1 - s.margin))
                 if good is not None and rate <= steady * 1.001:
                     self._good = good
+            elif (
+                fitted is not None
+                and self._burst is not None
+                and came_down is None
+                and self._former is None
+                and rate > fitted
+            ):
+                # A probe past the fit ended in a throttle: the whole interval
+                # of sending (at the plateau, then the probes) bounds what the
+                # provider granted, more closely than the short fresh intervals
+                # of the fit; a bound above the fit says the fit was low.
+                bound = self._envelope(started_at)
+                if bound is not None and fitted < bound < rate:
+                    self._granted = bound
             granted = self._granted
             if back is not None:
                 new = back
