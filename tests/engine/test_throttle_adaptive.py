@@ -338,3 +338,21 @@ def test_a_probe_past_a_low_fit_corrects_it(seed: int) -> None:
     assert fits[0] < 39.0  # the fresh intervals' fit
     assert fits[0] < fits[-1] <= 40.5  # corrected by the probes, never past the limit
     assert abs(fits[-1] - 40) < abs(fits[0] - 40)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_throttle_at_most_halves_the_rate(seed: int) -> None:
+    """A limit that drops to a fifth is followed in halvings (TCP's cut), so a
+    fit from a busy machine's bunched-up starts, which can come out far too
+    low, never takes the pool further down at once; the pool still gets
+    within reach of the new limit within seconds."""
+    res = simulate(TokenBucket(40, 10, changes=[(15.0, 8.0)]), 800, rate=200, seed=seed)
+    before = 200.0
+    for _, rate, _, why in res.changes:
+        assert rate is not None
+        if why.startswith("throttled"):
+            assert rate >= 0.5 * before - 1e-9, why
+        before = rate
+    rate = res.rate_at(25.0, 200.0)
+    assert rate is not None
+    assert rate <= 1.2 * 8.0

@@ -748,6 +748,7 @@ class AdaptiveLimit:
             return None
         m = self.settings.margin
         new = min(granted * (1 - m), self._bad_rate * (1 - m))
+        new = max(new, self._bad_rate * _FAST_CUT)  # at most half, as ``_decrease``
         new = max(self._rate_floor, min(new, self.rate_ceiling or new))
         if abs(new - rate) <= rate * 0.02:
             return None
@@ -866,7 +867,9 @@ class AdaptiveLimit:
                 new = back
                 why.append(f"back to {_rate(new)}, the limit is still lowered")
             elif granted is not None and granted < rate:
-                new = granted * (1 - s.margin)
+                # One throttle at most halves the rate (TCP's cut): a fit from
+                # a busy machine's bunched-up starts can come out far too low.
+                new = max(granted * (1 - s.margin), rate * _FAST_CUT)
                 good = max(self._good or 0.0, known, (fitted or 0.0) * (1 - s.margin))
                 if new < good * _CAME_DOWN:
                     # Well under a rate that ran unthrottled: the limit came
