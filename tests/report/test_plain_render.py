@@ -343,3 +343,28 @@ def test_a_phased_rollout_names_the_phase_of_each_wave() -> None:
         f"22:13:21 skipped    2 instance(s) of phase deploy, wave 2: {why}",
         "22:13:21 opened     wave 2/2 (1 target(s))",  # no phases: as before
     ]
+
+
+def test_a_pause_extended_by_each_throttle_in_flight_is_one_line() -> None:
+    """Each request in flight when the provider throttles comes back throttled
+    and extends the pool's Retry-After pause (one event each, for the record
+    and the charts): the console says the pause once, then its end."""
+    out = io.StringIO()
+    console = PlainConsole(out)
+    said = "paused 1s for Retry-After"
+    console(PoolChanged(at=T, pool="api", rate=200.0, reason=said, paused=1.0))
+    console(PoolChanged(at=T, pool="api", rate=100.0, reason="throttled (after 0.1s)"))
+    for k in range(1, 12):
+        console(PoolChanged(at=T + k / 100, pool="api", rate=100.0, reason=said, paused=1.0))
+    console(PoolChanged(at=T, pool="db", rate=5.0, reason=said, paused=1.0))  # another pool
+    resumed = "resumed: the Retry-After pause is over"
+    console(PoolChanged(at=T + 1.11, pool="api", rate=100.0, reason=resumed))
+    console(PoolChanged(at=T + 2.0, pool="api", rate=100.0, reason=said, paused=1.0))  # a new one
+    lines = out.getvalue().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "pool       api: rate 200/s (paused 1s for Retry-After)",
+        "pool       api: rate 100/s (throttled (after 0.1s))",
+        "pool       db: rate 5/s (paused 1s for Retry-After)",
+        f"pool       api: rate 100/s ({resumed})",
+        "pool       api: rate 100/s (paused 1s for Retry-After)",
+    ]

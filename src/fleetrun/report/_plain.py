@@ -279,6 +279,9 @@ class PlainConsole:
         self._reused: list[InstanceReused] = []
         self._reused_at = 0.0
         self._skipped = SkipBatch()
+        # Per pool, when its Retry-After pause ends as said so far: a throttle
+        # of each request in flight extends it, and each extension is an event.
+        self._paused_until: dict[str, float] = {}
 
     def write_text(self, text: str) -> None:
         """Write complete lines of text (task output) between status lines."""
@@ -305,6 +308,16 @@ class PlainConsole:
         if self._reused:
             reused, self._reused = self._reused, []
             self.stream.write(f"{stamp(self._reused_at)} {reused_text(reused)}\n")
+        if isinstance(ev, PoolChanged) and ev.paused > 0:
+            # One line per pause, not one per request that extended it.
+            already = self._paused_until.get(ev.pool, -1.0) > ev.at
+            self._paused_until[ev.pool] = max(
+                self._paused_until.get(ev.pool, -1.0), ev.at + ev.paused
+            )
+            if already:
+                return
+        elif isinstance(ev, PoolChanged) and ev.reason.startswith("resumed"):
+            self._paused_until.pop(ev.pool, None)
         took = 0.0
         if isinstance(ev, AttemptStarted):
             self._starts[(ev.node, ev.attempt)] = ev.at
