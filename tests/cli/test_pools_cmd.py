@@ -36,7 +36,7 @@ def test_pools_shows_limits_pause_and_live_and_dead_users(tmp_path: Path) -> Non
     try:
         store.join(config_of(POOL), now)
         assert store.take(("sub-1",), now, [[("started", (now,))]])[0]
-        store.observe("sub-1", now, lambda n, p: [], now + 60.0, "paused 60s for Retry-After")
+        store.observe("sub-1", now, lambda *_: [], now + 60.0, "paused 60s for Retry-After")
         # Another run that died holding a slot.
         code = (
             "import sys, time; from pathlib import Path; "
