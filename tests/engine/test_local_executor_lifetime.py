@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -213,13 +212,13 @@ def test_members_that_exit_after_their_leader_do_not_hold_up_the_end(runner, tmp
 
 
 # A member of the group that exits at once and whose parent never waits for
-# it: the parent forks it, then leaves the group (setsid) and sleeps. Its zombie
-# stays in the group; nothing of the group runs any more.
-ZOMBIE_MEMBER = (
-    "{py} -c 'import os, sys, time\n"
-    "if os.fork() == 0: os._exit(0)\n"
-    'os.setsid(); open(sys.argv[1], "w").write(str(os.getpid())); time.sleep(600)\' {f} &\n'
-)
+# it: the parent (a subshell) forks it, then leaves the group (setsid, in the
+# same process) and sleeps. Its zombie stays in the group; nothing of the group
+# runs any more. The timeout counts from the spawn, so the member must be out of
+# the group before it fires: a subshell and an exec get there in a few
+# milliseconds, where an interpreter's start-up took more than the 0.5 s timeout
+# on a busy machine (the group's SIGTERM then ended the member before it left).
+ZOMBIE_MEMBER = "(true & exec setsid sh -c 'echo $$ > {f}; exec sleep 600') &\n"
 
 
 @pytest.mark.parametrize("ending", ["exits", "times out", "times out, keep_running"])
@@ -229,7 +228,7 @@ def test_a_zombie_left_in_the_group_does_not_hold_up_the_end(runner, tmp_path, e
     tail = "sleep 0.3" if ending == "exits" else "sleep 600"
     tasks = []
     for i in range(4):
-        cmd = ZOMBIE_MEMBER.format(py=sys.executable, f=tmp_path / f"p{i}.pid")
+        cmd = ZOMBIE_MEMBER.format(f=tmp_path / f"p{i}.pid")
         cmd += f"while [ ! -s {tmp_path / f'p{i}.pid'} ]; do sleep 0.01; done; {tail}"
         t = task(f"t{i}", cmd, timeout=None if ending == "exits" else 0.5)
         tasks.append(dataclasses.replace(t, options=LocalOptions(keep_running=keep)))
