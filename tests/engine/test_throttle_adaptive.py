@@ -356,3 +356,16 @@ def test_one_throttle_at_most_halves_the_rate(seed: int) -> None:
     rate = res.rate_at(25.0, 200.0)
     assert rate is not None
     assert rate <= 1.2 * 8.0
+
+
+def test_a_restored_decrease_names_the_limit_it_undid() -> None:
+    """Random throttles undo a decrease: the reason names what was cut, the
+    concurrency of a pool without a rate, the rate of a rate pool."""
+    conc = simulate(RandomThrottle(0.3, retry_after=None), 300, concurrency=8)
+    said = [why for *_, why in conc.changes if why.startswith("restored")]
+    assert said
+    assert all(why.endswith("not caused by the concurrency") for why in said)
+    rate = simulate(RandomThrottle(0.2), 300, rate=20)
+    said = [why for *_, why in rate.changes if why.startswith("restored")]
+    assert said
+    assert all(why.endswith("not caused by the rate") for why in said)

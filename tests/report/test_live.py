@@ -149,6 +149,26 @@ def test_running_rows_capped_to_height_with_and_more() -> None:
         assert len(out) == height
 
 
+def test_an_adaptive_concurrency_shows_in_force_and_no_rate_when_the_pool_has_none() -> None:
+    """A pool with a concurrency and no rate: its changes carry rate 0, which
+    is no rate (never "rate 0/s"); the slots shown are the concurrency in
+    force, with the configured one beside it while it is lower."""
+    g = graph(
+        [task("t", "true", targets=["x", "y"], pools=["api"], estimate=5)],
+        pools=[Pool("api", concurrency=4, adaptive=True)],
+    )
+    events = [
+        run_started(nodes=2),
+        started(g, "t@x", T),
+        PoolChanged(at=T + 1, pool="api", rate=0.0, concurrency=1, reason="throttled"),
+    ]
+    out = text_of(render(fed(g, events).state, 100, 20, T + 2)).splitlines()
+    assert out[2] == "pool api 1/1 in flight of 4"
+    events.append(PoolChanged(at=T + 2, pool="api", rate=0.0, concurrency=4, reason="probing"))
+    out = text_of(render(fed(g, events).state, 100, 20, T + 3)).splitlines()
+    assert out[2] == "pool api 1/4 in flight"
+
+
 def test_pool_rate_and_retry_attempt_shown() -> None:
     g = graph(
         [task("t", "true", targets=["x", "y"], pools=["api"], estimate=5)],

@@ -970,6 +970,7 @@ class AdaptiveLimit:
         if self._chain_top is not None:
             rate, conc = self._chain_top
         self._chain_top = None
+        cut = "the rate" if rate != self.rate else "the concurrency"
         self._ends = self._throttles = 0
         self.rate = rate
         self.concurrency = conc
@@ -979,7 +980,7 @@ class AdaptiveLimit:
             rate,
             conc,
             f"restored: {after:.0%} still throttled after the decrease "
-            f"({before:.0%} before), not caused by the rate",
+            f"({before:.0%} before), not caused by {cut}",
         )
 
 

@@ -212,7 +212,7 @@ class LiveState:
         ``concurrency`` (None: as configured)."""
         if pool in self.pool_names:
             k = self.pool_names.index(pool)
-            self.pool_rate[k] = rate
+            self.pool_rate[k] = rate or None  # 0: the pool has no rate
             self.pool_cap[k] = concurrency
             self.eta_schedule.stale = True
 
@@ -382,9 +382,12 @@ def _pool_lines(state: LiveState, width: int) -> list[Text]:
     lines = []
     name_w = max((display_width(n) for n in state.pool_names), default=0)
     for p, name in enumerate(state.pool_names):
-        limit = state.pool_limit[p]
+        limit, cap = state.pool_limit[p], state.pool_cap[p]
         line = Text(f"pool {ljust(name, name_w)} ")
-        line.append(f"{state.in_flight[p]}/{'∞' if limit is None else limit} in flight")
+        shown = limit if cap is None else cap  # an adaptive pool's concurrency in force
+        line.append(f"{state.in_flight[p]}/{'∞' if shown is None else shown} in flight")
+        if cap is not None and limit is not None and cap < limit:
+            line.append(f" of {limit}", style="yellow")
         rate, base = state.pool_rate[p], state.pool_base_rate[p]
         if rate is not None:
             line.append(f" · rate {rate:.3g}/s", style="yellow" if base and rate < base else "")
