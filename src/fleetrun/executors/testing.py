@@ -340,14 +340,21 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python3 -m fleetrun.executors.testing DIR", file=sys.stderr)
         return 2
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop_on_signal)
+    # A signal while the server starts is noted, and acted on once start() has
+    # returned: raised inside it, it could come while subprocess.Popen waits
+    # for sshd's exec (long on a busy machine), and the sshd it had started
+    # would be left running with nothing knowing its pid.
+    noted: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda signum, frame: noted.append(signum))
     target = Path(argv[0]).resolve()
+    server = LoopbackSshd.start(target / ".sshd")
     try:
-        server = LoopbackSshd.start(target / ".sshd")
-    except (KeyboardInterrupt, _Stopped):
-        return 0
-    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _stop_on_signal)
+        if noted:
+            raise _Stopped(signal.Signals(noted[0]).name)
         shutil.copy(server.client_config, target / "ssh_config")
         print(f"sshd on 127.0.0.1:{server.port}; wrote {target / 'ssh_config'}; "
               "Ctrl-C (or kill) stops it", flush=True)  # fmt: skip
