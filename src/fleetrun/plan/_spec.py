@@ -292,6 +292,9 @@ EnvValue = Annotated[str | int | float | bool, Expect("a string", text=True)]
 """An environment value: numbers and booleans are given as written (``yes`` stays yes)."""
 Attempts = Annotated[int, Field(ge=1, le=MAX_ATTEMPTS), Why(MAX_ATTEMPTS_WHY)]
 ExitCode = Annotated[int, Field(ge=0, le=MAX_EXIT), Why("exit codes are 0 to 255")]
+FailureExit = Annotated[
+    int, Field(ge=1, le=MAX_EXIT), Why("a failed attempt's exit codes are 1 to 255")
+]
 Verify = Annotated[
     int,
     Field(ge=1, le=MAX_VERIFY),
@@ -328,7 +331,7 @@ class RetryOn(_Spec):
 
     model_config = ConfigDict(title="RetryOn", json_schema_extra={"minProperties": 1})
 
-    exit: Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]] | None = key(
+    exit: ExitCode | list[ExitCode] | None = key(
         "Exit codes that are retried."
     )
     output: Text | list[Text] | None = key(
@@ -491,7 +494,7 @@ class ThrottleSpec(_Spec):
     a throttled attempt is retried whatever retry.on says. Default for an adaptive pool
     without one: exit 75, output '\\b429\\b' or 'too many requests', 'retry-after: (N)'."""
 
-    exit: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]] | None = key(
+    exit: FailureExit | list[FailureExit] | None = key(
         "Exit codes that mean throttled."
     )
     output: str | list[str] | None = key(
