@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from fleetrun.engine import read_shared_pools
 from fleetrun.engine._adaptive import AdaptiveLimit
 from fleetrun.engine._limits import DEFAULT_THROTTLE, ThrottleMatch
 from fleetrun.engine._shared import FRESH, RECHECK, SharedLimits, limits_for
-from fleetrun.engine._shared_file import open_pools_db
+from fleetrun.engine._shared_file import _SCHEMA, _statements, config_of, open_pools_db
 from fleetrun.engine._shared_state import load_adaptive, store_adaptive
 from fleetrun.engine._shared_store import SNAPSHOT_EVERY, SharedStore
 from fleetrun.engine.testing import graph, max_overlap, task
@@ -476,3 +477,117 @@ def test_an_unusable_pools_dir_refuses_the_run_before_it_is_recorded(tmp_path: P
     )
     assert pools.returncode == 0
     assert not (tmp_path / "none").exists()  # a reader creates nothing
+
+
+# -- a pools file that is not fleetrun's ---------------------------------------------------
+
+
+def _sqlite_file(path: Path, *statements: str) -> bytes:
+    """A database at ``path`` made of ``statements``; its bytes."""
+    db = sqlite3.connect(path)
+    for s in statements:
+        db.execute(s)
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+FOREIGN = {
+    "another table named pools": ("CREATE TABLE pools(x)",),
+    "fleetrun's tables and one more": (*_statements(_SCHEMA), "CREATE TABLE notes(n)"),
+    "a users table with other columns": ("CREATE TABLE users(pool, run_id)",),
+    "another version": ("CREATE TABLE t(x)", "PRAGMA user_version = 7"),
+}
+
+
+@pytest.mark.parametrize("statements", list(FOREIGN.values()), ids=list(FOREIGN))
+def test_a_database_that_is_not_fleetruns_is_refused_and_left_as_it_is(
+    tmp_path: Path, statements: tuple[str, ...]
+) -> None:
+    path = tmp_path / "pools.db"
+    before = _sqlite_file(path, *statements)
+    for readonly in (False, True):
+        with pytest.raises(StateDirError) as e:
+            open_pools_db(path, readonly=readonly)
+        message = str(e.value)
+        verb = "read" if readonly else "use"
+        assert message.startswith(f"cannot {verb} the shared pools file {path}: it ")
+        assert "move it away, or " in message
+        assert "\n" not in message
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pools.db"]  # no -wal, no -shm
+
+
+def test_a_fleetrun_file_with_a_changed_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pools.db"
+    open_pools_db(path).close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE users RENAME COLUMN host TO hostname")
+    db.commit()
+    db.close()
+    with pytest.raises(StateDirError, match=r"not fleetrun's \(table users\(pool, run_id, "):
+        open_pools_db(path)
+
+
+def test_an_empty_or_half_made_file_is_made_whole(tmp_path: Path) -> None:
+    empty = tmp_path / "empty" / "pools.db"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    half = tmp_path / "half" / "pools.db"
+    half.parent.mkdir()
+    # A run stopped while it created the file: some of the tables, version 0.
+    open_pools_db(tmp_path / "pools.db").close()
+    whole = sqlite3.connect(tmp_path / "pools.db")
+    (users,) = whole.execute("SELECT sql FROM sqlite_master WHERE name = 'users'").fetchone()
+    whole.close()
+    _sqlite_file(half, users)
+    for path in (empty, half):
+        store = SharedStore(path.parent, "run-1")
+        try:
+            row, opened = store.join(config_of(Pool("api", concurrency=2, shared="sub-1")), 0.0)
+            assert opened
+            assert row.concurrency == 2
+        finally:
+            store.close()
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        db.close()
+
+
+def test_apply_refuses_a_foreign_pools_file_before_the_run_is_recorded(tmp_path: Path) -> None:
+    pools = tmp_path / "pools"
+    pools.mkdir()
+    before = _sqlite_file(pools / "pools.db", "CREATE TABLE pools(x)")
+    plan = tmp_path / "deploy" / "deploy.yaml"
+    plan.parent.mkdir()
+    plan.write_text(PLAN.format(name="deploy", concurrency=2, run="sleep 0"))
+    env = {**os.environ, "FLEETRUN_POOLS_DIR": str(pools)}
+    res = subprocess.run(
+        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain"],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.splitlines() == [
+        f"error: cannot use the shared pools file {pools / 'pools.db'}: it is an SQLite "
+        "database that is not fleetrun's (table pools(x)); move it away, or "
+        f"$FLEETRUN_POOLS_DIR is {str(pools)!r}: point it at another directory"
+    ]
+    assert (pools / "pools.db").read_bytes() == before
+    state = plan.parent / ".fleetrun"
+    if (state / "state.db").exists():
+        with JournalReader(state) as r:
+            assert list(r.runs()) == []
+    shown = subprocess.run(
+        [sys.executable, "-m", "fleetrun", "pools"],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert shown.returncode == 2
+    assert shown.stderr.startswith(f"error: cannot read the shared pools file {pools / 'pools.db'}")

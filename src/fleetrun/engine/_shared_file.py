@@ -172,40 +172,158 @@ def settings_of(text: str) -> tuple[int | None, float | None, int, AdaptiveSetti
     return settings_from(text)
 
 
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of a coordination file with ``_SCHEMA``."""
+
+
+@functools.cache
+def _layout() -> dict[str, tuple[tuple[str, str, int, int], ...]]:
+    """Each table of ``_SCHEMA`` and its columns (name, type, not null, key rank),
+    as SQLite reports them: the one description a file's tables are checked against."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        return _tables(db)
+    finally:
+        db.close()
+
+
+def _tables(db: sqlite3.Connection) -> dict[str, tuple[tuple[str, str, int, int], ...]]:
+    names = db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    ).fetchall()
+    return {
+        name: tuple(
+            (c[1], c[2].upper(), c[3], c[5])
+            for c in db.execute(f"PRAGMA table_info({_quoted(name)})").fetchall()
+        )
+        for (name,) in names
+    }
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _schema_problem(db: sqlite3.Connection) -> str | None:
+    """What makes the database on ``db`` other than a coordination file (None:
+    fleetrun's, or empty, or partly made by a run that stopped while creating it).
+    Reads only: a file that is not fleetrun's is never changed."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    objects = db.execute(
+        "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_autoindex_%'"
+    ).fetchall()
+    others = sorted(f"{t} {n}" for t, n in objects if t != "table")
+    tables = _tables(db)
+    layout = _layout()
+    wrong = sorted(n for n, cols in tables.items() if layout.get(n) != cols)
+    if version not in (0, SCHEMA_VERSION):
+        return (
+            f"it has schema version {version}, not {SCHEMA_VERSION} "
+            "(another version of fleetrun, or another program)"
+        )
+    if version == SCHEMA_VERSION and len(tables) < len(layout):
+        wrong.extend(f"no table {n}" for n in layout if n not in tables)
+    if not wrong and not others:
+        return None
+    shown = [
+        f"table {n}({', '.join(c[0] for c in tables[n])})" if n in tables else n for n in wrong
+    ]
+    listed = ", ".join([*shown, *others])
+    if len(listed) > 120:
+        listed = listed[:117] + "..."
+    return f"it is an SQLite database that is not fleetrun's ({listed})"
+
+
+def _initialise(db: sqlite3.Connection) -> None:
+    """Create the tables of a file with none or some of them (one transaction:
+    two runs creating it at once make it once)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        problem = _schema_problem(db)  # again, under the lock
+        if problem is not None:
+            raise _NotOurs(problem)
+        for statement in _statements(_SCHEMA):
+            db.execute(statement)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of ``script``, one a line or more (``executescript`` would
+    commit the transaction they must run in)."""
+    out, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending)
+            pending = ""
+    return out
+
+
+class _NotOurs(Exception):
+    """The file is a database of another program or layout (the message says how)."""
+
+
 def open_pools_db(path: Path, readonly: bool = False) -> sqlite3.Connection:
     """Open (and, unless ``readonly``, create) the coordination file at ``path``;
-    a ``StateDirError`` naming the file and the fix when it cannot be used."""
+    a ``StateDirError`` naming the file and the fix when it cannot be used,
+    among them a database that is not fleetrun's (its tables are checked
+    first, and such a file is left as it is)."""
+    db: sqlite3.Connection | None = None
     try:
         if readonly:
             uri = f"{path.absolute().as_uri()}?mode=ro"
-            return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
+            db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
+            problem = _schema_problem(db)
+            if problem is not None:
+                raise _NotOurs(problem)
+            return db
         # Owner-only, never through a link, like the journal.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        # Checked before anything is written (WAL mode rewrites the header).
+        problem = _schema_problem(db)
+        if problem is not None:
+            raise _NotOurs(problem)
         db.execute("PRAGMA journal_mode = WAL")
         # WAL with NORMAL: a commit does not fsync. The file holds who uses what
         # now, nothing that must outlive a power cut.
         db.execute("PRAGMA synchronous = NORMAL")
         if db.execute("PRAGMA user_version").fetchone()[0] == 0:
-            db.executescript(_SCHEMA)
+            _initialise(db)
         # From here on ``SharedStore._write`` waits for the lock itself, finer
         # than SQLite's busy handler (which sleeps a millisecond or more).
         db.execute("PRAGMA busy_timeout = 0")
         return db
-    except (OSError, sqlite3.Error) as e:
-        # The directory usually comes from the environment: say so, or the user
-        # looks for a setting in the plan.
-        given = os.environ.get(POOLS_DIR_ENV)
-        where = (
-            f"${POOLS_DIR_ENV} is {given!r}: point it at a writable directory, or check"
-            if given
-            else "check"
-        )
+    except _NotOurs as e:
+        if db is not None:
+            db.close()
         raise StateDirError(
-            f"cannot use the shared pools file {path}: {getattr(e, 'strerror', None) or e}; "
-            f"{where} its directory's permissions and free space, or remove the file "
-            "while no run uses it"
+            f"cannot {'read' if readonly else 'use'} the shared pools file {path}: {e}; "
+            f"move it away, or {_pools_dir_fix('another directory')}"
         ) from None
+    except (OSError, sqlite3.Error) as e:
+        if db is not None:
+            db.close()
+        given = os.environ.get(POOLS_DIR_ENV)
+        where = f"{_pools_dir_fix('a writable directory')}, or check" if given else "check"
+        raise StateDirError(
+            f"cannot {'read' if readonly else 'use'} the shared pools file {path}: "
+            f"{getattr(e, 'strerror', None) or e}; {where} its directory's permissions "
+            "and free space, or remove the file while no run uses it"
+        ) from None
+
+
+def _pools_dir_fix(where: str) -> str:
+    """The fix that changes the directory: it usually comes from the
+    environment, so say so, or the user looks for a setting in the plan."""
+    given = os.environ.get(POOLS_DIR_ENV)
+    if given:
+        return f"${POOLS_DIR_ENV} is {given!r}: point it at {where}"
+    return f"set ${POOLS_DIR_ENV} to {where}"
 
 
 @dataclass(frozen=True, slots=True)
