@@ -106,3 +106,53 @@ def test_pools_without_shared_pools_and_with_a_broken_file(tmp_path: Path) -> No
     assert rc == 2
     assert out.startswith(f"error: cannot read the shared pools file {tmp_path / 'pools.db'}: ")
     assert len(out.splitlines()) == 1
+
+
+def _pools_process(pools_dir: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m fleetrun pools ARGS`` with ``$FLEETRUN_POOLS_DIR`` set to ``pools_dir``."""
+    return subprocess.run(
+        [sys.executable, "-m", "fleetrun", "pools", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FLEETRUN_POOLS_DIR": pools_dir},
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
+def test_pools_refuses_a_directory_no_run_could_use(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    cases = {
+        str(a_file): "it is not a directory",
+        str(a_file / "x"): f"{a_file} is not a directory",
+    }
+    if Path("/proc/self").exists():
+        cases["/proc/x"] = "it does not exist, and /proc cannot hold files (a pseudo file system)"
+    for given, why in cases.items():
+        res = _pools_process(given)
+        assert res.returncode == 2, (given, res.stdout)
+        assert res.stdout == ""
+        assert res.stderr.splitlines() == [
+            f"error: cannot use the shared pools directory {given}: {why}; "
+            f"$FLEETRUN_POOLS_DIR is {given!r}: point it at a writable directory"
+        ]
+    # Given on the command line, the fix does not name the variable.
+    res = _pools_process(str(tmp_path), "--pools-dir", str(a_file / "x"))
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == [
+        f"error: cannot use the shared pools directory {a_file / 'x'}: {a_file} is not a "
+        "directory; use a writable directory"
+    ]
+
+
+def test_pools_says_none_for_a_directory_without_the_file_yet(tmp_path: Path) -> None:
+    missing = tmp_path / "not" / "yet"
+    for given in (tmp_path, missing):
+        res = _pools_process(str(given))
+        assert (res.returncode, res.stderr) == (0, ""), res.stderr
+        assert res.stdout == (
+            f"no shared pools in {given} (a plan's pool with `shared: NAME` makes one)\n"
+        )
+    assert not (tmp_path / "not").exists()  # a reader creates nothing
+    assert list(tmp_path.iterdir()) == []

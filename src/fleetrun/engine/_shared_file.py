@@ -34,7 +34,7 @@ from pathlib import Path
 from fleetrun.engine._shared_state import describe, settings_from, settings_json
 from fleetrun.errors import StateDirError
 from fleetrun.executors import process_alive
-from fleetrun.layout import POOLS_DIR_ENV
+from fleetrun.layout import POOLS_DIR_ENV, shared_pools_dir
 from fleetrun.plan import AdaptiveSettings, Pool
 
 POOLS_DB = "pools.db"
@@ -303,13 +303,17 @@ def open_pools_db(path: Path, readonly: bool = False) -> sqlite3.Connection:
             db.close()
         raise StateDirError(
             f"cannot {'read' if readonly else 'use'} the shared pools file {path}: {e}; "
-            f"move it away, or {_pools_dir_fix('another directory')}"
+            f"move it away, or {_pools_dir_fix(path.parent, 'another directory')}"
         ) from None
     except (OSError, sqlite3.Error) as e:
         if db is not None:
             db.close()
         given = os.environ.get(POOLS_DIR_ENV)
-        where = f"{_pools_dir_fix('a writable directory')}, or check" if given else "check"
+        where = (
+            f"{_pools_dir_fix(path.parent, 'a writable directory')}, or check"
+            if given and Path(given) == path.parent
+            else "check"
+        )
         raise StateDirError(
             f"cannot {'read' if readonly else 'use'} the shared pools file {path}: "
             f"{getattr(e, 'strerror', None) or e}; {where} its directory's permissions "
@@ -317,13 +321,15 @@ def open_pools_db(path: Path, readonly: bool = False) -> sqlite3.Connection:
         ) from None
 
 
-def _pools_dir_fix(where: str) -> str:
-    """The fix that changes the directory: it usually comes from the
+def _pools_dir_fix(pools_dir: Path, where: str) -> str:
+    """The fix that changes ``pools_dir``: it usually comes from the
     environment, so say so, or the user looks for a setting in the plan."""
     given = os.environ.get(POOLS_DIR_ENV)
-    if given:
+    if given and Path(given) == pools_dir:
         return f"${POOLS_DIR_ENV} is {given!r}: point it at {where}"
-    return f"set ${POOLS_DIR_ENV} to {where}"
+    if pools_dir == shared_pools_dir(create=False):
+        return f"set ${POOLS_DIR_ENV} to {where}"
+    return f"use {where}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,11 +376,45 @@ def check_pools_dir(pools_dir: Path) -> None:
     open_pools_db(pools_dir / POOLS_DB).close()
 
 
+def _dir_problem(pools_dir: Path) -> str | None:
+    """Why a run could not make its coordination file in ``pools_dir`` (None: it
+    could, or it is there), found without writing anything: a reader creates
+    nothing. A missing directory is judged by the nearest one above it that
+    exists, which a run would make it in."""
+    if pools_dir.is_dir():
+        return None
+    if pools_dir.exists() or pools_dir.is_symlink():
+        return "it is not a directory"
+    above = pools_dir.absolute().parent
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        return f"{above} is not a directory"
+    try:
+        fs = os.statvfs(above)
+    except OSError as e:
+        return f"{above}: {e.strerror}"
+    if fs.f_flag & os.ST_RDONLY:
+        return f"it does not exist, and {above} is on a read-only file system"
+    if fs.f_blocks == 0:
+        # /proc, /sys and their kind: a pseudo file system holds no files of ours.
+        return f"it does not exist, and {above} cannot hold files (a pseudo file system)"
+    if not os.access(above, os.W_OK | os.X_OK):
+        return f"it does not exist, and {above} is not writable"
+    return None
+
+
 def read_shared_pools(pools_dir: Path) -> list[SharedPoolInfo]:
     """Every shared pool in ``pools_dir`` with its users, read-only (``[]``
     when no run ever used one)."""
     path = pools_dir / POOLS_DB
     if not path.exists():
+        problem = _dir_problem(pools_dir)
+        if problem is not None:
+            raise StateDirError(
+                f"cannot use the shared pools directory {pools_dir}: {problem}; "
+                f"{_pools_dir_fix(pools_dir, 'a writable directory')}"
+            )
         return []
     db = open_pools_db(path, readonly=True)
     try:
