@@ -103,3 +103,25 @@ def test_retry_after_pause(runner, server):
     # Before the pause, the queue waited for the pool's one slot.
     before = [e for e in _starts(ran) if e.at < pause.at]
     assert [e.queued_reason for e in before[1:]] == ["pool api full"] * (len(before) - 1)
+
+
+def test_a_pause_then_a_tokens_wait_is_named_the_pause() -> None:
+    """After a Retry-After pause a rate pool has nothing saved up, so the
+    first start after it waits a token too: the wait is named for what held
+    it longest, the pause, not for the last obstacle."""
+    from fleetrun.engine._queued import Queued
+
+    q = Queued(3, "parallelism limit (-j 2)")
+    sig = (0,)
+    for j in range(3):
+        q.ready(j, 10.0)
+    q.blocked(sig, 10.0, "pool api rate")
+    q.blocked(sig, 10.05, "pool api paused for Retry-After")
+    q.blocked(sig, 11.05, "pool api rate")  # the pause is over: a token's wait
+    q.taken(0, sig, 11.1, cap_full_at=-1.0)
+    assert q.why[0] == "pool api paused for Retry-After"
+    # One that became ready after the pause waited for a token only.
+    q.ready(1, 11.06)
+    q.blocked(sig, 11.08, "pool api rate")
+    q.taken(1, sig, 11.1, cap_full_at=-1.0)
+    assert q.why[1] == "pool api rate"

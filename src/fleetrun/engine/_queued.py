@@ -8,8 +8,9 @@ the reason the reports show (``AttemptStarted.queued_reason``):
    when several held it in turn (``--mode phased`` with a rollout), the
    one that held it longest names this span;
 2. in the ready queue, behind the start gates: its pools (full, rate,
-   Retry-After pause; the last obstacle seen while it waited), else the
-   ``-j`` limit;
+   Retry-After pause; the obstacle that held its pools longest while it
+   waited: a pause followed by a token's wait is the pause), else the ``-j``
+   limit;
 3. handed to an executor that queues it (a cluster job waiting for a free
    worker: the executor's ``queue_reason``), until the executor says it
    started.
@@ -18,6 +19,9 @@ When two spans have a reason, the longer one names the wait.
 """
 
 from __future__ import annotations
+
+_CHANGES = 64
+"""Changes of what held a pool signature back kept for naming waits."""
 
 
 class Queued:
@@ -34,6 +38,7 @@ class Queued:
         "hold_since",
         "ready_at",
         "sig_blocked",
+        "sig_changes",
         "submitted",
         "unheld_at",
         "why",
@@ -51,6 +56,9 @@ class Queued:
         self.submitted: dict[int, float] = {}
         # Per pool signature: (wall time, reason) of the last time its pools held it back.
         self.sig_blocked: dict[tuple[int, ...], tuple[float, str]] = {}
+        # Per pool signature: (wall time, reason) at each change of what held it
+        # back, the last ``_CHANGES`` of them.
+        self.sig_changes: dict[tuple[int, ...], list[tuple[float, str]]] = {}
         self.cap_reason = cap_reason
 
     def ready(self, j: int, now: float) -> None:
@@ -76,6 +84,24 @@ class Queued:
     def blocked(self, sig: tuple[int, ...], now: float, reason: str) -> None:
         """The pools of signature ``sig`` held the ready queue back."""
         self.sig_blocked[sig] = (now, reason)
+        changes = self.sig_changes.setdefault(sig, [])
+        if not changes or changes[-1][1] != reason:
+            changes.append((now, reason))
+            if len(changes) > _CHANGES:
+                del changes[0]
+
+    def _longest(self, sig: tuple[int, ...], since: float, now: float) -> str | None:
+        """What held ``sig``'s pools back longest between ``since`` and ``now``
+        (each reason lasts until the next change)."""
+        changes = self.sig_changes.get(sig, [])
+        total: dict[str, float] = {}
+        for k, (at, reason) in enumerate(changes):
+            end = changes[k + 1][0] if k + 1 < len(changes) else now
+            span = min(end, now) - max(at, since)
+            if span > 0 or (span == 0 and at >= since):
+                total[reason] = total.get(reason, 0.0) + max(span, 0.0)
+        # A tie goes to the later reason (the one that held it last).
+        return max(reversed(total), key=total.__getitem__) if total else None
 
     def waited(self, j: int, cap_full_at: float) -> bool:
         """Whether node ``j`` may have waited at all: held by a gate, or queued
@@ -94,7 +120,7 @@ class Queued:
         if sig:
             blocked = self.sig_blocked.get(sig)
             if blocked is not None and blocked[0] >= queued:
-                reason = blocked[1]
+                reason = self._longest(sig, queued, now) or blocked[1]
         if reason is None and cap_full_at >= queued:
             reason = self.cap_reason
         if held is not None and reason is not None and (queued - ready >= now - queued):
