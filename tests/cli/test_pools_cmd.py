@@ -156,3 +156,19 @@ def test_pools_says_none_for_a_directory_without_the_file_yet(tmp_path: Path) ->
         )
     assert not (tmp_path / "not").exists()  # a reader creates nothing
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_pools_dir_variable_means_the_default(tmp_path: Path) -> None:
+    # XDG_STATE_HOME chooses the default directory; an empty variable falls back to it.
+    state = tmp_path / "state"
+    env = {**os.environ, "FLEETRUN_POOLS_DIR": "", "XDG_STATE_HOME": str(state)}
+    res = subprocess.run(
+        [sys.executable, "-m", "fleetrun", "pools"],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert (res.returncode, res.stderr) == (0, "")
+    assert res.stdout.startswith(f"no shared pools in {state / 'fleetrun'} ")

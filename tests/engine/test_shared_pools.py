@@ -591,3 +591,32 @@ def test_apply_refuses_a_foreign_pools_file_before_the_run_is_recorded(tmp_path:
     )
     assert shown.returncode == 2
     assert shown.stderr.startswith(f"error: cannot read the shared pools file {pools / 'pools.db'}")
+
+
+SHARED_RULE_CASES = {
+    "café": ("'é' is not an ASCII letter, digit, '.', '_' or '-'", "use only ASCII letters"),
+    "-x": ("its first character '-' is not an ASCII letter or digit", "start it with"),
+    "a" * 200: ("it is 200 characters long, more than 64", "shorten it to at most 64"),
+    "é" + "b" * 70: (
+        "its first character 'é' is not an ASCII letter or digit; it is 71 characters long",
+        "start it with an ASCII letter or digit; shorten it to at most 64 characters",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SHARED_RULE_CASES), ids=["accent", "dash", "long", "both"])
+def test_a_bad_shared_name_says_which_rule_and_is_shortened(name: str) -> None:
+    why, fix = SHARED_RULE_CASES[name]
+    with pytest.raises(PlanError) as e:
+        load_plan_text(
+            f"pools:\n  a: {{concurrency: 1, shared: '{name}'}}\ntasks:\n  t: {{run: x}}\n",
+            "p.yaml",
+        )
+    (problem,) = e.value.diagnostics
+    assert why in problem.message
+    assert problem.fix.startswith(fix)
+    assert "at most 64 ASCII letters" in problem.fix
+    assert len(problem.message) < 200  # a long name is echoed shortened
+    if len(name) > 40:
+        assert f"... ({len(name)} characters)" in problem.message
+        assert name not in problem.message

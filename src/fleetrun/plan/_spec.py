@@ -76,10 +76,12 @@ class Expect:
     text: bool = False
 
 
-SHARED_HELP = (
-    "use at most 64 letters, digits, '.', '_' and '-', starting with a letter or digit, "
-    "such as azure-subscription-1"
+SHARED_RULE = (
+    "at most 64 ASCII letters, digits, '.', '_' and '-', starting with an ASCII letter or digit"
 )
+SHARED_HELP = f"use {SHARED_RULE}, such as azure-subscription-1"
+SHARED_MAX = 64
+"""The longest shared pool name (``SHARED_NAME_PATTERN`` says the same)."""
 
 
 def problem(kind: str, message: str, fix: str) -> PydanticCustomError:
@@ -331,9 +333,7 @@ class RetryOn(_Spec):
 
     model_config = ConfigDict(title="RetryOn", json_schema_extra={"minProperties": 1})
 
-    exit: ExitCode | list[ExitCode] | None = key(
-        "Exit codes that are retried."
-    )
+    exit: ExitCode | list[ExitCode] | None = key("Exit codes that are retried.")
     output: Text | list[Text] | None = key(
         "Retry when the output contains any of these texts (plain substrings, not regular "
         "expressions; for example '429' or 'Too Many Requests'). A pool's throttle.output "
@@ -451,9 +451,29 @@ Margin = Annotated[
 
 
 def _shared_name(text: str) -> str:
-    if not re.fullmatch(SHARED_NAME_PATTERN, text):
-        raise problem("shared", f"{text!r} is not a valid shared pool name", SHARED_HELP)
-    return text
+    if re.fullmatch(SHARED_NAME_PATTERN, text):
+        return text
+    # Say which rules fail, and echo a long name shortened.
+    shown = repr(text) if len(text) <= 40 else f"{text[:32]!r}... ({len(text)} characters)"
+    why, fix = [], []
+    if not text:
+        why.append("it is empty")
+    elif not re.fullmatch(r"[A-Za-z0-9]", text[0]):
+        why.append(f"its first character {text[0]!r} is not an ASCII letter or digit")
+        fix.append("start it with an ASCII letter or digit")
+    bad = next((c for c in text[1:] if not re.fullmatch(r"[A-Za-z0-9._-]", c)), None)
+    if bad is not None:
+        why.append(f"{bad!r} is not an ASCII letter, digit, '.', '_' or '-'")
+        fix.append("use only ASCII letters, digits, '.', '_' and '-'")
+    if len(text) > SHARED_MAX:
+        why.append(f"it is {len(text)} characters long, more than {SHARED_MAX}")
+        fix.append(f"shorten it to at most {SHARED_MAX} characters")
+    hint = (
+        f"{'; '.join(fix)} (a name is {SHARED_RULE}), such as azure-subscription-1"
+        if fix
+        else SHARED_HELP
+    )
+    raise problem("shared", f"{shown} is not a valid shared pool name: {'; '.join(why)}", hint)
 
 
 SharedName = Annotated[
@@ -461,7 +481,9 @@ SharedName = Annotated[
     AfterValidator(_shared_name),
     WithJsonSchema({"type": "string", "pattern": SHARED_NAME_PATTERN}),
 ]
-"""A shared pool's name: matched whole (``$`` alone would let a trailing newline through)."""
+"""A shared pool's name: at most 64 ASCII letters, digits, '.', '_' and '-',
+starting with an ASCII letter or digit; matched whole (``$`` alone would let a
+trailing newline through)."""
 
 
 class AdaptiveSpec(_Spec):
@@ -494,9 +516,7 @@ class ThrottleSpec(_Spec):
     a throttled attempt is retried whatever retry.on says. Default for an adaptive pool
     without one: exit 75, output '\\b429\\b' or 'too many requests', 'retry-after: (N)'."""
 
-    exit: FailureExit | list[FailureExit] | None = key(
-        "Exit codes that mean throttled."
-    )
+    exit: FailureExit | list[FailureExit] | None = key("Exit codes that mean throttled.")
     output: str | list[str] | None = key(
         "Regular expressions (Python re, searched line by line); an attempt whose output "
         "matches one was throttled."
@@ -536,8 +556,10 @@ class PoolSpec(_Spec):
     )
     shared: SharedName | None = key(
         "Share this pool with every run of this user on this machine that names the same "
-        "shared pool, whatever its plan and state directory (they meet in "
-        "$FLEETRUN_POOLS_DIR, else ~/.local/state/fleetrun): one concurrency, rate, "
+        "shared pool (at most 64 ASCII letters, digits, '.', '_' and '-', starting with an "
+        "ASCII letter or digit), whatever its plan and state directory (they meet in "
+        "$FLEETRUN_POOLS_DIR when set and not empty, else $XDG_STATE_HOME/fleetrun, else "
+        "~/.local/state/fleetrun): one concurrency, rate, "
         "Retry-After pause and adaptive state between them (`fleetrun pools` shows it). "
         "The first run that opens it sets its limits until its last user leaves."
     )
