@@ -23,7 +23,13 @@ import pytest
 from fleetrun.engine import read_shared_pools
 from fleetrun.engine._adaptive import AdaptiveLimit
 from fleetrun.engine._limits import DEFAULT_THROTTLE, ThrottleMatch
-from fleetrun.engine._shared import FRESH, RECHECK, SharedLimits, limits_for
+from fleetrun.engine._shared import (
+    FRESH,
+    GIVE_UP_AFTER,
+    RECHECK,
+    SharedLimits,
+    limits_for,
+)
 from fleetrun.engine._shared_file import _SCHEMA, _statements, config_of, open_pools_db
 from fleetrun.engine._shared_state import load_adaptive, store_adaptive
 from fleetrun.engine._shared_store import SNAPSHOT_EVERY, SharedStore
@@ -620,3 +626,54 @@ def test_a_bad_shared_name_says_which_rule_and_is_shortened(name: str) -> None:
     if len(name) > 40:
         assert f"... ({len(name)} characters)" in problem.message
         assert name not in problem.message
+
+
+def _rename_pools_table(path: Path, old: str, new: str) -> None:
+    db = sqlite3.connect(path)
+    db.execute(f"ALTER TABLE {old} RENAME TO {new}")
+    db.commit()
+    db.close()
+
+
+def test_a_file_failing_for_long_stops_the_pools_starts_once_with_a_line(
+    runs, tmp_path: Path
+) -> None:
+    a, changes = runs("run-a", concurrency=1)
+    b, b_changes = runs("run-b", concurrency=1)
+    assert a.wait_time(API, 100.0) == 0
+    assert a.take(API, 100.0)
+    assert b.wait_time(API, 100.0) == RECHECK  # full of run-a's slot
+    path = tmp_path / "pools.db"
+    _rename_pools_table(path, "pools", "gone")  # every use of the file fails now
+    step = RECHECK + FRESH
+    now = 100.0 + step
+    # Failures for less than GIVE_UP_AFTER: tried again and again, nothing said.
+    while now < 100.0 + GIVE_UP_AFTER:
+        assert b.wait_time(API, now) == RECHECK
+        assert not b.take(API, now)
+        now += step
+    assert b_changes == []
+    # A success in between starts the count again.
+    _rename_pools_table(path, "gone", "pools")
+    assert b.wait_time(API, now) == RECHECK
+    _rename_pools_table(path, "pools", "gone")
+    now += step
+    start = now  # the first failure since the success
+    while now < start + GIVE_UP_AFTER:
+        assert b.wait_time(API, now) == RECHECK
+        now += step
+    assert b_changes == []
+    assert b.wait_time(API, now) == math.inf  # no more starts in the pool
+    assert b.blocked_by == "pool api: its shared pools file cannot be used"
+    (told,) = b_changes
+    assert told[0] == "api"
+    assert told[4].startswith(f"shared pool 'sub-1': no more starts in this run: its file {path}")
+    assert "no such table: pools" in told[4]
+    assert told[4].endswith("`fleetrun retry` runs what did not start")
+    # Said once, and the pool stays closed to this run.
+    assert b.wait_time(API, now + 100.0) == math.inf
+    assert not b.take(API, now + 100.0)
+    assert len(b_changes) == 1
+    # The run holding a slot gives it back as best it can, and is not stopped.
+    a.release(API)
+    assert changes == []

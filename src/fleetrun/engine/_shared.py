@@ -33,6 +33,13 @@ synchronously, as the scheduler core decides:
   one with other settings is told so in one ``PoolChanged`` (the opener's
   settings hold until the pool has no live user; see ``_shared_store``).
 
+A file that fails at every use (made unusable mid-run: removed tables,
+damaged, locked for long) is not tried forever in silence: after
+``GIVE_UP_AFTER`` seconds of failures with no success between them, the
+pool takes no more starts in this run, and one ``PoolChanged`` says why and
+what to do; what waits for it ends not started, so ``fleetrun retry``
+starts it once the file is fixed. The attempts already running finish.
+
 Blocking file I/O on the event loop is deliberate here: every operation is one
 SQLite transaction of tens of microseconds (``bench/bench_shared_pool.py``),
 cheaper than a hop to a thread, and a start must not wait for anything else.
@@ -64,6 +71,10 @@ round asks about the same pools many times)."""
 RECLAIM_EVERY = 0.25
 """Seconds between two looks for dead users of a full shared pool."""
 
+GIVE_UP_AFTER = 30.0
+"""Seconds of failures of a shared pool's file, with no success between them,
+after which the pool takes no more starts in this run (module doc)."""
+
 
 def limits_for(
     graph: Graph, now: float, notify: Notify, pools_dir: Path | None, run_id: str
@@ -82,6 +93,8 @@ class SharedLimits(Limits):
     __slots__ = (
         "_blocked",
         "_cfg",
+        "_failing",
+        "_gave_up",
         "_held",
         "_next_reclaim",
         "_notify_shared",
@@ -110,6 +123,11 @@ class SharedLimits(Limits):
         self._blocked = [-math.inf] * n  # a lost ``take``: no new try before
         self._next_reclaim = [-math.inf] * n
         self._owed: list[str] = []  # releases the file refused (busy), given back later
+        # Since when every use of pool k's file failed (inf: the last one worked),
+        # and whether a write failed since (a read that works then is no success:
+        # a file locked for long still reads).
+        self._failing: list[tuple[float, bool]] = [(math.inf, False)] * n
+        self._gave_up = [False] * n  # no more starts in pool k (GIVE_UP_AFTER)
         # An adaptive pool's last ``held`` call not yet made (it only sets a flag
         # that the next start or throttle reads: made then, first).
         self._held: list[bool | None] = [None] * n
@@ -139,6 +157,7 @@ class SharedLimits(Limits):
         try:
             if row is None:
                 row, opened = self._store.join(cfg, now)
+                self._failing[k] = (math.inf, False)
                 self._seen[k] = row.seq
                 self._see(k, row, now)
                 if not opened:
@@ -147,6 +166,7 @@ class SharedLimits(Limits):
             fresh = self._store.read(cfg.shared)
         except sqlite3.Error as e:
             _hiccup("reading", cfg.shared, e, logging.DEBUG)
+            self._failed(k, now, e, write=row is None)
             return None
         if fresh is not None:
             self._see(k, fresh, now)
@@ -154,6 +174,8 @@ class SharedLimits(Limits):
 
     def _see(self, k: int, row: PoolRow, now: float) -> None:
         """Take ``row`` as pool ``k``'s state; report another run's change."""
+        if not self._failing[k][1]:
+            self._failing[k] = (math.inf, False)  # the file works
         self._rows[k] = row
         self._read_at[k] = now
         self.caps[k] = row.concurrency
@@ -217,6 +239,8 @@ class SharedLimits(Limits):
             if kind == FULL:
                 if not full:
                     full, why = True, f"pool {name} full"
+                    if self._gave_up[k]:
+                        why = f"pool {name}: its shared pools file cannot be used"
                 wait = max(wait, w)
             elif w > wait:
                 wait = w
@@ -227,11 +251,13 @@ class SharedLimits(Limits):
         return wait
 
     def _shared_wait(self, k: int, now: float) -> tuple[float, int]:
+        if self._gave_up[k]:
+            return math.inf, FULL
         if now < self._blocked[k]:
             return self._blocked[k] - now, FULL
         row = self._row(k, now)
         if row is None:
-            return RECHECK, FULL
+            return (math.inf if self._gave_up[k] else RECHECK), FULL
         if self._pausing[k] and row.paused_until <= now:
             self._pausing[k] = False
             self._emit_shared(k, row, 0.0, "resumed: the Retry-After pause is over")
@@ -262,7 +288,10 @@ class SharedLimits(Limits):
                 fresh = self._store.reclaim(row.name)
             except sqlite3.Error as e:
                 _hiccup("reclaiming the slots of dead runs in", row.name, e)
+                self._failed(k, now, e, write=True)
                 fresh = None
+            else:
+                self._failing[k] = (math.inf, False)
             if fresh is not None:
                 self._see(k, fresh, now)
                 w, kind = fresh.wait(now)
@@ -303,7 +332,12 @@ class SharedLimits(Limits):
                 ok, rows, changes = self._store.take(names, now, calls)
             except sqlite3.Error as e:
                 _hiccup("taking a slot in", ", ".join(names), e)
+                for k in shared:
+                    self._failed(k, now, e, write=True)
                 ok, rows, changes = False, [], []
+            else:
+                for k in shared:
+                    self._failing[k] = (math.inf, False)
             for k, fresh in zip(shared, rows, strict=False):
                 self._see(k, fresh, now)
             for k, decided in zip(shared, changes, strict=False):
@@ -341,6 +375,30 @@ class SharedLimits(Limits):
         except sqlite3.Error as e:
             _hiccup("giving a slot back to", ", ".join(names), e)
             self._owed.extend(names)  # the next take gives them back; leaving does in any case
+
+    def _failed(self, k: int, now: float, e: sqlite3.Error, write: bool) -> None:
+        """Pool ``k``'s file failed once; past ``GIVE_UP_AFTER`` of failures the
+        pool takes no more starts in this run, and says so once."""
+        since, wrote = self._failing[k]
+        since = min(since, now)
+        self._failing[k] = (since, wrote or write)
+        if self._gave_up[k] or now - since < GIVE_UP_AFTER:
+            return
+        self._gave_up[k] = True
+        name = self._shared_name(k)
+        path = self._store.path
+        log.warning("shared pool %s: its file %s failed for %gs: %s", name, path, now - since, e)
+        row = self._rows[k]
+        self._notify_shared(
+            self._plan_names[k],
+            row.rate if row is not None else None,
+            row.concurrency if row is not None else None,
+            0.0,
+            f"shared pool {name!r}: no more starts in this run: its file {path} failed at "
+            f"every use for {now - since:.0f}s ({e}); `fleetrun pools` says what is wrong "
+            "with it; once it is fixed (or removed while no run uses it), `fleetrun retry` "
+            "runs what did not start",
+        )
 
     def close(self) -> None:
         """Leave the shared pools (their slots come back) and close the file."""
@@ -418,7 +476,9 @@ class SharedLimits(Limits):
             )
         except sqlite3.Error as e:
             _hiccup("recording an observation in", self._shared_name(k), e)
+            self._failed(k, now, e, write=True)
             return True  # one observation lost: the algorithm sees the next one
+        self._failing[k] = (math.inf, False)
         if row is None:
             return True
         self._see(k, row, now)
