@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -407,10 +408,29 @@ _SUCCESS = (
 # --- pools ----------------------------------------------------------------------------
 
 
+def _float_text(text: str) -> str | None:
+    """``text`` in plain digits when Python reads it as a finite number (None: it
+    does not)."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        return None
+    return f"{number:f}".rstrip("0").rstrip(".") if number != int(number) else str(int(number))
+
+
 def _in_range(maximum: float, help_: str, *, below: bool = False) -> Any:
     """A check of a number in (0, maximum] (or (0, maximum) when ``below``)."""
 
     def check(value: object) -> object:
+        if isinstance(value, str) and _float_text(value) is not None:
+            # YAML reads 1e12 (no dot, no exponent sign) as text, not a number.
+            raise problem(
+                "number",
+                f"{value!r} is text to YAML, not a number",
+                f"write it in digits ({_float_text(value)}): {help_}",
+            )
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise problem("number", f"{value!r} is not a number", f"write {help_}")
         if not 0 < value <= maximum or (below and value >= maximum):
