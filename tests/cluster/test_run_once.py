@@ -233,6 +233,7 @@ def test_eight_jobs_on_two_workers_one_kills_its_worker_each_runs_once_per_attem
     # workers; one job kills its own worker on its first attempt, at once (the job
     # that finished just before it on that worker must not be taken along).
     ran, killed = tmp_path / "ran", tmp_path / "killed"
+    marker = f"30.{os.getpid()}{id(tmp_path) % 10**6:06d}"
     plan = tmp_path / "plan.yaml"
     plan.write_text(
         "name: eight\n"
@@ -248,7 +249,7 @@ def test_eight_jobs_on_two_workers_one_kills_its_worker_each_runs_once_per_attem
         "    run: |\n"
         f"      echo {{{{ target.name }}}}$FLEETRUN_ATTEMPT >> {ran}\n"
         f"      if [ {{{{ target.name }}}} = c ] && [ ! -e {killed} ]; then\n"
-        f"        touch {killed}; kill -9 $PPID; sleep 30\n"
+        f"        touch {killed}; kill -9 $PPID; sleep {marker}\n"
         "      fi\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "FLEETRUN_CLUSTER"}
@@ -276,3 +277,6 @@ def test_eight_jobs_on_two_workers_one_kills_its_worker_each_runs_once_per_attem
     assert ended.pop(("job@c", 1)) == ("retrying", "lost")
     assert set(ended.values()) == {("succeeded", None)}
     assert "Traceback" not in done.stderr
+    # The dead worker's watchdog ends the killed attempt's process group
+    # (asynchronously: on a busy machine it may come after the run's end).
+    assert gone(f"sleep {marker}"), pgrep(f"sleep {marker}")
