@@ -6,9 +6,9 @@ The local process code has a Linux fast path and a portable path for any
 POSIX system; ``_platform`` chooses on first use (``FLEETRUN_PLATFORM``), and
 ``LocalExecutor()`` and ``LocalOrphanFinder()`` make the chosen path's."""
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from fleetrun._lazy import lazy_names
 from fleetrun.executors._contract import (
     Attempt,
     AttemptResult,
@@ -78,13 +78,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # The compute-cluster executor loads on first use: runs without cluster tasks
-    # (and `fleetrun` start-up) do not pay for it.
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(f"fleetrun.executors.{module}"), attr)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -4,9 +4,9 @@ The reading side (the loader, the schema's pydantic models, YAML) loads on first
 use: a program that only handles a graph or a record (``fleetrun show``, the
 engine, the journal) does not pay for it."""
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from fleetrun._lazy import lazy_names
 from fleetrun.plan._expand import dependents_closure, expand, quorum_size
 from fleetrun.plan._graph import Graph, Node, Requirement
 from fleetrun.plan._model import (
@@ -79,17 +79,7 @@ _LAZY = {
 """The names of the reading side -> the module that defines each."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups find it without this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

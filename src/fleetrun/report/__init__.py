@@ -5,8 +5,9 @@ Each name loads its module on first use: a plain ``apply`` never imports the
 HTML and file reports or rich (the live view), which cost a noticeable part of
 fleetrun's start-up; ``fleetrun report`` and a terminal's live view do."""
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fleetrun._lazy import lazy_names
 
 if TYPE_CHECKING:
     from fleetrun.report._build import build_report, load_run_graph, load_run_plan
@@ -83,17 +84,7 @@ _LAZY = {
 """Each public name -> the module that defines it."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups find it without this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [
