@@ -68,6 +68,14 @@ def runs(tmp_path: Path) -> Iterator[Callable[..., tuple[SharedLimits, Changes]]
 API = (0,)  # the one pool's signature
 
 
+def _nothing_recorded(plan: Path) -> None:
+    """No run of ``plan`` is on record (its state directory has no run)."""
+    state = plan.parent / ".fleetrun"
+    if (state / "state.db").exists():
+        with JournalReader(state) as r:
+            assert list(r.runs()) == []
+
+
 def test_a_full_pool_holds_other_runs_back_until_a_slot_comes_back(runs) -> None:
     a, _ = runs("run-a")
     b, _ = runs("run-b")
@@ -468,11 +476,7 @@ def test_an_unusable_pools_dir_refuses_the_run_before_it_is_recorded(tmp_path: P
     assert res.returncode == 2, res.stderr
     assert "FLEETRUN_POOLS_DIR" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
-    # Nothing was recorded: no run to retry, no journal written for it.
-    state = plan.parent / ".fleetrun"
-    if (state / "state.db").exists():
-        with JournalReader(state) as r:
-            assert list(r.runs()) == []
+    _nothing_recorded(plan)  # no run to retry, no journal written for it
     pools = subprocess.run(
         [sys.executable, "-m", "fleetrun", "pools"],
         capture_output=True,
@@ -583,10 +587,7 @@ def test_apply_refuses_a_foreign_pools_file_before_the_run_is_recorded(tmp_path:
         f"$FLEETRUN_POOLS_DIR is {str(pools)!r}: point it at another directory"
     ]
     assert (pools / "pools.db").read_bytes() == before
-    state = plan.parent / ".fleetrun"
-    if (state / "state.db").exists():
-        with JournalReader(state) as r:
-            assert list(r.runs()) == []
+    _nothing_recorded(plan)
     shown = subprocess.run(
         [sys.executable, "-m", "fleetrun", "pools"],
         capture_output=True,
