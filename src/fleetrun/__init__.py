@@ -13,13 +13,17 @@ Diagnostics go to the ``fleetrun`` logger, silent unless a handler is added
 (``fleetrun -v`` adds one; see ``fleetrun.diagnostics``).
 """
 
+import os as _os
 import signal as _signal
 import sys as _sys
 
 
 def _interrupted_while_starting(signum: int, frame: object) -> None:
-    # Ctrl-C while the modules load: exit 130 quietly (SystemExit prints no traceback).
-    raise SystemExit(130)
+    # Ctrl-C while the modules load: exit 130 at once, quietly. Nothing is
+    # written yet, so there is nothing to clean up; raising SystemExit here
+    # could land in a callback whose exceptions Python reports and ignores (an
+    # import lock's weakref callback), and the program would go on.
+    _os._exit(130)
 
 
 def _is_the_program() -> bool:
