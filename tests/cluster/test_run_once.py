@@ -201,6 +201,13 @@ def test_with_every_worker_dead_waiting_jobs_give_up_after_the_bound(tmp_path: P
             )
             while not handles:  # noqa: ASYNC110 (on_started is a plain callback)
                 await asyncio.sleep(0.02)
+            # The start may be announced when the worker claims the job, a moment
+            # before it has spawned it and registered its group with the
+            # watchdog: the worker dies once the job's process exists and has
+            # been registered (the worker does that right after the spawn).
+            while not pgrep(f"sleep {marker}"):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)
             os.kill(c.workers[0].pid, signal.SIGKILL)
             # Without the bound this would wait for a worker forever.
             return list(await asyncio.wait_for(jobs, 60))
