@@ -207,6 +207,26 @@ def test_bad_configuration_is_one_clear_line(env: dict[str, str], message: str) 
     assert e.value.exit_code == 2
 
 
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory", "missing"])
+def test_a_configuration_file_that_is_no_regular_file_is_one_clear_line(
+    tmp_path: Path, kind: str
+) -> None:
+    """cluster.yaml is read as a plan's files are: a device (/dev/zero would
+    fill memory), a FIFO nobody writes to (would wait forever) or a directory
+    is refused at once, in one line, exit 2."""
+    path = {
+        "device": Path("/dev/zero"),
+        "directory": tmp_path,
+        "missing": tmp_path / "no.yaml",
+    }.get(kind, tmp_path / "fifo")
+    if kind == "fifo":
+        os.mkfifo(path)
+    with pytest.raises(ClusterConfigError, match=f"cannot read {path}: ") as e:
+        load_config(path, REFERENCE_ENV)
+    assert "\n" not in str(e.value)
+    assert e.value.exit_code == 2
+
+
 def test_render_without_coordinator_exits_2_with_one_line(standin: Path) -> None:
     r = _cli(["cluster", "render"], env={"IMAGE_REPO": "r", "STAGE": "s"})
     assert r.exit_code == 2

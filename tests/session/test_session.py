@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import signal
 import time
 import uuid
@@ -224,3 +225,21 @@ def test_the_cli_offers_the_engine_s_choices() -> None:
         choice = params[name].type
         assert isinstance(choice, click.Choice)
         assert tuple(choice.choices) == get_args(values)
+
+
+def test_the_plan_snapshot_is_read_as_the_loader_reads_it(tmp_path: Path) -> None:
+    """The run's record keeps the plan's text, read again after loading: a plan
+    path that has become a FIFO or a device since is a one-line usage error, not
+    a read that waits for ever or fills memory."""
+    from fleetrun.errors import UsageError
+    from fleetrun.session._prepare import _plan_text
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: p\n")
+    assert _plan_text(plan) == "name: p\n"
+    plan.unlink()
+    os.mkfifo(plan)
+    with pytest.raises(UsageError, match=r"not a regular file \(it changed since it was read\)"):
+        _plan_text(plan)
+    with pytest.raises(UsageError, match="character device"):
+        _plan_text(Path("/dev/zero"))

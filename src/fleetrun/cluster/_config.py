@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from fleetrun.cluster.errors import ClusterConfigError
+from fleetrun.plan import UnreadableFile, read_bounded
 
 _REPO = re.compile(
     r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
@@ -157,9 +158,10 @@ def load_config(
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as e:
-            raise ClusterConfigError(f"cannot read {path}: {e.strerror}") from None
+            loaded = yaml.safe_load(read_bounded(path).decode("utf-8", errors="replace"))
+        except UnreadableFile as e:
+            fix = f"; {e.fix}" if e.fix else ""
+            raise ClusterConfigError(f"cannot read {path}: {e.reason}{fix}") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

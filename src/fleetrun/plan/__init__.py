@@ -26,6 +26,7 @@ from fleetrun.plan._model import (
 )
 from fleetrun.plan._pattern import PATTERN_HELP
 from fleetrun.plan._pools import Bucket, StaticLimits, pools_of_tasks
+from fleetrun.plan._readfile import MAX_FILE_BYTES, UnreadableFile, read_bounded
 from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
 from fleetrun.plan._resolve import (
     MissingValueError,
@@ -85,6 +86,7 @@ __getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 __all__ = [
     "ALL_TARGETS",
     "EXEC_TASK",
+    "MAX_FILE_BYTES",
     "MODES",
     "PATTERN_HELP",
     "RUNS_ON",
@@ -110,6 +112,7 @@ __all__ = [
     "Task",
     "Template",
     "ThrottleRule",
+    "UnreadableFile",
     "Waves",
     "allowed_failures",
     "attempt_env",
@@ -134,6 +137,7 @@ __all__ = [
     "pools_of_tasks",
     "quorum_size",
     "quorum_text",
+    "read_bounded",
     "read_var_file",
     "render_command",
     "render_dot",

@@ -27,8 +27,10 @@ from fleetrun.plan import (
     ALL_TARGETS,
     Graph,
     Plan,
+    UnreadableFile,
     empty_tasks_error,
     expand,
+    read_bounded,
     selection_closure,
     split_names,
 )
@@ -444,9 +446,7 @@ def _plan_run(
         # plan's own runs (retry, show, outputs, report, prune).
         plan_path=str(path) + (EXEC_SUFFIX if exec_req is not None else ""),
         # Both forms: a secret with quotes or backslashes is escaped in YAML text.
-        plan_snapshot=redactor.for_json().redact(
-            redactor.redact(path.read_text(encoding="utf-8", errors="replace"))
-        ),
+        plan_snapshot=redactor.for_json().redact(redactor.redact(_plan_text(path))),
         options={
             "mode": req.mode,
             "parallelism": req.parallelism,
@@ -507,3 +507,13 @@ def _write_private(path: Path, data: bytes) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def _plan_text(path: Path) -> str:
+    """The plan file's text for the run's record, read as the loader read it (a
+    regular file of bounded size): one that changed into something else since
+    it was loaded is a usage error, not a snapshot of a stream."""
+    try:
+        return read_bounded(path).decode("utf-8", errors="replace")
+    except UnreadableFile as e:
+        raise UsageError(f"{path}: {e.reason} (it changed since it was read)") from None
