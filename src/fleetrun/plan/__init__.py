@@ -26,7 +26,6 @@ from fleetrun.plan._model import (
 )
 from fleetrun.plan._pattern import PATTERN_HELP
 from fleetrun.plan._pools import Bucket, StaticLimits, pools_of_tasks
-from fleetrun.plan._readfile import MAX_FILE_BYTES, UnreadableFile, read_bounded
 from fleetrun.plan._render import render_dot, render_json, render_mermaid, render_text
 from fleetrun.plan._resolve import (
     MissingValueError,
@@ -62,6 +61,7 @@ if TYPE_CHECKING:
     from fleetrun.plan._adhoc import EXEC_TASK, ExecRequest, exec_plan, is_fleet_file
     from fleetrun.plan._fields import did_you_mean
     from fleetrun.plan._loader import load_plan, load_plan_text
+    from fleetrun.plan._readfile import MAX_FILE_BYTES, UnreadableFile, read_bounded
     from fleetrun.plan._spec import plan_json_schema
     from fleetrun.plan._varfile import parse_var_args, read_var_file
 
@@ -74,6 +74,9 @@ _LAZY = {
     "load_plan": "_loader",
     "load_plan_text": "_loader",
     "plan_json_schema": "_spec",
+    "MAX_FILE_BYTES": "_readfile",
+    "UnreadableFile": "_readfile",
+    "read_bounded": "_readfile",
     "parse_var_args": "_varfile",
     "read_var_file": "_varfile",
 }
