@@ -10,6 +10,7 @@ check the same behaviour with real processes (``test_limit_shapes.py``,
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -108,6 +109,50 @@ def test_random_throttles_on_short_runs_cost_little(seed: int) -> None:
 def test_random_throttles_with_retry_after_pause_but_do_not_lower_the_rate():
     res = simulate(RandomThrottle(0.2, retry_after=1.0), 300, rate=20)
     assert res.changes[-1][1] == pytest.approx(20)
+
+
+@pytest.mark.parametrize(
+    ("limit", "burst", "rate"), [(5, 3, 20), (5, 3, 15), (10, 2, 50), (5, 1, 20)]
+)
+def test_a_small_burst_met_far_over_with_pauses_is_a_limit_not_noise(limit, burst, rate):
+    """Each Retry-After pause lets a few requests through however fast the
+    pool sends, so the throttled share hardly falls when the rate halves and
+    is still over the limit: the decrease must stand, and the next one cut
+    again, until the throttles stop (not be undone as "not caused by the
+    rate", which left the pool paused most of the run, at 2 to 6x ideal)."""
+    res = simulate(TokenBucket(limit, burst), 200, rate=rate, spawn=0.05)
+    ideal = (200 - burst) / limit
+    assert not any(why.startswith("restored") for *_, why in res.changes)
+    assert res.makespan <= 1.8 * ideal
+    final = res.changes[-1][1]
+    assert final is not None
+    assert final <= 1.1 * limit
+
+
+def test_a_limit_that_does_not_move_is_probed_ever_more_rarely():
+    """Each probe past the fit that finds the limit where the fit put it
+    waits four times as long for the next (up to 16 x hold): over five
+    minutes at a fixed limit, four throttle episodes after the one that gave
+    the first fit (the search takes three, in the first 4 s)."""
+    res = simulate(TokenBucket(40, 10), 12000, rate=200)
+    throttles = [t for t, _, _, why in res.changes if why.startswith("throttled")]
+    episodes = [t for t in throttles if t > 2.0]
+    assert len(episodes) <= 5
+    gaps = [b - a for a, b in itertools.pairwise(episodes)]
+    assert gaps[1] >= 2.5 * gaps[0]
+    assert res.makespan <= 1.05 * (12000 - 10) / 40
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_refined_fit_does_not_undo_a_limit_that_came_down(seed: int) -> None:
+    """The fit refined at the end of a pause may see the interval before the
+    limit came down (``granted about 37/s``); it must not raise the rate the
+    came-down decision halved. Slower spawns (50 ms) make that interval long."""
+    bucket = TokenBucket(40, 10, changes=[(10.0, 20.0), (25.0, 40.0)])
+    res = simulate(bucket, 1310, rate=200, spawn=0.05, seed=seed)
+    rate = res.rate_at(15.0, 200.0)
+    assert rate is not None
+    assert rate <= 1.1 * 20
 
 
 def test_sliding_window():

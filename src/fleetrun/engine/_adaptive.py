@@ -16,7 +16,9 @@ The anchors, and what is taken from each:
   concurrency towards one under ``bad`` the same way), holds there
   for ``hold`` seconds, then grows past it by ``increase``, 3x, 5x ... per
   probe (convex). A probe past ``bad`` that is throttled again doubles
-  ``hold`` (up to ``16 x hold``): a limit that does not move is probed ever
+  ``hold``, and quadruples it when its throttle finds the granted rate where
+  the fit put it (within ``_CONFIRMED``), up to ``16 x hold``: each probe
+  costs a Retry-After pause, so a limit that does not move is probed ever
   more rarely, one that just moved is probed soon. ``bad`` is forgotten
   (the limit rose) only once a rate at or past it is known good: one probe
   unthrottled may have run on the provider's burst.
@@ -106,7 +108,15 @@ The anchors, and what is taken from each:
   old/new``; were they random, it stays where it was. When it stays nearer
   ``before`` (and >= 10%), the decrease is undone and that share becomes
   the pool's noise level; later decreases need a share clearly above it
-  (+15 points) over at least ``verify`` attempts.
+  (+15 points) over at least ``verify`` attempts. Not while the throttles
+  under the new rate paused the pool: a provider's penalty throttles what
+  was on its way, and each pause lets a few requests through however fast
+  the pool sends (a bucket of burst 3 at 5/s admits 4 per pause at 20/s, 6
+  at 10/s), so the share hardly falls while the pool is still over the
+  limit. Those decreases stand and the next throttle cuts again, until the
+  throttles stop; only throttles that go on as before down to
+  ``1/_PAUSED_CHAIN`` of where the cuts began are taken for noise (random
+  throttles with a Retry-After cost a dip of some seconds before that).
 
 Nothing ever goes below ``floor`` x the configured values, nor above them.
 Every number is a field of ``plan.AdaptiveSettings`` (``pools.X.adaptive``) or
@@ -147,6 +157,9 @@ _GOOD_PROBES = 3
 
 _MAX_HOLD = 16
 
+_CONFIRMED = 0.05
+"""A probe's throttle that finds the granted rate within this share of the fit confirms it."""
+
 _CAME_DOWN = 0.75
 """A fitted granted rate under this share of a rate that ran unthrottled: the limit came down
 (a rate "good" for a few probes may have run on the provider's burst, so a small gap is not)."""
@@ -160,6 +173,10 @@ _MIN_FIT_S = 0.6
 
 _MEASURED_STARTS = 8
 """Starts an interval needs before its measured start rate stands for the pool's rate."""
+
+_PAUSED_CHAIN = 8.0
+"""Decreases checked under Retry-After pauses go on down to 1/this of where they
+began before throttles that do not fall are taken for noise (``_verified``)."""
 
 _MACHINE_BOUND = 0.8
 """A pool that starts under this share of its rate is held back by the machine, not its rate."""
@@ -208,6 +225,7 @@ class AdaptiveLimit:
         "_noise",
         "_noise_seen",
         "_ok_times",
+        "_paused_top",
         "_paused_until",
         "_probe_from",
         "_rate_floor",
@@ -222,6 +240,7 @@ class AdaptiveLimit:
         "_suspect_at",
         "_throttles",
         "_verify",
+        "_verify_paused",
         "_window",
         "conc_ceiling",
         "concurrency",
@@ -272,6 +291,11 @@ class AdaptiveLimit:
         self._throttles = 0  # ... of which throttled
         # After a decrease: (rate, concurrency, share before, ends seen, throttles seen).
         self._verify: tuple[float | None, int | None, float, int, int] | None = None
+        # A throttle under the new limits paused the whole pool (a Retry-After).
+        self._verify_paused = False
+        # The rate where a run of decreases checked under pauses began (kept
+        # while the pool grows between them, until a rate runs unthrottled).
+        self._paused_top: float | None = None
         self._noise = 0.0
         self._noise_seen = (0, 0)  # (throttled, ended) since the noise was found
         # The last ``verify`` endings (True: throttled), the share before a
@@ -464,6 +488,8 @@ class AdaptiveLimit:
                     )
             return None
         if self._verify is not None:
+            if retry_after is not None and retry_after > 0 and pool_paused:
+                self._verify_paused = True
             return self._verified(throttled=True)
         return self._decrease(now, started_at, in_flight, retry_after)
 
@@ -501,6 +527,7 @@ class AdaptiveLimit:
             t0, r0 = self._history[0]
             if r0 > 0 and t0 <= now - s.probe * _GOOD_PROBES + 1e-9 and t0 >= self._last_throttle:
                 self._good = r0 if self._good is None else max(self._good, r0)
+                self._paused_top = None  # the cuts reached a rate the provider admits
                 if self._former is not None and self._good >= self._former * 0.999:
                     self._former = self._probe_from = None  # the limit is back where it was
             if self._granted is not None and self._burst is not None:
@@ -752,6 +779,8 @@ class AdaptiveLimit:
         new = max(self._rate_floor, min(new, self.rate_ceiling or new))
         if abs(new - rate) <= rate * 0.02:
             return None
+        if new > rate and self._former_rate(now) is not None:
+            return None  # the limit came down: that decision was not the fit's to undo
         self.rate = self._cut_to = self._since_rate = new
         self._last_change = now
         self._start_times.clear()
@@ -899,7 +928,15 @@ class AdaptiveLimit:
                     )
                 else:
                     why.append(f"after {sending:.3g}s of sending at {_rate(rate)}")
-            self._failed_probe(rate > self._rate_target() * 1.001)
+            # A probe past the fit whose throttle found the limit where the fit
+            # put it (within ``_CONFIRMED``): the limit has not moved; the next
+            # probe waits twice as long again.
+            confirmed = (
+                fitted is not None
+                and granted is not None
+                and abs(granted - fitted) <= fitted * _CONFIRMED
+            )
+            self._failed_probe(rate > self._rate_target() * 1.001, confirmed)
             if came_down is not None:
                 self._former = max(came_down, self._former or 0.0)
                 self._former_at = now
@@ -917,6 +954,7 @@ class AdaptiveLimit:
         self._attempt_only = False
         self._slow_start = False
         self._verify = (before_rate, before_conc, share, 0, 0)
+        self._verify_paused = False
         self._last_decrease = self._last_probe = self._last_change = now
         self._cap_held = False
         self._ends = self._throttles = self._starts = 0
@@ -929,11 +967,12 @@ class AdaptiveLimit:
         detail = f" ({', '.join(why)})" if why else ""
         return Change(self.rate, self.concurrency, f"throttled{detail}")
 
-    def _failed_probe(self, past_bad: bool) -> None:
+    def _failed_probe(self, past_bad: bool, confirmed: bool = False) -> None:
         """A throttle at or past the last throttled value: the limit did not move;
         probe it less often. Below it: the limit moved; probe soon again."""
         s = self.settings
-        self._hold = min(self._hold * 2, s.hold * _MAX_HOLD) if past_bad else s.hold
+        grow = 4 if confirmed else 2
+        self._hold = min(self._hold * grow, s.hold * _MAX_HOLD) if past_bad else s.hold
 
     def _verified(self, throttled: bool) -> Change | None:
         assert self._verify is not None
@@ -958,6 +997,18 @@ class AdaptiveLimit:
         predicted = max(0.0, 1.0 - (1.0 - before) * ratio)
         if after < _MIN_NOISE or abs(after - predicted) <= abs(after - before):
             return None  # the decrease helped: the throttles depended on the rate
+        if self._verify_paused and self._noise == 0.0 and rate != self.rate and rate:
+            # Throttles under the new rate paused the pool: a provider's penalty
+            # throttles what was on its way, and each pause lets a few through
+            # however fast the pool sends, so the share hardly falls while the
+            # pool is still over the limit. The decrease stands and the next
+            # throttle cuts again; throttles that go on as before down to
+            # 1/_PAUSED_CHAIN of where the cuts began are noise.
+            if self._paused_top is None:
+                top = self._chain_top[0] if self._chain_top is not None else rate
+                self._paused_top = top if top is not None else rate
+            if self.rate is not None and self.rate * _PAUSED_CHAIN > self._paused_top:
+                return None
         if conc != self.concurrency and after > before + max(_NOISE_MARGIN, before / 2):
             # A concurrency cut, and more throttled than before: still over the
             # provider's limit (one slow to count requests out), not noise.
@@ -969,7 +1020,9 @@ class AdaptiveLimit:
         # "helped" by chance, throttles that are noise come and go.
         if self._chain_top is not None:
             rate, conc = self._chain_top
-        self._chain_top = None
+        if self._paused_top is not None:
+            rate = max(rate or 0.0, self._paused_top)
+        self._chain_top = self._paused_top = None
         cut = "the rate" if rate != self.rate else "the concurrency"
         self._ends = self._throttles = 0
         self.rate = rate

@@ -149,7 +149,7 @@ class AdaptiveSettings:
     floor: float = 0.01
     verify: int = 10
     hold: float = 5.0
-    margin: float = 0.03
+    margin: float = 0.01
     initial: int = 8
 
 

@@ -466,7 +466,7 @@ Hold = Annotated[
     _range(3600.0),
 ]
 Margin = Annotated[
-    float, _in_range(0.5, "a fraction under the limit found in (0, 0.5], such as 0.03"), _range(0.5)
+    float, _in_range(0.5, "a fraction under the limit found in (0, 0.5], such as 0.01"), _range(0.5)
 ]
 
 
@@ -527,7 +527,7 @@ class AdaptiveSpec(_Spec):
         "Seconds at the plateau before probing past it; doubles after each failed probe, "
         "up to 16x (default 5)."
     )
-    margin: Margin | None = key("How far under a limit found the plateau sits (default 0.03).")
+    margin: Margin | None = key("How far under a limit found the plateau sits (default 0.01).")
     initial: int | None = key("The concurrency slow start begins at (default 8).", ge=1)
 
 
