@@ -29,11 +29,16 @@ Scenarios and targets (the provider's scale):
   grants. Ideal: when the bucket has granted every request.
 - every scenario: fleetrun has >= 5x fewer 429s per request served than the seed.
 
-Two more shapes run when named (``--only window,random``) or with ``--all``:
-``window`` (100 requests per sliding 10 s, pool ``rate: 50/s, adaptive``; no
-target, the ideal is one window's worth every 10 s) and ``random`` (20% of
-requests answered 429 at random with no limit behind them, pool ``rate:
-20/s, adaptive``; target: the pool's rate never below 90% of 20/s).
+Three more shapes run when named (``--only window,small,random``) or with
+``--all``: ``window`` (100 requests per sliding 10 s, pool ``rate: 50/s,
+adaptive``; no target, the ideal is one window's worth every 10 s),
+``small`` (a token bucket of 10/s with a burst of 2 and the penalty rule,
+300 requests, pool ``rate: 50/s, adaptive``: each pause lets only a few
+through, so the throttled share hardly falls with the rate; target 1.5x
+ideal, the search for so small a limit takes some seconds of a 30 s run)
+and ``random`` (20% of requests answered 429 at random with no limit behind
+them, pool ``rate: 20/s, adaptive``; target: the pool's rate never below
+90% of 20/s).
 
 With ``--fixed``, a third contender shows what this machine can do at its
 present load: fleetrun with the pool set just under the server's limit
@@ -162,6 +167,7 @@ def scenarios(quick: bool) -> list[Scenario]:
     t1, t2, n_step = (4.0, 9.0, 470) if quick else (10.0, 25.0, 1310)
     per_window, n_window = (50, 150) if quick else (100, 500)
     n_random = 150 if quick else 500
+    n_small = 150 if quick else 300
     steps = [(t1, rate / 2), (t2, rate)]
     fast = {"rate": f"{5 * rate:g}/s", "adaptive": True}
     return [
@@ -213,6 +219,20 @@ def scenarios(quick: bool) -> list[Scenario]:
             {"rate": "50/s", "adaptive": True},
             (math.ceil(n_window / per_window) - 1) * 10.0 + per_window / 50,
             share_target=None,
+            extra=True,
+        ),
+        Scenario(
+            "small",
+            f"token bucket 10/s, burst 2, penalty rule; {n_small} requests; "
+            "pool rate 50/s adaptive",
+            "bucket",
+            {"rate": 10.0, "burst": 2},
+            n_small,
+            {"rate": "50/s", "adaptive": True},
+            (n_small - 2) / 10.0,
+            makespan_target=1.5,
+            share_target=0.10,
+            fixed={"rate": "9.5/s", "throttle": FIXED_THROTTLE},
             extra=True,
         ),
         Scenario(
@@ -601,7 +621,7 @@ def main() -> None:
     ap.add_argument(
         "--only",
         default="",
-        help="scenarios (comma-separated): bucket,concurrency,step,window,random",
+        help="scenarios (comma-separated): bucket,concurrency,step,window,small,random",
     )
     ap.add_argument("--all", action="store_true", help="also the window and random scenarios")
     ap.add_argument(

@@ -108,15 +108,20 @@ The anchors, and what is taken from each:
   old/new``; were they random, it stays where it was. When it stays nearer
   ``before`` (and >= 10%), the decrease is undone and that share becomes
   the pool's noise level; later decreases need a share clearly above it
-  (+15 points) over at least ``verify`` attempts. Not while the throttles
-  under the new rate paused the pool: a provider's penalty throttles what
-  was on its way, and each pause lets a few requests through however fast
-  the pool sends (a bucket of burst 3 at 5/s admits 4 per pause at 20/s, 6
-  at 10/s), so the share hardly falls while the pool is still over the
-  limit. Those decreases stand and the next throttle cuts again, until the
+  (+15 points) over at least ``verify`` attempts. Not when the throttles
+  under the new rate paused the pool and are many (``_PAUSED_SHARE``, or
+  clearly more than before): a provider's penalty throttles what was on its
+  way, and each pause lets a few requests through however fast the pool
+  sends (a bucket of burst 2 at 10/s admits about 3 per pause at 50/s, 4 at
+  25/s), so the share hardly falls while the pool is still over the limit.
+  Those decreases stand and the next throttle cuts again, until the
   throttles stop; only throttles that go on as before down to
-  ``1/_PAUSED_CHAIN`` of where the cuts began are taken for noise (random
-  throttles with a Retry-After cost a dip of some seconds before that).
+  ``1/_PAUSED_CHAIN`` of where the cuts began are taken for noise, and
+  never half the requests or more (``_PAUSED_SURE``: a burst of 1 met by
+  starts that arrive unevenly is refused that often well under its rate).
+  A fewer throttled share under pauses (a burst of 3 at 5/s met at 20/s
+  throttles about one request in five, as 20% random throttles do) is
+  judged as without pauses, and can be taken for noise.
 
 Nothing ever goes below ``floor`` x the configured values, nor above them.
 Every number is a field of ``plan.AdaptiveSettings`` (``pools.X.adaptive``) or
@@ -173,6 +178,14 @@ _MIN_FIT_S = 0.6
 
 _MEASURED_STARTS = 8
 """Starts an interval needs before its measured start rate stands for the pool's rate."""
+
+_PAUSED_SHARE = 0.3
+"""A throttled share under the new rate from which a decrease checked under Retry-After
+pauses stands (``_verified``); random throttles of a lower share are judged as before."""
+
+_PAUSED_SURE = 0.5
+"""A throttled share under Retry-After pauses never taken for noise, however deep the cuts
+(half the requests refused is a limit the pool is still over, a burst of 1 met unevenly)."""
 
 _PAUSED_CHAIN = 8.0
 """Decreases checked under Retry-After pauses go on down to 1/this of where they
@@ -995,9 +1008,16 @@ class AdaptiveLimit:
         else:
             ratio = 1.0
         predicted = max(0.0, 1.0 - (1.0 - before) * ratio)
+        deepest: float | None = None
         if after < _MIN_NOISE or abs(after - predicted) <= abs(after - before):
             return None  # the decrease helped: the throttles depended on the rate
-        if self._verify_paused and self._noise == 0.0 and rate != self.rate and rate:
+        if (
+            self._verify_paused
+            and self._noise == 0.0
+            and rate != self.rate
+            and rate
+            and (after >= _PAUSED_SHARE or after >= before + _NOISE_MARGIN)
+        ):
             # Throttles under the new rate paused the pool: a provider's penalty
             # throttles what was on its way, and each pause lets a few through
             # however fast the pool sends, so the share hardly falls while the
@@ -1007,8 +1027,10 @@ class AdaptiveLimit:
             if self._paused_top is None:
                 top = self._chain_top[0] if self._chain_top is not None else rate
                 self._paused_top = top if top is not None else rate
-            if self.rate is not None and self.rate * _PAUSED_CHAIN > self._paused_top:
+            deep = self.rate is not None and self.rate * _PAUSED_CHAIN <= self._paused_top
+            if not deep or after >= _PAUSED_SURE:
                 return None
+            deepest = self._paused_top  # noise: back to where those cuts began
         if conc != self.concurrency and after > before + max(_NOISE_MARGIN, before / 2):
             # A concurrency cut, and more throttled than before: still over the
             # provider's limit (one slow to count requests out), not noise.
@@ -1020,8 +1042,8 @@ class AdaptiveLimit:
         # "helped" by chance, throttles that are noise come and go.
         if self._chain_top is not None:
             rate, conc = self._chain_top
-        if self._paused_top is not None:
-            rate = max(rate or 0.0, self._paused_top)
+        if deepest is not None:
+            rate = max(rate or 0.0, deepest)
         self._chain_top = self._paused_top = None
         cut = "the rate" if rate != self.rate else "the concurrency"
         self._ends = self._throttles = 0
