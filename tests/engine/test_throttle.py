@@ -289,3 +289,32 @@ def test_a_concurrency_throttle_delays_only_its_attempt() -> None:
     assert signal is not None
     assert limits.paused_until[0] == pytest.approx(1.3)
     assert limits.wait_time(sig, 0.4) > 0
+
+
+def test_a_retry_after_not_used_as_it_stands_is_said_once_per_pool(tmp_path) -> None:
+    """An unreadable Retry-After (no pause) and one past the longest pause
+    (capped) each get one pool event that says so, not one per attempt."""
+    from fleetrun.engine._limits import MAX_PAUSE, Limits
+    from fleetrun.executors import AttemptResult
+
+    rule = ThrottleRule(exit=frozenset({75}), retry_after=r"Retry-After:\s*(\S+)")
+    g = graph(
+        [task("t", "x", pools=["api"], targets=["a", "b"])],
+        pools=[Pool("api", rate=10.0, throttle=rule)],
+    )
+    told: list[str] = []
+    limits = Limits(g, 0.0, lambda name, rate, cap, paused, reason: told.append(reason))
+    soon, long_ = tmp_path / "soon.log", tmp_path / "long.log"
+    soon.write_text("HTTP/1.1 429\nRetry-After: soon\n")
+    long_.write_text("HTTP/1.1 429\nRetry-After: 86400\n")
+    ended = AttemptResult(exit_code=75)
+    for _ in range(3):
+        (m,) = limits.match((0,), ended, str(soon))
+        assert m.retry_after is None
+        assert "neither seconds nor an HTTP-date" in m.note
+    (m,) = limits.match((0,), ended, str(long_))
+    assert m.retry_after == MAX_PAUSE
+    assert told == [
+        "Retry-After 'soon' is neither seconds nor an HTTP-date: not paused for it",
+        f"Retry-After 86400s is longer than a pause may be: paused {MAX_PAUSE:g}s",
+    ]

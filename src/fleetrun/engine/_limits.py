@@ -77,6 +77,7 @@ class ThrottleMatch:
     pool: int
     what: str
     retry_after: float | None
+    note: str = ""  # what was wrong with the Retry-After found, if anything
 
 
 class Limits(StaticLimits):
@@ -92,6 +93,7 @@ class Limits(StaticLimits):
     __slots__ = (
         "_adaptive",
         "_names",
+        "_noted",
         "_notify",
         "_paused",
         "_ready",
@@ -107,6 +109,7 @@ class Limits(StaticLimits):
         pools: list[Pool] = list(graph.plan.pools.values())
         self._names = [p.name for p in pools]
         self._notify = notify
+        self._noted: set[tuple[int, str]] = set()  # Retry-After notes told, per pool
         self._adaptive: list[AdaptiveLimit | None] = []
         self._rules: list[ThrottleRule | None] = []
         for p in pools:
@@ -262,11 +265,16 @@ class Limits(StaticLimits):
             if what is None:
                 continue
             delay: float | None = None
+            note = ""
             if rule.retry_after is not None:
                 found = log_search(log_path, (rule.retry_after,), group=True)
                 if found is not None:
-                    delay = retry_after_seconds(found, time.time())
-            matched.append(ThrottleMatch(k, what, delay))
+                    delay, note = retry_after_read(found, time.time())
+            if note and (k, note) not in self._noted and len(self._noted) < 100:
+                # Said once per pool: a provider repeats the same header.
+                self._noted.add((k, note))
+                self._emit(k, 0.0, note)
+            matched.append(ThrottleMatch(k, what, delay, note))
         return tuple(matched)
 
     def rules_attempts(self, matched: tuple[ThrottleMatch, ...]) -> int:
@@ -346,16 +354,30 @@ def retry_after_seconds(found: str, now: float) -> float | None:
     seconds, or an HTTP-date (a date in the past means 0); None when it is
     neither, or a number no provider means (negative, infinite, NaN). Capped
     at ``MAX_PAUSE``."""
+    return retry_after_read(found, now)[0]
+
+
+def retry_after_read(found: str, now: float) -> tuple[float | None, str]:
+    """``retry_after_seconds`` and, when the value was not used as it stands,
+    a line that says so (a pool event): unreadable, no delay, or capped."""
+    shown = found if len(found) <= 40 else found[:37] + "..."
     try:
         seconds = float(found)
     except ValueError:
         try:
             seconds = max(0.0, parsedate_to_datetime(found).timestamp() - now)
         except (TypeError, ValueError, IndexError, OverflowError):
-            return None
+            return None, (
+                f"Retry-After {shown!r} is neither seconds nor an HTTP-date: not paused for it"
+            )
     if not math.isfinite(seconds) or seconds < 0:
-        return None  # "inf", "nan", "-5": no delay a provider would mean
-    return min(MAX_PAUSE, seconds)
+        # "inf", "nan", "-5": no delay a provider would mean.
+        return None, f"Retry-After {shown!r} is no delay: not paused for it"
+    if seconds > MAX_PAUSE:
+        return MAX_PAUSE, (
+            f"Retry-After {seconds:.0f}s is longer than a pause may be: paused {MAX_PAUSE:g}s"
+        )
+    return seconds, ""
 
 
 def _settings(pool: Pool) -> AdaptiveSettings | None:
