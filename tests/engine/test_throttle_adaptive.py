@@ -378,6 +378,39 @@ def test_a_fresh_intervals_point_is_what_the_provider_admitted() -> None:
     assert limit.rate == pytest.approx(float(found[1]) * (1 - s.margin), rel=0.01)
 
 
+def test_a_fresh_interval_counts_from_its_first_start() -> None:
+    """After a pause the pool's own bucket is empty, so its first start comes
+    a token after the pause's end; the provider's bucket, full, is first drawn
+    on by that start. The interval counts from it, or the fit comes out low
+    by that token's time over the interval (39/s for a bucket of 40/s)."""
+    s = AdaptiveSettings()
+    limit = AdaptiveLimit(s, rate=100.0, concurrency=None, now=0.0)
+    starts = [i / 100 for i in range(25)]
+    for x in starts:
+        limit.started(x)
+    limit.paused(0.25, 1.25)
+    assert limit.throttled(0.17, 0.25, 20, 1.0) is not None  # 17 admitted: 10 + 40 x 0.17
+    for x in starts:
+        if x < 0.17:
+            limit.succeeded(x, x + 0.05, 0)
+        elif x != 0.17:
+            limit.throttled(x, 0.26, 0, 1.0)
+    limit.resumed(1.25)
+    # At 50/s, the first start a token (20 ms) after the pause: 10 + 40 x 1 admitted.
+    t = 1.27
+    while t < 2.27 - 1e-9:
+        limit.started(t)
+        limit.succeeded(t, t + 0.05, 0)
+        t += 0.02
+    limit.started(2.27)
+    limit.paused(2.32, 3.32)
+    change = limit.throttled(2.27, 2.32, 0, 1.0)
+    assert change is not None
+    found = re.search(r"granted about ([\d.]+)/s", change.reason)
+    assert found is not None, change.reason
+    assert float(found[1]) == pytest.approx(40.0, rel=0.01)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_a_probe_past_a_low_fit_corrects_it(seed: int) -> None:
     """The fit from short fresh intervals comes out low (the starts take a

@@ -63,7 +63,9 @@ The anchors, and what is taken from each:
 - **The granted rate of a token bucket** (the provider's rate and burst):
   an interval that begins at the end of a Retry-After pause (the bucket
   refilled) and runs at one rate (grown to at most ``1 / _FRESH_GROWTH`` of
-  it) until a throttle is a point ``starts = burst + granted x seconds``.
+  it) until a throttle is a point ``starts = burst + granted x seconds``,
+  counted from its first start (the pool's own bucket is empty after a
+  pause, so that start comes a token after the pause's end).
   Two points ``3x`` apart in length give both (a least-squares line); the
   burst is kept, and then one interval alone gives the granted rate,
   ``(starts - burst) / seconds``, so a limit that comes down is measured at
@@ -727,10 +729,14 @@ class AdaptiveLimit:
         (a token bucket refilled by the pause: what it held, then its rate).
         With points too close together, one interval and the burst of an
         earlier fit give the granted rate: ``(starts - burst) / seconds``."""
-        t = started_at - self._sending_since
+        sent = [x for x in self._start_times if self._sending_since <= x < started_at]
+        # From the interval's first start, not the pause's end: the pool's own
+        # bucket is empty after a pause, so its first start comes a token later,
+        # and the provider's full bucket is first drawn on by that start.
+        t = started_at - (sent[0] if sent else self._sending_since)
         if t <= 0 or not self.rate_ceiling:
             return
-        n = sum(1 for x in self._start_times if self._sending_since <= x < started_at)
+        n = len(sent)
         self._fits.append((now, n, t))
         self._refit = (now, self._sending_since, started_at)
         self._solve(now, n, t)
@@ -772,8 +778,9 @@ class AdaptiveLimit:
             return None
         at, since, first = self._refit
         self._refit = None
-        t = first - since
-        n = sum(1 for x in self._ok_times if since <= x <= at)
+        admitted = [x for x in self._ok_times if since <= x <= at]
+        n = len(admitted)
+        t = first - min(admitted, default=since)
         while self._ok_times and self._ok_times[0] < at:
             self._ok_times.popleft()  # the next interval begins after the pause
         if t <= 0 or not self._fits or self._fits[-1][0] != at:
