@@ -163,6 +163,7 @@ _GOOD_PROBES = 3
 """A rate is known good after this many ``probe`` intervals of real sending unthrottled."""
 
 _MAX_HOLD = 16
+"""``hold`` grows after each failed probe past the last throttled value, up to this factor."""
 
 _CONFIRMED = 0.05
 """A probe's throttle that finds the granted rate within this share of the fit confirms it."""
@@ -195,7 +196,6 @@ began before throttles that do not fall are taken for noise (``_verified``)."""
 
 _MACHINE_BOUND = 0.8
 """A pool that starts under this share of its rate is held back by the machine, not its rate."""
-"""``hold`` doubles after each failed probe past the last throttled value, up to this factor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -950,7 +950,7 @@ class AdaptiveLimit:
                     why.append(f"after {sending:.3g}s of sending at {_rate(rate)}")
             # A probe past the fit whose throttle found the limit where the fit
             # put it (within ``_CONFIRMED``): the limit has not moved; the next
-            # probe waits twice as long again.
+            # probe waits four times as long (twice after another failed probe).
             confirmed = (
                 fitted is not None
                 and granted is not None
