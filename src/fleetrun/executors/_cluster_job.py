@@ -56,8 +56,11 @@ Nothing outlives the job, whatever ends it:
 
 Invariants: a live watchdog exists before a job's start is announced, so its
 group is registered (its ``+PGID`` is in the pipe) by one write right after
-the spawn, before the job reads its first byte; it is unregistered only after
-the group has been killed and its leader reaped.
+the spawn, before the job reads its first byte, and before the command can
+run (its shell waits for a line on a pipe that the job writes once the group
+is registered; a worker that dies before closes that pipe, and the shell
+exits without running anything); it is unregistered only after the group has
+been killed and its leader reaped.
 """
 
 from __future__ import annotations
@@ -135,6 +138,10 @@ class _Job:
             _, status = os.waitpid(self.pid, 0)
             self.returncode = os.waitstatus_to_exitcode(status)
 
+
+_GATE = "read -r _ <&3 || exit 125; exec 3<&-; "
+"""What the job's shell runs first: wait for the go line on descriptor 3 (sent
+once the group is registered with the watchdog), then close it."""
 
 _lock = threading.Lock()
 _running: dict[str, _Job] = {}
@@ -242,18 +249,25 @@ class _Worker:
                 atexit.register(shutil.rmtree, self.out_dir, True)
             return os.path.join(self.out_dir, f"{next(self.counter)}.out")
 
-    def spawn(self, command: str, env: Mapping[str, str], cwd: str | None, out: int) -> int:
+    def spawn(
+        self, command: str, env: Mapping[str, str], cwd: str | None, out: int, gate: int
+    ) -> int:
         """Start ``/bin/sh -c command`` in a new process group, stdout and stderr to
-        ``out``; return its pid."""
+        ``out``; return its pid. The shell runs the command only once a line
+        comes on ``gate`` (its descriptor 3): when the pipe's writing end is
+        closed first, by anything, even the worker's death, it exits at once."""
         chdir = cwd is not None and _cspawn.can_chdir()
         if cwd is not None and not chdir:
             # This spawn cannot change directory: the shell does (126: cannot enter it).
             command = f"cd -- {shlex.quote(cwd)} || exit 126\n{command}"
+        # On the command's first line, so that the shell's line numbers stay its own.
+        command = f"{_GATE}{command}"
         argv = ["/bin/sh", "-c", command]
         actions: list[tuple[Any, ...]] = [
             (os.POSIX_SPAWN_DUP2, self.null, 0),
             (os.POSIX_SPAWN_DUP2, out, 1),
             (os.POSIX_SPAWN_DUP2, out, 2),
+            (os.POSIX_SPAWN_DUP2, gate, 3),
         ]
         if chdir:
             actions.append((_cspawn.CHDIR, cwd))
@@ -399,23 +413,34 @@ def _read_outputs(path: str) -> bytes:
 
 
 def _start(here: _Worker, key: str, command: str, env: Mapping[str, str], cwd: str | None) -> _Job:
-    """Spawn the job, register its group with the watchdog and as running here."""
+    """Spawn the job, register its group with the watchdog and as running here.
+
+    The command cannot run before its group is registered: its shell waits for
+    a line on a pipe that only this job writes to, after registering. A worker
+    killed in between (even by SIGKILL) closes the pipe, and the shell exits
+    without running the command, which the watchdog would not have known of."""
     r, w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = here.spawn(command, env, cwd, w)
+        pid = here.spawn(command, env, cwd, w, go_r)
     except BaseException:
         os.close(r)
+        os.close(go_w)
         raise
     finally:
         os.close(w)
+        os.close(go_r)
     job = _Job(pid, r)
     try:
         here.watch(b"+", job.pgid)
+        os.write(go_w, b"\n")
     except BaseException:
         job.signal_group(signal.SIGKILL)
         job.reap()
         os.close(r)
         raise
+    finally:
+        os.close(go_w)
     with _lock:
         _running[key] = job
         # An end_job that came before this job registered left its key here.
