@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -61,7 +62,8 @@ def test_pools_shows_limits_pause_and_live_and_dead_users(tmp_path: Path) -> Non
         lines = out.splitlines()
         assert lines[0] == f"shared pools in {tmp_path}"
         assert re.fullmatch(
-            r"sub-1: concurrency 4 \(2 in use\), rate 10/s, "
+            r"sub-1: concurrency 4 \(1 in use, 1 more held by a run that is gone: "
+            r"they come back at the pool's next start\), rate 10/s, "
             r"paused \d+\.\ds more \(until \d\d:\d\d:\d\d\)",
             lines[1],
         ), lines[1]
@@ -69,30 +71,35 @@ def test_pools_shows_limits_pause_and_live_and_dead_users(tmp_path: Path) -> Non
         assert lines[3].startswith("  last change: paused 60s for Retry-After (run run-live, ")
         assert lines[4].startswith(f"  run run-live  pid {os.getpid()}  1 slot  since ")
         assert lines[5].startswith(f"  run run-dead  pid {dead_pid}  1 slot  since ")
-        assert lines[5].endswith("(gone: its slots come back at the pool's next use)")
+        assert lines[5].endswith("(gone: its slots come back at the pool's next start)")
         assert len(lines) == 6
 
         rc, out = _pools("--pools-dir", str(tmp_path), "--format", "json")
         assert rc == 0, out
         (pool,) = json.loads(out)
-        assert (pool["name"], pool["concurrency"], pool["in_use"], pool["rate"]) == (
-            "sub-1",
-            4,
-            2,
-            10.0,
-        )
+        # ``in_use`` counts the live runs' slots only; the dead run's are apart.
+        assert (
+            pool["name"],
+            pool["concurrency"],
+            pool["in_use"],
+            pool["gone_slots"],
+            pool["rate"],
+        ) == ("sub-1", 4, 1, 1, 10.0)
         assert 0 < pool["paused_for"] <= 60
+        # A read command: the file still counts the dead run's slot.
+        with sqlite3.connect(tmp_path / "pools.db") as db:
+            assert db.execute("SELECT in_use FROM pools").fetchall() == [(2,)]
+            assert db.execute("SELECT COUNT(*) FROM users").fetchall() == [(2,)]
         assert [(u["run_id"], u["slots"], u["alive"]) for u in pool["users"]] == [
             ("run-live", 1, True),
             ("run-dead", 1, False),
         ]
     finally:
         store.close()
-    # Leaving gives this run's slot back; the dead run's stays until a run uses the pool.
+    # Leaving gives this run's slot back, and the dead run's (a use of the pool).
     rc, out = _pools("--pools-dir", str(tmp_path), "--format", "json")
     (pool,) = json.loads(out)
-    assert pool["in_use"] == 1
-    assert [u["run_id"] for u in pool["users"]] == ["run-dead"]
+    assert (pool["in_use"], pool["gone_slots"], pool["users"]) == (0, 0, [])
 
 
 def test_pools_without_shared_pools_and_with_a_broken_file(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from fleetrun.engine._shared import (
     FRESH,
     GIVE_UP_AFTER,
     RECHECK,
+    RECLAIM_EVERY,
     SharedLimits,
     limits_for,
 )
@@ -177,6 +178,80 @@ def test_a_dead_runs_slots_come_back(runs, tmp_path: Path) -> None:
     (pool,) = read_shared_pools(tmp_path)
     assert pool.in_use == 1
     assert [u.run_id for u in pool.users] == ["run-b"]
+
+
+def _dead_holder(tmp_path: Path, slots: int, **pool: object) -> tuple[Callable[[], None], int]:
+    """A real process that joins pool ``sub-1`` and takes ``slots`` slots; returns
+    a function that SIGKILLs it (it never gives them back) and its pid."""
+    spec = {"concurrency": 2, "shared": "sub-1", **pool}
+    code = (
+        "import sys; from pathlib import Path; "
+        "from fleetrun.engine._shared_store import SharedStore; "
+        "from fleetrun.engine._shared_file import config_of; "
+        "from fleetrun.plan import Pool; "
+        "s = SharedStore(Path(sys.argv[1]), 'run-dead'); "
+        f"s.join(config_of(Pool('api', **{spec!r})), 100.0); "
+        f"assert all(s.take(('sub-1',), 100.0, [[]])[0] for _ in range({slots})); "
+        "print('held', flush=True); sys.stdin.read()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "held\n"
+
+    def kill() -> None:
+        child.kill()
+        child.wait()
+        assert child.stdin is not None
+        child.stdin.close()
+        assert child.stdout is not None
+        child.stdout.close()
+
+    return kill, child.pid
+
+
+def test_a_dead_runs_slots_come_back_at_the_next_start_of_a_pool_not_full(
+    runs, tmp_path: Path
+) -> None:
+    kill, _ = _dead_holder(tmp_path, 3, concurrency=16)
+    try:
+        b, _ = runs("run-b", concurrency=16)
+        assert b.wait_time(API, 100.0) == 0  # joined while the holder was alive
+        assert b.take(API, 100.0)
+        (pool,) = read_shared_pools(tmp_path)
+        assert (pool.in_use, pool.gone_slots) == (4, 0)
+    finally:
+        kill()
+    # Gone: the reader says so and does not count its slots as in use ...
+    (pool,) = read_shared_pools(tmp_path)
+    assert (pool.in_use, pool.gone_slots) == (1, 3)
+    assert [(u.run_id, u.alive) for u in pool.users] == [("run-dead", False), ("run-b", True)]
+    # ... and run-b's next start takes them back, though the pool is far from full.
+    later = 100.0 + RECLAIM_EVERY
+    assert b.wait_time(API, later) == 0
+    assert b.take(API, later)
+    (pool,) = read_shared_pools(tmp_path)
+    assert (pool.in_use, pool.gone_slots) == (2, 0)
+    assert [u.run_id for u in pool.users] == ["run-b"]
+    with sqlite3.connect(tmp_path / "pools.db") as db:
+        assert db.execute("SELECT in_use FROM pools").fetchall() == [(2,)]
+
+
+def test_a_dead_runs_slots_come_back_when_a_run_leaves(runs, tmp_path: Path) -> None:
+    kill, _ = _dead_holder(tmp_path, 2, concurrency=16)
+    try:
+        b, _ = runs("run-b", concurrency=16)
+        assert b.wait_time(API, 100.0) == 0
+    finally:
+        kill()
+    b.close()  # its last use of the pool
+    with sqlite3.connect(tmp_path / "pools.db") as db:
+        assert db.execute("SELECT in_use FROM pools").fetchall() == [(0,)]
+        assert db.execute("SELECT COUNT(*) FROM users").fetchall() == [(0,)]
 
 
 def test_the_adaptive_state_is_shared(runs) -> None:
@@ -451,13 +526,92 @@ def test_an_unusable_pools_dir_names_the_variable_that_chose_it(
     monkeypatch.setenv("FLEETRUN_POOLS_DIR", str(not_a_dir))
     with pytest.raises(StateDirError) as e:
         open_pools_db(not_a_dir / "pools.db")
-    message = str(e.value)
-    assert f"cannot use the shared pools file {not_a_dir / 'pools.db'}" in message
-    assert f"$FLEETRUN_POOLS_DIR is {str(not_a_dir)!r}: point it at a writable directory" in message
+    # The directory is at fault, and said so as ``fleetrun pools`` says it.
+    assert str(e.value) == (
+        f"cannot use the shared pools directory {not_a_dir}: it is not a directory; "
+        f"$FLEETRUN_POOLS_DIR is {str(not_a_dir)!r}: point it at a writable directory"
+    )
     monkeypatch.delenv("FLEETRUN_POOLS_DIR")
     with pytest.raises(StateDirError) as e:
         open_pools_db(not_a_dir / "pools.db")
     assert "FLEETRUN_POOLS_DIR" not in str(e.value)
+
+
+def _not_a_database(path: Path) -> None:
+    path.write_bytes(b"not a database, " * 512)
+
+
+@pytest.mark.parametrize(
+    ("make", "cause", "fix"),
+    [
+        # (what is at the pools directory's place, the cause said, the fix said)
+        ("file", "cannot use the shared pools directory {d}: it is not a directory", "point it"),
+        ("under-file", "cannot use the shared pools directory {d}: {d.parent} is not a", "point"),
+        ("db-dir", "cannot use the shared pools file {d}/pools.db: it is a directory", "move it"),
+        ("db-link", "cannot use the shared pools file {d}/pools.db: it is a symbolic link", "link"),
+        ("db-junk", "cannot use the shared pools file {d}/pools.db: file is not a database", "rem"),
+    ],
+)
+def test_each_unusable_pools_file_gets_the_fix_of_its_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: str, cause: str, fix: str
+) -> None:
+    d = tmp_path / "pools"
+    if make == "file":
+        d.write_text("")
+    elif make == "under-file":
+        tmp_path.joinpath("file").write_text("")
+        d = tmp_path / "file" / "pools"
+    else:
+        d.mkdir()
+        if make == "db-dir":
+            (d / "pools.db").mkdir()
+        elif make == "db-link":
+            _not_a_database(tmp_path / "elsewhere")
+            (d / "pools.db").symlink_to(tmp_path / "elsewhere")
+        else:
+            _not_a_database(d / "pools.db")
+    monkeypatch.setenv("FLEETRUN_POOLS_DIR", str(d))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(StateDirError) as e:
+        open_pools_db(d / "pools.db")
+    message = str(e.value)
+    assert message.startswith(cause.format(d=d)), message
+    fixes = {
+        "point it": f"; $FLEETRUN_POOLS_DIR is {str(d)!r}: point it at a writable directory",
+        "point": f"; $FLEETRUN_POOLS_DIR is {str(d)!r}: point it at a writable directory",
+        "move it": "; move it away, or $FLEETRUN_POOLS_DIR is",
+        "link": "; remove the link, or $FLEETRUN_POOLS_DIR is",
+        "rem": "; remove it while no run uses it",
+    }
+    assert fixes[fix] in message, message
+    # A fix for the file is not offered where the directory is at fault, nor the reverse.
+    if make in ("file", "under-file"):
+        assert "remove" not in message
+        assert message.endswith("point it at a writable directory")
+    assert "\n" not in message
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing made or changed
+
+
+def test_apply_with_the_pools_dir_on_dev_null_says_the_directory_is_not_one(
+    tmp_path: Path,
+) -> None:
+    plan = tmp_path / "deploy" / "deploy.yaml"
+    plan.parent.mkdir()
+    plan.write_text(PLAN.format(name="deploy", concurrency=2, run="sleep 0"))
+    res = subprocess.run(
+        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FLEETRUN_POOLS_DIR": "/dev/null"},
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.splitlines() == [
+        "error: cannot use the shared pools directory /dev/null: it is not a directory; "
+        "$FLEETRUN_POOLS_DIR is '/dev/null': point it at a writable directory"
+    ]
+    _nothing_recorded(plan)
 
 
 def test_an_unusable_pools_dir_refuses_the_run_before_it_is_recorded(tmp_path: Path) -> None:

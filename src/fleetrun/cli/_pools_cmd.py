@@ -45,10 +45,14 @@ def pools_cmd(pools_dir: str | None, fmt: str) -> None:
 
 def _pool_text(p: SharedPoolInfo) -> str:
     limits = []
+    in_use = f"{p.in_use} in use"
+    if p.gone_slots:
+        held = "held by a run that is gone" if _gone_runs(p) == 1 else "held by runs that are gone"
+        in_use += f", {p.gone_slots} more {held}: they come back at the pool's next start"
     if p.concurrency is not None:
-        limits.append(f"concurrency {p.concurrency} ({p.in_use} in use)")
+        limits.append(f"concurrency {p.concurrency} ({in_use})")
     else:
-        limits.append(f"{p.in_use} in use")
+        limits.append(in_use)
     if p.rate is not None:
         limits.append(f"rate {p.rate:.4g}/s")
     if p.paused_for > 0:
@@ -65,10 +69,14 @@ def _pool_text(p: SharedPoolInfo) -> str:
     return "\n".join(lines)
 
 
+def _gone_runs(p: SharedPoolInfo) -> int:
+    return sum(1 for u in p.users if not u.alive and u.slots)
+
+
 def _user_text(u: SharedPoolUser) -> str:
     slots = f"{u.slots} slot{'' if u.slots == 1 else 's'}"
     since = time.strftime("%H:%M:%S", time.localtime(u.since))
     text = f"  run {u.run_id}  pid {u.pid}  {slots}  since {since}"
     if not u.alive:
-        text += "  (gone: its slots come back at the pool's next use)"
+        text += "  (gone: its slots come back at the pool's next start)" if u.slots else "  (gone)"
     return text

@@ -69,7 +69,9 @@ FRESH = 0.005
 round asks about the same pools many times)."""
 
 RECLAIM_EVERY = 0.25
-"""Seconds between two looks for dead users of a full shared pool."""
+"""Seconds between two looks of a run for dead users of a shared pool (at a
+start, or while the pool is full): their slots come back at the pool's next
+start by any run, full or not, without a start reading the process table."""
 
 GIVE_UP_AFTER = 30.0
 """Seconds of failures of a shared pool's file, with no success between them,
@@ -157,6 +159,7 @@ class SharedLimits(Limits):
         try:
             if row is None:
                 row, opened = self._store.join(cfg, now)
+                self._next_reclaim[k] = now + RECLAIM_EVERY  # joining took them back
                 self._failing[k] = (math.inf, False)
                 self._seen[k] = row.seq
                 self._see(k, row, now)
@@ -324,12 +327,16 @@ class SharedLimits(Limits):
             for k in shared:
                 if self._rows[k] is None:
                     self._row(k, now)  # joins (the core asks wait_time first)
+            # Dead users' slots come back at a start, full pool or not (RECLAIM_EVERY).
+            sweep = tuple(k for k in shared if now >= self._next_reclaim[k])
             try:
                 if self._owed:
                     self._store.release(tuple(self._owed))
                     self._owed.clear()
                 calls = [self._calls(k, ("started", (now,))) for k in shared]
-                ok, rows, changes = self._store.take(names, now, calls)
+                ok, rows, changes = self._store.take(
+                    names, now, calls, tuple(self._shared_name(k) for k in sweep)
+                )
             except sqlite3.Error as e:
                 _hiccup("taking a slot in", ", ".join(names), e)
                 for k in shared:
@@ -338,6 +345,8 @@ class SharedLimits(Limits):
             else:
                 for k in shared:
                     self._failing[k] = (math.inf, False)
+                for k in sweep:
+                    self._next_reclaim[k] = now + RECLAIM_EVERY
             for k, fresh in zip(shared, rows, strict=False):
                 self._see(k, fresh, now)
             for k, decided in zip(shared, changes, strict=False):

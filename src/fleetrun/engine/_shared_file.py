@@ -23,6 +23,7 @@ in a real run, which every process of the machine shares.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import socket
@@ -308,17 +309,65 @@ def open_pools_db(path: Path, readonly: bool = False) -> sqlite3.Connection:
     except (OSError, sqlite3.Error) as e:
         if db is not None:
             db.close()
-        given = os.environ.get(POOLS_DIR_ENV)
-        where = (
-            f"{_pools_dir_fix(path.parent, 'a writable directory')}, or check"
-            if given and Path(given) == path.parent
-            else "check"
+        raise StateDirError(_open_problem(path, e, readonly)) from None
+
+
+def _open_problem(path: Path, e: OSError | sqlite3.Error, readonly: bool) -> str:
+    """Why the coordination file at ``path`` could not be opened, and the fix
+    that fits the cause: the directory first (the message ``fleetrun pools``
+    gives for it), then the file itself, then what the error says."""
+    pools_dir = path.parent
+    problem = _dir_problem(pools_dir)
+    if problem is None and not pools_dir.is_dir():
+        problem = "it does not exist and could not be made"
+    if problem is not None:
+        return _dir_message(pools_dir, problem)
+    what = f"cannot {'read' if readonly else 'use'} the shared pools file {path}"
+    elsewhere = _pools_dir_fix(pools_dir, "another directory")
+    code = getattr(e, "errno", None)
+    sqlite_code = getattr(e, "sqlite_errorcode", None)
+    if path.is_symlink():
+        # Never followed (as the journal), so that a link cannot aim a write elsewhere.
+        return f"{what}: it is a symbolic link; remove the link, or {elsewhere}"
+    if path.is_dir():
+        return f"{what}: it is a directory; move it away, or {elsewhere}"
+    if path.exists() and not path.is_file():
+        return f"{what}: it is not a regular file; move it away, or {elsewhere}"
+    if sqlite_code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return (
+            f"{what}: {e} (damaged, or another program's file); "
+            f"remove it while no run uses it (it holds only who uses what now), or {elsewhere}"
         )
-        raise StateDirError(
-            f"cannot {'read' if readonly else 'use'} the shared pools file {path}: "
-            f"{getattr(e, 'strerror', None) or e}; {where} its directory's permissions "
-            "and free space, or remove the file while no run uses it"
-        ) from None
+    if sqlite_code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return (
+            f"{what}: another process holds it locked ({e}); try again once that process "
+            f"ends (`fleetrun pools` lists the runs using it), or {elsewhere}"
+        )
+    if code in (errno.EACCES, errno.EPERM) or sqlite_code in (
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_AUTH,
+    ):
+        return (
+            f"{what}: permission denied; make it and {pools_dir} readable and writable "
+            f"by you, or {_pools_dir_fix(pools_dir, 'a writable directory')}"
+        )
+    if code in (errno.ENOSPC, errno.EDQUOT) or sqlite_code == sqlite3.SQLITE_FULL:
+        return f"{what}: no space left on its device; free some, or {elsewhere}"
+    if code == errno.EROFS:
+        return f"{what}: its file system is read-only; {elsewhere}"
+    return (
+        f"{what}: {getattr(e, 'strerror', None) or e}; check {pools_dir}'s permissions and "
+        f"free space, or {_pools_dir_fix(pools_dir, 'a writable directory')}"
+    )
+
+
+def _dir_message(pools_dir: Path, problem: str) -> str:
+    """The one line for a pools directory no run can use (``_dir_problem``)."""
+    return (
+        f"cannot use the shared pools directory {pools_dir}: {problem}; "
+        f"{_pools_dir_fix(pools_dir, 'a writable directory')}"
+    )
 
 
 def _pools_dir_fix(pools_dir: Path, where: str) -> str:
@@ -335,7 +384,7 @@ def _pools_dir_fix(pools_dir: Path, where: str) -> str:
 @dataclass(frozen=True, slots=True)
 class SharedPoolUser:
     """A run that uses a shared pool: ``alive`` False when its process is gone
-    (its slots come back at the pool's next use)."""
+    (its slots come back at the pool's next start)."""
 
     run_id: str
     pid: int
@@ -350,6 +399,8 @@ class SharedPoolInfo:
     """A shared pool as ``fleetrun pools`` shows it.
 
     ``concurrency`` and ``rate`` are the effective limits now (None: none);
+    ``in_use``: the slots held by runs that are alive; ``gone_slots``: those
+    still held by runs that are gone (the pool's next start takes them back);
     ``paused_for``: seconds until its Retry-After pause ends (0: not paused);
     ``settings``: the configured values that hold, in words, and the run that
     opened the pool with them; ``last_change``: why, by which run, when (wall
@@ -359,6 +410,7 @@ class SharedPoolInfo:
     name: str
     concurrency: int | None
     in_use: int
+    gone_slots: int
     rate: float | None
     paused_for: float
     settings: str
@@ -378,11 +430,12 @@ def check_pools_dir(pools_dir: Path) -> None:
 
 def _dir_problem(pools_dir: Path) -> str | None:
     """Why a run could not make its coordination file in ``pools_dir`` (None: it
-    could, or it is there), found without writing anything: a reader creates
-    nothing. A missing directory is judged by the nearest one above it that
-    exists, which a run would make it in."""
+    could, or the file is there), found without writing anything: a reader
+    creates nothing. A missing directory is judged by the nearest one above it
+    that exists, which a run would make it in."""
     if pools_dir.is_dir():
-        return None
+        db = pools_dir / POOLS_DB
+        return None if db.exists() or db.is_symlink() else _unwritable(pools_dir, "it")
     if pools_dir.exists() or pools_dir.is_symlink():
         return "it is not a directory"
     above = pools_dir.absolute().parent
@@ -390,17 +443,23 @@ def _dir_problem(pools_dir: Path) -> str | None:
         above = above.parent
     if not above.is_dir():
         return f"{above} is not a directory"
+    return _unwritable(above, f"it does not exist, and {above}")
+
+
+def _unwritable(directory: Path, subject: str) -> str | None:
+    """Why no file can be made in the existing ``directory`` (None: one can);
+    ``subject`` names it in the answer."""
     try:
-        fs = os.statvfs(above)
+        fs = os.statvfs(directory)
     except OSError as e:
-        return f"{above}: {e.strerror}"
+        return f"{directory}: {e.strerror}"
     if fs.f_flag & os.ST_RDONLY:
-        return f"it does not exist, and {above} is on a read-only file system"
+        return f"{subject} is on a read-only file system"
     if fs.f_blocks == 0:
         # /proc, /sys and their kind: a pseudo file system holds no files of ours.
-        return f"it does not exist, and {above} cannot hold files (a pseudo file system)"
-    if not os.access(above, os.W_OK | os.X_OK):
-        return f"it does not exist, and {above} is not writable"
+        return f"{subject} cannot hold files (a pseudo file system)"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{subject} is not writable"
     return None
 
 
@@ -411,10 +470,7 @@ def read_shared_pools(pools_dir: Path) -> list[SharedPoolInfo]:
     if not path.exists():
         problem = _dir_problem(pools_dir)
         if problem is not None:
-            raise StateDirError(
-                f"cannot use the shared pools directory {pools_dir}: {problem}; "
-                f"{_pools_dir_fix(pools_dir, 'a writable directory')}"
-            )
+            raise StateDirError(_dir_message(pools_dir, problem))
         return []
     db = open_pools_db(path, readonly=True)
     try:
@@ -442,11 +498,13 @@ def read_shared_pools(pools_dir: Path) -> list[SharedPoolInfo]:
                     ).fetchall()
                 )
             )
+            gone = sum(u.slots for u in users if not u.alive)
             out.append(
                 SharedPoolInfo(
                     row.name,
                     row.concurrency,
-                    row.in_use,
+                    max(0, row.in_use - gone),
+                    gone,
                     row.rate,
                     max(0.0, row.paused_until - now),
                     describe(row.settings),

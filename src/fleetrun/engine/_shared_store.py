@@ -10,7 +10,10 @@ Slots of dead runs come back: a user row records the pid and the process's
 start time, and a user whose process is gone (``executors.process_alive``,
 the rule the journal's recovery uses: a pid alone may be reused, a pid and its
 start time may not; a user on another host is never judged from here) has its
-slots taken back by the next run that finds the pool full or joins it.
+slots taken back at the pool's next start by any run: ``take`` looks for dead
+users when its caller says it is time (``_shared.RECLAIM_EVERY`` apart per run,
+so a start does not read the process table each time), and so do joining a
+pool, a run that finds it full, and leaving it.
 
 The adaptive state is shared as a snapshot plus the calls made on it since
 (``adaptive_log``: method and arguments, in order). Every run keeps a replica
@@ -182,11 +185,13 @@ class SharedStore:
         return row
 
     def leave(self) -> None:
-        """Give back every slot this run still holds and stop being a user."""
+        """Give back every slot this run still holds and stop being a user (the
+        slots of dead users come back too)."""
         if not self.joined:
             return
         with self._write() as db:
             for name in self.joined:
+                self._reclaim(name, everyone=True)
                 r = db.execute(
                     "SELECT slots FROM users WHERE pool = ? AND run_id = ? AND pid = ?",
                     (name, self.run_id, self.pid),
@@ -242,13 +247,20 @@ class SharedStore:
         return self._row(name)
 
     def take(
-        self, names: tuple[str, ...], now: float, calls: list[list[Call]]
+        self,
+        names: tuple[str, ...],
+        now: float,
+        calls: list[list[Call]],
+        sweep: tuple[str, ...] = (),
     ) -> tuple[bool, list[PoolRow], list[list[Change]]]:
         """One slot and one token in each of ``names``, or nothing when one of them
         is full, paused or out of tokens; each adaptive pool's state gets its
-        ``calls`` (a start). Returns whether it took, the pools, and the changes
-        the calls decided in each."""
+        ``calls`` (a start). The pools named in ``sweep`` first take back the
+        slots of their dead users. Returns whether it took, the pools, and the
+        changes the calls decided in each."""
         with self._write() as db:
+            for name in sweep:
+                self._reclaim(name, everyone=True)
             found = [self._row(n) for n in names]
             out = [r for r in found if r is not None]
             if len(out) < len(found):
