@@ -112,7 +112,7 @@ def test_random_throttles_with_retry_after_pause_but_do_not_lower_the_rate():
 
 
 @pytest.mark.parametrize(
-    ("limit", "burst", "rate"), [(10, 2, 50), (5, 1, 20), (20, 5, 200), (2, 1, 20)]
+    ("limit", "burst", "rate"), [(10, 2, 50), (5, 1, 20), (20, 5, 200), (5, 3, 20), (10, 5, 50)]
 )
 def test_a_small_burst_met_far_over_with_pauses_is_a_limit_not_noise(limit, burst, rate):
     """Each Retry-After pause lets a few requests through however fast the
@@ -138,6 +138,32 @@ def test_a_burst_of_one_met_unevenly_is_never_taken_back_to_the_configured_rate(
     res = simulate(TokenBucket(40, 1), 1000, rate=200, spawn=0.05, seed=seed)
     assert max(r or 0.0 for t, r, _, _ in res.changes if t > 5) <= 40
     assert res.makespan <= 8 * (1000 - 1) / 40
+
+
+def test_a_deep_check_tells_random_throttles_under_pauses_from_a_limit() -> None:
+    """Under Retry-After pauses a small burst's throttled share does not fall
+    with the rate, as random throttles' does not: far under the rate where the
+    cuts began a limit's throttles stop (the pool keeps it and finds the
+    limit), random ones go on (the decrease is undone)."""
+    limit = simulate(TokenBucket(10, 5), 300, rate=50, spawn=0.05)
+    assert any("checking at" in why for *_, why in limit.changes)
+    assert not any(why.startswith("restored") for *_, why in limit.changes)
+    final = limit.changes[-1][1]
+    assert final is not None
+    assert 0.85 * 10 <= final <= 1.1 * 10
+    noise = simulate(RandomThrottle(0.3, retry_after=1.0, seed=1), 200, rate=20, spawn=0.05)
+    assert any("checking at" in why for *_, why in noise.changes)
+    assert any(why.startswith("restored") for *_, why in noise.changes)
+    assert noise.changes[-1][1] == pytest.approx(20)
+
+
+def test_most_requests_refused_are_never_taken_for_noise() -> None:
+    """A provider that refuses 70% or more after a decrease (a penalty that
+    blocks while requests keep coming, a burst of 1 met unevenly) is a limit
+    the pool is still over: the pool must not go back to its ceiling."""
+    res = simulate(TokenBucket(20, 1), 300, rate=100, spawn=0.05, seed=4)
+    assert not any(why.startswith("restored") for *_, why in res.changes)
+    assert res.makespan <= 5 * (300 - 1) / 20
 
 
 def test_a_limit_that_does_not_move_is_probed_ever_more_rarely():

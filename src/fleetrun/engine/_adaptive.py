@@ -110,20 +110,22 @@ The anchors, and what is taken from each:
   old/new``; were they random, it stays where it was. When it stays nearer
   ``before`` (and >= 10%), the decrease is undone and that share becomes
   the pool's noise level; later decreases need a share clearly above it
-  (+15 points) over at least ``verify`` attempts. Not when the throttles
-  under the new rate paused the pool and are many (``_PAUSED_SHARE``, or
-  clearly more than before): a provider's penalty throttles what was on its
-  way, and each pause lets a few requests through however fast the pool
-  sends (a bucket of burst 2 at 10/s admits about 3 per pause at 50/s, 4 at
-  25/s), so the share hardly falls while the pool is still over the limit.
-  Those decreases stand and the next throttle cuts again, until the
-  throttles stop; only throttles that go on as before down to
-  ``1/_PAUSED_CHAIN`` of where the cuts began are taken for noise, and
-  never half the requests or more (``_PAUSED_SURE``: a burst of 1 met by
-  starts that arrive unevenly is refused that often well under its rate).
-  A fewer throttled share under pauses (a burst of 3 at 5/s met at 20/s
-  throttles about one request in five, as 20% random throttles do) is
-  judged as without pauses, and can be taken for noise.
+  (+15 points) over at least ``verify`` attempts. Two exceptions. A share
+  of ``_SURE`` or more is never noise: it is a limit the pool is still over
+  (a penalty that blocks while requests keep coming, a burst of 1 met
+  unevenly); the next throttle cuts again. And when the throttles under the
+  new rate paused the pool, the share says little: a provider's penalty
+  throttles what was on its way, and each pause lets a few requests through
+  however fast the pool sends (a bucket of burst 2 at 10/s admits about 3
+  per pause at 50/s, 4 at 25/s), so a limit's share hardly falls while the
+  pool is still over it, as random throttles' does not. The two differ far
+  under the limit: a limit's throttles stop, random ones go on. So the pool
+  checks there (``1/_DEEP_CHECK`` of the rate where the cuts began, a
+  quarter of the current one at least), for as many attempts as random
+  throttles as frequent would show at least once in 19 checks of 20: none
+  throttled is a limit (kept; the pool grows back towards it, and later
+  throttles under pauses are never noise), any is noise (the decrease is
+  undone, back to where the cuts began).
 
 Nothing ever goes below ``floor`` x the configured values, nor above them.
 Every number is a field of ``plan.AdaptiveSettings`` (``pools.X.adaptive``) or
@@ -182,17 +184,14 @@ _MIN_FIT_S = 0.6
 _MEASURED_STARTS = 8
 """Starts an interval needs before its measured start rate stands for the pool's rate."""
 
-_PAUSED_SHARE = 0.3
-"""A throttled share under the new rate from which a decrease checked under Retry-After
-pauses stands (``_verified``); random throttles of a lower share are judged as before."""
+_SURE = 0.7
+"""A throttled share after a decrease never taken for noise (``_verified``): most requests
+refused is a limit the pool is still over (a burst of 1 met unevenly, a penalty that blocks
+while requests keep coming); random throttles of a third or more still show it at times."""
 
-_PAUSED_SURE = 0.5
-"""A throttled share under Retry-After pauses never taken for noise, however deep the cuts
-(half the requests refused is a limit the pool is still over, a burst of 1 met unevenly)."""
-
-_PAUSED_CHAIN = 8.0
-"""Decreases checked under Retry-After pauses go on down to 1/this of where they
-began before throttles that do not fall are taken for noise (``_verified``)."""
+_DEEP_CHECK = 8.0
+"""Throttles under Retry-After pauses that did not fall after a decrease are checked at
+1/this of the rate where the cuts began (``_verified``): a limit's stop there."""
 
 _MACHINE_BOUND = 0.8
 """A pool that starts under this share of its rate is held back by the machine, not its rate."""
@@ -222,6 +221,7 @@ class AdaptiveLimit:
         "_conc_floor",
         "_conc_steps",
         "_cut_to",
+        "_deep",
         "_ends",
         "_episode",
         "_episode_floor",
@@ -237,10 +237,10 @@ class AdaptiveLimit:
         "_last_decrease",
         "_last_probe",
         "_last_throttle",
+        "_limited",
         "_noise",
         "_noise_seen",
         "_ok_times",
-        "_paused_top",
         "_paused_until",
         "_probe_from",
         "_rate_floor",
@@ -255,6 +255,7 @@ class AdaptiveLimit:
         "_suspect_at",
         "_throttles",
         "_verify",
+        "_verify_len",
         "_verify_paused",
         "_window",
         "conc_ceiling",
@@ -308,9 +309,12 @@ class AdaptiveLimit:
         self._verify: tuple[float | None, int | None, float, int, int] | None = None
         # A throttle under the new limits paused the whole pool (a Retry-After).
         self._verify_paused = False
-        # The rate where a run of decreases checked under pauses began (kept
-        # while the pool grows between them, until a rate runs unthrottled).
-        self._paused_top: float | None = None
+        # While a deep check is under way (``_verified``): the rate the cuts
+        # began at, restored if the throttles go on; and whether one found a
+        # limit (the throttles stopped), after which they are never noise.
+        self._deep: float | None = None
+        self._limited = False
+        self._verify_len = s.verify  # attempts the current check watches
         self._noise = 0.0
         self._noise_seen = (0, 0)  # (throttled, ended) since the noise was found
         # The last ``verify`` endings (True: throttled), the share before a
@@ -401,7 +405,7 @@ class AdaptiveLimit:
         if self._episode > 0 and started_at < self._last_decrease:
             self._episode -= 1
         if self._verify is not None and started_at >= self._last_decrease:
-            change = self._verified(throttled=False)
+            change = self._verified(throttled=False, now=now)
             if change is not None:
                 return change
         conc, ceiling = self.concurrency, self.conc_ceiling
@@ -505,7 +509,7 @@ class AdaptiveLimit:
         if self._verify is not None:
             if retry_after is not None and retry_after > 0 and pool_paused:
                 self._verify_paused = True
-            return self._verified(throttled=True)
+            return self._verified(throttled=True, now=now)
         return self._decrease(now, started_at, in_flight, retry_after)
 
     def resumed(self, now: float) -> Change | None:
@@ -542,7 +546,6 @@ class AdaptiveLimit:
             t0, r0 = self._history[0]
             if r0 > 0 and t0 <= now - s.probe * _GOOD_PROBES + 1e-9 and t0 >= self._last_throttle:
                 self._good = r0 if self._good is None else max(self._good, r0)
-                self._paused_top = None  # the cuts reached a rate the provider admits
                 if self._former is not None and self._good >= self._former * 0.999:
                     self._former = self._probe_from = None  # the limit is back where it was
             if self._granted is not None and self._burst is not None:
@@ -994,14 +997,15 @@ class AdaptiveLimit:
         grow = 4 if confirmed else 2
         self._hold = min(self._hold * grow, s.hold * _MAX_HOLD) if past_bad else s.hold
 
-    def _verified(self, throttled: bool) -> Change | None:
+    def _verified(self, throttled: bool, now: float) -> Change | None:
         assert self._verify is not None
         rate, conc, before, ends, throttles = self._verify
         ends += 1
         throttles += int(throttled)
-        if ends < self.settings.verify:
+        if ends < self._verify_len:
             self._verify = (rate, conc, before, ends, throttles)
             return None
+        self._verify_len = self.settings.verify
         self._verify = None
         after = throttles / ends
         # Were the throttles caused by the rate, the share of throttled attempts
@@ -1016,28 +1020,57 @@ class AdaptiveLimit:
             ratio = 1.0
         predicted = max(0.0, 1.0 - (1.0 - before) * ratio)
         deepest: float | None = None
-        if after < _MIN_NOISE or abs(after - predicted) <= abs(after - before):
+        if self._deep is not None and throttles == 0:
+            self._deep, self._limited = None, True  # the throttles stopped: a limit
+            return None
+        if self._deep is None and (
+            after < _MIN_NOISE or abs(after - predicted) <= abs(after - before)
+        ):
             return None  # the decrease helped: the throttles depended on the rate
-        if (
-            self._verify_paused
-            and self._noise == 0.0
-            and rate != self.rate
-            and rate
-            and (after >= _PAUSED_SHARE or after >= before + _NOISE_MARGIN)
+        if after >= _SURE and rate != self.rate:
+            # Half the requests or more still refused: a limit the pool is still
+            # over (a penalty that blocks while requests keep coming, a burst of
+            # 1 met unevenly), never noise. The next throttle cuts again.
+            self._deep = None
+            return None
+        if self._deep is not None:
+            # The deep check: throttles went on as before at a fraction of the
+            # rate, so they do not depend on it; back to where the cuts began.
+            deepest, self._deep = self._deep, None
+        elif self._verify_paused and self._noise == 0.0 and rate != self.rate and self._limited:
+            return None  # a deep check found a limit: throttles under pauses are its
+        elif (
+            self._verify_paused and self._noise == 0.0 and rate != self.rate and rate and self.rate
         ):
             # Throttles under the new rate paused the pool: a provider's penalty
             # throttles what was on its way, and each pause lets a few through
             # however fast the pool sends, so the share hardly falls while the
-            # pool is still over the limit. The decrease stands and the next
-            # throttle cuts again; throttles that go on as before down to
-            # 1/_PAUSED_CHAIN of where the cuts began are noise.
-            if self._paused_top is None:
-                top = self._chain_top[0] if self._chain_top is not None else rate
-                self._paused_top = top if top is not None else rate
-            deep = self.rate is not None and self.rate * _PAUSED_CHAIN <= self._paused_top
-            if not deep or after >= _PAUSED_SURE:
-                return None
-            deepest = self._paused_top  # noise: back to where those cuts began
+            # pool is still over the limit, as it would for random throttles.
+            # Tell them apart where they differ: far under the rate where the
+            # cuts began, a limit's throttles stop and random ones go on.
+            top = self._chain_top[0] if self._chain_top is not None else rate
+            top = max(top or 0.0, rate)
+            # (a quarter of the rate at least: throttles that go on at a rate
+            # already that far under can be a small burst met unevenly).
+            deep = max(self._rate_floor, min(top / _DEEP_CHECK, self.rate / 4))
+            if deep < self.rate:
+                self._deep = top
+                self._verify = (self.rate, self.concurrency, after, 0, 0)
+                # Long enough that random throttles as frequent as these would
+                # show at least once in 19 checks of 20: (1 - after)^n <= 5%.
+                n = math.ceil(math.log(0.05) / math.log(1.0 - after)) if after < 1 else 1
+                self._verify_len = min(4 * self.settings.verify, max(self.settings.verify, n))
+                self._verify_paused = False
+                self.rate = self._cut_to = self._since_rate = deep
+                self._last_decrease = self._last_change = self._last_probe = now
+                self._ends = self._throttles = self._starts = 0
+                self._start_times.clear()
+                return Change(
+                    deep,
+                    self.concurrency,
+                    f"throttled: {after:.0%} still refused under Retry-After pauses after "
+                    f"the decrease; checking at {_rate(deep)} whether the throttles stop",
+                )
         if conc != self.concurrency and after > before + max(_NOISE_MARGIN, before / 2):
             # A concurrency cut, and more throttled than before: still over the
             # provider's limit (one slow to count requests out), not noise.
@@ -1051,7 +1084,7 @@ class AdaptiveLimit:
             rate, conc = self._chain_top
         if deepest is not None:
             rate = max(rate or 0.0, deepest)
-        self._chain_top = self._paused_top = None
+        self._chain_top = None
         cut = "the rate" if rate != self.rate else "the concurrency"
         self._ends = self._throttles = 0
         self.rate = rate
