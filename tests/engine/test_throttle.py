@@ -318,3 +318,48 @@ def test_a_retry_after_not_used_as_it_stands_is_said_once_per_pool(tmp_path) -> 
         "Retry-After 'soon' is neither seconds nor an HTTP-date: not paused for it",
         f"Retry-After 86400s is longer than a pause may be: paused {MAX_PAUSE:g}s",
     ]
+
+
+@pytest.mark.parametrize(
+    ("line", "delay", "said"),
+    [
+        ("Retry-After: 5", 5.0, None),
+        ("retry-after: 5 (from the gateway)", 5.0, None),
+        ("Retry-After: soon", None, "Retry-After 'soon' is neither seconds nor an HTTP-date"),
+        ("Retry-After: -5", None, "Retry-After '-5' is no delay"),
+        ("Retry-After: 1e9", 3600.0, "Retry-After 1000000000s is longer than a pause may be"),
+    ],
+)
+def test_the_default_rule_reads_the_whole_retry_after_value(tmp_path, line, delay, said) -> None:
+    """An adaptive pool without a throttle rule reads a ``Retry-After:`` line's
+    whole value: one it cannot use is said, never read in part (``1e9`` was a
+    pause of 1 s, ``soon`` passed without a word)."""
+    from fleetrun.engine._limits import Limits
+    from fleetrun.executors import AttemptResult
+
+    g = graph(
+        [task("t", "x", pools=["api"], targets=["a"])],
+        pools=[Pool("api", rate=10.0, adaptive=AdaptiveSettings())],
+    )
+    told: list[str] = []
+    limits = Limits(g, 0.0, lambda name, rate, cap, paused, reason: told.append(reason))
+    log = tmp_path / "a.log"
+    log.write_text(f"HTTP/1.1 429 Too Many Requests\n{line}\n")
+    (m,) = limits.match((0,), AttemptResult(exit_code=75), str(log))
+    assert m.retry_after == delay
+    if said is None:
+        assert told == []
+    else:
+        assert len(told) == 1
+        assert told[0].startswith(said)
+
+
+def test_a_pause_is_said_in_three_digits() -> None:
+    from fleetrun.engine._limits import pause_text
+
+    assert [pause_text(x) for x in (1.18986, 12.0, 0.5, 3600.0)] == [
+        "1.19s",
+        "12s",
+        "0.5s",
+        "3600s",
+    ]

@@ -20,6 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,14 +34,12 @@ from fleetrun.plan import AdaptiveSettings, Graph, Pool, StaticLimits, ThrottleR
 DEFAULT_THROTTLE = ThrottleRule(
     exit=frozenset({75}),
     output=(r"\b429\b", r"(?i)too many requests"),
-    retry_after=(
-        r"(?i)retry-after:\s*(\d+(?:\.\d+)?"
-        r"|[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} [\d:]{8} GMT)"
-    ),
+    retry_after=r"(?i)retry-after:\s*([^\r\n]*[^\s,;])",
 )
 """The throttle rule of an adaptive pool that gives none: exit 75 (EX_TEMPFAIL),
-"429" or "Too Many Requests" in the output, ``Retry-After: N`` (seconds) or
-``Retry-After: <HTTP-date>`` (RFC 9110 section 10.2.3) for the delay."""
+"429" or "Too Many Requests" in the output, and the value of a ``Retry-After:``
+line for the delay: seconds or an HTTP-date (RFC 9110 section 10.2.3); any
+other value is said once (``retry_after_read``), not read as a part of it."""
 
 MAX_PAUSE = 3600.0
 """A Retry-After longer than this is taken as this (a garbled header must not stall a run)."""
@@ -333,7 +332,7 @@ class Limits(StaticLimits):
         self._ready[k] = None
         self.paused_until[k] = until
         self._paused[k] = True
-        self._emit(k, delay, f"paused {delay:g}s for Retry-After")
+        self._emit(k, delay, f"paused {pause_text(delay)} for Retry-After")
 
     def _apply(self, k: int, change: Change | None) -> None:
         if change is None:
@@ -357,9 +356,18 @@ def retry_after_seconds(found: str, now: float) -> float | None:
     return retry_after_read(found, now)[0]
 
 
+def pause_text(seconds: float) -> str:
+    """A pause as a reason says it: ``1.19s``, ``12s``, ``3600s`` (not ``1.18986s``)."""
+    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
+
+
+_LEADING_SECONDS = re.compile(r"(\d+(?:\.\d+)?)(?![\d.])")
+
+
 def retry_after_read(found: str, now: float) -> tuple[float | None, str]:
     """``retry_after_seconds`` and, when the value was not used as it stands,
     a line that says so (a pool event): unreadable, no delay, or capped."""
+    found = found.strip().strip("\"'")
     shown = found if len(found) <= 40 else found[:37] + "..."
     try:
         seconds = float(found)
@@ -367,6 +375,9 @@ def retry_after_read(found: str, now: float) -> tuple[float | None, str]:
         try:
             seconds = max(0.0, parsedate_to_datetime(found).timestamp() - now)
         except (TypeError, ValueError, IndexError, OverflowError):
+            lead = _LEADING_SECONDS.match(found)  # "5 (from the gateway)", "2s"
+            if lead is not None:
+                return min(MAX_PAUSE, float(lead[1])), ""
             return None, (
                 f"Retry-After {shown!r} is neither seconds nor an HTTP-date: not paused for it"
             )
