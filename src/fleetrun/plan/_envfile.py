@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from fleetrun.errors import Diagnostic, Location
+from fleetrun.plan._yaml import as_written
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LINE = re.compile(r"^(\s*)(?:export\s+)?([^=\s]*)\s*=\s*(.*?)\s*$")
@@ -42,7 +43,7 @@ def parse_env_file(text: str, file: str) -> tuple[dict[str, str], list[Diagnosti
             problems.append(
                 Diagnostic(
                     Location(file, lineno, len(indent) + 1),
-                    f"{name!r} is not a valid environment variable name",
+                    f"{as_written(name)} is not a valid environment variable name",
                     key="env_file",
                     fix="use letters, digits and '_', not starting with a digit",
                 )

@@ -30,6 +30,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fleetrun.plan._yaml import as_written
+
 Value = str | int | float | bool | None
 Env = Mapping[str, Value]
 Evaluator = Callable[[str, Env], Value]
@@ -81,7 +83,7 @@ def tokenize(text: str) -> list[_Tok]:
             return toks
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
-            raise ExprError(f"unexpected character {text[pos]!r}", pos + 1)
+            raise ExprError(f"unexpected character {as_written(text[pos])}", pos + 1)
         col = pos + 1
         pos = m.end()
         kind = m.lastgroup or ""
@@ -360,6 +362,6 @@ def unknown_names(
             hint = ""
         else:
             continue
-        message = f"{word!r} is no attribute of any target{hint}"
+        message = f"{as_written(word)} is no attribute of any target{hint}"
         out.append(UnknownName(word, column, message, fix))
     return out

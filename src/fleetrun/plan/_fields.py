@@ -13,8 +13,14 @@ import math
 from collections.abc import Iterable, Iterator
 
 from fleetrun.errors import Diagnostic, Location
-from fleetrun.plan._units import DURATION_HELP, duration_hint, is_negative, parse_duration
-from fleetrun.plan._yaml import Scalar, YMap, YNode, YScalar, YSeq, type_name
+from fleetrun.plan._units import (
+    DURATION_HELP,
+    duration_hint,
+    in_digits,
+    is_negative,
+    parse_duration,
+)
+from fleetrun.plan._yaml import Scalar, YMap, YNode, YScalar, YSeq, as_written, type_name
 
 
 def _not_a_duration(node: YScalar, positive: bool) -> tuple[str, str]:
@@ -34,7 +40,7 @@ def _not_a_duration(node: YScalar, positive: bool) -> tuple[str, str]:
         shown = repr(v) if isinstance(v, str) else written
         return (f"{shown} is below zero: a duration must be {least}", DURATION_HELP)
     hint = duration_hint(v) if isinstance(v, str) else ""
-    return (f"{v!r} is not a duration{hint}", DURATION_HELP)
+    return (f"{as_written(v)} is not a duration{hint}", DURATION_HELP)
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -71,6 +77,11 @@ def quote_fix(node: YNode) -> str:
     if isinstance(node.value, str) or node.value is None:
         return ""
     return f"quote it to keep the text: '{node.source.strip()}'"
+
+
+def _numeric(expected: str) -> bool:
+    """Whether a number would do where ``expected`` (``an integer or a list``)."""
+    return "an integer" in expected or "a number" in expected
 
 
 def join(key: str, sub: str | int) -> str:
@@ -127,6 +138,19 @@ class Ctx:
         would have done (default: when ``expected`` is ``a string``); then an
         unquoted ``no``, ``on`` or ``010`` that YAML read as a boolean or a number
         is said to be one, with the fix to quote it."""
+        if _numeric(expected) and isinstance(node, YScalar) and isinstance(node.value, str):
+            digits = in_digits(node.value.strip())
+            if digits is not None and node.style is None:
+                # YAML reads 1e12 (no dot, no exponent sign) as text, not a number.
+                self.error(
+                    node,
+                    key,
+                    f"{as_written(node.value)} is text to YAML, not a number",
+                    f"write it in digits ({digits})",
+                )
+                return
+            if digits is not None:
+                fix = fix or f"write it without quotes: {digits}"
         message = f"expected {expected}, got {type_name(node)}"
         if text if text is not None else expected == "a string":
             reading = yaml_reading(node)
@@ -259,7 +283,10 @@ class Ctx:
             if isinstance(item, YScalar) and isinstance(item.value, str):
                 if item.value in seen:
                     self.error(
-                        item, join(key, i), f"{item.value!r} is listed twice", "list it once"
+                        item,
+                        join(key, i),
+                        f"{as_written(item.value)} is listed twice",
+                        "list it once",
                     )
                 seen.add(item.value)
 
@@ -272,7 +299,7 @@ class Ctx:
             if s is None:
                 continue
             if s in seen:
-                self.error(item, join(key, i), f"{s!r} is listed twice", "list it once")
+                self.error(item, join(key, i), f"{as_written(s)} is listed twice", "list it once")
                 continue
             seen.add(s)
             out.append((s, item))

@@ -22,7 +22,7 @@ from fleetrun.plan._model import (
 )
 from fleetrun.plan._spec import AdaptiveSpec, PoolSpec, RolloutSpec, Wave, keys_of, percent
 from fleetrun.plan._validate import good_items, validate_fields, validate_node
-from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq
+from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, as_written
 
 ROLLOUT_KEYS = keys_of(RolloutSpec)
 
@@ -112,6 +112,8 @@ def check_shared(ctx: Ctx, node: YMap, pools: Mapping[str, Pool]) -> None:
 
 
 def _regex(ctx: Ctx, node: YNode, key: str, groups: int = 0) -> str | None:
+    """The regular expression at ``node``, compiled to check it; with ``groups``,
+    it must have exactly that many capturing groups (None after a diagnostic)."""
     text = ctx.string(node, key)
     if text is None:
         return None
@@ -121,7 +123,7 @@ def _regex(ctx: Ctx, node: YNode, key: str, groups: int = 0) -> str | None:
         ctx.error_at(
             ctx.inner_loc(node, e.pos or 0),
             key,
-            f"{text!r} is not a valid regular expression: {e.msg}",
+            f"{as_written(text)} is not a valid regular expression: {e.msg}",
             "write a Python regular expression (escape ( ) [ ] . * + ? with a backslash "
             "to match them literally)",
         )
@@ -130,8 +132,19 @@ def _regex(ctx: Ctx, node: YNode, key: str, groups: int = 0) -> str | None:
         ctx.error(
             node,
             key,
-            f"{text!r} has no group for the delay",
+            f"{as_written(text)} has no group for the delay",
             r"put the seconds in a group, as in 'Retry-After: (\d+)'",
+        )
+        return None
+    if groups and compiled.groups > groups:
+        # Only the first group is read as the delay: another one is a slip.
+        ctx.error(
+            node,
+            key,
+            f"{as_written(text)} has {compiled.groups} capturing groups; exactly one, "
+            "the delay's, is read",
+            "make the others non-capturing with (?:...), as in "
+            r"'(?:Retry|Wait)-After: (\d+)'",
         )
         return None
     return text
@@ -165,7 +178,7 @@ def read_rollout(ctx: Ctx, node: YNode, groups: Mapping[str, tuple[str, ...]]) -
             ctx.error(
                 item,
                 join(join(key, "waves"), next(i for i, n in enumerate(items) if n is item)),
-                f"{size!r} is neither a group nor a percentage",
+                f"{as_written(size)} is neither a group nor a percentage",
                 "name a group from 'groups', or write a count (8) or a percentage ('25%')",
             )
     max_failed: int | Fraction = 0

@@ -38,7 +38,7 @@ from fleetrun.plan._spec import PhaseName, PlanSpec, Text, VarSpec, WhereGroup, 
 from fleetrun.plan._ssh import merge_ssh, read_ssh
 from fleetrun.plan._tasks import read_defaults, read_tasks
 from fleetrun.plan._validate import good_items, validate_entry, validate_fields, validate_key
-from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, load_yaml
+from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, as_written, load_yaml
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 
 _log = logging.getLogger(__name__)
@@ -360,7 +360,9 @@ class _Loader:
         for name, (knode, value) in m.entries.items() if m else ():
             key = join("vars", name)
             if not NAME.match(name):
-                self.ctx.error(knode, key, f"{name!r} is not a valid variable name", NAME_HELP)
+                self.ctx.error(
+                    knode, key, f"{as_written(name)} is not a valid variable name", NAME_HELP
+                )
             elif isinstance(value, YScalar):
                 out[name] = self.ctx.scalar(value, key)
             elif isinstance(value, YMap):
@@ -444,7 +446,7 @@ class _Loader:
                 ctx.error(
                     knode,
                     key,
-                    f"target name {name!r} is empty or has surrounding blanks",
+                    f"target name {as_written(name)} is empty or has surrounding blanks",
                     "name the target with visible characters",
                 )
                 continue
@@ -467,7 +469,12 @@ class _Loader:
                     ssh = read_ssh(ctx, cast(YMap, am), "ssh", key, self.base_dir, target=True)
                 elif attr == "name" or not NAME.match(attr):
                     why = "is reserved" if attr == "name" else "is not a valid attribute name"
-                    ctx.error(anode, akey, f"attribute {attr!r} {why}", NAME_HELP + ", not 'name'")
+                    ctx.error(
+                        anode,
+                        akey,
+                        f"attribute {as_written(attr)} {why}",
+                        NAME_HELP + ", not 'name'",
+                    )
                 elif not isinstance(aval, YScalar):
                     ctx.wrong_type(aval, akey, "a string, number, boolean or null")
                 else:
@@ -495,7 +502,7 @@ class _Loader:
                 )
                 continue
             if not NAME.match(name):
-                ctx.error(knode, key, f"{name!r} is not a valid group name", NAME_HELP)
+                ctx.error(knode, key, f"{as_written(name)} is not a valid group name", NAME_HELP)
                 continue
             spec = validate_entry(ctx, PlanSpec, top, "groups", name)
             if isinstance(spec, WhereGroup):
@@ -582,7 +589,7 @@ class _Loader:
         for name, (knode, value) in m.entries.items() if m else ():
             key = join("pools", name)
             if not NAME.match(name):
-                ctx.error(knode, key, f"{name!r} is not a valid pool name", NAME_HELP)
+                ctx.error(knode, key, f"{as_written(name)} is not a valid pool name", NAME_HELP)
                 continue
             pm = ctx.mapping(value, key)
             if pm is not None:

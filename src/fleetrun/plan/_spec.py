@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -40,7 +39,15 @@ from pydantic_core import PydanticCustomError, core_schema
 from fleetrun.durations import DURATION_HELP, DURATION_PATTERN, parse_duration
 from fleetrun.plan._fields import did_you_mean
 from fleetrun.plan._model import MAX_ATTEMPTS, MAX_ATTEMPTS_WHY
-from fleetrun.plan._units import MAX_DURATION, MAX_RATE, MIN_RATE, parse_rate, rate_problem
+from fleetrun.plan._units import (
+    MAX_DURATION,
+    MAX_RATE,
+    MIN_RATE,
+    in_digits,
+    parse_rate,
+    rate_problem,
+)
+from fleetrun.plan._yaml import as_written
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 from fleetrun.runs_on import DEFAULT_KIND, KINDS, RUNS_ON, option_keys, scheduler_address_problem
 
@@ -146,7 +153,7 @@ def _seconds(value: object) -> object:
         seconds = parse_duration(value)
         if seconds is not None:
             return _at_most_a_year(value, seconds)
-    raise problem("duration", f"{value!r} is not a duration", DURATION_HELP)
+    raise problem("duration", f"{as_written(value)} is not a duration", DURATION_HELP)
 
 
 def _positive_seconds(value: object) -> object:
@@ -156,14 +163,14 @@ def _positive_seconds(value: object) -> object:
             return _at_most_a_year(value, seconds)
         if seconds is not None:
             raise problem("duration_zero", "must be longer than zero", DURATION_HELP)
-    raise problem("duration_positive", f"{value!r} is not a duration", DURATION_HELP)
+    raise problem("duration_positive", f"{as_written(value)} is not a duration", DURATION_HELP)
 
 
 def _at_most_a_year(value: object, seconds: float) -> float:
     if seconds > MAX_DURATION:  # infinity too
         raise problem(
             "duration_range",
-            f"{value!r} is over a year, the longest duration a plan takes",
+            f"{as_written(value)} is over a year, the longest duration a plan takes",
             "write at most 365d, such as 30s, 5m, 1h30m or 2d (a plain number is seconds)",
         )
     return seconds
@@ -269,7 +276,7 @@ def _matching(pattern: str, kind: str, what: str, fix: str) -> Any:
 
     def check(text: str) -> str:
         if not compiled.fullmatch(text):
-            raise problem(kind, f"{text!r} is not {what}", fix)
+            raise problem(kind, f"{as_written(text)} is not {what}", fix)
         return text
 
     return AfterValidator(check)
@@ -408,33 +415,25 @@ _SUCCESS = (
 # --- pools ----------------------------------------------------------------------------
 
 
-def _float_text(text: str) -> str | None:
-    """``text`` in plain digits when Python reads it as a finite number (None: it
-    does not)."""
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    if not math.isfinite(number):
-        return None
-    return f"{number:f}".rstrip("0").rstrip(".") if number != int(number) else str(int(number))
-
-
 def _in_range(maximum: float, help_: str, *, below: bool = False) -> Any:
     """A check of a number in (0, maximum] (or (0, maximum) when ``below``)."""
 
+    bounds = f"it must be above 0 and {'below' if below else 'at most'} {maximum:g}"
+
     def check(value: object) -> object:
-        if isinstance(value, str) and _float_text(value) is not None:
+        if isinstance(value, str) and in_digits(value) is not None:
             # YAML reads 1e12 (no dot, no exponent sign) as text, not a number.
             raise problem(
                 "number",
-                f"{value!r} is text to YAML, not a number",
-                f"write it in digits ({_float_text(value)}): {help_}",
+                f"{as_written(value)} is text to YAML, not a number",
+                f"write it in digits ({in_digits(value)}): {help_}",
             )
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise problem("number", f"{value!r} is not a number", f"write {help_}")
+            raise problem("number", f"{as_written(value)} is not a number", f"write {help_}")
         if not 0 < value <= maximum or (below and value >= maximum):
-            raise problem("range", f"{value!r} is out of range", f"write {help_}")
+            raise problem(
+                "range", f"{as_written(value)} is out of range: {bounds}", f"write {help_}"
+            )
         return float(value)
 
     return BeforeValidator(check)
@@ -474,16 +473,20 @@ def _shared_name(text: str) -> str:
     if re.fullmatch(SHARED_NAME_PATTERN, text):
         return text
     # Say which rules fail, and echo a long name shortened.
-    shown = repr(text) if len(text) <= 40 else f"{text[:32]!r}... ({len(text)} characters)"
+    shown = (
+        as_written(text)
+        if len(text) <= 40
+        else f"{as_written(text[:32])}... ({len(text)} characters)"
+    )
     why, fix = [], []
     if not text:
         why.append("it is empty")
     elif not re.fullmatch(r"[A-Za-z0-9]", text[0]):
-        why.append(f"its first character {text[0]!r} is not an ASCII letter or digit")
+        why.append(f"its first character {as_written(text[0])} is not an ASCII letter or digit")
         fix.append("start it with an ASCII letter or digit")
     bad = next((c for c in text[1:] if not re.fullmatch(r"[A-Za-z0-9._-]", c)), None)
     if bad is not None:
-        why.append(f"{bad!r} is not an ASCII letter, digit, '.', '_' or '-'")
+        why.append(f"{as_written(bad)} is not an ASCII letter, digit, '.', '_' or '-'")
         fix.append("use only ASCII letters, digits, '.', '_' and '-'")
     if len(text) > SHARED_MAX:
         why.append(f"it is {len(text)} characters long, more than {SHARED_MAX}")
@@ -598,13 +601,13 @@ _NAME = re.compile(NAME_PATTERN)
 
 def _need_text(text: str) -> str:
     if not _NEED.fullmatch(text):
-        raise problem("need", f"cannot read need {text!r}", _NEED_FIX)
+        raise problem("need", f"cannot read need {as_written(text)}", _NEED_FIX)
     return text
 
 
 def _task_name(text: str) -> str:
     if not _NAME.fullmatch(text.strip()):
-        raise problem("need", f"{text!r} is not a task name", _NEED_FIX)
+        raise problem("need", f"{as_written(text)} is not a task name", _NEED_FIX)
     return text.strip()
 
 
@@ -620,8 +623,10 @@ def _quorum(value: object) -> object:
             pct = -1.0
         if 0 < pct <= 100:
             return value
-        raise problem("quorum", f"{value!r} is not a percentage in (0%, 100%]", _QUORUM_FIX)
-    raise problem("quorum", f"{value!r} is neither a count nor a percentage", _QUORUM_FIX)
+        raise problem(
+            "quorum", f"{as_written(value)} is not a percentage in (0%, 100%]", _QUORUM_FIX
+        )
+    raise problem("quorum", f"{as_written(value)} is neither a count nor a percentage", _QUORUM_FIX)
 
 
 NeedText = Annotated[
@@ -826,14 +831,18 @@ def destination(text: str) -> dict[str, str | int] | None:
 def _destination(text: str) -> str:
     if destination(text) is None:
         raise problem(
-            "destination", f"cannot read the SSH destination {text.strip()!r}", _DEST_HELP
+            "destination", f"cannot read the SSH destination {as_written(text.strip())}", _DEST_HELP
         )
     return text
 
 
 def _port(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool) and value > 65535:
-        raise problem("port", f"port {value} is out of range", "use a port from 1 to 65535")
+        raise problem(
+            "port",
+            f"port {value} is out of range: it must be 1 to 65535",
+            "use a port from 1 to 65535",
+        )
     return value
 
 
@@ -940,7 +949,7 @@ def _wave(value: object) -> object:
         return value.strip()
     raise problem(
         "wave",
-        f"{value!r} is not a wave size",
+        f"{as_written(value)} is not a wave size",
         "write a group name, a count of at least 1 or a percentage in (0%, 100%]",
     )
 
@@ -952,7 +961,7 @@ def _max_failed(value: object) -> object:
         return value
     raise problem(
         "max_failed",
-        f"{value!r} is neither a count nor a percentage",
+        f"{as_written(value)} is neither a count nor a percentage",
         "write a count of failed targets (0, 2) or a percentage ('10%')",
     )
 
@@ -1010,7 +1019,7 @@ def _address(address: str) -> str:
     if why is not None:
         raise problem(
             "address",
-            f"{address!r} is not a scheduler address ({why})",
+            f"{as_written(address)} is not a scheduler address ({why})",
             "write tcp://HOST:PORT (or HOST:PORT), or remove it to use a local cluster",
         )
     return address

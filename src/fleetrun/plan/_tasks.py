@@ -43,7 +43,7 @@ from fleetrun.plan._spec import (
 from fleetrun.plan._spec import Need as NeedType
 from fleetrun.plan._template import Template
 from fleetrun.plan._validate import good_items, validate_fields
-from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq
+from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, as_written
 from fleetrun.runs_on import DEFAULT_KIND
 
 TASK_KEYS = keys_of(TaskSpec)
@@ -208,7 +208,7 @@ def read_tasks(
             ctx.error(
                 knode,
                 key,
-                f"{name!r} is not a valid task name",
+                f"{as_written(name)} is not a valid task name",
                 "use letters, digits, '_' and '-', starting with a letter or '_'",
             )
             continue
@@ -282,7 +282,7 @@ def read_tasks(
         seen: set[str] = set()
         for i, p, pnode in pool_names:
             if p in seen:
-                ctx.error(pnode, join(pkey, i), f"{p!r} is listed twice", "list it once")
+                ctx.error(pnode, join(pkey, i), f"{as_written(p)} is listed twice", "list it once")
             elif p in pools:
                 task_pools.append(p)
             else:

@@ -17,6 +17,20 @@ import re
 from fleetrun.durations import DURATION_HELP as DURATION_HELP
 from fleetrun.durations import is_negative as is_negative
 from fleetrun.durations import parse_duration as parse_duration
+from fleetrun.plan._yaml import as_written
+
+
+def in_digits(text: str) -> str | None:
+    """``text`` in plain digits when Python reads it as a finite number that YAML
+    left as text (``1e12``: no dot, no exponent sign); None when it is no number."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(number):
+        return None
+    return f"{number:f}".rstrip("0").rstrip(".") if number != int(number) else str(int(number))
+
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*/\s*(s|m|h|sec|second|min|minute|hour)$")
 _RATE_SECONDS = {
@@ -122,7 +136,7 @@ def rate_problem(value: object, written: str | None = None) -> tuple[str, str]:
     if per is None and unit not in _UNIT_WORDS and unit not in _SLOWER:
         close = _close_unit(unit)
         hint = f" (did you mean {_number(amount)}/{close}?)" if close and amount > 0 else ""
-        return (f"{shown}: {unit!r} is not a unit of a rate{hint}", RATE_HELP)
+        return (f"{shown}: {as_written(unit)} is not a unit of a rate{hint}", RATE_HELP)
     if per is None:
         if unit in _UNIT_WORDS:
             per = _RATE_SECONDS[_UNIT_WORDS[unit]]
@@ -133,7 +147,10 @@ def rate_problem(value: object, written: str | None = None) -> tuple[str, str]:
         out_of_range = _rate_range(amount / per, shown)
         if out_of_range is not None:
             return out_of_range
-        return (f"{shown}: {unit!r} is not a unit of a rate (did you mean {meant}?)", RATE_HELP)
+        return (
+            f"{shown}: {as_written(unit)} is not a unit of a rate (did you mean {meant}?)",
+            RATE_HELP,
+        )
     out_of_range = _rate_range(amount / per, shown)
     if out_of_range is not None:
         return out_of_range
