@@ -160,7 +160,7 @@ def test_throttle_and_adaptive_keys_load():
         ("{verify: 100000}", 37, "must be at most 10000, got 100000"),
         ("{hold: '5s'}", 35, "'5s' is not a number"),
         ("{probe: 250ms}", 36, "'250ms' is not a number"),
-        ("{increase: true}", 39, "True is not a number"),
+        ("{increase: true}", 39, "true is not a number"),
         ("{hold: -1}", 35, "-1 is out of range"),
     ],
 )

@@ -545,8 +545,9 @@ class ThrottleSpec(_Spec):
         "matches one was throttled."
     )
     retry_after: str | None = key(
-        "A regular expression whose first group is a delay in seconds (e.g. "
-        "'Retry-After: (\\d+)'): no attempt of the pool starts before it passed."
+        "A regular expression with exactly one capturing group, the delay: seconds or an "
+        "HTTP-date (e.g. 'Retry-After: (\\d+)'): no attempt of the pool starts before it "
+        "passed."
     )
     attempts: Attempts | None = key(
         "Attempts a throttled instance gets at least (default 5; the task's retry.attempts "
