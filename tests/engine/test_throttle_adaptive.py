@@ -166,6 +166,18 @@ def test_most_requests_refused_are_never_taken_for_noise() -> None:
     assert res.makespan <= 5 * (300 - 1) / 20
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_most_refused_without_a_retry_after_backs_off(seed: int) -> None:
+    """A provider that keeps a penalty while requests keep coming and does not
+    say for how long (no Retry-After): cuts alone never let one through (the
+    run did not finish in 150 s). The pool pauses itself, doubling while most
+    requests are still refused, and halves its rate."""
+    res = simulate(TokenBucket(20, 5, header=False), 300, rate=100, spawn=0.05, seed=seed)
+    assert any("without a Retry-After: paused" in why for *_, why in res.changes)
+    assert res.makespan <= 3 * (300 - 5) / 20
+    assert res.throttled <= 0.4 * 300
+
+
 def test_a_limit_that_does_not_move_is_probed_ever_more_rarely():
     """Each probe past the fit that finds the limit where the fit put it
     waits four times as long for the next (up to 16 x hold): over five

@@ -113,7 +113,12 @@ The anchors, and what is taken from each:
   (+15 points) over at least ``verify`` attempts. Two exceptions. A share
   of ``_SURE`` or more is never noise: it is a limit the pool is still over
   (a penalty that blocks while requests keep coming, a burst of 1 met
-  unevenly); the next throttle cuts again. And when the throttles under the
+  unevenly); the next throttle cuts again. When those throttles said no
+  Retry-After, the pool also pauses itself (``probe`` seconds, doubling
+  while it goes on, up to ``_MAX_BACKOFF``: the exponential back-off of
+  clients of such APIs) and halves its rate, since a penalty that holds
+  while requests keep coming lets none through however far the rate is
+  cut by steps. And when the throttles under the
   new rate paused the pool, the share says little: a provider's penalty
   throttles what was on its way, and each pause lets a few requests through
   however fast the pool sends (a bucket of burst 2 at 10/s admits about 3
@@ -193,17 +198,22 @@ _DEEP_CHECK = 8.0
 """Throttles under Retry-After pauses that did not fall after a decrease are checked at
 1/this of the rate where the cuts began (``_verified``): a limit's stop there."""
 
+_MAX_BACKOFF = 60.0
+"""The longest pause of a pool's own when most requests are refused without a Retry-After."""
+
 _MACHINE_BOUND = 0.8
 """A pool that starts under this share of its rate is held back by the machine, not its rate."""
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """New effective limits of a pool and why."""
+    """New effective limits of a pool and why; ``pause``: seconds the pool starts
+    nothing from now (a back-off of the pool's own, ``AdaptiveLimit`` has noted it)."""
 
     rate: float | None
     concurrency: int | None
     reason: str
+    pause: float = 0.0
 
 
 class AdaptiveLimit:
@@ -213,6 +223,7 @@ class AdaptiveLimit:
         "_asked_from",
         "_asked_until",
         "_attempt_only",
+        "_backoff",
         "_bad_conc",
         "_bad_rate",
         "_burst",
@@ -315,6 +326,7 @@ class AdaptiveLimit:
         self._deep: float | None = None
         self._limited = False
         self._verify_len = s.verify  # attempts the current check watches
+        self._backoff = 0.0  # the last pause of the pool's own (``_verified``)
         self._noise = 0.0
         self._noise_seen = (0, 0)  # (throttled, ended) since the noise was found
         # The last ``verify`` endings (True: throttled), the share before a
@@ -1020,19 +1032,38 @@ class AdaptiveLimit:
             ratio = 1.0
         predicted = max(0.0, 1.0 - (1.0 - before) * ratio)
         deepest: float | None = None
+        if after >= _SURE and rate != self.rate:
+            # Most requests still refused: a limit the pool is still over (a
+            # penalty that blocks while requests keep coming, a burst of 1 met
+            # unevenly), never noise. The next throttle cuts again.
+            self._deep = None
+            if self._verify_paused or self.rate is None:
+                return None
+            # And the provider did not say for how long: a penalty may hold
+            # while requests keep coming. Back off (a pause of the pool's own,
+            # doubling while it goes on, as clients of such APIs do) and halve.
+            self._backoff = min(_MAX_BACKOFF, 2 * self._backoff or self.settings.probe)
+            self.paused(now, now + self._backoff)
+            old = self.rate
+            self.rate = self._cut_to = self._since_rate = max(self._rate_floor, old / 2)
+            self._last_decrease = self._last_change = self._last_probe = now
+            self._verify = (old, self.concurrency, after, 0, 0)
+            self._start_times.clear()
+            return Change(
+                self.rate,
+                self.concurrency,
+                f"throttled: {after:.0%} still refused after the decrease, without a "
+                f"Retry-After: paused {self._backoff:.3g}s",
+                pause=self._backoff,
+            )
         if self._deep is not None and throttles == 0:
             self._deep, self._limited = None, True  # the throttles stopped: a limit
             return None
         if self._deep is None and (
             after < _MIN_NOISE or abs(after - predicted) <= abs(after - before)
         ):
+            self._backoff = 0.0
             return None  # the decrease helped: the throttles depended on the rate
-        if after >= _SURE and rate != self.rate:
-            # Half the requests or more still refused: a limit the pool is still
-            # over (a penalty that blocks while requests keep coming, a burst of
-            # 1 met unevenly), never noise. The next throttle cuts again.
-            self._deep = None
-            return None
         if self._deep is not None:
             # The deep check: throttles went on as before at a fraction of the
             # rate, so they do not depend on it; back to where the cuts began.

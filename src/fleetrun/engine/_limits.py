@@ -155,7 +155,7 @@ class Limits(StaticLimits):
                 a.held(True)
                 ramp = a.ramp_at()  # a full pool in slow start grows with time
                 if ramp <= now:
-                    self._apply(k, a.tick(now, self.in_use[k]))
+                    self._apply(k, a.tick(now, self.in_use[k]), now)
                     ramp = a.ramp_at()
                 cap = self.caps[k]
                 if cap is not None and self.in_use[k] >= cap:
@@ -175,7 +175,7 @@ class Limits(StaticLimits):
                 self._emit(k, 0.0, "resumed: the Retry-After pause is over")
                 a = self._adaptive[k]
                 if a is not None:
-                    self._apply(k, a.resumed(now))
+                    self._apply(k, a.resumed(now), now)
             b = self.buckets[k]
             if b is not None:
                 w = b.wait(now)
@@ -248,7 +248,7 @@ class Limits(StaticLimits):
         for k in pools:
             a = self._adaptive[k]
             if a is not None:
-                self._apply(k, a.succeeded(started_at, now, self.in_use[k]))
+                self._apply(k, a.succeeded(started_at, now, self.in_use[k]), now)
 
     def match(
         self, pools: tuple[int, ...], result: AttemptResult, log_path: str
@@ -311,7 +311,7 @@ class Limits(StaticLimits):
                     own = max(own, m.retry_after)
             if a is not None:
                 change = a.throttled(started_at, now, self.in_use[k], m.retry_after, whole)
-                self._apply(k, change)
+                self._apply(k, change, now)
         pause = max(own, max(self.paused_until[m.pool] for m in matched) - now)
         paced = any(self._adaptive[m.pool] is not None for m in matched)
         return ThrottleSignal(matched[0].what, pause, attempts, paced)
@@ -334,7 +334,7 @@ class Limits(StaticLimits):
         self._paused[k] = True
         self._emit(k, delay, f"paused {pause_text(delay)} for Retry-After")
 
-    def _apply(self, k: int, change: Change | None) -> None:
+    def _apply(self, k: int, change: Change | None, now: float) -> None:
         if change is None:
             return
         b = self.buckets[k]
@@ -342,6 +342,8 @@ class Limits(StaticLimits):
             b.rate = change.rate
         self.caps[k] = change.concurrency
         self._emit(k, 0.0, change.reason)
+        if change.pause > 0:
+            self._pause(k, now + change.pause, change.pause)
 
     def _emit(self, k: int, paused: float, reason: str) -> None:
         b = self.buckets[k]

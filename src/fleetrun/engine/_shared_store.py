@@ -349,6 +349,8 @@ class SharedStore:
                 if row.rate is not None and change.rate is not None:
                     row.rate = change.rate
                 row.concurrency = change.concurrency
+                if change.pause > 0:  # a back-off of the pool's own, for every run
+                    row.paused_until = max(row.paused_until, now + change.pause)
                 self._changed(row, change.reason)
         self._replicas[row.name] = (limit, row.lseq)
         if row.lseq - row.aseq >= SNAPSHOT_EVERY:

@@ -49,7 +49,8 @@ class Provider(Protocol):
 class TokenBucket:
     """``rate`` per second, ``burst`` saved up; a 429 with ``Retry-After:
     retry_after`` when empty; with ``penalty`` a request during that delay
-    gets a new one (ARM's rule). ``changes``: (time, new rate), in order."""
+    gets a new one (ARM's rule). ``changes``: (time, new rate), in order.
+    ``header=False``: the 429 says no Retry-After, the delay holds all the same."""
 
     def __init__(
         self,
@@ -58,8 +59,10 @@ class TokenBucket:
         retry_after: float = 1.0,
         penalty: bool = True,
         changes: Sequence[tuple[float, float]] = (),
+        header: bool = True,
     ) -> None:
         self.rate, self.burst, self.retry_after, self.penalty = rate, burst, retry_after, penalty
+        self.header = header
         self.changes = list(changes)
         self.tokens = float(burst)
         self.last = 0.0
@@ -76,15 +79,16 @@ class TokenBucket:
     def arrive(self, t: float, service: float) -> tuple[float | None, float | None]:
         self.tokens = min(self.burst, self.tokens + (t - self.last) * self.rate_at(t))
         self.last = t
+        said = self.retry_after if self.header else None
         if t < self.blocked_until:
             if self.penalty:
                 self.blocked_until = t + self.retry_after
-            return None, self.retry_after
+            return None, said
         if self.tokens >= 1:
             self.tokens -= 1
             return t + service, None
         self.blocked_until = t + self.retry_after
-        return None, self.retry_after
+        return None, said
 
     def done(self, t: float) -> None:
         pass
@@ -211,12 +215,14 @@ def simulate(
             push(t, "wake", key)
 
     def apply(change: Change | None) -> None:
-        nonlocal cap, bucket_rate
+        nonlocal cap, bucket_rate, paused_until, resume
         if change is None:
             return
         if change.rate is not None:
             bucket_rate = change.rate
         cap = change.concurrency
+        if change.pause > 0 and now + change.pause > paused_until:
+            paused_until, resume = now + change.pause, True
         res.changes.append((now, change.rate, change.concurrency, change.reason))
 
     while done < n:
