@@ -7,11 +7,25 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from fleetrun.cli import cli
-from fleetrun.report._queued import OTHER, format_reasons, held_back, ordered
+from fleetrun.engine import (
+    AttemptEnded,
+    AttemptStarted,
+    Event,
+    InstanceSettled,
+    PoolChanged,
+    RunEnded,
+    RunStarted,
+)
+from fleetrun.report import build_report
+from fleetrun.report._model import PoolPause, RunReport
+from fleetrun.report._queued import OTHER, format_reasons, held_back, ordered, said, split
+from fleetrun.state import Journal, JournalReader, JournalWriter, NewInstance
 
 from .conftest import Recorded
 
@@ -119,3 +133,113 @@ def test_held_back_names_only_limits_beyond_the_graph_and_j() -> None:
     assert held_back(50.0, 1.0, 4.0, 8, {"pool db full": 2.0}) == ""
     assert format_reasons({}) == "-"
     assert format_reasons(ordered({"a": 1.0, "b": 3.0, OTHER: 0.001})) == "b 3.00s, a 1.00s"
+
+
+SPLIT_PLAN = """\
+name: split
+targets: {t0: {}, t1: {}}
+pools:
+  api: {rate: 2/s}
+tasks:
+  call:
+    for_each: all
+    pools: [api]
+    run: "true"
+"""
+
+
+def _journal_with_a_pause(state: Path) -> RunReport:
+    """A run whose pool ``api`` paused for Retry-After from 1 s to 2 s. ``call@t0``
+    was ready at 0 s and started at 3 s, journaled as held by the pause (the
+    engine names the whole wait once); ``call@t1`` waited 0.5 s to 3.5 s for a
+    full pool."""
+    t0 = 1_800_000_000.0
+    journal = Journal(state)
+    try:
+        journal.begin_run(
+            run_id="r1", parent_id=None, plan_path=str(state / "gone.yaml"), plan_name="split",
+            plan_hash="h", plan_snapshot=SPLIT_PLAN, mode="dag", kind="apply",
+            options={"parallelism": None}, started_at=t0,
+            instances=[NewInstance(key=f"call@t{i}", node=i, task="call", target=f"t{i}")
+                       for i in range(2)],
+        )  # fmt: skip
+        writer = JournalWriter(journal.db_path, "r1")
+        writer.start()
+        events: list[Event] = [
+            RunStarted(at=t0, run_id="r1", plan_name="split", mode="dag", parallelism=None,
+                       nodes=2),
+            PoolChanged(at=t0 + 1, pool="api", rate=2.0, reason="paused 1s for Retry-After",
+                        paused=1.0),
+            PoolChanged(at=t0 + 2, pool="api", rate=2.0,
+                        reason="resumed: the Retry-After pause is over"),
+        ]  # fmt: skip
+        for node, (ready, start, why) in enumerate(
+            [(0.0, 3.0, "pool api paused for Retry-After"), (0.5, 3.5, "pool api full")]
+        ):
+            key = f"call@t{node}"
+            events += [
+                AttemptStarted(at=t0 + start, node=node, key=key, attempt=1, command="true",
+                               pid=None, pgid=None, log_path=key, ready_at=t0 + ready,
+                               queued_reason=why),
+                AttemptEnded(at=t0 + start + 0.25, node=node, key=key, attempt=1,
+                             started_at=t0 + start, exit_code=0, signal=None, timed_out=False,
+                             outcome="succeeded"),
+                InstanceSettled(at=t0 + start + 0.25, node=node, key=key, state="succeeded",
+                                attempts=1),
+            ]  # fmt: skip
+        events.append(RunEnded(at=t0 + 4, run_id="r1", status="succeeded", counts={}))
+        for ev in events:
+            writer(ev)
+        writer.close()
+    finally:
+        journal.close()
+    with JournalReader(state) as reader:
+        return build_report(reader, "r1")
+
+
+def test_a_wait_through_a_pause_and_the_rate_counts_each_part(tmp_path: Path) -> None:
+    report = _journal_with_a_pause(tmp_path / "state")
+    split = {"pool api rate": 2.0, "pool api paused for Retry-After": 1.0}
+    paced, full = report.instances
+    assert paced.queued == pytest.approx(3.0)
+    assert list(paced.queued_reasons) == list(split)  # most first
+    assert paced.queued_reasons == pytest.approx(split)
+    # A wait for a full pool stays whole, pause or not.
+    assert full.queued_reasons == pytest.approx({"pool api full": 3.0})
+    both = {**split, "pool api full": 3.0}
+    (task,) = report.tasks
+    (pool,) = report.pools
+    for reasons in (task.queued_reasons, pool.queued_reasons, report.overall.queued_reasons):
+        assert reasons == pytest.approx(both)
+    # The attempt keeps the engine's word, beside its divided wait.
+    attempt = report.attempts[0]
+    assert attempt.queued_reason == "pool api paused for Retry-After"
+    assert attempt.queued_reasons == pytest.approx(split)
+    assert said(attempt.queued_reasons, attempt.queued_reason) == (
+        "pool api rate 2.00s, pool api paused for Retry-After 1.00s"
+    )
+
+    res = CliRunner().invoke(cli, ["report", "--state-dir", str(tmp_path / "state")])
+    assert res.exit_code == 0, res.stderr
+    row = re.search(r"^call@t0 .*$", res.stdout, re.M)
+    assert row is not None
+    assert row.group().split(None, 2)[2] == (
+        "pool api rate 2.00s, pool api paused for Retry-After 1.00s"
+    )
+
+
+def test_split_divides_only_paced_waits_at_their_own_pools_pauses() -> None:
+    pauses = {"api": (PoolPause(10.0, 11.0), PoolPause(12.0, 14.0))}
+    # A rate wait that began inside one pause and ended inside the next.
+    assert split("pool api rate", 10.5, 13.0, pauses) == pytest.approx(
+        {"pool api paused for Retry-After": 1.5, "pool api rate": 1.0}
+    )
+    # Another pool's pauses, another reason, or no ready time: as journaled.
+    assert split("pool db rate", 10.0, 14.0, pauses) == {"pool db rate": 4.0}
+    assert split("wave closed", 10.0, 14.0, pauses) == {"wave closed": 4.0}
+    assert split(None, 10.0, 14.0, pauses) == {OTHER: 4.0}
+    assert split("pool api rate", None, 14.0, pauses) == {}
+    # A pause that held the whole wait.
+    assert split("pool api paused for Retry-After", 12.5, 13.5, pauses) == {
+        "pool api paused for Retry-After": 1.0
+    }

@@ -15,7 +15,8 @@ modes that did not run, so ``sequential`` always equals ``task_time``.
 A throttled retry is one the engine took as a throttle signal, as journaled
 with its attempt (``AttemptRecord.throttled``); the report does not re-derive
 it from the retry reason. Likewise queued time and its reasons are the
-engine's, as journaled (``_queued``).
+engine's, as journaled, except that a wait named after a pool's rate or
+Retry-After pause is divided at that pool's journaled pauses (``_queued.split``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from fleetrun.report._model import (
     CriticalStep,
     InstanceRecord,
     ModeEstimate,
+    PoolPause,
     PoolSeries,
     PoolStats,
     RunReport,
@@ -49,8 +51,8 @@ from fleetrun.report._model import (
     TargetStats,
     TaskStats,
 )
-from fleetrun.report._pool_series import RESUMED, pool_series
-from fleetrun.report._queued import add, held_back, merge, ordered
+from fleetrun.report._pool_series import RESUMED, pause_spans, pool_series
+from fleetrun.report._queued import add, held_back, merge, ordered, split
 from fleetrun.report._text import speedup
 from fleetrun.state import AttemptRecord as AttemptRow
 from fleetrun.state import InstanceRecord as InstanceRow
@@ -77,8 +79,17 @@ def build_report(journal: JournalReader, run_id: str) -> RunReport:
     if ended_at is None:
         notes.append("the run has not ended: figures cover what is recorded so far")
 
+    changed = journal.event_data(run.id, "PoolChanged")
     row_of = {r.key: r for r in rows}
-    attempts = tuple(_attempt(a, row_of, redactor) for a in journal.attempts(run.id))
+    recorded = journal.attempts(run.id)
+    # A pause still on when an unended record stops lasts past every recorded start.
+    record_end = (
+        ended_at
+        if ended_at is not None
+        else max([run.started_at, *(a.started_at for a in recorded)])
+    )
+    pauses = pause_spans(changed, record_end)
+    attempts = tuple(_attempt(a, row_of, redactor, pauses) for a in recorded)
     cut = sum(a.outcome == "interrupted" for a in attempts)
     if cut:
         notes.append(
@@ -146,7 +157,6 @@ def build_report(journal: JournalReader, run_id: str) -> RunReport:
         _rate_bound(graph, instances),
     )  # fmt: skip
     notes += _limits_notes(graph)
-    changed = journal.event_data(run.id, "PoolChanged")
     run_end = ended_at if ended_at is not None else last
     return RunReport(
         run_id=run.id,
@@ -346,7 +356,12 @@ def _positions(rows: Sequence[InstanceRow], nodes: Iterable[int]) -> list[int]:
     return [k for k, r in enumerate(rows) if r.node in wanted]
 
 
-def _attempt(a: AttemptRow, row_of: Mapping[str, InstanceRow], redactor: Redactor) -> AttemptRecord:
+def _attempt(
+    a: AttemptRow,
+    row_of: Mapping[str, InstanceRow],
+    redactor: Redactor,
+    pauses: Mapping[str, Sequence[PoolPause]],
+) -> AttemptRecord:
     row = row_of[a.key]  # Invariant (journal check): every attempt has its instance.
     return AttemptRecord(
         key=a.key,
@@ -365,14 +380,17 @@ def _attempt(a: AttemptRow, row_of: Mapping[str, InstanceRow], redactor: Redacto
         ready_at=a.ready_at,
         queued=a.queued,
         queued_reason=a.queued_reason,
+        queued_reasons=split(a.queued_reason, a.ready_at, a.started_at, pauses),
     )
 
 
 def _queued(tries: Sequence[AttemptRecord]) -> dict[str, float]:
-    """An instance's queued seconds by reason, over its attempts, most first."""
+    """An instance's queued seconds by reason, over its attempts (each divided
+    at its pool's pauses, ``_queued.split``), most first."""
     out: dict[str, float] = {}
     for a in tries:
-        add(out, a.queued_reason, a.queued)
+        for reason, seconds in a.queued_reasons.items():
+            add(out, reason, seconds)
     return ordered(out)
 
 

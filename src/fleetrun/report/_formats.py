@@ -28,7 +28,7 @@ from fleetrun.report._model import (
     Span,
 )
 from fleetrun.report._pool_series import pool_lines
-from fleetrun.report._queued import OTHER, format_reasons, merge
+from fleetrun.report._queued import OTHER, format_reasons, merge, said
 from fleetrun.report._text import (
     format_counts,
     format_duration,
@@ -328,7 +328,7 @@ def _testcase(
             what += f" ({a.retry_reason})"
         queued = ""
         if a.queued > 0:
-            queued = f", queued {_secs(a.queued)}s ({a.queued_reason or OTHER})"
+            queued = f", queued {_secs(a.queued)}s ({said(a.queued_reasons, a.queued_reason)})"
         lines.append(f"attempt {a.n}: {what}, {_secs(a.duration)}s{queued}, log {a.log_path}")
     ET.SubElement(case, "system-out").text = _xml("\n".join(lines))
 

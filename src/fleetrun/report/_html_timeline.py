@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from fleetrun.report._model import AttemptRecord, RunReport
-from fleetrun.report._queued import OTHER
+from fleetrun.report._queued import said
 
 LABEL_W = 190.0  # left column: row labels
 PLOT_W = 900.0  # the time axis
@@ -270,7 +270,9 @@ def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timelin
             classes = f"bar {colour} o-{outcome}"
             if a.queued > 0 and a.queued * scale >= MIN_QUEUED_W:
                 qx = x_of(start - a.queued)
-                why = html.escape(f"queued {a.queued:.3f}s: {a.queued_reason or OTHER}")
+                why = html.escape(
+                    f"queued {a.queued:.3f}s: {said(a.queued_reasons, a.queued_reason)}"
+                )
                 queued.append(
                     f'<rect class="queued {colour}" x="{_fmt(qx)}" y="{_fmt(by)}" '
                     f'width="{_fmt(bx - qx)}" height="{LANE_H:.0f}"><title>{why}</title></rect>'
@@ -364,7 +366,8 @@ def _detail(a: AttemptRecord, t0: float, critical: bool) -> list[object]:
         critical,
         a.log_path,
         round(a.queued, 3),
-        a.queued_reason if a.queued > 0 else None,  # a limit held it (else no reason)
+        # A limit held it: what, its wait divided at its pool's pauses (else no reason).
+        said(a.queued_reasons, a.queued_reason) if a.queued > 0 and a.queued_reason else None,
     ]
 
 

@@ -27,8 +27,10 @@ seconds. Definitions, used by every renderer:
 - ``queued``: seconds instances were ready but not started, summed over their
   attempts (``started_at - ready_at``); ``queued_reasons`` splits it by the
   engine's recorded reason ("pool api rate", "wave closed", ...), most first,
-  with ``OTHER`` for waits no limit caused (see ``_queued``). For a task, a
-  pool (the instances using it) or a span: the sum over its instances.
+  with ``OTHER`` for waits no limit caused; a wait recorded for a pool's rate
+  or Retry-After pause is divided at the pool's journaled pauses (see
+  ``_queued.split``). For a task, a pool (the instances using it) or a span:
+  the sum over its instances.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class AttemptRecord:
     ready_at: float | None = None  # when its instance became ready (None: not recorded)
     queued: float = 0.0  # seconds from ready_at to started_at
     queued_reason: str | None = None  # what held it (None: nothing recorded)
+    # ``queued`` by reason, the wait divided at its pool's pauses (``_queued.split``).
+    queued_reasons: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def duration(self) -> float:

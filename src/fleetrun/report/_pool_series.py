@@ -101,6 +101,27 @@ def pool_series(
     return tuple(out)
 
 
+def pause_spans(
+    events: Iterable[Mapping[str, Any]], end_at: float
+) -> dict[str, tuple[PoolPause, ...]]:
+    """Each pool's Retry-After pauses in wall-clock seconds, as the series have
+    them (``_pauses``), from the run's ``PoolChanged`` fields in journal order;
+    a pause still on when the record stops ends at ``end_at``. Pools that never
+    paused are left out. It needs no plan: it names pools as the events do."""
+    by_pool: dict[str, list[PoolPoint]] = {}
+    for ev in events:
+        point = _point(ev, 0.0, lambda s: s)
+        if point is not None:
+            by_pool.setdefault(str(ev["pool"]), []).append(point)
+    out: dict[str, tuple[PoolPause, ...]] = {}
+    for pool, points in by_pool.items():
+        points.sort(key=lambda p: p.t)  # stable: ties stay as journaled
+        pauses = _pauses(points, max(end_at, points[-1].t))
+        if pauses:
+            out[pool] = pauses
+    return out
+
+
 def _number(value: object) -> float | None:
     """A finite number from the journal's JSON (bools are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, int | float):

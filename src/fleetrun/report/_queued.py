@@ -10,12 +10,19 @@ like task time, so it can exceed the wall time when many instances wait at once.
 Reasons are the engine's words: "wave closed", "phase", "pool NAME full",
 "pool NAME rate", "pool NAME paused for Retry-After", "parallelism limit
 (-j N)"; queued time without one counts as ``OTHER``.
+
+The engine journals one reason per attempt, the obstacle that held its pools
+longest, for the whole wait; a wait through Retry-After pauses and rate pacing
+in turn is all one or the other. ``split`` divides such a wait at the pool's
+pauses, as the journal's ``PoolChanged`` events place them, so the time each
+obstacle held it counts under its own reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
+from fleetrun.report._model import PoolPause
 from fleetrun.report._text import format_duration
 
 OTHER = "other"
@@ -36,6 +43,62 @@ def add(into: dict[str, float], reason: str | None, seconds: float) -> None:
     if seconds > 0:
         key = reason or OTHER
         into[key] = into.get(key, 0.0) + seconds
+
+
+_PACED = (" paused for Retry-After", " rate")
+"""How the reasons that ``split`` divides end, after ``pool NAME``."""
+
+
+def _paced_pool(reason: str | None) -> str | None:
+    """The pool a "pool NAME rate" or "pool NAME paused for Retry-After" reason names."""
+    if reason is None or not reason.startswith("pool "):
+        return None
+    for tail in _PACED:
+        if reason.endswith(tail) and len(reason) > len("pool ") + len(tail):
+            return reason[len("pool ") : -len(tail)]
+    return None
+
+
+def split(
+    reason: str | None,
+    ready_at: float | None,
+    started_at: float,
+    pauses: Mapping[str, Sequence[PoolPause]],
+) -> dict[str, float]:
+    """An attempt's queued seconds by reason, most first ({} when its ready
+    time is not recorded).
+
+    A wait that ``reason`` puts on pool NAME's rate or Retry-After pause is
+    divided at that pool's pauses (``pauses``: per pool, its pause intervals
+    in wall-clock seconds, apart from each other, ``pause_spans``): the time
+    inside a pause is "pool NAME paused for Retry-After", the rest "pool NAME
+    rate". Any other reason, or a pool with no recorded pause, keeps the whole
+    wait as journaled.
+    """
+    out: dict[str, float] = {}
+    if ready_at is None:
+        return out
+    wait = started_at - ready_at
+    pool = _paced_pool(reason)
+    spans = pauses.get(pool, ()) if pool is not None else ()
+    if not spans:
+        add(out, reason, wait)
+        return out
+    inside = sum(max(0.0, min(p.end, started_at) - max(p.start, ready_at)) for p in spans)
+    inside = min(inside, max(wait, 0.0))
+    add(out, f"pool {pool} paused for Retry-After", inside)
+    add(out, f"pool {pool} rate", wait - inside)
+    return ordered(out)
+
+
+def said(reasons: Mapping[str, float], reason: str | None) -> str:
+    """An attempt's queued reason in words: its one reason, or, when ``split``
+    divided its wait, each part with its seconds (``format_reasons``);
+    ``reason`` (the journaled one) when it has no parts."""
+    if not reasons:
+        return reason or OTHER
+    text = format_reasons(reasons) if len(reasons) > 1 else "-"
+    return text if text != "-" else next(iter(reasons))
 
 
 def ordered(reasons: Mapping[str, float]) -> dict[str, float]:
