@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from fleetrun.errors import Diagnostic, Location
-from fleetrun.plan._yaml import as_written
+from fleetrun.plan._written import as_written
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LINE = re.compile(r"^(\s*)(?:export\s+)?([^=\s]*)\s*=\s*(.*?)\s*$")

@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fleetrun.plan._yaml import as_written
+from fleetrun.plan._written import as_written
 
 Value = str | int | float | bool | None
 Env = Mapping[str, Value]

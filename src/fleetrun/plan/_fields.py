@@ -20,7 +20,8 @@ from fleetrun.plan._units import (
     is_negative,
     parse_duration,
 )
-from fleetrun.plan._yaml import Scalar, YMap, YNode, YScalar, YSeq, as_written, type_name
+from fleetrun.plan._written import as_written
+from fleetrun.plan._yaml import Scalar, YMap, YNode, YScalar, YSeq, type_name
 
 
 def _not_a_duration(node: YScalar, positive: bool) -> tuple[str, str]:

@@ -22,7 +22,8 @@ from fleetrun.plan._model import (
 )
 from fleetrun.plan._spec import AdaptiveSpec, PoolSpec, RolloutSpec, Wave, keys_of, percent
 from fleetrun.plan._validate import good_items, validate_fields, validate_node
-from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, as_written
+from fleetrun.plan._written import as_written
+from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq
 
 ROLLOUT_KEYS = keys_of(RolloutSpec)
 

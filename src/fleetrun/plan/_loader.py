@@ -38,7 +38,8 @@ from fleetrun.plan._spec import PhaseName, PlanSpec, Text, VarSpec, WhereGroup, 
 from fleetrun.plan._ssh import merge_ssh, read_ssh
 from fleetrun.plan._tasks import read_defaults, read_tasks
 from fleetrun.plan._validate import good_items, validate_entry, validate_fields, validate_key
-from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, as_written, load_yaml
+from fleetrun.plan._written import as_written
+from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, load_yaml
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 
 _log = logging.getLogger(__name__)

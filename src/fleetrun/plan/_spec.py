@@ -47,7 +47,7 @@ from fleetrun.plan._units import (
     parse_rate,
     rate_problem,
 )
-from fleetrun.plan._yaml import as_written
+from fleetrun.plan._written import as_written
 from fleetrun.redact import DEFAULT_SECRET_NAME_PATTERNS
 from fleetrun.runs_on import DEFAULT_KIND, KINDS, RUNS_ON, option_keys, scheduler_address_problem
 

@@ -43,7 +43,8 @@ from fleetrun.plan._spec import (
 from fleetrun.plan._spec import Need as NeedType
 from fleetrun.plan._template import Template
 from fleetrun.plan._validate import good_items, validate_fields
-from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq, as_written
+from fleetrun.plan._written import as_written
+from fleetrun.plan._yaml import YMap, YNode, YScalar, YSeq
 from fleetrun.runs_on import DEFAULT_KIND
 
 TASK_KEYS = keys_of(TaskSpec)

@@ -17,7 +17,7 @@ import re
 from fleetrun.durations import DURATION_HELP as DURATION_HELP
 from fleetrun.durations import is_negative as is_negative
 from fleetrun.durations import parse_duration as parse_duration
-from fleetrun.plan._yaml import as_written
+from fleetrun.plan._written import as_written
 
 
 def in_digits(text: str) -> str | None:

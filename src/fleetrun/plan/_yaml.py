@@ -14,7 +14,6 @@ nesting are reported as ``PlanError`` diagnostics rather than exceptions.
 from __future__ import annotations
 
 import gc
-import math
 from typing import Any
 
 import yaml
@@ -99,25 +98,6 @@ class YMap(YNode):
     def __init__(self, line: int, column: int, entries: dict[str, tuple[YScalar, YNode]]) -> None:
         super().__init__(line, column)
         self.entries = entries
-
-
-def as_written(value: object) -> str:
-    """A plan's value echoed in a message as the plan writes it: text quoted with
-    its backslashes as they are (``'Retry-After: \\d+'``, not doubled), ``true``,
-    ``false``, ``null``, ``.inf``, ``.nan``, numbers in digits. Text holding both
-    quotes, a backslash beside a single quote, or a character that cannot be
-    shown is quoted by ``repr`` (its escapes are then the way to show it)."""
-    if value is None or isinstance(value, bool):
-        return "null" if value is None else "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
-    if isinstance(value, str):
-        if value.isprintable() and "'" not in value:
-            return f"'{value}'"
-        if value.isprintable() and '"' not in value and "\\" not in value:
-            return f'"{value}"'
-        return repr(value)
-    return str(value)
 
 
 def type_name(value: Any) -> str:
