@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,12 @@ def _decoders() -> dict[str, _Decoder]:
         while stack:
             cls = stack.pop()
             stack.extend(cls.__subclasses__())
+            if getattr(sys.modules.get(cls.__module__), cls.__qualname__, None) is not cls:
+                # Not the class its module names: ``dataclass(slots=True)``
+                # makes a new class and the first stays a subclass until the
+                # garbage collector takes it, so when this runs depends on
+                # what was imported before. Events are made of the module's.
+                continue
             fields = dataclasses.fields(cls)
             # Annotations are strings here (``from __future__ import annotations``).
             tuples = tuple(f.name for f in fields if str(f.type).startswith("tuple"))
