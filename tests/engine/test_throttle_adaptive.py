@@ -178,6 +178,16 @@ def test_most_refused_without_a_retry_after_backs_off(seed: int) -> None:
     assert res.throttled <= 0.4 * 300
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_concurrency_pool_against_a_rate_limit_honours_retry_after_for_all(seed: int) -> None:
+    """A pool with only a concurrency, against a rate limit: cutting the
+    concurrency does not help, and a Retry-After that only the throttled
+    attempt honoured let the others flood the provider (404 refused for 100
+    requests). Once a cut did not help such throttles, each pauses the pool."""
+    res = simulate(TokenBucket(10, 5), 100, concurrency=16, spawn=0.05, seed=seed, service=0.02)
+    assert res.throttled <= 2 * 100
+
+
 def test_a_limit_that_does_not_move_is_probed_ever_more_rarely():
     """Each probe past the fit that finds the limit where the fit put it
     waits four times as long for the next (up to 16 x hold): over five

@@ -99,7 +99,9 @@ The anchors, and what is taken from each:
   throttled attempt's retry (``pauses``): the admitted slots keep working
   (Netflix's limiter never stops admitting under its limit either); a
   throttle of an attempt started within that delay pauses the whole pool,
-  as a rate limit's penalty rule needs.
+  as a rate limit's penalty rule needs. A cut of the concurrency that did not
+  help such throttles says the provider limits something else (a rate): from
+  then on each Retry-After pauses the whole pool.
 - **One episode, one decrease** (TCP's one cut per window): a throttle of
   an attempt that started before the last decrease says nothing about the
   new limits (a Retry-After still pauses the pool).
@@ -266,8 +268,10 @@ class AdaptiveLimit:
         "_suspect_at",
         "_throttles",
         "_verify",
+        "_verify_asked",
         "_verify_len",
         "_verify_paused",
+        "_whole_pauses",
         "_window",
         "conc_ceiling",
         "concurrency",
@@ -325,6 +329,11 @@ class AdaptiveLimit:
         # limit (the throttles stopped), after which they are never noise.
         self._deep: float | None = None
         self._limited = False
+        # A throttle in the current check asked for a delay; once a cut of the
+        # concurrency did not help such throttles, every Retry-After pauses
+        # the whole pool (``pauses``).
+        self._verify_asked = False
+        self._whole_pauses = False
         self._verify_len = s.verify  # attempts the current check watches
         self._backoff = 0.0  # the last pause of the pool's own (``_verified``)
         self._noise = 0.0
@@ -447,7 +456,7 @@ class AdaptiveLimit:
         that throttles those (a rate limit with a penalty rule, taken for a
         concurrency limit) gets the whole pool paused, as the rate does.
         """
-        if self._asked_from <= started_at < self._asked_until:
+        if self._asked_from <= started_at < self._asked_until or self._whole_pauses:
             return True
         if self._episode > 0 and started_at < self._last_decrease:
             return False  # the same concurrency episode
@@ -480,6 +489,8 @@ class AdaptiveLimit:
         throttled attempt's retry waits for it.
         """
         self._attempt_only = retry_after is not None and retry_after > 0 and not pool_paused
+        if retry_after is not None and retry_after > 0 and self._verify is not None:
+            self._verify_asked = True
         if self._refit is not None:
             at, since, first = self._refit
             if since <= started_at < first:
@@ -989,7 +1000,7 @@ class AdaptiveLimit:
         self._attempt_only = False
         self._slow_start = False
         self._verify = (before_rate, before_conc, share, 0, 0)
-        self._verify_paused = False
+        self._verify_paused = self._verify_asked = False
         self._last_decrease = self._last_probe = self._last_change = now
         self._cap_held = False
         self._ends = self._throttles = self._starts = 0
@@ -1106,6 +1117,13 @@ class AdaptiveLimit:
             # A concurrency cut, and more throttled than before: still over the
             # provider's limit (one slow to count requests out), not noise.
             return None
+        top_conc = self._chain_top[1] if self._chain_top is not None else conc
+        if self._verify_asked and self.concurrency is not None and top_conc != self.concurrency:
+            # A cut of the concurrency did not help, and the provider asked for
+            # a delay: it limits something else (a rate), and a Retry-After
+            # that only the throttled attempt honours lets the others flood it.
+            # From now on each one pauses the whole pool.
+            self._whole_pauses = True
         if self._noise == 0.0:
             self._noise_seen = (throttles, ends)
         self._noise = max(self._noise, after)
