@@ -531,7 +531,11 @@ def recovery(scn: Scenario, r: Result) -> list[tuple[str, bool]]:
             ):
                 within = t - tc
                 break
-        came = f"within 10% after {within:.1f}s" if within is not None else "never within 10%"
+        came = (
+            f"within 10% to stay after {within:.1f}s"
+            if within is not None
+            else f"not within 10% for {3 * RECOVERY_S:g}s on end: it probes for the old rate"
+        )
         t_rel = tc - (r.stats.first or tc)
         out.append(
             (
