@@ -147,31 +147,13 @@ def test_the_first_runs_settings_hold_and_a_later_run_is_told(runs) -> None:
 
 def test_a_dead_runs_slots_come_back(runs, tmp_path: Path) -> None:
     # A real process takes both slots and dies without giving them back.
-    code = (
-        "import sys; from pathlib import Path; "
-        "from fleetrun.engine._shared_store import SharedStore; "
-        "from fleetrun.engine._shared_file import config_of; "
-        "from fleetrun.plan import Pool; "
-        "s = SharedStore(Path(sys.argv[1]), 'run-dead'); "
-        "s.join(config_of(Pool('api', concurrency=2, shared='sub-1')), 100.0); "
-        "t = lambda: s.take(('sub-1',), 100.0, [[('started', (100.0,))]])[0]; assert t() and t(); "
-        "print('held', flush=True); sys.stdin.read()"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    kill, _ = _dead_holder(tmp_path, 2)
     try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "held\n"
         b, _ = runs("run-b")
         assert b.wait_time(API, 100.0) == RECHECK  # alive: its slots are its own
         assert [len(p.users) for p in read_shared_pools(tmp_path)] == [2]
     finally:
-        child.kill()
-        child.wait()
+        kill()
     # The next look for dead users (RECLAIM_EVERY later) finds it gone.
     assert b.wait_time(API, 101.0) == 0
     assert b.take(API, 101.0)

@@ -385,6 +385,17 @@ def test_a_lowered_limit_is_measured_at_once_with_a_known_burst(seed: int) -> No
         assert 0.85 * granted <= rate <= 1.12 * granted
 
 
+def _a_quarter_second_at_100_per_s(s: AdaptiveSettings) -> tuple[AdaptiveLimit, list[float]]:
+    """A pool at 100/s from the run's start (the provider's bucket full): 25
+    starts, then a 1 s Retry-After pause from 0.25 s; the pool and its starts."""
+    limit = AdaptiveLimit(s, rate=100.0, concurrency=None, now=0.0)
+    starts = [i / 100 for i in range(25)]
+    for x in starts:
+        limit.started(x)
+    limit.paused(0.25, 1.25)
+    return limit, starts
+
+
 def test_a_fresh_intervals_point_is_what_the_provider_admitted() -> None:
     """Starts reach the provider in another order than they were made (a busy
     machine's spawn delays vary): the first throttle reported is not the
@@ -393,12 +404,7 @@ def test_a_fresh_intervals_point_is_what_the_provider_admitted() -> None:
     earliest throttled start, so the fit finds the provider's rate (a bucket
     of 40/s, burst 10) where counting starts would find 38/s."""
     s = AdaptiveSettings()
-    limit = AdaptiveLimit(s, rate=100.0, concurrency=None, now=0.0)
-    # From the run's start (the bucket full), 100/s: empty after 1/6 s.
-    starts = [i / 100 for i in range(25)]
-    for x in starts:
-        limit.started(x)
-    limit.paused(0.25, 1.25)
+    limit, starts = _a_quarter_second_at_100_per_s(s)
     first = limit.throttled(0.20, 0.25, 20, 1.0)  # reported first, not the earliest
     assert first is not None
     assert limit.rate == pytest.approx(50.0)
@@ -432,11 +438,7 @@ def test_a_fresh_interval_counts_from_its_first_start() -> None:
     on by that start. The interval counts from it, or the fit comes out low
     by that token's time over the interval (39/s for a bucket of 40/s)."""
     s = AdaptiveSettings()
-    limit = AdaptiveLimit(s, rate=100.0, concurrency=None, now=0.0)
-    starts = [i / 100 for i in range(25)]
-    for x in starts:
-        limit.started(x)
-    limit.paused(0.25, 1.25)
+    limit, starts = _a_quarter_second_at_100_per_s(s)
     assert limit.throttled(0.17, 0.25, 20, 1.0) is not None  # 17 admitted: 10 + 40 x 0.17
     for x in starts:
         if x < 0.17:
