@@ -115,13 +115,14 @@ def test_pools_without_shared_pools_and_with_a_broken_file(tmp_path: Path) -> No
     assert len(out.splitlines()) == 1
 
 
-def _pools_process(pools_dir: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m fleetrun pools ARGS`` with ``$FLEETRUN_POOLS_DIR`` set to ``pools_dir``."""
+def _pools_process(pools_dir: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m fleetrun pools ARGS`` with ``$FLEETRUN_POOLS_DIR`` set to
+    ``pools_dir`` (and ``env`` over the environment)."""
     return subprocess.run(
         [sys.executable, "-m", "fleetrun", "pools", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "FLEETRUN_POOLS_DIR": pools_dir},
+        env={**os.environ, "FLEETRUN_POOLS_DIR": pools_dir, **env},
         stdin=subprocess.DEVNULL,
         timeout=120,
     )
@@ -168,14 +169,6 @@ def test_pools_says_none_for_a_directory_without_the_file_yet(tmp_path: Path) ->
 def test_an_empty_pools_dir_variable_means_the_default(tmp_path: Path) -> None:
     # XDG_STATE_HOME chooses the default directory; an empty variable falls back to it.
     state = tmp_path / "state"
-    env = {**os.environ, "FLEETRUN_POOLS_DIR": "", "XDG_STATE_HOME": str(state)}
-    res = subprocess.run(
-        [sys.executable, "-m", "fleetrun", "pools"],
-        capture_output=True,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    res = _pools_process("", XDG_STATE_HOME=str(state))
     assert (res.returncode, res.stderr) == (0, "")
     assert res.stdout.startswith(f"no shared pools in {state / 'fleetrun'} ")

@@ -398,6 +398,18 @@ def _fleetrun(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def _completed(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m fleetrun ARGS`` run to its end in ``env`` (no input, bounded)."""
+    return subprocess.run(
+        [sys.executable, "-m", "fleetrun", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
 def _until(what: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not what():
@@ -580,13 +592,8 @@ def test_apply_with_the_pools_dir_on_dev_null_says_the_directory_is_not_one(
     plan = tmp_path / "deploy" / "deploy.yaml"
     plan.parent.mkdir()
     plan.write_text(PLAN.format(name="deploy", concurrency=2, run="sleep 0"))
-    res = subprocess.run(
-        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "FLEETRUN_POOLS_DIR": "/dev/null"},
-        stdin=subprocess.DEVNULL,
-        timeout=120,
+    res = _completed(
+        {**os.environ, "FLEETRUN_POOLS_DIR": "/dev/null"}, "apply", str(plan), "--plain"
     )
     assert res.returncode == 2, res.stderr
     assert res.stderr.splitlines() == [
@@ -601,26 +608,12 @@ def test_an_unusable_pools_dir_refuses_the_run_before_it_is_recorded(tmp_path: P
     plan.parent.mkdir()
     plan.write_text(PLAN.format(name="deploy", concurrency=2, run="sleep 0"))
     env = {**os.environ, "FLEETRUN_POOLS_DIR": "/etc/passwd/x"}
-    res = subprocess.run(
-        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain"],
-        capture_output=True,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    res = _completed(env, "apply", str(plan), "--plain")
     assert res.returncode == 2, res.stderr
     assert "FLEETRUN_POOLS_DIR" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     _nothing_recorded(plan)  # no run to retry, no journal written for it
-    pools = subprocess.run(
-        [sys.executable, "-m", "fleetrun", "pools"],
-        capture_output=True,
-        text=True,
-        env={**env, "FLEETRUN_POOLS_DIR": str(tmp_path / "none")},
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    pools = _completed({**env, "FLEETRUN_POOLS_DIR": str(tmp_path / "none")}, "pools")
     assert pools.returncode == 0
     assert not (tmp_path / "none").exists()  # a reader creates nothing
 
@@ -708,14 +701,7 @@ def test_apply_refuses_a_foreign_pools_file_before_the_run_is_recorded(tmp_path:
     plan.parent.mkdir()
     plan.write_text(PLAN.format(name="deploy", concurrency=2, run="sleep 0"))
     env = {**os.environ, "FLEETRUN_POOLS_DIR": str(pools)}
-    res = subprocess.run(
-        [sys.executable, "-m", "fleetrun", "apply", str(plan), "--plain"],
-        capture_output=True,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    res = _completed(env, "apply", str(plan), "--plain")
     assert res.returncode == 2, res.stdout + res.stderr
     assert res.stderr.splitlines() == [
         f"error: cannot use the shared pools file {pools / 'pools.db'}: it is an SQLite "
@@ -724,14 +710,7 @@ def test_apply_refuses_a_foreign_pools_file_before_the_run_is_recorded(tmp_path:
     ]
     assert (pools / "pools.db").read_bytes() == before
     _nothing_recorded(plan)
-    shown = subprocess.run(
-        [sys.executable, "-m", "fleetrun", "pools"],
-        capture_output=True,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    shown = _completed(env, "pools")
     assert shown.returncode == 2
     assert shown.stderr.startswith(f"error: cannot read the shared pools file {pools / 'pools.db'}")
 
