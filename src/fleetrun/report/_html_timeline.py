@@ -265,6 +265,9 @@ def render_timeline(report: RunReport, task_index: Mapping[str, int]) -> Timelin
             a = report.attempts[i]
             by = y + ROW_PAD + lane * (LANE_H + LANE_GAP)
             bx, bw = x_of(start), max(MIN_BAR_W, (end - start) * scale)
+            # Both edges rounded as drawn, so the right edge lands where a mark at the
+            # attempt's end (the pool chart's throttle tick) lands.
+            bw = round(bx + bw, 1) - round(bx, 1)
             outcome = a.outcome if a.outcome in _OUTCOMES else "open"
             colour = f"t{task_index.get(a.task, 0)}"
             classes = f"bar {colour} o-{outcome}"
