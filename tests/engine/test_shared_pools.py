@@ -126,6 +126,17 @@ def test_rate_and_retry_after_pause_are_one_for_every_run(runs) -> None:
     assert b_changes[-1][4] == "resumed: the Retry-After pause is over"
 
 
+def test_a_shared_pause_is_said_to_three_digits_as_a_runs_own_pool_says_it(runs) -> None:
+    a, a_changes = runs("run-a", concurrency=None, rate=2.0, throttle=DEFAULT_THROTTLE)
+    b, b_changes = runs("run-b", concurrency=None, rate=2.0, throttle=DEFAULT_THROTTLE)
+    assert a.take(API, 100.0)
+    assert b.wait_time(API, 100.0) > 0  # run-b has joined the pool
+    assert a.throttled((ThrottleMatch(0, "exit 75", 1.18986),), 100.0, 100.2) is not None
+    assert a_changes[-1][4] == "paused 1.19s for Retry-After"
+    assert b.wait_time(API, 100.3) == pytest.approx(1.08986)
+    assert b_changes[-1][4] == "paused 1.19s for Retry-After (run run-a)"
+
+
 def test_the_first_runs_settings_hold_and_a_later_run_is_told(runs) -> None:
     a, _ = runs("run-a", concurrency=2)
     assert a.wait_time(API, 100.0) == 0  # joins: opens the pool with its settings

@@ -355,7 +355,7 @@ def test_the_default_rule_reads_the_whole_retry_after_value(tmp_path, line, dela
 
 
 def test_a_pause_is_said_in_three_digits() -> None:
-    from fleetrun.engine._limits import pause_text
+    from fleetrun.engine._adaptive import pause_text
 
     assert [pause_text(x) for x in (1.18986, 12.0, 0.5, 3600.0)] == [
         "1.19s",

@@ -207,6 +207,11 @@ _MACHINE_BOUND = 0.8
 """A pool that starts under this share of its rate is held back by the machine, not its rate."""
 
 
+def pause_text(seconds: float) -> str:
+    """A pause as a reason says it: ``1.19s``, ``12s``, ``3600s`` (not ``1.18986s``)."""
+    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """New effective limits of a pool and why; ``pause``: seconds the pool starts
@@ -996,7 +1001,7 @@ class AdaptiveLimit:
         self._since_rate = self.rate
         if retry_after is not None:
             only = ", for the throttled attempt only" if self._attempt_only else ""
-            why.append(f"Retry-After {retry_after:g}s{only}")
+            why.append(f"Retry-After {pause_text(retry_after)}{only}")
         self._attempt_only = False
         self._slow_start = False
         self._verify = (before_rate, before_conc, share, 0, 0)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from fleetrun.engine._adaptive import AdaptiveLimit, Change
+from fleetrun.engine._adaptive import AdaptiveLimit, Change, pause_text
 from fleetrun.engine._retry import log_search
 from fleetrun.executors import AttemptResult
 from fleetrun.plan import AdaptiveSettings, Graph, Pool, StaticLimits, ThrottleRule
@@ -356,11 +356,6 @@ def retry_after_seconds(found: str, now: float) -> float | None:
     neither, or a number no provider means (negative, infinite, NaN). Capped
     at ``MAX_PAUSE``."""
     return retry_after_read(found, now)[0]
-
-
-def pause_text(seconds: float) -> str:
-    """A pause as a reason says it: ``1.19s``, ``12s``, ``3600s`` (not ``1.18986s``)."""
-    return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
 
 
 _LEADING_SECONDS = re.compile(r"(\d+(?:\.\d+)?)(?![\d.])")

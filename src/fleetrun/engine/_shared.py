@@ -53,6 +53,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from fleetrun.engine._adaptive import pause_text
 from fleetrun.engine._limits import Limits, Notify, ThrottleMatch, ThrottleSignal
 from fleetrun.engine._shared_file import FULL, PAUSE, PoolRow, config_of, settings_of
 from fleetrun.engine._shared_state import describe
@@ -456,7 +457,7 @@ class SharedLimits(Limits):
                 pause: list[Call] = [("paused", (now, until))] if paused else []
                 return self._calls(k, *pause, ("throttled", (started_at, now, n, delay, whole)))
 
-            reason = f"paused {delay or 0:g}s for Retry-After"
+            reason = f"paused {pause_text(delay or 0.0)} for Retry-After"
             if not self._observe(m.pool, now, calls, until, reason, started_at) and delay:
                 own = max(own, delay)  # as ``Limits``: only this attempt waits
         pause = max(own, signal.pause if signal is not None else 0.0)
