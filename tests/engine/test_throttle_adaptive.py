@@ -157,6 +157,42 @@ def test_a_deep_check_tells_random_throttles_under_pauses_from_a_limit() -> None
     assert noise.changes[-1][1] == pytest.approx(20)
 
 
+@pytest.mark.parametrize(
+    ("limit", "rate", "seed"),
+    [(5, 50, 0), (2, 20, 0), (2, 20, 1), (1, 10, 0), (4, 40, 0), (4, 40, 1)],
+)
+def test_a_burst_of_one_met_ten_times_over_is_found_by_the_first_start_after_each_pause(
+    limit: float, rate: float, seed: int
+) -> None:
+    """A burst of 1 refuses every other request at any rate over it, as random
+    throttles of 50% would: a deep check at 1/8 of the rate is still over a
+    limit 10x under the pool's, and its throttles went on. But the provider
+    refills over each Retry-After pause, so the first start after one is
+    admitted, which random throttles would refuse half the time. Taken for
+    noise, the pool went back to its ceiling and stayed there: 5/s from 50/s
+    took 5.7x ideal with 345 429s for 100 requests; now under 2x, under 20."""
+    res = simulate(TokenBucket(limit, 1), 100, rate=rate, spawn=0.05, seed=seed)
+    assert any("first start after a Retry-After pause was admitted" in why
+               for *_, why in res.changes)  # fmt: skip
+    assert not any(why.startswith("restored") for *_, why in res.changes)
+    final = res.changes[-1][1]
+    assert final is not None
+    assert final <= 1.1 * limit
+    assert res.throttled <= 25
+    assert res.makespan <= 2.5 * (100 - 1) / limit
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5])
+@pytest.mark.parametrize("seed", range(3))
+def test_random_throttles_under_pauses_refuse_first_starts_too(p: float, seed: int) -> None:
+    """Random throttles refuse the first start after a pause as often as any
+    other: the first-start evidence does not take them for a limit."""
+    res = simulate(RandomThrottle(p, retry_after=1.0, seed=seed + 1), 200, rate=20, spawn=0.05,
+                   seed=seed)  # fmt: skip
+    assert not any("first start after" in why for *_, why in res.changes)
+    assert res.changes[-1][1] == pytest.approx(20)
+
+
 def test_most_requests_refused_are_never_taken_for_noise() -> None:
     """A provider that refuses 70% or more after a decrease (a penalty that
     blocks while requests keep coming, a burst of 1 met unevenly) is a limit

@@ -132,7 +132,13 @@ The anchors, and what is taken from each:
   throttles as frequent would show at least once in 19 checks of 20: none
   throttled is a limit (kept; the pool grows back towards it, and later
   throttles under pauses are never noise), any is noise (the decrease is
-  undone, back to where the cuts began).
+  undone, back to where the cuts began), unless the first start after each
+  pause of the check was admitted, more often than random throttles that
+  frequent would allow once in 20: a provider's bucket refills over the
+  Retry-After it asked for, so what it refuses comes after the first start
+  (a burst of 1 or 2 met at a rate still over it, the check's rate too when
+  the pool was set 10x over). That is a limit under the check's rate: the
+  rate halves from there and grows back below it.
 
 Nothing ever goes below ``floor`` x the configured values, nor above them.
 Every number is a field of ``plan.AdaptiveSettings`` (``pools.X.adaptive``) or
@@ -230,6 +236,7 @@ class AdaptiveLimit:
         "_asked_from",
         "_asked_until",
         "_attempt_only",
+        "_await_first",
         "_backoff",
         "_bad_conc",
         "_bad_rate",
@@ -243,6 +250,9 @@ class AdaptiveLimit:
         "_ends",
         "_episode",
         "_episode_floor",
+        "_first_start",
+        "_firsts_ok",
+        "_firsts_refused",
         "_fits",
         "_former",
         "_former_at",
@@ -334,6 +344,12 @@ class AdaptiveLimit:
         # limit (the throttles stopped), after which they are never noise.
         self._deep: float | None = None
         self._limited = False
+        # The start of the first attempt after the last pause, until it ends
+        # (``_await_first``: that start has not come yet); in a deep check, how
+        # many such first starts were admitted and refused.
+        self._await_first = False
+        self._first_start: float | None = None
+        self._firsts_ok = self._firsts_refused = 0
         # A throttle in the current check asked for a delay; once a cut of the
         # concurrency did not help such throttles, every Retry-After pauses
         # the whole pool (``pauses``).
@@ -385,6 +401,20 @@ class AdaptiveLimit:
         self._starts += 1
         if self.rate is not None and len(self._start_times) < _MAX_STARTS:
             self._start_times.append(now)
+        if self._await_first and now >= self._paused_until:
+            self._await_first = False
+            self._first_start = now
+
+    def _first_after_pause(self, started_at: float, refused: bool) -> None:
+        """Count the first attempt after a pause, in a deep check, when it ends."""
+        if started_at != self._first_start:
+            return
+        self._first_start = None
+        if self._deep is not None:
+            if refused:
+                self._firsts_refused += 1
+            else:
+                self._firsts_ok += 1
 
     def held(self, by_cap: bool) -> None:
         """A start was held back: by the pool's concurrency (``by_cap``) or its rate."""
@@ -398,6 +428,7 @@ class AdaptiveLimit:
             # The previous pause is over: sending restarted when it ended.
             self._sending_since = max(self._sending_since, self._paused_until)
         self._paused_until = max(self._paused_until, until)
+        self._await_first = True
 
     def _sending(self, now: float) -> float:
         """Seconds of real sending at the current limits, up to ``now``: since the
@@ -416,6 +447,7 @@ class AdaptiveLimit:
     def succeeded(self, started_at: float, now: float, in_flight: int) -> Change | None:
         """An attempt that started at ``started_at`` succeeded at ``now``."""
         self._ends += 1
+        self._first_after_pause(started_at, refused=False)
         if self._noise > 0.0:
             # The noise level: the long-run throttled share since it was found
             # (a first estimate from ``verify`` attempts is rough).
@@ -506,6 +538,7 @@ class AdaptiveLimit:
         self._ends += 1
         self._throttles += 1
         self._window.append(True)
+        self._first_after_pause(started_at, refused=True)
         if self._noise > 0.0:
             self._noise_seen = (self._noise_seen[0] + 1, self._noise_seen[1] + 1)
             self._noise = max(self._noise, self._noise_seen[0] / self._noise_seen[1])
@@ -1018,6 +1051,22 @@ class AdaptiveLimit:
         detail = f" ({', '.join(why)})" if why else ""
         return Change(self.rate, self.concurrency, f"throttled{detail}")
 
+    def _check_deep(self, top: float, deep: float, after: float, now: float) -> None:
+        """Check at rate ``deep`` whether the throttles (``after`` of the attempts)
+        stop; ``top``: the rate restored if they go on."""
+        self._deep = top
+        self._verify = (self.rate, self.concurrency, after, 0, 0)
+        # Long enough that random throttles as frequent as these would
+        # show at least once in 19 checks of 20: (1 - after)^n <= 5%.
+        n = math.ceil(math.log(0.05) / math.log(1.0 - after)) if after < 1 else 1
+        self._verify_len = min(4 * self.settings.verify, max(self.settings.verify, n))
+        self._verify_paused = False
+        self._firsts_ok = self._firsts_refused = 0
+        self.rate = self._cut_to = self._since_rate = deep
+        self._last_decrease = self._last_change = self._last_probe = now
+        self._ends = self._throttles = self._starts = 0
+        self._start_times.clear()
+
     def _failed_probe(self, past_bad: bool, confirmed: bool = False) -> None:
         """A throttle at or past the last throttled value: the limit did not move;
         probe it less often. Below it: the limit moved; probe soon again."""
@@ -1081,6 +1130,28 @@ class AdaptiveLimit:
             self._backoff = 0.0
             return None  # the decrease helped: the throttles depended on the rate
         if self._deep is not None:
+            ok = self._firsts_ok
+            if self.rate and not self._firsts_refused and ok and (1.0 - after) ** ok <= 0.05:
+                # Yet the first start after each pause was admitted, more often
+                # than random throttles this frequent would allow once in 20:
+                # the provider refilled over each pause and refused what came
+                # next (a burst of 1 or 2 met at a rate still over it): a limit
+                # under this rate, found as surely as the check's zero would
+                # say it. Halve from here, as a decrease, and grow back below it.
+                checked = self.rate
+                self._deep, self._limited = None, True
+                self._bad_rate = checked
+                self.rate = self._cut_to = self._since_rate = max(self._rate_floor, checked / 2)
+                self._last_decrease = self._last_change = self._last_probe = now
+                self._ends = self._throttles = self._starts = 0
+                self._start_times.clear()
+                return Change(
+                    self.rate,
+                    self.concurrency,
+                    f"throttled: {after:.0%} still refused at {_rate(checked)}, but each "
+                    f"first start after a Retry-After pause was admitted ({ok} of {ok}): "
+                    f"a limit under {_rate(checked)}, not noise",
+                )
             # The deep check: throttles went on as before at a fraction of the
             # rate, so they do not depend on it; back to where the cuts began.
             deepest, self._deep = self._deep, None
@@ -1101,17 +1172,7 @@ class AdaptiveLimit:
             # already that far under can be a small burst met unevenly).
             deep = max(self._rate_floor, min(top / _DEEP_CHECK, self.rate / 4))
             if deep < self.rate:
-                self._deep = top
-                self._verify = (self.rate, self.concurrency, after, 0, 0)
-                # Long enough that random throttles as frequent as these would
-                # show at least once in 19 checks of 20: (1 - after)^n <= 5%.
-                n = math.ceil(math.log(0.05) / math.log(1.0 - after)) if after < 1 else 1
-                self._verify_len = min(4 * self.settings.verify, max(self.settings.verify, n))
-                self._verify_paused = False
-                self.rate = self._cut_to = self._since_rate = deep
-                self._last_decrease = self._last_change = self._last_probe = now
-                self._ends = self._throttles = self._starts = 0
-                self._start_times.clear()
+                self._check_deep(top, deep, after, now)
                 return Change(
                     deep,
                     self.concurrency,
