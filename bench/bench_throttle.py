@@ -29,13 +29,18 @@ Scenarios and targets (the provider's scale):
   grants. Ideal: when the bucket has granted every request.
 - every scenario: fleetrun has >= 5x fewer 429s per request served than the seed.
 
-Three more shapes run when named (``--only window,small,random``) or with
+Four more shapes run when named (``--only window,small,burst1,random``) or with
 ``--all``: ``window`` (100 requests per sliding 10 s, pool ``rate: 50/s,
 adaptive``; no target, the ideal is one window's worth every 10 s),
 ``small`` (a token bucket of 10/s with a burst of 2 and the penalty rule,
 300 requests, pool ``rate: 50/s, adaptive``: each pause lets only a few
 through, so the throttled share hardly falls with the rate; target 1.5x
-ideal, the search for so small a limit takes some seconds of a 30 s run)
+ideal, the search for so small a limit takes some seconds of a 30 s run),
+``burst1`` (a token bucket of 5/s with a burst of 1 and the penalty rule,
+100 requests, pool ``rate: 50/s, adaptive``: every other request is refused
+at any rate over the limit, as random throttles of 50% would be, so only the
+first start after each pause tells them apart; target 2x ideal and 20%
+refused, the search takes most of a 20 s run)
 and ``random`` (20% of requests answered 429 at random with no limit behind
 them, pool ``rate: 20/s, adaptive``; target: the pool's rate never below
 90% of 20/s).
@@ -168,6 +173,7 @@ def scenarios(quick: bool) -> list[Scenario]:
     per_window, n_window = (50, 150) if quick else (100, 500)
     n_random = 150 if quick else 500
     n_small = 150 if quick else 300
+    n_burst1 = 60 if quick else 100
     steps = [(t1, rate / 2), (t2, rate)]
     fast = {"rate": f"{5 * rate:g}/s", "adaptive": True}
     return [
@@ -233,6 +239,20 @@ def scenarios(quick: bool) -> list[Scenario]:
             makespan_target=1.5,
             share_target=0.10,
             fixed={"rate": "9.5/s", "throttle": FIXED_THROTTLE},
+            extra=True,
+        ),
+        Scenario(
+            "burst1",
+            f"token bucket 5/s, burst 1, penalty rule; {n_burst1} requests; "
+            "pool rate 50/s adaptive",
+            "bucket",
+            {"rate": 5.0, "burst": 1},
+            n_burst1,
+            {"rate": "50/s", "adaptive": True},
+            (n_burst1 - 1) / 5.0,
+            makespan_target=2.0,
+            share_target=0.20,
+            fixed={"rate": "4.75/s", "throttle": FIXED_THROTTLE},
             extra=True,
         ),
         Scenario(
@@ -625,7 +645,7 @@ def main() -> None:
     ap.add_argument(
         "--only",
         default="",
-        help="scenarios (comma-separated): bucket,concurrency,step,window,small,random",
+        help="scenarios (comma-separated): bucket,concurrency,step,window,small,burst1,random",
     )
     ap.add_argument("--all", action="store_true", help="also the window and random scenarios")
     ap.add_argument(
