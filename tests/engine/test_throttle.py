@@ -354,6 +354,31 @@ def test_the_default_rule_reads_the_whole_retry_after_value(tmp_path, line, dela
         assert told[0].startswith(said)
 
 
+def test_a_retry_after_pattern_that_backtracks_for_ever_is_said_once(tmp_path, monkeypatch):
+    """The Retry-After pattern runs on output the plan does not control: past
+    its time bound it finds nothing (no pause), said once for the pool."""
+    from fleetrun.engine import _retry
+    from fleetrun.engine._limits import Limits
+    from fleetrun.executors import AttemptResult
+
+    monkeypatch.setattr(_retry, "SEARCH_SECONDS", 0.2)
+    rule = ThrottleRule(exit=frozenset({75}), retry_after=r"Retry-After: ((?:a|aa)+$)")
+    g = graph(
+        [task("t", "x", pools=["api"], targets=["a"])],
+        pools=[Pool("api", rate=10.0, throttle=rule)],
+    )
+    told: list[str] = []
+    limits = Limits(g, 0.0, lambda name, rate, cap, paused, reason: told.append(reason))
+    log = tmp_path / "a.log"
+    log.write_text("HTTP/1.1 429\nRetry-After: " + "a" * 60 + "!\n")
+    for _ in range(2):
+        (m,) = limits.match((0,), AttemptResult(exit_code=75), str(log))
+        assert m.what == "exit 75"
+        assert m.retry_after is None
+    assert len(told) == 1
+    assert told[0].startswith("throttle.retry_after 'Retry-After: ((?:a|aa)+$)' took over")
+
+
 def test_a_pause_is_said_in_three_digits() -> None:
     from fleetrun.engine._adaptive import pause_text
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from fleetrun.engine._adaptive import AdaptiveLimit, Change, pause_text
-from fleetrun.engine._retry import log_search
+from fleetrun.engine._retry import SEARCH_SECONDS, SearchTimeout, log_search
 from fleetrun.executors import AttemptResult
 from fleetrun.plan import AdaptiveSettings, Graph, Pool, StaticLimits, ThrottleRule
 
@@ -97,6 +97,7 @@ class Limits(StaticLimits):
         "_paused",
         "_ready",
         "_rules",
+        "_slow",
         "_starting",
         "_why",
         "blocked_by",
@@ -109,6 +110,8 @@ class Limits(StaticLimits):
         self._names = [p.name for p in pools]
         self._notify = notify
         self._noted: set[tuple[int, str]] = set()  # Retry-After notes told, per pool
+        # Patterns that ran past their time bound once: not searched again this run.
+        self._slow: set[str] = set()
         self._adaptive: list[AdaptiveLimit | None] = []
         self._rules: list[ThrottleRule | None] = []
         for p in pools:
@@ -260,21 +263,34 @@ class Limits(StaticLimits):
             rule = self._rules[k]
             if rule is None:
                 continue
-            what = _match(rule, result, log_path)
+            try:
+                what = _match(rule, result, log_path, self._slow)
+            except SearchTimeout as e:
+                self._slow.add(e.pattern)
+                self._say_once(k, _slow_pattern("throttle.output", e.pattern))
+                continue
             if what is None:
                 continue
             delay: float | None = None
             note = ""
-            if rule.retry_after is not None:
-                found = log_search(log_path, (rule.retry_after,), group=True)
+            if rule.retry_after is not None and rule.retry_after not in self._slow:
+                try:
+                    found = log_search(log_path, (rule.retry_after,), group=True)
+                except SearchTimeout as e:
+                    self._slow.add(e.pattern)
+                    found, note = None, _slow_pattern("throttle.retry_after", e.pattern)
                 if found is not None:
                     delay, note = retry_after_read(found, time.time())
-            if note and (k, note) not in self._noted and len(self._noted) < 100:
-                # Said once per pool: a provider repeats the same header.
-                self._noted.add((k, note))
-                self._emit(k, 0.0, note)
+            if note:
+                self._say_once(k, note)
             matched.append(ThrottleMatch(k, what, delay, note))
         return tuple(matched)
+
+    def _say_once(self, k: int, note: str) -> None:
+        """A pool event said once per pool: a provider repeats the same header."""
+        if (k, note) not in self._noted and len(self._noted) < 100:
+            self._noted.add((k, note))
+            self._emit(k, 0.0, note)
 
     def rules_attempts(self, matched: tuple[ThrottleMatch, ...]) -> int:
         """The least number of attempts the matched throttle rules give an instance."""
@@ -395,11 +411,20 @@ def _settings(pool: Pool) -> AdaptiveSettings | None:
     return AdaptiveSettings() if a else None  # ``adaptive=True`` built in code
 
 
-def _match(rule: ThrottleRule, result: AttemptResult, log_path: str) -> str | None:
+def _slow_pattern(key: str, pattern: str) -> str:
+    shown = pattern if len(pattern) <= 40 else pattern[:37] + "..."
+    return (
+        f"{key} '{shown}' took over {SEARCH_SECONDS:g}s on an attempt's output: no match, "
+        "and not searched again in this run; write it without nested repeats such as (a|aa)+"
+    )
+
+
+def _match(rule: ThrottleRule, result: AttemptResult, log_path: str, slow: set[str]) -> str | None:
     if result.exit_code is not None and result.exit_code in rule.exit:
         return f"exit {result.exit_code}"
-    if rule.output:
-        found = log_search(log_path, rule.output)
+    patterns = [p for p in rule.output if p not in slow]
+    if patterns:
+        found = log_search(log_path, patterns)
         if found is not None:
             return f"output matched '{found}'"
     return None

@@ -11,11 +11,16 @@ import math
 import os
 import random
 import re
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fleetrun.engine._ending import ending_text
 from fleetrun.executors import AttemptResult
 from fleetrun.plan import RetryPolicy
+
+if TYPE_CHECKING:
+    import regex
 
 TAIL_LINES = 10
 """Lines of a failed attempt's log shown in its ``AttemptEnded.tail``."""
@@ -65,6 +70,52 @@ def log_contains(path: str, patterns: Sequence[str]) -> str | None:
 
 _MAX_LINE = 1 << 16
 
+SEARCH_SECONDS = 2.0
+"""The most one ``log_search`` may take. A plan's pattern runs on output the
+plan does not control, and a pattern that backtracks (``(a|aa)+$`` on a long
+run of a's) could take hours; the scheduler waits for the search, so it is
+bounded (the ``regex`` module's ``timeout``, which stdlib ``re`` lacks)."""
+
+
+class SearchTimeout(Exception):
+    """A pattern did not finish within ``SEARCH_SECONDS`` on one log."""
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__(pattern)
+        self.pattern = pattern
+
+
+def _compiled(pattern: str) -> regex.Pattern[bytes] | re.Pattern[bytes]:
+    import regex  # here, not at the top: 17 ms, loaded by the first search
+
+    try:
+        return regex.compile(pattern.encode())
+    except regex.error:  # valid for ``re`` (the plan checks it), not for ``regex``
+        return re.compile(pattern.encode())
+
+
+def _search(
+    rx: regex.Pattern[bytes] | re.Pattern[bytes],
+    line: bytes,
+    deadline: float,
+    pattern: str,
+    last: bool = False,
+) -> re.Match[bytes] | regex.Match[bytes] | None:
+    """``rx.search(line)`` (the last match with ``last``) before ``deadline``."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise SearchTimeout(pattern)
+    try:
+        if isinstance(rx, re.Pattern):
+            if last:
+                return next(reversed(list(rx.finditer(line))), None)
+            return rx.search(line)
+        if last:
+            return next(reversed(list(rx.finditer(line, timeout=left))), None)
+        return rx.search(line, timeout=left)
+    except TimeoutError:
+        raise SearchTimeout(pattern) from None
+
 
 def log_search(path: str, patterns: Sequence[str], group: bool = False) -> str | None:
     """Search the file at ``path`` line by line (streamed) for regular expressions.
@@ -72,9 +123,10 @@ def log_search(path: str, patterns: Sequence[str], group: bool = False) -> str |
     Without ``group``: the first of ``patterns`` that matches any line, or
     None. With ``group``: the first group of the *last* match of
     ``patterns[0]`` (for a Retry-After, the provider's latest word), or None.
-    Lines longer than 64 KiB are searched in 64 KiB pieces.
+    Lines longer than 64 KiB are searched in 64 KiB pieces. Raises
+    ``SearchTimeout`` past ``SEARCH_SECONDS``.
     """
-    pairs = [(re.compile(p.encode()), p) for p in patterns if p]
+    pairs = [(_compiled(p), p) for p in patterns if p]
     if not pairs:
         return None
     try:
@@ -82,6 +134,7 @@ def log_search(path: str, patterns: Sequence[str], group: bool = False) -> str |
     except OSError:
         return None
     last: str | None = None
+    deadline = time.monotonic() + SEARCH_SECONDS
     try:
         carry = b""
         while True:
@@ -97,12 +150,13 @@ def log_search(path: str, patterns: Sequence[str], group: bool = False) -> str |
                 window, carry = window[:cut], window[cut:]
             for line in window.splitlines():
                 if group:
-                    for m in pairs[0][0].finditer(line):
-                        if m.re.groups:
-                            last = (m.group(1) or b"").decode("utf-8", "replace")
+                    rx, p = pairs[0]
+                    m = _search(rx, line, deadline, p, last=True)
+                    if m is not None and rx.groups:
+                        last = (m.group(1) or b"").decode("utf-8", "replace")
                     continue
                 for rx, p in pairs:
-                    if rx.search(line):
+                    if _search(rx, line, deadline, p):
                         return p
             if not chunk:
                 return last
