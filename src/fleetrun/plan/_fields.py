@@ -133,21 +133,31 @@ class Ctx:
         self.problems.append(Diagnostic(loc, message, key=key, fix=fix))
 
     def wrong_type(
-        self, node: YNode, key: str, expected: str, fix: str = "", text: bool | None = None
+        self,
+        node: YNode,
+        key: str,
+        expected: str,
+        fix: str = "",
+        text: bool | None = None,
+        most: float | None = None,
     ) -> None:
         """Record that ``node`` is not of the ``expected`` type. ``text``: a string
         would have done (default: when ``expected`` is ``a string``); then an
         unquoted ``no``, ``on`` or ``010`` that YAML read as a boolean or a number
-        is said to be one, with the fix to quote it."""
+        is said to be one, with the fix to quote it. ``most``: the largest value
+        the key takes (a number written as text past it is told so)."""
         if _numeric(expected) and isinstance(node, YScalar) and isinstance(node.value, str):
             digits = in_digits(node.value.strip())
             if digits is not None and node.style is None:
                 # YAML reads 1e12 (no dot, no exponent sign) as text, not a number.
+                over = most is not None and float(digits) > most
                 self.error(
                     node,
                     key,
                     f"{as_written(node.value)} is text to YAML, not a number",
-                    f"write it in digits ({digits})",
+                    f"write it in digits, at most {most:.15g}"
+                    if over
+                    else f"write it in digits ({digits})",
                 )
                 return
             if digits is not None:

@@ -61,6 +61,9 @@ NEED_PATTERN = r"^\s*[A-Za-z_][A-Za-z0-9_-]*\s*(\[\s*\*\s*\])?\s*$"
 PERCENT_PATTERN = r"^\s*\d+(\.\d+)?\s*%\s*$"
 MAX_EXIT = 255
 """The largest exit status a process can report (POSIX keeps 8 bits)."""
+MAX_COUNT = 1_000_000
+"""The largest concurrency, burst or worker count: far past what one run starts,
+and a count the journal and the shared pools file keep as a 64-bit integer."""
 MAX_VERIFY = 10_000
 """The largest ``adaptive.verify``: the pool keeps that many attempts' endings in memory."""
 
@@ -305,6 +308,11 @@ ExitCode = Annotated[int, Field(ge=0, le=MAX_EXIT), Why("exit codes are 0 to 255
 FailureExit = Annotated[
     int, Field(ge=1, le=MAX_EXIT), Why("a failed attempt's exit codes are 1 to 255")
 ]
+Count = Annotated[
+    int,
+    Field(ge=1, le=MAX_COUNT),
+    Why("no run starts that many at once; leave the key out for no limit"),
+]
 Verify = Annotated[
     int,
     Field(ge=1, le=MAX_VERIFY),
@@ -531,7 +539,7 @@ class AdaptiveSpec(_Spec):
         "up to 16x (default 5)."
     )
     margin: Margin | None = key("How far under a limit found the plateau sits (default 0.01).")
-    initial: int | None = key("The concurrency slow start begins at (default 8).", ge=1)
+    initial: Count | None = key("The concurrency slow start begins at (default 8).")
 
 
 class ThrottleSpec(_Spec):
@@ -562,12 +570,12 @@ class PoolSpec(_Spec):
         json_schema_extra={"anyOf": [{"required": ["concurrency"]}, {"required": ["rate"]}]}
     )
 
-    concurrency: int | None = key("At most this many attempts at once.", ge=1)
+    concurrency: Count | None = key("At most this many attempts at once.")
     rate: Rate | None = key(
         "At most this many starts per time unit: 10/s, 600/m, 100/h (a number is per second)."
     )
-    burst: int | None = key(
-        "Starts allowed at once under the rate (token bucket size, default 1).", ge=1
+    burst: Count | None = key(
+        "Starts allowed at once under the rate (token bucket size, default 1)."
     )
     adaptive: bool | AdaptiveSpec | None = key(
         "Follow what the provider grants: on throttle signals the effective rate and "
@@ -1033,7 +1041,7 @@ class ClusterSpec(_Spec):
     address: Annotated[str, AfterValidator(_address)] | None = key(
         "A running Dask scheduler: tcp://HOST:PORT or HOST:PORT."
     )
-    workers: int | None = key("Worker processes of the local cluster (default 2).", ge=1)
+    workers: Count | None = key("Worker processes of the local cluster (default 2).")
 
 
 class PlanSpec(_Spec):

@@ -175,11 +175,13 @@ def report(
         _one(ctx, model, node, sub, e)
     for path, expected in mismatches.items():
         node, sub = _node_at(root, key, path)
-        expect = _expect(_field_at(model, path)) if path else None
+        field = _field_at(model, path) if path else None
+        expect = _expect(field)
+        most = _at_most(field)
         if expect is not None:
-            ctx.wrong_type(node, sub, expect.words, text=expect.text)
+            ctx.wrong_type(node, sub, expect.words, text=expect.text, most=most)
         else:
-            ctx.wrong_type(node, sub, _either(expected))
+            ctx.wrong_type(node, sub, _either(expected), most=most)
 
 
 def _place(
@@ -287,6 +289,16 @@ def _why(tp: Any) -> str:
         if isinstance(m, Why):
             return m.text
     return next((w for a in typing.get_args(tp) if (w := _why(a))), "")
+
+
+def _at_most(tp: Any) -> float | None:
+    """The largest value a numeric type takes (its ``le``), or None."""
+    for m in getattr(tp, "__metadata__", ()):
+        for c in (m, *getattr(m, "metadata", ())):
+            le = getattr(c, "le", None)
+            if isinstance(le, int | float) and not isinstance(le, bool):
+                return le
+    return next((le for a in typing.get_args(tp) if (le := _at_most(a)) is not None), None)
 
 
 def _expect(tp: Any) -> Expect | None:
