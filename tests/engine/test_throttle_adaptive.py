@@ -182,6 +182,35 @@ def test_a_burst_of_one_met_ten_times_over_is_found_by_the_first_start_after_eac
     assert res.makespan <= 2.5 * (100 - 1) / limit
 
 
+@pytest.mark.parametrize(("burst", "seed"), [(2, 0), (2, 1), (3, 0)])
+def test_a_check_whose_first_starts_are_all_admitted_watches_on_until_it_is_sure(
+    burst: int, seed: int
+) -> None:
+    """A 1/s bucket with a burst of 2 or 3 met from 20/s: the check at 2.5/s
+    is still over it, a third of its attempts refused, and its few pauses
+    bring too few first starts to be sure. It watches on while enough are due
+    within four times the check: taken for noise, the pool went back to 20/s
+    and drew 81 429s for 60 requests; now about 20, and the pool ends under
+    the limit."""
+    res = simulate(TokenBucket(1, burst), 60, rate=20, spawn=0.05, seed=seed)
+    assert not any(why.startswith("restored") for *_, why in res.changes)
+    assert any("first start after a Retry-After pause was admitted" in why
+               for *_, why in res.changes)  # fmt: skip
+    assert res.throttled <= 25
+    final = res.changes[-1][1]
+    assert final is not None
+    assert final <= 1.5
+
+
+def test_a_check_that_finds_a_limit_says_so() -> None:
+    """The check's verdict is a line of its own, whichever it is."""
+    res = simulate(TokenBucket(5, 1), 100, rate=50, spawn=0.05, seed=1)
+    checks = [i for i, (*_, why) in enumerate(res.changes) if "checking at" in why]
+    assert checks
+    verdict = res.changes[checks[0] + 1][3]
+    assert verdict.startswith("no throttle in 10 attempts at 1.56/s: a limit under 6.25/s")
+
+
 @pytest.mark.parametrize("p", [0.3, 0.5])
 @pytest.mark.parametrize("seed", range(3))
 def test_random_throttles_under_pauses_refuse_first_starts_too(p: float, seed: int) -> None:

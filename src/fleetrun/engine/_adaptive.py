@@ -138,7 +138,9 @@ The anchors, and what is taken from each:
   Retry-After it asked for, so what it refuses comes after the first start
   (a burst of 1 or 2 met at a rate still over it, the check's rate too when
   the pool was set 10x over). That is a limit under the check's rate: the
-  rate halves from there and grows back below it.
+  rate halves from there and grows back below it. While every first start
+  so far was admitted but too few to be sure, the check watches on, if
+  enough of them are due within ``4 x verify`` attempts.
 
 Nothing ever goes below ``floor`` x the configured values, nor above them.
 Every number is a field of ``plan.AdaptiveSettings`` (``pools.X.adaptive``) or
@@ -1123,7 +1125,12 @@ class AdaptiveLimit:
             )
         if self._deep is not None and throttles == 0:
             self._deep, self._limited = None, True  # the throttles stopped: a limit
-            return None
+            return Change(
+                self.rate,
+                self.concurrency,
+                f"no throttle in {ends} attempts at {_rate(self.rate)}: a limit under "
+                f"{_rate(rate)}, not noise",
+            )
         if self._deep is None and (
             after < _MIN_NOISE or abs(after - predicted) <= abs(after - before)
         ):
@@ -1131,6 +1138,16 @@ class AdaptiveLimit:
             return None  # the decrease helped: the throttles depended on the rate
         if self._deep is not None:
             ok = self._firsts_ok
+            if self.rate and not self._firsts_refused and ok and (1.0 - after) ** ok > 0.05:
+                # Every first start after a pause admitted so far, too few to be
+                # sure: watch on while enough of them (each pause brings one) are
+                # due within four times the check, until a first is refused.
+                need = math.ceil(math.log(0.05) / math.log(1.0 - after))
+                due = math.ceil(need * ends / ok)
+                if due <= 4 * self.settings.verify:
+                    self._verify = (rate, conc, before, ends, throttles)
+                    self._verify_len = due
+                    return None
             if self.rate and not self._firsts_refused and ok and (1.0 - after) ** ok <= 0.05:
                 # Yet the first start after each pause was admitted, more often
                 # than random throttles this frequent would allow once in 20:
