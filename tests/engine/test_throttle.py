@@ -183,7 +183,8 @@ def test_adaptive_numbers_are_checked_at_their_place(
         ("0.5", 0.5),
         ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),  # 10 s after "now" below
         ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # a date in the past: no wait
-        ("1e9", 3600.0),  # capped
+        ("1000000000", 3600.0),  # capped
+        ("1e9", None),  # not delay-seconds (digits): said, not read
         ("inf", None),
         ("nan", None),
         ("-5", None),
@@ -327,7 +328,13 @@ def test_a_retry_after_not_used_as_it_stands_is_said_once_per_pool(tmp_path) -> 
         ("retry-after: 5 (from the gateway)", 5.0, None),
         ("Retry-After: soon", None, "Retry-After 'soon' is neither seconds nor an HTTP-date"),
         ("Retry-After: -5", None, "Retry-After '-5' is no delay"),
-        ("Retry-After: 1e9", 3600.0, "Retry-After 1000000000s is longer than a pause may be"),
+        ("Retry-After: 1000000000", 3600.0, "Retry-After 1000000000s is longer than a pause may"),
+        ("Retry-After: 1e9", None, "Retry-After '1e9' is neither seconds nor an HTTP-date"),
+        ("Retry-After: 0x10", None, "Retry-After '0x10' is neither seconds nor an HTTP-date"),
+        ("Retry-After: 1e1", None, "Retry-After '1e1' is neither seconds nor an HTTP-date"),
+        ("Retry-After: 1_0", None, "Retry-After '1_0' is neither seconds nor an HTTP-date"),
+        ("Retry-After: 2s", 2.0, None),
+        ("Retry-After: 2, 3", 2.0, None),
     ],
 )
 def test_the_default_rule_reads_the_whole_retry_after_value(tmp_path, line, delay, said) -> None:

@@ -374,7 +374,12 @@ def retry_after_seconds(found: str, now: float) -> float | None:
     return retry_after_read(found, now)[0]
 
 
-_LEADING_SECONDS = re.compile(r"(\d+(?:\.\d+)?)(?![\d.])")
+_SECONDS = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+|inf(?:inity)?|nan)", re.IGNORECASE)
+"""A value read as seconds: digits (HTTP's delay-seconds; a fraction too), or a
+sign or word that says no delay. ``float`` reads more (``1e1``, ``1_0``, ``0x``
+fails): those are said, not read."""
+_LEADING_SECONDS = re.compile(r"(\d+(?:\.\d+)?)s?(?=$|[\s,;(])")
+"""Seconds first, then words: ``5 (from the gateway)``, ``2s``, ``2, 3``."""
 
 
 def retry_after_read(found: str, now: float) -> tuple[float | None, str]:
@@ -382,9 +387,9 @@ def retry_after_read(found: str, now: float) -> tuple[float | None, str]:
     a line that says so (a pool event): unreadable, no delay, or capped."""
     found = found.strip().strip("\"'")
     shown = found if len(found) <= 40 else found[:37] + "..."
-    try:
+    if _SECONDS.fullmatch(found):
         seconds = float(found)
-    except ValueError:
+    else:
         try:
             seconds = max(0.0, parsedate_to_datetime(found).timestamp() - now)
         except (TypeError, ValueError, IndexError, OverflowError):
