@@ -248,3 +248,20 @@ def test_retry_after_in_http_date_form_pauses_the_pool(tmp_path):
     for p in pauses:
         inside = [s for s in starts if p["at"] + spawn_delay < s < p["at"] + p["paused"] - 0.05]
         assert inside == [], f"started during a {p['paused']}s pause"
+
+
+@pytest.mark.slow
+def test_a_pause_of_the_pools_own_is_never_said_to_be_for_a_retry_after(tmp_path):
+    """A provider that throttles most requests and never says a Retry-After: the
+    pool backs off by itself. Its pauses, and the waits they cause, are named as
+    the pool's own back-off, not as a Retry-After the provider never sent."""
+    from fleetrun.engine import BACKOFF_PAUSED, BACKOFF_WHY
+
+    with spawn("bucket", form="none", rate=10.0, burst=2) as server:
+        ran = apply(tmp_path, server, 30, {"rate": "50/s", "concurrency": 50, "adaptive": True})
+    assert ran.stats.ok == 30
+    pauses = [c for c in ran.changes if c["paused"] > 0]
+    assert pauses, ", ".join(c["reason"] for c in ran.changes[:8])
+    assert all(c["reason"].endswith(BACKOFF_WHY) for c in pauses), [c["reason"] for c in pauses]
+    assert not any("Retry-After" in (a.queued_reason or "") for a in ran.attempts)
+    assert any(a.queued_reason == f"pool api {BACKOFF_PAUSED}" for a in ran.attempts)

@@ -243,3 +243,39 @@ def test_split_divides_only_paced_waits_at_their_own_pools_pauses() -> None:
     assert split("pool api paused for Retry-After", 12.5, 13.5, pauses) == {
         "pool api paused for Retry-After": 1.0
     }
+
+
+def test_split_names_a_back_off_pause_as_the_pools_own() -> None:
+    """A pause the pool took by itself (the provider gave no Retry-After) is not
+    named a Retry-After pause."""
+    pauses = {"api": (PoolPause(10.0, 11.0, backoff=True), PoolPause(12.0, 14.0))}
+    assert split("pool api rate", 10.5, 13.0, pauses) == pytest.approx(
+        {
+            "pool api paused (back-off)": 0.5,
+            "pool api paused for Retry-After": 1.0,
+            "pool api rate": 1.0,
+        }
+    )
+    assert split("pool api paused (back-off)", 10.2, 10.8, pauses) == pytest.approx(
+        {"pool api paused (back-off)": 0.6}
+    )
+
+
+def test_pause_spans_tell_a_back_off_from_a_retry_after() -> None:
+    from fleetrun.engine import BACKOFF_WHY
+    from fleetrun.report._pool_series import pause_spans
+
+    def ev(at: float, paused: float, reason: str) -> dict[str, object]:
+        return {"pool": "api", "at": at, "rate": 5.0, "concurrency": None,
+                "paused": paused, "reason": reason}  # fmt: skip
+
+    spans = pause_spans(
+        [
+            ev(10.0, 1.0, f"paused 1s {BACKOFF_WHY}"),
+            ev(11.0, 0.0, "resumed: the Retry-After pause is over"),
+            ev(12.0, 2.0, "paused 2s for Retry-After"),
+            ev(12.5, 2.0, f"paused 2s {BACKOFF_WHY}"),  # one span with the one above
+        ],
+        end_at=20.0,
+    )
+    assert spans["api"] == (PoolPause(10.0, 11.0, True), PoolPause(12.0, 14.5, False))

@@ -5,6 +5,8 @@ from fleetrun.engine._control import RunControl
 from fleetrun.engine._driver import run_graph
 from fleetrun.engine._ending import NO_EXIT_CODE, distinct_tail, ending_text, repeats
 from fleetrun.engine._events import (
+    BACKOFF_PAUSED,
+    BACKOFF_WHY,
     FINAL_STATES,
     AttemptEnded,
     AttemptOutput,
@@ -37,6 +39,8 @@ from fleetrun.engine._shared_file import (
 from fleetrun.engine._verdict import accepted_text
 
 __all__ = [
+    "BACKOFF_PAUSED",
+    "BACKOFF_WHY",
     "DEFAULT_GRACE",
     "FINAL_STATES",
     "NO_EXIT_CODE",

@@ -177,6 +177,13 @@ class InstanceSettled(Event):
     outputs: Mapping[str, str] = field(default_factory=dict)
 
 
+BACKOFF_WHY = "(back-off: the provider gave no Retry-After)"
+"""How ``PoolChanged`` says a pause of the pool's own (no Retry-After), after
+``paused 2s``."""
+BACKOFF_PAUSED = "paused (back-off)"
+"""The queued reason of a start held by such a pause, after ``pool NAME``."""
+
+
 @message
 class PoolChanged(Event):
     """A pool's effective limits changed, or it paused or resumed.
@@ -184,9 +191,10 @@ class PoolChanged(Event):
     ``rate`` is the effective start rate per second (0 for a pool without a
     rate), ``concurrency`` the effective concurrency (None: uncapped).
     ``paused`` > 0: no attempt of the pool starts for that many seconds (a
-    Retry-After); a later event with reason "resumed: ..." marks its end.
-    ``reason`` says why ("throttled (52 succeeded in 1.3s)", "probing up: ...",
-    "restored: ...", "paused 2s for Retry-After").
+    Retry-After, or a back-off of the pool's own: ``BACKOFF_WHY``); a later
+    event with reason "resumed: ..." marks its end. ``reason`` says why
+    ("throttled (52 succeeded in 1.3s)", "probing up: ...", "restored: ...",
+    "paused 2s for Retry-After").
     """
 
     pool: str

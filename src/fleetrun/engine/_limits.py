@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from fleetrun.engine._adaptive import AdaptiveLimit, Change, pause_text
+from fleetrun.engine._events import BACKOFF_PAUSED, BACKOFF_WHY
 from fleetrun.engine._retry import SEARCH_SECONDS, SearchTimeout, log_search
 from fleetrun.executors import AttemptResult
 from fleetrun.plan import AdaptiveSettings, Graph, Pool, StaticLimits, ThrottleRule
@@ -91,6 +92,7 @@ class Limits(StaticLimits):
 
     __slots__ = (
         "_adaptive",
+        "_backoff",
         "_names",
         "_noted",
         "_notify",
@@ -128,12 +130,19 @@ class Limits(StaticLimits):
                 self.caps[k] = a.concurrency
         self.paused_until = [-math.inf] * len(pools)
         self._paused = [False] * len(pools)  # a pause was announced and its end not yet
+        # The pause on is the pool's own back-off (no Retry-After), not the provider's.
+        self._backoff = [False] * len(pools)
         # Per pool: when the token a held-back start waits for is due (None: no
         # start waits for one), to credit a start the event loop woke late for.
         self._ready: list[float | None] = [None] * len(pools)
-        # Per pool: the queued reason for (full, rate, pause), built once.
+        # Per pool: the queued reason for (full, rate, pause, back-off), built once.
         self._why = [
-            (f"pool {n} full", f"pool {n} rate", f"pool {n} paused for Retry-After")
+            (
+                f"pool {n} full",
+                f"pool {n} rate",
+                f"pool {n} paused for Retry-After",
+                f"pool {n} {BACKOFF_PAUSED}",
+            )
             for n in self._names
         ]
         # Why the last ``wait_time`` > 0 held its pools back (one of ``_why``).
@@ -172,7 +181,7 @@ class Limits(StaticLimits):
                 if left > 0:
                     if left > wait:
                         wait = left
-                        self.blocked_by = self._why[k][2]
+                        self.blocked_by = self._why[k][3 if self._backoff[k] else 2]
                     continue
                 self._paused[k] = False
                 self._emit(k, 0.0, "resumed: the Retry-After pause is over")
@@ -334,7 +343,9 @@ class Limits(StaticLimits):
 
     # -- changes --------------------------------------------------------------------
 
-    def _pause(self, k: int, until: float, delay: float) -> None:
+    def _pause(self, k: int, until: float, delay: float, backoff: bool = False) -> None:
+        """Pause pool ``k`` until ``until`` (``delay`` from now): for the provider's
+        Retry-After, or (``backoff``) a back-off of the pool's own."""
         if until <= self.paused_until[k]:
             return  # already paused at least that long
         a = self._adaptive[k]
@@ -348,7 +359,9 @@ class Limits(StaticLimits):
         self._ready[k] = None
         self.paused_until[k] = until
         self._paused[k] = True
-        self._emit(k, delay, f"paused {pause_text(delay)} for Retry-After")
+        self._backoff[k] = backoff
+        why = BACKOFF_WHY if backoff else "for Retry-After"
+        self._emit(k, delay, f"paused {pause_text(delay)} {why}")
 
     def _apply(self, k: int, change: Change | None, now: float) -> None:
         if change is None:
@@ -359,7 +372,7 @@ class Limits(StaticLimits):
         self.caps[k] = change.concurrency
         self._emit(k, 0.0, change.reason)
         if change.pause > 0:
-            self._pause(k, now + change.pause, change.pause)
+            self._pause(k, now + change.pause, change.pause, backoff=True)
 
     def _emit(self, k: int, paused: float, reason: str) -> None:
         b = self.buckets[k]

@@ -180,7 +180,8 @@ def render_pool_chart(report: RunReport, s: PoolSeries) -> str:
         x1, x2 = x_of(pause.start), x_of(pause.end)
         out.append(
             f'<rect class="pause" x="{_f(x1)}" y="{_f(top)}" width="{_f(max(1.0, x2 - x1))}" '
-            f'height="{_f(PLOT_H)}"><title>Retry-After pause from +{pause.start:.3f}s '
+            f'height="{_f(PLOT_H)}"><title>{"back-off" if pause.backoff else "Retry-After"} '
+            f"pause from +{pause.start:.3f}s "
             f"to +{pause.end:.3f}s ({pause.end - pause.start:.3f}s)</title></rect>"
         )
 
@@ -281,7 +282,7 @@ _LEGEND_ITEMS = (
     ('<line class="ceil c-rate" x1="1" y1="6" x2="21" y2="6"/>', "configured (the ceiling)"),
     ('<circle class="chg" cx="11" cy="6" r="3"/>', "change of limits (hover for the reason)"),
     ('<line class="thr" x1="11" y1="0" x2="11" y2="12"/>', "throttled attempt"),
-    ('<rect class="pause" x="1" y="1" width="20" height="10"/>', "Retry-After pause"),
+    ('<rect class="pause" x="1" y="1" width="20" height="10"/>', "pause (Retry-After, back-off)"),
 )  # fmt: skip
 LEGEND = (
     '<div class="legend" id="fr-legend-pools">'

@@ -189,10 +189,12 @@ class PoolPoint:
 @dataclass(frozen=True, slots=True)
 class PoolPause:
     """A Retry-After pause of a pool: no attempt of it could start in ``[start, end]``
-    (seconds since the run's start; pauses that overlap are one)."""
+    (seconds since the run's start; pauses that overlap are one). ``backoff``: a
+    pause of the pool's own, the provider having given no Retry-After."""
 
     start: float
     end: float
+    backoff: bool = False
 
 
 @dataclass(frozen=True, slots=True)

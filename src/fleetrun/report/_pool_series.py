@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from typing import Any
 
+from fleetrun.engine import BACKOFF_WHY
 from fleetrun.plan import Pool
 from fleetrun.report._model import (
     AttemptRecord,
@@ -159,20 +160,22 @@ def _pauses(points: Sequence[PoolPoint], end: float) -> tuple[PoolPause, ...]:
     out: list[PoolPause] = []
     began: float | None = None
     until = 0.0
+    own = True  # every pause of the interval was a back-off of the pool's own
     for p in points:
         if p.kind == "pause":
             if began is not None and p.t > until:
-                out.append(PoolPause(began, until))
+                out.append(PoolPause(began, until, own))
                 began = None
             if began is None:
-                began, until = p.t, p.t + p.paused
+                began, until, own = p.t, p.t + p.paused, True
             else:
                 until = max(until, p.t + p.paused)
+            own = own and BACKOFF_WHY in p.reason
         elif p.kind == "resume" and began is not None:
-            out.append(PoolPause(began, max(began, min(until, p.t))))
+            out.append(PoolPause(began, max(began, min(until, p.t)), own))
             began = None
     if began is not None:
-        out.append(PoolPause(began, max(began, min(until, end))))
+        out.append(PoolPause(began, max(began, min(until, end)), own))
     return tuple(out)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from fleetrun.engine import BACKOFF_PAUSED
 from fleetrun.report._model import PoolPause
 from fleetrun.report._text import format_duration
 
@@ -45,7 +46,7 @@ def add(into: dict[str, float], reason: str | None, seconds: float) -> None:
         into[key] = into.get(key, 0.0) + seconds
 
 
-_PACED = (" paused for Retry-After", " rate")
+_PACED = (" paused for Retry-After", f" {BACKOFF_PAUSED}", " rate")
 """How the reasons that ``split`` divides end, after ``pool NAME``."""
 
 
@@ -84,10 +85,14 @@ def split(
     if not spans:
         add(out, reason, wait)
         return out
-    inside = sum(max(0.0, min(p.end, started_at) - max(p.start, ready_at)) for p in spans)
-    inside = min(inside, max(wait, 0.0))
-    add(out, f"pool {pool} paused for Retry-After", inside)
-    add(out, f"pool {pool} rate", wait - inside)
+    inside = {False: 0.0, True: 0.0}  # by back-off
+    for p in spans:
+        inside[p.backoff] += max(0.0, min(p.end, started_at) - max(p.start, ready_at))
+    provider = min(inside[False], max(wait, 0.0))
+    own = min(inside[True], max(wait - provider, 0.0))
+    add(out, f"pool {pool} paused for Retry-After", provider)
+    add(out, f"pool {pool} {BACKOFF_PAUSED}", own)
+    add(out, f"pool {pool} rate", wait - provider - own)
     return ordered(out)
 
 
