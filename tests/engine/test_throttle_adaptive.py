@@ -573,3 +573,12 @@ def test_a_restored_decrease_names_the_limit_it_undid() -> None:
     said = [why for *_, why in rate.changes if why.startswith("restored")]
     assert said
     assert all(why.endswith("not caused by the rate") for why in said)
+
+
+def test_back_to_the_good_rate_says_what_made_it_good() -> None:
+    """Rates that ran a second unthrottled during a probe are not yet known
+    good: the reason says how long the one gone back to ran."""
+    res = simulate(TokenBucket(5, 1), 100, rate=50, seed=0)
+    backs = [why for *_, why in res.changes if why.startswith("throttled (back to")]
+    assert backs
+    assert all("the last rate that ran 3 probe intervals unthrottled" in why for why in backs)

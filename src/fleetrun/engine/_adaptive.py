@@ -998,7 +998,10 @@ class AdaptiveLimit:
                     why.append(f"granted about {_rate(granted)}")
             elif came_down is None and self._good is not None and self._good < rate * 0.98:
                 new = self._good  # straight back to the last rate known good
-                why.append(f"back to {_rate(new)}, the last rate that ran unthrottled")
+                why.append(
+                    f"back to {_rate(new)}, the last rate that ran {_GOOD_PROBES} probe "
+                    "intervals unthrottled"
+                )
             else:
                 self._good = None  # throttled at or below it: that knowledge is stale
                 self._history.clear()
