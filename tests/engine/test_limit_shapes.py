@@ -263,5 +263,8 @@ def test_a_pause_of_the_pools_own_is_never_said_to_be_for_a_retry_after(tmp_path
     pauses = [c for c in ran.changes if c["paused"] > 0]
     assert pauses, ", ".join(c["reason"] for c in ran.changes[:8])
     assert all(c["reason"].endswith(BACKOFF_WHY) for c in pauses), [c["reason"] for c in pauses]
+    ends = [c["reason"] for c in ran.changes if c["reason"].startswith("resumed")]
+    assert ends
+    assert set(ends) == {"resumed: the back-off is over"}
     assert not any("Retry-After" in (a.queued_reason or "") for a in ran.attempts)
     assert any(a.queued_reason == f"pool api {BACKOFF_PAUSED}" for a in ran.attempts)

@@ -333,6 +333,13 @@ def test_a_retry_after_not_used_as_it_stands_is_said_once_per_pool(tmp_path) -> 
         ("Retry-After: 0x10", None, "Retry-After '0x10' is neither seconds nor an HTTP-date"),
         ("Retry-After: 1e1", None, "Retry-After '1e1' is neither seconds nor an HTTP-date"),
         ("Retry-After: 1_0", None, "Retry-After '1_0' is neither seconds nor an HTTP-date"),
+        ("Retry-After: " + "9" * 5000, 3600.0, "Retry-After 9999999999999999999999999999999"),
+        (
+            "Retry-After: 99999999999999999999999999",
+            3600.0,
+            "Retry-After 99999999999999999999999999s is longer",
+        ),
+        ("Retry-After: \u0661\u0660", None, "Retry-After '\u0661\u0660' is neither seconds"),
         ("Retry-After: 2s", 2.0, None),
         ("Retry-After: 2, 3", 2.0, None),
     ],
@@ -394,4 +401,28 @@ def test_a_pause_is_said_in_three_digits() -> None:
         "12s",
         "0.5s",
         "3600s",
+    ]
+
+
+def test_a_pattern_the_regex_module_refuses_is_said_once_and_not_searched(tmp_path) -> None:
+    """A graph built in code skips the plan check: a pattern the engine cannot
+    search (``re`` takes ``(?t)``, the ``regex`` module does not) is said once,
+    never falls back to an unbounded search, and never ends the run."""
+    from fleetrun.engine._limits import Limits
+    from fleetrun.executors import AttemptResult
+
+    rule = ThrottleRule(exit=frozenset(), output=("(?t)(?:a|a)*b", "(?u)x"))
+    g = graph(
+        [task("t", "x", pools=["api"], targets=["a"])],
+        pools=[Pool("api", rate=10.0, throttle=rule)],
+    )
+    told: list[str] = []
+    limits = Limits(g, 0.0, lambda name, rate, cap, paused, reason: told.append(reason))
+    log = tmp_path / "a.log"
+    log.write_text("a" * 40 + "!\n")
+    for _ in range(3):
+        assert limits.match((0,), AttemptResult(exit_code=3), str(log)) == ()
+    assert [t.split(" (")[0] for t in told] == [
+        "throttle.output '(?t)(?:a|a)*b' cannot be searched",
+        "throttle.output '(?u)x' cannot be searched",
     ]

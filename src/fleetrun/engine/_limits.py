@@ -184,7 +184,13 @@ class Limits(StaticLimits):
                         self.blocked_by = self._why[k][3 if self._backoff[k] else 2]
                     continue
                 self._paused[k] = False
-                self._emit(k, 0.0, "resumed: the Retry-After pause is over")
+                self._emit(
+                    k,
+                    0.0,
+                    "resumed: the back-off is over"
+                    if self._backoff[k]
+                    else "resumed: the Retry-After pause is over",
+                )
                 a = self._adaptive[k]
                 if a is not None:
                     self._apply(k, a.resumed(now), now)
@@ -276,7 +282,7 @@ class Limits(StaticLimits):
                 what = _match(rule, result, log_path, self._slow)
             except SearchTimeout as e:
                 self._slow.add(e.pattern)
-                self._say_once(k, _slow_pattern("throttle.output", e.pattern))
+                self._say_once(k, _slow_pattern("throttle.output", e))
                 continue
             if what is None:
                 continue
@@ -287,7 +293,7 @@ class Limits(StaticLimits):
                     found = log_search(log_path, (rule.retry_after,), group=True)
                 except SearchTimeout as e:
                     self._slow.add(e.pattern)
-                    found, note = None, _slow_pattern("throttle.retry_after", e.pattern)
+                    found, note = None, _slow_pattern("throttle.retry_after", e)
                 if found is not None:
                     delay, note = retry_after_read(found, time.time())
             if note:
@@ -387,11 +393,11 @@ def retry_after_seconds(found: str, now: float) -> float | None:
     return retry_after_read(found, now)[0]
 
 
-_SECONDS = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+|inf(?:inity)?|nan)", re.IGNORECASE)
+_SECONDS = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+|inf(?:inity)?|nan)", re.IGNORECASE)
 """A value read as seconds: digits (HTTP's delay-seconds; a fraction too), or a
 sign or word that says no delay. ``float`` reads more (``1e1``, ``1_0``, ``0x``
 fails): those are said, not read."""
-_LEADING_SECONDS = re.compile(r"(\d+(?:\.\d+)?)s?(?=$|[\s,;(])")
+_LEADING_SECONDS = re.compile(r"([0-9]+(?:\.[0-9]+)?)s?(?=$|[\s,;(])")
 """Seconds first, then words: ``5 (from the gateway)``, ``2s``, ``2, 3``."""
 
 
@@ -400,8 +406,11 @@ def retry_after_read(found: str, now: float) -> tuple[float | None, str]:
     a line that says so (a pool event): unreadable, no delay, or capped."""
     found = found.strip().strip("\"'")
     shown = found if len(found) <= 40 else found[:37] + "..."
-    if _SECONDS.fullmatch(found):
+    digits = _SECONDS.fullmatch(found) is not None
+    if digits:
         seconds = float(found)
+        if math.isinf(seconds) and found.lstrip("+")[:1].isdigit():
+            return MAX_PAUSE, _capped(f"{shown}s")  # more digits than a float holds
     else:
         try:
             seconds = max(0.0, parsedate_to_datetime(found).timestamp() - now)
@@ -416,10 +425,13 @@ def retry_after_read(found: str, now: float) -> tuple[float | None, str]:
         # "inf", "nan", "-5": no delay a provider would mean.
         return None, f"Retry-After {shown!r} is no delay: not paused for it"
     if seconds > MAX_PAUSE:
-        return MAX_PAUSE, (
-            f"Retry-After {seconds:.0f}s is longer than a pause may be: paused {MAX_PAUSE:g}s"
-        )
+        # Digits as the provider sent them; a date as the seconds it is away.
+        return MAX_PAUSE, _capped(f"{shown}s" if digits else f"{seconds:.0f}s")
     return seconds, ""
+
+
+def _capped(value: str) -> str:
+    return f"Retry-After {value} is longer than a pause may be: paused {MAX_PAUSE:g}s"
 
 
 def _settings(pool: Pool) -> AdaptiveSettings | None:
@@ -429,8 +441,10 @@ def _settings(pool: Pool) -> AdaptiveSettings | None:
     return AdaptiveSettings() if a else None  # ``adaptive=True`` built in code
 
 
-def _slow_pattern(key: str, pattern: str) -> str:
-    shown = pattern if len(pattern) <= 40 else pattern[:37] + "..."
+def _slow_pattern(key: str, e: SearchTimeout) -> str:
+    shown = e.pattern if len(e.pattern) <= 40 else e.pattern[:37] + "..."
+    if e.why:
+        return f"{key} '{shown}' cannot be searched ({e.why}): not searched in this run"
     return (
         f"{key} '{shown}' took over {SEARCH_SECONDS:g}s on an attempt's output: no match, "
         "and not searched again in this run; write it without nested repeats such as (a|aa)+"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import re
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -78,38 +77,37 @@ bounded (the ``regex`` module's ``timeout``, which stdlib ``re`` lacks)."""
 
 
 class SearchTimeout(Exception):
-    """A pattern did not finish within ``SEARCH_SECONDS`` on one log."""
+    """A pattern did not finish within ``SEARCH_SECONDS`` on one log, or (``why``)
+    cannot be searched at all."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, why: str = "") -> None:
         super().__init__(pattern)
         self.pattern = pattern
+        self.why = why
 
 
-def _compiled(pattern: str) -> regex.Pattern[bytes] | re.Pattern[bytes]:
+def _compiled(pattern: str) -> regex.Pattern[bytes]:
     import regex  # here, not at the top: 17 ms, loaded by the first search
 
     try:
         return regex.compile(pattern.encode())
-    except regex.error:  # valid for ``re`` (the plan checks it), not for ``regex``
-        return re.compile(pattern.encode())
+    except (regex.error, ValueError, TypeError, OverflowError) as e:
+        # The plan check refuses these; a graph built in code may still hold one.
+        raise SearchTimeout(pattern, str(getattr(e, "msg", e))) from None
 
 
 def _search(
-    rx: regex.Pattern[bytes] | re.Pattern[bytes],
+    rx: regex.Pattern[bytes],
     line: bytes,
     deadline: float,
     pattern: str,
     last: bool = False,
-) -> re.Match[bytes] | regex.Match[bytes] | None:
+) -> regex.Match[bytes] | None:
     """``rx.search(line)`` (the last match with ``last``) before ``deadline``."""
     left = deadline - time.monotonic()
     if left <= 0:
         raise SearchTimeout(pattern)
     try:
-        if isinstance(rx, re.Pattern):
-            if last:
-                return next(reversed(list(rx.finditer(line))), None)
-            return rx.search(line)
         if last:
             return next(reversed(list(rx.finditer(line, timeout=left))), None)
         return rx.search(line, timeout=left)

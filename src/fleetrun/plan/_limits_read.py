@@ -129,6 +129,20 @@ def _regex(ctx: Ctx, node: YNode, key: str, groups: int = 0) -> str | None:
             "to match them literally)",
         )
         return None
+    import regex  # here, not at the top: only plans with throttle patterns load it
+
+    try:
+        # As the engine searches output: the ``regex`` module (for its time
+        # bound), on bytes. A few patterns ``re`` takes are refused there.
+        regex.compile(text.encode())
+    except (regex.error, ValueError, TypeError, OverflowError) as e:
+        ctx.error(
+            node,
+            key,
+            f"{as_written(text)} cannot be searched in output: {getattr(e, 'msg', e)}",
+            "write it without inline flags such as (?u) or (?t); the output is searched as bytes",
+        )
+        return None
     if compiled.groups < groups:
         ctx.error(
             node,
