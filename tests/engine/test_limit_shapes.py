@@ -258,8 +258,8 @@ def test_a_pause_of_the_pools_own_is_never_said_to_be_for_a_retry_after(tmp_path
     from fleetrun.engine import BACKOFF_PAUSED, BACKOFF_WHY
 
     with spawn("bucket", form="none", rate=10.0, burst=2) as server:
-        ran = apply(tmp_path, server, 30, {"rate": "50/s", "concurrency": 50, "adaptive": True})
-    assert ran.stats.ok == 30
+        ran = apply(tmp_path, server, 20, {"rate": "50/s", "concurrency": 50, "adaptive": True})
+    assert ran.stats.ok == 20
     pauses = [c for c in ran.changes if c["paused"] > 0]
     assert pauses, ", ".join(c["reason"] for c in ran.changes[:8])
     assert all(c["reason"].endswith(BACKOFF_WHY) for c in pauses), [c["reason"] for c in pauses]
