@@ -4,6 +4,7 @@ on 127.0.0.1 that enforces a token bucket (``throttle_server.py``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from throttle_server import ThrottleServer, client_command
@@ -17,6 +18,15 @@ RULE = ThrottleRule(
     exit=frozenset({75}), output=(r"\b4[0-9]9\b",), retry_after=r"Retry-After: (\d+)"
 )
 REGIONS = [f"r{i}" for i in range(8)]
+
+
+def _one_pool(pool: Pool) -> tuple[Any, list[str]]:
+    """``Limits`` over one task in ``pool``, and the reasons its events said."""
+    from fleetrun.engine._limits import Limits
+
+    told: list[str] = []
+    g = graph([task("t", "x", pools=["api"], targets=["a"])], pools=[pool])
+    return Limits(g, 0.0, lambda name, rate, cap, paused, reason: told.append(reason)), told
 
 
 @pytest.fixture
@@ -295,16 +305,11 @@ def test_a_concurrency_throttle_delays_only_its_attempt() -> None:
 def test_a_retry_after_not_used_as_it_stands_is_said_once_per_pool(tmp_path) -> None:
     """An unreadable Retry-After (no pause) and one past the longest pause
     (capped) each get one pool event that says so, not one per attempt."""
-    from fleetrun.engine._limits import MAX_PAUSE, Limits
+    from fleetrun.engine._limits import MAX_PAUSE
     from fleetrun.executors import AttemptResult
 
     rule = ThrottleRule(exit=frozenset({75}), retry_after=r"Retry-After:\s*(\S+)")
-    g = graph(
-        [task("t", "x", pools=["api"], targets=["a", "b"])],
-        pools=[Pool("api", rate=10.0, throttle=rule)],
-    )
-    told: list[str] = []
-    limits = Limits(g, 0.0, lambda name, rate, cap, paused, reason: told.append(reason))
+    limits, told = _one_pool(Pool("api", rate=10.0, throttle=rule))
     soon, long_ = tmp_path / "soon.log", tmp_path / "long.log"
     soon.write_text("HTTP/1.1 429\nRetry-After: soon\n")
     long_.write_text("HTTP/1.1 429\nRetry-After: 86400\n")
@@ -348,15 +353,9 @@ def test_the_default_rule_reads_the_whole_retry_after_value(tmp_path, line, dela
     """An adaptive pool without a throttle rule reads a ``Retry-After:`` line's
     whole value: one it cannot use is said, never read in part (``1e9`` was a
     pause of 1 s, ``soon`` passed without a word)."""
-    from fleetrun.engine._limits import Limits
     from fleetrun.executors import AttemptResult
 
-    g = graph(
-        [task("t", "x", pools=["api"], targets=["a"])],
-        pools=[Pool("api", rate=10.0, adaptive=AdaptiveSettings())],
-    )
-    told: list[str] = []
-    limits = Limits(g, 0.0, lambda name, rate, cap, paused, reason: told.append(reason))
+    limits, told = _one_pool(Pool("api", rate=10.0, adaptive=AdaptiveSettings()))
     log = tmp_path / "a.log"
     log.write_text(f"HTTP/1.1 429 Too Many Requests\n{line}\n")
     (m,) = limits.match((0,), AttemptResult(exit_code=75), str(log))
@@ -372,17 +371,11 @@ def test_a_retry_after_pattern_that_backtracks_for_ever_is_said_once(tmp_path, m
     """The Retry-After pattern runs on output the plan does not control: past
     its time bound it finds nothing (no pause), said once for the pool."""
     from fleetrun.engine import _retry
-    from fleetrun.engine._limits import Limits
     from fleetrun.executors import AttemptResult
 
     monkeypatch.setattr(_retry, "SEARCH_SECONDS", 0.2)
     rule = ThrottleRule(exit=frozenset({75}), retry_after=r"Retry-After: ((?:a|aa)+$)")
-    g = graph(
-        [task("t", "x", pools=["api"], targets=["a"])],
-        pools=[Pool("api", rate=10.0, throttle=rule)],
-    )
-    told: list[str] = []
-    limits = Limits(g, 0.0, lambda name, rate, cap, paused, reason: told.append(reason))
+    limits, told = _one_pool(Pool("api", rate=10.0, throttle=rule))
     log = tmp_path / "a.log"
     log.write_text("HTTP/1.1 429\nRetry-After: " + "a" * 60 + "!\n")
     for _ in range(2):
@@ -408,16 +401,10 @@ def test_a_pattern_the_regex_module_refuses_is_said_once_and_not_searched(tmp_pa
     """A graph built in code skips the plan check: a pattern the engine cannot
     search (``re`` takes ``(?t)``, the ``regex`` module does not) is said once,
     never falls back to an unbounded search, and never ends the run."""
-    from fleetrun.engine._limits import Limits
     from fleetrun.executors import AttemptResult
 
     rule = ThrottleRule(exit=frozenset(), output=("(?t)(?:a|a)*b", "(?u)x"))
-    g = graph(
-        [task("t", "x", pools=["api"], targets=["a"])],
-        pools=[Pool("api", rate=10.0, throttle=rule)],
-    )
-    told: list[str] = []
-    limits = Limits(g, 0.0, lambda name, rate, cap, paused, reason: told.append(reason))
+    limits, told = _one_pool(Pool("api", rate=10.0, throttle=rule))
     log = tmp_path / "a.log"
     log.write_text("a" * 40 + "!\n")
     for _ in range(3):
