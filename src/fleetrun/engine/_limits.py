@@ -405,7 +405,7 @@ def retry_after_read(found: str, now: float) -> tuple[float | None, str]:
     """``retry_after_seconds`` and, when the value was not used as it stands,
     a line that says so (a pool event): unreadable, no delay, or capped."""
     found = found.strip().strip("\"'")
-    shown = found if len(found) <= 40 else found[:37] + "..."
+    shown = _shortened(found)
     digits = _SECONDS.fullmatch(found) is not None
     if digits:
         seconds = float(found)
@@ -430,6 +430,11 @@ def retry_after_read(found: str, now: float) -> tuple[float | None, str]:
     return seconds, ""
 
 
+def _shortened(text: str) -> str:
+    """``text`` as a pool event quotes it: at most 40 characters."""
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _capped(value: str) -> str:
     return f"Retry-After {value} is longer than a pause may be: paused {MAX_PAUSE:g}s"
 
@@ -442,7 +447,7 @@ def _settings(pool: Pool) -> AdaptiveSettings | None:
 
 
 def _slow_pattern(key: str, e: SearchTimeout) -> str:
-    shown = e.pattern if len(e.pattern) <= 40 else e.pattern[:37] + "..."
+    shown = _shortened(e.pattern)
     if e.why:
         return f"{key} '{shown}' cannot be searched ({e.why}): not searched in this run"
     return (
